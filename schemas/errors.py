@@ -1,0 +1,133 @@
+"""Every exception edgeloop raises on purpose, in one tree.
+
+    EdgeloopError
+    ├── SchemaError                 a schema file or batch schema is not valid
+    ├── ConfigError                 a config file or setting is not valid
+    ├── RecordError                 a record sent by an app is not valid (per record)
+    ├── CollectorError              device-side failures
+    │   ├── SpoolFullError          the spool budget or disk reserve refuses new records
+    │   ├── JournalCorruptError     a journal segment has a torn or corrupt tail
+    │   └── AgentUnavailableError   the SDK or CLI cannot reach the agent
+    ├── SyncError                   an upload failed
+    │   ├── RetryableUploadError    network error, 408 or 5xx: try again later
+    │   ├── ThrottledError          429/503: pause the whole sync for retry_after_s
+    │   └── RejectedBatchError      another 4xx: the batch is never retried
+    └── IngestError                 server-side failures
+        ├── AuthError               unknown or revoked device token
+        ├── BatchRejected           an upload that cannot be landed (carries HTTP status)
+        ├── QueryRefused            a SQL statement that is not read-only
+        └── StoreError              the database could not land or read
+
+Foreign exceptions are translated at the boundary with ``raise ... from exc``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+__all__ = [
+    "AgentUnavailableError",
+    "AuthError",
+    "BatchRejected",
+    "CollectorError",
+    "ConfigError",
+    "EdgeloopError",
+    "IngestError",
+    "JournalCorruptError",
+    "QueryRefused",
+    "RecordError",
+    "RejectedBatchError",
+    "RetryableUploadError",
+    "SchemaError",
+    "SpoolFullError",
+    "StoreError",
+    "SyncError",
+    "ThrottledError",
+]
+
+
+class EdgeloopError(Exception):
+    """Root of every error edgeloop raises on purpose."""
+
+
+class SchemaError(EdgeloopError):
+    """A schema file or a batch's schema is not valid; the message names file and field."""
+
+
+class ConfigError(EdgeloopError):
+    """A config file or setting is not valid; the message names file and setting."""
+
+
+class RecordError(EdgeloopError):
+    """One record is not valid; ``field`` names the offending field (dotted path)."""
+
+    def __init__(self, message: str, *, field: str | None = None) -> None:
+        super().__init__(message)
+        self.field = field
+
+
+class CollectorError(EdgeloopError):
+    """A device-side failure."""
+
+
+class SpoolFullError(CollectorError):
+    """The spool's byte budget or free-disk reserve refuses new records."""
+
+
+class JournalCorruptError(CollectorError):
+    """A journal segment has a torn or corrupt tail."""
+
+
+class AgentUnavailableError(CollectorError):
+    """The agent's unix socket does not answer."""
+
+
+class SyncError(EdgeloopError):
+    """An upload of a sealed batch failed."""
+
+
+class RetryableUploadError(SyncError):
+    """A network error, 408 or 5xx: the same upload may succeed later."""
+
+
+class ThrottledError(SyncError):
+    """The server said 429 or 503; the whole sync pauses for ``retry_after_s``."""
+
+    def __init__(self, message: str, *, retry_after_s: float) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
+
+
+class RejectedBatchError(SyncError):
+    """Another 4xx: the server will never take this batch as it is."""
+
+    def __init__(self, message: str, *, status: int, body: Any = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.body = body
+
+
+class IngestError(EdgeloopError):
+    """A server-side failure."""
+
+
+class AuthError(IngestError):
+    """The bearer token is unknown or revoked."""
+
+
+class BatchRejected(IngestError):
+    """An upload that cannot be landed; carries the HTTP status and error details."""
+
+    def __init__(self, status: int, code: str, message: str, details: Any = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.details = details
+
+
+class QueryRefused(IngestError):
+    """A SQL statement that writes, attaches or touches files."""
+
+
+class StoreError(IngestError):
+    """The database could not land or read."""

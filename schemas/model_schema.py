@@ -1,0 +1,313 @@
+"""A model's schema file: typed input, output and feedback fields with a privacy rule each.
+
+A schema file is TOML::
+
+    name = "vibration"            # the model this schema describes
+    version = 3                   # bump when fields change
+    confidence_field = "confidence"   # optional: output used for uncertainty sampling
+
+    [inputs.temperature_c]
+    type = "float32"
+    privacy = "round:0.1"
+
+    [outputs.confidence]
+    type = "float32"
+    required = true
+
+    [feedback.true_class]
+    type = "string"
+
+Field names are flat column names in Parquet and DuckDB, so they must be unique across
+``inputs``, ``outputs`` and ``feedback`` and must not shadow an envelope column.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import tomllib
+from collections.abc import Mapping
+from functools import cached_property
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import pyarrow as pa
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from schemas.envelope import ENVELOPE_COLUMNS, envelope_arrow_fields
+from schemas.errors import SchemaError
+
+__all__ = ["FieldSpec", "ModelSchema", "PrivacyRule", "load_schema_file"]
+
+FieldType = Literal["bool", "int32", "int64", "float32", "float64", "string", "timestamp", "vector", "binary"]
+Section = Literal["inputs", "outputs", "feedback"]
+
+NUMERIC_TYPES = frozenset({"int32", "int64", "float32", "float64"})
+TRUNCATE_UNITS = ("second", "minute", "hour", "day")
+NAME_PATTERN = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
+
+ARROW_TYPES: dict[str, pa.DataType] = {
+    "bool": pa.bool_(),
+    "int32": pa.int32(),
+    "int64": pa.int64(),
+    "float32": pa.float32(),
+    "float64": pa.float64(),
+    "string": pa.string(),
+    "timestamp": pa.timestamp("us", tz="UTC"),
+    "binary": pa.binary(),
+}
+
+
+class PrivacyRule(BaseModel):
+    """A parsed privacy rule: ``keep``, ``drop``, ``hash``, ``redact``, ``round:<step>``,
+    ``truncate:<unit>`` or ``noise:<scale>``."""
+
+    model_config = ConfigDict(frozen=True)
+
+    action: Literal["keep", "drop", "hash", "redact", "round", "truncate", "noise"]
+    step: float | None = None
+    unit: Literal["second", "minute", "hour", "day"] | None = None
+    scale: float | None = None
+
+    @classmethod
+    def parse(cls, text: str) -> PrivacyRule:
+        action, _, arg = text.partition(":")
+        action = action.strip()
+        arg = arg.strip()
+        if action in ("keep", "drop", "hash", "redact"):
+            if arg:
+                raise ValueError(f"privacy rule {action!r} takes no argument")
+            return cls(action=action)
+        if action in ("round", "noise"):
+            try:
+                value = float(arg)
+            except ValueError:
+                raise ValueError(f"privacy rule {action!r} needs a number, as in '{action}:0.5'") from None
+            if not value > 0:
+                raise ValueError(f"privacy rule {action!r} needs a positive number, got {arg!r}")
+            return cls(action=action, step=value) if action == "round" else cls(action=action, scale=value)
+        if action == "truncate":
+            if arg not in TRUNCATE_UNITS:
+                raise ValueError(f"privacy rule 'truncate' needs one of {', '.join(TRUNCATE_UNITS)}, got {arg!r}")
+            return cls(action=action, unit=arg)
+        raise ValueError(
+            f"unknown privacy rule {text!r} (use keep, drop, hash, redact, round:<step>, truncate:<unit>, noise:<scale>)"
+        )
+
+    def __str__(self) -> str:
+        if self.action == "round":
+            return f"round:{self.step:g}"
+        if self.action == "noise":
+            return f"noise:{self.scale:g}"
+        if self.action == "truncate":
+            return f"truncate:{self.unit}"
+        return self.action
+
+
+class FieldSpec(BaseModel):
+    """One typed field of a model's inputs, outputs or feedback."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    name: str
+    section: Section
+    type: FieldType
+    privacy: PrivacyRule = PrivacyRule(action="keep")
+    required: bool = False
+    dim: Annotated[int, Field(gt=0, le=65536)] | None = None
+    max_bytes: Annotated[int, Field(gt=0)] | None = None
+    description: str = ""
+
+    @field_validator("privacy", mode="before")
+    @classmethod
+    def _parse_privacy(cls, value: Any) -> Any:
+        return PrivacyRule.parse(value) if isinstance(value, str) else value
+
+    @model_validator(mode="after")
+    def _check_combination(self) -> FieldSpec:
+        if not NAME_PATTERN.match(self.name):
+            raise ValueError("field names are lower-case letters, digits and _ (starting with a letter)")
+        if self.name in ENVELOPE_COLUMNS:
+            raise ValueError(f"{self.name!r} is an envelope column and cannot be a field name")
+        if self.type == "vector" and self.dim is None:
+            raise ValueError("a vector field needs dim (its length)")
+        if self.type != "vector" and self.dim is not None:
+            raise ValueError("dim only applies to vector fields")
+        if self.type == "binary" and self.max_bytes is None:
+            raise ValueError("a binary field needs max_bytes (its size cap)")
+        if self.max_bytes is not None and self.type not in ("binary", "string"):
+            raise ValueError("max_bytes only applies to string and binary fields")
+        rule = self.privacy.action
+        if rule == "redact" and self.type != "string":
+            raise ValueError("redact applies to string fields only")
+        if rule in ("round", "noise") and self.type not in NUMERIC_TYPES and self.type != "vector":
+            raise ValueError(f"{rule} applies to numeric and vector fields only")
+        if rule == "truncate" and self.type != "timestamp":
+            raise ValueError("truncate applies to timestamp fields only")
+        if rule == "hash" and self.type == "vector":
+            raise ValueError("hash does not apply to vector fields")
+        return self
+
+    @property
+    def stored(self) -> bool:
+        """Whether the field leaves the device at all (``drop`` removes it before disk)."""
+        return self.privacy.action != "drop"
+
+    @property
+    def arrow_type(self) -> pa.DataType:
+        """The Arrow type of the stored column, after the privacy rule."""
+        if self.privacy.action == "hash":
+            return pa.string()
+        if self.type == "vector":
+            return pa.list_(pa.float32(), self.dim)
+        return ARROW_TYPES[self.type]
+
+    def canonical(self) -> dict[str, Any]:
+        """What identifies this field in the fingerprint (descriptions do not count)."""
+        return {
+            "name": self.name,
+            "section": self.section,
+            "type": self.type,
+            "privacy": str(self.privacy),
+            "required": self.required,
+            "dim": self.dim,
+            "max_bytes": self.max_bytes,
+        }
+
+
+class ModelSchema(BaseModel):
+    """A model's schema: its name, schema version and fields, in file order."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    name: str
+    version: Annotated[int, Field(ge=1)]
+    description: str = ""
+    confidence_field: str | None = None
+    fields: tuple[FieldSpec, ...]
+    source: str | None = Field(default=None, exclude=True)
+
+    @model_validator(mode="after")
+    def _check_fields(self) -> ModelSchema:
+        if not NAME_PATTERN.match(self.name):
+            raise ValueError("model names are lower-case letters, digits and _ (starting with a letter)")
+        seen: set[str] = set()
+        for spec in self.fields:
+            if spec.name in seen:
+                raise ValueError(f"field {spec.name!r} appears twice (names are unique across sections)")
+            seen.add(spec.name)
+        if self.confidence_field is not None:
+            spec = self.field(self.confidence_field)
+            if spec is None or spec.section != "outputs" or spec.type not in ("float32", "float64"):
+                raise ValueError(f"confidence_field {self.confidence_field!r} must name a float output field")
+        if not any(spec.section != "feedback" for spec in self.fields):
+            raise ValueError("a schema needs at least one input or output field")
+        return self
+
+    def field(self, name: str) -> FieldSpec | None:
+        for spec in self.fields:
+            if spec.name == name:
+                return spec
+        return None
+
+    def section(self, section: Section) -> tuple[FieldSpec, ...]:
+        return tuple(spec for spec in self.fields if spec.section == section)
+
+    @cached_property
+    def stored_fields(self) -> tuple[FieldSpec, ...]:
+        """Fields that reach the spool, in column order."""
+        return tuple(spec for spec in self.fields if spec.stored)
+
+    def canonical(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "version": self.version,
+            "confidence_field": self.confidence_field,
+            "fields": [spec.canonical() for spec in self.fields],
+        }
+
+    def canonical_json(self) -> str:
+        """Stable JSON of everything that shapes stored data; travels in batch metadata."""
+        return json.dumps(self.canonical(), sort_keys=True, separators=(",", ":"))
+
+    @cached_property
+    def fingerprint(self) -> str:
+        """sha256 of the canonical JSON, first 16 hex digits: changes whenever stored data would."""
+        return hashlib.sha256(self.canonical_json().encode()).hexdigest()[:16]
+
+    @cached_property
+    def arrow_schema(self) -> pa.Schema:
+        """The Arrow schema of a sealed batch: envelope columns, then stored fields."""
+        fields = list(envelope_arrow_fields())
+        fields.extend(pa.field(spec.name, spec.arrow_type, nullable=True) for spec in self.stored_fields)
+        return pa.schema(fields)
+
+    @classmethod
+    def from_toml(cls, text: str, *, source: str = "<string>") -> ModelSchema:
+        """Parse a schema file; any problem is a one-line SchemaError naming file and field."""
+        try:
+            raw = tomllib.loads(text)
+        except tomllib.TOMLDecodeError as exc:
+            raise SchemaError(f"{source}: not valid TOML: {exc}") from exc
+        return cls.from_mapping(raw, source=source)
+
+    @classmethod
+    def from_mapping(cls, raw: Mapping[str, Any], *, source: str = "<mapping>") -> ModelSchema:
+        raw = dict(raw)
+        fields: list[dict[str, Any]] = []
+        for section in ("inputs", "outputs", "feedback"):
+            table = raw.pop(section, {})
+            if not isinstance(table, dict):
+                raise SchemaError(f"{source}: [{section}] must be a table of fields")
+            for name, spec in table.items():
+                if not isinstance(spec, dict):
+                    raise SchemaError(f"{source}: field {section}.{name}: must be a table with at least 'type'")
+                fields.append({"name": name, "section": section, **spec})
+        try:
+            return cls(**raw, fields=tuple(fields), source=source)
+        except ValidationError as exc:
+            raise SchemaError(f"{source}: {_one_line(exc, fields)}") from exc
+
+    @classmethod
+    def from_canonical_json(cls, text: str) -> ModelSchema:
+        """Rebuild a schema from the JSON a batch carries in its metadata."""
+        try:
+            raw = json.loads(text)
+            fields = raw.pop("fields")
+            return cls(**raw, fields=tuple(fields), source="batch metadata")
+        except (ValueError, KeyError, TypeError, ValidationError) as exc:
+            raise SchemaError(f"batch metadata: schema is not valid: {exc}") from exc
+
+
+def _one_line(exc: ValidationError, fields: list[dict[str, Any]]) -> str:
+    """The first validation error as 'field inputs.x: problem' on one line."""
+    error = exc.errors()[0]
+    loc = list(error["loc"])
+    message = error["msg"].removeprefix("Value error, ")
+    if len(loc) >= 2 and loc[0] == "fields" and isinstance(loc[1], int) and loc[1] < len(fields):
+        spec = fields[loc[1]]
+        where = f"field {spec['section']}.{spec['name']}"
+        rest = ".".join(str(part) for part in loc[2:])
+        if error["type"] == "extra_forbidden":
+            return f"{where}: unknown setting {loc[-1]!r}"
+        if rest:
+            where += f" ({rest})"
+        return f"{where}: {message}"
+    if not loc:
+        return message
+    where = ".".join(str(part) for part in loc)
+    if error["type"] == "extra_forbidden":
+        return f"unknown top-level key {where!r}"
+    if error["type"] == "missing":
+        return f"missing {where!r}"
+    return f"{where}: {message}"
+
+
+def load_schema_file(path: str | Path) -> ModelSchema:
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise SchemaError(f"{path}: cannot read: {exc.strerror}") from exc
+    return ModelSchema.from_toml(text, source=str(path))

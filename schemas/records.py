@@ -1,0 +1,197 @@
+"""Validate records an app sends against their model's schema, one error per bad record.
+
+An app sends records as JSON objects::
+
+    {"kind": "prediction", "model": "vibration", "model_version": "2.1.0",
+     "record_id": "<uuid, optional>", "created_at": "<RFC 3339, optional>",
+     "inputs": {...}, "outputs": {...}}
+    {"kind": "feedback", "model": "vibration", "model_version": "2.1.0",
+     "prediction_id": "<uuid>", "source": "operator", "feedback": {...}}
+
+Validation is pydantic, compiled once per schema; a list validates in one call and only
+a list with errors pays for a second pass over its good records.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Annotated, Any, Literal, Union
+from uuid import UUID
+
+from pydantic import AfterValidator, BeforeValidator, ConfigDict, Field, TypeAdapter, ValidationError
+from typing_extensions import NotRequired, Required, TypedDict
+
+from schemas.model_schema import FieldSpec, ModelSchema
+
+__all__ = ["RecordIssue", "RecordValidator"]
+
+INT32 = (-(2**31), 2**31 - 1)
+INT64 = (-(2**63), 2**63 - 1)
+STRICT = ConfigDict(extra="forbid", strict=True)
+
+
+@dataclass(frozen=True, slots=True)
+class RecordIssue:
+    """Why one record (by its index in the request) was refused."""
+
+    index: int
+    field: str
+    message: str
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"index": self.index, "field": self.field, "message": self.message}
+
+
+def _utc(value: datetime) -> datetime:
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+def _timestamp(value: Any) -> Any:
+    # JSON has no timestamp type: accept RFC 3339 text or epoch seconds.
+    if isinstance(value, str):
+        try:
+            return datetime.fromisoformat(value)
+        except ValueError:
+            raise ValueError("not an RFC 3339 timestamp") from None
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return datetime.fromtimestamp(value, tz=UTC)
+    return value
+
+
+def _base64(value: Any) -> Any:
+    if isinstance(value, str):
+        try:
+            return base64.b64decode(value, validate=True)
+        except (binascii.Error, ValueError):
+            raise ValueError("not valid base64") from None
+    return value
+
+
+def _uuid(value: Any) -> Any:
+    if isinstance(value, str):
+        try:
+            return UUID(value)
+        except ValueError:
+            raise ValueError("not a UUID") from None
+    return value
+
+
+def _max_bytes(limit: int):
+    def check(value: bytes | str) -> bytes | str:
+        size = len(value) if isinstance(value, bytes) else len(value.encode())
+        if size > limit:
+            raise ValueError(f"{size} bytes is over the {limit}-byte cap")
+        return value
+
+    return check
+
+
+Timestamp = Annotated[datetime, BeforeValidator(_timestamp), AfterValidator(_utc)]
+Uuid = Annotated[UUID, BeforeValidator(_uuid)]
+
+
+def _python_type(spec: FieldSpec) -> Any:
+    """The pydantic type a field's raw (pre-privacy) value must have."""
+    match spec.type:
+        case "bool":
+            return bool
+        case "int32":
+            return Annotated[int, Field(ge=INT32[0], le=INT32[1])]
+        case "int64":
+            return Annotated[int, Field(ge=INT64[0], le=INT64[1])]
+        case "float32" | "float64":
+            return float
+        case "string":
+            if spec.max_bytes:
+                return Annotated[str, AfterValidator(_max_bytes(spec.max_bytes))]
+            return str
+        case "timestamp":
+            return Timestamp
+        case "vector":
+            return Annotated[list[float], Field(min_length=spec.dim, max_length=spec.dim)]
+        case "binary":
+            return Annotated[bytes, BeforeValidator(_base64), AfterValidator(_max_bytes(spec.max_bytes))]
+    raise AssertionError(spec.type)
+
+
+def _section_dict(schema: ModelSchema, section: str) -> type:
+    fields: dict[str, Any] = {}
+    for spec in schema.section(section):
+        kind = Required if spec.required else NotRequired
+        optional = _python_type(spec) if spec.required else _python_type(spec) | None
+        fields[spec.name] = kind[optional]
+    typed = TypedDict(f"{schema.name}_{section}", fields)  # type: ignore[operator]
+    typed.__pydantic_config__ = STRICT  # type: ignore[attr-defined]
+    return typed
+
+
+class RecordValidator:
+    """Validates raw records of one model; returns normalized dicts and per-record issues."""
+
+    def __init__(self, schema: ModelSchema) -> None:
+        self.schema = schema
+        inputs = _section_dict(schema, "inputs")
+        outputs = _section_dict(schema, "outputs")
+        feedback = _section_dict(schema, "feedback")
+        common = {
+            "model": Required[Literal[schema.name]],  # type: ignore[valid-type]
+            "model_version": Required[Annotated[str, Field(min_length=1, max_length=128)]],
+            "record_id": NotRequired[Uuid | None],
+            "created_at": NotRequired[Timestamp | None],
+        }
+        prediction = TypedDict(  # type: ignore[operator]
+            "prediction",
+            {**common, "kind": Required[Literal["prediction"]], "inputs": Required[inputs], "outputs": Required[outputs]},
+        )
+        label = TypedDict(  # type: ignore[operator]
+            "feedback",
+            {
+                **common,
+                "kind": Required[Literal["feedback"]],
+                "prediction_id": Required[Uuid],
+                "source": NotRequired[Annotated[str, Field(max_length=128)] | None],
+                "feedback": Required[feedback],
+            },
+        )
+        prediction.__pydantic_config__ = STRICT  # type: ignore[attr-defined]
+        label.__pydantic_config__ = STRICT  # type: ignore[attr-defined]
+        record = Annotated[Union[prediction, label], Field(discriminator="kind")]
+        self._many = TypeAdapter(list[record])
+
+    def validate(self, records: list[Any]) -> tuple[list[int], list[dict[str, Any]], list[RecordIssue]]:
+        """Validate records; returns (indices of good ones, their normalized dicts, issues)."""
+        try:
+            return list(range(len(records))), self._many.validate_python(records), []
+        except ValidationError as exc:
+            issues = _issues(exc)
+        bad = {issue.index for issue in issues}
+        good_idx = [i for i in range(len(records)) if i not in bad]
+        good = self._many.validate_python([records[i] for i in good_idx]) if good_idx else []
+        return good_idx, good, issues
+
+
+def _issues(exc: ValidationError) -> list[RecordIssue]:
+    """One issue per bad record: the first error pydantic found in it, by dotted field path."""
+    first: dict[int, RecordIssue] = {}
+    for error in exc.errors(include_url=False):
+        loc = list(error["loc"])
+        index = loc.pop(0)
+        if index in first:
+            continue
+        if loc and loc[0] in ("prediction", "feedback"):
+            loc.pop(0)  # the union's tag adds nothing for the reader
+        field = ".".join(str(part) for part in loc) or "record"
+        message = error["msg"].removeprefix("Value error, ")
+        if error["type"] == "extra_forbidden":
+            message = "unknown field"
+        elif error["type"] == "missing":
+            message = "required field is missing"
+        elif error["type"] in ("union_tag_invalid", "union_tag_not_found"):
+            field, message = "kind", "must be 'prediction' or 'feedback'"
+        elif error["type"] == "literal_error" and field == "model":
+            message = "record is for another model"
+        first[index] = RecordIssue(index=index, field=field, message=message)
+    return sorted(first.values(), key=lambda issue: issue.index)
