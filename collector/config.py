@@ -1,0 +1,151 @@
+"""The device agent's settings: one TOML file, parsed once at the edge into a frozen model.
+
+Every setting is documented in ``scripts/collector.example.toml``; a test keeps the two in step.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+from typing import Annotated, Any, Literal, TypeVar
+
+from apscheduler.triggers.cron import CronTrigger
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from schemas.errors import ConfigError
+
+__all__ = [
+    "AgentSettings",
+    "CollectorConfig",
+    "IntakeSettings",
+    "SamplingRule",
+    "SamplingSettings",
+    "SpoolSettings",
+    "SyncSettings",
+    "load_settings",
+]
+
+MiB = 1024 * 1024
+Positive = Annotated[float, Field(gt=0)]
+PositiveInt = Annotated[int, Field(gt=0)]
+
+
+class Settings(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class AgentSettings(Settings):
+    state_dir: Path = Path("/var/lib/edgeloop")
+    socket_path: Path | None = None  # default: <state_dir>/agent.sock
+    schemas_dir: Path | None = None  # default: the example schemas shipped with edgeloop
+    key_file: Path = Path("/etc/edgeloop/fleet.key")
+    metrics_listen: str | None = None  # "127.0.0.1:9464" also serves /metrics on TCP
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    log_json: bool = True
+    shutdown_timeout_s: Positive = 20.0
+
+    @property
+    def socket(self) -> Path:
+        return self.socket_path or self.state_dir / "agent.sock"
+
+
+class IntakeSettings(Settings):
+    max_body_bytes: PositiveInt = 8 * MiB
+    max_records_per_request: PositiveInt = 10_000
+
+
+class SpoolSettings(Settings):
+    seal_max_rows: PositiveInt = 50_000
+    seal_max_bytes: PositiveInt = 32 * MiB
+    seal_max_age_s: Positive = 300.0
+    max_bytes: PositiveInt = 1024 * MiB
+    reserve_free_bytes: Annotated[int, Field(ge=0)] = 256 * MiB
+    when_full: Literal["drop_oldest", "reject_new"] = "drop_oldest"
+    zstd_level: Annotated[int, Field(ge=1, le=22)] = 3
+
+
+class SamplingRule(Settings):
+    keep_rate: Annotated[float, Field(gt=0, le=1)] = 1.0
+    always_keep_below_confidence: Annotated[float, Field(ge=0, le=1)] | None = None
+    max_per_hour: PositiveInt | None = None
+
+
+class SamplingSettings(Settings):
+    default: SamplingRule = SamplingRule()
+    models: dict[str, SamplingRule] = {}
+    seed: int | None = None  # fixes the sampling RNG, for tests and reproducible benchmarks
+
+    def rule(self, model: str) -> SamplingRule:
+        return self.models.get(model, self.default)
+
+
+class SyncSettings(Settings):
+    enabled: bool = True
+    url: str | None = None  # ingest base URL, e.g. "https://ingest.example.com:8443"
+    token_file: Path | None = None
+    ca_file: Path | None = None
+    schedule: str = "0 2 * * *"  # cron, in `timezone`
+    timezone: str = "UTC"
+    jitter_s: Annotated[float, Field(ge=0)] = 7200.0
+    interval_s: Positive | None = None  # if set, replaces `schedule`
+    jitter_seed: int | None = None
+    high_water_bytes: PositiveInt | None = 256 * MiB
+    only_if: str | None = None  # shell command; exit 0 allows the sync
+    only_if_timeout_s: Positive = 30.0
+    bandwidth_bytes_per_s: PositiveInt | None = None
+    request_timeout_s: Positive = 300.0
+    max_attempts: PositiveInt = 6
+    backoff_initial_s: Positive = 1.0
+    backoff_max_s: Positive = 300.0
+    max_throttle_wait_s: Positive = 3600.0
+
+    @field_validator("schedule")
+    @classmethod
+    def _cron(cls, value: str) -> str:
+        try:
+            CronTrigger.from_crontab(value)
+        except ValueError as exc:
+            raise ValueError(f"not a 5-field cron expression: {exc}") from None
+        return value
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith(("http://", "https://")):
+            raise ValueError("must start with http:// or https://")
+        return value.rstrip("/") if value else value
+
+
+class CollectorConfig(Settings):
+    agent: AgentSettings = AgentSettings()
+    intake: IntakeSettings = IntakeSettings()
+    spool: SpoolSettings = SpoolSettings()
+    sampling: SamplingSettings = SamplingSettings()
+    sync: SyncSettings = SyncSettings()
+
+    @classmethod
+    def load(cls, path: str | Path) -> CollectorConfig:
+        return load_settings(cls, path)
+
+
+SettingsT = TypeVar("SettingsT", bound=BaseModel)
+
+
+def load_settings(cls: type[SettingsT], path: str | Path) -> SettingsT:
+    """Read a TOML config file into ``cls``; any problem is one line naming file and setting."""
+    path = Path(path)
+    try:
+        raw: dict[str, Any] = tomllib.loads(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read: {exc.strerror}") from exc
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML: {exc}") from exc
+    try:
+        return cls.model_validate(raw)
+    except ValidationError as exc:
+        error = exc.errors(include_url=False)[0]
+        where = ".".join(str(part) for part in error["loc"])
+        if error["type"] == "extra_forbidden":
+            raise ConfigError(f"{path}: unknown setting {where!r}") from exc
+        message = error["msg"].removeprefix("Value error, ")
+        raise ConfigError(f"{path}: {where}: {message}") from exc

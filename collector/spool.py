@@ -1,0 +1,267 @@
+"""The spool: sealed zstd Parquet batches on local disk, waiting for sync.
+
+Layout under the agent's state directory::
+
+    journal/<model>/<segment>.wal    accepted records not yet sealed (see journal.py)
+    batches/<batch_id>.parquet       sealed, waiting for upload (oldest id = oldest batch)
+    rejected/<batch_id>.parquet      refused by the server with a non-retryable 4xx ...
+    rejected/<batch_id>.error.json   ... and the server's answer beside it
+    quarantine/<name>                files that could not be read, kept for a human
+
+A batch id is a UUIDv7, so sorting ids sorts batches by age. Every file lands through
+``write_durably``; a batch leaves ``batches/`` only by ``acknowledge``, ``reject``,
+``split`` or the ``drop_oldest`` full-disk policy.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import threading
+from collections import Counter
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pyarrow as pa
+import pyarrow.parquet as pq
+import uuid_utils
+
+from collector.config import SpoolSettings
+from collector.durable import fsync_dir, move_durably, write_durably
+from schemas.envelope import BATCH_METADATA_KEYS
+from schemas.model_schema import ModelSchema
+
+__all__ = ["SealedBatch", "Spool", "new_batch_id"]
+
+log = logging.getLogger(__name__)
+
+
+def new_batch_id() -> str:
+    return str(uuid_utils.uuid7())
+
+
+@dataclass(frozen=True, slots=True)
+class SealedBatch:
+    """A sealed batch file waiting in the spool."""
+
+    batch_id: str
+    path: Path
+    model: str
+    rows: int
+    bytes: int
+    schema_fingerprint: str
+
+    @property
+    def created_at(self) -> datetime:
+        """When the batch id was minted (from the UUIDv7 timestamp)."""
+        millis = uuid_utils.UUID(self.batch_id).timestamp
+        return datetime.fromtimestamp(millis / 1000, UTC)
+
+
+class Spool:
+    """Owns the sealed batch files, the disk budget and the drop counters.
+
+    Thread-safe: sealing runs in a worker thread while sync and status read from the loop.
+    """
+
+    def __init__(self, state_dir: Path, settings: SpoolSettings, *, agent_version: str) -> None:
+        self.settings = settings
+        self.agent_version = agent_version
+        self.batches_dir = state_dir / "batches"
+        self.rejected_dir = state_dir / "rejected"
+        self.quarantine_dir = state_dir / "quarantine"
+        self.journal_dir = state_dir / "journal"
+        for folder in (self.batches_dir, self.rejected_dir, self.quarantine_dir, self.journal_dir):
+            folder.mkdir(parents=True, exist_ok=True)
+        self._lock = threading.RLock()
+        self._batches: dict[str, SealedBatch] = {}
+        self.drops: Counter[str] = Counter()  # since the last sealed batch; travels in its metadata
+        self.drops_total: Counter[str] = Counter()  # since the agent started
+        self._scan()
+
+    def _scan(self) -> None:
+        """Index sealed batches; quarantine the unreadable and remove interrupted temp files."""
+        for path in sorted(self.batches_dir.iterdir()):
+            if path.name.startswith("."):
+                path.unlink(missing_ok=True)  # a write that a crash interrupted
+                continue
+            try:
+                batch = _describe(path)
+            except (OSError, pa.ArrowException, ValueError, KeyError) as exc:
+                self.quarantine(path, f"unreadable batch file: {exc}")
+                continue
+            self._batches[batch.batch_id] = batch
+        fsync_dir(self.batches_dir)
+
+    def write_batch(self, table: pa.Table, *, schema: ModelSchema, batch_id: str | None = None) -> SealedBatch:
+        """Seal ``table`` as a zstd Parquet batch file, durably; the pending drop counts go with it."""
+        batch_id = batch_id or new_batch_id()
+        with self._lock:
+            drops, self.drops = self.drops, Counter()
+        metadata = {
+            BATCH_METADATA_KEYS["batch_id"]: batch_id.encode(),
+            BATCH_METADATA_KEYS["model"]: schema.name.encode(),
+            BATCH_METADATA_KEYS["schema_fingerprint"]: schema.fingerprint.encode(),
+            BATCH_METADATA_KEYS["schema"]: schema.canonical_json().encode(),
+            BATCH_METADATA_KEYS["agent_version"]: self.agent_version.encode(),
+            BATCH_METADATA_KEYS["drops"]: orjson.dumps(dict(drops)),
+            BATCH_METADATA_KEYS["sealed_at"]: datetime.now(UTC).isoformat().encode(),
+        }
+        table = table.replace_schema_metadata(metadata)
+        path = self.batches_dir / f"{batch_id}.parquet"
+
+        def write(handle) -> None:
+            pq.write_table(
+                table,
+                handle,
+                compression="zstd",
+                compression_level=self.settings.zstd_level,
+                use_dictionary=True,
+                write_statistics=True,
+            )
+
+        try:
+            write_durably(path, write)
+        except BaseException:
+            with self._lock:
+                self.drops.update(drops)  # not sealed: keep counting them for the next batch
+            raise
+        batch = SealedBatch(batch_id, path, schema.name, table.num_rows, path.stat().st_size, schema.fingerprint)
+        with self._lock:
+            self._batches[batch_id] = batch
+        return batch
+
+    def pending(self) -> list[SealedBatch]:
+        """Sealed batches waiting for upload, oldest first."""
+        with self._lock:
+            return [self._batches[key] for key in sorted(self._batches)]
+
+    def get(self, batch_id: str) -> SealedBatch | None:
+        with self._lock:
+            return self._batches.get(batch_id)
+
+    def acknowledge(self, batch_id: str) -> None:
+        """The server has the batch: remove it from the spool."""
+        with self._lock:
+            batch = self._batches.pop(batch_id, None)
+        if batch is not None:
+            batch.path.unlink(missing_ok=True)
+            fsync_dir(self.batches_dir)
+
+    def reject(self, batch_id: str, *, status: int, error: Any) -> Path | None:
+        """Move a batch the server refused for good to ``rejected/`` with its answer beside it."""
+        with self._lock:
+            batch = self._batches.pop(batch_id, None)
+        if batch is None:
+            return None
+        write_durably(
+            self.rejected_dir / f"{batch_id}.error.json",
+            orjson.dumps(
+                {"batch_id": batch_id, "status": status, "error": error, "rejected_at": datetime.now(UTC).isoformat()},
+                option=orjson.OPT_INDENT_2,
+                default=str,
+            ),
+        )
+        return move_durably(batch.path, self.rejected_dir / batch.path.name)
+
+    def split(self, batch_id: str) -> list[SealedBatch]:
+        """Replace a batch by two halves (for a 413); returns [] if it has one row."""
+        batch = self.get(batch_id)
+        if batch is None or batch.rows < 2:
+            return []
+        parquet = pq.ParquetFile(batch.path)
+        table = parquet.read()
+        schema = ModelSchema.from_canonical_json(
+            parquet.schema_arrow.metadata[BATCH_METADATA_KEYS["schema"]].decode()
+        )
+        half = table.num_rows // 2
+        # Both halves are durable before the original goes, so a crash here duplicates, never loses.
+        halves = [
+            self.write_batch(part.replace_schema_metadata(None), schema=schema)
+            for part in (table.slice(0, half), table.slice(half))
+        ]
+        self.acknowledge(batch_id)
+        return halves
+
+    def quarantine(self, path: Path, reason: str) -> Path:
+        """Keep an unreadable file for a human, out of the way of sync."""
+        log.warning("quarantined file", extra={"path": str(path), "reason": reason})
+        self.count_drop("quarantined_file")
+        target = self.quarantine_dir / path.name
+        if target.exists():
+            target = self.quarantine_dir / f"{path.name}.{new_batch_id()}"
+        return move_durably(path, target)
+
+    def count_drop(self, reason: str, count: int = 1) -> None:
+        with self._lock:
+            self.drops[reason] += count
+            self.drops_total[reason] += count
+
+    @property
+    def bytes_pending(self) -> int:
+        with self._lock:
+            return sum(batch.bytes for batch in self._batches.values())
+
+    def journal_bytes(self) -> int:
+        return sum(path.stat().st_size for path in self.journal_dir.rglob("*.wal") if path.is_file())
+
+    def free_disk_bytes(self) -> int:
+        return shutil.disk_usage(self.batches_dir).free
+
+    def make_room(self, incoming_bytes: int) -> bool:
+        """Whether ``incoming_bytes`` more fit the budget and reserve, dropping old batches if the policy allows."""
+        while True:
+            used = self.bytes_pending + self.journal_bytes()
+            fits = used + incoming_bytes <= self.settings.max_bytes
+            fits = fits and self.free_disk_bytes() - incoming_bytes >= self.settings.reserve_free_bytes
+            if fits:
+                return True
+            if self.settings.when_full != "drop_oldest":
+                return False
+            oldest = next(iter(self.pending()), None)
+            if oldest is None:
+                return False
+            log.warning("spool full: dropping oldest batch", extra={"batch_id": oldest.batch_id, "rows": oldest.rows})
+            self.count_drop("spool_full", oldest.rows)
+            self.acknowledge(oldest.batch_id)
+
+    def rejected(self) -> list[Path]:
+        return sorted(self.rejected_dir.glob("*.parquet"))
+
+    def stats(self) -> dict[str, Any]:
+        """What ``status`` reports about the spool; every number read from disk or counters now."""
+        pending = self.pending()
+        oldest = pending[0].created_at if pending else None
+        return {
+            "batches": len(pending),
+            "records": sum(batch.rows for batch in pending),
+            "bytes": sum(batch.bytes for batch in pending),
+            "oldest_batch_at": oldest.isoformat() if oldest else None,
+            "journal_bytes": self.journal_bytes(),
+            "rejected": len(self.rejected()),
+            "quarantined": sum(1 for _ in self.quarantine_dir.iterdir()),
+            "free_disk_bytes": self.free_disk_bytes(),
+            "budget_bytes": self.settings.max_bytes,
+            "drops_total": dict(self.drops_total),
+        }
+
+
+def _describe(path: Path) -> SealedBatch:
+    """Read a batch file's footer (not its data) into a SealedBatch."""
+    meta = pq.read_metadata(path)
+    kv = meta.metadata or {}
+    batch_id = kv[BATCH_METADATA_KEYS["batch_id"]].decode()
+    if f"{batch_id}.parquet" != path.name:
+        raise ValueError(f"file name does not match batch id {batch_id}")
+    return SealedBatch(
+        batch_id=batch_id,
+        path=path,
+        model=kv[BATCH_METADATA_KEYS["model"]].decode(),
+        rows=meta.num_rows,
+        bytes=os.path.getsize(path),
+        schema_fingerprint=kv[BATCH_METADATA_KEYS["schema_fingerprint"]].decode(),
+    )
