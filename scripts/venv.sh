@@ -1,5 +1,6 @@
 # Sourced by scripts/demo, scripts/test and scripts/bench: make .venv and install edgeloop
-# with the given extras, reinstalling only when pyproject.toml or the extras change.
+# with the given extras (comma-separated), reinstalling only when pyproject.toml changes or
+# an extra is missing.
 ensure_venv() {
     local extras="$1"
     local root
@@ -19,13 +20,27 @@ ensure_venv() {
         "$python" -m venv "$venv"
     fi
     local stamp="$venv/.edgeloop-installed"
-    local want
-    want="$(cat "$root/pyproject.toml" | sha256sum | cut -c1-16)-$extras"
-    if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
-        echo "edgeloop: installing edgeloop[$extras] into $venv" >&2
-        "$venv/bin/python" -m pip install --quiet --disable-pip-version-check --upgrade pip >&2
-        "$venv/bin/python" -m pip install --quiet --disable-pip-version-check -e "$root[$extras]" >&2
-        echo "$want" >"$stamp"
+    local hash have
+    hash="$(sha256sum <"$root/pyproject.toml" | cut -c1-16)"
+    have=""
+    if [ "$(head -1 "$stamp" 2>/dev/null)" = "$hash" ]; then
+        have="$(sed -n 2p "$stamp")"
+    fi
+    local missing="" extra
+    for extra in ${extras//,/ }; do
+        case ",$have," in *",$extra,"*) ;; *) missing="$missing $extra" ;; esac
+    done
+    if [ ! -f "$stamp" ] || [ "$(head -1 "$stamp")" != "$hash" ] || [ -n "$missing" ]; then
+        local want
+        want="$(printf '%s\n' ${have//,/ } ${extras//,/ } | sort -u | paste -sd, -)"
+        echo "edgeloop: installing edgeloop[$want] into $venv (a minute on a fresh machine)" >&2
+        "$venv/bin/python" -m pip install --quiet --disable-pip-version-check --upgrade pip >/dev/null 2>&1 || true
+        if ! "$venv/bin/python" -m pip install --quiet --disable-pip-version-check -e "$root[$want]" >"$venv/pip.log" 2>&1; then
+            cat "$venv/pip.log" >&2
+            echo "edgeloop: installing into $venv failed (log above)" >&2
+            return 1
+        fi
+        printf '%s\n%s\n' "$hash" "$want" >"$stamp"
     fi
     export PATH="$venv/bin:$PATH"
 }
