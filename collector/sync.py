@@ -1,0 +1,406 @@
+"""Sync: upload the spool's sealed batches to ingest, oldest first, one at a time.
+
+One ``Syncer.run_once`` is one sync. It asks the ``only_if`` gate, reads the device token,
+then PUTs every pending batch and lets the server's answer decide the batch's fate::
+
+    201 / 200              landed / already landed   → acknowledge: the batch leaves the spool
+    413                    too large                 → split in halves, upload the halves
+    401, 403               this device is refused    → stop the run, keep every batch
+    404, 405, 3xx, odd 2xx the URL is wrong          → stop the run, keep every batch
+    other 4xx              refused for good          → rejected/ with the server's answer
+    408, 5xx, network      may work later            → tenacity: capped exponential backoff
+                                                       with full jitter, then the next sync
+    429 / 503              throttled                 → the whole run pauses for Retry-After
+
+Uploads are sequential, so one pause or one bandwidth cap holds for the whole run.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import email.utils
+import logging
+import os
+import signal
+import ssl
+import time
+from collections import deque
+from collections.abc import AsyncIterator, Callable
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from typing import Any, BinaryIO, Literal
+
+import aiohttp
+import orjson
+from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, stop_after_attempt, wait_random_exponential
+
+from collector.config import SyncSettings
+from collector.logs import RateLimitedLogger
+from collector.spool import SealedBatch, Spool
+from schemas.errors import RejectedBatchError, RetryableUploadError, SyncError, ThrottledError
+
+__all__ = ["NOT_CONFIGURED", "PARQUET_MEDIA_TYPE", "SENT_AT_HEADER", "SyncResult", "Syncer"]
+
+log = logging.getLogger(__name__)
+
+PARQUET_MEDIA_TYPE = "application/vnd.apache.parquet"
+SENT_AT_HEADER = "X-Edgeloop-Sent-At"
+NOT_CONFIGURED = "sync is not configured"
+CHUNK_BYTES = 64 * 1024
+MAX_ERROR_BODY_BYTES = 64 * 1024
+
+Outcome = Literal["ok", "partial", "skipped", "failed"]
+
+# Answers that say the device or the URL is wrong, not the batch: rejecting would lose every batch.
+_DEVICE_REFUSED = frozenset({401, 403})
+_WRONG_ENDPOINT = frozenset({404, 405})
+
+
+@dataclass(slots=True)
+class SyncResult:
+    """What one sync run did; ``failed`` counts batches it left in the spool for the next run."""
+
+    outcome: Outcome = "ok"
+    reason: str | None = None
+    uploaded: int = 0
+    already_present: int = 0
+    rejected: int = 0
+    split: int = 0
+    failed: int = 0
+    rows: int = 0
+    bytes: int = 0
+    throttled_s: float = 0.0
+    duration_s: float = 0.0
+    started_at: datetime = field(default_factory=lambda: datetime.now(UTC))
+
+    @property
+    def landed(self) -> int:
+        return self.uploaded + self.already_present
+
+    def as_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["started_at"] = self.started_at.isoformat()
+        return data
+
+
+class Syncer:
+    """Uploads sealed batches; ``run_once`` is one whole sync, safe to call again after any outcome."""
+
+    def __init__(
+        self,
+        settings: SyncSettings,
+        spool: Spool,
+        *,
+        agent_version: str,
+        session_factory: Callable[[], aiohttp.ClientSession] | None = None,
+    ) -> None:
+        self.settings = settings
+        self.spool = spool
+        self.agent_version = agent_version
+        self._session_factory = session_factory or self._new_session
+        self._errors = RateLimitedLogger(log)
+
+    @property
+    def configured(self) -> bool:
+        return self.settings.enabled and self.settings.url is not None
+
+    async def run_once(self) -> SyncResult:
+        """Upload every pending batch, oldest first; never raises for a failed upload."""
+        result = SyncResult()
+        started = time.monotonic()
+        try:
+            await self._run(result)
+        finally:
+            result.duration_s = round(time.monotonic() - started, 3)
+        level = logging.INFO if result.outcome in ("ok", "skipped") else logging.WARNING
+        log.log(level, "sync finished", extra=result.as_dict())
+        return result
+
+    def read_token(self) -> str:
+        """The device token from ``token_file``, read on every sync so a rotated token takes effect."""
+        path = self.settings.token_file
+        if path is None:
+            raise SyncError("sync.token_file is not set")
+        try:
+            token = path.read_text(encoding="utf-8").strip()
+        except OSError as exc:
+            raise SyncError(f"cannot read token file {path}: {exc.strerror}") from exc
+        if not token:
+            raise SyncError(f"token file {path} is empty")
+        return token
+
+    async def _run(self, result: SyncResult) -> None:
+        if not self.configured:
+            _finish(result, "skipped", NOT_CONFIGURED)
+            return
+        if self.settings.only_if:
+            refusal = await self._ask_gate(self.settings.only_if)
+            if refusal is not None:
+                _finish(result, "skipped", refusal)
+                return
+        try:
+            token = self.read_token()
+            session = self._session_factory()
+        except SyncError as exc:
+            _finish(result, "failed", str(exc))
+            return
+        async with session:
+            reason = await self._upload_all(session, token, result)
+        if reason is None and result.failed:
+            reason = f"{result.failed} batch(es) left in the spool after {self.settings.max_attempts} attempts"
+        elif reason is None and result.rejected:
+            reason = f"{result.rejected} batch(es) rejected by the server"
+        if reason is None:
+            _finish(result, "ok", None)
+        else:
+            _finish(result, "partial" if result.landed else "failed", reason)
+
+    async def _upload_all(self, session: aiohttp.ClientSession, token: str, result: SyncResult) -> str | None:
+        """Upload the queue; returns why the run stopped early, or the last error, or None."""
+        settings = self.settings
+        queue = deque(self.spool.pending())
+        pacer = _Pacer(settings.bandwidth_bytes_per_s) if settings.bandwidth_bytes_per_s else None
+        throttles = 0
+        last_error: str | None = None
+        while queue:
+            batch = queue.popleft()
+            if self.spool.get(batch.batch_id) is None:
+                continue  # dropped by the full-spool policy since the run began
+            try:
+                status = await self._upload_with_retries(session, batch, token, pacer)
+            except FileNotFoundError:
+                continue  # the same: the file went between the check and the open
+            except ThrottledError as exc:
+                throttles += 1
+                wait_s = exc.retry_after_s
+                if wait_s is None or wait_s < 0:
+                    wait_s = min(settings.backoff_max_s, settings.backoff_initial_s * 2 ** (throttles - 1))
+                if result.throttled_s + wait_s > settings.max_throttle_wait_s:
+                    # Waiting less than asked would only earn another 429; the next sync resumes.
+                    result.failed += 1 + len(queue)
+                    return (
+                        f"server throttled: asked to wait {wait_s:.0f}s, over the "
+                        f"{settings.max_throttle_wait_s:.0f}s max_throttle_wait_s for one sync"
+                    )
+                log.warning("server throttled: pausing the sync", extra={"wait_s": wait_s, "batch_id": batch.batch_id})
+                await asyncio.sleep(wait_s)
+                result.throttled_s = round(result.throttled_s + wait_s, 3)
+                queue.appendleft(batch)
+                continue
+            except RetryableUploadError as exc:
+                result.failed += 1
+                last_error = str(exc)
+                if isinstance(exc.__cause__, aiohttp.ClientConnectorError):
+                    # The server is unreachable: every other batch would fail the same way.
+                    result.failed += len(queue)
+                    return f"ingest unreachable: {exc}"
+                continue  # a batch that keeps failing must not hold back the others
+            except RejectedBatchError as exc:
+                if exc.status in _DEVICE_REFUSED:
+                    log.error(
+                        "ingest refused this device's token: sync stopped, no batch rejected; "
+                        "check sync.token_file and the device's registration (edgeloop-ingest devices list)",
+                        extra={"status": exc.status, "error": exc.body, "url": settings.url},
+                    )
+                    result.failed += 1 + len(queue)
+                    return f"device not allowed: ingest answered {exc.status}"
+                if exc.status in _WRONG_ENDPOINT or not 400 <= exc.status < 500:
+                    log.error("ingest answered an unexpected status: sync stopped, check sync.url",
+                              extra={"status": exc.status, "url": settings.url})
+                    result.failed += 1 + len(queue)
+                    return f"unexpected answer {exc.status} from {settings.url}: check sync.url"
+                if exc.status == 413:
+                    halves = await asyncio.to_thread(self.spool.split, batch.batch_id)
+                    if halves:
+                        log.info("batch too large for ingest: split in two",
+                                 extra={"batch_id": batch.batch_id, "rows": batch.rows})
+                        result.split += 1
+                        queue.extendleft(reversed(halves))
+                        continue
+                await asyncio.to_thread(self.spool.reject, batch.batch_id, status=exc.status, error=exc.body)
+                log.warning("batch rejected by ingest: moved to rejected/",
+                            extra={"batch_id": batch.batch_id, "status": exc.status, "error": exc.body})
+                result.rejected += 1
+                continue
+            throttles = 0
+            await asyncio.to_thread(self.spool.acknowledge, batch.batch_id)
+            if status == 201:
+                result.uploaded += 1
+            else:
+                result.already_present += 1
+            result.rows += batch.rows
+            result.bytes += batch.bytes
+        return last_error if result.failed else None
+
+    async def _upload_with_retries(
+        self, session: aiohttp.ClientSession, batch: SealedBatch, token: str, pacer: _Pacer | None
+    ) -> int:
+        settings = self.settings
+        retrying = AsyncRetrying(
+            retry=retry_if_exception_type(RetryableUploadError),
+            wait=wait_random_exponential(multiplier=settings.backoff_initial_s, max=settings.backoff_max_s),
+            stop=stop_after_attempt(settings.max_attempts),
+            before_sleep=self._log_retry,
+            reraise=True,
+        )
+        async for attempt in retrying:
+            with attempt:
+                return await self._put(session, batch, token, pacer)
+        raise AssertionError("unreachable: tenacity reraises the last error")
+
+    def _log_retry(self, state: RetryCallState) -> None:
+        error = state.outcome.exception() if state.outcome else None
+        self._errors.log(
+            logging.WARNING,
+            "upload-retry",
+            "upload failed: retrying",
+            attempt=state.attempt_number,
+            wait_s=round(state.upcoming_sleep, 3),
+            error=str(error),
+        )
+
+    async def _put(self, session: aiohttp.ClientSession, batch: SealedBatch, token: str, pacer: _Pacer | None) -> int:
+        """One PUT of one batch: returns 200 or 201, or raises the SyncError its answer means."""
+        settings = self.settings
+        url = f"{settings.url}/v1/batches/{batch.batch_id}"
+        # Opened outside the network try: a missing file is not a network error.
+        handle = open(batch.path, "rb")  # noqa: SIM115 - closed in finally, after the body is sent
+        try:
+            size = os.fstat(handle.fileno()).st_size
+            headers = {
+                "Authorization": f"Bearer {token}",
+                "Content-Type": PARQUET_MEDIA_TYPE,
+                "Content-Length": str(size),
+                SENT_AT_HEADER: datetime.now(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z"),
+            }
+            budget_s = settings.request_timeout_s + (size / pacer.rate if pacer else 0.0)
+            try:
+                async with session.put(
+                    url,
+                    data=_chunks(handle, pacer),
+                    headers=headers,
+                    timeout=aiohttp.ClientTimeout(total=budget_s),
+                    allow_redirects=False,
+                ) as response:
+                    status = response.status
+                    body = await _read_body(response)
+                    retry_after = response.headers.get("Retry-After")
+            except (aiohttp.ClientError, TimeoutError, OSError) as exc:
+                raise RetryableUploadError(f"PUT {url}: {type(exc).__name__}: {exc}") from exc
+        finally:
+            handle.close()
+        if status in (200, 201):
+            return status
+        message = f"PUT {url}: {status} {_error_message(body)}"
+        if status in (429, 503):
+            raise ThrottledError(message, retry_after_s=_retry_after_s(retry_after))
+        if status == 408 or status >= 500:
+            raise RetryableUploadError(message)
+        raise RejectedBatchError(message, status=status, body=body)
+
+    def _new_session(self) -> aiohttp.ClientSession:
+        ca_file = self.settings.ca_file
+        ssl_context: ssl.SSLContext | bool = True
+        if ca_file is not None:
+            try:
+                ssl_context = ssl.create_default_context(cafile=str(ca_file))
+            except (OSError, ssl.SSLError) as exc:
+                raise SyncError(f"cannot load sync.ca_file {ca_file}: {exc}") from exc
+        return aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(ssl=ssl_context, limit=1),
+            headers={"User-Agent": f"edgeloop-collector/{self.agent_version}"},
+        )
+
+    async def _ask_gate(self, command: str) -> str | None:
+        """Run ``only_if``; returns why the sync may not run, or None if it may."""
+        timeout_s = self.settings.only_if_timeout_s
+        try:
+            process = await asyncio.create_subprocess_shell(
+                command,
+                stdin=asyncio.subprocess.DEVNULL,
+                stdout=asyncio.subprocess.DEVNULL,
+                stderr=asyncio.subprocess.PIPE,
+                start_new_session=True,  # its own process group, so a timeout kills the whole pipeline
+            )
+        except OSError as exc:
+            return f"only_if could not start: {exc}"
+        try:
+            _, stderr = await asyncio.wait_for(process.communicate(), timeout_s)
+        except BaseException as exc:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGKILL)
+            await process.wait()
+            if isinstance(exc, TimeoutError):
+                return f"only_if {command!r} did not finish within {timeout_s:g}s"
+            raise
+        if process.returncode != 0:
+            tail = stderr.decode("utf-8", "replace").strip()[-200:]
+            return f"only_if {command!r} exited {process.returncode}" + (f": {tail}" if tail else "")
+        return None
+
+
+class _Pacer:
+    """Holds a byte rate across every upload of one run: a chunk goes once its share of time has passed."""
+
+    def __init__(self, rate: int) -> None:
+        self.rate = rate
+        self._free_at = 0.0
+
+    async def pace(self, size: int) -> None:
+        now = time.monotonic()
+        # Idle time earns no credit: a burst after a pause still keeps to the rate.
+        self._free_at = max(self._free_at, now) + size / self.rate
+        delay = self._free_at - now
+        if delay > 0:
+            await asyncio.sleep(delay)
+
+
+async def _chunks(handle: BinaryIO, pacer: _Pacer | None) -> AsyncIterator[bytes]:
+    """The request body: the batch file in chunks, each held back until the cap allows it."""
+    size = min(CHUNK_BYTES, max(1024, pacer.rate // 10)) if pacer else CHUNK_BYTES
+    while chunk := handle.read(size):
+        # Pace before yielding: aiohttp stops iterating once Content-Length bytes are out.
+        if pacer is not None:
+            await pacer.pace(len(chunk))
+        yield chunk
+
+
+async def _read_body(response: aiohttp.ClientResponse) -> Any:
+    """The server's answer as JSON if it is JSON, else as (truncated) text."""
+    raw = await response.content.read(MAX_ERROR_BODY_BYTES)
+    try:
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        return raw.decode("utf-8", "replace")
+
+
+def _error_message(body: Any) -> str:
+    if isinstance(body, dict) and isinstance(body.get("error"), dict):
+        error = body["error"]
+        return f"{error.get('code', '')}: {error.get('message', '')}".strip(": ")
+    return str(body)[:200]
+
+
+def _retry_after_s(value: str | None) -> float | None:
+    """Retry-After in seconds, from delta-seconds or an HTTP date; None if absent or unreadable."""
+    if not value:
+        return None
+    value = value.strip()
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return max(0.0, (when - datetime.now(UTC)).total_seconds())
+
+
+def _finish(result: SyncResult, outcome: Outcome, reason: str | None) -> None:
+    result.outcome = outcome
+    result.reason = reason
+

@@ -1,0 +1,130 @@
+"""Test helpers for sync: real spool batches and a fault-injecting ingest peer on 127.0.0.1."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import os
+import uuid
+from collections import Counter, deque
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+from aiohttp import web
+
+from collector.config import SpoolSettings, SyncSettings
+from collector.spool import SealedBatch, Spool
+from schemas import EXAMPLES_DIR, SchemaRegistry
+
+SCHEMA = SchemaRegistry.from_dir(EXAMPLES_DIR)["image_classifier"]
+TOKEN = "device-token-for-tests"
+
+
+def make_spool(state_dir: Path) -> Spool:
+    return Spool(state_dir, SpoolSettings(), agent_version="test")
+
+
+def make_batch(spool: Spool, rows: int = 10, *, thumbnail_bytes: int = 16) -> SealedBatch:
+    """Seal a real image_classifier batch; random thumbnails make its size predictable."""
+    now = datetime.now(UTC)
+    records = [
+        {
+            "record_id": uuid.uuid4().bytes,
+            "kind": "prediction",
+            "model": SCHEMA.name,
+            "model_version": "1.0",
+            "created_at": now,
+            "sample_weight": 1.0,
+            "thumbnail": os.urandom(thumbnail_bytes),
+            "predicted_class": "cola",
+            "confidence": 0.9,
+        }
+        for _ in range(rows)
+    ]
+    return spool.write_batch(pa.Table.from_pylist(records, schema=SCHEMA.arrow_schema), schema=SCHEMA)
+
+
+def sync_settings(url: str | None, tmp_path: Path, **overrides: Any) -> SyncSettings:
+    token_file = tmp_path / "device.token"
+    token_file.write_text(TOKEN + "\n")
+    defaults: dict[str, Any] = {
+        "url": url,
+        "token_file": token_file,
+        "backoff_initial_s": 0.05,
+        "backoff_max_s": 0.2,
+        "max_attempts": 4,
+        "request_timeout_s": 10.0,
+    }
+    return SyncSettings(**(defaults | overrides))
+
+
+Action = int | str | tuple[int, dict[str, str]] | Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+@dataclass
+class IngestPeer:
+    """Speaks the ingest upload contract; ``script`` holds the answers to give before landing normally.
+
+    An action is a status (sent with the one error shape), ``(status, headers)``, ``"drop"``
+    (read part of the body, then cut the connection) or a handler of its own.
+    """
+
+    script: deque[Action] = field(default_factory=deque)
+    landed: dict[str, str] = field(default_factory=dict)  # batch id → body sha256
+    lands: Counter[str] = field(default_factory=Counter)  # batch id → times answered 201
+    requests: list[dict[str, Any]] = field(default_factory=list)
+    url: str = ""
+    _runner: web.AppRunner | None = None
+    _port: int = 0
+
+    async def start(self, port: int = 0) -> IngestPeer:
+        app = web.Application(client_max_size=1024**3)
+        app.router.add_put("/v1/batches/{batch_id}", self._put)
+        self._runner = web.AppRunner(app, shutdown_timeout=0.5)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, "127.0.0.1", port or self._port)
+        await site.start()
+        self._port = self._runner.addresses[0][1]
+        self.url = f"http://127.0.0.1:{self._port}"
+        return self
+
+    async def stop(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+
+    async def _put(self, request: web.Request) -> web.StreamResponse:
+        batch_id = request.match_info["batch_id"]
+        self.requests.append(
+            {
+                "batch_id": batch_id,
+                "at": asyncio.get_running_loop().time(),
+                "authorization": request.headers.get("Authorization"),
+                "content_type": request.content_type,
+                "content_length": request.content_length,
+                "sent_at": request.headers.get("X-Edgeloop-Sent-At"),
+            }
+        )
+        action = self.script.popleft() if self.script else None
+        if action == "drop":
+            await request.content.read(100)
+            assert request.transport is not None
+            request.transport.close()
+            return web.Response(status=500)
+        if callable(action):
+            return await action(request)
+        body = await request.read()
+        if action is not None:
+            status, headers = action if isinstance(action, tuple) else (action, {})
+            error = {"error": {"code": f"status_{status}", "message": "scripted", "details": {"batch_id": batch_id}}}
+            return web.json_response(error, status=status, headers=headers)
+        digest = hashlib.sha256(body).hexdigest()
+        if batch_id in self.landed:
+            return web.json_response({"batch_id": batch_id, "duplicate": True}, status=200)
+        self.landed[batch_id] = digest
+        self.lands[batch_id] += 1
+        return web.json_response({"batch_id": batch_id}, status=201)
