@@ -1,0 +1,138 @@
+"""Privacy rules applied on the device, column by column, before anything touches disk.
+
+``Privacy.column(spec, values)`` turns one field's raw values (validated Python objects,
+``None`` where absent) into the Arrow column that is stored, ``spec.arrow_type``:
+
+    keep             the value as sent
+    drop             never called: a dropped field has no column (see ``FieldSpec.stored``)
+    hash             HMAC-SHA256 under the fleet key, lowercase hex, of the value's canonical
+                     text (see ``canonical_bytes``); never a plain hash, which anyone could
+                     reverse for a known e-mail by hashing it themselves
+    redact           e-mails, phones, IPs, cards, IBANs replaced in text (``collector.redact``)
+    round:<step>     round(x / step) * step, vectors elementwise, column type kept
+    truncate:<unit>  timestamps floored to the second, minute, hour or day
+    noise:<scale>    Laplace(0, scale) noise added, vectors elementwise, column type kept
+
+Nulls stay null under every rule.
+"""
+
+from __future__ import annotations
+
+import hmac
+import random
+from datetime import UTC, datetime
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from collector.redact import redact
+from schemas.errors import ConfigError
+from schemas.model_schema import FieldSpec
+
+__all__ = ["MIN_KEY_BYTES", "Privacy", "canonical_bytes"]
+
+MIN_KEY_BYTES = 16
+_HASH_CACHE_SIZE = 8192
+
+_INT_BOUNDS = {"int32": (-(2**31), 2**31 - 1), "int64": (-(2**63), 2**63 - 1)}
+
+
+def canonical_bytes(value: Any) -> bytes:
+    """The text a value is hashed as: UTF-8 for strings, raw bytes for binary,
+    ``true``/``false``, decimal integers, Python's shortest float repr, and RFC 3339
+    UTC timestamps with microseconds (``2026-11-26T06:00:00.000000+00:00``)."""
+    if isinstance(value, str):
+        return value.encode()
+    if isinstance(value, bytes):
+        return value
+    if isinstance(value, bool):
+        return b"true" if value else b"false"
+    if isinstance(value, int):
+        return str(value).encode()
+    if isinstance(value, float):
+        return repr(value).encode()
+    if isinstance(value, datetime):
+        return value.astimezone(UTC).isoformat(timespec="microseconds").encode()
+    raise TypeError(f"cannot hash a {type(value).__name__}")
+
+
+class Privacy:
+    """Applies a field's privacy rule to a column of raw values."""
+
+    def __init__(self, fleet_key: bytes, *, rng: random.Random | None = None) -> None:
+        if not isinstance(fleet_key, bytes) or len(fleet_key) < MIN_KEY_BYTES:
+            raise ConfigError(f"the fleet key must be at least {MIN_KEY_BYTES} bytes")
+        self._key = fleet_key
+        # Noise must not be predictable, so it is never seeded from the sampling seed.
+        self._rng = rng if rng is not None else random.Random()
+        # Pseudonymized fields repeat (operators, cameras): most hashes are a dict lookup.
+        self._hashes: dict[bytes, str] = {}
+
+    def hash(self, value: Any) -> str:
+        """HMAC-SHA256 of the value's canonical text under the fleet key, lowercase hex."""
+        message = canonical_bytes(value)
+        digest = self._hashes.get(message)
+        if digest is None:
+            digest = hmac.digest(self._key, message, "sha256").hex()
+            if len(self._hashes) >= _HASH_CACHE_SIZE:
+                self._hashes.clear()
+            self._hashes[message] = digest
+        return digest
+
+    def column(self, spec: FieldSpec, values: list[Any]) -> pa.Array:
+        """The stored Arrow column for ``values`` under ``spec``'s privacy rule."""
+        rule = spec.privacy
+        action = rule.action
+        if action == "keep":
+            return pa.array(values, type=spec.arrow_type)
+        if action == "hash":
+            digest = self.hash
+            if spec.type in ("float32", "float64"):
+                return pa.array([None if v is None else digest(float(v)) for v in values], type=pa.string())
+            return pa.array([None if v is None else digest(v) for v in values], type=pa.string())
+        if action == "redact":
+            return pa.array([None if v is None else redact(v) for v in values], type=pa.string())
+        if action == "truncate":
+            return pc.floor_temporal(pa.array(values, type=spec.arrow_type), unit=rule.unit)
+        if action == "round":
+            return _numeric(spec, values, lambda x: _round(x, rule.step))  # type: ignore[arg-type]
+        if action == "noise":
+            return _numeric(spec, values, lambda x: self._noise(x, rule.scale))  # type: ignore[arg-type]
+        raise ValueError(f"field {spec.name!r}: rule {rule} builds no column")
+
+    def _noise(self, values: pa.Array, scale: float) -> pa.Array:
+        # Laplace(0, b) is the difference of two independent exponentials of mean b.
+        draw = self._rng.expovariate
+        rate = 1.0 / scale
+        noisy = [None if v is None else v + draw(rate) - draw(rate) for v in values.to_pylist()]
+        return pa.array(noisy, type=pa.float64())
+
+
+def _round(values: pa.Array, step: float) -> pa.Array:
+    inverse = 1.0 / step
+    if abs(inverse - round(inverse)) < 1e-9 * inverse:
+        # round(x * 100) / 100 lands on the nearest double to k/100; multiplying by 0.01 does not.
+        return pc.divide(pc.round(pc.multiply(values, round(inverse))), float(round(inverse)))
+    return pc.multiply(pc.round(pc.divide(values, step)), step)
+
+
+def _numeric(spec: FieldSpec, values: list[Any], transform) -> pa.Array:
+    """Apply a float64 transform to a numeric or vector column and cast back to its type."""
+    if spec.type == "vector":
+        array = pa.array(values, type=pa.list_(pa.float64(), spec.dim))
+        flat = transform(array.values)
+        result = pa.FixedSizeListArray.from_arrays(flat, spec.dim, mask=array.is_null())
+        return result.cast(spec.arrow_type)
+    if spec.type in _INT_BOUNDS:
+        array = pa.array(values, type=pa.int64()).cast(pa.float64(), safe=False)
+    else:
+        array = pa.array(values, type=pa.float64())
+    result = transform(array)
+    if spec.type in _INT_BOUNDS:
+        low, high = _INT_BOUNDS[spec.type]
+        # int64's extremes are not exact doubles; clamping just inside keeps the cast safe.
+        result = pc.round(result)
+        result = pc.min_element_wise(pc.max_element_wise(result, float(low)), float(high) if high < 2**53 else 9.223372036854775e18)
+        return result.cast(spec.arrow_type)
+    return result.cast(spec.arrow_type)
