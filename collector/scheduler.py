@@ -1,0 +1,238 @@
+"""When sync runs: on a cron schedule or an interval, on demand, and when the spool passes high water.
+
+APScheduler (3.x, ``AsyncIOScheduler`` on the agent's loop) owns the schedule. A fleet is
+spread over ``jitter_s`` by a per-device offset drawn once from an RNG seeded by
+``jitter_seed`` and a digest of the device token, so a device syncs at the same point of
+the window every night, different devices at different points, and a test can compute
+every device's fire time. (APScheduler's own ``jitter`` draws from the global ``random``
+per fire, which no seed can make reproducible per device.) Without a seed and a token the
+offset is random, drawn once per start.
+
+Only one sync runs at a time: any request while one runs joins it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import logging
+import random
+import time
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from apscheduler.schedulers.asyncio import AsyncIOScheduler
+from apscheduler.triggers.base import BaseTrigger
+from apscheduler.triggers.cron import CronTrigger
+from apscheduler.triggers.interval import IntervalTrigger
+
+from collector.config import SyncSettings
+from collector.spool import Spool
+from collector.sync import NOT_CONFIGURED, Syncer, SyncResult
+from schemas.errors import SyncError
+
+__all__ = ["SyncScheduler"]
+
+log = logging.getLogger(__name__)
+
+JOB_ID = "sync"
+
+
+class SyncScheduler:
+    """Runs the agent's ``Syncer`` on schedule, on demand and at high water; reports what it did."""
+
+    def __init__(self, settings: SyncSettings, spool: Spool, *, agent_version: str) -> None:
+        self.settings = settings
+        self.spool = spool
+        self.syncer = Syncer(settings, spool, agent_version=agent_version)
+        self.jitter_offset_s = 0.0
+        self._scheduler: AsyncIOScheduler | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._task: asyncio.Task[SyncResult] | None = None
+        self._last_result: SyncResult | None = None
+        self._high_water_not_before = 0.0
+
+    @property
+    def configured(self) -> bool:
+        return self.syncer.configured
+
+    async def start(self) -> None:
+        """Schedule the sync job on the running loop (nothing to schedule if sync is not configured)."""
+        self._loop = asyncio.get_running_loop()
+        if not self.configured:
+            log.info("sync is not configured: no scheduled sync", extra={"enabled": self.settings.enabled})
+            return
+        self.jitter_offset_s = self._draw_offset_s()
+        self._scheduler = AsyncIOScheduler(timezone=self.settings.timezone)
+        self._scheduler.add_job(
+            self._scheduled_sync,
+            self._trigger(),
+            id=JOB_ID,
+            name="sync",
+            coalesce=True,
+            max_instances=1,
+            misfire_grace_time=None,  # a sync missed while the device slept runs once when it wakes
+        )
+        self._scheduler.start()
+        log.info("sync scheduled", extra={"next_sync_at": self._next_sync_at(), "jitter_offset_s": self.jitter_offset_s})
+
+    async def shutdown(self) -> None:
+        """Stop scheduling and cancel a running sync; an interrupted batch stays in the spool."""
+        scheduler, self._scheduler = self._scheduler, None
+        if scheduler is not None and scheduler.running:
+            scheduler.shutdown(wait=False)
+            await asyncio.sleep(0)  # AsyncIOScheduler shuts down in a loop callback
+        task = self._task
+        if task is not None and not task.done():
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    async def sync_now(self, *, wait: bool) -> dict[str, Any]:
+        """Start a sync (or join the running one); with ``wait``, its SyncResult as a dict."""
+        if not self.configured:
+            return {"outcome": "skipped", "reason": NOT_CONFIGURED}
+        task, joined = self._begin("on_demand")
+        if not wait:
+            return {"outcome": "started", "reason": "joined the sync already running" if joined else None}
+        # Shielded: a client that stops waiting does not cancel the sync.
+        result = await asyncio.shield(task)
+        return result.as_dict()
+
+    def notify_sealed(self) -> None:
+        """A batch was sealed: start an early sync if the spool is past high water. Safe from any thread."""
+        loop = self._loop
+        if loop is None or not self.configured or self.settings.high_water_bytes is None:
+            return
+        try:
+            running = asyncio.get_running_loop()
+        except RuntimeError:
+            running = None
+        if running is loop:
+            self._check_high_water()
+        else:
+            with contextlib.suppress(RuntimeError):  # the loop closed during shutdown
+                loop.call_soon_threadsafe(self._check_high_water)
+
+    def status(self) -> dict[str, Any]:
+        last = self._last_result
+        status: dict[str, Any] = {
+            "enabled": self.settings.enabled,
+            "configured": self.configured,
+            "url": self.settings.url,
+            "schedule": self._describe_schedule(),
+            "jitter_offset_s": round(self.jitter_offset_s, 3),
+            "last_sync_at": last.started_at.isoformat() if last else None,
+            "last_result": last.as_dict() if last else None,
+            "next_sync_at": self._next_sync_at(),
+            "running": self.running,
+            "batches_pending": len(self.spool.pending()),
+            "batches_rejected": len(self.spool.rejected()),
+        }
+        if not self.configured:
+            status["reason"] = "sync is disabled" if not self.settings.enabled else NOT_CONFIGURED
+        return status
+
+    @property
+    def running(self) -> bool:
+        return self._task is not None and not self._task.done()
+
+    def _begin(self, trigger: str) -> tuple[asyncio.Task[SyncResult], bool]:
+        """The running sync task, or a new one; and whether it was already running."""
+        if self._task is not None and not self._task.done():
+            return self._task, True
+        self._task = asyncio.get_running_loop().create_task(self._sync(trigger), name=f"edgeloop-sync-{trigger}")
+        return self._task, False
+
+    async def _sync(self, trigger: str) -> SyncResult:
+        log.info("sync starting", extra={"trigger": trigger, "batches_pending": len(self.spool.pending())})
+        try:
+            result = await self.syncer.run_once()
+        except Exception as exc:  # the scheduler must outlive any bug in one run
+            log.exception("sync crashed", extra={"trigger": trigger})
+            result = SyncResult(outcome="failed", reason=f"internal error: {type(exc).__name__}: {exc}")
+        self._last_result = result
+        if trigger == "high_water" and result.outcome != "ok":
+            # Without this, every seal while ingest is down would start another doomed sync.
+            self._high_water_not_before = time.monotonic() + self.settings.backoff_max_s
+        return result
+
+    async def _scheduled_sync(self) -> None:
+        task, _ = self._begin("schedule")
+        await asyncio.shield(task)
+
+    def _check_high_water(self) -> None:
+        limit = self.settings.high_water_bytes
+        if self.running or limit is None or time.monotonic() < self._high_water_not_before:
+            return
+        pending = self.spool.bytes_pending
+        if pending > limit:
+            log.info("spool past high water: syncing early", extra={"bytes_pending": pending, "high_water_bytes": limit})
+            self._begin("high_water")
+
+    def _trigger(self) -> BaseTrigger:
+        settings = self.settings
+        base: BaseTrigger
+        if settings.interval_s is not None:
+            base = IntervalTrigger(seconds=settings.interval_s, timezone=settings.timezone)
+        else:
+            base = CronTrigger.from_crontab(settings.schedule, timezone=settings.timezone)
+        return OffsetTrigger(base, self.jitter_offset_s)
+
+    def _window_s(self) -> float:
+        """The spread: jitter_s, but never past the next interval fire."""
+        if self.settings.interval_s is not None:
+            return min(self.settings.jitter_s, self.settings.interval_s)
+        return self.settings.jitter_s
+
+    def _draw_offset_s(self) -> float:
+        window = self._window_s()
+        if window <= 0:
+            return 0.0
+        material = []
+        if self.settings.jitter_seed is not None:
+            material.append(str(self.settings.jitter_seed).encode())
+        try:
+            # The token makes the offset per device even when a fleet shares one config file.
+            material.append(hashlib.sha256(self.syncer.read_token().encode()).digest())
+        except SyncError:
+            pass
+        if not material:
+            return random.SystemRandom().uniform(0, window)
+        seed = int.from_bytes(hashlib.sha256(b"\0".join(material)).digest()[:8], "big")
+        return random.Random(seed).uniform(0, window)
+
+    def _next_sync_at(self) -> str | None:
+        job = self._scheduler.get_job(JOB_ID) if self._scheduler is not None else None
+        when = job.next_run_time if job is not None else None
+        return when.isoformat() if when else None
+
+    def _describe_schedule(self) -> str:
+        if self.settings.interval_s is not None:
+            return f"every {self.settings.interval_s:g}s"
+        return f"cron {self.settings.schedule!r} {self.settings.timezone}"
+
+
+class OffsetTrigger(BaseTrigger):
+    """Fires ``offset_s`` after every fire time of the trigger it wraps."""
+
+    __slots__ = ("offset", "trigger")
+
+    def __init__(self, trigger: BaseTrigger, offset_s: float) -> None:
+        self.trigger = trigger
+        self.offset = timedelta(seconds=offset_s)
+
+    def get_next_fire_time(self, previous_fire_time: datetime | None, now: datetime) -> datetime | None:
+        previous = previous_fire_time - self.offset if previous_fire_time is not None else None
+        base = self.trigger.get_next_fire_time(previous, now - self.offset)
+        if base is None:
+            return None
+        # In UTC, so an offset across a DST change is still exactly offset_s of real time.
+        return (base.astimezone(UTC) + self.offset).astimezone(base.tzinfo)
+
+    def __str__(self) -> str:
+        return f"{self.trigger} + {self.offset.total_seconds():g}s"
+
+    def __repr__(self) -> str:
+        return f"<OffsetTrigger {self.trigger!r} offset_s={self.offset.total_seconds():g}>"
