@@ -37,12 +37,33 @@ class Settings(BaseModel):
 class AgentSettings(Settings):
     state_dir: Path = Path("/var/lib/edgeloop")
     socket_path: Path | None = None  # default: <state_dir>/agent.sock
+    socket_mode: str = "0660"  # octal permissions of the socket: who may send records
     schemas_dir: Path | None = None  # default: the example schemas shipped with edgeloop
     key_file: Path = Path("/etc/edgeloop/fleet.key")
     metrics_listen: str | None = None  # "127.0.0.1:9464" also serves /metrics on TCP
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     log_json: bool = True
     shutdown_timeout_s: Positive = 20.0
+
+    @field_validator("socket_mode")
+    @classmethod
+    def _octal(cls, value: str) -> str:
+        try:
+            mode = int(value, 8)
+        except ValueError:
+            raise ValueError(f"not an octal file mode: {value!r}") from None
+        if not 0 <= mode <= 0o777:
+            raise ValueError(f"not a file mode: {value!r}")
+        return value
+
+    @field_validator("metrics_listen")
+    @classmethod
+    def _host_port(cls, value: str | None) -> str | None:
+        if value is not None:
+            host, _, port = value.rpartition(":")
+            if not host or not port.isdigit() or not 0 < int(port) < 65536:
+                raise ValueError(f"must be host:port, got {value!r}")
+        return value
 
     @property
     def socket(self) -> Path:

@@ -33,9 +33,10 @@ import uuid_utils
 from collector.config import SpoolSettings
 from collector.durable import fsync_dir, move_durably, write_durably
 from schemas.envelope import BATCH_METADATA_KEYS
+from schemas.errors import SchemaError
 from schemas.model_schema import ModelSchema
 
-__all__ = ["SealedBatch", "Spool", "new_batch_id"]
+__all__ = ["SealedBatch", "Spool", "describe_batch", "new_batch_id", "verify_batch"]
 
 log = logging.getLogger(__name__)
 
@@ -212,10 +213,14 @@ class Spool:
     def free_disk_bytes(self) -> int:
         return shutil.disk_usage(self.batches_dir).free
 
-    def make_room(self, incoming_bytes: int) -> bool:
-        """Whether ``incoming_bytes`` more fit the budget and reserve, dropping old batches if the policy allows."""
+    def make_room(self, incoming_bytes: int, *, journal_bytes: int | None = None) -> bool:
+        """Whether ``incoming_bytes`` more fit the budget and reserve, dropping old batches if the policy allows.
+
+        ``journal_bytes`` spares a walk of the journal folder when the caller knows its size.
+        """
+        journal = self.journal_bytes() if journal_bytes is None else journal_bytes
         while True:
-            used = self.bytes_pending + self.journal_bytes()
+            used = self.bytes_pending + journal
             fits = used + incoming_bytes <= self.settings.max_bytes
             fits = fits and self.free_disk_bytes() - incoming_bytes >= self.settings.reserve_free_bytes
             if fits:
@@ -248,6 +253,34 @@ class Spool:
             "budget_bytes": self.settings.max_bytes,
             "drops_total": dict(self.drops_total),
         }
+
+
+def describe_batch(path: Path) -> SealedBatch:
+    """Read a batch file's footer (not its data) into a SealedBatch; read-only."""
+    return _describe(path)
+
+
+def verify_batch(path: Path) -> SealedBatch:
+    """Read a batch file fully and check its metadata, schema and fingerprint; raises ValueError on a problem."""
+    try:
+        batch = _describe(path)
+        parquet = pq.ParquetFile(path)
+        kv = parquet.schema_arrow.metadata or {}
+        schema = ModelSchema.from_canonical_json(kv[BATCH_METADATA_KEYS["schema"]].decode())
+        table = parquet.read()
+    except KeyError as exc:
+        raise ValueError(f"metadata key {exc.args[0]!r} is missing") from exc
+    except (OSError, pa.ArrowException, SchemaError) as exc:
+        raise ValueError(str(exc)) from exc
+    if schema.fingerprint != batch.schema_fingerprint:
+        raise ValueError(f"schema fingerprint {batch.schema_fingerprint} does not match its schema ({schema.fingerprint})")
+    if schema.name != batch.model:
+        raise ValueError(f"model {batch.model!r} does not match its schema ({schema.name!r})")
+    if not table.schema.remove_metadata().equals(schema.arrow_schema):
+        raise ValueError("columns do not match the schema it names")
+    if table.num_rows != batch.rows:
+        raise ValueError(f"footer says {batch.rows} rows, data has {table.num_rows}")
+    return batch
 
 
 def _describe(path: Path) -> SealedBatch:

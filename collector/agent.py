@@ -1,0 +1,200 @@
+"""The device agent's lifecycle: recover the journal, serve intake, sync, stop cleanly.
+
+    lock state_dir → recover journal → serve on the unix socket → start sync → READY=1
+    → pet the watchdog from the event loop → SIGTERM/SIGINT → stop accepting, finish
+    in-flight requests, seal open segments, stop sync → STOPPING=1 → exit 0
+
+All of it bounded by ``agent.shutdown_timeout_s``. Nothing here reads the environment or
+files the CLI has not named: the config, the fleet key and the notifier are handed in.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import fcntl
+import logging
+import os
+import signal
+import stat
+from importlib import metadata
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from aiohttp import web
+
+from collector.config import CollectorConfig
+from collector.intake import create_app, create_metrics_app
+from collector.journal import Journal
+from collector.logs import RateLimitedLogger
+from collector.metrics import Metrics
+from collector.spool import Spool
+from schemas.errors import CollectorError
+from schemas.registry import EXAMPLES_DIR, SchemaRegistry
+
+if TYPE_CHECKING:
+    from collector.notify import Notifier
+
+__all__ = ["Agent", "agent_version", "lock_state_dir"]
+
+log = logging.getLogger(__name__)
+
+
+def agent_version() -> str:
+    try:
+        return metadata.version("edgeloop")
+    except metadata.PackageNotFoundError:
+        return "0+unknown"
+
+
+class Agent:
+    """One running device agent; ``await Agent(...).run()`` serves until SIGTERM or ``stop()``."""
+
+    def __init__(
+        self,
+        config: CollectorConfig,
+        *,
+        fleet_key: bytes,
+        notifier: Notifier | None = None,
+        version: str | None = None,
+    ) -> None:
+        self.config = config
+        self.fleet_key = fleet_key
+        self.notifier = notifier
+        self.version = version or agent_version()
+        self.metrics = Metrics()
+        self._stop = asyncio.Event()
+        self._errors = RateLimitedLogger(log)
+
+    def stop(self) -> None:
+        """Begin a clean shutdown (what SIGTERM does)."""
+        self._stop.set()
+
+    async def run(self) -> int:
+        """Serve until stopped; returns the exit code (0 after a clean shutdown)."""
+        from collector.pipeline import Pipeline
+        from collector.scheduler import SyncScheduler
+
+        notifier = self.notifier or _Silent()
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(signum, self.stop)
+        watchdog = loop.create_task(self._watchdog())
+        agent = self.config.agent
+        agent.state_dir.mkdir(parents=True, exist_ok=True)
+        lock = lock_state_dir(agent.state_dir)
+        try:
+            registry = SchemaRegistry.from_dir(agent.schemas_dir or EXAMPLES_DIR)
+            notifier.status("recovering the journal")
+            spool = await asyncio.to_thread(Spool, agent.state_dir, self.config.spool, agent_version=self.version)
+            journal = Journal(spool, registry, self.config.spool, metrics=self.metrics)
+            recovery = await asyncio.to_thread(journal.recover)
+            pipeline = Pipeline(registry, self.config.sampling, self.fleet_key)
+            scheduler = SyncScheduler(self.config.sync, spool, agent_version=self.version)
+            journal.on_sealed = lambda batch: scheduler.notify_sealed()
+            self.metrics.watch(
+                spool_bytes=lambda: spool.bytes_pending,
+                spool_batches=lambda: len(spool.pending()),
+                spool_records=lambda: sum(batch.rows for batch in spool.pending()),
+                journal_bytes=lambda: journal.bytes,
+            )
+            app = create_app(
+                self.config,
+                journal=journal,
+                spool=spool,
+                pipeline=pipeline,
+                scheduler=scheduler,
+                metrics=self.metrics,
+                info={"version": self.version, "recovery": recovery},
+            )
+            runner = web.AppRunner(
+                app, handle_signals=False, access_log=None, shutdown_timeout=agent.shutdown_timeout_s / 2
+            )
+            await runner.setup()  # starts sync (cleanup_ctx)
+            runners = [runner]
+            try:
+                await self._serve(runner, runners)
+                spool_stats = spool.stats()
+                notifier.ready(f"serving on {agent.socket}; {spool_stats['batches']} batches in the spool")
+                log.info("agent ready", extra={"socket": str(agent.socket), "version": self.version, **recovery})
+                await self._stop.wait()
+                log.info("agent stopping")
+                notifier.stopping()
+            finally:
+                code = await self._shutdown(runners)
+        finally:
+            watchdog.cancel()
+            for signum in (signal.SIGTERM, signal.SIGINT):
+                loop.remove_signal_handler(signum)
+            os.close(lock)
+        return code
+
+    async def _serve(self, runner: web.AppRunner, runners: list[web.AppRunner]) -> None:
+        agent = self.config.agent
+        socket_path = agent.socket
+        socket_path.parent.mkdir(parents=True, exist_ok=True)
+        if socket_path.is_socket():
+            socket_path.unlink()  # left by a crash; the state-dir lock says no agent owns it
+        await web.UnixSite(runner, str(socket_path)).start()
+        os.chmod(socket_path, int(agent.socket_mode, 8))
+        if agent.metrics_listen:
+            host, _, port = agent.metrics_listen.rpartition(":")
+            metrics_runner = web.AppRunner(create_metrics_app(self.metrics), handle_signals=False, access_log=None)
+            await metrics_runner.setup()
+            runners.append(metrics_runner)
+            await web.TCPSite(metrics_runner, host.strip("[]") or "127.0.0.1", int(port)).start()
+
+    async def _shutdown(self, runners: list[web.AppRunner]) -> int:
+        """Stop accepting, let requests finish, seal the journal, stop sync; bounded in time."""
+        try:
+            async with asyncio.timeout(self.config.agent.shutdown_timeout_s):
+                for runner in reversed(runners):
+                    await runner.cleanup()
+        except TimeoutError:
+            log.error("shutdown timed out; the journal will be recovered on the next start")
+            return 1
+        finally:
+            self.config.agent.socket.unlink(missing_ok=True)
+        log.info("agent stopped")
+        return 0
+
+    async def _watchdog(self) -> None:
+        """Pet the systemd watchdog from the event loop, so a stuck loop gets the agent restarted."""
+        notifier = self.notifier
+        interval_s = notifier.watchdog_interval_s if notifier is not None else None
+        if not interval_s:
+            return
+        while True:
+            try:
+                notifier.watchdog()
+            except Exception as exc:  # a closed notify socket must not end the agent
+                self._errors.log(logging.WARNING, "watchdog", "watchdog notification failed", error=repr(exc))
+            await asyncio.sleep(interval_s)
+
+
+def lock_state_dir(state_dir: Path) -> int:
+    """Hold an exclusive lock on the state dir for the agent's life: one journal, one writer."""
+    fd = os.open(state_dir / "agent.lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, stat.S_IRUSR | stat.S_IWUSR)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError as exc:
+        os.close(fd)
+        raise CollectorError(f"{state_dir}: another agent is running with this state directory") from exc
+    return fd
+
+
+class _Silent:
+    """Stands in for the systemd notifier when the agent runs outside systemd (tests, a shell)."""
+
+    watchdog_interval_s: float | None = None
+
+    def ready(self, status: str = "") -> None:
+        pass
+
+    def status(self, text: str) -> None:
+        pass
+
+    def watchdog(self) -> None:
+        pass
+
+    def stopping(self) -> None:
+        pass

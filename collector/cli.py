@@ -1,0 +1,458 @@
+"""``edgeloop-collector``: run the device agent and look after its spool.
+
+Exit codes: 0 success · 1 an error (one line on stderr) · 2 bad usage ·
+3 ``status``: the agent is not running (the spool is still reported, read from disk).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import stat
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from collector.config import CollectorConfig
+from schemas.errors import AgentUnavailableError, ConfigError, EdgeloopError
+
+__all__ = ["main", "read_fleet_key"]
+
+DEFAULT_CONFIG = "/etc/edgeloop/collector.toml"
+MIN_KEY_BYTES = 16
+EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_NOT_RUNNING = 0, 1, 2, 3
+
+
+class _Failure(Exception):
+    """A one-line error for stderr, with its exit code."""
+
+    def __init__(self, message: str, code: int = EXIT_ERROR) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+def read_fleet_key(path: Path) -> bytes:
+    """The fleet key: at least 16 bytes, not readable by everyone; trailing whitespace ignored."""
+    try:
+        info = path.stat()
+        key = path.read_bytes().rstrip(b" \t\r\n")
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read the fleet key: {exc.strerror}") from exc
+    if info.st_mode & stat.S_IROTH:
+        raise ConfigError(f"{path}: the fleet key is readable by everyone (chmod o-r {path})")
+    if len(key) < MIN_KEY_BYTES:
+        raise ConfigError(f"{path}: the fleet key has {len(key)} bytes; it needs at least {MIN_KEY_BYTES}")
+    return key
+
+
+# -- commands ------------------------------------------------------------------------------------
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from collector.agent import Agent
+    from collector.logs import configure_logging
+    from collector.notify import Notifier
+
+    config = _config(args)
+    configure_logging(config.agent.log_level, json=config.agent.log_json)
+    key = read_fleet_key(config.agent.key_file)
+    agent = Agent(config, fleet_key=key, notifier=Notifier.from_env(os.environ))
+    return asyncio.run(agent.run())
+
+
+def cmd_check_config(args: argparse.Namespace) -> int:
+    from schemas.registry import EXAMPLES_DIR, SchemaRegistry
+
+    config = _config(args)
+    registry = SchemaRegistry.from_dir(config.agent.schemas_dir or EXAMPLES_DIR)
+    if not len(registry):
+        raise _Failure(f"{config.agent.schemas_dir}: no schema files (*.toml) in the schemas folder")
+    read_fleet_key(config.agent.key_file)
+    _check_writable(config.agent.state_dir, "state_dir")
+    _check_writable(config.agent.socket.parent, "socket folder")
+    sync = config.sync
+    if sync.enabled and sync.url:
+        for name, path in (("sync.token_file", sync.token_file), ("sync.ca_file", sync.ca_file)):
+            if path is not None and not os.access(path, os.R_OK):
+                raise _Failure(f"{name}: {path} does not exist or is not readable")
+        if sync.token_file is None:
+            raise _Failure("sync.token_file: needed when sync.url is set")
+    models = ", ".join(schema.name for schema in registry)
+    print(f"config OK: {args.config} (models: {models}; state in {config.agent.state_dir})")
+    return EXIT_OK
+
+
+def _check_writable(folder: Path, what: str) -> None:
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=folder, prefix=".check-config-"):
+            pass
+    except OSError as exc:
+        raise _Failure(f"{what}: {folder} is not writable: {exc.strerror}") from exc
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    socket_path, config = _socket_and_config(args, need_config=False)
+    try:
+        status_code, report = _call(socket_path, "GET", "/v1/status", timeout_s=args.timeout)
+    except AgentUnavailableError as exc:
+        report = _offline_status(config, socket_path, str(exc))
+        code = EXIT_NOT_RUNNING
+    else:
+        if status_code != 200:
+            raise _Failure(_error_line(status_code, report))
+        code = EXIT_OK
+    if args.json:
+        print(orjson.dumps(report, option=orjson.OPT_INDENT_2).decode())
+    else:
+        print(_format_status(report))
+    return code
+
+
+def _offline_status(config: CollectorConfig | None, socket_path: Path, why: str) -> dict[str, Any]:
+    """What the disk says when the agent does not answer."""
+    report: dict[str, Any] = {"agent": {"running": False, "socket": str(socket_path), "error": why}}
+    if config is None:
+        return report
+    from collector.spool import describe_batch
+
+    state = config.agent.state_dir
+    batches, unreadable = [], 0
+    for path in sorted((state / "batches").glob("*.parquet")):
+        try:
+            batches.append(describe_batch(path))
+        except Exception:
+            unreadable += 1
+    journal = [path for path in (state / "journal").rglob("*.wal") if path.is_file()]
+    oldest = batches[0].created_at.timestamp() if batches else None
+    report["spool"] = {
+        "batches": len(batches),
+        "records": sum(batch.rows for batch in batches),
+        "bytes": sum(batch.bytes for batch in batches),
+        "unreadable": unreadable,
+        "oldest_record_age_s": None if oldest is None else round(time.time() - oldest, 3),
+        "rejected": len(list((state / "rejected").glob("*.parquet"))),
+        "quarantined": sum(1 for _ in (state / "quarantine").glob("*")),
+        "budget_bytes": config.spool.max_bytes,
+    }
+    report["journal"] = {"segments": len(journal), "bytes_on_disk": sum(path.stat().st_size for path in journal)}
+    return report
+
+
+def cmd_flush(args: argparse.Namespace) -> int:
+    socket_path, _ = _socket_and_config(args, need_config=False)
+    status_code, answer = _call(socket_path, "POST", "/v1/flush", timeout_s=args.timeout)
+    if status_code != 200:
+        raise _Failure(_error_line(status_code, answer))
+    if args.json:
+        print(orjson.dumps(answer, option=orjson.OPT_INDENT_2).decode())
+    else:
+        rows = sum(batch["rows"] for batch in answer["batches"])
+        print(f"sealed {answer['sealed']} batches ({rows} records)")
+    return EXIT_OK
+
+
+def cmd_sync(args: argparse.Namespace) -> int:
+    socket_path, _ = _socket_and_config(args, need_config=False)
+    status_code, answer = _call(socket_path, "POST", "/v1/sync", {"wait": args.wait}, timeout_s=args.timeout)
+    if status_code != 200:
+        raise _Failure(_error_line(status_code, answer))
+    if args.json or args.wait:
+        print(orjson.dumps(answer, option=orjson.OPT_INDENT_2).decode())
+    else:
+        print("sync started" if answer.get("started") else orjson.dumps(answer).decode())
+    return EXIT_OK
+
+
+def cmd_spool_list(args: argparse.Namespace) -> int:
+    from collector.spool import describe_batch
+
+    config = _config(args)
+    state, now = config.agent.state_dir, time.time()
+    rows: list[dict[str, Any]] = []
+    for folder, where in (("batches", "pending"), ("rejected", "rejected")):
+        for path in sorted((state / folder).glob("*.parquet")):
+            entry: dict[str, Any] = {"batch_id": path.stem, "state": where, "file": str(path)}
+            try:
+                batch = describe_batch(path)
+            except Exception as exc:
+                entry.update(model=None, rows=None, bytes=path.stat().st_size, age_s=None, problem=str(exc))
+            else:
+                entry.update(
+                    model=batch.model,
+                    rows=batch.rows,
+                    bytes=batch.bytes,
+                    age_s=round(now - batch.created_at.timestamp(), 1),
+                )
+            if where == "rejected":
+                reason = path.with_name(f"{path.stem}.error.json")
+                entry["reason"] = orjson.loads(reason.read_bytes()) if reason.exists() else None
+            rows.append(entry)
+    if args.json:
+        print(orjson.dumps(rows, option=orjson.OPT_INDENT_2).decode())
+        return EXIT_OK
+    table = [["BATCH", "STATE", "MODEL", "ROWS", "BYTES", "AGE"]]
+    for entry in rows:
+        table.append(
+            [
+                entry["batch_id"],
+                entry["state"],
+                entry["model"] or "?",
+                "?" if entry["rows"] is None else str(entry["rows"]),
+                _size(entry["bytes"]),
+                "?" if entry["age_s"] is None else _duration(entry["age_s"]),
+            ]
+        )
+    print(_table(table))
+    pending = [entry for entry in rows if entry["state"] == "pending"]
+    total = sum(entry["rows"] or 0 for entry in pending)
+    print(f"{len(pending)} pending batches, {total} records; {len(rows) - len(pending)} rejected")
+    return EXIT_OK
+
+
+def cmd_spool_verify(args: argparse.Namespace) -> int:
+    from collector.agent import lock_state_dir
+    from collector.spool import verify_batch
+
+    config = _config(args)
+    state = config.agent.state_dir
+    lock = None
+    if args.quarantine:
+        try:
+            lock = lock_state_dir(state)
+        except EdgeloopError:
+            raise _Failure(f"{state}: the agent is running; stop it before `spool verify --quarantine`") from None
+    try:
+        results = []
+        for path in sorted((state / "batches").glob("*.parquet")):
+            try:
+                batch = verify_batch(path)
+            except ValueError as exc:
+                results.append({"batch_id": path.stem, "ok": False, "problem": str(exc)})
+            else:
+                results.append({"batch_id": path.stem, "ok": True, "rows": batch.rows, "model": batch.model})
+        bad = [result for result in results if not result["ok"]]
+        if args.quarantine and bad:
+            from collector.durable import move_durably
+
+            for result in bad:
+                path = state / "batches" / f"{result['batch_id']}.parquet"
+                result["quarantined"] = str(move_durably(path, state / "quarantine" / path.name))
+    finally:
+        if lock is not None:
+            os.close(lock)
+    if args.json:
+        print(orjson.dumps(results, option=orjson.OPT_INDENT_2).decode())
+    else:
+        for result in bad:
+            moved = " (quarantined)" if result.get("quarantined") else ""
+            print(f"BAD {result['batch_id']}: {result['problem']}{moved}")
+        print(f"{len(results) - len(bad)} of {len(results)} batches OK")
+    return EXIT_ERROR if bad and not args.quarantine else EXIT_OK
+
+
+# -- helpers ---------------------------------------------------------------------------------------
+
+
+def _config(args: argparse.Namespace) -> CollectorConfig:
+    return CollectorConfig.load(args.config)
+
+
+def _socket_and_config(args: argparse.Namespace, *, need_config: bool) -> tuple[Path, CollectorConfig | None]:
+    config = None
+    if args.socket is None or Path(args.config).exists():
+        try:
+            config = _config(args)
+        except ConfigError:
+            if args.socket is None or need_config:
+                raise
+    socket_path = Path(args.socket) if args.socket else config.agent.socket  # type: ignore[union-attr]
+    return socket_path, config
+
+
+def _call(socket_path: Path, method: str, path: str, body: Any = None, *, timeout_s: float) -> tuple[int, Any]:
+    from collector.client import call_agent
+
+    return call_agent(socket_path, method, path, body, timeout_s=timeout_s)
+
+
+def _error_line(status_code: int, answer: Any) -> str:
+    if isinstance(answer, dict) and isinstance(answer.get("error"), dict):
+        return f"agent answered {status_code}: {answer['error'].get('message')}"
+    return f"agent answered {status_code}: {str(answer)[:200]}"
+
+
+def _size(value: float | None) -> str:
+    if value is None:
+        return "?"
+    for unit in ("B", "KB", "MB", "GB"):
+        if abs(value) < 1024 or unit == "GB":
+            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1024
+    return str(value)
+
+
+def _duration(seconds: float) -> str:
+    seconds = int(seconds)
+    if seconds < 120:
+        return f"{seconds}s"
+    if seconds < 7200:
+        return f"{seconds // 60}m"
+    if seconds < 172800:
+        return f"{seconds // 3600}h {seconds % 3600 // 60}m"
+    return f"{seconds // 86400}d {seconds % 86400 // 3600}h"
+
+
+def _table(rows: list[list[str]]) -> str:
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    return "\n".join("  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip() for row in rows)
+
+
+def _format_status(report: dict[str, Any]) -> str:
+    agent = report["agent"]
+    lines = []
+    if agent.get("running"):
+        lines.append(
+            f"agent      running, pid {agent['pid']}, version {agent['version']}, "
+            f"up {_duration(agent['uptime_s'])}, on {agent['socket']}"
+        )
+    else:
+        lines.append(f"agent      NOT RUNNING ({agent['error']}); spool read from disk")
+    spool = report.get("spool")
+    if spool:
+        age = spool.get("oldest_record_age_s")
+        lines.append(
+            f"spool      {spool['batches']} batches, {spool['records']} records, {_size(spool['bytes'])}"
+            f" of {_size(spool['budget_bytes'])}; oldest record "
+            + ("-" if age is None else f"{_duration(age)} old")
+        )
+        lines.append(f"           {spool['rejected']} rejected, {spool['quarantined']} quarantined")
+    journal = report.get("journal")
+    if journal:
+        if "records" in journal:
+            lines.append(
+                f"journal    {journal['records']} records not sealed yet, {_size(journal['bytes'])}"
+                f" in {journal['open_segments'] + journal['sealing_segments'] + journal['unsealed_segments']} segments"
+            )
+        else:
+            lines.append(
+                f"journal    {journal['segments']} segments, {_size(journal['bytes_on_disk'])} (sealed on next start)"
+            )
+    drops = report.get("drops")
+    if drops:
+        total = drops["total"]
+        text = ", ".join(f"{reason} {count}" for reason, count in sorted(total.items())) or "none"
+        lines.append(f"drops      {text} (since the agent started)")
+    sync = report.get("sync")
+    if sync:
+        if not sync.get("enabled"):
+            lines.append("sync       disabled")
+        else:
+            last = sync.get("last_result")
+            outcome = last.get("outcome", last) if isinstance(last, dict) else last
+            lines.append(
+                f"sync       last {sync.get('last_sync_at') or 'never'} ({outcome or '-'}), "
+                f"next {sync.get('next_sync_at') or '-'}" + (", running now" if sync.get("running") else "")
+            )
+    return "\n".join(lines)
+
+
+# -- argument parsing -----------------------------------------------------------------------------
+
+
+def _parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument(
+        "--config",
+        default=os.environ.get("EDGELOOP_CONFIG", DEFAULT_CONFIG),
+        help=f"the collector's TOML config (default: $EDGELOOP_CONFIG or {DEFAULT_CONFIG})",
+    )
+    talk = argparse.ArgumentParser(add_help=False)
+    talk.add_argument("--socket", help="the agent's unix socket (default: agent.socket_path from the config)")
+    talk.add_argument("--timeout", type=float, default=30.0, help="seconds to wait for the agent (default 30)")
+
+    parser = argparse.ArgumentParser(
+        prog="edgeloop-collector",
+        description="The edgeloop device agent: collects, anonymizes and spools model records, then syncs them.",
+        epilog="Exit codes: 0 ok, 1 error, 2 bad usage, 3 (status) agent not running.",
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    run = commands.add_parser(
+        "run", parents=[common], help="run the agent in the foreground (what the systemd unit starts)"
+    )
+    run.set_defaults(func=cmd_run)
+
+    status = commands.add_parser(
+        "status",
+        parents=[common, talk],
+        help="what the agent holds: spool, journal, drops, sync; from disk if the agent is down (exit 3)",
+    )
+    status.add_argument("--json", action="store_true", help="print the full report as JSON")
+    status.set_defaults(func=cmd_status)
+
+    flush = commands.add_parser("flush", parents=[common, talk], help="seal the records in the journal into batches now")
+    flush.add_argument("--json", action="store_true", help="print the sealed batches as JSON")
+    flush.set_defaults(func=cmd_flush)
+
+    sync = commands.add_parser("sync", parents=[common, talk], help="start a sync of the spool now")
+    sync.add_argument("--wait", action="store_true", help="wait for the sync to finish and print its result")
+    sync.add_argument("--json", action="store_true", help="print the answer as JSON")
+    sync.set_defaults(func=cmd_sync)
+
+    check = commands.add_parser(
+        "check-config",
+        parents=[common],
+        help="validate the config, schemas, fleet key and state dir; one-line error and exit 1 on a problem",
+    )
+    check.set_defaults(func=cmd_check_config)
+
+    spool = commands.add_parser("spool", help="inspect the sealed batches on disk (works with the agent down)")
+    spool_commands = spool.add_subparsers(dest="spool_command", required=True, metavar="SPOOL_COMMAND")
+    listing = spool_commands.add_parser(
+        "list", parents=[common], help="list pending and rejected batches: id, model, rows, bytes, age"
+    )
+    listing.add_argument("--json", action="store_true", help="print the list as JSON")
+    listing.set_defaults(func=cmd_spool_list)
+    verify = spool_commands.add_parser(
+        "verify",
+        parents=[common],
+        help="read every pending batch fully and check metadata and schema fingerprint; exit 1 if any is bad",
+    )
+    verify.add_argument("--json", action="store_true", help="print one result per batch as JSON")
+    verify.add_argument(
+        "--quarantine", action="store_true", help="move bad batches to quarantine/ (only while the agent is stopped)"
+    )
+    verify.set_defaults(func=cmd_spool_verify)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of ``edgeloop-collector``; returns the exit code."""
+    args = _parser().parse_args(argv)
+    func: Callable[[argparse.Namespace], int] = args.func
+    try:
+        return func(args)
+    except _Failure as exc:
+        _error(str(exc))
+        return exc.code
+    except (EdgeloopError, OSError) as exc:
+        _error(str(exc))
+        return EXIT_ERROR
+    except KeyboardInterrupt:
+        return 130
+
+
+def _error(message: str) -> None:
+    line = " ".join(message.split())
+    print(f"edgeloop-collector: error: {line}", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,337 @@
+"""The Python SDK: log predictions and feedback to the local agent without slowing the app.
+
+    client = Client("/var/lib/edgeloop/agent.sock")
+    record_id = client.log_prediction("vibration", "2.1.0", inputs, outputs)
+    client.log_feedback(record_id, "vibration", "2.1.0", {"true_class": "ok"})
+    client.close()
+
+A log call builds a dict, mints a UUIDv7 and appends to an in-memory buffer (about a
+microsecond); a background thread sends the buffer in batches as a JSON array over HTTP on
+the agent's unix socket. When the agent is down the thread retries with capped backoff while
+the buffer holds up to ``max_buffer`` records; past that new records are dropped and counted.
+Nothing here raises into the app after construction.
+"""
+
+from __future__ import annotations
+
+import atexit
+import base64
+import http.client
+import logging
+import socket
+import threading
+import time
+import weakref
+from collections import Counter, deque
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import orjson
+import uuid_utils
+from tenacity import RetryError, Retrying, retry_if_exception_type, stop_when_event_set, wait_exponential_jitter
+
+from schemas.errors import AgentUnavailableError
+
+__all__ = ["Client", "call_agent"]
+
+log = logging.getLogger(__name__)
+
+RETRY_STATUSES = frozenset({500, 502, 503, 504})
+
+
+class _UnixConnection(http.client.HTTPConnection):
+    """HTTP/1.1 over a unix socket, kept alive between requests."""
+
+    def __init__(self, socket_path: str, timeout_s: float) -> None:
+        super().__init__("localhost", timeout=timeout_s)
+        self.socket_path = socket_path
+
+    def connect(self) -> None:
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.settimeout(self.timeout)
+        try:
+            sock.connect(self.socket_path)
+        except BaseException:
+            sock.close()
+            raise
+        self.sock = sock
+
+
+def _request(
+    conn: _UnixConnection, method: str, path: str, body: bytes | None, content_type: str
+) -> tuple[int, bytes]:
+    headers = {"Content-Type": content_type} if body is not None else {}
+    try:
+        conn.request(method, path, body=body, headers=headers)
+        response = conn.getresponse()
+        return response.status, response.read()
+    except (OSError, http.client.HTTPException) as exc:
+        conn.close()
+        raise AgentUnavailableError(f"agent at {conn.socket_path} does not answer: {exc}") from exc
+
+
+def call_agent(
+    socket_path: str | Path,
+    method: str,
+    path: str,
+    body: Any = None,
+    *,
+    timeout_s: float = 30.0,
+) -> tuple[int, Any]:
+    """One request to the agent; returns (status, parsed JSON or text). Raises AgentUnavailableError."""
+    conn = _UnixConnection(str(socket_path), timeout_s)
+    try:
+        payload = None if body is None else orjson.dumps(body)
+        status, raw = _request(conn, method, path, payload, "application/json")
+    finally:
+        conn.close()
+    try:
+        return status, orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        return status, raw.decode(errors="replace")
+
+
+def _default(value: Any) -> Any:
+    """JSON for what orjson does not know: bytes as base64 (binary fields), else str()."""
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        return base64.b64encode(value).decode()
+    if hasattr(value, "tolist"):  # numpy scalars and arrays orjson did not take
+        return value.tolist()
+    return str(value)
+
+
+class Client:
+    """Buffers records and sends them to the agent from a background thread; thread-safe.
+
+    ``stats()`` tells what happened to them: sent, invalid (refused by the agent's schema
+    check), dropped by reason (``buffer_full``, ``agent_unavailable`` at close, ``spool_full``,
+    ``too_large``, ``rejected``, ``closed``) and still buffered.
+    """
+
+    def __init__(
+        self,
+        socket_path: str | Path,
+        *,
+        max_buffer: int = 100_000,
+        batch_size: int = 2_000,
+        flush_interval_s: float = 0.25,
+        timeout_s: float = 30.0,
+        retry_max_s: float = 5.0,
+    ) -> None:
+        if max_buffer < 1 or batch_size < 1 or flush_interval_s <= 0:
+            raise ValueError("max_buffer and batch_size must be positive, flush_interval_s above 0")
+        self.socket_path = str(socket_path)
+        self.max_buffer = max_buffer
+        self.batch_size = batch_size
+        self.flush_interval_s = flush_interval_s
+        self.retry_max_s = retry_max_s
+        self._buffer: deque[Any] = deque()
+        self._wake = threading.Event()
+        self._closing = threading.Event()
+        self._closed = False
+        self._lock = threading.Lock()
+        self._sent = 0
+        self._invalid = 0
+        self._dropped: Counter[str] = Counter()
+        self._first_errors: deque[dict[str, Any]] = deque(maxlen=10)
+        self._conn = _UnixConnection(self.socket_path, timeout_s)
+        self._thread = threading.Thread(target=self._run, name="edgeloop-client", daemon=True)
+        self._thread.start()
+        ref = weakref.ref(self)
+        self._atexit = lambda: (client := ref()) is not None and client.close(timeout_s=2.0)
+        atexit.register(self._atexit)
+
+    # -- the app's side: cheap, never raises, never blocks ------------------------------------
+
+    def log_prediction(
+        self,
+        model: str,
+        model_version: str,
+        inputs: dict[str, Any],
+        outputs: dict[str, Any],
+        *,
+        record_id: str | None = None,
+        created_at: datetime | float | None = None,
+    ) -> str:
+        """Queue one prediction; returns its record id at once (a UUIDv7 unless given)."""
+        record_id = record_id or str(uuid_utils.uuid7())
+        self._put(
+            {
+                "kind": "prediction",
+                "model": model,
+                "model_version": model_version,
+                "record_id": record_id,
+                "created_at": time.time() if created_at is None else created_at,
+                "inputs": inputs,
+                "outputs": outputs,
+            }
+        )
+        return record_id
+
+    def log_feedback(
+        self,
+        prediction_id: str,
+        model: str,
+        model_version: str,
+        feedback: dict[str, Any],
+        *,
+        source: str | None = None,
+    ) -> str:
+        """Queue ground truth for an earlier prediction; returns the feedback record's id."""
+        record_id = str(uuid_utils.uuid7())
+        record = {
+            "kind": "feedback",
+            "model": model,
+            "model_version": model_version,
+            "record_id": record_id,
+            "created_at": time.time(),
+            "prediction_id": str(prediction_id),
+            "feedback": feedback,
+        }
+        if source is not None:
+            record["source"] = source
+        self._put(record)
+        return record_id
+
+    def _put(self, record: dict[str, Any]) -> None:
+        buffer = self._buffer
+        if self._closed:
+            self._drop("closed")
+        elif len(buffer) >= self.max_buffer:
+            self._drop("buffer_full")
+        else:
+            buffer.append(record)
+            if len(buffer) == self.batch_size:
+                self._wake.set()
+
+    def flush(self, timeout_s: float = 10.0) -> bool:
+        """Wait until every record logged before the call is sent or settled; False on timeout."""
+        if self._closed or not self._thread.is_alive():
+            return not self._buffer
+        marker = threading.Event()
+        self._buffer.append(marker)
+        self._wake.set()
+        return marker.wait(timeout_s)
+
+    def close(self, timeout_s: float = 10.0) -> None:
+        """Flush (bounded by ``timeout_s``), stop the sender; what is left is counted as dropped."""
+        if self._closed:
+            return
+        deadline = time.monotonic() + timeout_s
+        self.flush(timeout_s)
+        self._closed = True
+        self._closing.set()
+        self._wake.set()
+        self._thread.join(max(0.0, deadline - time.monotonic()) + 0.1)
+        atexit.unregister(self._atexit)
+        left = sum(1 for item in self._buffer if isinstance(item, dict))
+        self._buffer.clear()
+        if left:
+            self._drop("closed", left)
+        self._conn.close()
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def stats(self) -> dict[str, Any]:
+        """Counters: sent, invalid, dropped by reason, buffered; and the last few invalid-record errors."""
+        with self._lock:
+            return {
+                "sent": self._sent,
+                "invalid": self._invalid,
+                "dropped": dict(self._dropped),
+                "buffered": sum(1 for item in list(self._buffer) if isinstance(item, dict)),
+                "recent_errors": list(self._first_errors),
+            }
+
+    def _drop(self, reason: str, count: int = 1) -> None:
+        with self._lock:
+            self._dropped[reason] += count
+
+    # -- the sender thread ---------------------------------------------------------------------
+
+    def _run(self) -> None:
+        while True:
+            self._wake.wait(self.flush_interval_s)
+            self._wake.clear()
+            try:
+                self.run_once()
+            except Exception:  # the sender never dies: it is all that stands between app and agent
+                log.exception("edgeloop client: sending failed")
+                time.sleep(min(1.0, self.flush_interval_s))
+            if self._closing.is_set():
+                return
+
+    def run_once(self) -> None:
+        """Send everything buffered now, batch by batch (the sender thread's one iteration)."""
+        while self._buffer:
+            batch: list[dict[str, Any]] = []
+            markers: list[threading.Event] = []
+            popleft = self._buffer.popleft
+            while len(batch) < self.batch_size:
+                try:
+                    item = popleft()
+                except IndexError:
+                    break
+                if isinstance(item, dict):
+                    batch.append(item)
+                else:
+                    markers.append(item)
+                    break
+            if batch:
+                self._deliver(batch)
+            for marker in markers:
+                marker.set()
+
+    def _deliver(self, batch: list[dict[str, Any]]) -> None:
+        try:
+            body = orjson.dumps(batch, default=_default, option=orjson.OPT_SERIALIZE_NUMPY)
+        except (TypeError, orjson.JSONEncodeError):
+            if len(batch) == 1:
+                self._drop("unserializable")
+                return
+            half = len(batch) // 2
+            self._deliver(batch[:half])
+            self._deliver(batch[half:])
+            return
+        retrying = Retrying(
+            retry=retry_if_exception_type(AgentUnavailableError),
+            wait=wait_exponential_jitter(initial=0.05, max=self.retry_max_s),
+            stop=stop_when_event_set(self._closing),
+            sleep=self._closing.wait,
+        )
+        try:
+            status, raw = retrying(self._post, body)
+        except RetryError:
+            self._drop("agent_unavailable", len(batch))
+            return
+        if status == 200 or status == 422:
+            answer = orjson.loads(raw)
+            counts = answer if status == 200 else answer["error"]["details"]
+            with self._lock:
+                self._sent += counts["accepted"] + counts["sampled_out"]
+                self._invalid += counts["invalid"]
+                for result in counts["results"][:10]:
+                    self._first_errors.append(result)
+        elif status == 413 and len(batch) > 1:
+            half = len(batch) // 2
+            self._deliver(batch[:half])
+            self._deliver(batch[half:])
+        elif status == 413:
+            self._drop("too_large")
+        elif status == 507:
+            self._drop("spool_full", len(batch))
+        else:
+            log.warning("edgeloop client: agent refused a batch", extra={"status": status, "body": raw[:500]})
+            self._drop("rejected", len(batch))
+
+    def _post(self, body: bytes) -> tuple[int, bytes]:
+        status, raw = _request(self._conn, "POST", "/v1/records?results=errors", body, "application/json")
+        if status in RETRY_STATUSES:
+            raise AgentUnavailableError(f"agent answered {status}")
+        return status, raw
+

@@ -1,0 +1,377 @@
+"""The intake server: HTTP on the agent's unix socket, language-neutral.
+
+    POST /v1/records   JSON object, JSON array or NDJSON → durable (journal fsync'd) or refused
+    GET  /v1/status    the truth about spool, journal, drops and sync
+    POST /v1/flush     seal the open journal segments now
+    POST /v1/sync      {"wait": bool} → start a sync (and wait for its result)
+    GET  /metrics      Prometheus text
+
+``POST /v1/records`` answers 200 when at least one record was valid (accepted or sampled
+out), with per-record results; invalid records in the same request are reported there and
+the valid ones kept. 422 when every record is invalid, 400 for a body that is not JSON,
+413 for a body over ``intake.max_body_bytes`` or more than ``intake.max_records_per_request``
+records, 415 for another content type, 507 when the spool is full under ``reject_new`` (or
+the disk is), 503 when the journal cannot be written. ``?results=errors`` (or ``none``)
+leaves the per-record results of good records out of the answer, for senders that mint
+their own record ids. Every error has one shape: ``{"error": {"code", "message", "details"}}``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import logging
+import os
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+import orjson
+import uuid_utils
+from aiohttp import web
+
+from collector.config import CollectorConfig
+from collector.journal import Journal
+from collector.metrics import CONTENT_TYPE_LATEST, Metrics
+from collector.spool import Spool
+
+if TYPE_CHECKING:
+    from collector.pipeline import Pipeline
+    from collector.scheduler import SyncScheduler
+
+__all__ = [
+    "CONFIG",
+    "INFO",
+    "JOURNAL",
+    "METRICS",
+    "PIPELINE",
+    "SCHEDULER",
+    "SPOOL",
+    "create_app",
+    "create_metrics_app",
+    "error_response",
+]
+
+log = logging.getLogger(__name__)
+
+CONFIG: web.AppKey[CollectorConfig] = web.AppKey("config", CollectorConfig)
+JOURNAL: web.AppKey[Journal] = web.AppKey("journal", Journal)
+SPOOL: web.AppKey[Spool] = web.AppKey("spool", Spool)
+METRICS: web.AppKey[Metrics] = web.AppKey("metrics", Metrics)
+PIPELINE: web.AppKey[Pipeline] = web.AppKey("pipeline")
+SCHEDULER: web.AppKey[SyncScheduler | None] = web.AppKey("scheduler")
+INFO: web.AppKey[dict[str, Any]] = web.AppKey("info", dict)
+
+JSON_TYPES = frozenset({"application/json", "text/json", ""})
+NDJSON_TYPES = frozenset({"application/x-ndjson", "application/ndjson", "application/jsonl", "application/jsonlines"})
+ERROR_CODES = {
+    400: "bad_request",
+    404: "not_found",
+    405: "method_not_allowed",
+    413: "too_large",
+    415: "unsupported_media_type",
+    422: "all_invalid",
+    500: "internal",
+    503: "unavailable",
+    507: "spool_full",
+}
+
+
+def _dumps(value: Any) -> bytes:
+    return orjson.dumps(value, default=str)
+
+
+def json_response(body: Any, status: int = 200) -> web.Response:
+    return web.Response(body=_dumps(body), status=status, content_type="application/json")
+
+
+def error_response(status: int, code: str, message: str, details: Any = None) -> web.Response:
+    """The one error shape, ``{"error": {"code", "message", "details"}}``."""
+    return json_response({"error": {"code": code, "message": message, "details": details}}, status)
+
+
+@web.middleware
+async def error_middleware(
+    request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+) -> web.StreamResponse:
+    """Every failure, aiohttp's own 404/405/413 included, in the one error shape."""
+    metrics = request.app[METRICS]
+    started = time.perf_counter()
+    resource = request.match_info.route.resource
+    route = resource.canonical if resource is not None else "unmatched"
+    try:
+        response = await handler(request)
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        code = ERROR_CODES.get(exc.status, "http_error")
+        text = (exc.text or "").strip()
+        message = exc.reason if not text or text.startswith(f"{exc.status}:") else text
+        response = error_response(exc.status, code, message)
+    except asyncio.CancelledError:
+        raise
+    except Exception as exc:
+        log.exception("request failed", extra={"path": request.path})
+        response = error_response(500, "internal", f"internal error: {type(exc).__name__}")
+    metrics.requests.labels(route, str(response.status)).observe(time.perf_counter() - started)
+    return response
+
+
+# -- POST /v1/records -------------------------------------------------------------------------
+
+
+def _parse(body: bytes, content_type: str) -> tuple[list[Any], dict[int, str]] | web.Response:
+    """The records in a body and, for NDJSON, the lines that were not JSON (index → why)."""
+    if content_type in NDJSON_TYPES:
+        records: list[Any] = []
+        broken: dict[int, str] = {}
+        for line in body.splitlines():
+            if not line.strip():
+                continue
+            try:
+                records.append(orjson.loads(line))
+            except orjson.JSONDecodeError as exc:
+                broken[len(records)] = f"not valid JSON: {exc}"
+                records.append(None)
+        return records, broken
+    if content_type not in JSON_TYPES:
+        return error_response(
+            415,
+            "unsupported_media_type",
+            f"content type {content_type!r} is not accepted; send application/json or application/x-ndjson",
+        )
+    try:
+        parsed = orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        return error_response(400, "bad_json", f"body is not valid JSON: {exc}")
+    if isinstance(parsed, dict):
+        return [parsed], {}
+    if isinstance(parsed, list):
+        return parsed, {}
+    return error_response(400, "bad_json", "body must be a JSON object or an array of objects")
+
+
+async def post_records(request: web.Request) -> web.Response:
+    app = request.app
+    config, journal, spool, metrics = app[CONFIG], app[JOURNAL], app[SPOOL], app[METRICS]
+    want = request.query.get("results", "all")
+    if want not in ("all", "errors", "none"):
+        return error_response(400, "bad_request", "results must be 'all', 'errors' or 'none'")
+    body = await request.read()
+    parsed = _parse(body, request.content_type)
+    if isinstance(parsed, web.Response):
+        return parsed
+    records, broken = parsed
+    limit = config.intake.max_records_per_request
+    if len(records) > limit:
+        return error_response(
+            413, "too_many_records", f"{len(records)} records in one request; the limit is {limit}", {"limit": limit}
+        )
+    if broken:
+        good = [i for i in range(len(records)) if i not in broken]
+        processed = app[PIPELINE].process([records[i] for i in good])
+        results = [{"index": i, "status": "invalid", "error": {"field": "record", "message": m}} for i, m in broken.items()]
+        for result in processed.results:
+            results.append({**result, "index": good[result["index"]]})
+        results.sort(key=lambda result: result["index"])
+        invalid = processed.invalid + len(broken)
+        drops = processed.drops.copy()
+        drops["invalid"] += len(broken)
+    else:
+        processed = app[PIPELINE].process(records)
+        results, invalid, drops = processed.results, processed.invalid, processed.drops
+    accepted = processed.accepted
+    sampled_out = len(records) - accepted - invalid
+    frames = [(model, batch) for model, batch in processed.batches.items() if batch.num_rows]
+
+    if frames:
+        incoming = sum(batch.nbytes for _, batch in frames)
+        if not spool.make_room(incoming, journal_bytes=journal.bytes):
+            _count(spool, metrics, {"spool_full": accepted})
+            return error_response(
+                507,
+                "spool_full",
+                "the spool is full (byte budget or free-disk reserve) and the policy is reject_new",
+                {"budget_bytes": config.spool.max_bytes, "reserve_free_bytes": config.spool.reserve_free_bytes},
+            )
+        try:
+            seq = 0
+            for model, batch in frames:
+                seq = journal.append(model, batch)
+            await journal.commit(seq)
+        except OSError as exc:
+            if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+                _count(spool, metrics, {"disk_full": accepted})
+                return error_response(507, "disk_full", f"the disk is full: {exc.strerror}")
+            log.error("journal write failed", extra={"error": repr(exc)})
+            return error_response(503, "journal_unavailable", f"the journal cannot be written: {exc.strerror}")
+
+    _count(spool, metrics, drops)
+    for model, batch in frames:
+        metrics.records.labels(model, "accepted").inc(batch.num_rows)
+    if invalid:
+        metrics.records.labels("", "invalid").inc(invalid)
+    if sampled_out:
+        metrics.records.labels("", "sampled_out").inc(sampled_out)
+    if want == "errors":
+        results = [result for result in results if result["status"] == "invalid"]
+    elif want == "none":
+        results = []
+    answer = {"accepted": accepted, "invalid": invalid, "sampled_out": sampled_out, "results": results}
+    if records and invalid == len(records):
+        answer = {"error": {"code": "all_invalid", "message": "no record in the request is valid", "details": answer}}
+        return json_response(answer, 422)
+    return json_response(answer)
+
+
+def _count(spool: Spool, metrics: Metrics, drops: Any) -> None:
+    for reason, count in drops.items():
+        if count:
+            spool.count_drop(reason, count)
+            metrics.dropped.labels(reason).inc(count)
+
+
+# -- status, flush, sync, metrics ------------------------------------------------------------
+
+
+def status_report(app: web.Application) -> dict[str, Any]:
+    """What ``GET /v1/status`` answers; every number read from disk or live counters now."""
+    spool, journal, scheduler = app[SPOOL], app[JOURNAL], app[SCHEDULER]
+    spool_stats = spool.stats()
+    journal_stats = journal.stats()
+    now_ms = time.time() * 1000
+    pending = spool.pending()
+    candidates = [uuid_utils.UUID(pending[0].batch_id).timestamp] if pending else []
+    if journal_stats["oldest_record_ms"] is not None:
+        candidates.append(journal_stats["oldest_record_ms"])
+    oldest_ms = min(candidates, default=None)
+    info = app[INFO]
+    return {
+        "agent": {
+            "running": True,
+            "version": info["version"],
+            "pid": os.getpid(),
+            "started_at": info["started_at"],
+            "uptime_s": round(time.time() - info["started_monotonic_epoch"], 3),
+            "socket": str(app[CONFIG].agent.socket),
+            "recovery": info.get("recovery"),
+        },
+        "spool": {
+            **spool_stats,
+            "oldest_record_age_s": None if oldest_ms is None else round((now_ms - oldest_ms) / 1000, 3),
+            "models": _per_model(pending),
+        },
+        "journal": {**journal_stats, "bytes_on_disk": spool.journal_bytes()},
+        "drops": {"total": spool_stats["drops_total"], "since_last_batch": dict(spool.drops)},
+        "sync": scheduler.status() if scheduler is not None else {"enabled": False, "available": False},
+    }
+
+
+def _per_model(pending: list[Any]) -> dict[str, dict[str, int]]:
+    models: dict[str, dict[str, int]] = {}
+    for batch in pending:
+        entry = models.setdefault(batch.model, {"batches": 0, "records": 0, "bytes": 0})
+        entry["batches"] += 1
+        entry["records"] += batch.rows
+        entry["bytes"] += batch.bytes
+    return models
+
+
+async def get_status(request: web.Request) -> web.Response:
+    return json_response(status_report(request.app))
+
+
+async def post_flush(request: web.Request) -> web.Response:
+    sealed = await request.app[JOURNAL].flush()
+    batches = [{"batch_id": b.batch_id, "model": b.model, "rows": b.rows, "bytes": b.bytes} for b in sealed]
+    return json_response({"sealed": len(batches), "batches": batches})
+
+
+async def post_sync(request: web.Request) -> web.Response:
+    scheduler = request.app[SCHEDULER]
+    if scheduler is None:
+        return error_response(503, "sync_unavailable", "sync is not running in this agent")
+    wait = False
+    body = await request.read()
+    if body.strip():
+        try:
+            options = orjson.loads(body)
+        except orjson.JSONDecodeError as exc:
+            return error_response(400, "bad_json", f"body is not valid JSON: {exc}")
+        if not isinstance(options, dict) or not isinstance(options.get("wait", False), bool):
+            return error_response(400, "bad_request", 'body must be {"wait": true|false}')
+        wait = options.get("wait", False)
+    return json_response(await scheduler.sync_now(wait=wait))
+
+
+async def get_metrics(request: web.Request) -> web.Response:
+    body = request.app[METRICS].exposition()
+    return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+
+async def _journal_ctx(app: web.Application) -> AsyncIterator[None]:
+    """The journal's age timer runs while the app serves; on the way out, open segments are sealed."""
+    journal = app[JOURNAL]
+    timer = asyncio.get_running_loop().create_task(journal.run_timer())
+    yield
+    timer.cancel()
+    try:
+        await timer
+    except asyncio.CancelledError:
+        pass
+    sealed = await journal.close()
+    log.info("journal sealed on shutdown", extra={"batches": len(sealed)})
+
+
+async def _scheduler_ctx(app: web.Application) -> AsyncIterator[None]:
+    """Sync runs while the app serves; it stops after the journal is sealed."""
+    scheduler = app[SCHEDULER]
+    if scheduler is not None:
+        await scheduler.start()
+    yield
+    if scheduler is not None:
+        await scheduler.shutdown()
+
+
+def create_app(
+    config: CollectorConfig,
+    *,
+    journal: Journal,
+    spool: Spool,
+    pipeline: Pipeline,
+    scheduler: SyncScheduler | None,
+    metrics: Metrics,
+    info: dict[str, Any] | None = None,
+) -> web.Application:
+    """The intake app; the caller owns the parts and has already recovered the journal."""
+    app = web.Application(client_max_size=config.intake.max_body_bytes, middlewares=[error_middleware])
+    app[CONFIG] = config
+    app[JOURNAL] = journal
+    app[SPOOL] = spool
+    app[PIPELINE] = pipeline
+    app[SCHEDULER] = scheduler
+    app[METRICS] = metrics
+    now = time.time()
+    app[INFO] = {
+        "version": "unknown",
+        "started_at": datetime.fromtimestamp(now, UTC).isoformat(),
+        "started_monotonic_epoch": now,
+        **(info or {}),
+    }
+    app.cleanup_ctx.append(_scheduler_ctx)  # registered first, so it stops last
+    app.cleanup_ctx.append(_journal_ctx)
+    app.router.add_post("/v1/records", post_records)
+    app.router.add_get("/v1/status", get_status)
+    app.router.add_post("/v1/flush", post_flush)
+    app.router.add_post("/v1/sync", post_sync)
+    app.router.add_get("/metrics", get_metrics)
+    return app
+
+
+def create_metrics_app(metrics: Metrics) -> web.Application:
+    """Only ``GET /metrics``, for ``agent.metrics_listen`` on TCP."""
+    app = web.Application(middlewares=[error_middleware])
+    app[METRICS] = metrics
+    app.router.add_get("/metrics", get_metrics)
+    return app

@@ -1,0 +1,389 @@
+"""The journal: accepted records, fsync'd on disk, until they are sealed into the spool.
+
+One append-only segment per model is open at a time::
+
+    journal/<model>/<segment_id>.wal     segment_id = the batch id it will seal into (UUIDv7)
+
+A segment is a run of frames, ``[u32 length][u32 crc32][payload]`` (little-endian), each
+payload the Arrow IPC stream of one RecordBatch, already through privacy and sampling.
+
+Appending is a plain write into the page cache on the event loop; a request is
+acknowledged only after a *group* fsync that covers its appends: one fsync (in a thread)
+covers every append made before it started, and requests arriving meanwhile wait for the
+next one. A segment is rotated when it passes ``seal_max_rows``, ``seal_max_bytes`` or
+``seal_max_age_s``; sealing (read frames → one table → ``Spool.write_batch`` with the
+segment id as batch id → unlink the segment) runs in a worker thread.
+
+Recovery on start: a segment whose batch file already exists is deleted (the crash came
+after the seal, before the unlink); any other is sealed from its valid prefix. A torn or
+CRC-bad tail is cut off and counted as the drop reason ``journal_torn``; a segment that
+cannot be read at all goes to ``quarantine/``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import struct
+import time
+import zlib
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import uuid_utils
+
+from collector.config import SpoolSettings
+from collector.durable import fsync_dir
+from collector.logs import RateLimitedLogger
+from collector.metrics import Metrics
+from collector.spool import SealedBatch, Spool, new_batch_id
+from schemas.errors import JournalCorruptError
+from schemas.registry import SchemaRegistry
+
+__all__ = ["FRAME_HEADER", "Journal", "encode_frame", "read_segment"]
+
+log = logging.getLogger(__name__)
+
+FRAME_HEADER = struct.Struct("<II")
+MAX_FRAME_BYTES = 1 << 30  # a longer length field is garbage, not a frame
+
+
+def encode_frame(batch: pa.RecordBatch) -> list[Any]:
+    """The buffers of one frame: header, then the IPC stream of ``batch``."""
+    sink = pa.BufferOutputStream()
+    with pa.ipc.new_stream(sink, batch.schema) as writer:
+        writer.write_batch(batch)
+    payload = sink.getvalue()
+    return [FRAME_HEADER.pack(payload.size, zlib.crc32(payload)), payload]
+
+
+def read_segment(path: Path) -> tuple[list[pa.RecordBatch], int, int]:
+    """Every record batch in a segment's valid prefix, its length and the torn tail's length.
+
+    Raises JournalCorruptError if the file cannot be read at all.
+    """
+    try:
+        data = pa.memory_map(str(path), "r").read_buffer() if path.stat().st_size else pa.py_buffer(b"")
+    except OSError as exc:
+        raise JournalCorruptError(f"{path}: cannot read: {exc}") from exc
+    view = memoryview(data)
+    batches: list[pa.RecordBatch] = []
+    pos, end = 0, len(view)
+    while end - pos >= FRAME_HEADER.size:
+        length, crc = FRAME_HEADER.unpack_from(view, pos)
+        start, stop = pos + FRAME_HEADER.size, pos + FRAME_HEADER.size + length
+        if length > MAX_FRAME_BYTES or stop > end or zlib.crc32(view[start:stop]) != crc:
+            break
+        try:
+            batches.extend(pa.ipc.open_stream(data.slice(start, length)))
+        except (pa.ArrowException, OSError) as exc:
+            if pos == 0:
+                raise JournalCorruptError(f"{path}: first frame is not an Arrow stream: {exc}") from exc
+            break
+        pos = stop
+    return batches, pos, end - pos
+
+
+@dataclass(eq=False)
+class Segment:
+    """One journal segment file, open for appends until it is rotated."""
+
+    model: str
+    segment_id: str
+    path: Path
+    fd: int
+    rows: int = 0
+    bytes: int = 0
+    opened_at: float = field(default_factory=time.monotonic)
+    new: bool = True  # its directory entry is not fsync'd yet
+
+
+class Journal:
+    """Appends accepted records durably and seals them into the spool; one per agent.
+
+    ``append``, ``commit``, ``flush`` and ``tick`` run on the event loop; fsyncs and seals
+    run in threads of their own so intake never waits on Parquet.
+    """
+
+    def __init__(
+        self,
+        spool: Spool,
+        registry: SchemaRegistry,
+        settings: SpoolSettings,
+        *,
+        metrics: Metrics | None = None,
+        on_sealed: Callable[[SealedBatch], None] | None = None,
+    ) -> None:
+        self.spool = spool
+        self.registry = registry
+        self.settings = settings
+        self.metrics = metrics or Metrics()
+        self.on_sealed = on_sealed
+        self.dir = spool.journal_dir
+        self._active: dict[str, Segment] = {}
+        self._closing: dict[str, Segment] = {}  # rotated, not sealed yet
+        self._unsealed: list[Segment] = []  # a seal failed; tick retries
+        self._dirty: dict[str, Segment] = {}
+        self._seq = 0  # appends so far
+        self._synced = 0  # appends covered by a finished fsync
+        self._fsync_task: asyncio.Task[None] | None = None
+        self._seals: set[asyncio.Task[SealedBatch | None]] = set()
+        self._fsync_pool = ThreadPoolExecutor(1, thread_name_prefix="journal-fsync")
+        self._seal_pool = ThreadPoolExecutor(1, thread_name_prefix="journal-seal")
+        self._errors = RateLimitedLogger(log)
+        self._seal_retry_at = 0.0
+        self.fsyncs = 0
+
+    # -- recovery -------------------------------------------------------------------------
+
+    def recover(self) -> dict[str, int]:
+        """Seal what a previous run left in the journal; call before serving."""
+        report = {"segments": 0, "sealed": 0, "rows": 0, "already_sealed": 0, "torn_bytes": 0, "quarantined": 0}
+        for model_dir in sorted(self.dir.iterdir()):
+            if not model_dir.is_dir():
+                self.spool.quarantine(model_dir, "stray file in the journal")
+                report["quarantined"] += 1
+                continue
+            for path in sorted(model_dir.iterdir()):
+                report["segments"] += 1
+                self._recover_segment(model_dir.name, path, report)
+            fsync_dir(model_dir)
+        if report["segments"]:
+            log.info("journal recovered", extra=report)
+        return report
+
+    def _recover_segment(self, model: str, path: Path, report: dict[str, int]) -> None:
+        segment_id = path.stem
+        if path.suffix != ".wal" or not _is_uuid(segment_id):
+            self.spool.quarantine(path, "not a journal segment")
+            report["quarantined"] += 1
+            return
+        if (self.spool.batches_dir / f"{segment_id}.parquet").exists():
+            path.unlink()  # sealed before the crash, not yet unlinked
+            report["already_sealed"] += 1
+            return
+        schema = self.registry.get(model)
+        if schema is None:
+            self.spool.quarantine(path, f"journal segment for unknown model {model!r}")
+            report["quarantined"] += 1
+            return
+        try:
+            batches, valid, torn = read_segment(path)
+            table = pa.Table.from_batches(batches, schema=schema.arrow_schema)
+        except (JournalCorruptError, pa.ArrowException) as exc:
+            self.spool.quarantine(path, f"unreadable journal segment: {exc}")
+            report["quarantined"] += 1
+            return
+        if torn:
+            log.warning(
+                "journal tail cut off", extra={"segment": str(path), "valid_bytes": valid, "torn_bytes": torn}
+            )
+            self.spool.count_drop("journal_torn")
+            report["torn_bytes"] += torn
+        if table.num_rows:
+            self.spool.write_batch(table, schema=schema, batch_id=segment_id)
+            report["sealed"] += 1
+            report["rows"] += table.num_rows
+        path.unlink()
+
+    # -- appends and the group fsync --------------------------------------------------------
+
+    def append(self, model: str, batch: pa.RecordBatch) -> int:
+        """Write ``batch`` to the model's open segment (page cache only); returns its sequence number.
+
+        Pass the number to ``commit`` before telling anyone the records are safe.
+        """
+        segment = self._active.get(model) or self._open(model)
+        buffers = encode_frame(batch)
+        size = sum(len(memoryview(buf)) for buf in buffers)
+        try:
+            _write_all(segment.fd, buffers, size)
+        except OSError:
+            os.ftruncate(segment.fd, segment.bytes)  # never leave half a frame before the next one
+            raise
+        segment.rows += batch.num_rows
+        segment.bytes += size
+        self._seq += 1
+        self._dirty[segment.segment_id] = segment
+        self.metrics.journal_appends.inc()
+        if segment.rows >= self.settings.seal_max_rows or segment.bytes >= self.settings.seal_max_bytes:
+            self._rotate(segment)
+        return self._seq
+
+    def _open(self, model: str) -> Segment:
+        folder = self.dir / model
+        if not folder.is_dir():
+            folder.mkdir()
+            fsync_dir(self.dir)
+        segment_id = new_batch_id()
+        path = folder / f"{segment_id}.wal"
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND | os.O_CLOEXEC, 0o640)
+        segment = Segment(model, segment_id, path, fd)
+        self._active[model] = segment
+        return segment
+
+    async def commit(self, seq: int | None = None) -> None:
+        """Return once every append up to ``seq`` (default: all so far) is fsync'd."""
+        seq = self._seq if seq is None else seq
+        while self._synced < seq:
+            if self._fsync_task is None:
+                self._fsync_task = asyncio.get_running_loop().create_task(self._group_fsync())
+            await asyncio.shield(self._fsync_task)
+
+    async def _group_fsync(self) -> None:
+        target, segments = self._seq, list(self._dirty.values())
+        self._dirty.clear()
+        started = time.perf_counter()
+        try:
+            await asyncio.get_running_loop().run_in_executor(self._fsync_pool, _fsync_segments, segments)
+        except BaseException:
+            for segment in segments:  # not known durable: the next fsync tries again
+                self._dirty.setdefault(segment.segment_id, segment)
+            raise
+        finally:
+            self._fsync_task = None
+        self._synced = max(self._synced, target)
+        self.fsyncs += 1
+        self.metrics.journal_fsyncs.inc()
+        self.metrics.journal_fsync_seconds.observe(time.perf_counter() - started)
+
+    # -- rotation and sealing ---------------------------------------------------------------
+
+    def _rotate(self, segment: Segment) -> asyncio.Task[SealedBatch | None]:
+        if self._active.get(segment.model) is segment:
+            del self._active[segment.model]
+        self._closing[segment.segment_id] = segment
+        task = asyncio.get_running_loop().create_task(self._seal_after_commit(segment, self._seq))
+        self._seals.add(task)
+        task.add_done_callback(self._seals.discard)
+        return task
+
+    async def _seal_after_commit(self, segment: Segment, seq: int) -> SealedBatch | None:
+        try:
+            await self.commit(seq)
+            started = time.perf_counter()
+            batch = await asyncio.get_running_loop().run_in_executor(self._seal_pool, self._seal, segment)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            self._errors.log(logging.ERROR, "seal", "sealing a journal segment failed; will retry", error=repr(exc))
+            self._unsealed.append(segment)
+            return None
+        finally:
+            self._closing.pop(segment.segment_id, None)
+        self.metrics.seal_seconds.observe(time.perf_counter() - started)
+        self.metrics.batches_sealed.labels(batch.model).inc()
+        if self.on_sealed is not None:
+            self.on_sealed(batch)
+        return batch
+
+    def _seal(self, segment: Segment) -> SealedBatch:
+        """In the seal thread: segment file → sealed batch file; the segment goes only after."""
+        if segment.fd >= 0:
+            os.close(segment.fd)
+            segment.fd = -1
+        schema = self.registry[segment.model]
+        batches, _, torn = read_segment(segment.path)
+        if torn:
+            raise JournalCorruptError(f"{segment.path}: {torn} bytes after the last valid frame of a live segment")
+        table = pa.Table.from_batches(batches, schema=schema.arrow_schema)
+        batch = self.spool.write_batch(table, schema=schema, batch_id=segment.segment_id)
+        segment.path.unlink()
+        fsync_dir(segment.path.parent)
+        return batch
+
+    async def flush(self) -> list[SealedBatch]:
+        """Seal every open segment now; returns the batches sealed while waiting."""
+        for segment in list(self._active.values()):
+            self._rotate(segment)
+        self._retry_unsealed(force=True)
+        sealed = await asyncio.gather(*self._seals)
+        return [batch for batch in sealed if batch is not None]
+
+    def tick(self) -> None:
+        """One pass of the timer: rotate segments past their age, retry failed seals."""
+        now = time.monotonic()
+        for segment in list(self._active.values()):
+            if now - segment.opened_at >= self.settings.seal_max_age_s:
+                self._rotate(segment)
+        self._retry_unsealed()
+
+    def _retry_unsealed(self, *, force: bool = False) -> None:
+        now = time.monotonic()
+        if not self._unsealed or (not force and now < self._seal_retry_at):
+            return
+        self._seal_retry_at = now + 30.0
+        segments, self._unsealed = self._unsealed, []
+        for segment in segments:
+            self._rotate(segment)
+
+    async def run_timer(self) -> None:
+        """Call ``tick`` forever; errors are logged (rate-limited), never fatal."""
+        interval_s = min(1.0, self.settings.seal_max_age_s / 4)
+        while True:
+            await asyncio.sleep(interval_s)
+            try:
+                self.tick()
+            except Exception as exc:
+                self._errors.log(logging.ERROR, "tick", "journal timer failed", error=repr(exc))
+
+    async def close(self) -> list[SealedBatch]:
+        """Seal what is open and stop the worker threads."""
+        try:
+            return await self.flush()
+        finally:
+            self._fsync_pool.shutdown(wait=True)
+            self._seal_pool.shutdown(wait=True)
+
+    # -- what status reports ------------------------------------------------------------------
+
+    @property
+    def bytes(self) -> int:
+        """Bytes in segments not sealed yet (open, rotating or waiting for a retry)."""
+        segments = [*self._active.values(), *self._closing.values(), *self._unsealed]
+        return sum(segment.bytes for segment in segments)
+
+    def stats(self) -> dict[str, Any]:
+        segments = [*self._active.values(), *self._closing.values(), *self._unsealed]
+        oldest = min((uuid_utils.UUID(s.segment_id).timestamp for s in segments), default=None)
+        return {
+            "open_segments": len(self._active),
+            "sealing_segments": len(self._closing),
+            "unsealed_segments": len(self._unsealed),
+            "records": sum(segment.rows for segment in segments),
+            "bytes": sum(segment.bytes for segment in segments),
+            "oldest_record_ms": oldest,
+            "fsyncs": self.fsyncs,
+        }
+
+
+def _write_all(fd: int, buffers: list[Any], size: int) -> None:
+    written = os.writev(fd, buffers)
+    if written != size:  # rare: a short write; finish it byte by byte from where it stopped
+        rest = b"".join(bytes(memoryview(buf)) for buf in buffers)[written:]
+        while rest:
+            rest = rest[os.write(fd, rest) :]
+
+
+def _fsync_segments(segments: list[Segment]) -> None:
+    folders: set[Path] = set()
+    for segment in segments:
+        os.fsync(segment.fd)
+        if segment.new:
+            folders.add(segment.path.parent)
+            segment.new = False
+    for folder in folders:
+        fsync_dir(folder)
+
+
+def _is_uuid(text: str) -> bool:
+    try:
+        uuid_utils.UUID(text)
+    except ValueError:
+        return False
+    return True

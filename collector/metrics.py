@@ -1,0 +1,57 @@
+"""The agent's Prometheus metrics, in a registry of its own (no process-wide globals)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
+
+__all__ = ["CONTENT_TYPE_LATEST", "Metrics"]
+
+_FAST = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
+
+
+class Metrics:
+    """Counters, gauges and histograms one agent exports on ``GET /metrics``."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        r = self.registry
+        self.records = Counter(
+            "edgeloop_records", "Records received at intake, by model and outcome", ["model", "status"], registry=r
+        )
+        self.dropped = Counter("edgeloop_records_dropped", "Records dropped, by reason", ["reason"], registry=r)
+        self.requests = Histogram(
+            "edgeloop_request_seconds", "Intake request latency", ["route", "status"], buckets=_FAST, registry=r
+        )
+        self.journal_fsyncs = Counter("edgeloop_journal_fsyncs", "Group fsyncs of the journal", registry=r)
+        self.journal_fsync_seconds = Histogram(
+            "edgeloop_journal_fsync_seconds", "Duration of one group fsync", buckets=_FAST, registry=r
+        )
+        self.journal_appends = Counter("edgeloop_journal_appends", "Frames appended to the journal", registry=r)
+        self.batches_sealed = Counter("edgeloop_batches_sealed", "Batches sealed into the spool", ["model"], registry=r)
+        self.seal_seconds = Histogram(
+            "edgeloop_seal_seconds", "Duration of sealing one journal segment", buckets=_FAST, registry=r
+        )
+        self.spool_bytes = Gauge("edgeloop_spool_bytes", "Bytes of sealed batches waiting for sync", registry=r)
+        self.spool_batches = Gauge("edgeloop_spool_batches", "Sealed batches waiting for sync", registry=r)
+        self.spool_records = Gauge("edgeloop_spool_records", "Records in sealed batches waiting for sync", registry=r)
+        self.journal_bytes = Gauge("edgeloop_journal_bytes", "Bytes in journal segments not sealed yet", registry=r)
+
+    def watch(
+        self,
+        *,
+        spool_bytes: Callable[[], float],
+        spool_batches: Callable[[], float],
+        spool_records: Callable[[], float],
+        journal_bytes: Callable[[], float],
+    ) -> None:
+        """Read the gauges from live state at scrape time."""
+        self.spool_bytes.set_function(spool_bytes)
+        self.spool_batches.set_function(spool_batches)
+        self.spool_records.set_function(spool_records)
+        self.journal_bytes.set_function(journal_bytes)
+
+    def exposition(self) -> bytes:
+        return generate_latest(self.registry)
