@@ -1,0 +1,24 @@
+"""The ingest service: authenticated, idempotent landing of Parquet batches in DuckDB.
+
+Tables a user queries (flat, typed columns; field names come from the model's schema file):
+
+    <model>             one row per prediction: record_id, model_version, created_at,
+                        sample_weight, every stored input and output field, then the
+                        landing columns device, batch_id, received_at, clock_offset_s
+    <model>_feedback    one row per feedback record: record_id, prediction_id, model_version,
+                        created_at, sample_weight, source, the feedback fields, landing columns
+    <model>_training    view: every prediction with its latest feedback (by created_at) as
+                        feedback_id, feedback_created_at, feedback_source and the feedback fields
+    batches             the ledger: one row per landed batch
+    devices             device names, token hashes, created/revoked times
+    models              the latest schema (canonical JSON) seen per model
+
+clock_offset_s = server receive time − the device's ``X-Edgeloop-Sent-At``; subtract it from
+a device timestamp to put it on the server's clock.
+"""
+
+from ingest.app import create_app
+from ingest.config import IngestConfig
+from ingest.store import Store
+
+__all__ = ["IngestConfig", "Store", "create_app"]

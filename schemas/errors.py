@@ -16,7 +16,11 @@
         ├── AuthError               unknown or revoked device token
         ├── BatchRejected           an upload that cannot be landed (carries HTTP status)
         ├── QueryRefused            a SQL statement that is not read-only
+        ├── QueryFailed             a read-only statement DuckDB could not run
         └── StoreError              the database could not land or read
+            ├── StoreBusy           the landing queue is full: retry later (429)
+            ├── DatabaseInUse       another process (the server) holds the database file
+            └── StoreClosed         the store is shutting down or closed (503)
 
 Foreign exceptions are translated at the boundary with ``raise ... from exc``.
 """
@@ -31,15 +35,19 @@ __all__ = [
     "BatchRejected",
     "CollectorError",
     "ConfigError",
+    "DatabaseInUse",
     "EdgeloopError",
     "IngestError",
     "JournalCorruptError",
+    "QueryFailed",
     "QueryRefused",
     "RecordError",
     "RejectedBatchError",
     "RetryableUploadError",
     "SchemaError",
     "SpoolFullError",
+    "StoreBusy",
+    "StoreClosed",
     "StoreError",
     "SyncError",
     "ThrottledError",
@@ -131,3 +139,19 @@ class QueryRefused(IngestError):
 
 class StoreError(IngestError):
     """The database could not land or read."""
+
+
+class QueryFailed(IngestError):
+    """A read-only statement DuckDB could not run: bad syntax, unknown table, timeout."""
+
+
+class StoreBusy(StoreError):
+    """The landing queue is full; the upload may succeed after ``retry_after_s``."""
+
+
+class StoreClosed(StoreError):
+    """The store is shutting down or closed; nothing more lands."""
+
+
+class DatabaseInUse(StoreError):
+    """Another process holds the DuckDB file (DuckDB allows one writer process): go through the server."""

@@ -1,0 +1,145 @@
+"""How the CLI reaches the database: directly when no server runs, else through the server.
+
+DuckDB lets one process open a file read-write, and a read-write holder blocks readers in
+other processes. So ``sql``, ``export``, ``fleet`` and ``devices`` open the file directly
+when they can, and fall back to the running server's admin API when the file is held.
+Both backends speak the ``Admin`` protocol and pass the same tests.
+"""
+
+from __future__ import annotations
+
+import json
+import ssl
+import urllib.error
+import urllib.parse
+import urllib.request
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, Protocol
+
+import duckdb
+import pyarrow as pa
+
+from ingest.auth import DeviceRegistry, admin_token
+from ingest.config import IngestConfig
+from ingest.query import run_query
+from ingest.store import connect
+from schemas.errors import AuthError, DatabaseInUse, IngestError, QueryFailed, QueryRefused, StoreError
+
+__all__ = ["Admin", "LocalAdmin", "RemoteAdmin", "open_admin"]
+
+
+class Admin(Protocol):
+    def query(self, sql: str, params: Sequence[Any] = ()) -> pa.Table: ...
+    def add_device(self, name: str) -> str: ...
+    def revoke_device(self, name: str) -> None: ...
+    def close(self) -> None: ...
+
+
+class LocalAdmin:
+    """Opens the DuckDB file itself: read-only for queries, read-write for device changes."""
+
+    def __init__(self, path: Path, *, read_only: bool, timeout_s: float | None = None) -> None:
+        self._con = connect(path, read_only=read_only)
+        self._timeout_s = timeout_s
+
+    def query(self, sql: str, params: Sequence[Any] = ()) -> pa.Table:
+        return run_query(self._con, sql, params, timeout_s=self._timeout_s)
+
+    def _write(self, fn: Any) -> Any:
+        self._con.execute("BEGIN TRANSACTION")
+        try:
+            result = fn(self._con)
+            self._con.execute("COMMIT")
+        except BaseException:
+            self._con.execute("ROLLBACK")
+            raise
+        return result
+
+    def add_device(self, name: str) -> str:
+        return self._write(lambda con: DeviceRegistry.add(con, name))
+
+    def revoke_device(self, name: str) -> None:
+        self._write(lambda con: DeviceRegistry.revoke(con, name))
+
+    def close(self) -> None:
+        try:
+            self._con.close()
+        except duckdb.Error:
+            pass
+
+
+class RemoteAdmin:
+    """Talks to a running server's admin API with the admin token."""
+
+    def __init__(self, url: str, token: str, *, ca_file: Path | None = None, timeout_s: float = 600.0) -> None:
+        self.url = url.rstrip("/")
+        self._token = token
+        self._timeout_s = timeout_s
+        self._context: ssl.SSLContext | None = None
+        if self.url.startswith("https://"):
+            self._context = ssl.create_default_context(cafile=str(ca_file) if ca_file else None)
+            if ca_file:
+                # Trusting exactly the server's own certificate pins it; its name need not match the URL.
+                self._context.check_hostname = False
+
+    def _request(self, method: str, path: str, payload: Any = None) -> tuple[str, bytes]:
+        data = json.dumps(payload).encode() if payload is not None else None
+        request = urllib.request.Request(
+            self.url + path,
+            data=data,
+            method=method,
+            headers={"Authorization": f"Bearer {self._token}", "Content-Type": "application/json"},
+        )
+        try:
+            with urllib.request.urlopen(request, timeout=self._timeout_s, context=self._context) as response:
+                return response.headers.get_content_type(), response.read()
+        except urllib.error.HTTPError as exc:
+            raise _translate(exc) from exc
+        except (urllib.error.URLError, OSError) as exc:
+            reason = getattr(exc, "reason", exc)
+            raise StoreError(f"cannot reach the server at {self.url}: {reason}") from exc
+
+    def query(self, sql: str, params: Sequence[Any] = ()) -> pa.Table:
+        _, body = self._request("POST", "/v1/sql", {"sql": sql, "params": list(params)})
+        try:
+            return pa.ipc.open_stream(body).read_all()
+        except pa.ArrowException as exc:
+            raise StoreError(f"the server sent an unreadable result: {exc}") from exc
+
+    def add_device(self, name: str) -> str:
+        _, body = self._request("POST", "/v1/devices", {"name": name})
+        return json.loads(body)["token"]
+
+    def revoke_device(self, name: str) -> None:
+        self._request("DELETE", f"/v1/devices/{urllib.parse.quote(name, safe='')}")
+
+    def close(self) -> None:
+        pass
+
+
+def _translate(exc: urllib.error.HTTPError) -> IngestError:
+    try:
+        error = json.loads(exc.read())["error"]
+        code, message = error["code"], error["message"]
+    except (ValueError, KeyError, TypeError):
+        code, message = "http_error", f"HTTP {exc.code} {exc.reason}"
+    if exc.code == 401:
+        return AuthError(f"the server refused the admin token: {message}")
+    if code == "read_only":
+        return QueryRefused(message)
+    if code == "query_failed":
+        return QueryFailed(message)
+    return StoreError(message)
+
+
+def open_admin(config: IngestConfig, *, url: str | None = None, token_file: Path | None = None,
+               ca_file: Path | None = None, write: bool = False) -> Admin:
+    """The direct backend if the file is free (or ``url`` is not given), else the running server."""
+    if url is None:
+        try:
+            return LocalAdmin(config.store.db_path, read_only=not write, timeout_s=config.store.sql_timeout_s)
+        except DatabaseInUse:
+            url = config.server.url
+    token = admin_token(token_file or config.server.admin_token_file)
+    return RemoteAdmin(url, token, ca_file=ca_file or config.server.tls_cert_file)

@@ -1,0 +1,325 @@
+"""The ingest HTTP app: upload API, admin API, health and metrics.
+
+    PUT    /v1/batches/{batch_id}   device token; Parquet body → 201 / 200 replay / 4xx / 429 / 503
+    POST   /v1/sql                  admin token; {"sql", "params"} → Arrow IPC stream (or JSON)
+    POST   /v1/devices              admin token; {"name"} → {"name", "token"}
+    DELETE /v1/devices/{name}       admin token; revokes at once
+    GET    /healthz, /metrics
+
+Every error body is ``{"error": {"code", "message", "details"}}``, aiohttp's own 404/405 included.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import os
+import ssl
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+import pyarrow as pa
+from aiohttp import web
+
+from ingest.auth import Authenticator, DeviceRegistry, admin_token
+from ingest.batch import check_batch_id, read_batch
+from ingest.config import IngestConfig
+from ingest.metrics import Metrics
+from ingest.query import run_query
+from ingest.store import Landing, Store, arrow_rows
+from schemas.errors import (
+    AuthError,
+    BatchRejected,
+    ConfigError,
+    QueryFailed,
+    QueryRefused,
+    StoreBusy,
+    StoreClosed,
+    StoreError,
+)
+
+__all__ = ["CONFIG", "METRICS", "STORE", "create_app", "ssl_context"]
+
+log = logging.getLogger(__name__)
+
+PARQUET_TYPES = frozenset({"application/vnd.apache.parquet", "application/octet-stream"})
+ARROW_STREAM = "application/vnd.apache.arrow.stream"
+SENT_AT_HEADER = "X-Edgeloop-Sent-At"
+
+
+@dataclass
+class _State:
+    draining: bool = False
+    executor: ThreadPoolExecutor | None = None
+
+
+CONFIG = web.AppKey("config", IngestConfig)
+STORE = web.AppKey("store", Store)
+AUTH = web.AppKey("auth", Authenticator)
+METRICS = web.AppKey("metrics", Metrics)
+STATE = web.AppKey("state", _State)
+
+
+def _error(status: int, code: str, message: str, details: Any = None, headers: dict[str, str] | None = None) -> web.Response:
+    body = orjson.dumps({"error": {"code": code, "message": message, "details": details}})
+    return web.Response(status=status, body=body, content_type="application/json", headers=headers)
+
+
+def _json(status: int, value: Any) -> web.Response:
+    return web.Response(status=status, body=orjson.dumps(value, default=str), content_type="application/json")
+
+
+@web.middleware
+async def error_middleware(request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]) -> web.StreamResponse:
+    """Turn every failure into the one error shape; count upload rejects by code."""
+    retry = {"Retry-After": str(request.app[CONFIG].server.retry_after_s)}
+    try:
+        return await handler(request)
+    except BatchRejected as exc:
+        response = _error(exc.status, exc.code, str(exc), exc.details)
+    except AuthError as exc:
+        response = _error(401, "unauthorized", str(exc), headers={"WWW-Authenticate": "Bearer"})
+    except StoreBusy as exc:
+        response = _error(429, "busy", str(exc), {"retry_after_s": int(retry["Retry-After"])}, headers=retry)
+    except StoreClosed as exc:
+        response = _error(503, "shutting_down", str(exc), {"retry_after_s": int(retry["Retry-After"])}, headers=retry)
+    except QueryRefused as exc:
+        response = _error(403, "read_only", str(exc))
+    except QueryFailed as exc:
+        response = _error(400, "query_failed", str(exc))
+    except StoreError as exc:
+        log.error("store error", extra={"error": str(exc), "path": request.path})
+        response = _error(500, "store_error", str(exc))
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        code = (exc.reason or "error").lower().replace(" ", "_")
+        if exc.status == 413:
+            code = "too_large"
+        headers = {k: v for k, v in exc.headers.items() if k.lower() in ("allow", "retry-after")}
+        response = _error(exc.status, code, exc.text if exc.text and not exc.text.startswith(f"{exc.status}:") else exc.reason, headers=headers or None)
+    except asyncio.CancelledError:
+        raise
+    except Exception as exc:
+        log.exception("unhandled error", extra={"path": request.path})
+        response = _error(500, "internal", f"internal error: {type(exc).__name__}")
+    if request.match_info.route.name == "put_batch":
+        payload = orjson.loads(response.body)  # type: ignore[arg-type]
+        request.app[METRICS].rejects.labels(payload["error"]["code"]).inc()
+        log.info(
+            "upload refused",
+            extra={"status": response.status, "code": payload["error"]["code"], "batch_id": request.match_info.get("batch_id")},
+        )
+    return response
+
+
+async def put_batch(request: web.Request) -> web.Response:
+    received_at = datetime.now(UTC)
+    started = time.perf_counter()
+    app = request.app
+    config, store, state = app[CONFIG], app[STORE], app[STATE]
+    if state.draining:
+        raise StoreClosed("the server is shutting down; retry later")
+    device = app[AUTH].device(request.headers.get("Authorization"))
+    batch_id = check_batch_id(request.match_info["batch_id"])
+    if request.content_type not in PARQUET_TYPES:
+        raise BatchRejected(
+            415, "unsupported_media_type",
+            f"content type {request.content_type!r} is not accepted; send application/vnd.apache.parquet",
+        )
+    sent_at = _sent_at(request.headers.get(SENT_AT_HEADER))
+    limit = config.limits.max_body_bytes
+    if request.content_length is not None and request.content_length > limit:
+        raise BatchRejected(
+            413, "too_large", f"the body is {request.content_length} bytes, over the limit of {limit}",
+            {"bytes": request.content_length, "limit": limit},
+        )
+    if store.queued >= config.store.queue_depth:
+        raise StoreBusy(f"the landing queue is full ({config.store.queue_depth} batches)")
+    body = await request.read()
+    loop = asyncio.get_running_loop()
+
+    def check() -> tuple[int, dict[str, Any]] | Landing:
+        digest = hashlib.sha256(body).hexdigest()
+        earlier = store.receipt(batch_id)
+        if earlier is not None:
+            if earlier["sha256"] != digest:
+                raise BatchRejected(409, "conflict", f"batch {batch_id} already landed with other content", {"batch_id": batch_id})
+            return 200, earlier
+        batch = read_batch(body, batch_id=batch_id, limits=config.limits, sha256=digest)
+        return Landing(batch, device, received_at, sent_at)
+
+    checked = await loop.run_in_executor(state.executor, check)
+    if isinstance(checked, Landing):
+        status, receipt = await asyncio.wrap_future(store.submit(checked))
+        if status == 201:
+            app[METRICS].landing_seconds.observe(time.perf_counter() - started)
+    else:
+        status, receipt = checked
+    if status == 200:
+        app[METRICS].replays.inc()
+    return _json(status, {**receipt, "status": "landed" if status == 201 else "already_landed"})
+
+
+def _sent_at(value: str | None) -> datetime | None:
+    if value is None:
+        return None
+    try:
+        parsed = datetime.fromisoformat(value.strip())
+    except ValueError:
+        parsed = None
+    if parsed is None or parsed.tzinfo is None:
+        raise BatchRejected(400, "bad_sent_at", f"{SENT_AT_HEADER} must be an RFC 3339 time with a zone, got {value[:64]!r}")
+    return parsed.astimezone(UTC)
+
+
+async def healthz(request: web.Request) -> web.Response:
+    state = request.app[STATE]
+    return _json(200 if not state.draining else 503, {
+        "status": "draining" if state.draining else "ok",
+        "queued": request.app[STORE].queued,
+    })
+
+
+async def metrics(request: web.Request) -> web.Response:
+    return web.Response(body=request.app[METRICS].render(), content_type="text/plain", charset="utf-8")
+
+
+async def _admin_json(request: web.Request) -> dict[str, Any]:
+    request.app[AUTH].admin(request.headers.get("Authorization"))
+    try:
+        value = orjson.loads(await request.read())
+    except orjson.JSONDecodeError as exc:
+        raise BatchRejected(400, "bad_json", f"the body is not JSON: {exc}") from exc
+    if not isinstance(value, dict):
+        raise BatchRejected(400, "bad_json", "the body must be a JSON object")
+    return value
+
+
+async def post_sql(request: web.Request) -> web.Response:
+    payload = await _admin_json(request)
+    sql, params = payload.get("sql"), payload.get("params") or []
+    if not isinstance(sql, str) or not isinstance(params, list):
+        raise BatchRejected(400, "bad_json", 'send {"sql": "SELECT ...", "params": [...]}')
+    app = request.app
+    store = app[STORE]
+    timeout_s = app[CONFIG].store.sql_timeout_s
+
+    def run() -> pa.Table:
+        return run_query(store.cursor(), sql, params, timeout_s=timeout_s)
+
+    table = await asyncio.get_running_loop().run_in_executor(app[STATE].executor, run)
+    if "application/json" in request.headers.get("Accept", ""):
+        return _json(200, {"columns": table.column_names, "rows": arrow_rows(table)})
+    sink = pa.BufferOutputStream()
+    with pa.ipc.new_stream(sink, table.schema) as writer:
+        writer.write_table(table)
+    return web.Response(body=sink.getvalue().to_pybytes(), content_type=ARROW_STREAM)
+
+
+async def post_device(request: web.Request) -> web.Response:
+    payload = await _admin_json(request)
+    name = payload.get("name")
+    if not isinstance(name, str):
+        raise BatchRejected(400, "bad_json", 'send {"name": "<device name>"}')
+    token = await _device_change(request, lambda con: DeviceRegistry.add(con, name))
+    log.info("device added", extra={"device": name})
+    return _json(201, {"name": name, "token": token})
+
+
+async def delete_device(request: web.Request) -> web.Response:
+    request.app[AUTH].admin(request.headers.get("Authorization"))
+    name = request.match_info["name"]
+    await _device_change(request, lambda con: DeviceRegistry.revoke(con, name))
+    log.info("device revoked", extra={"device": name})
+    return _json(200, {"name": name, "revoked": True})
+
+
+async def _device_change(request: web.Request, change: Callable[[Any], Any]) -> Any:
+    """Apply a device change on the writer and refresh the in-memory tokens in the same step."""
+    auth = request.app[AUTH]
+
+    def apply(con: Any) -> Any:
+        result = change(con)
+        auth.reload(DeviceRegistry.live(con))
+        return result
+
+    try:
+        return await asyncio.wrap_future(request.app[STORE].call(apply))
+    except (StoreBusy, StoreClosed):
+        raise
+    except StoreError as exc:
+        raise BatchRejected(400, "device_error", str(exc)) from exc
+
+
+async def _resources(app: web.Application) -> AsyncIterator[None]:
+    config = app[CONFIG]
+    loop = asyncio.get_running_loop()
+    state = app[STATE]
+    state.executor = ThreadPoolExecutor(max_workers=(os.cpu_count() or 2) + 2, thread_name_prefix="edgeloop-ingest")
+    store_class = app[_STORE_CLASS]
+    metrics_ = app[METRICS]
+
+    def on_landed(landed: list[tuple[Landing, float]]) -> None:
+        for landing, elapsed in landed:
+            metrics_.batches.labels(landing.batch.model).inc()
+            metrics_.rows.labels(landing.batch.model).inc(landing.batch.rows)
+        metrics_.commit_seconds.observe(landed[0][1])
+
+    store = await loop.run_in_executor(None, lambda: store_class(config.store.db_path, config.store, on_landed=on_landed))
+    app[STORE] = store
+    token = admin_token(config.server.admin_token_file, create=True)
+    app[AUTH] = Authenticator(DeviceRegistry.live(store.cursor()), token)
+    log.info("store open", extra={"db_path": str(config.store.db_path)})
+    try:
+        yield
+    finally:
+        await loop.run_in_executor(None, store.close, config.server.shutdown_timeout_s)
+        state.executor.shutdown(wait=True)
+        log.info("store closed", extra={"db_path": str(config.store.db_path)})
+
+
+async def _drain(app: web.Application) -> None:
+    """On shutdown, refuse new uploads with 503 while queued ones finish landing."""
+    app[STATE].draining = True
+    log.info("draining: new uploads get 503", extra={"queued": app[STORE].queued if STORE in app else 0})
+
+
+_STORE_CLASS = web.AppKey("store_class", type)
+
+
+def create_app(config: IngestConfig, *, store_class: type[Store] = Store) -> web.Application:
+    """Build the ingest app; the database opens when the app starts (cleanup_ctx)."""
+    app = web.Application(middlewares=[error_middleware], client_max_size=config.limits.max_body_bytes)
+    app[CONFIG] = config
+    app[STATE] = _State()
+    app[_STORE_CLASS] = store_class
+    app[METRICS] = Metrics(lambda: app[STORE].queued if STORE in app else 0)
+    app.cleanup_ctx.append(_resources)
+    app.on_shutdown.append(_drain)
+    app.router.add_put("/v1/batches/{batch_id}", put_batch, name="put_batch")
+    app.router.add_post("/v1/sql", post_sql)
+    app.router.add_post("/v1/devices", post_device)
+    app.router.add_delete("/v1/devices/{name}", delete_device)
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/metrics", metrics)
+    return app
+
+
+def ssl_context(config: IngestConfig) -> ssl.SSLContext | None:
+    """A server TLS context from the configured certificate and key, or None for plain HTTP."""
+    server = config.server
+    if server.tls_cert_file is None or server.tls_key_file is None:
+        return None
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    try:
+        context.load_cert_chain(server.tls_cert_file, server.tls_key_file)
+    except (OSError, ssl.SSLError) as exc:
+        raise ConfigError(f"{server.tls_cert_file}: cannot load the TLS certificate and key: {exc}") from exc
+    return context

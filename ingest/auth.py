@@ -1,0 +1,134 @@
+"""Device and admin tokens: a device is known by the sha256 of its token, never the token.
+
+Tokens are 256 random bits, so a plain sha256 is a safe verifier (no salt or slow hash
+needed: nothing to brute-force). The server keeps the hashes of live tokens in memory;
+every change goes through the server while it runs, so a revoke takes effect at once.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import os
+import re
+import secrets
+import threading
+from datetime import UTC, datetime
+from pathlib import Path
+
+import duckdb
+
+from collector.durable import write_durably
+from schemas.errors import AuthError, ConfigError, StoreError
+
+__all__ = ["Authenticator", "DeviceRegistry", "admin_token", "hash_token", "new_token"]
+
+TOKEN_PREFIX = "eld_"
+DEVICE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+
+
+def new_token() -> str:
+    return TOKEN_PREFIX + secrets.token_urlsafe(32)
+
+
+def hash_token(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def bearer(header: str | None) -> str | None:
+    if not header:
+        return None
+    scheme, _, value = header.partition(" ")
+    if scheme.lower() != "bearer" or not value.strip():
+        return None
+    return value.strip()
+
+
+class DeviceRegistry:
+    """Device rows in the database: add, revoke, and the live token hashes.
+
+    Methods take a DuckDB connection so they run on the writer (server) or a direct one (CLI).
+    """
+
+    @staticmethod
+    def add(con: duckdb.DuckDBPyConnection, name: str) -> str:
+        """Create a device and return its token (the only time it is ever shown)."""
+        if not DEVICE_NAME.match(name):
+            raise StoreError(f"device name {name!r} must be letters, digits, '.', '_' or '-' (at most 64)")
+        exists = con.execute("SELECT 1 FROM devices WHERE name = ?", [name]).fetchone()
+        if exists:
+            raise StoreError(f"device {name!r} already exists (revoke it and pick a new name to rotate)")
+        token = new_token()
+        con.execute(
+            "INSERT INTO devices VALUES (?, ?, ?::TIMESTAMPTZ, NULL)", [name, hash_token(token), datetime.now(UTC).isoformat()]
+        )
+        return token
+
+    @staticmethod
+    def revoke(con: duckdb.DuckDBPyConnection, name: str) -> None:
+        row = con.execute("SELECT revoked_at IS NOT NULL FROM devices WHERE name = ?", [name]).fetchone()
+        if row is None:
+            raise StoreError(f"no device named {name!r}")
+        if row[0]:
+            raise StoreError(f"device {name!r} is already revoked")
+        con.execute(
+            "UPDATE devices SET revoked_at = ?::TIMESTAMPTZ WHERE name = ?", [datetime.now(UTC).isoformat(), name]
+        )
+
+    @staticmethod
+    def live(con: duckdb.DuckDBPyConnection) -> dict[str, str]:
+        """Token hash → device name, for every device not revoked."""
+        rows = con.execute("SELECT token_sha256, name FROM devices WHERE revoked_at IS NULL").fetchall()
+        return {digest: name for digest, name in rows}
+
+
+class Authenticator:
+    """Answers "which device is this?" from a bearer token, in memory."""
+
+    def __init__(self, live: dict[str, str], admin_token: str | None) -> None:
+        self._live = dict(live)
+        self._admin_hash = hash_token(admin_token) if admin_token else None
+        self._lock = threading.Lock()
+
+    def device(self, authorization: str | None) -> str:
+        token = bearer(authorization)
+        if token is None:
+            raise AuthError("missing bearer token (Authorization: Bearer <device token>)")
+        name = self._live.get(hash_token(token))
+        if name is None:
+            raise AuthError("unknown or revoked device token")
+        return name
+
+    def admin(self, authorization: str | None) -> None:
+        token = bearer(authorization)
+        if self._admin_hash is None:
+            raise AuthError("the admin API is disabled (no admin token)")
+        if token is None or not hmac.compare_digest(hash_token(token), self._admin_hash):
+            raise AuthError("unknown admin token")
+
+    def reload(self, live: dict[str, str]) -> None:
+        with self._lock:
+            self._live = dict(live)
+
+
+def admin_token(path: Path, *, create: bool = False) -> str:
+    """Read the admin token file; the server creates it (mode 0600) on first start."""
+    try:
+        token = path.read_text(encoding="utf-8").strip()
+    except FileNotFoundError:
+        if not create:
+            raise ConfigError(f"{path}: admin token file does not exist (start the server once to create it)") from None
+        token = secrets.token_urlsafe(32)
+        path.parent.mkdir(parents=True, exist_ok=True)
+
+        def write(handle) -> None:
+            os.fchmod(handle.fileno(), 0o600)  # before the secret is in it
+            handle.write((token + "\n").encode())
+
+        write_durably(path, write)
+        return token
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read the admin token file: {exc.strerror}") from exc
+    if not token:
+        raise ConfigError(f"{path}: the admin token file is empty")
+    return token

@@ -1,0 +1,174 @@
+"""``edgeloop-ingest``: run the ingest server and work with its database.
+
+    edgeloop-ingest serve
+    edgeloop-ingest devices add NAME | list | revoke NAME
+    edgeloop-ingest sql "SELECT ..." [--format table|csv|json|parquet] [--out FILE]
+    edgeloop-ingest export --model M [--since T] [--until T] [--labeled-only] --out train.parquet
+    edgeloop-ingest fleet
+
+Errors print one line on stderr and exit non-zero.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import signal
+import sys
+from datetime import UTC, datetime
+from pathlib import Path
+
+from aiohttp import web
+
+from collector.logs import configure_logging
+from ingest.admin import Admin, open_admin
+from ingest.app import create_app, ssl_context
+from ingest.config import IngestConfig
+from ingest.export import FORMATS, training_query, write_output
+from ingest.fleet import DEVICES_SQL, fleet
+from schemas.errors import EdgeloopError
+
+__all__ = ["main"]
+
+log = logging.getLogger("ingest")
+
+
+def _timestamp(text: str) -> datetime:
+    try:
+        value = datetime.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an ISO 8601 date or time") from None
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value
+
+
+def _parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--config", type=Path, help="ingest TOML config (see scripts/ingest.example.toml)")
+    common.add_argument("--db", type=Path, help="DuckDB file (overrides store.db_path)")
+    remote = argparse.ArgumentParser(add_help=False)
+    remote.add_argument("--url", help="reach a running server here instead of opening the database file")
+    remote.add_argument("--admin-token-file", type=Path, help="admin token for --url (default: server.admin_token_file)")
+    remote.add_argument("--ca-file", type=Path, help="CA or server certificate for an https --url")
+    fmt = argparse.ArgumentParser(add_help=False)
+    fmt.add_argument("--format", choices=FORMATS, default="table", help="output format (default: table)")
+    fmt.add_argument("--out", type=Path, help="write to FILE (durably) instead of stdout")
+
+    parser = argparse.ArgumentParser(
+        prog="edgeloop-ingest",
+        description="Land Parquet batches from edge devices in DuckDB; query and export them.",
+        epilog="sql, export, fleet and devices open the database directly when the server is stopped, "
+        "and go through the running server's admin API when it holds the file.",
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    commands.add_parser("serve", parents=[common], help="run the ingest server until SIGTERM/SIGINT")
+
+    devices = commands.add_parser("devices", help="add, list or revoke device tokens")
+    actions = devices.add_subparsers(dest="action", required=True, metavar="ACTION")
+    add = actions.add_parser("add", parents=[common, remote], help="add a device and print its token once")
+    add.add_argument("name")
+    actions.add_parser("list", parents=[common, remote, fmt], help="devices with created, last seen, batches, rows")
+    revoke = actions.add_parser("revoke", parents=[common, remote], help="revoke a device's token at once")
+    revoke.add_argument("name")
+
+    sql = commands.add_parser("sql", parents=[common, remote, fmt], help="run one read-only SELECT")
+    sql.add_argument("query", help='e.g. "SELECT model_version, count(*) FROM vibration GROUP BY 1"')
+
+    export = commands.add_parser(
+        "export", parents=[common, remote], help="write a model's training set: predictions, latest label, sample weight"
+    )
+    export.add_argument("--model", required=True)
+    export.add_argument("--since", type=_timestamp, help="predictions created at or after (ISO 8601, UTC if no zone)")
+    export.add_argument("--until", type=_timestamp, help="predictions created before")
+    export.add_argument("--labeled-only", action="store_true", help="only predictions that have feedback")
+    export.add_argument("--format", choices=FORMATS, default="parquet", help="default: parquet")
+    export.add_argument("--out", type=Path, required=True)
+
+    commands.add_parser("fleet", parents=[common, remote, fmt], help="model versions per device count and last seen")
+    return parser
+
+
+def _config(args: argparse.Namespace) -> IngestConfig:
+    config = IngestConfig.load(args.config) if args.config else IngestConfig()
+    if args.db:
+        config = config.model_copy(update={"store": config.store.model_copy(update={"db_path": args.db})})
+    return config
+
+
+def _admin(args: argparse.Namespace, config: IngestConfig, *, write: bool = False) -> Admin:
+    return open_admin(config, url=args.url, token_file=args.admin_token_file, ca_file=args.ca_file, write=write)
+
+
+async def _serve(config: IngestConfig) -> None:
+    app = create_app(config)
+    runner = web.AppRunner(app, access_log=None, shutdown_timeout=config.server.shutdown_timeout_s)
+    await runner.setup()
+    try:
+        site = web.TCPSite(runner, config.server.host, config.server.port, ssl_context=ssl_context(config))
+        await site.start()
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        addresses = [f"{host}:{port}" for host, port, *_ in runner.addresses]
+        log.info("listening", extra={"addresses": addresses, "port": runner.addresses[0][1], "tls": bool(ssl_context(config))})
+        await stop.wait()
+        log.info("stopping: finishing queued uploads")
+    finally:
+        await runner.cleanup()
+    log.info("stopped")
+
+
+def _run(args: argparse.Namespace) -> int:
+    config = _config(args)
+    if args.command == "serve":
+        configure_logging(config.server.log_level, json=config.server.log_json)
+        asyncio.run(_serve(config))
+        return 0
+    if args.command == "devices":
+        admin = _admin(args, config, write=args.action != "list")
+        try:
+            if args.action == "add":
+                token = admin.add_device(args.name)
+                print(token)
+                print(f"device {args.name!r} added; this token is shown only once", file=sys.stderr)
+            elif args.action == "revoke":
+                admin.revoke_device(args.name)
+                print(f"device {args.name!r} revoked", file=sys.stderr)
+            else:
+                write_output(admin.query(DEVICES_SQL), args.format, args.out, sys.stdout)
+        finally:
+            admin.close()
+        return 0
+    admin = _admin(args, config)
+    try:
+        if args.command == "sql":
+            write_output(admin.query(args.query), args.format, args.out, sys.stdout)
+        elif args.command == "export":
+            sql, params = training_query(args.model, since=args.since, until=args.until, labeled_only=args.labeled_only)
+            known = admin.query("SELECT model FROM models ORDER BY model").column("model").to_pylist()
+            if args.model not in known:
+                raise EdgeloopError(f"no model named {args.model!r} has landed (known: {', '.join(known) or 'none'})")
+            table = admin.query(sql, params)
+            write_output(table, args.format, args.out, sys.stdout)
+            print(f"exported {table.num_rows} rows of {args.model} to {args.out}", file=sys.stderr)
+        elif args.command == "fleet":
+            write_output(fleet(admin), args.format, args.out, sys.stdout)
+    finally:
+        admin.close()
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        return _run(args)
+    except EdgeloopError as exc:
+        print(f"edgeloop-ingest: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

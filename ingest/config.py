@@ -1,0 +1,74 @@
+"""The ingest service's settings: one TOML file, parsed once at the edge into a frozen model.
+
+Every setting is documented in ``scripts/ingest.example.toml``; a test keeps the two in step.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from collector.config import load_settings
+
+__all__ = ["IngestConfig", "LimitSettings", "ServerSettings", "StoreSettings"]
+
+MiB = 1024 * 1024
+Positive = Annotated[float, Field(gt=0)]
+PositiveInt = Annotated[int, Field(gt=0)]
+
+
+class Settings(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class ServerSettings(Settings):
+    host: str = "127.0.0.1"
+    port: Annotated[int, Field(ge=0, le=65535)] = 8443
+    tls_cert_file: Path | None = None
+    tls_key_file: Path | None = None
+    admin_token_file: Path = Path("/var/lib/edgeloop-ingest/admin.token")
+    shutdown_timeout_s: Positive = 30.0
+    retry_after_s: PositiveInt = 5
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    log_json: bool = True
+
+    @model_validator(mode="after")
+    def _tls_pair(self) -> ServerSettings:
+        if (self.tls_cert_file is None) != (self.tls_key_file is None):
+            raise ValueError("tls_cert_file and tls_key_file go together: set both or neither")
+        return self
+
+    @property
+    def url(self) -> str:
+        """Where a CLI on this machine reaches the server."""
+        host = "127.0.0.1" if self.host in ("0.0.0.0", "", "::") else self.host
+        host = f"[{host}]" if ":" in host else host
+        scheme = "https" if self.tls_cert_file else "http"
+        return f"{scheme}://{host}:{self.port}"
+
+
+class StoreSettings(Settings):
+    db_path: Path = Path("/var/lib/edgeloop-ingest/edgeloop.duckdb")
+    queue_depth: PositiveInt = 64
+    group_commit_max_batches: PositiveInt = 32
+    group_commit_delay_s: Annotated[float, Field(ge=0, le=1)] = 0.002
+    threads: PositiveInt | None = None  # DuckDB worker threads; default: one per core
+    sql_timeout_s: Positive = 60.0
+
+
+class LimitSettings(Settings):
+    max_body_bytes: PositiveInt = 64 * MiB
+    max_decompressed_bytes: PositiveInt = 512 * MiB
+    max_rows_per_batch: PositiveInt = 1_000_000
+
+
+class IngestConfig(Settings):
+    server: ServerSettings = ServerSettings()
+    store: StoreSettings = StoreSettings()
+    limits: LimitSettings = LimitSettings()
+
+    @classmethod
+    def load(cls, path: str | Path) -> IngestConfig:
+        return load_settings(cls, path)

@@ -1,0 +1,34 @@
+"""Prometheus metrics for one ingest app, in its own registry (no process-global state)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+__all__ = ["Metrics"]
+
+
+class Metrics:
+    """Batches and rows landed, rejects by reason, landing latency, queue depth."""
+
+    def __init__(self, queue_depth: Callable[[], float]) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        self.batches = Counter("edgeloop_ingest_batches_landed", "Batches landed", ["model"], registry=self.registry)
+        self.rows = Counter("edgeloop_ingest_rows_landed", "Rows landed", ["model"], registry=self.registry)
+        self.replays = Counter("edgeloop_ingest_replays", "Uploads answered with an earlier receipt", registry=self.registry)
+        self.rejects = Counter("edgeloop_ingest_rejects", "Uploads refused, by error code", ["code"], registry=self.registry)
+        self.landing_seconds = Histogram(
+            "edgeloop_ingest_landing_seconds",
+            "From receiving an upload to its commit",
+            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+            registry=self.registry,
+        )
+        self.commit_seconds = Histogram(
+            "edgeloop_ingest_group_commit_seconds", "Duration of one group commit", registry=self.registry
+        )
+        self.queue = Gauge("edgeloop_ingest_queue_depth", "Batches waiting to land", registry=self.registry)
+        self.queue.set_function(queue_depth)
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)

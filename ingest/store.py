@@ -1,0 +1,546 @@
+"""The Store: the one writer that owns the DuckDB database.
+
+A single thread holds the connection's write path. Uploads are queued (bounded); the
+thread drains up to ``group_commit_max_batches`` of them and lands them in one transaction,
+each batch's rows together with its ledger row, so a crash leaves a batch landed or absent.
+Results and errors travel back to the waiting caller through a future, like datasette's
+``Database._execute_writes``. Reads run on per-thread cursors of the same database.
+
+Tables (see ``ingest/__init__.py`` for the user-facing description)::
+
+    <model>            predictions: envelope, input and output fields, landing columns
+    <model>_feedback   feedback rows: envelope, feedback fields, landing columns
+    <model>_training   view: each prediction with its latest feedback (by created_at)
+    batches            the ledger, one row per landed batch
+    devices            device names and token hashes
+    models             the latest schema seen per model
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import Future
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, TypeVar
+
+import duckdb
+import orjson
+import pyarrow as pa
+
+from ingest.batch import UploadedBatch
+from ingest.config import StoreSettings
+from schemas.errors import BatchRejected, DatabaseInUse, StoreBusy, StoreClosed, StoreError
+from schemas.model_schema import FieldSpec, ModelSchema
+
+__all__ = ["Landing", "Store", "connect", "quote"]
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+DUCKDB_TYPES = {
+    "bool": "BOOLEAN",
+    "int32": "INTEGER",
+    "int64": "BIGINT",
+    "float32": "FLOAT",
+    "float64": "DOUBLE",
+    "string": "VARCHAR",
+    "timestamp": "TIMESTAMP WITH TIME ZONE",
+    "binary": "BLOB",
+}
+TSTZ = "TIMESTAMP WITH TIME ZONE"
+PREDICTION_ENVELOPE = (("record_id", "UUID"), ("model_version", "VARCHAR"), ("created_at", TSTZ), ("sample_weight", "DOUBLE"))
+FEEDBACK_ENVELOPE = PREDICTION_ENVELOPE + (("prediction_id", "UUID"), ("source", "VARCHAR"))
+LANDING = (("device", "VARCHAR"), ("batch_id", "VARCHAR"), ("received_at", TSTZ), ("clock_offset_s", "DOUBLE"))
+LANDING_NAMES = tuple(name for name, _ in LANDING)
+
+BOOTSTRAP = f"""
+CREATE TABLE IF NOT EXISTS devices (
+    name VARCHAR PRIMARY KEY,
+    token_sha256 VARCHAR NOT NULL UNIQUE,
+    created_at {TSTZ} NOT NULL,
+    revoked_at {TSTZ}
+);
+CREATE TABLE IF NOT EXISTS batches (
+    batch_id VARCHAR PRIMARY KEY,
+    device VARCHAR NOT NULL,
+    model VARCHAR NOT NULL,
+    sha256 VARCHAR NOT NULL,
+    rows BIGINT NOT NULL,
+    predictions BIGINT NOT NULL,
+    feedback BIGINT NOT NULL,
+    bytes BIGINT NOT NULL,
+    schema_fingerprint VARCHAR NOT NULL,
+    agent_version VARCHAR,
+    drops VARCHAR,
+    sealed_at {TSTZ},
+    sent_at {TSTZ},
+    received_at {TSTZ} NOT NULL,
+    landed_at {TSTZ} NOT NULL,
+    clock_offset_s DOUBLE
+);
+CREATE TABLE IF NOT EXISTS models (
+    model VARCHAR PRIMARY KEY,
+    schema_fingerprint VARCHAR NOT NULL,
+    schema_json VARCHAR NOT NULL,
+    updated_at {TSTZ} NOT NULL
+);
+"""
+
+RECEIPT_COLUMNS = (
+    "batch_id", "device", "model", "sha256", "rows", "bytes", "schema_fingerprint",
+    "received_at", "landed_at", "clock_offset_s",
+)
+
+
+def quote(name: str) -> str:
+    """Quote an identifier for DuckDB."""
+    return '"' + name.replace('"', '""') + '"'
+
+
+def _configure(con: duckdb.DuckDBPyConnection, threads: int | None) -> None:
+    """UTC timestamps; no file, network or extension access by SQL; settings frozen after."""
+    con.execute("SET TimeZone = 'UTC'")
+    if threads:
+        con.execute(f"SET threads = {int(threads)}")
+    con.execute("SET autoinstall_known_extensions = false")
+    con.execute("SET autoload_known_extensions = false")
+    con.execute("SET enable_external_access = false")
+    con.execute("SET lock_configuration = true")
+
+
+def connect(path: Path, *, read_only: bool, threads: int | None = None) -> duckdb.DuckDBPyConnection:
+    """Open the database file from a process other than the server (the CLI, while it is stopped)."""
+    if read_only and not Path(path).exists():
+        raise StoreError(f"{path}: no database here (has the server ever run with this db_path?)")
+    try:
+        con = duckdb.connect(str(path), read_only=read_only)
+    except duckdb.IOException as exc:
+        if "lock" in str(exc).lower():
+            raise DatabaseInUse(f"{path}: the database is held by another process (is the server running?)") from exc
+        raise StoreError(f"{path}: cannot open the database: {exc}") from exc
+    except duckdb.Error as exc:
+        raise StoreError(f"{path}: cannot open the database: {exc}") from exc
+    if not read_only:
+        con.execute(BOOTSTRAP)
+    _configure(con, threads)
+    return con
+
+
+def field_type(spec: FieldSpec) -> str:
+    """The DuckDB column type of a stored field, as information_schema spells it."""
+    if spec.privacy.action == "hash":
+        return "VARCHAR"
+    if spec.type == "vector":
+        return f"FLOAT[{spec.dim}]"
+    return DUCKDB_TYPES[spec.type]
+
+
+def table_columns(schema: ModelSchema) -> dict[str, dict[str, str]]:
+    """The columns each of a model's tables needs for this schema, in order."""
+    predictions = dict(PREDICTION_ENVELOPE)
+    feedback = dict(FEEDBACK_ENVELOPE)
+    for spec in schema.stored_fields:
+        (feedback if spec.section == "feedback" else predictions)[spec.name] = field_type(spec)
+    predictions.update(LANDING)
+    feedback.update(LANDING)
+    return {schema.name: predictions, f"{schema.name}_feedback": feedback}
+
+
+@dataclass(frozen=True, slots=True)
+class Landing:
+    """A validated batch plus what the server knows about its arrival."""
+
+    batch: UploadedBatch
+    device: str
+    received_at: datetime
+    sent_at: datetime | None = None
+
+    @property
+    def clock_offset_s(self) -> float | None:
+        if self.sent_at is None:
+            return None
+        return (self.received_at - self.sent_at).total_seconds()
+
+
+@dataclass(slots=True)
+class _Job:
+    landing: Landing
+    future: Future
+
+
+@dataclass(slots=True)
+class _Call:
+    fn: Callable[[duckdb.DuckDBPyConnection], Any]
+    future: Future
+
+
+_STOP = object()
+
+
+class Store:
+    """Owns the DuckDB database: one writer thread, group commits, read cursors per thread."""
+
+    def __init__(
+        self,
+        path: Path,
+        settings: StoreSettings,
+        *,
+        on_landed: Callable[[list[tuple[Landing, float]]], None] | None = None,
+    ) -> None:
+        self.path = Path(path)
+        self.settings = settings
+        self._on_landed = on_landed
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._con = connect(self.path, read_only=False, threads=settings.threads)
+        self._columns = self._load_columns()
+        self._reader_root = self._con.cursor()  # cursors for other threads branch off this one
+        self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self._lock = threading.Lock()
+        self._queued = 0
+        self._closed = False
+        self._local = threading.local()
+        self._cursors: list[duckdb.DuckDBPyConnection] = []
+        self._thread = threading.Thread(target=self._run, name="edgeloop-store-writer", daemon=True)
+        self._thread.start()
+
+    # -- caller side ----------------------------------------------------------
+
+    @property
+    def queued(self) -> int:
+        """Landings waiting for or inside the writer."""
+        return self._queued
+
+    def submit(self, landing: Landing) -> Future:
+        """Queue a batch for landing; the future gives its receipt and HTTP status.
+
+        Raises StoreBusy when ``queue_depth`` landings are already waiting.
+        """
+        with self._lock:
+            if self._closed:
+                raise StoreClosed("the store is shutting down")
+            if self._queued >= self.settings.queue_depth:
+                raise StoreBusy(f"the landing queue is full ({self.settings.queue_depth} batches)")
+            self._queued += 1
+        future: Future = Future()
+        self._queue.put(_Job(landing, future))
+        return future
+
+    def call(self, fn: Callable[[duckdb.DuckDBPyConnection], T]) -> Future:
+        """Run ``fn(connection)`` on the writer thread, in its own transaction."""
+        with self._lock:
+            if self._closed:
+                raise StoreClosed("the store is shutting down")
+        future: Future = Future()
+        self._queue.put(_Call(fn, future))
+        return future
+
+    def cursor(self) -> duckdb.DuckDBPyConnection:
+        """A read cursor for the calling thread (DuckDB cursors are not shared across threads)."""
+        cur = getattr(self._local, "cursor", None)
+        if cur is None:
+            with self._lock:
+                if self._closed:
+                    raise StoreClosed("the store is closed")
+                cur = self._reader_root.cursor()
+                self._cursors.append(cur)
+            self._local.cursor = cur
+        return cur
+
+    def receipt(self, batch_id: str) -> dict[str, Any] | None:
+        """The ledger's receipt for a landed batch, or None."""
+        return _receipt(self.cursor(), batch_id)
+
+    def close(self, timeout_s: float = 30.0) -> None:
+        """Land what is queued, stop the writer, checkpoint and close the database."""
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+        self._queue.put(_STOP)
+        self._thread.join(timeout_s)
+        if self._thread.is_alive():
+            log.error("store writer did not stop in time; closing anyway", extra={"timeout_s": timeout_s})
+        for cur in [*self._cursors, self._reader_root]:
+            try:
+                cur.close()
+            except duckdb.Error:
+                pass
+        try:
+            self._con.execute("CHECKPOINT")
+        except duckdb.Error as exc:
+            log.warning("checkpoint on close failed", extra={"error": str(exc)})
+        self._con.close()
+
+    # -- writer thread --------------------------------------------------------
+
+    def _run(self) -> None:
+        pending: Any = None
+        while True:
+            item = pending if pending is not None else self._queue.get()
+            pending = None
+            if item is _STOP:
+                return
+            if isinstance(item, _Call):
+                self._run_call(item)
+                continue
+            group = [item]
+            deadline = time.monotonic() + self.settings.group_commit_delay_s
+            while len(group) < self.settings.group_commit_max_batches:
+                remaining = deadline - time.monotonic()
+                try:
+                    nxt = self._queue.get(timeout=remaining) if remaining > 0 else self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if not isinstance(nxt, _Job):
+                    pending = nxt
+                    break
+                group.append(nxt)
+            try:
+                self.land_group(group)
+            except BaseException as exc:  # the writer never dies: fail the group instead
+                log.exception("landing a group failed unexpectedly")
+                for job in group:
+                    if not job.future.done():
+                        job.future.set_exception(StoreError(f"landing failed: {exc}"))
+            finally:
+                with self._lock:
+                    self._queued -= len(group)
+
+    def _run_call(self, call: _Call) -> None:
+        con = self._con
+        try:
+            con.execute("BEGIN TRANSACTION")
+            result = call.fn(con)
+            con.execute("COMMIT")
+        except BaseException as exc:
+            _rollback(con)
+            call.future.set_exception(exc)
+            return
+        call.future.set_result(result)
+
+    def land_group(self, group: list[_Job]) -> None:
+        """Land a group of batches in one transaction; replays and conflicts are answered first."""
+        con = self._con
+        todo: list[_Job] = []
+        seen: dict[str, _Job] = {}
+        ids = [job.landing.batch.batch_id for job in group]
+        landed = _receipts(con, ids)
+        for job in group:
+            batch = job.landing.batch
+            earlier = landed.get(batch.batch_id)
+            if earlier is None and batch.batch_id in seen:
+                # The same new id twice in one group: the first lands, the second is a replay of it.
+                todo_first = seen[batch.batch_id].landing
+                earlier = {"sha256": todo_first.batch.sha256, "pending": seen[batch.batch_id]}
+            if earlier is not None:
+                if earlier["sha256"] != batch.sha256:
+                    job.future.set_exception(
+                        BatchRejected(409, "conflict", f"batch {batch.batch_id} already landed with other content",
+                                      {"batch_id": batch.batch_id})
+                    )
+                elif "pending" in earlier:
+                    todo.append(job)  # answered with the first one's receipt below
+                else:
+                    job.future.set_result((200, earlier))
+                continue
+            try:
+                self._ensure_tables(batch.schema)
+            except BatchRejected as exc:
+                job.future.set_exception(exc)
+                continue
+            except duckdb.Error as exc:
+                job.future.set_exception(StoreError(f"cannot prepare tables for {batch.model}: {exc}"))
+                continue
+            seen[batch.batch_id] = job
+            todo.append(job)
+        if not todo:
+            return
+        started = time.perf_counter()
+        try:
+            self._insert(con, todo)
+        except duckdb.Error as exc:
+            if len(todo) == 1:
+                todo[0].future.set_exception(StoreError(f"landing batch {todo[0].landing.batch.batch_id} failed: {exc}"))
+                return
+            log.warning("group commit failed; landing its batches one by one", extra={"error": str(exc), "batches": len(todo)})
+            for job in todo:
+                self.land_group([job])
+            return
+        elapsed = time.perf_counter() - started
+        finished = []
+        for job in todo:
+            if job.future.done():
+                continue
+            receipt = _receipt(con, job.landing.batch.batch_id)
+            if seen.get(job.landing.batch.batch_id) is job:
+                job.future.set_result((201, receipt))
+                finished.append((job.landing, elapsed))
+            else:
+                job.future.set_result((200, receipt))
+        if self._on_landed and finished:
+            self._on_landed(finished)
+
+    def _insert(self, con: duckdb.DuckDBPyConnection, jobs: list[_Job]) -> None:
+        landed_at = datetime.now(UTC).isoformat()
+        registered: list[str] = []
+        con.execute("BEGIN TRANSACTION")
+        try:
+            for index, job in enumerate(jobs):
+                landing = job.landing
+                batch = landing.batch
+                if any(other is not job and other.landing.batch.batch_id == batch.batch_id for other in jobs[:index]):
+                    continue  # a duplicate inside the group: the first copy lands
+                name = f"__edgeloop_batch_{index}"
+                con.register(name, batch.table)
+                registered.append(name)
+                landing_values = [landing.device, batch.batch_id, landing.received_at.isoformat(), landing.clock_offset_s]
+                counts = []
+                for table, kind in ((batch.model, "prediction"), (f"{batch.model}_feedback", "feedback")):
+                    present = [c for c in self._columns[table] if c not in LANDING_NAMES and c in batch.table.column_names]
+                    select = ", ".join(quote(c) for c in present)
+                    con.execute(
+                        f"INSERT INTO {quote(table)} BY NAME SELECT {select}, ?::VARCHAR AS device, ?::VARCHAR AS batch_id, "
+                        f"?::TIMESTAMPTZ AS received_at, ?::DOUBLE AS clock_offset_s FROM {name} WHERE kind = '{kind}'",
+                        landing_values,
+                    )
+                    counts.append(_changed(con))
+                con.execute(
+                    "INSERT INTO batches VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?::TIMESTAMPTZ, ?::TIMESTAMPTZ, "
+                    "?::TIMESTAMPTZ, ?::TIMESTAMPTZ, ?)",
+                    [
+                        batch.batch_id, landing.device, batch.model, batch.sha256, batch.rows, counts[0], counts[1],
+                        batch.bytes, batch.schema.fingerprint, batch.agent_version, orjson.dumps(batch.drops).decode(),
+                        _timestamp_or_none(batch.sealed_at), landing.sent_at.isoformat() if landing.sent_at else None,
+                        landing.received_at.isoformat(), landed_at, landing.clock_offset_s,
+                    ],
+                )
+            con.execute("COMMIT")
+        except BaseException:
+            _rollback(con)
+            raise
+        finally:
+            for name in registered:
+                con.unregister(name)
+
+    def _ensure_tables(self, schema: ModelSchema) -> None:
+        """Create a model's tables, or add the nullable columns a newer schema brings.
+
+        Runs in its own transaction before the data: an added column that outlives a crash is harmless.
+        """
+        wanted = table_columns(schema)
+        conflicts: list[dict[str, str]] = []
+        changes: list[str] = []
+        for table, columns in wanted.items():
+            have = self._columns.get(table)
+            if have is None:
+                body = ", ".join(f"{quote(name)} {type_}" for name, type_ in columns.items())
+                changes.append(f"CREATE TABLE {quote(table)} ({body})")
+                continue
+            for name, type_ in columns.items():
+                if name not in have:
+                    changes.append(f"ALTER TABLE {quote(table)} ADD COLUMN {quote(name)} {type_}")
+                elif have[name] != type_:
+                    conflicts.append({"table": table, "column": name, "expected": have[name], "got": type_})
+        if conflicts:
+            names = ", ".join(c["column"] for c in conflicts)
+            raise BatchRejected(
+                422, "incompatible_schema", f"model {schema.name!r} already stores {names} with another type", conflicts
+            )
+        if not changes:
+            return
+        con = self._con
+        con.execute("BEGIN TRANSACTION")
+        try:
+            for statement in changes:
+                con.execute(statement)
+            columns = self._load_columns(con)
+            con.execute(_training_view(schema.name, columns))
+            con.execute(
+                "INSERT INTO models VALUES (?, ?, ?, now()) ON CONFLICT (model) DO UPDATE SET "
+                "schema_fingerprint = excluded.schema_fingerprint, schema_json = excluded.schema_json, "
+                "updated_at = excluded.updated_at",
+                [schema.name, schema.fingerprint, schema.canonical_json()],
+            )
+            con.execute("COMMIT")
+        except BaseException:
+            _rollback(con)
+            self._columns = self._load_columns()
+            raise
+        self._columns = columns
+        log.info("model tables changed", extra={"model": schema.name, "changes": changes})
+
+    def _load_columns(self, con: duckdb.DuckDBPyConnection | None = None) -> dict[str, dict[str, str]]:
+        rows = (con or self._con).execute(
+            "SELECT table_name, column_name, data_type FROM information_schema.columns "
+            "WHERE table_schema = 'main' ORDER BY table_name, ordinal_position"
+        ).to_arrow_table().to_pylist()
+        columns: dict[str, dict[str, str]] = {}
+        for row in rows:
+            columns.setdefault(row["table_name"], {})[row["column_name"]] = row["data_type"]
+        return columns
+
+
+def _training_view(model: str, columns: dict[str, dict[str, str]]) -> str:
+    envelope = {name for name, _ in FEEDBACK_ENVELOPE} | set(LANDING_NAMES)
+    labels = [name for name in columns[f"{model}_feedback"] if name not in envelope]
+    picked = "".join(f", f.{quote(name)}" for name in labels)
+    return (
+        f"CREATE OR REPLACE VIEW {quote(model + '_training')} AS "
+        f"SELECT p.*, f.record_id AS feedback_id, f.created_at AS feedback_created_at, "
+        f"f.source AS feedback_source{picked} "
+        f"FROM {quote(model)} AS p LEFT JOIN ("
+        f"SELECT * FROM {quote(model + '_feedback')} "
+        f"QUALIFY row_number() OVER (PARTITION BY prediction_id ORDER BY created_at DESC, received_at DESC) = 1"
+        f") AS f ON f.prediction_id = p.record_id"
+    )
+
+
+def _changed(con: duckdb.DuckDBPyConnection) -> int:
+    row = con.fetchone()
+    return int(row[0]) if row else 0
+
+
+def _rollback(con: duckdb.DuckDBPyConnection) -> None:
+    try:
+        con.execute("ROLLBACK")
+    except duckdb.Error:
+        pass  # no transaction was open
+
+
+def _timestamp_or_none(text: str | None) -> str | None:
+    if not text:
+        return None
+    try:
+        return datetime.fromisoformat(text).isoformat()
+    except ValueError:
+        return None
+
+
+def _receipt_row(row: dict[str, Any]) -> dict[str, Any]:
+    receipt = dict(row)
+    for key in ("received_at", "landed_at"):
+        if isinstance(receipt.get(key), datetime):
+            receipt[key] = receipt[key].astimezone(UTC).isoformat()
+    return receipt
+
+
+def _receipts(con: duckdb.DuckDBPyConnection, ids: list[str]) -> dict[str, dict[str, Any]]:
+    rows = con.execute(
+        f"SELECT {', '.join(RECEIPT_COLUMNS)} FROM batches WHERE batch_id IN (SELECT unnest(?::VARCHAR[]))", [ids]
+    ).to_arrow_table().to_pylist()
+    return {row["batch_id"]: _receipt_row(row) for row in rows}
+
+
+def _receipt(con: duckdb.DuckDBPyConnection, batch_id: str) -> dict[str, Any] | None:
+    return _receipts(con, [batch_id]).get(batch_id)
+
+
+def arrow_rows(table: pa.Table) -> list[dict[str, Any]]:
+    """Rows of an Arrow table as dicts with timestamps as RFC 3339 text."""
+    return [_receipt_row(row) for row in table.to_pylist()]
