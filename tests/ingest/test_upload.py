@@ -1,10 +1,56 @@
-"""The upload API against a real server: every status, idempotency, landing columns."""
+"""The upload API against a real server on loopback: every status, idempotency, landing columns."""
 
 from __future__ import annotations
 
+import asyncio
+import io
+import time
+import uuid
 from datetime import UTC, datetime, timedelta
 
-from tests.ingest.conftest import make_table, seal
+import aiohttp
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from ingest.app import STORE
+from ingest.store import Store
+from schemas import ModelSchema
+from tests.ingest.conftest import Server, make_config, make_table, seal, start_server
+
+
+@pytest.fixture
+async def make_server(tmp_path):
+    """Start servers with extra settings (and an optional store class); all stop at teardown."""
+    runners = []
+    session = aiohttp.ClientSession()
+
+    async def start(*, store_class: type[Store] = Store, **sections) -> Server:
+        config = make_config(tmp_path / f"s{len(runners)}", **sections)
+        config.store.db_path.parent.mkdir(parents=True, exist_ok=True)
+        runner, url = await start_server(config, store_class=store_class)
+        runners.append(runner)
+        return Server(url, config, session, runner.app)
+
+    yield start
+    await session.close()
+    for runner in runners:
+        await runner.cleanup()
+
+
+class SlowStore(Store):
+    """Fault injection: every group commit takes at least 0.4 s."""
+
+    def land_group(self, group):
+        time.sleep(0.4)
+        super().land_group(group)
+
+
+def _assert_error(body, code: str) -> None:
+    assert set(body) == {"error"}, body
+    assert set(body["error"]) == {"code", "message", "details"}, body
+    assert body["error"]["code"] == code, body
+    assert isinstance(body["error"]["message"], str) and body["error"]["message"]
 
 
 async def test_land_then_replay(server, tmp_path, vibration):
@@ -18,5 +64,295 @@ async def test_land_then_replay(server, tmp_path, vibration):
     status, again, _ = await server.put(batch_id, body, token)
     assert status == 200
     assert again["landed_at"] == receipt["landed_at"] and again["status"] == "already_landed"
-    rows = await server.sql("SELECT count(*) AS n FROM vibration")
-    assert rows == [{"n": 5}]
+    assert await server.sql("SELECT count(*) AS n FROM vibration") == [{"n": 5}]
+    assert await server.sql("SELECT count(*) AS n FROM batches") == [{"n": 1}]
+
+
+async def test_same_id_other_content_is_409(server, tmp_path, vibration):
+    """A batch id that already landed with other content is refused with 409."""
+    token = await server.add_device("pump-1")
+    batch_id, body = seal(tmp_path, vibration, make_table(vibration, predictions=2)[0])
+    _, other = seal(tmp_path / "b", vibration, make_table(vibration, predictions=3)[0], batch_id=batch_id)
+    assert (await server.put(batch_id, body, token))[0] == 201
+    status, error, _ = await server.put(batch_id, other, token)
+    assert status == 409
+    _assert_error(error, "conflict")
+
+
+async def test_concurrent_uploads_of_one_new_id_land_once(server, tmp_path, vibration):
+    """Several simultaneous uploads of the same new batch land it once; the others get 200."""
+    token = await server.add_device("pump-1")
+    batch_id, body = seal(tmp_path, vibration, make_table(vibration, predictions=50)[0])
+    results = await asyncio.gather(*(server.put(batch_id, body, token) for _ in range(6)))
+    statuses = sorted(status for status, _, _ in results)
+    assert statuses == [200] * 5 + [201]
+    assert await server.sql("SELECT count(*) AS n FROM vibration") == [{"n": 50}]
+
+
+async def test_bad_bodies_and_ids_are_400(server, tmp_path, vibration):
+    """Garbage, a truncated Parquet file and a malformed batch id each get 400 with a specific code."""
+    token = await server.add_device("pump-1")
+    batch_id, body = seal(tmp_path, vibration, make_table(vibration, predictions=20)[0])
+    status, error, _ = await server.put(batch_id, b"this is not parquet at all", token)
+    assert status == 400
+    _assert_error(error, "not_parquet")
+    status, error, _ = await server.put(batch_id, body[: len(body) // 2], token)
+    assert status == 400
+    _assert_error(error, "truncated_parquet")
+    status, error, _ = await server.put("not-a-uuid", body, token)
+    assert status == 400
+    _assert_error(error, "bad_batch_id")
+    status, error, _ = await server.put(batch_id, body, token, headers={"X-Edgeloop-Sent-At": "yesterday"})
+    assert status == 400
+    _assert_error(error, "bad_sent_at")
+
+
+async def test_unknown_and_revoked_tokens_are_401(server, tmp_path, vibration):
+    """An unknown token, a missing one and a just-revoked one all get 401."""
+    token = await server.add_device("pump-1")
+    batch_id, body = seal(tmp_path, vibration, make_table(vibration, predictions=2)[0])
+    status, error, headers = await server.put(batch_id, body, "eld_not-a-real-token")
+    assert status == 401 and headers["WWW-Authenticate"] == "Bearer"
+    _assert_error(error, "unauthorized")
+    async with server.session.delete(
+        f"{server.url}/v1/devices/pump-1", headers={"Authorization": f"Bearer {server.admin_token}"}
+    ) as response:
+        assert response.status == 200
+    status, error, _ = await server.put(batch_id, body, token)
+    assert status == 401
+    _assert_error(error, "unauthorized")
+    async with server.session.put(f"{server.url}/v1/batches/{batch_id}", data=body) as response:
+        assert response.status == 401
+
+
+async def test_wrong_content_type_is_415(server, tmp_path, vibration):
+    """A body sent as anything but Parquet (or octet-stream) gets 415."""
+    token = await server.add_device("pump-1")
+    batch_id, body = seal(tmp_path, vibration, make_table(vibration, predictions=2)[0])
+    status, error, _ = await server.put(batch_id, body, token, content_type="text/csv")
+    assert status == 415
+    _assert_error(error, "unsupported_media_type")
+    status, _, _ = await server.put(batch_id, body, token, content_type="application/octet-stream")
+    assert status == 201
+
+
+async def test_body_over_the_compressed_limit_is_413(make_server, tmp_path, vibration):
+    """A body larger than max_body_bytes is refused with 413 before it is read."""
+    server = await make_server(limits={"max_body_bytes": 20_000})
+    token = await server.add_device("pump-1")
+    batch_id, body = seal(tmp_path, vibration, make_table(vibration, predictions=400)[0])
+    assert len(body) > 20_000
+    status, error, _ = await server.put(batch_id, body, token)
+    assert status == 413
+    _assert_error(error, "too_large")
+
+
+def _bomb(schema: ModelSchema, rows: int, value_bytes: int, *, dictionary: bool) -> pa.Table:
+    """A valid batch whose ``note`` column repeats one long string: tiny compressed, huge inflated."""
+    table, _ = make_table(schema, predictions=1)
+    columns = {}
+    for field in schema.arrow_schema:
+        if field.name == "note":
+            values = pa.DictionaryArray.from_arrays(pa.array([0] * rows, pa.int32()), pa.array(["x" * value_bytes]))
+            columns[field.name] = values if dictionary else values.cast(pa.string())
+        else:
+            columns[field.name] = pa.concat_arrays([table.column(field.name).combine_chunks()] * rows)
+    return pa.table(columns)
+
+
+def _seal_plain(schema: ModelSchema, table: pa.Table, batch_id: str) -> bytes:
+    """Seal like the spool does but without dictionary encoding, so the footer shows the true size."""
+    from schemas.envelope import BATCH_METADATA_KEYS
+
+    table = table.replace_schema_metadata({
+        BATCH_METADATA_KEYS["batch_id"]: batch_id.encode(),
+        BATCH_METADATA_KEYS["model"]: schema.name.encode(),
+        BATCH_METADATA_KEYS["schema_fingerprint"]: schema.fingerprint.encode(),
+        BATCH_METADATA_KEYS["schema"]: schema.canonical_json().encode(),
+    })
+    sink = io.BytesIO()
+    pq.write_table(table, sink, compression="zstd", use_dictionary=False)
+    return sink.getvalue()
+
+
+async def test_parquet_bombs_are_413_without_inflating(make_server, tmp_path, vibration):
+    """Small zstd files that inflate past the limit are refused with 413, by footer or by dictionary arithmetic."""
+    server = await make_server(limits={"max_decompressed_bytes": 4_000_000})
+    token = await server.add_device("pump-1")
+    batch_id = str(uuid.uuid4())
+    plain = _seal_plain(vibration, _bomb(vibration, 8_000, 1_000, dictionary=False), batch_id)
+    assert len(plain) < 200_000
+    status, error, _ = await server.put(batch_id, plain, token)
+    assert status == 413, error
+    _assert_error(error, "too_large_decompressed")
+    assert error["error"]["details"]["decompressed_bytes"] > 4_000_000  # caught from the footer
+    # 100,000 copies of a 10 kB value: about 1 GB once inflated, under 100 kB on the wire.
+    bomb_id, bomb = seal(tmp_path, vibration, _bomb(vibration, 100_000, 10_000, dictionary=True))
+    assert len(bomb) < 500_000
+    started = time.perf_counter()
+    status, error, _ = await server.put(bomb_id, bomb, token)
+    assert status == 413, error
+    _assert_error(error, "too_large_decompressed")
+    assert time.perf_counter() - started < 10
+
+
+async def test_wrong_schema_is_422_with_column_details(server, tmp_path, vibration):
+    """A column of the wrong type, or a file without edgeloop metadata, gets 422 naming what is wrong."""
+    token = await server.add_device("pump-1")
+    table, _ = make_table(vibration, predictions=3)
+    index = table.schema.get_field_index("rpm")
+    table = table.set_column(index, pa.field("rpm", pa.string()), table.column("rpm").cast(pa.string()))
+    batch_id, body = seal(tmp_path, vibration, table)
+    status, error, _ = await server.put(batch_id, body, token)
+    assert status == 422
+    _assert_error(error, "schema_mismatch")
+    assert error["error"]["details"] == [{"column": "rpm", "problem": "wrong type", "expected": "int32", "got": "string"}]
+    sink = io.BytesIO()
+    pq.write_table(pa.table({"x": [1, 2]}), sink)
+    other_id = str(uuid.uuid4())
+    status, error, _ = await server.put(other_id, sink.getvalue(), token)
+    assert status == 422
+    _assert_error(error, "missing_metadata")
+
+
+def _evolved(schema: ModelSchema, **fields) -> ModelSchema:
+    raw = schema.canonical()
+    raw["version"] += 1
+    for name, spec in fields.items():
+        existing = [f for f in raw["fields"] if f["name"] == name]
+        if existing:
+            existing[0].update(spec)
+        else:
+            raw["fields"].append({"name": name, "section": "inputs", "privacy": "keep", "required": False,
+                                  "dim": None, "max_bytes": None, **spec})
+    import json
+
+    return ModelSchema.from_canonical_json(json.dumps(raw))
+
+
+async def test_schema_evolution_adds_columns_and_refuses_type_changes(server, tmp_path, vibration):
+    """A batch adding a nullable field lands after the table gains the column; changing a type is 422."""
+    token = await server.add_device("pump-1")
+    batch_id, body = seal(tmp_path, vibration, make_table(vibration, predictions=2)[0])
+    assert (await server.put(batch_id, body, token))[0] == 201
+    wider = _evolved(vibration, humidity={"type": "float32"})
+    batch_id, body = seal(tmp_path / "2", wider, make_table(wider, predictions=3)[0])
+    status, receipt, _ = await server.put(batch_id, body, token)
+    assert status == 201, receipt
+    rows = await server.sql("SELECT count(humidity) AS filled, count(*) AS n FROM vibration")
+    assert rows == [{"filled": 3, "n": 5}]
+    retyped = _evolved(vibration, rpm={"type": "float64"})
+    batch_id, body = seal(tmp_path / "3", retyped, make_table(retyped, predictions=1)[0])
+    status, error, _ = await server.put(batch_id, body, token)
+    assert status == 422
+    _assert_error(error, "incompatible_schema")
+    assert error["error"]["details"][0]["column"] == "rpm"
+    assert "rpm" in error["error"]["message"]
+
+
+async def test_full_queue_is_429_and_shutdown_is_503(make_server, tmp_path, vibration):
+    """With a one-slot queue and a slow writer, extra uploads get 429; once draining, new ones get 503."""
+    server = await make_server(store_class=SlowStore, store={"queue_depth": 1, "group_commit_max_batches": 1})
+    token = await server.add_device("pump-1")
+    bodies = [seal(tmp_path / str(i), vibration, make_table(vibration, predictions=2)[0]) for i in range(6)]
+    results = await asyncio.gather(*(server.put(batch_id, body, token) for batch_id, body in bodies[:5]))
+    statuses = [status for status, _, _ in results]
+    assert 201 in statuses and 429 in statuses, statuses
+    busy = next(result for result in results if result[0] == 429)
+    _assert_error(busy[1], "busy")
+    assert busy[2]["Retry-After"] == str(server.config.server.retry_after_s)
+    # Shutdown begins while an upload is landing: it finishes; a new one is refused with 503.
+    store = server.app[STORE]
+    while store.queued:
+        await asyncio.sleep(0.01)
+    batch_id, body = bodies[5]
+    landing = asyncio.create_task(server.put(batch_id, body, token))
+    while not store.queued:
+        await asyncio.sleep(0.01)
+    await server.app.shutdown()
+    status, error, headers = await server.put(bodies[0][0], bodies[0][1], token)
+    assert status == 503 and headers["Retry-After"]
+    _assert_error(error, "shutting_down")
+    assert (await landing)[0] == 201
+
+
+async def test_clock_offset_and_landing_columns(server, tmp_path, vibration):
+    """Landing adds device, batch_id, received_at and clock_offset_s = receive time − X-Edgeloop-Sent-At."""
+    token = await server.add_device("pump-7")
+    batch_id, body = seal(tmp_path, vibration, make_table(vibration, predictions=2)[0])
+    sent_at = datetime.now(UTC) - timedelta(seconds=30)
+    status, receipt, _ = await server.put(batch_id, body, token, headers={"X-Edgeloop-Sent-At": sent_at.isoformat()})
+    assert status == 201
+    assert 29 < receipt["clock_offset_s"] < 40
+    rows = await server.sql("SELECT DISTINCT device, batch_id, clock_offset_s FROM vibration")
+    assert rows == [{"device": "pump-7", "batch_id": batch_id, "clock_offset_s": receipt["clock_offset_s"]}]
+    other_id, other = seal(tmp_path / "b", vibration, make_table(vibration, predictions=1)[0])
+    status, receipt, _ = await server.put(other_id, other, token)
+    assert status == 201 and receipt["clock_offset_s"] is None
+
+
+async def test_training_view_picks_latest_feedback(server, tmp_path, vibration):
+    """The training view joins each prediction to its feedback with the latest created_at, whatever the arrival order."""
+    token = await server.add_device("pump-1")
+    table, ids = make_table(vibration, predictions=3, weight=4.0)
+    batch_id, body = seal(tmp_path, vibration, table)
+    assert (await server.put(batch_id, body, token))[0] == 201
+    base = datetime(2025, 6, 2, tzinfo=UTC)
+    newer, _ = make_table(vibration, feedback=[(ids[0], "bearing_wear", base + timedelta(hours=2))])
+    older, _ = make_table(vibration, feedback=[(ids[0], "ok", base), (ids[1], "imbalance", base)])
+    for index, labels in enumerate([newer, older]):  # the newer label arrives first
+        batch_id, body = seal(tmp_path / f"f{index}", vibration, labels)
+        assert (await server.put(batch_id, body, token))[0] == 201
+    rows = await server.sql(
+        "SELECT record_id::VARCHAR AS id, true_class, sample_weight FROM vibration_training ORDER BY created_at"
+    )
+    assert rows == [
+        {"id": str(ids[0]), "true_class": "bearing_wear", "sample_weight": 4.0},
+        {"id": str(ids[1]), "true_class": "imbalance", "sample_weight": 4.0},
+        {"id": str(ids[2]), "true_class": None, "sample_weight": 4.0},
+    ]
+    assert await server.sql("SELECT count(*) AS n FROM vibration_feedback") == [{"n": 3}]
+
+
+async def test_health_and_metrics(server, tmp_path, vibration):
+    """/healthz answers ok and /metrics counts landed batches, rows and rejects."""
+    token = await server.add_device("pump-1")
+    batch_id, body = seal(tmp_path, vibration, make_table(vibration, predictions=4)[0])
+    assert (await server.put(batch_id, body, token))[0] == 201
+    await server.put(batch_id, b"garbage", "eld_wrong")
+    async with server.session.get(f"{server.url}/healthz") as response:
+        assert response.status == 200 and (await response.json())["status"] == "ok"
+    async with server.session.get(f"{server.url}/metrics") as response:
+        text = await response.text()
+    assert 'edgeloop_ingest_batches_landed_total{model="vibration"} 1.0' in text
+    assert 'edgeloop_ingest_rows_landed_total{model="vibration"} 4.0' in text
+    assert 'edgeloop_ingest_rejects_total{code="unauthorized"} 1.0' in text
+    assert "edgeloop_ingest_queue_depth 0.0" in text
+
+
+async def test_every_error_has_one_shape(server, tmp_path, vibration):
+    """Every error the server produces, aiohttp's own 404 and 405 included, has the one JSON shape."""
+    token = await server.add_device("pump-1")
+    admin = {"Authorization": f"Bearer {server.admin_token}"}
+    batch_id, body = seal(tmp_path, vibration, make_table(vibration, predictions=2)[0])
+    requests = [
+        ("GET", "/nowhere", {}, None, 404),
+        ("GET", f"/v1/batches/{batch_id}", {}, None, 405),
+        ("PUT", f"/v1/batches/{batch_id}", {"Authorization": "Bearer nope"}, body, 401),
+        ("PUT", "/v1/batches/x", {"Authorization": f"Bearer {token}"}, body, 400),
+        ("PUT", f"/v1/batches/{batch_id}", {"Authorization": f"Bearer {token}", "Content-Type": "text/plain"}, body, 415),
+        ("PUT", f"/v1/batches/{batch_id}", {"Authorization": f"Bearer {token}", "Content-Type": "application/vnd.apache.parquet"}, b"PAR1xxxxxxxxxxxxPAR1", 400),
+        ("POST", "/v1/sql", {}, b"{}", 401),
+        ("POST", "/v1/sql", admin, b"not json", 400),
+        ("POST", "/v1/sql", admin, b'{"sql": "DROP TABLE batches"}', 403),
+        ("POST", "/v1/sql", admin, b'{"sql": "SELECT * FROM no_such_table"}', 400),
+        ("POST", "/v1/devices", admin, b'{"name": "pump-1"}', 400),
+        ("DELETE", "/v1/devices/nobody", admin, None, 400),
+    ]
+    for method, path, headers, data, expected in requests:
+        async with server.session.request(method, server.url + path, headers=headers, data=data) as response:
+            payload = await response.json(content_type=None)
+            assert response.status == expected, (path, payload)
+            assert response.content_type == "application/json"
+            assert set(payload) == {"error"} and set(payload["error"]) == {"code", "message", "details"}, payload
+            assert payload["error"]["code"] and payload["error"]["message"]

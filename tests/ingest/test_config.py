@@ -1,0 +1,64 @@
+"""The documented config file and the config model stay in step; bad settings fail in one line."""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from pathlib import Path
+
+import pytest
+
+from ingest.config import IngestConfig
+from schemas.errors import ConfigError
+
+EXAMPLE = Path(__file__).parents[2] / "scripts" / "ingest.example.toml"
+
+
+def _documented_keys() -> set[str]:
+    """Keys set in the example plus keys shown commented out (``# key = value``)."""
+    keys: set[str] = set()
+    section = ""
+    for line in EXAMPLE.read_text().splitlines():
+        header = re.match(r"^\[(\w+)\]$", line.strip())
+        if header:
+            section = header.group(1)
+            continue
+        setting = re.match(r"^#?\s?(\w+) = ", line)
+        if setting and section:
+            keys.add(f"{section}.{setting.group(1)}")
+    return keys
+
+
+def test_example_documents_every_setting():
+    """scripts/ingest.example.toml names exactly the settings IngestConfig has."""
+    fields = {
+        f"{section}.{name}"
+        for section, info in IngestConfig.model_fields.items()
+        for name in info.annotation.model_fields
+    }
+    assert _documented_keys() == fields
+
+
+def test_example_loads_and_matches_defaults():
+    """The example file loads, and every value it sets is the default."""
+    config = IngestConfig.load(EXAMPLE)
+    assert config == IngestConfig()
+    assert tomllib.loads(EXAMPLE.read_text())  # plain TOML
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("[store]\nqueue_depth = 0\n", "store.queue_depth: Input should be greater than 0"),
+        ("[server]\ncolour = 1\n", "unknown setting 'server.colour'"),
+        ('[server]\ntls_cert_file = "a.pem"\n', "server: tls_cert_file and tls_key_file go together"),
+    ],
+)
+def test_bad_config_is_one_line(tmp_path, text, expected):
+    """A bad setting gives one line naming the file and the setting."""
+    path = tmp_path / "ingest.toml"
+    path.write_text(text)
+    with pytest.raises(ConfigError) as info:
+        IngestConfig.load(path)
+    assert "\n" not in str(info.value)
+    assert str(info.value).startswith(f"{path}: {expected}"), str(info.value)
