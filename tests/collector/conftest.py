@@ -1,0 +1,246 @@
+"""Shared fixtures for the device agent: a real ``edgeloop-collector run`` subprocess on a unix socket.
+
+    def test_something(agent_factory):
+        agent = agent_factory(spool={"seal_max_rows": 100}).start()
+        status, body = agent.post_records([...])
+        agent.kill()                     # SIGKILL, for crash tests
+        agent.start()                    # same state dir, same config: recovers the journal
+        assert agent.stop() == 0         # SIGTERM: seals open segments, exits 0
+
+``agent_factory(**sections)`` writes a config into ``tmp_path`` (sync off, no disk reserve,
+a 32-byte fleet key, sampling seed 1) with each keyword deep-merged into its section, and
+returns an ``AgentProcess`` that is not started yet. Every process it made is killed at
+teardown. ``agent`` is one started with the defaults.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from collector.client import call_agent
+from schemas.errors import AgentUnavailableError
+
+FLEET_KEY = b"0123456789abcdef-test-fleet-key!"
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def toml_dumps(config: dict[str, Any], prefix: str = "") -> str:
+    """A small TOML writer for nested tables of str, int, float, bool (enough for configs)."""
+    lines: list[str] = []
+    tables: list[tuple[str, dict[str, Any]]] = []
+    for key, value in config.items():
+        if isinstance(value, dict):
+            tables.append((f"{prefix}{key}", value))
+        else:
+            lines.append(f"{key} = {_toml_value(value)}")
+    text = "\n".join(lines) + ("\n" if lines else "")
+    for name, table in tables:
+        text += f"\n[{name}]\n" + toml_dumps(table, f"{name}.")
+    return text
+
+
+def _toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return repr(value)
+    if isinstance(value, (str, Path)):
+        return orjson.dumps(str(value)).decode()
+    raise TypeError(f"cannot write {value!r} as TOML")
+
+
+def _merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in extra.items():
+        merged[key] = _merge(merged[key], value) if isinstance(value, dict) and isinstance(merged.get(key), dict) else value
+    return merged
+
+
+@dataclass
+class AgentProcess:
+    """One agent's config and state dir, and its current process (if started)."""
+
+    root: Path
+    config: dict[str, Any]
+    proc: subprocess.Popen[bytes] | None = None
+    starts: int = 0
+    env: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def state_dir(self) -> Path:
+        return Path(self.config["agent"]["state_dir"])
+
+    @property
+    def socket(self) -> Path:
+        return Path(self.config["agent"]["socket_path"])
+
+    @property
+    def config_path(self) -> Path:
+        return self.root / "collector.toml"
+
+    @property
+    def log_path(self) -> Path:
+        return self.root / f"agent-{self.starts}.log"
+
+    def write_config(self) -> Path:
+        self.config_path.write_text(toml_dumps(self.config))
+        return self.config_path
+
+    def start(self, timeout_s: float = 30.0) -> AgentProcess:
+        """Start the agent and return once ``GET /v1/status`` answers."""
+        assert self.proc is None or self.proc.poll() is not None, "agent already running"
+        self.write_config()
+        self.starts += 1
+        with open(self.log_path, "wb") as log:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "collector.cli", "run", "--config", str(self.config_path)],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                cwd=ROOT,
+                env={**os.environ, **self.env},
+            )
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise AssertionError(f"agent exited with {self.proc.returncode}:\n{self.log()}")
+            try:
+                if call_agent(self.socket, "GET", "/v1/status", timeout_s=2.0)[0] == 200:
+                    return self
+            except AgentUnavailableError:
+                pass
+            time.sleep(0.02)
+        raise AssertionError(f"agent did not answer within {timeout_s}s:\n{self.log()}")
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def kill(self) -> None:
+        """SIGKILL: nothing gets to run, like a power cut for the process (not the page cache)."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(10)
+
+    def stop(self, timeout_s: float = 30.0) -> int:
+        """SIGTERM and wait; returns the exit code."""
+        assert self.proc is not None
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        return self.proc.wait(timeout_s)
+
+    def request(
+        self, method: str, path: str, body: Any = None, *, timeout_s: float = 30.0
+    ) -> tuple[int, Any]:
+        return call_agent(self.socket, method, path, body, timeout_s=timeout_s)
+
+    def post_raw(self, body: bytes, content_type: str = "application/json", path: str = "/v1/records") -> tuple[int, Any]:
+        """POST arbitrary bytes (for malformed input); returns (status, parsed JSON)."""
+        import http.client
+
+        from collector.client import _UnixConnection
+
+        conn = _UnixConnection(str(self.socket), 30.0)
+        try:
+            conn.request("POST", path, body=body, headers={"Content-Type": content_type})
+            response = conn.getresponse()
+            status, raw = response.status, response.read()
+        except (OSError, http.client.HTTPException) as exc:
+            raise AgentUnavailableError(str(exc)) from exc
+        finally:
+            conn.close()
+        return status, orjson.loads(raw)
+
+    def post_records(self, records: list[dict[str, Any]], *, timeout_s: float = 30.0) -> tuple[int, Any]:
+        return self.request("POST", "/v1/records", records, timeout_s=timeout_s)
+
+    def status(self) -> dict[str, Any]:
+        status, body = self.request("GET", "/v1/status")
+        assert status == 200, body
+        return body
+
+    def flush(self) -> dict[str, Any]:
+        status, body = self.request("POST", "/v1/flush")
+        assert status == 200, body
+        return body
+
+    def cli(self, *args: str, timeout_s: float = 60.0) -> subprocess.CompletedProcess[str]:
+        """Run ``edgeloop-collector ARGS --config <this agent's config>``."""
+        self.write_config()
+        return run_cli(*args, "--config", str(self.config_path), timeout_s=timeout_s)
+
+    def batch_files(self) -> list[Path]:
+        return sorted((self.state_dir / "batches").glob("*.parquet"))
+
+    def read_batches(self) -> dict[str, pa.Table]:
+        """Every sealed batch, read fully, concatenated per model."""
+        tables: dict[str, list[pa.Table]] = {}
+        for path in self.batch_files():
+            table = pq.read_table(path)
+            model = table.schema.metadata[b"edgeloop.model"].decode()
+            tables.setdefault(model, []).append(table.replace_schema_metadata(None))
+        return {model: pa.concat_tables(parts) for model, parts in tables.items()}
+
+
+def run_cli(*args: str, timeout_s: float = 60.0) -> subprocess.CompletedProcess[str]:
+    """Run ``edgeloop-collector`` in a subprocess, capturing its output."""
+    return subprocess.run(
+        [sys.executable, "-m", "collector.cli", *args],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=timeout_s,
+    )
+
+
+def default_config(root: Path) -> dict[str, Any]:
+    key_file = root / "fleet.key"
+    if not key_file.exists():
+        key_file.write_bytes(FLEET_KEY)
+        key_file.chmod(0o600)
+    return {
+        "agent": {
+            "state_dir": str(root / "state"),
+            "socket_path": str(root / "agent.sock"),
+            "key_file": str(key_file),
+            "log_level": "info",
+            "shutdown_timeout_s": 20.0,
+        },
+        "spool": {"reserve_free_bytes": 0},
+        "sampling": {"seed": 1},
+        "sync": {"enabled": False},
+    }
+
+
+@pytest.fixture
+def agent_factory(tmp_path: Path) -> Iterator[Callable[..., AgentProcess]]:
+    """Make agents in ``tmp_path``: ``agent_factory(spool={...}, ...)``; all are killed at teardown."""
+    made: list[AgentProcess] = []
+
+    def make(name: str = "agent", **sections: dict[str, Any]) -> AgentProcess:
+        root = tmp_path / name
+        root.mkdir()
+        agent = AgentProcess(root, _merge(default_config(root), sections))
+        made.append(agent)
+        return agent
+
+    yield make
+    for agent in made:
+        agent.kill()
+
+
+@pytest.fixture
+def agent(agent_factory: Callable[..., AgentProcess]) -> AgentProcess:
+    """A started agent with the default test config."""
+    return agent_factory().start()
