@@ -90,12 +90,15 @@ class SyncScheduler:
                 await task
 
     async def sync_now(self, *, wait: bool) -> dict[str, Any]:
-        """Start a sync (or join the running one); with ``wait``, its SyncResult as a dict."""
+        """Start a sync (or join the running one); with ``wait``, its SyncResult as a dict.
+
+        Without ``wait``: ``{"outcome": "started", "started": true, "joined": <a sync was running>}``.
+        """
         if not self.configured:
             return {"outcome": "skipped", "reason": NOT_CONFIGURED}
         task, joined = self._begin("on_demand")
         if not wait:
-            return {"outcome": "started", "reason": "joined the sync already running" if joined else None}
+            return {"outcome": "started", "started": True, "joined": joined}
         # Shielded: a client that stops waiting does not cancel the sync.
         result = await asyncio.shield(task)
         return result.as_dict()
