@@ -69,7 +69,7 @@ FULL = Size(
     wire_records=20_000,
     mqtt_records=20_000,
     naive_records=20_000,
-    device_records=200_000,
+    device_records=1_000_000,
     intake_records=1_000_000,
     scaling_devices=(10, 100, 1000),
     scaling_rows=1000,
@@ -82,7 +82,7 @@ QUICK = Size(
     naive_records=1_000,
     device_records=5_000,
     intake_records=20_000,
-    scaling_devices=(10, 100, 1000),
+    scaling_devices=(5, 20, 100),  # the full run's 1,000 concurrent uploads take most of a minute alone
     scaling_rows=20,
     scaling_uploads=1,
     ingest_args=("--quick",),
@@ -512,6 +512,298 @@ def bench_naive(bench: Bench) -> dict[str, float]:
     }
 
 
+# ---------------------------------------------------------------- the ingest server
+
+
+def console_script(name: str) -> str:
+    """A command installed beside this Python (the venv's bin), else on PATH."""
+    path = Path(sys.executable).parent / name
+    if path.exists():
+        return str(path)
+    found = shutil.which(name)
+    if found is None:
+        raise Unavailable(f"the {name} command is not installed")
+    return found
+
+
+class IngestServer:
+    """A real ``edgeloop-ingest serve`` on a loopback port with a DuckDB file in the work dir."""
+
+    def __init__(self, bench: Bench, name: str, *, retry_after_s: int = 5) -> None:
+        for module in ("ingest.cli", "ingest.app"):
+            try:
+                __import__(module)
+            except ImportError as exc:
+                raise Unavailable(f"the ingest service is not built yet ({exc})") from None
+        self.folder = bench.work / name
+        self.folder.mkdir()
+        self.port = free_port()
+        self.url = f"http://{LOOPBACK}:{self.port}"
+        self.config = self.folder / "ingest.toml"
+        self.config.write_text(
+            f'[server]\nhost = "{LOOPBACK}"\nport = {self.port}\nadmin_token_file = "{self.folder / "admin.token"}"\n'
+            f'log_level = "warning"\nretry_after_s = {retry_after_s}\n'
+            f'[store]\ndb_path = "{self.folder / "edgeloop.duckdb"}"\n'
+        )
+        self._stack = contextlib.ExitStack()
+        self.proc = self._stack.enter_context(
+            process([console_script("edgeloop-ingest"), "serve", "--config", str(self.config)], log=self.folder / "server.log")
+        )
+        try:
+            wait_for(self._healthy, timeout_s=60, what="edgeloop-ingest serve", proc=self.proc)
+        except RuntimeError as exc:
+            self.stop()
+            raise RuntimeError(f"{exc}: {self.log_tail()}") from None
+        self.admin = (self.folder / "admin.token").read_text().strip()
+
+    def log_tail(self) -> str:
+        return (self.folder / "server.log").read_text(errors="replace")[-800:]
+
+    def _healthy(self) -> bool:
+        import urllib.request
+
+        try:
+            with urllib.request.urlopen(f"{self.url}/healthz", timeout=1) as response:
+                return response.status == 200
+        except OSError:
+            return False
+
+    def _post(self, path: str, body: dict[str, Any]) -> Any:
+        import urllib.request
+
+        request = urllib.request.Request(
+            f"{self.url}{path}",
+            data=json.dumps(body).encode(),
+            headers={"Authorization": f"Bearer {self.admin}", "Content-Type": "application/json", "Accept": "application/json"},
+        )
+        with urllib.request.urlopen(request, timeout=60) as response:
+            return json.loads(response.read())
+
+    def add_devices(self, names: list[str]) -> list[str]:
+        """Register devices through the admin API; their tokens, in order."""
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(8) as pool:
+            return list(pool.map(lambda name: self._post("/v1/devices", {"name": name})["token"], names))
+
+    def rows_landed(self) -> int:
+        answer = self._post("/v1/sql", {"sql": "SELECT coalesce(sum(rows), 0) AS n FROM batches"})
+        return int(answer["rows"][0]["n"])
+
+    def stop(self) -> None:
+        self._stack.close()
+
+
+def parquet_bodies(bench: Bench, model: str, rows: int, count: int, *, seed: int) -> list[tuple[str, bytes]]:
+    """``count`` sealed batches of ``rows`` simulated records each, as (batch id, file bytes)."""
+    from collector.config import SpoolSettings
+    from collector.spool import Spool
+
+    table = sealed_tables(bench, model, simulated(model, rows, seed=seed, feedback_ratio=0.0))[0]
+    spool = Spool(bench.work / f"bodies-{model}-{rows}-{seed}", SpoolSettings(), agent_version="bench")
+    bodies = []
+    for _ in range(count):
+        batch = spool.write_batch(table, schema=bench.registry[model])
+        bodies.append((batch.batch_id, batch.path.read_bytes()))
+        batch.path.unlink()
+    return bodies
+
+
+# ---------------------------------------------------------------- rows 2 and 6: a device end to end
+
+
+def device_config(folder: Path, *, ingest: IngestServer, token: str) -> Path:
+    (folder / "fleet.key").write_bytes(FLEET_KEY)
+    (folder / "fleet.key").chmod(0o600)
+    (folder / "device.token").write_text(token + "\n")
+    config = folder / "collector.toml"
+    config.write_text(
+        f'[agent]\nstate_dir = "{folder / "state"}"\nsocket_path = "{folder / "agent.sock"}"\n'
+        f'key_file = "{folder / "fleet.key"}"\nlog_level = "warning"\n'
+        "[spool]\nreserve_free_bytes = 0\nmax_bytes = 8589934592\n"
+        "[sampling]\nseed = 1\n[sampling.default]\nkeep_rate = 1.0\n"
+        f'[sync]\nurl = "{ingest.url}"\ntoken_file = "{folder / "device.token"}"\njitter_s = 0\n'
+        "high_water_bytes = 8589934592\n"
+    )
+    return config
+
+
+def write_ndjson(path: Path, model: str, n: int, *, seed: int) -> int:
+    """Simulated records as NDJSON, streamed so a million records never sit in memory."""
+    sim = SimulatedModel(model, seed=seed)
+    with open(path, "wb") as out:
+        for start in range(0, n, 10_000):
+            out.write(b"".join(dumps(r) + b"\n" for r in sim.records(min(10_000, n - start))))
+    return n
+
+
+def _sdk_client(socket_path: str, ndjson: Path) -> None:
+    """The device side of edgeloop: the app logs each record through the SDK."""
+    import orjson
+
+    from collector.client import Client
+
+    client = Client(socket_path)
+    with open(ndjson, "rb") as lines:
+        for count, line in enumerate(lines, 1):
+            r = orjson.loads(line)
+            if r["kind"] == "prediction":
+                client.log_prediction(r["model"], r["model_version"], r["inputs"], r["outputs"], record_id=r["record_id"])
+            else:
+                client.log_feedback(r["prediction_id"], r["model"], r["model_version"], r["feedback"], source=r.get("source"))
+            if count % 50_000 == 0:  # keep the buffer bounded: the app waits, nothing is dropped
+                client.flush(timeout_s=120)
+    client.flush(timeout_s=120)
+    stats = client.stats()
+    client.close()
+    print(json.dumps(stats, default=str))
+
+
+def bench_device(bench: Bench) -> dict[str, Any]:
+    """Records through the SDK, the agent (privacy, journal, spool) and a sync into ingest."""
+    folder = bench.work / "device"
+    folder.mkdir()
+    n = write_ndjson(folder / "records.ndjson", "vibration", bench.size.device_records, seed=21)
+    ingest = IngestServer(bench, "device-ingest")
+    try:
+        (token,) = ingest.add_devices(["bench-device"])
+        config = device_config(folder, ingest=ingest, token=token)
+        collector = console_script("edgeloop-collector")
+        with process([collector, "run", "--config", str(config)], log=folder / "agent.log") as agent:
+            wait_for(lambda: (folder / "agent.sock").exists(), timeout_s=60, what="edgeloop-collector run", proc=agent)
+            watch = CpuWatch(agent.pid)
+            started = time.perf_counter()
+            sdk = subprocess.Popen(
+                [sys.executable, __file__, "--sdk-client", str(folder / "agent.sock"), str(folder / "records.ndjson")],
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+            )
+            sdk_watch = CpuWatch(sdk.pid)
+            out, err = sdk.communicate(timeout=1200)
+            sdk_watch.stop()
+            if sdk.returncode != 0:
+                raise RuntimeError(f"SDK client failed: {err.decode()[-800:]}")
+            sdk_stats = json.loads(out.decode().strip().splitlines()[-1])
+            logged_s = time.perf_counter() - started
+            for command in (["flush"], ["sync", "--wait"]):
+                done = subprocess.run(
+                    [collector, *command, "--config", str(config), "--timeout", "600"], capture_output=True, timeout=660
+                )
+                if done.returncode != 0:
+                    raise RuntimeError(f"edgeloop-collector {command[0]} failed: {done.stderr.decode()[-500:]}")
+            wait_for(lambda: ingest.rows_landed() >= n, timeout_s=600, what="rows landing")
+            elapsed = time.perf_counter() - started
+            watch.stop()
+    finally:
+        ingest.stop()
+    return {
+        "records": n,
+        "sdk": sdk_stats,
+        "rows_per_s": n / elapsed,
+        "logged_per_s": n / logged_s,
+        "agent_cpu_s_per_million": watch.cpu_s / n * 1e6,
+        "agent_peak_rss_mb": watch.peak_rss / 2**20,
+        "sdk_cpu_s_per_million": sdk_watch.cpu_s / n * 1e6,
+        "device_cpu_s_per_million": (watch.cpu_s + sdk_watch.cpu_s) / n * 1e6,
+        "elapsed_s": elapsed,
+    }
+
+
+# ---------------------------------------------------------------- row 7: scaling
+
+
+async def _upload_all(url: str, uploads: list[tuple[str, list[tuple[str, bytes]]]]) -> tuple[list[float], int, int]:
+    """Each device PUTs its batches one after another, all devices at once; latencies in s."""
+    import aiohttp
+
+    latencies: list[float] = []
+    throttled = 0
+    deadline = time.monotonic() + 600
+
+    async def device(session: aiohttp.ClientSession, token: str, batches: list[tuple[str, bytes]]) -> None:
+        nonlocal throttled
+        headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/vnd.apache.parquet"}
+        for batch_id, body in batches:
+            started = time.perf_counter()
+            while True:
+                async with session.put(f"{url}/v1/batches/{batch_id}", data=body, headers=headers) as response:
+                    await response.read()
+                    if response.status in (200, 201):
+                        break
+                    if response.status in (429, 503) and time.monotonic() < deadline:
+                        throttled += 1
+                        await asyncio.sleep(float(response.headers.get("Retry-After", "1")))
+                        continue
+                    raise RuntimeError(f"upload answered {response.status}")
+            latencies.append(time.perf_counter() - started)
+
+    connector = aiohttp.TCPConnector(limit=0)
+    async with aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=600)) as session:
+        await asyncio.gather(*(device(session, token, batches) for token, batches in uploads))
+    return latencies, throttled, len(latencies)
+
+
+def bench_scaling(bench: Bench) -> None:
+    size = bench.size
+    most = max(size.scaling_devices)
+    # --quick keeps the server's throttling but asks for shorter waits, to stay under a minute.
+    ingest = IngestServer(bench, "scaling-ingest", retry_after_s=1 if bench.quick else 5)
+    try:
+        tokens = ingest.add_devices([f"sim-{i:04d}" for i in range(most)])
+        for level, devices in enumerate(size.scaling_devices):
+            bodies = parquet_bodies(bench, "vibration", size.scaling_rows, devices * size.scaling_uploads, seed=100 + level)
+            plan = [
+                (tokens[d], bodies[d * size.scaling_uploads : (d + 1) * size.scaling_uploads]) for d in range(devices)
+            ]
+            before = ingest.rows_landed()
+            started = time.perf_counter()
+            latencies, throttled, uploads = asyncio.run(_upload_all(ingest.url, plan))
+            elapsed = time.perf_counter() - started
+            landed = ingest.rows_landed() - before
+            latencies.sort()
+            p99 = latencies[min(len(latencies) - 1, math.ceil(0.99 * len(latencies)) - 1)]
+            bench.scaling.append(
+                {
+                    "devices": devices,
+                    "rows_per_batch": size.scaling_rows,
+                    "uploads": uploads,
+                    "rows": landed,
+                    "rows_per_s": landed / elapsed,
+                    "p50_ms": latencies[len(latencies) // 2] * 1000,
+                    "p99_ms": p99 * 1000,
+                    "throttled_429_503": throttled,
+                    "elapsed_s": elapsed,
+                }
+            )
+    finally:
+        ingest.stop()
+    base = bench.scaling[0]
+    for point in bench.scaling:
+        bench.rows.append(
+            Row(
+                7, f"ingest rows/s, {point['devices']:,} devices", "", point["rows_per_s"],
+                f"{base['devices']} devices", base["rows_per_s"], "",
+                note=f"p99 upload {point['p99_ms']:,.0f} ms, {point['throttled_429_503']} throttled",
+            )
+        )
+
+
+# ---------------------------------------------------------------- rows 1, 4, 5: the parts' own scripts
+
+
+def run_script_json(bench: Bench, script: str, args: list[str], *, timeout_s: float) -> dict[str, Any]:
+    path = ROOT / "scripts" / script
+    if not path.exists():
+        raise Unavailable(f"scripts/{script} is not written yet")
+    bench.log(f"running scripts/{script} {' '.join(args)}")
+    done = subprocess.run(
+        [sys.executable, str(path), *args], capture_output=True, text=True, timeout=timeout_s, cwd=ROOT
+    )
+    if done.returncode != 0:
+        raise RuntimeError(f"scripts/{script} exited {done.returncode}: {done.stderr[-800:]}")
+    return json.loads(done.stdout[done.stdout.index("{") :])
+
+
 # ---------------------------------------------------------------- the table
 
 
@@ -627,7 +919,24 @@ def benchmark(number: int, title: str) -> Callable[[Callable[[Bench], None]], Ca
     return register
 
 
+@benchmark(2, "device cost")
+def row_device(bench: Bench) -> None:
+    try:
+        device = bench_device(bench)
+    except Unavailable as exc:
+        bench.extra["edgeloop_end_to_end"] = {"unavailable": str(exc)}
+        raise
+    except Exception as exc:
+        bench.extra["edgeloop_end_to_end"] = {"unavailable": f"failed: {exc}"}
+        raise
+    bench.extra["edgeloop_end_to_end"] = device
+    note = f"{device['records']:,} records collected and synced"
+    bench.rows.append(Row(2, "agent CPU s per 1M records (collect + sync)", "s", device["agent_cpu_s_per_million"], note=note))
+    bench.rows.append(Row(2, "agent peak RSS", "MB", device["agent_peak_rss_mb"], target="<= 120 MB", note=note))
+
+
 benchmark(3, "wire bytes per record")(bench_wire)
+benchmark(7, "scaling curve")(bench_scaling)
 
 
 @benchmark(6, "the usual alternative, end to end")
@@ -669,7 +978,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results", help="where latest.json and the plot go")
     parser.add_argument("--only", default="", help="comma-separated row numbers to run, e.g. 3,6")
     parser.add_argument("--naive-client", nargs=2, metavar=("URL", "NDJSON"), help=argparse.SUPPRESS)
+    parser.add_argument("--sdk-client", nargs=2, metavar=("SOCKET", "NDJSON"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if args.sdk_client:
+        _sdk_client(args.sdk_client[0], Path(args.sdk_client[1]))
+        return 0
     if args.naive_client:
         asyncio.run(_naive_client(args.naive_client[0], Path(args.naive_client[1]), concurrency=4))
         return 0
