@@ -89,7 +89,7 @@ def test_round_trip_through_parquet_and_duckdb_after_privacy(agent):
             assert lengths.fetchall() == [(16,)]
         else:
             assert types["thumbnail"] == "BLOB" and types["top_k_scores"] == "FLOAT[]"
-        from_duckdb = relation.fetch_arrow_table()
+        from_duckdb = relation.to_arrow_table()
         assert from_duckdb.num_rows == table.num_rows
         ids_duck = sorted(str(v) for v in from_duckdb.column("record_id").to_pylist())
         assert ids_duck == sorted(str(v) for v in table.column("record_id").to_pylist())
