@@ -133,6 +133,6 @@ def _numeric(spec: FieldSpec, values: list[Any], transform) -> pa.Array:
         low, high = _INT_BOUNDS[spec.type]
         # int64's extremes are not exact doubles; clamping just inside keeps the cast safe.
         result = pc.round(result)
-        result = pc.min_element_wise(pc.max_element_wise(result, float(low)), float(high) if high < 2**53 else 9.223372036854775e18)
+        result = pc.min_element_wise(pc.max_element_wise(result, float(low), skip_nulls=False), float(high) if high < 2**53 else 9.223372036854775e18, skip_nulls=False)
         return result.cast(spec.arrow_type)
     return result.cast(spec.arrow_type)

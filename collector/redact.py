@@ -12,11 +12,16 @@ Replaced with typed placeholders::
 
 Digit runs that look like a card or IBAN but fail its checksum are left alone, so a part
 number survives. A national number needs a separator ("0171 1234567", not "01711234567"):
-a bare digit run that starts with 0 is more often a serial than a phone.
+a bare digit run that starts with 0 is more often a serial than a phone. The bare IPv6
+unspecified address ``::`` is left alone: it names no one, and "::" is common in other text.
 
-One compiled regex finds every candidate in a single pass; each alternative starts only at
-a token boundary, so the scan stays linear. Text without a digit, ``@`` or ``:`` cannot
-hold any of these and skips the regex entirely.
+One compiled regex describes every kind. Rather than let it try each of its alternatives
+at every character (slow in Python's engine), ``redact`` jumps between the characters every
+match must contain (a digit, ``@``, ``:``, ``+``, ``(``) and tries the regex only where a
+match could start: at such a character, or at the start of the word before it. A candidate
+that fails its checksum is passed over and the scan goes on inside it, so "+1 4111 1111
+1111 1111" still loses its card. Text without a digit, ``@`` or ``:`` is returned after a
+few ``in`` checks.
 """
 
 from __future__ import annotations
@@ -32,11 +37,12 @@ _LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
 _EMAIL = rf"(?<![\w.!#$%&'*+/=?^`{{|}}~-])(?:{_LOCAL}|\.)++@(?:{_LABEL}\.)+[A-Za-z](?:[A-Za-z0-9-]*[A-Za-z0-9])?"
 
 _OCTET = r"(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)"
-_IPV4 = rf"(?<![\w.]){_OCTET}(?:\.{_OCTET}){{3}}(?![\w]|\.\d)"
+_IPV4 = rf"(?<![\w.])(?=\d{{1,3}}\.){_OCTET}(?:\.{_OCTET}){{3}}(?![\w]|\.\d)"
 
 _H = r"[0-9A-Fa-f]{1,4}"
 _V4TAIL = rf"{_OCTET}(?:\.{_OCTET}){{3}}"
-# Longest forms first: the regex takes the first alternative that matches.
+# Longest forms first: the regex takes the first alternative that matches. Each kind opens with a
+# lookahead for what it must start with, so a try at the wrong place fails in a step or two.
 _IPV6_FORMS = (
     rf"(?:{_H}:){{6}}{_V4TAIL}",
     rf"(?:{_H}:){{7}}{_H}",
@@ -51,13 +57,13 @@ _IPV6_FORMS = (
     rf"::(?:{_H}:){{0,6}}{_H}",
     rf"(?:{_H}:){{1,7}}:",
 )
-_IPV6 = rf"(?<![\w:.])(?:{'|'.join(_IPV6_FORMS)})(?:%[\w.]+)?(?![\w:]|\.\d)"
+_IPV6 = rf"(?<![\w:.])(?=[0-9A-Fa-f]{{0,4}}:)(?:{'|'.join(_IPV6_FORMS)})(?:%[\w.]+)?(?![\w:]|\.\d)"
 
-_IBAN = r"(?<![A-Za-z0-9])[A-Za-z]{2}\d{2}(?:[ ]?[A-Za-z0-9]{4}){2,7}(?:[ ]?[A-Za-z0-9]{1,3})?(?![A-Za-z0-9])"
+_IBAN = r"(?<!\w)[A-Za-z]{2}\d{2}(?:[ ]?[A-Za-z0-9]{4}){2,7}(?:[ ]?[A-Za-z0-9]{1,3})?(?![A-Za-z0-9])"
 
 # Unseparated 13-19 digits, or groups of four (Visa, Mastercard...), or 4-6-5/4-6-4 (Amex, Diners).
 _CARD = (
-    r"(?<![\d.,])(?:\d{13,19}"
+    r"(?<![\d.,])(?=\d{4})(?:\d{13,19}"
     r"|\d{4}(?P<sep>[ -])\d{4}(?P=sep)\d{4}(?P=sep)\d{1,4}(?:(?P=sep)\d{1,3})?"
     r"|\d{4}(?P<sep2>[ -])\d{6}(?P=sep2)\d{4,5})(?![\d]|[.,]\d)"
 )
@@ -66,14 +72,30 @@ _PHONE_INTL = r"\+[1-9]\d{0,2}(?:[ .-]?(?:\(\d{1,4}\)|\d{1,5})){1,6}"
 _PHONE_NANP = r"(?:\(\d{3}\)[ ]?|\d{3}[ .-])\d{3}[ .-]\d{4}"
 _PHONE_TRUNK = r"\(?0\d{1,4}\)?(?:[ -]\d{3,8}){1,3}"
 _PHONE_FR = r"0[1-9](?:[ .]\d{2}){4}"
-_PHONE = rf"(?<![\w+])(?<!\d[ .-])(?:{_PHONE_INTL}|{_PHONE_NANP}|{_PHONE_TRUNK}|{_PHONE_FR})(?![\w]|[ .-]\d)"
+_PHONE = rf"(?<![\w+])(?=[+(0]|\d{{3}}[ .-])(?:{_PHONE_INTL}|{_PHONE_NANP}|{_PHONE_TRUNK}|{_PHONE_FR})(?!\w)"
 
-_PATTERN = re.compile(
-    rf"(?P<email>{_EMAIL})|(?P<ipv6>{_IPV6})|(?P<ipv4>{_IPV4})|(?P<iban>{_IBAN})|(?P<card>{_CARD})|(?P<phone>{_PHONE})"
-)
-# The same candidates minus cards and IBANs: what a span that failed its checksum may still hold.
-_FALLBACK = re.compile(rf"(?P<phone>{_PHONE})")
-_MAY_HOLD_PII = re.compile(r"[\d@:]")
+_KINDS = {"email": _EMAIL, "ipv6": _IPV6, "ipv4": _IPV4, "iban": _IBAN, "card": _CARD, "phone": _PHONE}
+
+
+def _compile(*kinds: str) -> re.Pattern[str]:
+    return re.compile("|".join(f"(?P<{kind}>{_KINDS[kind]})" for kind in kinds), re.ASCII)
+
+
+_PATTERN = _compile(*_KINDS)
+# Without an "@" no e-mail can match, without a ":" no IPv6: leaving them out makes each try cheaper.
+_VARIANTS = {
+    (True, True): _PATTERN,
+    (True, False): _compile("email", "ipv4", "iban", "card", "phone"),
+    (False, True): _compile("ipv6", "ipv4", "iban", "card", "phone"),
+    (False, False): _compile("ipv4", "iban", "card", "phone"),
+}
+# Every match holds one of these; runs of them are where the scan stops.
+_ANCHORS = re.compile(r"[0-9@:+(]+")
+_GATE = tuple("0123456789@:")
+_DIGITS = frozenset("0123456789")
+_HEX = frozenset("0123456789abcdefABCDEF:")
+_WORD = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_")
+_LOCAL = _WORD | frozenset("!#$%&'*+/=?^`{|}~.-")
 
 _IBAN_LENGTHS = range(15, 35)
 
@@ -102,57 +124,92 @@ def iban_ok(iban: str) -> bool:
         return False
 
 
-def _iban(span: str) -> str | None:
-    """The span with its IBAN replaced, trying shorter runs of groups if the whole fails."""
-    groups = span.split(" ") if " " in span else [span]
-    # A compact IBAN is one token; try each length the checksum allows, longest first.
-    if len(groups) == 1:
+def _iban_length(span: str) -> int | None:
+    """How much of the span is a valid IBAN: the span may run on into a following word."""
+    if " " not in span:
         compact = span.upper()
-        for end in range(len(compact), 14, -1):
+        for end in range(min(len(compact), 34), 14, -1):
             if iban_ok(compact[:end]):
-                return "<IBAN>" + span[end:]
+                return end
         return None
+    groups = span.split(" ")
     for count in range(len(groups), 0, -1):
         if iban_ok("".join(groups[:count]).upper()):
-            rest = " ".join(groups[count:])
-            return "<IBAN>" + (" " + rest if rest else "")
+            return len(" ".join(groups[:count]))
     return None
 
 
-def _card(span: str, sep: str | None) -> str | None:
-    """The span with its card number replaced; a grouped run may carry a trailing group that is not the card's."""
+def _card_length(span: str, sep: str | None) -> int | None:
+    """How much of the span is a card number passing Luhn: a grouped run may carry a group that is not the card's."""
     if sep is None:
-        return "<CARD>" if luhn_ok(span) else None
+        return len(span) if luhn_ok(span) else None
     groups = span.split(sep)
     for count in range(len(groups), 2, -1):
         digits = "".join(groups[:count])
         if 13 <= len(digits) <= 19 and luhn_ok(digits):
-            rest = sep.join(groups[count:])
-            return "<CARD>" + (sep + rest if rest else "")
+            return len(sep.join(groups[:count]))
     return None
 
 
-def _phone_ok(span: str) -> bool:
-    digits = sum(char.isdigit() for char in span)
-    return 7 <= digits <= 15
-
-
-def _replace(match: re.Match[str]) -> str:
+def _found(match: re.Match[str]) -> tuple[str, int] | None:
+    """The placeholder for a candidate and where its PII ends, or None if its checksum fails."""
     kind = match.lastgroup
-    span = match.group()
+    start, end = match.span()
     if kind == "card":
-        replaced = _card(span, match.group("sep") or match.group("sep2"))
-        return replaced if replaced is not None else _FALLBACK.sub(_replace, span)
+        length = _card_length(match.group(), match.group("sep") or match.group("sep2"))
+        return None if length is None else ("<CARD>", start + length)
     if kind == "iban":
-        replaced = _iban(span)
-        return replaced if replaced is not None else span
+        length = _iban_length(match.group())
+        return None if length is None else ("<IBAN>", start + length)
     if kind == "phone":
-        return "<PHONE>" if _phone_ok(span) else span
-    return f"<{kind.upper()}>"  # type: ignore[union-attr]
+        digits = sum(char.isdigit() for char in match.group())
+        return ("<PHONE>", end) if 7 <= digits <= 15 else None
+    return f"<{kind.upper()}>", end  # type: ignore[union-attr]
 
 
 def redact(text: str) -> str:
     """``text`` with every e-mail, phone, IP, valid card number and valid IBAN replaced."""
-    if _MAY_HOLD_PII.search(text) is None:
+    for char in _GATE:
+        if char in text:
+            break
+    else:
         return text
-    return _PATTERN.sub(_replace, text)
+    pieces: list[str] = []
+    done = 0  # text[:done] is settled: copied to pieces or replaced
+    tried = 0  # every start before this was tried already
+    find = _ANCHORS.search
+    has_at, has_colon = "@" in text, ":" in text
+    match = _VARIANTS[has_at, has_colon].match
+    anchor = find(text)
+    while anchor is not None:
+        start, end = anchor.span()
+        # A match may begin earlier in the word that leads to the anchor (an e-mail's local part, an IBAN's letters).
+        first = start
+        floor = max(done, tried)
+        while first > floor and text[first - 1] in _LOCAL:
+            first -= 1
+        found = None
+        for at in range(first, end):
+            # Every kind refuses to start right after a word character, except a card after a letter;
+            # before the anchor only an e-mail, an IPv6 (hex letters) or an IBAN (two letters) can start.
+            before = text[at - 1] if at else " "
+            if at < start and not (has_at or (has_colon and text[at] in _HEX) or at == start - 2):
+                continue
+            if before not in _WORD or (before not in _DIGITS and text[at] in _DIGITS):
+                candidate = match(text, at)
+                if candidate is not None:
+                    found = _found(candidate)
+                    if found is not None:
+                        pieces.append(text[done:at])
+                        break
+        if found is None:
+            tried = end
+            anchor = find(text, end)
+            continue
+        pieces.append(found[0])
+        done = tried = found[1]
+        anchor = find(text, done)
+    if not pieces:
+        return text
+    pieces.append(text[done:])
+    return "".join(pieces)
