@@ -13,7 +13,7 @@ DEVICES_SQL = """
 SELECT d.name,
        CASE WHEN d.revoked_at IS NULL THEN 'active' ELSE 'revoked' END AS status,
        d.created_at, d.revoked_at, max(b.received_at) AS last_seen,
-       count(b.batch_id) AS batches, coalesce(sum(b.rows), 0) AS rows
+       count(b.batch_id) AS batches, coalesce(sum(b.rows), 0)::BIGINT AS rows
 FROM devices AS d LEFT JOIN batches AS b ON b.device = d.name
 GROUP BY d.name, d.created_at, d.revoked_at
 ORDER BY d.name

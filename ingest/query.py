@@ -58,6 +58,10 @@ def run_query(
         if "configuration has been locked" in str(exc):
             raise QueryRefused(f"refused: settings cannot be changed ({_first_line(exc)})") from exc
         raise QueryFailed(f"query failed: {_first_line(exc)}") from exc
+    except duckdb.ParserException as exc:
+        if "single SELECT" in str(exc):  # query()/query_table() given a non-SELECT
+            raise QueryRefused(f"refused: only SELECT statements may run ({_first_line(exc)})") from exc
+        raise QueryFailed(f"query failed: {_first_line(exc)}") from exc
     except duckdb.Error as exc:
         raise QueryFailed(f"query failed: {_first_line(exc)}") from exc
     finally:

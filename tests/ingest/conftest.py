@@ -193,8 +193,8 @@ def spawn_server(config_path: Path, log_path: Path) -> subprocess.Popen:
     """Start ``edgeloop-ingest serve`` and wait until it answers /healthz."""
     import urllib.request
 
-    log = open(log_path, "ab")
-    process = subprocess.Popen([*CLI, "serve", "--config", str(config_path)], stdout=log, stderr=log)
+    with open(log_path, "ab") as log:
+        process = subprocess.Popen([*CLI, "serve", "--config", str(config_path)], stdout=log, stderr=log)
     port = IngestConfig.load(config_path).server.port
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:

@@ -1,0 +1,136 @@
+"""The real ``edgeloop-ingest`` CLI: devices, sql, export and fleet with the server stopped and running."""
+
+from __future__ import annotations
+
+import json
+import urllib.error
+import urllib.request
+import uuid
+from datetime import UTC, datetime, timedelta
+
+import pyarrow.parquet as pq
+
+from tests.ingest.conftest import (
+    cli,
+    free_port,
+    make_table,
+    seal,
+    spawn_server,
+    stop_server,
+    write_config,
+)
+
+
+def _put(port: int, batch_id: str, body: bytes, token: str) -> int:
+    request = urllib.request.Request(
+        f"http://127.0.0.1:{port}/v1/batches/{batch_id}", data=body, method="PUT",
+        headers={"Authorization": f"Bearer {token}", "Content-Type": "application/vnd.apache.parquet"},
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=30) as response:
+            return response.status
+    except urllib.error.HTTPError as exc:
+        exc.close()
+        return exc.code
+
+
+def test_devices_add_list_revoke(tmp_path, vibration):
+    """Devices are added with the server stopped, listed with their batches, and revoked while it runs — at once."""
+    port = free_port()
+    config = write_config(tmp_path, port)
+    added = cli("devices", "add", "pump-1", "--config", str(config))
+    token = added.stdout.strip()
+    assert token.startswith("eld_") and "shown only once" in added.stderr
+    duplicate = cli("devices", "add", "pump-1", "--config", str(config), check=False)
+    assert duplicate.returncode == 1 and duplicate.stderr.count("\n") == 1 and "already exists" in duplicate.stderr
+    server = spawn_server(config, tmp_path / "server.log")
+    try:
+        batch_id, body = seal(tmp_path, vibration, make_table(vibration, predictions=3)[0])
+        assert _put(port, batch_id, body, token) == 201
+        second = cli("devices", "add", "pump-2", "--config", str(config)).stdout.strip()
+        listing = cli("devices", "list", "--format", "json", "--config", str(config)).stdout
+        listed = [json.loads(line) for line in listing.splitlines()]
+        assert [(d["name"], d["status"], d["batches"], d["rows"]) for d in listed] == [("pump-1", "active", 1, 3), ("pump-2", "active", 0, 0)]
+        assert listed[0]["last_seen"] is not None
+        assert "token" not in json.dumps(listed)
+        cli("devices", "revoke", "pump-1", "--config", str(config))
+        other_id, other = seal(tmp_path / "b", vibration, make_table(vibration, predictions=1)[0])
+        assert _put(port, other_id, other, token) == 401
+        assert _put(port, other_id, other, second) == 201
+    finally:
+        stop_server(server)
+    table = cli("devices", "list", "--config", str(config)).stdout
+    assert "pump-1" in table and "revoked" in table
+
+
+def test_sql_export_fleet_with_server_running_and_stopped(tmp_path, vibration):
+    """sql, export and fleet give the same answers through the running server and from the file after it stops."""
+    port = free_port()
+    config = write_config(tmp_path, port)
+    tokens = [cli("devices", "add", f"pump-{i}", "--config", str(config)).stdout.strip() for i in range(3)]
+    server = spawn_server(config, tmp_path / "server.log")
+    predictions = []
+    try:
+        for index, token in enumerate(tokens):
+            version = "2.0" if index == 2 else "1.0"
+            table, ids = make_table(vibration, predictions=4, version=version, weight=2.5,
+                                    start=datetime(2025, 6, 1, tzinfo=UTC) + timedelta(days=index))
+            predictions.extend(ids)
+            batch_id, body = seal(tmp_path / str(index), vibration, table)
+            assert _put(port, batch_id, body, token) == 201
+        base = datetime(2025, 7, 1, tzinfo=UTC)
+        labels, _ = make_table(vibration, feedback=[(predictions[0], "old", base), (predictions[0], "new", base + timedelta(minutes=1)),
+                                                    (predictions[5], "ok", base)])
+        batch_id, body = seal(tmp_path / "labels", vibration, labels)
+        assert _put(port, batch_id, body, tokens[0]) == 201
+        running = _all_outputs(tmp_path / "running", config)
+    finally:
+        stop_server(server)
+    stopped = _all_outputs(tmp_path / "stopped", config)
+    assert running == stopped
+    sql_rows, export_all, export_labeled, export_window, fleet_rows = running
+    assert sql_rows == [{"model_version": "1.0", "n": 8}, {"model_version": "2.0", "n": 4}]
+    assert len(export_all) == 12 and all(row["sample_weight"] == 2.5 for row in export_all)
+    assert {(row["record_id"], row["true_class"]) for row in export_labeled} == {
+        (str(predictions[0]), "new"), (str(predictions[5]), "ok")}
+    assert len(export_window) == 4  # only the second day's batch
+    assert [(row["model"], row["model_version"], row["devices"], row["predictions"]) for row in fleet_rows] == [
+        ("vibration", "1.0", 2, 8), ("vibration", "2.0", 1, 4)] or sorted(
+        (row["model_version"], row["devices"]) for row in fleet_rows) == [("1.0", 2), ("2.0", 1)]
+    assert all(row["last_seen"] for row in fleet_rows)
+
+
+def _all_outputs(folder, config):
+    folder.mkdir()
+    sql = cli("sql", "SELECT model_version, count(*) AS n FROM vibration GROUP BY 1 ORDER BY 1", "--format", "json",
+              "--config", str(config)).stdout
+    sql_rows = [json.loads(line) for line in sql.splitlines()]
+    exports = []
+    for name, extra in [("all", []), ("labeled", ["--labeled-only"]),
+                        ("window", ["--since", "2025-06-02", "--until", "2025-06-03T00:00:00+00:00"])]:
+        out = folder / f"{name}.parquet"
+        result = cli("export", "--model", "vibration", "--out", str(out), "--config", str(config), *extra)
+        assert f"to {out}" in result.stderr
+        rows = pq.read_table(out).to_pylist()
+        exports.append([{**row, "record_id": str(uuid.UUID(bytes=row["record_id"]) if isinstance(row["record_id"], bytes) else row["record_id"])}
+                        for row in rows])
+    fleet = cli("fleet", "--format", "json", "--config", str(config)).stdout
+    fleet_rows = [json.loads(line) for line in fleet.splitlines()]
+    table = cli("fleet", "--config", str(config)).stdout
+    assert "model_version" in table and "vibration" in table
+    return sql_rows, *[[{k: v for k, v in row.items()} for row in export] for export in exports], fleet_rows
+
+
+def test_cli_errors_are_one_line(tmp_path):
+    """A refused statement, an unknown model and a missing database each give one line on stderr and exit 1."""
+    config = write_config(tmp_path, free_port())
+    missing = cli("sql", "SELECT 1", "--config", str(config), check=False)
+    assert missing.returncode == 1 and missing.stderr.count("\n") == 1 and "no database" in missing.stderr
+    cli("devices", "add", "pump-1", "--config", str(config))
+    refused = cli("sql", "DELETE FROM devices", "--config", str(config), check=False)
+    assert refused.returncode == 1 and refused.stderr.startswith("edgeloop-ingest: refused: DELETE")
+    unknown = cli("export", "--model", "nope", "--out", str(tmp_path / "x.parquet"), "--config", str(config), check=False)
+    assert unknown.returncode == 1 and "no model named 'nope'" in unknown.stderr
+    assert not (tmp_path / "x.parquet").exists()
+    help_text = cli("--help").stdout
+    assert "serve" in help_text and "export" in help_text and "fleet" in help_text
