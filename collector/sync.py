@@ -68,6 +68,7 @@ class SyncResult:
     rejected: int = 0
     split: int = 0
     failed: int = 0
+    retries: int = 0
     rows: int = 0
     bytes: int = 0
     throttled_s: float = 0.0
@@ -147,9 +148,7 @@ class Syncer:
             return
         async with session:
             reason = await self._upload_all(session, token, result)
-        if reason is None and result.failed:
-            reason = f"{result.failed} batch(es) left in the spool after {self.settings.max_attempts} attempts"
-        elif reason is None and result.rejected:
+        if reason is None and result.rejected:
             reason = f"{result.rejected} batch(es) rejected by the server"
         if reason is None:
             _finish(result, "ok", None)
@@ -157,7 +156,7 @@ class Syncer:
             _finish(result, "partial" if result.landed else "failed", reason)
 
     async def _upload_all(self, session: aiohttp.ClientSession, token: str, result: SyncResult) -> str | None:
-        """Upload the queue; returns why the run stopped early, or the last error, or None."""
+        """Upload the queue; returns why the run stopped early or left batches behind, else None."""
         settings = self.settings
         queue = deque(self.spool.pending())
         pacer = _Pacer(settings.bandwidth_bytes_per_s) if settings.bandwidth_bytes_per_s else None
@@ -168,7 +167,7 @@ class Syncer:
             if self.spool.get(batch.batch_id) is None:
                 continue  # dropped by the full-spool policy since the run began
             try:
-                status = await self._upload_with_retries(session, batch, token, pacer)
+                status = await self._upload_with_retries(session, batch, token, pacer, result)
             except FileNotFoundError:
                 continue  # the same: the file went between the check and the open
             except ThrottledError as exc:
@@ -197,31 +196,9 @@ class Syncer:
                     return f"ingest unreachable: {exc}"
                 continue  # a batch that keeps failing must not hold back the others
             except RejectedBatchError as exc:
-                if exc.status in _DEVICE_REFUSED:
-                    log.error(
-                        "ingest refused this device's token: sync stopped, no batch rejected; "
-                        "check sync.token_file and the device's registration (edgeloop-ingest devices list)",
-                        extra={"status": exc.status, "error": exc.body, "url": settings.url},
-                    )
-                    result.failed += 1 + len(queue)
-                    return f"device not allowed: ingest answered {exc.status}"
-                if exc.status in _WRONG_ENDPOINT or not 400 <= exc.status < 500:
-                    log.error("ingest answered an unexpected status: sync stopped, check sync.url",
-                              extra={"status": exc.status, "url": settings.url})
-                    result.failed += 1 + len(queue)
-                    return f"unexpected answer {exc.status} from {settings.url}: check sync.url"
-                if exc.status == 413:
-                    halves = await asyncio.to_thread(self.spool.split, batch.batch_id)
-                    if halves:
-                        log.info("batch too large for ingest: split in two",
-                                 extra={"batch_id": batch.batch_id, "rows": batch.rows})
-                        result.split += 1
-                        queue.extendleft(reversed(halves))
-                        continue
-                await asyncio.to_thread(self.spool.reject, batch.batch_id, status=exc.status, error=exc.body)
-                log.warning("batch rejected by ingest: moved to rejected/",
-                            extra={"batch_id": batch.batch_id, "status": exc.status, "error": exc.body})
-                result.rejected += 1
+                stop = await self._settle_refusal(batch, exc, queue, result)
+                if stop is not None:
+                    return stop
                 continue
             throttles = 0
             await asyncio.to_thread(self.spool.acknowledge, batch.batch_id)
@@ -231,34 +208,70 @@ class Syncer:
                 result.already_present += 1
             result.rows += batch.rows
             result.bytes += batch.bytes
-        return last_error if result.failed else None
+        if result.failed:
+            return f"{result.failed} batch(es) left for the next sync after {settings.max_attempts} attempts; last error: {last_error}"
+        return None
+
+    async def _settle_refusal(
+        self, batch: SealedBatch, exc: RejectedBatchError, queue: deque[SealedBatch], result: SyncResult
+    ) -> str | None:
+        """Split, reject, or stop the run for a 4xx (or a status the contract does not know); the stop reason."""
+        url = self.settings.url
+        if exc.status in _DEVICE_REFUSED:
+            log.error(
+                "ingest refused this device's token: sync stopped, no batch rejected; "
+                "check sync.token_file and the device's registration (edgeloop-ingest devices list)",
+                extra={"status": exc.status, "error": exc.body, "url": url},
+            )
+            result.failed += 1 + len(queue)
+            return f"device not allowed: ingest answered {exc.status}"
+        if exc.status in _WRONG_ENDPOINT or not 400 <= exc.status < 500:
+            log.error("ingest answered an unexpected status: sync stopped, check sync.url",
+                      extra={"status": exc.status, "url": url})
+            result.failed += 1 + len(queue)
+            return f"unexpected answer {exc.status} from {url}: check sync.url"
+        if exc.status == 413:
+            halves = await asyncio.to_thread(self.spool.split, batch.batch_id)
+            if halves:
+                log.info("batch too large for ingest: split in two", extra={"batch_id": batch.batch_id, "rows": batch.rows})
+                result.split += 1
+                queue.extendleft(reversed(halves))
+                return None
+        await asyncio.to_thread(self.spool.reject, batch.batch_id, status=exc.status, error=exc.body)
+        log.warning("batch rejected by ingest: moved to rejected/",
+                    extra={"batch_id": batch.batch_id, "status": exc.status, "error": exc.body})
+        result.rejected += 1
+        return None
 
     async def _upload_with_retries(
-        self, session: aiohttp.ClientSession, batch: SealedBatch, token: str, pacer: _Pacer | None
+        self, session: aiohttp.ClientSession, batch: SealedBatch, token: str, pacer: _Pacer | None, result: SyncResult
     ) -> int:
         settings = self.settings
+
+        def before_sleep(state: RetryCallState) -> None:
+            result.retries += 1
+            error = state.outcome.exception() if state.outcome else None
+            self._errors.log(
+                logging.WARNING,
+                "upload-retry",
+                "upload failed: retrying",
+                batch_id=batch.batch_id,
+                attempt=state.attempt_number,
+                wait_s=round(state.upcoming_sleep, 3),
+                error=str(error),
+            )
+
         retrying = AsyncRetrying(
             retry=retry_if_exception_type(RetryableUploadError),
             wait=wait_random_exponential(multiplier=settings.backoff_initial_s, max=settings.backoff_max_s),
             stop=stop_after_attempt(settings.max_attempts),
-            before_sleep=self._log_retry,
+            before_sleep=before_sleep,
             reraise=True,
         )
         async for attempt in retrying:
             with attempt:
                 return await self._put(session, batch, token, pacer)
         raise AssertionError("unreachable: tenacity reraises the last error")
-
-    def _log_retry(self, state: RetryCallState) -> None:
-        error = state.outcome.exception() if state.outcome else None
-        self._errors.log(
-            logging.WARNING,
-            "upload-retry",
-            "upload failed: retrying",
-            attempt=state.attempt_number,
-            wait_s=round(state.upcoming_sleep, 3),
-            error=str(error),
-        )
 
     async def _put(self, session: aiohttp.ClientSession, batch: SealedBatch, token: str, pacer: _Pacer | None) -> int:
         """One PUT of one batch: returns 200 or 201, or raises the SyncError its answer means."""

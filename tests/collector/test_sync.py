@@ -106,7 +106,7 @@ async def test_server_errors_are_retried_with_backoff_and_land_once(peer, spool,
     peer.script.extend([500, 502, 408])
     result = await syncer(spool, tmp_path, peer.url).run_once()
     assert (result.outcome, result.uploaded) == ("ok", 1)
-    assert len(peer.requests) == 4 and peer.lands[batch.batch_id] == 1
+    assert len(peer.requests) == 4 and result.retries == 3 and peer.lands[batch.batch_id] == 1
 
 
 async def test_a_batch_that_keeps_failing_stays_for_the_next_sync_and_others_land(peer, spool, tmp_path):

@@ -1,0 +1,129 @@
+"""Syncer against the real ingest server (a subprocess on loopback, DuckDB in tmp_path): every row lands once."""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+import duckdb
+import pytest
+
+from collector.sync import Syncer
+from tests.collector.sync_peer import make_batch, make_spool, sync_settings
+from tests.ingest.conftest import cli, free_port, write_config
+
+
+@dataclass
+class Ingest:
+    url: str
+    config: Path
+    token_file: Path
+    db: Path
+    log: Path
+    process: subprocess.Popen | None = None
+
+    def start(self) -> None:
+        """Run ``edgeloop-ingest serve`` and wait until it answers /healthz."""
+        with open(self.log, "ab") as log:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "ingest.cli", "serve", "--config", str(self.config)], stdout=log, stderr=log
+            )
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            assert self.process.poll() is None, self.log.read_text()
+            try:
+                with urllib.request.urlopen(f"{self.url}/healthz", timeout=1):
+                    return
+            except OSError:
+                time.sleep(0.05)
+        raise AssertionError(f"ingest did not start: {self.log.read_text()}")
+
+    def kill(self) -> None:
+        assert self.process is not None
+        self.process.send_signal(signal.SIGKILL)
+        self.process.wait()
+        self.process = None
+
+    def stop(self) -> None:
+        if self.process is not None:
+            self.process.terminate()
+            assert self.process.wait(timeout=20) == 0, self.log.read_text()
+            self.process = None
+
+    def query(self, sql: str) -> list[tuple]:
+        """Read the DuckDB file directly (the server must be stopped: one writer owns it)."""
+        self.stop()
+        with duckdb.connect(str(self.db), read_only=True) as con:
+            return con.execute(sql).fetchall()
+
+
+@pytest.fixture
+def ingest(tmp_path):
+    folder = tmp_path / "ingest"
+    folder.mkdir()
+    port = free_port()
+    config = write_config(folder, port)
+    token_file = folder / "kiosk.token"
+    token_file.write_text(cli("devices", "add", "kiosk-7", "--config", str(config)).stdout.strip().splitlines()[-1])
+    server = Ingest(f"http://127.0.0.1:{port}", config, token_file, folder / "ingest.duckdb", folder / "server.log")
+    server.start()
+    yield server
+    server.stop()
+
+
+def syncer(spool, tmp_path, ingest, **overrides):
+    settings = sync_settings(ingest.url, tmp_path, token_file=ingest.token_file, **overrides)
+    return Syncer(settings, spool, agent_version="test")
+
+
+async def test_spooled_rows_land_once_and_a_replay_adds_none(ingest, tmp_path):
+    """Every spooled row lands in DuckDB with its clock offset; re-sending the same batches (an ack lost in a crash) adds no row."""
+    state = tmp_path / "state"
+    spool = make_spool(state)
+    batches = [make_batch(spool, rows=rows) for rows in (3, 5, 8, 13)]
+    kept = tmp_path / "kept"
+    shutil.copytree(spool.batches_dir, kept)
+
+    result = await syncer(spool, tmp_path, ingest).run_once()
+    assert (result.outcome, result.uploaded, result.rows) == ("ok", 4, 29)
+    assert spool.pending() == []
+
+    # The agent crashed after the server answered but before the files left the spool.
+    shutil.rmtree(spool.batches_dir)
+    shutil.copytree(kept, spool.batches_dir)
+    replay = await syncer(make_spool(state), tmp_path, ingest).run_once()
+    assert (replay.outcome, replay.uploaded, replay.already_present) == ("ok", 0, 4)
+
+    rows, distinct, offsets = ingest.query(
+        "SELECT count(*), count(DISTINCT record_id), count(clock_offset_s) FROM image_classifier"
+    )[0]
+    assert rows == distinct == offsets == 29
+    ledger = ingest.query("SELECT batch_id, rows, device FROM batches ORDER BY batch_id")
+    assert ledger == [(batch.batch_id, batch.rows, "kiosk-7") for batch in batches]
+
+
+async def test_server_killed_mid_upload_then_back_lands_each_batch_once(ingest, tmp_path):
+    """SIGKILL of ingest during a PUT, then a restart: the sync's retries land every batch exactly once."""
+    spool = make_spool(tmp_path / "state")
+    batches = [make_batch(spool, rows=10, thumbnail_bytes=12_000) for _ in range(3)]
+    total = sum(batch.bytes for batch in batches)
+    sync = syncer(spool, tmp_path, ingest, bandwidth_bytes_per_s=total // 3, max_attempts=60,
+                  backoff_initial_s=0.1, backoff_max_s=0.5)
+    running = asyncio.create_task(sync.run_once())
+    await asyncio.sleep(0.5)  # each batch takes about a second at this rate: the first is mid-body
+    ingest.kill()
+    assert not running.done()
+    await asyncio.to_thread(ingest.start)
+    result = await asyncio.wait_for(running, timeout=60)
+    assert result.outcome == "ok" and result.uploaded + result.already_present == 3 and result.retries >= 1
+    assert spool.pending() == [] and spool.rejected() == []
+    rows, distinct = ingest.query("SELECT count(*), count(DISTINCT record_id) FROM image_classifier")[0]
+    assert rows == distinct == 30
+    assert ingest.query("SELECT count(*) FROM batches")[0][0] == 3
