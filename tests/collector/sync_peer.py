@@ -1,4 +1,7 @@
-"""Test helpers for sync: real spool batches and a fault-injecting ingest peer on 127.0.0.1."""
+"""Test helpers for sync: real spool batches and a fault-injecting ingest peer on 127.0.0.1.
+
+Test modules import the ``peer`` and ``spool`` fixtures from here.
+"""
 
 from __future__ import annotations
 
@@ -14,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
+import pytest
 from aiohttp import web
 
 from collector.config import SpoolSettings, SyncSettings
@@ -26,6 +30,18 @@ TOKEN = "device-token-for-tests"
 
 def make_spool(state_dir: Path) -> Spool:
     return Spool(state_dir, SpoolSettings(), agent_version="test")
+
+
+@pytest.fixture
+def spool(tmp_path: Path) -> Spool:
+    return make_spool(tmp_path / "state")
+
+
+@pytest.fixture
+async def peer():
+    server = await IngestPeer().start()
+    yield server
+    await server.stop()
 
 
 def make_batch(spool: Spool, rows: int = 10, *, thumbnail_bytes: int = 16) -> SealedBatch:

@@ -9,21 +9,9 @@ from datetime import datetime, timedelta
 import pytest
 
 from collector.scheduler import SyncScheduler
-from tests.collector.sync_peer import IngestPeer, make_batch, make_spool, sync_settings
+from tests.collector.sync_peer import make_batch, peer, spool, sync_settings  # noqa: F401 (fixtures)
 
 WINDOW_S = 7200
-
-
-@pytest.fixture
-async def peer():
-    server = await IngestPeer().start()
-    yield server
-    await server.stop()
-
-
-@pytest.fixture
-def spool(tmp_path):
-    return make_spool(tmp_path / "state")
 
 
 @pytest.fixture

@@ -12,19 +12,7 @@ import pytest
 
 from collector.sync import NOT_CONFIGURED, PARQUET_MEDIA_TYPE, Syncer
 from schemas.errors import RetryableUploadError
-from tests.collector.sync_peer import TOKEN, IngestPeer, make_batch, make_spool, sync_settings
-
-
-@pytest.fixture
-async def peer():
-    server = await IngestPeer().start()
-    yield server
-    await server.stop()
-
-
-@pytest.fixture
-def spool(tmp_path):
-    return make_spool(tmp_path / "state")
+from tests.collector.sync_peer import TOKEN, make_batch, peer, spool, sync_settings  # noqa: F401 (fixtures)
 
 
 def syncer(spool, tmp_path, url, **overrides):
