@@ -145,23 +145,15 @@ async def put_batch(request: web.Request) -> web.Response:
     body = await request.read()
     loop = asyncio.get_running_loop()
 
-    def check() -> tuple[int, dict[str, Any]] | Landing:
-        digest = hashlib.sha256(body).hexdigest()
-        earlier = store.receipt(batch_id)
-        if earlier is not None:
-            if earlier["sha256"] != digest:
-                raise BatchRejected(409, "conflict", f"batch {batch_id} already landed with other content", {"batch_id": batch_id})
-            return 200, earlier
-        batch = read_batch(body, batch_id=batch_id, limits=config.limits, sha256=digest)
+    def check() -> Landing:
+        # Replays and conflicts are answered by the writer, which reads the ledger once per group.
+        batch = read_batch(body, batch_id=batch_id, limits=config.limits, sha256=hashlib.sha256(body).hexdigest())
         return Landing(batch, device, received_at, sent_at)
 
-    checked = await loop.run_in_executor(state.executor, check)
-    if isinstance(checked, Landing):
-        status, receipt = await asyncio.wrap_future(store.submit(checked))
-        if status == 201:
-            app[METRICS].landing_seconds.observe(time.perf_counter() - started)
-    else:
-        status, receipt = checked
+    landing = await loop.run_in_executor(state.executor, check)
+    status, receipt = await asyncio.wrap_future(store.submit(landing))
+    if status == 201:
+        app[METRICS].landing_seconds.observe(time.perf_counter() - started)
     if status == 200:
         app[METRICS].replays.inc()
     return _json(status, {**receipt, "status": "landed" if status == 201 else "already_landed"})

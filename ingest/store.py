@@ -32,6 +32,7 @@ from typing import Any, TypeVar
 import duckdb
 import orjson
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from ingest.batch import UploadedBatch
 from ingest.config import StoreSettings
@@ -327,106 +328,95 @@ class Store:
     def land_group(self, group: list[_Job]) -> None:
         """Land a group of batches in one transaction; replays and conflicts are answered first."""
         con = self._con
-        todo: list[_Job] = []
-        seen: dict[str, _Job] = {}
-        ids = [job.landing.batch.batch_id for job in group]
-        landed = _receipts(con, ids)
+        firsts: dict[str, _Job] = {}  # batch id → the job that lands it
+        followers: list[_Job] = []  # same id and content as a job earlier in this group
+        landed = _receipts(con, [job.landing.batch.batch_id for job in group])
         for job in group:
             batch = job.landing.batch
             earlier = landed.get(batch.batch_id)
-            if earlier is None and batch.batch_id in seen:
-                # The same new id twice in one group: the first lands, the second is a replay of it.
-                todo_first = seen[batch.batch_id].landing
-                earlier = {"sha256": todo_first.batch.sha256, "pending": seen[batch.batch_id]}
-            if earlier is not None:
-                if earlier["sha256"] != batch.sha256:
-                    job.future.set_exception(
-                        BatchRejected(409, "conflict", f"batch {batch.batch_id} already landed with other content",
-                                      {"batch_id": batch.batch_id})
-                    )
-                elif "pending" in earlier:
-                    todo.append(job)  # answered with the first one's receipt below
-                else:
-                    job.future.set_result((200, earlier))
-                continue
-            try:
-                self._ensure_tables(batch.schema)
-            except BatchRejected as exc:
-                job.future.set_exception(exc)
-                continue
-            except duckdb.Error as exc:
-                job.future.set_exception(StoreError(f"cannot prepare tables for {batch.model}: {exc}"))
-                continue
-            seen[batch.batch_id] = job
-            todo.append(job)
-        if not todo:
+            sha256 = earlier["sha256"] if earlier else firsts[batch.batch_id].landing.batch.sha256 if batch.batch_id in firsts else None
+            if sha256 is not None and sha256 != batch.sha256:
+                job.future.set_exception(
+                    BatchRejected(409, "conflict", f"batch {batch.batch_id} already landed with other content",
+                                  {"batch_id": batch.batch_id})
+                )
+            elif earlier is not None:
+                job.future.set_result((200, earlier))
+            elif sha256 is not None:
+                followers.append(job)
+            else:
+                try:
+                    self._ensure_tables(batch.schema)
+                except BatchRejected as exc:
+                    job.future.set_exception(exc)
+                    continue
+                except duckdb.Error as exc:
+                    job.future.set_exception(StoreError(f"cannot prepare tables for {batch.model}: {exc}"))
+                    continue
+                firsts[batch.batch_id] = job
+        if not firsts:
             return
+        jobs = list(firsts.values())
         started = time.perf_counter()
         try:
-            self._insert(con, todo)
+            receipts = self._insert(con, jobs)
         except duckdb.Error as exc:
-            if len(todo) == 1:
-                todo[0].future.set_exception(StoreError(f"landing batch {todo[0].landing.batch.batch_id} failed: {exc}"))
+            if len(jobs) == 1:
+                error = StoreError(f"landing batch {jobs[0].landing.batch.batch_id} failed: {exc}")
+                for job in [*jobs, *followers]:
+                    job.future.set_exception(error)
                 return
-            log.warning("group commit failed; landing its batches one by one", extra={"error": str(exc), "batches": len(todo)})
-            for job in todo:
+            log.warning("group commit failed; landing its batches one by one", extra={"error": str(exc), "batches": len(jobs)})
+            for job in [*jobs, *followers]:
                 self.land_group([job])
             return
         elapsed = time.perf_counter() - started
-        finished = []
-        for job in todo:
-            if job.future.done():
-                continue
-            receipt = _receipt(con, job.landing.batch.batch_id)
-            if seen.get(job.landing.batch.batch_id) is job:
-                job.future.set_result((201, receipt))
-                finished.append((job.landing, elapsed))
-            else:
-                job.future.set_result((200, receipt))
-        if self._on_landed and finished:
-            self._on_landed(finished)
+        for job, receipt in zip(jobs, receipts):
+            job.future.set_result((201, receipt))
+        for job in followers:
+            job.future.set_result((200, receipts[jobs.index(firsts[job.landing.batch.batch_id])]))
+        if self._on_landed:
+            self._on_landed([(job.landing, elapsed) for job in jobs])
 
-    def _insert(self, con: duckdb.DuckDBPyConnection, jobs: list[_Job]) -> None:
-        landed_at = datetime.now(UTC).isoformat()
-        registered: list[str] = []
+    def _insert(self, con: duckdb.DuckDBPyConnection, jobs: list[_Job]) -> list[dict[str, Any]]:
+        """One transaction: each model's rows in one INSERT per table, then every ledger row in one INSERT."""
+        landed_at = datetime.now(UTC)
+        by_shape: dict[tuple[str, str], list[pa.Table]] = {}
+        kinds: dict[tuple[str, str], list[int]] = {}
+        counts = [_kind_counts(job.landing.batch.table) for job in jobs]
+        for job, (predictions, feedback) in zip(jobs, counts):
+            batch = job.landing.batch
+            shape = (batch.model, batch.schema.fingerprint)
+            by_shape.setdefault(shape, []).append(_with_landing(job.landing))
+            totals = kinds.setdefault(shape, [0, 0])
+            totals[0] += predictions
+            totals[1] += feedback
+        ledger = _ledger(jobs, counts, landed_at)
         con.execute("BEGIN TRANSACTION")
         try:
-            for index, job in enumerate(jobs):
-                landing = job.landing
-                batch = landing.batch
-                if any(other is not job and other.landing.batch.batch_id == batch.batch_id for other in jobs[:index]):
-                    continue  # a duplicate inside the group: the first copy lands
-                name = f"__edgeloop_batch_{index}"
-                con.register(name, batch.table)
-                registered.append(name)
-                landing_values = [landing.device, batch.batch_id, landing.received_at.isoformat(), landing.clock_offset_s]
-                counts = []
-                for table, kind in ((batch.model, "prediction"), (f"{batch.model}_feedback", "feedback")):
-                    present = [c for c in self._columns[table] if c not in LANDING_NAMES and c in batch.table.column_names]
-                    select = ", ".join(quote(c) for c in present)
-                    con.execute(
-                        f"INSERT INTO {quote(table)} BY NAME SELECT {select}, ?::VARCHAR AS device, ?::VARCHAR AS batch_id, "
-                        f"?::TIMESTAMPTZ AS received_at, ?::DOUBLE AS clock_offset_s FROM {name} WHERE kind = '{kind}'",
-                        landing_values,
-                    )
-                    counts.append(_changed(con))
-                con.execute(
-                    "INSERT INTO batches VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?::TIMESTAMPTZ, ?::TIMESTAMPTZ, "
-                    "?::TIMESTAMPTZ, ?::TIMESTAMPTZ, ?)",
-                    [
-                        batch.batch_id, landing.device, batch.model, batch.sha256, batch.rows, counts[0], counts[1],
-                        batch.bytes, batch.schema.fingerprint, batch.agent_version, orjson.dumps(batch.drops).decode(),
-                        _timestamp_or_none(batch.sealed_at), landing.sent_at.isoformat() if landing.sent_at else None,
-                        landing.received_at.isoformat(), landed_at, landing.clock_offset_s,
-                    ],
-                )
+            for shape, tables in by_shape.items():
+                model = shape[0]
+                combined = pa.concat_tables(tables)
+                con.register("__edgeloop_rows", combined)
+                try:
+                    for table, kind, count in ((model, "prediction", kinds[shape][0]), (f"{model}_feedback", "feedback", kinds[shape][1])):
+                        if not count:
+                            continue  # skip a scan that would select nothing
+                        where = f" WHERE kind = '{kind}'" if count < combined.num_rows else ""
+                        present = ", ".join(quote(c) for c in self._columns[table] if c in combined.column_names)
+                        con.execute(f"INSERT INTO {quote(table)} BY NAME SELECT {present} FROM __edgeloop_rows{where}")
+                finally:
+                    con.unregister("__edgeloop_rows")
+            con.register("__edgeloop_ledger", ledger)
+            try:
+                con.execute("INSERT INTO batches BY NAME SELECT * FROM __edgeloop_ledger")
+            finally:
+                con.unregister("__edgeloop_ledger")
             con.execute("COMMIT")
         except BaseException:
             _rollback(con)
             raise
-        finally:
-            for name in registered:
-                con.unregister(name)
+        return [_receipt_row({name: ledger.column(name)[index].as_py() for name in RECEIPT_COLUMNS}) for index in range(len(jobs))]
 
     def _ensure_tables(self, schema: ModelSchema) -> None:
         """Create a model's tables, or add the nullable columns a newer schema brings.
@@ -486,6 +476,49 @@ class Store:
         return columns
 
 
+def _with_landing(landing: Landing) -> pa.Table:
+    """The batch's rows plus the landing columns, as constant Arrow arrays (no per-row Python)."""
+    table = landing.batch.table
+    rows = table.num_rows
+    offset = landing.clock_offset_s
+    return (
+        table.append_column("device", pa.repeat(pa.scalar(landing.device, pa.string()), rows))
+        .append_column("batch_id", pa.repeat(pa.scalar(landing.batch.batch_id, pa.string()), rows))
+        .append_column("received_at", pa.repeat(pa.scalar(landing.received_at, pa.timestamp("us", tz="UTC")), rows))
+        .append_column("clock_offset_s", pa.repeat(pa.scalar(offset, pa.float64()), rows))
+    )
+
+
+def _kind_counts(table: pa.Table) -> tuple[int, int]:
+    predictions = pc.sum(pc.equal(table.column("kind").cast(pa.string()), "prediction")).as_py() or 0
+    return predictions, table.num_rows - predictions
+
+
+LEDGER_SCHEMA = pa.schema([
+    ("batch_id", pa.string()), ("device", pa.string()), ("model", pa.string()), ("sha256", pa.string()),
+    ("rows", pa.int64()), ("predictions", pa.int64()), ("feedback", pa.int64()), ("bytes", pa.int64()),
+    ("schema_fingerprint", pa.string()), ("agent_version", pa.string()), ("drops", pa.string()),
+    ("sealed_at", pa.timestamp("us", tz="UTC")), ("sent_at", pa.timestamp("us", tz="UTC")),
+    ("received_at", pa.timestamp("us", tz="UTC")), ("landed_at", pa.timestamp("us", tz="UTC")),
+    ("clock_offset_s", pa.float64()),
+])
+
+
+def _ledger(jobs: list[_Job], counts: list[tuple[int, int]], landed_at: datetime) -> pa.Table:
+    rows = []
+    for job, (predictions, feedback) in zip(jobs, counts):
+        landing, batch = job.landing, job.landing.batch
+        rows.append({
+            "batch_id": batch.batch_id, "device": landing.device, "model": batch.model, "sha256": batch.sha256,
+            "rows": batch.rows, "predictions": predictions, "feedback": feedback, "bytes": batch.bytes,
+            "schema_fingerprint": batch.schema.fingerprint, "agent_version": batch.agent_version,
+            "drops": orjson.dumps(batch.drops).decode(), "sealed_at": _timestamp_or_none(batch.sealed_at),
+            "sent_at": landing.sent_at, "received_at": landing.received_at, "landed_at": landed_at,
+            "clock_offset_s": landing.clock_offset_s,
+        })
+    return pa.Table.from_pylist(rows, schema=LEDGER_SCHEMA)
+
+
 def _training_view(model: str, columns: dict[str, dict[str, str]]) -> str:
     envelope = {name for name, _ in FEEDBACK_ENVELOPE} | set(LANDING_NAMES)
     labels = [name for name in columns[f"{model}_feedback"] if name not in envelope]
@@ -501,11 +534,6 @@ def _training_view(model: str, columns: dict[str, dict[str, str]]) -> str:
     )
 
 
-def _changed(con: duckdb.DuckDBPyConnection) -> int:
-    row = con.fetchone()
-    return int(row[0]) if row else 0
-
-
 def _rollback(con: duckdb.DuckDBPyConnection) -> None:
     try:
         con.execute("ROLLBACK")
@@ -513,13 +541,14 @@ def _rollback(con: duckdb.DuckDBPyConnection) -> None:
         pass  # no transaction was open
 
 
-def _timestamp_or_none(text: str | None) -> str | None:
+def _timestamp_or_none(text: str | None) -> datetime | None:
     if not text:
         return None
     try:
-        return datetime.fromisoformat(text).isoformat()
+        value = datetime.fromisoformat(text)
     except ValueError:
         return None
+    return value if value.tzinfo else value.replace(tzinfo=UTC)
 
 
 def _receipt_row(row: dict[str, Any]) -> dict[str, Any]:
