@@ -99,9 +99,9 @@ class RetryableUploadError(SyncError):
 
 
 class ThrottledError(SyncError):
-    """The server said 429 or 503; the whole sync pauses for ``retry_after_s``."""
+    """The server said 429 or 503; the whole sync pauses for ``retry_after_s`` (None: no Retry-After, back off)."""
 
-    def __init__(self, message: str, *, retry_after_s: float) -> None:
+    def __init__(self, message: str, *, retry_after_s: float | None) -> None:
         super().__init__(message)
         self.retry_after_s = retry_after_s
 
