@@ -26,6 +26,7 @@ from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from decimal import Decimal
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -552,10 +553,13 @@ def _timestamp_or_none(text: str | None) -> datetime | None:
 
 
 def _receipt_row(row: dict[str, Any]) -> dict[str, Any]:
+    """A row made JSON-friendly: timestamps as RFC 3339 UTC, whole decimals (e.g. sum() of BIGINT) as int."""
     receipt = dict(row)
-    for key in ("received_at", "landed_at"):
-        if isinstance(receipt.get(key), datetime):
-            receipt[key] = receipt[key].astimezone(UTC).isoformat()
+    for key, value in receipt.items():
+        if isinstance(value, datetime):
+            receipt[key] = value.astimezone(UTC).isoformat()
+        elif isinstance(value, Decimal):
+            receipt[key] = int(value) if value == value.to_integral_value() else float(value)
     return receipt
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
+import duckdb
 import pytest
 
 from ingest.admin import LocalAdmin, RemoteAdmin
@@ -81,7 +82,9 @@ async def test_writes_files_and_settings_are_refused(admin, sql):
 
 async def test_bad_sql_is_a_query_error(admin):
     """A syntax error or an unknown table is a QueryFailed that carries DuckDB's reason."""
-    with pytest.raises(QueryFailed, match="no_such_table"):
+    with pytest.raises(QueryFailed, match="no_such_table") as info:
         await asyncio.to_thread(admin.query, "SELECT * FROM no_such_table")
+    if isinstance(admin, LocalAdmin):  # translated at the boundary, the DuckDB error kept as the cause
+        assert isinstance(info.value.__cause__, duckdb.Error)
     with pytest.raises(QueryFailed, match="parse|syntax"):
         await asyncio.to_thread(admin.query, "SELEC 1")
