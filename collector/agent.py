@@ -11,15 +11,18 @@ files the CLI has not named: the config, the fleet key and the notifier are hand
 from __future__ import annotations
 
 import asyncio
+import ctypes
 import fcntl
 import logging
 import os
 import signal
 import stat
 from importlib import metadata
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import pyarrow as pa
 from aiohttp import web
 
 from collector.config import CollectorConfig
@@ -37,6 +40,8 @@ if TYPE_CHECKING:
 __all__ = ["Agent", "agent_version", "lock_state_dir"]
 
 log = logging.getLogger(__name__)
+
+_M_ARENA_MAX = -8  # mallopt(3)
 
 
 def agent_version() -> str:
@@ -74,6 +79,7 @@ class Agent:
         from collector.pipeline import Pipeline
         from collector.scheduler import SyncScheduler
 
+        release_memory = tune_memory()  # before any worker thread makes its own malloc arena
         notifier = self.notifier or _Silent()
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGTERM, signal.SIGINT):
@@ -90,7 +96,11 @@ class Agent:
             recovery = await asyncio.to_thread(journal.recover)
             pipeline = Pipeline(registry, self.config.sampling, self.fleet_key)
             scheduler = SyncScheduler(self.config.sync, spool, agent_version=self.version)
-            journal.on_sealed = lambda batch: scheduler.notify_sealed()
+            def sealed(batch: object) -> None:
+                scheduler.notify_sealed()
+                release_memory()
+
+            journal.on_sealed = sealed
             self.metrics.watch(
                 spool_bytes=lambda: spool.bytes_pending,
                 spool_batches=lambda: len(spool.pending()),
@@ -169,6 +179,22 @@ class Agent:
             except Exception as exc:  # a closed notify socket must not end the agent
                 self._errors.log(logging.WARNING, "watchdog", "watchdog notification failed", error=repr(exc))
             await asyncio.sleep(interval_s)
+
+
+def tune_memory() -> Callable[[], None]:
+    """Keep the agent small on a device: few malloc arenas, freed heap handed back to the OS.
+
+    Returns a function that calls glibc's ``malloc_trim``, run after each seal; a no-op
+    without glibc. (The CLI puts Arrow on the system allocator before pyarrow loads.)
+    """
+    pa.set_memory_pool(pa.system_memory_pool())
+    try:
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+        libc.mallopt(_M_ARENA_MAX, 2)  # per-thread arenas each keep their own free memory
+        trim = libc.malloc_trim
+    except (OSError, AttributeError):
+        return lambda: None
+    return lambda: trim(0) and None
 
 
 def lock_state_dir(state_dir: Path) -> int:

@@ -237,6 +237,11 @@ class Client:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
+    @property
+    def buffered(self) -> int:
+        """Records waiting to be sent (cheap: an app may use it to slow down before drops)."""
+        return len(self._buffer)
+
     def stats(self) -> dict[str, Any]:
         """Counters: sent, invalid, dropped by reason, buffered; and the last few invalid-record errors."""
         with self._lock:

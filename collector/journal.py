@@ -23,12 +23,13 @@ cannot be read at all goes to ``quarantine/``.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 import os
 import struct
 import time
 import zlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -45,7 +46,7 @@ from collector.spool import SealedBatch, Spool, new_batch_id
 from schemas.errors import JournalCorruptError
 from schemas.registry import SchemaRegistry
 
-__all__ = ["FRAME_HEADER", "Journal", "encode_frame", "read_segment"]
+__all__ = ["FRAME_HEADER", "Journal", "SegmentReader", "encode_frame", "read_segment"]
 
 log = logging.getLogger(__name__)
 
@@ -62,31 +63,50 @@ def encode_frame(batch: pa.RecordBatch) -> list[Any]:
     return [FRAME_HEADER.pack(payload.size, zlib.crc32(payload)), payload]
 
 
-def read_segment(path: Path) -> tuple[list[pa.RecordBatch], int, int]:
-    """Every record batch in a segment's valid prefix, its length and the torn tail's length.
+class SegmentReader:
+    """Iterates the record batches of a segment's valid prefix, one frame in memory at a time.
 
-    Raises JournalCorruptError if the file cannot be read at all.
+    After iteration ``valid_bytes`` and ``torn_bytes`` say where the valid prefix ended.
+    Raises JournalCorruptError if the file cannot be opened or its first frame is not Arrow.
     """
-    try:
-        data = pa.memory_map(str(path), "r").read_buffer() if path.stat().st_size else pa.py_buffer(b"")
-    except OSError as exc:
-        raise JournalCorruptError(f"{path}: cannot read: {exc}") from exc
-    view = memoryview(data)
-    batches: list[pa.RecordBatch] = []
-    pos, end = 0, len(view)
-    while end - pos >= FRAME_HEADER.size:
-        length, crc = FRAME_HEADER.unpack_from(view, pos)
-        start, stop = pos + FRAME_HEADER.size, pos + FRAME_HEADER.size + length
-        if length > MAX_FRAME_BYTES or stop > end or zlib.crc32(view[start:stop]) != crc:
-            break
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.valid_bytes = 0
+        self.torn_bytes = 0
+
+    def __iter__(self) -> Iterator[pa.RecordBatch]:
         try:
-            batches.extend(pa.ipc.open_stream(data.slice(start, length)))
-        except (pa.ArrowException, OSError) as exc:
-            if pos == 0:
-                raise JournalCorruptError(f"{path}: first frame is not an Arrow stream: {exc}") from exc
-            break
-        pos = stop
-    return batches, pos, end - pos
+            handle = open(self.path, "rb")
+            size = os.fstat(handle.fileno()).st_size
+        except OSError as exc:
+            raise JournalCorruptError(f"{self.path}: cannot read: {exc}") from exc
+        with handle:
+            pos = 0
+            while size - pos >= FRAME_HEADER.size:
+                length, crc = FRAME_HEADER.unpack(handle.read(FRAME_HEADER.size))
+                if length > MAX_FRAME_BYTES or pos + FRAME_HEADER.size + length > size:
+                    break
+                payload = handle.read(length)
+                if len(payload) != length or zlib.crc32(payload) != crc:
+                    break
+                try:
+                    batches = list(pa.ipc.open_stream(payload))
+                except (pa.ArrowException, OSError) as exc:
+                    if pos == 0:
+                        raise JournalCorruptError(f"{self.path}: first frame is not an Arrow stream: {exc}") from exc
+                    break
+                pos += FRAME_HEADER.size + length
+                self.valid_bytes = pos
+                yield from batches
+            self.torn_bytes = size - pos
+
+
+def read_segment(path: Path) -> tuple[list[pa.RecordBatch], int, int]:
+    """Every record batch in a segment's valid prefix, its length and the torn tail's length."""
+    reader = SegmentReader(path)
+    batches = list(reader)
+    return batches, reader.valid_bytes, reader.torn_bytes
 
 
 @dataclass(eq=False)
@@ -172,23 +192,29 @@ class Journal:
             self.spool.quarantine(path, f"journal segment for unknown model {model!r}")
             report["quarantined"] += 1
             return
+        reader = SegmentReader(path)
+        frames = iter(reader)
         try:
-            batches, valid, torn = read_segment(path)
-            table = pa.Table.from_batches(batches, schema=schema.arrow_schema)
-        except (JournalCorruptError, pa.ArrowException) as exc:
+            first = next(frames, None)
+            batch = None
+            if first is not None:
+                batch = self.spool.write_batch(
+                    _checked(itertools.chain([first], frames), schema.arrow_schema), schema=schema, batch_id=segment_id
+                )
+        except (JournalCorruptError, pa.ArrowException, ValueError) as exc:
             self.spool.quarantine(path, f"unreadable journal segment: {exc}")
             report["quarantined"] += 1
             return
-        if torn:
+        if reader.torn_bytes:
             log.warning(
-                "journal tail cut off", extra={"segment": str(path), "valid_bytes": valid, "torn_bytes": torn}
+                "journal tail cut off",
+                extra={"segment": str(path), "valid_bytes": reader.valid_bytes, "torn_bytes": reader.torn_bytes},
             )
             self.spool.count_drop("journal_torn")
-            report["torn_bytes"] += torn
-        if table.num_rows:
-            self.spool.write_batch(table, schema=schema, batch_id=segment_id)
+            report["torn_bytes"] += reader.torn_bytes
+        if batch is not None:
             report["sealed"] += 1
-            report["rows"] += table.num_rows
+            report["rows"] += batch.rows
         path.unlink()
 
     # -- appends and the group fsync --------------------------------------------------------
@@ -288,11 +314,10 @@ class Journal:
             os.close(segment.fd)
             segment.fd = -1
         schema = self.registry[segment.model]
-        batches, _, torn = read_segment(segment.path)
-        if torn:
-            raise JournalCorruptError(f"{segment.path}: {torn} bytes after the last valid frame of a live segment")
-        table = pa.Table.from_batches(batches, schema=schema.arrow_schema)
-        batch = self.spool.write_batch(table, schema=schema, batch_id=segment.segment_id)
+        reader = SegmentReader(segment.path)
+        batch = self.spool.write_batch(
+            _checked(_whole(reader), schema.arrow_schema), schema=schema, batch_id=segment.segment_id
+        )
         segment.path.unlink()
         fsync_dir(segment.path.parent)
         return batch
@@ -379,6 +404,21 @@ def _fsync_segments(segments: list[Segment]) -> None:
             segment.new = False
     for folder in folders:
         fsync_dir(folder)
+
+
+def _checked(batches: Iterable[pa.RecordBatch], schema: pa.Schema) -> Iterator[pa.RecordBatch]:
+    """Pass batches through, refusing any whose columns differ from ``schema`` (a schema changed under a segment)."""
+    for batch in batches:
+        if not batch.schema.equals(schema):
+            raise ValueError("journal frame columns do not match the model's current schema")
+        yield batch
+
+
+def _whole(reader: SegmentReader) -> Iterator[pa.RecordBatch]:
+    """A live segment's frames; a torn tail there is corruption, not a crash: fail the seal."""
+    yield from reader
+    if reader.torn_bytes:
+        raise JournalCorruptError(f"{reader.path}: {reader.torn_bytes} bytes after the last valid frame of a live segment")
 
 
 def _is_uuid(text: str) -> bool:

@@ -20,6 +20,7 @@ import os
 import shutil
 import threading
 from collections import Counter
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -39,6 +40,8 @@ from schemas.model_schema import ModelSchema
 __all__ = ["SealedBatch", "Spool", "describe_batch", "new_batch_id", "verify_batch"]
 
 log = logging.getLogger(__name__)
+
+ROW_GROUP_ROWS = 8_192  # bounds the memory of sealing; large enough for good compression
 
 
 def new_batch_id() -> str:
@@ -98,8 +101,18 @@ class Spool:
             self._batches[batch.batch_id] = batch
         fsync_dir(self.batches_dir)
 
-    def write_batch(self, table: pa.Table, *, schema: ModelSchema, batch_id: str | None = None) -> SealedBatch:
-        """Seal ``table`` as a zstd Parquet batch file, durably; the pending drop counts go with it."""
+    def write_batch(
+        self,
+        table: pa.Table | Iterable[pa.RecordBatch],
+        *,
+        schema: ModelSchema,
+        batch_id: str | None = None,
+    ) -> SealedBatch:
+        """Seal ``table`` as a zstd Parquet batch file, durably; the pending drop counts go with it.
+
+        ``table`` may also be an iterable of record batches (typed as ``schema.arrow_schema``),
+        written a row group at a time so sealing a large journal segment holds little memory.
+        """
         batch_id = batch_id or new_batch_id()
         with self._lock:
             drops, self.drops = self.drops, Counter()
@@ -112,18 +125,23 @@ class Spool:
             BATCH_METADATA_KEYS["drops"]: orjson.dumps(dict(drops)),
             BATCH_METADATA_KEYS["sealed_at"]: datetime.now(UTC).isoformat().encode(),
         }
-        table = table.replace_schema_metadata(metadata)
         path = self.batches_dir / f"{batch_id}.parquet"
+        rows = 0
 
         def write(handle) -> None:
-            pq.write_table(
-                table,
+            nonlocal rows
+            arrow_schema = table.schema if isinstance(table, pa.Table) else schema.arrow_schema
+            with pq.ParquetWriter(
                 handle,
+                arrow_schema.with_metadata(metadata),
                 compression="zstd",
                 compression_level=self.settings.zstd_level,
                 use_dictionary=True,
                 write_statistics=True,
-            )
+            ) as writer:
+                for group in _row_groups(table, ROW_GROUP_ROWS):
+                    writer.write_table(group, row_group_size=ROW_GROUP_ROWS)
+                    rows += group.num_rows
 
         try:
             write_durably(path, write)
@@ -131,7 +149,7 @@ class Spool:
             with self._lock:
                 self.drops.update(drops)  # not sealed: keep counting them for the next batch
             raise
-        batch = SealedBatch(batch_id, path, schema.name, table.num_rows, path.stat().st_size, schema.fingerprint)
+        batch = SealedBatch(batch_id, path, schema.name, rows, path.stat().st_size, schema.fingerprint)
         with self._lock:
             self._batches[batch_id] = batch
         return batch
@@ -253,6 +271,24 @@ class Spool:
             "budget_bytes": self.settings.max_bytes,
             "drops_total": dict(self.drops_total),
         }
+
+
+def _row_groups(source: pa.Table | Iterable[pa.RecordBatch], rows: int) -> Iterator[pa.Table]:
+    """Tables of about ``rows`` rows each, never holding more than one of them plus one input batch."""
+    if isinstance(source, pa.Table):
+        for offset in range(0, source.num_rows, rows):
+            yield source.slice(offset, rows)
+        return
+    pending: list[pa.RecordBatch] = []
+    count = 0
+    for batch in source:
+        pending.append(batch)
+        count += batch.num_rows
+        if count >= rows:
+            yield pa.Table.from_batches(pending)
+            pending, count = [], 0
+    if pending:
+        yield pa.Table.from_batches(pending)
 
 
 def describe_batch(path: Path) -> SealedBatch:
