@@ -19,7 +19,6 @@ import asyncio
 import base64
 import contextlib
 import gzip
-import io
 import json
 import math
 import os
@@ -44,7 +43,7 @@ sys.path.insert(0, str(ROOT))
 import pyarrow as pa  # noqa: E402
 
 from collector.simulator import MODELS, SimulatedModel, thumbnails_are_jpeg  # noqa: E402
-from schemas import EXAMPLES_DIR, RecordValidator, SchemaRegistry  # noqa: E402
+from schemas import EXAMPLES_DIR, SchemaRegistry  # noqa: E402
 
 LOOPBACK = "127.0.0.1"
 FLEET_KEY = bytes(range(32))  # privacy needs a key; its value does not change sizes
@@ -61,7 +60,7 @@ class Size:
     intake_records: int
     scaling_devices: tuple[int, ...]
     scaling_rows: int  # per upload
-    scaling_uploads: int  # per device
+    scaling_uploads: int  # per level, shared out among its devices so each level does the same work
     script_args: tuple[str, ...]  # for the parts' own scripts, bench_intake.py and bench_ingest.py
 
 
@@ -73,7 +72,7 @@ FULL = Size(
     intake_records=200_000,
     scaling_devices=(10, 100, 1000),
     scaling_rows=1000,
-    scaling_uploads=3,
+    scaling_uploads=1000,
     script_args=(),
 )
 QUICK = Size(
@@ -84,7 +83,7 @@ QUICK = Size(
     intake_records=5_000,
     scaling_devices=(5, 20, 100),  # the full run's 1,000 concurrent uploads take most of a minute alone
     scaling_rows=20,
-    scaling_uploads=1,
+    scaling_uploads=100,
     script_args=("--quick",),
 )
 
@@ -825,10 +824,8 @@ def bench_scaling(bench: Bench) -> None:
     try:
         tokens = ingest.add_devices([f"sim-{i:04d}" for i in range(most)])
         for level, devices in enumerate(size.scaling_devices):
-            bodies = parquet_bodies(bench, "vibration", size.scaling_rows, devices * size.scaling_uploads, seed=100 + level)
-            plan = [
-                (tokens[d], bodies[d * size.scaling_uploads : (d + 1) * size.scaling_uploads]) for d in range(devices)
-            ]
+            bodies = parquet_bodies(bench, "vibration", size.scaling_rows, max(size.scaling_uploads, devices), seed=100 + level)
+            plan = [(tokens[d], bodies[d::devices]) for d in range(devices)]
             before = ingest.rows_landed()
             started = time.perf_counter()
             latencies, throttled, uploads = asyncio.run(_upload_all(ingest.url, plan))
