@@ -38,6 +38,8 @@ __all__ = ["Client", "call_agent"]
 log = logging.getLogger(__name__)
 
 RETRY_STATUSES = frozenset({500, 502, 503, 504})
+RECORDS_PATH = "/v1/records?results=errors"  # the SDK mints record ids: only errors need an answer
+JSON_HEADERS = {"Content-Type": "application/json"}
 
 
 class _UnixConnection(http.client.HTTPConnection):
@@ -101,6 +103,9 @@ def _default(value: Any) -> Any:
     return str(value)
 
 
+_InFlight = tuple[_UnixConnection, list[dict[str, Any]], list[threading.Event]]
+
+
 class Client:
     """Buffers records and sends them to the agent from a background thread; thread-safe.
 
@@ -135,7 +140,7 @@ class Client:
         self._invalid = 0
         self._dropped: Counter[str] = Counter()
         self._first_errors: deque[dict[str, Any]] = deque(maxlen=10)
-        self._conn = _UnixConnection(self.socket_path, timeout_s)
+        self._conns = (_UnixConnection(self.socket_path, timeout_s), _UnixConnection(self.socket_path, timeout_s))
         self._thread = threading.Thread(target=self._run, name="edgeloop-client", daemon=True)
         self._thread.start()
         ref = weakref.ref(self)
@@ -154,19 +159,22 @@ class Client:
         record_id: str | None = None,
         created_at: datetime | float | None = None,
     ) -> str:
-        """Queue one prediction; returns its record id at once (a UUIDv7 unless given)."""
+        """Queue one prediction; returns its record id at once (a UUIDv7 unless given).
+
+        ``created_at`` (a datetime or epoch seconds) defaults to the agent's clock at intake.
+        """
         record_id = record_id or str(uuid_utils.uuid7())
-        self._put(
-            {
-                "kind": "prediction",
-                "model": model,
-                "model_version": model_version,
-                "record_id": record_id,
-                "created_at": time.time() if created_at is None else created_at,
-                "inputs": inputs,
-                "outputs": outputs,
-            }
-        )
+        record = {
+            "kind": "prediction",
+            "model": model,
+            "model_version": model_version,
+            "record_id": record_id,
+            "inputs": inputs,
+            "outputs": outputs,
+        }
+        if created_at is not None:  # otherwise the agent stamps it at intake (DESIGN: device clock)
+            record["created_at"] = created_at
+        self._put(record)
         return record_id
 
     def log_feedback(
@@ -185,7 +193,6 @@ class Client:
             "model": model,
             "model_version": model_version,
             "record_id": record_id,
-            "created_at": time.time(),
             "prediction_id": str(prediction_id),
             "feedback": feedback,
         }
@@ -229,7 +236,8 @@ class Client:
         self._buffer.clear()
         if left:
             self._drop("closed", left)
-        self._conn.close()
+        for conn in self._conns:
+            conn.close()
 
     def __enter__(self) -> Client:
         return self
@@ -272,34 +280,100 @@ class Client:
                 return
 
     def run_once(self) -> None:
-        """Send everything buffered now, batch by batch (the sender thread's one iteration)."""
-        while self._buffer:
-            batch: list[dict[str, Any]] = []
-            markers: list[threading.Event] = []
-            popleft = self._buffer.popleft
-            while len(batch) < self.batch_size:
-                try:
-                    item = popleft()
-                except IndexError:
-                    break
-                if isinstance(item, dict):
-                    batch.append(item)
+        """Send everything buffered now (the sender thread's one iteration).
+
+        Two requests are kept in flight on two connections, so the app's process turns the
+        next batch into JSON while the agent validates and fsyncs the previous one.
+        """
+        inflight: deque[_InFlight] = deque()
+        spare = list(self._conns)
+        while True:
+            if self._buffer and spare:
+                batch, markers = self._take()
+                if batch:
+                    conn = spare.pop()
+                    if self._send(conn, batch):
+                        inflight.append((conn, batch, markers))
+                        continue
+                    spare.append(conn)
+                    self._drain(inflight, spare)
+                    self._deliver(batch)  # the agent is away: retry with backoff, in order
                 else:
-                    markers.append(item)
-                    break
-            if batch:
-                self._deliver(batch)
-            for marker in markers:
-                marker.set()
+                    self._drain(inflight, spare)  # a flush marker: what came before settles first
+                for marker in markers:
+                    marker.set()
+            elif inflight:
+                self._receive_one(inflight, spare)
+            else:
+                return
+
+    def _drain(self, inflight: deque[_InFlight], spare: list[_UnixConnection]) -> None:
+        while inflight:
+            self._receive_one(inflight, spare)
+
+    def _receive_one(self, inflight: deque[_InFlight], spare: list[_UnixConnection]) -> None:
+        conn, batch, markers = inflight.popleft()
+        self._receive(conn, batch)
+        spare.append(conn)
+        for marker in markers:
+            marker.set()
+
+    def _take(self) -> tuple[list[dict[str, Any]], list[threading.Event]]:
+        """Up to batch_size records from the buffer, stopping at a flush marker."""
+        batch: list[dict[str, Any]] = []
+        markers: list[threading.Event] = []
+        popleft = self._buffer.popleft
+        while len(batch) < self.batch_size:
+            try:
+                item = popleft()
+            except IndexError:
+                break
+            if isinstance(item, dict):
+                batch.append(item)
+            else:
+                markers.append(item)
+                break
+        return batch, markers
+
+    def _send(self, conn: _UnixConnection, batch: list[dict[str, Any]]) -> bool:
+        """Write one request without waiting for the answer; False if that failed."""
+        body = self._encode(batch)
+        if body is None:
+            return False
+        try:
+            conn.request("POST", RECORDS_PATH, body=body, headers=JSON_HEADERS)
+        except (OSError, http.client.HTTPException):
+            conn.close()
+            return False
+        return True
+
+    def _receive(self, conn: _UnixConnection, batch: list[dict[str, Any]]) -> None:
+        try:
+            response = conn.getresponse()
+            status, raw = response.status, response.read()
+        except (OSError, http.client.HTTPException):
+            conn.close()
+            self._deliver(batch)  # unknown whether it landed: resend (the agent keeps the first copy's ids)
+            return
+        if status in RETRY_STATUSES:
+            self._deliver(batch)
+            return
+        self._settle(batch, status, raw)
+
+    def _encode(self, batch: list[dict[str, Any]]) -> bytes | None:
+        try:
+            return orjson.dumps(batch, default=_default, option=orjson.OPT_SERIALIZE_NUMPY)
+        except (TypeError, orjson.JSONEncodeError):
+            return None
 
     def _deliver(self, batch: list[dict[str, Any]]) -> None:
-        try:
-            body = orjson.dumps(batch, default=_default, option=orjson.OPT_SERIALIZE_NUMPY)
-        except (TypeError, orjson.JSONEncodeError):
+        """Send one batch and wait for the answer, retrying while the agent is away."""
+        body = self._encode(batch)
+        if body is None:
             if len(batch) == 1:
                 self._drop("unserializable")
                 return
-            half = len(batch) // 2
+            half = len(batch) // 2  # find the record orjson cannot take; send the rest
             self._deliver(batch[:half])
             self._deliver(batch[half:])
             return
@@ -314,6 +388,10 @@ class Client:
         except RetryError:
             self._drop("agent_unavailable", len(batch))
             return
+        self._settle(batch, status, raw)
+
+    def _settle(self, batch: list[dict[str, Any]], status: int, raw: bytes) -> None:
+        """Count what the agent said about a batch."""
         if status == 200 or status == 422:
             answer = orjson.loads(raw)
             counts = answer if status == 200 else answer["error"]["details"]
@@ -335,7 +413,7 @@ class Client:
             self._drop("rejected", len(batch))
 
     def _post(self, body: bytes) -> tuple[int, bytes]:
-        status, raw = _request(self._conn, "POST", "/v1/records?results=errors", body, "application/json")
+        status, raw = _request(self._conns[0], "POST", RECORDS_PATH, body, "application/json")
         if status in RETRY_STATUSES:
             raise AgentUnavailableError(f"agent answered {status}")
         return status, raw
