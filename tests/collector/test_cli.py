@@ -1,0 +1,143 @@
+"""``edgeloop-collector`` commands: one-line errors, exit codes, status with the agent up and down, spool tools."""
+
+from __future__ import annotations
+
+import json
+
+import pyarrow.parquet as pq
+
+from collector.simulator import SimulatedModel
+from tests.collector.conftest import run_cli
+
+
+def _one_line_error(result) -> str:
+    assert result.returncode == 1, (result.stdout, result.stderr)
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("edgeloop-collector: error: "), result.stderr
+    return lines[0]
+
+
+def test_check_config_accepts_a_good_config(agent_factory):
+    """check-config exits 0 and names the models when config, schemas, key and state dir are fine."""
+    result = agent_factory().cli("check-config")
+    assert result.returncode == 0, result.stderr
+    assert "config OK" in result.stdout and "vibration" in result.stdout
+
+
+def test_check_config_one_line_errors(agent_factory, tmp_path):
+    """Every config problem is one line on stderr and exit 1: unknown key, bad value, key file, state dir."""
+    agent = agent_factory()
+    agent.config["spool"]["seal_max_rowz"] = 5
+    assert "unknown setting 'spool.seal_max_rowz'" in _one_line_error(agent.cli("check-config"))
+    del agent.config["spool"]["seal_max_rowz"]
+
+    agent.config["spool"]["when_full"] = "panic"
+    assert "spool.when_full" in _one_line_error(agent.cli("check-config"))
+    agent.config["spool"]["when_full"] = "reject_new"
+
+    key = tmp_path / "short.key"
+    key.write_bytes(b"short")
+    key.chmod(0o600)
+    agent.config["agent"]["key_file"] = str(key)
+    assert "at least 16" in _one_line_error(agent.cli("check-config"))
+    key.write_bytes(b"x" * 32)
+    key.chmod(0o644)
+    assert "readable by everyone" in _one_line_error(agent.cli("check-config"))
+    key.chmod(0o600)
+    agent.config["agent"]["key_file"] = str(tmp_path / "missing.key")
+    assert "cannot read the fleet key" in _one_line_error(agent.cli("check-config"))
+    agent.config["agent"]["key_file"] = str(key)
+
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    agent.config["agent"]["state_dir"] = str(blocker / "state")
+    assert "state_dir" in _one_line_error(agent.cli("check-config"))
+
+    result = run_cli("check-config", "--config", str(tmp_path / "nope.toml"))
+    assert "cannot read" in _one_line_error(result)
+
+
+def test_status_with_agent_down_reads_the_disk_and_exits_3(agent_factory):
+    """With the agent stopped, status says so, still reports the spool from disk, and exits 3."""
+    agent = agent_factory().start()
+    assert agent.post_records(list(SimulatedModel("vibration", seed=2).predictions(50)))[0] == 200
+    assert agent.stop() == 0
+    result = agent.cli("status", "--json")
+    assert result.returncode == 3, result.stderr
+    report = json.loads(result.stdout)
+    assert report["agent"]["running"] is False
+    assert report["spool"]["records"] == 50 and report["spool"]["batches"] == 1
+    human = agent.cli("status")
+    assert human.returncode == 3 and "NOT RUNNING" in human.stdout and "50 records" in human.stdout
+
+
+def test_status_flush_and_spool_list_with_agent_up(agent_factory):
+    """status (human and JSON), flush and spool list agree with what the agent holds."""
+    agent = agent_factory(spool={"seal_max_age_s": 3600}).start()
+    assert agent.post_records(list(SimulatedModel("image_classifier", seed=2).predictions(30)))[0] == 200
+    status = agent.cli("status", "--json")
+    assert status.returncode == 0 and json.loads(status.stdout)["journal"]["records"] == 30
+    flushed = agent.cli("flush")
+    assert flushed.returncode == 0 and "sealed 1 batches (30 records)" in flushed.stdout
+    human = agent.cli("status")
+    assert human.returncode == 0 and "running" in human.stdout and "30 records" in human.stdout
+    listing = json.loads(agent.cli("spool", "list", "--json").stdout)
+    assert [(row["model"], row["rows"], row["state"]) for row in listing] == [("image_classifier", 30, "pending")]
+    table = agent.cli("spool", "list").stdout
+    assert "image_classifier" in table and "1 pending batches, 30 records" in table
+
+
+def test_flush_and_sync_with_agent_down_are_one_line_errors(agent_factory):
+    """flush and sync against a socket nobody listens on fail with one line and exit 1."""
+    agent = agent_factory()
+    assert "does not answer" in _one_line_error(agent.cli("flush"))
+    assert "does not answer" in _one_line_error(agent.cli("sync", "--wait"))
+
+
+def test_sync_without_a_configured_server_is_reported(agent_factory):
+    """sync on an agent whose sync is disabled answers without crashing the agent."""
+    agent = agent_factory().start()
+    result = agent.cli("sync", "--wait")
+    assert result.returncode in (0, 1) and (result.stdout or result.stderr)
+    assert agent.status()["agent"]["running"] is True
+
+
+def test_spool_verify_reports_and_quarantines_a_bad_batch(agent_factory):
+    """spool verify reads every batch, names one whose fingerprint does not match, and --quarantine moves it."""
+    agent = agent_factory().start()
+    sim = SimulatedModel("vibration", seed=3)
+    for _ in range(2):
+        assert agent.post_records(list(sim.predictions(20)))[0] == 200
+        agent.flush()
+    assert agent.stop() == 0
+    good, bad = agent.batch_files()
+    table = pq.read_table(bad)
+    metadata = dict(table.schema.metadata)
+    metadata[b"edgeloop.schema_fingerprint"] = b"0000000000000000"
+    pq.write_table(table.replace_schema_metadata(metadata), bad)
+
+    result = agent.cli("spool", "verify")
+    assert result.returncode == 1
+    assert f"BAD {bad.stem}" in result.stdout and "fingerprint" in result.stdout and "1 of 2 batches OK" in result.stdout
+    result = agent.cli("spool", "verify", "--quarantine", "--json")
+    assert result.returncode == 0
+    assert [row["ok"] for row in json.loads(result.stdout)] == [True, False]
+    assert agent.batch_files() == [good]
+    assert (agent.state_dir / "quarantine" / bad.name).exists()
+    assert agent.cli("spool", "verify").returncode == 0
+
+
+def test_spool_verify_quarantine_refuses_while_the_agent_runs(agent_factory):
+    """spool verify --quarantine will not move files under a running agent."""
+    agent = agent_factory().start()
+    assert "agent is running" in _one_line_error(agent.cli("spool", "verify", "--quarantine"))
+
+
+def test_help_explains_every_command():
+    """--help lists every command with a sentence of explanation."""
+    result = run_cli("--help")
+    assert result.returncode == 0
+    for command in ("run", "status", "flush", "sync", "check-config", "spool"):
+        assert command in result.stdout
+    assert "verify" in run_cli("spool", "--help").stdout
+    assert run_cli("bogus").returncode == 2
