@@ -169,6 +169,8 @@ def cmd_sync(args: argparse.Namespace) -> int:
     status_code, answer = _call(socket_path, "POST", "/v1/sync", {"wait": args.wait}, timeout_s=args.timeout)
     if status_code != 200:
         raise _Failure(_error_line(status_code, answer))
+    if answer.get("outcome") == "skipped":
+        raise _Failure(f"sync skipped: {answer.get('reason')}")
     if args.json or args.wait:
         print(orjson.dumps(answer, option=orjson.OPT_INDENT_2).decode())
     else:

@@ -379,7 +379,7 @@ class Client:
             return
         retrying = Retrying(
             retry=retry_if_exception_type(AgentUnavailableError),
-            wait=wait_exponential_jitter(initial=0.05, max=self.retry_max_s),
+            wait=wait_exponential_jitter(multiplier=0.05, max=self.retry_max_s),
             stop=stop_when_event_set(self._closing),
             sleep=self._closing.wait,
         )
