@@ -309,10 +309,16 @@ class Store:
                 log.exception("landing a group failed unexpectedly")
                 for job in group:
                     if not job.future.done():
-                        job.future.set_exception(StoreError(f"landing failed: {exc}"))
-            finally:
-                with self._lock:
-                    self._queued -= len(group)
+                        self._settle(job, error=StoreError(f"landing failed: {exc}"))
+
+    def _settle(self, job: _Job, result: Any = None, error: BaseException | None = None) -> None:
+        """Count the job out of the queue, then answer it: a caller that has its answer sees the queue without it."""
+        with self._lock:
+            self._queued -= 1
+        if error is not None:
+            job.future.set_exception(error)
+        else:
+            job.future.set_result(result)
 
     def _run_call(self, call: _Call) -> None:
         con = self._con
@@ -337,22 +343,21 @@ class Store:
             earlier = landed.get(batch.batch_id)
             sha256 = earlier["sha256"] if earlier else firsts[batch.batch_id].landing.batch.sha256 if batch.batch_id in firsts else None
             if sha256 is not None and sha256 != batch.sha256:
-                job.future.set_exception(
-                    BatchRejected(409, "conflict", f"batch {batch.batch_id} already landed with other content",
-                                  {"batch_id": batch.batch_id})
-                )
+                self._settle(job, error=BatchRejected(
+                    409, "conflict", f"batch {batch.batch_id} already landed with other content", {"batch_id": batch.batch_id}
+                ))
             elif earlier is not None:
-                job.future.set_result((200, earlier))
+                self._settle(job, (200, earlier))
             elif sha256 is not None:
                 followers.append(job)
             else:
                 try:
                     self._ensure_tables(batch.schema)
                 except BatchRejected as exc:
-                    job.future.set_exception(exc)
+                    self._settle(job, error=exc)
                     continue
                 except duckdb.Error as exc:
-                    job.future.set_exception(StoreError(f"cannot prepare tables for {batch.model}: {exc}"))
+                    self._settle(job, error=StoreError(f"cannot prepare tables for {batch.model}: {exc}"))
                     continue
                 firsts[batch.batch_id] = job
         if not firsts:
@@ -365,19 +370,22 @@ class Store:
             if len(jobs) == 1:
                 error = StoreError(f"landing batch {jobs[0].landing.batch.batch_id} failed: {exc}")
                 for job in [*jobs, *followers]:
-                    job.future.set_exception(error)
+                    self._settle(job, error=error)
                 return
             log.warning("group commit failed; landing its batches one by one", extra={"error": str(exc), "batches": len(jobs)})
             for job in [*jobs, *followers]:
                 self.land_group([job])
             return
         elapsed = time.perf_counter() - started
+        if self._on_landed:  # before the answers, so a caller that has its 201 sees it counted
+            try:
+                self._on_landed([(job.landing, elapsed) for job in jobs])
+            except Exception:
+                log.exception("the on_landed hook failed; the batches did land")
         for job, receipt in zip(jobs, receipts):
-            job.future.set_result((201, receipt))
+            self._settle(job, (201, receipt))
         for job in followers:
-            job.future.set_result((200, receipts[jobs.index(firsts[job.landing.batch.batch_id])]))
-        if self._on_landed:
-            self._on_landed([(job.landing, elapsed) for job in jobs])
+            self._settle(job, (200, receipts[jobs.index(firsts[job.landing.batch.batch_id])]))
 
     def _insert(self, con: duckdb.DuckDBPyConnection, jobs: list[_Job]) -> list[dict[str, Any]]:
         """One transaction: each model's rows in one INSERT per table, then every ledger row in one INSERT."""
