@@ -60,6 +60,7 @@ PREDICTION_ENVELOPE = (("record_id", "UUID"), ("model_version", "VARCHAR"), ("cr
 FEEDBACK_ENVELOPE = PREDICTION_ENVELOPE + (("prediction_id", "UUID"), ("source", "VARCHAR"))
 LANDING = (("device", "VARCHAR"), ("batch_id", "VARCHAR"), ("received_at", TSTZ), ("clock_offset_s", "DOUBLE"))
 LANDING_NAMES = tuple(name for name, _ in LANDING)
+CHECKPOINT_WAL_BYTES = 256 * 1024 * 1024
 
 BOOTSTRAP = f"""
 CREATE TABLE IF NOT EXISTS devices (
@@ -105,9 +106,13 @@ def quote(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
 
 
-def _configure(con: duckdb.DuckDBPyConnection, threads: int | None) -> None:
+def _configure(con: duckdb.DuckDBPyConnection, threads: int | None, *, read_only: bool) -> None:
     """UTC timestamps; no file, network or extension access by SQL; settings frozen after."""
     con.execute("SET TimeZone = 'UTC'")
+    if not read_only:
+        # Each checkpoint recompresses the table's open row group: at DuckDB's 16 MB default a
+        # stream of group commits rewrites it over and over (measured: commits 2-3x slower).
+        con.execute(f"SET checkpoint_threshold = '{CHECKPOINT_WAL_BYTES}B'")
     if threads:
         con.execute(f"SET threads = {int(threads)}")
     con.execute("SET autoinstall_known_extensions = false")
@@ -130,7 +135,7 @@ def connect(path: Path, *, read_only: bool, threads: int | None = None) -> duckd
         raise StoreError(f"{path}: cannot open the database: {exc}") from exc
     if not read_only:
         con.execute(BOOTSTRAP)
-    _configure(con, threads)
+    _configure(con, threads, read_only=read_only)
     return con
 
 
