@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import uuid
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import Any
 
 import orjson
@@ -42,6 +43,7 @@ class UploadedBatch:
     table: pa.Table
     bytes: int
     sha256: str
+    predictions: int  # counted while checking, off the writer thread; the other rows are feedback
     agent_version: str | None = None
     sealed_at: str | None = None
     drops: dict[str, int] = field(default_factory=dict)
@@ -49,6 +51,10 @@ class UploadedBatch:
     @property
     def rows(self) -> int:
         return self.table.num_rows
+
+    @property
+    def feedback(self) -> int:
+        return self.table.num_rows - self.predictions
 
 
 def check_batch_id(batch_id: str) -> str:
@@ -69,9 +75,8 @@ def read_batch(body: bytes, *, batch_id: str, limits: LimitSettings, sha256: str
     if not body.endswith(MAGIC):
         raise BatchRejected(400, "truncated_parquet", "the Parquet file is truncated (no footer)")
     try:
-        parquet = pq.ParquetFile(pa.BufferReader(body), arrow_extensions_enabled=True)
-        meta = parquet.metadata
-        file_schema = parquet.schema_arrow
+        meta = pq.read_metadata(pa.BufferReader(body))
+        file_schema = meta.schema.to_arrow_schema()
     except (pa.ArrowException, OSError, ValueError) as exc:
         raise BatchRejected(400, "corrupt_parquet", f"the Parquet footer cannot be read: {exc}") from exc
     _check_footer_sizes(meta, limits)
@@ -80,10 +85,7 @@ def read_batch(body: bytes, *, batch_id: str, limits: LimitSettings, sha256: str
         raise BatchRejected(
             422, "batch_id_mismatch", f"the file says batch {kv['batch_id']!r} but was uploaded as {batch_id!r}"
         )
-    try:
-        schema = ModelSchema.from_canonical_json(kv["schema"])
-    except SchemaError as exc:
-        raise BatchRejected(422, "bad_schema", str(exc)) from exc
+    schema = _parse_schema(kv["schema"])
     if schema.name != kv["model"]:
         raise BatchRejected(422, "bad_schema", f"metadata names model {kv['model']!r} but its schema is {schema.name!r}")
     if schema.fingerprint != kv["schema_fingerprint"]:
@@ -95,14 +97,15 @@ def read_batch(body: bytes, *, batch_id: str, limits: LimitSettings, sha256: str
     _check_columns(file_schema, schema.arrow_schema)
     textual = [f.name for f in file_schema if pa.types.is_string(f.type) or pa.types.is_binary(f.type)]
     try:
+        # The footer parsed above is reused; no inner threads: uploads are already read in parallel.
         table = pq.ParquetFile(
-            pa.BufferReader(body), read_dictionary=textual, arrow_extensions_enabled=True
-        ).read()
+            pa.BufferReader(body), metadata=meta, read_dictionary=textual, arrow_extensions_enabled=True
+        ).read(use_threads=False)
     except (pa.ArrowException, OSError, ValueError) as exc:
         raise BatchRejected(400, "corrupt_parquet", f"the Parquet data cannot be read: {exc}") from exc
     _check_decoded_size(table, limits)
     table = _normalize_uuids(table)
-    _check_rows(table, schema)
+    predictions = _check_rows(table, schema)
     return UploadedBatch(
         batch_id=batch_id,
         model=schema.name,
@@ -113,7 +116,17 @@ def read_batch(body: bytes, *, batch_id: str, limits: LimitSettings, sha256: str
         agent_version=kv.get("agent_version"),
         sealed_at=kv.get("sealed_at"),
         drops=_drops(kv.get("drops")),
+        predictions=predictions,
     )
+
+
+@lru_cache(maxsize=256)
+def _parse_schema(text: str) -> ModelSchema:
+    """A batch's schema JSON, parsed once per distinct text: a fleet sends few schemas, many batches."""
+    try:
+        return ModelSchema.from_canonical_json(text)
+    except SchemaError as exc:
+        raise BatchRejected(422, "bad_schema", str(exc)) from exc
 
 
 def _check_footer_sizes(meta: pq.FileMetaData, limits: LimitSettings) -> None:
@@ -210,19 +223,29 @@ def _normalize_uuids(table: pa.Table) -> pa.Table:
     return table
 
 
-def _check_rows(table: pa.Table, schema: ModelSchema) -> None:
+def _counts(column: pa.ChunkedArray) -> dict[Any, int]:
+    """Rows per distinct value; works on the dictionary-encoded text columns without decoding them."""
+    counts: dict[Any, int] = {}
+    for entry in pc.value_counts(column).to_pylist():
+        counts[entry["values"]] = counts.get(entry["values"], 0) + entry["counts"]
+    return counts
+
+
+def _check_rows(table: pa.Table, schema: ModelSchema) -> int:
+    """Refuse rows that cannot land; return how many are predictions."""
     details: list[dict[str, Any]] = []
     for name in NOT_NULL:
         nulls = table.column(name).null_count
         if nulls:
             details.append({"column": name, "problem": f"{nulls} null values in a required envelope column"})
-    kinds = {value for value in pc.unique(table.column("kind").cast(pa.string())).to_pylist() if value is not None}
-    if kinds - set(KINDS):
-        details.append({"column": "kind", "problem": f"unknown kinds {sorted(kinds - set(KINDS))}"})
-    models = {value for value in pc.unique(table.column("model").cast(pa.string())).to_pylist() if value is not None}
+    kinds = _counts(table.column("kind"))
+    unknown = {kind for kind in kinds if kind is not None} - set(KINDS)
+    if unknown:
+        details.append({"column": "kind", "problem": f"unknown kinds {sorted(unknown)}"})
+    models = {value for value in _counts(table.column("model")) if value is not None}
     if models - {schema.name}:
         details.append({"column": "model", "problem": f"rows of other models {sorted(models - {schema.name})} in a {schema.name!r} batch"})
-    if "feedback" in kinds:
+    if kinds.get("feedback"):
         is_feedback = pc.equal(table.column("kind").cast(pa.string()), "feedback")
         orphans = pc.sum(pc.and_(is_feedback, pc.is_null(table.column("prediction_id")))).as_py() or 0
         if orphans:
@@ -230,6 +253,7 @@ def _check_rows(table: pa.Table, schema: ModelSchema) -> None:
     if details:
         names = ", ".join(detail["column"] for detail in details)
         raise BatchRejected(422, "bad_rows", f"some rows cannot land: {names}", details)
+    return kinds.get("prediction", 0)
 
 
 def _drops(text: str | None) -> dict[str, int]:

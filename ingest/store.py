@@ -33,7 +33,6 @@ from typing import Any, TypeVar
 import duckdb
 import orjson
 import pyarrow as pa
-import pyarrow.compute as pc
 
 from ingest.batch import UploadedBatch
 from ingest.config import StoreSettings
@@ -397,15 +396,14 @@ class Store:
         landed_at = datetime.now(UTC)
         by_shape: dict[tuple[str, str], list[pa.Table]] = {}
         kinds: dict[tuple[str, str], list[int]] = {}
-        counts = [_kind_counts(job.landing.batch.table) for job in jobs]
-        for job, (predictions, feedback) in zip(jobs, counts):
+        for job in jobs:
             batch = job.landing.batch
             shape = (batch.model, batch.schema.fingerprint)
             by_shape.setdefault(shape, []).append(_with_landing(job.landing))
             totals = kinds.setdefault(shape, [0, 0])
-            totals[0] += predictions
-            totals[1] += feedback
-        ledger = _ledger(jobs, counts, landed_at)
+            totals[0] += batch.predictions
+            totals[1] += batch.feedback
+        ledger = _ledger(jobs, landed_at)
         con.execute("BEGIN TRANSACTION")
         try:
             for shape, tables in by_shape.items():
@@ -503,11 +501,6 @@ def _with_landing(landing: Landing) -> pa.Table:
     )
 
 
-def _kind_counts(table: pa.Table) -> tuple[int, int]:
-    predictions = pc.sum(pc.equal(table.column("kind").cast(pa.string()), "prediction")).as_py() or 0
-    return predictions, table.num_rows - predictions
-
-
 LEDGER_SCHEMA = pa.schema([
     ("batch_id", pa.string()), ("device", pa.string()), ("model", pa.string()), ("sha256", pa.string()),
     ("rows", pa.int64()), ("predictions", pa.int64()), ("feedback", pa.int64()), ("bytes", pa.int64()),
@@ -518,13 +511,13 @@ LEDGER_SCHEMA = pa.schema([
 ])
 
 
-def _ledger(jobs: list[_Job], counts: list[tuple[int, int]], landed_at: datetime) -> pa.Table:
+def _ledger(jobs: list[_Job], landed_at: datetime) -> pa.Table:
     rows = []
-    for job, (predictions, feedback) in zip(jobs, counts):
+    for job in jobs:
         landing, batch = job.landing, job.landing.batch
         rows.append({
             "batch_id": batch.batch_id, "device": landing.device, "model": batch.model, "sha256": batch.sha256,
-            "rows": batch.rows, "predictions": predictions, "feedback": feedback, "bytes": batch.bytes,
+            "rows": batch.rows, "predictions": batch.predictions, "feedback": batch.feedback, "bytes": batch.bytes,
             "schema_fingerprint": batch.schema.fingerprint, "agent_version": batch.agent_version,
             "drops": orjson.dumps(batch.drops).decode(), "sealed_at": _timestamp_or_none(batch.sealed_at),
             "sent_at": landing.sent_at, "received_at": landing.received_at, "landed_at": landed_at,

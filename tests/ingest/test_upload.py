@@ -215,6 +215,25 @@ async def test_wrong_schema_is_422_with_column_details(server, tmp_path, vibrati
     _assert_error(error, "missing_metadata")
 
 
+async def test_rows_that_cannot_land_are_422(server, tmp_path, vibration):
+    """An unknown kind, another model's rows or feedback without a prediction_id is refused with 422 bad_rows."""
+    token = await server.add_device("pump-1")
+    table, ids = make_table(vibration, predictions=3, feedback=[(uuid.uuid4(), "ok", datetime.now(UTC))])
+    kinds = pa.array(["prediction", "forecast", "prediction", "feedback"])
+    table = table.set_column(table.schema.get_field_index("kind"), table.schema.field("kind"), kinds)
+    models = pa.array(["vibration", "vibration", "other", "vibration"])
+    table = table.set_column(table.schema.get_field_index("model"), table.schema.field("model"), models)
+    nulls = pa.array([None] * 4, table.schema.field("prediction_id").type)
+    table = table.set_column(table.schema.get_field_index("prediction_id"), table.schema.field("prediction_id"), nulls)
+    batch_id, body = seal(tmp_path, vibration, table)
+    status, error, _ = await server.put(batch_id, body, token)
+    assert status == 422
+    _assert_error(error, "bad_rows")
+    assert [detail["column"] for detail in error["error"]["details"]] == ["kind", "model", "prediction_id"]
+    assert "forecast" in error["error"]["details"][0]["problem"]
+    assert await server.sql("SELECT count(*) AS n FROM batches") == [{"n": 0}]
+
+
 def _evolved(schema: ModelSchema, **fields) -> ModelSchema:
     raw = schema.canonical()
     raw["version"] += 1
