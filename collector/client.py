@@ -119,7 +119,7 @@ class Client:
         socket_path: str | Path,
         *,
         max_buffer: int = 100_000,
-        batch_size: int = 2_000,
+        batch_size: int = 1_000,
         flush_interval_s: float = 0.25,
         timeout_s: float = 30.0,
         retry_max_s: float = 5.0,
