@@ -21,7 +21,7 @@ from datetime import UTC, datetime
 from typing import Annotated, Any, Literal, Union
 from uuid import UUID
 
-from pydantic import AfterValidator, BeforeValidator, ConfigDict, Field, TypeAdapter, ValidationError
+from pydantic import AfterValidator, BeforeValidator, ConfigDict, Field, Strict, TypeAdapter, ValidationError
 from typing_extensions import NotRequired, Required, TypedDict
 
 from schemas.model_schema import FieldSpec, ModelSchema
@@ -49,33 +49,12 @@ def _utc(value: datetime) -> datetime:
     return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
-def _timestamp(value: Any) -> Any:
-    # JSON has no timestamp type: accept RFC 3339 text or epoch seconds.
-    if isinstance(value, str):
-        try:
-            return datetime.fromisoformat(value)
-        except ValueError:
-            raise ValueError("not an RFC 3339 timestamp") from None
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
-        return datetime.fromtimestamp(value, tz=UTC)
-    return value
-
-
 def _base64(value: Any) -> Any:
     if isinstance(value, str):
         try:
             return base64.b64decode(value, validate=True)
         except (binascii.Error, ValueError):
             raise ValueError("not valid base64") from None
-    return value
-
-
-def _uuid(value: Any) -> Any:
-    if isinstance(value, str):
-        try:
-            return UUID(value)
-        except ValueError:
-            raise ValueError("not a UUID") from None
     return value
 
 
@@ -89,8 +68,10 @@ def _max_bytes(limit: int):
     return check
 
 
-Timestamp = Annotated[datetime, BeforeValidator(_timestamp), AfterValidator(_utc)]
-Uuid = Annotated[UUID, BeforeValidator(_uuid)]
+# Lax mode parses RFC 3339 text, epoch seconds and UUID text in Rust, several times faster
+# than a Python before-validator; every other type stays strict.
+Timestamp = Annotated[datetime, Strict(False), AfterValidator(_utc)]
+Uuid = Annotated[UUID, Strict(False)]
 
 
 def _python_type(spec: FieldSpec) -> Any:
