@@ -96,7 +96,10 @@ class Agent:
             journal = Journal(spool, registry, self.config.spool, metrics=self.metrics)
             recovery = await asyncio.to_thread(journal.recover)
             pipeline = Pipeline(registry, self.config.sampling, self.fleet_key)
-            scheduler = SyncScheduler(self.config.sync, spool, agent_version=self.version)
+            scheduler = SyncScheduler(
+                self.config.sync, spool, agent_version=self.version, before_sync=journal.flush
+            )
+
             def sealed(batch: object) -> None:
                 scheduler.notify_sealed()
                 release_memory()

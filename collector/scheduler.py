@@ -19,6 +19,7 @@ import hashlib
 import logging
 import random
 import time
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -42,9 +43,18 @@ JOB_ID = "sync"
 class SyncScheduler:
     """Runs the agent's ``Syncer`` on schedule, on demand and at high water; reports what it did."""
 
-    def __init__(self, settings: SyncSettings, spool: Spool, *, agent_version: str) -> None:
+    def __init__(
+        self,
+        settings: SyncSettings,
+        spool: Spool,
+        *,
+        agent_version: str,
+        before_sync: Callable[[], Awaitable[Any]] | None = None,
+    ) -> None:
         self.settings = settings
         self.spool = spool
+        # The agent seals its open journal segments here, so a sync sends everything logged so far.
+        self.before_sync = before_sync
         self.syncer = Syncer(settings, spool, agent_version=agent_version)
         self.jitter_offset_s = 0.0
         self._scheduler: AsyncIOScheduler | None = None
@@ -151,6 +161,11 @@ class SyncScheduler:
     async def _sync(self, trigger: str) -> SyncResult:
         log.info("sync starting", extra={"trigger": trigger, "batches_pending": len(self.spool.pending())})
         try:
+            if self.before_sync is not None:
+                try:
+                    await self.before_sync()
+                except Exception:  # sealing failed: still send what is already sealed
+                    log.exception("sealing the journal before sync failed", extra={"trigger": trigger})
             result = await self.syncer.run_once()
         except Exception as exc:  # the scheduler must outlive any bug in one run
             log.exception("sync crashed", extra={"trigger": trigger})

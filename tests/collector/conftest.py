@@ -20,17 +20,22 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.request
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import duckdb
 import orjson
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
 from collector.client import call_agent
+from tests.ingest.conftest import cli as ingest_cli
+from tests.ingest.conftest import free_port
+from tests.ingest.conftest import write_config as write_ingest_config
 from schemas.errors import AgentUnavailableError
 
 FLEET_KEY = b"0123456789abcdef-test-fleet-key!"
@@ -244,3 +249,62 @@ def agent_factory(tmp_path: Path) -> Iterator[Callable[..., AgentProcess]]:
 def agent(agent_factory: Callable[..., AgentProcess]) -> AgentProcess:
     """A started agent with the default test config."""
     return agent_factory().start()
+
+
+@dataclass
+class Ingest:
+    url: str
+    config: Path
+    token_file: Path
+    db: Path
+    log: Path
+    process: subprocess.Popen | None = None
+
+    def start(self) -> None:
+        """Run ``edgeloop-ingest serve`` and wait until it answers /healthz."""
+        with open(self.log, "ab") as log:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "ingest.cli", "serve", "--config", str(self.config)], stdout=log, stderr=log
+            )
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            assert self.process.poll() is None, self.log.read_text()
+            try:
+                with urllib.request.urlopen(f"{self.url}/healthz", timeout=1):
+                    return
+            except OSError:
+                time.sleep(0.05)
+        raise AssertionError(f"ingest did not start: {self.log.read_text()}")
+
+    def kill(self) -> None:
+        assert self.process is not None
+        self.process.send_signal(signal.SIGKILL)
+        self.process.wait()
+        self.process = None
+
+    def stop(self) -> None:
+        if self.process is not None:
+            self.process.terminate()
+            assert self.process.wait(timeout=20) == 0, self.log.read_text()
+            self.process = None
+
+    def query(self, sql: str) -> list[tuple]:
+        """Read the DuckDB file directly (the server must be stopped: one writer owns it)."""
+        self.stop()
+        with duckdb.connect(str(self.db), read_only=True) as con:
+            return con.execute(sql).fetchall()
+
+
+@pytest.fixture
+def ingest(tmp_path: Path) -> Iterator[Ingest]:
+    """A real ``edgeloop-ingest serve`` on a loopback port with device kiosk-7 registered."""
+    folder = tmp_path / "ingest"
+    folder.mkdir()
+    port = free_port()
+    config = write_ingest_config(folder, port)
+    token_file = folder / "kiosk.token"
+    token_file.write_text(ingest_cli("devices", "add", "kiosk-7", "--config", str(config)).stdout.strip().splitlines()[-1])
+    server = Ingest(f"http://127.0.0.1:{port}", config, token_file, folder / "ingest.duckdb", folder / "server.log")
+    server.start()
+    yield server
+    server.stop()

@@ -4,78 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import shutil
-import signal
-import subprocess
-import sys
-import time
-import urllib.request
-from dataclasses import dataclass
 from pathlib import Path
-
-import duckdb
-import pytest
 
 from collector.sync import Syncer
 from tests.collector.sync_peer import make_batch, make_spool, sync_settings
-from tests.ingest.conftest import cli, free_port, write_config
-
-
-@dataclass
-class Ingest:
-    url: str
-    config: Path
-    token_file: Path
-    db: Path
-    log: Path
-    process: subprocess.Popen | None = None
-
-    def start(self) -> None:
-        """Run ``edgeloop-ingest serve`` and wait until it answers /healthz."""
-        with open(self.log, "ab") as log:
-            self.process = subprocess.Popen(
-                [sys.executable, "-m", "ingest.cli", "serve", "--config", str(self.config)], stdout=log, stderr=log
-            )
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            assert self.process.poll() is None, self.log.read_text()
-            try:
-                with urllib.request.urlopen(f"{self.url}/healthz", timeout=1):
-                    return
-            except OSError:
-                time.sleep(0.05)
-        raise AssertionError(f"ingest did not start: {self.log.read_text()}")
-
-    def kill(self) -> None:
-        assert self.process is not None
-        self.process.send_signal(signal.SIGKILL)
-        self.process.wait()
-        self.process = None
-
-    def stop(self) -> None:
-        if self.process is not None:
-            self.process.terminate()
-            assert self.process.wait(timeout=20) == 0, self.log.read_text()
-            self.process = None
-
-    def query(self, sql: str) -> list[tuple]:
-        """Read the DuckDB file directly (the server must be stopped: one writer owns it)."""
-        self.stop()
-        with duckdb.connect(str(self.db), read_only=True) as con:
-            return con.execute(sql).fetchall()
-
-
-@pytest.fixture
-def ingest(tmp_path):
-    folder = tmp_path / "ingest"
-    folder.mkdir()
-    port = free_port()
-    config = write_config(folder, port)
-    token_file = folder / "kiosk.token"
-    token_file.write_text(cli("devices", "add", "kiosk-7", "--config", str(config)).stdout.strip().splitlines()[-1])
-    server = Ingest(f"http://127.0.0.1:{port}", config, token_file, folder / "ingest.duckdb", folder / "server.log")
-    server.start()
-    yield server
-    server.stop()
 
 
 def syncer(spool, tmp_path, ingest, **overrides):
