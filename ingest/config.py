@@ -54,7 +54,7 @@ class StoreSettings(Settings):
     queue_depth: PositiveInt = 64
     group_commit_max_batches: PositiveInt = 32
     group_commit_delay_s: Annotated[float, Field(ge=0, le=1)] = 0.002
-    threads: PositiveInt | None = None  # DuckDB worker threads; default: one per core
+    threads: PositiveInt | None = None  # DuckDB worker threads; default: one per core but one (at least one)
     sql_timeout_s: Positive = 60.0
 
 

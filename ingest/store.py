@@ -19,6 +19,7 @@ Tables (see ``ingest/__init__.py`` for the user-facing description)::
 from __future__ import annotations
 
 import logging
+import os
 import queue
 import threading
 import time
@@ -203,7 +204,7 @@ class Store:
         self.settings = settings
         self._on_landed = on_landed
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._con = connect(self.path, read_only=False, threads=settings.threads)
+        self._con = connect(self.path, read_only=False, threads=settings.threads or _server_threads())
         self._columns = self._load_columns()
         self._reader_root = self._con.cursor()  # cursors for other threads branch off this one
         self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
@@ -486,6 +487,11 @@ class Store:
         for row in rows:
             columns.setdefault(row["table_name"], {})[row["column_name"]] = row["data_type"]
         return columns
+
+
+def _server_threads() -> int:
+    """DuckDB threads in the server: one per core but one, left to the event loop and the upload checks."""
+    return max(1, (os.cpu_count() or 2) - 1)
 
 
 def _with_landing(landing: Landing) -> pa.Table:
