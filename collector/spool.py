@@ -131,17 +131,20 @@ class Spool:
         def write(handle) -> None:
             nonlocal rows
             arrow_schema = table.schema if isinstance(table, pa.Table) else schema.arrow_schema
+            # The metadata goes in the footer only: on the schema it would be copied a second
+            # time into ARROW:schema, ~4 KB per batch on a metered link.
             with pq.ParquetWriter(
                 handle,
-                arrow_schema.with_metadata(metadata),
+                arrow_schema.remove_metadata(),
                 compression="zstd",
                 compression_level=self.settings.zstd_level,
                 use_dictionary=True,
                 write_statistics=True,
             ) as writer:
                 for group in _row_groups(table, ROW_GROUP_ROWS):
-                    writer.write_table(group, row_group_size=ROW_GROUP_ROWS)
+                    writer.write_table(group.replace_schema_metadata(None), row_group_size=ROW_GROUP_ROWS)
                     rows += group.num_rows
+                writer.add_key_value_metadata(metadata)
 
         try:
             write_durably(path, write)
@@ -195,7 +198,7 @@ class Spool:
         parquet = pq.ParquetFile(batch.path)
         table = parquet.read()
         schema = ModelSchema.from_canonical_json(
-            parquet.schema_arrow.metadata[BATCH_METADATA_KEYS["schema"]].decode()
+            parquet.metadata.metadata[BATCH_METADATA_KEYS["schema"]].decode()
         )
         half = table.num_rows // 2
         # Both halves are durable before the original goes, so a crash here duplicates, never loses.
@@ -301,7 +304,7 @@ def verify_batch(path: Path) -> SealedBatch:
     try:
         batch = _describe(path)
         parquet = pq.ParquetFile(path)
-        kv = parquet.schema_arrow.metadata or {}
+        kv = parquet.metadata.metadata or {}
         schema = ModelSchema.from_canonical_json(kv[BATCH_METADATA_KEYS["schema"]].decode())
         table = parquet.read()
     except KeyError as exc:

@@ -193,7 +193,7 @@ class AgentProcess:
         tables: dict[str, list[pa.Table]] = {}
         for path in self.batch_files():
             table = pq.read_table(path)
-            model = table.schema.metadata[b"edgeloop.model"].decode()
+            model = pq.read_metadata(path).metadata[b"edgeloop.model"].decode()
             tables.setdefault(model, []).append(table.replace_schema_metadata(None))
         return {model: pa.concat_tables(parts) for model, parts in tables.items()}
 
