@@ -78,7 +78,7 @@ class IntakeSettings(Settings):
 class SpoolSettings(Settings):
     seal_max_rows: PositiveInt = 50_000
     seal_max_bytes: PositiveInt = 32 * MiB
-    seal_max_age_s: Positive = 300.0
+    seal_max_age_s: Positive = 3600.0
     max_bytes: PositiveInt = 1024 * MiB
     reserve_free_bytes: Annotated[int, Field(ge=0)] = 256 * MiB
     when_full: Literal["drop_oldest", "reject_new"] = "drop_oldest"
