@@ -131,12 +131,14 @@ class ServerProcess:
         return self
 
     def __exit__(self, *exc: object) -> None:
+        started = time.perf_counter()
         self.process.send_signal(signal.SIGTERM)
         try:
-            self.process.wait(timeout=60)
+            self.process.wait(timeout=120)
         except subprocess.TimeoutExpired:
             self.process.kill()
             self.process.wait()
+        self.stop_s = time.perf_counter() - started  # includes the final checkpoint of the WAL
         self.log.close()
 
 
@@ -200,6 +202,10 @@ def _http_run(folder: Path, batches: list[tuple[str, Path]], *, concurrency: int
     result.update(batches=timed_batches, rows=timed_rows)
     result["rows_per_s"] = timed_rows / result["seconds"]
     result["batches_per_s"] = timed_batches / result["seconds"]
+    # Committed rows sit in the WAL until a checkpoint compresses them; charge that work too.
+    with_checkpoint_s = result["seconds"] + server.stop_s
+    result["rows_per_s_incl_checkpoint"] = timed_rows / with_checkpoint_s
+    result["batches_per_s_incl_checkpoint"] = timed_batches / with_checkpoint_s
     return result
 
 
@@ -242,6 +248,8 @@ def main() -> int:
             "duckdb_read_parquet_rows_per_s": round(baseline["rows_per_s"]),
             "ratio": round(http_large["rows_per_s"] / baseline["rows_per_s"], 2),
             "target": 0.7,
+            "http_rows_per_s_incl_checkpoint": round(http_large["rows_per_s_incl_checkpoint"]),
+            "ratio_incl_checkpoint": round(http_large["rows_per_s_incl_checkpoint"] / baseline["rows_per_s"], 2),
         },
         "group_commit": {
             "batches": small_count - 1, "rows_per_batch": 1_000, "uploaders": small_uploaders,
@@ -249,6 +257,9 @@ def main() -> int:
             "one_txn_per_batch_batches_per_s": round(single["batches_per_s"], 1),
             "ratio": round(grouped["batches_per_s"] / single["batches_per_s"], 2),
             "target": 3.0,
+            "ratio_incl_checkpoint": round(
+                grouped["batches_per_s_incl_checkpoint"] / single["batches_per_s_incl_checkpoint"], 2
+            ),
             "retries_429": {"grouped": grouped["retries_429"], "single": single["retries_429"]},
         },
     }
@@ -261,10 +272,12 @@ def main() -> int:
     print(f"    HTTP API landing            {a['http_rows_per_s']:>12,} rows/s")
     print(f"    DuckDB read_parquet insert  {a['duckdb_read_parquet_rows_per_s']:>12,} rows/s")
     print(f"    ratio {a['ratio']:.2f}  (target >= {a['target']})  {'OK' if a['ratio'] >= a['target'] else 'BELOW TARGET'}")
+    print(f"    counting the server's final checkpoint: {a['http_rows_per_s_incl_checkpoint']:,} rows/s, ratio {a['ratio_incl_checkpoint']:.2f}")
     print(f"(b) {b['batches']} x 1,000-row batches, {b['uploaders']} concurrent uploaders")
     print(f"    group commits               {b['grouped_batches_per_s']:>12,} batches/s")
     print(f"    one transaction per batch   {b['one_txn_per_batch_batches_per_s']:>12,} batches/s")
     print(f"    ratio {b['ratio']:.2f}  (target >= {b['target']})  {'OK' if b['ratio'] >= b['target'] else 'BELOW TARGET'}")
+    print(f"    counting each server's final checkpoint: ratio {b['ratio_incl_checkpoint']:.2f}")
     return 0
 
 
