@@ -206,6 +206,7 @@ def spawn_server(config_path: Path, log_path: Path) -> subprocess.Popen:
         except OSError:
             time.sleep(0.1)
     process.kill()
+    process.wait()  # reap it, or the Popen's ResourceWarning ("still running") fails the run
     raise AssertionError(f"server did not start: {log_path.read_text()}")
 
 
