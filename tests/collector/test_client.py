@@ -103,3 +103,14 @@ def test_log_call_is_cheap_and_thread_safe(tmp_path):
     assert per_call_us < 20, per_call_us  # ~1 µs alone; generous for a busy CI box
     client.close(timeout_s=0.1)
     assert sum(client.stats()["dropped"].values()) == 80_000  # buffered ones "closed", the one retried "agent_unavailable"
+
+
+def test_importing_the_sdk_does_not_load_pyarrow():
+    """An inference app that imports collector.Client does not pay for pyarrow, pydantic or duckdb."""
+    import subprocess
+    import sys
+
+    code = "import sys, collector; collector.Client; print(sorted(m for m in ('pyarrow', 'pydantic', 'duckdb') if m in sys.modules))"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "[]"
