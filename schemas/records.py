@@ -46,7 +46,8 @@ class RecordIssue:
 
 
 def _utc(value: datetime) -> datetime:
-    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+    # Naive means UTC; an aware value keeps its offset (Arrow stores the instant as UTC).
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value
 
 
 def _base64(value: Any) -> Any:
