@@ -263,6 +263,7 @@ async def _resources(app: web.Application) -> AsyncIterator[None]:
             metrics_.batches.labels(landing.batch.model).inc()
             metrics_.rows.labels(landing.batch.model).inc(landing.batch.rows)
         metrics_.commit_seconds.observe(landed[0][1])
+        metrics_.group_batches.observe(len(landed))
 
     store = await loop.run_in_executor(None, lambda: store_class(config.store.db_path, config.store, on_landed=on_landed))
     app[STORE] = store

@@ -27,6 +27,10 @@ class Metrics:
         self.commit_seconds = Histogram(
             "edgeloop_ingest_group_commit_seconds", "Duration of one group commit", registry=self.registry
         )
+        self.group_batches = Histogram(
+            "edgeloop_ingest_group_commit_batches", "Batches landed by one group commit (tune group_commit_max_batches)",
+            buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256), registry=self.registry,
+        )
         self.queue = Gauge("edgeloop_ingest_queue_depth", "Batches waiting to land", registry=self.registry)
         self.queue.set_function(queue_depth)
 

@@ -334,7 +334,7 @@ async def test_training_view_picks_latest_feedback(server, tmp_path, vibration):
 
 
 async def test_health_and_metrics(server, tmp_path, vibration):
-    """/healthz answers ok and /metrics counts landed batches, rows and rejects."""
+    """/healthz answers ok and /metrics counts landed batches, rows, rejects and group commits."""
     token = await server.add_device("pump-1")
     batch_id, body = seal(tmp_path, vibration, make_table(vibration, predictions=4)[0])
     assert (await server.put(batch_id, body, token))[0] == 201
@@ -347,6 +347,7 @@ async def test_health_and_metrics(server, tmp_path, vibration):
     assert 'edgeloop_ingest_rows_landed_total{model="vibration"} 4.0' in text
     assert 'edgeloop_ingest_rejects_total{code="unauthorized"} 1.0' in text
     assert "edgeloop_ingest_queue_depth 0.0" in text
+    assert "edgeloop_ingest_group_commit_batches_count 1.0" in text
 
 
 async def test_every_error_has_one_shape(server, tmp_path, vibration):
