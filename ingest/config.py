@@ -30,7 +30,7 @@ class ServerSettings(Settings):
     tls_key_file: Path | None = None
     admin_token_file: Path = Path("/var/lib/edgeloop-ingest/admin.token")
     shutdown_timeout_s: Positive = 30.0
-    retry_after_s: PositiveInt = 5
+    retry_after_s: PositiveInt = 2
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     log_json: bool = True
 
@@ -51,7 +51,8 @@ class ServerSettings(Settings):
 
 class StoreSettings(Settings):
     db_path: Path = Path("/var/lib/edgeloop-ingest/edgeloop.duckdb")
-    queue_depth: PositiveInt = 64
+    queue_depth: PositiveInt = 256
+    queue_max_bytes: PositiveInt = 512 * MiB
     group_commit_max_batches: PositiveInt = 32
     group_commit_delay_s: Annotated[float, Field(ge=0, le=1)] = 0.002
     threads: PositiveInt | None = None  # DuckDB worker threads; default: one per core but one (at least one)

@@ -210,6 +210,7 @@ class Store:
         self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._lock = threading.Lock()
         self._queued = 0
+        self._queued_bytes = 0
         self._closed = False
         self._local = threading.local()
         self._cursors: list[duckdb.DuckDBPyConnection] = []
@@ -226,14 +227,19 @@ class Store:
     def submit(self, landing: Landing) -> Future:
         """Queue a batch for landing; the future gives its receipt and HTTP status.
 
-        Raises StoreBusy when ``queue_depth`` landings are already waiting.
+        Raises StoreBusy when ``queue_depth`` landings or ``queue_max_bytes`` of them are
+        already waiting (an empty queue takes any batch, so none is refused for good).
         """
+        size = landing.batch.table.nbytes
         with self._lock:
             if self._closed:
                 raise StoreClosed("the store is shutting down")
             if self._queued >= self.settings.queue_depth:
                 raise StoreBusy(f"the landing queue is full ({self.settings.queue_depth} batches)")
+            if self._queued and self._queued_bytes + size > self.settings.queue_max_bytes:
+                raise StoreBusy(f"the landing queue is full ({self._queued_bytes} bytes waiting)")
             self._queued += 1
+            self._queued_bytes += size
         future: Future = Future()
         self._queue.put(_Job(landing, future))
         return future
@@ -320,6 +326,7 @@ class Store:
         """Count the job out of the queue, then answer it: a caller that has its answer sees the queue without it."""
         with self._lock:
             self._queued -= 1
+            self._queued_bytes -= job.landing.batch.table.nbytes
         if error is not None:
             job.future.set_exception(error)
         else:

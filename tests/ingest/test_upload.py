@@ -269,6 +269,19 @@ async def test_schema_evolution_adds_columns_and_refuses_type_changes(server, tm
     assert "rpm" in error["error"]["message"]
 
 
+async def test_queue_byte_limit_is_429_but_one_batch_always_fits(make_server, tmp_path, vibration):
+    """Past queue_max_bytes of waiting batches uploads get 429; an empty queue still takes a batch larger than the limit."""
+    server = await make_server(store_class=SlowStore, store={"queue_depth": 100, "queue_max_bytes": 1, "group_commit_max_batches": 1})
+    token = await server.add_device("pump-1")
+    bodies = [seal(tmp_path / str(i), vibration, make_table(vibration, predictions=2)[0]) for i in range(4)]
+    results = await asyncio.gather(*(server.put(batch_id, body, token) for batch_id, body in bodies))
+    statuses = sorted(status for status, _, _ in results)
+    assert statuses[0] == 201 and 429 in statuses, statuses
+    busy = next(result for result in results if result[0] == 429)
+    _assert_error(busy[1], "busy")
+    assert "bytes waiting" in busy[1]["error"]["message"]
+
+
 async def test_full_queue_is_429_and_shutdown_is_503(make_server, tmp_path, vibration):
     """With a one-slot queue and a slow writer, extra uploads get 429; once draining, new ones get 503."""
     server = await make_server(store_class=SlowStore, store={"queue_depth": 1, "group_commit_max_batches": 1})
