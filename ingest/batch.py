@@ -149,22 +149,38 @@ def _check_footer_sizes(meta: pq.FileMetaData, limits: LimitSettings) -> None:
 
 
 def _check_decoded_size(table: pa.Table, limits: LimitSettings) -> None:
-    """Sum what every column would take once materialized; dictionaries are counted per use."""
+    """Sum what every column would take once materialized; dictionaries are counted per use.
+
+    First a cheap upper bound (rows × the longest dictionary value); only a batch whose bound
+    breaks the limit pays for the exact count, a take over every row of its text columns.
+    """
+    limit = limits.max_decompressed_bytes
+    if _decoded_size(table, exact=False, limit=limit) <= limit:
+        return
+    if _decoded_size(table, exact=True, limit=limit) > limit:
+        raise BatchRejected(
+            413, "too_large_decompressed",
+            f"the batch's values take more than the limit of {limit} bytes",
+            {"limit": limit},
+        )
+
+
+def _decoded_size(table: pa.Table, *, exact: bool, limit: int) -> int:
+    """The materialized size of ``table`` (or an upper bound); stops counting once past ``limit``."""
     total = 0
     for column in table.columns:
         for chunk in column.chunks:
-            if pa.types.is_dictionary(chunk.type):
-                lengths = pc.binary_length(chunk.dictionary)
-                used = pc.take(lengths, chunk.indices)
-                total += (pc.sum(used).as_py() or 0) + 4 * len(chunk)
-            else:
+            if not pa.types.is_dictionary(chunk.type):
                 total += chunk.nbytes
-        if total > limits.max_decompressed_bytes:
-            raise BatchRejected(
-                413, "too_large_decompressed",
-                f"the batch's values take more than the limit of {limits.max_decompressed_bytes} bytes",
-                {"limit": limits.max_decompressed_bytes},
-            )
+                continue
+            lengths = pc.binary_length(chunk.dictionary)
+            if exact:
+                total += (pc.sum(pc.take(lengths, chunk.indices)).as_py() or 0) + 4 * len(chunk)
+            else:
+                total += len(chunk) * ((pc.max(lengths).as_py() or 0) + 4)
+        if total > limit:
+            break
+    return total
 
 
 def _metadata(meta: pq.FileMetaData) -> dict[str, str]:
