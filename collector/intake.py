@@ -186,7 +186,7 @@ async def post_records(request: web.Request) -> web.Response:
     frames = [(model, batch) for model, batch in processed.batches.items() if batch.num_rows]
 
     if frames:
-        incoming = sum(batch.nbytes for _, batch in frames)
+        incoming = sum(batch.get_total_buffer_size() for _, batch in frames)
         if not spool.make_room(incoming, journal_bytes=journal.bytes):
             _count(spool, metrics, {"spool_full": accepted})
             return error_response(

@@ -171,7 +171,7 @@ def _decoded_size(table: pa.Table, *, exact: bool, limit: int) -> int:
     for column in table.columns:
         for chunk in column.chunks:
             if not pa.types.is_dictionary(chunk.type):
-                total += chunk.nbytes
+                total += chunk.get_total_buffer_size()
                 continue
             lengths = pc.binary_length(chunk.dictionary)
             if exact:

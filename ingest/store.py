@@ -230,7 +230,7 @@ class Store:
         Raises StoreBusy when ``queue_depth`` landings or ``queue_max_bytes`` of them are
         already waiting (an empty queue takes any batch, so none is refused for good).
         """
-        size = landing.batch.table.nbytes
+        size = landing.batch.table.get_total_buffer_size()  # O(buffers); nbytes walks dictionaries
         with self._lock:
             if self._closed:
                 raise StoreClosed("the store is shutting down")
@@ -326,7 +326,7 @@ class Store:
         """Count the job out of the queue, then answer it: a caller that has its answer sees the queue without it."""
         with self._lock:
             self._queued -= 1
-            self._queued_bytes -= job.landing.batch.table.nbytes
+            self._queued_bytes -= job.landing.batch.table.get_total_buffer_size()
         if error is not None:
             job.future.set_exception(error)
         else:
