@@ -8,19 +8,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import Field, model_validator
 
-from collector.config import load_settings
+from collector.config import MiB, Positive, PositiveInt, Settings, load_settings
 
 __all__ = ["IngestConfig", "LimitSettings", "ServerSettings", "StoreSettings"]
-
-MiB = 1024 * 1024
-Positive = Annotated[float, Field(gt=0)]
-PositiveInt = Annotated[int, Field(gt=0)]
-
-
-class Settings(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
 
 
 class ServerSettings(Settings):
