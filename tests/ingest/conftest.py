@@ -7,6 +7,8 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.error
+import urllib.request
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -191,7 +193,6 @@ def cli(*args: str, check: bool = True, timeout: float = 60) -> subprocess.Compl
 
 def spawn_server(config_path: Path, log_path: Path) -> subprocess.Popen:
     """Start ``edgeloop-ingest serve`` and wait until it answers /healthz."""
-    import urllib.request
 
     with open(log_path, "ab") as log:
         process = subprocess.Popen([*CLI, "serve", "--config", str(config_path)], stdout=log, stderr=log)
@@ -220,3 +221,19 @@ def stop_server(process: subprocess.Popen) -> None:
 
 
 os.environ.setdefault("PYTHONUNBUFFERED", "1")
+
+
+def put_batch(port: int, batch_id: str, body: bytes, token: str) -> int | None:
+    """PUT a batch with urllib; the HTTP status, or None if the connection died."""
+    request = urllib.request.Request(
+        f"http://127.0.0.1:{port}/v1/batches/{batch_id}", data=body, method="PUT",
+        headers={"Authorization": f"Bearer {token}", "Content-Type": "application/vnd.apache.parquet"},
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=30) as response:
+            return response.status
+    except urllib.error.HTTPError as exc:
+        exc.close()
+        return exc.code
+    except OSError:
+        return None  # the server died under us

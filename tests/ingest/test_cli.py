@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import urllib.error
-import urllib.request
 import uuid
 from datetime import UTC, datetime, timedelta
 
@@ -14,24 +12,12 @@ from tests.ingest.conftest import (
     cli,
     free_port,
     make_table,
+    put_batch,
     seal,
     spawn_server,
     stop_server,
     write_config,
 )
-
-
-def _put(port: int, batch_id: str, body: bytes, token: str) -> int:
-    request = urllib.request.Request(
-        f"http://127.0.0.1:{port}/v1/batches/{batch_id}", data=body, method="PUT",
-        headers={"Authorization": f"Bearer {token}", "Content-Type": "application/vnd.apache.parquet"},
-    )
-    try:
-        with urllib.request.urlopen(request, timeout=30) as response:
-            return response.status
-    except urllib.error.HTTPError as exc:
-        exc.close()
-        return exc.code
 
 
 def test_devices_add_list_revoke(tmp_path, vibration):
@@ -46,7 +32,7 @@ def test_devices_add_list_revoke(tmp_path, vibration):
     server = spawn_server(config, tmp_path / "server.log")
     try:
         batch_id, body = seal(tmp_path, vibration, make_table(vibration, predictions=3)[0])
-        assert _put(port, batch_id, body, token) == 201
+        assert put_batch(port, batch_id, body, token) == 201
         second = cli("devices", "add", "pump-2", "--config", str(config)).stdout.strip()
         listing = cli("devices", "list", "--format", "json", "--config", str(config)).stdout
         listed = [json.loads(line) for line in listing.splitlines()]
@@ -55,8 +41,8 @@ def test_devices_add_list_revoke(tmp_path, vibration):
         assert "token" not in json.dumps(listed)
         cli("devices", "revoke", "pump-1", "--config", str(config))
         other_id, other = seal(tmp_path / "b", vibration, make_table(vibration, predictions=1)[0])
-        assert _put(port, other_id, other, token) == 401
-        assert _put(port, other_id, other, second) == 201
+        assert put_batch(port, other_id, other, token) == 401
+        assert put_batch(port, other_id, other, second) == 201
     finally:
         stop_server(server)
     table = cli("devices", "list", "--config", str(config)).stdout
@@ -77,12 +63,12 @@ def test_sql_export_fleet_with_server_running_and_stopped(tmp_path, vibration):
                                     start=datetime(2025, 6, 1, tzinfo=UTC) + timedelta(days=index))
             predictions.extend(ids)
             batch_id, body = seal(tmp_path / str(index), vibration, table)
-            assert _put(port, batch_id, body, token) == 201
+            assert put_batch(port, batch_id, body, token) == 201
         base = datetime(2025, 7, 1, tzinfo=UTC)
         labels, _ = make_table(vibration, feedback=[(predictions[0], "old", base), (predictions[0], "new", base + timedelta(minutes=1)),
                                                     (predictions[5], "ok", base)])
         batch_id, body = seal(tmp_path / "labels", vibration, labels)
-        assert _put(port, batch_id, body, tokens[0]) == 201
+        assert put_batch(port, batch_id, body, tokens[0]) == 201
         running = _all_outputs(tmp_path / "running", config)
     finally:
         stop_server(server)

@@ -4,32 +4,15 @@ from __future__ import annotations
 
 import signal
 import threading
-import urllib.error
-import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
 from ingest.admin import LocalAdmin
-from tests.ingest.conftest import cli, free_port, make_table, seal, spawn_server, write_config
+from tests.ingest.conftest import cli, free_port, make_table, put_batch, seal, spawn_server, write_config
 
 BATCHES = 48
 ROWS = 1500
-
-
-def _put(port: int, batch_id: str, body: bytes, token: str) -> int | None:
-    request = urllib.request.Request(
-        f"http://127.0.0.1:{port}/v1/batches/{batch_id}", data=body, method="PUT",
-        headers={"Authorization": f"Bearer {token}", "Content-Type": "application/vnd.apache.parquet"},
-    )
-    try:
-        with urllib.request.urlopen(request, timeout=30) as response:
-            return response.status
-    except urllib.error.HTTPError as exc:
-        exc.close()
-        return exc.code
-    except OSError:
-        return None  # the server died under us
 
 
 @pytest.mark.slow
@@ -44,7 +27,7 @@ def test_sigkill_mid_upload_then_retry_lands_each_batch_once(tmp_path, vibration
     results: list[int | None] = []
 
     def upload(item: tuple[str, bytes]) -> None:
-        status = _put(port, *item, token)
+        status = put_batch(port, *item, token)
         results.append(status)
         if status == 201 and len([r for r in results if r == 201]) >= 3:
             landed.set()
@@ -59,10 +42,10 @@ def test_sigkill_mid_upload_then_retry_lands_each_batch_once(tmp_path, vibration
     assert None in results, "the kill came too late: no upload was in flight"
     server = spawn_server(config, tmp_path / "server2.log")
     try:
-        statuses = [_put(port, batch_id, body, token) for batch_id, body in batches]
+        statuses = [put_batch(port, batch_id, body, token) for batch_id, body in batches]
         assert set(statuses) <= {200, 201}, statuses
         assert 200 in statuses and 201 in statuses
-        again = [_put(port, batch_id, body, token) for batch_id, body in batches[:5]]
+        again = [put_batch(port, batch_id, body, token) for batch_id, body in batches[:5]]
         assert again == [200] * 5
     finally:
         server.terminate()
