@@ -18,7 +18,6 @@ import logging
 import os
 import signal
 import stat
-from importlib import metadata
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -26,30 +25,24 @@ from typing import TYPE_CHECKING
 import pyarrow as pa
 from aiohttp import web
 
-from collector.config import CollectorConfig
-from collector.intake import create_app, create_metrics_app
-from collector.journal import Journal
-from collector.logs import RateLimitedLogger
-from collector.metrics import Metrics
-from collector.spool import Spool
-from schemas.errors import CollectorError
-from schemas.registry import EXAMPLES_DIR, SchemaRegistry
+from edgeloop import __version__
+from edgeloop.collector.config import CollectorConfig
+from edgeloop.collector.intake import create_app, create_metrics_app
+from edgeloop.collector.journal import Journal
+from edgeloop.collector.metrics import Metrics
+from edgeloop.collector.spool import Spool
+from edgeloop.errors import CollectorError
+from edgeloop.logs import RateLimitedLogger
+from edgeloop.schemas.registry import EXAMPLES_DIR, SchemaRegistry
 
 if TYPE_CHECKING:
-    from collector.notify import Notifier
+    from edgeloop.collector.notify import Notifier
 
 __all__ = ["Agent", "agent_version", "lock_state_dir"]
 
 log = logging.getLogger(__name__)
 
 _M_ARENA_MAX = -8  # mallopt(3)
-
-
-def agent_version() -> str:
-    try:
-        return metadata.version("edgeloop")
-    except metadata.PackageNotFoundError:
-        return "0+unknown"
 
 
 class Agent:
@@ -66,7 +59,7 @@ class Agent:
         self.config = config
         self.fleet_key = fleet_key
         self.notifier = notifier
-        self.version = version or agent_version()
+        self.version = version or __version__
         self.metrics = Metrics()
         self._stop = asyncio.Event()
         self._errors = RateLimitedLogger(log)
@@ -77,8 +70,8 @@ class Agent:
 
     async def run(self) -> int:
         """Serve until stopped; returns the exit code (0 after a clean shutdown)."""
-        from collector.pipeline import Pipeline
-        from collector.scheduler import SyncScheduler
+        from edgeloop.collector.pipeline import Pipeline
+        from edgeloop.collector.scheduler import SyncScheduler
 
         release_memory = tune_memory()  # before any worker thread makes its own malloc arena
         notifier = self.notifier or _Silent()

@@ -15,14 +15,12 @@ import tempfile
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
-
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import orjson
 
 if TYPE_CHECKING:
-    from collector.config import CollectorConfig
+    from edgeloop.collector.config import CollectorConfig
 
 __all__ = ["main", "read_fleet_key"]
 
@@ -41,7 +39,7 @@ class _Failure(Exception):
 
 def read_fleet_key(path: Path) -> bytes:
     """The fleet key: at least 16 bytes, not readable by everyone; trailing whitespace ignored."""
-    from schemas.errors import ConfigError
+    from edgeloop.errors import ConfigError
 
     try:
         info = path.stat()
@@ -59,9 +57,9 @@ def read_fleet_key(path: Path) -> bytes:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from collector.agent import Agent
-    from collector.logs import configure_logging
-    from collector.notify import Notifier
+    from edgeloop.collector.agent import Agent
+    from edgeloop.collector.notify import Notifier
+    from edgeloop.logs import configure_logging
 
     config = _config(args)
     configure_logging(config.agent.log_level, json=config.agent.log_json)
@@ -71,7 +69,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_check_config(args: argparse.Namespace) -> int:
-    from schemas.registry import EXAMPLES_DIR, SchemaRegistry
+    from edgeloop.schemas.registry import EXAMPLES_DIR, SchemaRegistry
 
     config = _config(args)
     registry = SchemaRegistry.from_dir(config.agent.schemas_dir or EXAMPLES_DIR)
@@ -102,7 +100,7 @@ def _check_writable(folder: Path, what: str) -> None:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    from schemas.errors import AgentUnavailableError
+    from edgeloop.errors import AgentUnavailableError
 
     socket_path, config = _socket_and_config(args, need_config=False)
     try:
@@ -126,7 +124,7 @@ def _offline_status(config: CollectorConfig | None, socket_path: Path, why: str)
     report: dict[str, Any] = {"agent": {"running": False, "socket": str(socket_path), "error": why}}
     if config is None:
         return report
-    from collector.spool import describe_batch
+    from edgeloop.collector.spool import describe_batch
 
     state = config.agent.state_dir
     batches, unreadable = [], 0
@@ -179,7 +177,7 @@ def cmd_sync(args: argparse.Namespace) -> int:
 
 
 def cmd_spool_list(args: argparse.Namespace) -> int:
-    from collector.spool import describe_batch
+    from edgeloop.collector.spool import describe_batch
 
     config = _config(args)
     state, now = config.agent.state_dir, time.time()
@@ -225,9 +223,9 @@ def cmd_spool_list(args: argparse.Namespace) -> int:
 
 
 def cmd_spool_verify(args: argparse.Namespace) -> int:
-    from collector.agent import lock_state_dir
-    from collector.spool import verify_batch
-    from schemas.errors import EdgeloopError
+    from edgeloop.collector.agent import lock_state_dir
+    from edgeloop.collector.spool import verify_batch
+    from edgeloop.errors import EdgeloopError
 
     config = _config(args)
     state = config.agent.state_dir
@@ -248,7 +246,7 @@ def cmd_spool_verify(args: argparse.Namespace) -> int:
                 results.append({"batch_id": path.stem, "ok": True, "rows": batch.rows, "model": batch.model})
         bad = [result for result in results if not result["ok"]]
         if args.quarantine and bad:
-            from collector.durable import move_durably
+            from edgeloop.durable import move_durably
 
             for result in bad:
                 path = state / "batches" / f"{result['batch_id']}.parquet"
@@ -270,13 +268,13 @@ def cmd_spool_verify(args: argparse.Namespace) -> int:
 
 
 def _config(args: argparse.Namespace) -> CollectorConfig:
-    from collector.config import CollectorConfig
+    from edgeloop.collector.config import CollectorConfig
 
     return CollectorConfig.load(args.config)
 
 
 def _socket_and_config(args: argparse.Namespace, *, need_config: bool) -> tuple[Path, CollectorConfig | None]:
-    from schemas.errors import ConfigError
+    from edgeloop.errors import ConfigError
 
     config = None
     if args.socket is None or Path(args.config).exists():
@@ -290,7 +288,7 @@ def _socket_and_config(args: argparse.Namespace, *, need_config: bool) -> tuple[
 
 
 def _call(socket_path: Path, method: str, path: str, body: Any = None, *, timeout_s: float) -> tuple[int, Any]:
-    from collector.client import call_agent
+    from edgeloop.collector.client import call_agent
 
     return call_agent(socket_path, method, path, body, timeout_s=timeout_s)
 
@@ -451,7 +449,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.command == "run":
         _prepare_agent_process()
-    from schemas.errors import EdgeloopError
+    from edgeloop.errors import EdgeloopError
 
     func: Callable[[argparse.Namespace], int] = args.func
     try:

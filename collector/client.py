@@ -31,7 +31,7 @@ import orjson
 import uuid_utils
 from tenacity import RetryError, Retrying, retry_if_exception_type, stop_when_event_set, wait_exponential_jitter
 
-from schemas.errors import AgentUnavailableError
+from edgeloop.errors import AgentUnavailableError
 
 __all__ = ["Client", "call_agent"]
 

@@ -31,14 +31,14 @@ import orjson
 import uuid_utils
 from aiohttp import web
 
-from collector.config import CollectorConfig
-from collector.journal import Journal
-from collector.metrics import CONTENT_TYPE_LATEST, Metrics
-from collector.spool import Spool
+from edgeloop.collector.config import CollectorConfig
+from edgeloop.collector.journal import Journal
+from edgeloop.collector.metrics import CONTENT_TYPE_LATEST, Metrics
+from edgeloop.collector.spool import Spool
 
 if TYPE_CHECKING:
-    from collector.pipeline import Pipeline
-    from collector.scheduler import SyncScheduler
+    from edgeloop.collector.pipeline import Pipeline
+    from edgeloop.collector.scheduler import SyncScheduler
 
 __all__ = [
     "CONFIG",

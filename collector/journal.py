@@ -38,13 +38,13 @@ from typing import Any
 import pyarrow as pa
 import uuid_utils
 
-from collector.config import SpoolSettings
-from collector.durable import fsync_dir
-from collector.logs import RateLimitedLogger
-from collector.metrics import Metrics
-from collector.spool import SealedBatch, Spool, new_batch_id
-from schemas.errors import JournalCorruptError
-from schemas.registry import SchemaRegistry
+from edgeloop.collector.config import SpoolSettings
+from edgeloop.collector.metrics import Metrics
+from edgeloop.collector.spool import SealedBatch, Spool, new_batch_id
+from edgeloop.durable import fsync_dir
+from edgeloop.errors import JournalCorruptError
+from edgeloop.logs import RateLimitedLogger
+from edgeloop.schemas.registry import SchemaRegistry
 
 __all__ = ["FRAME_HEADER", "Journal", "SegmentReader", "encode_frame", "read_segment"]
 

@@ -12,7 +12,7 @@ import os
 import socket
 from collections.abc import Mapping
 
-from collector.logs import RateLimitedLogger
+from edgeloop.logs import RateLimitedLogger
 
 __all__ = ["Notifier"]
 

@@ -17,12 +17,12 @@ from typing import Any
 import pyarrow as pa
 import uuid_utils
 
-from collector.config import SamplingSettings
-from collector.privacy import Privacy
-from collector.sampling import Sampler
-from schemas.model_schema import ModelSchema
-from schemas.records import RecordValidator
-from schemas.registry import SchemaRegistry
+from edgeloop.collector.config import SamplingSettings
+from edgeloop.collector.privacy import Privacy
+from edgeloop.collector.sampling import Sampler
+from edgeloop.schemas.model_schema import ModelSchema
+from edgeloop.schemas.records import RecordValidator
+from edgeloop.schemas.registry import SchemaRegistry
 
 __all__ = ["Pipeline", "ProcessedRecords"]
 

@@ -26,9 +26,9 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from collector.redact import redact
-from schemas.errors import ConfigError
-from schemas.model_schema import FieldSpec
+from edgeloop.collector.redact import redact
+from edgeloop.errors import ConfigError
+from edgeloop.schemas.model_schema import FieldSpec
 
 __all__ = ["MIN_KEY_BYTES", "Privacy", "canonical_bytes"]
 

@@ -32,7 +32,7 @@ import random
 from collections.abc import Sequence
 from datetime import datetime
 
-from collector.config import SamplingSettings
+from edgeloop.collector.config import SamplingSettings
 
 __all__ = ["RATE_CAPPED", "SAMPLED_OUT", "Sampler"]
 

@@ -28,10 +28,10 @@ from apscheduler.triggers.base import BaseTrigger
 from apscheduler.triggers.cron import CronTrigger
 from apscheduler.triggers.interval import IntervalTrigger
 
-from collector.config import SyncSettings
-from collector.spool import Spool
-from collector.sync import NOT_CONFIGURED, Syncer, SyncResult
-from schemas.errors import SyncError
+from edgeloop.collector.config import SyncSettings
+from edgeloop.collector.spool import Spool
+from edgeloop.collector.sync import NOT_CONFIGURED, Syncer, SyncResult
+from edgeloop.errors import SyncError
 
 __all__ = ["SyncScheduler"]
 

@@ -31,11 +31,11 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import uuid_utils
 
-from collector.config import SpoolSettings
-from collector.durable import fsync_dir, move_durably, write_durably
-from schemas.envelope import BATCH_METADATA_KEYS
-from schemas.errors import SchemaError
-from schemas.model_schema import ModelSchema
+from edgeloop.collector.config import SpoolSettings
+from edgeloop.durable import fsync_dir, move_durably, write_durably
+from edgeloop.errors import SchemaError
+from edgeloop.schemas.envelope import BATCH_METADATA_KEYS
+from edgeloop.schemas.model_schema import ModelSchema
 
 __all__ = ["SealedBatch", "Spool", "describe_batch", "new_batch_id", "verify_batch"]
 

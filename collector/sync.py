@@ -35,10 +35,10 @@ import aiohttp
 import orjson
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, stop_after_attempt, wait_random_exponential
 
-from collector.config import SyncSettings
-from collector.logs import RateLimitedLogger
-from collector.spool import SealedBatch, Spool
-from schemas.errors import RejectedBatchError, RetryableUploadError, SyncError, ThrottledError
+from edgeloop.collector.config import SyncSettings
+from edgeloop.collector.spool import SealedBatch, Spool
+from edgeloop.errors import RejectedBatchError, RetryableUploadError, SyncError, ThrottledError
+from edgeloop.logs import RateLimitedLogger
 
 __all__ = ["NOT_CONFIGURED", "PARQUET_MEDIA_TYPE", "SENT_AT_HEADER", "SyncResult", "Syncer"]
 

@@ -17,8 +17,8 @@ clock_offset_s = server receive time − the device's ``X-Edgeloop-Sent-At``; su
 a device timestamp to put it on the server's clock.
 """
 
-from ingest.app import create_app
-from ingest.config import IngestConfig
-from ingest.store import Store
+from edgeloop.ingest.app import create_app
+from edgeloop.ingest.config import IngestConfig
+from edgeloop.ingest.store import Store
 
 __all__ = ["IngestConfig", "Store", "create_app"]

@@ -20,11 +20,11 @@ from typing import Any, Protocol
 import duckdb
 import pyarrow as pa
 
-from ingest.auth import DeviceRegistry, admin_token
-from ingest.config import IngestConfig
-from ingest.query import run_query
-from ingest.store import connect
-from schemas.errors import AuthError, DatabaseInUse, IngestError, QueryFailed, QueryRefused, StoreError
+from edgeloop.errors import AuthError, DatabaseInUse, IngestError, QueryFailed, QueryRefused, StoreError
+from edgeloop.ingest.auth import DeviceRegistry, admin_token
+from edgeloop.ingest.config import IngestConfig
+from edgeloop.ingest.query import run_query
+from edgeloop.ingest.store import connect
 
 __all__ = ["Admin", "LocalAdmin", "RemoteAdmin", "open_admin"]
 

@@ -27,13 +27,7 @@ import orjson
 import pyarrow as pa
 from aiohttp import web
 
-from ingest.auth import Authenticator, DeviceRegistry, admin_token
-from ingest.batch import check_batch_id, read_batch
-from ingest.config import IngestConfig
-from ingest.metrics import Metrics
-from ingest.query import run_query
-from ingest.store import Landing, Store, arrow_rows
-from schemas.errors import (
+from edgeloop.errors import (
     AuthError,
     BatchRejected,
     ConfigError,
@@ -43,6 +37,12 @@ from schemas.errors import (
     StoreClosed,
     StoreError,
 )
+from edgeloop.ingest.auth import Authenticator, DeviceRegistry, admin_token
+from edgeloop.ingest.batch import check_batch_id, read_batch
+from edgeloop.ingest.config import IngestConfig
+from edgeloop.ingest.metrics import Metrics
+from edgeloop.ingest.query import run_query
+from edgeloop.ingest.store import Landing, Store, arrow_rows
 
 __all__ = ["CONFIG", "METRICS", "STORE", "create_app", "ssl_context"]
 

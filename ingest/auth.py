@@ -18,8 +18,8 @@ from pathlib import Path
 
 import duckdb
 
-from collector.durable import write_durably
-from schemas.errors import AuthError, ConfigError, StoreError
+from edgeloop.durable import write_durably
+from edgeloop.errors import AuthError, ConfigError, StoreError
 
 __all__ = ["Authenticator", "DeviceRegistry", "admin_token", "hash_token", "new_token"]
 

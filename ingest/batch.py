@@ -18,10 +18,10 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from ingest.config import LimitSettings
-from schemas.envelope import BATCH_METADATA_KEYS, KINDS
-from schemas.errors import BatchRejected, SchemaError
-from schemas.model_schema import ModelSchema
+from edgeloop.errors import BatchRejected, SchemaError
+from edgeloop.ingest.config import LimitSettings
+from edgeloop.schemas.envelope import BATCH_METADATA_KEYS, KINDS
+from edgeloop.schemas.model_schema import ModelSchema
 
 __all__ = ["RESERVED_TABLES", "UploadedBatch", "check_batch_id", "read_batch"]
 

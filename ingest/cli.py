@@ -21,13 +21,13 @@ from pathlib import Path
 
 from aiohttp import web
 
-from collector.logs import configure_logging
-from ingest.admin import Admin, open_admin
-from ingest.app import create_app, ssl_context
-from ingest.config import IngestConfig
-from ingest.export import FORMATS, training_query, write_output
-from ingest.fleet import DEVICES_SQL, fleet
-from schemas.errors import EdgeloopError
+from edgeloop.errors import EdgeloopError
+from edgeloop.ingest.admin import Admin, open_admin
+from edgeloop.ingest.app import create_app, ssl_context
+from edgeloop.ingest.config import IngestConfig
+from edgeloop.ingest.export import FORMATS, training_query, write_output
+from edgeloop.ingest.fleet import DEVICES_SQL, fleet
+from edgeloop.logs import configure_logging
 
 __all__ = ["main"]
 

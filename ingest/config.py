@@ -10,7 +10,7 @@ from typing import Annotated, Literal
 
 from pydantic import Field, model_validator
 
-from collector.config import MiB, Positive, PositiveInt, Settings, load_settings
+from edgeloop.settings import MiB, Positive, PositiveInt, Settings, load_settings
 
 __all__ = ["IngestConfig", "LimitSettings", "ServerSettings", "StoreSettings"]
 

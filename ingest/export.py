@@ -13,10 +13,10 @@ import pyarrow as pa
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
-from collector.durable import write_durably
-from ingest.store import quote
-from schemas.errors import QueryFailed
-from schemas.model_schema import NAME_PATTERN
+from edgeloop.durable import write_durably
+from edgeloop.errors import QueryFailed
+from edgeloop.ingest.store import quote
+from edgeloop.schemas.model_schema import NAME_PATTERN
 
 __all__ = ["FORMATS", "Format", "render", "training_query", "write_output"]
 

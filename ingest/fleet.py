@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pyarrow as pa
 
-from ingest.admin import Admin
-from ingest.store import quote
+from edgeloop.ingest.admin import Admin
+from edgeloop.ingest.store import quote
 
 __all__ = ["DEVICES_SQL", "fleet"]
 

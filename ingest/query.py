@@ -16,7 +16,7 @@ from typing import Any
 import duckdb
 import pyarrow as pa
 
-from schemas.errors import QueryFailed, QueryRefused
+from edgeloop.errors import QueryFailed, QueryRefused
 
 __all__ = ["check_read_only", "run_query"]
 

@@ -35,10 +35,10 @@ import duckdb
 import orjson
 import pyarrow as pa
 
-from ingest.batch import UploadedBatch
-from ingest.config import StoreSettings
-from schemas.errors import BatchRejected, DatabaseInUse, StoreBusy, StoreClosed, StoreError
-from schemas.model_schema import FieldSpec, ModelSchema
+from edgeloop.errors import BatchRejected, DatabaseInUse, StoreBusy, StoreClosed, StoreError
+from edgeloop.ingest.batch import UploadedBatch
+from edgeloop.ingest.config import StoreSettings
+from edgeloop.schemas.model_schema import FieldSpec, ModelSchema
 
 __all__ = ["Landing", "Store", "connect", "quote"]
 

@@ -35,8 +35,8 @@ from typing import Annotated, Any, Literal
 import pyarrow as pa
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from schemas.envelope import ENVELOPE_COLUMNS, envelope_arrow_fields
-from schemas.errors import SchemaError
+from edgeloop.errors import SchemaError
+from edgeloop.schemas.envelope import ENVELOPE_COLUMNS, envelope_arrow_fields
 
 __all__ = ["FieldSpec", "ModelSchema", "PrivacyRule", "load_schema_file"]
 

@@ -24,7 +24,7 @@ from uuid import UUID
 from pydantic import AfterValidator, BeforeValidator, ConfigDict, Field, Strict, TypeAdapter, ValidationError
 from typing_extensions import NotRequired, Required, TypedDict
 
-from schemas.model_schema import FieldSpec, ModelSchema
+from edgeloop.schemas.model_schema import FieldSpec, ModelSchema
 
 __all__ = ["RecordIssue", "RecordValidator"]
 

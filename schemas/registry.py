@@ -5,8 +5,8 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
-from schemas.errors import SchemaError
-from schemas.model_schema import ModelSchema, load_schema_file
+from edgeloop.errors import SchemaError
+from edgeloop.schemas.model_schema import ModelSchema, load_schema_file
 
 __all__ = ["EXAMPLES_DIR", "SchemaRegistry"]
 

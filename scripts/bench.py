@@ -42,8 +42,8 @@ sys.path.insert(0, str(ROOT))
 
 import pyarrow as pa  # noqa: E402
 
-from collector.simulator import MODELS, SimulatedModel, thumbnails_are_jpeg  # noqa: E402
-from schemas import EXAMPLES_DIR, SchemaRegistry  # noqa: E402
+from edgeloop.collector.simulator import MODELS, SimulatedModel, thumbnails_are_jpeg  # noqa: E402
+from edgeloop.schemas import EXAMPLES_DIR, SchemaRegistry  # noqa: E402
 
 LOOPBACK = "127.0.0.1"
 FLEET_KEY = bytes(range(32))  # privacy needs a key; its value does not change sizes
@@ -136,8 +136,8 @@ def simulated(model: str, n: int, *, seed: int = 1, feedback_ratio: float = 0.05
 
 def sealed_tables(bench: Bench, model: str, records: list[dict[str, Any]]) -> list[pa.Table]:
     """The rows edgeloop seals for these records: the agent's pipeline (privacy on, sampling keeping all)."""
-    from collector.config import SamplingSettings
-    from collector.pipeline import Pipeline
+    from edgeloop.collector.config import SamplingSettings
+    from edgeloop.collector.pipeline import Pipeline
 
     pipeline = Pipeline(bench.registry, SamplingSettings(seed=1), FLEET_KEY)
     batches = []
@@ -257,8 +257,8 @@ class CpuWatch:
 
 def bench_wire(bench: Bench) -> None:
     """Bytes per record: sealed Parquet vs gzip'd NDJSON vs JSON over MQTT, same rows."""
-    from collector.config import SpoolSettings
-    from collector.spool import Spool
+    from edgeloop.collector.config import SpoolSettings
+    from edgeloop.collector.spool import Spool
 
     mqtt: MqttBroker | None = None
     mqtt_reason = ""
@@ -307,7 +307,7 @@ def bench_wire(bench: Bench) -> None:
 
 def small_batches(bench: Bench, spool: Any, table: pa.Table, rows: list[dict[str, Any]]) -> None:
     """The same comparison for the batches a slow device seals: one record per 6 s until seal_max_age_s."""
-    from collector.config import SpoolSettings
+    from edgeloop.collector.config import SpoolSettings
 
     age_s = SpoolSettings().seal_max_age_s
     per = int(age_s // 6)
@@ -550,7 +550,7 @@ class IngestServer:
     """A real ``edgeloop-ingest serve`` on a loopback port with a DuckDB file in the work dir."""
 
     def __init__(self, bench: Bench, name: str, *, retry_after_s: int | None = None) -> None:
-        for module in ("ingest.cli", "ingest.app"):
+        for module in ("edgeloop.ingest.cli", "edgeloop.ingest.app"):
             try:
                 __import__(module)
             except ImportError as exc:
@@ -617,8 +617,8 @@ class IngestServer:
 
 def parquet_bodies(bench: Bench, model: str, rows: int, count: int, *, seed: int) -> list[tuple[str, bytes]]:
     """``count`` sealed batches of ``rows`` simulated records each, as (batch id, file bytes)."""
-    from collector.config import SpoolSettings
-    from collector.spool import Spool
+    from edgeloop.collector.config import SpoolSettings
+    from edgeloop.collector.spool import Spool
 
     table = sealed_tables(bench, model, simulated(model, rows, seed=seed, feedback_ratio=0.0))[0]
     spool = Spool(bench.work / f"bodies-{model}-{rows}-{seed}", SpoolSettings(), agent_version="bench")
@@ -728,7 +728,7 @@ def _sdk_client(socket_path: str, ndjson: Path) -> None:
     """The device side of edgeloop: the app logs each record through the SDK."""
     import orjson
 
-    from collector.client import Client
+    from edgeloop.collector.client import Client
 
     client = Client(socket_path)
     with open(ndjson, "rb") as lines:

@@ -38,9 +38,9 @@ import pyarrow as pa
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from collector.config import SpoolSettings  # noqa: E402
-from collector.spool import Spool  # noqa: E402
-from schemas import EXAMPLES_DIR, SchemaRegistry  # noqa: E402
+from edgeloop.collector.config import SpoolSettings  # noqa: E402
+from edgeloop.collector.spool import Spool  # noqa: E402
+from edgeloop.schemas import EXAMPLES_DIR, SchemaRegistry  # noqa: E402
 
 SCHEMA = SchemaRegistry.from_dir(EXAMPLES_DIR)["vibration"]
 START = datetime(2025, 6, 1, tzinfo=UTC)
@@ -110,7 +110,7 @@ class ServerProcess:
             f"group_commit_max_batches = {group_commit_max_batches}\ngroup_commit_delay_s = 0.002\n"
             f"[limits]\nmax_body_bytes = 268435456\n"
         )
-        command = [sys.executable, "-m", "ingest.cli"]
+        command = [sys.executable, "-m", "edgeloop.ingest.cli"]
         self.token = subprocess.run(
             [*command, "devices", "add", "bench", "--config", str(self.config)],
             check=True, capture_output=True, text=True, cwd=ROOT,

@@ -40,9 +40,9 @@ import psutil  # noqa: E402
 import pyarrow as pa  # noqa: E402
 import pyarrow.parquet as pq  # noqa: E402
 
-from collector.client import Client, call_agent  # noqa: E402
-from collector.simulator import SimulatedModel  # noqa: E402
-from schemas.errors import AgentUnavailableError  # noqa: E402
+from edgeloop.collector.client import Client, call_agent  # noqa: E402
+from edgeloop.collector.simulator import SimulatedModel  # noqa: E402
+from edgeloop.errors import AgentUnavailableError  # noqa: E402
 
 FLEET_KEY = bytes(range(32))
 SAMPLING_ON = '[sampling]\nseed = 1\n[sampling.models.vibration]\nkeep_rate = 0.25\nalways_keep_below_confidence = 0.6\n'
@@ -91,7 +91,7 @@ class AgentRun:
         )
         self.log = open(folder / "agent.log", "ab")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "collector.cli", "run", "--config", str(self.config)],
+            [sys.executable, "-m", "edgeloop.collector.cli", "run", "--config", str(self.config)],
             stdout=self.log,
             stderr=subprocess.STDOUT,
             cwd=ROOT,

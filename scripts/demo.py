@@ -20,8 +20,8 @@ import urllib.request
 from datetime import UTC, datetime
 from pathlib import Path
 
-from collector.client import Client
-from collector.simulator import SimulatedModel
+from edgeloop.collector.client import Client
+from edgeloop.collector.simulator import SimulatedModel
 
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent

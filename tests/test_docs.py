@@ -8,8 +8,8 @@ from pathlib import Path
 
 from pydantic import BaseModel
 
-from collector.config import CollectorConfig
-from ingest.config import IngestConfig
+from edgeloop.collector.config import CollectorConfig
+from edgeloop.ingest.config import IngestConfig
 
 ROOT = Path(__file__).resolve().parent.parent
 README = (ROOT / "README.md").read_text()

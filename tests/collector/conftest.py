@@ -32,11 +32,11 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from collector.client import call_agent
+from edgeloop.collector.client import call_agent
+from edgeloop.errors import AgentUnavailableError
 from tests.ingest.conftest import cli as ingest_cli
 from tests.ingest.conftest import free_port
 from tests.ingest.conftest import write_config as write_ingest_config
-from schemas.errors import AgentUnavailableError
 
 FLEET_KEY = b"0123456789abcdef-test-fleet-key!"
 ROOT = Path(__file__).resolve().parents[2]
@@ -111,7 +111,7 @@ class AgentProcess:
         self.starts += 1
         with open(self.log_path, "wb") as log:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "collector.cli", "run", "--config", str(self.config_path)],
+                [sys.executable, "-m", "edgeloop.collector.cli", "run", "--config", str(self.config_path)],
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 cwd=ROOT,
@@ -154,7 +154,7 @@ class AgentProcess:
         """POST arbitrary bytes (for malformed input); returns (status, parsed JSON)."""
         import http.client
 
-        from collector.client import _UnixConnection
+        from edgeloop.collector.client import _UnixConnection
 
         conn = _UnixConnection(str(self.socket), 30.0)
         try:
@@ -201,7 +201,7 @@ class AgentProcess:
 def run_cli(*args: str, timeout_s: float = 60.0) -> subprocess.CompletedProcess[str]:
     """Run ``edgeloop-collector`` in a subprocess, capturing its output."""
     return subprocess.run(
-        [sys.executable, "-m", "collector.cli", *args],
+        [sys.executable, "-m", "edgeloop.collector.cli", *args],
         capture_output=True,
         text=True,
         cwd=ROOT,
@@ -264,7 +264,7 @@ class Ingest:
         """Run ``edgeloop-ingest serve`` and wait until it answers /healthz."""
         with open(self.log, "ab") as log:
             self.process = subprocess.Popen(
-                [sys.executable, "-m", "ingest.cli", "serve", "--config", str(self.config)], stdout=log, stderr=log
+                [sys.executable, "-m", "edgeloop.ingest.cli", "serve", "--config", str(self.config)], stdout=log, stderr=log
             )
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:

@@ -20,9 +20,9 @@ import pyarrow as pa
 import pytest
 from aiohttp import web
 
-from collector.config import SpoolSettings, SyncSettings
-from collector.spool import SealedBatch, Spool
-from schemas import EXAMPLES_DIR, SchemaRegistry
+from edgeloop.collector.config import SpoolSettings, SyncSettings
+from edgeloop.collector.spool import SealedBatch, Spool
+from edgeloop.schemas import EXAMPLES_DIR, SchemaRegistry
 
 SCHEMA = SchemaRegistry.from_dir(EXAMPLES_DIR)["image_classifier"]
 TOKEN = "device-token-for-tests"

@@ -11,9 +11,9 @@ from collections import Counter
 import pyarrow.parquet as pq
 import uuid_utils
 
-from collector.journal import FRAME_HEADER
-from collector.simulator import SimulatedModel
-from schemas.errors import AgentUnavailableError
+from edgeloop.collector.journal import FRAME_HEADER
+from edgeloop.collector.simulator import SimulatedModel
+from edgeloop.errors import AgentUnavailableError
 
 
 def _ids(table) -> list[str]:

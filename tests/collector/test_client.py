@@ -7,8 +7,8 @@ import time
 
 import pyarrow.parquet as pq
 
-from collector import Client
-from collector.simulator import SimulatedModel
+from edgeloop.collector import Client
+from edgeloop.collector.simulator import SimulatedModel
 
 
 def _log(client: Client, records) -> list[str]:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from pydantic import BaseModel
 
-from collector.config import CollectorConfig, SamplingRule
+from edgeloop.collector.config import CollectorConfig, SamplingRule
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "scripts" / "collector.example.toml"
 COMMENTED_KEY = re.compile(r"^#\s*([a-z_]+)\s*=")

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import hmac
-from collector.client import Client
-from collector.privacy import canonical_bytes
-from collector.simulator import SimulatedModel
+
+from edgeloop.collector.client import Client
+from edgeloop.collector.privacy import canonical_bytes
+from edgeloop.collector.simulator import SimulatedModel
 from tests.collector.conftest import FLEET_KEY
 
 

@@ -12,8 +12,8 @@ import orjson
 import pyarrow as pa
 import pytest
 
-from collector.simulator import SimulatedModel
-from schemas import EXAMPLES_DIR, SchemaRegistry
+from edgeloop.collector.simulator import SimulatedModel
+from edgeloop.schemas import EXAMPLES_DIR, SchemaRegistry
 from tests.collector.conftest import FLEET_KEY
 
 REGISTRY = SchemaRegistry.from_dir(EXAMPLES_DIR)

@@ -9,12 +9,12 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
-from collector.config import SamplingSettings, SpoolSettings
-from collector.journal import Journal, read_segment
-from collector.pipeline import Pipeline
-from collector.simulator import SimulatedModel
-from collector.spool import Spool
-from schemas import EXAMPLES_DIR, SchemaRegistry
+from edgeloop.collector.config import SamplingSettings, SpoolSettings
+from edgeloop.collector.journal import Journal, read_segment
+from edgeloop.collector.pipeline import Pipeline
+from edgeloop.collector.simulator import SimulatedModel
+from edgeloop.collector.spool import Spool
+from edgeloop.schemas import EXAMPLES_DIR, SchemaRegistry
 from tests.collector.conftest import FLEET_KEY
 
 REGISTRY = SchemaRegistry.from_dir(EXAMPLES_DIR)

@@ -10,10 +10,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from collector.config import SamplingRule, SamplingSettings
-from collector.pipeline import Pipeline
-from schemas import EXAMPLES_DIR, SchemaRegistry
-from schemas.errors import ConfigError
+from edgeloop.collector.config import SamplingRule, SamplingSettings
+from edgeloop.collector.pipeline import Pipeline
+from edgeloop.errors import ConfigError
+from edgeloop.schemas import EXAMPLES_DIR, SchemaRegistry
 
 KEY = b"0123456789abcdef-test-fleet-key!"
 NOW = datetime(2026, 11, 26, 6, 30, 15, 123456, tzinfo=UTC)

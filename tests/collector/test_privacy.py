@@ -15,10 +15,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from collector.privacy import Privacy, canonical_bytes
-from collector.redact import iban_ok, luhn_ok, redact
-from schemas import FieldSpec
-from schemas.errors import ConfigError
+from edgeloop.collector.privacy import Privacy, canonical_bytes
+from edgeloop.collector.redact import iban_ok, luhn_ok, redact
+from edgeloop.errors import ConfigError
+from edgeloop.schemas import FieldSpec
 
 KEY = b"k" * 32
 OTHER_KEY = b"o" * 32

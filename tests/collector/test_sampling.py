@@ -7,8 +7,8 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from collector.config import SamplingRule, SamplingSettings
-from collector.sampling import RATE_CAPPED, SAMPLED_OUT, Sampler
+from edgeloop.collector.config import SamplingRule, SamplingSettings
+from edgeloop.collector.sampling import RATE_CAPPED, SAMPLED_OUT, Sampler
 
 NOW = datetime(2026, 11, 26, 6, 30, tzinfo=UTC)
 

@@ -8,7 +8,7 @@ from datetime import datetime, timedelta
 
 import pytest
 
-from collector.scheduler import SyncScheduler
+from edgeloop.collector.scheduler import SyncScheduler
 from tests.collector.sync_peer import make_batch, peer, spool, sync_settings  # noqa: F401 (fixtures)
 
 WINDOW_S = 7200

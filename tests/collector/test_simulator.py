@@ -8,9 +8,9 @@ from datetime import datetime
 
 import pytest
 
-from collector import simulator
-from collector.simulator import MODELS, SimulatedModel
-from schemas import EXAMPLES_DIR, RecordValidator, SchemaRegistry
+from edgeloop.collector import simulator
+from edgeloop.collector.simulator import MODELS, SimulatedModel
+from edgeloop.schemas import EXAMPLES_DIR, RecordValidator, SchemaRegistry
 
 
 @pytest.fixture(scope="module")

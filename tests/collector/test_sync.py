@@ -10,8 +10,8 @@ import aiohttp
 import orjson
 import pytest
 
-from collector.sync import NOT_CONFIGURED, PARQUET_MEDIA_TYPE, Syncer
-from schemas.errors import RetryableUploadError
+from edgeloop.collector.sync import NOT_CONFIGURED, PARQUET_MEDIA_TYPE, Syncer
+from edgeloop.errors import RetryableUploadError
 from tests.collector.sync_peer import TOKEN, make_batch, peer, spool, sync_settings  # noqa: F401 (fixtures)
 
 

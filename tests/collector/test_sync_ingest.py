@@ -6,7 +6,7 @@ import asyncio
 import shutil
 from pathlib import Path
 
-from collector.sync import Syncer
+from edgeloop.collector.sync import Syncer
 from tests.collector.sync_peer import make_batch, make_spool, sync_settings
 
 

@@ -16,8 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from collector.config import CollectorConfig
-from collector.notify import Notifier
+from edgeloop.collector.config import CollectorConfig
+from edgeloop.collector.notify import Notifier
 
 ROOT = Path(__file__).resolve().parents[2]
 UNIT = ROOT / "scripts" / "edgeloop-collector.service"

@@ -20,12 +20,12 @@ import pyarrow as pa
 import pytest
 from aiohttp import web
 
-from collector.config import SpoolSettings
-from collector.spool import Spool
-from ingest.app import create_app
-from ingest.config import IngestConfig
-from ingest.store import Store
-from schemas import EXAMPLES_DIR, ModelSchema, SchemaRegistry
+from edgeloop.collector.config import SpoolSettings
+from edgeloop.collector.spool import Spool
+from edgeloop.ingest.app import create_app
+from edgeloop.ingest.config import IngestConfig
+from edgeloop.ingest.store import Store
+from edgeloop.schemas import EXAMPLES_DIR, ModelSchema, SchemaRegistry
 
 PARQUET = "application/vnd.apache.parquet"
 BASE_TIME = datetime(2025, 6, 1, 12, 0, tzinfo=UTC)
@@ -181,7 +181,7 @@ threads = 2
     return path
 
 
-CLI = [sys.executable, "-m", "ingest.cli"]
+CLI = [sys.executable, "-m", "edgeloop.ingest.cli"]
 
 
 def cli(*args: str, check: bool = True, timeout: float = 60) -> subprocess.CompletedProcess:

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from ingest.config import IngestConfig
-from schemas.errors import ConfigError
+from edgeloop.errors import ConfigError
+from edgeloop.ingest.config import IngestConfig
 
 EXAMPLE = Path(__file__).parents[2] / "scripts" / "ingest.example.toml"
 

@@ -8,7 +8,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from ingest.admin import LocalAdmin
+from edgeloop.ingest.admin import LocalAdmin
 from tests.ingest.conftest import cli, free_port, make_table, put_batch, seal, spawn_server, write_config
 
 BATCHES = 48

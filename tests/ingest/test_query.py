@@ -7,8 +7,8 @@ import asyncio
 import duckdb
 import pytest
 
-from ingest.admin import LocalAdmin, RemoteAdmin
-from schemas.errors import QueryFailed, QueryRefused
+from edgeloop.errors import QueryFailed, QueryRefused
+from edgeloop.ingest.admin import LocalAdmin, RemoteAdmin
 from tests.ingest.conftest import make_config, make_table, seal, start_server
 
 REFUSED = [

@@ -11,8 +11,8 @@ import aiohttp
 import pytest
 from aiohttp import web
 
-from ingest.admin import RemoteAdmin
-from ingest.app import create_app, ssl_context
+from edgeloop.ingest.admin import RemoteAdmin
+from edgeloop.ingest.app import create_app, ssl_context
 from tests.ingest.conftest import make_config, make_table, seal
 
 

@@ -13,9 +13,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from ingest.app import STORE
-from ingest.store import Store
-from schemas import ModelSchema
+from edgeloop.ingest.app import STORE
+from edgeloop.ingest.store import Store
+from edgeloop.schemas import ModelSchema
 from tests.ingest.conftest import Server, make_config, make_table, seal, start_server
 
 
@@ -162,7 +162,7 @@ def _bomb(schema: ModelSchema, rows: int, value_bytes: int, *, dictionary: bool)
 
 def _seal_plain(schema: ModelSchema, table: pa.Table, batch_id: str) -> bytes:
     """Seal like the spool does but without dictionary encoding, so the footer shows the true size."""
-    from schemas.envelope import BATCH_METADATA_KEYS
+    from edgeloop.schemas.envelope import BATCH_METADATA_KEYS
 
     table = table.replace_schema_metadata({
         BATCH_METADATA_KEYS["batch_id"]: batch_id.encode(),

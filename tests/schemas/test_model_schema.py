@@ -5,7 +5,7 @@ from __future__ import annotations
 import pyarrow as pa
 import pytest
 
-from schemas import EXAMPLES_DIR, ModelSchema, SchemaError, SchemaRegistry
+from edgeloop.schemas import EXAMPLES_DIR, ModelSchema, SchemaError, SchemaRegistry
 
 MINIMAL = """
 name = "m"

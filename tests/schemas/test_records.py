@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 
 import pytest
 
-from schemas import EXAMPLES_DIR, RecordValidator, SchemaRegistry
+from edgeloop.schemas import EXAMPLES_DIR, RecordValidator, SchemaRegistry
 
 
 @pytest.fixture(scope="module")

@@ -1,0 +1,44 @@
+"""Settings, the way both sides read them: one TOML file parsed once at the edge into a frozen model."""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from edgeloop.errors import ConfigError
+
+__all__ = ["MiB", "Positive", "PositiveInt", "Settings", "load_settings"]
+
+MiB = 1024 * 1024
+Positive = Annotated[float, Field(gt=0)]
+PositiveInt = Annotated[int, Field(gt=0)]
+
+
+class Settings(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+SettingsT = TypeVar("SettingsT", bound=BaseModel)
+
+
+def load_settings(cls: type[SettingsT], path: str | Path) -> SettingsT:
+    """Read a TOML config file into ``cls``; any problem is one line naming file and setting."""
+    path = Path(path)
+    try:
+        raw: dict[str, Any] = tomllib.loads(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read: {exc.strerror}") from exc
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML: {exc}") from exc
+    try:
+        return cls.model_validate(raw)
+    except ValidationError as exc:
+        error = exc.errors(include_url=False)[0]
+        where = ".".join(str(part) for part in error["loc"])
+        if error["type"] == "extra_forbidden":
+            raise ConfigError(f"{path}: unknown setting {where!r}") from exc
+        message = error["msg"].removeprefix("Value error, ")
+        raise ConfigError(f"{path}: {where}: {message}") from exc

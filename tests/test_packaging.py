@@ -1,0 +1,47 @@
+"""The distribution installs one import name, edgeloop, and claims no generic ones."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_sdk_imports_beside_an_apps_own_schemas_and_collector(tmp_path: Path) -> None:
+    """An app with its own schemas.py and collector/ package imports the SDK as edgeloop.Client."""
+    (tmp_path / "schemas.py").write_text("class Prediction:  # the app's own pydantic models\n    pass\n")
+    (tmp_path / "collector").mkdir()
+    (tmp_path / "collector" / "__init__.py").write_text("NAME = 'the app'\n")
+    (tmp_path / "ingest.py").write_text("NAME = 'the app'\n")
+    app = (
+        "import schemas, collector, ingest\n"
+        "from edgeloop import Client\n"
+        "from edgeloop.errors import AgentUnavailableError\n"
+        "c = Client('/nonexistent/agent.sock')\n"
+        "rid = c.log_prediction('vibration', '1', inputs={}, outputs={})\n"
+        "c.close(timeout_s=0.1)\n"
+        "assert collector.NAME == ingest.NAME == 'the app' and schemas.Prediction\n"
+        "print('ok', rid)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", app], cwd=tmp_path, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith("ok ")
+
+
+def test_wheel_has_only_the_edgeloop_import_name(tmp_path: Path) -> None:
+    """The built wheel puts every module under edgeloop/ and ships the example schemas."""
+    subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "-w", str(tmp_path), str(ROOT)],
+        check=True,
+        capture_output=True,
+        timeout=300,
+    )
+    (wheel,) = tmp_path.glob("edgeloop-*.whl")
+    names = zipfile.ZipFile(wheel).namelist()
+    tops = {name.split("/", 1)[0] for name in names if not name.split("/", 1)[0].endswith(".dist-info")}
+    assert tops == {"edgeloop"}
+    assert "edgeloop/schemas/models/vibration.toml" in names
+    assert "edgeloop/collector/client.py" in names and "edgeloop/ingest/store.py" in names
