@@ -20,10 +20,12 @@ import urllib.request
 from datetime import UTC, datetime
 from pathlib import Path
 
-from edgeloop.collector.client import Client
-from edgeloop.collector.simulator import SimulatedModel
-
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))  # the simulated models live in the repository's bench/, not in the installed package
+
+from bench.simulator import SimulatedModel  # noqa: E402
+from edgeloop.collector.client import Client  # noqa: E402
+
 BIN = Path(sys.executable).parent
 
 

@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import math
 import subprocess
 from pathlib import Path
 
 import pytest
+
+from bench.harness import Goal, Row
+from bench.report import fold, render
+from bench.rows import ROWS
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -26,15 +31,38 @@ def test_quick_bench_prints_the_table_and_every_figure_is_a_number(tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     assert "edgeloop" in result.stdout and "reference (same run)" in result.stdout
     report = json.loads((tmp_path / "latest.json").read_text())
-    assert report["quick"] is True
+    assert report["quick"] is True and report["repeats"] == 1
     assert {"cpu", "cores", "memory_gib", "python", "pyarrow", "duckdb", "date"} <= report["machine"].keys()
     rows = report["rows"]
-    assert {row["number"] for row in rows} == {1, 2, 3, 4, 5, 6, 7}
+    assert {row["number"] for row in rows} == {number for module in ROWS for number in module.NUMBERS}
     for row in rows:
         assert not row["unavailable"], f"row {row['number']} {row['what']}: {row['unavailable']}"
         figures = [row["edgeloop"]] + ([row["reference"], row["ratio"]] if row["reference_name"] else [])
         for figure in figures:
             assert isinstance(figure, (int, float)) and math.isfinite(figure), (row, result.stdout)
-    devices = [point["devices"] for point in report["scaling"]]
+        assert len(row["runs"]) == 1 and row["runs"][0]["edgeloop"] == row["edgeloop"]
+    points = report["summaries"]["scaling"]["points"]
+    devices = [point["devices"] for point in points]
     assert len(devices) == 3 and devices == sorted(devices)
-    assert Path(report["plot"]).is_file()
+    assert all(point["accepted_p99_ms"] > 0 for point in points)
+    assert Path(report["summaries"]["scaling"]["plot"]).is_file()
+
+
+def test_every_run_is_kept_and_the_table_shows_the_median_with_min_and_max():
+    """Three runs of a row fold into their median with min–max, every run kept, and the target judged on the median."""
+    runs = [
+        [Row(4, "ingest", "/s", edgeloop, "DuckDB", reference, goals=(Goal("ratio", ">=", 0.7),))]
+        for edgeloop, reference in ((60.0, 100.0), (90.0, 100.0), (80.0, 100.0))
+    ]
+    (entry,) = fold(runs)
+    assert entry["edgeloop"] == 80.0 and entry["edgeloop_range"] == [60.0, 90.0]
+    assert entry["ratio"] == pytest.approx(0.8) and entry["met"] is True
+    assert [run["edgeloop"] for run in entry["runs"]] == [60.0, 90.0, 80.0]
+    line = render([entry]).splitlines()[-1]
+    assert "80.0 /s (60.0–90.0)" in line and "0.80x (0.60–0.90)" in line and "≥ 0.7x" in line and line.endswith("yes")
+
+
+def test_the_device_package_does_not_ship_the_simulator():
+    """The simulated models live in bench/, which a device install does not carry."""
+    assert importlib.util.find_spec("edgeloop.collector.simulator") is None
+    assert importlib.util.find_spec("bench.simulator") is not None

@@ -12,7 +12,7 @@ import pyarrow.parquet as pq
 import uuid_utils
 
 from edgeloop.collector.journal import FRAME_HEADER
-from edgeloop.collector.simulator import SimulatedModel
+from bench.simulator import SimulatedModel
 from edgeloop.errors import AgentUnavailableError
 
 

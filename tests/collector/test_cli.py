@@ -6,7 +6,7 @@ import json
 
 import pyarrow.parquet as pq
 
-from edgeloop.collector.simulator import SimulatedModel
+from bench.simulator import SimulatedModel
 from tests.collector.conftest import run_cli
 
 

@@ -8,7 +8,7 @@ import time
 import pyarrow.parquet as pq
 
 from edgeloop.collector import Client
-from edgeloop.collector.simulator import SimulatedModel
+from bench.simulator import SimulatedModel
 
 
 def _log(client: Client, records) -> list[str]:

@@ -6,7 +6,7 @@ import hmac
 
 from edgeloop.collector.client import Client
 from edgeloop.collector.privacy import canonical_bytes
-from edgeloop.collector.simulator import SimulatedModel
+from bench.simulator import SimulatedModel
 from tests.collector.conftest import FLEET_KEY
 
 

@@ -12,7 +12,7 @@ import orjson
 import pyarrow as pa
 import pytest
 
-from edgeloop.collector.simulator import SimulatedModel
+from bench.simulator import SimulatedModel
 from edgeloop.schemas import EXAMPLES_DIR, SchemaRegistry
 from tests.collector.conftest import FLEET_KEY
 

@@ -12,7 +12,7 @@ import pytest
 from edgeloop.collector.config import SamplingSettings, SpoolSettings
 from edgeloop.collector.journal import Journal, read_segment
 from edgeloop.collector.pipeline import Pipeline
-from edgeloop.collector.simulator import SimulatedModel
+from bench.simulator import SimulatedModel
 from edgeloop.collector.spool import Spool
 from edgeloop.schemas import EXAMPLES_DIR, SchemaRegistry
 from tests.collector.conftest import FLEET_KEY

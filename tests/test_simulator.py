@@ -8,8 +8,8 @@ from datetime import datetime
 
 import pytest
 
-from edgeloop.collector import simulator
-from edgeloop.collector.simulator import MODELS, SimulatedModel
+from bench import simulator
+from bench.simulator import MODELS, SimulatedModel
 from edgeloop.schemas import EXAMPLES_DIR, RecordValidator, SchemaRegistry
 
 

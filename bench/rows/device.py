@@ -1,0 +1,136 @@
+"""Rows 2 and 6, a device end to end: the agent's cost, and edgeloop against the usual alternative.
+
+edgeloop: an app logs simulated vibration records through the SDK (a child process), the
+agent (privacy, journal, spool) seals them, ``flush`` and ``sync --wait`` upload them to a
+real ingest server, until every row has landed. Row 2 is the agent's CPU per million
+records and its RSS: idle (started, schemas loaded, nothing logged), steady state (the
+median while the app logs) and peak (the whole run, sync included).
+
+The alternative (row 6's reference): the app POSTs each record as JSON to an aiohttp
+collector that INSERTs it into DuckDB, fed records from the same simulation.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from typing import Any
+
+from bench.clients import run_sdk
+from bench.harness import ROOT, Agent, Bench, Goal, IngestServer, ProcessWatch, Row, agent_config, free_port, port_open, process, python_module, wait_for
+from bench.records import dumps, simulated, write_ndjson
+
+NUMBERS = (2, 6)
+TITLE = "device end to end"
+MB = 2**20
+
+NAIVE_SERVER = r'''
+# The usual alternative: JSON per request over HTTP, one INSERT per request into DuckDB.
+import asyncio, json, sys
+import duckdb
+from aiohttp import web
+
+db = duckdb.connect(sys.argv[1])
+db.execute("CREATE TABLE IF NOT EXISTS records (record_id VARCHAR, kind VARCHAR, model VARCHAR,"
+           " received_at TIMESTAMPTZ DEFAULT current_timestamp, body JSON)")
+
+async def post_record(request):
+    record = await request.json()
+    db.execute("INSERT INTO records (record_id, kind, model, body) VALUES (?, ?, ?, ?)",
+               [record.get("record_id"), record.get("kind"), record.get("model"), json.dumps(record)])
+    return web.json_response({"ok": True}, status=201)
+
+async def main():
+    app = web.Application()
+    app.router.add_post("/records", post_record)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", int(sys.argv[2])).start()
+    await asyncio.Event().wait()
+
+asyncio.run(main())
+'''
+
+
+def edgeloop_run(bench: Bench, n: int) -> dict[str, Any]:
+    """Records through the SDK, the agent and a sync into ingest; rates, CPU and RSS."""
+    folder = bench.folder("device")
+    ndjson = folder / "records.ndjson"
+    write_ndjson(ndjson, "vibration", n, seed=21)
+    with IngestServer(bench, "device-ingest") as ingest:
+        (token,) = ingest.add_devices(["bench-device"])
+        with Agent(folder, agent_config(folder, sync_url=ingest.url, token=token)) as agent:
+            watch = ProcessWatch(agent.proc.pid)
+            time.sleep(1.0)  # idle: started, schemas loaded, nothing logged yet
+            idle_rss = watch.last_rss
+            started = time.perf_counter()
+            logging_from = time.monotonic()
+            sdk_stats, sdk_cpu_s = run_sdk(agent.socket, ndjson)
+            logged_s = time.perf_counter() - started
+            steady_rss = watch.median_rss(since=logging_from + (time.monotonic() - logging_from) / 2)
+            agent.command("flush", "--timeout", "600")
+            agent.command("sync", "--wait", "--timeout", "600")
+            wait_for(lambda: ingest.rows_landed() >= n, timeout_s=600, what="rows landing")
+            elapsed = time.perf_counter() - started
+            watch.stop()
+    return {
+        "records": n,
+        "sdk": sdk_stats,
+        "rows_per_s": n / elapsed,
+        "logged_per_s": n / logged_s,
+        "agent_cpu_s_per_million": watch.cpu_s / n * 1e6,
+        "agent_idle_rss_mb": idle_rss / MB,
+        "agent_steady_rss_mb": steady_rss / MB,
+        "agent_peak_rss_mb": watch.peak_rss / MB,
+        "sdk_cpu_s_per_million": sdk_cpu_s / n * 1e6,
+        "device_cpu_s_per_million": (watch.cpu_s + sdk_cpu_s) / n * 1e6,
+        "elapsed_s": elapsed,
+    }
+
+
+def naive_run(bench: Bench, n: int) -> dict[str, Any]:
+    """Rows/s and device CPU of the JSON-per-request collector, for records from the same simulation."""
+    import psutil
+
+    folder = bench.folder("naive")
+    ndjson = folder / "records.ndjson"
+    ndjson.write_bytes(b"".join(dumps(r) + b"\n" for r in simulated("vibration", n, seed=21)))
+    port = free_port()
+    (folder / "naive_server.py").write_text(NAIVE_SERVER)
+    with process([sys.executable, str(folder / "naive_server.py"), str(folder / "naive.duckdb"), str(port)], log=folder / "server.log") as server:
+        wait_for(lambda: port_open(port), timeout_s=30, what="naive collector", proc=server)
+        started = time.perf_counter()
+        client = subprocess.Popen(
+            python_module("bench.clients", "naive", f"http://127.0.0.1:{port}/records", str(ndjson)), stderr=subprocess.PIPE, cwd=ROOT
+        )
+        watch = ProcessWatch(client.pid)
+        _, err = client.communicate(timeout=600)
+        watch.stop()
+        elapsed = time.perf_counter() - started
+        if client.returncode != 0:
+            raise RuntimeError(f"naive client failed: {err.decode()[-500:]}")
+        server_cpu = sum(psutil.Process(server.pid).cpu_times()[:2])
+    return {
+        "records": n,
+        "rows_per_s": n / elapsed,
+        "device_cpu_s_per_million": watch.cpu_s / n * 1e6,
+        "server_cpu_s_per_million": server_cpu / n * 1e6,
+    }
+
+
+def measure(bench: Bench) -> list[Row]:
+    edge = edgeloop_run(bench, 5_000 if bench.quick else 1_000_000)
+    naive = naive_run(bench, 1_000 if bench.quick else 20_000)
+    bench.details.update(edgeloop=edge, naive=naive)
+    note = f"{edge['records']:,} records collected and synced"
+    return [
+        Row(2, "agent CPU s per 1M records (collect + sync)", "s", edge["agent_cpu_s_per_million"], note=note),
+        Row(2, "agent peak RSS", "MB", edge["agent_peak_rss_mb"], goals=(Goal("edgeloop", "<=", 100),), note=note),
+        Row(2, "agent RSS, steady state while logging", "MB", edge["agent_steady_rss_mb"], note=note),
+        Row(2, "agent RSS, idle (started, nothing logged)", "MB", edge["agent_idle_rss_mb"], note=note),
+        Row(6, "end to end, rows/s (SDK → landed)", "/s", edge["rows_per_s"], "JSON per request + INSERT", naive["rows_per_s"],
+            note=f"edgeloop {edge['records']:,} records, the alternative {naive['records']:,}"),
+        Row(6, "device CPU s per 1M records", "s", edge["device_cpu_s_per_million"], "JSON per request",
+            naive["device_cpu_s_per_million"], note="app + agent vs app alone"),
+    ]
