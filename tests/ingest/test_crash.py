@@ -6,8 +6,6 @@ import signal
 import threading
 from concurrent.futures import ThreadPoolExecutor
 
-import pytest
-
 from edgeloop.ingest.admin import LocalAdmin
 from tests.ingest.conftest import cli, free_port, make_table, put_batch, seal, spawn_server, write_config
 
@@ -15,7 +13,6 @@ BATCHES = 48
 ROWS = 1500
 
 
-@pytest.mark.slow
 def test_sigkill_mid_upload_then_retry_lands_each_batch_once(tmp_path, vibration):
     """After SIGKILL with many uploads in flight and a restart, retrying every upload lands each batch exactly once."""
     port = free_port()
