@@ -17,8 +17,24 @@ clock_offset_s = server receive time − the device's ``X-Edgeloop-Sent-At``; su
 a device timestamp to put it on the server's clock.
 """
 
-from edgeloop.ingest.app import create_app
-from edgeloop.ingest.config import IngestConfig
-from edgeloop.ingest.store import Store
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from edgeloop.ingest.app import create_app
+    from edgeloop.ingest.config import IngestConfig
+    from edgeloop.ingest.store import Store
 
 __all__ = ["IngestConfig", "Store", "create_app"]
+
+_WHERE = {"create_app": "app", "IngestConfig": "config", "Store": "store"}
+
+
+def __getattr__(name: str) -> Any:
+    # Loaded on first use, so the CLI can say "install the server extra" before DuckDB is imported.
+    if name in _WHERE:
+        import importlib
+
+        return getattr(importlib.import_module(f"edgeloop.ingest.{_WHERE[name]}"), name)
+    raise AttributeError(f"module 'edgeloop.ingest' has no attribute {name!r}")
