@@ -19,6 +19,7 @@ import os
 import signal
 import stat
 from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -26,17 +27,19 @@ import pyarrow as pa
 from aiohttp import web
 
 from edgeloop import __version__
-from edgeloop.collector.config import CollectorConfig
-from edgeloop.collector.intake import create_app, create_metrics_app
+from edgeloop.collector.config import CollectorConfig, check_sampling_models
+from edgeloop.collector.intake import INFO, INTAKE_OPEN, create_app, create_metrics_app
 from edgeloop.collector.journal import Journal
 from edgeloop.collector.metrics import Metrics
 from edgeloop.collector.spool import Spool
-from edgeloop.errors import CollectorError
+from edgeloop.errors import CollectorError, EdgeloopError
 from edgeloop.logs import RateLimitedLogger
+from edgeloop.settings import Settings
 from edgeloop.schemas.registry import EXAMPLES_DIR, SchemaRegistry
 
 if TYPE_CHECKING:
     from edgeloop.collector.notify import Notifier
+    from edgeloop.collector.pipeline import Pipeline
 
 __all__ = ["Agent", "agent_version", "lock_state_dir"]
 
@@ -55,6 +58,7 @@ class Agent:
         fleet_key: bytes,
         notifier: Notifier | None = None,
         version: str | None = None,
+        reload_config: Callable[[], CollectorConfig] | None = None,
     ) -> None:
         self.config = config
         self.fleet_key = fleet_key
@@ -63,6 +67,9 @@ class Agent:
         self.metrics = Metrics()
         self._stop = asyncio.Event()
         self._errors = RateLimitedLogger(log)
+        # SIGHUP re-reads the config through this (the CLI names the file; the agent reads none).
+        self._reload_config = reload_config
+        self._reloading: asyncio.Task[None] | None = None
 
     def stop(self) -> None:
         """Begin a clean shutdown (what SIGTERM does)."""
@@ -90,7 +97,7 @@ class Agent:
             recovery = await asyncio.to_thread(journal.recover)
             pipeline = Pipeline(registry, self.config.sampling, self.fleet_key)
             scheduler = SyncScheduler(
-                self.config.sync, spool, agent_version=self.version, before_sync=journal.flush
+                self.config.sync, spool, agent_version=self.version, before_sync=journal.flush, metrics=self.metrics
             )
 
             def sealed(batch: object) -> None:
@@ -103,6 +110,7 @@ class Agent:
                 spool_batches=lambda: len(spool.pending()),
                 spool_records=lambda: sum(batch.rows for batch in spool.pending()),
                 journal_bytes=lambda: journal.bytes,
+                spool_oldest_age_s=lambda: spool.oldest_age_s(),
             )
             app = create_app(
                 self.config,
@@ -113,6 +121,7 @@ class Agent:
                 metrics=self.metrics,
                 info={"version": self.version, "recovery": recovery},
             )
+            loop.add_signal_handler(signal.SIGHUP, self._begin_reload, app, journal, pipeline)
             runner = web.AppRunner(
                 app, handle_signals=False, access_log=None, shutdown_timeout=agent.shutdown_timeout_s / 2
             )
@@ -131,10 +140,68 @@ class Agent:
                 code = await self._shutdown(runners)
         finally:
             watchdog.cancel()
-            for signum in (signal.SIGTERM, signal.SIGINT):
+            for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
                 loop.remove_signal_handler(signum)
             os.close(lock)
         return code
+
+    def _begin_reload(self, app: web.Application, journal: Journal, pipeline: Pipeline) -> None:
+        if self._reloading is not None and not self._reloading.done():
+            log.info("reload already running: this SIGHUP is folded into it")
+            return
+        self._reloading = asyncio.get_running_loop().create_task(self.reload(app, journal, pipeline))
+
+    async def reload(self, app: web.Application, journal: Journal, pipeline: Pipeline) -> None:
+        """SIGHUP: take new sampling rules and schemas without a restart; anything else waits for one.
+
+        Records in the journal were validated against the old schemas, so a changed schema is
+        swapped in only after the journal is sealed under the old ones, with intake held for
+        that moment (requests wait; none is refused). A config that does not load, or names a
+        sampling model with no schema, is refused whole and the agent runs on as it was.
+        """
+        if self._reload_config is None:
+            log.warning("SIGHUP: this agent was not started from a config file; nothing to reload")
+            return
+        try:
+            new = await asyncio.to_thread(self._reload_config)
+            registry = await asyncio.to_thread(SchemaRegistry.from_dir, new.agent.schemas_dir or EXAMPLES_DIR)
+            check_sampling_models(new.sampling, (schema.name for schema in registry))
+        except (EdgeloopError, OSError) as exc:
+            log.error("reload refused: running on with the config as it was", extra={"error": str(exc)})
+            return
+        old = pipeline.registry
+        changed = sorted(
+            name for name in {schema.name for schema in old} | {schema.name for schema in registry}
+            if (old.get(name) and old[name].fingerprint) != (registry.get(name) and registry[name].fingerprint)
+        )
+        gate = app[INTAKE_OPEN]
+        gate.clear()
+        try:
+            if changed:
+                await journal.flush()
+                stuck = journal.unsealed_models() & set(changed)
+                if stuck:
+                    log.error("reload: journal segments of changed models could not be sealed; keeping the old schemas",
+                              extra={"models": sorted(stuck)})
+                    registry, changed = old, []
+            journal.registry = registry
+            pipeline.reload(registry, new.sampling)
+        finally:
+            gate.set()
+        current = self.config
+        self.config = current.model_copy(update={
+            "sampling": new.sampling,
+            "agent": current.agent.model_copy(update={"schemas_dir": new.agent.schemas_dir}),
+        })
+        restart = sorted(_changed_settings(self.config, new))
+        info = app[INFO]
+        info["reloads"] = info.get("reloads", 0) + 1
+        info["reloaded_at"] = datetime.now(UTC).isoformat()
+        log.info("config reloaded", extra={
+            "models": sorted(schema.name for schema in registry), "schemas_changed": changed, "needs_restart": restart,
+        })
+        if restart:
+            log.warning("these settings changed but take effect only after a restart", extra={"settings": restart})
 
     async def _serve(self, runner: web.AppRunner, runners: list[web.AppRunner]) -> None:
         agent = self.config.agent
@@ -177,6 +244,18 @@ class Agent:
             except Exception as exc:  # a closed notify socket must not end the agent
                 self._errors.log(logging.WARNING, "watchdog", "watchdog notification failed", error=repr(exc))
             await asyncio.sleep(interval_s)
+
+
+def _changed_settings(running: CollectorConfig, loaded: CollectorConfig, prefix: str = "") -> list[str]:
+    """Dotted names of the settings that differ between two configs."""
+    changed = []
+    for name in type(running).model_fields:
+        a, b = getattr(running, name), getattr(loaded, name)
+        if isinstance(a, Settings) and isinstance(b, Settings) and type(a) is type(b):
+            changed += _changed_settings(a, b, f"{prefix}{name}.")  # type: ignore[arg-type]
+        elif a != b:
+            changed.append(prefix + name)
+    return changed
 
 
 def tune_memory() -> Callable[[], None]:

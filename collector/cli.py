@@ -1,7 +1,8 @@
 """``edgeloop-collector``: run the device agent and look after its spool.
 
-Exit codes: 0 success · 1 an error (one line on stderr) · 2 bad usage ·
-3 ``status``: the agent is not running (the spool is still reported, read from disk).
+Exit codes: 0 success · 1 an error (one line on stderr; for ``sync --wait``: the sync did not
+send everything) · 2 bad usage · 3 ``status``: the agent is not running (the spool is still
+reported, read from disk).
 """
 
 from __future__ import annotations
@@ -58,23 +59,31 @@ def read_fleet_key(path: Path) -> bytes:
 
 def cmd_run(args: argparse.Namespace) -> int:
     from edgeloop.collector.agent import Agent
+    from edgeloop.collector.config import CollectorConfig
     from edgeloop.collector.notify import Notifier
     from edgeloop.logs import configure_logging
 
     config = _config(args)
     configure_logging(config.agent.log_level, json=config.agent.log_json)
     key = read_fleet_key(config.agent.key_file)
-    agent = Agent(config, fleet_key=key, notifier=Notifier.from_env(os.environ))
+    agent = Agent(
+        config,
+        fleet_key=key,
+        notifier=Notifier.from_env(os.environ),
+        reload_config=lambda: CollectorConfig.load(args.config),
+    )
     return asyncio.run(agent.run())
 
 
 def cmd_check_config(args: argparse.Namespace) -> int:
+    from edgeloop.collector.config import check_sampling_models
     from edgeloop.schemas.registry import EXAMPLES_DIR, SchemaRegistry
 
     config = _config(args)
     registry = SchemaRegistry.from_dir(config.agent.schemas_dir or EXAMPLES_DIR)
     if not len(registry):
         raise _Failure(f"{config.agent.schemas_dir}: no schema files (*.toml) in the schemas folder")
+    check_sampling_models(config.sampling, (schema.name for schema in registry))
     read_fleet_key(config.agent.key_file)
     _check_writable(config.agent.state_dir, "state_dir")
     _check_writable(config.agent.socket.parent, "socket folder")
@@ -85,8 +94,24 @@ def cmd_check_config(args: argparse.Namespace) -> int:
                 raise _Failure(f"{name}: {path} does not exist or is not readable")
         if sync.token_file is None:
             raise _Failure("sync.token_file: needed when sync.url is set")
+        _check_token_file(sync.token_file)
     models = ", ".join(schema.name for schema in registry)
     print(f"config OK: {args.config} (models: {models}; state in {config.agent.state_dir})")
+    return EXIT_OK
+
+
+def _check_token_file(path: Path) -> None:
+    """The device token is a secret: refuse an empty file and one everybody can read."""
+    if path.stat().st_mode & stat.S_IROTH:
+        raise _Failure(f"sync.token_file: {path} is readable by everyone (chmod o-r {path})")
+    if not path.read_text(encoding="utf-8", errors="replace").strip():
+        raise _Failure(f"sync.token_file: {path} is empty (put the token from `edgeloop-ingest devices add` in it)")
+
+
+def cmd_init_config(args: argparse.Namespace) -> int:
+    from edgeloop.collector.config import EXAMPLE_CONFIG, UNIT_FILE
+
+    sys.stdout.write((UNIT_FILE if args.systemd else EXAMPLE_CONFIG).read_text(encoding="utf-8"))
     return EXIT_OK
 
 
@@ -104,7 +129,7 @@ def cmd_status(args: argparse.Namespace) -> int:
 
     socket_path, config = _socket_and_config(args, need_config=False)
     try:
-        status_code, report = _call(socket_path, "GET", "/v1/status", timeout_s=args.timeout)
+        status_code, report = _call(socket_path, "GET", "/v1/status", timeout_s=args.timeout or 30.0)
     except AgentUnavailableError as exc:
         report = _offline_status(config, socket_path, str(exc))
         code = EXIT_NOT_RUNNING
@@ -151,7 +176,7 @@ def _offline_status(config: CollectorConfig | None, socket_path: Path, why: str)
 
 def cmd_flush(args: argparse.Namespace) -> int:
     socket_path, _ = _socket_and_config(args, need_config=False)
-    status_code, answer = _call(socket_path, "POST", "/v1/flush", timeout_s=args.timeout)
+    status_code, answer = _call(socket_path, "POST", "/v1/flush", timeout_s=args.timeout or 30.0)
     if status_code != 200:
         raise _Failure(_error_line(status_code, answer))
     if args.json:
@@ -164,7 +189,9 @@ def cmd_flush(args: argparse.Namespace) -> int:
 
 def cmd_sync(args: argparse.Namespace) -> int:
     socket_path, _ = _socket_and_config(args, need_config=False)
-    status_code, answer = _call(socket_path, "POST", "/v1/sync", {"wait": args.wait}, timeout_s=args.timeout)
+    # A waited-for sync takes as long as the upload does; the agent bounds it, not this call.
+    timeout_s = args.timeout if args.timeout is not None else (86400.0 if args.wait else 30.0)
+    status_code, answer = _call(socket_path, "POST", "/v1/sync", {"wait": args.wait}, timeout_s=timeout_s)
     if status_code != 200:
         raise _Failure(_error_line(status_code, answer))
     if answer.get("outcome") == "skipped":
@@ -173,6 +200,9 @@ def cmd_sync(args: argparse.Namespace) -> int:
         print(orjson.dumps(answer, option=orjson.OPT_INDENT_2).decode())
     else:
         print("sync started" if answer.get("started") else orjson.dumps(answer).decode())
+    if args.wait and answer.get("outcome") != "ok":
+        # Scripts and health checks read the exit code: anything left unsent is a failure.
+        raise _Failure(f"sync {answer.get('outcome')}: {answer.get('reason')}")
     return EXIT_OK
 
 
@@ -371,6 +401,11 @@ def _format_status(report: dict[str, Any]) -> str:
                 f"sync       last {sync.get('last_sync_at') or 'never'} ({outcome or '-'}), "
                 f"next {sync.get('next_sync_at') or '-'}" + (", running now" if sync.get("running") else "")
             )
+            if sync.get("retry_at"):
+                lines.append(
+                    f"           retrying at {sync['retry_at']} (failed {sync['retries_in_a_row']} in a row; "
+                    f"last success {sync.get('last_success_at') or 'never since the agent started'})"
+                )
     return "\n".join(lines)
 
 
@@ -386,13 +421,18 @@ def _parser() -> argparse.ArgumentParser:
     )
     talk = argparse.ArgumentParser(add_help=False)
     talk.add_argument("--socket", help="the agent's unix socket (default: agent.socket_path from the config)")
-    talk.add_argument("--timeout", type=float, default=30.0, help="seconds to wait for the agent (default 30)")
+    talk.add_argument(
+        "--timeout", type=float, help="seconds to wait for the agent (default 30; sync --wait: until the sync ends)"
+    )
 
     parser = argparse.ArgumentParser(
         prog="edgeloop-collector",
         description="The edgeloop device agent: collects, anonymizes and spools model records, then syncs them.",
-        epilog="Exit codes: 0 ok, 1 error, 2 bad usage, 3 (status) agent not running.",
+        epilog="Exit codes: 0 ok, 1 error (sync --wait: the sync failed), 2 bad usage, 3 (status) agent not running.",
     )
+    from edgeloop import __version__
+
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     run = commands.add_parser(
@@ -413,7 +453,9 @@ def _parser() -> argparse.ArgumentParser:
     flush.set_defaults(func=cmd_flush)
 
     sync = commands.add_parser("sync", parents=[common, talk], help="start a sync of the spool now")
-    sync.add_argument("--wait", action="store_true", help="wait for the sync to finish and print its result")
+    sync.add_argument(
+        "--wait", action="store_true", help="wait for the sync to finish, print its result, exit 1 unless it sent everything"
+    )
     sync.add_argument("--json", action="store_true", help="print the answer as JSON")
     sync.set_defaults(func=cmd_sync)
 
@@ -423,6 +465,14 @@ def _parser() -> argparse.ArgumentParser:
         help="validate the config, schemas, fleet key and state dir; one-line error and exit 1 on a problem",
     )
     check.set_defaults(func=cmd_check_config)
+
+    init = commands.add_parser(
+        "init-config",
+        help="print a complete, commented config (every setting with its default): "
+        "edgeloop-collector init-config > /etc/edgeloop/collector.toml",
+    )
+    init.add_argument("--systemd", action="store_true", help="print the systemd unit file instead")
+    init.set_defaults(func=cmd_init_config)
 
     spool = commands.add_parser("spool", help="inspect the sealed batches on disk (works with the agent down)")
     spool_commands = spool.add_subparsers(dest="spool_command", required=True, metavar="SPOOL_COMMAND")

@@ -1,27 +1,40 @@
 """The device agent's settings: one TOML file, parsed once at the edge into a frozen model.
 
-Every setting is documented in ``scripts/collector.example.toml``; a test keeps the two in step.
+Every setting is documented in ``share/collector.example.toml`` (shipped in the package and
+printed by ``edgeloop-collector init-config``); a test keeps the two in step.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+from importlib.resources import files
+from importlib.resources.abc import Traversable
 from pathlib import Path
 from typing import Annotated, Literal
 
 from apscheduler.triggers.cron import CronTrigger
 from pydantic import Field, field_validator
 
+from edgeloop.errors import ConfigError
 from edgeloop.settings import MiB, Positive, PositiveInt, Settings, load_settings
 
 __all__ = [
     "AgentSettings",
     "CollectorConfig",
+    "EXAMPLE_CONFIG",
+    "UNIT_FILE",
+    "check_sampling_models",
     "IntakeSettings",
     "SamplingRule",
     "SamplingSettings",
     "SpoolSettings",
     "SyncSettings",
 ]
+
+# One source: the installer, init-config and the settings table all read these files.
+EXAMPLE_CONFIG: Traversable = files("edgeloop.collector") / "share" / "collector.example.toml"
+UNIT_FILE: Traversable = files("edgeloop.collector") / "share" / "edgeloop-collector.service"
+
 
 class AgentSettings(Settings):
     state_dir: Path = Path("/var/lib/edgeloop")
@@ -108,6 +121,8 @@ class SyncSettings(Settings):
     backoff_initial_s: Positive = 1.0
     backoff_max_s: Positive = 300.0
     max_throttle_wait_s: Positive = 3600.0
+    retry_initial_s: Positive = 300.0
+    retry_max_s: Positive = 14400.0
 
     @field_validator("schedule")
     @classmethod
@@ -124,6 +139,14 @@ class SyncSettings(Settings):
         if value is not None and not value.startswith(("http://", "https://")):
             raise ValueError("must start with http:// or https://")
         return value.rstrip("/") if value else value
+
+
+def check_sampling_models(sampling: SamplingSettings, models: Iterable[str]) -> None:
+    """A [sampling.models.X] section for a model with no schema is a typo that would silently not apply."""
+    known = sorted(models)
+    for model in sampling.models:
+        if model not in known:
+            raise ConfigError(f"sampling.models.{model}: no schema for a model named {model!r} (models: {', '.join(known)})")
 
 
 class CollectorConfig(Settings):

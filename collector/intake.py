@@ -43,6 +43,7 @@ if TYPE_CHECKING:
 __all__ = [
     "CONFIG",
     "INFO",
+    "INTAKE_OPEN",
     "JOURNAL",
     "METRICS",
     "PIPELINE",
@@ -62,6 +63,8 @@ METRICS: web.AppKey[Metrics] = web.AppKey("metrics", Metrics)
 PIPELINE: web.AppKey[Pipeline] = web.AppKey("pipeline")
 SCHEDULER: web.AppKey[SyncScheduler | None] = web.AppKey("scheduler")
 INFO: web.AppKey[dict[str, Any]] = web.AppKey("info", dict)
+# Set while records may flow in; a reload clears it while it swaps schemas under the journal.
+INTAKE_OPEN: web.AppKey[asyncio.Event] = web.AppKey("intake_open", asyncio.Event)
 
 JSON_TYPES = frozenset({"application/json", "text/json", ""})
 NDJSON_TYPES = frozenset({"application/x-ndjson", "application/ndjson", "application/jsonl", "application/jsonlines"})
@@ -159,6 +162,9 @@ async def post_records(request: web.Request) -> web.Response:
     if want not in ("all", "errors", "none"):
         return error_response(400, "bad_request", "results must be 'all', 'errors' or 'none'")
     body = await request.read()
+    gate = app[INTAKE_OPEN]
+    if not gate.is_set():
+        await gate.wait()  # a reload is sealing the journal under the old schemas
     parsed = _parse(body, request.content_type)
     if isinstance(parsed, web.Response):
         return parsed
@@ -256,6 +262,8 @@ def status_report(app: web.Application) -> dict[str, Any]:
             "uptime_s": round(time.time() - info["started_monotonic_epoch"], 3),
             "socket": str(app[CONFIG].agent.socket),
             "recovery": info.get("recovery"),
+            "reloads": info.get("reloads", 0),
+            "reloaded_at": info.get("reloaded_at"),
         },
         "spool": {
             **spool_stats,
@@ -352,6 +360,8 @@ def create_app(
     app[PIPELINE] = pipeline
     app[SCHEDULER] = scheduler
     app[METRICS] = metrics
+    app[INTAKE_OPEN] = asyncio.Event()
+    app[INTAKE_OPEN].set()
     now = time.time()
     app[INFO] = {
         "version": "unknown",

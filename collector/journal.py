@@ -322,6 +322,10 @@ class Journal:
         fsync_dir(segment.path.parent)
         return batch
 
+    def unsealed_models(self) -> set[str]:
+        """Models with a segment whose seal failed (retried by the timer)."""
+        return {segment.model for segment in self._unsealed}
+
     async def flush(self) -> list[SealedBatch]:
         """Seal every open segment now; returns the batches sealed while waiting."""
         for segment in list(self._active.values()):

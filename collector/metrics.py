@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, PlatformCollector, ProcessCollector
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
+
+if TYPE_CHECKING:
+    from edgeloop.collector.sync import SyncResult
 
 __all__ = ["CONTENT_TYPE_LATEST", "Metrics"]
 
@@ -38,6 +42,31 @@ class Metrics:
         self.spool_batches = Gauge("edgeloop_spool_batches", "Sealed batches waiting for sync", registry=r)
         self.spool_records = Gauge("edgeloop_spool_records", "Records in sealed batches waiting for sync", registry=r)
         self.journal_bytes = Gauge("edgeloop_journal_bytes", "Bytes in journal segments not sealed yet", registry=r)
+        self.spool_oldest_age = Gauge(
+            "edgeloop_spool_oldest_batch_age_seconds", "Age of the oldest sealed batch waiting for sync (0: none)", registry=r
+        )
+        self.sync_last_attempt = Gauge(
+            "edgeloop_sync_last_attempt_timestamp_seconds", "Unix time the last sync started (0: never)", registry=r
+        )
+        self.sync_last_success = Gauge(
+            "edgeloop_sync_last_success_timestamp_seconds", "Unix time the last sync that sent everything ended (0: never)",
+            registry=r,
+        )
+        self.syncs = Counter("edgeloop_syncs", "Sync runs, by outcome (ok, partial, skipped, failed)", ["outcome"], registry=r)
+        self.sync_batches = Counter(
+            "edgeloop_sync_batches",
+            "Batches by what the server did with them (landed, already_landed, rejected, split, failed)",
+            ["result"],
+            registry=r,
+        )
+        self.sync_uploaded_bytes = Counter(
+            "edgeloop_sync_uploaded_bytes", "Bytes of batches the server acknowledged", registry=r
+        )
+        self.sync_uploaded_rows = Counter("edgeloop_sync_uploaded_records", "Records in acknowledged batches", registry=r)
+        self.sync_retries = Counter("edgeloop_sync_upload_retries", "Upload attempts retried after a failure", registry=r)
+        # process_cpu_seconds_total, process_resident_memory_bytes, process_open_fds, ...; python_info.
+        ProcessCollector(registry=r)
+        PlatformCollector(registry=r)
 
     def watch(
         self,
@@ -46,12 +75,32 @@ class Metrics:
         spool_batches: Callable[[], float],
         spool_records: Callable[[], float],
         journal_bytes: Callable[[], float],
+        spool_oldest_age_s: Callable[[], float],
     ) -> None:
         """Read the gauges from live state at scrape time."""
+        self.spool_oldest_age.set_function(spool_oldest_age_s)
         self.spool_bytes.set_function(spool_bytes)
         self.spool_batches.set_function(spool_batches)
         self.spool_records.set_function(spool_records)
         self.journal_bytes.set_function(journal_bytes)
+
+    def count_sync(self, result: SyncResult, *, ended_at_s: float) -> None:
+        """Account one finished sync run."""
+        self.syncs.labels(result.outcome).inc()
+        for kind, count in (
+            ("landed", result.uploaded),
+            ("already_landed", result.already_present),
+            ("rejected", result.rejected),
+            ("split", result.split),
+            ("failed", result.failed),
+        ):
+            if count:
+                self.sync_batches.labels(kind).inc(count)
+        self.sync_uploaded_bytes.inc(result.bytes)
+        self.sync_uploaded_rows.inc(result.rows)
+        self.sync_retries.inc(result.retries)
+        if result.outcome == "ok":
+            self.sync_last_success.set(ended_at_s)
 
     def exposition(self) -> bytes:
         return generate_latest(self.registry)

@@ -61,6 +61,12 @@ class Pipeline:
         self.privacy = Privacy(fleet_key)
         self._validators: dict[str, RecordValidator] = {}
 
+    def reload(self, registry: SchemaRegistry, sampling: SamplingSettings) -> None:
+        """Take new schemas and sampling rules; the per-hour counts of max_per_hour carry over."""
+        self.registry = registry
+        self._validators = {}
+        self.sampler.reload(sampling)
+
     def _validator(self, schema: ModelSchema) -> RecordValidator:
         validator = self._validators.get(schema.name)
         if validator is None:

@@ -48,6 +48,10 @@ class Sampler:
         self._rng = random.Random(settings.seed)
         self._window: dict[str, tuple[int, int]] = {}  # model -> (hour since epoch, kept in it)
 
+    def reload(self, settings: SamplingSettings) -> None:
+        """New rules from a reloaded config; the random stream and this hour's counts go on."""
+        self._settings = settings
+
     def decide(
         self, model: str, kinds: Sequence[str], confidences: Sequence[float | None], now: datetime
     ) -> list[float | str]:

@@ -9,6 +9,12 @@ per fire, which no seed can make reproducible per device.) Without a seed and a 
 offset is random, drawn once per start.
 
 Only one sync runs at a time: any request while one runs joins it.
+
+A scheduled (or high-water, or retry) sync that does not send everything — ingest down, the
+gate said no, a 5xx — is retried within the same window: after ``retry_initial_s``, then
+doubling up to ``retry_max_s`` (minutes, then hours), each wait drawn from its upper half so
+a fleet that failed together does not retry together. A retry that would land after the next
+scheduled sync is not made: that sync is the retry. ``status`` says when the retry is.
 """
 
 from __future__ import annotations
@@ -26,9 +32,11 @@ from typing import Any
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from apscheduler.triggers.base import BaseTrigger
 from apscheduler.triggers.cron import CronTrigger
+from apscheduler.triggers.date import DateTrigger
 from apscheduler.triggers.interval import IntervalTrigger
 
 from edgeloop.collector.config import SyncSettings
+from edgeloop.collector.metrics import Metrics
 from edgeloop.collector.spool import Spool
 from edgeloop.collector.sync import NOT_CONFIGURED, Syncer, SyncResult
 from edgeloop.errors import SyncError
@@ -38,6 +46,7 @@ __all__ = ["SyncScheduler"]
 log = logging.getLogger(__name__)
 
 JOB_ID = "sync"
+RETRY_JOB_ID = "sync-retry"
 
 
 class SyncScheduler:
@@ -50,6 +59,7 @@ class SyncScheduler:
         *,
         agent_version: str,
         before_sync: Callable[[], Awaitable[Any]] | None = None,
+        metrics: Metrics | None = None,
     ) -> None:
         self.settings = settings
         self.spool = spool
@@ -62,6 +72,9 @@ class SyncScheduler:
         self._task: asyncio.Task[SyncResult] | None = None
         self._last_result: SyncResult | None = None
         self._high_water_not_before = 0.0
+        self.metrics = metrics
+        self._retries = 0  # failed syncs in a row since the last scheduled or successful one
+        self._last_success_at: datetime | None = None
 
     @property
     def configured(self) -> bool:
@@ -139,6 +152,9 @@ class SyncScheduler:
             "last_sync_at": last.started_at.isoformat() if last else None,
             "last_result": last.as_dict() if last else None,
             "next_sync_at": self._next_sync_at(),
+            "retry_at": self._retry_at(),
+            "retries_in_a_row": self._retries,
+            "last_success_at": self._last_success_at.isoformat() if self._last_success_at else None,
             "running": self.running,
             "batches_pending": len(self.spool.pending()),
             "batches_rejected": len(self.spool.rejected()),
@@ -160,6 +176,8 @@ class SyncScheduler:
 
     async def _sync(self, trigger: str) -> SyncResult:
         log.info("sync starting", extra={"trigger": trigger, "batches_pending": len(self.spool.pending())})
+        if self.metrics is not None:
+            self.metrics.sync_last_attempt.set(time.time())
         try:
             if self.before_sync is not None:
                 try:
@@ -171,10 +189,55 @@ class SyncScheduler:
             log.exception("sync crashed", extra={"trigger": trigger})
             result = SyncResult(outcome="failed", reason=f"internal error: {type(exc).__name__}: {exc}")
         self._last_result = result
+        if self.metrics is not None:
+            self.metrics.count_sync(result, ended_at_s=time.time())
+        if result.outcome == "ok":
+            self._last_success_at = datetime.now(UTC)
+            self._retries = 0
+            self._cancel_retry()
+        elif trigger in ("schedule", "retry", "high_water"):
+            self._schedule_retry(result)
         if trigger == "high_water" and result.outcome != "ok":
             # Without this, every seal while ingest is down would start another doomed sync.
             self._high_water_not_before = time.monotonic() + self.settings.backoff_max_s
         return result
+
+    def _schedule_retry(self, result: SyncResult) -> None:
+        """After a failed sync, try again sooner than the next scheduled one: minutes, then hours."""
+        scheduler = self._scheduler
+        if scheduler is None or not scheduler.running:
+            return
+        settings = self.settings
+        self._retries += 1
+        delay_s = min(settings.retry_max_s, settings.retry_initial_s * 2 ** (self._retries - 1))
+        delay_s = random.uniform(delay_s / 2, delay_s)
+        when = datetime.now(UTC) + timedelta(seconds=delay_s)
+        job = scheduler.get_job(JOB_ID)
+        if job is not None and job.next_run_time is not None and when >= job.next_run_time:
+            self._cancel_retry()
+            log.info("sync failed: the next scheduled sync retries it",
+                     extra={"reason": result.reason, "next_sync_at": job.next_run_time.isoformat()})
+            return
+        scheduler.add_job(
+            self._retry_sync, DateTrigger(when), id=RETRY_JOB_ID, name="sync retry",
+            replace_existing=True, misfire_grace_time=None,
+        )
+        log.warning("sync did not send everything: retrying",
+                    extra={"reason": result.reason, "retry_at": when.isoformat(), "retries_in_a_row": self._retries})
+
+    def _cancel_retry(self) -> None:
+        scheduler = self._scheduler
+        if scheduler is not None and scheduler.running and scheduler.get_job(RETRY_JOB_ID) is not None:
+            scheduler.remove_job(RETRY_JOB_ID)
+
+    async def _retry_sync(self) -> None:
+        task, _ = self._begin("retry")
+        await asyncio.shield(task)
+
+    def _retry_at(self) -> str | None:
+        job = self._scheduler.get_job(RETRY_JOB_ID) if self._scheduler is not None else None
+        when = job.next_run_time if job is not None else None
+        return when.isoformat() if when else None
 
     async def _scheduled_sync(self) -> None:
         task, _ = self._begin("schedule")

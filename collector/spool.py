@@ -19,6 +19,7 @@ import logging
 import os
 import shutil
 import threading
+import time
 from collections import Counter
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -262,6 +263,11 @@ class Spool:
 
     def rejected(self) -> list[Path]:
         return sorted(self.rejected_dir.glob("*.parquet"))
+
+    def oldest_age_s(self) -> float:
+        """Seconds since the oldest waiting batch was sealed; 0 when nothing waits."""
+        pending = self.pending()
+        return max(0.0, time.time() - pending[0].created_at.timestamp()) if pending else 0.0
 
     def stats(self) -> dict[str, Any]:
         """What ``status`` reports about the spool; every number read from disk or counters now."""

@@ -10,6 +10,7 @@ then PUTs every pending batch and lets the server's answer decide the batch's fa
     other 4xx              refused for good          → rejected/ with the server's answer
     408, 5xx, network      may work later            → tenacity: capped exponential backoff
                                                        with full jitter, then the next sync
+    TLS failure            certificate not trusted   → stop the run at once, keep every batch
     429 / 503              throttled                 → the whole run pauses for Retry-After
 
 Uploads are sequential, so one pause or one bandwidth cap holds for the whole run.
@@ -33,7 +34,7 @@ from typing import Any, BinaryIO, Literal
 
 import aiohttp
 import orjson
-from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, stop_after_attempt, wait_random_exponential
+from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_after_attempt, wait_random_exponential
 
 from edgeloop.collector.config import SyncSettings
 from edgeloop.collector.spool import SealedBatch, Spool
@@ -190,6 +191,9 @@ class Syncer:
             except RetryableUploadError as exc:
                 result.failed += 1
                 last_error = str(exc)
+                if isinstance(exc.__cause__, aiohttp.ClientSSLError):
+                    result.failed += len(queue)
+                    return f"TLS failure (check sync.url and sync.ca_file): {exc}"
                 if isinstance(exc.__cause__, aiohttp.ClientConnectorError):
                     # The server is unreachable: every other batch would fail the same way.
                     result.failed += len(queue)
@@ -201,6 +205,11 @@ class Syncer:
                     return stop
                 continue
             throttles = 0
+            log.info(
+                "batch uploaded" if status == 201 else "batch was already landed",
+                extra={"batch_id": batch.batch_id, "model": batch.model, "rows": batch.rows, "bytes": batch.bytes,
+                       "status": status},
+            )
             await asyncio.to_thread(self.spool.acknowledge, batch.batch_id)
             if status == 201:
                 result.uploaded += 1
@@ -262,7 +271,7 @@ class Syncer:
             )
 
         retrying = AsyncRetrying(
-            retry=retry_if_exception_type(RetryableUploadError),
+            retry=retry_if_exception(_worth_retrying),
             wait=wait_random_exponential(multiplier=settings.backoff_initial_s, max=settings.backoff_max_s),
             stop=stop_after_attempt(settings.max_attempts),
             before_sleep=before_sleep,
@@ -411,6 +420,11 @@ def _retry_after_s(value: str | None) -> float | None:
     if when.tzinfo is None:
         when = when.replace(tzinfo=UTC)
     return max(0.0, (when - datetime.now(UTC)).total_seconds())
+
+
+def _worth_retrying(exc: BaseException) -> bool:
+    """Network errors, 408 and 5xx may pass; a certificate the device does not trust will not."""
+    return isinstance(exc, RetryableUploadError) and not isinstance(exc.__cause__, aiohttp.ClientSSLError)
 
 
 def _finish(result: SyncResult, outcome: Outcome, reason: str | None) -> None:

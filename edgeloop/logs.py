@@ -1,4 +1,4 @@
-"""Structured logs: one JSON object per line on stderr, with a rate limit for loops."""
+"""Structured logs on stderr: one JSON object per line, or text with the fields as key=value; a rate limit for loops."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from typing import Any
 
 import orjson
 
-__all__ = ["JsonFormatter", "RateLimitedLogger", "configure_logging"]
+__all__ = ["JsonFormatter", "RateLimitedLogger", "TextFormatter", "configure_logging"]
 
 # LogRecord attributes that are not user-supplied ``extra`` fields.
 _RESERVED = frozenset(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {"message", "asctime", "taskName"}
@@ -34,10 +34,32 @@ class JsonFormatter(logging.Formatter):
         return orjson.dumps(entry, default=str).decode()
 
 
+class TextFormatter(logging.Formatter):
+    """Formats a record as ``<ts> <level> <logger>: <msg> key=value ...``: the same fields as the JSON lines (logfmt)."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        ts = datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+        parts = [f"{ts} {record.levelname.lower()} {record.name}: {record.getMessage()}"]
+        for key, value in vars(record).items():
+            if key not in _RESERVED:
+                parts.append(f"{key}={_logfmt(value)}")
+        line = " ".join(parts)
+        if record.exc_info:
+            line += "\n" + self.formatException(record.exc_info)
+        return line
+
+
+def _logfmt(value: Any) -> str:
+    text = value if isinstance(value, str) else orjson.dumps(value, default=str).decode()
+    if text and not any(char in text for char in ' "=\n\t\\'):
+        return text
+    return orjson.dumps(text).decode()  # quoted, with quotes, backslashes and newlines escaped
+
+
 def configure_logging(level: str = "info", *, json: bool = True) -> None:
-    """Route every logger to stderr, as JSON lines unless ``json`` is false."""
+    """Route every logger to stderr, as JSON lines unless ``json`` is false (then text with key=value fields)."""
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(JsonFormatter() if json else logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    handler.setFormatter(JsonFormatter() if json else TextFormatter())
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())

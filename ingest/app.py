@@ -114,7 +114,12 @@ async def error_middleware(request: web.Request, handler: Callable[[web.Request]
         request.app[METRICS].rejects.labels(payload["error"]["code"]).inc()
         log.info(
             "upload refused",
-            extra={"status": response.status, "code": payload["error"]["code"], "batch_id": request.match_info.get("batch_id")},
+            extra={
+                "status": response.status,
+                "code": payload["error"]["code"],
+                "batch_id": request.match_info.get("batch_id"),
+                "peer": request.remote,  # a 401 has no device name: the address says who tried
+            },
         )
     return response
 
@@ -143,6 +148,7 @@ async def put_batch(request: web.Request) -> web.Response:
     if store.queued >= config.store.queue_depth:
         raise StoreBusy(f"the landing queue is full ({config.store.queue_depth} batches)")
     body = await request.read()
+    app[METRICS].bytes_received.labels(device).inc(len(body))
     loop = asyncio.get_running_loop()
 
     def check() -> Landing:
@@ -156,6 +162,10 @@ async def put_batch(request: web.Request) -> web.Response:
         app[METRICS].landing_seconds.observe(time.perf_counter() - started)
     if status == 200:
         app[METRICS].replays.inc()
+    log.info(
+        "upload landed" if status == 201 else "upload already landed",
+        extra={"device": device, "batch_id": batch_id, "bytes": len(body), "rows": receipt.get("rows"), "status": status},
+    )
     return _json(status, {**receipt, "status": "landed" if status == 201 else "already_landed"})
 
 

@@ -5,7 +5,9 @@
     edgeloop-ingest sql "SELECT ..." [--format table|csv|json|parquet] [--out FILE]
     edgeloop-ingest export --model M [--since T] [--until T] [--labeled-only] --out train.parquet
     edgeloop-ingest fleet
+    edgeloop-ingest check-config | init-config [--systemd] | --version
 
+The config is --config, else $EDGELOOP_INGEST_CONFIG, else /etc/edgeloop/ingest.toml.
 Errors print one line on stderr and exit non-zero.
 """
 
@@ -13,18 +15,27 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import errno
+import importlib.util
 import logging
+import os
 import signal
+import socket
 import sys
+import tempfile
 from datetime import UTC, datetime
 from pathlib import Path
 
+if importlib.util.find_spec("duckdb") is None:  # a device install: the server extra is left out
+    sys.exit("edgeloop-ingest: DuckDB is not installed; the server needs: pip install 'edgeloop[server]'")
+
 from aiohttp import web
 
-from edgeloop.errors import EdgeloopError
+from edgeloop import __version__
+from edgeloop.errors import ConfigError, EdgeloopError
 from edgeloop.ingest.admin import Admin, open_admin
 from edgeloop.ingest.app import create_app, ssl_context
-from edgeloop.ingest.config import IngestConfig
+from edgeloop.ingest.config import EXAMPLE_CONFIG, UNIT_FILE, IngestConfig, ServerSettings
 from edgeloop.ingest.export import FORMATS, training_query, write_output
 from edgeloop.ingest.fleet import DEVICES_SQL, fleet
 from edgeloop.logs import configure_logging
@@ -32,6 +43,8 @@ from edgeloop.logs import configure_logging
 __all__ = ["main"]
 
 log = logging.getLogger("ingest")
+
+DEFAULT_CONFIG = Path("/etc/edgeloop/ingest.toml")
 
 
 def _timestamp(text: str) -> datetime:
@@ -44,7 +57,12 @@ def _timestamp(text: str) -> datetime:
 
 def _parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--config", type=Path, help="ingest TOML config (see scripts/ingest.example.toml)")
+    common.add_argument(
+        "--config",
+        type=Path,
+        help=f"ingest TOML config (default: $EDGELOOP_INGEST_CONFIG or {DEFAULT_CONFIG}; "
+        "`edgeloop-ingest init-config` prints a complete one)",
+    )
     common.add_argument("--db", type=Path, help="DuckDB file (overrides store.db_path)")
     remote = argparse.ArgumentParser(add_help=False)
     remote.add_argument("--url", help="reach a running server here instead of opening the database file")
@@ -60,8 +78,18 @@ def _parser() -> argparse.ArgumentParser:
         epilog="sql, export, fleet and devices open the database directly when the server is stopped, "
         "and go through the running server's admin API when it holds the file.",
     )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     commands.add_parser("serve", parents=[common], help="run the ingest server until SIGTERM/SIGINT")
+    commands.add_parser(
+        "check-config", parents=[common], help="validate the config, TLS files and the database folder; one-line error"
+    )
+    init = commands.add_parser(
+        "init-config",
+        help="print a complete, commented config (every setting with its default): "
+        "edgeloop-ingest init-config > /etc/edgeloop/ingest.toml",
+    )
+    init.add_argument("--systemd", action="store_true", help="print the systemd unit file instead")
 
     devices = commands.add_parser("devices", help="add, list or revoke device tokens")
     actions = devices.add_subparsers(dest="action", required=True, metavar="ACTION")
@@ -89,7 +117,17 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _config(args: argparse.Namespace) -> IngestConfig:
-    config = IngestConfig.load(args.config) if args.config else IngestConfig()
+    named = args.config or os.environ.get("EDGELOOP_INGEST_CONFIG")
+    path = Path(named) if named else DEFAULT_CONFIG
+    if not named and args.db and not path.exists():
+        config = IngestConfig()  # `sql --db FILE` on a machine with no server config
+    elif not path.exists():
+        raise ConfigError(
+            f"{path}: no such config file (give --config FILE or $EDGELOOP_INGEST_CONFIG; "
+            f"`edgeloop-ingest init-config > {path}` writes one)"
+        )
+    else:
+        config = IngestConfig.load(path)
     if args.db:
         config = config.model_copy(update={"store": config.store.model_copy(update={"db_path": args.db})})
     return config
@@ -99,13 +137,38 @@ def _admin(args: argparse.Namespace, config: IngestConfig, *, write: bool = Fals
     return open_admin(config, url=args.url, token_file=args.admin_token_file, ca_file=args.ca_file, write=write)
 
 
+def _cannot_listen(server: ServerSettings, exc: OSError) -> ConfigError:
+    if exc.errno == errno.EADDRINUSE:
+        why = "is already in use by another process (change server.port, or stop that process)"
+    else:
+        why = f"cannot be listened on: {exc.strerror or exc} (check server.host and server.port)"
+    return ConfigError(f"server.port: {server.host}:{server.port} {why}")
+
+
+def _check_can_listen(server: ServerSettings) -> None:
+    """Bind and release the address first, so a busy port is one line before the database opens."""
+    try:
+        infos = socket.getaddrinfo(server.host, server.port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+        for family, kind, proto, _, address in infos:
+            with socket.socket(family, kind, proto) as probe:
+                probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as aiohttp binds
+                probe.bind(address)
+    except OSError as exc:
+        raise _cannot_listen(server, exc) from exc
+
+
 async def _serve(config: IngestConfig) -> None:
+    server = config.server
+    _check_can_listen(server)
     app = create_app(config)
-    runner = web.AppRunner(app, access_log=None, shutdown_timeout=config.server.shutdown_timeout_s)
+    runner = web.AppRunner(app, access_log=None, shutdown_timeout=server.shutdown_timeout_s)
     await runner.setup()
     try:
-        site = web.TCPSite(runner, config.server.host, config.server.port, ssl_context=ssl_context(config))
-        await site.start()
+        site = web.TCPSite(runner, server.host, server.port, ssl_context=ssl_context(config))
+        try:
+            await site.start()
+        except OSError as exc:  # taken between the check and now
+            raise _cannot_listen(server, exc) from exc
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
@@ -119,8 +182,31 @@ async def _serve(config: IngestConfig) -> None:
     log.info("stopped")
 
 
+def _check_config(config: IngestConfig) -> str:
+    """Everything serve needs before it opens the database; one line for the first problem."""
+    ssl_context(config)
+    for name, folder in (
+        ("store.db_path", config.store.db_path.parent),
+        ("server.admin_token_file", config.server.admin_token_file.parent),
+    ):
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            with tempfile.NamedTemporaryFile(dir=folder, prefix=".check-config-"):
+                pass
+        except OSError as exc:
+            raise ConfigError(f"{name}: {folder} is not writable: {exc.strerror}") from exc
+    tls = "https" if config.server.tls_cert_file else "http"
+    return f"config OK ({tls} on {config.server.host}:{config.server.port}; database {config.store.db_path})"
+
+
 def _run(args: argparse.Namespace) -> int:
+    if args.command == "init-config":
+        sys.stdout.write((UNIT_FILE if args.systemd else EXAMPLE_CONFIG).read_text(encoding="utf-8"))
+        return 0
     config = _config(args)
+    if args.command == "check-config":
+        print(_check_config(config))
+        return 0
     if args.command == "serve":
         configure_logging(config.server.log_level, json=config.server.log_json)
         asyncio.run(_serve(config))
@@ -164,7 +250,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return _run(args)
     except EdgeloopError as exc:
-        print(f"edgeloop-ingest: {exc}", file=sys.stderr)
+        print(f"edgeloop-ingest: {' '.join(str(exc).split())}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         return 130

@@ -1,10 +1,13 @@
 """The ingest service's settings: one TOML file, parsed once at the edge into a frozen model.
 
-Every setting is documented in ``scripts/ingest.example.toml``; a test keeps the two in step.
+Every setting is documented in ``share/ingest.example.toml`` (shipped in the package and
+printed by ``edgeloop-ingest init-config``); a test keeps the two in step.
 """
 
 from __future__ import annotations
 
+from importlib.resources import files
+from importlib.resources.abc import Traversable
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -12,7 +15,11 @@ from pydantic import Field, model_validator
 
 from edgeloop.settings import MiB, Positive, PositiveInt, Settings, load_settings
 
-__all__ = ["IngestConfig", "LimitSettings", "ServerSettings", "StoreSettings"]
+__all__ = ["EXAMPLE_CONFIG", "IngestConfig", "LimitSettings", "ServerSettings", "StoreSettings", "UNIT_FILE"]
+
+# One source: init-config, the installer and the settings table all read these files.
+EXAMPLE_CONFIG: Traversable = files("edgeloop.ingest") / "share" / "ingest.example.toml"
+UNIT_FILE: Traversable = files("edgeloop.ingest") / "share" / "edgeloop-ingest.service"
 
 
 class ServerSettings(Settings):

@@ -4,7 +4,15 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    PlatformCollector,
+    ProcessCollector,
+    generate_latest,
+)
 
 __all__ = ["Metrics"]
 
@@ -31,8 +39,16 @@ class Metrics:
             "edgeloop_ingest_group_commit_batches", "Batches landed by one group commit (tune group_commit_max_batches)",
             buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256), registry=self.registry,
         )
+        self.bytes_received = Counter(
+            "edgeloop_ingest_bytes_received", "Upload body bytes received from authenticated devices", ["device"],
+            registry=self.registry,
+        )
         self.queue = Gauge("edgeloop_ingest_queue_depth", "Batches waiting to land", registry=self.registry)
         self.queue.set_function(queue_depth)
+
+        # process_cpu_seconds_total, process_resident_memory_bytes, process_open_fds, ...; python_info.
+        ProcessCollector(registry=self.registry)
+        PlatformCollector(registry=self.registry)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

@@ -1,7 +1,8 @@
 """Print the README's settings tables from the documented example configs.
 
 Usage: python scripts/settings_table.py  (paste the output into README.md; a test checks
-that every setting of both config models has a row there).
+that every setting of both config models has a row there). The examples ship inside the
+package (collector/share/, ingest/share/): `init-config` prints the same files.
 """
 
 from __future__ import annotations
@@ -10,7 +11,8 @@ import re
 import sys
 from pathlib import Path
 
-SCRIPTS = Path(__file__).resolve().parent
+ROOT = Path(__file__).resolve().parent.parent
+EXAMPLES = (ROOT / "collector" / "share" / "collector.example.toml", ROOT / "ingest" / "share" / "ingest.example.toml")
 SETTING = re.compile(r"^#?\s*([a-z_]+)\s*=\s*(.+)$")
 SECTION = re.compile(r"^\[([a-z_.]+)\]\s*$")
 
@@ -62,5 +64,6 @@ def table(example: Path) -> str:
 
 
 if __name__ == "__main__":
-    for name in ("collector.example.toml", "ingest.example.toml"):
-        sys.stdout.write(f"\n`scripts/{name}`:\n\n{table(SCRIPTS / name)}\n")
+    for example in EXAMPLES:
+        command = f"edgeloop-{example.parent.parent.name} init-config"
+        sys.stdout.write(f"\n`{example.relative_to(ROOT)}` (what `{command}` prints):\n\n{table(example)}\n")

@@ -10,7 +10,7 @@ from pydantic import BaseModel
 
 from edgeloop.collector.config import CollectorConfig, SamplingRule
 
-EXAMPLE = Path(__file__).resolve().parents[2] / "scripts" / "collector.example.toml"
+EXAMPLE = Path(__file__).resolve().parents[2] / "collector" / "share" / "collector.example.toml"
 COMMENTED_KEY = re.compile(r"^#\s*([a-z_]+)\s*=")
 TABLE = re.compile(r"^\[([a-z_.]+)\]")
 
@@ -44,7 +44,7 @@ def _documented_keys(text: str) -> set[str]:
 
 
 def test_every_setting_is_documented_and_nothing_else():
-    """scripts/collector.example.toml names exactly the settings CollectorConfig has."""
+    """collector/share/collector.example.toml names exactly the settings CollectorConfig has."""
     documented = _documented_keys(EXAMPLE.read_text())
     assert documented == _model_keys(CollectorConfig)
 

@@ -20,7 +20,7 @@ from edgeloop.collector.config import CollectorConfig
 from edgeloop.collector.notify import Notifier
 
 ROOT = Path(__file__).resolve().parents[2]
-UNIT = ROOT / "scripts" / "edgeloop-collector.service"
+UNIT = ROOT / "collector" / "share" / "edgeloop-collector.service"
 INSTALLER = ROOT / "scripts" / "install-collector"
 VENV_BIN = Path(sys.executable).parent
 COLLECTOR = VENV_BIN / "edgeloop-collector"
@@ -92,7 +92,7 @@ def test_unit_has_the_promised_settings():
     assert unit["ExecStart"] == ["/opt/edgeloop/venv/bin/edgeloop-collector run --config /etc/edgeloop/collector.toml"]
     # SIGTERM must get the agent's whole shutdown budget before systemd resorts to SIGKILL.
     assert float(unit["TimeoutStopSec"][0]) > CollectorConfig().agent.shutdown_timeout_s
-    example = CollectorConfig.load(ROOT / "scripts" / "collector.example.toml")
+    example = CollectorConfig.load(ROOT / "collector" / "share" / "collector.example.toml")
     assert str(example.agent.socket) == "/run/edgeloop/agent.sock"
     assert str(example.agent.state_dir) == "/var/lib/edgeloop"
 
@@ -202,13 +202,16 @@ def test_installer_help_and_bad_options():
 
 
 def test_installer_dry_run_changes_nothing(tmp_path):
-    """--dry-run prints every step (user, venv, config, key, unit) and writes nothing."""
+    """--dry-run prints every step (venv, command link, config, key, unit) and writes nothing; no useradd into a prefix."""
     root = tmp_path / "root"
     root.mkdir()
     done = run_installer("--prefix", str(root), "--dry-run", "--user", "edgeloop-never-created")
     assert done.returncode == 0, done.stderr
-    for step in ("useradd", "-m venv", "pip install", "collector.toml", "fleet.key", "edgeloop-collector.service"):
+    for step in ("-m venv", "pip install", "ln -sfn", "collector.toml", "fleet.key", "edgeloop-collector.service"):
         assert step in done.stdout, step
+    assert "useradd" not in done.stdout and "create it in the image" in done.stderr
+    real = run_installer("--dry-run", "--user", "edgeloop-never-created", "--no-venv")
+    assert real.returncode == 0 and "useradd --system" in real.stdout and "systemctl restart" in real.stdout
     assert list(root.iterdir()) == []
 
 

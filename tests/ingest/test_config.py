@@ -11,7 +11,7 @@ import pytest
 from edgeloop.errors import ConfigError
 from edgeloop.ingest.config import IngestConfig
 
-EXAMPLE = Path(__file__).parents[2] / "scripts" / "ingest.example.toml"
+EXAMPLE = Path(__file__).parents[2] / "ingest" / "share" / "ingest.example.toml"
 
 
 def _documented_keys() -> set[str]:
@@ -30,7 +30,7 @@ def _documented_keys() -> set[str]:
 
 
 def test_example_documents_every_setting():
-    """scripts/ingest.example.toml names exactly the settings IngestConfig has."""
+    """ingest/share/ingest.example.toml names exactly the settings IngestConfig has."""
     fields = {
         f"{section}.{name}"
         for section, info in IngestConfig.model_fields.items()
