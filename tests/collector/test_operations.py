@@ -12,7 +12,7 @@ import urllib.request
 
 import pytest
 
-from edgeloop.collector.simulator import SimulatedModel
+from bench.simulator import SimulatedModel
 from tests.collector.conftest import run_cli
 from tests.ingest.conftest import free_port
 from tests.ingest.conftest import write_config as write_ingest_config

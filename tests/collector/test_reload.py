@@ -8,7 +8,7 @@ import time
 
 import pyarrow.parquet as pq
 
-from edgeloop.collector.simulator import SimulatedModel
+from bench.simulator import SimulatedModel
 from edgeloop.schemas.registry import EXAMPLES_DIR
 
 NEW_MODEL = """
