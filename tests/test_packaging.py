@@ -45,3 +45,12 @@ def test_wheel_has_only_the_edgeloop_import_name(tmp_path: Path) -> None:
     assert tops == {"edgeloop"}
     assert "edgeloop/schemas/models/vibration.toml" in names
     assert "edgeloop/collector/client.py" in names and "edgeloop/ingest/store.py" in names
+    # What init-config prints and the installers copy: shipped, so pip users have them too.
+    for shipped in ("collector/share/collector.example.toml", "collector/share/edgeloop-collector.service",
+                    "ingest/share/ingest.example.toml", "ingest/share/edgeloop-ingest.service"):
+        assert f"edgeloop/{shipped}" in names, shipped
+    wheel_zip = zipfile.ZipFile(wheel)
+    metadata = next(name for name in names if name.endswith(".dist-info/METADATA"))
+    requires = [line for line in wheel_zip.read(metadata).decode().splitlines() if line.startswith("Requires-Dist:")]
+    duckdb = [line for line in requires if line.startswith(("Requires-Dist: duckdb=", "Requires-Dist: duckdb ", "Requires-Dist: duckdb;"))]
+    assert duckdb and all("extra == \"server\"" in line for line in duckdb), duckdb  # a device install has no DuckDB
