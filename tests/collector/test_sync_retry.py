@@ -80,3 +80,17 @@ async def test_a_failed_on_demand_sync_schedules_no_retry(spool, tmp_path):
         assert scheduler.status()["retry_at"] is None
     finally:
         await scheduler.shutdown()
+
+
+def test_status_prints_when_the_retry_is():
+    """edgeloop-collector status shows the retry time, the failures in a row and the last success."""
+    from edgeloop.collector.cli import _format_status
+
+    report = {
+        "agent": {"running": True, "pid": 1, "version": "1", "uptime_s": 5, "socket": "/run/edgeloop/agent.sock"},
+        "sync": {"enabled": True, "last_sync_at": "2026-11-26T02:10:00+00:00", "last_result": {"outcome": "failed"},
+                 "next_sync_at": "2026-11-27T02:10:00+00:00", "retry_at": "2026-11-26T02:20:00+00:00",
+                 "retries_in_a_row": 2, "last_success_at": None, "running": False},
+    }
+    text = _format_status(report)
+    assert "(failed)" in text and "retrying at 2026-11-26T02:20:00+00:00 (failed 2 in a row" in text
