@@ -4,7 +4,10 @@ A schema file is TOML::
 
     name = "vibration"            # the model this schema describes
     version = 3                   # bump when fields change
-    confidence_field = "confidence"   # optional: output used for uncertainty sampling
+    confidence_field = "confidence"   # optional: output used for uncertainty sampling and calibration
+    prediction_field = "predicted_class"  # optional: the output the field report compares ...
+    truth_field = "true_class"            # ... with this feedback field (the ground truth)
+    task = "classification"               # optional: inferred from the two fields' types
 
     [inputs.temperature_c]
     type = "float32"
@@ -19,6 +22,11 @@ A schema file is TOML::
 
 Field names are flat column names in Parquet and DuckDB, so they must be unique across
 ``inputs``, ``outputs`` and ``feedback`` and must not shadow an envelope column.
+
+The fingerprint covers what shapes the data a device writes (fields, types, privacy rules,
+the confidence field that drives sampling). ``prediction_field``, ``truth_field`` and
+``task`` only say how the server reads that data, so they travel with the schema but leave
+the fingerprint alone: declaring them is not a new schema for the fleet.
 """
 
 from __future__ import annotations
@@ -42,8 +50,11 @@ __all__ = ["FieldSpec", "ModelSchema", "PrivacyRule", "load_schema_file"]
 
 FieldType = Literal["bool", "int32", "int64", "float32", "float64", "string", "timestamp", "vector", "binary"]
 Section = Literal["inputs", "outputs", "feedback"]
+Task = Literal["classification", "regression"]
 
 NUMERIC_TYPES = frozenset({"int32", "int64", "float32", "float64"})
+FLOAT_TYPES = frozenset({"float32", "float64"})
+LABEL_TYPES = frozenset({"bool", "int32", "int64", "string"})
 TRUNCATE_UNITS = ("second", "minute", "hour", "day")
 NAME_PATTERN = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
 
@@ -185,6 +196,9 @@ class ModelSchema(BaseModel):
     version: Annotated[int, Field(ge=1)]
     description: str = ""
     confidence_field: str | None = None
+    prediction_field: str | None = None
+    truth_field: str | None = None
+    task: Task | None = None
     fields: tuple[FieldSpec, ...]
     source: str | None = Field(default=None, exclude=True)
 
@@ -203,7 +217,46 @@ class ModelSchema(BaseModel):
                 raise ValueError(f"confidence_field {self.confidence_field!r} must name a float output field")
         if not any(spec.section != "feedback" for spec in self.fields):
             raise ValueError("a schema needs at least one input or output field")
+        self._check_comparison()
         return self
+
+    def _check_comparison(self) -> None:
+        """prediction_field and truth_field come together, are stored, and can be compared."""
+        if (self.prediction_field is None) != (self.truth_field is None):
+            raise ValueError("prediction_field and truth_field go together: declare both or neither")
+        if self.prediction_field is None or self.truth_field is None:
+            if self.task is not None:
+                raise ValueError("task needs prediction_field and truth_field")
+            return
+        prediction, truth = self.field(self.prediction_field), self.field(self.truth_field)
+        if prediction is None or prediction.section != "outputs" or not prediction.stored:
+            raise ValueError(f"prediction_field {self.prediction_field!r} must name a stored output field")
+        if truth is None or truth.section != "feedback" or not truth.stored:
+            raise ValueError(f"truth_field {self.truth_field!r} must name a stored feedback field")
+        task = self.comparison_task
+        if task == "regression":
+            if prediction.type not in NUMERIC_TYPES or truth.type not in NUMERIC_TYPES:
+                raise ValueError("a regression compares numeric prediction and truth fields")
+            if prediction.privacy.action == "hash" or truth.privacy.action == "hash":
+                raise ValueError("a regression cannot compare hashed fields")
+        else:
+            if prediction.type not in LABEL_TYPES or truth.type not in LABEL_TYPES:
+                raise ValueError("a classification compares label fields (string, bool or int), not floats")
+            if prediction.arrow_type != truth.arrow_type or prediction.privacy != truth.privacy:
+                raise ValueError(
+                    f"prediction_field and truth_field are stored as {prediction.arrow_type} ({prediction.privacy}) and "
+                    f"{truth.arrow_type} ({truth.privacy}); a classification compares like with like (same type and privacy rule)"
+                )
+
+    @property
+    def comparison_task(self) -> Task | None:
+        """classification or regression: declared, else floats mean regression; None when nothing is declared."""
+        if self.prediction_field is None:
+            return None
+        if self.task is not None:
+            return self.task
+        prediction = self.field(self.prediction_field)
+        return "regression" if prediction is not None and prediction.type in FLOAT_TYPES else "classification"
 
     def field(self, name: str) -> FieldSpec | None:
         for spec in self.fields:
@@ -227,14 +280,24 @@ class ModelSchema(BaseModel):
             "fields": [spec.canonical() for spec in self.fields],
         }
 
+    def comparison(self) -> dict[str, Any]:
+        """The declarations the field report reads; empty when none are made."""
+        declared = {"prediction_field": self.prediction_field, "truth_field": self.truth_field, "task": self.task}
+        return {key: value for key, value in declared.items() if value is not None}
+
     def canonical_json(self) -> str:
-        """Stable JSON of everything that shapes stored data; travels in batch metadata."""
-        return json.dumps(self.canonical(), sort_keys=True, separators=(",", ":"))
+        """Stable JSON that travels in batch metadata: what shapes stored data, plus the comparison declarations.
+
+        Only declarations that are made are written, so a schema without them travels byte for byte
+        as before (and a server that predates them still reads it).
+        """
+        return json.dumps({**self.canonical(), **self.comparison()}, sort_keys=True, separators=(",", ":"))
 
     @cached_property
     def fingerprint(self) -> str:
-        """sha256 of the canonical JSON, first 16 hex digits: changes whenever stored data would."""
-        return hashlib.sha256(self.canonical_json().encode()).hexdigest()[:16]
+        """sha256 of the canonical form, first 16 hex digits: changes whenever stored data would (and only then)."""
+        stored = json.dumps(self.canonical(), sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(stored.encode()).hexdigest()[:16]
 
     @cached_property
     def arrow_schema(self) -> pa.Schema:

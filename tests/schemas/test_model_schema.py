@@ -83,3 +83,74 @@ def test_duplicate_model_names_are_refused(tmp_path):
     (tmp_path / "b.toml").write_text(MINIMAL)
     with pytest.raises(SchemaError, match="already defined"):
         SchemaRegistry.from_dir(tmp_path)
+
+
+COMPARED = MINIMAL + """
+[outputs.label]
+type = "string"
+[outputs.score]
+type = "float32"
+[outputs.estimate]
+type = "float64"
+[feedback.truth]
+type = "string"
+[feedback.measured]
+type = "float64"
+"""
+
+
+def _declare(text: str, **keys: str) -> str:
+    head = "".join(f'{key} = "{value}"\n' for key, value in keys.items())
+    return head + text
+
+
+def test_comparison_declarations_leave_the_fingerprint_alone():
+    """Declaring prediction and truth fields travels in the schema JSON but keeps the fingerprint of the stored columns."""
+    plain = ModelSchema.from_toml(COMPARED)
+    declared = ModelSchema.from_toml(_declare(COMPARED, prediction_field="label", truth_field="truth"))
+    assert declared.fingerprint == plain.fingerprint
+    assert "prediction_field" not in plain.canonical_json()
+    again = ModelSchema.from_canonical_json(declared.canonical_json())
+    assert (again.prediction_field, again.truth_field, again.comparison_task) == ("label", "truth", "classification")
+    assert again.fingerprint == declared.fingerprint
+
+
+def test_the_examples_declare_what_to_compare():
+    """Both example schemas declare a classification of predicted_class against true_class with a confidence."""
+    for schema in SchemaRegistry.from_dir(EXAMPLES_DIR):
+        assert (schema.prediction_field, schema.truth_field, schema.confidence_field) == ("predicted_class", "true_class", "confidence")
+        assert schema.comparison_task == "classification"
+
+
+def test_float_prediction_and_truth_make_a_regression():
+    """Float prediction and truth fields are a regression unless the task says otherwise."""
+    schema = ModelSchema.from_toml(_declare(COMPARED, prediction_field="estimate", truth_field="measured"))
+    assert schema.comparison_task == "regression"
+
+
+@pytest.mark.parametrize(
+    ("keys", "expected"),
+    [
+        ({"prediction_field": "label"}, "prediction_field and truth_field go together"),
+        ({"prediction_field": "x", "truth_field": "truth"}, "prediction_field 'x' must name a stored output field"),
+        ({"prediction_field": "label", "truth_field": "label"}, "truth_field 'label' must name a stored feedback field"),
+        ({"prediction_field": "estimate", "truth_field": "truth"}, "a regression compares numeric"),
+        ({"prediction_field": "estimate", "truth_field": "measured", "task": "classification"}, "a classification compares label fields"),
+        ({"prediction_field": "label", "truth_field": "measured", "task": "regression"}, "a regression compares numeric"),
+        ({"task": "regression"}, "task needs prediction_field and truth_field"),
+    ],
+)
+def test_bad_comparison_declarations_are_one_line_errors(keys, expected):
+    """A comparison that cannot be computed is refused when the schema loads, with a one-line reason."""
+    with pytest.raises(SchemaError) as info:
+        ModelSchema.from_toml(_declare(COMPARED, **keys), source="f.toml")
+    assert "\n" not in str(info.value)
+    assert expected in str(info.value), str(info.value)
+
+
+def test_hashed_truth_against_plain_prediction_is_refused():
+    """A hashed truth label can never equal a plain predicted label, so the schema says so when it loads."""
+    text = _declare(COMPARED.replace('[feedback.truth]\ntype = "string"', '[feedback.truth]\ntype = "string"\nprivacy = "hash"'),
+                    prediction_field="label", truth_field="truth")
+    with pytest.raises(SchemaError, match="like with like"):
+        ModelSchema.from_toml(text)
