@@ -5,6 +5,7 @@
     edgeloop-ingest sql "SELECT ..." [--format table|csv|json|parquet] [--out FILE]
     edgeloop-ingest export --model M [--since T] [--until T] [--labeled-only] --out train.parquet
     edgeloop-ingest fleet
+    edgeloop-ingest report --model M [--since T] [--until T] [--by model_version|device|none] [--format table|json|html]
     edgeloop-ingest check-config | init-config [--systemd] | --version
 
 The config is --config, else $EDGELOOP_INGEST_CONFIG, else /etc/edgeloop/ingest.toml.
@@ -38,6 +39,9 @@ from edgeloop.ingest.app import create_app, ssl_context
 from edgeloop.ingest.config import EXAMPLE_CONFIG, UNIT_FILE, IngestConfig, ServerSettings
 from edgeloop.ingest.export import FORMATS, training_query, write_output
 from edgeloop.ingest.fleet import DEVICES_SQL, fleet
+from edgeloop.ingest.report import GROUPINGS, build_report, declare, model_schema
+from edgeloop.ingest.report_view import REPORT_FORMATS, render_report
+from edgeloop.durable import write_durably
 from edgeloop.logs import configure_logging
 
 __all__ = ["main"]
@@ -75,7 +79,7 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="edgeloop-ingest",
         description="Land Parquet batches from edge devices in DuckDB; query and export them.",
-        epilog="sql, export, fleet and devices open the database directly when the server is stopped, "
+        epilog="sql, export, fleet, report and devices open the database directly when the server is stopped, "
         "and go through the running server's admin API when it holds the file.",
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
@@ -113,6 +117,25 @@ def _parser() -> argparse.ArgumentParser:
     export.add_argument("--out", type=Path, required=True)
 
     commands.add_parser("fleet", parents=[common, remote, fmt], help="model versions per device count and last seen")
+
+    report = commands.add_parser(
+        "report", parents=[common, remote],
+        help="field performance per model version: accuracy, per-class figures, calibration or MAE/RMSE, drift",
+    )
+    report.add_argument("--model", required=True)
+    report.add_argument("--since", type=_timestamp, help="predictions created at or after (ISO 8601, UTC if no zone)")
+    report.add_argument("--until", type=_timestamp, help="predictions created before")
+    report.add_argument("--by", choices=GROUPINGS, default="model_version", help="one row per (default: model_version)")
+    report.add_argument("--format", choices=REPORT_FORMATS, default="table", help="default: table")
+    report.add_argument("--out", type=Path, help="write to FILE (durably) instead of stdout")
+    report.add_argument("--reference", type=Path, metavar="FILE",
+                        help="drift reference: a Parquet file from `export` (default: the window before --since)")
+    report.add_argument("--reference-since", type=_timestamp, help="drift reference: a date range of the same model")
+    report.add_argument("--reference-until", type=_timestamp)
+    report.add_argument("--prediction", help="output field to compare (default: the schema's prediction_field)")
+    report.add_argument("--truth", help="feedback field holding the truth (default: the schema's truth_field)")
+    report.add_argument("--confidence", help="float output with the model's confidence (default: confidence_field)")
+    report.add_argument("--task", choices=("classification", "regression"), help="default: from the fields' types")
     return parser
 
 
@@ -240,6 +263,19 @@ def _run(args: argparse.Namespace) -> int:
             print(f"exported {table.num_rows} rows of {args.model} to {args.out}", file=sys.stderr)
         elif args.command == "fleet":
             write_output(fleet(admin), args.format, args.out, sys.stdout)
+        elif args.command == "report":
+            schema = declare(model_schema(admin, args.model), prediction=args.prediction, truth=args.truth,
+                             confidence=args.confidence, task=args.task)
+            result = build_report(
+                admin, schema, since=args.since, until=args.until, by=args.by,
+                reference_since=args.reference_since, reference_until=args.reference_until, reference_path=args.reference,
+            )
+            data = render_report(result, args.format)
+            if args.out is None:
+                sys.stdout.write(data.decode())
+            else:
+                write_durably(args.out, data)
+                print(f"wrote the {args.format} report of {args.model} to {args.out}", file=sys.stderr)
     finally:
         admin.close()
     return 0

@@ -1,0 +1,259 @@
+"""The field report recovers known accuracy, calibration and drift, and agrees with scikit-learn."""
+
+from __future__ import annotations
+
+import math
+import random
+import uuid
+from datetime import timedelta
+
+import pyarrow as pa
+import pytest
+from sklearn.metrics import (
+    accuracy_score,
+    confusion_matrix,
+    mean_absolute_error,
+    mean_squared_error,
+    precision_recall_fscore_support,
+)
+
+from edgeloop.errors import EdgeloopError
+from edgeloop.ingest.admin import LocalAdmin
+from edgeloop.ingest.export import training_query
+from edgeloop.ingest.report import build_report, declare, model_schema, wilson
+from edgeloop.schemas import ModelSchema
+from tests.ingest.report_data import START, VERSIONS, WEEK, land, vibration_rows
+
+
+@pytest.fixture(scope="module")
+def field_db(tmp_path_factory, vibration):
+    """A DuckDB file with two weeks of vibration predictions and labels from three versions."""
+    folder = tmp_path_factory.mktemp("field")
+    predictions, feedback = vibration_rows(vibration)
+    return land(folder, vibration, predictions + feedback)
+
+
+@pytest.fixture
+def admin(field_db):
+    backend = LocalAdmin(field_db, read_only=True, timeout_s=60)
+    yield backend
+    backend.close()
+
+
+def _report(admin, **kwargs):
+    return build_report(admin, declare(model_schema(admin, "vibration")), **kwargs)
+
+
+def _groups(report):
+    return {group.key: group for group in report.groups}
+
+
+def test_known_accuracy_per_version_is_recovered_within_its_interval(admin):
+    """Each version's weighted accuracy interval holds the accuracy it was generated with, and 2.1.0 beats 2.0.3."""
+    groups = _groups(_report(admin))
+    for version in VERSIONS[:2]:
+        accuracy = groups[version.name].accuracy
+        assert accuracy.low <= version.accuracy <= accuracy.high, (version, accuracy)
+        assert accuracy.high - accuracy.low < 0.05
+        assert accuracy.n == groups[version.name].labelled
+    assert groups["2.1.0"].accuracy.low > groups["2.0.3"].accuracy.high
+
+
+def test_weights_undo_uncertainty_sampling(admin):
+    """Unweighted, the kept sample over-represents uncertain predictions; the weighted figure is the population's."""
+    rows = admin.query(*training_query("vibration", labeled_only=True)).to_pylist()
+    old = [row for row in rows if row["model_version"] == "2.0.3"]
+    unweighted = sum(row["predicted_class"] == row["true_class"] for row in old) / len(old)
+    accuracy = _groups(_report(admin))["2.0.3"].accuracy
+    assert unweighted < accuracy.low  # 0.75 expected unweighted against 0.80 in the population
+    assert accuracy.n_eff < accuracy.n  # unequal weights cost effective sample size
+
+
+def test_a_dozen_labels_do_not_look_better_than_thousands(admin):
+    """A version with about a dozen labels gets an interval wide enough that its lower bound sits below the big version's."""
+    groups = _groups(_report(admin))
+    few, many = groups["2.2.0-rc1"].accuracy, groups["2.1.0"].accuracy
+    assert few.n < 30
+    assert few.high - few.low > 4 * (many.high - many.low)
+    assert few.low < many.low
+
+
+def test_figures_match_scikit_learn_on_the_same_rows(admin):
+    """Accuracy, per-class precision/recall/F1, the confusion matrix and coverage equal scikit-learn's on the exported rows."""
+    report = _report(admin)
+    rows = admin.query(*training_query("vibration")).to_pylist()
+    for group in report.groups:
+        mine = [row for row in rows if row["model_version"] == group.key]
+        labelled = [row for row in mine if row["true_class"] is not None]
+        truth = [row["true_class"] for row in labelled]
+        predicted = [row["predicted_class"] for row in labelled]
+        weights = [row["sample_weight"] for row in labelled]
+        assert group.collected == len(mine) and group.labelled == len(labelled)
+        assert group.weighted_coverage == pytest.approx(sum(weights) / sum(row["sample_weight"] for row in mine))
+        assert group.accuracy.value == pytest.approx(accuracy_score(truth, predicted, sample_weight=weights), abs=1e-12)
+        labels = [figures.label for figures in group.classes]
+        precision, recall, f1, support = precision_recall_fscore_support(
+            truth, predicted, labels=labels, sample_weight=weights, zero_division=0
+        )
+        for index, figures in enumerate(group.classes):
+            assert (figures.precision.value or 0.0) == pytest.approx(precision[index], abs=1e-12)
+            assert (figures.recall.value or 0.0) == pytest.approx(recall[index], abs=1e-12)
+            assert figures.f1.value == pytest.approx(f1[index], abs=1e-12)
+            assert figures.support == sum(1 for t in truth if t == figures.label)
+        matrix = confusion_matrix(truth, predicted, labels=labels)
+        for i, t in enumerate(labels):
+            for j, p in enumerate(labels):
+                assert group.confusion[t].get(p, 0) == matrix[i][j]
+
+
+def test_calibration_error_built_in_is_found(admin):
+    """2.0.3 was generated 0.05 over-confident in every bucket and 2.1.0 calibrated: ECE and the reliability table say so."""
+    groups = _groups(_report(admin))
+    old, new = groups["2.0.3"], groups["2.1.0"]
+    assert old.ece.low <= 0.05 <= old.ece.high
+    assert new.ece.low < 0.02 and new.ece.value < old.ece.low
+    for bucket in old.reliability:
+        if bucket.labelled > 200:
+            assert bucket.accuracy.low <= bucket.confidence - 0.05 <= bucket.accuracy.high, bucket
+    assert sum(bucket.share for bucket in old.reliability) == pytest.approx(1.0)
+    assert [b.collected for b in old.reliability if b.low < 0.7] == [0] * 7
+
+
+def test_shifted_inputs_are_flagged_and_steady_ones_are_not(admin):
+    """Week two's temperature shift and operator mix are flagged as drift; latitude and rpm stay stable."""
+    report = _report(admin, since=START + WEEK, until=START + 2 * WEEK)
+    assert report.reference.startswith(START.isoformat(timespec="seconds"))
+    drift = {d.field: d for d in report.drift}
+    assert drift["temperature_c"].flag == "drift" and drift["temperature_c"].kind == "numeric"
+    assert drift["operator_email"].flag == "drift" and drift["operator_email"].kind == "categorical"
+    assert drift["operator_email"].p_value < 1e-6
+    for steady in ("lat", "rpm", "lon"):
+        assert drift[steady].flag == "stable", drift[steady]
+    assert drift["rpm"].p_value is None and drift["predicted_class"].kind == "categorical"
+    assert "spectrum" not in drift and "measured_at" not in drift  # vectors and timestamps are not compared
+    # PSI by hand from the bins the report shows.
+    bins = drift["temperature_c"].bins
+    expected = sum((b.current - b.reference) * math.log(max(b.current, 1e-4) / max(b.reference, 1e-4)) for b in bins)
+    assert drift["temperature_c"].psi == pytest.approx(expected)
+    assert sum(b.reference for b in bins) == pytest.approx(1.0) and sum(b.current for b in bins) == pytest.approx(1.0)
+
+
+def test_no_reference_no_drift_with_a_note(admin):
+    """Without --since or a reference, drift is skipped and the report says how to get it."""
+    report = _report(admin)
+    assert report.drift == [] and any("--reference" in note for note in report.notes)
+
+
+def test_grouping_by_device_and_none(admin):
+    """--by device gives one row per device and --by none one row whose counts are the totals."""
+    by_version = _report(admin)
+    by_device = _report(admin, by="device")
+    together = _report(admin, by="none")
+    assert sorted(group.key for group in by_device.groups) == ["pump-0", "pump-1"]
+    assert [group.key for group in together.groups] == ["all"]
+    assert together.groups[0].labelled == sum(group.labelled for group in by_version.groups)
+    assert together.groups[0].collected == sum(group.collected for group in by_device.groups)
+
+
+def test_wilson_matches_its_textbook_values():
+    """Wilson's interval for 8/10 is [0.490, 0.943] and for 0/12 starts at 0 (values from Newcombe 1998)."""
+    low, high = wilson(0.8, 10)
+    assert (round(low, 3), round(high, 3)) == (0.490, 0.943)
+    low, high = wilson(0.0, 12)
+    assert low == pytest.approx(0.0, abs=1e-12) and high == pytest.approx(0.2425, abs=1e-3)
+
+
+REGRESSION = """
+name = "eta"
+version = 1
+prediction_field = "eta_min"
+truth_field = "actual_min"
+[inputs.distance_km]
+type = "float64"
+[outputs.eta_min]
+type = "float64"
+required = true
+[feedback.actual_min]
+type = "float64"
+"""
+
+
+def test_regression_mae_rmse_bias_are_recovered_and_match_scikit_learn(tmp_path):
+    """Errors drawn N(0.5, 2) give bias 0.5, RMSE 2.06 and MAE 1.645 within their intervals, equal to scikit-learn's."""
+    schema = ModelSchema.from_toml(REGRESSION)
+    rng = random.Random(5)
+    rows = []
+    blank = {spec.name: None for spec in schema.stored_fields}
+    for index in range(4000):
+        record_id = uuid.UUID(int=rng.getrandbits(128))
+        truth = rng.uniform(5, 60)
+        weight = 1.0 if index % 2 else 2.0
+        at = START + timedelta(minutes=index)
+        rows.append({**blank, "record_id": record_id, "kind": "prediction", "model": "eta", "model_version": "1.0",
+                     "created_at": at, "sample_weight": weight, "distance_km": truth / 2,
+                     "eta_min": truth + rng.gauss(0.5, 2.0)})
+        rows.append({**blank, "record_id": uuid.UUID(int=rng.getrandbits(128)), "kind": "feedback", "model": "eta",
+                     "model_version": "1.0", "created_at": at + timedelta(minutes=30), "sample_weight": 1.0,
+                     "prediction_id": record_id, "source": "gps", "actual_min": truth})
+    db = land(tmp_path, schema, rows, devices=1)
+    admin = LocalAdmin(db, read_only=True)
+    try:
+        report = build_report(admin, declare(model_schema(admin, "eta")))
+        labelled = admin.query(*training_query("eta", labeled_only=True)).to_pylist()
+    finally:
+        admin.close()
+    group = report.groups[0]
+    assert report.task == "regression" and group.labelled == 4000 and group.accuracy is None
+    mu, sigma = 0.5, 2.0
+    expected_mae = sigma * math.sqrt(2 / math.pi) * math.exp(-mu * mu / (2 * sigma * sigma)) + mu * math.erf(mu / (sigma * math.sqrt(2)))
+    assert group.bias.low <= mu <= group.bias.high
+    assert group.mae.low <= expected_mae <= group.mae.high
+    assert group.rmse.low <= math.sqrt(mu * mu + sigma * sigma) <= group.rmse.high
+    truth = [row["actual_min"] for row in labelled]
+    predicted = [row["eta_min"] for row in labelled]
+    weights = [row["sample_weight"] for row in labelled]
+    assert group.mae.value == pytest.approx(mean_absolute_error(truth, predicted, sample_weight=weights))
+    assert group.rmse.value == pytest.approx(math.sqrt(mean_squared_error(truth, predicted, sample_weight=weights)))
+    assert group.bias.value == pytest.approx(sum(w * (p - t) for w, p, t in zip(weights, predicted, truth)) / sum(weights))
+
+
+def test_undeclared_comparison_and_unknown_model_are_clear_errors(admin):
+    """A model without prediction/truth declarations, bad overrides, or an unknown model each give a one-line error."""
+    schema = model_schema(admin, "vibration")
+    bare = ModelSchema(**{**schema.model_dump(exclude={"fields", "source"}), "prediction_field": None, "truth_field": None},
+                       fields=schema.fields)
+    with pytest.raises(EdgeloopError, match="does not declare what to compare"):
+        declare(bare)
+    with pytest.raises(EdgeloopError, match="truth_field 'anomaly_score' must name a stored feedback field"):
+        declare(schema, truth="anomaly_score")
+    with pytest.raises(EdgeloopError, match="no model named 'nope'"):
+        model_schema(admin, "nope")
+    declared = declare(bare, prediction="predicted_class", truth="true_class")
+    assert declared.comparison_task == "classification"
+
+
+def test_empty_window_reports_no_groups(admin):
+    """A window with no predictions gives an empty report with a note, not an error."""
+    report = _report(admin, since=START - 10 * WEEK, until=START - 9 * WEEK)
+    assert report.groups == [] and "no predictions in this window" in report.notes
+
+
+def test_reports_are_reproducible(admin):
+    """Two runs over the same data give the same report, bootstrap intervals included."""
+    assert _report(admin).to_dict() == _report(admin).to_dict()
+
+
+def test_arrow_table_of_rows_is_never_pulled(admin, monkeypatch):
+    """The report's queries return aggregates: no query result has as many rows as the labelled records."""
+    sizes = []
+    original = admin.query
+
+    def counting(sql, params=()):
+        table = original(sql, params)
+        sizes.append(table.num_rows)
+        return table
+
+    monkeypatch.setattr(admin, "query", counting)
+    report = _report(admin, since=START + WEEK)
+    assert max(sizes) < 100 < report.groups[0].labelled
+    assert isinstance(original("SELECT 1 AS x"), pa.Table)
