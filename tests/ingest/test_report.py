@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import html
+import json
 import math
 import random
+import shutil
 import uuid
 from datetime import timedelta
+from html.parser import HTMLParser
 
 import pyarrow as pa
 import pytest
@@ -21,7 +25,9 @@ from edgeloop.errors import EdgeloopError
 from edgeloop.ingest.admin import LocalAdmin
 from edgeloop.ingest.export import training_query
 from edgeloop.ingest.report import build_report, declare, model_schema, wilson
+from edgeloop.ingest.report_view import render_report
 from edgeloop.schemas import ModelSchema
+from tests.ingest.conftest import cli, free_port, spawn_server, stop_server, write_config
 from tests.ingest.report_data import START, VERSIONS, WEEK, land, vibration_rows
 
 
@@ -257,3 +263,86 @@ def test_arrow_table_of_rows_is_never_pulled(admin, monkeypatch):
     report = _report(admin, since=START + WEEK)
     assert max(sizes) < 100 < report.groups[0].labelled
     assert isinstance(original("SELECT 1 AS x"), pa.Table)
+
+
+def test_cli_report_is_the_same_through_the_running_server_and_from_the_file(field_db, tmp_path):
+    """report --format json gives the same figures through a running server's admin API and from the stopped file."""
+    shutil.copy(field_db, tmp_path / "ingest.duckdb")
+    port = free_port()
+    config = write_config(tmp_path, port)
+    args = ("report", "--model", "vibration", "--since", "2026-10-08", "--until", "2026-10-15", "--config", str(config))
+    server = spawn_server(config, tmp_path / "server.log")
+    try:
+        running = json.loads(cli(*args, "--format", "json").stdout)
+        page = tmp_path / "report.html"
+        written = cli(*args, "--format", "html", "--out", str(page))
+        assert "wrote the html report" in written.stderr
+    finally:
+        stop_server(server)
+    stopped = json.loads(cli(*args, "--format", "json").stdout)
+    assert running == stopped
+    assert {g["key"] for g in stopped["groups"]} == {"2.0.3", "2.1.0", "2.2.0-rc1"}
+    assert [d["field"] for d in stopped["drift"] if d["flag"] == "drift"] == ["temperature_c", "operator_email"]
+    text = cli(*args).stdout
+    assert "accuracy" in text and "temperature_c" in text and "drift" in text
+    assert page.read_text().startswith("<!DOCTYPE html>")
+
+
+def test_reference_export_file_gives_the_same_drift_as_its_date_range(field_db, tmp_path):
+    """Drift against a named export of the first week equals drift against the first week as a date range."""
+    export = tmp_path / "week1.parquet"
+    cli("export", "--model", "vibration", "--since", "2026-10-01", "--until", "2026-10-08", "--out", str(export), "--db", str(field_db))
+    window = ("report", "--model", "vibration", "--since", "2026-10-08", "--until", "2026-10-15", "--db", str(field_db), "--format", "json")
+    by_file = json.loads(cli(*window, "--reference", str(export)).stdout)
+    by_range = json.loads(cli(*window, "--reference-since", "2026-10-01", "--reference-until", "2026-10-08").stdout)
+    assert by_file["reference"] == "export file week1.parquet"
+    for a, b in zip(by_file["drift"], by_range["drift"], strict=True):
+        assert a["field"] == b["field"] and a["flag"] == b["flag"]
+        assert a["psi"] == pytest.approx(b["psi"]) and a["reference_n"] == b["reference_n"]
+    missing = cli(*window, "--reference", str(tmp_path / "nope.parquet"), check=False)
+    assert missing.returncode == 1 and missing.stderr.count("\n") == 1 and "nope.parquet" in missing.stderr
+
+
+def test_cli_errors_are_one_line(field_db):
+    """An unknown model, a bad override and a bad --by each end with one line on stderr and exit 1 or 2."""
+    unknown = cli("report", "--model", "nope", "--db", str(field_db), check=False)
+    assert unknown.returncode == 1 and unknown.stderr.strip().count("\n") == 0 and "no model named 'nope'" in unknown.stderr
+    bad = cli("report", "--model", "vibration", "--truth", "confidence", "--db", str(field_db), check=False)
+    assert bad.returncode == 1 and "must name a stored feedback field" in bad.stderr
+    assert cli("report", "--model", "vibration", "--by", "colour", "--db", str(field_db), check=False).returncode == 2
+
+
+HOSTILE = '<script>alert("x")</script>'
+
+
+def test_html_report_is_self_contained_and_escapes_what_devices_sent(tmp_path, vibration):
+    """The HTML has no script, link or URL, and labels and versions from devices appear only escaped."""
+    predictions, feedback = vibration_rows(vibration, seed=3)
+    for row in predictions[:50] + feedback:
+        row["model_version"] = '"><img src=x onerror=alert(1)>'
+    for row in predictions[:200]:
+        row["predicted_class"] = HOSTILE
+    db = land(tmp_path, vibration, predictions + feedback)
+    admin = LocalAdmin(db, read_only=True)
+    try:
+        report = _report(admin, since=START + WEEK)
+    finally:
+        admin.close()
+    page = render_report(report, "html").decode()
+    lowered = page.lower()
+    for forbidden in ("<script", "<img", "<link", "<iframe", "<object", "http://", "https://", "@import", "url("):
+        assert forbidden not in lowered, forbidden
+    tags: set[str] = set()
+    attributes: set[str] = set()
+
+    class Collector(HTMLParser):
+        def handle_starttag(self, tag, attrs):
+            tags.add(tag)
+            attributes.update(name for name, _ in attrs)
+
+    Collector().feed(page)
+    assert tags <= {"html", "head", "meta", "title", "style", "body", "h1", "h2", "h3", "p", "b", "br", "div", "span",
+                    "table", "thead", "tbody", "tr", "th", "td", "dl", "dt", "dd", "svg", "line", "circle", "rect", "text"}, tags
+    assert not {name for name in attributes if name in ("src", "href") or name.startswith("on")}, attributes
+    assert html.escape(HOSTILE) in page
+    assert page.count("<svg") >= 1 + len(report.groups) and page.rstrip().endswith("</html>")
