@@ -411,10 +411,11 @@ def _reliability(group: Group, buckets: list[dict[str, Any]], seed: str) -> None
         share = b["w"] / total_w if total_w > 0 else 0.0
         group.reliability.append(Bucket(index / BUCKETS, (index + 1) / BUCKETS, b["collected"], b["labelled"],
                                         share, confidence, accuracy))
-        if accuracy.value is not None and confidence is not None:
+        if accuracy.value is not None and confidence is not None and accuracy.low is not None and accuracy.high is not None:
             effective = max(accuracy.n_eff, 1.0)
             conf_var = max(b["w_conf2"] / b["w"] - confidence * confidence, 0.0)
-            parts.append((share, accuracy.value, math.sqrt(accuracy.value * (1 - accuracy.value) / effective),
+            # Wilson's width, not p(1-p)/n: a bucket with 5 of 5 right is not certain.
+            parts.append((share, accuracy.value, (accuracy.high - accuracy.low) / (2 * Z95),
                           confidence, math.sqrt(conf_var / effective)))
     if not parts:
         return
@@ -527,7 +528,8 @@ def _categorical_drift(reference: Rows, current: Rows, name: str, section: str) 
     ranked = sorted(set(ref) | set(cur), key=lambda v: (-max(ref.get(v, 0.0), cur.get(v, 0.0)), v))
     top = [v for v in ranked if v != "(other)"][:TOP_VALUES]
     bins = [DriftBin(v, ref.get(v, 0.0), cur.get(v, 0.0)) for v in top]
-    rest_ref, rest_cur = 1.0 - sum(b.reference for b in bins), 1.0 - sum(b.current for b in bins)
+    rest_ref = 1.0 - sum(b.reference for b in bins) if ref else 0.0  # an empty window has no rest either
+    rest_cur = 1.0 - sum(b.current for b in bins) if cur else 0.0
     if rest_ref > 1e-9 or rest_cur > 1e-9:
         bins.append(DriftBin("(other)", max(rest_ref, 0.0), max(rest_cur, 0.0)))
     result = _drift_result(name, section, "categorical", bins, ref_n, ref_eff, cur_n, cur_eff)

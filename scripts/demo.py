@@ -2,7 +2,8 @@
 
 ingest server (DuckDB file under var/demo/) → a registered device → a device agent →
 a simulated model logging predictions and feedback through the SDK → a sync →
-SQL over the landed rows and the fleet view → everything stopped again.
+SQL over the landed rows, the fleet view and the field performance report → everything
+stopped again.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import subprocess
 import sys
 import time
 import urllib.request
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -156,7 +157,8 @@ jitter_s = 7200
         wait_for(socket_path.exists, "device agent", process=agent)
 
         step(f"a simulated pump model logs {args.records} predictions and some feedback through the SDK")
-        model = SimulatedModel("vibration", seed=7, model_version="2.1.0", start=datetime.now(UTC))
+        started = datetime.now(UTC)
+        model = SimulatedModel("vibration", seed=7, model_version="2.1.0", start=started)
         client = Client(socket_path)
         predictions = feedback = 0
         for record in model.records(args.records + args.records // 10, feedback_ratio=0.09):
@@ -173,6 +175,7 @@ jitter_s = 7200
                 )
                 feedback += 1
         client.close(timeout_s=30)
+        logged = datetime.now(UTC)
         print(f"    logged {predictions} predictions and {feedback} feedback records; SDK: {client.stats()}")
 
         step("sealing the journal and syncing now (instead of waiting for tonight's window)")
@@ -197,6 +200,17 @@ jitter_s = 7200
         export = var / "train.parquet"
         run("edgeloop-ingest", "export", "--config", str(ingest_toml), "--model", "vibration", "--labeled-only", "--out", str(export))
         print(f"    training set written to {export}")
+
+        # The SDK stamps created_at as it logs: compare the second half of the logging with the first.
+        middle = started + (logged - started) / 2
+        end = logged + timedelta(seconds=1)
+        window = ("--since", middle.isoformat(), "--until", end.isoformat())
+        step("field performance: accuracy, per-class figures and calibration of 2.1.0, drift of the second half vs the first")
+        run("edgeloop-ingest", "report", "--config", str(ingest_toml), "--model", "vibration", *window)
+        page = var / "report.html"
+        run("edgeloop-ingest", "report", "--config", str(ingest_toml), "--model", "vibration", *window,
+            "--format", "html", "--out", str(page))
+        print(f"    the same report as one self-contained HTML file: {page}")
     finally:
         step("stopping what the demo started")
         for process, name in reversed(processes):

@@ -346,3 +346,11 @@ def test_html_report_is_self_contained_and_escapes_what_devices_sent(tmp_path, v
     assert not {name for name in attributes if name in ("src", "href") or name.startswith("on")}, attributes
     assert html.escape(HOSTILE) in page
     assert page.count("<svg") >= 1 + len(report.groups) and page.rstrip().endswith("</html>")
+
+
+def test_an_empty_window_against_a_full_reference_shows_no_invented_shares(admin):
+    """With no predictions in the window, drift says 'too few' and every window share is zero."""
+    report = _report(admin, since=START + 3 * WEEK, until=START + 4 * WEEK,
+                     reference_since=START, reference_until=START + WEEK)
+    assert report.drift and {d.flag for d in report.drift} == {"too few"}
+    assert all(b.current == 0 for d in report.drift for b in d.bins)
