@@ -46,6 +46,7 @@ def test_readme_settings_tables_are_current():
 
 def test_readme_commands_exist():
     """The scripts the README tells a new user to run are in the repository and executable."""
-    for script in ("scripts/demo", "scripts/test", "scripts/bench", "scripts/install-collector", "scripts/install-ingest"):
+    for script in ("scripts/demo", "scripts/test", "scripts/bench", "scripts/install-collector", "scripts/install-ingest",
+                   "scripts/compare-evidently"):
         assert f"./{script}" in README
         assert (ROOT / script).stat().st_mode & 0o111, script

@@ -354,3 +354,34 @@ def test_an_empty_window_against_a_full_reference_shows_no_invented_shares(admin
                      reference_since=START, reference_until=START + WEEK)
     assert report.drift and {d.flag for d in report.drift} == {"too few"}
     assert all(b.current == 0 for d in report.drift for b in d.bins)
+
+
+def test_a_change_of_sampling_rate_is_not_drift(tmp_path, vibration):
+    """The same population kept at p=1 in week one and thinned by confidence in week two shows no weighted drift."""
+    rng = random.Random(11)
+    blank = {spec.name: None for spec in vibration.stored_fields}
+    rows = []
+    for index in range(12000):
+        second_week = index % 2 == 1
+        confidence = rng.uniform(0.5, 1.0)
+        p = 0.2 if second_week and confidence >= 0.75 else 1.0  # week two: uncertainty sampling switched on
+        if rng.random() >= p:
+            continue
+        rows.append({**blank, "record_id": uuid.UUID(int=rng.getrandbits(128)), "kind": "prediction", "model": "vibration",
+                     "model_version": "2.1.0", "created_at": START + (WEEK if second_week else timedelta()) + timedelta(seconds=index),
+                     "sample_weight": 1 / p, "temperature_c": round(50 + 20 * confidence + rng.gauss(0, 1), 1),
+                     "predicted_class": "normal", "confidence": confidence, "spectrum": [0.5] * 16})
+    db = land(tmp_path, vibration, rows, devices=1)
+    admin = LocalAdmin(db, read_only=True)
+    try:
+        report = _report(admin, since=START + WEEK, until=START + 2 * WEEK)
+        unweighted = admin.query(
+            "SELECT avg(temperature_c) FILTER (WHERE created_at < ?::TIMESTAMPTZ) AS before, "
+            "avg(temperature_c) FILTER (WHERE created_at >= ?::TIMESTAMPTZ) AS after FROM vibration",
+            [(START + WEEK).isoformat(), (START + WEEK).isoformat()],
+        ).to_pylist()[0]
+    finally:
+        admin.close()
+    assert unweighted["before"] - unweighted["after"] > 1  # the sample itself moved: thinned confident records
+    drift = {d.field: d for d in report.drift}
+    assert drift["temperature_c"].flag == "stable" and drift["confidence"].flag == "stable", drift["temperature_c"]
