@@ -305,7 +305,7 @@ def _base(schema: ModelSchema, rows: Rows, by: str) -> tuple[str, list[Any]]:
         labelled += " AND isfinite(pred) AND isfinite(truth)"
     sql = (
         f"SELECT *, ({labelled}) AS labelled FROM ("
-        f"SELECT {_group_expression(by)}::VARCHAR AS grp, coalesce(sample_weight, 1.0)::DOUBLE AS w, "
+        f"SELECT {_group_expression(by)}::VARCHAR AS grp, coalesce(sample_weight, 1::DOUBLE)::DOUBLE AS w, "
         f"{prediction} AS pred, {truth} AS truth, {confidence} AS conf, device, created_at "
         f"FROM {rows.relation}{where})"
     )
@@ -470,7 +470,7 @@ def _numeric_bins(rows: Rows, name: str, edges: list[float]) -> tuple[list[float
     sql = (
         f"SELECT CASE WHEN x IS NULL OR NOT isfinite(x) THEN 0 {cases} ELSE {len(edges) + 1} END AS bin, "
         f"count(*) AS n, sum(w) AS w, sum(w * w) AS w2 FROM ("
-        f"SELECT {column} AS x, coalesce(sample_weight, 1.0)::DOUBLE AS w FROM {rows.relation}{where}) GROUP BY bin"
+        f"SELECT {column} AS x, coalesce(sample_weight, 1::DOUBLE)::DOUBLE AS w FROM {rows.relation}{where}) GROUP BY bin"
     )
     result = rows.query(sql, [*edges, *params]).to_pylist()
     weights = [0.0] * (len(edges) + 2)
@@ -488,7 +488,7 @@ def _values(rows: Rows, name: str) -> tuple[dict[str, float], int, float]:
     sql = (
         f"SELECT value, n, w, sum(n) OVER () AS total_n, sum(w) OVER () AS total_w, sum(w2) OVER () AS total_w2 FROM ("
         f"SELECT coalesce({quote(name)}::VARCHAR, '(missing)') AS value, count(*) AS n, "
-        f"sum(coalesce(sample_weight, 1.0)) AS w, sum(coalesce(sample_weight, 1.0) * coalesce(sample_weight, 1.0)) AS w2 "
+        f"sum(coalesce(sample_weight, 1::DOUBLE)) AS w, sum(coalesce(sample_weight, 1::DOUBLE) * coalesce(sample_weight, 1::DOUBLE)) AS w2 "
         f"FROM {rows.relation}{where} GROUP BY 1) ORDER BY w DESC, value LIMIT {MAX_VALUES}"
     )
     result = rows.query(sql, params).to_pylist()
@@ -510,9 +510,9 @@ def _flag(value: float | None, reference_n: float, current_n: float) -> str:
 
 def _numeric_drift(reference: Rows, current: Rows, name: str, section: str) -> FieldDrift:
     where, params = reference.where(f"{quote(name)} IS NOT NULL", f"isfinite({quote(name)}::DOUBLE)")
-    points = [round(i / DRIFT_BINS, 6) for i in range(1, DRIFT_BINS)]
-    sql = f"SELECT quantile_disc({quote(name)}::DOUBLE, {points}) AS edges FROM {reference.relation}{where}"
-    found = reference.query(sql, params).column("edges").to_pylist()[0] or []
+    points = [i / DRIFT_BINS for i in range(1, DRIFT_BINS)]
+    sql = f"SELECT quantile_disc({quote(name)}::DOUBLE, ?) AS edges FROM {reference.relation}{where}"
+    found = reference.query(sql, [points, *params]).column("edges").to_pylist()[0] or []
     edges = sorted({float(e) for e in found if e is not None})
     ref, ref_n, ref_eff = _numeric_bins(reference, name, edges)
     cur, cur_n, cur_eff = _numeric_bins(current, name, edges)
