@@ -63,6 +63,8 @@ MAX_CONFUSION_CELLS = 100_000
 MAX_VALUES = 1_000
 BOOTSTRAP_DRAWS = 1_000
 DRIFT_TYPES = NUMERIC_TYPES | {"string", "bool"}
+# 1/p with p <= 1: anything else (a device's bug or a forgery) is left out and counted, not trusted.
+WEIGHT = "CASE WHEN isfinite(sample_weight) AND sample_weight >= 1 THEN sample_weight::DOUBLE END"
 
 Query = Callable[[str, Sequence[Any]], pa.Table]
 
@@ -300,12 +302,12 @@ def _base(schema: ModelSchema, rows: Rows, by: str) -> tuple[str, list[Any]]:
     truth = f"{quote(schema.truth_field or '')}::{cast}"
     confidence = f"{quote(schema.confidence_field)}::DOUBLE" if schema.confidence_field else "NULL::DOUBLE"
     where, params = rows.where()
-    labelled = "pred IS NOT NULL AND truth IS NOT NULL"
+    labelled = "w IS NOT NULL AND pred IS NOT NULL AND truth IS NOT NULL"
     if regression:
         labelled += " AND isfinite(pred) AND isfinite(truth)"
     sql = (
         f"SELECT *, ({labelled}) AS labelled FROM ("
-        f"SELECT {_group_expression(by)}::VARCHAR AS grp, coalesce(sample_weight, 1::DOUBLE)::DOUBLE AS w, "
+        f"SELECT {_group_expression(by)}::VARCHAR AS grp, {WEIGHT} AS w, "
         f"{prediction} AS pred, {truth} AS truth, {confidence} AS conf, device, created_at "
         f"FROM {rows.relation}{where})"
     )
@@ -322,7 +324,8 @@ def _summary(schema: ModelSchema, rows: Rows, by: str) -> list[dict[str, Any]]:
         if schema.comparison_task == "regression" else ""
     )
     sql = (
-        f"SELECT grp, count(*) AS collected, sum(w) AS collected_w, count(*) FILTER (WHERE labelled) AS labelled, "
+        f"SELECT grp, count(w) AS collected, sum(w) AS collected_w, count(*) FILTER (WHERE labelled) AS labelled, "
+        f"count(*) FILTER (WHERE w IS NULL) AS bad_weights, "
         f"coalesce(sum(w) FILTER (WHERE labelled), 0) AS labelled_w, "
         f"coalesce(sum(w * w) FILTER (WHERE labelled), 0) AS labelled_w2, count(DISTINCT device) AS devices, "
         f"min(created_at) AS first_at, max(created_at) AS last_at{regression} "
@@ -349,7 +352,7 @@ def _calibration(schema: ModelSchema, rows: Rows, by: str) -> list[dict[str, Any
     base, params = _base(schema, rows, by)
     sql = (
         f"SELECT grp, least(greatest(floor(conf * {BUCKETS}), 0), {BUCKETS - 1})::INTEGER AS bucket, "
-        f"count(*) AS collected, count(*) FILTER (WHERE labelled) AS labelled, "
+        f"count(w) AS collected, count(*) FILTER (WHERE labelled) AS labelled, "
         f"coalesce(sum(w) FILTER (WHERE labelled), 0) AS w, coalesce(sum(w * w) FILTER (WHERE labelled), 0) AS w2, "
         f"coalesce(sum(w * conf) FILTER (WHERE labelled), 0) AS w_conf, "
         f"coalesce(sum(w * conf * conf) FILTER (WHERE labelled), 0) AS w_conf2, "
@@ -470,7 +473,7 @@ def _numeric_bins(rows: Rows, name: str, edges: list[float]) -> tuple[list[float
     sql = (
         f"SELECT CASE WHEN x IS NULL OR NOT isfinite(x) THEN 0 {cases} ELSE {len(edges) + 1} END AS bin, "
         f"count(*) AS n, sum(w) AS w, sum(w * w) AS w2 FROM ("
-        f"SELECT {column} AS x, coalesce(sample_weight, 1::DOUBLE)::DOUBLE AS w FROM {rows.relation}{where}) GROUP BY bin"
+        f"SELECT {column} AS x, {WEIGHT} AS w FROM {rows.relation}{where}) WHERE w IS NOT NULL GROUP BY bin"
     )
     result = rows.query(sql, [*edges, *params]).to_pylist()
     weights = [0.0] * (len(edges) + 2)
@@ -487,9 +490,9 @@ def _values(rows: Rows, name: str) -> tuple[dict[str, float], int, float]:
     where, params = rows.where()
     sql = (
         f"SELECT value, n, w, sum(n) OVER () AS total_n, sum(w) OVER () AS total_w, sum(w2) OVER () AS total_w2 FROM ("
-        f"SELECT coalesce({quote(name)}::VARCHAR, '(missing)') AS value, count(*) AS n, "
-        f"sum(coalesce(sample_weight, 1::DOUBLE)) AS w, sum(coalesce(sample_weight, 1::DOUBLE) * coalesce(sample_weight, 1::DOUBLE)) AS w2 "
-        f"FROM {rows.relation}{where} GROUP BY 1) ORDER BY w DESC, value LIMIT {MAX_VALUES}"
+        f"SELECT coalesce(x, '(missing)') AS value, count(*) AS n, sum(w) AS w, sum(w * w) AS w2 FROM ("
+        f"SELECT {quote(name)}::VARCHAR AS x, {WEIGHT} AS w FROM {rows.relation}{where}) WHERE w IS NOT NULL GROUP BY 1"
+        f") ORDER BY w DESC, value LIMIT {MAX_VALUES}"
     )
     result = rows.query(sql, params).to_pylist()
     if not result:
@@ -614,6 +617,7 @@ def build_report(
     )
     summary = _summary(schema, rows, by)
     groups: dict[str, Group] = {}
+    bad_weights = 0
     for row in summary:
         group = Group(
             key=row["grp"], collected=row["collected"], labelled=row["labelled"],
@@ -622,6 +626,7 @@ def build_report(
             devices=row["devices"], first_at=_timestamp_text(row["first_at"]), last_at=_timestamp_text(row["last_at"]),
         )
         groups[group.key] = group
+        bad_weights += row["bad_weights"]
         if task == "regression":
             _regression(group, row)
     if task == "classification" and groups:
@@ -639,6 +644,8 @@ def build_report(
                 if buckets.get(key):
                     _reliability(group, buckets[key], seed=f"{schema.name}/{key}")
     report.groups = list(groups.values())
+    if bad_weights:
+        report.notes.append(f"{bad_weights} predictions with a sample_weight that is not a finite number >= 1 were left out")
     if not groups:
         report.notes.append("no predictions in this window")
 

@@ -385,3 +385,24 @@ def test_a_change_of_sampling_rate_is_not_drift(tmp_path, vibration):
     assert unweighted["before"] - unweighted["after"] > 1  # the sample itself moved: thinned confident records
     drift = {d.field: d for d in report.drift}
     assert drift["temperature_c"].flag == "stable" and drift["confidence"].flag == "stable", drift["temperature_c"]
+
+
+def test_a_weight_no_sampler_could_give_is_left_out_and_counted(tmp_path, vibration):
+    """A sample_weight that is not a finite number >= 1 never reaches a figure; the report says how many it left out."""
+    predictions, feedback = vibration_rows(vibration, seed=8)
+    predictions = [row for row in predictions if row["model_version"] == "2.1.0"][:400]
+    kept = {row["record_id"] for row in predictions}
+    feedback = [row for row in feedback if row["prediction_id"] in kept]
+    for row, bad in zip(predictions, (float("nan"), float("inf"), float("-inf"), 0.0, -4.0, 0.5, 1e-300)):
+        row["sample_weight"] = bad
+    db = land(tmp_path, vibration, predictions + feedback, devices=1)
+    admin = LocalAdmin(db, read_only=True)
+    try:
+        report = _report(admin, reference_since=START, reference_until=START + WEEK)
+    finally:
+        admin.close()
+    group = report.groups[0]
+    assert group.collected == 393 and "7 predictions with a sample_weight" in " ".join(report.notes)
+    for value in (group.accuracy.value, group.accuracy.low, group.ece.value, group.weighted_coverage):
+        assert math.isfinite(value) and 0 <= value <= 1
+    assert all(d.psi is None or math.isfinite(d.psi) for d in report.drift)
