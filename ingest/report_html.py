@@ -87,7 +87,7 @@ def _interval_chart(report: Report) -> str:
 
 def _reliability_chart(group: Group) -> str:
     """Accuracy against mean confidence per bucket, with intervals, the diagonal, and each bucket's share."""
-    size, pad = 300, 40
+    size, pad = 300, 46
     plot = size - 2 * pad
 
     def px(v: float) -> float:
@@ -120,7 +120,7 @@ def _reliability_chart(group: Group) -> str:
                          f'stroke="{BLUE}" stroke-width="2"/>')
         parts.append(f'<circle cx="{px(c):.1f}" cy="{py(a.value):.1f}" r="4" fill="{BLUE}"/>')
     parts.append(f'<text x="{size / 2}" y="{size - 6}" text-anchor="middle">mean confidence</text>')
-    parts.append(f'<text x="12" y="{size / 2}" text-anchor="middle" transform="rotate(-90 12 {size / 2})">accuracy</text>')
+    parts.append(f'<text x="11" y="{size / 2}" text-anchor="middle" transform="rotate(-90 11 {size / 2})">accuracy</text>')
     parts.append("</svg>")
     return "".join(parts)
 
