@@ -1,103 +1,76 @@
-"""Scrub personal data out of free text: the ``redact`` privacy rule.
+"""Scrub personal data and secrets out of free text: the ``redact`` privacy rule.
 
-Replaced with typed placeholders::
+``Redactor(regions=..., patterns=..., allow=..., detector=...).redact(text)`` replaces::
 
-    e-mail addresses                                   <EMAIL>
-    IPv4 and IPv6 addresses (incl. ::1 compressed)     <IPV4> <IPV6>
-    IBANs that pass the mod-97 check                   <IBAN>
-    payment card numbers, 13-19 digits, passing Luhn   <CARD>
-    phone numbers: international (+44 20 7946 0958,    <PHONE>
-    +1-202-555-0143) and national ((202) 555-0143,
-    202-555-0143, 020 7946 0958, 0171 1234567)
+    e-mail addresses, Unicode/IDN and URL-encoded (jane%40x.com)    <EMAIL>
+    phone numbers that libphonenumber calls valid: international   <PHONE>
+      (+CC, 00CC) anywhere; national ones of the declared regions,
+      with their extension (x12, ext. 12)
+    payment cards: Luhn + a real IIN range and its lengths          <CARD>
+    IBANs passing mod-97                                            <IBAN>
+    IPv4, IPv6 (also right after a colon: addr:2001:db8::1)         <IPV4> <IPV6>
+    MAC addresses (00:1a:2b:3c:4d:5e, 00-1A-..., 001a.2b3c.4d5e)    <MAC>
+    JSON Web Tokens                                                 <JWT>
+    well-known API keys (AWS, GitHub, GitLab, Stripe, Slack,        <API_KEY>
+      Google, OpenAI/Anthropic, SendGrid, npm, PyPI, Twilio)
+    URL credentials (user:pass@) and secret parameters              <SECRET>
+      (?token=, password=, api_key=, Bearer ...)
+    US social security numbers (area/group/serial rules)            <SSN>
+    UK national insurance numbers (prefix and suffix rules)         <NINO>
 
-Digit runs that look like a card or IBAN but fail its checksum are left alone, so a part
-number survives. A national number needs a separator ("0171 1234567", not "01711234567"):
-a bare digit run that starts with 0 is more often a serial than a phone. The bare IPv6
-unspecified address ``::`` is left alone: it names no one, and "::" is common in other text.
+plus custom patterns from the configuration and, optionally, the spans a model-based
+detector returns (names, street addresses: nothing here finds those).
 
-One compiled regex describes every kind. Rather than let it try each of its alternatives
-at every character (slow in Python's engine), ``redact`` jumps between the characters every
-match must contain (a digit, ``@``, ``:``, ``+``, ``(``) and tries the regex only where a
-match could start: at such a character, or at the start of the word before it. A candidate
-that fails its checksum is passed over and the scan goes on inside it, so "+1 4111 1111
-1111 1111" still loses its card. Text without a digit, ``@`` or ``:`` is returned after a
-few ``in`` checks.
+A candidate that fails its check (Luhn, IIN, mod-97, libphonenumber, SSN rules) is left
+alone: a measurement is never rewritten because it looks like a number. Dates, decimals,
+UUIDs and hex digests are masked before numbers are looked for, so no piece of them becomes
+a card or a phone. A number glued to letters (``a716-4466554400``) is part of an identifier
+and is left alone too.
 """
 
 from __future__ import annotations
 
+import ipaddress
 import re
+import unicodedata
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from typing import Literal
 
-__all__ = ["PLACEHOLDERS", "redact"]
+import phonenumbers
 
-PLACEHOLDERS = ("<EMAIL>", "<IPV4>", "<IPV6>", "<IBAN>", "<CARD>", "<PHONE>")
+__all__ = [
+    "PLACEHOLDERS",
+    "CustomPattern",
+    "Detector",
+    "Redactor",
+    "iban_ok",
+    "luhn_ok",
+    "redact",
+]
 
-_LOCAL = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]"
-_LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
-_EMAIL = rf"(?<![\w.!#$%&'*+/=?^`{{|}}~-])(?:{_LOCAL}|\.)++@(?:{_LABEL}\.)+[A-Za-z](?:[A-Za-z0-9-]*[A-Za-z0-9])?"
+PLACEHOLDERS = (
+    "<EMAIL>", "<PHONE>", "<CARD>", "<IBAN>", "<IPV4>", "<IPV6>", "<MAC>",
+    "<JWT>", "<API_KEY>", "<SECRET>", "<SSN>", "<NINO>",
+)  # fmt: skip
 
-_OCTET = r"(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)"
-_IPV4 = rf"(?<![\w.])(?=\d{{1,3}}\.){_OCTET}(?:\.{_OCTET}){{3}}(?![\w]|\.\d)"
+Detector = Callable[[str], Iterable[tuple[int, int, str]]]
+"""A model-based detector: text -> (start, end, label) spans; each becomes ``<LABEL>``."""
 
-_H = r"[0-9A-Fa-f]{1,4}"
-_V4TAIL = rf"{_OCTET}(?:\.{_OCTET}){{3}}"
-# Longest forms first: the regex takes the first alternative that matches. Each kind opens with a
-# lookahead for what it must start with, so a try at the wrong place fails in a step or two.
-_IPV6_FORMS = (
-    rf"(?:{_H}:){{6}}{_V4TAIL}",
-    rf"(?:{_H}:){{7}}{_H}",
-    rf"::(?:[Ff]{{4}}(?::0{{1,4}})?:)?{_V4TAIL}",
-    rf"(?:{_H}:){{1,5}}:{_V4TAIL}",
-    rf"(?:{_H}:){{1,6}}:{_H}",
-    rf"(?:{_H}:){{1,5}}(?::{_H}){{2}}",
-    rf"(?:{_H}:){{1,4}}(?::{_H}){{3}}",
-    rf"(?:{_H}:){{1,3}}(?::{_H}){{4}}",
-    rf"(?:{_H}:){{1,2}}(?::{_H}){{5}}",
-    rf"{_H}:(?::{_H}){{6}}",
-    rf"::(?:{_H}:){{0,6}}{_H}",
-    rf"(?:{_H}:){{1,7}}:",
-)
-_IPV6 = rf"(?<![\w:.])(?=[0-9A-Fa-f]{{0,4}}:)(?:{'|'.join(_IPV6_FORMS)})(?:%[\w.]+)?(?![\w:]|\.\d)"
-
-_IBAN = r"(?<!\w)[A-Za-z]{2}\d{2}(?:[ ]?[A-Za-z0-9]{4}){2,7}(?:[ ]?[A-Za-z0-9]{1,3})?(?![A-Za-z0-9])"
-
-# Unseparated 13-19 digits, or groups of four (Visa, Mastercard...), or 4-6-5/4-6-4 (Amex, Diners).
-_CARD = (
-    r"(?<![\d.,])(?=\d{4})(?:\d{13,19}"
-    r"|\d{4}(?P<sep>[ -])\d{4}(?P=sep)\d{4}(?P=sep)\d{1,4}(?:(?P=sep)\d{1,3})?"
-    r"|\d{4}(?P<sep2>[ -])\d{6}(?P=sep2)\d{4,5})(?![\d]|[.,]\d)"
-)
-
-_PHONE_INTL = r"\+[1-9]\d{0,2}(?:[ .-]?(?:\(\d{1,4}\)|\d{1,5})){1,6}"
-_PHONE_NANP = r"(?:\(\d{3}\)[ ]?|\d{3}[ .-])\d{3}[ .-]\d{4}"
-_PHONE_TRUNK = r"\(?0\d{1,4}\)?(?:[ -]\d{3,8}){1,3}"
-_PHONE_FR = r"0[1-9](?:[ .]\d{2}){4}"
-_PHONE = rf"(?<![\w+])(?=[+(0]|\d{{3}}[ .-])(?:{_PHONE_INTL}|{_PHONE_NANP}|{_PHONE_TRUNK}|{_PHONE_FR})(?!\w)"
-
-_KINDS = {"email": _EMAIL, "ipv6": _IPV6, "ipv4": _IPV4, "iban": _IBAN, "card": _CARD, "phone": _PHONE}
+Validator = Literal["luhn", "mod97"]
 
 
-def _compile(*kinds: str) -> re.Pattern[str]:
-    return re.compile("|".join(f"(?P<{kind}>{_KINDS[kind]})" for kind in kinds), re.ASCII)
+@dataclass(frozen=True)
+class CustomPattern:
+    """A user's own kind: matches of ``regex`` (passing ``validator``, if any) become ``placeholder``."""
+
+    name: str
+    regex: re.Pattern[str]
+    placeholder: str
+    validator: Validator | None = None
 
 
-_PATTERN = _compile(*_KINDS)
-# Without an "@" no e-mail can match, without a ":" no IPv6: leaving them out makes each try cheaper.
-_VARIANTS = {
-    (True, True): _PATTERN,
-    (True, False): _compile("email", "ipv4", "iban", "card", "phone"),
-    (False, True): _compile("ipv6", "ipv4", "iban", "card", "phone"),
-    (False, False): _compile("ipv4", "iban", "card", "phone"),
-}
-# Every match holds one of these; runs of them are where the scan stops.
-_ANCHORS = re.compile(r"[0-9@:+(]+")
-_GATE = tuple("0123456789@:")
-_DIGITS = frozenset("0123456789")
-_HEX = frozenset("0123456789abcdefABCDEF:")
-_WORD = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_")
-_LOCAL = _WORD | frozenset("!#$%&'*+/=?^`{|}~.-")
-
-_IBAN_LENGTHS = range(15, 35)
+# -- checksums ------------------------------------------------------------------------------------
 
 
 def luhn_ok(digits: str) -> bool:
@@ -115,7 +88,7 @@ def luhn_ok(digits: str) -> bool:
 
 def iban_ok(iban: str) -> bool:
     """Whether an IBAN (no spaces, upper case) passes the ISO 13616 mod-97 check."""
-    if len(iban) not in _IBAN_LENGTHS or not iban[2:4].isdigit():
+    if not 15 <= len(iban) <= 34 or not iban[:2].isalpha() or not iban[2:4].isdigit():
         return False
     rearranged = iban[4:] + iban[:4]
     try:
@@ -124,92 +97,503 @@ def iban_ok(iban: str) -> bool:
         return False
 
 
+# (lowest prefix, highest prefix, lengths): ISO/IEC 7812 issuer ranges of cards in circulation.
+_IIN_RANGES: tuple[tuple[str, str, frozenset[int]], ...] = tuple(
+    (low, high, frozenset(lengths))
+    for low, high, lengths in (
+        ("4", "4", (16, 19)),  # Visa (13 digits: see _SHORT_IINS)
+        ("51", "55", (16,)), ("2221", "2720", (16,)),  # Mastercard
+        ("34", "34", (15,)), ("37", "37", (15,)),  # American Express
+        ("300", "305", range(14, 20)), ("36", "36", range(14, 20)), ("38", "39", range(14, 20)),  # Diners Club
+        ("3528", "3589", range(16, 20)), ("1800", "1800", (15,)), ("2131", "2131", (15,)),  # JCB
+        ("2200", "2204", range(16, 20)),  # Mir
+        ("6011", "6011", range(16, 20)), ("644", "649", range(16, 20)), ("65", "65", range(16, 20)),  # Discover
+        ("62", "62", range(16, 20)),  # UnionPay
+        ("50", "50", range(14, 20)), ("56", "69", range(14, 20)),  # Maestro and the rest of 5x/6x
+        ("60", "60", (16,)), ("81", "82", (16,)), ("508", "508", (16,)),  # RuPay
+        ("9792", "9792", (16,)),  # Troy
+        ("9804", "9804", (16,)),  # PROSTIR (Ukraine)
+    )
+)  # fmt: skip
+# 12 and 13 digits are also the length of barcodes and counters: only the issuers that use them.
+_SHORT_IINS: tuple[tuple[str, str, frozenset[int]], ...] = tuple(
+    (low, high, frozenset(lengths))
+    for low, high, lengths in (
+        ("4", "4", (13,)),  # Visa, old cards
+        ("5018", "5018", (12, 13)), ("5020", "5020", (12, 13)), ("5038", "5038", (12, 13)), ("5893", "5893", (12, 13)),
+        ("56", "58", (12, 13)), ("6304", "6304", (12, 13)), ("6390", "6390", (12, 13)), ("6759", "6759", (12, 13)),
+        ("6761", "6763", (12, 13)), ("0604", "0604", (12, 13)),  # Maestro
+    )
+)  # fmt: skip
+
+
+def card_ok(digits: str) -> bool:
+    """Whether a digit string is a card number: a real issuer range, its length, and Luhn."""
+    length = len(digits)
+    if not 12 <= length <= 19:
+        return False
+    for low, high, lengths in _SHORT_IINS if length <= 13 else _IIN_RANGES:
+        if length in lengths and low <= digits[: len(low)] <= high:
+            return luhn_ok(digits)
+    return False
+
+
+def ean_ok(digits: str) -> bool:
+    """Whether a digit string carries a GS1 check digit (EAN-8, EAN-13, UPC-A barcodes)."""
+    total = sum((ord(d) - 48) * (3 if i % 2 else 1) for i, d in enumerate(reversed(digits[:-1]), start=1))
+    return (10 - total % 10) % 10 == ord(digits[-1]) - 48
+
+
+def ssn_ok(area: str, group: str, serial: str) -> bool:
+    """US SSN rules: area not 000, 666 or 9xx; group not 00; serial not 0000."""
+    return area != "000" and area != "666" and area[0] != "9" and group != "00" and serial != "0000"
+
+
+_NINO_FIRST = frozenset("ABCEGHJKLMNOPRSTWXYZ")  # not D, F, I, Q, U, V
+_NINO_SECOND = frozenset("ABCEGHJKLMNPRSTWXYZ")  # nor O
+_NINO_NOT_ISSUED = frozenset({"BG", "GB", "KN", "NK", "NT", "TN", "ZZ"})
+
+
+def nino_ok(prefix: str) -> bool:
+    """UK NINO prefix rules (HMRC): first letter not D F I Q U V, second not those nor O, and
+    BG GB KN NK NT TN ZZ are never issued."""
+    prefix = prefix.upper()
+    return prefix[0] in _NINO_FIRST and prefix[1] in _NINO_SECOND and prefix not in _NINO_NOT_ISSUED
+
+
+# -- patterns -------------------------------------------------------------------------------------
+
+_EMAIL_LOCAL = frozenset("!#$%&'*+-./=?^_`{|}~")  # RFC 5322 atext, plus every Unicode letter and digit
+_ENCODED_LOCAL = frozenset("!#$%'*+-.^_~")
+_EMAIL_DOMAIN = re.compile(r"(?:[^\W_](?:[\w-]{0,61}[^\W_])?\.)+[^\W\d_](?:[\w-]{0,61}[^\W_])?")
+_AT = re.compile(r"@|%40", re.IGNORECASE)
+
+_IPV4 = re.compile(r"(?<![\w.])(?:(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)\.){3}(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)(?![\w]|\.\d)", re.ASCII)
+# A run of hex, colons and dots that holds "::" or several colons: IPv6 candidates (checked by ipaddress).
+_IPV6_RUN = re.compile(r"(?<![\w.%])[0-9A-Za-z:.]*:[0-9A-Za-z:.]*:[0-9A-Za-z:.]*(?:%[\w.]+)?", re.ASCII)
+_MAC = re.compile(
+    r"(?<![\w:.-])(?:[0-9A-Fa-f]{2}([:-])(?:[0-9A-Fa-f]{2}\1){4}[0-9A-Fa-f]{2}|[0-9A-Fa-f]{4}\.[0-9A-Fa-f]{4}\.[0-9A-Fa-f]{4})(?![\w:-]|\.\w)",
+    re.ASCII,
+)
+_JWT = re.compile(r"(?<![\w-])eyJ[A-Za-z0-9_-]{4,}\.eyJ[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]*", re.ASCII)
+_API_KEY = re.compile(
+    r"(?<![\w-])(?:"
+    r"(?:AKIA|ASIA|ABIA|ACCA|AGPA|AIDA|AIPA|ANPA|ANVA|AROA|APKA|ASCA)[A-Z0-9]{16}"  # AWS key ids
+    r"|gh[pousr]_[A-Za-z0-9]{36,251}|github_pat_[A-Za-z0-9_]{60,255}"  # GitHub
+    r"|glpat-[A-Za-z0-9_-]{20,}"  # GitLab
+    r"|(?:sk|rk|pk)_(?:live|test)_[A-Za-z0-9]{16,}|whsec_[A-Za-z0-9]{24,}"  # Stripe
+    r"|xox[abposre]-[A-Za-z0-9-]{10,}"  # Slack tokens
+    r"|AIza[0-9A-Za-z_-]{35}"  # Google API keys
+    r"|sk-(?:proj-|ant-[a-z0-9]{2,8}-)?[A-Za-z0-9_-]{20,}"  # OpenAI, Anthropic
+    r"|SG\.[A-Za-z0-9_-]{16,32}\.[A-Za-z0-9_-]{16,64}"  # SendGrid
+    r"|npm_[A-Za-z0-9]{36}|pypi-AgE[A-Za-z0-9_-]{50,}"  # npm, PyPI
+    r"|SK[0-9a-f]{32}"  # Twilio API keys
+    r")(?![\w-])"
+    r"|https://hooks\.slack\.com/services/[A-Za-z0-9/_-]+"
+    r"|-----BEGIN (?:[A-Z]+ )*PRIVATE KEY-----[\s\S]*?(?:-----END (?:[A-Z]+ )*PRIVATE KEY-----|$)",
+    re.ASCII,
+)
+_URL_CREDENTIALS = re.compile(r"(?<=://)[^\s/?#@:]+:[^\s/?#@]*(?=@)", re.ASCII)
+_SECRET_NAMES = (
+    r"access_?token|refresh_?token|id_?token|auth_?token|token|api_?key|apikey|x-api-key|secret|client_?secret"
+    r"|secret_?key|aws_secret_access_key|private_?key|password|passwd|pwd|passphrase|credentials?|session_?id"
+    r"|sessionid|sid|signature|sig|x-amz-signature|x-amz-credential|x-amz-security-token|auth|authorization"
+)
+# key=value anywhere for names that only ever hold secrets; "key" and "code" only inside a URL query.
+_SECRET_PARAM = re.compile(
+    rf"(?:(?<![\w-])(?:{_SECRET_NAMES})|(?<=[?&;])(?:key|code|k))(?:=|%3D)([^\s&#\"'<>,;]+)", re.IGNORECASE
+)
+_SECRET_JSON = re.compile(rf"[\"']((?:{_SECRET_NAMES}))[\"']\s*:\s*[\"']([^\"']+)[\"']", re.IGNORECASE)
+_BEARER = re.compile(r"(?<![\w-])(?:Bearer|Basic|Token)\s+([A-Za-z0-9._~+/=-]{16,})", re.ASCII)
+_IBAN = re.compile(r"(?<![^\W\d_])[A-Z]{2}\d{2}(?:[ ]?[A-Z0-9]{4}){2,7}(?:[ ]?[A-Z0-9]{1,3})?(?![A-Za-z0-9])")
+_NINO = re.compile(r"(?<![\w])([A-Z]{2}) ?(\d{2}) ?(\d{2}) ?(\d{2}) ?([A-D])(?!\w)")
+
+# What is never a number of a person: masked before digit runs are looked for.
+_LOOKALIKES = re.compile(
+    r"[0-9A-Fa-f]{8}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{12}"  # UUIDs
+    r"|(?<![\w])(?=[0-9a-fA-F]*[a-fA-F])(?=[0-9a-fA-F]*\d)[0-9a-fA-F]{16,}(?!\w)"  # hex digests
+    r"|(?<![\d.])(?:[12]\d{3}([-/.])(?:0?[1-9]|1[0-2])\1(?:0?[1-9]|[12]\d|3[01])"  # 2026-11-26
+    r"|(?:0?[1-9]|[12]\d|3[01])([-/.])(?:0?[1-9]|[12]\d|3[01])\2(?:[12]\d{3}|\d{2}))(?![-/.]?\d)"  # 26.11.2026
+    r"|(?<![\d.+])\d{1,2}:\d{2}(?::\d{2})?(?:[.,]\d+)?(?![\d:])"  # 12:30:45.123
+    r"|(?<![\w.])[+-]?\d+\.\d+(?![\w.])"  # 48.856613, +2.352222, -0.5
+    rf"|{_IPV4.pattern}",  # IPv4: its own kind
+    re.ASCII,
+)
+# Digits with the separators numbers are written with, and a phone's extension.
+_DIGIT_RUN = re.compile(
+    r"(?:\(\s?)?(?:\+|(?<!\d)00)?\(?\d[\d()./ \u00a0-]*\d(?:\)|(?:[ ]?(?:x|ext\.?|extension|#)[ ]?\d{1,6})(?!\d))?"
+    ,
+    re.IGNORECASE,
+)
+_GROUP = re.compile(r"\+?\(?\+?\d+\)?")
+_NOT_DIGIT = re.compile(r"\D+")
+_EXTENSION = re.compile(r"[ ]?(?:x|ext\.?|extension|#)[ ]?\d{1,6}$", re.IGNORECASE)
+_SSN = re.compile(r"^(\d{3})([- ])(\d{2})\2(\d{4})$")
+_CARD_GROUPINGS = frozenset({(4, 4, 4, 4), (4, 4, 4, 4, 3), (4, 4, 4, 4, 2), (4, 4, 4, 4, 1), (4, 4, 4, 3), (4, 4, 4, 2),
+                             (4, 4, 4, 1), (4, 4, 4), (4, 6, 5), (4, 6, 4), (4, 4, 5), (4, 4, 4, 4, 4)})  # fmt: skip
+_MAX_PHONE_TRIES = 12
+
+
+def _international(digits: str, extension: str | None) -> bool:
+    """Whether +<digits> is a valid number, without the cost of ``phonenumbers.parse``."""
+    for width in (1, 2, 3):
+        code = int(digits[:width])
+        if code in phonenumbers.COUNTRY_CODE_TO_REGION_CODE:
+            national = digits[width:]
+            if not national or national[0] == "0" or len(national) > 17:
+                break  # a leading zero (Italy) needs parse's handling
+            number = phonenumbers.PhoneNumber(country_code=code, national_number=int(national), extension=extension)
+            return phonenumbers.is_valid_number(number)
+    return False
+
+
+class Redactor:
+    """Finds PII and secrets in text and replaces each with its placeholder."""
+
+    def __init__(
+        self,
+        *,
+        regions: Sequence[str] = (),
+        patterns: Sequence[CustomPattern] = (),
+        allow: Sequence[re.Pattern[str]] = (),
+        detector: Detector | None = None,
+    ) -> None:
+        for region in regions:
+            if phonenumbers.PhoneMetadata.metadata_for_region(region.upper()) is None:
+                raise ValueError(f"unknown phone region {region!r} (use ISO 3166 codes: DE, FR, US...)")
+        self.regions = tuple(region.upper() for region in regions)
+        self._codes = {
+            region: str(phonenumbers.PhoneMetadata.metadata_for_region(region).country_code) for region in self.regions
+        }
+        self.patterns = tuple(patterns)
+        self.allow = tuple(allow)
+        self.detector = detector
+        self._phones: dict[tuple[str, bool], bool] = {}
+
+    def redact(self, text: str) -> str:
+        """``text`` with every finding replaced by its placeholder."""
+        spans = self.find(text)
+        if not spans:
+            return text
+        pieces, done = [], 0
+        for start, end, placeholder in spans:
+            pieces.append(text[done:start])
+            pieces.append(placeholder)
+            done = end
+        pieces.append(text[done:])
+        return "".join(pieces)
+
+    __call__ = redact
+
+    def find(self, text: str) -> list[tuple[int, int, str]]:
+        """Non-overlapping (start, end, placeholder) findings, in text order."""
+        found: list[tuple[int, int, str]] = []
+        add = found.append
+        has_digit = _ANY_DIGIT.search(text) is not None
+        if "=" in text or "%3" in text or '":' in text or "':" in text or "earer" in text or "asic " in text or "oken " in text:
+            for match in _SECRET_PARAM.finditer(text):
+                add((match.start(1), match.end(1), "<SECRET>"))
+            for match in _SECRET_JSON.finditer(text):
+                add((match.start(2), match.end(2), "<SECRET>"))
+            for match in _BEARER.finditer(text):
+                add((match.start(1), match.end(1), "<SECRET>"))
+        if "://" in text:
+            for match in _URL_CREDENTIALS.finditer(text):
+                add((match.start(), match.end(), "<SECRET>"))
+        if "eyJ" in text:
+            for match in _JWT.finditer(text):
+                add((match.start(), match.end(), "<JWT>"))
+        if has_digit or "-" in text:
+            for match in _API_KEY.finditer(text):
+                add((match.start(), match.end(), "<API_KEY>"))
+        if "@" in text or "%40" in text or "%40".upper() in text:
+            self._emails(text, add)
+        if ":" in text:
+            self._ipv6(text, add)
+        if has_digit:
+            if ":" in text or "-" in text or "." in text:
+                for match in _MAC.finditer(text):
+                    add((match.start(), match.end(), "<MAC>"))
+            if "." in text:
+                for match in _IPV4.finditer(text):
+                    add((match.start(), match.end(), "<IPV4>"))
+            match = _IBAN.search(text)
+            while match is not None:
+                length = _iban_length(match.group())
+                if length is not None:
+                    add((match.start(), match.start() + length, "<IBAN>"))
+                # A candidate that fails may have run on into the next IBAN: look again inside it.
+                match = _IBAN.search(text, match.start() + (length or 1))
+            for match in _NINO.finditer(text):
+                if nino_ok(match.group(1)):
+                    add((match.start(), match.end(), "<NINO>"))
+            self._numbers(text, add)
+        for pattern in self.patterns:
+            for match in pattern.regex.finditer(text):
+                if match.end() > match.start() and _valid(pattern.validator, match.group()):
+                    add((match.start(), match.end(), pattern.placeholder))
+        if self.detector is not None:
+            for start, end, label in self.detector(text):
+                if not (0 <= start < end <= len(text)):
+                    raise ValueError(f"the detector returned span {start}..{end} outside a text of {len(text)}")
+                add((start, end, f"<{str(label).upper()}>"))
+        if not found:
+            return found
+        if self.allow:
+            kept = [match.span() for pattern in self.allow for match in pattern.finditer(text)]
+            found = [span for span in found if not any(a < span[1] and span[0] < b for a, b in kept)]
+        return _settle(found)
+
+    # -- kinds ------------------------------------------------------------------------------------
+
+    def _emails(self, text: str, add: Callable[[tuple[int, int, str]], None]) -> None:
+        for at in _AT.finditer(text):
+            start = at.start()
+            # Inside a URL-encoded value the local part's own "=", "&", "/" and "?" would be encoded too.
+            local = _local_char if at.end() - start == 1 else _encoded_local_char
+            while start > 0 and local(text[start - 1]):
+                start -= 1
+            while start < at.start() and text[start] == ".":
+                start += 1
+            if start == at.start():
+                continue
+            # "user=jane@x.com": the key of a key=value is not part of the address, though "=" may be.
+            key = text.rfind("=", start, at.start())
+            if key != -1 and key + 1 < at.start():
+                start = key + 1
+            domain = _EMAIL_DOMAIN.match(text, at.end())
+            if domain is not None:
+                add((start, domain.end(), "<EMAIL>"))
+
+    def _ipv6(self, text: str, add: Callable[[tuple[int, int, str]], None]) -> None:
+        for match in _IPV6_RUN.finditer(text):
+            run = match.group()
+            offset = match.start()
+            # "addr:2001:db8::1": the address may follow a label and a colon; try each start.
+            starts = [0] + [i + 1 for i, char in enumerate(run) if char == ":" and i + 1 < len(run) and run[i + 1] != ":" and (i == 0 or run[i - 1] != ":")]
+            for start in starts[:4]:
+                candidate = run[start:].rstrip(".")
+                while candidate and not _ipv6_ok(candidate) and candidate[-1] in ":.":
+                    candidate = candidate[:-1]
+                if _ipv6_ok(candidate):
+                    add((offset + start, offset + start + len(candidate), "<IPV6>"))
+                    break
+
+    def _numbers(self, text: str, add: Callable[[tuple[int, int, str]], None]) -> None:
+        """Cards, SSNs and phones: digit runs outside look-alikes, checked group by group."""
+        work = _LOOKALIKES.sub(_blank, text) if ("." in text or "-" in text or ":" in text or "/" in text) else text
+        for run in _DIGIT_RUN.finditer(work):
+            start, end = run.span()
+            # Glued to a word (a716-4466..., SKU-4471-...) a group is part of an identifier, not a number
+            # of a person: drop the glued group, keep what a space separates from it.
+            before = work[start - 1] if start else " "
+            if _glued(before) or (before in "-/_#" and start > 1 and _glued(work[start - 2])):
+                space = work.find(" ", start, end)
+                if space == -1:
+                    continue
+                start = space + 1
+            after = work[end] if end < len(work) else " "
+            if _glued(after):
+                space = work.rfind(" ", start, end)
+                if space == -1:
+                    continue
+                end = space
+            if start < end:
+                self._run(text, start, end, add)
+
+    def _run(self, text: str, start: int, end: int, add: Callable[[tuple[int, int, str]], None]) -> None:
+        """Find cards, SSNs and phones in one digit run: the longest valid piece from the left."""
+        chunk = text[start:end]
+        extension = _EXTENSION.search(chunk)
+        groups = [match.span() for match in _GROUP.finditer(chunk, 0, extension.start() if extension else len(chunk))]
+        count = len(groups)
+        # A phone is the whole run or a part of it cut at a space: "+49 30 1234567 12" may end in a reading,
+        # but "3512-1008" is not a phone inside "3512-1008-0977-7488".
+        cuts = {0, count}
+        cuts.update(k for k in range(1, count) if " " in chunk[groups[k - 1][1] : groups[k][0]])
+        card_shaped = count >= 3 and all(b - a == 4 for a, b in groups[:3])
+        tries = 0
+        i = 0
+        while i < count:
+            hit = None
+            for j in range(count, i, -1):
+                a, b = groups[i][0], groups[j - 1][1]
+                if j == count and extension:
+                    b = len(chunk)
+                piece = _balanced(chunk[a:b])
+                if not piece:
+                    continue
+                sizes = [_digit_count(chunk, g) for g in groups[i:j]]
+                kind = self._card_or_ssn(piece, sizes)
+                if kind is None and i in cuts and j in cuts and (not card_shaped or (i == 0 and j == count)):
+                    if tries < _MAX_PHONE_TRIES:
+                        after_key = i == 0 and _KEY_BEFORE.search(text, 0, start) is not None
+                        known = self._phones.get((piece, after_key))
+                        if known is None:
+                            tries += 1
+                            known = self._phone(piece, after_key)
+                            if len(self._phones) >= 4096:
+                                self._phones.clear()
+                            self._phones[piece, after_key] = known
+                        kind = "<PHONE>" if known else None
+                if kind is not None:
+                    at = chunk.index(piece, a)
+                    hit = (start + at, start + at + len(piece), kind)
+                    break
+            if hit is None:
+                i += 1
+                continue
+            add(hit)
+            i = j
+
+    def _card_or_ssn(self, piece: str, sizes: list[int]) -> str | None:
+        count = sum(sizes)
+        if 12 <= count <= 19 and "+" not in piece and "(" not in piece and "x" not in piece.lower():
+            if len(sizes) == 1 or tuple(sizes) in _CARD_GROUPINGS:
+                digits = _NOT_DIGIT.sub("", piece)
+                if len(set(_DIGITS_ONLY.sub("", piece))) <= 1 and card_ok(digits):
+                    # An unseparated 13 digits that carries a GS1 check digit is an EAN-13 barcode.
+                    if not (len(sizes) == 1 and count == 13 and ean_ok(digits)):
+                        return "<CARD>"
+        if count == 9 and len(sizes) == 3:
+            ssn = _SSN.match(piece)
+            if ssn and ssn_ok(ssn.group(1), ssn.group(3), ssn.group(4)):
+                return "<SSN>"
+        return None
+
+    def _phone(self, piece: str, after_key: bool) -> bool:
+        """Whether libphonenumber calls the piece a valid number: international, or national in a declared region."""
+        extension = _EXTENSION.search(piece)
+        ext = _NOT_DIGIT.sub("", extension.group()) if extension else None
+        body = _NOT_DIGIT.sub("", piece[: extension.start()] if extension else piece)
+        if not body.isascii():
+            body = "".join(str(int(char)) for char in body)  # Bengali, Arabic-Indic... digits
+        if not 6 <= len(body) <= 17:
+            return False
+        lead = piece.lstrip("( ")
+        if lead.startswith("+"):
+            return _international(body, ext) or self._parse(piece, None)
+        if lead.startswith("00") and len(body) > 9:
+            return _international(body[2:], ext) or self._parse("+" + lead[2:], None)
+        if len(body) < 7 and " " not in piece:
+            return False
+        bare = body == piece or piece.isdigit()
+        if bare and (len(body) in (8, 13) and ean_ok(body) or after_key):
+            return False  # an EAN-8 or EAN-13 barcode, or the value of key=value: a counter, an id
+        # An epoch second or millisecond (2017-2033) is a timestamp wherever it is.
+        if bare and len(body) in (10, 13) and body[0] == "1" and body[1] in "56789":
+            return False
+        for region in self.regions:
+            if self._parse(piece, region):
+                return True
+            # Its own country code without "+" or "00" ("573041833856" in Colombia).
+            code = self._codes[region]
+            if bare and body.startswith(code) and _international(body, None):
+                return True
+        return False
+
+    def _parse(self, piece: str, region: str | None) -> bool:
+        try:
+            number = phonenumbers.parse(piece, region)
+        except phonenumbers.NumberParseException:
+            return False
+        return phonenumbers.is_valid_number(number)
+
+
+_NANP = frozenset(phonenumbers.phonenumberutil.COUNTRY_CODE_TO_REGION_CODE[1])
+_ANY_DIGIT = re.compile(r"\d")
+# "pkts=92786175", '"ts": 1764151755': a bare number that is the value of a key is a measurement or an id.
+_KEY_BEFORE = re.compile(r"\w(?:=|\": ?)$")
+_DIGITS_ONLY = re.compile(r"[\d()+]")
+
+
+def _digit_count(chunk: str, group: tuple[int, int]) -> int:
+    return group[1] - group[0] - chunk.count("(", *group) - chunk.count(")", *group) - chunk.count("+", *group)
+
+
+def _local_char(char: str) -> bool:
+    """A character of an e-mail's local part: letters and digits of any script (with their combining marks)."""
+    return char.isalnum() or char in _EMAIL_LOCAL or (char > "\x7f" and (unicodedata.category(char)[0] == "M" or char in "\u200c\u200d"))
+
+
+def _glued(char: str) -> bool:
+    return char.isalnum() or char == "_" or char == "§"
+
+
+def _encoded_local_char(char: str) -> bool:
+    return char.isalnum() or char in _ENCODED_LOCAL or (char > "\x7f" and unicodedata.category(char)[0] == "M")
+
+
+def _balanced(piece: str) -> str:
+    """The piece without outer spaces, an outer pair of brackets, or a bracket with no partner inside it."""
+    piece = piece.strip(" \u00a0")
+    if piece.startswith("(") and piece.endswith(")"):
+        depth = 0
+        for position, char in enumerate(piece):
+            depth += (char == "(") - (char == ")")
+            if depth == 0:
+                break
+        if position == len(piece) - 1:
+            piece = piece[1:-1].strip(" ")
+    if piece.startswith("(") and piece.count("(") > piece.count(")"):
+        piece = piece[1:].lstrip(" ")
+    if piece.endswith(")") and piece.count("(") < piece.count(")"):
+        piece = piece[:-1].rstrip(" ")
+    return piece
+
+
+def _blank(match: re.Match[str]) -> str:
+    return "§" * (match.end() - match.start())
+
+
+def _ipv6_ok(candidate: str) -> bool:
+    if candidate.count(":") < 2 or candidate == "::" or not any(char.isdigit() for char in candidate):
+        return False
+    try:
+        ipaddress.IPv6Address(candidate)
+    except ValueError:
+        return False
+    return True
+
+
 def _iban_length(span: str) -> int | None:
     """How much of the span is a valid IBAN: the span may run on into a following word."""
     if " " not in span:
-        compact = span.upper()
-        for end in range(min(len(compact), 34), 14, -1):
-            if iban_ok(compact[:end]):
+        for end in range(min(len(span), 34), 14, -1):
+            if iban_ok(span[:end]):
                 return end
         return None
     groups = span.split(" ")
     for count in range(len(groups), 0, -1):
-        if iban_ok("".join(groups[:count]).upper()):
+        if iban_ok("".join(groups[:count])):
             return len(" ".join(groups[:count]))
     return None
 
 
-def _card_length(span: str, sep: str | None) -> int | None:
-    """How much of the span is a card number passing Luhn: a grouped run may carry a group that is not the card's."""
-    if sep is None:
-        return len(span) if luhn_ok(span) else None
-    groups = span.split(sep)
-    for count in range(len(groups), 2, -1):
-        digits = "".join(groups[:count])
-        if 13 <= len(digits) <= 19 and luhn_ok(digits):
-            return len(sep.join(groups[:count]))
-    return None
+def _valid(validator: Validator | None, text: str) -> bool:
+    if validator is None:
+        return True
+    if validator == "luhn":
+        digits = _NOT_DIGIT.sub("", text)
+        return len(digits) >= 2 and luhn_ok(digits)
+    return iban_ok(re.sub(r"[\s-]", "", text).upper())
 
 
-def _found(match: re.Match[str]) -> tuple[str, int] | None:
-    """The placeholder for a candidate and where its PII ends, or None if its checksum fails."""
-    kind = match.lastgroup
-    start, end = match.span()
-    if kind == "card":
-        length = _card_length(match.group(), match.group("sep") or match.group("sep2"))
-        return None if length is None else ("<CARD>", start + length)
-    if kind == "iban":
-        length = _iban_length(match.group())
-        return None if length is None else ("<IBAN>", start + length)
-    if kind == "phone":
-        digits = sum(char.isdigit() for char in match.group())
-        return ("<PHONE>", end) if 7 <= digits <= 15 else None
-    return f"<{kind.upper()}>", end  # type: ignore[union-attr]
+def _settle(found: list[tuple[int, int, str]]) -> list[tuple[int, int, str]]:
+    """Overlapping findings: the earliest wins, then the longest."""
+    found.sort(key=lambda span: (span[0], -span[1]))
+    settled: list[tuple[int, int, str]] = []
+    end = -1
+    for span in found:
+        if span[0] >= end:
+            settled.append(span)
+            end = span[1]
+    return settled
+
+
+_DEFAULT = Redactor()
 
 
 def redact(text: str) -> str:
-    """``text`` with every e-mail, phone, IP, valid card number and valid IBAN replaced."""
-    for char in _GATE:
-        if char in text:
-            break
-    else:
-        return text
-    pieces: list[str] = []
-    done = 0  # text[:done] is settled: copied to pieces or replaced
-    tried = 0  # every start before this was tried already
-    find = _ANCHORS.search
-    has_at, has_colon = "@" in text, ":" in text
-    match = _VARIANTS[has_at, has_colon].match
-    anchor = find(text)
-    while anchor is not None:
-        start, end = anchor.span()
-        # A match may begin earlier in the word that leads to the anchor (an e-mail's local part, an IBAN's letters).
-        first = start
-        floor = max(done, tried)
-        while first > floor and text[first - 1] in _LOCAL:
-            first -= 1
-        found = None
-        for at in range(first, end):
-            # Every kind refuses to start right after a word character, except a card after a letter;
-            # before the anchor only an e-mail, an IPv6 (hex letters) or an IBAN (two letters) can start.
-            before = text[at - 1] if at else " "
-            if at < start and not (has_at or (has_colon and text[at] in _HEX) or at == start - 2):
-                continue
-            if before not in _WORD or (before not in _DIGITS and text[at] in _DIGITS):
-                candidate = match(text, at)
-                if candidate is not None:
-                    found = _found(candidate)
-                    if found is not None:
-                        pieces.append(text[done:at])
-                        break
-        if found is None:
-            tried = end
-            anchor = find(text, end)
-            continue
-        pieces.append(found[0])
-        done = tried = found[1]
-        anchor = find(text, done)
-    if not pieces:
-        return text
-    pieces.append(text[done:])
-    return "".join(pieces)
+    """``text`` redacted with the default rules (no phone regions: only international numbers)."""
+    return _DEFAULT.redact(text)

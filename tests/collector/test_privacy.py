@@ -12,14 +12,18 @@ from datetime import UTC, datetime
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from hypothesis import HealthCheck, given, settings
+import phonenumbers
+from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 from edgeloop.collector.privacy import Privacy, canonical_bytes
-from edgeloop.collector.redact import iban_ok, luhn_ok, redact
+from edgeloop.collector.redact import Redactor, iban_ok, luhn_ok
+
 from edgeloop.errors import ConfigError
 from edgeloop.schemas import FieldSpec
 
+# National numbers are found in the regions a device declares (privacy.regions).
+redact = Redactor(regions=["US", "GB", "FR", "DE"]).redact
 KEY = b"k" * 32
 OTHER_KEY = b"o" * 32
 
@@ -73,12 +77,12 @@ def test_redact_placeholders_are_typed(text, expected):
         "GB82 WEST 1234 5698 7654 33",  # fails mod-97
         "DE89370400440532013001",
         "order 12345678 at 12:30:45 on 2024-01-02",
-        "std::vector and 1.2.3.256 and 00:1a:2b:3c:4d:5e",
+        "std::vector and 1.2.3.256 and 12:30:45",
         "Bearing noisy after the night shift, replaced the seal",
     ],
 )
 def test_redact_leaves_non_pii_alone(text):
-    """Digit runs failing Luhn or mod-97, times, dates, MAC addresses and plain prose pass through unchanged."""
+    """Digit runs failing Luhn or mod-97, times, dates, C++ scopes and plain prose pass through unchanged."""
     assert redact(text) == text
 
 
@@ -93,12 +97,16 @@ def luhn_complete(body: str) -> str:
     return next(body + d for d in string.digits if luhn_ok(body + d))
 
 
+ISSUERS = [("4", 16), ("4", 19), ("51", 16), ("55", 16), ("2221", 16), ("34", 15), ("37", 15), ("6011", 16), ("3528", 16),
+           ("62", 17), ("36", 14), ("2200", 16), ("6759", 12), ("6304", 18)]  # fmt: skip
+
+
 @st.composite
 def cards(draw) -> str:
-    length = draw(st.integers(13, 19))
-    number = luhn_complete(draw(st.text(string.digits, min_size=length - 1, max_size=length - 1)))
-    style = draw(st.sampled_from(["", " ", "-"]))
-    if not style or length < 13:
+    prefix, length = draw(st.sampled_from(ISSUERS))
+    number = luhn_complete(prefix + draw(st.text(string.digits, min_size=length - len(prefix) - 1, max_size=length - len(prefix) - 1)))
+    style = draw(st.sampled_from(["", " ", "-", "."]))
+    if not style or length != 16:
         return number
     return style.join(number[i : i + 4] for i in range(0, length, 4))
 
@@ -114,18 +122,27 @@ def ibans(draw) -> str:
     return iban
 
 
-phones = st.one_of(
-    st.builds(lambda cc, a, b, c: f"+{cc} {a} {b} {c}", st.integers(1, 99), st.integers(10, 99), st.integers(1000, 9999), st.integers(1000, 9999)),
-    st.builds(lambda a, b, c: f"({a}) {b}-{c}", st.integers(200, 999), st.integers(200, 999), st.integers(1000, 9999)),
-    st.builds(lambda a, b, c: f"0{a} {b} {c}", st.integers(10, 99), st.integers(1000, 9999), st.integers(1000, 9999)),
-)
+REGIONS = sorted(phonenumbers.SUPPORTED_REGIONS)
+
+
+@st.composite
+def phones(draw) -> str:
+    """A real-shaped valid number of any region, in international format (no region declared)."""
+    region = draw(st.sampled_from(REGIONS))
+    kind = draw(st.sampled_from([phonenumbers.PhoneNumberType.MOBILE, phonenumbers.PhoneNumberType.FIXED_LINE]))
+    number = phonenumbers.example_number_for_type(region, kind)
+    assume(number is not None)
+    style = draw(st.sampled_from([phonenumbers.PhoneNumberFormat.INTERNATIONAL, phonenumbers.PhoneNumberFormat.E164]))
+    return phonenumbers.format_number(number, style)
+
+
 pii = st.one_of(
     st.emails(),
     st.ip_addresses(v=4).map(str),
     st.ip_addresses(v=6).map(str).filter(lambda ip: ip != "::"),  # the unspecified address names no one
     cards(),
     ibans(),
-    phones,
+    phones(),
 )
 words = st.text(st.characters(codec="utf-8", exclude_characters="\x00"), max_size=30)
 
