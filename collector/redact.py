@@ -168,16 +168,18 @@ _ENCODED_LOCAL = frozenset("!#$%'*+-.^_~")
 _EMAIL_DOMAIN = re.compile(r"(?:[^\W_](?:[\w-]{0,61}[^\W_])?\.)+[^\W\d_](?:[\w-]{0,61}[^\W_])?")
 _AT = re.compile(r"@|%40", re.IGNORECASE)
 
-_IPV4 = re.compile(r"(?<![\w.])(?:(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)\.){3}(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)(?![\w]|\.\d)", re.ASCII)
+# Each pattern opens with a plain character class, so the regex engine skips straight to where a
+# match can start; the boundary check that would lead it is a lookbehind after that first character.
+_IPV4 = re.compile(r"\d(?<![\w.]\d)\d{0,2}\.\d{1,3}\.\d{1,3}\.\d{1,3}(?![\w]|\.\d)", re.ASCII)
 # A run of hex, colons and dots that holds "::" or several colons: IPv6 candidates (checked by ipaddress).
-_IPV6_RUN = re.compile(r"(?<![\w.%])[0-9A-Za-z:.]*:[0-9A-Za-z:.]*:[0-9A-Za-z:.]*(?:%[\w.]+)?", re.ASCII)
+_IPV6_RUN = re.compile(r"[0-9A-Za-z:.]+(?:%[\w.]+)?", re.ASCII)
 _MAC = re.compile(
-    r"(?<![\w:.-])(?:[0-9A-Fa-f]{2}([:-])(?:[0-9A-Fa-f]{2}\1){4}[0-9A-Fa-f]{2}|[0-9A-Fa-f]{4}\.[0-9A-Fa-f]{4}\.[0-9A-Fa-f]{4})(?![\w:-]|\.\w)",
+    r"[0-9A-Fa-f](?<![\w:.-][0-9A-Fa-f])(?:[0-9A-Fa-f]([:-])(?:[0-9A-Fa-f]{2}\1){4}[0-9A-Fa-f]{2}|[0-9A-Fa-f]{3}\.[0-9A-Fa-f]{4}\.[0-9A-Fa-f]{4})(?![\w:-]|\.\w)",
     re.ASCII,
 )
-_JWT = re.compile(r"(?<![\w-])eyJ[A-Za-z0-9_-]{4,}\.eyJ[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]*", re.ASCII)
+_JWT = re.compile(r"eyJ(?<![\w-]eyJ)[A-Za-z0-9_-]{4,}\.eyJ[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]*", re.ASCII)
 _API_KEY = re.compile(
-    r"(?<![\w-])(?:"
+    r"(?:"
     r"(?:AKIA|ASIA|ABIA|ACCA|AGPA|AIDA|AIPA|ANPA|ANVA|AROA|APKA|ASCA)[A-Z0-9]{16}"  # AWS key ids
     r"|gh[pousr]_[A-Za-z0-9]{36,251}|github_pat_[A-Za-z0-9_]{60,255}"  # GitHub
     r"|glpat-[A-Za-z0-9_-]{20,}"  # GitLab
@@ -200,30 +202,41 @@ _SECRET_NAMES = (
     r"|sessionid|sid|signature|sig|x-amz-signature|x-amz-credential|x-amz-security-token|auth|authorization"
 )
 # key=value anywhere for names that only ever hold secrets; "key" and "code" only inside a URL query.
-_SECRET_PARAM = re.compile(
-    rf"(?:(?<![\w-])(?:{_SECRET_NAMES})|(?<=[?&;])(?:key|code|k))(?:=|%3D)([^\s&#\"'<>,;]+)", re.IGNORECASE
-)
+_SECRET_KEYS = frozenset(_SECRET_NAMES.replace("_?", "_").replace("s?", "s").split("|")) | frozenset(
+    name.replace("_", "") for name in _SECRET_NAMES.replace("_?", "_").split("|")
+) | {"credential"}
+_QUERY_KEYS = frozenset({"key", "code", "k"})
+_EQUALS = re.compile(r"=|%3D", re.IGNORECASE)
+_KEY_TAIL = re.compile(r"[\w-]+$")
+_SECRET_VALUE = re.compile(r"[^\s&#\"'<>,;]+")
 _SECRET_JSON = re.compile(rf"[\"']((?:{_SECRET_NAMES}))[\"']\s*:\s*[\"']([^\"']+)[\"']", re.IGNORECASE)
 _BEARER = re.compile(r"(?<![\w-])(?:Bearer|Basic|Token)\s+([A-Za-z0-9._~+/=-]{16,})", re.ASCII)
-_IBAN = re.compile(r"(?<![^\W\d_])[A-Z]{2}\d{2}(?:[ ]?[A-Z0-9]{4}){2,7}(?:[ ]?[A-Z0-9]{1,3})?(?![A-Za-z0-9])")
-_NINO = re.compile(r"(?<![\w])([A-Z]{2}) ?(\d{2}) ?(\d{2}) ?(\d{2}) ?([A-D])(?!\w)")
+_IBAN = re.compile(r"[A-Z](?<![^\W\d_][A-Z])[A-Z]\d\d(?:[ ]?[A-Z0-9]{4}){2,7}(?:[ ]?[A-Z0-9]{1,3})?(?![A-Za-z0-9])")
+_NINO = re.compile(r"[A-Z](?<!\w[A-Z])[A-Z] ?\d\d ?\d\d ?\d\d ?[A-D](?!\w)")
+
+_TOKENS = re.compile(
+    "|".join(
+        f"(?P<{name}>{pattern.pattern})"
+        for name, pattern in (("jwt", _JWT), ("api_key", _API_KEY), ("mac", _MAC), ("ipv4", _IPV4), ("iban", _IBAN), ("nino", _NINO))
+    ).replace("(?P<mac>[0-9A-Fa-f](?<![\\w:.-][0-9A-Fa-f])(?:[0-9A-Fa-f]([:-])(?:[0-9A-Fa-f]{2}\\1)", "(?P<mac>[0-9A-Fa-f](?<![\\w:.-][0-9A-Fa-f])(?:[0-9A-Fa-f](?P<macsep>[:-])(?:[0-9A-Fa-f]{2}(?P=macsep))"),
+)
 
 # What is never a number of a person: masked before digit runs are looked for.
 _LOOKALIKES = re.compile(
-    r"[0-9A-Fa-f]{8}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{12}"  # UUIDs
-    r"|(?<![\w])(?=[0-9a-fA-F]*[a-fA-F])(?=[0-9a-fA-F]*\d)[0-9a-fA-F]{16,}(?!\w)"  # hex digests
-    r"|(?<![\d.])(?:[12]\d{3}([-/.])(?:0?[1-9]|1[0-2])\1(?:0?[1-9]|[12]\d|3[01])"  # 2026-11-26
-    r"|(?:0?[1-9]|[12]\d|3[01])([-/.])(?:0?[1-9]|[12]\d|3[01])\2(?:[12]\d{3}|\d{2}))(?![-/.]?\d)"  # 26.11.2026
-    r"|(?<![\d.+])\d{1,2}:\d{2}(?::\d{2})?(?:[.,]\d+)?(?![\d:])"  # 12:30:45.123
-    r"|(?<![\w.])[+-]?\d+\.\d+(?![\w.])"  # 48.856613, +2.352222, -0.5
-    rf"|{_IPV4.pattern}",  # IPv4: its own kind
+    r"[0-9A-Fa-f+-](?:"
+    r"(?<=[0-9A-Fa-f])[0-9A-Fa-f]{7}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{12}"  # UUIDs
+    r"|(?<![\w][0-9A-Fa-f])(?<=[0-9A-Fa-f])(?=[0-9a-fA-F]*[a-fA-F])[0-9a-fA-F]{15,}(?!\w)"  # hex digests
+    r"|(?<![\d.][12])(?<=[12])\d{3}([-/.])(?:0?[1-9]|1[0-2])\1(?:0?[1-9]|[12]\d|3[01])(?![-/.]?\d)"  # 2026-11-26
+    r"|(?<![\d.]\d)(?<=[0-3])\d?([-/.])(?:0?[1-9]|[12]\d|3[01])\2(?:[12]\d{3}|\d{2})(?![-/.]?\d)"  # 26.11.2026
+    r"|(?<![\d.+]\d)(?<=\d)\d?:\d{2}(?::\d{2})?(?:[.,]\d+)?(?![\d:])"  # 12:30:45.123
+    r"|(?<![\w.][+\-\d])(?:(?<=[+-])\d+|(?<=\d)\d*)\.\d+(?![\w.])"  # 48.856613, +2.352222, -0.5
+    r"|(?<![\w.+]\d)(?<=\d)\d{0,2}\.\d{1,3}\.\d{1,3}\.\d{1,3}(?![\w]|\.\d)"  # IPv4: its own kind
+    r")",
     re.ASCII,
 )
 # Digits with the separators numbers are written with, and a phone's extension.
 _DIGIT_RUN = re.compile(
-    r"(?:\(\s?)?(?:\+|(?<!\d)00)?\(?\d[\d()./ \u00a0-]*\d(?:\)|(?:[ ]?(?:x|ext\.?|extension|#)[ ]?\d{1,6})(?!\d))?"
-    ,
-    re.IGNORECASE,
+    r"[(+\d][\d()./ \u00a0+-]*\d(?:\)|(?:[ ]?(?:x|ext\.?|extension|#)[ ]?\d{1,6})(?!\d))?", re.IGNORECASE
 )
 _GROUP = re.compile(r"\+?\(?\+?\d+\)?")
 _NOT_DIGIT = re.compile(r"\D+")
@@ -291,8 +304,7 @@ class Redactor:
         add = found.append
         has_digit = _ANY_DIGIT.search(text) is not None
         if "=" in text or "%3" in text or '":' in text or "':" in text or "earer" in text or "asic " in text or "oken " in text:
-            for match in _SECRET_PARAM.finditer(text):
-                add((match.start(1), match.end(1), "<SECRET>"))
+            self._secret_params(text, add)
             for match in _SECRET_JSON.finditer(text):
                 add((match.start(2), match.end(2), "<SECRET>"))
             for match in _BEARER.finditer(text):
@@ -300,33 +312,13 @@ class Redactor:
         if "://" in text:
             for match in _URL_CREDENTIALS.finditer(text):
                 add((match.start(), match.end(), "<SECRET>"))
-        if "eyJ" in text:
-            for match in _JWT.finditer(text):
-                add((match.start(), match.end(), "<JWT>"))
         if has_digit or "-" in text:
-            for match in _API_KEY.finditer(text):
-                add((match.start(), match.end(), "<API_KEY>"))
+            self._tokens(text, add)
         if "@" in text or "%40" in text or "%40".upper() in text:
             self._emails(text, add)
         if ":" in text:
             self._ipv6(text, add)
         if has_digit:
-            if ":" in text or "-" in text or "." in text:
-                for match in _MAC.finditer(text):
-                    add((match.start(), match.end(), "<MAC>"))
-            if "." in text:
-                for match in _IPV4.finditer(text):
-                    add((match.start(), match.end(), "<IPV4>"))
-            match = _IBAN.search(text)
-            while match is not None:
-                length = _iban_length(match.group())
-                if length is not None:
-                    add((match.start(), match.start() + length, "<IBAN>"))
-                # A candidate that fails may have run on into the next IBAN: look again inside it.
-                match = _IBAN.search(text, match.start() + (length or 1))
-            for match in _NINO.finditer(text):
-                if nino_ok(match.group(1)):
-                    add((match.start(), match.end(), "<NINO>"))
             self._numbers(text, add)
         for pattern in self.patterns:
             for match in pattern.regex.finditer(text):
@@ -345,6 +337,47 @@ class Redactor:
         return _settle(found)
 
     # -- kinds ------------------------------------------------------------------------------------
+
+    def _tokens(self, text: str, add: Callable[[tuple[int, int, str]], None]) -> None:
+        """JWTs, API keys, MACs, IPv4s, IBANs and NINOs: one pass of one regex, then each kind's check."""
+        for match in _TOKENS.finditer(text):
+            kind = match.lastgroup
+            start, end = match.span()
+            if kind == "iban":
+                length = _iban_length(match.group())
+                if length is not None:
+                    add((start, start + length, "<IBAN>"))
+                else:
+                    # A candidate that fails may have run on into the next IBAN: look again inside it.
+                    inner = _IBAN.search(text, start + 1, end)
+                    while inner is not None:
+                        length = _iban_length(inner.group())
+                        if length is not None:
+                            add((inner.start(), inner.start() + length, "<IBAN>"))
+                        inner = _IBAN.search(text, inner.start() + (length or 1), end)
+            elif kind == "api_key":
+                if not start or not _glued(text[start - 1]) and text[start - 1] != "-":
+                    add((start, end, "<API_KEY>"))
+            elif kind == "ipv4":
+                if all(int(octet) <= 255 for octet in match.group().split(".")):
+                    add((start, end, "<IPV4>"))
+            elif kind == "nino":
+                if nino_ok(match.group()[:2]):
+                    add((start, end, "<NINO>"))
+            else:
+                add((start, end, f"<{kind.upper()}>"))  # type: ignore[union-attr]
+
+    def _secret_params(self, text: str, add: Callable[[tuple[int, int, str]], None]) -> None:
+        for equals in _EQUALS.finditer(text):
+            key = _KEY_TAIL.search(text, max(0, equals.start() - 40), equals.start())
+            if key is None:
+                continue
+            name = key.group().lower()
+            before = text[key.start() - 1] if key.start() else " "
+            if name in _SECRET_KEYS or (name in _QUERY_KEYS and before in "?&;"):
+                value = _SECRET_VALUE.match(text, equals.end())
+                if value is not None:
+                    add((value.start(), value.end(), "<SECRET>"))
 
     def _emails(self, text: str, add: Callable[[tuple[int, int, str]], None]) -> None:
         for at in _AT.finditer(text):
@@ -368,6 +401,9 @@ class Redactor:
     def _ipv6(self, text: str, add: Callable[[tuple[int, int, str]], None]) -> None:
         for match in _IPV6_RUN.finditer(text):
             run = match.group()
+            # An address has "::" or seven colons (six before a dotted IPv4 tail); a time has two.
+            if "::" not in run and run.count(":") < 6:
+                continue
             offset = match.start()
             # "addr:2001:db8::1": the address may follow a label and a colon; try each start.
             starts = [0] + [i + 1 for i, char in enumerate(run) if char == ":" and i + 1 < len(run) and run[i + 1] != ":" and (i == 0 or run[i - 1] != ":")]
@@ -381,8 +417,15 @@ class Redactor:
 
     def _numbers(self, text: str, add: Callable[[tuple[int, int, str]], None]) -> None:
         """Cards, SSNs and phones: digit runs outside look-alikes, checked group by group."""
-        work = _LOOKALIKES.sub(_blank, text) if ("." in text or "-" in text or ":" in text or "/" in text) else text
+        for run in _DIGIT_RUN.finditer(text):
+            if run.end() - run.start() >= 6:
+                break
+        else:
+            return  # no run long enough for any kind
+        work = _LOOKALIKES.sub(_blank, text)
         for run in _DIGIT_RUN.finditer(work):
+            if run.end() - run.start() < 6:
+                continue
             start, end = run.span()
             # Glued to a word (a716-4466..., SKU-4471-...) a group is part of an identifier, not a number
             # of a person: drop the glued group, keep what a space separates from it.
@@ -407,34 +450,43 @@ class Redactor:
         extension = _EXTENSION.search(chunk)
         groups = [match.span() for match in _GROUP.finditer(chunk, 0, extension.start() if extension else len(chunk))]
         count = len(groups)
+        sizes = [_digit_count(chunk, group) for group in groups]
+        total = [0]
+        for size in sizes:
+            total.append(total[-1] + size)
         # A phone is the whole run or a part of it cut at a space: "+49 30 1234567 12" may end in a reading,
         # but "3512-1008" is not a phone inside "3512-1008-0977-7488".
         cuts = {0, count}
         cuts.update(k for k in range(1, count) if " " in chunk[groups[k - 1][1] : groups[k][0]])
-        card_shaped = count >= 3 and all(b - a == 4 for a, b in groups[:3])
+        card_shaped = count >= 3 and sizes[0] == sizes[1] == sizes[2] == 4
+        after_key = _KEY_BEFORE.search(text, 0, start) is not None
         tries = 0
         i = 0
         while i < count:
             hit = None
             for j in range(count, i, -1):
+                digits = total[j] - total[i]
+                if digits < 6:
+                    break  # shorter pieces from here hold fewer digits still
+                if digits > 19:
+                    continue
                 a, b = groups[i][0], groups[j - 1][1]
                 if j == count and extension:
                     b = len(chunk)
                 piece = _balanced(chunk[a:b])
                 if not piece:
                     continue
-                sizes = [_digit_count(chunk, g) for g in groups[i:j]]
-                kind = self._card_or_ssn(piece, sizes)
+                kind = self._card_or_ssn(piece, sizes[i:j]) if digits >= 9 else None
                 if kind is None and i in cuts and j in cuts and (not card_shaped or (i == 0 and j == count)):
                     if tries < _MAX_PHONE_TRIES:
-                        after_key = i == 0 and _KEY_BEFORE.search(text, 0, start) is not None
-                        known = self._phones.get((piece, after_key))
+                        keyed = after_key and i == 0
+                        known = self._phones.get((piece, keyed))
                         if known is None:
                             tries += 1
-                            known = self._phone(piece, after_key)
+                            known = self._phone(piece, keyed)
                             if len(self._phones) >= 4096:
                                 self._phones.clear()
-                            self._phones[piece, after_key] = known
+                            self._phones[piece, keyed] = known
                         kind = "<PHONE>" if known else None
                 if kind is not None:
                     at = chunk.index(piece, a)
