@@ -95,7 +95,7 @@ class Agent:
             spool = await asyncio.to_thread(Spool, agent.state_dir, self.config.spool, agent_version=self.version)
             journal = Journal(spool, registry, self.config.spool, metrics=self.metrics)
             recovery = await asyncio.to_thread(journal.recover)
-            pipeline = Pipeline(registry, self.config.sampling, self.fleet_key)
+            pipeline = Pipeline(registry, self.config.sampling, self.fleet_key, self.config.privacy)
             scheduler = SyncScheduler(
                 self.config.sync, spool, agent_version=self.version, before_sync=journal.flush, metrics=self.metrics
             )

@@ -27,6 +27,7 @@ __all__ = ["main", "read_fleet_key"]
 
 DEFAULT_CONFIG = "/etc/edgeloop/collector.toml"
 MIN_KEY_BYTES = 16
+MIN_KEY_BITS = 64  # estimated: length x the Shannon entropy of its bytes
 EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_NOT_RUNNING = 0, 1, 2, 3
 
 
@@ -39,7 +40,8 @@ class _Failure(Exception):
 
 
 def read_fleet_key(path: Path) -> bytes:
-    """The fleet key: at least 16 bytes, not readable by everyone; trailing whitespace ignored."""
+    """The fleet key: the file's bytes as they are (base64 text is not decoded), trailing
+    whitespace stripped; at least 16 bytes, not guessable, writable and readable only by its owner."""
     from edgeloop.errors import ConfigError
 
     try:
@@ -47,11 +49,33 @@ def read_fleet_key(path: Path) -> bytes:
         key = path.read_bytes().rstrip(b" \t\r\n")
     except OSError as exc:
         raise ConfigError(f"{path}: cannot read the fleet key: {exc.strerror}") from exc
+    if info.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
+        raise ConfigError(f"{path}: the fleet key is writable by others, who could swap it (chmod go-w {path})")
     if info.st_mode & stat.S_IROTH:
         raise ConfigError(f"{path}: the fleet key is readable by everyone (chmod o-r {path})")
     if len(key) < MIN_KEY_BYTES:
         raise ConfigError(f"{path}: the fleet key has {len(key)} bytes; it needs at least {MIN_KEY_BYTES}")
+    bits = key_entropy_bits(key)
+    if bits < MIN_KEY_BITS:
+        raise ConfigError(
+            f"{path}: the fleet key looks guessable (about {bits:.0f} bits; at least {MIN_KEY_BITS} needed):"
+            " make one with `head -c 32 /dev/urandom | base64`"
+        )
     return key
+
+
+def key_entropy_bits(key: bytes) -> float:
+    """An upper estimate of a key's entropy: its length times the Shannon entropy of its bytes.
+    A repeated or dictionary-like key (``aaaa...``, ``abcdabcd...``, ``password12345678``) scores low."""
+    import math
+    from collections import Counter
+
+    # A key that repeats a shorter piece has no more entropy than that piece.
+    period = next((p for p in range(1, len(key) // 2 + 1) if key == (key[:p] * (len(key) // p + 1))[: len(key)]), len(key))
+    piece = key[:period]
+    counts = Counter(piece)
+    per_byte = -sum(n / len(piece) * math.log2(n / len(piece)) for n in counts.values())
+    return per_byte * len(piece)
 
 
 # -- commands ------------------------------------------------------------------------------------
@@ -77,6 +101,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def cmd_check_config(args: argparse.Namespace) -> int:
     from edgeloop.collector.config import check_sampling_models
+    from edgeloop.collector.privacy import load_detector
     from edgeloop.schemas.registry import EXAMPLES_DIR, SchemaRegistry
 
     config = _config(args)
@@ -84,6 +109,8 @@ def cmd_check_config(args: argparse.Namespace) -> int:
     if not len(registry):
         raise _Failure(f"{config.agent.schemas_dir}: no schema files (*.toml) in the schemas folder")
     check_sampling_models(config.sampling, (schema.name for schema in registry))
+    if config.privacy.detector:
+        load_detector(config.privacy.detector)
     read_fleet_key(config.agent.key_file)
     _check_writable(config.agent.state_dir, "state_dir")
     _check_writable(config.agent.socket.parent, "socket folder")
@@ -112,6 +139,31 @@ def cmd_init_config(args: argparse.Namespace) -> int:
     from edgeloop.collector.config import EXAMPLE_CONFIG, UNIT_FILE
 
     sys.stdout.write((UNIT_FILE if args.systemd else EXAMPLE_CONFIG).read_text(encoding="utf-8"))
+    return EXIT_OK
+
+
+def cmd_pseudonym(args: argparse.Namespace) -> int:
+    """Print the HMAC the `hash` rule stores for VALUE, so an operator can find a person's rows."""
+    from datetime import datetime
+
+    from edgeloop.collector.privacy import Privacy
+
+    config = _config(args)
+    key = read_fleet_key(config.agent.key_file)
+    raw: str = args.value
+    try:
+        value: Any = {
+            "string": str,
+            "int": int,
+            "float": float,
+            "bool": lambda text: {"true": True, "false": False}[text.lower()],
+            "timestamp": datetime.fromisoformat,
+        }[args.type](raw)
+    except (ValueError, KeyError):
+        raise _Failure(f"{raw!r} is not a {args.type}") from None
+    if args.type == "timestamp" and value.tzinfo is None:
+        raise _Failure(f"{raw!r}: give the timestamp's UTC offset (2026-11-26T06:00:00+00:00)")
+    print(Privacy(key).hash(value))
     return EXIT_OK
 
 
@@ -473,6 +525,20 @@ def _parser() -> argparse.ArgumentParser:
     )
     init.add_argument("--systemd", action="store_true", help="print the systemd unit file instead")
     init.set_defaults(func=cmd_init_config)
+
+    pseudonym = commands.add_parser(
+        "pseudonym",
+        parents=[common],
+        help="print the HMAC a `hash` field stores for VALUE (find a person's rows on the server; the key stays here)",
+    )
+    pseudonym.add_argument("value", metavar="VALUE", help="the value as the app sends it, e.g. an e-mail")
+    pseudonym.add_argument(
+        "--type",
+        choices=["string", "int", "float", "bool", "timestamp"],
+        default="string",
+        help="the field's type (default string): numbers and timestamps are hashed in canonical form",
+    )
+    pseudonym.set_defaults(func=cmd_pseudonym)
 
     spool = commands.add_parser("spool", help="inspect the sealed batches on disk (works with the agent down)")
     spool_commands = spool.add_subparsers(dest="spool_command", required=True, metavar="SPOOL_COMMAND")

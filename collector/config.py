@@ -6,6 +6,7 @@ printed by ``edgeloop-collector init-config``); a test keeps the two in step.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
 from importlib.resources import files
 from importlib.resources.abc import Traversable
@@ -16,6 +17,7 @@ from apscheduler.triggers.cron import CronTrigger
 from pydantic import Field, field_validator
 
 from edgeloop.errors import ConfigError
+from edgeloop.schemas.model_schema import RedactPattern, check_regex
 from edgeloop.settings import MiB, Positive, PositiveInt, Settings, load_settings
 
 __all__ = [
@@ -25,6 +27,7 @@ __all__ = [
     "UNIT_FILE",
     "check_sampling_models",
     "IntakeSettings",
+    "PrivacySettings",
     "SamplingRule",
     "SamplingSettings",
     "SpoolSettings",
@@ -149,12 +152,44 @@ def check_sampling_models(sampling: SamplingSettings, models: Iterable[str]) -> 
             raise ConfigError(f"sampling.models.{model}: no schema for a model named {model!r} (models: {', '.join(known)})")
 
 
+class PrivacySettings(Settings):
+    regions: tuple[str, ...] = ()  # ISO 3166 codes whose national phone numbers are found
+    patterns: tuple[RedactPattern, ...] = ()
+    allow: tuple[str, ...] = ()  # regexes of text never redacted
+    detector: str | None = None  # "package.module:callable" (text) -> [(start, end, label)]
+
+    @field_validator("regions")
+    @classmethod
+    def _regions(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        import phonenumbers
+
+        for region in value:
+            if phonenumbers.PhoneMetadata.metadata_for_region(region.upper()) is None:
+                raise ValueError(f"unknown region {region!r}: use ISO 3166 codes such as DE, FR, US")
+        return tuple(region.upper() for region in value)
+
+    @field_validator("allow")
+    @classmethod
+    def _allow(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for text in value:
+            check_regex(text)
+        return value
+
+    @field_validator("detector")
+    @classmethod
+    def _detector(cls, value: str | None) -> str | None:
+        if value is not None and not re.fullmatch(r"[\w.]+:[\w.]+", value):
+            raise ValueError(f"must be 'package.module:callable', got {value!r}")
+        return value
+
+
 class CollectorConfig(Settings):
     agent: AgentSettings = AgentSettings()
     intake: IntakeSettings = IntakeSettings()
     spool: SpoolSettings = SpoolSettings()
     sampling: SamplingSettings = SamplingSettings()
     sync: SyncSettings = SyncSettings()
+    privacy: PrivacySettings = PrivacySettings()
 
     @classmethod
     def load(cls, path: str | Path) -> CollectorConfig:

@@ -17,8 +17,9 @@ from typing import Any
 import pyarrow as pa
 import uuid_utils
 
-from edgeloop.collector.config import SamplingSettings
-from edgeloop.collector.privacy import Privacy
+from edgeloop.collector.config import PrivacySettings, SamplingSettings
+from edgeloop.collector.privacy import Privacy, load_detector, redactor_for
+from edgeloop.collector.redact import Redactor
 from edgeloop.collector.sampling import Sampler
 from edgeloop.schemas.model_schema import ModelSchema
 from edgeloop.schemas.records import RecordValidator
@@ -55,10 +56,21 @@ class ProcessedRecords:
 class Pipeline:
     """Validates, samples and anonymizes records; owns the sampler's per-hour state."""
 
-    def __init__(self, registry: SchemaRegistry, sampling: SamplingSettings, fleet_key: bytes) -> None:
+    def __init__(
+        self,
+        registry: SchemaRegistry,
+        sampling: SamplingSettings,
+        fleet_key: bytes,
+        privacy: PrivacySettings | None = None,
+    ) -> None:
         self.registry = registry
         self.sampler = Sampler(sampling)
-        self.privacy = Privacy(fleet_key)
+        self.privacy_settings = privacy or PrivacySettings()
+        detector = load_detector(self.privacy_settings.detector) if self.privacy_settings.detector else None
+        self._redactors: dict[str, Redactor] = {
+            schema.name: redactor_for(schema, self.privacy_settings, detector) for schema in registry
+        }
+        self.privacy = Privacy(fleet_key, redactor=redactor_for(None, self.privacy_settings, detector))
         self._validators: dict[str, RecordValidator] = {}
 
     def reload(self, registry: SchemaRegistry, sampling: SamplingSettings) -> None:
@@ -161,6 +173,7 @@ class Pipeline:
         self, schema: ModelSchema, kept: list[dict[str, Any]], weights: list[float], ids: list[bytes], now: datetime
     ) -> pa.RecordBatch:
         rows = len(kept)
+        redactor = self._redactors.get(schema.name) or self.privacy.redactor
         is_feedback = [record["kind"] == "feedback" for record in kept]
         any_feedback = any(is_feedback)
         created = [record.get("created_at") or now for record in kept]
@@ -176,7 +189,7 @@ class Pipeline:
             prediction_ids = [r["prediction_id"].bytes if f else None for r, f in zip(kept, is_feedback, strict=True)]
             sources = [r.get("source") if f else None for r, f in zip(kept, is_feedback, strict=True)]
             columns.append(pa.ExtensionArray.from_storage(_UUID, pa.array(prediction_ids, type=_BYTES16)))
-            columns.append(pa.array(sources, type=pa.string()))
+            columns.append(self.privacy.text_column(schema.source_privacy, sources, redactor))
         else:
             columns.append(pa.nulls(rows, type=_UUID))
             columns.append(pa.nulls(rows, type=pa.string()))
@@ -188,7 +201,7 @@ class Pipeline:
         for spec in schema.stored_fields:
             dicts = sections[spec.section]
             name = spec.name
-            columns.append(column(spec, [values.get(name) for values in dicts]))
+            columns.append(column(spec, [values.get(name) for values in dicts], redactor))
         return pa.RecordBatch.from_arrays(columns, schema=schema.arrow_schema)
 
 

@@ -20,17 +20,18 @@ from __future__ import annotations
 
 import hmac
 import random
+import re
 from datetime import UTC, datetime
 from typing import Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from edgeloop.collector.redact import redact
+from edgeloop.collector.redact import CustomPattern, Detector, Redactor
 from edgeloop.errors import ConfigError
-from edgeloop.schemas.model_schema import FieldSpec
+from edgeloop.schemas.model_schema import FieldSpec, ModelSchema, PrivacyRule
 
-__all__ = ["MIN_KEY_BYTES", "Privacy", "canonical_bytes"]
+__all__ = ["MIN_KEY_BYTES", "Privacy", "canonical_bytes", "load_detector", "redactor_for"]
 
 MIN_KEY_BYTES = 16
 _HASH_CACHE_SIZE = 8192
@@ -57,10 +58,41 @@ def canonical_bytes(value: Any) -> bytes:
     raise TypeError(f"cannot hash a {type(value).__name__}")
 
 
+def load_detector(target: str) -> Detector:
+    """Import ``package.module:callable``, the model-based detector the device runs under ``redact``."""
+    import importlib
+
+    module_name, _, attribute = target.partition(":")
+    try:
+        found: Any = importlib.import_module(module_name)
+        for part in attribute.split("."):
+            found = getattr(found, part)
+    except (ImportError, AttributeError) as exc:
+        raise ConfigError(f"privacy.detector: cannot load {target!r}: {exc}") from exc
+    if not callable(found):
+        raise ConfigError(f"privacy.detector: {target!r} is not callable")
+    return found
+
+
+def redactor_for(schema: ModelSchema | None, settings: Any = None, detector: Detector | None = None) -> Redactor:
+    """The redactor of a schema: the fleet's regions, patterns, allow-list and detector plus the schema's own."""
+    patterns = list(settings.patterns) if settings is not None else []
+    allow = list(settings.allow) if settings is not None else []
+    if schema is not None:
+        patterns += schema.privacy.patterns
+        allow += schema.privacy.allow
+    return Redactor(
+        regions=settings.regions if settings is not None else (),
+        patterns=[CustomPattern(p.name, p.compiled, p.label, p.validator) for p in patterns],
+        allow=[re.compile(text) for text in allow],
+        detector=detector,
+    )
+
+
 class Privacy:
     """Applies a field's privacy rule to a column of raw values."""
 
-    def __init__(self, fleet_key: bytes, *, rng: random.Random | None = None) -> None:
+    def __init__(self, fleet_key: bytes, *, rng: random.Random | None = None, redactor: Redactor | None = None) -> None:
         if not isinstance(fleet_key, bytes) or len(fleet_key) < MIN_KEY_BYTES:
             raise ConfigError(f"the fleet key must be at least {MIN_KEY_BYTES} bytes")
         self._key = fleet_key
@@ -68,6 +100,7 @@ class Privacy:
         self._rng = rng if rng is not None else random.Random()
         # Pseudonymized fields repeat (operators, cameras): most hashes are a dict lookup.
         self._hashes: dict[bytes, str] = {}
+        self.redactor = redactor or Redactor()
 
     def hash(self, value: Any) -> str:
         """HMAC-SHA256 of the value's canonical text under the fleet key, lowercase hex."""
@@ -80,7 +113,18 @@ class Privacy:
             self._hashes[message] = digest
         return digest
 
-    def column(self, spec: FieldSpec, values: list[Any]) -> pa.Array:
+    def text_column(self, rule: PrivacyRule, values: list[Any], redactor: Redactor | None = None) -> pa.Array:
+        """A free-text column under keep, drop (all null), hash or redact: the envelope's ``source``."""
+        if rule.action == "drop":
+            return pa.nulls(len(values), type=pa.string())
+        if rule.action == "hash":
+            return pa.array([None if v is None else self.hash(v) for v in values], type=pa.string())
+        if rule.action == "redact":
+            scrub = (redactor or self.redactor).redact
+            return pa.array([None if v is None else scrub(v) for v in values], type=pa.string())
+        return pa.array(values, type=pa.string())
+
+    def column(self, spec: FieldSpec, values: list[Any], redactor: Redactor | None = None) -> pa.Array:
         """The stored Arrow column for ``values`` under ``spec``'s privacy rule."""
         rule = spec.privacy
         action = rule.action
@@ -92,7 +136,8 @@ class Privacy:
                 return pa.array([None if v is None else digest(float(v)) for v in values], type=pa.string())
             return pa.array([None if v is None else digest(v) for v in values], type=pa.string())
         if action == "redact":
-            return pa.array([None if v is None else redact(v) for v in values], type=pa.string())
+            scrub = (redactor or self.redactor).redact
+            return pa.array([None if v is None else scrub(v) for v in values], type=pa.string())
         if action == "truncate":
             return pc.floor_temporal(pa.array(values, type=spec.arrow_type), unit=rule.unit)
         if action == "round":

@@ -19,6 +19,7 @@ A schema file is TOML::
 
     [feedback.true_class]
     type = "string"
+    privacy = "keep"              # a string field must say: free text may carry personal data
 
 Field names are flat column names in Parquet and DuckDB, so they must be unique across
 ``inputs``, ``outputs`` and ``feedback`` and must not shadow an envelope column.
@@ -46,7 +47,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from edgeloop.errors import SchemaError
 from edgeloop.schemas.envelope import ENVELOPE_COLUMNS, envelope_arrow_fields
 
-__all__ = ["FieldSpec", "ModelSchema", "PrivacyRule", "load_schema_file"]
+__all__ = ["FieldSpec", "ModelSchema", "PrivacyRule", "RedactPattern", "SchemaPrivacy", "load_schema_file"]
 
 FieldType = Literal["bool", "int32", "int64", "float32", "float64", "string", "timestamp", "vector", "binary"]
 Section = Literal["inputs", "outputs", "feedback"]
@@ -114,6 +115,66 @@ class PrivacyRule(BaseModel):
         if self.action == "truncate":
             return f"truncate:{self.unit}"
         return self.action
+
+
+class RedactPattern(BaseModel):
+    """A user's own kind of personal data for the ``redact`` rule: a regex, an optional
+    checksum its matches must pass, and the placeholder they become."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    name: str
+    regex: str
+    validator: Literal["luhn", "mod97"] | None = None
+    placeholder: str | None = None  # default: "<NAME>"
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, value: str) -> str:
+        if not re.fullmatch(r"[A-Za-z][A-Za-z0-9_]{0,62}", value):
+            raise ValueError(f"pattern name {value!r}: letters, digits and _ (starting with a letter)")
+        return value
+
+    @field_validator("regex")
+    @classmethod
+    def _regex(cls, value: str) -> str:
+        check_regex(value)
+        return value
+
+    @property
+    def compiled(self) -> re.Pattern[str]:
+        return re.compile(self.regex)
+
+    @property
+    def label(self) -> str:
+        return self.placeholder or f"<{self.name.upper()}>"
+
+
+def check_regex(text: str) -> re.Pattern[str]:
+    """Compile a user's regex; one that fails or matches the empty string is a ValueError."""
+    try:
+        pattern = re.compile(text)
+    except re.error as exc:
+        raise ValueError(f"regex {text!r} does not compile: {exc}") from None
+    if pattern.search("") is not None:
+        raise ValueError(f"regex {text!r} matches the empty string, so it would match everywhere")
+    return pattern
+
+
+class SchemaPrivacy(BaseModel):
+    """A schema's own additions to the ``redact`` rule (on top of the fleet's ``[privacy]``)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    patterns: tuple[RedactPattern, ...] = ()
+    allow: tuple[str, ...] = ()  # regexes of text never redacted
+
+    @field_validator("allow")
+    @classmethod
+    def _allow(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for text in value:
+            check_regex(text)
+        return value
 
 
 class FieldSpec(BaseModel):
@@ -200,7 +261,18 @@ class ModelSchema(BaseModel):
     truth_field: str | None = None
     task: Task | None = None
     fields: tuple[FieldSpec, ...]
+    # The feedback envelope's free-text `source` (who labelled it) is text from the field too.
+    source_privacy: PrivacyRule = PrivacyRule(action="redact")
+    privacy: SchemaPrivacy = SchemaPrivacy()
     source: str | None = Field(default=None, exclude=True)
+
+    @field_validator("source_privacy", mode="before")
+    @classmethod
+    def _parse_source_privacy(cls, value: Any) -> Any:
+        rule = PrivacyRule.parse(value) if isinstance(value, str) else value
+        if isinstance(rule, PrivacyRule) and rule.action not in ("keep", "drop", "hash", "redact"):
+            raise ValueError("source_privacy is keep, drop, hash or redact")
+        return rule
 
     @model_validator(mode="after")
     def _check_fields(self) -> ModelSchema:
@@ -273,12 +345,18 @@ class ModelSchema(BaseModel):
         return tuple(spec for spec in self.fields if spec.stored)
 
     def canonical(self) -> dict[str, Any]:
-        return {
+        canonical: dict[str, Any] = {
             "name": self.name,
             "version": self.version,
             "confidence_field": self.confidence_field,
             "fields": [spec.canonical() for spec in self.fields],
         }
+        # Only when set, so the fingerprints of schemas without them stay what they were.
+        if self.source_privacy.action != "redact":
+            canonical["source_privacy"] = str(self.source_privacy)
+        if self.privacy != SchemaPrivacy():
+            canonical["privacy"] = self.privacy.model_dump(mode="json")
+        return canonical
 
     def comparison(self) -> dict[str, Any]:
         """The declarations the field report reads; empty when none are made."""
@@ -326,6 +404,11 @@ class ModelSchema(BaseModel):
             for name, spec in table.items():
                 if not isinstance(spec, dict):
                     raise SchemaError(f"{source}: field {section}.{name}: must be a table with at least 'type'")
+                if spec.get("type") == "string" and "privacy" not in spec:
+                    raise SchemaError(
+                        f"{source}: field {section}.{name}: a string field needs an explicit privacy rule"
+                        " (keep, drop, hash or redact): free text from the field may carry personal data"
+                    )
                 fields.append({"name": name, "section": section, **spec})
         try:
             return cls(**raw, fields=tuple(fields), source=source)

@@ -64,6 +64,10 @@ def _toml_value(value: Any) -> str:
         return repr(value)
     if isinstance(value, (str, Path)):
         return orjson.dumps(str(value)).decode()
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(_toml_value(item) for item in value) + "]"
+    if isinstance(value, dict):  # an inline table inside a list
+        return "{ " + ", ".join(f"{k} = {_toml_value(v)}" for k, v in value.items()) + " }"
     raise TypeError(f"cannot write {value!r} as TOML")
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import secrets
 
 import pyarrow.parquet as pq
 
@@ -40,7 +41,7 @@ def test_check_config_one_line_errors(agent_factory, tmp_path):
     key.chmod(0o600)
     agent.config["agent"]["key_file"] = str(key)
     assert "at least 16" in _one_line_error(agent.cli("check-config"))
-    key.write_bytes(b"x" * 32)
+    key.write_bytes(secrets.token_bytes(32))
     key.chmod(0o644)
     assert "readable by everyone" in _one_line_error(agent.cli("check-config"))
     key.chmod(0o600)
@@ -137,7 +138,7 @@ def test_help_explains_every_command():
     """--help lists every command with a sentence of explanation."""
     result = run_cli("--help")
     assert result.returncode == 0
-    for command in ("run", "status", "flush", "sync", "check-config", "spool"):
+    for command in ("run", "status", "flush", "sync", "check-config", "spool", "pseudonym"):
         assert command in result.stdout
     assert "verify" in run_cli("spool", "--help").stdout
     assert run_cli("bogus").returncode == 2

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import secrets
 import shutil
 import signal
 import socket
@@ -155,7 +156,7 @@ def test_notifier_without_systemd_is_a_no_op(short_dir):
 
 def agent_config(folder: Path) -> Path:
     key = folder / "fleet.key"
-    key.write_text("k" * 32)
+    key.write_text(secrets.token_hex(16))
     key.chmod(0o600)
     config = folder / "collector.toml"
     config.write_text(

@@ -62,7 +62,7 @@ def test_canonical_json_round_trips():
         ('name = "m"\nversion = 1\n[inputs.x]\ntype = "int32"\nprivacy = "redact"\n', "f.toml: field inputs.x: redact applies to string fields only"),
         ('name = "m"\nversion = 1\n[inputs.x]\ntype = "int32"\ncolour = 1\n', "f.toml: field inputs.x: unknown setting 'colour'"),
         ('name = "m"\nversion = 1\n[inputs.x]\ntype = "int32"\n[outputs.x]\ntype = "int32"\n', "f.toml: field 'x' appears twice"),
-        ('name = "m"\nversion = 1\n[inputs.record_id]\ntype = "string"\n', "f.toml: field inputs.record_id: 'record_id' is an envelope column"),
+        ('name = "m"\nversion = 1\n[inputs.record_id]\ntype = "string"\nprivacy = "keep"\n', "f.toml: field inputs.record_id: 'record_id' is an envelope column"),
         ('name = "m"\n[inputs.x]\ntype = "int32"\n', "f.toml: missing 'version'"),
         ('name = "m"\nversion = 1\n[inputs.x\n', "f.toml: not valid TOML"),
         ('name = "m"\nversion = 1\n[inputs.b]\ntype = "binary"\n', "f.toml: field inputs.b: a binary field needs max_bytes"),
