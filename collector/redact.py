@@ -37,7 +37,8 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
-import phonenumbers
+from functools import cache
+from types import ModuleType
 
 __all__ = [
     "PLACEHOLDERS",
@@ -247,8 +248,17 @@ _CARD_GROUPINGS = frozenset({(4, 4, 4, 4), (4, 4, 4, 4, 3), (4, 4, 4, 4, 2), (4,
 _MAX_PHONE_TRIES = 12
 
 
+@cache
+def _phonenumbers() -> ModuleType:
+    """libphonenumber, imported on the first phone candidate: the agent starts without paying for it."""
+    import phonenumbers
+
+    return phonenumbers
+
+
 def _international(digits: str, extension: str | None) -> bool:
     """Whether +<digits> is a valid number, without the cost of ``phonenumbers.parse``."""
+    phonenumbers = _phonenumbers()
     for width in (1, 2, 3):
         code = int(digits[:width])
         if code in phonenumbers.COUNTRY_CODE_TO_REGION_CODE:
@@ -271,6 +281,7 @@ class Redactor:
         allow: Sequence[re.Pattern[str]] = (),
         detector: Detector | None = None,
     ) -> None:
+        phonenumbers = _phonenumbers() if regions else None
         for region in regions:
             if phonenumbers.PhoneMetadata.metadata_for_region(region.upper()) is None:
                 raise ValueError(f"unknown phone region {region!r} (use ISO 3166 codes: DE, FR, US...)")
@@ -545,6 +556,7 @@ class Redactor:
         return False
 
     def _parse(self, piece: str, region: str | None) -> bool:
+        phonenumbers = _phonenumbers()
         try:
             number = phonenumbers.parse(piece, region)
         except phonenumbers.NumberParseException:
@@ -552,7 +564,6 @@ class Redactor:
         return phonenumbers.is_valid_number(number)
 
 
-_NANP = frozenset(phonenumbers.phonenumberutil.COUNTRY_CODE_TO_REGION_CODE[1])
 _ANY_DIGIT = re.compile(r"\d")
 # "pkts=92786175", '"ts": 1764151755': a bare number that is the value of a key is a measurement or an id.
 _KEY_BEFORE = re.compile(r"\w(?:=|\": ?)$")

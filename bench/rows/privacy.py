@@ -1,0 +1,188 @@
+"""Row 8, the ``redact`` rule: strings/s, recall and false redactions, next to Microsoft Presidio.
+
+The strings: a realistic mix drawn from the redaction corpus (``tests/privacy/corpus.jsonl``,
+57 Faker locales), half of them holding PII (log lines, CSV rows, JSON, URLs, OCR text,
+notes) and half look-alikes that must survive (signed decimals, epochs, UUIDs, hashes,
+dates, barcodes...). Each string is redacted by a ``Redactor`` declaring its locale's
+region, as a device in that country would.
+
+The reference: Presidio's pattern recognizers (presidio-analyzer, no NLP model, so no
+names) for the kinds it has: e-mail, phone (its libphonenumber matcher, same region),
+credit card, IBAN, IP, MAC, US SSN, UK NINO. Every result it returns is a redaction, as
+its anonymizer does by default. Recall counts a PII value as caught when no part of it
+is left in the output; JWTs, API keys and URL secrets, which Presidio has no recognizer
+for, count as misses for it, and are also reported apart ("kinds both cover").
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+from bench.harness import ROOT, Bench, Goal, Row, Unavailable
+
+NUMBERS = (8,)
+TITLE = "redact"
+CORPUS = ROOT / "tests" / "privacy" / "corpus.jsonl"
+PRESIDIO_KINDS = {"email", "phone", "card", "iban", "ipv4", "ipv6", "mac", "ssn", "nino"}
+
+
+def pii_value(case: dict[str, Any]) -> str:
+    """The PII in a case: what its text has where its expected output has the placeholder."""
+    text, expected = case["text"], case["expected"]
+    prefix = 0
+    while prefix < min(len(text), len(expected)) and text[prefix] == expected[prefix]:
+        prefix += 1
+    suffix = 0
+    while suffix < min(len(text), len(expected)) - prefix and text[-1 - suffix] == expected[-1 - suffix]:
+        suffix += 1
+    return text[prefix : len(text) - suffix]
+
+
+def mix(n: int, seed: int = 8) -> list[dict[str, Any]]:
+    """``n`` corpus cases, half PII and half look-alikes, grouped by region (a device has one)."""
+    cases = [json.loads(line) for line in CORPUS.read_text(encoding="utf-8").splitlines()]
+    rng = random.Random(seed)
+    pii = [case for case in cases if not case["kind"].startswith("lookalike")]
+    lookalikes = [case for case in cases if case["kind"].startswith("lookalike")]
+    chosen = [rng.choice(pii) for _ in range(n // 2)] + [rng.choice(lookalikes) for _ in range(n - n // 2)]
+    chosen.sort(key=lambda case: case["region"])
+    return chosen
+
+
+def score(cases: list[dict[str, Any]], outputs: list[str]) -> dict[str, Any]:
+    """Recall over PII cases (overall, per kind, over the kinds Presidio covers) and altered look-alikes."""
+    caught: Counter[str] = Counter()
+    total: Counter[str] = Counter()
+    altered = lookalikes = 0
+    for case, out in zip(cases, outputs, strict=True):
+        if case["kind"].startswith("lookalike"):
+            lookalikes += 1
+            altered += out != case["text"]
+            continue
+        total[case["kind"]] += 1
+        caught[case["kind"]] += pii_value(case) not in out
+    both = sum(total[k] for k in PRESIDIO_KINDS)
+    return {
+        "recall": sum(caught.values()) / sum(total.values()),
+        "recall_common_kinds": sum(caught[k] for k in PRESIDIO_KINDS) / both,
+        "recall_by_kind": {kind: round(caught[kind] / total[kind], 4) for kind in sorted(total)},
+        "false_redactions": altered,
+        "lookalikes": lookalikes,
+    }
+
+
+def run_edgeloop(cases: list[dict[str, Any]]) -> tuple[list[str], float]:
+    from edgeloop.collector.redact import Redactor
+
+    redactors = {region: Redactor(regions=[region]) for region in {case["region"] for case in cases}}
+    for case in cases[:: max(1, len(cases) // 500)]:  # a device has loaded its region's metadata long ago
+        redactors[case["region"]].redact(case["text"])
+    started = time.perf_counter()
+    outputs = [redactors[case["region"]].redact(case["text"]) for case in cases]
+    return outputs, time.perf_counter() - started
+
+
+def presidio(regions: set[str]) -> dict[str, list[Any]]:
+    """Presidio's pattern recognizers per region (no NLP engine, no model)."""
+    try:
+        from presidio_analyzer.predefined_recognizers import (
+            CreditCardRecognizer,
+            EmailRecognizer,
+            IbanRecognizer,
+            IpRecognizer,
+            MacAddressRecognizer,
+            PhoneRecognizer,
+            UkNinoRecognizer,
+            UsSsnRecognizer,
+        )
+    except ImportError:
+        raise Unavailable("presidio-analyzer is not installed (pip install 'edgeloop[bench]')") from None
+    import tldextract.tldextract
+
+    # Its e-mail check would fetch the public suffix list from the network; the bundled copy does.
+    tldextract.tldextract.TLD_EXTRACTOR = tldextract.TLDExtract(suffix_list_urls=())
+    shared = [EmailRecognizer(), CreditCardRecognizer(), IbanRecognizer(), IpRecognizer(), MacAddressRecognizer(),
+              UsSsnRecognizer(), UkNinoRecognizer()]  # fmt: skip
+    return {region: [*shared, PhoneRecognizer(supported_regions=[region])] for region in regions}
+
+
+def run_presidio(cases: list[dict[str, Any]]) -> tuple[list[str], float]:
+    recognizers = presidio({case["region"] for case in cases})
+    for case in cases[:: max(1, len(cases) // 50)]:
+        for recognizer in recognizers[case["region"]]:
+            recognizer.analyze(case["text"], recognizer.supported_entities, None)
+    started = time.perf_counter()
+    outputs = []
+    for case in cases:
+        text = case["text"]
+        spans = []
+        for recognizer in recognizers[case["region"]]:
+            for result in recognizer.analyze(text, recognizer.supported_entities, None):
+                spans.append((result.start, result.end, f"<{result.entity_type}>"))
+        outputs.append(replace(text, spans))
+    return outputs, time.perf_counter() - started
+
+
+def replace(text: str, spans: list[tuple[int, int, str]]) -> str:
+    """Overlapping spans merged, each replaced by its placeholder (what Presidio's anonymizer does)."""
+    out, done = [], 0
+    for start, end, label in sorted(spans, key=lambda span: (span[0], -span[1])):
+        if start < done:
+            continue
+        out.append(text[done:start])
+        out.append(label)
+        done = end
+    out.append(text[done:])
+    return "".join(out)
+
+
+def measure(bench: Bench) -> list[Row]:
+    n = 2_000 if bench.quick else 40_000
+    cases = mix(n)
+    ours, ours_s = run_edgeloop(cases)
+    mine = score(cases, ours)
+    chars = sum(len(case["text"]) for case in cases) / len(cases)
+    bench.details.update(strings=n, mean_chars=round(chars, 1), edgeloop=mine)
+    sample = cases[:: 20 if bench.quick else 4]  # Presidio is slower: a spread-out part of the same mix
+    try:
+        theirs, theirs_s = run_presidio(sample)
+    except Unavailable as exc:
+        reason = str(exc)
+        return [
+            Row(8, "redact, strings/s (half PII, corpus mix)", "/s", n / ours_s, goals=(Goal("edgeloop", ">=", 50_000),),
+                note=f"{chars:.0f} chars on average"),
+            Row(8, "redact recall, PII values caught", "", mine["recall"], "Presidio patterns", None, unavailable=reason),
+        ]  # fmt: skip
+    their = score(sample, theirs)
+    mine_sample = score(sample, ours[:: 20 if bench.quick else 4])
+    bench.details.update(presidio=their, presidio_strings=len(sample))
+    return [
+        Row(8, "redact, strings/s (half PII, corpus mix)", "/s", n / ours_s, "Presidio patterns", len(sample) / theirs_s,
+            goals=(Goal("edgeloop", ">=", 50_000),), note=f"{chars:.0f} chars on average"),
+        Row(8, "redact recall, PII values caught", "", mine_sample["recall"], "Presidio patterns", their["recall"]),
+        Row(8, "redact recall, kinds both cover", "", mine_sample["recall_common_kinds"], "Presidio patterns",
+            their["recall_common_kinds"]),
+        Row(8, "redact false redactions (look-alikes altered)", "", mine_sample["false_redactions"], "Presidio patterns",
+            their["false_redactions"], note=f"of {mine_sample['lookalikes']} look-alikes"),
+    ]  # fmt: skip
+
+
+def main() -> None:
+    """Run the row alone: python -m bench.rows.privacy [--quick]."""
+    import sys
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as work:
+        bench = Bench(quick="--quick" in sys.argv, work=Path(work))
+        for row in measure(bench):
+            print(row)
+        print(json.dumps(bench.details, indent=1))
+
+
+if __name__ == "__main__":
+    main()
