@@ -62,6 +62,11 @@ def load_detector(target: str) -> Detector:
     """Import ``package.module:callable``, the model-based detector the device runs under ``redact``."""
     import importlib
 
+    import sys
+
+    # The agent keeps numpy out only to save its own memory; a detector (spaCy, Presidio) may need it.
+    if "numpy" in sys.modules and sys.modules["numpy"] is None:
+        del sys.modules["numpy"]
     module_name, _, attribute = target.partition(":")
     try:
         found: Any = importlib.import_module(module_name)

@@ -202,3 +202,16 @@ def test_pseudonym_prints_what_the_device_stores(agent_factory):
 def test_pseudonym_without_a_config_is_one_line(tmp_path):
     """`pseudonym` with a missing config file is a one-line error, exit 1."""
     assert "cannot read" in one_line_error(run_cli("pseudonym", "x", "--config", str(tmp_path / "nope.toml")))
+
+
+def test_presidio_works_through_the_detector_hook(agent_factory):
+    """Presidio's recognizers, named in privacy.detector, redact what they find in a running agent's batches."""
+    pytest.importorskip("presidio_analyzer")
+    agent = agent_factory(privacy={"detector": "tests.collector.presidio_detector:detect"})
+    assert agent.cli("check-config").returncode == 0
+    agent.start()
+    status, body = agent.post_records([vibration("ship the seal to SW1A 2AA by Friday")])
+    assert status == 200, body
+    agent.flush()
+    notes = [note for table in agent.read_batches().values() for note in table.column("note").to_pylist()]
+    assert notes == ["ship the seal to <UK_POSTCODE> by Friday"]
