@@ -215,3 +215,17 @@ def test_presidio_works_through_the_detector_hook(agent_factory):
     agent.flush()
     notes = [note for table in agent.read_batches().values() for note in table.column("note").to_pylist()]
     assert notes == ["ship the seal to <UK_POSTCODE> by Friday"]
+
+
+def broken_detector(text: str) -> list[tuple[int, int, str]]:
+    raise RuntimeError("model not loaded")
+
+
+def test_a_failing_detector_fails_the_request_and_stores_nothing(agent_factory):
+    """When the detector raises, the request is answered 500 and none of its text reaches the spool."""
+    agent = agent_factory(privacy={"detector": "tests.collector.test_privacy_config:broken_detector"})
+    agent.start()
+    status, _ = agent.post_records([vibration("Jane Roe, unchecked")])
+    assert status == 500
+    agent.flush()
+    assert all(b"Jane Roe" not in path.read_bytes() for path in agent.state_dir.rglob("*") if path.is_file())
