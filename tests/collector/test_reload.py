@@ -58,7 +58,7 @@ def test_sighup_applies_new_sampling_and_schemas_to_a_running_agent(agent_factor
     agent.config["sampling"]["models"] = {"vibration": {"keep_rate": 0.05}}
     (schemas / "door_sensor.toml").write_text(NEW_MODEL)
     vibration = schemas / "vibration.toml"
-    vibration.write_text(vibration.read_text() + '\n[inputs.site]\ntype = "string"\n')
+    vibration.write_text(vibration.read_text() + '\n[inputs.site]\ntype = "string"\nprivacy = "keep"\n')
     reload_and_wait(agent, 1)
 
     status, answer = agent.post_records(list(sim.predictions(400)))

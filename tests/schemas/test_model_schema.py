@@ -88,12 +88,14 @@ def test_duplicate_model_names_are_refused(tmp_path):
 COMPARED = MINIMAL + """
 [outputs.label]
 type = "string"
+privacy = "keep"
 [outputs.score]
 type = "float32"
 [outputs.estimate]
 type = "float64"
 [feedback.truth]
 type = "string"
+privacy = "keep"
 [feedback.measured]
 type = "float64"
 """
@@ -150,7 +152,7 @@ def test_bad_comparison_declarations_are_one_line_errors(keys, expected):
 
 def test_hashed_truth_against_plain_prediction_is_refused():
     """A hashed truth label can never equal a plain predicted label, so the schema says so when it loads."""
-    text = _declare(COMPARED.replace('[feedback.truth]\ntype = "string"', '[feedback.truth]\ntype = "string"\nprivacy = "hash"'),
+    text = _declare(COMPARED.replace('[feedback.truth]\ntype = "string"\nprivacy = "keep"', '[feedback.truth]\ntype = "string"\nprivacy = "hash"'),
                     prediction_field="label", truth_field="truth")
     with pytest.raises(SchemaError, match="like with like"):
         ModelSchema.from_toml(text)
