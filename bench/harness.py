@@ -265,7 +265,7 @@ class IngestServer:
         self.config = self.folder / "ingest.toml"
         self.config.write_text(
             f'[server]\nhost = "{LOOPBACK}"\nport = {self.port}\nadmin_token_file = "{self.folder / "admin.token"}"\n'
-            f'log_level = "warning"\n{server}'
+            f'log_level = "warning"\nschemas_dir = "{EXAMPLES_DIR}"\n{server}'
             f'[store]\ndb_path = "{self.folder / "edgeloop.duckdb"}"\n{store}'
             + (f"[limits]\n{limits}" if limits else "")
         )

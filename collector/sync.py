@@ -55,6 +55,8 @@ Outcome = Literal["ok", "partial", "skipped", "failed"]
 
 # Answers that say the device or the URL is wrong, not the batch: rejecting would lose every batch.
 _DEVICE_REFUSED = frozenset({401, 403})
+# Refusals an admin lifts on the server (registering the batch's schema): keep the batch, retry next sync.
+_HELD_CODES = frozenset({"unknown_schema"})
 _WRONG_ENDPOINT = frozenset({404, 405})
 
 
@@ -200,6 +202,16 @@ class Syncer:
                     return f"ingest unreachable: {exc}"
                 continue  # a batch that keeps failing must not hold back the others
             except RejectedBatchError as exc:
+                if _error_code(exc.body) in _HELD_CODES:
+                    result.failed += 1
+                    last_error = str(exc)
+                    self._errors.log(
+                        logging.ERROR, "unknown-schema",
+                        "ingest does not accept this batch's schema yet: the batch stays in the spool until an "
+                        "admin registers it (edgeloop-ingest schemas push)",
+                        batch_id=batch.batch_id, error=exc.body,
+                    )
+                    continue
                 stop = await self._settle_refusal(batch, exc, queue, result)
                 if stop is not None:
                     return stop
@@ -395,6 +407,12 @@ async def _read_body(response: aiohttp.ClientResponse) -> Any:
         return orjson.loads(raw)
     except orjson.JSONDecodeError:
         return raw.decode("utf-8", "replace")
+
+
+def _error_code(body: Any) -> str | None:
+    if isinstance(body, dict) and isinstance(body.get("error"), dict):
+        return body["error"].get("code")
+    return None
 
 
 def _error_message(body: Any) -> str:

@@ -17,6 +17,7 @@
         ├── BatchRejected           an upload that cannot be landed (carries HTTP status)
         ├── QueryRefused            a SQL statement that is not read-only
         ├── QueryFailed             a read-only statement DuckDB could not run
+        ├── ServerOverloaded        out of memory or another transient fault of ours (503)
         └── StoreError              the database could not land or read
             ├── StoreBusy           the landing queue is full: retry later (429)
             ├── DatabaseInUse       another process (the server) holds the database file
@@ -45,6 +46,7 @@ __all__ = [
     "RejectedBatchError",
     "RetryableUploadError",
     "SchemaError",
+    "ServerOverloaded",
     "SpoolFullError",
     "StoreBusy",
     "StoreClosed",
@@ -143,6 +145,10 @@ class StoreError(IngestError):
 
 class QueryFailed(IngestError):
     """A read-only statement DuckDB could not run: bad syntax, unknown table, timeout."""
+
+
+class ServerOverloaded(IngestError):
+    """Out of memory (or another transient fault of ours) while handling a request: retry later (503)."""
 
 
 class StoreBusy(StoreError):

@@ -24,7 +24,9 @@ from edgeloop.errors import AuthError, DatabaseInUse, IngestError, QueryFailed, 
 from edgeloop.ingest.auth import DeviceRegistry, admin_token
 from edgeloop.ingest.config import IngestConfig
 from edgeloop.ingest.query import run_query
-from edgeloop.ingest.store import connect
+from edgeloop.ingest.catalog import Catalog
+from edgeloop.ingest.store import connect, load_catalog, register_schema
+from edgeloop.schemas.model_schema import ModelSchema
 
 __all__ = ["Admin", "LocalAdmin", "RemoteAdmin", "open_admin"]
 
@@ -33,6 +35,8 @@ class Admin(Protocol):
     def query(self, sql: str, params: Sequence[Any] = ()) -> pa.Table: ...
     def add_device(self, name: str) -> str: ...
     def revoke_device(self, name: str) -> None: ...
+    def push_schema(self, text: str, source: str) -> dict[str, Any]: ...
+    def catalog(self) -> Catalog: ...
     def close(self) -> None: ...
 
 
@@ -62,6 +66,13 @@ class LocalAdmin:
     def revoke_device(self, name: str) -> None:
         self._write(lambda con: DeviceRegistry.revoke(con, name))
 
+    def push_schema(self, text: str, source: str) -> dict[str, Any]:
+        schema = ModelSchema.from_toml(text, source=source)
+        return self._write(lambda con: register_schema(con, schema))
+
+    def catalog(self) -> Catalog:
+        return load_catalog(self._con, adopt=False)
+
     def close(self) -> None:
         try:
             self._con.close()
@@ -83,13 +94,16 @@ class RemoteAdmin:
                 # Trusting exactly the server's own certificate pins it; its name need not match the URL.
                 self._context.check_hostname = False
 
-    def _request(self, method: str, path: str, payload: Any = None) -> tuple[str, bytes]:
-        data = json.dumps(payload).encode() if payload is not None else None
+    def _request(self, method: str, path: str, payload: Any = None, *, raw: bytes | None = None) -> tuple[str, bytes]:
+        data = raw if raw is not None else json.dumps(payload).encode() if payload is not None else None
         request = urllib.request.Request(
             self.url + path,
             data=data,
             method=method,
-            headers={"Authorization": f"Bearer {self._token}", "Content-Type": "application/json"},
+            headers={
+                "Authorization": f"Bearer {self._token}",
+                "Content-Type": "application/toml" if raw is not None else "application/json",
+            },
         )
         try:
             with urllib.request.urlopen(request, timeout=self._timeout_s, context=self._context) as response:
@@ -113,6 +127,15 @@ class RemoteAdmin:
 
     def revoke_device(self, name: str) -> None:
         self._request("DELETE", f"/v1/devices/{urllib.parse.quote(name, safe='')}")
+
+    def push_schema(self, text: str, source: str) -> dict[str, Any]:
+        ModelSchema.from_toml(text, source=source)  # a bad file fails here, naming the file
+        _, body = self._request("POST", "/v1/schemas", raw=text.encode())
+        return json.loads(body)
+
+    def catalog(self) -> Catalog:
+        _, body = self._request("GET", "/v1/schemas")
+        return Catalog(ModelSchema.from_canonical_json(json.dumps(entry["schema"])) for entry in json.loads(body)["schemas"])
 
     def close(self) -> None:
         pass

@@ -1,6 +1,8 @@
 """The ingest HTTP app: upload API, admin API, health and metrics.
 
     PUT    /v1/batches/{batch_id}   device token; Parquet body → 201 / 200 replay / 4xx / 429 / 503
+    POST   /v1/schemas              admin token; a model schema file (TOML) → 201 registered / 200 / 409
+    GET    /v1/schemas              admin token; every registered schema
     POST   /v1/sql                  admin token; {"sql", "params"} → Arrow IPC stream (or JSON)
     POST   /v1/devices              admin token; {"name"} → {"name", "token"}
     DELETE /v1/devices/{name}       admin token; revokes at once
@@ -33,6 +35,8 @@ from edgeloop.errors import (
     ConfigError,
     QueryFailed,
     QueryRefused,
+    SchemaError,
+    ServerOverloaded,
     StoreBusy,
     StoreClosed,
     StoreError,
@@ -43,6 +47,8 @@ from edgeloop.ingest.config import IngestConfig
 from edgeloop.ingest.metrics import Metrics
 from edgeloop.ingest.query import run_query
 from edgeloop.ingest.store import Landing, Store, arrow_rows
+from edgeloop.schemas.model_schema import ModelSchema
+from edgeloop.schemas.registry import SchemaRegistry
 
 __all__ = ["CONFIG", "METRICS", "STORE", "create_app", "ssl_context"]
 
@@ -89,6 +95,11 @@ async def error_middleware(request: web.Request, handler: Callable[[web.Request]
         response = _error(429, "busy", str(exc), {"retry_after_s": int(retry["Retry-After"])}, headers=retry)
     except StoreClosed as exc:
         response = _error(503, "shutting_down", str(exc), {"retry_after_s": int(retry["Retry-After"])}, headers=retry)
+    except (ServerOverloaded, MemoryError) as exc:
+        # Our fault, not the sender's: a 4xx here would make a device dead-letter a good batch.
+        log.error("out of memory", extra={"error": str(exc), "path": request.path})
+        response = _error(503, "overloaded", f"the server is out of memory: {exc}; retry later",
+                          {"retry_after_s": int(retry["Retry-After"])}, headers=retry)
     except QueryRefused as exc:
         response = _error(403, "read_only", str(exc))
     except QueryFailed as exc:
@@ -153,7 +164,10 @@ async def put_batch(request: web.Request) -> web.Response:
 
     def check() -> Landing:
         # Replays and conflicts are answered by the writer, which reads the ledger once per group.
-        batch = read_batch(body, batch_id=batch_id, limits=config.limits, sha256=hashlib.sha256(body).hexdigest())
+        batch = read_batch(
+            body, batch_id=batch_id, limits=config.limits, schema_for=store.catalog.get, reserve=store.reserve,
+            sha256=hashlib.sha256(body).hexdigest(),
+        )
         return Landing(batch, device, received_at, sent_at)
 
     landing = await loop.run_in_executor(state.executor, check)
@@ -225,6 +239,35 @@ async def post_sql(request: web.Request) -> web.Response:
     return web.Response(body=sink.getvalue().to_pybytes(), content_type=ARROW_STREAM)
 
 
+MAX_SCHEMA_BYTES = 1024 * 1024
+
+
+async def post_schema(request: web.Request) -> web.Response:
+    """Register a model schema file (its TOML text); 201 when new, 200 when already registered, 409 when incompatible."""
+    request.app[AUTH].admin(request.headers.get("Authorization"))
+    if request.content_length is not None and request.content_length > MAX_SCHEMA_BYTES:
+        raise BatchRejected(413, "too_large", f"a schema file is at most {MAX_SCHEMA_BYTES} bytes")
+    try:
+        text = (await request.read()).decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise BatchRejected(400, "bad_schema", f"the schema file is not UTF-8: {exc}") from exc
+    try:
+        schema = ModelSchema.from_toml(text, source=request.headers.get("X-Edgeloop-Source", "uploaded schema")[:200])
+    except SchemaError as exc:
+        raise BatchRejected(422, "bad_schema", str(exc)) from exc
+    receipt = await asyncio.wrap_future(request.app[STORE].register(schema))
+    return _json(201 if receipt["status"] == "registered" else 200, receipt)
+
+
+async def get_schemas(request: web.Request) -> web.Response:
+    request.app[AUTH].admin(request.headers.get("Authorization"))
+    schemas = sorted(request.app[STORE].catalog, key=lambda schema: (schema.name, schema.version))
+    return _json(200, {"schemas": [
+        {"model": schema.name, "version": schema.version, "fingerprint": schema.fingerprint, "schema": schema.canonical()}
+        for schema in schemas
+    ]})
+
+
 async def post_device(request: web.Request) -> web.Response:
     payload = await _admin_json(request)
     name = payload.get("name")
@@ -277,6 +320,8 @@ async def _resources(app: web.Application) -> AsyncIterator[None]:
 
     store = await loop.run_in_executor(None, lambda: store_class(config.store.db_path, config.store, on_landed=on_landed))
     app[STORE] = store
+    if config.server.schemas_dir is not None:
+        await _register_dir(store, config.server.schemas_dir)
     token = admin_token(config.server.admin_token_file, create=True)
     app[AUTH] = Authenticator(DeviceRegistry.live(store.cursor()), token)
     log.info("store open", extra={"db_path": str(config.store.db_path)})
@@ -286,6 +331,18 @@ async def _resources(app: web.Application) -> AsyncIterator[None]:
         await loop.run_in_executor(None, store.close, config.server.shutdown_timeout_s)
         state.executor.shutdown(wait=True)
         log.info("store closed", extra={"db_path": str(config.store.db_path)})
+
+
+async def _register_dir(store: Store, folder: Any) -> None:
+    """Register every schema file of ``server.schemas_dir``; one that cannot be registered stops the start."""
+    try:
+        registry = SchemaRegistry.from_dir(folder)
+        for schema in registry:
+            receipt = await asyncio.wrap_future(store.register(schema))
+            log.info("schema from schemas_dir", extra={**receipt, "source": schema.source})
+    except (SchemaError, BatchRejected) as exc:
+        store.close()
+        raise ConfigError(f"server.schemas_dir: {exc}") from exc
 
 
 async def _drain(app: web.Application) -> None:
@@ -307,6 +364,8 @@ def create_app(config: IngestConfig, *, store_class: type[Store] = Store) -> web
     app.cleanup_ctx.append(_resources)
     app.on_shutdown.append(_drain)
     app.router.add_put("/v1/batches/{batch_id}", put_batch, name="put_batch")
+    app.router.add_post("/v1/schemas", post_schema)
+    app.router.add_get("/v1/schemas", get_schemas)
     app.router.add_post("/v1/sql", post_sql)
     app.router.add_post("/v1/devices", post_device)
     app.router.add_delete("/v1/devices/{name}", delete_device)

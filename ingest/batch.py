@@ -1,8 +1,13 @@
 """An uploaded batch: its Parquet body read and checked before anything lands.
 
-Runs off the event loop. The footer is checked first, so a small file that would inflate
-past the limit is refused before any page is decompressed; text and binary columns are
-read as dictionaries, so a long repeated value is measured without being materialized.
+Runs off the event loop. Nothing the sender wrote is trusted: the batch is checked against
+the schema the *server* registered under its fingerprint (the schema text it carries is
+ignored), and before any page is decompressed every page header is read (``pages.py``) to
+bound what decompression and decoding will allocate: inflated bytes, and values decoded ×
+their width from the server's schema (a vector's dim, 16 bytes a UUID). Text and binary
+columns are read as dictionaries, so a long repeated value is measured against its cap
+without being materialized. Errors of ours (out of memory) are ServerOverloaded, never a
+4xx: a device dead-letters a 4xx.
 """
 
 from __future__ import annotations
@@ -10,7 +15,8 @@ from __future__ import annotations
 import hashlib
 import uuid
 from dataclasses import dataclass, field
-from functools import lru_cache
+from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
 from typing import Any
 
 import orjson
@@ -18,10 +24,11 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from edgeloop.errors import BatchRejected, SchemaError
+from edgeloop.errors import BatchRejected, ServerOverloaded
 from edgeloop.ingest.config import LimitSettings
+from edgeloop.ingest.pages import scan_pages
 from edgeloop.schemas.envelope import BATCH_METADATA_KEYS, KINDS
-from edgeloop.schemas.model_schema import ModelSchema
+from edgeloop.schemas.model_schema import FieldSpec, ModelSchema
 
 __all__ = ["RESERVED_TABLES", "UploadedBatch", "check_batch_id", "read_batch"]
 
@@ -29,7 +36,15 @@ MAGIC = b"PAR1"
 # Tables ingest owns; a model may not be named like one (or like another model's companions).
 RESERVED_TABLES = frozenset({"batches", "devices", "models"})
 RESERVED_SUFFIXES = ("_feedback", "_training")
-REQUIRED_METADATA = ("batch_id", "model", "schema_fingerprint", "schema")
+REQUIRED_METADATA = ("batch_id", "model", "schema_fingerprint")
+HASH_HEX_BYTES = 64  # a ``hash`` field is stored as the hex of an HMAC-SHA256
+# Redaction placeholders (<EMAIL>, <IPV4>...) can be a little longer than what they replace.
+REDACT_SLACK = 1.25
+LEVEL_BYTES = 4  # a definition and a repetition level, int16 each, per decoded value
+PAGE_SLACK_BYTES = 64 * 1024
+# kind and model are short names; model_version and source are at most 128 characters on the device.
+ENVELOPE_TEXT_BYTES = 4 * 128
+FIXED_WIDTH = {"bool": 1, "int32": 4, "int64": 8, "float32": 4, "float64": 8, "timestamp": 8}
 NOT_NULL = ("record_id", "kind", "model", "model_version", "created_at", "sample_weight")
 
 
@@ -44,6 +59,7 @@ class UploadedBatch:
     bytes: int
     sha256: str
     predictions: int  # counted while checking, off the writer thread; the other rows are feedback
+    decoded_bytes: int  # what the rows take once materialized (the landing queue counts this)
     agent_version: str | None = None
     sealed_at: str | None = None
     drops: dict[str, int] = field(default_factory=dict)
@@ -68,8 +84,20 @@ def check_batch_id(batch_id: str) -> str:
     return batch_id
 
 
-def read_batch(body: bytes, *, batch_id: str, limits: LimitSettings, sha256: str | None = None) -> UploadedBatch:
-    """Read and check an uploaded Parquet body; any problem is a BatchRejected with its HTTP status."""
+def read_batch(
+    body: bytes,
+    *,
+    batch_id: str,
+    limits: LimitSettings,
+    schema_for: Callable[[str], ModelSchema | None],
+    reserve: Callable[[int], AbstractContextManager[None]] = lambda nbytes: nullcontext(),
+    sha256: str | None = None,
+) -> UploadedBatch:
+    """Read and check an uploaded Parquet body against the registered schema its fingerprint names.
+
+    Any problem with the body is a BatchRejected with its HTTP status; running out of
+    memory while reading it is ServerOverloaded (503: the device retries).
+    """
     if len(body) < 12 or not body.startswith(MAGIC):
         raise BatchRejected(400, "not_parquet", "the body is not a Parquet file (no PAR1 magic)")
     if not body.endswith(MAGIC):
@@ -77,35 +105,48 @@ def read_batch(body: bytes, *, batch_id: str, limits: LimitSettings, sha256: str
     try:
         meta = pq.read_metadata(pa.BufferReader(body))
         file_schema = meta.schema.to_arrow_schema()
+    except MemoryError as exc:
+        raise ServerOverloaded(f"out of memory reading a batch footer: {exc}") from exc
     except (pa.ArrowException, OSError, ValueError) as exc:
         raise BatchRejected(400, "corrupt_parquet", f"the Parquet footer cannot be read: {exc}") from exc
-    _check_footer_sizes(meta, limits)
+    if meta.num_rows > limits.max_rows_per_batch:
+        raise BatchRejected(
+            413, "too_many_rows", f"{meta.num_rows} rows is over the limit of {limits.max_rows_per_batch}",
+            {"rows": meta.num_rows, "limit": limits.max_rows_per_batch},
+        )
     kv = _metadata(meta)
     if kv["batch_id"] != batch_id:
         raise BatchRejected(
             422, "batch_id_mismatch", f"the file says batch {kv['batch_id']!r} but was uploaded as {batch_id!r}"
         )
-    schema = _parse_schema(kv["schema"])
-    if schema.name != kv["model"]:
-        raise BatchRejected(422, "bad_schema", f"metadata names model {kv['model']!r} but its schema is {schema.name!r}")
-    if schema.fingerprint != kv["schema_fingerprint"]:
+    fingerprint = kv["schema_fingerprint"]
+    schema = schema_for(fingerprint)
+    if schema is None or schema.name != kv["model"]:
         raise BatchRejected(
-            422, "bad_schema", f"schema fingerprint {kv['schema_fingerprint']!r} does not match the schema it carries"
+            422, "unknown_schema",
+            f"model {kv['model'][:64]!r} schema {fingerprint[:64]!r} is not registered on this server; "
+            "the device keeps the batch and retries it once an admin runs `edgeloop-ingest schemas push <schema file>`",
+            {"model": kv["model"][:64], "fingerprint": fingerprint[:64]},
         )
-    if schema.name in RESERVED_TABLES or schema.name.endswith(RESERVED_SUFFIXES):
-        raise BatchRejected(422, "reserved_model_name", f"model name {schema.name!r} clashes with ingest's own tables")
     _check_columns(file_schema, schema.arrow_schema)
+    bound = _check_pages(body, meta, schema, limits)
     textual = [f.name for f in file_schema if pa.types.is_string(f.type) or pa.types.is_binary(f.type)]
-    try:
-        # The footer parsed above is reused; no inner threads: uploads are already read in parallel.
-        table = pq.ParquetFile(
-            pa.BufferReader(body), metadata=meta, read_dictionary=textual, arrow_extensions_enabled=True
-        ).read(use_threads=False)
-    except (pa.ArrowException, OSError, ValueError) as exc:
-        raise BatchRejected(400, "corrupt_parquet", f"the Parquet data cannot be read: {exc}") from exc
-    _check_decoded_size(table, limits)
-    table = _normalize_uuids(table)
-    predictions = _check_rows(table, schema)
+    with reserve(bound):
+        try:
+            # The footer parsed above is reused; no inner threads: uploads are already read in parallel.
+            table = pq.ParquetFile(
+                pa.BufferReader(body), metadata=meta, read_dictionary=textual, arrow_extensions_enabled=True
+            ).read(use_threads=False)
+        except MemoryError as exc:
+            raise ServerOverloaded(f"out of memory reading a batch: {exc}") from exc
+        except (pa.ArrowException, OSError, ValueError) as exc:
+            raise BatchRejected(400, "corrupt_parquet", f"the Parquet data cannot be read: {exc}") from exc
+        if table.num_rows != meta.num_rows or not _same_types(table.schema, schema.arrow_schema):
+            raise BatchRejected(400, "corrupt_parquet", "the Parquet data does not match its own footer")
+        _check_values(table, schema, limits)
+        decoded_bytes = _check_decoded_size(table, limits)
+        table = _normalize_uuids(table)
+        predictions = _check_rows(table, schema)
     return UploadedBatch(
         batch_id=batch_id,
         model=schema.name,
@@ -117,52 +158,120 @@ def read_batch(body: bytes, *, batch_id: str, limits: LimitSettings, sha256: str
         sealed_at=kv.get("sealed_at"),
         drops=_drops(kv.get("drops")),
         predictions=predictions,
+        decoded_bytes=decoded_bytes,
     )
 
 
-@lru_cache(maxsize=256)
-def _parse_schema(text: str) -> ModelSchema:
-    """A batch's schema JSON, parsed once per distinct text: a fleet sends few schemas, many batches."""
-    try:
-        return ModelSchema.from_canonical_json(text)
-    except SchemaError as exc:
-        raise BatchRejected(422, "bad_schema", str(exc)) from exc
-
-
-def _check_footer_sizes(meta: pq.FileMetaData, limits: LimitSettings) -> None:
-    if meta.num_rows > limits.max_rows_per_batch:
-        raise BatchRejected(
-            413, "too_many_rows", f"{meta.num_rows} rows is over the limit of {limits.max_rows_per_batch}",
-            {"rows": meta.num_rows, "limit": limits.max_rows_per_batch},
-        )
+def _check_pages(body: bytes, meta: pq.FileMetaData, schema: ModelSchema, limits: LimitSettings) -> int:
+    """Bound what reading the batch allocates, from its page headers and the server's schema, before reading it."""
+    rows = meta.num_rows
+    specs = {spec.name: spec for spec in schema.stored_fields}
     total = 0
-    for group in range(meta.num_row_groups):
-        row_group = meta.row_group(group)
-        for column in range(row_group.num_columns):
-            total += max(row_group.column(column).total_uncompressed_size, 0)
+    for column in scan_pages(body, meta, max_pages=limits.max_pages_per_batch):
+        name = column.path.split(".", 1)[0]
+        spec = specs.get(name)
+        per_row = spec.dim if spec is not None and spec.type == "vector" else 1
+        if column.values > rows * per_row:
+            raise BatchRejected(
+                422, "schema_mismatch",
+                f"column {name!r} holds {column.values} values in its pages, more than {rows} rows × {per_row}",
+                [{"column": name, "problem": "more values than rows", "values": column.values, "rows": rows}],
+            )
+        width = _leaf_width(name, spec)
+        if width is None:  # text or binary: read as a dictionary, bounded by its inflated pages
+            cap = _value_cap(spec, limits)
+            # Dictionary and data pages each hold at most every row's value at its cap.
+            most = 2 * rows * (cap + 4) + rows + PAGE_SLACK_BYTES
+            if column.inflated_bytes > most:
+                raise BatchRejected(
+                    422, "bad_values",
+                    f"column {name!r} inflates to {column.inflated_bytes} bytes: more than {rows} values of at most {cap} bytes",
+                    [{"column": name, "problem": "pages larger than rows × cap", "bytes": column.inflated_bytes, "limit": cap}],
+                )
+            decoded = column.inflated_bytes + 4 * column.values
+        else:
+            decoded = column.values * width
+        total += column.inflated_bytes + decoded + LEVEL_BYTES * column.values
     if total > limits.max_decompressed_bytes:
         raise BatchRejected(
             413, "too_large_decompressed",
             f"the batch inflates to {total} bytes, over the limit of {limits.max_decompressed_bytes}",
             {"decompressed_bytes": total, "limit": limits.max_decompressed_bytes},
         )
+    return total
 
 
-def _check_decoded_size(table: pa.Table, limits: LimitSettings) -> None:
-    """Sum what every column would take once materialized; dictionaries are counted per use.
+def _leaf_width(name: str, spec: FieldSpec | None) -> int | None:
+    """Bytes per decoded value of a column, None for text and binary."""
+    if spec is None:  # an envelope column
+        return {"record_id": 16, "prediction_id": 16, "created_at": 8, "sample_weight": 8}.get(name)
+    if spec.privacy.action == "hash" or spec.type in ("string", "binary"):
+        return None
+    if spec.type == "vector":
+        return 4
+    return FIXED_WIDTH[spec.type]
+
+
+def _value_cap(spec: FieldSpec | None, limits: LimitSettings) -> int:
+    """The longest a stored text or binary value may be: the server's schema decides, not the sender."""
+    if spec is None:
+        return ENVELOPE_TEXT_BYTES
+    if spec.privacy.action == "hash":
+        return HASH_HEX_BYTES
+    if spec.max_bytes is None:
+        return limits.max_value_bytes
+    if spec.privacy.action == "redact":
+        return int(spec.max_bytes * REDACT_SLACK)
+    return spec.max_bytes
+
+
+def _check_values(table: pa.Table, schema: ModelSchema, limits: LimitSettings) -> None:
+    """String and binary values within their caps, sample weights finite and positive."""
+    details: list[dict[str, Any]] = []
+    for field in table.schema:
+        if not pa.types.is_dictionary(field.type):
+            continue
+        cap = _value_cap(schema.field(field.name), limits)
+        longest = 0
+        for chunk in table.column(field.name).chunks:
+            longest = max(longest, pc.max(pc.binary_length(chunk.dictionary)).as_py() or 0)
+        if longest > cap:
+            details.append({"column": field.name, "problem": f"a value of {longest} bytes is over the cap of {cap}",
+                            "bytes": longest, "limit": cap})
+    weights = table.column("sample_weight")
+    bad = pc.sum(pc.invert(pc.fill_null(pc.and_(pc.is_finite(weights), pc.greater(weights, 0)), True))).as_py() or 0
+    if bad:
+        details.append({"column": "sample_weight", "problem": f"{bad} values are not finite and positive"})
+    if details:
+        names = ", ".join(detail["column"] for detail in details)
+        raise BatchRejected(422, "bad_values", f"some values break the server's schema: {names}", details)
+
+
+def _same_types(got: pa.Schema, expected: pa.Schema) -> bool:
+    """Whether the decoded columns are what the footer's Arrow schema promised (a lying ARROW:schema is not)."""
+    return len(got) == len(expected) and all(
+        got.get_field_index(e.name) >= 0 and _same(got.field(e.name).type, e.type) for e in expected
+    )
+
+
+def _check_decoded_size(table: pa.Table, limits: LimitSettings) -> int:
+    """What every column takes once materialized, dictionaries counted per use; over the limit is a 413.
 
     First a cheap upper bound (rows × the longest dictionary value); only a batch whose bound
     breaks the limit pays for the exact count, a take over every row of its text columns.
     """
     limit = limits.max_decompressed_bytes
-    if _decoded_size(table, exact=False, limit=limit) <= limit:
-        return
-    if _decoded_size(table, exact=True, limit=limit) > limit:
+    bound = _decoded_size(table, exact=False, limit=limit)
+    if bound <= limit:
+        return bound
+    exact = _decoded_size(table, exact=True, limit=limit)
+    if exact > limit:
         raise BatchRejected(
             413, "too_large_decompressed",
             f"the batch's values take more than the limit of {limit} bytes",
             {"limit": limit},
         )
+    return exact
 
 
 def _decoded_size(table: pa.Table, *, exact: bool, limit: int) -> int:

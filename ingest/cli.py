@@ -2,6 +2,7 @@
 
     edgeloop-ingest serve
     edgeloop-ingest devices add NAME | list | revoke NAME
+    edgeloop-ingest schemas push FILE... | list | diff FILE
     edgeloop-ingest sql "SELECT ..." [--format table|csv|json|parquet] [--out FILE]
     edgeloop-ingest export --model M [--since T] [--until T] [--labeled-only] --out train.parquet
     edgeloop-ingest fleet
@@ -30,18 +31,22 @@ from pathlib import Path
 if importlib.util.find_spec("duckdb") is None:  # a device install: the server extra is left out
     sys.exit("edgeloop-ingest: DuckDB is not installed; the server needs: pip install 'edgeloop[server]'")
 
+import pyarrow as pa  # noqa: E402
 from aiohttp import web
 
 from edgeloop import __version__
 from edgeloop.errors import ConfigError, EdgeloopError
 from edgeloop.ingest.admin import Admin, open_admin
 from edgeloop.ingest.app import create_app, ssl_context
+from edgeloop.ingest.catalog import diff
 from edgeloop.ingest.config import EXAMPLE_CONFIG, UNIT_FILE, IngestConfig, ServerSettings
 from edgeloop.ingest.export import FORMATS, training_query, write_output
 from edgeloop.ingest.fleet import DEVICES_SQL, fleet
 from edgeloop.ingest.report import GROUPINGS, build_report, declare, model_schema
 from edgeloop.ingest.report_view import REPORT_FORMATS, render_report
 from edgeloop.durable import write_durably
+from edgeloop.ingest.store import table_columns
+from edgeloop.schemas.model_schema import load_schema_file
 from edgeloop.logs import configure_logging
 
 __all__ = ["main"]
@@ -102,6 +107,18 @@ def _parser() -> argparse.ArgumentParser:
     actions.add_parser("list", parents=[common, remote, fmt], help="devices with created, last seen, batches, rows")
     revoke = actions.add_parser("revoke", parents=[common, remote], help="revoke a device's token at once")
     revoke.add_argument("name")
+
+    schemas = commands.add_parser("schemas", help="register model schemas: only registered ones are accepted from devices")
+    schema_actions = schemas.add_subparsers(dest="action", required=True, metavar="ACTION")
+    push = schema_actions.add_parser(
+        "push", parents=[common, remote], help="register schema files (a new model, or a compatible new version)"
+    )
+    push.add_argument("files", nargs="+", type=Path, metavar="FILE")
+    schema_actions.add_parser("list", parents=[common, remote, fmt], help="every registered schema: model, version, fingerprint")
+    diff_parser = schema_actions.add_parser(
+        "diff", parents=[common, remote], help="what a schema file changes against its model's registered versions"
+    )
+    diff_parser.add_argument("file", type=Path, metavar="FILE")
 
     sql = commands.add_parser("sql", parents=[common, remote, fmt], help="run one read-only SELECT")
     sql.add_argument("query", help='e.g. "SELECT model_version, count(*) FROM vibration GROUP BY 1"')
@@ -249,6 +266,8 @@ def _run(args: argparse.Namespace) -> int:
         finally:
             admin.close()
         return 0
+    if args.command == "schemas":
+        return _schemas(args, config)
     admin = _admin(args, config)
     try:
         if args.command == "sql":
@@ -279,6 +298,63 @@ def _run(args: argparse.Namespace) -> int:
     finally:
         admin.close()
     return 0
+
+
+def _schemas(args: argparse.Namespace, config: IngestConfig) -> int:
+    admin = _admin(args, config, write=args.action == "push")
+    try:
+        if args.action == "push":
+            for path in args.files:
+                try:
+                    text = path.read_text(encoding="utf-8")
+                except (OSError, UnicodeDecodeError) as exc:
+                    raise EdgeloopError(f"{path}: cannot read: {exc}") from exc
+                receipt = admin.push_schema(text, str(path))
+                changes = f" ({len(receipt['changes'])} table changes)" if receipt["changes"] else ""
+                print(f"{receipt['model']} version {receipt['version']} {receipt['fingerprint']}: "
+                      f"{receipt['status'].replace('_', ' ')}{changes}")
+            return 0
+        catalog = admin.catalog()
+        if args.action == "list":
+            schemas = sorted(catalog, key=lambda schema: (schema.name, schema.version))
+            table = pa.table({
+                "model": [schema.name for schema in schemas],
+                "version": pa.array([schema.version for schema in schemas], pa.int32()),
+                "fingerprint": [schema.fingerprint for schema in schemas],
+                "fields": pa.array([len(schema.fields) for schema in schemas], pa.int32()),
+            })
+            write_output(table, args.format, args.out, sys.stdout)
+            return 0
+        new = load_schema_file(args.file)
+        registered = [schema for schema in catalog if schema.name == new.name]
+        latest = max(registered, key=lambda schema: schema.version, default=None)
+        if new.fingerprint in {schema.fingerprint for schema in registered}:
+            print(f"{new.name} {new.fingerprint}: already registered")
+            return 0
+        print(f"{new.name} version {new.version} {new.fingerprint} against "
+              + (f"version {latest.version} {latest.fingerprint}" if latest else "nothing registered (a new model)"))
+        for change in diff(latest, new):
+            detail = change.get("to") or change.get("from") or ", ".join(
+                f"{key} {before!r} -> {after!r}" for key, (before, after) in change["what"].items()
+            )
+            print(f"  {change['change']:8} {change['field']}: {detail}")
+        stored: dict[str, tuple[str, int]] = {}
+        for schema in registered:
+            for columns in table_columns(schema).values():
+                for name, type_ in columns.items():
+                    stored.setdefault(name, (type_, schema.version))
+        conflicts = [
+            f"{name} is stored as {stored[name][0]} (version {stored[name][1]}), this file makes it {type_}"
+            for columns in table_columns(new).values() for name, type_ in columns.items()
+            if name in stored and stored[name][0] != type_
+        ]
+        if conflicts:
+            print("not compatible: " + "; ".join(sorted(set(conflicts))))
+            return 1
+        print("compatible: `edgeloop-ingest schemas push` registers it; devices on every registered version keep landing")
+        return 0
+    finally:
+        admin.close()
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -28,6 +28,7 @@ class ServerSettings(Settings):
     tls_cert_file: Path | None = None
     tls_key_file: Path | None = None
     admin_token_file: Path = Path("/var/lib/edgeloop-ingest/admin.token")
+    schemas_dir: Path | None = None
     shutdown_timeout_s: Positive = 30.0
     retry_after_s: PositiveInt = 2
     log_level: Literal["debug", "info", "warning", "error"] = "info"
@@ -62,6 +63,8 @@ class LimitSettings(Settings):
     max_body_bytes: PositiveInt = 64 * MiB
     max_decompressed_bytes: PositiveInt = 512 * MiB
     max_rows_per_batch: PositiveInt = 1_000_000
+    max_value_bytes: PositiveInt = 8 * MiB
+    max_pages_per_batch: PositiveInt = 65_536
 
 
 class IngestConfig(Settings):

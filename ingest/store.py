@@ -13,7 +13,8 @@ Tables (see ``ingest/__init__.py`` for the user-facing description)::
     <model>_training   view: each prediction with its latest feedback (by created_at)
     batches            the ledger, one row per landed batch
     devices            device names and token hashes
-    models             the latest schema seen per model
+    models             the latest registered schema per model
+    schemas            every registered schema (see ``ingest/catalog.py``), by fingerprint
 """
 
 from __future__ import annotations
@@ -23,7 +24,8 @@ import os
 import queue
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from concurrent.futures import Future
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -36,11 +38,12 @@ import orjson
 import pyarrow as pa
 
 from edgeloop.errors import BatchRejected, DatabaseInUse, StoreBusy, StoreClosed, StoreError
-from edgeloop.ingest.batch import UploadedBatch
+from edgeloop.ingest.batch import RESERVED_SUFFIXES, RESERVED_TABLES, UploadedBatch
+from edgeloop.ingest.catalog import Catalog
 from edgeloop.ingest.config import StoreSettings
 from edgeloop.schemas.model_schema import FieldSpec, ModelSchema
 
-__all__ = ["Landing", "Store", "connect", "quote"]
+__all__ = ["Landing", "Store", "connect", "load_catalog", "quote", "register_schema"]
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -92,6 +95,13 @@ CREATE TABLE IF NOT EXISTS models (
     schema_fingerprint VARCHAR NOT NULL,
     schema_json VARCHAR NOT NULL,
     updated_at {TSTZ} NOT NULL
+);
+CREATE TABLE IF NOT EXISTS schemas (
+    fingerprint VARCHAR PRIMARY KEY,
+    model VARCHAR NOT NULL,
+    version INTEGER NOT NULL,
+    schema_json VARCHAR NOT NULL,
+    registered_at {TSTZ} NOT NULL
 );
 """
 
@@ -185,6 +195,7 @@ class _Job:
 class _Call:
     fn: Callable[[duckdb.DuckDBPyConnection], Any]
     future: Future
+    after_commit: Callable[[Any], None] | None = None
 
 
 _STOP = object()
@@ -206,11 +217,13 @@ class Store:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._con = connect(self.path, read_only=False, threads=settings.threads or _server_threads())
         self._columns = self._load_columns()
+        self.catalog = load_catalog(self._con)
         self._reader_root = self._con.cursor()  # cursors for other threads branch off this one
         self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._lock = threading.Lock()
         self._queued = 0
         self._queued_bytes = 0
+        self._reading_bytes = 0  # bounds of batches being decoded right now
         self._closed = False
         self._local = threading.local()
         self._cursors: list[duckdb.DuckDBPyConnection] = []
@@ -230,7 +243,7 @@ class Store:
         Raises StoreBusy when ``queue_depth`` landings or ``queue_max_bytes`` of them are
         already waiting (an empty queue takes any batch, so none is refused for good).
         """
-        size = landing.batch.table.get_total_buffer_size()  # O(buffers); nbytes walks dictionaries
+        size = landing.batch.decoded_bytes  # what it takes once materialized, not its dictionaries
         with self._lock:
             if self._closed:
                 raise StoreClosed("the store is shutting down")
@@ -244,6 +257,24 @@ class Store:
         self._queue.put(_Job(landing, future))
         return future
 
+    @contextmanager
+    def reserve(self, nbytes: int) -> Iterator[None]:
+        """Hold ``nbytes`` of the queue's byte budget while a batch is decoded (its bound, before decoding).
+
+        Decoding batches and queued ones share ``queue_max_bytes``, so concurrent uploads cannot
+        together inflate past it; when nothing else is held, one batch is always let in.
+        """
+        with self._lock:
+            held = self._queued_bytes + self._reading_bytes
+            if held and held + nbytes > self.settings.queue_max_bytes:
+                raise StoreBusy(f"the landing queue is full ({held} bytes waiting or being read)")
+            self._reading_bytes += nbytes
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._reading_bytes -= nbytes
+
     def call(self, fn: Callable[[duckdb.DuckDBPyConnection], T]) -> Future:
         """Run ``fn(connection)`` on the writer thread, in its own transaction."""
         with self._lock:
@@ -251,6 +282,21 @@ class Store:
                 raise StoreClosed("the store is shutting down")
         future: Future = Future()
         self._queue.put(_Call(fn, future))
+        return future
+
+    def register(self, schema: ModelSchema) -> Future:
+        """Register a model schema on the writer (see ``register_schema``); the catalog follows its commit."""
+
+        def registered(result: dict[str, Any]) -> None:
+            self._columns = self._load_columns()
+            if result["status"] == "registered":
+                self.catalog = self.catalog.with_schema(schema)
+
+        with self._lock:
+            if self._closed:
+                raise StoreClosed("the store is shutting down")
+        future: Future = Future()
+        self._queue.put(_Call(lambda con: register_schema(con, schema), future, registered))
         return future
 
     def cursor(self) -> duckdb.DuckDBPyConnection:
@@ -326,7 +372,7 @@ class Store:
         """Count the job out of the queue, then answer it: a caller that has its answer sees the queue without it."""
         with self._lock:
             self._queued -= 1
-            self._queued_bytes -= job.landing.batch.table.get_total_buffer_size()
+            self._queued_bytes -= job.landing.batch.decoded_bytes
         if error is not None:
             job.future.set_exception(error)
         else:
@@ -340,8 +386,11 @@ class Store:
             con.execute("COMMIT")
         except BaseException as exc:
             _rollback(con)
+            self._columns = self._load_columns()  # the call may have changed tables before failing
             call.future.set_exception(exc)
             return
+        if call.after_commit is not None:
+            call.after_commit(result)
         call.future.set_result(result)
 
     def land_group(self, group: list[_Job]) -> None:
@@ -363,15 +412,7 @@ class Store:
             elif sha256 is not None:
                 followers.append(job)
             else:
-                try:
-                    self._ensure_tables(batch.schema)
-                except BatchRejected as exc:
-                    self._settle(job, error=exc)
-                    continue
-                except duckdb.Error as exc:
-                    self._settle(job, error=StoreError(f"cannot prepare tables for {batch.model}: {exc}"))
-                    continue
-                firsts[batch.batch_id] = job
+                firsts[batch.batch_id] = job  # its tables exist: registering its schema made them
         if not firsts:
             return
         jobs = list(firsts.values())
@@ -438,62 +479,85 @@ class Store:
             raise
         return [_receipt_row({name: ledger.column(name)[index].as_py() for name in RECEIPT_COLUMNS}) for index in range(len(jobs))]
 
-    def _ensure_tables(self, schema: ModelSchema) -> None:
-        """Create a model's tables, or add the nullable columns a newer schema brings.
+    def _load_columns(self) -> dict[str, dict[str, str]]:
+        return _load_columns(self._con)
 
-        Runs in its own transaction before the data: an added column that outlives a crash is harmless.
-        """
-        wanted = table_columns(schema)
-        conflicts: list[dict[str, str]] = []
-        changes: list[str] = []
-        for table, columns in wanted.items():
-            have = self._columns.get(table)
-            if have is None:
-                body = ", ".join(f"{quote(name)} {type_}" for name, type_ in columns.items())
-                changes.append(f"CREATE TABLE {quote(table)} ({body})")
-                continue
-            for name, type_ in columns.items():
-                if name not in have:
-                    changes.append(f"ALTER TABLE {quote(table)} ADD COLUMN {quote(name)} {type_}")
-                elif have[name] != type_:
-                    conflicts.append({"table": table, "column": name, "expected": have[name], "got": type_})
-        if conflicts:
-            names = ", ".join(c["column"] for c in conflicts)
-            raise BatchRejected(
-                422, "incompatible_schema", f"model {schema.name!r} already stores {names} with another type", conflicts
-            )
-        if not changes:
-            return
-        con = self._con
-        con.execute("BEGIN TRANSACTION")
-        try:
-            for statement in changes:
-                con.execute(statement)
-            columns = self._load_columns(con)
-            con.execute(_training_view(schema.name, columns))
+
+def _load_columns(con: duckdb.DuckDBPyConnection) -> dict[str, dict[str, str]]:
+    rows = con.execute(
+        "SELECT table_name, column_name, data_type FROM information_schema.columns "
+        "WHERE table_schema = 'main' ORDER BY table_name, ordinal_position"
+    ).to_arrow_table().to_pylist()
+    columns: dict[str, dict[str, str]] = {}
+    for row in rows:
+        columns.setdefault(row["table_name"], {})[row["column_name"]] = row["data_type"]
+    return columns
+
+
+def load_catalog(con: duckdb.DuckDBPyConnection, *, adopt: bool = True) -> Catalog:
+    """Every registered schema. A database from before registration adopts the schemas its models landed with."""
+    rows = con.execute("SELECT schema_json FROM schemas").fetchall()
+    if not rows:
+        rows = con.execute("SELECT schema_json FROM models").fetchall()
+        if rows and adopt:
             con.execute(
-                "INSERT INTO models VALUES (?, ?, ?, now()) ON CONFLICT (model) DO UPDATE SET "
-                "schema_fingerprint = excluded.schema_fingerprint, schema_json = excluded.schema_json, "
-                "updated_at = excluded.updated_at",
-                [schema.name, schema.fingerprint, schema.canonical_json()],
+                f"INSERT INTO schemas SELECT schema_fingerprint, model, "
+                f"coalesce(try_cast(json_extract(schema_json, '$.version') AS INTEGER), 1), schema_json, now() FROM models"
             )
-            con.execute("COMMIT")
-        except BaseException:
-            _rollback(con)
-            self._columns = self._load_columns()
-            raise
-        self._columns = columns
-        log.info("model tables changed", extra={"model": schema.name, "changes": changes})
+            log.info("adopted the schemas of models landed before registration", extra={"models": len(rows)})
+    return Catalog(ModelSchema.from_canonical_json(text) for (text,) in rows)
 
-    def _load_columns(self, con: duckdb.DuckDBPyConnection | None = None) -> dict[str, dict[str, str]]:
-        rows = (con or self._con).execute(
-            "SELECT table_name, column_name, data_type FROM information_schema.columns "
-            "WHERE table_schema = 'main' ORDER BY table_name, ordinal_position"
-        ).to_arrow_table().to_pylist()
-        columns: dict[str, dict[str, str]] = {}
-        for row in rows:
-            columns.setdefault(row["table_name"], {})[row["column_name"]] = row["data_type"]
-        return columns
+
+def register_schema(con: duckdb.DuckDBPyConnection, schema: ModelSchema) -> dict[str, Any]:
+    """Register ``schema`` inside the caller's transaction: create or widen its tables, record it.
+
+    A schema whose columns clash with the tables (a name reserved by ingest, a column with
+    another type) is refused with BatchRejected 409 and nothing changes.
+    """
+    receipt = {"model": schema.name, "fingerprint": schema.fingerprint, "version": schema.version}
+    if con.execute("SELECT 1 FROM schemas WHERE fingerprint = ?", [schema.fingerprint]).fetchone():
+        return {**receipt, "status": "already_registered", "changes": []}
+    if schema.name in RESERVED_TABLES or schema.name.endswith(RESERVED_SUFFIXES):
+        raise BatchRejected(409, "reserved_model_name", f"model name {schema.name!r} clashes with ingest's own tables")
+    have_all = _load_columns(con)
+    conflicts: list[dict[str, str]] = []
+    changes: list[str] = []
+    for table, columns in table_columns(schema).items():
+        have = have_all.get(table)
+        if have is None:
+            body = ", ".join(f"{quote(name)} {type_}" for name, type_ in columns.items())
+            changes.append(f"CREATE TABLE {quote(table)} ({body})")
+            continue
+        for name, type_ in columns.items():
+            if name not in have:
+                changes.append(f"ALTER TABLE {quote(table)} ADD COLUMN {quote(name)} {type_}")
+            elif have[name] != type_:
+                conflicts.append({"table": table, "column": name, "stored": have[name], "schema": type_})
+    if conflicts:
+        names = ", ".join(c["column"] for c in conflicts)
+        raise BatchRejected(
+            409, "incompatible_schema",
+            f"model {schema.name!r} schema {schema.fingerprint} (version {schema.version}) is not compatible: "
+            f"the tables already store {names} with another type",
+            conflicts,
+        )
+    for statement in changes:
+        con.execute(statement)
+    if changes:
+        con.execute(_training_view(schema.name, _load_columns(con)))
+    con.execute(
+        "INSERT INTO schemas VALUES (?, ?, ?, ?, now())",
+        [schema.fingerprint, schema.name, schema.version, schema.canonical_json()],
+    )
+    con.execute(
+        "INSERT INTO models VALUES (?, ?, ?, now()) ON CONFLICT (model) DO UPDATE SET "
+        "schema_fingerprint = excluded.schema_fingerprint, schema_json = excluded.schema_json, "
+        "updated_at = excluded.updated_at "
+        "WHERE coalesce(try_cast(json_extract(models.schema_json, '$.version') AS INTEGER), 0) <= ?",
+        [schema.name, schema.fingerprint, schema.canonical_json(), schema.version],
+    )
+    log.info("schema registered", extra={**receipt, "changes": changes})
+    return {**receipt, "status": "registered", "changes": changes}
 
 
 def _server_threads() -> int:

@@ -26,6 +26,7 @@ sys.path.insert(0, str(ROOT))  # the simulated models live in the repository's b
 
 from bench.simulator import SimulatedModel  # noqa: E402
 from edgeloop.collector.client import Client  # noqa: E402
+from edgeloop.schemas import EXAMPLES_DIR  # noqa: E402
 
 BIN = Path(sys.executable).parent
 
@@ -112,6 +113,10 @@ db_path = "{var / 'server' / 'edgeloop.duckdb'}"
         processes.append((server, "ingest server"))
         url = f"http://127.0.0.1:{port}"
         wait_for(lambda: urllib.request.urlopen(f"{url}/healthz", timeout=1).status == 200, "ingest server", process=server)
+
+        step("registering the model schemas: the server accepts batches of registered schemas only")
+        run("edgeloop-ingest", "schemas", "push", *sorted(str(path) for path in EXAMPLES_DIR.glob("*.toml")),
+            "--config", str(ingest_toml))
 
         step("registering the device 'pump-pc-01' (its token is printed once, stored only as a hash)")
         token = run("edgeloop-ingest", "devices", "add", "pump-pc-01", "--config", str(ingest_toml), capture=True)

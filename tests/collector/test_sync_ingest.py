@@ -59,3 +59,33 @@ async def test_server_killed_mid_upload_then_back_lands_each_batch_once(ingest, 
     rows, distinct = ingest.query("SELECT count(*), count(DISTINCT record_id) FROM image_classifier")[0]
     assert rows == distinct == 30
     assert ingest.query("SELECT count(*) FROM batches")[0][0] == 3
+
+
+async def test_a_batch_of_an_unregistered_schema_waits_for_the_admin(tmp_path):
+    """A 422 unknown_schema keeps the batch in the spool (never rejected/); once an admin pushes the schema the next sync lands it."""
+    from tests.collector.conftest import Ingest
+    from tests.ingest.conftest import cli, free_port, write_config
+    from edgeloop.schemas import EXAMPLES_DIR
+
+    folder = tmp_path / "ingest"
+    folder.mkdir()
+    port = free_port()
+    config = write_config(folder, port)
+    config.write_text(config.read_text().replace(f'schemas_dir = "{EXAMPLES_DIR}"\n', ""))
+    token_file = folder / "kiosk.token"
+    token_file.write_text(cli("devices", "add", "kiosk-7", "--config", str(config)).stdout.strip().splitlines()[-1])
+    ingest = Ingest(f"http://127.0.0.1:{port}", config, token_file, folder / "ingest.duckdb", folder / "server.log")
+    ingest.start()
+    try:
+        spool = make_spool(tmp_path / "state")
+        batch = make_batch(spool, rows=4)
+        held = await syncer(spool, tmp_path, ingest, max_attempts=1).run_once()
+        assert held.outcome == "failed" and held.rejected == 0 and held.failed == 1
+        assert "unknown_schema" in held.reason
+        assert [b.batch_id for b in spool.pending()] == [batch.batch_id] and spool.rejected() == []
+        await asyncio.to_thread(cli, "schemas", "push", str(EXAMPLES_DIR / "image_classifier.toml"), "--config", str(config))
+        landed = await syncer(spool, tmp_path, ingest).run_once()
+        assert (landed.outcome, landed.uploaded) == ("ok", 1)
+        assert ingest.query("SELECT count(*) FROM image_classifier")[0][0] == 4
+    finally:
+        ingest.stop()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import os
 import socket
 import subprocess
@@ -96,7 +97,8 @@ def seal(tmp_path: Path, schema: ModelSchema, table: pa.Table, batch_id: str | N
 
 def make_config(tmp_path: Path, **sections: dict[str, Any]) -> IngestConfig:
     raw: dict[str, Any] = {
-        "server": {"host": "127.0.0.1", "port": 0, "admin_token_file": str(tmp_path / "admin.token"), "log_json": True},
+        "server": {"host": "127.0.0.1", "port": 0, "admin_token_file": str(tmp_path / "admin.token"), "log_json": True,
+                   "schemas_dir": str(EXAMPLES_DIR)},
         "store": {"db_path": str(tmp_path / "ingest.duckdb"), "threads": 2},
     }
     for name, values in sections.items():
@@ -125,7 +127,8 @@ class Server:
     async def put(self, batch_id: str, body: bytes, token: str, *, content_type: str = PARQUET,
                   headers: dict[str, str] | None = None) -> tuple[int, Any, Any]:
         all_headers = {"Authorization": f"Bearer {token}", "Content-Type": content_type, **(headers or {})}
-        async with self.session.put(f"{self.url}/v1/batches/{batch_id}", data=body, headers=all_headers) as response:
+        data = io.BytesIO(body) if len(body) > 1_000_000 else body  # aiohttp warns on large raw bytes
+        async with self.session.put(f"{self.url}/v1/batches/{batch_id}", data=data, headers=all_headers) as response:
             return response.status, await response.json(content_type=None), response.headers
 
     async def sql(self, query: str, params: list[Any] | None = None) -> list[dict[str, Any]]:
@@ -157,6 +160,25 @@ async def server(tmp_path):
     await runner.cleanup()
 
 
+@pytest.fixture
+async def make_server(tmp_path):
+    """Start servers with extra settings (and an optional store class); all stop at teardown."""
+    runners = []
+    session = aiohttp.ClientSession()
+
+    async def start(*, store_class: type[Store] = Store, **sections) -> Server:
+        config = make_config(tmp_path / f"s{len(runners)}", **sections)
+        config.store.db_path.parent.mkdir(parents=True, exist_ok=True)
+        runner, url = await start_server(config, store_class=store_class)
+        runners.append(runner)
+        return Server(url, config, session, runner.app)
+
+    yield start
+    await session.close()
+    for runner in runners:
+        await runner.cleanup()
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -171,6 +193,7 @@ def write_config(tmp_path: Path, port: int, extra: str = "") -> Path:
 host = "127.0.0.1"
 port = {port}
 admin_token_file = "{tmp_path / 'admin.token'}"
+schemas_dir = "{EXAMPLES_DIR}"
 shutdown_timeout_s = 10
 {extra}
 [store]

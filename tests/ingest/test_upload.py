@@ -16,26 +16,7 @@ import pytest
 from edgeloop.ingest.app import STORE
 from edgeloop.ingest.store import Store
 from edgeloop.schemas import ModelSchema
-from tests.ingest.conftest import Server, make_config, make_table, seal, start_server
-
-
-@pytest.fixture
-async def make_server(tmp_path):
-    """Start servers with extra settings (and an optional store class); all stop at teardown."""
-    runners = []
-    session = aiohttp.ClientSession()
-
-    async def start(*, store_class: type[Store] = Store, **sections) -> Server:
-        config = make_config(tmp_path / f"s{len(runners)}", **sections)
-        config.store.db_path.parent.mkdir(parents=True, exist_ok=True)
-        runner, url = await start_server(config, store_class=store_class)
-        runners.append(runner)
-        return Server(url, config, session, runner.app)
-
-    yield start
-    await session.close()
-    for runner in runners:
-        await runner.cleanup()
+from tests.ingest.conftest import make_table, seal
 
 
 class SlowStore(Store):
@@ -232,41 +213,6 @@ async def test_rows_that_cannot_land_are_422(server, tmp_path, vibration):
     assert [detail["column"] for detail in error["error"]["details"]] == ["kind", "model", "prediction_id"]
     assert "forecast" in error["error"]["details"][0]["problem"]
     assert await server.sql("SELECT count(*) AS n FROM batches") == [{"n": 0}]
-
-
-def _evolved(schema: ModelSchema, **fields) -> ModelSchema:
-    raw = schema.canonical()
-    raw["version"] += 1
-    for name, spec in fields.items():
-        existing = [f for f in raw["fields"] if f["name"] == name]
-        if existing:
-            existing[0].update(spec)
-        else:
-            raw["fields"].append({"name": name, "section": "inputs", "privacy": "keep", "required": False,
-                                  "dim": None, "max_bytes": None, **spec})
-    import json
-
-    return ModelSchema.from_canonical_json(json.dumps(raw))
-
-
-async def test_schema_evolution_adds_columns_and_refuses_type_changes(server, tmp_path, vibration):
-    """A batch adding a nullable field lands after the table gains the column; changing a type is 422."""
-    token = await server.add_device("pump-1")
-    batch_id, body = seal(tmp_path, vibration, make_table(vibration, predictions=2)[0])
-    assert (await server.put(batch_id, body, token))[0] == 201
-    wider = _evolved(vibration, humidity={"type": "float32"})
-    batch_id, body = seal(tmp_path / "2", wider, make_table(wider, predictions=3)[0])
-    status, receipt, _ = await server.put(batch_id, body, token)
-    assert status == 201, receipt
-    rows = await server.sql("SELECT count(humidity) AS filled, count(*) AS n FROM vibration")
-    assert rows == [{"filled": 3, "n": 5}]
-    retyped = _evolved(vibration, rpm={"type": "float64"})
-    batch_id, body = seal(tmp_path / "3", retyped, make_table(retyped, predictions=1)[0])
-    status, error, _ = await server.put(batch_id, body, token)
-    assert status == 422
-    _assert_error(error, "incompatible_schema")
-    assert error["error"]["details"][0]["column"] == "rpm"
-    assert "rpm" in error["error"]["message"]
 
 
 async def test_queue_byte_limit_is_429_but_one_batch_always_fits(make_server, tmp_path, vibration):
