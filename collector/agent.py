@@ -35,6 +35,7 @@ from edgeloop.collector.spool import Spool
 from edgeloop.errors import CollectorError, EdgeloopError
 from edgeloop.logs import RateLimitedLogger
 from edgeloop.settings import Settings
+from edgeloop.runner import GuardedRunner
 from edgeloop.schemas.registry import EXAMPLES_DIR, SchemaRegistry
 
 if TYPE_CHECKING:
@@ -122,8 +123,10 @@ class Agent:
                 info={"version": self.version, "recovery": recovery},
             )
             loop.add_signal_handler(signal.SIGHUP, self._begin_reload, app, journal, pipeline)
-            runner = web.AppRunner(
-                app, handle_signals=False, access_log=None, shutdown_timeout=agent.shutdown_timeout_s / 2
+            intake = self.config.intake
+            runner = GuardedRunner(
+                app, max_connections=intake.max_connections, idle_timeout_s=intake.idle_timeout_s,
+                handle_signals=False, access_log=None, shutdown_timeout=agent.shutdown_timeout_s / 2,
             )
             await runner.setup()  # starts sync (cleanup_ctx)
             runners = [runner]

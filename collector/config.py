@@ -78,6 +78,9 @@ class AgentSettings(Settings):
 class IntakeSettings(Settings):
     max_body_bytes: PositiveInt = 8 * MiB
     max_records_per_request: PositiveInt = 10_000
+    max_connections: PositiveInt = 256
+    idle_timeout_s: Positive = 30.0
+    body_timeout_s: Positive = 30.0
 
 
 class SpoolSettings(Settings):

@@ -35,6 +35,7 @@ from edgeloop.collector.config import CollectorConfig
 from edgeloop.collector.journal import Journal
 from edgeloop.collector.metrics import CONTENT_TYPE_LATEST, Metrics
 from edgeloop.collector.spool import Spool
+from edgeloop.runner import read_body
 
 if TYPE_CHECKING:
     from edgeloop.collector.pipeline import Pipeline
@@ -73,6 +74,7 @@ ERROR_CODES = {
     404: "not_found",
     405: "method_not_allowed",
     413: "too_large",
+    408: "request_timeout",
     415: "unsupported_media_type",
     422: "all_invalid",
     500: "internal",
@@ -161,7 +163,7 @@ async def post_records(request: web.Request) -> web.Response:
     want = request.query.get("results", "all")
     if want not in ("all", "errors", "none"):
         return error_response(400, "bad_request", "results must be 'all', 'errors' or 'none'")
-    body = await request.read()
+    body = await read_body(request, max_bytes=config.intake.max_body_bytes, timeout_s=config.intake.body_timeout_s)
     gate = app[INTAKE_OPEN]
     if not gate.is_set():
         await gate.wait()  # a reload is sealing the journal under the old schemas

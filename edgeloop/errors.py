@@ -20,6 +20,7 @@
         ├── ServerOverloaded        out of memory or another transient fault of ours (503)
         └── StoreError              the database could not land or read
             ├── StoreBusy           the landing queue is full: retry later (429)
+            ├── DiskFull            the database's disk is (nearly) full: retry later (507)
             ├── DatabaseInUse       another process (the server) holds the database file
             └── StoreClosed         the store is shutting down or closed (503)
 
@@ -37,6 +38,7 @@ __all__ = [
     "CollectorError",
     "ConfigError",
     "DatabaseInUse",
+    "DiskFull",
     "EdgeloopError",
     "IngestError",
     "JournalCorruptError",
@@ -153,6 +155,10 @@ class ServerOverloaded(IngestError):
 
 class StoreBusy(StoreError):
     """The landing queue is full; the upload may succeed after ``retry_after_s``."""
+
+
+class DiskFull(StoreError):
+    """The database's disk is below its free-space reserve, or a write hit ENOSPC; retry later (507)."""
 
 
 class StoreClosed(StoreError):

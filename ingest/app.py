@@ -34,6 +34,7 @@ from edgeloop.errors import (
     BatchRejected,
     ConfigError,
     QueryFailed,
+    DiskFull,
     QueryRefused,
     SchemaError,
     ServerOverloaded,
@@ -47,10 +48,11 @@ from edgeloop.ingest.config import IngestConfig
 from edgeloop.ingest.metrics import Metrics
 from edgeloop.ingest.query import run_query
 from edgeloop.ingest.store import Landing, Store, arrow_rows
+from edgeloop.runner import GuardedRunner, read_body
 from edgeloop.schemas.model_schema import ModelSchema
 from edgeloop.schemas.registry import SchemaRegistry
 
-__all__ = ["CONFIG", "METRICS", "STORE", "create_app", "ssl_context"]
+__all__ = ["CONFIG", "METRICS", "STORE", "create_app", "create_runner", "ssl_context"]
 
 log = logging.getLogger(__name__)
 
@@ -95,6 +97,9 @@ async def error_middleware(request: web.Request, handler: Callable[[web.Request]
         response = _error(429, "busy", str(exc), {"retry_after_s": int(retry["Retry-After"])}, headers=retry)
     except StoreClosed as exc:
         response = _error(503, "shutting_down", str(exc), {"retry_after_s": int(retry["Retry-After"])}, headers=retry)
+    except DiskFull as exc:
+        log.error("disk full", extra={"error": str(exc), "path": request.path})
+        response = _error(507, "disk_full", str(exc), {"retry_after_s": int(retry["Retry-After"])}, headers=retry)
     except (ServerOverloaded, MemoryError) as exc:
         # Our fault, not the sender's: a 4xx here would make a device dead-letter a good batch.
         log.error("out of memory", extra={"error": str(exc), "path": request.path})
@@ -115,6 +120,8 @@ async def error_middleware(request: web.Request, handler: Callable[[web.Request]
             code = "too_large"
         headers = {k: v for k, v in exc.headers.items() if k.lower() in ("allow", "retry-after")}
         response = _error(exc.status, code, exc.text if exc.text and not exc.text.startswith(f"{exc.status}:") else exc.reason, headers=headers or None)
+        if exc.status == 408:
+            response.force_close()  # the sender is mid-body: its leftover bytes are no request
     except asyncio.CancelledError:
         raise
     except Exception as exc:
@@ -158,7 +165,7 @@ async def put_batch(request: web.Request) -> web.Response:
         )
     if store.queued >= config.store.queue_depth:
         raise StoreBusy(f"the landing queue is full ({config.store.queue_depth} batches)")
-    body = await request.read()
+    body = await read_body(request, max_bytes=limit, timeout_s=config.server.body_timeout_s)
     app[METRICS].bytes_received.labels(device).inc(len(body))
     loop = asyncio.get_running_loop()
 
@@ -195,12 +202,25 @@ def _sent_at(value: str | None) -> datetime | None:
     return parsed.astimezone(UTC)
 
 
+HEALTH_PROBE_S = 5.0
+
+
 async def healthz(request: web.Request) -> web.Response:
-    state = request.app[STATE]
-    return _json(200 if not state.draining else 503, {
-        "status": "draining" if state.draining else "ok",
-        "queued": request.app[STORE].queued,
-    })
+    """200 only if an upload could land now: not draining, writer alive, database readable, disk above its reserve."""
+    state, store = request.app[STATE], request.app[STORE]
+    problem = "the server is shutting down" if state.draining else store.problem()
+    if problem is None:
+        try:
+            # A read through DuckDB fails once a fatal error has invalidated the database.
+            async with asyncio.timeout(HEALTH_PROBE_S):
+                await asyncio.get_running_loop().run_in_executor(None, lambda: store.cursor().execute("SELECT 1").fetchall())
+        except TimeoutError:
+            problem = f"the database did not answer a probe within {HEALTH_PROBE_S:g}s"
+        except Exception as exc:  # noqa: BLE001 - any failure of the probe is what health reports
+            problem = f"the database cannot be read: {str(exc)[:300]}"
+    status = "draining" if state.draining else "ok" if problem is None else "failing"
+    body = {"status": status, "queued": store.queued, "problem": problem}
+    return _json(200 if problem is None else 503, body)
 
 
 async def metrics(request: web.Request) -> web.Response:
@@ -210,7 +230,7 @@ async def metrics(request: web.Request) -> web.Response:
 async def _admin_json(request: web.Request) -> dict[str, Any]:
     request.app[AUTH].admin(request.headers.get("Authorization"))
     try:
-        value = orjson.loads(await request.read())
+        value = orjson.loads(await _read_small(request, MAX_ADMIN_BODY_BYTES))
     except orjson.JSONDecodeError as exc:
         raise BatchRejected(400, "bad_json", f"the body is not JSON: {exc}") from exc
     if not isinstance(value, dict):
@@ -240,6 +260,11 @@ async def post_sql(request: web.Request) -> web.Response:
 
 
 MAX_SCHEMA_BYTES = 1024 * 1024
+MAX_ADMIN_BODY_BYTES = 1024 * 1024
+
+
+async def _read_small(request: web.Request, max_bytes: int) -> bytes:
+    return await read_body(request, max_bytes=max_bytes, timeout_s=request.app[CONFIG].server.body_timeout_s)
 
 
 async def post_schema(request: web.Request) -> web.Response:
@@ -248,7 +273,7 @@ async def post_schema(request: web.Request) -> web.Response:
     if request.content_length is not None and request.content_length > MAX_SCHEMA_BYTES:
         raise BatchRejected(413, "too_large", f"a schema file is at most {MAX_SCHEMA_BYTES} bytes")
     try:
-        text = (await request.read()).decode("utf-8")
+        text = (await _read_small(request, MAX_SCHEMA_BYTES)).decode("utf-8")
     except UnicodeDecodeError as exc:
         raise BatchRejected(400, "bad_schema", f"the schema file is not UTF-8: {exc}") from exc
     try:
@@ -297,9 +322,9 @@ async def _device_change(request: web.Request, change: Callable[[Any], Any]) -> 
 
     try:
         return await asyncio.wrap_future(request.app[STORE].call(apply))
-    except (StoreBusy, StoreClosed):
+    except (StoreBusy, StoreClosed, DiskFull):
         raise
-    except StoreError as exc:
+    except StoreError as exc:  # the registry's own refusals: a name taken, no such device
         raise BatchRejected(400, "device_error", str(exc)) from exc
 
 
@@ -372,6 +397,15 @@ def create_app(config: IngestConfig, *, store_class: type[Store] = Store) -> web
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/metrics", metrics)
     return app
+
+
+def create_runner(app: web.Application, *, shutdown_timeout_s: float | None = None) -> GuardedRunner:
+    """The runner serving ``app``: connection cap, header and body timeouts (``edgeloop/runner.py``)."""
+    server = app[CONFIG].server
+    return GuardedRunner(
+        app, max_connections=server.max_connections, idle_timeout_s=server.idle_timeout_s, access_log=None,
+        shutdown_timeout=shutdown_timeout_s if shutdown_timeout_s is not None else server.shutdown_timeout_s,
+    )
 
 
 def ssl_context(config: IngestConfig) -> ssl.SSLContext | None:

@@ -32,7 +32,8 @@ def new_token() -> str:
 
 
 def hash_token(token: str) -> str:
-    return hashlib.sha256(token.encode()).hexdigest()
+    # Header bytes that are not UTF-8 arrive as surrogates: they hash (to no known token), never raise.
+    return hashlib.sha256(token.encode("utf-8", "surrogateescape")).hexdigest()
 
 
 def bearer(header: str | None) -> str | None:

@@ -37,7 +37,7 @@ from aiohttp import web
 from edgeloop import __version__
 from edgeloop.errors import ConfigError, EdgeloopError
 from edgeloop.ingest.admin import Admin, open_admin
-from edgeloop.ingest.app import create_app, ssl_context
+from edgeloop.ingest.app import create_app, create_runner, ssl_context
 from edgeloop.ingest.catalog import diff
 from edgeloop.ingest.config import EXAMPLE_CONFIG, UNIT_FILE, IngestConfig, ServerSettings
 from edgeloop.ingest.export import FORMATS, training_query, write_output
@@ -201,7 +201,7 @@ async def _serve(config: IngestConfig) -> None:
     server = config.server
     _check_can_listen(server)
     app = create_app(config)
-    runner = web.AppRunner(app, access_log=None, shutdown_timeout=server.shutdown_timeout_s)
+    runner = create_runner(app)
     await runner.setup()
     try:
         site = web.TCPSite(runner, server.host, server.port, ssl_context=ssl_context(config))

@@ -30,6 +30,9 @@ class ServerSettings(Settings):
     admin_token_file: Path = Path("/var/lib/edgeloop-ingest/admin.token")
     schemas_dir: Path | None = None
     shutdown_timeout_s: Positive = 30.0
+    max_connections: PositiveInt = 512
+    idle_timeout_s: Positive = 30.0
+    body_timeout_s: Positive = 60.0
     retry_after_s: PositiveInt = 2
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     log_json: bool = True
@@ -57,6 +60,7 @@ class StoreSettings(Settings):
     group_commit_delay_s: Annotated[float, Field(ge=0, le=1)] = 0.002
     threads: PositiveInt | None = None  # DuckDB worker threads; default: one per core but one (at least one)
     sql_timeout_s: Positive = 60.0
+    reserve_free_bytes: Annotated[int, Field(ge=0)] = 256 * MiB
 
 
 class LimitSettings(Settings):

@@ -37,7 +37,15 @@ import duckdb
 import orjson
 import pyarrow as pa
 
-from edgeloop.errors import BatchRejected, DatabaseInUse, StoreBusy, StoreClosed, StoreError
+from edgeloop.errors import (
+    BatchRejected,
+    DatabaseInUse,
+    DiskFull,
+    ServerOverloaded,
+    StoreBusy,
+    StoreClosed,
+    StoreError,
+)
 from edgeloop.ingest.batch import RESERVED_SUFFIXES, RESERVED_TABLES, UploadedBatch
 from edgeloop.ingest.catalog import Catalog
 from edgeloop.ingest.config import StoreSettings
@@ -224,6 +232,8 @@ class Store:
         self._queued = 0
         self._queued_bytes = 0
         self._reading_bytes = 0  # bounds of batches being decoded right now
+        self._failing: str | None = None  # why the last landing failed by our fault; None once one lands
+        self._fatal: str | None = None  # DuckDB invalidated the database: nothing lands until a restart
         self._closed = False
         self._local = threading.local()
         self._cursors: list[duckdb.DuckDBPyConnection] = []
@@ -244,9 +254,12 @@ class Store:
         already waiting (an empty queue takes any batch, so none is refused for good).
         """
         size = landing.batch.decoded_bytes  # what it takes once materialized, not its dictionaries
+        self._check_disk()
         with self._lock:
             if self._closed:
                 raise StoreClosed("the store is shutting down")
+            if self._fatal is not None:
+                raise StoreError(f"the database cannot land anything until the server restarts: {self._fatal}")
             if self._queued >= self.settings.queue_depth:
                 raise StoreBusy(f"the landing queue is full ({self.settings.queue_depth} batches)")
             if self._queued and self._queued_bytes + size > self.settings.queue_max_bytes:
@@ -283,6 +296,30 @@ class Store:
         future: Future = Future()
         self._queue.put(_Call(fn, future))
         return future
+
+    def free_bytes(self) -> int:
+        """Free bytes on the database's file system (for an unprivileged process)."""
+        stats = os.statvfs(self.path.parent)
+        return stats.f_bavail * stats.f_frsize
+
+    def _check_disk(self) -> None:
+        free = self.free_bytes()
+        if free < self.settings.reserve_free_bytes:
+            raise DiskFull(
+                f"the database's disk has {free} bytes free, under the {self.settings.reserve_free_bytes}-byte reserve"
+            )
+
+    def problem(self) -> str | None:
+        """Why the store cannot land batches now, or None: what /healthz reports."""
+        if self._fatal is not None:
+            return f"the database was invalidated by a fatal error (restart the server): {self._fatal}"
+        if not self._thread.is_alive():
+            return "the writer thread has stopped"
+        try:
+            self._check_disk()
+        except DiskFull as exc:
+            return str(exc)
+        return self._failing
 
     def register(self, schema: ModelSchema) -> Future:
         """Register a model schema on the writer (see ``register_schema``); the catalog follows its commit."""
@@ -364,6 +401,7 @@ class Store:
                 self.land_group(group)
             except BaseException as exc:  # the writer never dies: fail the group instead
                 log.exception("landing a group failed unexpectedly")
+                self._failing = f"the last landing failed: {type(exc).__name__}: {str(exc)[:300]}"
                 for job in group:
                     if not job.future.done():
                         self._settle(job, error=StoreError(f"landing failed: {exc}"))
@@ -420,8 +458,8 @@ class Store:
         try:
             receipts = self._insert(con, jobs)
         except duckdb.Error as exc:
-            if len(jobs) == 1:
-                error = StoreError(f"landing batch {jobs[0].landing.batch.batch_id} failed: {exc}")
+            if len(jobs) == 1 or isinstance(exc, duckdb.FatalException | duckdb.IOException | duckdb.OutOfMemoryException):
+                error = self._landing_failed(jobs[0].landing.batch.batch_id, exc)
                 for job in [*jobs, *followers]:
                     self._settle(job, error=error)
                 return
@@ -430,6 +468,7 @@ class Store:
                 self.land_group([job])
             return
         elapsed = time.perf_counter() - started
+        self._failing = None
         if self._on_landed:  # before the answers, so a caller that has its 201 sees it counted
             try:
                 self._on_landed([(job.landing, elapsed) for job in jobs])
@@ -439,6 +478,19 @@ class Store:
             self._settle(job, (201, receipt))
         for job in followers:
             self._settle(job, (200, receipts[jobs.index(firsts[job.landing.batch.batch_id])]))
+
+    def _landing_failed(self, batch_id: str, exc: duckdb.Error) -> StoreError | ServerOverloaded:
+        """Classify a DuckDB failure to land validated rows: always ours, so always a 5xx; remember it for /healthz."""
+        text = str(exc).splitlines()[0][:300] if str(exc) else type(exc).__name__
+        if isinstance(exc, duckdb.FatalException) or "invalidated" in text:
+            self._fatal = text
+            log.critical("the database is invalidated: nothing lands until a restart", extra={"error": text})
+        self._failing = f"the last landing failed: {text}"
+        if isinstance(exc, duckdb.OutOfMemoryException):
+            return ServerOverloaded(f"out of memory landing batch {batch_id}: {text}")
+        if isinstance(exc, duckdb.IOException) and ("No space" in text or "disk" in text.lower()):
+            return DiskFull(f"landing batch {batch_id} failed: the disk is full: {text}")
+        return StoreError(f"landing batch {batch_id} failed: {text}")
 
     def _insert(self, con: duckdb.DuckDBPyConnection, jobs: list[_Job]) -> list[dict[str, Any]]:
         """One transaction: each model's rows in one INSERT per table, then every ledger row in one INSERT."""

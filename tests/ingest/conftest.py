@@ -23,7 +23,7 @@ from aiohttp import web
 
 from edgeloop.collector.config import SpoolSettings
 from edgeloop.collector.spool import Spool
-from edgeloop.ingest.app import create_app
+from edgeloop.ingest.app import create_app, create_runner
 from edgeloop.ingest.config import IngestConfig
 from edgeloop.ingest.store import Store
 from edgeloop.schemas import EXAMPLES_DIR, ModelSchema, SchemaRegistry
@@ -143,7 +143,7 @@ class Server:
 
 async def start_server(config: IngestConfig, *, store_class: type[Store] = Store) -> tuple[web.AppRunner, str]:
     app = create_app(config, store_class=store_class)
-    runner = web.AppRunner(app, access_log=None, shutdown_timeout=5)
+    runner = create_runner(app, shutdown_timeout_s=5)
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)
     await site.start()

@@ -1,0 +1,121 @@
+"""GuardedRunner: an aiohttp AppRunner that holds up against slow and hostile clients.
+
+Both HTTP servers use it, ingest's TCP listener and the agent's unix socket:
+
+- **connection cap**: past ``max_connections`` the oldest connection that is not inside a
+  request (idle, or still trickling its request line and headers) is closed. A slowloris
+  holds many such connections, a real client holds one briefly, so a new client (a
+  ``/healthz`` probe, a device) always gets in and the process never runs out of files;
+- **header timeout**: a connection must complete a request's line and headers within
+  ``idle_timeout_s`` of opening (or of its previous response), else it is closed;
+- **body timeout**: ``read_body`` answers 408 when the sender goes quiet for
+  ``body_timeout_s`` mid-body (a Content-Length longer than the body sent);
+- **one error shape**: aiohttp's own parser rejections (request line or headers too long,
+  too many headers, a malformed request, bytes past Content-Length) answer
+  ``{"error": {"code", "message", "details"}}`` instead of plain text.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+import orjson
+from aiohttp import web
+from aiohttp.web_protocol import RequestHandler
+
+__all__ = ["GuardedRunner", "read_body"]
+
+log = logging.getLogger(__name__)
+
+PARSER_CODES = {400: "bad_request", 408: "request_timeout", 413: "too_large", 431: "headers_too_large"}
+MESSAGE_CHARS = 300
+
+
+async def read_body(request: web.BaseRequest, *, max_bytes: int, timeout_s: float) -> bytes:
+    """The request body, at most ``max_bytes`` (413 past it); a sender quiet for ``timeout_s`` gets 408."""
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        try:
+            async with asyncio.timeout(timeout_s):
+                chunk = await request.content.readany()
+        except TimeoutError:
+            raise web.HTTPRequestTimeout(
+                text=f"no body bytes for {timeout_s:g}s after {size} bytes (is Content-Length longer than the body?)"
+            ) from None
+        if not chunk:
+            return b"".join(chunks)
+        size += len(chunk)
+        if size > max_bytes:
+            raise web.HTTPRequestEntityTooLarge(max_size=max_bytes, actual_size=size)
+        chunks.append(chunk)
+
+
+class _Handler(RequestHandler):
+    """aiohttp's per-connection protocol, answering its own rejections in the one error shape."""
+
+    def handle_error(
+        self, request: web.BaseRequest, status: int = 500, exc: BaseException | None = None, message: str | None = None
+    ) -> web.StreamResponse:
+        if request.writer.output_size > 0:
+            raise ConnectionError("a response is already on its way; cannot send an error after it")
+        if status >= 500:
+            log.error("request failed inside the HTTP server", exc_info=exc)
+            text = "internal error"
+        else:
+            # Clients cause these at will: never a traceback, never above info.
+            text = (str(exc) if exc is not None else "") or message or "bad request"
+            log.info("request refused by the HTTP parser", extra={"status": status, "error": text[:MESSAGE_CHARS]})
+        code = PARSER_CODES.get(status, "internal" if status >= 500 else "bad_request")
+        body = orjson.dumps({"error": {"code": code, "message": text[:MESSAGE_CHARS], "details": None}})
+        response = web.Response(status=status, body=body, content_type="application/json")
+        response.force_close()
+        return response
+
+
+class _Server(web.Server):
+    """aiohttp's protocol factory with a connection cap that evicts idle connections first."""
+
+    def __init__(self, *args: Any, max_connections: int, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._max_connections = max_connections
+        self.evicted = 0
+
+    def __call__(self) -> RequestHandler:
+        return _Handler(self, loop=self._loop, **self._kwargs)
+
+    def connection_made(self, handler: RequestHandler, transport: Any) -> None:
+        super().connection_made(handler, transport)
+        if len(self._connections) <= self._max_connections:
+            return
+        # aiohttp keeps no public "inside a request" flag; _current_request is set while one is handled.
+        waiting = [h for h in self._connections if h is not handler and getattr(h, "_current_request", None) is None]
+        victim = waiting[0] if waiting else handler  # oldest first: dicts keep insertion order
+        self.evicted += 1
+        if self.evicted == 1 or self.evicted % 1000 == 0:
+            log.warning("connection cap reached: closing the oldest idle connection",
+                        extra={"max_connections": self._max_connections, "evicted": self.evicted})
+        self._loop.call_soon(victim.force_close)
+
+
+class GuardedRunner(web.AppRunner):
+    """``web.AppRunner`` with a connection cap, a header timeout and JSON parser errors (see the module doc)."""
+
+    def __init__(self, app: web.Application, *, max_connections: int, idle_timeout_s: float, **kwargs: Any) -> None:
+        # aiohttp's keep-alive timer is armed when a connection opens and again after each
+        # response, and closes a connection still waiting for a complete request: a header timeout.
+        super().__init__(app, keepalive_timeout=idle_timeout_s, **kwargs)
+        self._max_connections = max_connections
+
+    async def _make_server(self) -> web.Server:
+        server = await super()._make_server()
+        return _Server(
+            server.request_handler,
+            request_factory=server.request_factory,
+            handler_cancellation=server.handler_cancellation,
+            loop=asyncio.get_running_loop(),
+            max_connections=self._max_connections,
+            **server._kwargs,
+        )
