@@ -29,7 +29,7 @@ __all__ = ["GuardedRunner", "read_body"]
 
 log = logging.getLogger(__name__)
 
-PARSER_CODES = {400: "bad_request", 408: "request_timeout", 413: "too_large", 431: "headers_too_large"}
+PARSER_CODES = {400: "bad_request", 408: "request_timeout", 413: "too_large"}
 MESSAGE_CHARS = 300
 
 

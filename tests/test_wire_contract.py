@@ -12,6 +12,7 @@ ROW = re.compile(r"^\| (\d{3}) \| `([a-z_]+)` \|", re.MULTILINE)
 
 # Answered by aiohttp's router itself; both middlewares put them in the one error shape.
 FRAMEWORK = {(404, "not_found"), (405, "method_not_allowed")}
+RUNNER = ROOT / "edgeloop" / "runner.py"  # both servers' parser rejections and body timeouts
 
 
 def documented(heading: str) -> set[tuple[int, str]]:
@@ -44,7 +45,7 @@ def answered(paths: list[Path], calls: set[str], tables: set[str] = frozenset())
 
 def test_every_agent_status_is_documented_and_only_those():
     """The agent socket's table is exactly what collector/intake.py can answer."""
-    code = answered([ROOT / "collector" / "intake.py"], {"error_response"}, {"ERROR_CODES"})
+    code = answered([ROOT / "collector" / "intake.py", RUNNER], {"error_response"}, {"ERROR_CODES", "PARSER_CODES"})
     assert code, "found no error responses: did intake.py's helpers change name?"
     docs = documented("Agent socket: every status")
     assert sorted(code - docs) == [], "answered by the agent but not in docs/wire-contract.md"
@@ -53,7 +54,7 @@ def test_every_agent_status_is_documented_and_only_those():
 
 def test_every_ingest_status_is_documented_and_only_those():
     """The ingest table is exactly what the ingest package can answer (its handlers, batch checks and store)."""
-    code = answered(sorted((ROOT / "ingest").glob("*.py")), {"_error", "BatchRejected"}) | FRAMEWORK
+    code = answered([*sorted((ROOT / "ingest").glob("*.py")), RUNNER], {"_error", "BatchRejected"}, {"PARSER_CODES"}) | FRAMEWORK
     assert len(code) > len(FRAMEWORK), "found no error responses: did the ingest helpers change name?"
     docs = documented("Ingest: every status")
     assert sorted(code - docs) == [], "answered by ingest but not in docs/wire-contract.md"
