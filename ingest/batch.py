@@ -226,7 +226,7 @@ def _value_cap(spec: FieldSpec | None, limits: LimitSettings) -> int:
 
 
 def _check_values(table: pa.Table, schema: ModelSchema, limits: LimitSettings) -> None:
-    """String and binary values within their caps, sample weights finite and positive."""
+    """String and binary values within their caps, sample weights finite and at least 1."""
     details: list[dict[str, Any]] = []
     for field in table.schema:
         if not pa.types.is_dictionary(field.type):
@@ -239,9 +239,10 @@ def _check_values(table: pa.Table, schema: ModelSchema, limits: LimitSettings) -
             details.append({"column": field.name, "problem": f"a value of {longest} bytes is over the cap of {cap}",
                             "bytes": longest, "limit": cap})
     weights = table.column("sample_weight")
-    bad = pc.sum(pc.invert(pc.fill_null(pc.and_(pc.is_finite(weights), pc.greater(weights, 0)), True))).as_py() or 0
+    # 1/p for a kept prediction (p <= 1), 1 for feedback: anything else no sampler could give.
+    bad = pc.sum(pc.invert(pc.fill_null(pc.and_(pc.is_finite(weights), pc.greater_equal(weights, 1)), True))).as_py() or 0
     if bad:
-        details.append({"column": "sample_weight", "problem": f"{bad} values are not finite and positive"})
+        details.append({"column": "sample_weight", "problem": f"{bad} values are not a finite number >= 1"})
     if details:
         names = ", ".join(detail["column"] for detail in details)
         raise BatchRejected(422, "bad_values", f"some values break the server's schema: {names}", details)

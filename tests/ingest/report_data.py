@@ -19,6 +19,7 @@ from typing import Any
 import aiohttp
 import pyarrow as pa
 
+from edgeloop.ingest.app import STORE
 from edgeloop.schemas import ModelSchema
 from tests.ingest.conftest import Server, make_config, seal, start_server
 
@@ -104,6 +105,7 @@ def land(folder: Path, schema: ModelSchema, rows: list[dict[str, Any]], *, devic
         try:
             async with aiohttp.ClientSession() as session:
                 server = Server(url, config, session, runner.app)
+                await asyncio.wrap_future(runner.app[STORE].register(schema))  # schemas are the server's: an admin registers each
                 tokens = [await server.add_device(f"pump-{i}") for i in range(devices)]
                 for index in range(0, len(rows), batch_rows):
                     chunk = rows[index:index + batch_rows]

@@ -98,7 +98,7 @@ async def test_compatible_evolution_is_pushed_and_every_version_lands(server, tm
 
 
 async def test_values_are_checked_against_the_servers_schema(server, tmp_path, vibration):
-    """A string over its field's max_bytes, a hashed field that is not a hash, or a negative sample_weight is 422 bad_values."""
+    """A string over its field's max_bytes, or a sample_weight that is negative, under 1 or not finite is 422 bad_values."""
     token = await server.add_device("pump-1")
     table, _ = make_table(vibration, predictions=3)
     notes = pa.array(["fine", "x" * 5_000_000, None])
@@ -122,7 +122,7 @@ async def test_values_are_checked_against_the_servers_schema(server, tmp_path, v
     status, error, _ = await server.put(batch_id, body, token)
     assert status == 422
     _assert_error(error, "bad_values")
-    assert error["error"]["details"] == [{"column": "sample_weight", "problem": "2 values are not finite and positive"}]
+    assert error["error"]["details"] == [{"column": "sample_weight", "problem": "2 values are not a finite number >= 1"}]
     table, _ = make_table(vibration, predictions=1, weight=float("nan"))
     batch_id, body = seal(tmp_path / "n", vibration, table)
     assert (await server.put(batch_id, body, token))[0] == 422
