@@ -17,7 +17,7 @@ from apscheduler.triggers.cron import CronTrigger
 from pydantic import Field, field_validator
 
 from edgeloop.errors import ConfigError
-from edgeloop.schemas.model_schema import RedactPattern, check_regex
+from edgeloop.schemas.model_schema import SchemaPrivacy
 from edgeloop.settings import MiB, Positive, PositiveInt, Settings, load_settings
 
 __all__ = [
@@ -155,10 +155,10 @@ def check_sampling_models(sampling: SamplingSettings, models: Iterable[str]) -> 
             raise ConfigError(f"sampling.models.{model}: no schema for a model named {model!r} (models: {', '.join(known)})")
 
 
-class PrivacySettings(Settings):
+class PrivacySettings(SchemaPrivacy):
+    """[privacy]: the fleet-wide patterns and allow-list (a schema can add its own), phone regions, a detector."""
+
     regions: tuple[str, ...] = ()  # ISO 3166 codes whose national phone numbers are found
-    patterns: tuple[RedactPattern, ...] = ()
-    allow: tuple[str, ...] = ()  # regexes of text never redacted
     detector: str | None = None  # "package.module:callable" (text) -> [(start, end, label)]
 
     @field_validator("regions")
@@ -170,13 +170,6 @@ class PrivacySettings(Settings):
             if phonenumbers.PhoneMetadata.metadata_for_region(region.upper()) is None:
                 raise ValueError(f"unknown region {region!r}: use ISO 3166 codes such as DE, FR, US")
         return tuple(region.upper() for region in value)
-
-    @field_validator("allow")
-    @classmethod
-    def _allow(cls, value: tuple[str, ...]) -> tuple[str, ...]:
-        for text in value:
-            check_regex(text)
-        return value
 
     @field_validator("detector")
     @classmethod
