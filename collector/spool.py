@@ -43,6 +43,7 @@ __all__ = ["SealedBatch", "Spool", "describe_batch", "new_batch_id", "verify_bat
 log = logging.getLogger(__name__)
 
 FLOAT_TYPES = frozenset({"float32", "float64", "vector"})
+BATCH_FILE_MODE = 0o640  # records of the fleet: the agent's user and group only, systemd or not
 ROW_GROUP_ROWS = 4_096  # bounds the memory of sealing (about 8 MB at its peak); still compresses well
 
 
@@ -153,7 +154,7 @@ class Spool:
                 writer.add_key_value_metadata(metadata)
 
         try:
-            write_durably(path, write)
+            write_durably(path, write, mode=BATCH_FILE_MODE)
         except BaseException:
             with self._lock:
                 self.drops.update(drops)  # not sealed: keep counting them for the next batch

@@ -25,6 +25,7 @@ import logging
 import os
 import signal
 import ssl
+import stat
 import time
 from collections import deque
 from collections.abc import AsyncIterator, Callable
@@ -128,8 +129,11 @@ class Syncer:
             raise SyncError("sync.token_file is not set")
         try:
             token = path.read_text(encoding="utf-8").strip()
+            readable_by_everyone = path.stat().st_mode & stat.S_IROTH
         except OSError as exc:
             raise SyncError(f"cannot read token file {path}: {exc.strerror}") from exc
+        if readable_by_everyone:  # as the fleet key: a secret others can read is refused, not sent
+            raise SyncError(f"token file {path} is readable by everyone (chmod o-r {path})")
         if not token:
             raise SyncError(f"token file {path} is empty")
         return token

@@ -19,16 +19,19 @@ def fsync_dir(path: str | Path) -> None:
         os.close(fd)
 
 
-def write_durably(path: str | Path, write: bytes | Callable[[BinaryIO], None]) -> Path:
+def write_durably(path: str | Path, write: bytes | Callable[[BinaryIO], None], *, mode: int | None = None) -> Path:
     """Write ``path`` so that after a crash it is either absent or complete.
 
-    ``write`` is the bytes or a callback that writes into the open temp file.
+    ``write`` is the bytes or a callback that writes into the open temp file; ``mode``, if
+    given, is set before anything is written (whatever the umask).
     """
     path = Path(path)
     # Write to a temporary file next to the destination so the rename is atomic.
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     try:
         with open(tmp, "wb") as handle:
+            if mode is not None:
+                os.fchmod(handle.fileno(), mode)
             if isinstance(write, (bytes, bytearray, memoryview)):
                 handle.write(write)
             else:

@@ -343,11 +343,11 @@ async def _resources(app: web.Application) -> AsyncIterator[None]:
         metrics_.commit_seconds.observe(landed[0][1])
         metrics_.group_batches.observe(len(landed))
 
+    token = admin_token(config.server.admin_token_file, create=True)  # refused before the database is touched
     store = await loop.run_in_executor(None, lambda: store_class(config.store.db_path, config.store, on_landed=on_landed))
     app[STORE] = store
     if config.server.schemas_dir is not None:
         await _register_dir(store, config.server.schemas_dir)
-    token = admin_token(config.server.admin_token_file, create=True)
     app[AUTH] = Authenticator(DeviceRegistry.live(store.cursor()), token)
     log.info("store open", extra={"db_path": str(config.store.db_path)})
     try:

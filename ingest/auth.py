@@ -12,6 +12,7 @@ import hmac
 import os
 import re
 import secrets
+import stat
 import threading
 from datetime import UTC, datetime
 from pathlib import Path
@@ -132,4 +133,6 @@ def admin_token(path: Path, *, create: bool = False) -> str:
         raise ConfigError(f"{path}: cannot read the admin token file: {exc.strerror}") from exc
     if not token:
         raise ConfigError(f"{path}: the admin token file is empty")
+    if path.stat().st_mode & (stat.S_IROTH | stat.S_IWOTH):
+        raise ConfigError(f"{path}: the admin token file is readable or writable by everyone (chmod 600 {path})")
     return token

@@ -248,6 +248,7 @@ def _run(args: argparse.Namespace) -> int:
         print(_check_config(config))
         return 0
     if args.command == "serve":
+        os.umask(os.umask(0o027) | 0o027)  # files DuckDB creates later (WAL, temp) stay out of others' reach
         configure_logging(config.server.log_level, json=config.server.log_json)
         asyncio.run(_serve(config))
         return 0

@@ -72,6 +72,8 @@ FEEDBACK_ENVELOPE = PREDICTION_ENVELOPE + (("prediction_id", "UUID"), ("source",
 LANDING = (("device", "VARCHAR"), ("batch_id", "VARCHAR"), ("received_at", TSTZ), ("clock_offset_s", "DOUBLE"))
 LANDING_NAMES = tuple(name for name, _ in LANDING)
 CHECKPOINT_WAL_BYTES = 256 * 1024 * 1024
+DB_FILE_MODE = 0o640  # the most the database and its WAL may allow
+DIR_MODE = 0o750
 
 BOOTSTRAP = f"""
 CREATE TABLE IF NOT EXISTS devices (
@@ -222,8 +224,12 @@ class Store:
         self.path = Path(path)
         self.settings = settings
         self._on_landed = on_landed
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        # The fleet's records: the server's user and group only, whatever the umask.
+        self.path.parent.mkdir(mode=DIR_MODE, parents=True, exist_ok=True)
         self._con = connect(self.path, read_only=False, threads=settings.threads or _server_threads())
+        for path in (self.path, self.path.with_name(self.path.name + ".wal")):
+            if path.exists():
+                path.chmod(path.stat().st_mode & DB_FILE_MODE)
         self._columns = self._load_columns()
         self.catalog = load_catalog(self._con)
         self._reader_root = self._con.cursor()  # cursors for other threads branch off this one

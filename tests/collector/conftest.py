@@ -308,6 +308,7 @@ def ingest(tmp_path: Path) -> Iterator[Ingest]:
     config = write_ingest_config(folder, port)
     token_file = folder / "kiosk.token"
     token_file.write_text(ingest_cli("devices", "add", "kiosk-7", "--config", str(config)).stdout.strip().splitlines()[-1])
+    token_file.chmod(0o600)
     server = Ingest(f"http://127.0.0.1:{port}", config, token_file, folder / "ingest.duckdb", folder / "server.log")
     server.start()
     yield server

@@ -67,6 +67,7 @@ def make_batch(spool: Spool, rows: int = 10, *, thumbnail_bytes: int = 16) -> Se
 def sync_settings(url: str | None, tmp_path: Path, **overrides: Any) -> SyncSettings:
     token_file = tmp_path / "device.token"
     token_file.write_text(TOKEN + "\n")
+    token_file.chmod(0o600)
     defaults: dict[str, Any] = {
         "url": url,
         "token_file": token_file,

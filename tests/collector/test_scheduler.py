@@ -35,6 +35,7 @@ async def fleet_offsets(spool, tmp_path, *, devices, jitter_seed):
     for device in range(devices):
         token_file = tmp_path / f"device-{device}.token"
         token_file.write_text(f"token-{device}-{jitter_seed}")
+        token_file.chmod(0o600)
         settings = sync_settings("http://127.0.0.1:9", tmp_path, token_file=token_file, jitter_seed=jitter_seed,
                                  schedule="0 2 * * *", jitter_s=WINDOW_S)
         scheduler = SyncScheduler(settings, spool, agent_version="test")

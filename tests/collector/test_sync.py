@@ -232,3 +232,15 @@ async def test_unreadable_token_fails_the_sync_with_the_reason(peer, spool, tmp_
     sync = syncer(spool, tmp_path, peer.url, token_file=tmp_path / "missing.token")
     result = await sync.run_once()
     assert result.outcome == "failed" and "missing.token" in result.reason and peer.requests == []
+
+
+async def test_a_world_readable_token_is_not_sent(peer, spool, tmp_path):
+    """A device token file everybody can read fails the sync naming it, and nothing is sent (as for the fleet key)."""
+    make_batch(spool)
+    token = tmp_path / "open.token"
+    token.write_text("a-device-token\n")
+    token.chmod(0o644)
+    result = await syncer(spool, tmp_path, peer.url, token_file=token).run_once()
+    assert result.outcome == "failed" and "readable by everyone" in result.reason and peer.requests == []
+    token.chmod(0o600)
+    assert (await syncer(spool, tmp_path, peer.url, token_file=token).run_once()).outcome == "ok"

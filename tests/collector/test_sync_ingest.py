@@ -74,6 +74,7 @@ async def test_a_batch_of_an_unregistered_schema_waits_for_the_admin(tmp_path):
     config.write_text(config.read_text().replace(f'schemas_dir = "{EXAMPLES_DIR}"\n', ""))
     token_file = folder / "kiosk.token"
     token_file.write_text(cli("devices", "add", "kiosk-7", "--config", str(config)).stdout.strip().splitlines()[-1])
+    token_file.chmod(0o600)
     ingest = Ingest(f"http://127.0.0.1:{port}", config, token_file, folder / "ingest.duckdb", folder / "server.log")
     ingest.start()
     try:
