@@ -37,6 +37,9 @@ MAGIC = b"PAR1"
 RESERVED_TABLES = frozenset({"batches", "devices", "models"})
 RESERVED_SUFFIXES = ("_feedback", "_training")
 REQUIRED_METADATA = ("batch_id", "model", "schema_fingerprint")
+MAX_FOOTER_BYTES = 4 * 1024 * 1024  # 1M rows in 4,096-row groups with statistics is about 1.5 MB
+USED_METADATA = ("batch_id", "model", "schema_fingerprint", "agent_version", "drops", "sealed_at")
+METADATA_VALUE_CHARS = 4096
 HASH_HEX_BYTES = 64  # a ``hash`` field is stored as the hex of an HMAC-SHA256
 # Redaction placeholders (<EMAIL>, <IPV4>...) can be a little longer than what they replace.
 REDACT_SLACK = 1.25
@@ -102,6 +105,15 @@ def read_batch(
         raise BatchRejected(400, "not_parquet", "the body is not a Parquet file (no PAR1 magic)")
     if not body.endswith(MAGIC):
         raise BatchRejected(400, "truncated_parquet", "the Parquet file is truncated (no footer)")
+    footer_bytes = int.from_bytes(body[-8:-4], "little")
+    if footer_bytes > len(body) - 12:
+        raise BatchRejected(400, "corrupt_parquet", f"the Parquet footer claims {footer_bytes} bytes, more than the file has")
+    if footer_bytes > MAX_FOOTER_BYTES:
+        # A sealed batch's footer is kilobytes; megabytes of metadata are only there to be parsed and kept.
+        raise BatchRejected(
+            413, "footer_too_large", f"the Parquet footer is {footer_bytes} bytes, over the limit of {MAX_FOOTER_BYTES}",
+            {"footer_bytes": footer_bytes, "limit": MAX_FOOTER_BYTES},
+        )
     try:
         meta = pq.read_metadata(pa.BufferReader(body))
         file_schema = meta.schema.to_arrow_schema()
@@ -296,9 +308,10 @@ def _decoded_size(table: pa.Table, *, exact: bool, limit: int) -> int:
 def _metadata(meta: pq.FileMetaData) -> dict[str, str]:
     raw = meta.metadata or {}
     values: dict[str, str] = {}
-    for name, key in BATCH_METADATA_KEYS.items():
+    for name in USED_METADATA:  # the schema text a batch carries is never read: the server's catalog decides
+        key = BATCH_METADATA_KEYS[name]
         if key in raw:
-            values[name] = raw[key].decode("utf-8", "replace")
+            values[name] = raw[key][:METADATA_VALUE_CHARS].decode("utf-8", "replace")
     missing = [name for name in REQUIRED_METADATA if name not in values]
     if missing:
         raise BatchRejected(

@@ -52,7 +52,7 @@ async def test_unregistered_schema_is_422_naming_it_and_lands_once_pushed(bare, 
 async def test_a_device_cannot_define_or_alter_a_model(server, tmp_path, vibration):
     """A rogue device's own schema for a model, or an extra column under a registered fingerprint, never lands nor changes tables."""
     token = await server.add_device("rogue")
-    rogue = ModelSchema.from_toml(_toml('\n[inputs.pwned]\ntype = "string"\n'))
+    rogue = ModelSchema.from_toml(_toml('\n[inputs.pwned]\ntype = "string"\nprivacy = "keep"\n'))
     batch_id, body = seal(tmp_path, rogue, make_table(rogue, predictions=2)[0])
     status, error, _ = await server.put(batch_id, body, token)
     assert status == 422
