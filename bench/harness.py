@@ -253,7 +253,7 @@ class ProcessWatch:
 class IngestServer:
     """A real ``edgeloop-ingest serve`` on a loopback port with a DuckDB file in its own folder."""
 
-    def __init__(self, bench: Bench, name: str, *, server: str = "", store: str = "", limits: str = "") -> None:
+    def __init__(self, bench: Bench, name: str, *, server: str = "", store: str = "", limits: str = "", start: bool = True) -> None:
         for module in ("edgeloop.ingest.cli", "edgeloop.ingest.app"):
             try:
                 __import__(module)
@@ -270,17 +270,34 @@ class IngestServer:
             + (f"[limits]\n{limits}" if limits else "")
         )
         self.stop_s: float | None = None
-        self.proc = subprocess.Popen(
-            [console_script("edgeloop-ingest"), "serve", "--config", str(self.config)],
-            stdout=open(self.folder / "server.log", "ab"),  # noqa: SIM115 - the child owns it; closed below
-            stderr=subprocess.STDOUT,
-        )
+        self.proc: subprocess.Popen | None = None
+        self.admin = ""
+        if start:
+            self.start()
+
+    def start(self) -> None:
+        """Start serving (a second start after a stop serves the same database again)."""
+        self.stop_s = None
+        with open(self.folder / "server.log", "ab") as log:  # the child keeps its own copy of the descriptor
+            self.proc = subprocess.Popen(
+                [console_script("edgeloop-ingest"), "serve", "--config", str(self.config)], stdout=log, stderr=subprocess.STDOUT
+            )
         try:
             wait_for(self._healthy, timeout_s=60, what="edgeloop-ingest serve", proc=self.proc)
         except RuntimeError as exc:
             self.stop()
             raise RuntimeError(f"{exc}: {self.log_tail()}") from None
         self.admin = (self.folder / "admin.token").read_text().strip()
+
+    def add_device_offline(self, name: str) -> str:
+        """Register a device with the server stopped (``edgeloop-ingest devices add``); its token."""
+        done = subprocess.run(
+            [console_script("edgeloop-ingest"), "devices", "add", name, "--config", str(self.config)],
+            capture_output=True, text=True, timeout=120,
+        )
+        if done.returncode != 0:
+            raise RuntimeError(f"edgeloop-ingest devices add failed: {done.stderr[-500:]}")
+        return done.stdout.strip()
 
     def __enter__(self) -> IngestServer:
         return self
@@ -327,10 +344,10 @@ class IngestServer:
 
     def stop(self) -> float:
         """Stop the server (its final WAL checkpoint included); the seconds that took."""
+        if self.proc is None:
+            return 0.0
         if self.stop_s is None:
             self.stop_s = stop(self.proc)
-            if self.proc.stdout is not None:
-                self.proc.stdout.close()
         return self.stop_s
 
 

@@ -10,6 +10,6 @@ out_dir, machine) -> dict`` turns every run's ``bench.details`` into an extra ta
 
 from __future__ import annotations
 
-from bench.rows import device, ingest, intake, privacy, scaling, wire
+from bench.rows import device, ingest, intake, jetstream, privacy, scaling, wire
 
-ROWS = (intake, device, wire, ingest, scaling, privacy)
+ROWS = (intake, device, wire, ingest, scaling, privacy, jetstream)
