@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import signal
 import sys
 import tempfile
 import time
@@ -58,6 +59,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeat", type=int, help="runs per row (default 3, 1 with --quick)")
     parser.add_argument("--readme", action="store_true", help="only render README.md's table from DIR/latest.json")
     args = parser.parse_args(argv)
+    # SIGTERM unwinds like Ctrl-C, so every server and agent a row started is stopped by its block.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     if args.readme:
         from bench.readme import regenerate
 

@@ -46,6 +46,7 @@ from edgeloop.ingest.auth import Authenticator, DeviceRegistry, admin_token
 from edgeloop.ingest.batch import check_batch_id, read_batch
 from edgeloop.ingest.config import IngestConfig
 from edgeloop.ingest.metrics import Metrics
+from edgeloop.ingest.pacer import Pacer
 from edgeloop.ingest.query import run_query
 from edgeloop.ingest.store import Landing, Store, arrow_rows
 from edgeloop.runner import GuardedRunner, read_body
@@ -63,8 +64,10 @@ SENT_AT_HEADER = "X-Edgeloop-Sent-At"
 
 @dataclass
 class _State:
+    pacer: Pacer
     draining: bool = False
     executor: ThreadPoolExecutor | None = None
+    admitting: int = 0  # uploads holding a queue slot while their body is read and checked
 
 
 CONFIG = web.AppKey("config", IngestConfig)
@@ -94,6 +97,8 @@ async def error_middleware(request: web.Request, handler: Callable[[web.Request]
     except AuthError as exc:
         response = _error(401, "unauthorized", str(exc), headers={"WWW-Authenticate": "Bearer"})
     except StoreBusy as exc:
+        backlog = (request.app[STORE].queued if STORE in request.app else 0) + request.app[STATE].admitting
+        retry = {"Retry-After": str(request.app[STATE].pacer.retry_after_s(backlog))}
         response = _error(429, "busy", str(exc), {"retry_after_s": int(retry["Retry-After"])}, headers=retry)
     except StoreClosed as exc:
         response = _error(503, "shutting_down", str(exc), {"retry_after_s": int(retry["Retry-After"])}, headers=retry)
@@ -163,21 +168,27 @@ async def put_batch(request: web.Request) -> web.Response:
             413, "too_large", f"the body is {request.content_length} bytes, over the limit of {limit}",
             {"bytes": request.content_length, "limit": limit},
         )
-    if store.queued >= config.store.queue_depth:
+    # A slot is held from before the body is read until the writer's queue takes the batch,
+    # so a burst of uploads is refused up front instead of decoded and then refused.
+    if store.queued + state.admitting >= config.store.queue_depth:
         raise StoreBusy(f"the landing queue is full ({config.store.queue_depth} batches)")
-    body = await read_body(request, max_bytes=limit, timeout_s=config.server.body_timeout_s)
-    app[METRICS].bytes_received.labels(device).inc(len(body))
-    loop = asyncio.get_running_loop()
+    state.admitting += 1
+    try:
+        body = await read_body(request, max_bytes=limit, timeout_s=config.server.body_timeout_s)
+        app[METRICS].bytes_received.labels(device).inc(len(body))
+        loop = asyncio.get_running_loop()
 
-    def check() -> Landing:
-        # Replays and conflicts are answered by the writer, which reads the ledger once per group.
-        batch = read_batch(
-            body, batch_id=batch_id, limits=config.limits, schema_for=store.catalog.get, reserve=store.reserve,
-            sha256=hashlib.sha256(body).hexdigest(),
-        )
-        return Landing(batch, device, received_at, sent_at)
+        def check() -> Landing:
+            # Replays and conflicts are answered by the writer, which reads the ledger once per group.
+            batch = read_batch(
+                body, batch_id=batch_id, limits=config.limits, schema_for=store.catalog.get, reserve=store.reserve,
+                sha256=hashlib.sha256(body).hexdigest(),
+            )
+            return Landing(batch, device, received_at, sent_at)
 
-    landing = await loop.run_in_executor(state.executor, check)
+        landing = await loop.run_in_executor(state.executor, check)
+    finally:
+        state.admitting -= 1
     status, receipt = await asyncio.wrap_future(store.submit(landing))
     if status == 201:
         app[METRICS].landing_seconds.observe(time.perf_counter() - started)
@@ -342,6 +353,7 @@ async def _resources(app: web.Application) -> AsyncIterator[None]:
             metrics_.rows.labels(landing.batch.model).inc(landing.batch.rows)
         metrics_.commit_seconds.observe(landed[0][1])
         metrics_.group_batches.observe(len(landed))
+        state.pacer.landed(len(landed))
 
     token = admin_token(config.server.admin_token_file, create=True)  # refused before the database is touched
     store = await loop.run_in_executor(None, lambda: store_class(config.store.db_path, config.store, on_landed=on_landed))
@@ -383,7 +395,7 @@ def create_app(config: IngestConfig, *, store_class: type[Store] = Store) -> web
     """Build the ingest app; the database opens when the app starts (cleanup_ctx)."""
     app = web.Application(middlewares=[error_middleware], client_max_size=config.limits.max_body_bytes)
     app[CONFIG] = config
-    app[STATE] = _State()
+    app[STATE] = _State(Pacer(default_s=config.server.retry_after_s, max_s=config.server.retry_after_max_s))
     app[_STORE_CLASS] = store_class
     app[METRICS] = Metrics(lambda: app[STORE].queued if STORE in app else 0)
     app.cleanup_ctx.append(_resources)

@@ -34,6 +34,7 @@ class ServerSettings(Settings):
     idle_timeout_s: Positive = 30.0
     body_timeout_s: Positive = 60.0
     retry_after_s: PositiveInt = 2
+    retry_after_max_s: PositiveInt = 60
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     log_json: bool = True
 

@@ -335,3 +335,24 @@ async def test_every_error_has_one_shape(server, tmp_path, vibration):
             assert response.content_type == "application/json"
             assert set(payload) == {"error"} and set(payload["error"]) == {"code", "message", "details"}, payload
             assert payload["error"]["code"] and payload["error"]["message"]
+
+
+async def test_a_burst_past_the_queue_is_refused_before_its_bodies_are_decoded(make_server, tmp_path, vibration, monkeypatch):
+    """Uploads past queue_depth get 429 without being decoded: a slot is held from reading the body until the writer queues it."""
+    from edgeloop.ingest import app as ingest_app
+
+    decoded = []
+    real_read_batch = ingest_app.read_batch
+
+    def counting_read_batch(*args, **kwargs):  # a spy: the real check runs, the call is counted
+        decoded.append(1)
+        return real_read_batch(*args, **kwargs)
+
+    monkeypatch.setattr(ingest_app, "read_batch", counting_read_batch)
+    server = await make_server(store_class=SlowStore, store={"queue_depth": 2, "group_commit_max_batches": 1})
+    token = await server.add_device("pump-1")
+    bodies = [seal(tmp_path / str(i), vibration, make_table(vibration, predictions=2)[0]) for i in range(12)]
+    results = await asyncio.gather(*(server.put(batch_id, body, token) for batch_id, body in bodies))
+    statuses = [status for status, _, _ in results]
+    assert statuses.count(201) >= 2 and 429 in statuses, statuses
+    assert len(decoded) == statuses.count(201), (len(decoded), statuses)
