@@ -192,6 +192,16 @@ def debian_binary(bench: Bench, binary: str, package: str, places: tuple[str, ..
     raise Unavailable(f"{binary} could not be installed with apt-get install {package}")
 
 
+def _rss_kib(pid: int) -> dict[str, int]:
+    """VmRSS, RssAnon, RssFile and RssShmem of a process in KiB (Linux /proc)."""
+    with open(f"/proc/{pid}/status") as status:
+        return {
+            key: int(value.split()[0])
+            for key, _, value in (line.partition(":") for line in status)
+            if key in ("VmRSS", "RssAnon", "RssFile", "RssShmem")
+        }
+
+
 class ProcessWatch:
     """Samples processes' CPU time and RSS (summed over them) from a thread until stopped."""
 
@@ -201,6 +211,8 @@ class ProcessWatch:
         self.procs = [psutil.Process(pid) for pid in pids]
         self.interval_s = interval_s
         self.peak_rss = 0
+        self.anon_at_peak = 0  # of the peak, the private (anonymous) part; the rest is mapped files, mostly libraries
+        self.peak_anon = 0
         self.samples: list[tuple[float, int]] = []  # (monotonic s, summed RSS bytes)
         self.cpu_start = self._cpu()
         self.cpu_s = 0.0
@@ -218,13 +230,17 @@ class ProcessWatch:
         return total
 
     def _sample(self) -> None:
-        rss = 0
+        rss = anon = 0
         for proc in self.procs:
-            with contextlib.suppress(Exception):
-                rss += proc.memory_info().rss
+            with contextlib.suppress(OSError):
+                parts = _rss_kib(proc.pid)
+                rss += parts.get("VmRSS", 0) * 1024
+                anon += parts.get("RssAnon", 0) * 1024
         if rss:
             self.samples.append((time.monotonic(), rss))
-            self.peak_rss = max(self.peak_rss, rss)
+            if rss > self.peak_rss:
+                self.peak_rss, self.anon_at_peak = rss, anon
+            self.peak_anon = max(self.peak_anon, anon)
         cpu = self._cpu() - self.cpu_start
         self.cpu_s = max(self.cpu_s, cpu)
 

@@ -82,12 +82,16 @@ def key_entropy_bits(key: bytes) -> float:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    from edgeloop.collector.footprint import bound_allocator, keep_out_unused_modules
+
+    keep_out_unused_modules()  # before anything imports pyarrow
+    config = _config(args)
+    bound_allocator(config.agent.malloc_arenas)
     from edgeloop.collector.agent import Agent
     from edgeloop.collector.config import CollectorConfig
     from edgeloop.collector.notify import Notifier
     from edgeloop.logs import configure_logging
 
-    config = _config(args)
     configure_logging(config.agent.log_level, json=config.agent.log_json)
     key = read_fleet_key(config.agent.key_file)
     agent = Agent(

@@ -49,6 +49,7 @@ class AgentSettings(Settings):
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     log_json: bool = True
     shutdown_timeout_s: Positive = 20.0
+    malloc_arenas: Annotated[int, Field(ge=1, le=64)] = 2
 
     @field_validator("socket_mode")
     @classmethod

@@ -15,11 +15,13 @@ commits, next to the same server committing each batch in its own transaction
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from pathlib import Path
 from typing import Any
 
 from bench.harness import Bench, Goal, IngestServer, Row
+from bench.profile import sampled
 from bench.records import parquet_bodies
 
 NUMBERS = (4, 5)
@@ -60,7 +62,7 @@ async def upload_all(url: str, token: str, bodies: Bodies, concurrency: int) -> 
     return {"seconds": elapsed, "retries_429": retries}
 
 
-def http_run(bench: Bench, name: str, bodies: Bodies, *, concurrency: int, group: int) -> dict[str, float]:
+def http_run(bench: Bench, name: str, bodies: Bodies, *, concurrency: int, group: int, profile: bool = False) -> dict[str, Any]:
     """Land ``bodies`` through a fresh server; the first one alone, untimed, creates the tables."""
     server = IngestServer(
         bench, name,
@@ -71,7 +73,8 @@ def http_run(bench: Bench, name: str, bodies: Bodies, *, concurrency: int, group
         (token,) = server.add_devices(["bench"])
         asyncio.run(upload_all(server.url, token, bodies[:1], 1))
         warm_batches, warm_rows = server.landed()
-        result = asyncio.run(upload_all(server.url, token, bodies[1:], concurrency))
+        with sampled(server.proc.pid, server.folder / "profile.txt") if profile else contextlib.nullcontext({}) as spent:
+            result = asyncio.run(upload_all(server.url, token, bodies[1:], concurrency))
         landed_batches, landed_rows = server.landed()
     finally:
         stop_s = server.stop()  # includes the final checkpoint of the WAL
@@ -80,6 +83,7 @@ def http_run(bench: Bench, name: str, bodies: Bodies, *, concurrency: int, group
     batches, rows = landed_batches - warm_batches, landed_rows - warm_rows
     return {
         **result,
+        "profile": spent,
         "stop_s": stop_s,
         "batches": batches,
         "rows": rows,
@@ -129,9 +133,9 @@ def measure(bench: Bench) -> list[Row]:
     small_count, small_uploaders = (201, 200) if bench.quick else (1_201, 200)
     large = bodies_for(bench, 10_000, large_count)
     small = bodies_for(bench, 1_000, small_count)
-    http = http_run(bench, "ingest-large", large, concurrency=large_uploaders, group=32)
+    http = http_run(bench, "ingest-large", large, concurrency=large_uploaders, group=32, profile=True)
     alone = duckdb_alone(bench.folder("duckdb-alone"), large[1:])  # the same files the HTTP run timed
-    grouped = http_run(bench, "ingest-grouped", small, concurrency=small_uploaders, group=32)
+    grouped = http_run(bench, "ingest-grouped", small, concurrency=small_uploaders, group=32, profile=True)
     single = http_run(bench, "ingest-single", small, concurrency=small_uploaders, group=1)
     bench.details.update(large=http, duckdb_alone=alone, grouped=grouped, single=single)
     large_note = f"{large_count - 1} batches, {large_uploaders} uploaders"
@@ -148,3 +152,23 @@ def measure(bench: Bench) -> list[Row]:
         Row(5, "fleet batches/s, 1,000-row batches, uploads only", "/s", grouped["batches_per_s"],
             "one transaction per batch", single["batches_per_s"], note=f"{small_note}; the checkpoints left out"),
     ]
+
+
+def summarize(details: list[dict[str, Any]], out_dir: Path, machine: str) -> dict[str, Any]:
+    """Where the server's busy time went in rows 4 and 5 (py-spy, the median share over the runs)."""
+    import statistics
+
+    lines = ["Where the ingest server's busy thread time goes (py-spy, median share over the runs):", ""]
+    shares: dict[str, Any] = {}
+    for key, title in (("large", "row 4, 10,000-row batches"), ("grouped", "row 5, 1,000-row batches in group commits")):
+        profiles = [run[key]["profile"] for run in details if run.get(key, {}).get("profile", {}).get("parts")]
+        if not profiles:
+            reasons = [run[key]["profile"].get("unavailable") for run in details if run.get(key, {}).get("profile")]
+            lines.append(f"{title}: no profile ({next(filter(None, reasons), 'not sampled')})")
+            continue
+        parts = sorted({part for profile in profiles for part in profile["parts"]})
+        median = {part: statistics.median(profile["parts"].get(part, 0.0) for profile in profiles) for part in parts}
+        shares[key] = median
+        lines.append(f"{title}:")
+        lines.extend(f"  {share:6.1%}  {part}" for part, share in sorted(median.items(), key=lambda item: -item[1]))
+    return {"text": "\n".join(lines), "shares": shares}
