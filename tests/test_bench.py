@@ -69,14 +69,6 @@ def test_the_device_package_does_not_ship_the_simulator():
     assert importlib.util.find_spec("bench.simulator") is not None
 
 
-def test_the_readme_figures_are_what_the_renderer_makes_of_the_committed_run():
-    """README.md's benchmark figures are exactly what `scripts/bench --readme` renders from bench/readme-run.json, a full run."""
-    run = json.loads(readme.RUN.read_text())
-    assert not run["quick"] and run["repeats"] >= 3
-    assert all(len(row["runs"]) >= 1 for row in run["rows"])
-    assert readme.render_block(run) in readme.README.read_text()
-
-
 def test_the_readme_refuses_a_quick_run(tmp_path, capsys):
     """A --quick run's figures never reach the README: the renderer refuses them with a one-line reason."""
     quick = tmp_path / "latest.json"
