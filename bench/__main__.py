@@ -51,6 +51,22 @@ def measure(module: ModuleType, *, quick: bool, repeats: int, work: Path) -> tup
     return runs, details, failures
 
 
+def write(out: Path, quick: bool, repeats: int, info: dict[str, Any], duration_s: float, entries: list[dict[str, Any]],
+          summaries: dict[str, Any], details: dict[str, Any], *, complete: bool) -> None:
+    """DIR/latest.json: every run's figures so far, folded rows, summaries, the machine."""
+    result = {
+        "quick": quick,
+        "repeats": repeats,
+        "complete": complete,
+        "machine": info,
+        "duration_s": round(duration_s, 1),
+        "rows": sorted(entries, key=lambda entry: entry["number"]),
+        "summaries": summaries,
+        "details": details,
+    }
+    (out / "latest.json").write_text(json.dumps(result, indent=2, default=str) + "\n")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="scripts/bench", description="Run edgeloop's benchmarks and print one table.")
     parser.add_argument("--quick", action="store_true", help="a small version, each row once (the suite's smoke test)")
@@ -72,41 +88,30 @@ def main(argv: list[str] | None = None) -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
     info = machine()
-    runs_by_row: list[list[Row]] = []
+    entries: list[dict[str, Any]] = []
     details: dict[str, Any] = {}
     summaries: dict[str, Any] = {}
+    selected = [module for module in ROWS if not only or only & set(module.NUMBERS)]
     with tempfile.TemporaryDirectory(prefix="edgeloop-bench-") as work:
-        for module in ROWS:
-            if only and not only & set(module.NUMBERS):
-                continue
+        for done, module in enumerate(selected, 1):
             name = module.__name__.rsplit(".", 1)[-1]
             runs, module_details, failures = measure(module, quick=args.quick, repeats=repeats, work=Path(work))
-            entries = fold(runs)
-            for entry in entries:
-                entry["failed_runs"] = len(failures)
-                entry["failures"] = failures
-            runs_by_row.extend(entries)  # type: ignore[arg-type]
+            for entry in fold(runs):
+                entries.append({**entry, "failed_runs": len(failures), "failures": failures})
             details[name] = module_details
             if hasattr(module, "summarize") and module_details:
                 summaries[name] = module.summarize(module_details, args.out, describe(info))
-    entries = sorted(runs_by_row, key=lambda entry: entry["number"])  # type: ignore[arg-type, index]
+            # Written after every row, so a long run that is stopped keeps what it measured.
+            write(args.out, args.quick, repeats, info, time.perf_counter() - started, entries, summaries, details,
+                  complete=done == len(selected))
+    entries.sort(key=lambda entry: entry["number"])
     duration = time.perf_counter() - started
     title = f"edgeloop bench{' --quick' if args.quick else ''} on {describe(info)} ({duration:.0f} s, {repeats} run{'s' * (repeats > 1)} per row)"
     print(f"\n{title}\n")
-    print(render(entries))  # type: ignore[arg-type]
+    print(render(entries))
     for summary in summaries.values():
         if summary.get("text"):
             print(f"\n{summary['text']}")
-    result = {
-        "quick": args.quick,
-        "repeats": repeats,
-        "machine": info,
-        "duration_s": round(duration, 1),
-        "rows": entries,
-        "summaries": summaries,
-        "details": details,
-    }
-    (args.out / "latest.json").write_text(json.dumps(result, indent=2, default=str) + "\n")
     print(f"bench: wrote {args.out / 'latest.json'}", file=sys.stderr)
     return 0
 
