@@ -300,7 +300,7 @@ def measure(bench: Bench) -> list[Row]:
     except ImportError:
         raise Unavailable("nats-py is not installed (pip install 'edgeloop[bench]')") from None
     binary = debian_binary(bench, "nats-server", "nats-server")
-    n, n_backlog = (5_000, 10_000) if bench.quick else (100_000, 1_000_000)
+    n, n_backlog = (2_000, 5_000) if bench.quick else (100_000, 1_000_000)
     folder = bench.folder("jetstream-records")
     write_ndjson(folder / "online.ndjson", "vibration", n, seed=41)
     write_ndjson(folder / "backlog.ndjson", "vibration", n_backlog, seed=42)
