@@ -73,14 +73,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results", help="where latest.json and the plot go")
     parser.add_argument("--only", default="", help="comma-separated row numbers to run, e.g. 3,6")
     parser.add_argument("--repeat", type=int, help="runs per row (default 3, 1 with --quick)")
-    parser.add_argument("--readme", action="store_true", help="only render README.md's table from DIR/latest.json")
+    parser.add_argument(
+        "--readme", nargs="*", type=Path, metavar="JSON",
+        help="only render README.md's figures from these runs' JSON (default DIR/latest.json)",
+    )
     args = parser.parse_args(argv)
     # SIGTERM unwinds like Ctrl-C, so every server and agent a row started is stopped by its block.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
-    if args.readme:
+    if args.readme is not None:
         from bench.readme import regenerate
 
-        return regenerate(args.out / "latest.json")
+        return regenerate(args.readme or [args.out / "latest.json"])
     only = {int(n) for n in args.only.split(",") if n.strip()} or None
     repeats = args.repeat or (1 if args.quick else 3)
     if repeats < 1:

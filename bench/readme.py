@@ -1,7 +1,7 @@
 """README.md's benchmark figures, rendered from a run's JSON, never typed by hand.
 
-``./scripts/bench --readme`` copies ``bench/results/latest.json`` to ``bench/readme-run.json``
-(committed: the run the README shows) and rewrites the block between the markers below;
+``./scripts/bench --readme [JSON ...]`` combines runs (default ``bench/results/latest.json``) into
+``bench/readme-run.json`` (committed: what the README shows) and rewrites the block between the markers below;
 a test checks the README's block is what this module renders from that file.
 """
 
@@ -22,27 +22,48 @@ README = ROOT / "README.md"
 RUN = ROOT / "bench" / "readme-run.json"
 
 
-def render_block(result: dict[str, Any]) -> str:
-    """The README's figures for one run: where and how it ran, the table, the extra tables."""
-    m = result["machine"]
-    load = m.get("load_average_at_start")
-    lines = [
-        START,
-        "",
-        f"`./scripts/bench{' --quick' if result['quick'] else ''}` at commit `{m.get('edgeloop_commit')}`, "
-        f"{result['repeats']} run{'s' * (result['repeats'] > 1)} per row (median, min–max in brackets), "
-        f"{result['duration_s'] / 60:.0f} min on {describe(m)}"
-        + (f"; the machine was shared with other work (load average {load[0]:g} at the start)" if load else "")
-        + ".",
+def combine(results: list[dict[str, Any]]) -> dict[str, Any]:
+    """One or more runs (each measuring other rows) as one figures set: every row, where each ran."""
+    rows = [row for result in results for row in result["rows"]]
+    summaries = {name: summary for result in results for name, summary in result.get("summaries", {}).items()}
+    sources = [
+        {
+            "numbers": sorted({row["number"] for row in result["rows"]}),
+            **{key: result.get(key) for key in ("quick", "repeats", "complete", "duration_s", "machine")},
+        }
+        for result in results
     ]
-    missing = sorted({n for module in ROWS for n in module.NUMBERS} - {row["number"] for row in result["rows"]})
+    return {"sources": sources, "rows": sorted(rows, key=lambda row: row["number"]), "summaries": summaries}
+
+
+def _source_line(source: dict[str, Any], several: bool) -> str:
+    m = source["machine"]
+    load = m.get("load_average_at_start")
+    rows = f"Rows {', '.join(map(str, source['numbers']))}: " if several else ""
+    return (
+        f"{rows}`./scripts/bench{' --quick' if source['quick'] else ''}` at commit `{m.get('edgeloop_commit')}`, "
+        f"{source['repeats']} run{'s' * (source['repeats'] > 1)} per row (median, min–max in brackets), "
+        f"{source['duration_s'] / 60:.0f} min on {describe(m)}"
+        + (f"; the machine was shared with other work (load average {load[0]:g} on 2 cores at the start)" if load else "")
+        + "."
+    )
+
+
+def render_block(figures: dict[str, Any]) -> str:
+    """The README's figures: where and how each run ran, the table, the extra tables."""
+    sources = figures["sources"]
+    lines = [START, ""]
+    for source in sources:
+        lines += [_source_line(source, len(sources) > 1), ""]
+    missing = sorted({n for module in ROWS for n in module.NUMBERS} - {row["number"] for row in figures["rows"]})
     if missing:
-        lines.append(
-            f"Rows {', '.join(map(str, missing))} are not in this run: it was stopped before them "
-            "(the shared machine was too slow to finish every row in time); `./scripts/bench --only` measures them."
-        )
-    lines += ["", render_markdown(result["rows"])]
-    for summary in result.get("summaries", {}).values():
+        lines += [
+            f"Rows {', '.join(map(str, missing))} are not in these runs: the shared machine was too slow to measure "
+            "every row three times before this README was due; `./scripts/bench --only N` measures them.",
+            "",
+        ]
+    lines.append(render_markdown(figures["rows"]))
+    for summary in figures.get("summaries", {}).values():
         if summary.get("text"):
             lines += ["", "```", summary["text"], "```"]
     lines += ["", END]
@@ -56,16 +77,20 @@ def replace_block(text: str, block: str) -> str:
     return text[:start] + block + text[end + len(END) :]
 
 
-def regenerate(source: Path) -> int:
-    """Copy ``source`` to bench/readme-run.json and render README.md's figures from it."""
-    if not source.is_file():
-        print(f"bench: {source} does not exist; run ./scripts/bench first", file=sys.stderr)
-        return 1
-    result = json.loads(source.read_text())
-    if result.get("quick"):
-        print("bench: refusing a --quick run for the README: its counts are too small to mean anything", file=sys.stderr)
-        return 1
-    RUN.write_text(json.dumps(result, indent=1, default=str) + "\n")
-    README.write_text(replace_block(README.read_text(), render_block(result)))
-    print(f"bench: README.md's figures now show {source} (kept as {RUN.relative_to(ROOT)})", file=sys.stderr)
+def regenerate(sources: list[Path]) -> int:
+    """Combine the runs' JSON into bench/readme-run.json and render README.md's figures from it."""
+    results = []
+    for source in sources:
+        if not source.is_file():
+            print(f"bench: {source} does not exist; run ./scripts/bench first", file=sys.stderr)
+            return 1
+        result = json.loads(source.read_text())
+        if result.get("quick"):
+            print("bench: refusing a --quick run for the README: its counts are too small to mean anything", file=sys.stderr)
+            return 1
+        results.append(result)
+    figures = combine(results)
+    RUN.write_text(json.dumps(figures, indent=1, default=str) + "\n")
+    README.write_text(replace_block(README.read_text(), render_block(figures)))
+    print(f"bench: README.md's figures now show {', '.join(map(str, sources))} (kept as {RUN.relative_to(ROOT)})", file=sys.stderr)
     return 0

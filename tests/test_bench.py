@@ -69,9 +69,16 @@ def test_the_device_package_does_not_ship_the_simulator():
     assert importlib.util.find_spec("bench.simulator") is not None
 
 
+def test_the_readme_figures_are_what_the_renderer_makes_of_the_committed_runs():
+    """README.md's benchmark figures are exactly what `scripts/bench --readme` renders from bench/readme-run.json, full runs only."""
+    figures = json.loads(readme.RUN.read_text())
+    assert figures["sources"] and all(not source["quick"] and source["repeats"] >= 3 for source in figures["sources"])
+    assert figures["rows"] and all(row["runs"] for row in figures["rows"])
+    assert readme.render_block(figures) in readme.README.read_text()
+
 def test_the_readme_refuses_a_quick_run(tmp_path, capsys):
     """A --quick run's figures never reach the README: the renderer refuses them with a one-line reason."""
     quick = tmp_path / "latest.json"
     quick.write_text(json.dumps({"quick": True, "rows": []}))
-    assert readme.regenerate(quick) == 1
+    assert readme.regenerate([quick]) == 1
     assert "refusing a --quick run" in capsys.readouterr().err
