@@ -39,7 +39,8 @@ def combine(results: list[dict[str, Any]]) -> dict[str, Any]:
 def _source_line(source: dict[str, Any], several: bool) -> str:
     m = source["machine"]
     load = m.get("load_average_at_start")
-    rows = f"Rows {', '.join(map(str, source['numbers']))}: " if several else ""
+    numbers = source["numbers"]
+    rows = f"Row{'s' * (len(numbers) > 1)} {', '.join(map(str, numbers))}: " if several else ""
     return (
         f"{rows}`./scripts/bench{' --quick' if source['quick'] else ''}` at commit `{m.get('edgeloop_commit')}`, "
         f"{source['repeats']} run{'s' * (source['repeats'] > 1)} per row (median, min–max in brackets), "
