@@ -649,20 +649,23 @@ def build_report(
     if not groups:
         report.notes.append("no predictions in this window")
 
-    reference, closer = _reference(schema, admin, training, since, until, reference_since, reference_until,
+    # Drift needs no labels: read the predictions table, not the view that joins each one to its feedback.
+    predictions = quote(schema.name)
+    reference, closer = _reference(schema, admin, predictions, since, until, reference_since, reference_until,
                                    reference_path, now, report)
     try:
         if reference is not None:
+            window = Rows(admin.query, predictions, since, until)
             for name, section, kind in _drift_fields(schema):
                 measure = _numeric_drift if kind == "numeric" else _categorical_drift
-                report.drift.append(measure(reference, rows, name, section))
+                report.drift.append(measure(reference, window, name, section))
     finally:
         if closer is not None:
             closer.close()
     return report
 
 
-def _reference(schema: ModelSchema, admin: Admin, training: str, since: datetime | None, until: datetime | None,
+def _reference(schema: ModelSchema, admin: Admin, relation: str, since: datetime | None, until: datetime | None,
                reference_since: datetime | None, reference_until: datetime | None, reference_path: Path | None,
                now: datetime | None, report: Report) -> tuple[Rows | None, duckdb.DuckDBPyConnection | None]:
     """Where drift compares against: a named export, a date range, or the window of equal length before --since."""
@@ -682,5 +685,5 @@ def _reference(schema: ModelSchema, admin: Admin, training: str, since: datetime
         end = until or now or datetime.now(UTC)
         reference_since, reference_until = since - (end - since), since
     report.reference = f"{_timestamp_text(reference_since) or 'the start'} .. {_timestamp_text(reference_until) or 'now'}"
-    return Rows(admin.query, training, reference_since, reference_until), None
+    return Rows(admin.query, relation, reference_since, reference_until), None
 
