@@ -332,7 +332,7 @@ class Store:
 
         def registered(result: dict[str, Any]) -> None:
             self._columns = self._load_columns()
-            if result["status"] == "registered":
+            if result["status"] in ("registered", "declarations_updated"):
                 self.catalog = self.catalog.with_schema(schema)
 
         with self._lock:
@@ -573,7 +573,14 @@ def register_schema(con: duckdb.DuckDBPyConnection, schema: ModelSchema) -> dict
     another type) is refused with BatchRejected 409 and nothing changes.
     """
     receipt = {"model": schema.name, "fingerprint": schema.fingerprint, "version": schema.version}
-    if con.execute("SELECT 1 FROM schemas WHERE fingerprint = ?", [schema.fingerprint]).fetchone():
+    known = con.execute("SELECT schema_json FROM schemas WHERE fingerprint = ?", [schema.fingerprint]).fetchone()
+    if known and known[0] != schema.canonical_json():
+        # Same stored columns, other comparison declarations (they are not in the fingerprint): take the new ones.
+        con.execute("UPDATE schemas SET schema_json = ? WHERE fingerprint = ?", [schema.canonical_json(), schema.fingerprint])
+        con.execute("UPDATE models SET schema_json = ?, updated_at = now() WHERE schema_fingerprint = ?",
+                    [schema.canonical_json(), schema.fingerprint])
+        return {**receipt, "status": "declarations_updated", "changes": []}
+    if known:
         return {**receipt, "status": "already_registered", "changes": []}
     if schema.name in RESERVED_TABLES or schema.name.endswith(RESERVED_SUFFIXES):
         raise BatchRejected(409, "reserved_model_name", f"model name {schema.name!r} clashes with ingest's own tables")

@@ -27,7 +27,7 @@ from edgeloop.ingest.admin import LocalAdmin
 from edgeloop.ingest.export import training_query
 from edgeloop.ingest.report import build_report, declare, model_schema, wilson
 from edgeloop.ingest.report_view import render_report
-from edgeloop.schemas import ModelSchema
+from edgeloop.schemas import EXAMPLES_DIR, ModelSchema
 from tests.ingest.conftest import cli, free_port, spawn_server, stop_server, write_config
 from tests.ingest.report_data import START, VERSIONS, WEEK, land, vibration_rows
 
@@ -409,3 +409,22 @@ def test_a_weight_no_sampler_could_give_is_left_out_and_counted(tmp_path, vibrat
     for value in (group.accuracy.value, group.accuracy.low, group.ece.value, group.weighted_coverage):
         assert math.isfinite(value) and 0 <= value <= 1
     assert all(d.psi is None or math.isfinite(d.psi) for d in report.drift)
+
+
+def test_pushing_new_declarations_for_a_registered_schema_reaches_the_report(tmp_path, vibration):
+    """Declarations stay out of the fingerprint, so pushing them again for a registered schema updates it in place."""
+    bare = ModelSchema(**{**vibration.model_dump(exclude={"fields", "source"}), "prediction_field": None, "truth_field": None},
+                       fields=vibration.fields)
+    predictions, feedback = vibration_rows(vibration, seed=2)
+    db = land(tmp_path, bare, predictions[:300] + feedback[:100], devices=1)
+    admin = LocalAdmin(db, read_only=False)
+    try:
+        assert model_schema(admin, "vibration").prediction_field is None
+        text = (EXAMPLES_DIR / "vibration.toml").read_text()
+        assert admin.push_schema(text, "vibration.toml")["status"] == "declarations_updated"
+        assert admin.push_schema(text, "vibration.toml")["status"] == "already_registered"
+        declared = model_schema(admin, "vibration")
+        assert (declared.prediction_field, declared.truth_field, declared.fingerprint) == ("predicted_class", "true_class", bare.fingerprint)
+        assert build_report(admin, declare(declared)).groups[0].accuracy is not None
+    finally:
+        admin.close()
