@@ -5,11 +5,16 @@
     client.log_feedback(record_id, "vibration", "2.1.0", {"true_class": "ok"})
     client.close()
 
-A log call builds a dict, mints a UUIDv7 and appends to an in-memory buffer (about a
-microsecond); a background thread sends the buffer in batches as a JSON array over HTTP on
+A log call builds a dict, mints a UUIDv7, stamps ``created_at`` with the app's clock and
+appends to an in-memory buffer (about a microsecond), so buffering, retries and agent
+restarts never move a record in time; a background thread sends the buffer in batches as a JSON array over HTTP on
 the agent's unix socket. When the agent is down the thread retries with capped backoff while
 the buffer holds up to ``max_buffer`` records; past that new records are dropped and counted.
 Nothing here raises into the app after construction.
+
+Fork-safe: in a child of ``os.fork()`` (gunicorn ``--preload``, multiprocessing) every
+client starts over with its own sender thread, connections and an empty buffer; what the
+parent had buffered stays the parent's to send.
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ import atexit
 import base64
 import http.client
 import logging
+import os
 import socket
 import threading
 import time
@@ -111,7 +117,8 @@ class Client:
 
     ``stats()`` tells what happened to them: sent, invalid (refused by the agent's schema
     check), dropped by reason (``buffer_full``, ``agent_unavailable`` at close, ``spool_full``,
-    ``too_large``, ``rejected``, ``closed``) and still buffered.
+    ``too_large``, ``rejected``, ``closed``) and still buffered (queued, or being retried while
+    the agent is down).
     """
 
     def __init__(
@@ -131,21 +138,39 @@ class Client:
         self.batch_size = batch_size
         self.flush_interval_s = flush_interval_s
         self.retry_max_s = retry_max_s
-        self._buffer: deque[Any] = deque()
-        self._wake = threading.Event()
-        self._closing = threading.Event()
+        self.timeout_s = timeout_s
         self._closed = False
-        self._lock = threading.Lock()
-        self._sent = 0
-        self._invalid = 0
-        self._dropped: Counter[str] = Counter()
-        self._first_errors: deque[dict[str, Any]] = deque(maxlen=10)
-        self._conns = (_UnixConnection(self.socket_path, timeout_s), _UnixConnection(self.socket_path, timeout_s))
-        self._thread = threading.Thread(target=self._run, name="edgeloop-client", daemon=True)
-        self._thread.start()
+        self._start()
         ref = weakref.ref(self)
         self._atexit = lambda: (client := ref()) is not None and client.close(timeout_s=2.0)
         atexit.register(self._atexit)
+        _CLIENTS.add(self)
+
+    def _start(self) -> None:
+        """Fresh state, connections and sender thread: at construction, and again in a forked child."""
+        self._buffer: deque[Any] = deque()
+        self._wake = threading.Event()
+        self._closing = threading.Event()
+        self._lock = threading.Lock()
+        self._sent = 0
+        self._invalid = 0
+        self._taken = 0  # records out of the buffer whose fate the agent has not told yet
+        self._dropped: Counter[str] = Counter()
+        self._first_errors: deque[dict[str, Any]] = deque(maxlen=10)
+        self._conns = (
+            _UnixConnection(self.socket_path, self.timeout_s),
+            _UnixConnection(self.socket_path, self.timeout_s),
+        )
+        self._thread = threading.Thread(target=self._run, name="edgeloop-client", daemon=True)
+        self._thread.start()
+
+    def _after_fork_in_child(self) -> None:
+        """The parent's thread is gone in the child and its sockets and buffer are the parent's."""
+        for conn in self._conns:
+            conn.sock = None  # the parent's socket: drop our reference without shutting it down
+        if self._closed:
+            return
+        self._start()
 
     # -- the app's side: cheap, never raises, never blocks ------------------------------------
 
@@ -161,7 +186,7 @@ class Client:
     ) -> str:
         """Queue one prediction; returns its record id at once (a UUIDv7 unless given).
 
-        ``created_at`` (a datetime or epoch seconds) defaults to the agent's clock at intake.
+        ``created_at`` (a datetime or epoch seconds) defaults to now, on the app's clock.
         """
         record_id = record_id or str(uuid_utils.uuid7())
         record = {
@@ -169,11 +194,10 @@ class Client:
             "model": model,
             "model_version": model_version,
             "record_id": record_id,
+            "created_at": time.time() if created_at is None else created_at,
             "inputs": inputs,
             "outputs": outputs,
         }
-        if created_at is not None:  # otherwise the agent stamps it at intake (DESIGN: device clock)
-            record["created_at"] = created_at
         self._put(record)
         return record_id
 
@@ -185,14 +209,19 @@ class Client:
         feedback: dict[str, Any],
         *,
         source: str | None = None,
+        created_at: datetime | float | None = None,
     ) -> str:
-        """Queue ground truth for an earlier prediction; returns the feedback record's id."""
+        """Queue ground truth for an earlier prediction; returns the feedback record's id.
+
+        ``created_at`` (a datetime or epoch seconds) defaults to now, on the app's clock.
+        """
         record_id = str(uuid_utils.uuid7())
         record = {
             "kind": "feedback",
             "model": model,
             "model_version": model_version,
             "record_id": record_id,
+            "created_at": time.time() if created_at is None else created_at,
             "prediction_id": str(prediction_id),
             "feedback": feedback,
         }
@@ -232,8 +261,13 @@ class Client:
         self._wake.set()
         self._thread.join(max(0.0, deadline - time.monotonic()) + 0.1)
         atexit.unregister(self._atexit)
-        left = sum(1 for item in self._buffer if isinstance(item, dict))
-        self._buffer.clear()
+        left = 0
+        while self._buffer:
+            item = self._buffer.popleft()
+            if isinstance(item, dict):
+                left += 1
+            else:
+                item.set()  # a flush() waiting in another thread: nothing more will be sent
         if left:
             self._drop("closed", left)
         for conn in self._conns:
@@ -247,8 +281,8 @@ class Client:
 
     @property
     def buffered(self) -> int:
-        """Records waiting to be sent (cheap: an app may use it to slow down before drops)."""
-        return len(self._buffer)
+        """Records not yet taken by the agent, queued or being retried (cheap: an app may slow down before drops)."""
+        return len(self._buffer) + self._taken
 
     def stats(self) -> dict[str, Any]:
         """Counters: sent, invalid, dropped by reason, buffered; and the last few invalid-record errors."""
@@ -257,7 +291,7 @@ class Client:
                 "sent": self._sent,
                 "invalid": self._invalid,
                 "dropped": dict(self._dropped),
-                "buffered": sum(1 for item in list(self._buffer) if isinstance(item, dict)),
+                "buffered": sum(1 for item in list(self._buffer) if isinstance(item, dict)) + self._taken,
                 "recent_errors": list(self._first_errors),
             }
 
@@ -275,6 +309,10 @@ class Client:
                 self.run_once()
             except Exception:  # the sender never dies: it is all that stands between app and agent
                 log.exception("edgeloop client: sending failed")
+                with self._lock:
+                    lost, self._taken = self._taken, 0
+                    if lost:
+                        self._dropped["internal_error"] += lost
                 time.sleep(min(1.0, self.flush_interval_s))
             if self._closing.is_set():
                 return
@@ -288,7 +326,7 @@ class Client:
         inflight: deque[_InFlight] = deque()
         spare = list(self._conns)
         while True:
-            if self._buffer and spare:
+            if self._buffer and spare and not self._closing.is_set():  # once closing, close() counts what is left
                 batch, markers = self._take()
                 if batch:
                     conn = spare.pop()
@@ -298,6 +336,7 @@ class Client:
                     spare.append(conn)
                     self._drain(inflight, spare)
                     self._deliver(batch)  # the agent is away: retry with backoff, in order
+                    self._done(batch)
                 else:
                     self._drain(inflight, spare)  # a flush marker: what came before settles first
                 for marker in markers:
@@ -314,6 +353,7 @@ class Client:
     def _receive_one(self, inflight: deque[_InFlight], spare: list[_UnixConnection]) -> None:
         conn, batch, markers = inflight.popleft()
         self._receive(conn, batch)
+        self._done(batch)
         spare.append(conn)
         for marker in markers:
             marker.set()
@@ -333,7 +373,15 @@ class Client:
             else:
                 markers.append(item)
                 break
+        if batch:
+            with self._lock:
+                self._taken += len(batch)
         return batch, markers
+
+    def _done(self, batch: list[dict[str, Any]]) -> None:
+        """The agent's answer for ``batch`` is counted (sent, invalid or dropped): it is no longer buffered."""
+        with self._lock:
+            self._taken -= len(batch)
 
     def _send(self, conn: _UnixConnection, batch: list[dict[str, Any]]) -> bool:
         """Write one request without waiting for the answer; False if that failed."""
@@ -418,3 +466,14 @@ class Client:
             raise AgentUnavailableError(f"agent answered {status}")
         return status, raw
 
+
+
+_CLIENTS: weakref.WeakSet[Client] = weakref.WeakSet()
+
+
+def _reset_clients_in_child() -> None:
+    for client in list(_CLIENTS):
+        client._after_fork_in_child()
+
+
+os.register_at_fork(after_in_child=_reset_clients_in_child)

@@ -114,3 +114,90 @@ def test_importing_the_sdk_does_not_load_pyarrow():
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "[]"
+
+
+def _wait_for(condition, timeout_s: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        assert time.monotonic() < deadline, "condition not met in time"
+        time.sleep(0.01)
+
+
+def test_created_at_is_the_log_time_not_the_agent_intake_time(agent_factory):
+    """A record logged while the agent is down carries the time it was logged, not the time the agent took it in."""
+    agent = agent_factory()
+    client = Client(agent.socket, flush_interval_s=0.02, retry_max_s=0.1)
+    sim = SimulatedModel("vibration", seed=5)
+    record = next(sim.predictions(1))
+    before = time.time()
+    record_id = client.log_prediction("vibration", "1.0", record["inputs"], record["outputs"])
+    feedback_id = client.log_feedback(record_id, "vibration", "1.0", {"true_class": "normal"})
+    after = time.time()
+    _wait_for(lambda: client.stats()["buffered"] == 2)
+    time.sleep(0.3)  # the agent comes up well after the log call
+    agent.start()
+    assert client.flush(timeout_s=20)
+    client.close()
+    agent.flush()
+    table = agent.read_batches()["vibration"]
+    stamped = {str(rid): ts.timestamp() for rid, ts in zip(table["record_id"].to_pylist(), table["created_at"].to_pylist(), strict=True)}
+    assert set(stamped) == {record_id, feedback_id}
+    for value in stamped.values():
+        assert before - 0.001 <= value <= after + 0.001, (before, value, after)
+
+
+def test_stats_count_records_waiting_for_an_agent_that_is_down(agent_factory):
+    """stats()['buffered'] and .buffered count records the sender holds while it retries a down agent."""
+    agent = agent_factory()
+    client = Client(agent.socket, batch_size=20, flush_interval_s=0.01, retry_max_s=0.05)
+    _log(client, SimulatedModel("vibration", seed=6).predictions(50))
+    time.sleep(0.3)  # the sender has taken a batch out of the buffer and is retrying it
+    assert client.stats()["buffered"] == 50
+    assert client.buffered == 50
+    agent.start()
+    assert client.flush(timeout_s=20)
+    stats = client.stats()
+    assert stats["buffered"] == 0 and stats["sent"] == 50 and client.buffered == 0
+    client.close()
+
+
+def test_client_keeps_working_in_a_forked_child(agent):
+    """After os.fork() the child's client logs and flushes into the agent, and neither process sends the other's records."""
+    import os
+    import warnings
+
+    client = Client(agent.socket, flush_interval_s=0.02)
+    sim = SimulatedModel("vibration", seed=7)
+    records = list(sim.predictions(30))
+    parent_ids = [client.log_prediction("vibration", "1.0", r["inputs"], r["outputs"]) for r in records[:10]]
+    assert client.flush(timeout_s=20)
+    parent_ids += [client.log_prediction("vibration", "1.0", r["inputs"], r["outputs"]) for r in records[10:20]]
+    read_end, write_end = os.pipe()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)  # Python 3.12 warns about fork with threads: the case at hand
+        pid = os.fork()
+    if pid == 0:  # the child: report through the pipe, never return into pytest
+        code = 1
+        try:
+            os.close(read_end)
+            child_ids = [client.log_prediction("vibration", "1.0", r["inputs"], r["outputs"]) for r in records[20:]]
+            ok = client.flush(timeout_s=20)
+            stats = client.stats()
+            os.write(write_end, (",".join(child_ids) + "|" + str(ok) + "|" + str(stats["sent"])).encode())
+            client.close()
+            code = 0
+        finally:
+            os._exit(code)
+    os.close(write_end)
+    with os.fdopen(read_end, "rb") as pipe:
+        report = pipe.read().decode()
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    child_text, ok, sent = report.split("|")
+    assert ok == "True" and sent == "10", report
+    child_ids = child_text.split(",")
+    assert client.flush(timeout_s=20)
+    client.close()
+    agent.flush()
+    stored = [str(v) for v in agent.read_batches()["vibration"]["record_id"].to_pylist()]
+    assert sorted(stored) == sorted(parent_ids + child_ids)
