@@ -5,7 +5,10 @@ One append-only segment per model is open at a time::
     journal/<model>/<segment_id>.wal     segment_id = the batch id it will seal into (UUIDv7)
 
 A segment is a run of frames, ``[u32 length][u32 crc32][payload]`` (little-endian), each
-payload the Arrow IPC stream of one RecordBatch, already through privacy and sampling.
+payload the Arrow IPC stream of one RecordBatch, already through privacy and sampling. The
+first frame's Arrow schema metadata carries the model schema the segment was written under
+(``edgeloop.schema``, its canonical JSON), so a segment is sealed with that schema even if
+the schema file changed, or went away, before the seal (a crash, then an edit).
 
 Appending is a plain write into the page cache on the event loop; a request is
 acknowledged only after a *group* fsync that covers its appends: one fsync (in a thread)
@@ -15,7 +18,8 @@ next one. A segment is rotated when it passes ``seal_max_rows``, ``seal_max_byte
 segment id as batch id → unlink the segment) runs in a worker thread.
 
 Recovery on start: a segment whose batch file already exists is deleted (the crash came
-after the seal, before the unlink); any other is sealed from its valid prefix. A torn or
+after the seal, before the unlink); any other is sealed from its valid prefix, under the
+schema its first frame names (segments from before that existed: the model's current one). A torn or
 CRC-bad tail is cut off and counted as the drop reason ``journal_torn``; a segment that
 cannot be read at all goes to ``quarantine/``.
 """
@@ -42,8 +46,10 @@ from edgeloop.collector.config import SpoolSettings
 from edgeloop.collector.metrics import Metrics
 from edgeloop.collector.spool import SealedBatch, Spool, new_batch_id
 from edgeloop.durable import fsync_dir
-from edgeloop.errors import JournalCorruptError
+from edgeloop.errors import JournalCorruptError, SchemaError
 from edgeloop.logs import RateLimitedLogger
+from edgeloop.schemas.envelope import BATCH_METADATA_KEYS
+from edgeloop.schemas.model_schema import ModelSchema
 from edgeloop.schemas.registry import SchemaRegistry
 
 __all__ = ["FRAME_HEADER", "Journal", "SegmentReader", "encode_frame", "read_segment"]
@@ -51,6 +57,7 @@ __all__ = ["FRAME_HEADER", "Journal", "SegmentReader", "encode_frame", "read_seg
 log = logging.getLogger(__name__)
 
 FRAME_HEADER = struct.Struct("<II")
+SCHEMA_KEY = BATCH_METADATA_KEYS["schema"]
 MAX_FRAME_BYTES = 1 << 30  # a longer length field is garbage, not a frame
 
 
@@ -114,6 +121,7 @@ class Segment:
     """One journal segment file, open for appends until it is rotated."""
 
     model: str
+    schema: ModelSchema  # the schema its records were written under; it seals with this one
     segment_id: str
     path: Path
     fd: int
@@ -187,21 +195,21 @@ class Journal:
             path.unlink()  # sealed before the crash, not yet unlinked
             report["already_sealed"] += 1
             return
-        schema = self.registry.get(model)
-        if schema is None:
-            self.spool.quarantine(path, f"journal segment for unknown model {model!r}")
-            report["quarantined"] += 1
-            return
         reader = SegmentReader(path)
         frames = iter(reader)
         try:
             first = next(frames, None)
             batch = None
             if first is not None:
+                schema = _segment_schema(first, self.registry.get(model))
+                if schema is None:
+                    self.spool.quarantine(path, f"journal segment for unknown model {model!r}")
+                    report["quarantined"] += 1
+                    return
                 batch = self.spool.write_batch(
                     _checked(itertools.chain([first], frames), schema.arrow_schema), schema=schema, batch_id=segment_id
                 )
-        except (JournalCorruptError, pa.ArrowException, ValueError) as exc:
+        except (JournalCorruptError, SchemaError, pa.ArrowException, ValueError) as exc:
             self.spool.quarantine(path, f"unreadable journal segment: {exc}")
             report["quarantined"] += 1
             return
@@ -224,7 +232,15 @@ class Journal:
 
         Pass the number to ``commit`` before telling anyone the records are safe.
         """
-        segment = self._active.get(model) or self._open(model)
+        schema = self.registry[model]
+        segment = self._active.get(model)
+        if segment is not None and segment.schema.fingerprint != schema.fingerprint:
+            self._rotate(segment)  # the schema changed under a live segment (a reload): one schema per segment
+            segment = None
+        if segment is None:
+            segment = self._open(model, schema)
+        if not segment.rows:
+            batch = batch.replace_schema_metadata({SCHEMA_KEY: schema.canonical_json().encode()})
         buffers = encode_frame(batch)
         size = sum(len(memoryview(buf)) for buf in buffers)
         try:
@@ -241,7 +257,7 @@ class Journal:
             self._rotate(segment)
         return self._seq
 
-    def _open(self, model: str) -> Segment:
+    def _open(self, model: str, schema: ModelSchema) -> Segment:
         folder = self.dir / model
         if not folder.is_dir():
             folder.mkdir()
@@ -249,7 +265,7 @@ class Journal:
         segment_id = new_batch_id()
         path = folder / f"{segment_id}.wal"
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND | os.O_CLOEXEC, 0o640)
-        segment = Segment(model, segment_id, path, fd)
+        segment = Segment(model, schema, segment_id, path, fd)
         self._active[model] = segment
         return segment
 
@@ -313,7 +329,7 @@ class Journal:
         if segment.fd >= 0:
             os.close(segment.fd)
             segment.fd = -1
-        schema = self.registry[segment.model]
+        schema = segment.schema
         reader = SegmentReader(segment.path)
         batch = self.spool.write_batch(
             _checked(_whole(reader), schema.arrow_schema), schema=schema, batch_id=segment.segment_id
@@ -410,12 +426,18 @@ def _fsync_segments(segments: list[Segment]) -> None:
         fsync_dir(folder)
 
 
+def _segment_schema(first: pa.RecordBatch, current: ModelSchema | None) -> ModelSchema | None:
+    """The schema a segment was written under, from its first frame; ``current`` for segments older than that."""
+    text = (first.schema.metadata or {}).get(SCHEMA_KEY)
+    return current if text is None else ModelSchema.from_canonical_json(text.decode())
+
+
 def _checked(batches: Iterable[pa.RecordBatch], schema: pa.Schema) -> Iterator[pa.RecordBatch]:
-    """Pass batches through, refusing any whose columns differ from ``schema`` (a schema changed under a segment)."""
+    """Pass batches through without metadata, refusing any whose columns differ from the segment's schema."""
     for batch in batches:
         if not batch.schema.equals(schema):
-            raise ValueError("journal frame columns do not match the model's current schema")
-        yield batch
+            raise ValueError("journal frame columns do not match the schema the segment was written under")
+        yield batch.replace_schema_metadata(None) if batch.schema.metadata else batch
 
 
 def _whole(reader: SegmentReader) -> Iterator[pa.RecordBatch]:

@@ -181,3 +181,46 @@ def test_status_tells_the_truth_about_disk(agent_factory):
     }
     assert 0 <= status["spool"]["oldest_record_age_s"] < 60
 
+
+
+def test_journal_is_sealed_with_the_schema_it_was_written_under(agent_factory, tmp_path):
+    """Records journaled before a SIGKILL and a schema edit (a field added) are all sealed, under the schema they were written with."""
+    import shutil
+
+    import pyarrow.parquet as pq
+
+    from edgeloop.schemas import EXAMPLES_DIR
+    from edgeloop.schemas.registry import SchemaRegistry
+
+    schemas = tmp_path / "schemas"
+    shutil.copytree(EXAMPLES_DIR, schemas)
+    old = SchemaRegistry.from_dir(schemas)["vibration"]
+    agent = agent_factory(agent={"schemas_dir": str(schemas)}, spool={"seal_max_age_s": 3600}).start()
+    records = list(SimulatedModel("vibration", seed=11).predictions(6))
+    status, body = agent.post_records(records)
+    assert status == 200 and body["accepted"] == 6
+    agent.kill()
+    assert list((agent.state_dir / "journal").rglob("*.wal"))
+    schema_file = schemas / "vibration.toml"
+    schema_file.write_text(schema_file.read_text() + '\n[inputs.humidity_pct]\ntype = "float32"\nprivacy = "keep"\n')
+    new = SchemaRegistry.from_dir(schemas)["vibration"]
+    assert new.fingerprint != old.fingerprint
+
+    agent.start()
+    status = agent.status()
+    assert status["agent"]["recovery"]["quarantined"] == 0, status
+    assert not list((agent.state_dir / "quarantine").iterdir())
+    (batch,) = agent.batch_files()
+    meta = pq.read_metadata(batch).metadata
+    assert meta[b"edgeloop.schema_fingerprint"].decode() == old.fingerprint
+    assert sorted(_ids(pq.read_table(batch))) == sorted(r["record_id"] for r in records)
+
+    later = list(SimulatedModel("vibration", seed=12).predictions(3))
+    for record in later:
+        record["inputs"]["humidity_pct"] = 40.5
+    assert agent.post_records(later)[0] == 200
+    agent.flush()
+    newest = max(agent.batch_files(), key=lambda path: path.name)
+    assert pq.read_metadata(newest).metadata[b"edgeloop.schema_fingerprint"].decode() == new.fingerprint
+    assert pq.read_table(newest)["humidity_pct"].to_pylist() == [40.5] * 3
+    assert agent.stop() == 0

@@ -108,3 +108,23 @@ def test_recovery_cuts_any_partial_frame(tmp_path, cut):
     report = journal.recover()
     assert report["sealed"] == 1 and report["rows"] == 10 and report["torn_bytes"] > 0
     assert journal.spool.drops_total["journal_torn"] == 1
+
+
+async def test_a_schema_change_under_a_live_segment_seals_each_part_with_its_own_schema(tmp_path):
+    """When the registry changes while a segment is open, the old records seal under the old schema and the new ones under the new."""
+    import shutil
+
+    schemas = tmp_path / "schemas"
+    shutil.copytree(EXAMPLES_DIR, schemas)
+    journal = _journal(tmp_path / "state")
+    await journal.commit(journal.append("vibration", _batch(5)))
+    schema_file = schemas / "vibration.toml"
+    schema_file.write_text(schema_file.read_text() + '\n[inputs.humidity_pct]\ntype = "float32"\nprivacy = "keep"\n')
+    changed = SchemaRegistry.from_dir(schemas)
+    journal.registry = changed
+    records = list(SimulatedModel("vibration", seed=2).predictions(4))
+    new_batch = Pipeline(changed, SamplingSettings(seed=1), FLEET_KEY).process(records).batches["vibration"]
+    await journal.commit(journal.append("vibration", new_batch))
+    sealed = await journal.close()
+    fingerprints = {batch.schema_fingerprint: batch.rows for batch in sealed}
+    assert fingerprints == {REGISTRY["vibration"].fingerprint: 5, changed["vibration"].fingerprint: 4}
