@@ -31,6 +31,7 @@ from edgeloop.collector.config import CollectorConfig, check_sampling_models
 from edgeloop.collector.intake import INFO, INTAKE_OPEN, create_app, create_metrics_app
 from edgeloop.collector.journal import Journal
 from edgeloop.collector.metrics import Metrics
+from edgeloop.collector.recent_ids import RecentIds
 from edgeloop.collector.spool import Spool
 from edgeloop.errors import CollectorError, EdgeloopError
 from edgeloop.logs import RateLimitedLogger
@@ -96,7 +97,9 @@ class Agent:
             spool = await asyncio.to_thread(Spool, agent.state_dir, self.config.spool, agent_version=self.version)
             journal = Journal(spool, registry, self.config.spool, metrics=self.metrics)
             recovery = await asyncio.to_thread(journal.recover)
-            pipeline = Pipeline(registry, self.config.sampling, self.fleet_key, self.config.privacy)
+            recent = RecentIds(self.config.intake.recent_ids)
+            recovery["recent_ids"] = await asyncio.to_thread(recent.load, spool)
+            pipeline = Pipeline(registry, self.config.sampling, self.fleet_key, self.config.privacy, recent=recent)
             scheduler = SyncScheduler(
                 self.config.sync, spool, agent_version=self.version, before_sync=journal.flush, metrics=self.metrics
             )

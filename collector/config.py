@@ -82,6 +82,7 @@ class IntakeSettings(Settings):
     max_connections: PositiveInt = 256
     idle_timeout_s: Positive = 30.0
     body_timeout_s: Positive = 30.0
+    recent_ids: Annotated[int, Field(ge=0)] = 50_000  # at least this many accepted record ids remembered, to store a resend once
 
 
 class SpoolSettings(Settings):

@@ -8,7 +8,10 @@
 
 ``POST /v1/records`` answers 200 when at least one record was valid (accepted or sampled
 out), with per-record results; invalid records in the same request are reported there and
-the valid ones kept. 422 when every record is invalid, 400 for a body that is not JSON,
+the valid ones kept. A record whose ``record_id`` the agent already holds (a resend after a
+lost answer, or the same id twice in one request) is answered ``accepted`` with
+``"duplicate": true`` and stored once; the answer counts it in ``accepted`` and in
+``duplicates``, and comes only once the first copy is fsync'd. 422 when every record is invalid, 400 for a body that is not JSON,
 413 for a body over ``intake.max_body_bytes`` or more than ``intake.max_records_per_request``
 records, 415 for another content type, 507 when the spool is full under ``reject_new`` (or
 the disk is), 503 when the journal cannot be written. ``?results=errors`` (or ``none``)
@@ -160,6 +163,7 @@ def _parse(body: bytes, content_type: str) -> tuple[list[Any], dict[int, str]] |
 async def post_records(request: web.Request) -> web.Response:
     app = request.app
     config, journal, spool, metrics = app[CONFIG], app[JOURNAL], app[SPOOL], app[METRICS]
+    recent = app[PIPELINE].recent
     want = request.query.get("results", "all")
     if want not in ("all", "errors", "none"):
         return error_response(400, "bad_request", "results must be 'all', 'errors' or 'none'")
@@ -190,7 +194,8 @@ async def post_records(request: web.Request) -> web.Response:
         processed = app[PIPELINE].process(records)
         results, invalid, drops = processed.results, processed.invalid, processed.drops
     accepted = processed.accepted
-    sampled_out = len(records) - accepted - invalid
+    duplicates = sum(processed.duplicates.values())
+    sampled_out = len(records) - accepted - duplicates - invalid
     frames = [(model, batch) for model, batch in processed.batches.items() if batch.num_rows]
 
     if frames:
@@ -207,6 +212,7 @@ async def post_records(request: web.Request) -> web.Response:
             seq = 0
             for model, batch in frames:
                 seq = journal.append(model, batch)
+                recent.add(processed.keys[model])  # in the journal now: a resend of these is a duplicate
             await journal.commit(seq)
         except OSError as exc:
             if exc.errno in (errno.ENOSPC, errno.EDQUOT):
@@ -215,9 +221,17 @@ async def post_records(request: web.Request) -> web.Response:
             log.error("journal write failed", extra={"error": repr(exc)})
             return error_response(503, "journal_unavailable", f"the journal cannot be written: {exc.strerror}")
 
+    elif duplicates:
+        try:
+            await journal.commit()  # the first copy may still wait for its fsync: answer only once it is durable
+        except OSError as exc:
+            return error_response(503, "journal_unavailable", f"the journal cannot be written: {exc.strerror}")
+
     _count(spool, metrics, drops)
     for model, batch in frames:
         metrics.records.labels(model, "accepted").inc(batch.num_rows)
+    for model, count in processed.duplicates.items():
+        metrics.records.labels(model, "duplicate").inc(count)
     if invalid:
         metrics.records.labels("", "invalid").inc(invalid)
     if sampled_out:
@@ -226,7 +240,13 @@ async def post_records(request: web.Request) -> web.Response:
         results = [result for result in results if result["status"] == "invalid"]
     elif want == "none":
         results = []
-    answer = {"accepted": accepted, "invalid": invalid, "sampled_out": sampled_out, "results": results}
+    answer = {
+        "accepted": accepted + duplicates,
+        "duplicates": duplicates,
+        "invalid": invalid,
+        "sampled_out": sampled_out,
+        "results": results,
+    }
     if records and invalid == len(records):
         answer = {"error": {"code": "all_invalid", "message": "no record in the request is valid", "details": answer}}
         return json_response(answer, 422)

@@ -20,6 +20,7 @@ import uuid_utils
 from edgeloop.collector.config import PrivacySettings, SamplingSettings
 from edgeloop.collector.privacy import Privacy, load_detector, redactor_for
 from edgeloop.collector.redact import Redactor
+from edgeloop.collector.recent_ids import RecentIds
 from edgeloop.collector.sampling import Sampler
 from edgeloop.schemas.model_schema import ModelSchema
 from edgeloop.schemas.records import RecordValidator
@@ -40,12 +41,18 @@ class ProcessedRecords:
     batches: dict[str, pa.RecordBatch]
     """Model name -> its kept records, typed as the schema's ``arrow_schema`` (only models with any)."""
     results: list[dict[str, Any]]
-    """One per input record, in input order: status ``accepted``, ``sampled_out`` or ``invalid``."""
+    """One per input record, in input order: status ``accepted`` (with ``duplicate: true`` for an
+    id accepted before), ``sampled_out`` or ``invalid``."""
     drops: Counter[str] = field(default_factory=Counter)
     """Records not kept, by reason: invalid, unknown_model, sampled_out, rate_capped."""
+    keys: dict[str, list[bytes]] = field(default_factory=dict)
+    """Model name -> the RecentIds keys of its kept records, to remember once they are journaled."""
+    duplicates: Counter[str] = field(default_factory=Counter)
+    """Records whose id was accepted before (or earlier in the request), by model: not stored again."""
 
     @property
     def accepted(self) -> int:
+        """Records new to the agent, in ``batches``."""
         return sum(batch.num_rows for batch in self.batches.values())
 
     @property
@@ -62,6 +69,8 @@ class Pipeline:
         sampling: SamplingSettings,
         fleet_key: bytes,
         privacy: PrivacySettings | None = None,
+        *,
+        recent: RecentIds | None = None,
     ) -> None:
         self.registry = registry
         self.sampler = Sampler(sampling)
@@ -71,6 +80,7 @@ class Pipeline:
             schema.name: redactor_for(schema, self.privacy_settings, detector) for schema in registry
         }
         self.privacy = Privacy(fleet_key, redactor=redactor_for(None, self.privacy_settings, detector))
+        self.recent = recent if recent is not None else RecentIds(0)
         self._validators: dict[str, RecordValidator] = {}
 
     def reload(self, registry: SchemaRegistry, sampling: SamplingSettings) -> None:
@@ -112,12 +122,10 @@ class Pipeline:
             else:
                 results[index] = _invalid(index, "model", f"unknown model {model!r}")
                 drops["unknown_model"] += 1
-        batches: dict[str, pa.RecordBatch] = {}
+        processed = ProcessedRecords(batches={}, results=results, drops=drops)
         for model, members in groups.items():
-            batch = self._process_model(self.registry[model], records, members, now, results, drops)
-            if batch is not None:
-                batches[model] = batch
-        return ProcessedRecords(batches=batches, results=results, drops=drops)
+            self._process_model(self.registry[model], records, members, now, processed)
+        return processed
 
     def _process_model(
         self,
@@ -125,17 +133,18 @@ class Pipeline:
         records: list[Any],
         members: list[int],
         now: datetime,
-        results: list[dict[str, Any]],
-        drops: Counter[str],
-    ) -> pa.RecordBatch | None:
+        processed: ProcessedRecords,
+    ) -> None:
+        results, drops = processed.results, processed.drops
         good_at, good, issues = self._validator(schema).validate([records[i] for i in members])
         for issue in issues:
             index = members[issue.index]
             results[index] = _invalid(index, issue.field, issue.message)
         if issues:
             drops["invalid"] += len(issues)
+        good_at, good, keys = self._fresh(schema, records, members, good_at, good, processed)
         if not good:
-            return None
+            return
 
         confidence = schema.confidence_field
         kinds = [record["kind"] for record in good]
@@ -148,26 +157,63 @@ class Pipeline:
         kept: list[dict[str, Any]] = []
         weights: list[float] = []
         ids: list[bytes] = []
+        kept_keys: list[bytes] = []
         for position, decision in enumerate(decisions):
             index = members[good_at[position]]
             record = good[position]
-            given = record.get("record_id")
-            if given is None:
+            key = keys[position]
+            if key is None:
                 minted = uuid_utils.uuid7()
                 id_bytes, id_text = minted.bytes, str(minted)
             else:
-                id_bytes, id_text = given.bytes, _uuid_text(records[index].get("record_id"), given)
+                id_bytes, id_text = key[:16], _uuid_text(records[index].get("record_id"), record["record_id"])
             if decision.__class__ is float:
                 results[index] = {"index": index, "status": "accepted", "record_id": id_text}
                 kept.append(record)
                 weights.append(decision)  # type: ignore[arg-type]
                 ids.append(id_bytes)
+                if key is not None:
+                    kept_keys.append(key)
             else:
                 results[index] = {"index": index, "status": "sampled_out", "record_id": id_text}
                 drops[decision] += 1  # type: ignore[index]
-        if not kept:
-            return None
-        return self._batch(schema, kept, weights, ids, now)
+        if kept:
+            processed.batches[schema.name] = self._batch(schema, kept, weights, ids, now)
+            processed.keys[schema.name] = kept_keys
+
+    def _fresh(
+        self,
+        schema: ModelSchema,
+        records: list[Any],
+        members: list[int],
+        good_at: list[int],
+        good: list[dict[str, Any]],
+        processed: ProcessedRecords,
+    ) -> tuple[list[int], list[dict[str, Any]], list[bytes | None]]:
+        """Set aside records whose id the agent already has (or this request had earlier): answered accepted, stored once."""
+        recent = self.recent
+        tags = {"prediction": recent.tag(schema.name, "prediction"), "feedback": recent.tag(schema.name, "feedback")}
+        seen: set[bytes] = set()
+        fresh_at: list[int] = []
+        fresh: list[dict[str, Any]] = []
+        keys: list[bytes | None] = []
+        for position, record in enumerate(good):
+            given = record.get("record_id")
+            if given is None:
+                key = None
+            else:
+                key = given.bytes + tags[record["kind"]]
+                if key in seen or key in recent:
+                    index = members[good_at[position]]
+                    text = _uuid_text(records[index].get("record_id"), given)
+                    processed.results[index] = {"index": index, "status": "accepted", "record_id": text, "duplicate": True}
+                    processed.duplicates[schema.name] += 1
+                    continue
+                seen.add(key)
+            fresh_at.append(good_at[position])
+            fresh.append(record)
+            keys.append(key)
+        return fresh_at, fresh, keys
 
     def _batch(
         self, schema: ModelSchema, kept: list[dict[str, Any]], weights: list[float], ids: list[bytes], now: datetime

@@ -224,3 +224,71 @@ def test_journal_is_sealed_with_the_schema_it_was_written_under(agent_factory, t
     assert pq.read_metadata(newest).metadata[b"edgeloop.schema_fingerprint"].decode() == new.fingerprint
     assert pq.read_table(newest)["humidity_pct"].to_pylist() == [40.5] * 3
     assert agent.stop() == 0
+
+
+def test_a_record_id_is_kept_once_within_a_request_and_across_a_sigkill(agent_factory):
+    """A record resent after a SIGKILL, or twice in one request, is answered accepted (flagged duplicate) and stored once."""
+    agent = agent_factory(spool={"seal_max_age_s": 3600}).start()
+    records = list(SimulatedModel("vibration", seed=21).predictions(40))
+    status, body = agent.post_records(records[:30] + records[:5])  # five ids twice in one request
+    assert status == 200, body
+    assert body["accepted"] == 35 and body["duplicates"] == 5, body
+    assert [r["status"] for r in body["results"]] == ["accepted"] * 35
+    assert [r.get("duplicate", False) for r in body["results"]] == [False] * 30 + [True] * 5
+    agent.kill()  # after the fsync, before the app saw an answer: it resends the request
+    agent.start()
+    status, body = agent.post_records(records)  # the same 30 again, plus 10 new
+    assert status == 200, body
+    assert body["accepted"] == 40 and body["duplicates"] == 30, body
+    assert {r["record_id"] for r in body["results"] if r.get("duplicate")} == {r["record_id"] for r in records[:30]}
+    feedback = {
+        "kind": "feedback",
+        "model": "vibration",
+        "model_version": "1.0",
+        "record_id": records[0]["record_id"],  # same id as a prediction: another table, not a duplicate
+        "prediction_id": records[0]["record_id"],
+        "feedback": {"true_class": "normal"},
+    }
+    status, body = agent.post_records([feedback])
+    assert status == 200 and body["duplicates"] == 0, body
+    assert agent.stop() == 0
+    ids = _all_record_ids(agent)
+    assert len(ids) == 41
+    assert Counter(ids)[records[0]["record_id"]] == 2  # one prediction, one feedback
+    assert sorted(set(ids)) == sorted(r["record_id"] for r in records)
+
+
+def test_sdk_resends_after_sigkills_land_each_record_id_once(agent_factory):
+    """The SDK logs 8,000 records through four SIGKILLs of the agent; each record id is in the spool exactly once."""
+    from edgeloop.collector import Client
+
+    agent = agent_factory(spool={"seal_max_rows": 1000, "seal_max_age_s": 0.5}).start()
+    client = Client(agent.socket, batch_size=250, flush_interval_s=0.005, retry_max_s=0.2)
+    sim = SimulatedModel("vibration", seed=22)
+    ids: list[str] = []
+    done = threading.Event()
+
+    def log() -> None:
+        for record in sim.predictions(8000):
+            ids.append(client.log_prediction("vibration", "1.0", record["inputs"], record["outputs"]))
+            if len(ids) % 50 == 0:
+                time.sleep(0.002)
+        done.set()
+
+    thread = threading.Thread(target=log, daemon=True)
+    thread.start()
+    rng = random.Random(23)
+    for _ in range(4):
+        time.sleep(rng.uniform(0.2, 0.6))
+        agent.kill()
+        agent.start()
+    assert done.wait(60)
+    assert client.flush(timeout_s=60)
+    stats = client.stats()
+    client.close()
+    assert stats["dropped"] == {} and stats["sent"] == 8000, stats
+    assert agent.stop() == 0, agent.log()
+    counts = Counter(_all_record_ids(agent))
+    assert set(counts) == set(ids)
+    duplicated = [rid for rid, n in counts.items() if n > 1]
+    assert not duplicated, f"{len(duplicated)} of {len(ids)} record ids landed twice"

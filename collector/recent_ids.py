@@ -1,0 +1,82 @@
+"""The record ids the agent accepted lately, so a resent record is stored once.
+
+A client that did not see the agent's answer (the agent was killed after the journal fsync,
+a connection dropped) resends; that is the normal case, so a record id already accepted is
+answered ``accepted`` again, flagged ``duplicate``, and not stored a second time.
+
+Ids are remembered per model and kind (a feedback record may reuse its prediction's id:
+another table on the server), in two generations of sets: lookups cost two set probes, and
+at least the last ``capacity`` ids (at most twice that, about 100 bytes each) are kept. On
+start the window is refilled from the newest sealed batches, so a resend after a SIGKILL is
+recognized. Beyond the window the ingest server's own ``record_id`` check still holds.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from edgeloop.collector.spool import Spool
+
+__all__ = ["RecentIds"]
+
+log = logging.getLogger(__name__)
+
+
+class RecentIds:
+    """A bounded window of accepted record ids; keys are ``id bytes + tag(model, kind)``."""
+
+    def __init__(self, capacity: int) -> None:
+        self.capacity = capacity
+        self._current: set[bytes] = set()
+        self._previous: set[bytes] = set()
+        self._tags: dict[tuple[str, str], bytes] = {}
+
+    def tag(self, model: str, kind: str) -> bytes:
+        """Two bytes naming (model, kind), appended to a 16-byte id to make its key."""
+        tag = self._tags.get((model, kind))
+        if tag is None:
+            tag = self._tags[(model, kind)] = len(self._tags).to_bytes(2, "big")
+        return tag
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._current or key in self._previous
+
+    def __len__(self) -> int:
+        return len(self._current) + len(self._previous)
+
+    def add(self, keys: Iterable[bytes]) -> None:
+        """Remember ``keys``; call only once the records they name are in the journal."""
+        if not self.capacity:
+            return
+        self._current.update(keys)
+        if len(self._current) >= self.capacity:
+            self._previous, self._current = self._current, set()
+
+    def load(self, spool: Spool) -> int:
+        """Refill the window from the newest sealed batches (after journal recovery); returns ids loaded."""
+        if not self.capacity:
+            return 0
+        chosen, rows = [], 0
+        for batch in reversed(spool.pending()):
+            if rows >= self.capacity:
+                break
+            chosen.append(batch)
+            rows += batch.rows
+        loaded = 0
+        for batch in reversed(chosen):  # oldest first, so the newest end up in the current generation
+            try:
+                table = pq.read_table(batch.path, columns=["record_id", "kind"])
+            except (OSError, pa.ArrowException) as exc:
+                log.warning("cannot read record ids of a batch", extra={"batch_id": batch.batch_id, "error": repr(exc)})
+                continue
+            ids = table.column("record_id").combine_chunks()
+            storage = ids.storage if isinstance(ids, pa.ExtensionArray) else ids
+            tags = {kind: self.tag(batch.model, kind) for kind in ("prediction", "feedback")}
+            kinds = table.column("kind").to_pylist()
+            self.add(raw + tags[kind] for raw, kind in zip(storage.to_pylist(), kinds, strict=True))
+            loaded += table.num_rows
+        return loaded
