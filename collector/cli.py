@@ -350,6 +350,61 @@ def cmd_spool_verify(args: argparse.Namespace) -> int:
     return EXIT_ERROR if bad and not args.quarantine else EXIT_OK
 
 
+def cmd_spool_requeue(args: argparse.Namespace) -> int:
+    from edgeloop.collector.agent import lock_state_dir
+    from edgeloop.errors import EdgeloopError
+
+    config = _config(args)
+    state = config.agent.state_dir
+    body: dict[str, Any] = {"all": True} if args.all else {"batches": args.batches}
+    if not (state / "rejected").is_dir():
+        if args.batches:
+            raise _Failure(f"no rejected batch {args.batches[0]} ({state} holds no spool)")
+        print("no rejected batches to requeue")
+        return EXIT_OK
+    try:
+        lock = lock_state_dir(state)
+    except EdgeloopError:  # the agent runs: it moves the files and updates its own index of the spool
+        status_code, answer = _call(config.agent.socket, "POST", "/v1/spool/requeue", body, timeout_s=args.timeout)
+        if status_code != 200:
+            raise _Failure(_error_line(status_code, answer)) from None
+        requeued = answer["requeued"]
+    else:
+        try:
+            requeued = _requeue_offline(config, args.batches or None)
+        finally:
+            os.close(lock)
+    if args.json:
+        print(orjson.dumps(requeued, option=orjson.OPT_INDENT_2).decode())
+    elif not requeued:
+        print("no rejected batches to requeue")
+    else:
+        rows = sum(batch["rows"] for batch in requeued)
+        print(f"requeued {len(requeued)} batches ({rows} records); the next sync sends them")
+    return EXIT_OK
+
+
+def _requeue_offline(config: CollectorConfig, batch_ids: list[str] | None) -> list[dict[str, Any]]:
+    """The agent is stopped (we hold its lock): move the files ourselves."""
+    from edgeloop import __version__
+    from edgeloop.collector.spool import Spool, is_batch_id
+
+    spool = Spool(config.agent.state_dir, config.spool, agent_version=__version__)
+    if batch_ids is None:
+        batch_ids = [path.stem for path in spool.rejected()]
+    bad = [batch_id for batch_id in batch_ids if not is_batch_id(batch_id)]
+    if bad:
+        raise _Failure(f"{bad[0]!r} is not a batch id")
+    missing = [batch_id for batch_id in batch_ids if not (spool.rejected_dir / f"{batch_id}.parquet").is_file()]
+    if missing:  # checked first, so a typo moves nothing
+        raise _Failure(f"no rejected batch {missing[0]} (see `edgeloop-collector spool list`)")
+    requeued = []
+    for batch_id in batch_ids:
+        batch = spool.requeue(batch_id)
+        requeued.append({"batch_id": batch.batch_id, "model": batch.model, "rows": batch.rows, "bytes": batch.bytes})
+    return requeued
+
+
 # -- helpers ---------------------------------------------------------------------------------------
 
 
@@ -561,6 +616,17 @@ def _parser() -> argparse.ArgumentParser:
         "--quarantine", action="store_true", help="move bad batches to quarantine/ (only while the agent is stopped)"
     )
     verify.set_defaults(func=cmd_spool_verify)
+    requeue = spool_commands.add_parser(
+        "requeue",
+        parents=[common],
+        help="move rejected batches back to the pending spool, for the next sync (agent running or not)",
+    )
+    which = requeue.add_mutually_exclusive_group(required=True)
+    which.add_argument("batches", nargs="*", default=[], metavar="BATCH", help="batch ids, as `spool list` shows them")
+    which.add_argument("--all", action="store_true", help="every rejected batch")
+    requeue.add_argument("--json", action="store_true", help="print the requeued batches as JSON")
+    requeue.add_argument("--timeout", type=float, default=30.0, help="seconds to wait for a running agent (default 30)")
+    requeue.set_defaults(func=cmd_spool_requeue)
     return parser
 
 

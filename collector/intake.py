@@ -4,6 +4,7 @@
     GET  /v1/status    the truth about spool, journal, drops and sync
     POST /v1/flush     seal the open journal segments now
     POST /v1/sync      {"wait": bool} → start a sync (and wait for its result)
+    POST /v1/spool/requeue  {"batches": [id, ...]} or {"all": true} → rejected batches back to pending
     GET  /metrics      Prometheus text
 
 ``POST /v1/records`` answers 200 when at least one record was valid (accepted or sampled
@@ -37,7 +38,8 @@ from aiohttp import web
 from edgeloop.collector.config import CollectorConfig
 from edgeloop.collector.journal import Journal
 from edgeloop.collector.metrics import CONTENT_TYPE_LATEST, Metrics
-from edgeloop.collector.spool import Spool
+from edgeloop.collector.spool import Spool, is_batch_id
+from edgeloop.errors import CollectorError
 from edgeloop.runner import read_body
 
 if TYPE_CHECKING:
@@ -335,6 +337,33 @@ async def post_sync(request: web.Request) -> web.Response:
     return json_response(await scheduler.sync_now(wait=wait))
 
 
+async def post_requeue(request: web.Request) -> web.Response:
+    """``{"batches": [id, ...]}`` or ``{"all": true}``: move rejected batches back to the pending spool."""
+    spool = request.app[SPOOL]
+    try:
+        options = orjson.loads(await request.read() or b"{}")
+    except orjson.JSONDecodeError as exc:
+        return error_response(400, "bad_json", f"body is not valid JSON: {exc}")
+    wanted = options.get("batches") if isinstance(options, dict) else None
+    if isinstance(options, dict) and options.get("all") is True and wanted is None:
+        wanted = [path.stem for path in spool.rejected()]
+    if not isinstance(wanted, list) or not all(isinstance(item, str) for item in wanted):
+        return error_response(400, "bad_request", 'body must be {"batches": ["<batch id>", ...]} or {"all": true}')
+    for batch_id in wanted:
+        if not is_batch_id(batch_id):
+            return error_response(400, "bad_batch_id", f"{batch_id!r} is not a batch id")
+        if not (spool.rejected_dir / f"{batch_id}.parquet").is_file():
+            return error_response(404, "not_found", f"no rejected batch {batch_id} (see `edgeloop-collector spool list`)")
+    requeued = []
+    for batch_id in wanted:
+        try:
+            batch = spool.requeue(batch_id)
+        except CollectorError as exc:
+            return error_response(409, "requeue_failed", str(exc), {"requeued": requeued})
+        requeued.append({"batch_id": batch.batch_id, "model": batch.model, "rows": batch.rows, "bytes": batch.bytes})
+    return json_response({"requeued": requeued})
+
+
 async def get_metrics(request: web.Request) -> web.Response:
     body = request.app[METRICS].exposition()
     return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
@@ -397,6 +426,7 @@ def create_app(
     app.router.add_get("/v1/status", get_status)
     app.router.add_post("/v1/flush", post_flush)
     app.router.add_post("/v1/sync", post_sync)
+    app.router.add_post("/v1/spool/requeue", post_requeue)
     app.router.add_get("/metrics", get_metrics)
     return app
 

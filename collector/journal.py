@@ -44,7 +44,7 @@ import uuid_utils
 
 from edgeloop.collector.config import SpoolSettings
 from edgeloop.collector.metrics import Metrics
-from edgeloop.collector.spool import SealedBatch, Spool, new_batch_id
+from edgeloop.collector.spool import SealedBatch, Spool, is_batch_id, new_batch_id
 from edgeloop.durable import fsync_dir
 from edgeloop.errors import JournalCorruptError, SchemaError
 from edgeloop.logs import RateLimitedLogger
@@ -187,7 +187,7 @@ class Journal:
 
     def _recover_segment(self, model: str, path: Path, report: dict[str, int]) -> None:
         segment_id = path.stem
-        if path.suffix != ".wal" or not _is_uuid(segment_id):
+        if path.suffix != ".wal" or not is_batch_id(segment_id):
             self.spool.quarantine(path, "not a journal segment")
             report["quarantined"] += 1
             return
@@ -445,11 +445,3 @@ def _whole(reader: SegmentReader) -> Iterator[pa.RecordBatch]:
     yield from reader
     if reader.torn_bytes:
         raise JournalCorruptError(f"{reader.path}: {reader.torn_bytes} bytes after the last valid frame of a live segment")
-
-
-def _is_uuid(text: str) -> bool:
-    try:
-        uuid_utils.UUID(text)
-    except ValueError:
-        return False
-    return True

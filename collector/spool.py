@@ -34,11 +34,11 @@ import uuid_utils
 
 from edgeloop.collector.config import SpoolSettings
 from edgeloop.durable import fsync_dir, move_durably, write_durably
-from edgeloop.errors import SchemaError
+from edgeloop.errors import CollectorError, SchemaError
 from edgeloop.schemas.envelope import BATCH_METADATA_KEYS
 from edgeloop.schemas.model_schema import ModelSchema
 
-__all__ = ["SealedBatch", "Spool", "describe_batch", "new_batch_id", "verify_batch"]
+__all__ = ["SealedBatch", "Spool", "describe_batch", "is_batch_id", "new_batch_id", "verify_batch"]
 
 log = logging.getLogger(__name__)
 
@@ -270,6 +270,30 @@ class Spool:
         pending = self.pending()
         return max(0.0, time.time() - pending[0].created_at.timestamp()) if pending else 0.0
 
+    def requeue(self, batch_id: str) -> SealedBatch:
+        """Move a rejected batch back to the pending spool (the next sync sends it); raises CollectorError."""
+        if not is_batch_id(batch_id):
+            raise CollectorError(f"{batch_id!r} is not a batch id")
+        source = self.rejected_dir / f"{batch_id}.parquet"
+        target = self.batches_dir / source.name
+        if not source.is_file():
+            raise CollectorError(f"no rejected batch {batch_id} (see `edgeloop-collector spool list`)")
+        if target.exists():
+            raise CollectorError(f"batch {batch_id} is already pending")
+        try:
+            _describe(source)
+        except (OSError, pa.ArrowException, ValueError, KeyError) as exc:
+            raise CollectorError(f"rejected batch {batch_id} is not readable: {exc}") from exc
+        move_durably(source, target)
+        batch = _describe(target)
+        with self._lock:
+            self._batches[batch_id] = batch
+        reason = self.rejected_dir / f"{batch_id}.error.json"
+        if reason.exists():  # after the move: a crash in between leaves a stray reason, never a lost batch
+            reason.unlink()
+            fsync_dir(self.rejected_dir)
+        return batch
+
     def stats(self) -> dict[str, Any]:
         """What ``status`` reports about the spool; every number read from disk or counters now."""
         pending = self.pending()
@@ -349,3 +373,12 @@ def _describe(path: Path) -> SealedBatch:
         bytes=os.path.getsize(path),
         schema_fingerprint=kv[BATCH_METADATA_KEYS["schema_fingerprint"]].decode(),
     )
+
+
+def is_batch_id(text: str) -> bool:
+    """Whether ``text`` is a UUID (batch and segment ids are UUIDv7); checked before it names a file."""
+    try:
+        uuid_utils.UUID(text)
+    except ValueError:
+        return False
+    return True

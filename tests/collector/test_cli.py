@@ -142,3 +142,58 @@ def test_help_explains_every_command():
         assert command in result.stdout
     assert "verify" in run_cli("spool", "--help").stdout
     assert run_cli("bogus").returncode == 2
+
+
+def _reject_all(agent) -> list[str]:
+    """Move every pending batch to rejected/ as the syncer does for a 4xx (the agent must be stopped)."""
+    from edgeloop.collector.config import SpoolSettings
+    from edgeloop.collector.spool import Spool
+
+    spool = Spool(agent.state_dir, SpoolSettings(), agent_version="test")
+    ids = [batch.batch_id for batch in spool.pending()]
+    for batch_id in ids:
+        spool.reject(batch_id, status=400, error={"error": {"code": "corrupt_parquet", "message": "malloc failed"}})
+    return ids
+
+
+def test_spool_requeue_moves_rejected_batches_back_with_the_agent_down_and_up(agent_factory):
+    """spool requeue BATCH (agent stopped) and --all (agent running) move rejected batches back to pending, durably and counted."""
+    agent = agent_factory().start()
+    sim = SimulatedModel("vibration", seed=8)
+    for _ in range(3):
+        assert agent.post_records(list(sim.predictions(10)))[0] == 200
+        agent.flush()
+    assert agent.stop() == 0
+    first, *rest = _reject_all(agent)
+    assert agent.batch_files() == []
+
+    result = agent.cli("spool", "requeue", first)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "requeued 1 batches (10 records); the next sync sends them"
+    assert [path.stem for path in agent.batch_files()] == [first]
+    assert not (agent.state_dir / "rejected" / f"{first}.error.json").exists()
+
+    agent.start()
+    assert agent.status()["spool"]["rejected"] == 2
+    result = agent.cli("spool", "requeue", "--all", "--json")
+    assert result.returncode == 0, result.stderr
+    assert sorted(row["batch_id"] for row in json.loads(result.stdout)) == sorted(rest)
+    status = agent.status()
+    assert status["spool"]["rejected"] == 0 and status["spool"]["batches"] == 3 and status["spool"]["records"] == 30
+    assert agent.cli("spool", "requeue", "--all").stdout.strip() == "no rejected batches to requeue"
+    assert not list((agent.state_dir / "rejected").iterdir())
+
+
+def test_spool_requeue_errors_are_one_line(agent_factory):
+    """An unknown or malformed batch id is a one-line error with exit 1, with the agent down or up; no arguments is usage (2)."""
+    agent = agent_factory()
+    agent.write_config()
+    (agent.state_dir / "rejected").mkdir(parents=True)
+    assert "no rejected batch 01a217c5-93b1-711e-a0df-e1998ec223d1" in _one_line_error(
+        agent.cli("spool", "requeue", "01a217c5-93b1-711e-a0df-e1998ec223d1")
+    )
+    assert "not a batch id" in _one_line_error(agent.cli("spool", "requeue", "../../etc/passwd"))
+    assert agent.cli("spool", "requeue").returncode == 2
+    agent.start()
+    assert "404" in _one_line_error(agent.cli("spool", "requeue", "01a217c5-93b1-711e-a0df-e1998ec223d1"))
+    assert "not a batch id" in _one_line_error(agent.cli("spool", "requeue", "../x"))
