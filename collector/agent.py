@@ -97,6 +97,7 @@ class Agent:
             spool = await asyncio.to_thread(Spool, agent.state_dir, self.config.spool, agent_version=self.version)
             journal = Journal(spool, registry, self.config.spool, metrics=self.metrics)
             recovery = await asyncio.to_thread(journal.recover)
+            await asyncio.to_thread(spool.ensure_reserve)  # on a full disk: start anyway, status says so
             recent = RecentIds(self.config.intake.recent_ids)
             recovery["recent_ids"] = await asyncio.to_thread(recent.load, spool)
             pipeline = Pipeline(registry, self.config.sampling, self.fleet_key, self.config.privacy, recent=recent)
@@ -115,6 +116,9 @@ class Agent:
                 spool_records=lambda: sum(batch.rows for batch in spool.pending()),
                 journal_bytes=lambda: journal.bytes,
                 spool_oldest_age_s=lambda: spool.oldest_age_s(),
+                disk_free_bytes=spool.free_disk_bytes,
+                disk_full=lambda: float(spool.disk_full),
+                seal_reserve_held_bytes=lambda: spool.reserve_held_bytes,
             )
             app = create_app(
                 self.config,

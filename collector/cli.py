@@ -496,6 +496,13 @@ def _format_status(report: dict[str, Any]) -> str:
             lines.append(
                 f"journal    {journal['segments']} segments, {_size(journal['bytes_on_disk'])} (sealed on next start)"
             )
+    disk = report.get("disk")
+    if disk:
+        state = f"FULL since {disk['full_since']}" if disk.get("full") else "ok"
+        lines.append(
+            f"disk       {state}, {_size(disk['free_bytes'])} free; seal reserve "
+            f"{_size(disk['seal_reserve_held_bytes'])} of {_size(disk['seal_reserve_bytes'])} held"
+        )
     drops = report.get("drops")
     if drops:
         total = drops["total"]

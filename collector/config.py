@@ -91,6 +91,7 @@ class SpoolSettings(Settings):
     seal_max_age_s: Positive = 3600.0
     max_bytes: PositiveInt = 1024 * MiB
     reserve_free_bytes: Annotated[int, Field(ge=0)] = 256 * MiB
+    seal_reserve_bytes: Annotated[int, Field(ge=0)] = 40 * MiB  # preallocated so a seal works on a full disk
     when_full: Literal["drop_oldest", "reject_new"] = "drop_oldest"
     zstd_level: Annotated[int, Field(ge=1, le=22)] = 3
 

@@ -14,8 +14,10 @@ lost answer, or the same id twice in one request) is answered ``accepted`` with
 ``"duplicate": true`` and stored once; the answer counts it in ``accepted`` and in
 ``duplicates``, and comes only once the first copy is fsync'd. 422 when every record is invalid, 400 for a body that is not JSON,
 413 for a body over ``intake.max_body_bytes`` or more than ``intake.max_records_per_request``
-records, 415 for another content type, 507 when the spool is full under ``reject_new`` (or
-the disk is), 503 when the journal cannot be written. ``?results=errors`` (or ``none``)
+records, 415 for another content type, 507 ``spool_full`` when the spool is full under
+``reject_new`` and 507 ``disk_full`` when the disk is (records already accepted are kept and
+still sealed and synced: see ``spool.seal_reserve_bytes``), 503 when the journal cannot be
+written. ``?results=errors`` (or ``none``)
 leaves the per-record results of good records out of the answer, for senders that mint
 their own record ids. Every error has one shape: ``{"error": {"code", "message", "details"}}``.
 """
@@ -202,13 +204,21 @@ async def post_records(request: web.Request) -> web.Response:
 
     if frames:
         incoming = sum(batch.get_total_buffer_size() for _, batch in frames)
+        if spool.reserve_held_bytes < config.spool.seal_reserve_bytes:
+            spool.ensure_reserve()  # the seal reserve comes before new records
         if not spool.make_room(incoming, journal_bytes=journal.bytes):
+            details = {
+                "budget_bytes": config.spool.max_bytes,
+                "reserve_free_bytes": config.spool.reserve_free_bytes,
+                "free_bytes": spool.free_disk_bytes(),
+            }
+            if spool.free_disk_bytes() - incoming < config.spool.reserve_free_bytes:
+                spool.note_disk_full()
+                _count(spool, metrics, {"disk_full": accepted})
+                return error_response(507, "disk_full", "the disk is full; records already accepted are kept", details)
             _count(spool, metrics, {"spool_full": accepted})
             return error_response(
-                507,
-                "spool_full",
-                "the spool is full (byte budget or free-disk reserve) and the policy is reject_new",
-                {"budget_bytes": config.spool.max_bytes, "reserve_free_bytes": config.spool.reserve_free_bytes},
+                507, "spool_full", "the spool is full (byte budget) and the policy is reject_new", details
             )
         try:
             seq = 0
@@ -216,10 +226,14 @@ async def post_records(request: web.Request) -> web.Response:
                 seq = journal.append(model, batch)
                 recent.add(processed.keys[model])  # in the journal now: a resend of these is a duplicate
             await journal.commit(seq)
+            spool.note_disk_ok()
         except OSError as exc:
             if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+                spool.note_disk_full()
                 _count(spool, metrics, {"disk_full": accepted})
-                return error_response(507, "disk_full", f"the disk is full: {exc.strerror}")
+                return error_response(
+                    507, "disk_full", f"the disk is full ({exc.strerror}); records already accepted are kept"
+                )
             log.error("journal write failed", extra={"error": repr(exc)})
             return error_response(503, "journal_unavailable", f"the journal cannot be written: {exc.strerror}")
 
@@ -295,6 +309,7 @@ def status_report(app: web.Application) -> dict[str, Any]:
             "models": _per_model(pending),
         },
         "journal": {**journal_stats, "bytes_on_disk": spool.journal_bytes()},
+        "disk": spool.disk_status(),
         "drops": {"total": spool_stats["drops_total"], "since_last_batch": dict(spool.drops)},
         "sync": scheduler.status() if scheduler is not None else {"enabled": False, "available": False},
     }

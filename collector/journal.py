@@ -27,7 +27,6 @@ cannot be read at all goes to ``quarantine/``.
 from __future__ import annotations
 
 import asyncio
-import itertools
 import logging
 import os
 import struct
@@ -44,7 +43,7 @@ import uuid_utils
 
 from edgeloop.collector.config import SpoolSettings
 from edgeloop.collector.metrics import Metrics
-from edgeloop.collector.spool import SealedBatch, Spool, is_batch_id, new_batch_id
+from edgeloop.collector.spool import SealedBatch, Spool, is_batch_id, is_space_error, new_batch_id
 from edgeloop.durable import fsync_dir
 from edgeloop.errors import JournalCorruptError, SchemaError
 from edgeloop.logs import RateLimitedLogger
@@ -129,6 +128,7 @@ class Segment:
     bytes: int = 0
     opened_at: float = field(default_factory=time.monotonic)
     new: bool = True  # its directory entry is not fsync'd yet
+    recovered: bool = False  # left by an earlier run: a torn tail is a crash's, cut off rather than fatal
 
 
 class Journal:
@@ -171,7 +171,15 @@ class Journal:
 
     def recover(self) -> dict[str, int]:
         """Seal what a previous run left in the journal; call before serving."""
-        report = {"segments": 0, "sealed": 0, "rows": 0, "already_sealed": 0, "torn_bytes": 0, "quarantined": 0}
+        report = {
+            "segments": 0,
+            "sealed": 0,
+            "rows": 0,
+            "already_sealed": 0,
+            "torn_bytes": 0,
+            "quarantined": 0,
+            "left_unsealed": 0,
+        }
         for model_dir in sorted(self.dir.iterdir()):
             if not model_dir.is_dir():
                 self.spool.quarantine(model_dir, "stray file in the journal")
@@ -195,21 +203,32 @@ class Journal:
             path.unlink()  # sealed before the crash, not yet unlinked
             report["already_sealed"] += 1
             return
-        reader = SegmentReader(path)
-        frames = iter(reader)
         try:
-            first = next(frames, None)
-            batch = None
-            if first is not None:
-                schema = _segment_schema(first, self.registry.get(model))
-                if schema is None:
-                    self.spool.quarantine(path, f"journal segment for unknown model {model!r}")
-                    report["quarantined"] += 1
-                    return
-                batch = self.spool.write_batch(
-                    _checked(itertools.chain([first], frames), schema.arrow_schema), schema=schema, batch_id=segment_id
-                )
+            first = next(iter(SegmentReader(path)), None)
+            schema = None if first is None else _segment_schema(first, self.registry.get(model))
         except (JournalCorruptError, SchemaError, pa.ArrowException, ValueError) as exc:
+            self.spool.quarantine(path, f"unreadable journal segment: {exc}")
+            report["quarantined"] += 1
+            return
+        if first is not None and schema is None:
+            self.spool.quarantine(path, f"journal segment for unknown model {model!r}")
+            report["quarantined"] += 1
+            return
+        reader = SegmentReader(path)
+        batch = None
+        try:
+            if schema is None:
+                for _ in reader:  # no whole frame: only a torn tail to measure
+                    pass
+            else:
+                batch, reader = self._write_segment(path, schema, segment_id, tolerant=True)
+        except Exception as exc:
+            if is_space_error(exc) or (isinstance(exc, OSError) and not isinstance(exc, pa.ArrowException)):
+                self._leave_for_later(model, schema, path, exc)  # the disk's fault, not the data's
+                report["left_unsealed"] += 1
+                return
+            if not isinstance(exc, (JournalCorruptError, pa.ArrowException, ValueError)):
+                raise
             self.spool.quarantine(path, f"unreadable journal segment: {exc}")
             report["quarantined"] += 1
             return
@@ -224,6 +243,36 @@ class Journal:
             report["sealed"] += 1
             report["rows"] += batch.rows
         path.unlink()
+
+    def _leave_for_later(self, model: str, schema: ModelSchema, path: Path, exc: BaseException) -> None:
+        """A segment recovery could not seal (a full disk): it stays in the journal and the timer retries it."""
+        rows = sum(batch.num_rows for batch in SegmentReader(path))
+        log.error(
+            "cannot seal a recovered journal segment now; will retry",
+            extra={"segment": str(path), "rows": rows, "error": repr(exc)},
+        )
+        segment = Segment(model, schema, path.stem, path, -1, rows=rows, bytes=path.stat().st_size, new=False)
+        segment.recovered = True
+        self._unsealed.append(segment)
+
+    def _write_segment(
+        self, path: Path, schema: ModelSchema, batch_id: str, *, tolerant: bool
+    ) -> tuple[SealedBatch, SegmentReader]:
+        """Seal a segment file into a batch; on a full disk, once more with the seal reserve's space."""
+        for attempt in (1, 2):
+            reader = SegmentReader(path)
+            frames = iter(reader) if tolerant else _whole(reader)
+            try:
+                batch = self.spool.write_batch(_checked(frames, schema.arrow_schema), schema=schema, batch_id=batch_id)
+            except Exception as exc:
+                if not is_space_error(exc):
+                    raise
+                self.spool.note_disk_full()
+                if attempt == 2 or not self.spool.release_reserve():
+                    raise
+                continue
+            return batch, reader
+        raise AssertionError("unreachable")
 
     # -- appends and the group fsync --------------------------------------------------------
 
@@ -329,11 +378,11 @@ class Journal:
         if segment.fd >= 0:
             os.close(segment.fd)
             segment.fd = -1
-        schema = segment.schema
-        reader = SegmentReader(segment.path)
-        batch = self.spool.write_batch(
-            _checked(_whole(reader), schema.arrow_schema), schema=schema, batch_id=segment.segment_id
+        batch, reader = self._write_segment(
+            segment.path, segment.schema, segment.segment_id, tolerant=segment.recovered
         )
+        if reader.torn_bytes:
+            self.spool.count_drop("journal_torn")
         segment.path.unlink()
         fsync_dir(segment.path.parent)
         return batch
@@ -356,6 +405,8 @@ class Journal:
         for segment in list(self._active.values()):
             if now - segment.opened_at >= self.settings.seal_max_age_s:
                 self._rotate(segment)
+        if self.spool.ensure_reserve():
+            self.spool.note_disk_ok()
         self._retry_unsealed()
 
     def _retry_unsealed(self, *, force: bool = False) -> None:

@@ -67,6 +67,13 @@ class Metrics:
         # process_cpu_seconds_total, process_resident_memory_bytes, process_open_fds, ...; python_info.
         ProcessCollector(registry=r)
         PlatformCollector(registry=r)
+        self.disk_free_bytes = Gauge("edgeloop_disk_free_bytes", "Free bytes on the state directory's disk", registry=r)
+        self.disk_full = Gauge(
+            "edgeloop_disk_full", "1 while the disk is full: a write met ENOSPC, or the seal reserve cannot be held", registry=r
+        )
+        self.seal_reserve_held_bytes = Gauge(
+            "edgeloop_seal_reserve_held_bytes", "Disk held in reserve so a seal works on a full disk", registry=r
+        )
 
     def watch(
         self,
@@ -76,6 +83,9 @@ class Metrics:
         spool_records: Callable[[], float],
         journal_bytes: Callable[[], float],
         spool_oldest_age_s: Callable[[], float],
+        disk_free_bytes: Callable[[], float] | None = None,
+        disk_full: Callable[[], float] | None = None,
+        seal_reserve_held_bytes: Callable[[], float] | None = None,
     ) -> None:
         """Read the gauges from live state at scrape time."""
         self.spool_oldest_age.set_function(spool_oldest_age_s)
@@ -83,6 +93,13 @@ class Metrics:
         self.spool_batches.set_function(spool_batches)
         self.spool_records.set_function(spool_records)
         self.journal_bytes.set_function(journal_bytes)
+        for gauge, read in (
+            (self.disk_free_bytes, disk_free_bytes),
+            (self.disk_full, disk_full),
+            (self.seal_reserve_held_bytes, seal_reserve_held_bytes),
+        ):
+            if read is not None:
+                gauge.set_function(read)
 
     def count_sync(self, result: SyncResult, *, ended_at_s: float) -> None:
         """Account one finished sync run."""

@@ -7,14 +7,21 @@ Layout under the agent's state directory::
     rejected/<batch_id>.parquet      refused by the server with a non-retryable 4xx ...
     rejected/<batch_id>.error.json   ... and the server's answer beside it
     quarantine/<name>                files that could not be read, kept for a human
+    seal.reserve                     preallocated space a seal may use when the disk is full
 
 A batch id is a UUIDv7, so sorting ids sorts batches by age. Every file lands through
 ``write_durably``; a batch leaves ``batches/`` only by ``acknowledge``, ``reject``,
 ``split`` or the ``drop_oldest`` full-disk policy.
+
+A full disk must not wedge the journal: ``seal.reserve`` holds ``seal_reserve_bytes``
+(fallocate'd) so that when a seal meets ENOSPC the journal releases it and seals anyway
+(the segment it then deletes gives the space back), and the reserve is taken again once
+there is room. ``disk_status`` says whether the disk is full, for status and metrics.
 """
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import shutil
@@ -38,13 +45,26 @@ from edgeloop.errors import CollectorError, SchemaError
 from edgeloop.schemas.envelope import BATCH_METADATA_KEYS
 from edgeloop.schemas.model_schema import ModelSchema
 
-__all__ = ["SealedBatch", "Spool", "describe_batch", "is_batch_id", "new_batch_id", "verify_batch"]
+__all__ = ["SealedBatch", "Spool", "describe_batch", "is_batch_id", "is_space_error", "new_batch_id", "verify_batch"]
 
 log = logging.getLogger(__name__)
 
 FLOAT_TYPES = frozenset({"float32", "float64", "vector"})
 BATCH_FILE_MODE = 0o640  # records of the fleet: the agent's user and group only, systemd or not
 ROW_GROUP_ROWS = 4_096  # bounds the memory of sealing (about 8 MB at its peak); still compresses well
+
+
+SPACE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT})
+
+
+def is_space_error(exc: BaseException) -> bool:
+    """Whether ``exc`` says the disk (or the quota) is full; pyarrow's wrapped IO errors included."""
+    if isinstance(exc, OSError) and exc.errno in SPACE_ERRNOS:
+        return True
+    text = str(exc)
+    return isinstance(exc, (OSError, pa.ArrowException)) and (
+        "No space left on device" in text or "Disk quota exceeded" in text
+    )
 
 
 def new_batch_id() -> str:
@@ -82,9 +102,12 @@ class Spool:
         self.rejected_dir = state_dir / "rejected"
         self.quarantine_dir = state_dir / "quarantine"
         self.journal_dir = state_dir / "journal"
+        self.reserve_path = state_dir / "seal.reserve"
         for folder in (self.batches_dir, self.rejected_dir, self.quarantine_dir, self.journal_dir):
             folder.mkdir(parents=True, exist_ok=True)
         self._lock = threading.RLock()
+        self._reserve_held = _allocated(self.reserve_path)
+        self.disk_full_since: float | None = None  # a write met ENOSPC and none has succeeded since
         self._batches: dict[str, SealedBatch] = {}
         self.drops: Counter[str] = Counter()  # since the last sealed batch; travels in its metadata
         self.drops_total: Counter[str] = Counter()  # since the agent started
@@ -262,6 +285,68 @@ class Spool:
             self.count_drop("spool_full", oldest.rows)
             self.acknowledge(oldest.batch_id)
 
+    # -- the seal reserve and the full-disk state ---------------------------------------------
+
+    def ensure_reserve(self) -> bool:
+        """Hold ``seal_reserve_bytes`` of disk in ``seal.reserve``; False (and the disk counted full) if there is no room."""
+        want = self.settings.seal_reserve_bytes
+        if self._reserve_held >= want:
+            return True
+        try:
+            fd = os.open(self.reserve_path, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o600)
+            try:
+                os.posix_fallocate(fd, 0, want)
+            finally:
+                os.close(fd)
+        except OSError as exc:
+            self.reserve_path.unlink(missing_ok=True)  # a partial reserve would only hide free space
+            self._reserve_held = 0
+            if not is_space_error(exc):
+                raise
+            self.note_disk_full()
+            return False
+        self._reserve_held = want
+        log.info("seal reserve held", extra={"bytes": want})
+        return True
+
+    def release_reserve(self) -> bool:
+        """Give the reserve's space to a seal that met a full disk; False if there was none to give."""
+        if not self._reserve_held:
+            return False
+        self.reserve_path.unlink(missing_ok=True)
+        log.warning("disk full: releasing the seal reserve to seal the journal", extra={"bytes": self._reserve_held})
+        self._reserve_held = 0
+        return True
+
+    @property
+    def reserve_held_bytes(self) -> int:
+        return self._reserve_held
+
+    def note_disk_full(self) -> None:
+        if self.disk_full_since is None:
+            self.disk_full_since = time.time()
+            log.error("disk full", extra={"free_bytes": self.free_disk_bytes()})
+
+    def note_disk_ok(self) -> None:
+        """A write succeeded with the reserve in place: the disk has room again."""
+        if self.disk_full_since is not None and self._reserve_held >= self.settings.seal_reserve_bytes:
+            log.info("disk has room again", extra={"free_bytes": self.free_disk_bytes()})
+            self.disk_full_since = None
+
+    @property
+    def disk_full(self) -> bool:
+        return self.disk_full_since is not None
+
+    def disk_status(self) -> dict[str, Any]:
+        since = self.disk_full_since
+        return {
+            "full": since is not None,
+            "full_since": None if since is None else datetime.fromtimestamp(since, UTC).isoformat(),
+            "free_bytes": self.free_disk_bytes(),
+            "seal_reserve_bytes": self.settings.seal_reserve_bytes,
+            "seal_reserve_held_bytes": self._reserve_held,
+        }
+
     def rejected(self) -> list[Path]:
         return sorted(self.rejected_dir.glob("*.parquet"))
 
@@ -373,6 +458,14 @@ def _describe(path: Path) -> SealedBatch:
         bytes=os.path.getsize(path),
         schema_fingerprint=kv[BATCH_METADATA_KEYS["schema_fingerprint"]].decode(),
     )
+
+
+def _allocated(path: Path) -> int:
+    """Bytes of disk a file holds (0 if absent)."""
+    try:
+        return path.stat().st_blocks * 512
+    except FileNotFoundError:
+        return 0
 
 
 def is_batch_id(text: str) -> bool:

@@ -226,7 +226,7 @@ def default_config(root: Path) -> dict[str, Any]:
             "log_level": "info",
             "shutdown_timeout_s": 20.0,
         },
-        "spool": {"reserve_free_bytes": 0},
+        "spool": {"reserve_free_bytes": 0, "seal_reserve_bytes": 4 << 20},
         "sampling": {"seed": 1},
         "sync": {"enabled": False},
     }
