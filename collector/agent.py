@@ -99,7 +99,7 @@ class Agent:
             recovery = await asyncio.to_thread(journal.recover)
             await asyncio.to_thread(spool.ensure_reserve)  # on a full disk: start anyway, status says so
             recent = RecentIds(self.config.intake.recent_ids)
-            recovery["recent_ids"] = await asyncio.to_thread(recent.load, spool)
+            recovery["recent_ids"] = await asyncio.to_thread(recent.load, spool, journal.unsealed_segments())
             pipeline = Pipeline(registry, self.config.sampling, self.fleet_key, self.config.privacy, recent=recent)
             scheduler = SyncScheduler(
                 self.config.sync, spool, agent_version=self.version, before_sync=journal.flush, metrics=self.metrics

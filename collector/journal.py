@@ -251,8 +251,8 @@ class Journal:
             "cannot seal a recovered journal segment now; will retry",
             extra={"segment": str(path), "rows": rows, "error": repr(exc)},
         )
-        segment = Segment(model, schema, path.stem, path, -1, rows=rows, bytes=path.stat().st_size, new=False)
-        segment.recovered = True
+        size = path.stat().st_size
+        segment = Segment(model, schema, path.stem, path, -1, rows=rows, bytes=size, new=False, recovered=True)
         self._unsealed.append(segment)
 
     def _write_segment(
@@ -435,6 +435,10 @@ class Journal:
         finally:
             self._fsync_pool.shutdown(wait=True)
             self._seal_pool.shutdown(wait=True)
+
+    def unsealed_segments(self) -> list[tuple[str, Path]]:
+        """(model, path) of segments waiting for a seal retry, e.g. those recovery could not seal."""
+        return [(segment.model, segment.path) for segment in self._unsealed]
 
     # -- what status reports ------------------------------------------------------------------
 

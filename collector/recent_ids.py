@@ -15,10 +15,12 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable
+from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from edgeloop.collector.journal import SegmentReader
 from edgeloop.collector.spool import Spool
 
 __all__ = ["RecentIds"]
@@ -56,8 +58,9 @@ class RecentIds:
         if len(self._current) >= self.capacity:
             self._previous, self._current = self._current, set()
 
-    def load(self, spool: Spool) -> int:
-        """Refill the window from the newest sealed batches (after journal recovery); returns ids loaded."""
+    def load(self, spool: Spool, segments: Iterable[tuple[str, Path]] = ()) -> int:
+        """Refill the window from the newest sealed batches, then journal ``segments`` recovery left
+        unsealed (model, path); returns the ids loaded."""
         if not self.capacity:
             return 0
         chosen, rows = [], 0
@@ -73,10 +76,16 @@ class RecentIds:
             except (OSError, pa.ArrowException) as exc:
                 log.warning("cannot read record ids of a batch", extra={"batch_id": batch.batch_id, "error": repr(exc)})
                 continue
-            ids = table.column("record_id").combine_chunks()
-            storage = ids.storage if isinstance(ids, pa.ExtensionArray) else ids
-            tags = {kind: self.tag(batch.model, kind) for kind in ("prediction", "feedback")}
-            kinds = table.column("kind").to_pylist()
-            self.add(raw + tags[kind] for raw, kind in zip(storage.to_pylist(), kinds, strict=True))
-            loaded += table.num_rows
+            loaded += self._add_table(batch.model, table)
+        for model, path in segments:
+            for frame in SegmentReader(path):
+                loaded += self._add_table(model, pa.Table.from_batches([frame]))
         return loaded
+
+    def _add_table(self, model: str, table: pa.Table) -> int:
+        ids = table.column("record_id").combine_chunks()
+        storage = ids.storage if isinstance(ids, pa.ExtensionArray) else ids
+        tags = {kind: self.tag(model, kind) for kind in ("prediction", "feedback")}
+        kinds = table.column("kind").to_pylist()
+        self.add(raw + tags[kind] for raw, kind in zip(storage.to_pylist(), kinds, strict=True))
+        return table.num_rows

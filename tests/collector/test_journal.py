@@ -128,3 +128,33 @@ async def test_a_schema_change_under_a_live_segment_seals_each_part_with_its_own
     await journal.close()
     fingerprints = {batch.schema_fingerprint: batch.rows for batch in journal.spool.pending()}
     assert fingerprints == {REGISTRY["vibration"].fingerprint: 5, changed["vibration"].fingerprint: 4}
+
+
+async def test_recovery_on_a_full_disk_leaves_the_segment_and_seals_it_later(tmp_path):
+    """A segment recovery cannot seal for ENOSPC (no reserve left) stays in the journal, counted, and is sealed once there is room."""
+    import errno
+
+    state = tmp_path / "state"
+    first = _journal(state)
+    await first.commit(first.append("vibration", _batch(25)))
+    first._fsync_pool.shutdown()  # the process dies here: the segment stays open in the journal
+    journal = _journal(state, seal_reserve_bytes=0)
+    real_write = journal.spool.write_batch
+
+    def no_space(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    journal.spool.write_batch = no_space
+    report = journal.recover()
+    assert report["left_unsealed"] == 1 and report["quarantined"] == 0, report
+    assert journal.stats()["records"] == 25 and journal.spool.disk_full
+    assert list((state / "journal").rglob("*.wal"))
+    from edgeloop.collector.recent_ids import RecentIds
+
+    recent = RecentIds(1000)
+    assert recent.load(journal.spool, journal.unsealed_segments()) == 25  # a resend of these is still a duplicate
+    journal.spool.write_batch = real_write
+    (batch,) = await journal.flush()
+    assert batch.rows == 25
+    assert not list((state / "journal").rglob("*.wal"))
+    await journal.close()
