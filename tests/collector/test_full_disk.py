@@ -11,7 +11,7 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
-from edgeloop.collector.simulator import SimulatedModel
+from bench.simulator import SimulatedModel
 
 MiB = 1 << 20
 
