@@ -12,14 +12,14 @@ out), with per-record results; invalid records in the same request are reported 
 the valid ones kept. A record whose ``record_id`` the agent already holds (a resend after a
 lost answer, or the same id twice in one request) is answered ``accepted`` with
 ``"duplicate": true`` and stored once; the answer counts it in ``accepted`` and in
-``duplicates``, and comes only once the first copy is fsync'd. 422 when every record is invalid, 400 for a body that is not JSON,
-413 for a body over ``intake.max_body_bytes`` or more than ``intake.max_records_per_request``
-records, 415 for another content type, 507 ``spool_full`` when the spool is full under
-``reject_new`` and 507 ``disk_full`` when the disk is (records already accepted are kept and
-still sealed and synced: see ``spool.seal_reserve_bytes``), 503 when the journal cannot be
-written. ``?results=errors`` (or ``none``)
-leaves the per-record results of good records out of the answer, for senders that mint
-their own record ids. Every error has one shape: ``{"error": {"code", "message", "details"}}``.
+``duplicates``, and comes only once the first copy is fsync'd. 422 when every record is
+invalid, 400 for a body that is not JSON, 413 for a body over ``intake.max_body_bytes`` or
+more than ``intake.max_records_per_request`` records, 415 for another content type, 507
+``spool_full`` when the spool is full under ``reject_new`` and 507 ``disk_full`` when the
+disk is (records already accepted are kept, and still sealed and synced: see
+``spool.seal_reserve_bytes``), 503 when the journal cannot be written. ``?results=errors``
+(or ``none``) leaves the per-record results of good records out of the answer, for senders
+that mint their own record ids. Every error has one shape: ``{"error": {"code", "message", "details"}}``.
 """
 
 from __future__ import annotations
