@@ -405,8 +405,8 @@ class Journal:
         for segment in list(self._active.values()):
             if now - segment.opened_at >= self.settings.seal_max_age_s:
                 self._rotate(segment)
-        if self.spool.ensure_reserve():
-            self.spool.note_disk_ok()
+        if self.spool.reserve_held_bytes < self.settings.seal_reserve_bytes and self.spool.ensure_reserve():
+            self.spool.note_disk_ok()  # the reserve was written again: there is room
         self._retry_unsealed()
 
     def _retry_unsealed(self, *, force: bool = False) -> None:
