@@ -177,7 +177,17 @@ class Spool:
                 writer.add_key_value_metadata(metadata)
 
         try:
-            write_durably(path, write, mode=BATCH_FILE_MODE)
+            try:
+                write_durably(path, write, mode=BATCH_FILE_MODE)
+            except Exception as exc:
+                # A table can be written again: on a full disk, once more with the seal reserve's space.
+                if not (isinstance(table, pa.Table) and is_space_error(exc)):
+                    raise
+                self.note_disk_full()
+                if not self.release_reserve():
+                    raise
+                rows = 0
+                write_durably(path, write, mode=BATCH_FILE_MODE)
         except BaseException:
             with self._lock:
                 self.drops.update(drops)  # not sealed: keep counting them for the next batch

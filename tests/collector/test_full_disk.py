@@ -8,10 +8,16 @@ import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
 from bench.simulator import SimulatedModel
+from edgeloop.collector.config import SamplingSettings, SpoolSettings
+from edgeloop.collector.pipeline import Pipeline
+from edgeloop.collector.spool import Spool
+from edgeloop.schemas import EXAMPLES_DIR, SchemaRegistry
+from tests.collector.conftest import FLEET_KEY
 
 MiB = 1 << 20
 
@@ -107,3 +113,20 @@ def test_full_disk_with_records_in_the_journal_does_not_wedge_the_agent(agent_fa
     assert agent.stop() == 0
     landed = {rid for (rid,) in ingest.query("SELECT CAST(record_id AS VARCHAR) FROM vibration")}
     assert set(acked) <= landed
+
+
+def test_splitting_a_batch_on_a_full_disk_uses_the_seal_reserve(small_disk):
+    """Splitting a batch (the server's 413) on a full disk writes both halves from the seal reserve."""
+    registry = SchemaRegistry.from_dir(EXAMPLES_DIR)
+    spool = Spool(small_disk / "state", SpoolSettings(seal_reserve_bytes=2 * MiB), agent_version="test")
+    assert spool.ensure_reserve()
+    records = list(SimulatedModel("vibration", seed=32).predictions(2000))
+    batch = Pipeline(registry, SamplingSettings(seed=1), FLEET_KEY).process(records).batches["vibration"]
+    sealed = spool.write_batch(pa.Table.from_batches([batch]), schema=registry["vibration"])
+    filler = fill(small_disk)
+    halves = spool.split(sealed.batch_id)
+    assert [half.rows for half in halves] == [1000, 1000]
+    assert spool.disk_full and spool.reserve_held_bytes == 0
+    assert sorted(_ids(half.path for half in halves)) == sorted(r["record_id"] for r in records)
+    filler.unlink()
+    assert spool.ensure_reserve() and spool.reserve_held_bytes == 2 * MiB
