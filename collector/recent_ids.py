@@ -72,7 +72,7 @@ class RecentIds:
         loaded = 0
         for batch in reversed(chosen):  # oldest first, so the newest end up in the current generation
             try:
-                table = pq.read_table(batch.path, columns=["record_id", "kind"])
+                table = pq.read_table(batch.path, columns=["record_id", "kind"], use_threads=False)
             except (OSError, pa.ArrowException) as exc:
                 log.warning("cannot read record ids of a batch", extra={"batch_id": batch.batch_id, "error": repr(exc)})
                 continue
