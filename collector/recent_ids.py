@@ -7,8 +7,9 @@ answered ``accepted`` again, flagged ``duplicate``, and not stored a second time
 Ids are remembered per model and kind (a feedback record may reuse its prediction's id:
 another table on the server), in two generations of sets: lookups cost two set probes, and
 at least the last ``capacity`` ids (at most twice that, about 100 bytes each) are kept. On
-start the window is refilled from the newest sealed batches, so a resend after a SIGKILL is
-recognized. Beyond the window the ingest server's own ``record_id`` check still holds.
+start the window is refilled from the newest sealed batches (at most ``LOAD_MAX_BATCHES``)
+and the journal segments recovery could not seal, so a resend after a SIGKILL is recognized.
+Beyond the window the ingest server's own ``record_id`` check still holds.
 """
 
 from __future__ import annotations
@@ -26,6 +27,10 @@ from edgeloop.collector.spool import Spool
 __all__ = ["RecentIds"]
 
 log = logging.getLogger(__name__)
+
+# A resend follows a crash within seconds: its first copy is in the newest batches (those the
+# recovery just sealed among them). Reading more would slow every start for little gain.
+LOAD_MAX_BATCHES = 16
 
 
 class RecentIds:
@@ -65,7 +70,7 @@ class RecentIds:
             return 0
         chosen, rows = [], 0
         for batch in reversed(spool.pending()):
-            if rows >= self.capacity:
+            if rows >= self.capacity or len(chosen) >= LOAD_MAX_BATCHES:
                 break
             chosen.append(batch)
             rows += batch.rows
