@@ -1,34 +1,67 @@
-"""Read-only SQL: one SELECT at a time, on a connection that cannot touch files.
+"""Read-only SQL: one SELECT over the project's tables, calling only allowed functions.
 
-Two guards: the statement type must be SELECT (DuckDB's own parser says so, which also
-catches ``WITH ... INSERT``), and the database runs with ``enable_external_access = false``
-and ``lock_configuration = true``, so a SELECT cannot read files, attach, load extensions
-or change settings. The parse itself runs on that locked connection, because parsing some
-statements (IMPORT DATABASE) already reads files.
+An allow-list, checked on DuckDB's own parse tree (``json_serialize_sql``): the statement
+must be a single SELECT; every table it reads must be one of the database's own tables or
+views (or a CTE it defines); every function it calls must be in ``sql_functions``; every
+node of the tree must be of a kind this module knows. Anything else is refused before it
+runs, so a "SELECT" that calls ``enable_logging()``, ``checkpoint()`` or ``read_csv()``
+never reaches the executor. As defence in depth the connection itself runs with external
+access off, extensions off and its configuration locked (``store.connect``).
 """
 
 from __future__ import annotations
 
+import difflib
+import re
 import threading
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import duckdb
+import orjson
 import pyarrow as pa
 
 from edgeloop.errors import QueryFailed, QueryRefused
+from edgeloop.ingest.sql_functions import ALLOWED_FUNCTIONS, ALLOWED_TABLE_FUNCTIONS
 
-__all__ = ["check_read_only", "run_query"]
+__all__ = ["CheckedQuery", "check_query", "describe_error", "run_query", "stream_query"]
+
+# Expression kinds (the ``class`` of a parse node) a SELECT may contain.
+_EXPRESSIONS = frozenset({
+    "BETWEEN", "CASE", "CAST", "COLLATE", "COLUMN_REF", "COMPARISON", "CONJUNCTION", "CONSTANT", "FUNCTION",
+    "LAMBDA", "LAMBDA_REF", "OPERATOR", "PARAMETER", "POSITIONAL_REFERENCE", "STAR", "SUBQUERY", "WINDOW",
+})
+# Query nodes, FROM items and modifiers (the ``type`` of a node without a class).
+_NODES = frozenset({"SELECT_NODE", "SET_OPERATION_NODE", "RECURSIVE_CTE_NODE", "CTE_NODE"})
+_TABLE_REFS = frozenset({"BASE_TABLE", "JOIN", "SUBQUERY", "EMPTY", "EXPRESSION_LIST", "PIVOT", "TABLE_FUNCTION", "SHOW_REF"})
+_MODIFIERS = frozenset({"ORDER_MODIFIER", "LIMIT_MODIFIER", "LIMIT_PERCENT_MODIFIER", "DISTINCT_MODIFIER"})
+_ORDERS = frozenset({"ORDER_DEFAULT", "ASCENDING", "DESCENDING"})
+_KNOWN_TYPES = _NODES | _TABLE_REFS | _MODIFIERS | _ORDERS
+
+_PROJECT_TABLES_SQL = (
+    "SELECT lower(table_name) FROM duckdb_tables() WHERE database_name = current_database() AND schema_name = 'main' "
+    "UNION SELECT lower(view_name) FROM duckdb_views() WHERE database_name = current_database() "
+    "AND schema_name = 'main' AND NOT internal"
+)
 
 
-def check_read_only(con: duckdb.DuckDBPyConnection, sql: str) -> None:
-    """Refuse anything but a single SELECT, with a message that says why."""
+@dataclass(frozen=True, slots=True)
+class CheckedQuery:
+    """A query the allow-list passed, with the project tables and views it reads."""
+
+    sql: str
+    tables: frozenset[str]
+
+
+def check_query(con: duckdb.DuckDBPyConnection, sql: str) -> CheckedQuery:
+    """Refuse anything but one SELECT over the project's tables calling allowed functions."""
     try:
         statements = con.extract_statements(sql)
     except duckdb.PermissionException as exc:
-        raise QueryRefused(f"refused: the statement touches files, which is not allowed ({_first_line(exc)})") from exc
+        raise QueryRefused(f"refused: the statement touches files, which is not allowed ({describe_error(exc)})") from exc
     except duckdb.Error as exc:
-        raise QueryFailed(f"cannot parse the query: {_first_line(exc)}") from exc
+        raise QueryFailed(f"cannot parse the query: {describe_error(exc)}") from exc
     if not statements:
         raise QueryFailed("the query is empty")
     if len(statements) > 1:
@@ -37,37 +70,186 @@ def check_read_only(con: duckdb.DuckDBPyConnection, sql: str) -> None:
     if kind != duckdb.StatementType.SELECT:
         name = getattr(kind, "name", str(kind))
         raise QueryRefused(f"refused: {name} statements are not allowed; the SQL interface is read-only (SELECT only)")
+    try:
+        tree = orjson.loads(con.execute("SELECT json_serialize_sql(?::VARCHAR)", [sql]).fetchone()[0])
+        tables = {row[0] for row in con.execute(_PROJECT_TABLES_SQL).fetchall()}
+    except duckdb.Error as exc:
+        raise QueryFailed(f"cannot check the query: {describe_error(exc)}") from exc
+    if tree.get("error"):
+        raise QueryRefused(f"refused: this kind of SELECT cannot be checked ({tree.get('error_message', 'unknown')})")
+    walker = _Walker(tables)
+    for statement in tree["statements"]:
+        walker.node(statement["node"], frozenset())
+    return CheckedQuery(sql, frozenset(walker.read))
+
+
+class _Walker:
+    """Visits every node of a parse tree; raises QueryRefused at the first one not allowed."""
+
+    def __init__(self, project_tables: set[str]) -> None:
+        self.project_tables = project_tables
+        self.read: set[str] = set()
+
+    def node(self, node: dict[str, Any], ctes: frozenset[str]) -> None:
+        kind = node.get("type")
+        if kind not in _NODES:
+            raise QueryRefused(f"refused: {kind} queries are not allowed")
+        if kind == "RECURSIVE_CTE_NODE":
+            ctes = ctes | {str(node.get("cte_name", "")).lower()}
+        for entry in (node.get("cte_map") or {}).get("map", []):
+            # A CTE's body sees the CTEs defined before it, not itself (unless it is recursive).
+            self.value(entry["value"], ctes)
+            ctes = ctes | {str(entry["key"]).lower()}
+        for key, value in node.items():
+            if key not in ("type", "cte_map"):
+                self.value(value, ctes)
+
+    def value(self, value: Any, ctes: frozenset[str]) -> None:
+        if isinstance(value, list):
+            for item in value:
+                self.value(item, ctes)
+        elif isinstance(value, dict):
+            if "class" in value:
+                self.expression(value, ctes)
+            elif isinstance(value.get("type"), str):
+                self.typed(value, ctes)
+            else:
+                for item in value.values():
+                    self.value(item, ctes)
+
+    def expression(self, expr: dict[str, Any], ctes: frozenset[str]) -> None:
+        kind = expr["class"]
+        if kind not in _EXPRESSIONS:
+            raise QueryRefused(f"refused: {kind} expressions are not allowed")
+        if kind in ("FUNCTION", "WINDOW"):
+            self.function(expr, ALLOWED_FUNCTIONS, "function")
+        for key, item in expr.items():
+            if key not in ("class", "type"):
+                self.value(item, ctes)
+
+    def typed(self, node: dict[str, Any], ctes: frozenset[str]) -> None:
+        kind = node["type"]
+        if kind not in _KNOWN_TYPES:
+            raise QueryRefused(f"refused: {kind} is not allowed in a query")
+        if kind in _NODES:
+            self.node(node, ctes)
+            return
+        if kind == "BASE_TABLE":
+            self.table(node, ctes)
+        elif kind == "TABLE_FUNCTION":
+            function = node.get("function") or {}
+            self.function(function, ALLOWED_TABLE_FUNCTIONS, "table function")
+            self.value(function.get("children", []), ctes)
+            node = {key: item for key, item in node.items() if key != "function"}
+        elif kind == "SHOW_REF" and "query" not in node:
+            name = str(node.get("table_name", "")).strip('"').lower()
+            if name != "tables" and name not in self.project_tables:
+                raise QueryRefused(f"refused: SHOW {node.get('table_name')} is not allowed; describe a project table instead")
+        for key, item in node.items():
+            if key != "type":
+                self.value(item, ctes)
+
+    def table(self, ref: dict[str, Any], ctes: frozenset[str]) -> None:
+        name = str(ref.get("table_name", "")).lower()
+        catalog, schema = ref.get("catalog_name", ""), ref.get("schema_name", "")
+        if not catalog and not schema and name in ctes:
+            return
+        if not catalog and not schema and _plain_name(name) and name not in self.project_tables:
+            near = difflib.get_close_matches(name, sorted(self.project_tables | ctes), n=1)
+            hint = f' Did you mean "{near[0]}"?' if near else ""
+            raise QueryFailed(
+                f"Catalog Error: Table with name {ref.get('table_name')} does not exist among the project's tables and views!{hint}"
+            )
+        if catalog or schema not in ("", "main") or name not in self.project_tables:
+            qualified = ".".join(part for part in (catalog, schema, ref.get("table_name", "")) if part)
+            raise QueryRefused(
+                f"refused: {qualified!r} is not one of the project's tables or views "
+                "(see `SHOW TABLES`; files, other databases and system views cannot be read)"
+            )
+        self.read.add(name)
+
+    @staticmethod
+    def function(expr: dict[str, Any], allowed: frozenset[str], what: str) -> None:
+        name = str(expr.get("function_name", ""))
+        if expr.get("catalog", "") not in ("", "system") or expr.get("schema", "") not in ("", "main"):
+            raise QueryRefused(f"refused: functions outside DuckDB's own are not allowed ({expr.get('schema')}.{name})")
+        if name.lower() not in allowed:
+            raise QueryRefused(f"refused: the {what} {name}() is not on the allow-list of side-effect-free functions")
+
+
+def _plain_name(name: str) -> bool:
+    """A bare identifier (not a file path or URL), which an analyst may simply have misspelt."""
+    return re.fullmatch(r"[a-z_][a-z0-9_]*", name) is not None
 
 
 def run_query(
     con: duckdb.DuckDBPyConnection, sql: str, params: Sequence[Any] | None = None, *, timeout_s: float | None = None
 ) -> pa.Table:
-    """Run one read-only SELECT and return its rows as Arrow; interrupted after ``timeout_s``."""
-    check_read_only(con, sql)
+    """Run one allowed SELECT and return its rows as Arrow; interrupted after ``timeout_s``."""
+    batches = stream_query(con, sql, params, timeout_s=timeout_s)
+    first = next(batches)
+    return pa.Table.from_batches([first, *batches], schema=first.schema)
+
+
+def stream_query(
+    con: duckdb.DuckDBPyConnection,
+    sql: str,
+    params: Sequence[Any] | None = None,
+    *,
+    timeout_s: float | None = None,
+    batch_rows: int = 65_536,
+) -> Iterator[pa.RecordBatch]:
+    """Check and run one SELECT; yield its rows in Arrow batches as DuckDB produces them.
+
+    The first item is always yielded (an empty batch for no rows) so the schema is known.
+    """
+    check_query(con, sql)
     timer = threading.Timer(timeout_s, con.interrupt) if timeout_s else None
     if timer:
         timer.daemon = True
         timer.start()
     try:
-        return con.execute(sql, list(params) if params else None).to_arrow_table()
-    except duckdb.PermissionException as exc:
-        raise QueryRefused(f"refused: the query touches files or settings, which is not allowed ({_first_line(exc)})") from exc
-    except duckdb.InterruptException as exc:
-        raise QueryFailed(f"the query ran longer than {timeout_s:g} s and was stopped") from exc
-    except duckdb.InvalidInputException as exc:
-        if "configuration has been locked" in str(exc):
-            raise QueryRefused(f"refused: settings cannot be changed ({_first_line(exc)})") from exc
-        raise QueryFailed(f"query failed: {_first_line(exc)}") from exc
-    except duckdb.ParserException as exc:
-        if "single SELECT" in str(exc):  # query()/query_table() given a non-SELECT
-            raise QueryRefused(f"refused: only SELECT statements may run ({_first_line(exc)})") from exc
-        raise QueryFailed(f"query failed: {_first_line(exc)}") from exc
-    except duckdb.Error as exc:
-        raise QueryFailed(f"query failed: {_first_line(exc)}") from exc
+        with translate_errors(timeout_s):
+            reader = con.execute(sql, list(params) if params else None).to_arrow_reader(batch_rows)
+        yielded = False
+        while True:
+            with translate_errors(timeout_s):
+                try:
+                    batch = reader.read_next_batch()
+                except StopIteration:
+                    break
+            yielded = True
+            yield batch
+        if not yielded:
+            yield pa.RecordBatch.from_pylist([], schema=reader.schema)
     finally:
         if timer:
             timer.cancel()
 
 
-def _first_line(exc: BaseException) -> str:
-    return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+class translate_errors:  # noqa: N801 - used as a context manager, reads as a phrase
+    """Turn DuckDB's errors into QueryRefused/QueryFailed with DuckDB's whole message."""
+
+    def __init__(self, timeout_s: float | None) -> None:
+        self.timeout_s = timeout_s
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: Any) -> bool:
+        if exc is None or not isinstance(exc, (duckdb.Error, pa.ArrowException)):
+            return False
+        timeout_s = self.timeout_s
+        if isinstance(exc, duckdb.PermissionException):
+            raise QueryRefused(f"refused: the query touches files or settings, which is not allowed ({describe_error(exc)})") from exc
+        if isinstance(exc, duckdb.InterruptException):
+            raise QueryFailed(f"the query ran longer than {timeout_s:g} s and was stopped" if timeout_s else "the query was stopped") from exc
+        if isinstance(exc, duckdb.InvalidInputException) and "configuration has been locked" in str(exc):
+            raise QueryRefused(f"refused: settings cannot be changed ({describe_error(exc)})") from exc
+        raise QueryFailed(f"query failed: {describe_error(exc)}") from exc
+
+
+def describe_error(exc: BaseException) -> str:
+    """DuckDB's whole message on one line: the hints (``Did you mean``, ``Candidate bindings``) kept."""
+    text = " ".join(line.strip() for line in str(exc).strip().splitlines() if line.strip())
+    return text or type(exc).__name__

@@ -137,6 +137,10 @@ def _configure(con: duckdb.DuckDBPyConnection, threads: int | None, *, read_only
         con.execute(f"SET threads = {int(threads)}")
     con.execute("SET autoinstall_known_extensions = false")
     con.execute("SET autoload_known_extensions = false")
+    con.execute("SET allow_community_extensions = false")
+    con.execute("SET allow_persistent_secrets = false")
+    # A query must never see the Python variables of the code that runs it.
+    con.execute("SET python_enable_replacements = false")
     con.execute("SET enable_external_access = false")
     con.execute("SET lock_configuration = true")
 

@@ -33,6 +33,15 @@ REFUSED = [
     "LOAD httpfs",
     "CHECKPOINT",
     "EXPLAIN ANALYZE DELETE FROM batches",
+    "SELECT * FROM enable_logging(storage='file', storage_path='/tmp/edgeloop-log')",
+    "SELECT * FROM enable_profiling()",
+    "SELECT * FROM checkpoint()",
+    "SELECT * FROM truncate_duckdb_logs()",
+    "SELECT * FROM read_duckdb('/tmp/x.duckdb')",
+    "SELECT * FROM '/etc/passwd'",
+    "SELECT * FROM duckdb_settings()",
+    "SELECT current_setting('threads')",
+    "SELECT write_log('x')",
 ]
 
 
@@ -81,9 +90,14 @@ async def test_writes_files_and_settings_are_refused(admin, sql):
 
 
 async def test_bad_sql_is_a_query_error(admin):
-    """A syntax error or an unknown table is a QueryFailed that carries DuckDB's reason."""
-    with pytest.raises(QueryFailed, match="no_such_table") as info:
+    """A syntax error, an unknown table or column is a QueryFailed that carries DuckDB's whole reason, hints included."""
+    with pytest.raises(QueryFailed, match="no_such_table"):
         await asyncio.to_thread(admin.query, "SELECT * FROM no_such_table")
+    with pytest.raises(QueryFailed, match='Did you mean "vibration"'):
+        await asyncio.to_thread(admin.query, "SELECT * FROM vibraton")
+    with pytest.raises(QueryFailed, match='Candidate bindings: .*"model"') as info:
+        await asyncio.to_thread(admin.query, "SELECT modle FROM models")
+    assert "\n" not in str(info.value)
     if isinstance(admin, LocalAdmin):  # translated at the boundary, the DuckDB error kept as the cause
         assert isinstance(info.value.__cause__, duckdb.Error)
     with pytest.raises(QueryFailed, match="parse|syntax"):
