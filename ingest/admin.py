@@ -8,12 +8,13 @@ Both backends speak the ``Admin`` protocol and pass the same tests.
 
 from __future__ import annotations
 
+import itertools
 import json
 import ssl
 import urllib.error
 import urllib.parse
 import urllib.request
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -23,8 +24,9 @@ import pyarrow as pa
 from edgeloop.errors import AuthError, DatabaseInUse, IngestError, QueryFailed, QueryRefused, StoreError
 from edgeloop.ingest.auth import DeviceRegistry, admin_token
 from edgeloop.ingest.config import IngestConfig
-from edgeloop.ingest.query import run_query
 from edgeloop.ingest.catalog import Catalog
+from edgeloop.ingest.export import ResultStream
+from edgeloop.ingest.query import check_query, run_query, stream_query
 from edgeloop.ingest.store import connect, load_catalog, register_schema
 from edgeloop.schemas.model_schema import ModelSchema
 
@@ -33,6 +35,7 @@ __all__ = ["Admin", "LocalAdmin", "RemoteAdmin", "open_admin"]
 
 class Admin(Protocol):
     def query(self, sql: str, params: Sequence[Any] = ()) -> pa.Table: ...
+    def stream(self, sql: str, params: Sequence[Any] = (), *, export: bool = False) -> ResultStream: ...
     def add_device(self, name: str) -> str: ...
     def revoke_device(self, name: str) -> None: ...
     def push_schema(self, text: str, source: str) -> dict[str, Any]: ...
@@ -49,6 +52,13 @@ class LocalAdmin:
 
     def query(self, sql: str, params: Sequence[Any] = ()) -> pa.Table:
         return run_query(self._con, sql, params, timeout_s=self._timeout_s)
+
+    def stream(self, sql: str, params: Sequence[Any] = (), *, export: bool = False) -> ResultStream:
+        """The rows as DuckDB produces them; an export is not stopped by ``sql_timeout_s``."""
+        checked = check_query(self._con, sql)
+        batches = stream_query(self._con, sql, params, timeout_s=None if export else self._timeout_s, checked=checked)
+        first = next(batches)
+        return ResultStream(first.schema, itertools.chain([first], batches), tables=checked.tables, close=batches.close)
 
     def _write(self, fn: Any) -> Any:
         self._con.execute("BEGIN TRANSACTION")
@@ -94,7 +104,7 @@ class RemoteAdmin:
                 # Trusting exactly the server's own certificate pins it; its name need not match the URL.
                 self._context.check_hostname = False
 
-    def _request(self, method: str, path: str, payload: Any = None, *, raw: bytes | None = None) -> tuple[str, bytes]:
+    def _open(self, method: str, path: str, payload: Any = None, *, raw: bytes | None = None) -> Any:
         data = raw if raw is not None else json.dumps(payload).encode() if payload is not None else None
         request = urllib.request.Request(
             self.url + path,
@@ -106,20 +116,53 @@ class RemoteAdmin:
             },
         )
         try:
-            with urllib.request.urlopen(request, timeout=self._timeout_s, context=self._context) as response:
-                return response.headers.get_content_type(), response.read()
+            return urllib.request.urlopen(request, timeout=self._timeout_s, context=self._context)
         except urllib.error.HTTPError as exc:
             raise _translate(exc) from exc
         except (urllib.error.URLError, OSError) as exc:
             reason = getattr(exc, "reason", exc)
             raise StoreError(f"cannot reach the server at {self.url}: {reason}") from exc
 
+    def _request(self, method: str, path: str, payload: Any = None, *, raw: bytes | None = None) -> tuple[str, bytes]:
+        with self._open(method, path, payload, raw=raw) as response:
+            return response.headers.get_content_type(), response.read()
+
     def query(self, sql: str, params: Sequence[Any] = ()) -> pa.Table:
-        _, body = self._request("POST", "/v1/sql", {"sql": sql, "params": list(params)})
+        result = self.stream(sql, params)
         try:
-            return pa.ipc.open_stream(body).read_all()
-        except pa.ArrowException as exc:
+            return pa.Table.from_batches(list(result.batches), schema=result.schema)
+        finally:
+            result.close()
+
+    def stream(self, sql: str, params: Sequence[Any] = (), *, export: bool = False) -> ResultStream:
+        """Read the server's Arrow stream batch by batch; its last message says whether the rows were cut."""
+        response = self._open("POST", "/v1/sql", {"sql": sql, "params": list(params), "export": export})
+        try:
+            reader = pa.ipc.open_stream(response)
+        except (pa.ArrowException, OSError) as exc:
+            response.close()
             raise StoreError(f"the server sent an unreadable result: {exc}") from exc
+        tables = frozenset(filter(None, response.headers.get("X-Edgeloop-Tables", "").split(",")))
+        result = ResultStream(reader.schema, iter(()), tables=tables, close=response.close)
+
+        def batches() -> Iterator[pa.RecordBatch]:
+            while True:
+                try:
+                    batch, metadata = reader.read_next_batch_with_custom_metadata()
+                except StopIteration:
+                    return
+                except (pa.ArrowException, OSError) as exc:
+                    raise StoreError(f"the server's result stream broke off: {exc}") from exc
+                note = {k.decode(): v.decode() for k, v in (metadata or {}).items()} if metadata else {}
+                if "edgeloop.error" in note:
+                    raise QueryFailed(note["edgeloop.error"])
+                if note.get("edgeloop.truncated") == "true":
+                    result.truncated, result.truncated_reason = True, note.get("edgeloop.reason", "")
+                if batch.num_rows:
+                    yield batch
+
+        result.batches = batches()
+        return result
 
     def add_device(self, name: str) -> str:
         _, body = self._request("POST", "/v1/devices", {"name": name})
@@ -151,6 +194,8 @@ def _translate(exc: urllib.error.HTTPError) -> IngestError:
         return AuthError(f"the server refused the admin token: {message}")
     if code == "read_only":
         return QueryRefused(message)
+    if code == "busy":
+        return StoreError(f"{message} (HTTP 429)")
     if code == "query_failed":
         return QueryFailed(message)
     return StoreError(message)

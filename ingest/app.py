@@ -3,7 +3,7 @@
     PUT    /v1/batches/{batch_id}   device token; Parquet body → 201 / 200 replay / 4xx / 429 / 503
     POST   /v1/schemas              admin token; a model schema file (TOML) → 201 registered / 200 / 409
     GET    /v1/schemas              admin token; every registered schema
-    POST   /v1/sql                  admin token; {"sql", "params"} → Arrow IPC stream (or JSON)
+    POST   /v1/sql                  admin token; {"sql", "params", "export"} → Arrow IPC stream (or JSON), capped
     POST   /v1/devices              admin token; {"name"} → {"name", "token"}
     DELETE /v1/devices/{name}       admin token; revokes at once
     GET    /healthz, /metrics
@@ -14,10 +14,13 @@ Every error body is ``{"error": {"code", "message", "details"}}``, aiohttp's own
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import hashlib
+import itertools
 import logging
 import os
 import ssl
+import threading
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -46,9 +49,10 @@ from edgeloop.ingest.auth import Authenticator, DeviceRegistry, admin_token
 from edgeloop.ingest.batch import check_batch_id, read_batch
 from edgeloop.ingest.config import IngestConfig
 from edgeloop.ingest.metrics import Metrics
+from edgeloop.ingest.export import JSON_OPTIONS, json_default, json_rows
 from edgeloop.ingest.pacer import Pacer
-from edgeloop.ingest.query import run_query
-from edgeloop.ingest.store import Landing, Store, arrow_rows
+from edgeloop.ingest.query import check_query, stream_query
+from edgeloop.ingest.store import Landing, Store
 from edgeloop.runner import GuardedRunner, read_body
 from edgeloop.schemas.model_schema import ModelSchema
 from edgeloop.schemas.registry import SchemaRegistry
@@ -66,7 +70,9 @@ SENT_AT_HEADER = "X-Edgeloop-Sent-At"
 class _State:
     pacer: Pacer
     draining: bool = False
-    executor: ThreadPoolExecutor | None = None
+    executor: ThreadPoolExecutor | None = None  # checks uploads
+    sql_executor: ThreadPoolExecutor | None = None  # runs admin queries, so uploads never wait behind them
+    sql_running: int = 0
     admitting: int = 0  # uploads holding a queue slot while their body is read and checked
 
 
@@ -249,25 +255,212 @@ async def _admin_json(request: web.Request) -> dict[str, Any]:
     return value
 
 
-async def post_sql(request: web.Request) -> web.Response:
+async def post_sql(request: web.Request) -> web.StreamResponse:
+    """Stream one allowed SELECT's rows as Arrow IPC (or JSON), capped in rows and bytes unless an export."""
     payload = await _admin_json(request)
-    sql, params = payload.get("sql"), payload.get("params") or []
-    if not isinstance(sql, str) or not isinstance(params, list):
-        raise BatchRejected(400, "bad_json", 'send {"sql": "SELECT ...", "params": [...]}')
+    sql, params, export = payload.get("sql"), payload.get("params") or [], payload.get("export", False)
+    if not isinstance(sql, str) or not isinstance(params, list) or not isinstance(export, bool):
+        raise BatchRejected(400, "bad_json", 'send {"sql": "SELECT ...", "params": [...], "export": false}')
     app = request.app
-    store = app[STORE]
-    timeout_s = app[CONFIG].store.sql_timeout_s
+    settings, state = app[CONFIG].store, app[STATE]
+    if state.sql_running >= settings.sql_max_concurrent:
+        raise StoreBusy(f"{state.sql_running} queries are running, the most store.sql_max_concurrent allows; retry later")
+    state.sql_running += 1
+    try:
+        as_json = "application/json" in request.headers.get("Accept", "")
+        limits = None if export else (settings.sql_max_result_rows, settings.sql_max_result_bytes)
+        timeout_s = None if export else settings.sql_timeout_s
+        stream = _SqlStream(asyncio.get_running_loop(), app[STORE], sql, params, as_json=as_json, limits=limits, timeout_s=timeout_s)
+        asyncio.get_running_loop().run_in_executor(state.sql_executor, stream.produce)
+        try:
+            tables = await stream.start()  # refusals and errors arrive here, before any byte is sent
+            response = web.StreamResponse(headers={"X-Edgeloop-Tables": ",".join(sorted(tables))})
+            response.content_type = "application/json" if as_json else ARROW_STREAM
+            await response.prepare(request)
+            try:
+                async for chunk in stream.chunks():
+                    await response.write(chunk)
+                await response.write_eof()
+            except ConnectionError:
+                log.info("sql client went away before the end of its result", extra={"path": request.path})
+            return response
+        finally:
+            stream.stop()
+    finally:
+        state.sql_running -= 1
 
-    def run() -> pa.Table:
-        return run_query(store.cursor(), sql, params, timeout_s=timeout_s)
 
-    table = await asyncio.get_running_loop().run_in_executor(app[STATE].executor, run)
-    if "application/json" in request.headers.get("Accept", ""):
-        return _json(200, {"columns": table.column_names, "rows": arrow_rows(table)})
-    sink = pa.BufferOutputStream()
-    with pa.ipc.new_stream(sink, table.schema) as writer:
-        writer.write_table(table)
-    return web.Response(body=sink.getvalue().to_pybytes(), content_type=ARROW_STREAM)
+class _SqlStream:
+    """Runs a query on the SQL pool and hands its encoded chunks to the event loop, a few at a time."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, store: Store, sql: str, params: list[Any], *,
+                 as_json: bool, limits: tuple[int, int] | None, timeout_s: float | None) -> None:
+        self.loop, self.store, self.sql, self.params = loop, store, sql, params
+        self.as_json, self.limits, self.timeout_s = as_json, limits, timeout_s
+        self.queue: asyncio.Queue[tuple[str, Any]] = asyncio.Queue(maxsize=4)
+        self.stopped = threading.Event()
+        self.finished = threading.Event()
+        self.cursor: Any = None
+
+    async def start(self) -> frozenset[str]:
+        kind, value = await self.queue.get()
+        if kind == "error":
+            raise value
+        return value
+
+    async def chunks(self) -> AsyncIterator[bytes]:
+        while True:
+            kind, value = await self.queue.get()
+            if kind == "end":
+                return
+            yield value
+
+    def stop(self) -> None:
+        self.stopped.set()
+        cursor = self.cursor
+        if cursor is not None and not self.finished.is_set():
+            cursor.interrupt()  # an abandoned query stops now, not at its next batch
+
+    def _put(self, item: tuple[str, Any]) -> None:
+        future = asyncio.run_coroutine_threadsafe(self.queue.put(item), self.loop)
+        while True:
+            try:
+                future.result(timeout=0.5)
+                return
+            except concurrent.futures.TimeoutError:
+                if self.stopped.is_set():  # the client went away: stop producing
+                    future.cancel()
+                    raise _Abandoned from None
+
+    def produce(self) -> None:
+        try:
+            self._produce()
+        finally:
+            self.finished.set()
+
+    def _produce(self) -> None:
+        cursor = self.cursor = self.store.cursor()
+        started = False
+        try:
+            checked = check_query(cursor, self.sql)
+            batches = stream_query(cursor, self.sql, self.params, timeout_s=self.timeout_s, checked=checked)
+            try:
+                first = next(batches)
+                encoder = _JsonEncoder(first.schema) if self.as_json else _ArrowEncoder(first.schema)
+                self._put(("start", checked.tables))
+                started = True
+                self._put(("chunk", encoder.begin()))
+                rows = size = 0
+                note: dict[str, str] = {}
+                for batch in itertools.chain([first], batches):
+                    if self.limits is not None:
+                        max_rows, max_bytes = self.limits
+                        fit = min(batch.num_rows, max_rows - rows)
+                        if batch.num_rows and size + batch.nbytes > max_bytes:
+                            fit = min(fit, int(batch.num_rows * max(max_bytes - size, 0) / batch.nbytes))
+                        if fit < batch.num_rows:
+                            batch = batch.slice(0, fit)
+                            limit = "sql_max_result_rows" if rows + fit >= max_rows else "sql_max_result_bytes"
+                            note = {"truncated": "true", "reason": f"the result is cut at store.{limit}"}
+                    chunk = encoder.batch(batch)
+                    rows += batch.num_rows
+                    size += batch.nbytes
+                    self._put(("chunk", chunk))
+                    if note:
+                        break
+                self._put(("chunk", encoder.end(rows, note)))
+            finally:
+                batches.close()
+        except _Abandoned:
+            return
+        except Exception as exc:
+            if not isinstance(exc, (QueryRefused, QueryFailed, StoreError)):
+                log.exception("query failed unexpectedly")
+                exc = StoreError(f"the query failed: {type(exc).__name__}: {exc}")
+            try:
+                if not started:
+                    self._put(("error", exc))
+                    return
+                self._put(("chunk", encoder.end(-1, {"error": str(exc)})))
+            except _Abandoned:
+                return
+        try:
+            self._put(("end", None))
+        except _Abandoned:
+            return
+
+
+class _Abandoned(Exception):
+    """The HTTP client stopped reading; the producer gives up."""
+
+
+class _ArrowEncoder:
+    """Arrow IPC stream; the last message is an empty batch whose metadata says if the rows were cut."""
+
+    def __init__(self, schema: pa.Schema) -> None:
+        self.schema = schema
+        self.sink = _Chunks()
+        self.writer = pa.ipc.new_stream(self.sink, schema)
+
+    def begin(self) -> bytes:
+        return self.sink.take()
+
+    def batch(self, batch: pa.RecordBatch) -> bytes:
+        self.writer.write_batch(batch)
+        return self.sink.take()
+
+    def end(self, rows: int, note: dict[str, str]) -> bytes:
+        metadata = {f"edgeloop.{key}": value for key, value in {"rows": str(rows), **note}.items()}
+        self.writer.write_batch(pa.RecordBatch.from_pylist([], schema=self.schema), custom_metadata=metadata)
+        self.writer.close()
+        return self.sink.take()
+
+
+class _JsonEncoder:
+    """``{"columns", "rows", "truncated"}``, written row by row; an error after the first row is reported last."""
+
+    def __init__(self, schema: pa.Schema) -> None:
+        self.schema = schema
+        self.first = True
+
+    def begin(self) -> bytes:
+        return b'{"columns":' + orjson.dumps(self.schema.names) + b',"rows":['
+
+    def batch(self, batch: pa.RecordBatch) -> bytes:
+        rows = json_rows(batch)
+        if not rows:
+            return b""
+        body = b",".join(orjson.dumps(row, default=json_default, option=JSON_OPTIONS) for row in rows)
+        prefix, self.first = (b"" if self.first else b","), False
+        return prefix + body
+
+    def end(self, rows: int, note: dict[str, str]) -> bytes:
+        tail: dict[str, Any] = {"truncated": bool(note), "row_count": rows}
+        if "reason" in note:
+            tail["reason"] = note["reason"]
+        if "error" in note:
+            tail["error"] = {"code": "query_failed", "message": note["error"], "details": None}
+        return b"]," + orjson.dumps(tail)[1:]
+
+
+class _Chunks:
+    """A write-only file for the IPC writer; ``take`` hands over what was written since the last take."""
+
+    closed = False
+
+    def __init__(self) -> None:
+        self.parts: list[bytes] = []
+
+    def write(self, data: Any) -> int:
+        self.parts.append(bytes(data))
+        return len(data)
+
+    def flush(self) -> None:
+        pass
+
+    def take(self) -> bytes:
+        data, self.parts = b"".join(self.parts), []
+        return data
 
 
 MAX_SCHEMA_BYTES = 1024 * 1024
@@ -344,6 +537,7 @@ async def _resources(app: web.Application) -> AsyncIterator[None]:
     loop = asyncio.get_running_loop()
     state = app[STATE]
     state.executor = ThreadPoolExecutor(max_workers=(os.cpu_count() or 2) + 2, thread_name_prefix="edgeloop-ingest")
+    state.sql_executor = ThreadPoolExecutor(max_workers=config.store.sql_max_concurrent, thread_name_prefix="edgeloop-sql")
     store_class = app[_STORE_CLASS]
     metrics_ = app[METRICS]
 
@@ -365,6 +559,8 @@ async def _resources(app: web.Application) -> AsyncIterator[None]:
     try:
         yield
     finally:
+        state.sql_executor.shutdown(wait=False, cancel_futures=True)
+        store.interrupt_readers()
         await loop.run_in_executor(None, store.close, config.server.shutdown_timeout_s)
         state.executor.shutdown(wait=True)
         log.info("store closed", extra={"db_path": str(config.store.db_path)})
@@ -385,6 +581,8 @@ async def _register_dir(store: Store, folder: Any) -> None:
 async def _drain(app: web.Application) -> None:
     """On shutdown, refuse new uploads with 503 while queued ones finish landing."""
     app[STATE].draining = True
+    if STORE in app:
+        app[STORE].interrupt_readers()  # a long query or export does not hold up SIGTERM
     log.info("draining: new uploads get 503", extra={"queued": app[STORE].queued if STORE in app else 0})
 
 

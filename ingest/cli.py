@@ -3,8 +3,8 @@
     edgeloop-ingest serve
     edgeloop-ingest devices add NAME | list | revoke NAME
     edgeloop-ingest schemas push FILE... | list | diff FILE
-    edgeloop-ingest sql "SELECT ..." [--format table|csv|json|parquet] [--out FILE]
-    edgeloop-ingest export --model M [--since T] [--until T] [--labeled-only] --out train.parquet
+    edgeloop-ingest sql "SELECT ..." | - [--format table|csv|json|parquet] [--out FILE|-]
+    edgeloop-ingest export --model M [--since T] [--until T] [--labeled-only] --out train.parquet|-
     edgeloop-ingest fleet
     edgeloop-ingest report --model M [--since T] [--until T] [--by model_version|device|none] [--format table|json|html]
     edgeloop-ingest check-config | init-config [--systemd] | --version
@@ -40,7 +40,7 @@ from edgeloop.ingest.admin import Admin, open_admin
 from edgeloop.ingest.app import create_app, create_runner, ssl_context
 from edgeloop.ingest.catalog import diff
 from edgeloop.ingest.config import EXAMPLE_CONFIG, UNIT_FILE, IngestConfig, ServerSettings
-from edgeloop.ingest.export import FORMATS, training_query, write_output
+from edgeloop.ingest.export import FORMATS, STDOUT, Progress, ResultStream, parquet_metadata, training_query, write_result
 from edgeloop.ingest.fleet import DEVICES_SQL, fleet
 from edgeloop.ingest.report import GROUPINGS, build_report, declare, model_schema
 from edgeloop.ingest.report_view import REPORT_FORMATS, render_report
@@ -79,7 +79,7 @@ def _parser() -> argparse.ArgumentParser:
     remote.add_argument("--ca-file", type=Path, help="CA or server certificate for an https --url")
     fmt = argparse.ArgumentParser(add_help=False)
     fmt.add_argument("--format", choices=FORMATS, default="table", help="output format (default: table)")
-    fmt.add_argument("--out", type=Path, help="write to FILE (durably) instead of stdout")
+    fmt.add_argument("--out", type=Path, help="write to FILE (whole or not at all), or - for stdout (the default)")
 
     parser = argparse.ArgumentParser(
         prog="edgeloop-ingest",
@@ -121,7 +121,7 @@ def _parser() -> argparse.ArgumentParser:
     diff_parser.add_argument("file", type=Path, metavar="FILE")
 
     sql = commands.add_parser("sql", parents=[common, remote, fmt], help="run one read-only SELECT")
-    sql.add_argument("query", help='e.g. "SELECT model_version, count(*) FROM vibration GROUP BY 1"')
+    sql.add_argument("query", help='e.g. "SELECT model_version, count(*) FROM vibration GROUP BY 1"; - reads it from stdin')
 
     export = commands.add_parser(
         "export", parents=[common, remote], help="write a model's training set: predictions, latest label, sample weight"
@@ -131,7 +131,7 @@ def _parser() -> argparse.ArgumentParser:
     export.add_argument("--until", type=_timestamp, help="predictions created before")
     export.add_argument("--labeled-only", action="store_true", help="only predictions that have feedback")
     export.add_argument("--format", choices=FORMATS, default="parquet", help="default: parquet")
-    export.add_argument("--out", type=Path, required=True)
+    export.add_argument("--out", type=Path, required=True, help="FILE (written whole or not at all), or - for stdout")
 
     commands.add_parser("fleet", parents=[common, remote, fmt], help="model versions per device count and last seen")
 
@@ -263,7 +263,7 @@ def _run(args: argparse.Namespace) -> int:
                 admin.revoke_device(args.name)
                 print(f"device {args.name!r} revoked", file=sys.stderr)
             else:
-                write_output(admin.query(DEVICES_SQL), args.format, args.out, sys.stdout)
+                _write(ResultStream.of(admin.query(DEVICES_SQL)), args.format, args.out)
         finally:
             admin.close()
         return 0
@@ -272,17 +272,29 @@ def _run(args: argparse.Namespace) -> int:
     admin = _admin(args, config)
     try:
         if args.command == "sql":
-            write_output(admin.query(args.query), args.format, args.out, sys.stdout)
+            query = sys.stdin.read() if args.query == "-" else args.query
+            fingerprints = _fingerprints(admin) if args.format == "parquet" else {}
+            result = admin.stream(query)
+            metadata = _footer(query, [], fingerprints, result.tables) if args.format == "parquet" else None
+            _write(result, args.format, args.out, metadata=metadata)
+            if result.truncated:
+                print(f"edgeloop-ingest: the result is truncated: {result.truncated_reason}", file=sys.stderr)
         elif args.command == "export":
             sql, params = training_query(args.model, since=args.since, until=args.until, labeled_only=args.labeled_only)
-            known = admin.query("SELECT model FROM models ORDER BY model").column("model").to_pylist()
-            if args.model not in known:
-                raise EdgeloopError(f"no model named {args.model!r} has landed (known: {', '.join(known) or 'none'})")
-            table = admin.query(sql, params)
-            write_output(table, args.format, args.out, sys.stdout)
-            print(f"exported {table.num_rows} rows of {args.model} to {args.out}", file=sys.stderr)
+            fingerprints = _fingerprints(admin)
+            if args.model not in fingerprints:
+                known = ", ".join(sorted(fingerprints)) or "none"
+                raise EdgeloopError(f"no model named {args.model!r} has landed (known: {known})")
+            progress = None
+            if _shows_progress(args.out):
+                total = admin.query(f"SELECT count(*) AS n FROM ({sql})", params).column("n")[0].as_py()
+                progress = Progress(sys.stderr, total=total)
+            result = admin.stream(sql, params, export=True)
+            metadata = _footer(sql, params, fingerprints, result.tables | {args.model}) if args.format == "parquet" else None
+            rows = _write(result, args.format, args.out, metadata=metadata, progress=progress)
+            print(f"exported {rows} rows of {args.model} to {'stdout' if args.out == STDOUT else args.out}", file=sys.stderr)
         elif args.command == "fleet":
-            write_output(fleet(admin), args.format, args.out, sys.stdout)
+            _write(ResultStream.of(fleet(admin)), args.format, args.out)
         elif args.command == "report":
             schema = declare(model_schema(admin, args.model), prediction=args.prediction, truth=args.truth,
                              confidence=args.confidence, task=args.task)
@@ -324,7 +336,7 @@ def _schemas(args: argparse.Namespace, config: IngestConfig) -> int:
                 "fingerprint": [schema.fingerprint for schema in schemas],
                 "fields": pa.array([len(schema.fields) for schema in schemas], pa.int32()),
             })
-            write_output(table, args.format, args.out, sys.stdout)
+            _write(ResultStream.of(table), args.format, args.out)
             return 0
         new = load_schema_file(args.file)
         registered = [schema for schema in catalog if schema.name == new.name]
@@ -356,6 +368,31 @@ def _schemas(args: argparse.Namespace, config: IngestConfig) -> int:
         return 0
     finally:
         admin.close()
+
+
+def _write(result: ResultStream, fmt: str, out: Path | None, *, metadata: dict[str, str] | None = None,
+           progress: Progress | None = None) -> int:
+    if fmt == "parquet" and (out is None or out == STDOUT) and sys.stdout.isatty():
+        raise EdgeloopError("--format parquet is binary: give --out FILE, or --out - and redirect stdout")
+    if progress is None and fmt != "table" and _shows_progress(out):
+        progress = Progress(sys.stderr)
+    return write_result(result, fmt, out, sys.stdout, metadata=metadata, progress=progress)  # type: ignore[arg-type]
+
+
+def _shows_progress(out: Path | None) -> bool:
+    """Progress goes to a terminal, and only while the rows go somewhere else."""
+    return out is not None and out != STDOUT and sys.stderr.isatty()
+
+
+def _fingerprints(admin: Admin) -> dict[str, str]:
+    rows = admin.query("SELECT model, schema_fingerprint FROM models ORDER BY model").to_pylist()
+    return {row["model"]: row["schema_fingerprint"] for row in rows}
+
+
+def _footer(query: str, params: list, fingerprints: dict[str, str], tables: frozenset[str]) -> dict[str, str]:
+    """Parquet footer: the query and the schema fingerprints of the models whose tables it read."""
+    read = {model: fp for model, fp in fingerprints.items() if tables & {model, f"{model}_feedback", f"{model}_training"}}
+    return parquet_metadata(query, params, read, __version__)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -62,6 +62,9 @@ class StoreSettings(Settings):
     threads: PositiveInt | None = None  # DuckDB worker threads; default: one per core but one (at least one)
     sql_timeout_s: Positive = 60.0
     reserve_free_bytes: Annotated[int, Field(ge=0)] = 256 * MiB
+    sql_max_result_rows: PositiveInt = 1_000_000
+    sql_max_result_bytes: PositiveInt = 256 * MiB
+    sql_max_concurrent: PositiveInt = 2
 
 
 class LimitSettings(Settings):

@@ -1,27 +1,80 @@
-"""Query results out of the database: the training export and the CLI's output formats."""
+"""Query results out of the database: the training export and the CLI's output formats.
+
+Results arrive as a stream of Arrow batches (``ResultStream``) from either backend and are
+written without holding them: CSV and Parquet through DuckDB's own ``COPY ... TO`` (an
+in-memory DuckDB that can write to nothing but the one path the CLI chose), JSON and the
+terminal table batch by batch. Files are written next to their destination and renamed into
+place once complete and fsynced; ``-`` means stdout.
+"""
 
 from __future__ import annotations
 
-import io
-from collections.abc import Sequence
-from datetime import UTC, datetime
+import os
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime
+from decimal import Decimal
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, BinaryIO, Literal
 
+import duckdb
 import orjson
 import pyarrow as pa
-import pyarrow.csv as pacsv
-import pyarrow.parquet as pq
 
-from edgeloop.durable import write_durably
+from edgeloop.durable import fsync_dir
 from edgeloop.errors import QueryFailed
 from edgeloop.ingest.store import quote
 from edgeloop.schemas.model_schema import NAME_PATTERN
 
-__all__ = ["FORMATS", "Format", "render", "training_query", "write_output"]
+__all__ = [
+    "FORMATS",
+    "Format",
+    "JSON_OPTIONS",
+    "STDOUT",
+    "Progress",
+    "ResultStream",
+    "interval_text",
+    "json_default",
+    "json_rows",
+    "parquet_metadata",
+    "training_query",
+    "write_result",
+]
 
 Format = Literal["table", "csv", "json", "parquet"]
 FORMATS: tuple[str, ...] = ("table", "csv", "json", "parquet")
+STDOUT = Path("-")
+TABLE_ROWS_SHOWN = 10_000
+JSON_OPTIONS = orjson.OPT_NON_STR_KEYS
+
+
+@dataclass
+class ResultStream:
+    """A query's rows as Arrow batches, read once; ``truncated`` is known after the last batch."""
+
+    schema: pa.Schema
+    batches: Iterator[pa.RecordBatch]
+    tables: frozenset[str] = frozenset()
+    truncated: bool = False
+    truncated_reason: str = ""
+    close: Callable[[], None] = field(default=lambda: None)
+
+    @classmethod
+    def of(cls, table: pa.Table) -> ResultStream:
+        """A table already in memory (a small answer such as ``fleet``) as a stream."""
+        return cls(table.schema, iter(table.to_batches()))
+
+    def reader(self, on_batch: Callable[[pa.RecordBatch], None] | None = None) -> pa.RecordBatchReader:
+        """The batches as a RecordBatchReader (what DuckDB scans), calling ``on_batch`` for each."""
+
+        def counted() -> Iterator[pa.RecordBatch]:
+            for batch in self.batches:
+                if on_batch:
+                    on_batch(batch)
+                yield batch
+
+        return pa.RecordBatchReader.from_batches(self.schema, counted())
 
 
 def training_query(
@@ -43,70 +96,256 @@ def training_query(
     return f"SELECT * FROM {quote(model + '_training')}{clause} ORDER BY created_at, record_id", params
 
 
-def render(table: pa.Table, fmt: Format) -> bytes:
-    """The table as bytes in ``fmt``; ``table`` is aligned text for a terminal."""
-    if fmt == "parquet":
-        sink = io.BytesIO()
-        pq.write_table(table, sink, compression="zstd")
-        return sink.getvalue()
-    if fmt == "csv":
-        sink = io.BytesIO()
-        pacsv.write_csv(_printable(table), sink)
-        return sink.getvalue()
-    if fmt == "json":
-        rows = table.to_pylist()
-        return b"\n".join(orjson.dumps(row, default=_json_default) for row in rows) + (b"\n" if rows else b"")
-    return _text_table(table).encode()
+def parquet_metadata(query: str, params: Sequence[Any], fingerprints: dict[str, str], version: str) -> dict[str, str]:
+    """What an exported Parquet file records in its footer about where its rows came from."""
+    return {
+        "edgeloop.query": query,
+        "edgeloop.params": orjson.dumps(list(params), default=str).decode(),
+        "edgeloop.schema_fingerprints": orjson.dumps(fingerprints, option=orjson.OPT_SORT_KEYS).decode(),
+        "edgeloop.exported_at": datetime.now(UTC).isoformat(),
+        "edgeloop.version": version,
+    }
 
 
-def write_output(table: pa.Table, fmt: Format, out: Path | None, stdout: Any) -> None:
-    """Write to ``out`` durably, or to ``stdout``; Parquet needs a file."""
-    data = render(table, fmt)
-    if out is None:
-        if fmt == "parquet":
-            raise QueryFailed("--format parquet needs --out FILE")
-        stdout.write(data.decode())
+class Progress:
+    """Rows written so far on one terminal line (stderr), with a bar when the total is known."""
+
+    def __init__(self, stream: Any, *, total: int | None = None, interval_s: float = 0.2) -> None:
+        self.stream = stream
+        self.total = total
+        self.rows = 0
+        self.interval_s = interval_s
+        self.started = time.monotonic()
+        self._shown = 0.0
+
+    def add(self, rows: int) -> None:
+        self.rows += rows
+        now = time.monotonic()
+        if now - self._shown >= self.interval_s:
+            self._shown = now
+            self.stream.write("\r" + self.line(now))
+            self.stream.flush()
+
+    def line(self, now: float | None = None) -> str:
+        elapsed = max((now or time.monotonic()) - self.started, 1e-9)
+        rate = f"{self.rows / elapsed:,.0f} rows/s"
+        if self.total:
+            done = min(self.rows / self.total, 1.0)
+            bar = "#" * int(done * 30)
+            return f"[{bar:<30}] {done:4.0%} {self.rows:,}/{self.total:,} rows, {rate}"
+        return f"{self.rows:,} rows written, {rate}"
+
+    def finish(self) -> None:
+        self.stream.write("\r" + self.line() + "\n")
+        self.stream.flush()
+
+
+def write_result(
+    result: ResultStream,
+    fmt: Format,
+    out: Path | None,
+    stdout: Any,
+    *,
+    metadata: dict[str, str] | None = None,
+    progress: Progress | None = None,
+) -> int:
+    """Write the stream in ``fmt`` to ``out`` (``-`` or None: stdout); returns the rows written."""
+    counter = [0]
+
+    def seen(batch: pa.RecordBatch) -> None:
+        counter[0] += batch.num_rows
+        if progress:
+            progress.add(batch.num_rows)
+
+    try:
+        if fmt == "table":
+            text = _text_table(result, seen)
+            _to_text_sink(out, stdout, text.encode())
+        elif fmt == "json":
+            _to_sink(out, stdout, lambda handle: _write_json(result, handle, seen))
+        else:
+            _copy(result.reader(seen), fmt, out, stdout, metadata if fmt == "parquet" else None)
+    finally:
+        result.close()
+    if progress:
+        progress.finish()
+    return counter[0]
+
+
+def _copy(reader: pa.RecordBatchReader, fmt: Format, out: Path | None, stdout: Any, metadata: dict[str, str] | None) -> None:
+    """Stream ``reader`` through DuckDB's COPY into the one path we chose, and nowhere else."""
+    options = ["FORMAT parquet", "COMPRESSION zstd"] if fmt == "parquet" else ["FORMAT csv", "HEADER true"]
+    if metadata:
+        pairs = ", ".join(f"{_literal(key)}: {_literal(value)}" for key, value in metadata.items())
+        options.append(f"KV_METADATA {{{pairs}}}")
+
+    def copy_to(target: Path) -> None:
+        con = duckdb.connect()
+        try:
+            con.execute(f"SET allowed_paths = [{_literal(str(target))}]")
+            for setting in ("enable_external_access = false", "autoload_known_extensions = false",
+                            "autoinstall_known_extensions = false", "python_enable_replacements = false",
+                            "TimeZone = 'UTC'", "lock_configuration = true"):
+                con.execute(f"SET {setting}")
+            con.register("__edgeloop_result", reader)
+            con.execute(f"COPY (SELECT * FROM __edgeloop_result) TO {_literal(str(target))} ({', '.join(options)})")
+        except duckdb.Error as exc:
+            raise QueryFailed(f"cannot write {fmt}: {' '.join(str(exc).split())}") from exc
+        finally:
+            con.close()
+
+    if out is None or out == STDOUT:
+        stdout.flush()
+        copy_to(Path("/dev/stdout"))
         return
-    write_durably(out, data)
+    _into_place(out, copy_to)
 
 
-def _json_default(value: Any) -> Any:
+def _into_place(out: Path, write: Callable[[Path], None]) -> None:
+    """Write through ``write(tmp)`` next to ``out``, fsync, rename: ``out`` is whole or absent."""
+    tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
+    try:
+        write(tmp)
+        fd = os.open(tmp, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, out)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    fsync_dir(out.parent if str(out.parent) else Path("."))
+
+
+def _to_sink(out: Path | None, stdout: Any, write: Callable[[BinaryIO], None]) -> None:
+    if out is None or out == STDOUT:
+        stdout.flush()
+        write(stdout.buffer if hasattr(stdout, "buffer") else _TextAsBinary(stdout))
+        stdout.flush()
+        return
+
+    def to_file(tmp: Path) -> None:
+        with open(tmp, "wb") as handle:
+            write(handle)
+
+    _into_place(out, to_file)
+
+
+def _to_text_sink(out: Path | None, stdout: Any, data: bytes) -> None:
+    _to_sink(out, stdout, lambda handle: handle.write(data))
+
+
+class _TextAsBinary:
+    """Lets a text stream (a test's StringIO) take the bytes we write."""
+
+    def __init__(self, text: Any) -> None:
+        self.text = text
+
+    def write(self, data: bytes) -> int:
+        return self.text.write(data.decode())
+
+    def flush(self) -> None:
+        self.text.flush()
+
+
+def _write_json(result: ResultStream, handle: BinaryIO, seen: Callable[[pa.RecordBatch], None]) -> None:
+    for batch in result.batches:
+        seen(batch)
+        rows = json_rows(batch)
+        if rows:
+            handle.write(b"\n".join(orjson.dumps(row, default=json_default, option=JSON_OPTIONS) for row in rows) + b"\n")
+
+
+def _literal(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"
+
+
+def json_rows(batch: pa.RecordBatch) -> list[dict[str, Any]]:
+    """A batch's rows as dicts of JSON-ready values; what Python cannot hold is spelt as DuckDB does."""
+    columns: list[list[Any]] = []
+    for column in batch.columns:
+        try:
+            columns.append(column.to_pylist(maps_as_pydicts="lossy"))
+        except (OverflowError, ValueError, pa.ArrowException):
+            # 'infinity'::TIMESTAMP, DATE '294000-01-01': beyond Python's datetime, so DuckDB spells them.
+            columns.append(_as_text(column))
+    names = batch.schema.names
+    return [dict(zip(names, values)) for values in zip(*columns)] if columns else [{} for _ in range(batch.num_rows)]
+
+
+def _as_text(column: pa.Array) -> list[str | None]:
+    con = duckdb.connect()
+    try:
+        return [row[0] for row in con.from_arrow(pa.table({"v": column})).select("v::VARCHAR").fetchall()]
+    finally:
+        con.close()
+
+
+def json_default(value: Any) -> Any:
+    """orjson's fallback: timestamps as RFC 3339 UTC, intervals as DuckDB prints them, bytes as hex."""
     if isinstance(value, datetime):
-        return value.astimezone(UTC).isoformat()
+        return value.astimezone(UTC).isoformat() if value.tzinfo else value.isoformat()
+    if isinstance(value, date):
+        return value.isoformat()
+    if isinstance(value, pa.MonthDayNano):
+        return interval_text(value)
+    if isinstance(value, Decimal):
+        return int(value) if value == value.to_integral_value() else float(value)
     if isinstance(value, bytes):
         return value.hex()
     return str(value)
 
 
-def _printable(table: pa.Table) -> pa.Table:
-    """CSV cannot hold lists or UUIDs: spell them as text."""
-    columns = []
-    for column in table.columns:
-        kind = column.type
-        if isinstance(kind, pa.ExtensionType) or pa.types.is_list(kind) or pa.types.is_fixed_size_list(kind):
-            columns.append(pa.array([None if v is None else str(v) for v in column.to_pylist()], pa.string()))
-        else:
-            columns.append(column)
-    return pa.table(columns, names=table.column_names)
+def interval_text(value: Any) -> str:
+    """An interval as DuckDB prints it: ``1 year 2 months 3 days 04:05:06.5``."""
+    months, days, nanos = value.months, value.days, value.nanoseconds
+    parts = []
+    years, months = divmod(months, 12) if months >= 0 else (-((-months) // 12), -((-months) % 12))
+    for amount, unit in ((years, "year"), (months, "month"), (days, "day")):
+        if amount:
+            parts.append(f"{amount} {unit}{'' if abs(amount) == 1 else 's'}")
+    if nanos or not parts:
+        sign = "-" if nanos < 0 else ""
+        micros = abs(nanos) // 1000
+        seconds, micros = divmod(micros, 1_000_000)
+        hours, seconds = divmod(seconds, 3600)
+        minutes, seconds = divmod(seconds, 60)
+        clock = f"{sign}{hours:02d}:{minutes:02d}:{seconds:02d}"
+        if micros:
+            clock += f".{micros:06d}".rstrip("0")
+        parts.append(clock)
+    return " ".join(parts)
 
 
 def _cell(value: Any) -> str:
     if value is None:
         return ""
     if isinstance(value, datetime):
-        return value.astimezone(UTC).isoformat(timespec="seconds")
+        return value.astimezone(UTC).isoformat(timespec="seconds") if value.tzinfo else value.isoformat(timespec="seconds")
     if isinstance(value, float):
         return f"{value:.6g}"
+    if isinstance(value, pa.MonthDayNano):
+        return interval_text(value)
+    if isinstance(value, (list, dict, tuple)):
+        return orjson.dumps(value, default=json_default, option=JSON_OPTIONS).decode()
     return str(value)
 
 
-def _text_table(table: pa.Table, limit: int = 10_000) -> str:
-    names: Sequence[str] = table.column_names
-    rows = [[_cell(v) for v in row.values()] for row in table.slice(0, limit).to_pylist()]
+def _text_table(result: ResultStream, seen: Callable[[pa.RecordBatch], None]) -> str:
+    names: Sequence[str] = result.schema.names
+    rows: list[list[str]] = []
+    total = 0
+    for batch in result.batches:
+        seen(batch)
+        total += batch.num_rows
+        room = TABLE_ROWS_SHOWN - len(rows)
+        if room > 0:
+            rows.extend([_cell(v) for v in row.values()] for row in json_rows(batch.slice(0, room)))
     widths = [max([len(name)] + [len(row[i]) for row in rows]) for i, name in enumerate(names)]
     lines = ["  ".join(name.ljust(widths[i]) for i, name in enumerate(names)).rstrip()]
     lines.append("  ".join("-" * width for width in widths))
     lines.extend("  ".join(cell.ljust(widths[i]) for i, cell in enumerate(row)).rstrip() for row in rows)
-    more = table.num_rows - len(rows)
-    lines.append(f"({table.num_rows} rows{f', first {len(rows)} shown' if more else ''})")
+    more = total - len(rows)
+    lines.append(f"({total} rows{f', first {len(rows)} shown' if more else ''})")
     return "\n".join(lines) + "\n"

@@ -197,13 +197,15 @@ def stream_query(
     params: Sequence[Any] | None = None,
     *,
     timeout_s: float | None = None,
-    batch_rows: int = 65_536,
+    batch_rows: int = 16_384,
+    checked: CheckedQuery | None = None,
 ) -> Iterator[pa.RecordBatch]:
-    """Check and run one SELECT; yield its rows in Arrow batches as DuckDB produces them.
+    """Check (unless ``checked``) and run one SELECT; yield its rows in Arrow batches as DuckDB produces them.
 
     The first item is always yielded (an empty batch for no rows) so the schema is known.
     """
-    check_query(con, sql)
+    if checked is None or checked.sql != sql:
+        check_query(con, sql)
     timer = threading.Timer(timeout_s, con.interrupt) if timeout_s else None
     if timer:
         timer.daemon = True

@@ -358,6 +358,16 @@ class Store:
             self._local.cursor = cur
         return cur
 
+    def interrupt_readers(self) -> None:
+        """Stop every query running on a read cursor (shutdown does not wait for an export)."""
+        with self._lock:
+            cursors = list(self._cursors)
+        for cur in cursors:
+            try:
+                cur.interrupt()
+            except duckdb.Error:
+                pass
+
     def receipt(self, batch_id: str) -> dict[str, Any] | None:
         """The ledger's receipt for a landed batch, or None."""
         return _receipt(self.cursor(), batch_id)

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import json
+import subprocess
 import uuid
 from datetime import UTC, datetime, timedelta
 
+import pyarrow as pa
 import pyarrow.parquet as pq
 
 from tests.ingest.conftest import (
+    CLI,
     cli,
     free_port,
     make_table,
@@ -120,3 +123,50 @@ def test_cli_errors_are_one_line(tmp_path):
     assert not (tmp_path / "x.parquet").exists()
     help_text = cli("--help").stdout
     assert "serve" in help_text and "export" in help_text and "fleet" in help_text
+
+
+NESTED_SQL = "SELECT map(['a'], [1]) AS m, {'x': 1, 'y': 'z'} AS s, INTERVAL '1 day 2 hours' AS i, count(*) AS n FROM vibration"
+
+
+def _stdin_cli(sql: str, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([*CLI, "sql", "-", *args], input=sql.encode(), capture_output=True, timeout=60)
+
+
+def test_query_outputs_for_retraining_with_server_running_and_stopped(tmp_path, vibration):
+    """sql reads SQL from stdin, CSV holds MAP/STRUCT/INTERVAL, intervals print readably, export --out - writes Parquet
+    to stdout with its provenance in the footer — the same through the server and from the file."""
+    port = free_port()
+    config = write_config(tmp_path, port)
+    token = cli("devices", "add", "pump-1", "--config", str(config)).stdout.strip()
+    server = spawn_server(config, tmp_path / "server.log")
+    outputs = {}
+    try:
+        batch_id, body = seal(tmp_path, vibration, make_table(vibration, predictions=4)[0])
+        assert put_batch(port, batch_id, body, token) == 201
+        fingerprint = json.loads(cli("sql", "SELECT schema_fingerprint FROM models", "--format", "json",
+                                     "--config", str(config)).stdout)["schema_fingerprint"]
+        for mode in ("running", "stopped"):
+            if mode == "stopped":
+                stop_server(server)
+            csv = _stdin_cli(NESTED_SQL, "--format", "csv", "--config", str(config))
+            assert csv.returncode == 0, csv.stderr
+            as_json = _stdin_cli(NESTED_SQL, "--format", "json", "--config", str(config))
+            table = _stdin_cli(NESTED_SQL, "--config", str(config))
+            parquet = subprocess.run([*CLI, "export", "--model", "vibration", "--out", "-", "--config", str(config)],
+                                     capture_output=True, timeout=60)
+            assert parquet.returncode == 0, parquet.stderr
+            outputs[mode] = (csv.stdout.decode(), json.loads(as_json.stdout), table.stdout.decode(), parquet.stdout)
+    finally:
+        stop_server(server)
+    assert not (tmp_path / "-").exists()
+    for mode, (csv, row, table, parquet) in outputs.items():
+        assert csv.splitlines()[0] == "m,s,i,n", mode
+        assert "1 day 02:00:00" in csv and "{a=1}" in csv, (mode, csv)
+        assert row == {"m": {"a": 1}, "s": {"x": 1, "y": "z"}, "i": "1 day 02:00:00", "n": 4}, mode
+        assert "1 day 02:00:00" in table and "MonthDayNano" not in table, mode
+        exported = pq.read_table(pa.BufferReader(parquet))
+        assert exported.num_rows == 4, mode
+        footer = {k.decode(): v.decode() for k, v in pq.read_metadata(pa.BufferReader(parquet)).metadata.items()}
+        assert footer["edgeloop.query"].startswith('SELECT * FROM "vibration_training"'), mode
+        assert json.loads(footer["edgeloop.schema_fingerprints"]) == {"vibration": fingerprint}, mode
+        assert footer["edgeloop.version"] and datetime.fromisoformat(footer["edgeloop.exported_at"]).tzinfo, mode
