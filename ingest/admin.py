@@ -11,10 +11,11 @@ from __future__ import annotations
 import itertools
 import json
 import ssl
+import threading
 import urllib.error
 import urllib.parse
 import urllib.request
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -26,8 +27,8 @@ from edgeloop.ingest.auth import DeviceRegistry, admin_token
 from edgeloop.ingest.config import IngestConfig
 from edgeloop.ingest.catalog import Catalog
 from edgeloop.ingest.export import ResultStream
-from edgeloop.ingest.query import check_query, run_query, stream_query
-from edgeloop.ingest.store import connect, load_catalog, register_schema
+from edgeloop.ingest.query import check_query, run_query, stream_query, translate_errors
+from edgeloop.ingest.store import connect, load_catalog, quote, register_schema
 from edgeloop.schemas.model_schema import ModelSchema
 
 __all__ = ["Admin", "LocalAdmin", "RemoteAdmin", "open_admin"]
@@ -46,9 +47,52 @@ class Admin(Protocol):
 class LocalAdmin:
     """Opens the DuckDB file itself: read-only for queries, read-write for device changes."""
 
-    def __init__(self, path: Path, *, read_only: bool, timeout_s: float | None = None) -> None:
-        self._con = connect(path, read_only=read_only)
+    def __init__(self, path: Path, *, read_only: bool, timeout_s: float | None = None, write_to: Path | None = None) -> None:
+        self._con = connect(path, read_only=read_only, write_to=write_to)
         self._timeout_s = timeout_s
+        self.write_to = write_to
+
+    def tables_read(self, sql: str) -> frozenset[str]:
+        """The project tables and views an allowed query reads (refuses one that is not allowed)."""
+        return check_query(self._con, sql).tables
+
+    def copy(self, sql: str, params: Sequence[Any], options: str, on_progress: Callable[[float], None] | None = None) -> int:
+        """``COPY (<allowed SELECT>) TO write_to``: the only write this connection can make; returns the rows."""
+        if self.write_to is None:
+            raise StoreError("this connection was not opened to write an export")
+        checked = check_query(self._con, sql)
+        with translate_errors(None):
+            described = self._con.execute(f"DESCRIBE {checked.sql}", list(params) if params else None).fetchall()
+        # UUIDs as text, as in every other output (DuckDB's Arrow spells them so, and so does the server's stream).
+        uuids = [quote(row[0]) for row in described if row[1] == "UUID"]
+        select = checked.sql
+        if uuids:
+            select = f"SELECT * REPLACE ({', '.join(f'{name}::VARCHAR AS {name}' for name in uuids)}) FROM ({select})"
+        target = "'" + str(self.write_to).replace("'", "''") + "'"
+        copy = f"COPY ({select}) TO {target} ({options})"
+        outcome: dict[str, Any] = {}
+
+        def run() -> None:
+            try:
+                with translate_errors(None):
+                    outcome["rows"] = self._con.execute(copy, list(params) if params else None).fetchone()[0]
+            except BaseException as exc:  # handed to the calling thread
+                outcome["error"] = exc
+
+        worker = threading.Thread(target=run, name="edgeloop-export")
+        worker.start()
+        try:
+            while worker.is_alive():
+                worker.join(0.2)
+                if on_progress is not None and worker.is_alive():
+                    on_progress(self._con.query_progress())
+        except BaseException:
+            self._con.interrupt()
+            worker.join()
+            raise
+        if "error" in outcome:
+            raise outcome["error"]
+        return int(outcome["rows"])
 
     def query(self, sql: str, params: Sequence[Any] = ()) -> pa.Table:
         return run_query(self._con, sql, params, timeout_s=self._timeout_s)
@@ -202,11 +246,15 @@ def _translate(exc: urllib.error.HTTPError) -> IngestError:
 
 
 def open_admin(config: IngestConfig, *, url: str | None = None, token_file: Path | None = None,
-               ca_file: Path | None = None, write: bool = False) -> Admin:
-    """The direct backend if the file is free (or ``url`` is not given), else the running server."""
+               ca_file: Path | None = None, write: bool = False, write_to: Path | None = None) -> Admin:
+    """The direct backend if the file is free (or ``url`` is not given), else the running server.
+
+    ``write_to`` is the one file the direct backend's ``copy`` may write (an export's temp file).
+    """
     if url is None:
         try:
-            return LocalAdmin(config.store.db_path, read_only=not write, timeout_s=config.store.sql_timeout_s)
+            return LocalAdmin(config.store.db_path, read_only=not write, timeout_s=config.store.sql_timeout_s,
+                              write_to=write_to)
         except DatabaseInUse:
             url = config.server.url
     token = admin_token(token_file or config.server.admin_token_file)

@@ -36,11 +36,21 @@ from aiohttp import web
 
 from edgeloop import __version__
 from edgeloop.errors import ConfigError, EdgeloopError
-from edgeloop.ingest.admin import Admin, open_admin
+from edgeloop.ingest.admin import Admin, LocalAdmin, open_admin
 from edgeloop.ingest.app import create_app, create_runner, ssl_context
 from edgeloop.ingest.catalog import diff
 from edgeloop.ingest.config import EXAMPLE_CONFIG, UNIT_FILE, IngestConfig, ServerSettings
-from edgeloop.ingest.export import FORMATS, STDOUT, Progress, ResultStream, parquet_metadata, training_query, write_result
+from edgeloop.ingest.export import (
+    FORMATS,
+    STDOUT,
+    Progress,
+    ResultStream,
+    copy_result,
+    parquet_metadata,
+    target_path,
+    training_query,
+    write_result,
+)
 from edgeloop.ingest.fleet import DEVICES_SQL, fleet
 from edgeloop.ingest.report import GROUPINGS, build_report, declare, model_schema
 from edgeloop.ingest.report_view import REPORT_FORMATS, render_report
@@ -269,29 +279,24 @@ def _run(args: argparse.Namespace) -> int:
         return 0
     if args.command == "schemas":
         return _schemas(args, config)
-    admin = _admin(args, config)
+    copies = args.command in ("sql", "export") and args.format in ("csv", "parquet")
+    if copies and args.format == "parquet" and (args.out is None or args.out == STDOUT) and sys.stdout.isatty():
+        raise EdgeloopError("--format parquet is binary: give --out FILE, or --out - and redirect stdout")
+    # With the server stopped, DuckDB writes CSV and Parquet itself, to this one path only.
+    admin = open_admin(config, url=args.url, token_file=args.admin_token_file, ca_file=args.ca_file,
+                       write_to=target_path(args.out) if copies else None)
     try:
         if args.command == "sql":
             query = sys.stdin.read() if args.query == "-" else args.query
             fingerprints = _fingerprints(admin) if args.format == "parquet" else {}
-            result = admin.stream(query)
-            metadata = _footer(query, [], fingerprints, result.tables) if args.format == "parquet" else None
-            _write(result, args.format, args.out, metadata=metadata)
-            if result.truncated:
-                print(f"edgeloop-ingest: the result is truncated: {result.truncated_reason}", file=sys.stderr)
+            _emit(admin, query, [], args.format, args.out, fingerprints, export=False)
         elif args.command == "export":
             sql, params = training_query(args.model, since=args.since, until=args.until, labeled_only=args.labeled_only)
             fingerprints = _fingerprints(admin)
             if args.model not in fingerprints:
                 known = ", ".join(sorted(fingerprints)) or "none"
                 raise EdgeloopError(f"no model named {args.model!r} has landed (known: {known})")
-            progress = None
-            if _shows_progress(args.out):
-                total = admin.query(f"SELECT count(*) AS n FROM ({sql})", params).column("n")[0].as_py()
-                progress = Progress(sys.stderr, total=total)
-            result = admin.stream(sql, params, export=True)
-            metadata = _footer(sql, params, fingerprints, result.tables | {args.model}) if args.format == "parquet" else None
-            rows = _write(result, args.format, args.out, metadata=metadata, progress=progress)
+            rows = _emit(admin, sql, params, args.format, args.out, fingerprints, export=True, model=args.model)
             print(f"exported {rows} rows of {args.model} to {'stdout' if args.out == STDOUT else args.out}", file=sys.stderr)
         elif args.command == "fleet":
             _write(ResultStream.of(fleet(admin)), args.format, args.out)
@@ -370,10 +375,30 @@ def _schemas(args: argparse.Namespace, config: IngestConfig) -> int:
         admin.close()
 
 
+def _emit(admin: Admin, sql: str, params: list, fmt: str, out: Path | None, fingerprints: dict[str, str], *,
+          export: bool, model: str | None = None) -> int:
+    """Run the query and write its rows: by the database's own COPY when it is ours to open, else streamed."""
+    if isinstance(admin, LocalAdmin) and admin.write_to is not None:
+        tables = admin.tables_read(sql)
+        metadata = _footer(sql, params, fingerprints, tables | ({model} if model else set())) if fmt == "parquet" else None
+        progress = Progress(sys.stderr) if _shows_progress(out) else None
+        return copy_result(lambda options, on_progress: admin.copy(sql, params, options, on_progress),
+                           fmt, out, sys.stdout, metadata=metadata, progress=progress)  # type: ignore[arg-type]
+    progress = None
+    if export and _shows_progress(out):
+        total = admin.query(f"SELECT count(*) AS n FROM ({sql})", params).column("n")[0].as_py()
+        progress = Progress(sys.stderr, total=total)
+    result = admin.stream(sql, params, export=export)
+    tables = result.tables | ({model} if model else set())
+    metadata = _footer(sql, params, fingerprints, frozenset(tables)) if fmt == "parquet" else None
+    rows = _write(result, fmt, out, metadata=metadata, progress=progress)
+    if result.truncated:
+        print(f"edgeloop-ingest: the result is truncated: {result.truncated_reason}", file=sys.stderr)
+    return rows
+
+
 def _write(result: ResultStream, fmt: str, out: Path | None, *, metadata: dict[str, str] | None = None,
            progress: Progress | None = None) -> int:
-    if fmt == "parquet" and (out is None or out == STDOUT) and sys.stdout.isatty():
-        raise EdgeloopError("--format parquet is binary: give --out FILE, or --out - and redirect stdout")
     if progress is None and fmt != "table" and _shows_progress(out):
         progress = Progress(sys.stderr)
     return write_result(result, fmt, out, sys.stdout, metadata=metadata, progress=progress)  # type: ignore[arg-type]

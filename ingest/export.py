@@ -32,6 +32,8 @@ __all__ = [
     "Format",
     "JSON_OPTIONS",
     "STDOUT",
+    "copy_result",
+    "target_path",
     "Progress",
     "ResultStream",
     "interval_text",
@@ -126,6 +128,15 @@ class Progress:
             self.stream.write("\r" + self.line(now))
             self.stream.flush()
 
+    def percent(self, done: float) -> None:
+        """DuckDB's own estimate (0-100, or -1 before it has one) while it writes the rows itself."""
+        now = time.monotonic()
+        if done >= 0 and now - self._shown >= self.interval_s:
+            self._shown = now
+            bar = "#" * int(min(done, 100) * 0.3)
+            self.stream.write(f"\r[{bar:<30}] {done:4.0f}%")
+            self.stream.flush()
+
     def line(self, now: float | None = None) -> str:
         elapsed = max((now or time.monotonic()) - self.started, 1e-9)
         rate = f"{self.rows / elapsed:,.0f} rows/s"
@@ -172,12 +183,45 @@ def write_result(
     return counter[0]
 
 
-def _copy(reader: pa.RecordBatchReader, fmt: Format, out: Path | None, stdout: Any, metadata: dict[str, str] | None) -> None:
-    """Stream ``reader`` through DuckDB's COPY into the one path we chose, and nowhere else."""
+def copy_options(fmt: Format, metadata: dict[str, str] | None) -> str:
+    """COPY options for ``fmt``; Parquet carries ``metadata`` in its footer."""
     options = ["FORMAT parquet", "COMPRESSION zstd"] if fmt == "parquet" else ["FORMAT csv", "HEADER true"]
+    options.append("USE_TMP_FILE false")  # we write a temp file of our own and rename it
     if metadata:
         pairs = ", ".join(f"{_literal(key)}: {_literal(value)}" for key, value in metadata.items())
         options.append(f"KV_METADATA {{{pairs}}}")
+    return ", ".join(options)
+
+
+def copy_result(
+    copy: Callable[[str, Callable[[float], None] | None], int],
+    fmt: Format,
+    out: Path | None,
+    stdout: Any,
+    *,
+    metadata: dict[str, str] | None = None,
+    progress: Progress | None = None,
+) -> int:
+    """Let the database itself COPY the result to ``target_path(out)``, then put it in place; the rows."""
+    rows = [0]
+
+    def write(_: Path) -> None:
+        rows[0] = copy(copy_options(fmt, metadata), progress.percent if progress else None)
+
+    if out is None or out == STDOUT:
+        stdout.flush()
+        write(target_path(out))
+    else:
+        _into_place(out, write)
+    if progress:
+        progress.rows = rows[0]
+        progress.finish()
+    return rows[0]
+
+
+def _copy(reader: pa.RecordBatchReader, fmt: Format, out: Path | None, stdout: Any, metadata: dict[str, str] | None) -> None:
+    """Stream ``reader`` through DuckDB's COPY into the one path we chose, and nowhere else."""
+    options = [copy_options(fmt, metadata)]
 
     def copy_to(target: Path) -> None:
         con = duckdb.connect()
@@ -201,9 +245,16 @@ def _copy(reader: pa.RecordBatchReader, fmt: Format, out: Path | None, stdout: A
     _into_place(out, copy_to)
 
 
+def target_path(out: Path | None) -> Path:
+    """Where a CSV or Parquet result is first written: a temp file beside ``out``, or stdout."""
+    if out is None or out == STDOUT:
+        return Path("/dev/stdout")
+    return out.with_name(f".{out.name}.tmp-{os.getpid()}")
+
+
 def _into_place(out: Path, write: Callable[[Path], None]) -> None:
     """Write through ``write(tmp)`` next to ``out``, fsync, rename: ``out`` is whole or absent."""
-    tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
+    tmp = target_path(out)
     try:
         write(tmp)
         fd = os.open(tmp, os.O_RDONLY)

@@ -126,9 +126,16 @@ def quote(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
 
 
-def _configure(con: duckdb.DuckDBPyConnection, threads: int | None, *, read_only: bool) -> None:
-    """UTC timestamps; no file, network or extension access by SQL; settings frozen after."""
+def _configure(
+    con: duckdb.DuckDBPyConnection, threads: int | None, *, read_only: bool, write_to: Path | None = None
+) -> None:
+    """UTC timestamps; no file, network or extension access by SQL (but ``write_to``); settings frozen after."""
     con.execute("SET TimeZone = 'UTC'")
+    if write_to is not None:
+        # The one file an export's COPY may write; with progress reported to the caller, not printed.
+        con.execute("SET allowed_paths = [?]".replace("?", "'" + str(write_to).replace("'", "''") + "'"))
+        con.execute("SET enable_progress_bar = true")
+        con.execute("SET enable_progress_bar_print = false")
     if not read_only:
         # Each checkpoint recompresses the table's open row group: at DuckDB's 16 MB default a
         # stream of group commits rewrites it over and over (measured: commits 2-3x slower).
@@ -145,7 +152,9 @@ def _configure(con: duckdb.DuckDBPyConnection, threads: int | None, *, read_only
     con.execute("SET lock_configuration = true")
 
 
-def connect(path: Path, *, read_only: bool, threads: int | None = None) -> duckdb.DuckDBPyConnection:
+def connect(
+    path: Path, *, read_only: bool, threads: int | None = None, write_to: Path | None = None
+) -> duckdb.DuckDBPyConnection:
     """Open the database file from a process other than the server (the CLI, while it is stopped)."""
     if read_only and not Path(path).exists():
         raise StoreError(f"{path}: no database here (has the server ever run with this db_path?)")
@@ -159,7 +168,7 @@ def connect(path: Path, *, read_only: bool, threads: int | None = None) -> duckd
         raise StoreError(f"{path}: cannot open the database: {exc}") from exc
     if not read_only:
         con.execute(BOOTSTRAP)
-    _configure(con, threads, read_only=read_only)
+    _configure(con, threads, read_only=read_only, write_to=write_to)
     return con
 
 

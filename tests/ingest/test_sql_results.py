@@ -151,3 +151,17 @@ def test_progress_shows_rows_and_a_bar_when_the_total_is_known():
     progress = Progress(unknown, interval_s=0)
     progress.add(1234)
     assert "1,234 rows written" in unknown.getvalue()
+
+
+def test_terminal_table_prints_intervals_and_nested_values_readably():
+    """The terminal table shows intervals as DuckDB does and maps/structs as JSON, never MonthDayNano(...)."""
+    import duckdb
+
+    from edgeloop.ingest.export import ResultStream, write_result
+
+    con = duckdb.connect()
+    table = con.execute("SELECT INTERVAL '1 day 2 hours' AS i, map(['a'], [1]) AS m, {'x': 1} AS s").to_arrow_table()
+    out = io.StringIO()
+    write_result(ResultStream.of(table), "table", None, out)
+    text = out.getvalue()
+    assert "1 day 02:00:00" in text and '{"a":1}' in text and '{"x":1}' in text and "MonthDayNano" not in text
