@@ -109,6 +109,8 @@ class _Walker:
             for item in value:
                 self.value(item, ctes)
         elif isinstance(value, dict):
+            if "id" in value and "type_info" in value:
+                return  # a type (of a constant or a cast): data, not something that runs
             if "class" in value:
                 self.expression(value, ctes)
             elif isinstance(value.get("type"), str):

@@ -134,7 +134,7 @@ async def test_excluded_scalar_functions_are_refused(server):
 
 
 async def test_pure_queries_still_answer(server):
-    """CTEs, joins, window functions, set operations, VALUES, DESCRIBE and range()/unnest() pass the allow-list."""
+    """CTEs, joins, window functions, set operations, VALUES, DESCRIBE, typed constants and casts and range()/unnest() pass."""
     queries = {
         "WITH c AS (SELECT 1 AS a) SELECT a FROM c": [{"a": 1}],
         "WITH RECURSIVE r(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM r WHERE n < 3) SELECT sum(n) AS s FROM r": [{"s": 6}],
@@ -144,6 +144,8 @@ async def test_pure_queries_still_answer(server):
         "SELECT unnest([1, 2]) AS u EXCEPT SELECT 2": [{"u": 1}],
         "SELECT lower('A') AS l, list_transform([1], x -> x + 1) AS t, {'a': 1}.a AS s": [{"l": "a", "t": [2], "s": 1}],
         "SELECT count(*) AS n FROM (DESCRIBE batches)": [{"n": 16}],
+        "SELECT 0.5 * 3 AS d, CAST('1.25' AS DECIMAL(10, 2)) AS m, [1]::INTEGER[] AS l, {'a': 1}::STRUCT(a INT) AS s": [
+            {"d": 1.5, "m": 1.25, "l": [1], "s": {"a": 1}}],
     }
     for sql, expected in queries.items():
         assert await server.sql(sql) == expected, sql
