@@ -541,11 +541,12 @@ async def _resources(app: web.Application) -> AsyncIterator[None]:
     store_class = app[_STORE_CLASS]
     metrics_ = app[METRICS]
 
-    def on_landed(landed: list[tuple[Landing, float]]) -> None:
-        for landing, elapsed in landed:
+    def on_landed(landed: list[tuple[Landing, int, float]]) -> None:
+        for landing, duplicates, _ in landed:
             metrics_.batches.labels(landing.batch.model).inc()
-            metrics_.rows.labels(landing.batch.model).inc(landing.batch.rows)
-        metrics_.commit_seconds.observe(landed[0][1])
+            metrics_.rows.labels(landing.batch.model).inc(landing.batch.rows - duplicates)
+            metrics_.duplicates.labels(landing.batch.model).inc(duplicates)
+        metrics_.commit_seconds.observe(landed[0][2])
         metrics_.group_batches.observe(len(landed))
         state.pacer.landed(len(landed))
 

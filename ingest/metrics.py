@@ -24,6 +24,10 @@ class Metrics:
         self.registry = CollectorRegistry(auto_describe=True)
         self.batches = Counter("edgeloop_ingest_batches_landed", "Batches landed", ["model"], registry=self.registry)
         self.rows = Counter("edgeloop_ingest_rows_landed", "Rows landed", ["model"], registry=self.registry)
+        self.duplicates = Counter(
+            "edgeloop_ingest_duplicate_rows", "Rows left out because their record id had already landed", ["model"],
+            registry=self.registry,
+        )
         self.replays = Counter("edgeloop_ingest_replays", "Uploads answered with an earlier receipt", registry=self.registry)
         self.rejects = Counter("edgeloop_ingest_rejects", "Uploads refused, by error code", ["code"], registry=self.registry)
         self.landing_seconds = Histogram(

@@ -36,6 +36,7 @@ from typing import Any, TypeVar
 import duckdb
 import orjson
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from edgeloop.errors import (
     BatchRejected,
@@ -98,8 +99,11 @@ CREATE TABLE IF NOT EXISTS batches (
     sent_at {TSTZ},
     received_at {TSTZ} NOT NULL,
     landed_at {TSTZ} NOT NULL,
-    clock_offset_s DOUBLE
+    clock_offset_s DOUBLE,
+    duplicates BIGINT NOT NULL DEFAULT 0
 );
+-- rows of the batch left out because their record id had already landed (ledgers from before it count 0)
+ALTER TABLE batches ADD COLUMN IF NOT EXISTS duplicates BIGINT DEFAULT 0;
 CREATE TABLE IF NOT EXISTS models (
     model VARCHAR PRIMARY KEY,
     schema_fingerprint VARCHAR NOT NULL,
@@ -117,7 +121,7 @@ CREATE TABLE IF NOT EXISTS schemas (
 
 RECEIPT_COLUMNS = (
     "batch_id", "device", "model", "sha256", "rows", "bytes", "schema_fingerprint",
-    "received_at", "landed_at", "clock_offset_s",
+    "received_at", "landed_at", "clock_offset_s", "duplicates",
 )
 
 
@@ -232,7 +236,7 @@ class Store:
         path: Path,
         settings: StoreSettings,
         *,
-        on_landed: Callable[[list[tuple[Landing, float]]], None] | None = None,
+        on_landed: Callable[[list[tuple[Landing, int, float]]], None] | None = None,
     ) -> None:
         self.path = Path(path)
         self.settings = settings
@@ -500,7 +504,7 @@ class Store:
         self._failing = None
         if self._on_landed:  # before the answers, so a caller that has its 201 sees it counted
             try:
-                self._on_landed([(job.landing, elapsed) for job in jobs])
+                self._on_landed([(job.landing, receipt["duplicates"], elapsed) for job, receipt in zip(jobs, receipts)])
             except Exception:
                 log.exception("the on_landed hook failed; the batches did land")
         for job, receipt in zip(jobs, receipts):
@@ -522,7 +526,11 @@ class Store:
         return StoreError(f"landing batch {batch_id} failed: {text}")
 
     def _insert(self, con: duckdb.DuckDBPyConnection, jobs: list[_Job]) -> list[dict[str, Any]]:
-        """One transaction: each model's rows in one INSERT per table, then every ledger row in one INSERT."""
+        """One transaction: each model's new rows in one INSERT per table, then every ledger row in one INSERT.
+
+        A record id lands at most once per table: rows whose id the table already holds, or that
+        repeat an id earlier in the group, are left out and counted in their batch's ledger row.
+        """
         landed_at = datetime.now(UTC)
         by_shape: dict[tuple[str, str], list[pa.Table]] = {}
         kinds: dict[tuple[str, str], list[int]] = {}
@@ -533,22 +541,26 @@ class Store:
             totals = kinds.setdefault(shape, [0, 0])
             totals[0] += batch.predictions
             totals[1] += batch.feedback
-        ledger = _ledger(jobs, landed_at)
+        duplicates: dict[str, int] = {}
         con.execute("BEGIN TRANSACTION")
         try:
             for shape, tables in by_shape.items():
                 model = shape[0]
                 combined = pa.concat_tables(tables)
-                con.register("__edgeloop_rows", combined)
-                try:
-                    for table, kind, count in ((model, "prediction", kinds[shape][0]), (f"{model}_feedback", "feedback", kinds[shape][1])):
-                        if not count:
-                            continue  # skip a scan that would select nothing
-                        where = f" WHERE kind = '{kind}'" if count < combined.num_rows else ""
-                        present = ", ".join(quote(c) for c in self._columns[table] if c in combined.column_names)
-                        con.execute(f"INSERT INTO {quote(table)} BY NAME SELECT {present} FROM __edgeloop_rows{where}")
-                finally:
-                    con.unregister("__edgeloop_rows")
+                for table, kind, count in ((model, "prediction", kinds[shape][0]), (f"{model}_feedback", "feedback", kinds[shape][1])):
+                    if not count:
+                        continue  # skip a scan that would select nothing
+                    rows = combined if count == combined.num_rows else combined.filter(pc.equal(combined.column("kind").cast(pa.string()), kind))
+                    rows = _new_rows(con, table, rows, duplicates)
+                    if not rows.num_rows:
+                        continue
+                    present = ", ".join(quote(c) for c in self._columns[table] if c in rows.column_names)
+                    con.register("__edgeloop_rows", rows)
+                    try:
+                        con.execute(f"INSERT INTO {quote(table)} BY NAME SELECT {present} FROM __edgeloop_rows")
+                    finally:
+                        con.unregister("__edgeloop_rows")
+            ledger = _ledger(jobs, landed_at, duplicates)
             con.register("__edgeloop_ledger", ledger)
             try:
                 con.execute("INSERT INTO batches BY NAME SELECT * FROM __edgeloop_ledger")
@@ -666,17 +678,51 @@ def _with_landing(landing: Landing) -> pa.Table:
     )
 
 
+def _new_rows(con: duckdb.DuckDBPyConnection, table: str, rows: pa.Table, duplicates: dict[str, int]) -> pa.Table:
+    """The rows whose record id ``table`` does not hold yet, each id once (its first row); counts the rest per batch.
+
+    The writer is the only one inserting, so this check and the INSERT after it see the same table.
+    """
+    ids = pa.chunked_array([chunk.storage for chunk in rows.column("record_id").chunks], pa.binary(16))
+    keys = pa.table({"record_id": rows.column("record_id"), "__row": pa.array(range(rows.num_rows), pa.int64())})
+    # Copied into DuckDB: it cannot push a UUID join filter into an Arrow scan (a not-implemented error).
+    con.register("__edgeloop_arrow_keys", keys)
+    try:
+        con.execute("CREATE OR REPLACE TEMP TABLE __edgeloop_keys AS SELECT * FROM __edgeloop_arrow_keys")
+    finally:
+        con.unregister("__edgeloop_arrow_keys")
+    try:
+        # An inner join, not SEMI: only it pushes the batch's min/max record id into the table
+        # scan, and UUIDv7 ids are time-ordered, so the scan skips all but the recent row groups.
+        landed = con.execute(
+            f"SELECT DISTINCT k.__row FROM temp.__edgeloop_keys AS k JOIN {quote(table)} AS t ON t.record_id = k.record_id"
+        ).to_arrow_table().column("__row")
+    finally:
+        con.execute("DROP TABLE temp.__edgeloop_keys")
+    repeated = pc.count_distinct(ids).as_py() < rows.num_rows
+    if not landed.length() and not repeated:
+        return rows
+    keep = pc.invert(pc.is_in(keys.column("__row"), value_set=landed.combine_chunks()))
+    if repeated:
+        firsts = pa.table({"record_id": ids, "__row": keys.column("__row")}).group_by("record_id", use_threads=False).aggregate([("__row", "min")])
+        keep = pc.and_(keep, pc.is_in(keys.column("__row"), value_set=firsts.column("__row_min")))
+    dropped = rows.column("batch_id").filter(pc.invert(keep))
+    for entry in pc.value_counts(dropped).to_pylist():
+        duplicates[entry["values"]] = duplicates.get(entry["values"], 0) + entry["counts"]
+    return rows.filter(keep)
+
+
 LEDGER_SCHEMA = pa.schema([
     ("batch_id", pa.string()), ("device", pa.string()), ("model", pa.string()), ("sha256", pa.string()),
     ("rows", pa.int64()), ("predictions", pa.int64()), ("feedback", pa.int64()), ("bytes", pa.int64()),
     ("schema_fingerprint", pa.string()), ("agent_version", pa.string()), ("drops", pa.string()),
     ("sealed_at", pa.timestamp("us", tz="UTC")), ("sent_at", pa.timestamp("us", tz="UTC")),
     ("received_at", pa.timestamp("us", tz="UTC")), ("landed_at", pa.timestamp("us", tz="UTC")),
-    ("clock_offset_s", pa.float64()),
+    ("clock_offset_s", pa.float64()), ("duplicates", pa.int64()),
 ])
 
 
-def _ledger(jobs: list[_Job], landed_at: datetime) -> pa.Table:
+def _ledger(jobs: list[_Job], landed_at: datetime, duplicates: dict[str, int]) -> pa.Table:
     rows = []
     for job in jobs:
         landing, batch = job.landing, job.landing.batch
@@ -686,7 +732,7 @@ def _ledger(jobs: list[_Job], landed_at: datetime) -> pa.Table:
             "schema_fingerprint": batch.schema.fingerprint, "agent_version": batch.agent_version,
             "drops": orjson.dumps(batch.drops).decode(), "sealed_at": _timestamp_or_none(batch.sealed_at),
             "sent_at": landing.sent_at, "received_at": landing.received_at, "landed_at": landed_at,
-            "clock_offset_s": landing.clock_offset_s,
+            "clock_offset_s": landing.clock_offset_s, "duplicates": duplicates.get(batch.batch_id, 0),
         })
     return pa.Table.from_pylist(rows, schema=LEDGER_SCHEMA)
 
