@@ -82,7 +82,9 @@ async def test_feedback_ids_are_deduplicated_in_their_own_table(server, tmp_path
 def _landing(tmp_path: Path, schema: ModelSchema, ids: list[uuid.UUID], store: Store) -> Landing:
     batch_id, body = batch_of(tmp_path, schema, ids)
     config = make_config(tmp_path)
-    return Landing(read_batch(body, batch_id=batch_id, limits=config.limits), "pump-1", datetime.now(UTC))
+    store.register(schema).result(30)  # the server lands only schemas it has registered
+    batch = read_batch(body, batch_id=batch_id, limits=config.limits, schema_for=store.catalog.get)
+    return Landing(batch, "pump-1", datetime.now(UTC))
 
 
 def test_duplicates_inside_one_group_commit_land_once(tmp_path, vibration):
