@@ -143,7 +143,7 @@ def test_query_outputs_for_retraining_with_server_running_and_stopped(tmp_path, 
     try:
         batch_id, body = seal(tmp_path, vibration, make_table(vibration, predictions=4)[0])
         assert put_batch(port, batch_id, body, token) == 201
-        fingerprint = json.loads(cli("sql", "SELECT schema_fingerprint FROM models", "--format", "json",
+        fingerprint = json.loads(cli("sql", "SELECT schema_fingerprint FROM models WHERE model = 'vibration'", "--format", "json",
                                      "--config", str(config)).stdout)["schema_fingerprint"]
         for mode in ("running", "stopped"):
             if mode == "stopped":
