@@ -63,7 +63,7 @@ async def test_a_device_cannot_define_or_alter_a_model(server, tmp_path, vibrati
     status, error, _ = await server.put(batch_id, body, token)
     assert status == 422
     _assert_error(error, "schema_mismatch")
-    columns = await server.sql("SELECT column_name FROM information_schema.columns WHERE table_name = 'vibration'")
+    columns = await server.sql("SELECT column_name FROM (DESCRIBE vibration)")
     assert "pwned" not in {row["column_name"] for row in columns}
     models = await server.sql("SELECT schema_fingerprint FROM models WHERE model = 'vibration'")
     assert models == [{"schema_fingerprint": vibration.fingerprint}]
