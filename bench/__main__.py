@@ -71,7 +71,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="scripts/bench", description="Run edgeloop's benchmarks and print one table.")
     parser.add_argument("--quick", action="store_true", help="a small version, each row once (the suite's smoke test)")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results", help="where latest.json and the plot go")
-    parser.add_argument("--only", default="", help="comma-separated row numbers to run, e.g. 3,6")
+    parser.add_argument("--only", default="", help="comma-separated row numbers to run, e.g. 3,6; 'reliability' runs the fault soaks")
     parser.add_argument("--repeat", type=int, help="runs per row (default 3, 1 with --quick)")
     parser.add_argument(
         "--readme", nargs="*", type=Path, metavar="JSON",
@@ -84,7 +84,16 @@ def main(argv: list[str] | None = None) -> int:
         from bench.readme import regenerate
 
         return regenerate(args.readme or [args.out / "latest.json"])
-    only = {int(n) for n in args.only.split(",") if n.strip()} or None
+    names = {n.strip() for n in args.only.split(",") if n.strip()}
+    if "reliability" in names:
+        from bench.reliability import run
+
+        args.out.mkdir(parents=True, exist_ok=True)
+        code = run(args.out)
+        names.discard("reliability")
+        if code or not names:
+            return code
+    only = {int(n) for n in names} or None
     repeats = args.repeat or (1 if args.quick else 3)
     if repeats < 1:
         parser.error("--repeat must be at least 1")
