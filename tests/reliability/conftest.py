@@ -29,6 +29,7 @@ import pytest
 
 from bench.simulator import SimulatedModel
 from edgeloop.errors import AgentUnavailableError
+from edgeloop.schemas import EXAMPLES_DIR
 from tests.collector.conftest import AgentProcess, agent_factory  # noqa: F401 - a fixture used here
 from tests.ingest.conftest import cli as ingest_cli
 from tests.ingest.conftest import free_port
@@ -67,6 +68,7 @@ class IngestServer:
 host = "127.0.0.1"
 port = {self.port}
 admin_token_file = "{self.folder / 'admin.token'}"
+schemas_dir = "{EXAMPLES_DIR}"
 shutdown_timeout_s = 20
 retry_after_s = 1
 [store]

@@ -60,6 +60,7 @@ def kill_agent_repeatedly(agent_factory, ingest_server, *, kills: int, records: 
     return Tally.of(app.acknowledged, ingest_server.landed()), phases, app.resent
 
 
+@pytest.mark.timeout(300)  # real processes restarted many times: minutes on a loaded 2-core machine
 def test_agent_killed_during_intake_seal_and_sync_loses_and_duplicates_nothing(agent_factory, ingest_server):
     """Five SIGKILLs of the agent while it takes records, seals and syncs: every acknowledged record lands once."""
     tally, phases, resent = kill_agent_repeatedly(agent_factory, ingest_server, kills=5, records=2_000, seed=3)

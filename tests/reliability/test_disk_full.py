@@ -40,6 +40,7 @@ def fill_server_disk(agent_factory, ingest_server, *, size: str, records: int) -
     return tally, {"server uploads failed on a full disk": full}
 
 
+@pytest.mark.timeout(300)  # real processes restarted many times: minutes on a loaded 2-core machine
 def test_server_disk_full_answers_retryable_errors_and_lands_everything_after(agent_factory, ingest_server):
     """With the server's database on a full 6 MiB disk, uploads fail as retryable 5xx (never rejected); once the disk grows, every acknowledged record lands once."""
     tally, _ = fill_server_disk(agent_factory, ingest_server, size="6m", records=25_000)

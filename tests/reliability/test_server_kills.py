@@ -42,6 +42,7 @@ def kill_server_repeatedly(agent_factory, ingest_server, *, devices: int, kills:
     return Tally.of(acknowledged, ingest_server.landed()), in_commit, ingest_server.kills
 
 
+@pytest.mark.timeout(300)  # real processes restarted many times: minutes on a loaded 2-core machine
 def test_server_killed_during_group_commits_loses_and_duplicates_nothing(agent_factory, ingest_server):
     """Three SIGKILLs of the server while two devices upload: every acknowledged record lands once."""
     tally, in_commit, kills = kill_server_repeatedly(agent_factory, ingest_server, devices=2, kills=3, records=800, seed=5)
