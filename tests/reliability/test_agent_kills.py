@@ -17,6 +17,10 @@ from edgeloop.errors import AgentUnavailableError
 from tests.reliability.conftest import App, Tally, device_sections, drain, simulated
 from tests.reliability.report import record
 
+# Not yet in ./scripts/test: run by ./scripts/bench --only reliability until shown green on a quiet machine.
+pytestmark = pytest.mark.soak
+
+
 PHASES = ("intake", "seal", "sync")
 
 

@@ -9,6 +9,10 @@ import pytest
 from tests.reliability.conftest import App, Tally, device_sections, drain, mount_tmpfs, resize_tmpfs, simulated, unmount
 from tests.reliability.report import record
 
+# Not yet in ./scripts/test: run by ./scripts/bench --only reliability until shown green on a quiet machine.
+pytestmark = pytest.mark.soak
+
+
 
 def fill_server_disk(agent_factory, ingest_server, *, size: str, records: int) -> tuple[Tally, dict[str, int]]:
     """Land into a database on a ``size`` tmpfs until it is full, keep uploading, then grow the disk and drain."""

@@ -9,6 +9,10 @@ import pytest
 from tests.reliability.conftest import App, Tally, device_sections, drain, simulated
 from tests.reliability.report import record
 
+# Not yet in ./scripts/test: run by ./scripts/bench --only reliability until shown green on a quiet machine.
+pytestmark = pytest.mark.soak
+
+
 HEADROOM_BYTES = 128 << 20  # above the idle server's address space: enough to serve, not to land a batch of thousands of rows
 
 

@@ -10,6 +10,10 @@ import pytest
 from tests.reliability.conftest import App, Tally, device_sections, drain, simulated
 from tests.reliability.report import record
 
+# Not yet in ./scripts/test: run by ./scripts/bench --only reliability until shown green on a quiet machine.
+pytestmark = pytest.mark.soak
+
+
 
 def kill_server_repeatedly(agent_factory, ingest_server, *, devices: int, kills: int, records: int, seed: int) -> tuple[Tally, int, int]:
     """``devices`` agents log and sync ``records`` each while the server is SIGKILLed ``kills`` times, mostly with uploads queued for a commit."""
