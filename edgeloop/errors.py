@@ -14,6 +14,7 @@
     │   └── RejectedBatchError      another 4xx: the batch is never retried
     └── IngestError                 server-side failures
         ├── AuthError               unknown or revoked device token
+        │   └── Forbidden           a known token that may not do this (the viewer token on an admin route)
         ├── BatchRejected           an upload that cannot be landed (carries HTTP status)
         ├── QueryRefused            a SQL statement that is not read-only
         ├── QueryFailed             a read-only statement DuckDB could not run
@@ -40,6 +41,7 @@ __all__ = [
     "DatabaseInUse",
     "DiskFull",
     "EdgeloopError",
+    "Forbidden",
     "IngestError",
     "JournalCorruptError",
     "QueryFailed",
@@ -125,6 +127,10 @@ class IngestError(EdgeloopError):
 
 class AuthError(IngestError):
     """The bearer token is unknown or revoked."""
+
+
+class Forbidden(AuthError):
+    """A known token that may not do this: the read-only viewer token on an admin route (403)."""
 
 
 class BatchRejected(IngestError):

@@ -1,4 +1,7 @@
-"""Device and admin tokens: a device is known by the sha256 of its token, never the token.
+"""Device, admin and viewer tokens: a device is known by the sha256 of its token, never the token.
+
+The admin token manages devices and schemas and reads SQL; the viewer token only reads (the
+dashboard and read-only SQL). Both live in files the server creates (mode 0600) on first start.
 
 Tokens are 256 random bits, so a plain sha256 is a safe verifier (no salt or slow hash
 needed: nothing to brute-force). The server keeps the hashes of live tokens in memory;
@@ -20,11 +23,12 @@ from pathlib import Path
 import duckdb
 
 from edgeloop.durable import write_durably
-from edgeloop.errors import AuthError, ConfigError, StoreError
+from edgeloop.errors import AuthError, ConfigError, Forbidden, StoreError
 
-__all__ = ["Authenticator", "DeviceRegistry", "admin_token", "hash_token", "new_token"]
+__all__ = ["ADMIN", "VIEWER", "Authenticator", "DeviceRegistry", "admin_token", "hash_token", "new_token", "token_file"]
 
 TOKEN_PREFIX = "eld_"
+ADMIN, VIEWER = "admin", "viewer"
 DEVICE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 
 
@@ -85,11 +89,12 @@ class DeviceRegistry:
 
 
 class Authenticator:
-    """Answers "which device is this?" from a bearer token, in memory."""
+    """Answers "which device is this?" and "may this token read, or administer?" from a bearer token, in memory."""
 
-    def __init__(self, live: dict[str, str], admin_token: str | None) -> None:
+    def __init__(self, live: dict[str, str], admin_token: str | None, viewer_token: str | None = None) -> None:
         self._live = dict(live)
         self._admin_hash = hash_token(admin_token) if admin_token else None
+        self._viewer_hash = hash_token(viewer_token) if viewer_token else None
         self._lock = threading.Lock()
 
     def device(self, authorization: str | None) -> str:
@@ -101,12 +106,30 @@ class Authenticator:
             raise AuthError("unknown or revoked device token")
         return name
 
+    def role(self, token: str | None) -> str | None:
+        """ADMIN or VIEWER for the admin or viewer token, else None (both compared in constant time)."""
+        if not token:
+            return None
+        digest = hash_token(token)
+        is_admin = self._admin_hash is not None and hmac.compare_digest(digest, self._admin_hash)
+        is_viewer = self._viewer_hash is not None and hmac.compare_digest(digest, self._viewer_hash)
+        return ADMIN if is_admin else VIEWER if is_viewer else None
+
     def admin(self, authorization: str | None) -> None:
-        token = bearer(authorization)
         if self._admin_hash is None:
             raise AuthError("the admin API is disabled (no admin token)")
-        if token is None or not hmac.compare_digest(hash_token(token), self._admin_hash):
+        role = self.role(bearer(authorization))
+        if role == VIEWER:
+            raise Forbidden("the viewer token is read-only: this needs the admin token")
+        if role != ADMIN:
             raise AuthError("unknown admin token")
+
+    def reader(self, authorization: str | None) -> str:
+        """The role of an admin or viewer bearer token: both may read (the dashboard, read-only SQL)."""
+        role = self.role(bearer(authorization))
+        if role is None:
+            raise AuthError("unknown token: reading needs the viewer or the admin token")
+        return role
 
     def reload(self, live: dict[str, str]) -> None:
         with self._lock:
@@ -115,11 +138,16 @@ class Authenticator:
 
 def admin_token(path: Path, *, create: bool = False) -> str:
     """Read the admin token file; the server creates it (mode 0600) on first start."""
+    return token_file(path, create=create, what="admin")
+
+
+def token_file(path: Path, *, create: bool = False, what: str) -> str:
+    """Read a token file (``what``: admin or viewer); the server creates it (mode 0600) on first start."""
     try:
         token = path.read_text(encoding="utf-8").strip()
     except FileNotFoundError:
         if not create:
-            raise ConfigError(f"{path}: admin token file does not exist (start the server once to create it)") from None
+            raise ConfigError(f"{path}: {what} token file does not exist (start the server once to create it)") from None
         token = secrets.token_urlsafe(32)
         path.parent.mkdir(parents=True, exist_ok=True)
 
@@ -130,9 +158,9 @@ def admin_token(path: Path, *, create: bool = False) -> str:
         write_durably(path, write)
         return token
     except OSError as exc:
-        raise ConfigError(f"{path}: cannot read the admin token file: {exc.strerror}") from exc
+        raise ConfigError(f"{path}: cannot read the {what} token file: {exc.strerror}") from exc
     if not token:
-        raise ConfigError(f"{path}: the admin token file is empty")
+        raise ConfigError(f"{path}: the {what} token file is empty")
     if path.stat().st_mode & (stat.S_IROTH | stat.S_IWOTH):
-        raise ConfigError(f"{path}: the admin token file is readable or writable by everyone (chmod 600 {path})")
+        raise ConfigError(f"{path}: the {what} token file is readable or writable by everyone (chmod 600 {path})")
     return token

@@ -28,6 +28,9 @@ class ServerSettings(Settings):
     tls_cert_file: Path | None = None
     tls_key_file: Path | None = None
     admin_token_file: Path = Path("/var/lib/edgeloop-ingest/admin.token")
+    viewer_token_file: Path | None = None  # default: viewer.token beside admin_token_file
+    session_ttl_s: Annotated[float, Field(ge=60, le=30 * 86400)] = 43_200.0
+    max_sessions: PositiveInt = 1000
     schemas_dir: Path | None = None
     shutdown_timeout_s: Positive = 30.0
     max_connections: PositiveInt = 512
@@ -43,6 +46,10 @@ class ServerSettings(Settings):
         if (self.tls_cert_file is None) != (self.tls_key_file is None):
             raise ValueError("tls_cert_file and tls_key_file go together: set both or neither")
         return self
+
+    @property
+    def viewer_token_path(self) -> Path:
+        return self.viewer_token_file or self.admin_token_file.with_name("viewer.token")
 
     @property
     def url(self) -> str:
