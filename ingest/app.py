@@ -3,10 +3,11 @@
     PUT    /v1/batches/{batch_id}   device token; Parquet body → 201 / 200 replay / 4xx / 429 / 503
     POST   /v1/schemas              admin token; a model schema file (TOML) → 201 registered / 200 / 409
     GET    /v1/schemas              admin token; every registered schema
-    POST   /v1/sql                  admin token; {"sql", "params", "export"} → Arrow IPC stream (or JSON), capped
+    POST   /v1/sql                  admin or viewer token; {"sql", "params", "export"} → Arrow IPC stream (or JSON), capped
     POST   /v1/devices              admin token; {"name"} → {"name", "token"}
     DELETE /v1/devices/{name}       admin token; revokes at once
     GET    /healthz, /metrics
+    /dashboard..., /v1/dashboard/...   viewer or admin token, or a session (``dashboard_app``)
 
 Every error body is ``{"error": {"code", "message", "details"}}``, aiohttp's own 404/405 included.
 """
@@ -38,6 +39,7 @@ from edgeloop.errors import (
     ConfigError,
     QueryFailed,
     DiskFull,
+    Forbidden,
     QueryRefused,
     SchemaError,
     ServerOverloaded,
@@ -45,7 +47,7 @@ from edgeloop.errors import (
     StoreClosed,
     StoreError,
 )
-from edgeloop.ingest.auth import Authenticator, DeviceRegistry, admin_token
+from edgeloop.ingest.auth import Authenticator, DeviceRegistry, admin_token, token_file
 from edgeloop.ingest.batch import check_batch_id, read_batch
 from edgeloop.ingest.config import IngestConfig
 from edgeloop.ingest.metrics import Metrics
@@ -100,6 +102,8 @@ async def error_middleware(request: web.Request, handler: Callable[[web.Request]
         return await handler(request)
     except BatchRejected as exc:
         response = _error(exc.status, exc.code, str(exc), exc.details)
+    except Forbidden as exc:
+        response = _error(403, "forbidden", str(exc))
     except AuthError as exc:
         response = _error(401, "unauthorized", str(exc), headers={"WWW-Authenticate": "Bearer"})
     except StoreBusy as exc:
@@ -244,8 +248,11 @@ async def metrics(request: web.Request) -> web.Response:
     return web.Response(body=request.app[METRICS].render(), content_type="text/plain", charset="utf-8")
 
 
-async def _admin_json(request: web.Request) -> dict[str, Any]:
-    request.app[AUTH].admin(request.headers.get("Authorization"))
+async def _admin_json(request: web.Request, *, read_only: bool = False) -> dict[str, Any]:
+    if read_only:
+        request.app[AUTH].reader(request.headers.get("Authorization"))
+    else:
+        request.app[AUTH].admin(request.headers.get("Authorization"))
     try:
         value = orjson.loads(await _read_small(request, MAX_ADMIN_BODY_BYTES))
     except orjson.JSONDecodeError as exc:
@@ -257,7 +264,7 @@ async def _admin_json(request: web.Request) -> dict[str, Any]:
 
 async def post_sql(request: web.Request) -> web.StreamResponse:
     """Stream one allowed SELECT's rows as Arrow IPC (or JSON), capped in rows and bytes unless an export."""
-    payload = await _admin_json(request)
+    payload = await _admin_json(request, read_only=True)  # the viewer token reads too: the allow-list keeps it read-only
     sql, params, export = payload.get("sql"), payload.get("params") or [], payload.get("export", False)
     if not isinstance(sql, str) or not isinstance(params, list) or not isinstance(export, bool):
         raise BatchRejected(400, "bad_json", 'send {"sql": "SELECT ...", "params": [...], "export": false}')
@@ -551,11 +558,14 @@ async def _resources(app: web.Application) -> AsyncIterator[None]:
         state.pacer.landed(len(landed))
 
     token = admin_token(config.server.admin_token_file, create=True)  # refused before the database is touched
+    viewer = token_file(config.server.viewer_token_path, create=True, what="viewer")
+    if viewer == token:
+        raise ConfigError(f"{config.server.viewer_token_path}: the viewer token must differ from the admin token")
     store = await loop.run_in_executor(None, lambda: store_class(config.store.db_path, config.store, on_landed=on_landed))
     app[STORE] = store
     if config.server.schemas_dir is not None:
         await _register_dir(store, config.server.schemas_dir)
-    app[AUTH] = Authenticator(DeviceRegistry.live(store.cursor()), token)
+    app[AUTH] = Authenticator(DeviceRegistry.live(store.cursor()), token, viewer)
     log.info("store open", extra={"db_path": str(config.store.db_path)})
     try:
         yield
@@ -607,6 +617,10 @@ def create_app(config: IngestConfig, *, store_class: type[Store] = Store) -> web
     app.router.add_delete("/v1/devices/{name}", delete_device)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/metrics", metrics)
+    # The dashboard's routes need this module's app keys: imported here, not at the top, to avoid a cycle.
+    from edgeloop.ingest.dashboard_app import add_dashboard_routes
+
+    add_dashboard_routes(app)
     return app
 
 

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from edgeloop.ingest.report import Estimate, FieldDrift, Group, Report
 from edgeloop.ingest.report_view import drift_rows, escape, estimate_text, headline, overview_rows
 
-__all__ = ["render_html"]
+__all__ = ["CSS", "render_fragment", "render_html"]
 
 INK, MUTED, GRID = "#1f2933", "#6b7280", "#e5e7eb"
 BLUE, ORANGE, RED, AMBER, GREEN = "#2563eb", "#ea580c", "#dc2626", "#d97706", "#16a34a"
@@ -205,12 +205,17 @@ EXPLAINED = (
 
 
 def render_html(report: Report) -> str:
+    title, _ = headline(report)
+    return (
+        "<!DOCTYPE html><html lang=en><head><meta charset=utf-8>"
+        f"<title>{escape(title)}</title><style>{CSS}</style></head><body>{render_fragment(report)}</body></html>\n"
+    )
+
+
+def render_fragment(report: Report) -> str:
+    """The report's body (headings, tables, charts), for the file and for the dashboard's report page."""
     title, sub = headline(report)
-    parts = [
-        "<!DOCTYPE html><html lang=en><head><meta charset=utf-8>",
-        f"<title>{escape(title)}</title><style>{CSS}</style></head><body>",
-        f"<h1>{escape(title)}</h1><p class=sub>{escape(sub)}</p>",
-    ]
+    parts = [f"<h1>{escape(title)}</h1><p class=sub>{escape(sub)}</p>"]
     headers, rows = overview_rows(report)
     parts.append(_table(headers, rows))
     parts.append(_interval_chart(report))
@@ -237,5 +242,5 @@ def render_html(report: Report) -> str:
         parts.append(f"<p class=note>note: {escape(note)}</p>")
     parts.append("<h2>How to read this</h2><dl>")
     parts.extend(f"<dt>{escape(term)}</dt><dd>{escape(text)}</dd>" for term, text in EXPLAINED)
-    parts.append("</dl></body></html>\n")
+    parts.append("</dl>")
     return "".join(parts)

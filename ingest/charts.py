@@ -1,0 +1,172 @@
+"""Charts as SVG strings, drawn on the server: stacked areas, bars and lines, no script, nothing fetched.
+
+Every data point is an element carrying ``data-series``, ``data-x`` and ``data-value`` and a
+``<title>`` (the browser's tooltip), so a reader, a screen reader and a test all see the numbers
+the chart was drawn from. Every label is escaped: versions and device names come from devices.
+"""
+
+from __future__ import annotations
+
+import html
+import math
+from collections.abc import Sequence
+
+__all__ = ["PALETTE", "bars", "lines", "stacked_area"]
+
+PALETTE = ("#2563eb", "#ea580c", "#16a34a", "#9333ea", "#dc2626", "#0891b2", "#ca8a04", "#db2777", "#4b5563", "#65a30d")
+INK, MUTED, GRID = "#1f2933", "#6b7280", "#e5e7eb"
+LEFT, RIGHT, TOP, BOTTOM = 56, 12, 12, 28
+LEGEND_ROW_PX = 18
+
+Series = Sequence[tuple[str, Sequence[float]]]
+
+
+def _e(text: object) -> str:
+    return html.escape(str(text), quote=True)
+
+
+def _fmt(value: float, percent: bool) -> str:
+    if percent:
+        return f"{100 * value:.1f}%"
+    if value == int(value):
+        return f"{int(value):,}"
+    return f"{value:,.2f}"
+
+
+def _nice_max(value: float) -> float:
+    """The smallest 1, 2 or 5 × 10^k at or above value (axis tops that read well)."""
+    if value <= 0:
+        return 1.0
+    power = 10 ** math.floor(math.log10(value))
+    for step in (1, 2, 5, 10):
+        if step * power >= value:
+            return step * power
+    return 10 * power
+
+
+def _frame(kind: str, title: str, width: int, height: int, names: Sequence[str], body: list[str],
+           y_top: float, percent: bool, x_labels: Sequence[str]) -> str:
+    plot_w, plot_h = width - LEFT - RIGHT, height - TOP - BOTTOM
+    legend_h = LEGEND_ROW_PX * ((len(names) + 3) // 4) if names else 0
+    out = [
+        f'<svg xmlns="http://www.w3.org/2000/svg" class="chart chart-{kind}" role="img" width="{width}" '
+        f'height="{height + legend_h}" viewBox="0 0 {width} {height + legend_h}" aria-label="{_e(title)}">',
+        f"<title>{_e(title)}</title>",
+    ]
+    for fraction in (0.0, 0.5, 1.0):
+        y = TOP + plot_h * (1 - fraction)
+        out.append(f'<line x1="{LEFT}" x2="{LEFT + plot_w}" y1="{y:.1f}" y2="{y:.1f}" stroke="{GRID}"/>')
+        out.append(f'<text x="{LEFT - 6}" y="{y + 4:.1f}" text-anchor="end" fill="{MUTED}" font-size="11">'
+                   f"{_e(_fmt(y_top * fraction, percent))}</text>")
+    if x_labels:
+        step = max(1, math.ceil(len(x_labels) / 6))
+        for index in range(0, len(x_labels), step):
+            x = LEFT + _x(index, len(x_labels), plot_w)
+            out.append(f'<text x="{x:.1f}" y="{height - 8}" text-anchor="middle" fill="{MUTED}" font-size="11">'
+                       f"{_e(x_labels[index])}</text>")
+    out.extend(body)
+    for index, name in enumerate(names):
+        x, y = LEFT + (index % 4) * (plot_w / 4), height + (index // 4) * LEGEND_ROW_PX + 4
+        out.append(f'<rect x="{x:.1f}" y="{y}" width="10" height="10" fill="{PALETTE[index % len(PALETTE)]}"/>')
+        out.append(f'<text x="{x + 14:.1f}" y="{y + 9}" font-size="12" fill="{INK}">{_e(name)}</text>')
+    out.append("</svg>")
+    return "".join(out)
+
+
+def _x(index: int, count: int, plot_w: float) -> float:
+    return plot_w / 2 if count <= 1 else plot_w * index / (count - 1)
+
+
+def _empty(title: str, width: int, height: int) -> str:
+    height = min(height, 48)  # nothing to draw: a line of text, not a blank plot
+    return (f'<svg xmlns="http://www.w3.org/2000/svg" class="chart chart-empty" width="{width}" height="{height}" '
+            f'viewBox="0 0 {width} {height}"><title>{_e(title)}</title>'
+            f'<text x="{width / 2}" y="{height / 2}" text-anchor="middle" fill="{MUTED}">no data yet</text></svg>')
+
+
+def _point(series: str, x_label: str, value: float, percent: bool, shape: str) -> str:
+    text = f"{series} · {x_label}: {_fmt(value, percent)}"
+    return (f'<g class="point" data-series="{_e(series)}" data-x="{_e(x_label)}" data-value="{value!r}">'
+            f"<title>{_e(text)}</title>{shape}</g>")
+
+
+def stacked_area(title: str, x_labels: Sequence[str], series: Series, *, percent: bool = False,
+                 width: int = 720, height: int = 220) -> str:
+    """Series stacked on each other over x (shares of a whole with ``percent``: the top is 100%)."""
+    if not x_labels or not series:
+        return _empty(title, width, height)
+    plot_w, plot_h = width - LEFT - RIGHT, height - TOP - BOTTOM
+    totals = [sum(values[i] for _, values in series) for i in range(len(x_labels))]
+    y_top = 1.0 if percent else _nice_max(max(totals))
+    below = [0.0] * len(x_labels)
+    body: list[str] = []
+    points: list[str] = []
+    for index, (name, values) in enumerate(series):
+        colour = PALETTE[index % len(PALETTE)]
+        above = [b + v for b, v in zip(below, values)]
+        xs = [LEFT + _x(i, len(x_labels), plot_w) for i in range(len(x_labels))]
+        top = [TOP + plot_h * (1 - a / y_top) for a in above]
+        bottom = [TOP + plot_h * (1 - b / y_top) for b in below]
+        if len(x_labels) == 1:  # one day: a band as wide as the plot
+            xs_top, xs_bottom = [LEFT, LEFT + plot_w], [LEFT + plot_w, LEFT]
+            top, bottom = top * 2, bottom * 2
+        else:
+            xs_top, xs_bottom = xs, xs[::-1]
+            bottom = bottom[::-1]
+        outline = [f"{x:.1f},{y:.1f}" for x, y in zip(xs_top, top)] + [f"{x:.1f},{y:.1f}" for x, y in zip(xs_bottom, bottom)]
+        body.append(f'<polygon class="band" data-series="{_e(name)}" points="{" ".join(outline)}" fill="{colour}" '
+                    f'fill-opacity="0.75" stroke="{colour}"/>')
+        for i, value in enumerate(values):
+            y = TOP + plot_h * (1 - above[i] / y_top)
+            points.append(_point(name, x_labels[i], value, percent,
+                                 f'<circle cx="{xs[i]:.1f}" cy="{y:.1f}" r="3" fill="{colour}"/>'))
+        below = above
+    return _frame("area", title, width, height, [name for name, _ in series], body + points, y_top, percent, x_labels)
+
+
+def bars(title: str, x_labels: Sequence[str], series: Series, *, width: int = 720, height: int = 220) -> str:
+    """Series stacked in one bar per x."""
+    if not x_labels or not series:
+        return _empty(title, width, height)
+    plot_w, plot_h = width - LEFT - RIGHT, height - TOP - BOTTOM
+    totals = [sum(values[i] for _, values in series) for i in range(len(x_labels))]
+    y_top = _nice_max(max(totals))
+    slot = plot_w / len(x_labels)
+    bar_w = max(2.0, slot * 0.7)
+    below = [0.0] * len(x_labels)
+    body: list[str] = []
+    for index, (name, values) in enumerate(series):
+        colour = PALETTE[index % len(PALETTE)]
+        for i, value in enumerate(values):
+            if value <= 0:
+                continue
+            h = plot_h * value / y_top
+            y = TOP + plot_h * (1 - (below[i] + value) / y_top)
+            x = LEFT + slot * i + (slot - bar_w) / 2
+            body.append(_point(name, x_labels[i], value, False,
+                               f'<rect x="{x:.1f}" y="{y:.1f}" width="{bar_w:.1f}" height="{h:.1f}" fill="{colour}"/>'))
+            below[i] += value
+    # Bar labels sit under each slot's centre, not on the line chart's grid.
+    labels = [f'<text x="{LEFT + slot * (i + 0.5):.1f}" y="{height - 8}" text-anchor="middle" fill="{MUTED}" '
+              f'font-size="11">{_e(label)}</text>'
+              for i, label in enumerate(x_labels) if i % max(1, math.ceil(len(x_labels) / 6)) == 0]
+    return _frame("bars", title, width, height, [name for name, _ in series], body + labels, y_top, False, [])
+
+
+def lines(title: str, x_labels: Sequence[str], series: Series, *, percent: bool = False,
+          width: int = 720, height: int = 220) -> str:
+    """One line per series over x."""
+    if not x_labels or not series:
+        return _empty(title, width, height)
+    plot_w, plot_h = width - LEFT - RIGHT, height - TOP - BOTTOM
+    y_top = 1.0 if percent else _nice_max(max((max(values) for _, values in series if values), default=0))
+    body: list[str] = []
+    points: list[str] = []
+    for index, (name, values) in enumerate(series):
+        colour = PALETTE[index % len(PALETTE)]
+        xy = [(LEFT + _x(i, len(x_labels), plot_w), TOP + plot_h * (1 - v / y_top)) for i, v in enumerate(values)]
+        body.append(f'<polyline data-series="{_e(name)}" fill="none" stroke="{colour}" stroke-width="2" '
+                    f'points="{" ".join(f"{x:.1f},{y:.1f}" for x, y in xy)}"/>')
+        points.extend(_point(name, x_labels[i], v, percent, f'<circle cx="{x:.1f}" cy="{y:.1f}" r="3" fill="{colour}"/>')
+                      for i, ((x, y), v) in enumerate(zip(xy, values)))
+    return _frame("lines", title, width, height, [name for name, _ in series], body + points, y_top, percent, x_labels)

@@ -1,0 +1,326 @@
+"""The dashboard's routes: login and logout, the pages, and the JSON endpoints they are drawn from.
+
+    GET  /dashboard/login            the login form
+    POST /dashboard/login            form ``token`` (viewer or admin) → session cookie, 303 to /dashboard
+    POST /dashboard/logout           ends the session
+    GET  /dashboard                  overview: rollout per model, fleet health, data
+    GET  /dashboard/devices/{name}   one device
+    GET  /dashboard/report?model=    the field performance report of a model
+    GET  /v1/dashboard/{overview,rollout/{model},data,fleet,devices/{name},report/{model}}   the same as JSON
+
+Pages need a session (else 303 to the login page); the JSON endpoints take the session cookie or
+``Authorization: Bearer`` with the viewer or admin token (else 401). Nothing here changes data
+but a session: state changes are POST only, the cookie is SameSite=Strict, and a POST whose
+Origin is another site is refused (403), so another site cannot log a browser in or out.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import urllib.parse
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
+from typing import Any, TypeVar
+
+import orjson
+import pyarrow as pa
+from aiohttp import web
+
+from edgeloop.errors import AuthError, BatchRejected, EdgeloopError, Forbidden, QueryFailed, StoreBusy
+from edgeloop.ingest import dashboard_html as pages
+from edgeloop.ingest.app import AUTH, CONFIG, STATE, STORE
+from edgeloop.ingest.dashboard import CLOCK_OUTLIER_S, Dashboard
+from edgeloop.ingest.fleet import DEVICES_SQL
+from edgeloop.ingest.query import run_query
+from edgeloop.ingest.report import GROUPINGS, build_report, declare, model_schema
+from edgeloop.ingest.session import COOKIE, Sessions
+from edgeloop.runner import read_body
+
+__all__ = ["SESSIONS", "add_dashboard_routes"]
+
+log = logging.getLogger(__name__)
+
+SESSIONS = web.AppKey("sessions", Sessions)
+MAX_LOGIN_BODY_BYTES = 4096
+DEFAULT_DAYS = 30
+HEADERS = {
+    # Pages are self-contained: inline CSS and SVG, no script, forms only to ourselves.
+    "Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline'; img-src 'self' data:; "
+                               "form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+    "Cache-Control": "no-store",
+}
+T = TypeVar("T")
+
+
+class StoreReader:
+    """The ``Admin`` protocol's ``query`` on the server's own read cursor, through the same allow-list as /v1/sql."""
+
+    def __init__(self, store: Any, timeout_s: float) -> None:
+        self._store, self._timeout_s = store, timeout_s
+
+    def query(self, sql: str, params: Sequence[Any] = ()) -> pa.Table:
+        return run_query(self._store.cursor(), sql, params, timeout_s=self._timeout_s)
+
+
+def _reader(app: web.Application) -> StoreReader:
+    return StoreReader(app[STORE], app[CONFIG].store.sql_timeout_s)
+
+
+def _dashboard(app: web.Application) -> Dashboard:
+    reader = _reader(app)
+    return Dashboard(lambda sql, params: reader.query(sql, params).to_pylist())
+
+
+async def _read(request: web.Request, work: Callable[[], T]) -> T:
+    """Run ``work`` on the query pool (never the upload checkers), within ``store.sql_max_concurrent``."""
+    app = request.app
+    state, limit = app[STATE], app[CONFIG].store.sql_max_concurrent
+    if state.sql_running >= limit:
+        raise StoreBusy(f"{state.sql_running} queries are running, the most store.sql_max_concurrent allows; retry later")
+    state.sql_running += 1
+    try:
+        return await asyncio.get_running_loop().run_in_executor(state.sql_executor, work)
+    finally:
+        state.sql_running -= 1
+
+
+def _role(request: web.Request) -> str | None:
+    """The role of the request's session cookie or bearer token, or None."""
+    session = request.app[SESSIONS].get(request.cookies.get(COOKIE))
+    if session is not None:
+        return session.role
+    if request.headers.get("Authorization"):
+        return request.app[AUTH].reader(request.headers.get("Authorization"))
+    return None
+
+
+def _require_reader(request: web.Request) -> str:
+    role = _role(request)
+    if role is None:
+        raise AuthError("log in at /dashboard/login, or send Authorization: Bearer <viewer token>")
+    return role
+
+
+def _page_or_login(request: web.Request) -> web.Response | None:
+    """None if the request may see pages, else the redirect to the login form (a bad bearer token gets it too)."""
+    try:
+        role = _role(request)
+    except AuthError:
+        role = None
+    if role is not None:
+        return None
+    return _redirect("/dashboard/login?" + urllib.parse.urlencode({"next": request.path_qs}))
+
+
+def _redirect(location: str) -> web.Response:
+    return web.Response(status=303, headers={**HEADERS, "Location": location})
+
+
+def _html(body: str, status: int = 200) -> web.Response:
+    return web.Response(status=status, text=body, content_type="text/html", charset="utf-8", headers=HEADERS)
+
+
+def _json(value: Any) -> web.Response:
+    return web.Response(body=orjson.dumps(value, default=str, option=orjson.OPT_NON_STR_KEYS),
+                        content_type="application/json", headers={"Cache-Control": "no-store"})
+
+
+def _days(request: web.Request) -> int:
+    text = request.query.get("days", str(DEFAULT_DAYS))
+    try:
+        days = int(text)
+    except ValueError:
+        raise QueryFailed(f"days must be a whole number, got {text[:40]!r}") from None
+    return Dashboard.check_days(days)
+
+
+def _same_origin(request: web.Request) -> None:
+    """Refuse a state-changing POST sent by a page of another site (login CSRF)."""
+    origin = request.headers.get("Origin")
+    if origin is None or origin == "null" and request.headers.get("Sec-Fetch-Site") in (None, "same-origin"):
+        return
+    parsed = urllib.parse.urlsplit(origin)
+    if parsed.netloc != request.host:
+        raise Forbidden(f"a form from {origin[:100]!r} may not post to this server")
+
+
+def _next_path(value: str | None) -> str:
+    # Only a path of our own: never another host (//evil, /\evil) after logging in.
+    if value and value.startswith("/dashboard") and "//" not in value and "\\" not in value:
+        return value
+    return "/dashboard"
+
+
+async def login_form(request: web.Request) -> web.Response:
+    return _html(pages.login_page(next_path=_next_path(request.query.get("next"))))
+
+
+async def login(request: web.Request) -> web.Response:
+    _same_origin(request)
+    if request.content_type != "application/x-www-form-urlencoded":
+        raise BatchRejected(415, "unsupported_media_type", "log in with a form (application/x-www-form-urlencoded)")
+    body = await read_body(request, max_bytes=MAX_LOGIN_BODY_BYTES, timeout_s=request.app[CONFIG].server.body_timeout_s)
+    form = urllib.parse.parse_qs(body.decode("utf-8", "replace"), max_num_fields=4)
+    token = (form.get("token") or [""])[0].strip()
+    next_path = _next_path((form.get("next") or [None])[0])
+    role = request.app[AUTH].role(token)
+    if role is None:
+        log.info("dashboard login refused", extra={"peer": request.remote})
+        return _html(pages.login_page(error="That token is neither the viewer nor the admin token.", next_path=next_path), 401)
+    sessions = request.app[SESSIONS]
+    session_id = sessions.create(role)
+    log.info("dashboard login", extra={"role": role, "peer": request.remote})
+    response = _redirect(next_path)
+    response.set_cookie(
+        COOKIE, session_id, max_age=int(sessions.ttl_s), path="/", httponly=True, samesite="Strict",
+        secure=request.secure or request.app[CONFIG].server.tls_cert_file is not None,
+    )
+    return response
+
+
+async def logout(request: web.Request) -> web.Response:
+    _same_origin(request)
+    request.app[SESSIONS].end(request.cookies.get(COOKIE))
+    response = _redirect("/dashboard/login")
+    response.del_cookie(COOKIE, path="/")
+    return response
+
+
+def _overview(board: Dashboard, days: int) -> dict[str, Any]:
+    models = board.models()
+    return {
+        "generated_at": datetime.now(UTC),
+        "models": models,
+        "rollout": [board.rollout(model, days) for model in models],
+        "fleet": _fleet(board),
+        "drops": board.drops(days),
+        "clock_outliers": board.clock_outliers(),
+        "data": board.data(days),
+    }
+
+
+def _fleet(board: Dashboard) -> dict[str, Any]:
+    return {"devices": board._query(DEVICES_SQL, []), "clock_outlier_s": CLOCK_OUTLIER_S}
+
+
+async def overview(request: web.Request) -> web.Response:
+    if (login_first := _page_or_login(request)) is not None:
+        return login_first
+    days, board = _days(request), _dashboard(request.app)
+    facts = await _read(request, lambda: _overview(board, days))
+    return _html(pages.overview_page(facts["models"], facts["rollout"], facts["fleet"], facts["drops"],
+                                     facts["clock_outliers"], facts["data"]))
+
+
+async def device_page(request: web.Request) -> web.Response:
+    if (login_first := _page_or_login(request)) is not None:
+        return login_first
+    name, board = request.match_info["name"], _dashboard(request.app)
+    try:
+        models, device = await _read(request, lambda: (board.models(), board.device(name)))
+    except LookupError:
+        raise web.HTTPNotFound(text=f"no device named {name[:80]!r}") from None
+    return _html(pages.device_page(models, device))
+
+
+def _report(app: web.Application, model: str, query: dict[str, str]) -> Any:
+    reader = _reader(app)
+    by = query.get("by") or "model_version"
+    if by not in GROUPINGS:
+        raise QueryFailed(f"by must be one of {', '.join(GROUPINGS)}")
+    since, until = (_timestamp(query.get(key), key) for key in ("since", "until"))
+    try:
+        schema = declare(model_schema(reader, model))
+    except (QueryFailed, StoreBusy):
+        raise
+    except EdgeloopError as exc:
+        raise QueryFailed(str(exc)) from exc
+    return build_report(reader, schema, since=since, until=until, by=by)  # type: ignore[arg-type]
+
+
+def _timestamp(text: str | None, name: str) -> datetime | None:
+    if not text:
+        return None
+    try:
+        value = datetime.fromisoformat(text)
+    except ValueError:
+        raise QueryFailed(f"{name} must be a date or an ISO 8601 time, got {text[:40]!r}") from None
+    return value if value.tzinfo else value.replace(tzinfo=UTC)
+
+
+async def report_page(request: web.Request) -> web.Response:
+    if (login_first := _page_or_login(request)) is not None:
+        return login_first
+    model = request.query.get("model", "")
+    query = {key: request.query.get(key, "") for key in ("since", "until", "by")}
+    board = _dashboard(request.app)
+    models, report = await _read(request, lambda: (board.models(), _report(request.app, model, query)))
+    return _html(pages.report_page(models, report, query))
+
+
+async def api_overview(request: web.Request) -> web.Response:
+    _require_reader(request)
+    days, board = _days(request), _dashboard(request.app)
+    return _json(await _read(request, lambda: _overview(board, days)))
+
+
+async def api_rollout(request: web.Request) -> web.Response:
+    _require_reader(request)
+    days, board, model = _days(request), _dashboard(request.app), request.match_info["model"]
+    return _json(await _read(request, lambda: board.rollout(model, days)))
+
+
+async def api_data(request: web.Request) -> web.Response:
+    _require_reader(request)
+    days, board = _days(request), _dashboard(request.app)
+    return _json(await _read(request, lambda: board.data(days)))
+
+
+async def api_fleet(request: web.Request) -> web.Response:
+    _require_reader(request)
+    days, board = _days(request), _dashboard(request.app)
+    return _json(await _read(request, lambda: {**_fleet(board), "drops": board.drops(days),
+                                                "clock_outliers": board.clock_outliers()}))
+
+
+async def api_device(request: web.Request) -> web.Response:
+    _require_reader(request)
+    name, board = request.match_info["name"], _dashboard(request.app)
+    try:
+        return _json(await _read(request, lambda: board.device(name)))
+    except LookupError:
+        raise web.HTTPNotFound(text=f"no device named {name[:80]!r}") from None
+
+
+async def api_report(request: web.Request) -> web.Response:
+    _require_reader(request)
+    model = request.match_info["model"]
+    query = {key: request.query.get(key, "") for key in ("since", "until", "by")}
+    report = await _read(request, lambda: _report(request.app, model, query))
+    return _json(report.to_dict())
+
+
+async def dashboard_root(request: web.Request) -> web.Response:
+    return _redirect("/dashboard")
+
+
+def add_dashboard_routes(app: web.Application) -> None:
+    """The login, the pages and their JSON endpoints; sessions live in the app's memory."""
+    server = app[CONFIG].server
+    app[SESSIONS] = Sessions(ttl_s=server.session_ttl_s, max_sessions=server.max_sessions)
+    app.router.add_get("/dashboard/login", login_form)
+    app.router.add_post("/dashboard/login", login)
+    app.router.add_post("/dashboard/logout", logout)
+    app.router.add_get("/dashboard", overview)
+    app.router.add_get("/dashboard/", dashboard_root)
+    app.router.add_get("/dashboard/devices/{name}", device_page)
+    app.router.add_get("/dashboard/report", report_page)
+    app.router.add_get("/v1/dashboard/overview", api_overview)
+    app.router.add_get("/v1/dashboard/rollout/{model}", api_rollout)
+    app.router.add_get("/v1/dashboard/data", api_data)
+    app.router.add_get("/v1/dashboard/fleet", api_fleet)
+    app.router.add_get("/v1/dashboard/devices/{name}", api_device)
+    app.router.add_get("/v1/dashboard/report/{model}", api_report)

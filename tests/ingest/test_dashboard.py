@@ -1,0 +1,243 @@
+"""The dashboard over HTTP: viewer token, sessions, pages and JSON endpoints on a real server."""
+
+from __future__ import annotations
+
+import re
+import uuid
+from datetime import UTC, datetime, timedelta
+
+import aiohttp
+import pytest
+
+from edgeloop.ingest.charts import bars, lines, stacked_area
+from edgeloop.ingest.dashboard import version_key
+from edgeloop.ingest.session import COOKIE, Sessions
+from tests.ingest.conftest import make_table, seal
+
+NOW = datetime.now(UTC).replace(microsecond=0)
+
+
+def viewer_token(server) -> str:
+    return server.config.server.viewer_token_path.read_text().strip()
+
+
+async def land(server, tmp_path, schema, token: str, *, version: str, predictions: int, labelled: int = 0,
+               days_ago: int = 0, weight: float = 1.0) -> str:
+    start = NOW - timedelta(days=days_ago, hours=1)
+    table, ids = make_table(schema, predictions=predictions, version=version, start=start, weight=weight)
+    batch_id, body = seal(tmp_path / uuid.uuid4().hex, schema, table)
+    status, receipt, _ = await server.put(batch_id, body, token)
+    assert status == 201, receipt
+    if labelled:
+        feedback = [(record_id, "normal", start + timedelta(minutes=30)) for record_id in ids[:labelled]]
+        table, _ = make_table(schema, feedback=feedback, version=version, start=start)
+        fb_id, body = seal(tmp_path / uuid.uuid4().hex, schema, table)
+        status, receipt, _ = await server.put(fb_id, body, token)
+        assert status == 201, receipt
+    return batch_id
+
+
+async def login(server, session: aiohttp.ClientSession, token: str, **headers: str) -> aiohttp.ClientResponse:
+    return await session.post(f"{server.url}/dashboard/login", data={"token": token, "next": "/dashboard"},
+                              headers=headers, allow_redirects=False)
+
+
+async def test_a_page_without_a_session_redirects_to_the_login_form(server):
+    """GET /dashboard without a session is a 303 to /dashboard/login naming where to come back."""
+    async with server.session.get(f"{server.url}/dashboard/devices/x?days=3", allow_redirects=False) as response:
+        assert response.status == 303
+        assert response.headers["Location"] == "/dashboard/login?next=%2Fdashboard%2Fdevices%2Fx%3Fdays%3D3"
+    async with server.session.get(f"{server.url}/dashboard/login") as response:
+        assert response.status == 200
+        assert 'name="token"' in await response.text()
+
+
+async def test_the_json_endpoints_need_a_session_or_a_reader_token(server):
+    """/v1/dashboard/* answer 401 in the one error shape without auth, 200 with the viewer or admin bearer token."""
+    for path in ("/v1/dashboard/overview", "/v1/dashboard/data", "/v1/dashboard/fleet"):
+        async with server.session.get(server.url + path) as response:
+            assert response.status == 401
+            assert (await response.json())["error"]["code"] == "unauthorized"
+        async with server.session.get(server.url + path, headers={"Authorization": "Bearer nope"}) as response:
+            assert response.status == 401
+        for token in (viewer_token(server), server.admin_token):
+            async with server.session.get(server.url + path, headers={"Authorization": f"Bearer {token}"}) as response:
+                assert response.status == 200, await response.text()
+
+
+async def test_login_sets_an_httponly_strict_cookie_and_logout_ends_the_session(server):
+    """A login with the viewer token sets an HttpOnly, SameSite=Strict cookie with an opaque id; logout ends it on the server."""
+    async with aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True)) as session:
+        response = await login(server, session, viewer_token(server))
+        assert response.status == 303 and response.headers["Location"] == "/dashboard"
+        cookie = response.headers["Set-Cookie"]
+        assert "HttpOnly" in cookie and "SameSite=Strict" in cookie and "Path=/" in cookie
+        assert "Secure" not in cookie  # plain HTTP here; TLS adds it
+        session_id = response.cookies[COOKIE].value
+        assert viewer_token(server) not in cookie and len(session_id) >= 40
+        async with session.get(f"{server.url}/dashboard", allow_redirects=False) as page:
+            assert page.status == 200
+            assert "Content-Security-Policy" in page.headers and "script-src" not in page.headers["Content-Security-Policy"]
+        async with session.post(f"{server.url}/dashboard/logout", allow_redirects=False) as out:
+            assert out.status == 303
+    # The old id is dead on the server even if a browser kept it.
+    async with server.session.get(f"{server.url}/dashboard", cookies={COOKIE: session_id}, allow_redirects=False) as page:
+        assert page.status == 303
+
+
+async def test_a_wrong_token_is_refused_and_no_session_is_made(server):
+    """A login with a token that is neither viewer nor admin answers 401 with the form again and sets no cookie."""
+    async with aiohttp.ClientSession() as session:
+        response = await login(server, session, "eld_not-a-token")
+        assert response.status == 401
+        assert "Set-Cookie" not in response.headers
+        assert "neither the viewer nor the admin token" in await response.text()
+        device_token = await server.add_device("pump-1")
+        response = await login(server, session, device_token)
+        assert response.status == 401  # a device token is not a dashboard login
+
+
+async def test_a_login_posted_from_another_site_is_refused(server):
+    """A cross-site form post to /dashboard/login (login CSRF) is 403 forbidden; the same origin is fine."""
+    async with aiohttp.ClientSession() as session:
+        response = await login(server, session, viewer_token(server), Origin="https://evil.example")
+        assert response.status == 403
+        assert (await response.json())["error"]["code"] == "forbidden"
+        response = await login(server, session, viewer_token(server), Origin=server.url)
+        assert response.status == 303
+
+
+@pytest.mark.parametrize("target", ["//evil.example/dashboard", "https://evil.example", "/dashboard\\@evil", "/v1/devices"])
+async def test_login_never_redirects_off_the_dashboard(server, target):
+    """The ``next`` of a login is followed only when it is a dashboard path of this server."""
+    async with aiohttp.ClientSession() as session:
+        response = await session.post(f"{server.url}/dashboard/login", data={"token": viewer_token(server), "next": target},
+                                      allow_redirects=False)
+        assert response.status == 303 and response.headers["Location"] == "/dashboard"
+
+
+async def test_the_viewer_token_reads_sql_but_never_manages_devices_or_schemas(server, vibration):
+    """The viewer token runs read-only SQL; device and schema management answer 403 forbidden; a write is refused."""
+    headers = {"Authorization": f"Bearer {viewer_token(server)}", "Accept": "application/json"}
+    async with server.session.post(f"{server.url}/v1/sql", json={"sql": "SELECT count(*) AS n FROM devices"}, headers=headers) as r:
+        assert r.status == 200 and (await r.json())["rows"] == [{"n": 0}]
+    async with server.session.post(f"{server.url}/v1/sql", json={"sql": "DELETE FROM devices"}, headers=headers) as r:
+        assert r.status == 403 and (await r.json())["error"]["code"] == "read_only"
+    async with server.session.post(f"{server.url}/v1/devices", json={"name": "x"}, headers=headers) as r:
+        assert r.status == 403 and (await r.json())["error"]["code"] == "forbidden"
+    await server.add_device("pump-1")
+    async with server.session.delete(f"{server.url}/v1/devices/pump-1", headers=headers) as r:
+        assert r.status == 403
+    async with server.session.post(f"{server.url}/v1/schemas", data=b"x", headers=headers) as r:
+        assert r.status == 403
+    async with server.session.get(f"{server.url}/v1/schemas", headers=headers) as r:
+        assert r.status == 403
+    rows = await server.sql("SELECT name, revoked_at FROM devices")
+    assert rows == [{"name": "pump-1", "revoked_at": None}]
+
+
+async def test_a_session_cookie_never_authorizes_the_admin_api(server):
+    """Even a session made with the admin token cannot add devices: the admin API takes only the bearer token."""
+    async with aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True)) as session:
+        assert (await login(server, session, server.admin_token)).status == 303
+        async with session.post(f"{server.url}/v1/devices", json={"name": "x"}) as r:
+            assert r.status == 401
+
+
+async def test_rollout_and_data_match_sql(server, tmp_path, vibration):
+    """The rollout shares, the devices behind, rows per day, coverage and weights equal what SQL says."""
+    tokens = {name: await server.add_device(name) for name in ("pump-1", "pump-2", "pump-old")}
+    await land(server, tmp_path, vibration, tokens["pump-1"], version="2.0.3", predictions=5, days_ago=3)
+    await land(server, tmp_path, vibration, tokens["pump-1"], version="2.1.0", predictions=20, labelled=8)
+    await land(server, tmp_path, vibration, tokens["pump-2"], version="2.1.0", predictions=10, weight=4.0)
+    await land(server, tmp_path, vibration, tokens["pump-old"], version="2.0.3", predictions=6, labelled=6)
+    headers = {"Authorization": f"Bearer {viewer_token(server)}"}
+    async with server.session.get(f"{server.url}/v1/dashboard/rollout/vibration?days=7", headers=headers) as r:
+        rollout = await r.json()
+    assert rollout["newest"] == "2.1.0" and rollout["upgraded"] is False
+    assert [row["device"] for row in rollout["behind"]] == ["pump-old"]
+    today = NOW.date().isoformat()
+    day = rollout["days"].index(today)
+    assert rollout["share_per_day"]["2.1.0"][day] == pytest.approx(2 / 3)
+    assert rollout["share_per_day"]["2.0.3"][day] == pytest.approx(1 / 3)
+    three_days_ago = rollout["days"].index((NOW - timedelta(days=3, hours=1)).date().isoformat())
+    assert rollout["share_per_day"]["2.0.3"][three_days_ago] == 1.0
+    async with server.session.get(f"{server.url}/v1/dashboard/data?days=7", headers=headers) as r:
+        data = await r.json()
+    landed = await server.sql("SELECT sum(rows - duplicates)::BIGINT AS n FROM batches WHERE model = 'vibration'")
+    assert sum(data["rows_per_day"]["vibration"]) == landed[0]["n"] == 5 + 28 + 10 + 12
+    expected = await server.sql(
+        "SELECT model_version, count(*) AS n, count(feedback_id) AS l, sum(sample_weight) AS w "
+        "FROM vibration_training GROUP BY 1 ORDER BY 1"
+    )
+    got = [(row["model_version"], row["predictions"], row["labelled"], row["weighted"]) for row in data["coverage"]]
+    assert got == [(row["model_version"], row["n"], row["l"], row["w"]) for row in expected]
+    assert got == [("2.0.3", 11, 6, 11.0), ("2.1.0", 30, 8, 60.0)]
+
+
+async def test_hostile_names_are_escaped_on_every_page(server, tmp_path, vibration):
+    """A model version sent by a device that is HTML is shown as text, never as markup, on the pages and in the SVG."""
+    token = await server.add_device("pump-x")
+    await land(server, tmp_path, vibration, token, version='<script>alert(1)</script>"', predictions=2)
+    async with aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True)) as session:
+        assert (await login(server, session, viewer_token(server))).status == 303
+        for path in ("/dashboard", "/dashboard/devices/pump-x"):
+            async with session.get(server.url + path) as page:
+                text = await page.text()
+                assert page.status == 200
+                assert "<script" not in text
+                assert "&lt;script&gt;alert(1)&lt;/script&gt;&quot;" in text
+
+
+async def test_bad_parameters_are_client_errors(server):
+    """days out of range or not a number, an unknown model and an unknown device are 4xx in the one error shape."""
+    headers = {"Authorization": f"Bearer {viewer_token(server)}"}
+    for path, status in (("/v1/dashboard/data?days=0", 400), ("/v1/dashboard/data?days=x", 400),
+                         ("/v1/dashboard/data?days=100000", 400), ("/v1/dashboard/rollout/nope", 400),
+                         ("/v1/dashboard/devices/nope", 404), ("/v1/dashboard/report/nope", 400)):
+        async with server.session.get(server.url + path, headers=headers) as r:
+            assert r.status == status, (path, await r.text())
+            assert set((await r.json())["error"]) == {"code", "message", "details"}
+
+
+async def test_device_page_lists_its_batches(server, tmp_path, vibration):
+    """/v1/dashboard/devices/{name} lists the device's batches (as the ledger has them) and its versions."""
+    token = await server.add_device("pump-1")
+    first = await land(server, tmp_path, vibration, token, version="2.0.3", predictions=3, days_ago=1)
+    second = await land(server, tmp_path, vibration, token, version="2.1.0", predictions=4)
+    headers = {"Authorization": f"Bearer {viewer_token(server)}"}
+    async with server.session.get(f"{server.url}/v1/dashboard/devices/pump-1", headers=headers) as r:
+        device = await r.json()
+    assert [b["batch_id"] for b in device["recent_batches"]] == [second, first]
+    assert [(v["model_version"], v["predictions"]) for v in device["versions"]] == [("2.0.3", 3), ("2.1.0", 4)]
+    assert device["batches"] == 2 and device["rows"] == 7
+
+
+def test_sessions_expire_on_the_server_and_stay_bounded():
+    """A session id is unknown after its ttl, and past max_sessions the oldest session ends."""
+    now = [0.0]
+    sessions = Sessions(ttl_s=60, max_sessions=2, clock=lambda: now[0])
+    first = sessions.create("viewer")
+    assert sessions.get(first).role == "viewer"
+    now[0] = 61
+    assert sessions.get(first) is None
+    a, b, c = (sessions.create("viewer") for _ in range(3))
+    assert sessions.get(a) is None and sessions.get(b) and sessions.get(c)
+    assert sessions.get("x" * 10_000) is None and sessions.get("") is None
+
+
+def test_charts_carry_their_numbers_and_escape_labels():
+    """Each chart point carries its series, x and value, and a label that is markup is escaped."""
+    svg = stacked_area("t", ["d1", "d2"], [("<b>", [0.25, 0.5]), ("v2", [0.75, 0.5])], percent=True)
+    assert "<b>" not in svg and "&lt;b&gt;" in svg
+    points = re.findall(r'data-series="([^"]*)" data-x="([^"]*)" data-value="([^"]*)"', svg)
+    assert ("v2", "d1", "0.75") in points and ("&lt;b&gt;", "d2", "0.5") in points
+    assert 'data-value="3.0"' in bars("t", ["a"], [("s", [3.0])])
+    assert 'data-value="2.0"' in lines("t", ["a", "b"], [("s", [1.0, 2.0])])
+    assert "no data yet" in bars("t", [], [])
+
+
+def test_versions_sort_as_people_read_them():
+    """2.10.0 is newer than 2.9.1, and a release candidate sorts between the release before it and its own release."""
+    ordered = ["2.1.0", "2.1.0.1", "2.2.0-rc1", "2.2.0-rc2", "2.2.0", "2.9.1", "2.10.0"]
+    assert sorted(reversed(ordered), key=version_key) == ordered
