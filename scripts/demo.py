@@ -3,7 +3,7 @@
 ingest server (DuckDB file under var/demo/) → a registered device → a device agent →
 a simulated model logging predictions and feedback through the SDK → a sync →
 SQL over the landed rows, the fleet view and the field performance report → everything
-stopped again.
+stopped again; with --keep the server stays up for the dashboard until Ctrl-C.
 """
 
 from __future__ import annotations
@@ -79,6 +79,9 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--records", type=int, default=5000, help="predictions the simulated model logs (default 5000)")
     parser.add_argument("--var", type=Path, default=ROOT / "var" / "demo", help="where the demo keeps its files")
+    parser.add_argument("--keep", action="store_true",
+                        help="leave the ingest server running afterwards and print the dashboard URL and a viewer token "
+                             "(Ctrl-C stops it)")
     args = parser.parse_args()
 
     var: Path = args.var
@@ -216,12 +219,38 @@ jitter_s = 7200
         run("edgeloop-ingest", "report", "--config", str(ingest_toml), "--model", "vibration", *window,
             "--format", "html", "--out", str(page))
         print(f"    the same report as one self-contained HTML file: {page}")
+        viewer = (var / "server" / "viewer.token").read_text().strip()
+        if args.keep:
+            stop(agent, "device agent")
+            processes.remove((agent, "device agent"))
+            step("the dashboard: the server keeps running until Ctrl-C")
+            print(f"    open    {url}/dashboard")
+            print(f"    log in with the viewer token: {viewer}")
+            print(f"    (the file {var / 'server' / 'viewer.token'}; read-only: the dashboard and SQL, never devices)")
+            print(f"    JSON:   curl -H 'Authorization: Bearer {viewer}' {url}/v1/dashboard/overview", flush=True)
+            _wait_for_interrupt(server)
+        else:
+            print(f"\n    To see the dashboard, run ./scripts/demo --keep: it leaves the server running and prints "
+                  f"its URL ({url}/dashboard here) and a viewer token.")
     finally:
         step("stopping what the demo started")
         for process, name in reversed(processes):
             stop(process, name)
     print(f"\nDone. Files are under {var}; logs in {logs}.")
     return 0
+
+
+def _wait_for_interrupt(server: subprocess.Popen) -> None:
+    """Until Ctrl-C (or SIGTERM), or the server exits on its own."""
+    stopping: list[int] = []
+    previous = signal.signal(signal.SIGTERM, lambda signum, frame: stopping.append(signum))
+    try:
+        while not stopping and server.poll() is None:
+            time.sleep(0.5)
+    except KeyboardInterrupt:
+        print()
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 if __name__ == "__main__":
