@@ -99,17 +99,19 @@ def _device_link(name: str) -> str:
 def rollout_section(rollout: dict[str, Any]) -> str:
     model = rollout["model"]
     versions = rollout["versions"]
+    if not versions:
+        return f'<div class="model" id="rollout-{_e(model)}"><h3>{_e(model)}</h3><p class="note">no predictions yet</p></div>'
+    # The chart starts on the first day a device ran the model: the days before it have no share to show.
+    first = next((i for i, n in enumerate(rollout["devices"]) if n), len(rollout["days"]) - 1)
     chart = charts.stacked_area(
-        f"{model}: share of active devices per version", rollout["days"],
-        [(v, rollout["share_per_day"][v]) for v in versions], percent=True,
+        f"{model}: share of devices on each version", rollout["days"][first:],
+        [(v, rollout["share_per_day"][v][first:]) for v in versions], percent=True,
     )
     counts = _table(f"versions-{model}", ["version", "devices now"], [
         ({"model": model, "version": v, "devices": str(n)}, [_e(v) + (" (newest)" if v == rollout["newest"] else ""), _num(n)])
         for v, n in sorted(rollout["devices_on_version"].items(), key=lambda item: item[0] == rollout["newest"], reverse=True)
     ])
-    if not versions:
-        verdict = '<p class="note">no predictions yet</p>'
-    elif rollout["upgraded"]:
+    if rollout["upgraded"]:
         verdict = f'<p class="good" data-upgraded="true">every active device runs {_e(rollout["newest"])}</p>'
     else:
         verdict = (f'<p class="bad" data-upgraded="false">{len(rollout["behind"])} device(s) not on '
