@@ -3,7 +3,8 @@
 The pages (``dashboard_html``) and the JSON endpoints (``dashboard_app``) render the same dicts,
 so a number on the page is the number the API returns. Every query is ours (no user SQL), runs
 on a read cursor of the server's store and reads the ledger (``batches``: one row per landed
-batch) where it can, so a page costs a scan of batches, not of rows.
+batch) and the tallies the writer keeps as rows land (``tallies``), so a page costs a scan of
+batches and aggregates, never of the rows themselves.
 """
 
 from __future__ import annotations
@@ -12,8 +13,6 @@ import re
 from collections.abc import Callable, Sequence
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
-
-import orjson
 
 from edgeloop.errors import QueryFailed
 from edgeloop.ingest.store import quote
@@ -121,7 +120,7 @@ class Dashboard:
         }
 
     def data(self, days: int = 30) -> dict[str, Any]:
-        """Rows landed per model per day (from the ledger), and per model and version: labels and weights."""
+        """Rows landed per model per day (from the ledger), and per model and version: labels and weights (tallied at landing)."""
         days = self.check_days(days)
         axis = _days(self._now(), days)
         since = datetime.combine(axis[0], datetime.min.time(), UTC).isoformat()
@@ -138,20 +137,17 @@ class Dashboard:
         for row in landed:
             if row["model"] in per_day and row["day"] in index:
                 per_day[row["model"]][index[row["day"]]] = row["rows"]
-        coverage = []
-        for model in models:
+        coverage = [
+            {
+                "model": row["model"], "model_version": row["model_version"], "predictions": row["predictions"],
+                "labelled": row["labelled"], "coverage": row["labelled"] / row["predictions"] if row["predictions"] else None,
+                "weighted": row["weighted"],
+                "weighted_coverage": row["weighted_labelled"] / row["weighted"] if row["weighted"] else None,
+            }
             for row in self._query(
-                f"SELECT model_version, count(*) AS predictions, count(feedback_id) AS labelled, "
-                f"sum(sample_weight) AS weighted, sum(CASE WHEN feedback_id IS NULL THEN 0 ELSE sample_weight END) "
-                f"AS weighted_labelled FROM {quote(model + '_training')} GROUP BY model_version",
-                [],
-            ):
-                coverage.append({
-                    "model": model, "model_version": row["model_version"], "predictions": row["predictions"],
-                    "labelled": row["labelled"], "coverage": row["labelled"] / row["predictions"] if row["predictions"] else None,
-                    "weighted": row["weighted"],
-                    "weighted_coverage": row["weighted_labelled"] / row["weighted"] if row["weighted"] else None,
-                })
+                "SELECT model, model_version, predictions, labelled, weighted, weighted_labelled FROM label_coverage", []
+            )
+        ]
         coverage.sort(key=lambda row: (row["model"], version_key(row["model_version"])))
         return {"days": [day.isoformat() for day in axis], "rows_per_day": per_day, "coverage": coverage}
 
@@ -159,24 +155,15 @@ class Dashboard:
         """Records the devices dropped before sealing (sampling, rate caps, a full spool), by reason per day."""
         days = self.check_days(days)
         axis = _days(self._now(), days)
-        since = datetime.combine(axis[0], datetime.min.time(), UTC).isoformat()
         rows = self._query(
-            "SELECT CAST(timezone('UTC', received_at) AS DATE) AS day, drops FROM batches "
-            "WHERE received_at >= ?::TIMESTAMPTZ AND drops IS NOT NULL AND drops NOT IN ('{}', 'null')",
-            [since],
+            "SELECT day, reason, sum(records)::BIGINT AS records FROM drops_daily WHERE day >= ?::DATE GROUP BY ALL",
+            [axis[0].isoformat()],
         )
         index = {day: i for i, day in enumerate(axis)}
         reasons: dict[str, list[int]] = {}
         for row in rows:
-            try:
-                counts = orjson.loads(row["drops"])
-            except orjson.JSONDecodeError:
-                continue  # checked at landing; an old ledger row that is not JSON is not worth a failed page
-            if not isinstance(counts, dict) or row["day"] not in index:
-                continue
-            for reason, count in counts.items():
-                if isinstance(count, int) and count > 0:
-                    reasons.setdefault(str(reason), [0] * len(axis))[index[row["day"]]] += count
+            if row["day"] in index:
+                reasons.setdefault(row["reason"], [0] * len(axis))[index[row["day"]]] += row["records"]
         return {"days": [day.isoformat() for day in axis], "by_reason": dict(sorted(reasons.items()))}
 
     def clock_outliers(self, threshold_s: float = CLOCK_OUTLIER_S) -> list[dict[str, Any]]:

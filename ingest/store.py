@@ -48,6 +48,7 @@ from edgeloop.errors import (
     StoreError,
 )
 from edgeloop.ingest.batch import RESERVED_SUFFIXES, RESERVED_TABLES, UploadedBatch
+from edgeloop.ingest import tallies
 from edgeloop.ingest.catalog import Catalog
 from edgeloop.ingest.config import StoreSettings
 from edgeloop.schemas.model_schema import FieldSpec, ModelSchema
@@ -249,6 +250,7 @@ class Store:
                 path.chmod(path.stat().st_mode & DB_FILE_MODE)
         self._columns = self._load_columns()
         self.catalog = load_catalog(self._con)
+        tallies.ensure_tables(self._con)
         self._reader_root = self._con.cursor()  # cursors for other threads branch off this one
         self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._lock = threading.Lock()
@@ -542,6 +544,7 @@ class Store:
             totals[0] += batch.predictions
             totals[1] += batch.feedback
         duplicates: dict[str, int] = {}
+        inserted: dict[str, tuple[list[pa.Table], list[pa.Table]]] = {}  # model → new predictions, new feedback
         con.execute("BEGIN TRANSACTION")
         try:
             for shape, tables in by_shape.items():
@@ -560,6 +563,12 @@ class Store:
                         con.execute(f"INSERT INTO {quote(table)} BY NAME SELECT {present} FROM __edgeloop_rows")
                     finally:
                         con.unregister("__edgeloop_rows")
+                    inserted.setdefault(model, ([], []))[kind == "feedback"].append(rows)
+            for model, (predictions, feedback) in inserted.items():
+                tallies.note_landed(con, model, predictions, feedback, [job.landing.batch.batch_id for job in jobs])
+            tallies.note_drops(con, [
+                (job.landing.received_at.astimezone(UTC).date(), job.landing.batch.model, job.landing.batch.drops) for job in jobs
+            ])
             ledger = _ledger(jobs, landed_at, duplicates)
             con.register("__edgeloop_ledger", ledger)
             try:

@@ -1,0 +1,217 @@
+"""Tallies the writer keeps as rows land, so no dashboard page scans the model tables or parses the ledger.
+
+``drops_daily`` holds, per day (UTC, of receipt), model and reason, the records devices dropped
+before sealing (each batch carries its drop counts since the previous batch).
+
+``label_coverage`` holds, per model and version, what ``<model>_training`` would count:
+predictions, their summed ``sample_weight``, and how many of them (and how much weight) have
+at least one feedback record. The writer updates it in the transaction that lands the rows
+(``note_landed``): new predictions add to the totals (and to the labelled counts if feedback
+for them landed earlier), new feedback marks the predictions it is the first feedback of.
+The joins are inner joins on time-ordered UUIDv7 ids, so they read only recent row groups,
+as the duplicate check does. A database from before these tables is counted once when the
+store opens (``ensure_tables``); whoever deletes rows calls ``rebuild``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from datetime import date
+
+import duckdb
+import pyarrow as pa
+
+__all__ = ["TABLES", "ensure_tables", "note_drops", "note_landed", "rebuild"]
+
+TABLE = "label_coverage"
+DROPS = "drops_daily"
+TABLES = frozenset({TABLE, DROPS})
+# Drop counts come from devices: each is capped so no sum of them can overflow and fail a landing.
+MAX_COUNT = 2**40
+MAX_REASON_CHARS = 64
+
+_CREATE = f"""
+CREATE TABLE {TABLE} (
+    model VARCHAR NOT NULL,
+    model_version VARCHAR NOT NULL,
+    predictions BIGINT NOT NULL,
+    weighted DOUBLE NOT NULL,
+    labelled BIGINT NOT NULL,
+    weighted_labelled DOUBLE NOT NULL,
+    PRIMARY KEY (model, model_version)
+)
+"""
+
+_CREATE_DROPS = f"""
+CREATE TABLE {DROPS} (
+    day DATE NOT NULL,
+    model VARCHAR NOT NULL,
+    reason VARCHAR NOT NULL,
+    records BIGINT NOT NULL,
+    PRIMARY KEY (day, model, reason)
+)
+"""
+
+_ADD_DROPS = f"""
+INSERT INTO {DROPS} SELECT day, model, reason, least(sum(records::HUGEINT), {MAX_COUNT})::BIGINT FROM __drops_delta GROUP BY ALL
+ON CONFLICT (day, model, reason) DO UPDATE SET records = least({DROPS}.records::HUGEINT + excluded.records, {MAX_COUNT})::BIGINT
+"""
+
+_ADD = f"""
+INSERT INTO {TABLE} SELECT ?, model_version, predictions, weighted, labelled, weighted_labelled FROM __coverage_delta
+ON CONFLICT (model, model_version) DO UPDATE SET
+    predictions = {TABLE}.predictions + excluded.predictions,
+    weighted = {TABLE}.weighted + excluded.weighted,
+    labelled = {TABLE}.labelled + excluded.labelled,
+    weighted_labelled = {TABLE}.weighted_labelled + excluded.weighted_labelled
+"""
+
+
+_ZERO = "0 AS predictions, 0.0 AS weighted"
+
+
+def _quote(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+def _exists(con: duckdb.DuckDBPyConnection, table: str) -> bool:
+    return bool(con.execute(
+        "SELECT count(*) FROM duckdb_tables() WHERE database_name = current_database() AND schema_name = 'main' "
+        "AND table_name = ?", [table],
+    ).fetchone()[0])
+
+
+def ensure_tables(con: duckdb.DuckDBPyConnection) -> None:
+    """Create the tables; one that is new in a database that has rows counts them once."""
+    for table, create, count in ((TABLE, _CREATE, _count_models), (DROPS, _CREATE_DROPS, _count_drops)):
+        if _exists(con, table):
+            continue
+        con.execute("BEGIN TRANSACTION")
+        try:
+            con.execute(create)
+            count(con)
+            con.execute("COMMIT")
+        except BaseException:
+            con.execute("ROLLBACK")
+            raise
+
+
+def _count_models(con: duckdb.DuckDBPyConnection) -> None:
+    if _exists(con, "models"):
+        for (model,) in con.execute("SELECT model FROM models").fetchall():
+            _count(con, model)
+
+
+def _count_drops(con: duckdb.DuckDBPyConnection) -> None:
+    if _exists(con, "batches"):
+        con.execute(
+            f"INSERT INTO {DROPS} SELECT CAST(timezone('UTC', received_at) AS DATE), model, left(e.key, {MAX_REASON_CHARS}), "
+            f"least(sum(least(e.value, {MAX_COUNT})::HUGEINT), {MAX_COUNT})::BIGINT "
+            "FROM (SELECT received_at, model, unnest(map_entries(TRY_CAST(TRY_CAST(drops AS JSON) AS MAP(VARCHAR, BIGINT)))) AS e "
+            "FROM batches WHERE drops IS NOT NULL AND drops NOT IN ('{}', 'null')) WHERE e.value > 0 GROUP BY ALL"
+        )
+
+
+def note_drops(con: duckdb.DuckDBPyConnection, drops: Iterable[tuple[date, str, dict[str, int]]]) -> None:
+    """Add each landed batch's drop counts (day received, model, reason → records) to ``drops_daily``."""
+    rows = [(day, model, str(reason)[:MAX_REASON_CHARS], min(int(count), MAX_COUNT))
+            for day, model, counts in drops for reason, count in counts.items() if count > 0]
+    if not rows:
+        return
+    delta = pa.table({
+        "day": pa.array([r[0] for r in rows], pa.date32()), "model": [r[1] for r in rows],
+        "reason": [r[2] for r in rows], "records": pa.array([r[3] for r in rows], pa.int64()),
+    })
+    con.register("__drops_delta", delta)
+    try:
+        con.execute(_ADD_DROPS)
+    finally:
+        con.unregister("__drops_delta")
+
+
+def rebuild(con: duckdb.DuckDBPyConnection, model: str) -> None:
+    """Count one model again from its tables (after rows were deleted); call inside the writer's transaction."""
+    con.execute(f"DELETE FROM {TABLE} WHERE model = ?", [model])
+    _count(con, model)
+
+
+def _count(con: duckdb.DuckDBPyConnection, model: str) -> None:
+    if not _exists(con, model) or not _exists(con, model + "_feedback"):
+        return
+    con.execute(
+        f"INSERT INTO {TABLE} SELECT ?, p.model_version, count(*), coalesce(sum(p.sample_weight), 0), "
+        f"count(l.prediction_id), coalesce(sum(CASE WHEN l.prediction_id IS NULL THEN 0 ELSE p.sample_weight END), 0) "
+        f"FROM {_quote(model)} AS p LEFT JOIN (SELECT DISTINCT prediction_id FROM {_quote(model + '_feedback')}) AS l "
+        f"ON l.prediction_id = p.record_id GROUP BY p.model_version",
+        [model],
+    )
+
+
+def note_landed(con: duckdb.DuckDBPyConnection, model: str, predictions: Sequence[pa.Table], feedback: Sequence[pa.Table],
+                batch_ids: Sequence[str]) -> None:
+    """Count the rows a group commit just inserted (already in the tables, same transaction).
+
+    ``predictions`` carry record_id, model_version and sample_weight; ``feedback`` carries
+    prediction_id. Feedback of this group is told apart from earlier feedback by its batch id.
+    """
+    if not predictions and not feedback:
+        return
+    table, feedback_table = _quote(model), _quote(model + "_feedback")
+    group = pa.table({"batch_id": pa.array(list(batch_ids), pa.string())})
+    con.register("__coverage_group_arrow", group)
+    try:
+        con.execute("CREATE OR REPLACE TEMP TABLE __coverage_group AS SELECT * FROM __coverage_group_arrow")
+    finally:
+        con.unregister("__coverage_group_arrow")
+    parts: list[str] = []
+    try:
+        if predictions:
+            rows = pa.concat_tables([t.select(["record_id", "model_version", "sample_weight"]) for t in predictions])
+            con.register("__coverage_p_arrow", rows)
+            try:
+                # Copied into DuckDB: a UUID join filter is not pushed into an Arrow scan.
+                con.execute("CREATE OR REPLACE TEMP TABLE __coverage_p AS SELECT * FROM __coverage_p_arrow")
+            finally:
+                con.unregister("__coverage_p_arrow")
+            # New predictions, and those of them whose feedback landed in an earlier group.
+            parts.append(
+                "SELECT model_version, count(*) AS predictions, sum(sample_weight) AS weighted, 0 AS labelled, "
+                "0.0 AS weighted_labelled FROM temp.__coverage_p GROUP BY ALL"
+            )
+            parts.append(
+                f"SELECT p.model_version, {_ZERO}, count(*) AS labelled, sum(p.sample_weight) AS weighted_labelled "
+                "FROM temp.__coverage_p AS p "
+                "JOIN (SELECT DISTINCT f.prediction_id FROM temp.__coverage_p AS k "
+                f"JOIN {feedback_table} AS f ON f.prediction_id = k.record_id "
+                "WHERE f.batch_id NOT IN (SELECT batch_id FROM temp.__coverage_group)) AS x "
+                "ON x.prediction_id = p.record_id GROUP BY ALL"
+            )
+        if feedback:
+            ids = pa.concat_tables([t.select(["prediction_id"]) for t in feedback])
+            con.register("__coverage_f_arrow", ids)
+            try:
+                con.execute("CREATE OR REPLACE TEMP TABLE __coverage_f AS SELECT DISTINCT prediction_id FROM __coverage_f_arrow "
+                            "WHERE prediction_id IS NOT NULL")
+            finally:
+                con.unregister("__coverage_f_arrow")
+            # Predictions (landed earlier or in this group) whose first feedback is in this group.
+            con.execute(
+                "CREATE OR REPLACE TEMP TABLE __coverage_prior AS SELECT DISTINCT f.prediction_id FROM temp.__coverage_f AS k "
+                f"JOIN {feedback_table} AS f ON f.prediction_id = k.prediction_id "
+                "WHERE f.batch_id NOT IN (SELECT batch_id FROM temp.__coverage_group)"
+            )
+            parts.append(
+                f"SELECT p.model_version, {_ZERO}, count(*) AS labelled, sum(p.sample_weight) AS weighted_labelled "
+                "FROM temp.__coverage_f AS k "
+                f"JOIN {table} AS p ON p.record_id = k.prediction_id "
+                "WHERE k.prediction_id NOT IN (SELECT prediction_id FROM temp.__coverage_prior) GROUP BY ALL"
+            )
+        con.execute(
+            "CREATE OR REPLACE TEMP TABLE __coverage_delta AS SELECT model_version, sum(predictions)::BIGINT AS predictions, "
+            "sum(weighted)::DOUBLE AS weighted, sum(labelled)::BIGINT AS labelled, "
+            f"sum(weighted_labelled)::DOUBLE AS weighted_labelled FROM ({' UNION ALL '.join(parts)}) GROUP BY ALL"
+        )
+        con.execute(_ADD, [model])
+    finally:
+        for name in ("__coverage_group", "__coverage_p", "__coverage_f", "__coverage_prior", "__coverage_delta"):
+            con.execute(f"DROP TABLE IF EXISTS temp.{name}")

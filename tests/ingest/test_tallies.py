@@ -1,0 +1,121 @@
+"""Label coverage kept at landing equals what the training view counts, whatever order rows land in."""
+
+from __future__ import annotations
+
+import random
+from datetime import date
+import uuid
+from datetime import timedelta
+
+import duckdb
+import pyarrow as pa
+
+from edgeloop.ingest import tallies
+from tests.ingest.conftest import BASE_TIME, make_table, seal
+
+COVERAGE_SQL = (
+    "SELECT model_version, predictions, weighted, labelled, weighted_labelled FROM label_coverage "
+    "WHERE model = 'vibration' ORDER BY 1"
+)
+TRUTH_SQL = (
+    "SELECT model_version, count(*) AS predictions, sum(sample_weight) AS weighted, count(feedback_id) AS labelled, "
+    "coalesce(sum(CASE WHEN feedback_id IS NULL THEN 0 ELSE sample_weight END), 0) AS weighted_labelled "
+    "FROM vibration_training GROUP BY 1 ORDER BY 1"
+)
+
+
+def _rows(rows):
+    return [(r["model_version"], r["predictions"], round(r["weighted"], 6), r["labelled"], round(r["weighted_labelled"], 6))
+            for r in rows]
+
+
+async def test_coverage_matches_the_training_view_in_any_landing_order(server, tmp_path, vibration):
+    """Predictions and feedback landing in random orders (feedback first, twice, duplicates, same batch) count as the view does."""
+    token = await server.add_device("pump-1")
+    rng = random.Random(12)
+    bodies: list[tuple[str, bytes]] = []
+    for index in range(6):
+        version = rng.choice(["2.0.3", "2.1.0"])
+        weight = rng.choice([1.0, 2.0, 4.0])
+        start = BASE_TIME + timedelta(hours=index)
+        table, ids = make_table(vibration, predictions=rng.randint(5, 30), version=version, start=start, weight=weight)
+        bodies.append(seal(tmp_path / uuid.uuid4().hex, vibration, table))
+        labelled = rng.sample(ids, rng.randint(0, len(ids)))
+        twice = labelled[: len(labelled) // 3]  # a second label for some: still one labelled prediction
+        for chunk in (labelled, twice):
+            if chunk:
+                feedback = [(record_id, "normal", start + timedelta(minutes=rng.randint(1, 50))) for record_id in chunk]
+                table, _ = make_table(vibration, feedback=feedback, version=version, start=start)
+                bodies.append(seal(tmp_path / uuid.uuid4().hex, vibration, table))
+    # One batch carrying predictions and their feedback together.
+    table, ids = make_table(vibration, predictions=7, version="2.1.0", start=BASE_TIME, weight=2.0)
+    feedback_table, _ = make_table(vibration, feedback=[(ids[0], "normal", BASE_TIME), (ids[3], "normal", BASE_TIME)],
+                                   version="2.1.0")
+    bodies.append(seal(tmp_path / uuid.uuid4().hex, vibration, pa.concat_tables([table, feedback_table])))
+    rng.shuffle(bodies)  # feedback often lands before its predictions
+    for batch_id, body in bodies:
+        status, receipt, _ = await server.put(batch_id, body, token)
+        assert status == 201, receipt
+    for batch_id, body in bodies[:3]:  # replays change nothing
+        assert (await server.put(batch_id, body, token))[0] == 200
+    kept = await server.sql(COVERAGE_SQL)
+    truth = await server.sql(TRUTH_SQL)
+    assert _rows(kept) == _rows(truth)
+    assert sum(r["labelled"] for r in truth) > 0 and len(truth) == 2
+
+
+def test_a_database_from_before_the_table_is_counted_when_the_store_opens(tmp_path):
+    """ensure_tables on a database whose rows landed before label_coverage existed counts them from the tables."""
+    con = duckdb.connect(str(tmp_path / "old.duckdb"))
+    con.execute("CREATE TABLE models (model VARCHAR)")
+    con.execute("INSERT INTO models VALUES ('m')")
+    con.execute("CREATE TABLE m (record_id UUID, model_version VARCHAR, sample_weight DOUBLE)")
+    con.execute("CREATE TABLE m_feedback (record_id UUID, prediction_id UUID)")
+    con.execute("CREATE TABLE batches (received_at TIMESTAMPTZ, model VARCHAR, drops VARCHAR)")
+    con.execute("""INSERT INTO batches VALUES ('2026-11-01 10:00:00+00', 'm', '{"sampled_out": 5, "rate_capped": 0}'),
+        ('2026-11-01 23:00:00+00', 'm', '{"sampled_out": 2}'), ('2026-11-02 01:00:00+00', 'm', '{}')""")
+    ids = [uuid.uuid4() for _ in range(4)]
+    con.executemany("INSERT INTO m VALUES (?, ?, ?)", [(ids[0], "1", 1.0), (ids[1], "1", 3.0), (ids[2], "2", 1.0), (ids[3], "2", 1.0)])
+    con.executemany("INSERT INTO m_feedback VALUES (?, ?)", [(uuid.uuid4(), ids[1]), (uuid.uuid4(), ids[1]), (uuid.uuid4(), ids[2])])
+    tallies.ensure_tables(con)
+    assert con.execute("SELECT * FROM label_coverage ORDER BY model_version").fetchall() == [
+        ("m", "1", 2, 4.0, 1, 3.0), ("m", "2", 2, 2.0, 1, 1.0),
+    ]
+    tallies.ensure_tables(con)  # a second open counts nothing twice
+    assert con.execute("SELECT sum(predictions) FROM label_coverage").fetchone()[0] == 4
+
+
+async def test_drops_per_day_and_reason_are_tallied_as_batches_land(server, tmp_path, vibration):
+    """Each batch's drop counts add up in drops_daily by day and reason, as the ledger has them; replays add nothing."""
+    from edgeloop.collector.config import SpoolSettings
+    from edgeloop.collector.spool import Spool
+
+    token = await server.add_device("pump-1")
+    spool = Spool(tmp_path / "spool", SpoolSettings(), agent_version="test-1")
+    sealed = []
+    for sampled, capped in ((5, 0), (7, 2), (0, 0)):
+        if sampled:
+            spool.count_drop("sampled_out", sampled)
+        if capped:
+            spool.count_drop("rate_capped", capped)
+        table, _ = make_table(vibration, predictions=3, version="2.1.0")
+        sealed.append(spool.write_batch(table, schema=vibration))
+    for batch in sealed + sealed[:1]:
+        status, receipt, _ = await server.put(batch.batch_id, batch.path.read_bytes(), token)
+        assert status in (200, 201), receipt
+    kept = await server.sql("SELECT reason, sum(records)::BIGINT AS n FROM drops_daily GROUP BY 1 ORDER BY 1")
+    assert kept == [{"reason": "rate_capped", "n": 2}, {"reason": "sampled_out", "n": 12}]
+    headers = {"Authorization": f"Bearer {server.admin_token}"}
+    async with server.session.get(f"{server.url}/v1/dashboard/fleet?days=2", headers=headers) as response:
+        drops = (await response.json())["drops"]["by_reason"]
+    assert {reason: sum(counts) for reason, counts in drops.items()} == {"rate_capped": 2, "sampled_out": 12}
+
+
+def test_hostile_drop_counts_are_capped_and_never_fail_a_landing(tmp_path):
+    """Drop counts a device made up (huge, repeated, long reasons) are capped instead of overflowing the tally."""
+    con = duckdb.connect(str(tmp_path / "t.duckdb"))
+    tallies.ensure_tables(con)
+    for _ in range(3):
+        tallies.note_drops(con, [(date(2026, 11, 1), "m", {"x" * 500: 10**30, "ok": 3, "negative": -5})])
+    rows = dict(con.execute("SELECT reason, records FROM drops_daily").fetchall())
+    assert rows == {"x" * tallies.MAX_REASON_CHARS: tallies.MAX_COUNT, "ok": 9}
