@@ -71,7 +71,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="scripts/bench", description="Run edgeloop's benchmarks and print one table.")
     parser.add_argument("--quick", action="store_true", help="a small version, each row once (the suite's smoke test)")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results", help="where latest.json and the plot go")
-    parser.add_argument("--only", default="", help="comma-separated row numbers to run, e.g. 3,6; 'reliability' runs the fault soaks")
+    parser.add_argument("--only", default="", help="comma-separated row numbers to run, e.g. 3,6; 'reliability' runs the fault soaks, 'dashboard' times the dashboard at fleet scale")
     parser.add_argument("--repeat", type=int, help="runs per row (default 3, 1 with --quick)")
     parser.add_argument(
         "--readme", nargs="*", type=Path, metavar="JSON",
@@ -85,6 +85,14 @@ def main(argv: list[str] | None = None) -> int:
 
         return regenerate(args.readme or [args.out / "latest.json"])
     names = {n.strip() for n in args.only.split(",") if n.strip()}
+    if "dashboard" in names:
+        from bench.dashboard import run as run_dashboard
+
+        args.out.mkdir(parents=True, exist_ok=True)
+        code = run_dashboard(args.out)
+        names.discard("dashboard")
+        if code or not names:
+            return code
     if "reliability" in names:
         from bench.reliability import run
 
