@@ -4,7 +4,8 @@ Not a row of the table (its figure is a latency against a budget, not a ratio to
 tool). Generates, directly in DuckDB, a fleet of ``--devices`` devices (10,000) that landed
 ``--rows`` rows (100 million) over ``--days`` days: the batch ledger (one batch per device
 per day), the devices, and the tallies the writer keeps as rows land (label coverage, drops
-per day, the health aggregates) as they would stand after landing that many rows. The
+per day, rows per day, each device's version and its changes, the health aggregates) as they
+would stand after landing that many rows. The
 model table itself gets only ``--scan-rows`` rows, for the naive reference: the same facts
 computed by scanning the predictions, as a page would without the tallies. Then it starts
 the real server on the file and times each page and endpoint once (the machine is shared),
@@ -102,6 +103,26 @@ def generate(db_path: Path, *, devices: int, rows: int, days: int, scan_rows: in
                 SELECT 'vibration', v, count(*) * {per_batch}, count(*) * {per_batch} * 2.5, count(*) * {per_batch // 5},
                        count(*) * {per_batch // 5} * 2.5
                 FROM (SELECT {version} AS v FROM range({devices}) a(d), range({days}) b(day)) GROUP BY v
+            """)
+        if "rows_daily" in tables:
+            con.execute(f"""
+                INSERT INTO rows_daily SELECT CAST({start} + to_days(day::INT) AS DATE), 'vibration', {per_batch * devices}, {devices}
+                FROM range({days}) b(day)
+            """)
+        if "device_versions" in tables:
+            # Every device starts on 2.0.3; all but a tenth move to 2.1.0 on a day of their own.
+            con.execute(f"""
+                INSERT INTO version_changes
+                SELECT 'vibration', printf('dev-%05d', d), CAST({start} AS DATE), NULL, '2.0.3', {start} FROM range({devices}) a(d)
+                UNION ALL
+                SELECT 'vibration', printf('dev-%05d', d), CAST({start} + to_days((d % {days})::INT) AS DATE), '2.0.3', '2.1.0',
+                       {start} + to_days((d % {days})::INT) FROM range({devices}) a(d) WHERE d % 10 <> 0
+            """)
+            con.execute(f"""
+                INSERT INTO device_versions
+                SELECT 'vibration', printf('dev-%05d', d), CASE WHEN d % 10 = 0 THEN '2.0.3' ELSE '2.1.0' END,
+                       {start} + to_days((CASE WHEN d % 10 = 0 THEN 0 ELSE d % {days} END)::INT),
+                       now() - to_seconds(d % 3600), now() - to_seconds(d % 3600) FROM range({devices}) a(d)
             """)
         if "drops_daily" in tables:
             con.execute(f"""

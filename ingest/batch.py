@@ -34,7 +34,9 @@ __all__ = ["RESERVED_TABLES", "UploadedBatch", "check_batch_id", "read_batch"]
 
 MAGIC = b"PAR1"
 # Tables ingest owns; a model may not be named like one (or like another model's companions).
-RESERVED_TABLES = frozenset({"batches", "devices", "models", "label_coverage", "drops_daily"})
+RESERVED_TABLES = frozenset({
+    "batches", "devices", "models", "label_coverage", "drops_daily", "rows_daily", "device_versions", "version_changes",
+})
 RESERVED_SUFFIXES = ("_feedback", "_training")
 REQUIRED_METADATA = ("batch_id", "model", "schema_fingerprint")
 MAX_FOOTER_BYTES = 4 * 1024 * 1024  # 1M rows in 4,096-row groups with statistics is about 1.5 MB

@@ -1,6 +1,7 @@
-"""What the dashboard shows, as plain data: rollout per model, fleet health, data landed, one device.
+"""What the dashboard shows, as plain data: rollout per model, data landed, drops, a device's batches.
 
-The pages (``dashboard_html``) and the JSON endpoints (``dashboard_app``) render the same dicts,
+The pages (``dashboard_html``) and the JSON endpoints
+(``dashboard_app``) render the same dicts,
 so a number on the page is the number the API returns. Every query is ours (no user SQL), runs
 on a read cursor of the server's store and reads the ledger (``batches``: one row per landed
 batch) and the tallies the writer keeps as rows land (``tallies``), so a page costs a scan of
@@ -15,7 +16,6 @@ from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 from edgeloop.errors import QueryFailed
-from edgeloop.ingest.store import quote
 from edgeloop.schemas.model_schema import NAME_PATTERN
 
 __all__ = ["CLOCK_OUTLIER_S", "MAX_DAYS", "Dashboard", "version_key"]
@@ -23,6 +23,7 @@ __all__ = ["CLOCK_OUTLIER_S", "MAX_DAYS", "Dashboard", "version_key"]
 MAX_DAYS = 366
 MAX_DEVICE_BATCHES = 200  # the newest batches a device page lists
 CLOCK_OUTLIER_S = 300.0  # a device whose clock is off by more than this is listed (transit is seconds)
+MAX_BEHIND = 500  # devices listed as still on an older version (the count says how many in all)
 
 Query = Callable[[str, Sequence[Any]], list[dict[str, Any]]]
 
@@ -62,46 +63,47 @@ class Dashboard:
     def rollout(self, model: str, days: int = 30) -> dict[str, Any]:
         """Share of devices on each version per day, and the devices not on the newest version.
 
-        A device is on the version of its latest prediction made on or before that day (device
-        time, UTC), from its first prediction on; revoked devices are left out. So a day without
-        uploads keeps each device where it was, and an upgrade shows the day it happened.
+        Read from the tallies ``version_changes`` and ``device_versions``: a device is on the
+        version of its newest prediction (by ``created_at``) from the day it made its first one
+        on it, so a day without uploads keeps each device where it was, and an upgrade shows on
+        the day it happened on the device. Revoked devices are left out.
         """
         model = self._model(model)
         days = self.check_days(days)
         axis = _days(self._now(), days)
-        table = quote(model)
-        start = datetime.combine(axis[0], datetime.min.time(), UTC).isoformat()
-        active = "JOIN devices AS d ON d.name = p.device AND d.revoked_at IS NULL"
-        changes = self._query(
-            f"SELECT p.device, CAST(timezone('UTC', p.created_at) AS DATE) AS day, "
-            f"arg_max(p.model_version, p.created_at) AS version FROM {table} AS p {active} "
-            f"WHERE p.created_at >= ?::TIMESTAMPTZ GROUP BY ALL "
-            f"UNION ALL SELECT p.device, NULL AS day, arg_max(p.model_version, p.created_at) AS version "
-            f"FROM {table} AS p {active} WHERE p.created_at < ?::TIMESTAMPTZ GROUP BY ALL ORDER BY 1, 2 NULLS FIRST",
-            [start, start],
+        first, last = axis[0].isoformat(), axis[-1].isoformat()
+        # Each change is +1 for the new version and -1 for the old one from its day on (changes
+        # before the window count from its first day); the days sum them up.
+        events = self._query(
+            "SELECT greatest(c.day, ?::DATE) AS day, c.version, sum(c.delta)::BIGINT AS delta FROM ("
+            "SELECT device, day, to_version AS version, 1 AS delta FROM version_changes WHERE model = ? AND day <= ?::DATE "
+            "UNION ALL SELECT device, day, from_version, -1 FROM version_changes "
+            "WHERE model = ? AND day <= ?::DATE AND from_version IS NOT NULL"
+            ") AS c JOIN devices AS d ON d.name = c.device AND d.revoked_at IS NULL GROUP BY ALL",
+            [first, model, last, model, last],
         )
-        current = self._query(
-            f"SELECT p.device, arg_max(p.model_version, p.created_at) AS version, max(p.received_at) AS last_seen, "
-            f"max(p.created_at) AS last_prediction FROM {table} AS p {active} GROUP BY p.device",
-            [],
-        )
-        versions = sorted({row["version"] for row in changes} | {row["version"] for row in current}, key=version_key)
+        live = "FROM device_versions AS v JOIN devices AS d ON d.name = v.device AND d.revoked_at IS NULL WHERE v.model = ?"
+        on_version = {row["version"]: row["devices"] for row in self._query(
+            f"SELECT v.model_version AS version, count(*) AS devices {live} GROUP BY 1", [model])}
+        versions = sorted({row["version"] for row in events} | set(on_version), key=version_key)
         newest = versions[-1] if versions else None
+        behind = self._query(
+            f"SELECT v.device, v.model_version AS version, v.since_at AS since, v.last_created_at AS last_prediction, "
+            f"v.last_landed_at AS last_seen {live} AND v.model_version <> ? ORDER BY v.last_landed_at, v.device LIMIT ?",
+            [model, newest, MAX_BEHIND],
+        )
+        behind_total = sum(n for version, n in on_version.items() if version != newest)
         index = {day: i for i, day in enumerate(axis)}
         counts = {version: [0] * len(axis) for version in versions}
-        by_device: dict[str, list[tuple[int, str]]] = {}
-        for row in changes:  # ordered by device, then day with the state before the window first
-            if row["day"] is None or row["day"] in index:
-                by_device.setdefault(row["device"], []).append((-1 if row["day"] is None else index[row["day"]], row["version"]))
-        for steps in by_device.values():
-            for (at, version), (until, _) in zip(steps, [*steps[1:], (len(axis), "")]):
-                for i in range(max(at, 0), until):
-                    counts[version][i] += 1
+        for row in events:
+            if row["day"] in index:
+                counts[row["version"]][index[row["day"]]] += row["delta"]
+        for version in versions:  # from changes per day to devices per day
+            running = 0
+            for i, change in enumerate(counts[version]):
+                running += change
+                counts[version][i] = running
         totals = [sum(counts[v][i] for v in versions) for i in range(len(axis))]
-        on_version: dict[str, int] = {}
-        for row in current:
-            on_version[row["version"]] = on_version.get(row["version"], 0) + 1
-        behind = sorted((row for row in current if row["version"] != newest), key=lambda row: row["last_seen"])
         return {
             "model": model,
             "days": [day.isoformat() for day in axis],
@@ -111,25 +113,17 @@ class Dashboard:
             "devices_per_day": counts,
             "share_per_day": {v: [n / t if t else 0.0 for n, t in zip(counts[v], totals)] for v in versions},
             "devices_on_version": {v: on_version.get(v, 0) for v in versions},
-            "upgraded": bool(current) and not behind,
-            "behind": [
-                {"device": row["device"], "version": row["version"], "last_seen": row["last_seen"],
-                 "last_prediction": row["last_prediction"]}
-                for row in behind
-            ],
+            "upgraded": bool(on_version) and not behind_total,
+            "behind": behind,
+            "behind_total": behind_total,
         }
 
     def data(self, days: int = 30) -> dict[str, Any]:
-        """Rows landed per model per day (from the ledger), and per model and version: labels and weights (tallied at landing)."""
+        """Rows landed per model per day, and per model and version labels and weights (all tallied at landing)."""
         days = self.check_days(days)
         axis = _days(self._now(), days)
-        since = datetime.combine(axis[0], datetime.min.time(), UTC).isoformat()
         landed = self._query(
-            "SELECT model, CAST(timezone('UTC', received_at) AS DATE) AS day, "
-            "sum(rows - duplicates)::BIGINT AS rows, sum(predictions)::BIGINT AS predictions, "
-            "sum(feedback)::BIGINT AS feedback FROM batches WHERE received_at >= ?::TIMESTAMPTZ "
-            "GROUP BY ALL ORDER BY model, day",
-            [since],
+            "SELECT model, day, rows FROM rows_daily WHERE day >= ?::DATE ORDER BY model, day", [axis[0].isoformat()]
         )
         models = self.models()
         per_day = {model: [0] * len(axis) for model in models}
@@ -166,6 +160,15 @@ class Dashboard:
                 reasons.setdefault(row["reason"], [0] * len(axis))[index[row["day"]]] += row["records"]
         return {"days": [day.isoformat() for day in axis], "by_reason": dict(sorted(reasons.items()))}
 
+    def batches(self, name: str) -> list[dict[str, Any]]:
+        """A device's newest batches, as the ledger has them."""
+        return self._query(
+            "SELECT batch_id, model, rows, duplicates, predictions, feedback, bytes, agent_version, drops, "
+            "sealed_at, sent_at, received_at, clock_offset_s FROM batches WHERE device = ? "
+            "ORDER BY received_at DESC LIMIT ?",
+            [name, MAX_DEVICE_BATCHES],
+        )
+
     def clock_outliers(self, threshold_s: float = CLOCK_OUTLIER_S) -> list[dict[str, Any]]:
         """Devices whose latest batch says their clock is off by more than ``threshold_s``."""
         return self._query(
@@ -176,28 +179,16 @@ class Dashboard:
         )
 
     def device(self, name: str) -> dict[str, Any]:
-        """One device: its registration, the versions it runs per model, and its newest batches."""
+        """One device: its registration, totals, version changes per model, and its newest batches."""
         rows = self._query("SELECT name, created_at, revoked_at FROM devices WHERE name = ?", [name])
         if not rows:
             raise LookupError(name)
-        batches = self._query(
-            "SELECT batch_id, model, rows, duplicates, predictions, feedback, bytes, agent_version, drops, "
-            "sealed_at, sent_at, received_at, clock_offset_s FROM batches WHERE device = ? "
-            "ORDER BY received_at DESC LIMIT ?",
-            [name, MAX_DEVICE_BATCHES],
-        )
         totals = self._query(
             "SELECT count(*) AS batches, coalesce(sum(rows - duplicates), 0)::BIGINT AS rows, max(received_at) AS last_seen "
             "FROM batches WHERE device = ?",
             [name],
         )[0]
-        versions = []
-        for model in sorted({row["model"] for row in self._query("SELECT DISTINCT model FROM batches WHERE device = ?", [name])}):
-            for row in self._query(
-                f"SELECT model_version, count(*) AS predictions, min(created_at) AS first_prediction, "
-                f"max(created_at) AS last_prediction FROM {quote(model)} WHERE device = ? GROUP BY model_version",
-                [name],
-            ):
-                versions.append({"model": model, **row})
-        versions.sort(key=lambda row: (row["model"], version_key(row["model_version"])))
-        return {**rows[0], **totals, "versions": versions, "recent_batches": batches}
+        changes = self._query(
+            "SELECT model, day, from_version, to_version FROM version_changes WHERE device = ? ORDER BY model, changed_at", [name]
+        )
+        return {**rows[0], **totals, "version_changes": changes, "recent_batches": self.batches(name)}

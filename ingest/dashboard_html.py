@@ -114,13 +114,17 @@ def rollout_section(rollout: dict[str, Any]) -> str:
     if rollout["upgraded"]:
         verdict = f'<p class="good" data-upgraded="true">every active device runs {_e(rollout["newest"])}</p>'
     else:
-        verdict = (f'<p class="bad" data-upgraded="false">{len(rollout["behind"])} device(s) not on '
+        verdict = (f'<p class="bad" data-upgraded="false">{rollout["behind_total"]:,} device(s) not on '
                    f'{_e(rollout["newest"])}</p>')
-    behind = _table(f"behind-{model}", ["device", "version", "last seen", "last prediction"], [
+    behind = _table(f"behind-{model}", ["device", "version", "since", "last prediction", "last landed"], [
         ({"device": row["device"], "version": row["version"]},
-         [_device_link(row["device"]), _e(row["version"]), _e(_when(row["last_seen"])), _e(_when(row["last_prediction"]))])
+         [_device_link(row["device"]), _e(row["version"]), _e(_when(row["since"])), _e(_when(row["last_prediction"])),
+          _e(_when(row["last_seen"]))])
         for row in rollout["behind"]
     ])
+    if rollout["behind_total"] > len(rollout["behind"]):
+        behind += f'<p class="note">the {len(rollout["behind"])} seen longest ago of {rollout["behind_total"]:,}</p>'
+
     return (f'<div class="model" id="rollout-{_e(model)}"><h3>{_e(model)}</h3>{verdict}{chart}'
             f'<div class="grid"><div>{counts}</div><div><b>still on an older version</b>{behind}</div></div></div>')
 
@@ -187,12 +191,11 @@ def device_page(models: Sequence[str], device: dict[str, Any]) -> str:
         f"<dt>status</dt><dd>{_e(status)}</dd><dt>registered</dt><dd>{_e(_when(device['created_at']))}</dd>"
         f"<dt>last seen</dt><dd>{_e(_when(device['last_seen']))}</dd><dt>batches</dt><dd>{_num(device['batches'])}</dd>"
         f"<dt>rows landed</dt><dd>{_num(device['rows'])}</dd></dl>",
-        "<h2>Model versions</h2>",
-        _table("device-versions", ["model", "version", "predictions", "first prediction", "last prediction"], [
-            ({"model": v["model"], "version": v["model_version"]},
-             [_e(v["model"]), _e(v["model_version"]), _num(v["predictions"]), _e(_when(v["first_prediction"])),
-              _e(_when(v["last_prediction"]))])
-            for v in device["versions"]
+        "<h2>Model versions (each change, by the day of its first prediction on the new version)</h2>",
+        _table("device-versions", ["model", "day", "from", "to"], [
+            ({"model": v["model"], "version": v["to_version"]},
+             [_e(v["model"]), _e(v["day"]), _e(v["from_version"] or "—"), _e(v["to_version"])])
+            for v in device["version_changes"]
         ]),
         f"<h2>Batches (newest {len(device['recent_batches'])})</h2>",
         _table("device-batches", ["batch", "model", "rows", "duplicates", "bytes", "agent", "drops", "received",

@@ -544,7 +544,7 @@ class Store:
             totals[0] += batch.predictions
             totals[1] += batch.feedback
         duplicates: dict[str, int] = {}
-        inserted: dict[str, tuple[list[pa.Table], list[pa.Table]]] = {}  # model → new predictions, new feedback
+        tallied: dict[str, tuple[list[pa.Table], list[pa.Table]]] = {}  # model → new predictions, new feedback
         con.execute("BEGIN TRANSACTION")
         try:
             for shape, tables in by_shape.items():
@@ -563,11 +563,14 @@ class Store:
                         con.execute(f"INSERT INTO {quote(table)} BY NAME SELECT {present} FROM __edgeloop_rows")
                     finally:
                         con.unregister("__edgeloop_rows")
-                    inserted.setdefault(model, ([], []))[kind == "feedback"].append(rows)
-            for model, (predictions, feedback) in inserted.items():
+                    tallied.setdefault(model, ([], []))[kind == "feedback"].append(rows)
+            for model, (predictions, feedback) in tallied.items():
                 tallies.note_landed(con, model, predictions, feedback, [job.landing.batch.batch_id for job in jobs])
-            tallies.note_drops(con, [
-                (job.landing.received_at.astimezone(UTC).date(), job.landing.batch.model, job.landing.batch.drops) for job in jobs
+                tallies.note_versions(con, model, predictions, landed_at)
+            tallies.note_batches(con, [
+                (job.landing.received_at.astimezone(UTC).date(), job.landing.batch.model,
+                 job.landing.batch.rows - duplicates.get(job.landing.batch.batch_id, 0), job.landing.batch.drops)
+                for job in jobs
             ])
             ledger = _ledger(jobs, landed_at, duplicates)
             con.register("__edgeloop_ledger", ledger)

@@ -1,7 +1,13 @@
 """Tallies the writer keeps as rows land, so no dashboard page scans the model tables or parses the ledger.
 
-``drops_daily`` holds, per day (UTC, of receipt), model and reason, the records devices dropped
-before sealing (each batch carries its drop counts since the previous batch).
+``rows_daily`` holds, per day (UTC, of receipt) and model, the rows and batches that landed;
+``drops_daily``, per day, model and reason, the records devices dropped before sealing (each
+batch carries its drop counts since the previous batch).
+
+``device_versions`` holds, per model and device, the version of its newest prediction (by
+``created_at``, so a backlog of old rows landing late does not move it back) and since when;
+``version_changes`` logs each change (first version included) with the day it took effect,
+so the rollout over time is a sum over changes, not over rows.
 
 ``label_coverage`` holds, per model and version, what ``<model>_training`` would count:
 predictions, their summed ``sample_weight``, and how many of them (and how much weight) have
@@ -16,16 +22,19 @@ store opens (``ensure_tables``); whoever deletes rows calls ``rebuild``.
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from datetime import date
+from datetime import date, datetime
 
 import duckdb
 import pyarrow as pa
 
-__all__ = ["TABLES", "ensure_tables", "note_drops", "note_landed", "rebuild"]
+__all__ = ["TABLES", "ensure_tables", "note_batches", "note_landed", "note_versions", "rebuild"]
 
 TABLE = "label_coverage"
 DROPS = "drops_daily"
-TABLES = frozenset({TABLE, DROPS})
+DAILY = "rows_daily"
+VERSIONS = "device_versions"
+CHANGES = "version_changes"
+TABLES = frozenset({TABLE, DROPS, DAILY, VERSIONS, CHANGES})
 # Drop counts come from devices: each is capped so no sum of them can overflow and fail a landing.
 MAX_COUNT = 2**40
 MAX_REASON_CHARS = 64
@@ -57,6 +66,72 @@ INSERT INTO {DROPS} SELECT day, model, reason, least(sum(records::HUGEINT), {MAX
 ON CONFLICT (day, model, reason) DO UPDATE SET records = least({DROPS}.records::HUGEINT + excluded.records, {MAX_COUNT})::BIGINT
 """
 
+_CREATE_DAILY = f"""
+CREATE TABLE {DAILY} (
+    day DATE NOT NULL,
+    model VARCHAR NOT NULL,
+    rows BIGINT NOT NULL,
+    batches BIGINT NOT NULL,
+    PRIMARY KEY (day, model)
+)
+"""
+
+_ADD_DAILY = f"""
+INSERT INTO {DAILY} SELECT day, model, sum(rows)::BIGINT, count(*) FROM __daily_delta GROUP BY ALL
+ON CONFLICT (day, model) DO UPDATE SET rows = {DAILY}.rows + excluded.rows, batches = {DAILY}.batches + excluded.batches
+"""
+
+_CREATE_VERSIONS = f"""
+CREATE TABLE {VERSIONS} (
+    model VARCHAR NOT NULL,
+    device VARCHAR NOT NULL,
+    model_version VARCHAR NOT NULL,
+    since_at TIMESTAMP WITH TIME ZONE NOT NULL,
+    last_created_at TIMESTAMP WITH TIME ZONE NOT NULL,
+    last_landed_at TIMESTAMP WITH TIME ZONE NOT NULL,
+    PRIMARY KEY (model, device)
+);
+CREATE TABLE {CHANGES} (
+    model VARCHAR NOT NULL,
+    device VARCHAR NOT NULL,
+    day DATE NOT NULL,
+    from_version VARCHAR,
+    to_version VARCHAR NOT NULL,
+    changed_at TIMESTAMP WITH TIME ZONE NOT NULL
+);
+"""
+
+# Per device in the group: the version of its newest prediction, and the first prediction on it.
+_GROUP_VERSIONS = """
+CREATE OR REPLACE TEMP TABLE __versions_new AS
+WITH newest AS (
+    SELECT device, arg_max(model_version, created_at) AS version, max(created_at) AS last_created_at
+    FROM temp.__versions_p GROUP BY device
+)
+SELECT n.device, n.version, n.last_created_at, min(p.created_at) AS since_at
+FROM newest AS n JOIN temp.__versions_p AS p ON p.device = n.device AND p.model_version = n.version
+GROUP BY ALL
+"""
+
+_LOG_CHANGES = f"""
+INSERT INTO {CHANGES}
+SELECT $1, n.device, CAST(timezone('UTC', n.since_at) AS DATE), c.model_version, n.version, n.since_at
+FROM temp.__versions_new AS n LEFT JOIN {VERSIONS} AS c ON c.model = $1 AND c.device = n.device
+WHERE c.device IS NULL OR (n.last_created_at > c.last_created_at AND n.version <> c.model_version)
+"""
+
+_MOVE = f"""
+INSERT INTO {VERSIONS} SELECT $1, device, version, since_at, last_created_at, $2::TIMESTAMPTZ FROM temp.__versions_new
+ON CONFLICT (model, device) DO UPDATE SET
+    model_version = CASE WHEN excluded.last_created_at > {VERSIONS}.last_created_at
+                         THEN excluded.model_version ELSE {VERSIONS}.model_version END,
+    since_at = CASE WHEN excluded.last_created_at > {VERSIONS}.last_created_at
+                         AND excluded.model_version <> {VERSIONS}.model_version
+                    THEN excluded.since_at ELSE {VERSIONS}.since_at END,
+    last_created_at = greatest({VERSIONS}.last_created_at, excluded.last_created_at),
+    last_landed_at = excluded.last_landed_at
+"""
+
 _ADD = f"""
 INSERT INTO {TABLE} SELECT ?, model_version, predictions, weighted, labelled, weighted_labelled FROM __coverage_delta
 ON CONFLICT (model, model_version) DO UPDATE SET
@@ -83,7 +158,8 @@ def _exists(con: duckdb.DuckDBPyConnection, table: str) -> bool:
 
 def ensure_tables(con: duckdb.DuckDBPyConnection) -> None:
     """Create the tables; one that is new in a database that has rows counts them once."""
-    for table, create, count in ((TABLE, _CREATE, _count_models), (DROPS, _CREATE_DROPS, _count_drops)):
+    for table, create, count in ((TABLE, _CREATE, _count_models), (DROPS, _CREATE_DROPS, _count_drops),
+                                 (DAILY, _CREATE_DAILY, _count_daily), (VERSIONS, _CREATE_VERSIONS, _count_versions)):
         if _exists(con, table):
             continue
         con.execute("BEGIN TRANSACTION")
@@ -112,7 +188,72 @@ def _count_drops(con: duckdb.DuckDBPyConnection) -> None:
         )
 
 
-def note_drops(con: duckdb.DuckDBPyConnection, drops: Iterable[tuple[date, str, dict[str, int]]]) -> None:
+def _count_daily(con: duckdb.DuckDBPyConnection) -> None:
+    if _exists(con, "batches"):
+        con.execute(
+            f"INSERT INTO {DAILY} SELECT CAST(timezone('UTC', received_at) AS DATE), model, "
+            "sum(rows - coalesce(duplicates, 0))::BIGINT, count(*) FROM batches GROUP BY ALL"
+        )
+
+
+def _count_versions(con: duckdb.DuckDBPyConnection) -> None:
+    """Each device's current version from its rows; the history before the tally is not rebuilt."""
+    if not _exists(con, "models"):
+        return
+    for (model,) in con.execute("SELECT model FROM models").fetchall():
+        if not _exists(con, model):
+            continue
+        con.execute(
+            f"INSERT INTO {VERSIONS} WITH cur AS (SELECT device, arg_max(model_version, created_at) AS version, "
+            f"max(created_at) AS last_created_at, max(received_at) AS last_landed_at FROM {_quote(model)} "
+            f"WHERE device IS NOT NULL GROUP BY device) "
+            f"SELECT ?, c.device, c.version, min(p.created_at), c.last_created_at, c.last_landed_at FROM cur AS c "
+            f"JOIN {_quote(model)} AS p ON p.device = c.device AND p.model_version = c.version GROUP BY ALL",
+            [model],
+        )
+        con.execute(
+            f"INSERT INTO {CHANGES} SELECT model, device, CAST(timezone('UTC', since_at) AS DATE), NULL, model_version, since_at "
+            f"FROM {VERSIONS} WHERE model = ?",
+            [model],
+        )
+
+
+def note_versions(con: duckdb.DuckDBPyConnection, model: str, predictions: Sequence[pa.Table], landed_at: datetime) -> None:
+    """Move each device of the group to the version of its newest prediction, logging the change."""
+    if not predictions:
+        return
+    rows = pa.concat_tables([t.select(["device", "model_version", "created_at"]) for t in predictions])
+    con.register("__versions_p_arrow", rows)
+    try:
+        con.execute("CREATE OR REPLACE TEMP TABLE __versions_p AS SELECT * FROM __versions_p_arrow")
+    finally:
+        con.unregister("__versions_p_arrow")
+    try:
+        con.execute(_GROUP_VERSIONS)
+        con.execute(_LOG_CHANGES, [model])
+        con.execute(_MOVE, [model, landed_at.isoformat()])
+    finally:
+        con.execute("DROP TABLE IF EXISTS temp.__versions_p")
+        con.execute("DROP TABLE IF EXISTS temp.__versions_new")
+
+
+def note_batches(con: duckdb.DuckDBPyConnection, batches: Iterable[tuple[date, str, int, dict[str, int]]]) -> None:
+    """Add each landed batch (day received, model, rows landed, drop counts) to ``rows_daily`` and ``drops_daily``."""
+    batches = list(batches)
+    if batches:
+        delta = pa.table({
+            "day": pa.array([b[0] for b in batches], pa.date32()), "model": [b[1] for b in batches],
+            "rows": pa.array([b[2] for b in batches], pa.int64()),
+        })
+        con.register("__daily_delta", delta)
+        try:
+            con.execute(_ADD_DAILY)
+        finally:
+            con.unregister("__daily_delta")
+    _note_drops(con, [(day, model, drops) for day, model, _, drops in batches])
+
+
+def _note_drops(con: duckdb.DuckDBPyConnection, drops: Iterable[tuple[date, str, dict[str, int]]]) -> None:
     """Add each landed batch's drop counts (day received, model, reason → records) to ``drops_daily``."""
     rows = [(day, model, str(reason)[:MAX_REASON_CHARS], min(int(count), MAX_COUNT))
             for day, model, counts in drops for reason, count in counts.items() if count > 0]

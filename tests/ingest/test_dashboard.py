@@ -7,10 +7,13 @@ import uuid
 from datetime import UTC, datetime, timedelta
 
 import aiohttp
+import duckdb
+import pyarrow as pa
 import pytest
 
 from edgeloop.ingest.charts import bars, lines, stacked_area
-from edgeloop.ingest.dashboard import version_key
+from edgeloop.ingest import tallies
+from edgeloop.ingest.dashboard import Dashboard, version_key
 from edgeloop.ingest.session import COOKIE, Sessions
 from tests.ingest.conftest import make_table, seal
 
@@ -161,7 +164,7 @@ async def test_rollout_and_data_match_sql(server, tmp_path, vibration):
     assert rollout["share_per_day"]["2.1.0"][day] == pytest.approx(2 / 3)
     assert rollout["share_per_day"]["2.0.3"][day] == pytest.approx(1 / 3)
     three_days_ago = rollout["days"].index((NOW - timedelta(days=3, hours=1)).date().isoformat())
-    assert rollout["share_per_day"]["2.0.3"][three_days_ago] == 1.0
+    assert rollout["share_per_day"]["2.0.3"][three_days_ago] == 1.0 and rollout["devices"][three_days_ago] == 1
     async with server.session.get(f"{server.url}/v1/dashboard/data?days=7", headers=headers) as r:
         data = await r.json()
     landed = await server.sql("SELECT sum(rows - duplicates)::BIGINT AS n FROM batches WHERE model = 'vibration'")
@@ -201,7 +204,7 @@ async def test_bad_parameters_are_client_errors(server):
 
 
 async def test_device_page_lists_its_batches(server, tmp_path, vibration):
-    """/v1/dashboard/devices/{name} lists the device's batches (as the ledger has them) and its versions."""
+    """/v1/dashboard/devices/{name} lists the device's batches (as the ledger has them) and its version changes."""
     token = await server.add_device("pump-1")
     first = await land(server, tmp_path, vibration, token, version="2.0.3", predictions=3, days_ago=1)
     second = await land(server, tmp_path, vibration, token, version="2.1.0", predictions=4)
@@ -209,7 +212,7 @@ async def test_device_page_lists_its_batches(server, tmp_path, vibration):
     async with server.session.get(f"{server.url}/v1/dashboard/devices/pump-1", headers=headers) as r:
         device = await r.json()
     assert [b["batch_id"] for b in device["recent_batches"]] == [second, first]
-    assert [(v["model_version"], v["predictions"]) for v in device["versions"]] == [("2.0.3", 3), ("2.1.0", 4)]
+    assert [(v["from_version"], v["to_version"]) for v in device["version_changes"]] == [(None, "2.0.3"), ("2.0.3", "2.1.0")]
     assert device["batches"] == 2 and device["rows"] == 7
 
 
@@ -241,3 +244,37 @@ def test_versions_sort_as_people_read_them():
     """2.10.0 is newer than 2.9.1, and a release candidate sorts between the release before it and its own release."""
     ordered = ["2.1.0", "2.1.0.1", "2.2.0-rc1", "2.2.0-rc2", "2.2.0", "2.9.1", "2.10.0"]
     assert sorted(reversed(ordered), key=version_key) == ordered
+
+
+def test_rollout_carries_each_device_on_its_version_until_it_changes(tmp_path):
+    """A device counts on the version of its newest prediction from the day it made its first one on it, on days
+    without uploads too; late rows of an older version do not move it back; revoked devices are left out."""
+    con = duckdb.connect(str(tmp_path / "r.duckdb"))
+    con.execute("CREATE TABLE models (model VARCHAR)")
+    con.execute("INSERT INTO models VALUES ('m')")
+    con.execute("CREATE TABLE devices (name VARCHAR, revoked_at TIMESTAMPTZ)")
+    con.execute("INSERT INTO devices VALUES ('a', NULL), ('b', NULL), ('c', NULL), ('gone', now())")
+    tallies.ensure_tables(con)
+
+    def land(*rows: tuple[str, str, str]) -> None:  # (device, version, created day); one group commit
+        table = pa.table({
+            "device": [r[0] for r in rows], "model_version": [r[1] for r in rows],
+            "created_at": pa.array([datetime.fromisoformat(r[2] + "T12:00:00+00:00") for r in rows], pa.timestamp("us", tz="UTC")),
+        })
+        tallies.note_versions(con, "m", [table], datetime(2026, 11, 4, tzinfo=UTC))
+
+    land(("c", "1.0", "2026-10-01"))
+    land(("c", "2.0", "2026-10-05"), ("a", "1.0", "2026-11-01"), ("gone", "2.0", "2026-11-01"))
+    land(("b", "1.0", "2026-11-02"))
+    land(("a", "1.0", "2026-11-02"), ("a", "2.0", "2026-11-03"))
+    land(("a", "1.0", "2026-11-02"))  # a late row of the old version
+
+    def query(sql, params):
+        return con.execute(sql, list(params) or None).to_arrow_table().to_pylist()
+
+    board = Dashboard(query, now=lambda: datetime(2026, 11, 4, 9, tzinfo=UTC))
+    rollout = board.rollout("m", days=4)  # 11-01 .. 11-04
+    assert rollout["days"] == ["2026-11-01", "2026-11-02", "2026-11-03", "2026-11-04"]
+    assert rollout["devices_per_day"] == {"1.0": [1, 2, 1, 1], "2.0": [1, 1, 2, 2]}
+    assert rollout["share_per_day"]["2.0"] == [0.5, 1 / 3, 2 / 3, 2 / 3]
+    assert [row["device"] for row in rollout["behind"]] == ["b"] and rollout["newest"] == "2.0"

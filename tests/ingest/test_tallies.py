@@ -65,22 +65,32 @@ async def test_coverage_matches_the_training_view_in_any_landing_order(server, t
 
 
 def test_a_database_from_before_the_table_is_counted_when_the_store_opens(tmp_path):
-    """ensure_tables on a database whose rows landed before label_coverage existed counts them from the tables."""
+    """ensure_tables on a database whose rows landed before the tallies existed counts them from the tables."""
     con = duckdb.connect(str(tmp_path / "old.duckdb"))
     con.execute("CREATE TABLE models (model VARCHAR)")
     con.execute("INSERT INTO models VALUES ('m')")
-    con.execute("CREATE TABLE m (record_id UUID, model_version VARCHAR, sample_weight DOUBLE)")
+    con.execute("CREATE TABLE m (record_id UUID, model_version VARCHAR, sample_weight DOUBLE, device VARCHAR, "
+                "created_at TIMESTAMPTZ, received_at TIMESTAMPTZ)")
     con.execute("CREATE TABLE m_feedback (record_id UUID, prediction_id UUID)")
-    con.execute("CREATE TABLE batches (received_at TIMESTAMPTZ, model VARCHAR, drops VARCHAR)")
-    con.execute("""INSERT INTO batches VALUES ('2026-11-01 10:00:00+00', 'm', '{"sampled_out": 5, "rate_capped": 0}'),
-        ('2026-11-01 23:00:00+00', 'm', '{"sampled_out": 2}'), ('2026-11-02 01:00:00+00', 'm', '{}')""")
+    con.execute("CREATE TABLE batches (received_at TIMESTAMPTZ, model VARCHAR, drops VARCHAR, rows BIGINT, duplicates BIGINT)")
+    con.execute("""INSERT INTO batches VALUES ('2026-11-01 10:00:00+00', 'm', '{"sampled_out": 5, "rate_capped": 0}', 3, 1),
+        ('2026-11-01 23:00:00+00', 'm', '{"sampled_out": 2}', 4, 0), ('2026-11-02 01:00:00+00', 'm', '{}', 5, 0)""")
     ids = [uuid.uuid4() for _ in range(4)]
-    con.executemany("INSERT INTO m VALUES (?, ?, ?)", [(ids[0], "1", 1.0), (ids[1], "1", 3.0), (ids[2], "2", 1.0), (ids[3], "2", 1.0)])
+    con.executemany("INSERT INTO m VALUES (?, ?, ?, 'd', ?::TIMESTAMPTZ, now())", [
+        (ids[0], "1", 1.0, "2026-10-01 00:00:00+00"), (ids[1], "1", 3.0, "2026-10-02 00:00:00+00"),
+        (ids[2], "2", 1.0, "2026-10-03 00:00:00+00"), (ids[3], "2", 1.0, "2026-10-04 00:00:00+00"),
+    ])
     con.executemany("INSERT INTO m_feedback VALUES (?, ?)", [(uuid.uuid4(), ids[1]), (uuid.uuid4(), ids[1]), (uuid.uuid4(), ids[2])])
     tallies.ensure_tables(con)
     assert con.execute("SELECT * FROM label_coverage ORDER BY model_version").fetchall() == [
         ("m", "1", 2, 4.0, 1, 3.0), ("m", "2", 2, 2.0, 1, 1.0),
     ]
+    assert con.execute("SELECT * FROM drops_daily").fetchall() == [(date(2026, 11, 1), "m", "sampled_out", 7)]
+    assert con.execute("SELECT day, rows, batches FROM rows_daily ORDER BY day").fetchall() == [
+        (date(2026, 11, 1), 6, 2), (date(2026, 11, 2), 5, 1),
+    ]
+    assert con.execute("SELECT device, model_version FROM device_versions").fetchall() == [("d", "2")]
+    assert con.execute("SELECT device, day, to_version FROM version_changes").fetchall() == [("d", date(2026, 10, 3), "2")]
     tallies.ensure_tables(con)  # a second open counts nothing twice
     assert con.execute("SELECT sum(predictions) FROM label_coverage").fetchone()[0] == 4
 
@@ -116,6 +126,6 @@ def test_hostile_drop_counts_are_capped_and_never_fail_a_landing(tmp_path):
     con = duckdb.connect(str(tmp_path / "t.duckdb"))
     tallies.ensure_tables(con)
     for _ in range(3):
-        tallies.note_drops(con, [(date(2026, 11, 1), "m", {"x" * 500: 10**30, "ok": 3, "negative": -5})])
+        tallies.note_batches(con, [(date(2026, 11, 1), "m", 3, {"x" * 500: 10**30, "ok": 3, "negative": -5})])
     rows = dict(con.execute("SELECT reason, records FROM drops_daily").fetchall())
     assert rows == {"x" * tallies.MAX_REASON_CHARS: tallies.MAX_COUNT, "ok": 9}
