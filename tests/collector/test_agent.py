@@ -58,14 +58,16 @@ def test_acknowledged_records_survive_repeated_sigkill_under_load(agent_factory)
         thread.start()
     rng = random.Random(7)
     cycles = 12
-    for _ in range(cycles):
-        time.sleep(rng.uniform(0.15, 0.9))
-        agent.kill()
-        agent.start()
-    time.sleep(0.5)
-    stop.set()
-    for thread in threads:
-        thread.join(30)
+    try:
+        for _ in range(cycles):
+            time.sleep(rng.uniform(0.15, 0.9))
+            agent.kill()
+            agent.start()
+        time.sleep(0.5)
+    finally:
+        stop.set()  # a failed restart must not leave the senders spinning for the rest of the run
+        for thread in threads:
+            thread.join(30)
     assert agent.stop() == 0, agent.log()
     agent.start()  # one more recovery pass must find nothing left to do
     assert agent.stop() == 0
