@@ -18,16 +18,16 @@ import logging
 import os
 import signal
 import stat
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
 from aiohttp import web
 
 from edgeloop import __version__
-from edgeloop.collector.config import CollectorConfig, check_sampling_models
+from edgeloop.collector.config import CollectorConfig, check_policy_files, check_sampling_models
 from edgeloop.collector.intake import INFO, INTAKE_OPEN, create_app, create_metrics_app
 from edgeloop.collector.journal import Journal
 from edgeloop.collector.metrics import Metrics
@@ -42,6 +42,7 @@ from edgeloop.schemas.registry import EXAMPLES_DIR, SchemaRegistry
 if TYPE_CHECKING:
     from edgeloop.collector.notify import Notifier
     from edgeloop.collector.pipeline import Pipeline
+    from edgeloop.collector.scheduler import SyncScheduler
 
 __all__ = ["Agent", "agent_version", "lock_state_dir"]
 
@@ -80,6 +81,7 @@ class Agent:
     async def run(self) -> int:
         """Serve until stopped; returns the exit code (0 after a clean shutdown)."""
         from edgeloop.collector.pipeline import Pipeline
+        from edgeloop.collector.policies import Policies
         from edgeloop.collector.scheduler import SyncScheduler
 
         release_memory = tune_memory()  # before any worker thread makes its own malloc arena
@@ -93,6 +95,7 @@ class Agent:
         lock = lock_state_dir(agent.state_dir)
         try:
             registry = SchemaRegistry.from_dir(agent.schemas_dir or EXAMPLES_DIR)
+            check_policy_files(self.config.policy, registry)
             notifier.status("recovering the journal")
             spool = await asyncio.to_thread(Spool, agent.state_dir, self.config.spool, agent_version=self.version)
             journal = Journal(spool, registry, self.config.spool, metrics=self.metrics)
@@ -100,10 +103,21 @@ class Agent:
             await asyncio.to_thread(spool.ensure_reserve)  # on a full disk: start anyway, status says so
             recent = RecentIds(self.config.intake.recent_ids)
             recovery["recent_ids"] = await asyncio.to_thread(recent.load, spool, journal.unsealed_segments())
-            pipeline = Pipeline(registry, self.config.sampling, self.fleet_key, self.config.privacy, recent=recent)
+            policies = Policies(self.config.policy, self.config.sampling, agent.state_dir)
+            pipeline = Pipeline(
+                registry, self.config.sampling, self.fleet_key, self.config.privacy, recent=recent, policies=policies
+            )
             scheduler = SyncScheduler(
                 self.config.sync, spool, agent_version=self.version, before_sync=journal.flush, metrics=self.metrics
             )
+
+            async def fetch_policies(session: Any, token: str) -> str:
+                outcome = await policies.fetch(session, str(self.config.sync.url), token, pipeline.registry)
+                if outcome == "updated":
+                    await self._switch_policies(app, journal, pipeline)
+                return outcome
+
+            scheduler.syncer.on_session = fetch_policies
 
             def sealed(batch: object) -> None:
                 scheduler.notify_sealed()
@@ -137,6 +151,8 @@ class Agent:
             )
             await runner.setup()  # starts sync (cleanup_ctx)
             runners = [runner]
+            # The server's policies as soon as it answers; until then the last ones accepted (or local ones).
+            first_fetch = loop.create_task(self._first_fetch(scheduler, fetch_policies))
             try:
                 await self._serve(runner, runners)
                 _tune_gc()
@@ -147,6 +163,7 @@ class Agent:
                 log.info("agent stopping")
                 notifier.stopping()
             finally:
+                first_fetch.cancel()
                 code = await self._shutdown(runners)
         finally:
             watchdog.cancel()
@@ -154,6 +171,24 @@ class Agent:
                 loop.remove_signal_handler(signum)
             os.close(lock)
         return code
+
+    async def _switch_policies(self, app: web.Application, journal: Journal, pipeline: Pipeline) -> None:
+        """Seal what the old policies kept, then apply the new ones, with intake held: no batch mixes two policies."""
+        gate = app[INTAKE_OPEN]
+        gate.clear()
+        try:
+            await journal.flush()
+            pipeline.apply_policies()
+        finally:
+            gate.set()
+        log.info("policies applied", extra={"versions": pipeline.policy_status()["models"]})
+
+    async def _first_fetch(self, scheduler: SyncScheduler, fetch: Callable[[Any, str], Awaitable[str]]) -> None:
+        try:
+            outcome = await asyncio.wait_for(scheduler.syncer.contact(fetch), self.config.sync.request_timeout_s)
+        except (EdgeloopError, TimeoutError) as exc:
+            outcome = f"failed: {exc}"
+        log.info("policy fetch at start-up", extra={"outcome": outcome or "sync not configured"})
 
     def _begin_reload(self, app: web.Application, journal: Journal, pipeline: Pipeline) -> None:
         if self._reloading is not None and not self._reloading.done():
@@ -176,6 +211,7 @@ class Agent:
             new = await asyncio.to_thread(self._reload_config)
             registry = await asyncio.to_thread(SchemaRegistry.from_dir, new.agent.schemas_dir or EXAMPLES_DIR)
             check_sampling_models(new.sampling, (schema.name for schema in registry))
+            await asyncio.to_thread(check_policy_files, new.policy, registry)
         except (EdgeloopError, OSError) as exc:
             log.error("reload refused: running on with the config as it was", extra={"error": str(exc)})
             return
@@ -187,20 +223,21 @@ class Agent:
         gate = app[INTAKE_OPEN]
         gate.clear()
         try:
-            if changed:
-                await journal.flush()
+            if changed or (new.sampling, new.policy) != (self.config.sampling, self.config.policy):
+                await journal.flush()  # one schema and one policy per batch
                 stuck = journal.unsealed_models() & set(changed)
                 if stuck:
                     log.error("reload: journal segments of changed models could not be sealed; keeping the old schemas",
                               extra={"models": sorted(stuck)})
                     registry, changed = old, []
             journal.registry = registry
-            pipeline.reload(registry, new.sampling)
+            pipeline.reload(registry, new.sampling, new.policy)
         finally:
             gate.set()
         current = self.config
         self.config = current.model_copy(update={
             "sampling": new.sampling,
+            "policy": new.policy,
             "agent": current.agent.model_copy(update={"schemas_dir": new.agent.schemas_dir}),
         })
         restart = sorted(_changed_settings(self.config, new))

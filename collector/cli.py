@@ -104,7 +104,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_check_config(args: argparse.Namespace) -> int:
-    from edgeloop.collector.config import check_sampling_models
+    from edgeloop.collector.config import check_policy_files, check_sampling_models
     from edgeloop.collector.privacy import load_detector
     from edgeloop.schemas.registry import EXAMPLES_DIR, SchemaRegistry
 
@@ -113,6 +113,7 @@ def cmd_check_config(args: argparse.Namespace) -> int:
     if not len(registry):
         raise _Failure(f"{config.agent.schemas_dir}: no schema files (*.toml) in the schemas folder")
     check_sampling_models(config.sampling, (schema.name for schema in registry))
+    check_policy_files(config.policy, registry)
     if config.privacy.detector:
         load_detector(config.privacy.detector)
     read_fleet_key(config.agent.key_file)
@@ -524,6 +525,14 @@ def _format_status(report: dict[str, Any]) -> str:
                     f"           retrying at {sync['retry_at']} (failed {sync['retries_in_a_row']} in a row; "
                     f"last success {sync.get('last_success_at') or 'never since the agent started'})"
                 )
+    policies = report.get("policies")
+    if policies:
+        running = ", ".join(f"{model} {version}" for model, version in sorted(policies["models"].items())) or "-"
+        fetched = policies.get("last_fetch") or {}
+        lines.append(
+            f"policies   {running}; remote {policies['remote']}, last fetch "
+            + (f"{fetched['at']} ({fetched['outcome']})" if fetched else "never since the agent started")
+        )
     return "\n".join(lines)
 
 

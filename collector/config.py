@@ -16,8 +16,9 @@ from typing import Annotated, Literal
 from apscheduler.triggers.cron import CronTrigger
 from pydantic import Field, field_validator
 
-from edgeloop.errors import ConfigError
+from edgeloop.errors import ConfigError, PolicyError
 from edgeloop.schemas.model_schema import SchemaPrivacy
+from edgeloop.schemas.registry import SchemaRegistry
 from edgeloop.settings import MiB, Positive, PositiveInt, Settings, load_settings
 
 __all__ = [
@@ -25,8 +26,10 @@ __all__ = [
     "CollectorConfig",
     "EXAMPLE_CONFIG",
     "UNIT_FILE",
+    "check_policy_files",
     "check_sampling_models",
     "IntakeSettings",
+    "PolicySettings",
     "PrivacySettings",
     "SamplingRule",
     "SamplingSettings",
@@ -111,6 +114,13 @@ class SamplingSettings(Settings):
         return self.models.get(model, self.default)
 
 
+class PolicySettings(Settings):
+    """[policy]: whether the server may steer sampling, and the policy files this device pins."""
+
+    remote: Literal["allow", "forbid"] = "allow"
+    files: dict[str, Path] = {}  # model -> a policy file on the device; that model ignores remote policies
+
+
 class SyncSettings(Settings):
     enabled: bool = True
     url: str | None = None  # ingest base URL, e.g. "https://ingest.example.com:8443"
@@ -158,6 +168,23 @@ def check_sampling_models(sampling: SamplingSettings, models: Iterable[str]) -> 
             raise ConfigError(f"sampling.models.{model}: no schema for a model named {model!r} (models: {', '.join(known)})")
 
 
+def check_policy_files(policy: PolicySettings, registry: SchemaRegistry) -> None:
+    """Each pinned policy file reads, parses and fits its model's schema (a ConfigError names the one that does not)."""
+    from edgeloop.schemas.policy import load_policy_text
+
+    for model, path in policy.files.items():
+        schema = registry.get(model)
+        if schema is None:
+            raise ConfigError(f"policy.files.{model}: no schema for a model named {model!r}")
+        try:
+            text = path.read_text(encoding="utf-8")
+            load_policy_text(text, schema, source=str(path))
+        except OSError as exc:
+            raise ConfigError(f"policy.files.{model}: cannot read {path}: {exc.strerror}") from exc
+        except PolicyError as exc:
+            raise ConfigError(f"policy.files.{model}: {exc}") from exc
+
+
 class PrivacySettings(SchemaPrivacy):
     """[privacy]: the fleet-wide patterns and allow-list (a schema can add its own), phone regions, a detector."""
 
@@ -188,6 +215,7 @@ class CollectorConfig(Settings):
     spool: SpoolSettings = SpoolSettings()
     sampling: SamplingSettings = SamplingSettings()
     sync: SyncSettings = SyncSettings()
+    policy: PolicySettings = PolicySettings()
     privacy: PrivacySettings = PrivacySettings()
 
     @classmethod

@@ -312,6 +312,7 @@ def status_report(app: web.Application) -> dict[str, Any]:
         "disk": spool.disk_status(),
         "drops": {"total": spool_stats["drops_total"], "since_last_batch": dict(spool.drops)},
         "sync": scheduler.status() if scheduler is not None else {"enabled": False, "available": False},
+        "policies": app[PIPELINE].policy_status(),
     }
 
 

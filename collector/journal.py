@@ -47,7 +47,7 @@ from edgeloop.collector.spool import SealedBatch, Spool, is_batch_id, is_space_e
 from edgeloop.durable import fsync_dir
 from edgeloop.errors import JournalCorruptError, SchemaError
 from edgeloop.logs import RateLimitedLogger
-from edgeloop.schemas.envelope import BATCH_METADATA_KEYS
+from edgeloop.schemas.envelope import BATCH_METADATA_KEYS, with_optional_columns
 from edgeloop.schemas.model_schema import ModelSchema
 from edgeloop.schemas.registry import SchemaRegistry
 
@@ -490,6 +490,7 @@ def _segment_schema(first: pa.RecordBatch, current: ModelSchema | None) -> Model
 def _checked(batches: Iterable[pa.RecordBatch], schema: pa.Schema) -> Iterator[pa.RecordBatch]:
     """Pass batches through without metadata, refusing any whose columns differ from the segment's schema."""
     for batch in batches:
+        batch = with_optional_columns(batch, schema)  # a frame an agent before sampled_by wrote
         if not batch.schema.equals(schema):
             raise ValueError("journal frame columns do not match the schema the segment was written under")
         yield batch.replace_schema_metadata(None) if batch.schema.metadata else batch

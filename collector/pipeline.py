@@ -17,7 +17,8 @@ from typing import Any
 import pyarrow as pa
 import uuid_utils
 
-from edgeloop.collector.config import PrivacySettings, SamplingSettings
+from edgeloop.collector.config import PolicySettings, PrivacySettings, SamplingSettings
+from edgeloop.collector.policies import Policies
 from edgeloop.collector.privacy import Privacy, load_detector, redactor_for
 from edgeloop.collector.redact import Redactor
 from edgeloop.collector.recent_ids import RecentIds
@@ -71,9 +72,12 @@ class Pipeline:
         privacy: PrivacySettings | None = None,
         *,
         recent: RecentIds | None = None,
+        policies: Policies | None = None,
     ) -> None:
         self.registry = registry
-        self.sampler = Sampler(sampling)
+        self.sampler = Sampler(sampling.seed)
+        self.policies = policies if policies is not None else Policies(PolicySettings(remote="forbid"), sampling)
+        self.sampler.apply(self.policies.resolve(registry))
         self.privacy_settings = privacy or PrivacySettings()
         detector = load_detector(self.privacy_settings.detector) if self.privacy_settings.detector else None
         self._redactors: dict[str, Redactor] = {
@@ -83,11 +87,24 @@ class Pipeline:
         self.recent = recent if recent is not None else RecentIds(0)
         self._validators: dict[str, RecordValidator] = {}
 
-    def reload(self, registry: SchemaRegistry, sampling: SamplingSettings) -> None:
-        """Take new schemas and sampling rules; the per-hour counts of max_per_hour carry over."""
+    def reload(self, registry: SchemaRegistry, sampling: SamplingSettings, policy: PolicySettings | None = None) -> None:
+        """Take new schemas and sampling rules; the quota windows carry over."""
         self.registry = registry
         self._validators = {}
-        self.sampler.reload(sampling)
+        self.policies.reload(policy or self.policies.settings, sampling)
+        self.apply_policies()
+
+    def apply_policies(self) -> None:
+        """Run the policies in force now; one request's records are sampled under one policy."""
+        self.sampler.apply(self.policies.resolve(self.registry))
+
+    def policy_status(self) -> dict[str, Any]:
+        """The policy version each model runs, and the last answer from the server."""
+        return {
+            "models": {schema.name: self.sampler.version(schema.name) for schema in self.registry},
+            "remote": self.policies.settings.remote,
+            "last_fetch": self.policies.last_fetch,
+        }
 
     def _validator(self, schema: ModelSchema) -> RecordValidator:
         validator = self._validators.get(schema.name)
@@ -146,16 +163,11 @@ class Pipeline:
         if not good:
             return
 
-        confidence = schema.confidence_field
-        kinds = [record["kind"] for record in good]
-        if confidence is None:
-            confidences: list[float | None] = [None] * len(good)
-        else:
-            confidences = [record.get("outputs", _EMPTY).get(confidence) for record in good]
-        decisions = self.sampler.decide(schema.name, kinds, confidences, now)
+        decisions, selected_by, version = self.sampler.decide(schema.name, good, now)
 
         kept: list[dict[str, Any]] = []
         weights: list[float] = []
+        sampled_by: list[str | None] = []
         ids: list[bytes] = []
         kept_keys: list[bytes] = []
         for position, decision in enumerate(decisions):
@@ -171,6 +183,7 @@ class Pipeline:
                 results[index] = {"index": index, "status": "accepted", "record_id": id_text}
                 kept.append(record)
                 weights.append(decision)  # type: ignore[arg-type]
+                sampled_by.append(selected_by[position])
                 ids.append(id_bytes)
                 if key is not None:
                     kept_keys.append(key)
@@ -178,7 +191,7 @@ class Pipeline:
                 results[index] = {"index": index, "status": "sampled_out", "record_id": id_text}
                 drops[decision] += 1  # type: ignore[index]
         if kept:
-            processed.batches[schema.name] = self._batch(schema, kept, weights, ids, now)
+            processed.batches[schema.name] = self._batch(schema, kept, weights, sampled_by, version, ids, now)
             processed.keys[schema.name] = kept_keys
 
     def _fresh(
@@ -216,7 +229,14 @@ class Pipeline:
         return fresh_at, fresh, keys
 
     def _batch(
-        self, schema: ModelSchema, kept: list[dict[str, Any]], weights: list[float], ids: list[bytes], now: datetime
+        self,
+        schema: ModelSchema,
+        kept: list[dict[str, Any]],
+        weights: list[float],
+        sampled_by: list[str | None],
+        version: str | None,
+        ids: list[bytes],
+        now: datetime,
     ) -> pa.RecordBatch:
         rows = len(kept)
         redactor = self._redactors.get(schema.name) or self.privacy.redactor
@@ -239,6 +259,8 @@ class Pipeline:
         else:
             columns.append(pa.nulls(rows, type=_UUID))
             columns.append(pa.nulls(rows, type=pa.string()))
+        columns.append(pa.array(sampled_by, type=pa.string()))
+        columns.append(pa.repeat(pa.scalar(version, type=pa.string()), rows))
 
         sections = {
             section: [record.get(section, _EMPTY) for record in kept] for section in ("inputs", "outputs", "feedback")

@@ -1,89 +1,142 @@
-"""Which valid records the device keeps, and the weight each kept record carries.
+"""Which valid records the device keeps, by the sampling policy in force for their model.
 
-Per model (``SamplingRule``):
+A policy (``edgeloop.schemas.policy``) is a set of named strategies; each gives a prediction
+a probability p_i of selecting it, drawn independently, and the prediction is kept when
+any selects it. It then carries ``sample_weight = 1 / (1 − Π(1 − p_i))``, the inverse of the
+chance the whole policy keeps it, so Σ sample_weight over kept records estimates how many
+predictions were made and weighted means are unbiased; and ``sampled_by``, the names of
+the strategies that selected it. Feedback is always kept, weight 1: labels are rare.
 
-- Feedback is always kept, weight 1: labels are rare and each one is worth keeping.
-- A prediction whose confidence (the schema's ``confidence_field``) is below
-  ``always_keep_below_confidence`` is kept with p = 1, weight 1: the records a model is
-  unsure of are the ones worth most for retraining (uncertainty sampling).
-- Any other prediction is kept with probability ``keep_rate`` and weight 1 / keep_rate,
-  so Σ sample_weight over kept records estimates how many predictions were made, and a
-  weighted mean over them is unbiased for the population mean.
-- ``max_per_hour`` caps kept predictions per model in each clock hour (a fixed window keyed
-  by the hour of ``now``); a prediction that passes the draw after the cap is reached is
-  dropped as ``rate_capped``. The cap covers uncertain predictions too: it exists to bound
-  disk and bandwidth when a model misbehaves (a covered camera is uncertain all day).
+Quotas (per minute, hour or day, per strategy and over the whole policy) are fixed windows
+keyed by the clock minute, hour or day of ``now``. A strategy over its quota does not
+select; a prediction that no strategy may select any more, or that the policy's own quota
+refuses, is dropped as ``rate_capped``. Quotas bias the weights and are not corrected: in
+a window where one binds, the kept records are the window's first ones and their weights
+under-count it (a correct weight would need the window's final count, only known once the
+window's records are on disk). The drop counts travel in every batch's metadata, so an
+analyst sees which windows were capped; where no quota binds, weights are exact.
 
-The cap biases the weights, and they are not corrected: within an hour where the cap
-binds, the kept records' weights sum to about cap / keep_rate instead of the hour's true
-count N, so Σ sample_weight under-counts that hour by the factor cap / (N * keep_rate), and
-the kept records are the hour's first ones, skewing towards its start. A correct weight
-would need N, which is only known after the hour's records are on disk. The drop counts
-(``rate_capped`` among them) travel in every batch's metadata, so an analyst can see which
-hours were capped and rescale them; in hours where the cap does not bind, weights are exact.
+The legacy per-model keys (``keep_rate``, ``always_keep_below_confidence``,
+``max_per_hour``) are the policy ``legacy_policy`` builds: a ``random`` strategy named
+``keep_rate``, a ``confidence_below`` named ``uncertain`` and the policy quota ``per_hour``.
 
-The RNG is seeded from ``SamplingSettings.seed`` when given, for reproducible tests and
-benchmarks; otherwise from the OS.
+The RNG is seeded from ``sampling.seed`` when given, for reproducible tests and benchmarks.
 """
 
 from __future__ import annotations
 
 import random
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
-from edgeloop.collector.config import SamplingSettings
+from edgeloop.collector.config import SamplingRule
+from edgeloop.schemas.policy import ConfidenceBelow, Policy, PolicyRules, RandomStrategy
 
-__all__ = ["RATE_CAPPED", "SAMPLED_OUT", "Sampler"]
+__all__ = ["InForce", "RATE_CAPPED", "SAMPLED_OUT", "Sampler", "legacy_policy"]
 
 SAMPLED_OUT = "sampled_out"
 RATE_CAPPED = "rate_capped"
+_POLICY = ""  # the quota key of the whole policy (strategy names are never empty)
+
+
+@dataclass(frozen=True, slots=True)
+class InForce:
+    """A model's policy as the device applies it: checked rules and the version it reports."""
+
+    version: str
+    rules: PolicyRules
+
+
+def legacy_policy(rule: SamplingRule) -> Policy:
+    """The policy equivalent to a ``[sampling]`` rule: same keeps, same weights, same hourly cap."""
+    strategies: dict[str, Any] = {}
+    if rule.always_keep_below_confidence is not None:
+        strategies["uncertain"] = ConfidenceBelow(type="confidence_below", below=rule.always_keep_below_confidence)
+    strategies["keep_rate"] = RandomStrategy(type="random", rate=rule.keep_rate)
+    return Policy(strategies=strategies, per_hour=rule.max_per_hour, description="from [sampling]")
 
 
 class Sampler:
-    """Decides, per valid record, keep (with its weight) or drop (with the reason)."""
+    """Decides, per valid record, keep (weight and selecting strategies) or drop (the reason)."""
 
-    def __init__(self, settings: SamplingSettings) -> None:
-        self._settings = settings
-        self._rng = random.Random(settings.seed)
-        self._window: dict[str, tuple[int, int]] = {}  # model -> (hour since epoch, kept in it)
+    def __init__(self, seed: int | None = None) -> None:
+        self._rng = random.Random(seed)
+        self._policies: Mapping[str, InForce] = {}
+        self._windows: dict[tuple[str, str, int], tuple[int, int]] = {}  # (model, strategy, window s) -> (window, kept)
 
-    def reload(self, settings: SamplingSettings) -> None:
-        """New rules from a reloaded config; the random stream and this hour's counts go on."""
-        self._settings = settings
+    def apply(self, policies: Mapping[str, InForce]) -> None:
+        """Swap in new policies whole; the random stream and the quota windows go on (by strategy name)."""
+        self._policies = dict(policies)
+
+    def version(self, model: str) -> str | None:
+        in_force = self._policies.get(model)
+        return in_force.version if in_force is not None else None
 
     def decide(
-        self, model: str, kinds: Sequence[str], confidences: Sequence[float | None], now: datetime
-    ) -> list[float | str]:
-        """One entry per record: its sample_weight if kept, else ``SAMPLED_OUT`` or ``RATE_CAPPED``."""
-        rule = self._settings.rule(model)
-        keep_rate = rule.keep_rate
-        weight = 1.0 / keep_rate
-        threshold = rule.always_keep_below_confidence
-        cap = rule.max_per_hour
-        hour = int(now.timestamp() // 3600)
-        window_hour, kept = self._window.get(model, (hour, 0))
-        if window_hour != hour:
-            kept = 0
+        self, model: str, records: Sequence[dict[str, Any]], now: datetime
+    ) -> tuple[list[float | str], list[str | None], str | None]:
+        """Per record its sample_weight (kept) or drop reason, and the strategies that selected it; the policy version."""
+        in_force = self._policies.get(model)
+        if in_force is None:  # no policy for the model: keep everything as it comes
+            return [1.0] * len(records), [None] * len(records), None
+        rules = in_force.rules
+        strategies = rules.strategies
+        now_s = int(now.timestamp())
+        windows = self._windows
         draw = self._rng.random
-        decisions: list[float | str] = []
-        append = decisions.append
-        for kind, confidence in zip(kinds, confidences, strict=True):
-            if kind != "prediction":
-                append(1.0)
+        outcomes: list[float | str] = []
+        selected_by: list[str | None] = []
+        for record in records:
+            if record["kind"] != "prediction":
+                outcomes.append(1.0)
+                selected_by.append(None)
                 continue
-            if threshold is not None and confidence is not None and confidence < threshold:
-                this = 1.0
-            elif keep_rate >= 1.0 or draw() < keep_rate:
-                this = weight
-            else:
-                append(SAMPLED_OUT)
-                continue
-            if cap is not None:
-                if kept >= cap:
-                    append(RATE_CAPPED)
+            missed = 1.0  # Π(1 − p_i)
+            chosen: list[str] = []
+            capped = False
+            for name, probability, quotas in strategies:
+                p = probability(record)
+                if p <= 0.0:
                     continue
-                kept += 1
-            append(this)
-        self._window[model] = (hour, kept)
-        return decisions
+                missed *= 1.0 - p
+                if p >= 1.0 or draw() < p:
+                    if quotas and _full(windows, model, name, quotas, now_s):
+                        capped = True
+                    else:
+                        chosen.append(name)
+            if not chosen:
+                outcomes.append(RATE_CAPPED if capped else SAMPLED_OUT)
+                selected_by.append(None)
+                continue
+            if rules.quotas and _full(windows, model, _POLICY, rules.quotas, now_s):
+                outcomes.append(RATE_CAPPED)
+                selected_by.append(None)
+                continue
+            for name, _, quotas in strategies:
+                if quotas and name in chosen:
+                    _count(windows, model, name, quotas, now_s)
+            if rules.quotas:
+                _count(windows, model, _POLICY, rules.quotas, now_s)
+            outcomes.append(1.0 / (1.0 - missed))
+            selected_by.append(",".join(chosen))
+        return outcomes, selected_by, in_force.version
+
+
+def _full(windows: dict[tuple[str, str, int], tuple[int, int]], model: str, name: str,
+          quotas: tuple[tuple[int, int], ...], now_s: int) -> bool:
+    for length_s, most in quotas:
+        window, kept = windows.get((model, name, length_s), (-1, 0))
+        if window == now_s // length_s and kept >= most:
+            return True
+    return False
+
+
+def _count(windows: dict[tuple[str, str, int], tuple[int, int]], model: str, name: str,
+           quotas: tuple[tuple[int, int], ...], now_s: int) -> None:
+    for length_s, _ in quotas:
+        key = (model, name, length_s)
+        window, kept = windows.get(key, (-1, 0))
+        current = now_s // length_s
+        windows[key] = (current, kept + 1 if window == current else 1)

@@ -42,7 +42,7 @@ import uuid_utils
 from edgeloop.collector.config import SpoolSettings
 from edgeloop.durable import fsync_dir, move_durably, write_durably
 from edgeloop.errors import CollectorError, SchemaError
-from edgeloop.schemas.envelope import BATCH_METADATA_KEYS
+from edgeloop.schemas.envelope import BATCH_METADATA_KEYS, with_optional_columns
 from edgeloop.schemas.model_schema import ModelSchema
 
 __all__ = ["SealedBatch", "Spool", "describe_batch", "is_batch_id", "is_space_error", "new_batch_id", "verify_batch"]
@@ -446,7 +446,7 @@ def verify_batch(path: Path) -> SealedBatch:
         raise ValueError(f"schema fingerprint {batch.schema_fingerprint} does not match its schema ({schema.fingerprint})")
     if schema.name != batch.model:
         raise ValueError(f"model {batch.model!r} does not match its schema ({schema.name!r})")
-    if not table.schema.remove_metadata().equals(schema.arrow_schema):
+    if not with_optional_columns(table, schema.arrow_schema).schema.remove_metadata().equals(schema.arrow_schema):
         raise ValueError("columns do not match the schema it names")
     if table.num_rows != batch.rows:
         raise ValueError(f"footer says {batch.rows} rows, data has {table.num_rows}")

@@ -28,10 +28,10 @@ import ssl
 import stat
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
-from typing import Any, BinaryIO, Literal
+from typing import Any, BinaryIO, Literal, TypeVar
 
 import aiohttp
 import orjson
@@ -45,6 +45,7 @@ from edgeloop.logs import RateLimitedLogger
 __all__ = ["NOT_CONFIGURED", "PARQUET_MEDIA_TYPE", "SENT_AT_HEADER", "SyncResult", "Syncer"]
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 PARQUET_MEDIA_TYPE = "application/vnd.apache.parquet"
 SENT_AT_HEADER = "X-Edgeloop-Sent-At"
@@ -105,6 +106,8 @@ class Syncer:
         self.agent_version = agent_version
         self._session_factory = session_factory or self._new_session
         self._errors = RateLimitedLogger(log)
+        # Called with the sync's session and token before uploads (the policy fetch); its errors are its own.
+        self.on_session: Callable[[aiohttp.ClientSession, str], Awaitable[Any]] | None = None
 
     @property
     def configured(self) -> bool:
@@ -121,6 +124,14 @@ class Syncer:
         level = logging.INFO if result.outcome in ("ok", "skipped") else logging.WARNING
         log.log(level, "sync finished", extra=result.as_dict())
         return result
+
+    async def contact(self, call: Callable[[aiohttp.ClientSession, str], Awaitable[T]]) -> T | None:
+        """``call(session, token)`` outside a sync (the policy fetch at start-up); None when sync is not set up."""
+        if not self.configured:
+            return None
+        token = self.read_token()
+        async with self._session_factory() as session:
+            return await call(session, token)
 
     def read_token(self) -> str:
         """The device token from ``token_file``, read on every sync so a rotated token takes effect."""
@@ -154,6 +165,8 @@ class Syncer:
             _finish(result, "failed", str(exc))
             return
         async with session:
+            if self.on_session is not None:
+                await self.on_session(session, token)
             reason = await self._upload_all(session, token, result)
         if reason is None and result.rejected:
             reason = f"{result.rejected} batch(es) rejected by the server"

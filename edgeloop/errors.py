@@ -3,6 +3,7 @@
     EdgeloopError
     ├── SchemaError                 a schema file or batch schema is not valid
     ├── ConfigError                 a config file or setting is not valid
+    ├── PolicyError                 a sampling policy is not valid (for its model's schema)
     ├── RecordError                 a record sent by an app is not valid (per record)
     ├── CollectorError              device-side failures
     │   ├── SpoolFullError          the spool budget or disk reserve refuses new records
@@ -44,6 +45,7 @@ __all__ = [
     "Forbidden",
     "IngestError",
     "JournalCorruptError",
+    "PolicyError",
     "QueryFailed",
     "QueryRefused",
     "RecordError",
@@ -70,6 +72,10 @@ class SchemaError(EdgeloopError):
 
 class ConfigError(EdgeloopError):
     """A config file or setting is not valid; the message names file and setting."""
+
+
+class PolicyError(EdgeloopError):
+    """A sampling policy is not valid, or not for its model's schema."""
 
 
 class RecordError(EdgeloopError):

@@ -27,6 +27,7 @@ from edgeloop.ingest.auth import DeviceRegistry, admin_token
 from edgeloop.ingest.config import IngestConfig
 from edgeloop.ingest.catalog import Catalog
 from edgeloop.ingest.export import ResultStream
+from edgeloop.ingest.policies import PolicyBook
 from edgeloop.ingest.query import check_query, run_query, stream_query, translate_errors
 from edgeloop.ingest.store import connect, load_catalog, quote, register_schema
 from edgeloop.schemas.model_schema import ModelSchema
@@ -41,6 +42,9 @@ class Admin(Protocol):
     def revoke_device(self, name: str) -> None: ...
     def push_schema(self, text: str, source: str) -> dict[str, Any]: ...
     def catalog(self) -> Catalog: ...
+    def set_policy(self, model: str, text: str, source: str, devices: str | None, tag: str | None) -> dict[str, Any]: ...
+    def rollback_policy(self, model: str, to: int | None) -> dict[str, Any]: ...
+    def tag_device(self, name: str, add: list[str], remove: list[str]) -> dict[str, Any]: ...
     def close(self) -> None: ...
 
 
@@ -126,6 +130,15 @@ class LocalAdmin:
 
     def catalog(self) -> Catalog:
         return load_catalog(self._con, adopt=False)
+
+    def set_policy(self, model: str, text: str, source: str, devices: str | None, tag: str | None) -> dict[str, Any]:
+        return self._write(lambda con: PolicyBook.set(con, self.catalog(), model, text, source=source, devices=devices, tag=tag))
+
+    def rollback_policy(self, model: str, to: int | None) -> dict[str, Any]:
+        return self._write(lambda con: PolicyBook.rollback(con, self.catalog(), model, to))
+
+    def tag_device(self, name: str, add: list[str], remove: list[str]) -> dict[str, Any]:
+        return self._write(lambda con: PolicyBook.tag(con, name, add, remove))
 
     def close(self) -> None:
         try:
@@ -219,6 +232,17 @@ class RemoteAdmin:
         ModelSchema.from_toml(text, source=source)  # a bad file fails here, naming the file
         _, body = self._request("POST", "/v1/schemas", raw=text.encode())
         return json.loads(body)
+
+    def set_policy(self, model: str, text: str, source: str, devices: str | None, tag: str | None) -> dict[str, Any]:
+        payload = {"policy": text, "source": source, "devices": devices, "tag": tag}
+        return json.loads(self._request("POST", f"/v1/policies/{urllib.parse.quote(model, safe='')}", payload)[1])
+
+    def rollback_policy(self, model: str, to: int | None) -> dict[str, Any]:
+        return json.loads(self._request("POST", f"/v1/policies/{urllib.parse.quote(model, safe='')}/rollback", {"to": to})[1])
+
+    def tag_device(self, name: str, add: list[str], remove: list[str]) -> dict[str, Any]:
+        payload = {"add": add, "remove": remove}
+        return json.loads(self._request("POST", f"/v1/devices/{urllib.parse.quote(name, safe='')}/tags", payload)[1])
 
     def catalog(self) -> Catalog:
         _, body = self._request("GET", "/v1/schemas")

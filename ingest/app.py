@@ -6,6 +6,10 @@
     POST   /v1/sql                  admin or viewer token; {"sql", "params", "export"} → Arrow IPC stream (or JSON), capped
     POST   /v1/devices              admin token; {"name"} → {"name", "token"}
     DELETE /v1/devices/{name}       admin token; revokes at once
+    GET    /v1/policies             device token; the sampling policies that apply to it (ETag → 304)
+    POST   /v1/policies/{model}     admin token; {"policy": TOML text, "devices", "tag", "source"} → 201
+    POST   /v1/policies/{model}/rollback  admin token; {"to": version or null} → 201
+    POST   /v1/devices/{name}/tags  admin token; {"add": [...], "remove": [...]} → the device's tags
     GET    /healthz, /metrics
     /dashboard..., /v1/dashboard/...   viewer or admin token, or a session (``dashboard_app``)
 
@@ -53,6 +57,7 @@ from edgeloop.ingest.config import IngestConfig
 from edgeloop.ingest.metrics import Metrics
 from edgeloop.ingest.export import JSON_OPTIONS, json_default, json_rows
 from edgeloop.ingest.pacer import Pacer
+from edgeloop.ingest.policies import PolicyBook, PolicyIndex
 from edgeloop.ingest.query import check_query, stream_query
 from edgeloop.ingest.store import Landing, Store
 from edgeloop.runner import GuardedRunner, read_body
@@ -76,6 +81,7 @@ class _State:
     sql_executor: ThreadPoolExecutor | None = None  # runs admin queries, so uploads never wait behind them
     sql_running: int = 0
     admitting: int = 0  # uploads holding a queue slot while their body is read and checked
+    policies: PolicyIndex = PolicyIndex()  # rebuilt on the writer after each policy or tag change
 
 
 CONFIG = web.AppKey("config", IngestConfig)
@@ -539,6 +545,62 @@ async def _device_change(request: web.Request, change: Callable[[Any], Any]) -> 
         raise BatchRejected(400, "device_error", str(exc)) from exc
 
 
+async def get_policies(request: web.Request) -> web.Response:
+    """The sampling policies that apply to the calling device, one per model; 304 when its ETag is current."""
+    device = request.app[AUTH].device(request.headers.get("Authorization"))
+    document, etag = request.app[STATE].policies.for_device(device)
+    if request.headers.get("If-None-Match") == etag:
+        return web.Response(status=304, headers={"ETag": etag})
+    response = _json(200, document)
+    response.headers["ETag"] = etag
+    return response
+
+
+async def post_policy(request: web.Request) -> web.Response:
+    payload = await _admin_json(request)
+    text, devices, tag = payload.get("policy"), payload.get("devices"), payload.get("tag")
+    if not isinstance(text, str) or not all(value is None or isinstance(value, str) for value in (devices, tag)):
+        raise BatchRejected(400, "bad_json", 'send {"policy": "<TOML text>", "devices": null or "pattern", "tag": null or "tag"}')
+    model, source = request.match_info["model"], str(payload.get("source") or "uploaded policy")[:200]
+    receipt = await _policy_change(
+        request, lambda con: PolicyBook.set(con, request.app[STORE].catalog, model, text, source=source, devices=devices, tag=tag)
+    )
+    log.info("policy set", extra={key: receipt[key] for key in ("model", "version", "devices", "tag")})
+    return _json(201, receipt)
+
+
+async def post_policy_rollback(request: web.Request) -> web.Response:
+    payload = await _admin_json(request)
+    to = payload.get("to")
+    if to is not None and (not isinstance(to, int) or isinstance(to, bool)):
+        raise BatchRejected(400, "bad_json", 'send {"to": <version> or null}')
+    model = request.match_info["model"]
+    receipt = await _policy_change(request, lambda con: PolicyBook.rollback(con, request.app[STORE].catalog, model, to))
+    log.info("policy rolled back", extra={key: receipt[key] for key in ("model", "version", "note")})
+    return _json(201, receipt)
+
+
+async def post_device_tags(request: web.Request) -> web.Response:
+    payload = await _admin_json(request)
+    add, remove = payload.get("add", []), payload.get("remove", [])
+    if not isinstance(add, list) or not isinstance(remove, list) or len(add) + len(remove) > 64:
+        raise BatchRejected(400, "bad_json", 'send {"add": [tags], "remove": [tags]} (at most 64)')
+    name = request.match_info["name"]
+    return _json(200, await _policy_change(request, lambda con: PolicyBook.tag(con, name, add, remove)))
+
+
+async def _policy_change(request: web.Request, change: Callable[[Any], Any]) -> Any:
+    """Apply a policy or tag change on the writer and rebuild the index devices are answered from."""
+    state = request.app[STATE]
+
+    def apply(con: Any) -> Any:
+        result = change(con)
+        state.policies = PolicyIndex.load(con)
+        return result
+
+    return await asyncio.wrap_future(request.app[STORE].call(apply))
+
+
 async def _resources(app: web.Application) -> AsyncIterator[None]:
     config = app[CONFIG]
     loop = asyncio.get_running_loop()
@@ -566,6 +628,7 @@ async def _resources(app: web.Application) -> AsyncIterator[None]:
     if config.server.schemas_dir is not None:
         await _register_dir(store, config.server.schemas_dir)
     app[AUTH] = Authenticator(DeviceRegistry.live(store.cursor()), token, viewer)
+    state.policies = PolicyIndex.load(store.cursor())
     log.info("store open", extra={"db_path": str(config.store.db_path)})
     try:
         yield
@@ -615,6 +678,10 @@ def create_app(config: IngestConfig, *, store_class: type[Store] = Store) -> web
     app.router.add_post("/v1/sql", post_sql)
     app.router.add_post("/v1/devices", post_device)
     app.router.add_delete("/v1/devices/{name}", delete_device)
+    app.router.add_get("/v1/policies", get_policies)
+    app.router.add_post("/v1/policies/{model}", post_policy)
+    app.router.add_post("/v1/policies/{model}/rollback", post_policy_rollback)
+    app.router.add_post("/v1/devices/{name}/tags", post_device_tags)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/metrics", metrics)
     # The dashboard's routes need this module's app keys: imported here, not at the top, to avoid a cycle.

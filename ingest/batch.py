@@ -27,7 +27,7 @@ import pyarrow.parquet as pq
 from edgeloop.errors import BatchRejected, ServerOverloaded
 from edgeloop.ingest.config import LimitSettings
 from edgeloop.ingest.pages import scan_pages
-from edgeloop.schemas.envelope import BATCH_METADATA_KEYS, KINDS
+from edgeloop.schemas.envelope import BATCH_METADATA_KEYS, KINDS, OPTIONAL_ENVELOPE
 from edgeloop.schemas.model_schema import FieldSpec, ModelSchema
 
 __all__ = ["RESERVED_TABLES", "UploadedBatch", "check_batch_id", "read_batch"]
@@ -36,6 +36,7 @@ MAGIC = b"PAR1"
 # Tables ingest owns; a model may not be named like one (or like another model's companions).
 RESERVED_TABLES = frozenset({
     "batches", "devices", "models", "label_coverage", "drops_daily", "rows_daily", "device_versions", "version_changes",
+    "schemas", "policies", "device_tags",
 })
 RESERVED_SUFFIXES = ("_feedback", "_training")
 REQUIRED_METADATA = ("batch_id", "model", "schema_fingerprint")
@@ -142,7 +143,7 @@ def read_batch(
             "the device keeps the batch and retries it once an admin runs `edgeloop-ingest schemas push <schema file>`",
             {"model": kv["model"][:64], "fingerprint": fingerprint[:64]},
         )
-    _check_columns(file_schema, schema.arrow_schema)
+    expected = _check_columns(file_schema, schema.arrow_schema)
     bound = _check_pages(body, meta, schema, limits)
     textual = [f.name for f in file_schema if pa.types.is_string(f.type) or pa.types.is_binary(f.type)]
     with reserve(bound):
@@ -155,8 +156,11 @@ def read_batch(
             raise ServerOverloaded(f"out of memory reading a batch: {exc}") from exc
         except (pa.ArrowException, OSError, ValueError) as exc:
             raise BatchRejected(400, "corrupt_parquet", f"the Parquet data cannot be read: {exc}") from exc
-        if table.num_rows != meta.num_rows or not _same_types(table.schema, schema.arrow_schema):
+        if table.num_rows != meta.num_rows or not _same_types(table.schema, expected):
             raise BatchRejected(400, "corrupt_parquet", "the Parquet data does not match its own footer")
+        for name in OPTIONAL_ENVELOPE:
+            if table.schema.get_field_index(name) < 0:  # a batch from an agent before the column
+                table = table.append_column(name, pa.nulls(table.num_rows, pa.string()))
         _check_values(table, schema, limits)
         decoded_bytes = _check_decoded_size(table, limits)
         table = _normalize_uuids(table)
@@ -338,8 +342,12 @@ def _same(got: pa.DataType, expected: pa.DataType) -> bool:
     return got == expected
 
 
-def _check_columns(got: pa.Schema, expected: pa.Schema) -> None:
+def _check_columns(got: pa.Schema, expected: pa.Schema) -> pa.Schema:
+    """The columns the batch must have (optional envelope columns it lacks left out), or a 422 naming the mismatches."""
     details: list[dict[str, Any]] = []
+    for name in OPTIONAL_ENVELOPE:
+        if got.get_field_index(name) < 0:
+            expected = expected.remove(expected.get_field_index(name))
     for wanted in expected:
         index = got.get_field_index(wanted.name)
         if index < 0:
@@ -354,6 +362,7 @@ def _check_columns(got: pa.Schema, expected: pa.Schema) -> None:
     if details:
         names = ", ".join(detail["column"] for detail in details)
         raise BatchRejected(422, "schema_mismatch", f"the columns do not match the batch's schema: {names}", details)
+    return expected
 
 
 def _normalize_uuids(table: pa.Table) -> pa.Table:

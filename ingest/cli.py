@@ -1,7 +1,9 @@
 """``edgeloop-ingest``: run the ingest server and work with its database.
 
     edgeloop-ingest serve
-    edgeloop-ingest devices add NAME | list | revoke NAME
+    edgeloop-ingest devices add NAME | list | revoke NAME | tag NAME TAG... [--remove]
+    edgeloop-ingest policy set --model M FILE [--devices PATTERN] [--tag TAG] | show --model M [--device NAME]
+                           | history --model M | rollback --model M [--to VERSION]
     edgeloop-ingest schemas push FILE... | list | diff FILE
     edgeloop-ingest sql "SELECT ..." | - [--format table|csv|json|parquet] [--out FILE|-]
     edgeloop-ingest export --model M [--since T] [--until T] [--labeled-only] --out train.parquet|-
@@ -18,6 +20,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import errno
+import json
 import importlib.util
 import logging
 import os
@@ -52,6 +55,7 @@ from edgeloop.ingest.export import (
     write_result,
 )
 from edgeloop.ingest.fleet import DEVICES_SQL, fleet
+from edgeloop.ingest.policies import POLICY_ROWS_SQL, TAG_ROWS_SQL, PolicyIndex
 from edgeloop.ingest.report import GROUPINGS, build_report, declare, model_schema
 from edgeloop.ingest.report_view import REPORT_FORMATS, render_report
 from edgeloop.durable import write_durably
@@ -117,6 +121,30 @@ def _parser() -> argparse.ArgumentParser:
     actions.add_parser("list", parents=[common, remote, fmt], help="devices with created, last seen, batches, rows")
     revoke = actions.add_parser("revoke", parents=[common, remote], help="revoke a device's token at once")
     revoke.add_argument("name")
+    tag = actions.add_parser("tag", parents=[common, remote], help="tag a device (policies can target a tag)")
+    tag.add_argument("name")
+    tag.add_argument("tags", nargs="+", metavar="TAG")
+    tag.add_argument("--remove", action="store_true", help="remove these tags instead")
+
+    policy = commands.add_parser("policy", help="sampling policies pushed to devices at their next sync")
+    policy_actions = policy.add_subparsers(dest="action", required=True, metavar="ACTION")
+    policy_set = policy_actions.add_parser(
+        "set", parents=[common, remote], help="check a policy file against the model's schema and store it as the next version"
+    )
+    policy_set.add_argument("--model", required=True)
+    policy_set.add_argument("file", type=Path, metavar="FILE")
+    policy_set.add_argument("--devices", metavar="PATTERN", help='only devices whose name matches (fnmatch, e.g. "cam-*")')
+    policy_set.add_argument("--tag", help="only devices with this tag (`devices tag`)")
+    show = policy_actions.add_parser("show", parents=[common, remote], help="the latest policy of a model (or what one device gets)")
+    show.add_argument("--model", required=True)
+    show.add_argument("--device", help="the policy this device gets, by its name and tags")
+    history = policy_actions.add_parser("history", parents=[common, remote, fmt], help="every version of a model's policy")
+    history.add_argument("--model", required=True)
+    rollback = policy_actions.add_parser(
+        "rollback", parents=[common, remote], help="a new version copying an older one (default: the one before the latest)"
+    )
+    rollback.add_argument("--model", required=True)
+    rollback.add_argument("--to", type=int, metavar="VERSION")
 
     schemas = commands.add_parser("schemas", help="register model schemas: only registered ones are accepted from devices")
     schema_actions = schemas.add_subparsers(dest="action", required=True, metavar="ACTION")
@@ -272,6 +300,9 @@ def _run(args: argparse.Namespace) -> int:
             elif args.action == "revoke":
                 admin.revoke_device(args.name)
                 print(f"device {args.name!r} revoked", file=sys.stderr)
+            elif args.action == "tag":
+                receipt = admin.tag_device(args.name, [] if args.remove else args.tags, args.tags if args.remove else [])
+                print(f"device {args.name!r} tags: {', '.join(receipt['tags']) or '(none)'}")
             else:
                 _write(ResultStream.of(admin.query(DEVICES_SQL)), args.format, args.out)
         finally:
@@ -279,6 +310,8 @@ def _run(args: argparse.Namespace) -> int:
         return 0
     if args.command == "schemas":
         return _schemas(args, config)
+    if args.command == "policy":
+        return _policy(args, config)
     copies = args.command in ("sql", "export") and args.format in ("csv", "parquet")
     if copies and args.format == "parquet" and (args.out is None or args.out == STDOUT) and sys.stdout.isatty():
         raise EdgeloopError("--format parquet is binary: give --out FILE, or --out - and redirect stdout")
@@ -316,6 +349,49 @@ def _run(args: argparse.Namespace) -> int:
     finally:
         admin.close()
     return 0
+
+
+def _policy(args: argparse.Namespace, config: IngestConfig) -> int:
+    admin = _admin(args, config, write=args.action in ("set", "rollback"))
+    try:
+        if args.action == "set":
+            try:
+                text = args.file.read_text(encoding="utf-8")
+            except (OSError, UnicodeDecodeError) as exc:
+                raise EdgeloopError(f"{args.file}: cannot read: {exc}") from exc
+            receipt = admin.set_policy(args.model, text, str(args.file), args.devices, args.tag)
+            print(f"policy {receipt['model']} version {receipt['version']} stored{_target(receipt)}; devices take it at their next sync")
+        elif args.action == "rollback":
+            receipt = admin.rollback_policy(args.model, args.to)
+            print(f"policy {receipt['model']} version {receipt['version']} stored ({receipt['note']}){_target(receipt)}")
+        elif args.action == "history":
+            sql = ("SELECT version, created_at, coalesce(devices, '*') AS devices, coalesce(tag, '') AS tag, note, policy_json "
+                   "FROM policies WHERE model = ? ORDER BY version")
+            _write(ResultStream.of(admin.query(sql, [args.model])), args.format, args.out)
+        else:
+            rows = admin.query(POLICY_ROWS_SQL + " WHERE model = ?", [args.model]).to_pylist()
+            if not rows:
+                raise EdgeloopError(f"model {args.model!r} has no policy (`edgeloop-ingest policy set --model {args.model} FILE`)")
+            if args.device is None:
+                latest = max(rows, key=lambda row: row["version"])
+                shown = {"model": args.model, "version": latest["version"], "devices": latest["devices"], "tag": latest["tag"],
+                         "policy": json.loads(latest["policy_json"])}
+            else:
+                tags = admin.query(TAG_ROWS_SQL + " WHERE device = ?", [args.device]).to_pylist()
+                index = PolicyIndex.from_rows([tuple(row.values()) for row in rows], [tuple(row.values()) for row in tags])
+                got = index.for_device(args.device)[0]["policies"].get(args.model)
+                if got is None:
+                    raise EdgeloopError(f"no policy of {args.model!r} targets device {args.device!r}: it runs its local one")
+                shown = {"model": args.model, "device": args.device, **got}
+            print(json.dumps(shown, indent=2, sort_keys=True))
+    finally:
+        admin.close()
+    return 0
+
+
+def _target(receipt: dict) -> str:
+    parts = [f"devices {receipt['devices']!r}" if receipt.get("devices") else "", f"tag {receipt['tag']!r}" if receipt.get("tag") else ""]
+    return " for " + " and ".join(part for part in parts if part) if any(parts) else " for every device"
 
 
 def _schemas(args: argparse.Namespace, config: IngestConfig) -> int:

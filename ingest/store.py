@@ -15,6 +15,7 @@ Tables (see ``ingest/__init__.py`` for the user-facing description)::
     devices            device names and token hashes
     models             the latest registered schema per model
     schemas            every registered schema (see ``ingest/catalog.py``), by fingerprint
+    policies, device_tags  sampling policies pushed to devices (see ``ingest/policies.py``)
 """
 
 from __future__ import annotations
@@ -51,6 +52,7 @@ from edgeloop.ingest.batch import RESERVED_SUFFIXES, RESERVED_TABLES, UploadedBa
 from edgeloop.ingest import tallies
 from edgeloop.ingest.catalog import Catalog
 from edgeloop.ingest.config import StoreSettings
+from edgeloop.ingest.policies import POLICY_TABLES
 from edgeloop.schemas.model_schema import FieldSpec, ModelSchema
 
 __all__ = ["Landing", "Store", "connect", "load_catalog", "quote", "register_schema"]
@@ -69,7 +71,10 @@ DUCKDB_TYPES = {
     "binary": "BLOB",
 }
 TSTZ = "TIMESTAMP WITH TIME ZONE"
-PREDICTION_ENVELOPE = (("record_id", "UUID"), ("model_version", "VARCHAR"), ("created_at", TSTZ), ("sample_weight", "DOUBLE"))
+PREDICTION_ENVELOPE = (
+    ("record_id", "UUID"), ("model_version", "VARCHAR"), ("created_at", TSTZ), ("sample_weight", "DOUBLE"),
+    ("sampled_by", "VARCHAR"), ("policy_version", "VARCHAR"),
+)
 FEEDBACK_ENVELOPE = PREDICTION_ENVELOPE + (("prediction_id", "UUID"), ("source", "VARCHAR"))
 LANDING = (("device", "VARCHAR"), ("batch_id", "VARCHAR"), ("received_at", TSTZ), ("clock_offset_s", "DOUBLE"))
 LANDING_NAMES = tuple(name for name, _ in LANDING)
@@ -173,6 +178,7 @@ def connect(
         raise StoreError(f"{path}: cannot open the database: {exc}") from exc
     if not read_only:
         con.execute(BOOTSTRAP)
+        con.execute(POLICY_TABLES)
     _configure(con, threads, read_only=read_only, write_to=write_to)
     return con
 
@@ -248,9 +254,10 @@ class Store:
         for path in (self.path, self.path.with_name(self.path.name + ".wal")):
             if path.exists():
                 path.chmod(path.stat().st_mode & DB_FILE_MODE)
-        self._columns = self._load_columns()
         self.catalog = load_catalog(self._con)
         tallies.ensure_tables(self._con)
+        _widen_envelopes(self._con, {schema.name for schema in self.catalog})
+        self._columns = self._load_columns()
         self._reader_root = self._con.cursor()  # cursors for other threads branch off this one
         self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._lock = threading.Lock()
@@ -597,6 +604,21 @@ def _load_columns(con: duckdb.DuckDBPyConnection) -> dict[str, dict[str, str]]:
     for row in rows:
         columns.setdefault(row["table_name"], {})[row["column_name"]] = row["data_type"]
     return columns
+
+
+def _widen_envelopes(con: duckdb.DuckDBPyConnection, models: set[str]) -> None:
+    """Envelope columns added after a model's tables were made (sampled_by, policy_version): added, null in old rows."""
+    have_all = _load_columns(con)
+    for model in sorted(models):
+        changes = [
+            f"ALTER TABLE {quote(table)} ADD COLUMN {quote(name)} {type_}"
+            for table in (model, f"{model}_feedback") if table in have_all
+            for name, type_ in PREDICTION_ENVELOPE if name not in have_all[table]
+        ]
+        for statement in changes:
+            con.execute(statement)
+        if changes:
+            con.execute(_training_view(model, _load_columns(con)))
 
 
 def load_catalog(con: duckdb.DuckDBPyConnection, *, adopt: bool = True) -> Catalog:

@@ -5,15 +5,21 @@ Device-set columns travel in every sealed batch; landing columns are added by in
 
 from __future__ import annotations
 
+from typing import TypeVar
+
 import pyarrow as pa
+
+T = TypeVar("T", pa.RecordBatch, pa.Table)
 
 __all__ = [
     "BATCH_METADATA_KEYS",
     "ENVELOPE_COLUMNS",
     "KINDS",
     "LANDING_COLUMNS",
+    "OPTIONAL_ENVELOPE",
     "envelope_arrow_fields",
     "landing_arrow_fields",
+    "with_optional_columns",
 ]
 
 KINDS = ("prediction", "feedback")
@@ -41,7 +47,27 @@ def envelope_arrow_fields() -> tuple[pa.Field, ...]:
         pa.field("sample_weight", pa.float64(), nullable=False),
         pa.field("prediction_id", pa.uuid(), nullable=True),  # feedback only
         pa.field("source", pa.string(), nullable=True),  # feedback only: who labelled it
+        pa.field("sampled_by", pa.string(), nullable=True),  # predictions: the strategies that selected it, ","-joined
+        pa.field("policy_version", pa.string(), nullable=True),  # the sampling policy in force when it was kept
     )
+
+
+# Added after the first release: batches and journal frames written before them lack them (read as nulls).
+OPTIONAL_ENVELOPE = ("sampled_by", "policy_version")
+
+
+def with_optional_columns(batch: T, schema: pa.Schema) -> T:
+    """``batch`` with the optional envelope columns it lacks added as nulls, in ``schema``'s order."""
+    missing = [name for name in OPTIONAL_ENVELOPE if batch.schema.get_field_index(name) < 0]
+    if not missing:
+        return batch
+    rows = batch.num_rows
+    columns = [
+        batch.column(field.name) if field.name not in missing else pa.nulls(rows, field.type) for field in schema
+    ]
+    if isinstance(batch, pa.RecordBatch):
+        return pa.RecordBatch.from_arrays(columns, schema=schema.with_metadata(batch.schema.metadata))  # type: ignore[return-value]
+    return pa.Table.from_arrays(columns, schema=schema.with_metadata(batch.schema.metadata))  # type: ignore[return-value]
 
 
 def landing_arrow_fields() -> tuple[pa.Field, ...]:
