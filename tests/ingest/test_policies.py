@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import json
+
+import pyarrow as pa
 import pytest
 
+from edgeloop.schemas.registry import EXAMPLES_DIR
 from tests.ingest.conftest import Server
 
 BAND = '[strategies.boundary]\ntype = "confidence_band"\nthreshold = 0.5\nepsilon = 0.1\n'
@@ -95,3 +99,75 @@ async def test_policy_endpoints_need_the_right_token(server):
     async with server.session.post(f"{server.url}/v1/policies/vibration", json={"policy": RANDOM},
                                    headers={"Authorization": f"Bearer {token}"}) as response:
         assert response.status == 401
+
+
+async def test_batches_from_agents_before_sampled_by_still_land(server, vibration, tmp_path):
+    """A batch without sampled_by and policy_version lands them as nulls; one with them lands them; an over-long one is a 422."""
+    from tests.ingest.conftest import make_table, seal
+
+    token = await server.add_device("old-agent")
+    old, _ = make_table(vibration, predictions=3)
+    batch_id, body = seal(tmp_path / "a", vibration, old.drop_columns(["sampled_by", "policy_version"]))
+    status, receipt, _ = await server.put(batch_id, body, token)
+    assert status == 201, receipt
+    new, _ = make_table(vibration, predictions=2)
+    new = new.set_column(new.schema.get_field_index("sampled_by"), "sampled_by", pa.array(["boundary", "a,b"]))
+    batch_id, body = seal(tmp_path / "b", vibration, new)
+    assert (await server.put(batch_id, body, token))[0] == 201
+    rows = await server.sql("SELECT sampled_by FROM vibration ORDER BY sampled_by NULLS FIRST")
+    assert [row["sampled_by"] for row in rows] == [None, None, None, "a,b", "boundary"]
+    long, _ = make_table(vibration, predictions=1)
+    long = long.set_column(long.schema.get_field_index("sampled_by"), "sampled_by", pa.array(["x" * 600]))
+    batch_id, body = seal(tmp_path / "c", vibration, long)
+    status, answer, _ = await server.put(batch_id, body, token)
+    assert (status, answer["error"]["code"]) == (422, "bad_values")
+
+
+def test_a_database_from_before_gets_the_new_envelope_columns(tmp_path, vibration):
+    """Opening a database whose model tables predate sampled_by and policy_version adds them (null in old rows)."""
+    import duckdb
+
+    from edgeloop.ingest.store import Store
+    from tests.ingest.conftest import make_config
+
+    config = make_config(tmp_path)
+    store = Store(config.store.db_path, config.store)
+    store.register(vibration).result(timeout=30)
+    store.close()
+    with duckdb.connect(str(config.store.db_path)) as con:
+        for table in ("vibration", "vibration_feedback"):
+            con.execute(f"ALTER TABLE {table} DROP COLUMN sampled_by")
+            con.execute(f"ALTER TABLE {table} DROP COLUMN policy_version")
+    store = Store(config.store.db_path, config.store)
+    try:
+        columns = {row[0] for row in store.cursor().execute("DESCRIBE vibration_training").fetchall()}
+    finally:
+        store.close()
+    assert {"sampled_by", "policy_version"} <= columns
+
+
+def test_policy_commands_work_on_the_database_file_with_the_server_stopped(tmp_path):
+    """policy set/show/history/rollback and devices tag run on the file directly when no server holds it."""
+    from tests.ingest.conftest import cli, write_config
+
+    config = str(write_config(tmp_path, 1))
+    cli("schemas", "push", str(EXAMPLES_DIR / "vibration.toml"), "--config", config)
+    cli("devices", "add", "cam-1", "--config", config)
+    band, rand = tmp_path / "band.toml", tmp_path / "random.toml"
+    band.write_text(BAND)
+    rand.write_text(RANDOM)
+    assert "version 1 stored for every device" in cli("policy", "set", "--model", "vibration", str(band), "--config", config).stdout
+    out = cli("policy", "set", "--model", "vibration", str(rand), "--tag", "pilot", "--config", config).stdout
+    assert "version 2 stored for tag 'pilot'" in out
+    shown = json.loads(cli("policy", "show", "--model", "vibration", "--device", "cam-1", "--config", config).stdout)
+    assert shown["version"] == 1
+    assert "pilot" in cli("devices", "tag", "cam-1", "pilot", "--config", config).stdout
+    shown = json.loads(cli("policy", "show", "--model", "vibration", "--device", "cam-1", "--config", config).stdout)
+    assert shown["version"] == 2 and "baseline" in shown["policy"]["strategies"]
+    assert "rollback to version 1" in cli("policy", "rollback", "--model", "vibration", "--config", config).stdout
+    history = cli("policy", "history", "--model", "vibration", "--format", "csv", "--config", config).stdout
+    assert len(history.strip().splitlines()) == 4
+    bad = tmp_path / "bad.toml"
+    bad.write_text('[strategies.a]\ntype = "random"\nrate = 7\n')
+    refused = cli("policy", "set", "--model", "vibration", str(bad), "--config", config, check=False)
+    assert refused.returncode == 1 and refused.stderr.count("\n") == 1 and "strategies.a.rate" in refused.stderr
