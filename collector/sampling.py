@@ -25,6 +25,7 @@ The RNG is seeded from ``sampling.seed`` when given, for reproducible tests and 
 
 from __future__ import annotations
 
+import math
 import random
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -83,8 +84,19 @@ class Sampler:
             return [1.0] * len(records), [None] * len(records), None
         rules = in_force.rules
         strategies = rules.strategies
+        if rules.keeps_all is not None:  # the default policy (keep_rate = 1): no draws, no quotas
+            kinds = [record["kind"] == "prediction" for record in records]
+            return [1.0] * len(records), [rules.keeps_all if kind else None for kind in kinds], in_force.version
         now_s = int(now.timestamp())
-        windows = self._windows
+        # Quota budgets are read once per call (``now`` is one instant) and written back at the end.
+        budgets = [self._budget(model, name, quotas, now_s) for name, _, quotas, _ in strategies]
+        used = [0] * len(strategies)
+        policy_budget = self._budget(model, _POLICY, rules.quotas, now_s)
+        policy_used = 0
+        names: dict[int, str] = {}  # bit mask of selecting strategies -> their names, joined
+        limited_at = [i for i, (_, _, quotas, _) in enumerate(strategies) if quotas]
+        limited = sum(1 << i for i in limited_at)
+        indexed = tuple(enumerate(strategies))
         draw = self._rng.random
         outcomes: list[float | str] = []
         selected_by: list[str | None] = []
@@ -94,49 +106,50 @@ class Sampler:
                 selected_by.append(None)
                 continue
             missed = 1.0  # Π(1 − p_i)
-            chosen: list[str] = []
+            mask = 0
             capped = False
-            for name, probability, quotas in strategies:
-                p = probability(record)
+            for i, (_, probability, _, constant) in indexed:
+                p = constant if constant is not None else probability(record)
                 if p <= 0.0:
                     continue
                 missed *= 1.0 - p
                 if p >= 1.0 or draw() < p:
-                    if quotas and _full(windows, model, name, quotas, now_s):
+                    if used[i] >= budgets[i]:
                         capped = True
                     else:
-                        chosen.append(name)
-            if not chosen:
-                outcomes.append(RATE_CAPPED if capped else SAMPLED_OUT)
+                        mask |= 1 << i
+            if not mask or policy_used >= policy_budget:
+                outcomes.append(RATE_CAPPED if mask or capped else SAMPLED_OUT)
                 selected_by.append(None)
                 continue
-            if rules.quotas and _full(windows, model, _POLICY, rules.quotas, now_s):
-                outcomes.append(RATE_CAPPED)
-                selected_by.append(None)
-                continue
-            for name, _, quotas in strategies:
-                if quotas and name in chosen:
-                    _count(windows, model, name, quotas, now_s)
-            if rules.quotas:
-                _count(windows, model, _POLICY, rules.quotas, now_s)
+            policy_used += 1
+            joined = names.get(mask)
+            if joined is None:
+                joined = names[mask] = ",".join(strategies[i][0] for i in range(len(strategies)) if mask >> i & 1)
+            if mask & limited:
+                for i in limited_at:
+                    if mask >> i & 1:
+                        used[i] += 1
             outcomes.append(1.0 / (1.0 - missed))
-            selected_by.append(",".join(chosen))
+            selected_by.append(joined)
+        for i, (name, _, quotas, _) in indexed:
+            if quotas and used[i]:
+                self._count(model, name, quotas, now_s, used[i])
+        if rules.quotas and policy_used:
+            self._count(model, _POLICY, rules.quotas, now_s, policy_used)
         return outcomes, selected_by, in_force.version
 
+    def _budget(self, model: str, name: str, quotas: tuple[tuple[int, int], ...], now_s: int) -> float:
+        """How many more records ``name`` may keep in its current windows (infinite without quotas)."""
+        budget = math.inf
+        for length_s, most in quotas:
+            window, kept = self._windows.get((model, name, length_s), (-1, 0))
+            budget = min(budget, most - (kept if window == now_s // length_s else 0))
+        return budget
 
-def _full(windows: dict[tuple[str, str, int], tuple[int, int]], model: str, name: str,
-          quotas: tuple[tuple[int, int], ...], now_s: int) -> bool:
-    for length_s, most in quotas:
-        window, kept = windows.get((model, name, length_s), (-1, 0))
-        if window == now_s // length_s and kept >= most:
-            return True
-    return False
-
-
-def _count(windows: dict[tuple[str, str, int], tuple[int, int]], model: str, name: str,
-           quotas: tuple[tuple[int, int], ...], now_s: int) -> None:
-    for length_s, _ in quotas:
-        key = (model, name, length_s)
-        window, kept = windows.get(key, (-1, 0))
-        current = now_s // length_s
-        windows[key] = (current, kept + 1 if window == current else 1)
+    def _count(self, model: str, name: str, quotas: tuple[tuple[int, int], ...], now_s: int, kept_now: int) -> None:
+        for length_s, _ in quotas:
+            key = (model, name, length_s)
+            window, kept = self._windows.get(key, (-1, 0))
+            current = now_s // length_s
+            self._windows[key] = (current, kept + kept_now if window == current else kept_now)

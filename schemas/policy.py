@@ -177,15 +177,23 @@ Probability = Callable[[dict[str, Any]], float]
 
 
 class PolicyRules:
-    """A policy checked against its model's schema: per strategy, p(record) and its quotas."""
+    """A policy checked against its model's schema: per strategy, p(record) (or a constant p) and its quotas."""
 
     def __init__(self, policy: Policy, schema: ModelSchema) -> None:
         self.policy = policy
-        self.strategies: tuple[tuple[str, Probability, tuple[tuple[int, int], ...]], ...] = tuple(
-            (name, _probability(name, strategy, schema), strategy.quotas())
+        self.strategies: tuple[tuple[str, Probability, tuple[tuple[int, int], ...], float | None], ...] = tuple(
+            (
+                name,
+                _probability(name, strategy, schema),
+                strategy.quotas(),
+                strategy.rate if isinstance(strategy, RandomStrategy) else None,
+            )
             for name, strategy in policy.strategies.items()
         )
         self.quotas = policy.quotas()
+        # When every strategy is random at rate 1 and nothing has a quota, every record is kept by all: their names.
+        always = all(quotas == () and rate == 1.0 for _, _, quotas, rate in self.strategies)
+        self.keeps_all: str | None = ",".join(policy.strategies) if always and self.strategies and not self.quotas else None
 
 
 def _probability(name: str, strategy: Any, schema: ModelSchema) -> Probability:

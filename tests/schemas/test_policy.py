@@ -142,7 +142,7 @@ def test_weighted_count_of_kept_records_estimates_the_true_count(strategies: dic
     sampler.apply({"vibration": InForce("t", rules)})
     weights, _, _ = sampler.decide("vibration", records, NOW)
     # The exact keep probability of each record, computed here independently of the sampler.
-    keep = [1 - math.prod(1 - p for _, probability, _ in rules.strategies if (p := probability(r)) > 0) for r in records]
+    keep = [1 - math.prod(1 - p for _, probability, _, _ in rules.strategies if (p := probability(r)) > 0) for r in records]
     reachable = sum(1 for p in keep if p > 0)
     variance = sum((1 - p) / p for p in keep if p > 0)
     estimate = sum(w for w in weights if w != SAMPLED_OUT)
