@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+import time
 import uuid
 
 from tests.collector.conftest import AgentProcess
@@ -85,3 +86,21 @@ def test_policy_set_on_the_server_changes_what_a_running_agent_keeps_at_its_next
     assert mixed == []  # a policy change seals the journal first
     history = ingest_cli("policy", "history", "--model", "vibration", "--config", str(ingest.config), "--format", "csv").stdout
     assert "set from" in history and "boundary" in history
+
+
+def test_an_agent_takes_the_servers_policy_at_start_up(agent_factory, ingest):
+    """An agent starting while the server answers runs the server's policy before its first sync; `status` says which."""
+    policy_file = ingest.config.parent / "boundary.toml"
+    policy_file.write_text(BAND_POLICY)
+    ingest_cli("policy", "set", "--model", "vibration", str(policy_file), "--config", str(ingest.config), "--url", ingest.url)
+    agent = agent_factory(
+        sync={"enabled": True, "url": ingest.url, "token_file": str(ingest.token_file), "interval_s": 86400.0, "jitter_s": 0.0},
+    ).start()
+    deadline = time.monotonic() + 60
+    while agent.status()["policies"]["models"]["vibration"] != "server:1":
+        assert time.monotonic() < deadline, agent.log()
+        time.sleep(0.1)
+    assert agent.status()["sync"].get("last_sync_at") is None  # no sync ran: the start-up fetch did it
+    shown = agent.cli("status")
+    assert "policies   " in shown.stdout and "vibration server:1" in shown.stdout, shown.stdout
+    assert agent.stop() == 0

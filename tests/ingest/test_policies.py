@@ -116,6 +116,8 @@ async def test_batches_from_agents_before_sampled_by_still_land(server, vibratio
     assert (await server.put(batch_id, body, token))[0] == 201
     rows = await server.sql("SELECT sampled_by FROM vibration ORDER BY sampled_by NULLS FIRST")
     assert [row["sampled_by"] for row in rows] == [None, None, None, "a,b", "boundary"]
+    # The README's query for "kept by strategy b" passes the SQL allow-list.
+    assert await server.sql("SELECT count(*) AS n FROM vibration WHERE list_contains(string_split(sampled_by, ','), 'b')") == [{"n": 1}]
     long, _ = make_table(vibration, predictions=1)
     long = long.set_column(long.schema.get_field_index("sampled_by"), "sampled_by", pa.array(["x" * 600]))
     batch_id, body = seal(tmp_path / "c", vibration, long)
