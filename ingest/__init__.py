@@ -3,7 +3,8 @@
 Tables a user queries (flat, typed columns; field names come from the model's schema file):
 
     <model>             one row per prediction: record_id, model_version, created_at,
-                        sample_weight, every stored input and output field, then the
+                        sample_weight, sampled_by (the strategies that kept it, ","-joined),
+                        policy_version, every stored input and output field, then the
                         landing columns device, batch_id, received_at, clock_offset_s
     <model>_feedback    one row per feedback record: record_id, prediction_id, model_version,
                         created_at, sample_weight, source, the feedback fields, landing columns
@@ -12,6 +13,8 @@ Tables a user queries (flat, typed columns; field names come from the model's sc
     batches             the ledger: one row per landed batch
     devices             device names, token hashes, created/revoked times
     models              the latest schema (canonical JSON) seen per model
+    policies            every version of every model's sampling policy, with its target
+    device_tags         the tags policies can target (``edgeloop-ingest devices tag``)
 
 clock_offset_s = server receive time − the device's ``X-Edgeloop-Sent-At``; subtract it from
 a device timestamp to put it on the server's clock.
