@@ -33,7 +33,7 @@ __all__ = ["MAX_DOCUMENT_BYTES", "Policies"]
 log = logging.getLogger(__name__)
 
 STATE_FILE = "policies.json"
-MAX_DOCUMENT_BYTES = 1024 * 1024  # a policy per model, each bounded: far less than this
+MAX_DOCUMENT_BYTES = 16 * 1024 * 1024  # a policy per model, each at most MAX_POLICY_BYTES
 
 
 class Policies:

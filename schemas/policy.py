@@ -50,10 +50,11 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from edgeloop.errors import PolicyError
 from edgeloop.schemas.model_schema import NUMERIC_TYPES, ModelSchema
 
-__all__ = ["MAX_STRATEGIES", "Policy", "PolicyRules", "Strategy", "load_policy_text"]
+__all__ = ["MAX_POLICY_BYTES", "MAX_STRATEGIES", "Policy", "PolicyRules", "Strategy", "load_policy_text"]
 
 MAX_STRATEGIES = 16
 MAX_CLASSES = 1024
+MAX_POLICY_BYTES = 256 * 1024  # as canonical JSON: what a device fetches per model
 # Names join with "," in the sampled_by column, which the server caps at 512 bytes.
 STRATEGY_NAME = r"^[a-z][a-z0-9_]{0,23}$"
 Rate = Annotated[float, Field(ge=0, le=1, allow_inf_nan=False)]
@@ -140,6 +141,13 @@ class Policy(_Quotas):
 
     description: Annotated[str, Field(max_length=1000)] = ""
     strategies: dict[Annotated[str, Field(pattern=STRATEGY_NAME)], Strategy] = Field(max_length=MAX_STRATEGIES)
+
+    @model_validator(mode="after")
+    def _size(self) -> Policy:
+        size = len(self.canonical_json())
+        if size > MAX_POLICY_BYTES:
+            raise ValueError(f"the policy is {size} bytes as JSON, over {MAX_POLICY_BYTES} (fewer classes?)")
+        return self
 
     @classmethod
     def from_toml(cls, text: str, *, source: str = "<string>") -> Policy:

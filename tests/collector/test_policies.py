@@ -88,7 +88,7 @@ def test_pinned_files_are_checked_against_the_schema(tmp_path: Path):
         (500, b"{}", "failed: HTTP 500"),
         (200, b"{not json", "refused"),
         (200, orjson.dumps(document(3, DRIFT_NOPE)), "refused"),
-        (200, b"[" + b" " * (2 << 20) + b"]", "refused"),
+        (200, b"[" + b" " * (17 << 20) + b"]", "refused"),
     ],
 )
 async def test_fetch_never_raises_and_keeps_the_policies_in_force(tmp_path: Path, status: int, body: bytes, outcome: str):

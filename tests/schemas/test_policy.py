@@ -84,6 +84,10 @@ def test_bounds_on_strategies_and_class_lists():
     classes = {f"c{i}": 0.5 for i in range(1025)}
     with pytest.raises(PolicyError, match="rates"):
         Policy.from_mapping({"strategies": {"rare": {"type": "by_class", "rates": classes}}})
+    long_classes = {f"{i:04d}" + "x" * 120: 0.5 for i in range(1024)}
+    within = {f"s{i}": {"type": "by_class", "rates": long_classes} for i in range(3)}
+    with pytest.raises(PolicyError, match="over 262144"):
+        Policy.from_mapping({"strategies": within})
 
 
 @pytest.mark.parametrize(
