@@ -1,4 +1,4 @@
-"""The fleet view: per model, which versions run on how many devices, and when last seen."""
+"""The fleet view: per model, which versions run on how many devices, under which sampling policies, and when last seen."""
 
 from __future__ import annotations
 
@@ -21,18 +21,19 @@ ORDER BY d.name
 
 EMPTY = pa.schema([
     ("model", pa.string()), ("model_version", pa.string()), ("devices", pa.int64()), ("predictions", pa.int64()),
-    ("first_seen", pa.timestamp("us", tz="UTC")), ("last_seen", pa.timestamp("us", tz="UTC")),
+    ("first_seen", pa.timestamp("us", tz="UTC")), ("last_seen", pa.timestamp("us", tz="UTC")), ("policies", pa.string()),
 ])
 
 
 def fleet(admin: Admin) -> pa.Table:
-    """Versions per model with device counts and first/last receive time (from the prediction tables)."""
+    """Versions per model with device counts, first/last receive time and the policy versions that kept the rows."""
     models = admin.query("SELECT model FROM models ORDER BY model").column("model").to_pylist()
     if not models:
         return EMPTY.empty_table()
     parts = [
         f"SELECT ? AS model, model_version, count(DISTINCT device) AS devices, count(*) AS predictions, "
-        f"min(received_at) AS first_seen, max(received_at) AS last_seen FROM {quote(model)} GROUP BY model_version"
+        f"min(received_at) AS first_seen, max(received_at) AS last_seen, "
+        f"string_agg(DISTINCT policy_version, ', ' ORDER BY policy_version) AS policies FROM {quote(model)} GROUP BY model_version"
         for model in models
     ]
     sql = " UNION ALL ".join(parts) + " ORDER BY model, last_seen DESC"
