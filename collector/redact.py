@@ -215,31 +215,92 @@ _BEARER = re.compile(r"(?<![\w-])(?:Bearer|Basic|Token)\s+([A-Za-z0-9._~+/=-]{16
 _IBAN = re.compile(r"[A-Z](?<![^\W\d_][A-Z])[A-Z]\d\d(?:[ ]?[A-Z0-9]{4}){2,7}(?:[ ]?[A-Z0-9]{1,3})?(?![A-Za-z0-9])")
 _NINO = re.compile(r"[A-Z](?<!\w[A-Z])[A-Z] ?\d\d ?\d\d ?\d\d ?[A-D](?!\w)")
 
-_TOKENS = re.compile(
-    "|".join(
-        f"(?P<{name}>{pattern.pattern})"
-        for name, pattern in (("jwt", _JWT), ("api_key", _API_KEY), ("mac", _MAC), ("ipv4", _IPV4), ("iban", _IBAN), ("nino", _NINO))
-    ).replace("(?P<mac>[0-9A-Fa-f](?<![\\w:.-][0-9A-Fa-f])(?:[0-9A-Fa-f]([:-])(?:[0-9A-Fa-f]{2}\\1)", "(?P<mac>[0-9A-Fa-f](?<![\\w:.-][0-9A-Fa-f])(?:[0-9A-Fa-f](?P<macsep>[:-])(?:[0-9A-Fa-f]{2}(?P=macsep))"),
-)
+
+
+class _Alternation:
+    """A regex of branches compiled for the branches a text can hold. A branch that cannot match is
+    left out, so the engine does not try it at every position; the matches are the same."""
+
+    def __init__(self, head: str, branches: Sequence[str], flags: int = 0) -> None:
+        self._head = head
+        self._branches = tuple(branches)
+        self._flags = flags
+        self._compiled: dict[int, re.Pattern[str]] = {}
+
+    def __call__(self, mask: int) -> re.Pattern[str]:
+        """The regex of the branches whose bit (1 << index) is set in ``mask``."""
+        pattern = self._compiled.get(mask)
+        if pattern is None:
+            chosen = "|".join(branch for index, branch in enumerate(self._branches) if mask >> index & 1)
+            pattern = self._compiled[mask] = re.compile(f"{self._head}(?:{chosen})", self._flags)
+        return pattern
+
+
+_TOKENS = _Alternation("", [
+    f"(?P<{name}>{pattern.pattern})".replace("([:-])(?:[0-9A-Fa-f]{2}\\1)", "(?P<macsep>[:-])(?:[0-9A-Fa-f]{2}(?P=macsep))")
+    for name, pattern in (("jwt", _JWT), ("api_key", _API_KEY), ("mac", _MAC), ("ipv4", _IPV4), ("iban", _IBAN), ("nino", _NINO))
+])  # fmt: skip
+_JWT_BIT, _API_KEY_BIT, _MAC_BIT, _IPV4_BIT, _IBAN_NINO_BITS = 1, 2, 4, 8, 16 | 32
+# What every API key holds (the AWS ids are A??A): a text with none of these holds no key.
+_API_KEY_HINT = re.compile(r"A[A-Z]{2}A|gh|github_pat_|glpat-|k_|whsec_|xox|AIza|sk-|SG\.|npm_|pypi-|SK|hooks|-----BEGIN")
+_CAPS_DIGIT = re.compile(r"[A-Z]{2} ?\d")  # what an IBAN and a NINO open with
+
+
+def _token_mask(text: str, has_digit: bool) -> int:
+    """Which of _TOKENS' branches could match in ``text``: cheap necessary conditions."""
+    mask = _JWT_BIT if "eyJ" in text else 0
+    if _API_KEY_HINT.search(text) is not None:
+        mask |= _API_KEY_BIT
+    dots = text.count(".")
+    if dots >= 2 or text.count(":") >= 5 or text.count("-") >= 5:
+        mask |= _MAC_BIT
+    if has_digit:
+        if dots >= 3:
+            mask |= _IPV4_BIT
+        if _CAPS_DIGIT.search(text) is not None:
+            mask |= _IBAN_NINO_BITS
+    return mask
+
 
 # What is never a number of a person: masked before digit runs are looked for.
-_LOOKALIKES = re.compile(
-    r"[0-9A-Fa-f+-](?:"
-    r"(?<=[0-9A-Fa-f])[0-9A-Fa-f]{7}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{12}"  # UUIDs
-    r"|(?<![\w][0-9A-Fa-f])(?<=[0-9A-Fa-f])(?=[0-9a-fA-F]*[a-fA-F])[0-9a-fA-F]{15,}(?!\w)"  # hex digests
-    r"|(?<![\d.][12])(?<=[12])\d{3}([-/.])(?:0?[1-9]|1[0-2])\1(?:0?[1-9]|[12]\d|3[01])(?![-/.]?\d)"  # 2026-11-26
-    r"|(?<![\d.]\d)(?<=[0-3])\d?([-/.])(?:0?[1-9]|[12]\d|3[01])\2(?:[12]\d{3}|\d{2})(?![-/.]?\d)"  # 26.11.2026
-    r"|(?<![\d.+]\d)(?<=\d)\d?:\d{2}(?::\d{2})?(?:[.,]\d+)?(?![\d:])"  # 12:30:45.123
-    r"|(?<![\w.][+\-\d])(?:(?<=[+-])\d+|(?<=\d)\d*)\.\d+(?![\w.])"  # 48.856613, +2.352222, -0.5
-    r"|(?<![\w.+]\d)(?<=\d)\d{0,2}\.\d{1,3}\.\d{1,3}\.\d{1,3}(?![\w]|\.\d)"  # IPv4: its own kind
-    r")",
-    re.ASCII,
-)
+_LOOKALIKES = _Alternation(r"[0-9A-Fa-f+-]", [
+    r"(?<=[0-9A-Fa-f])[0-9A-Fa-f]{7}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{12}",  # UUIDs
+    r"(?<![\w][0-9A-Fa-f])(?<=[0-9A-Fa-f])(?=[0-9a-fA-F]*[a-fA-F])[0-9a-fA-F]{15,}(?!\w)",  # hex digests
+    r"(?<![\d.][12])(?<=[12])\d{3}(?P<ymd>[-/.])(?:0?[1-9]|1[0-2])(?P=ymd)(?:0?[1-9]|[12]\d|3[01])(?![-/.]?\d)",  # 2026-11-26
+    r"(?<![\d.]\d)(?<=[0-3])\d?(?P<dmy>[-/.])(?:0?[1-9]|[12]\d|3[01])(?P=dmy)(?:[12]\d{3}|\d{2})(?![-/.]?\d)",  # 26.11.2026
+    r"(?<![\d.+]\d)(?<=\d)\d?:\d{2}(?::\d{2})?(?:[.,]\d+)?(?![\d:])",  # 12:30:45.123
+    r"(?<![\w.][+\-\d])(?:(?<=[+-])\d+|(?<=\d)\d*)\.\d+(?![\w.])",  # 48.856613, +2.352222, -0.5
+    r"(?<![\w.+]\d)(?<=\d)\d{0,2}\.\d{1,3}\.\d{1,3}\.\d{1,3}(?![\w]|\.\d)",  # IPv4: its own kind
+], re.ASCII)  # fmt: skip
+
+
+def _ipv6_possible(text: str) -> bool:
+    """What _ipv6 needs of a run, so of the text: a "::" or six colons."""
+    return "::" in text or text.count(":") >= 6
+
+
+def _lookalike_mask(text: str) -> int:
+    """Which of _LOOKALIKES' branches could match in ``text`` (hex digests always could)."""
+    dots, dashes = text.count("."), text.count("-")
+    mask = 2
+    if dashes >= 4:
+        mask |= 1
+    if dots >= 2 or dashes >= 2 or text.count("/") >= 2:
+        mask |= 4 | 8
+    if ":" in text:
+        mask |= 16
+    if dots:
+        mask |= 32
+    if dots >= 3:
+        mask |= 64
+    return mask
+
+
 # Digits with the separators numbers are written with, and a phone's extension.
 _DIGIT_RUN = re.compile(
     r"[(+\d][\d()./ \u00a0+-]*\d(?:\)|(?:[ ]?(?:x|ext\.?|extension|#)[ ]?\d{1,6})(?!\d))?", re.IGNORECASE
 )
-_GROUP = re.compile(r"\+?\(?\+?\d+\)?")
+_GROUP = re.compile(r"\+?\(?\+?(\d+)\)?")  # group 1: its digits
 _NOT_DIGIT = re.compile(r"\D+")
 _EXTENSION = re.compile(r"[ ]?(?:x|ext\.?|extension|#)[ ]?\d{1,6}$", re.IGNORECASE)
 _SSN = re.compile(r"^(\d{3})([- ])(\d{2})\2(\d{4})$")
@@ -324,22 +385,27 @@ class Redactor:
             for match in _URL_CREDENTIALS.finditer(text):
                 add((match.start(), match.end(), "<SECRET>"))
         if has_digit or "-" in text:
-            self._tokens(text, add)
+            mask = _token_mask(text, has_digit)
+            if mask:
+                self._tokens(text, mask, add)
         if "@" in text or "%40" in text or "%40".upper() in text:
             self._emails(text, add)
-        if ":" in text:
+        if _ipv6_possible(text):
             self._ipv6(text, add)
-        if has_digit:
-            self._numbers(text, add)
+        # Custom patterns and the detector first, so the digit runs inside any finding are not looked at.
+        extra: list[tuple[int, int, str]] = []
         for pattern in self.patterns:
             for match in pattern.regex.finditer(text):
                 if match.end() > match.start() and _valid(pattern.validator, match.group()):
-                    add((match.start(), match.end(), pattern.placeholder))
+                    extra.append((match.start(), match.end(), pattern.placeholder))
         if self.detector is not None:
             for start, end, label in self.detector(text):
                 if not (0 <= start < end <= len(text)):
                     raise ValueError(f"the detector returned span {start}..{end} outside a text of {len(text)}")
-                add((start, end, f"<{str(label).upper()}>"))
+                extra.append((start, end, f"<{str(label).upper()}>"))
+        if has_digit:
+            self._numbers(text, _settle(found + extra) if found or extra else found, add)
+        found += extra
         if not found:
             return found
         if self.allow:
@@ -349,9 +415,9 @@ class Redactor:
 
     # -- kinds ------------------------------------------------------------------------------------
 
-    def _tokens(self, text: str, add: Callable[[tuple[int, int, str]], None]) -> None:
+    def _tokens(self, text: str, mask: int, add: Callable[[tuple[int, int, str]], None]) -> None:
         """JWTs, API keys, MACs, IPv4s, IBANs and NINOs: one pass of one regex, then each kind's check."""
-        for match in _TOKENS.finditer(text):
+        for match in _TOKENS(mask).finditer(text):
             kind = match.lastgroup
             start, end = match.span()
             if kind == "iban":
@@ -426,14 +492,14 @@ class Redactor:
                     add((offset + start, offset + start + len(candidate), "<IPV6>"))
                     break
 
-    def _numbers(self, text: str, add: Callable[[tuple[int, int, str]], None]) -> None:
+    def _numbers(self, text: str, found: list[tuple[int, int, str]], add: Callable[[tuple[int, int, str]], None]) -> None:
         """Cards, SSNs and phones: digit runs outside look-alikes, checked group by group."""
         for run in _DIGIT_RUN.finditer(text):
             if run.end() - run.start() >= 6:
                 break
         else:
             return  # no run long enough for any kind
-        work = _LOOKALIKES.sub(_blank, text)
+        work = _LOOKALIKES(_lookalike_mask(text)).sub(_blank, text)
         for run in _DIGIT_RUN.finditer(work):
             if run.end() - run.start() < 6:
                 continue
@@ -452,16 +518,28 @@ class Redactor:
                 if space == -1:
                     continue
                 end = space
-            if start < end:
+            # Inside an IBAN, IP or key found already, whatever the run holds loses to it (see _settle).
+            if start < end and not any(a <= start and end <= b for a, b, _ in found):
                 self._run(text, start, end, add)
 
     def _run(self, text: str, start: int, end: int, add: Callable[[tuple[int, int, str]], None]) -> None:
         """Find cards, SSNs and phones in one digit run: the longest valid piece from the left."""
         chunk = text[start:end]
+        if chunk.isdigit() and chunk.isascii():  # one bare group, the commonest run: no grouping to weigh
+            if 6 <= end - start <= 19:
+                kind = self._card_or_ssn(chunk, [end - start]) if end - start >= 9 else None
+                if kind is None:
+                    keyed = _KEY_BEFORE.search(text, max(0, start - 5), start) is not None
+                    known = self._phones.get((chunk, keyed))
+                    kind = "<PHONE>" if (self._remember_phone(chunk, keyed) if known is None else known) else None
+                if kind is not None:
+                    add((start, end, kind))
+            return
         extension = _EXTENSION.search(chunk)
-        groups = [match.span() for match in _GROUP.finditer(chunk, 0, extension.start() if extension else len(chunk))]
+        matches = list(_GROUP.finditer(chunk, 0, extension.start() if extension else len(chunk)))
+        groups = [match.span() for match in matches]
         count = len(groups)
-        sizes = [_digit_count(chunk, group) for group in groups]
+        sizes = [match.end(1) - match.start(1) for match in matches]
         total = [0]
         for size in sizes:
             total.append(total[-1] + size)
@@ -470,7 +548,7 @@ class Redactor:
         cuts = {0, count}
         cuts.update(k for k in range(1, count) if " " in chunk[groups[k - 1][1] : groups[k][0]])
         card_shaped = count >= 3 and sizes[0] == sizes[1] == sizes[2] == 4
-        after_key = _KEY_BEFORE.search(text, 0, start) is not None
+        after_key = _KEY_BEFORE.search(text, max(0, start - 5), start) is not None  # 5: its longest match
         tries = 0
         i = 0
         while i < count:
@@ -494,10 +572,7 @@ class Redactor:
                         known = self._phones.get((piece, keyed))
                         if known is None:
                             tries += 1
-                            known = self._phone(piece, keyed)
-                            if len(self._phones) >= 4096:
-                                self._phones.clear()
-                            self._phones[piece, keyed] = known
+                            known = self._remember_phone(piece, keyed)
                         kind = "<PHONE>" if known else None
                 if kind is not None:
                     at = chunk.index(piece, a)
@@ -508,6 +583,14 @@ class Redactor:
                 continue
             add(hit)
             i = j
+
+    def _remember_phone(self, piece: str, after_key: bool) -> bool:
+        """``_phone``, kept for the next time the same piece comes (operators' numbers repeat)."""
+        known = self._phone(piece, after_key)
+        if len(self._phones) >= 4096:
+            self._phones.clear()
+        self._phones[piece, after_key] = known
+        return known
 
     def _card_or_ssn(self, piece: str, sizes: list[int]) -> str | None:
         count = sum(sizes)
@@ -568,10 +651,6 @@ _ANY_DIGIT = re.compile(r"\d")
 # "pkts=92786175", '"ts": 1764151755': a bare number that is the value of a key is a measurement or an id.
 _KEY_BEFORE = re.compile(r"\w(?:=|\": ?)$")
 _DIGITS_ONLY = re.compile(r"[\d()+]")
-
-
-def _digit_count(chunk: str, group: tuple[int, int]) -> int:
-    return group[1] - group[0] - chunk.count("(", *group) - chunk.count(")", *group) - chunk.count("+", *group)
 
 
 def _local_char(char: str) -> bool:

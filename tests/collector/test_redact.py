@@ -5,11 +5,15 @@ from __future__ import annotations
 
 import json
 import re
+from contextlib import contextmanager
 from collections import Counter
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
+from edgeloop.collector import redact as redact_module
 from edgeloop.collector.redact import CustomPattern, Redactor, card_ok, nino_ok, ssn_ok
 
 CORPUS = Path(__file__).resolve().parent.parent / "privacy" / "corpus.jsonl"
@@ -195,3 +199,47 @@ def test_detector_spans_become_placeholders():
     assert Redactor(detector=names).redact("Jane Roe called") == "<PERSON> called"
     with pytest.raises(ValueError, match="outside"):
         Redactor(detector=lambda text: [(0, 99, "x")]).redact("short")
+
+
+
+@contextmanager
+def every_branch_tried():
+    """The redactor with its pre-screens off: every kind's regex branch tried on every text."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(redact_module, "_token_mask", lambda text, has_digit: (1 << 6) - 1)
+        patch.setattr(redact_module, "_lookalike_mask", lambda text: (1 << 7) - 1)
+        patch.setattr(redact_module, "_ipv6_possible", lambda text: True)
+        yield
+
+
+def test_prescreens_keep_every_corpus_answer():
+    """On every corpus case the cheap checks that skip regex branches give the answer of trying them all."""
+    redactors = {region: Redactor(regions=[region]) for region in {case["region"] for case in CASES}}
+    fast = [redactors[case["region"]].redact(case["text"]) for case in CASES]
+    redactors = {region: Redactor(regions=[region]) for region in redactors}
+    with every_branch_tried():
+        full = [redactors[case["region"]].redact(case["text"]) for case in CASES]
+    assert [(case["text"], a, b) for case, a, b in zip(CASES, fast, full, strict=True) if a != b] == []
+
+
+SPLICE_CHARS = "0123456789 +-().:/@=_%#§xeyJAKIAGBDEabcdef\n\"'"
+
+
+@st.composite
+def spliced_texts(draw: st.DrawFn) -> tuple[str, str]:
+    """A corpus case's head, a few characters that numbers, keys and addresses are made of, another case's tail."""
+    head, tail = draw(st.sampled_from(CASES)), draw(st.sampled_from(CASES))
+    cut_head = draw(st.integers(0, len(head["text"])))
+    cut_tail = draw(st.integers(0, len(tail["text"])))
+    middle = draw(st.text(alphabet=SPLICE_CHARS, max_size=10))
+    return head["region"], head["text"][:cut_head] + middle + tail["text"][cut_tail:]
+
+
+@settings(max_examples=200, deadline=None)
+@given(spliced=spliced_texts())
+def test_prescreens_never_change_an_answer(spliced):
+    """On corpus texts cut and spliced around stray characters, the pre-screens change no answer either."""
+    region, text = spliced
+    fast = Redactor(regions=[region]).redact(text)
+    with every_branch_tried():
+        assert Redactor(regions=[region]).redact(text) == fast
