@@ -300,6 +300,8 @@ def _lookalike_mask(text: str) -> int:
 _DIGIT_RUN = re.compile(
     r"[(+\d][\d()./ \u00a0+-]*\d(?:\)|(?:[ ]?(?:x|ext\.?|extension|#)[ ]?\d{1,6})(?!\d))?", re.IGNORECASE
 )
+# What a _DIGIT_RUN of six characters or more holds: a long core, or a core with ")" or an extension.
+_LONG_RUN = re.compile(r"[(+\d][\d()./ \u00a0+-]{4,}\d|[(+\d][\d()./ \u00a0+-]*\d(?:\)|[ ]?(?:x|ext\.?|extension|#)[ ]?\d)", re.IGNORECASE)
 _GROUP = re.compile(r"\+?\(?\+?(\d+)\)?")  # group 1: its digits
 _NOT_DIGIT = re.compile(r"\D+")
 _EXTENSION = re.compile(r"[ ]?(?:x|ext\.?|extension|#)[ ]?\d{1,6}$", re.IGNORECASE)
@@ -494,10 +496,7 @@ class Redactor:
 
     def _numbers(self, text: str, found: list[tuple[int, int, str]], add: Callable[[tuple[int, int, str]], None]) -> None:
         """Cards, SSNs and phones: digit runs outside look-alikes, checked group by group."""
-        for run in _DIGIT_RUN.finditer(text):
-            if run.end() - run.start() >= 6:
-                break
-        else:
+        if _LONG_RUN.search(text) is None:
             return  # no run long enough for any kind
         work = _LOOKALIKES(_lookalike_mask(text)).sub(_blank, text)
         for run in _DIGIT_RUN.finditer(work):
@@ -519,7 +518,7 @@ class Redactor:
                     continue
                 end = space
             # Inside an IBAN, IP or key found already, whatever the run holds loses to it (see _settle).
-            if start < end and not any(a <= start and end <= b for a, b, _ in found):
+            if start < end and not (found and any(a <= start and end <= b for a, b, _ in found)):
                 self._run(text, start, end, add)
 
     def _run(self, text: str, start: int, end: int, add: Callable[[tuple[int, int, str]], None]) -> None:
