@@ -35,12 +35,10 @@ if importlib.util.find_spec("duckdb") is None:  # a device install: the server e
     sys.exit("edgeloop-ingest: DuckDB is not installed; the server needs: pip install 'edgeloop[server]'")
 
 import pyarrow as pa  # noqa: E402
-from aiohttp import web
 
 from edgeloop import __version__
 from edgeloop.errors import ConfigError, EdgeloopError
 from edgeloop.ingest.admin import Admin, LocalAdmin, open_admin
-from edgeloop.ingest.app import create_app, create_runner, ssl_context
 from edgeloop.ingest.catalog import diff
 from edgeloop.ingest.config import EXAMPLE_CONFIG, UNIT_FILE, IngestConfig, ServerSettings
 from edgeloop.ingest.export import (
@@ -236,6 +234,11 @@ def _check_can_listen(server: ServerSettings) -> None:
 
 
 async def _serve(config: IngestConfig) -> None:
+    # The server's parts are imported here: an export or a query starts without aiohttp's import time.
+    from aiohttp import web
+
+    from edgeloop.ingest.app import create_app, create_runner, ssl_context
+
     server = config.server
     _check_can_listen(server)
     app = create_app(config)
@@ -262,6 +265,8 @@ async def _serve(config: IngestConfig) -> None:
 
 def _check_config(config: IngestConfig) -> str:
     """Everything serve needs before it opens the database; one line for the first problem."""
+    from edgeloop.ingest.app import ssl_context
+
     ssl_context(config)
     for name, folder in (
         ("store.db_path", config.store.db_path.parent),
