@@ -688,7 +688,11 @@ def _blank(match: re.Match[str]) -> str:
 
 
 def _ipv6_ok(candidate: str) -> bool:
-    if candidate.count(":") < 2 or candidate == "::" or not any(char.isdigit() for char in candidate):
+    colons = candidate.count(":")
+    if colons < 2 or candidate == "::":
+        return False
+    # Without a decimal digit only all eight groups: "dead::beef" is as often words as an address.
+    if colons != 7 and not any(char.isdigit() for char in candidate):
         return False
     try:
         ipaddress.IPv6Address(candidate)
