@@ -43,8 +43,9 @@ def _source_line(source: dict[str, Any], several: bool) -> str:
     rows = f"Row{'s' * (len(numbers) > 1)} {', '.join(map(str, numbers))}: " if several else ""
     return (
         f"{rows}`./scripts/bench{' --quick' if source['quick'] else ''}` at commit `{m.get('edgeloop_commit')}`, "
-        f"{source['repeats']} run{'s' * (source['repeats'] > 1)} per row (median, min–max in brackets), "
-        f"{source['duration_s'] / 60:.0f} min on {describe(m)}"
+        + (f"{source['repeats']} runs per row (median, min–max in brackets), " if source["repeats"] > 1
+           else "one run per row (one repetition at a time on the shared machine), ")
+        + f"{source['duration_s'] / 60:.0f} min on {describe(m)}"
         + (f"; the machine was shared with other work (load average {load[0]:g} on 2 cores at the start)" if load else "")
         + "."
     )
