@@ -97,6 +97,7 @@ class Sampler:
         limited_at = [i for i, (_, _, quotas, _) in enumerate(strategies) if quotas]
         limited = sum(1 << i for i in limited_at)
         indexed = tuple(enumerate(strategies))
+        evaluate = tuple((1 << i, probability, constant) for i, (_, probability, _, constant) in indexed)
         draw = self._rng.random
         outcomes: list[float | str] = []
         selected_by: list[str | None] = []
@@ -108,16 +109,16 @@ class Sampler:
             missed = 1.0  # Π(1 − p_i)
             mask = 0
             capped = False
-            for i, (_, probability, _, constant) in indexed:
+            for bit, probability, constant in evaluate:
                 p = constant if constant is not None else probability(record)
                 if p <= 0.0:
                     continue
                 missed *= 1.0 - p
                 if p >= 1.0 or draw() < p:
-                    if used[i] >= budgets[i]:
+                    if bit & limited and used[bit.bit_length() - 1] >= budgets[bit.bit_length() - 1]:
                         capped = True
                     else:
-                        mask |= 1 << i
+                        mask |= bit
             if not mask or policy_used >= policy_budget:
                 outcomes.append(RATE_CAPPED if mask or capped else SAMPLED_OUT)
                 selected_by.append(None)
