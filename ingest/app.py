@@ -1,6 +1,7 @@
 """The ingest HTTP app: upload API, admin API, health and metrics.
 
     PUT    /v1/batches/{batch_id}   device token; Parquet body → 201 / 200 replay / 4xx / 429 / 503
+    PUT    /v1/status/{status_id}   device token; a status document (JSON) → 201 stored / 200 replay / 4xx / 429
     POST   /v1/schemas              admin token; a model schema file (TOML) → 201 registered / 200 / 409
     GET    /v1/schemas              admin token; every registered schema
     POST   /v1/sql                  admin or viewer token; {"sql", "params", "export"} → Arrow IPC stream (or JSON), capped
@@ -29,13 +30,14 @@ import threading
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
 import orjson
 import pyarrow as pa
 from aiohttp import web
+from pydantic import ValidationError
 
 from edgeloop.errors import (
     AuthError,
@@ -54,6 +56,7 @@ from edgeloop.errors import (
 from edgeloop.ingest.auth import Authenticator, DeviceRegistry, admin_token, token_file
 from edgeloop.ingest.batch import check_batch_id, read_batch
 from edgeloop.ingest.config import IngestConfig
+from edgeloop.ingest.health import Refusals, prune_statuses, store_status
 from edgeloop.ingest.metrics import Metrics
 from edgeloop.ingest.export import JSON_OPTIONS, json_default, json_rows
 from edgeloop.ingest.pacer import Pacer
@@ -61,6 +64,7 @@ from edgeloop.ingest.policies import PolicyBook, PolicyIndex
 from edgeloop.ingest.query import check_query, stream_query
 from edgeloop.ingest.store import Landing, Store
 from edgeloop.runner import GuardedRunner, read_body
+from edgeloop.schemas.device_status import MAX_STATUS_BYTES, DeviceStatus, is_status_id
 from edgeloop.schemas.model_schema import ModelSchema
 from edgeloop.schemas.registry import SchemaRegistry
 
@@ -82,6 +86,8 @@ class _State:
     sql_running: int = 0
     admitting: int = 0  # uploads holding a queue slot while their body is read and checked
     policies: PolicyIndex = PolicyIndex()  # rebuilt on the writer after each policy or tag change
+    last_status: dict[str, tuple[float, str]] = field(default_factory=dict)  # device → (monotonic time, status id)
+    pruned_at: float = float("-inf")  # monotonic time the status history was last pruned
 
 
 CONFIG = web.AppKey("config", IngestConfig)
@@ -89,6 +95,9 @@ STORE = web.AppKey("store", Store)
 AUTH = web.AppKey("auth", Authenticator)
 METRICS = web.AppKey("metrics", Metrics)
 STATE = web.AppKey("state", _State)
+REFUSALS = web.AppKey("refusals", Refusals)
+DEVICE = web.RequestKey("device", str)  # the authenticated device, for counting its refused uploads
+PRUNE_EVERY_S = 3600.0
 
 
 def _error(status: int, code: str, message: str, details: Any = None, headers: dict[str, str] | None = None) -> web.Response:
@@ -151,6 +160,7 @@ async def error_middleware(request: web.Request, handler: Callable[[web.Request]
     if request.match_info.route.name == "put_batch":
         payload = orjson.loads(response.body)  # type: ignore[arg-type]
         request.app[METRICS].rejects.labels(payload["error"]["code"]).inc()
+        _count_refusal(request, response.status, payload["error"]["code"])
         log.info(
             "upload refused",
             extra={
@@ -163,6 +173,21 @@ async def error_middleware(request: web.Request, handler: Callable[[web.Request]
     return response
 
 
+# Not refusals of the batch: the device is told to come back later (or its own connection timed out).
+_NOT_REFUSALS = frozenset({408, 429})
+
+
+def _count_refusal(request: web.Request, status: int, code: str) -> None:
+    """A 4xx answered to a known device's upload is counted against it (a revoked token's 401 too)."""
+    if not 400 <= status < 500 or status in _NOT_REFUSALS or REFUSALS not in request.app:
+        return
+    device = request.get(DEVICE)
+    if device is None and status == 401:
+        device = request.app[AUTH].revoked_device(request.headers.get("Authorization")) if AUTH in request.app else None
+    if device is not None:
+        request.app[REFUSALS].add(device, status, code)
+
+
 async def put_batch(request: web.Request) -> web.Response:
     received_at = datetime.now(UTC)
     started = time.perf_counter()
@@ -170,7 +195,7 @@ async def put_batch(request: web.Request) -> web.Response:
     config, store, state = app[CONFIG], app[STORE], app[STATE]
     if state.draining:
         raise StoreClosed("the server is shutting down; retry later")
-    device = app[AUTH].device(request.headers.get("Authorization"))
+    device = request[DEVICE] = app[AUTH].device(request.headers.get("Authorization"))
     batch_id = check_batch_id(request.match_info["batch_id"])
     if request.content_type not in PARQUET_TYPES:
         raise BatchRejected(
@@ -215,6 +240,79 @@ async def put_batch(request: web.Request) -> web.Response:
         extra={"device": device, "batch_id": batch_id, "bytes": len(body), "rows": receipt.get("rows"), "status": status},
     )
     return _json(status, {**receipt, "status": "landed" if status == 201 else "already_landed"})
+
+
+async def put_status(request: web.Request) -> web.Response:
+    """Store a device's status document: 201 stored, 200 the same document again, 409 its id with other content."""
+    received_at = datetime.now(UTC)
+    app = request.app
+    config, store, state = app[CONFIG], app[STORE], app[STATE]
+    if state.draining:
+        raise StoreClosed("the server is shutting down; retry later")
+    device = app[AUTH].device(request.headers.get("Authorization"))
+    status_id = request.match_info["status_id"]
+    if not is_status_id(status_id):
+        raise BatchRejected(400, "bad_status_id", f"{status_id[:64]!r} is not a status id (a UUID in lower-case text)")
+    if request.content_type != "application/json":
+        raise BatchRejected(415, "unsupported_media_type",
+                            f"content type {request.content_type!r} is not accepted; send application/json")
+    if request.content_length is not None and request.content_length > MAX_STATUS_BYTES:
+        raise BatchRejected(413, "too_large", f"a status document is at most {MAX_STATUS_BYTES} bytes",
+                            {"bytes": request.content_length, "limit": MAX_STATUS_BYTES})
+    fleet = config.fleet
+    now = time.monotonic()
+    last = state.last_status.get(device)
+    if last is not None and last[1] != status_id and now - last[0] < fleet.min_status_interval_s:
+        wait_s = max(1, int(fleet.min_status_interval_s - (now - last[0]) + 0.999))
+        return _error(429, "too_many_requests",
+                      f"a status was stored {now - last[0]:.2f}s ago; at most one per {fleet.min_status_interval_s:g}s",
+                      {"retry_after_s": wait_s}, headers={"Retry-After": str(wait_s)})
+    if store.queued + state.admitting >= config.store.queue_depth:
+        raise StoreBusy(f"the landing queue is full ({config.store.queue_depth} batches)")
+    body = await read_body(request, max_bytes=MAX_STATUS_BYTES, timeout_s=config.server.body_timeout_s)
+    status = _status_document(body)
+    if status.status_id != status_id:
+        raise BatchRejected(422, "invalid_status", f"the document's status_id {status.status_id} is not the one in the URL",
+                            [{"field": "status_id", "message": "must equal the id in the URL"}])
+    sha256 = hashlib.sha256(body).hexdigest()
+    prune = now - state.pruned_at >= PRUNE_EVERY_S
+    if prune:
+        state.pruned_at = now
+
+    def write(con: Any) -> tuple[int, dict[str, Any]]:
+        if prune:
+            pruned = prune_statuses(con, fleet.status_retention_days, received_at)
+            if pruned:
+                log.info("status history pruned", extra={"rows": pruned, "retention_days": fleet.status_retention_days})
+        return store_status(con, device, status, sha256, received_at)
+
+    code, receipt = await asyncio.wrap_future(store.call(write))
+    if code == 201:
+        state.last_status[device] = (now, status_id)
+    log.info("status stored" if code == 201 else "status already stored",
+             extra={"device": device, "status_id": status_id, "outcome": status.sync.outcome})
+    return _json(code, receipt)
+
+
+MAX_STATUS_ERRORS = 20
+
+
+def _status_document(body: bytes) -> DeviceStatus:
+    """Validate a status document: 400 if it is not JSON, 422 naming each bad field (never echoing its value)."""
+    try:
+        return DeviceStatus.model_validate_json(body)
+    except ValidationError as exc:
+        errors = exc.errors(include_url=False, include_input=False, include_context=False)
+        if any(error["type"] == "json_invalid" for error in errors):
+            raise BatchRejected(400, "bad_json", "the status document is not JSON") from exc
+        details = [
+            {"field": ".".join(str(part) for part in error["loc"])[:200], "message": error["msg"][:200]}
+            for error in errors[:MAX_STATUS_ERRORS]
+        ]
+        raise BatchRejected(
+            422, "invalid_status", f"the status document has {len(errors)} invalid field(s); the first: "
+            f"{details[0]['field'] or 'document'}: {details[0]['message']}", details,
+        ) from exc
 
 
 def _sent_at(value: str | None) -> datetime | None:
@@ -534,7 +632,7 @@ async def _device_change(request: web.Request, change: Callable[[Any], Any]) -> 
 
     def apply(con: Any) -> Any:
         result = change(con)
-        auth.reload(DeviceRegistry.live(con))
+        auth.reload(DeviceRegistry.live(con), DeviceRegistry.revoked(con))
         return result
 
     try:
@@ -627,7 +725,8 @@ async def _resources(app: web.Application) -> AsyncIterator[None]:
     app[STORE] = store
     if config.server.schemas_dir is not None:
         await _register_dir(store, config.server.schemas_dir)
-    app[AUTH] = Authenticator(DeviceRegistry.live(store.cursor()), token, viewer)
+    app[AUTH] = Authenticator(DeviceRegistry.live(store.cursor()), token, viewer, DeviceRegistry.revoked(store.cursor()))
+    app[REFUSALS] = Refusals(store.call)
     state.policies = PolicyIndex.load(store.cursor())
     log.info("store open", extra={"db_path": str(config.store.db_path)})
     try:
@@ -673,6 +772,7 @@ def create_app(config: IngestConfig, *, store_class: type[Store] = Store) -> web
     app.cleanup_ctx.append(_resources)
     app.on_shutdown.append(_drain)
     app.router.add_put("/v1/batches/{batch_id}", put_batch, name="put_batch")
+    app.router.add_put("/v1/status/{status_id}", put_status, name="put_status")
     app.router.add_post("/v1/schemas", post_schema)
     app.router.add_get("/v1/schemas", get_schemas)
     app.router.add_post("/v1/sql", post_sql)

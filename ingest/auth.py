@@ -87,12 +87,22 @@ class DeviceRegistry:
         rows = con.execute("SELECT token_sha256, name FROM devices WHERE revoked_at IS NULL").fetchall()
         return {digest: name for digest, name in rows}
 
+    @staticmethod
+    def revoked(con: duckdb.DuckDBPyConnection) -> dict[str, str]:
+        """Token hash → device name, for every revoked device (its refusals are counted against it)."""
+        rows = con.execute("SELECT token_sha256, name FROM devices WHERE revoked_at IS NOT NULL").fetchall()
+        return {digest: name for digest, name in rows}
+
 
 class Authenticator:
     """Answers "which device is this?" and "may this token read, or administer?" from a bearer token, in memory."""
 
-    def __init__(self, live: dict[str, str], admin_token: str | None, viewer_token: str | None = None) -> None:
+    def __init__(
+        self, live: dict[str, str], admin_token: str | None, viewer_token: str | None = None,
+        revoked: dict[str, str] | None = None,
+    ) -> None:
         self._live = dict(live)
+        self._revoked = dict(revoked or {})
         self._admin_hash = hash_token(admin_token) if admin_token else None
         self._viewer_hash = hash_token(viewer_token) if viewer_token else None
         self._lock = threading.Lock()
@@ -115,6 +125,11 @@ class Authenticator:
         is_viewer = self._viewer_hash is not None and hmac.compare_digest(digest, self._viewer_hash)
         return ADMIN if is_admin else VIEWER if is_viewer else None
 
+    def revoked_device(self, authorization: str | None) -> str | None:
+        """The name of the revoked device whose token this is, or None."""
+        token = bearer(authorization)
+        return None if token is None else self._revoked.get(hash_token(token))
+
     def admin(self, authorization: str | None) -> None:
         if self._admin_hash is None:
             raise AuthError("the admin API is disabled (no admin token)")
@@ -131,9 +146,11 @@ class Authenticator:
             raise AuthError("unknown token: reading needs the viewer or the admin token")
         return role
 
-    def reload(self, live: dict[str, str]) -> None:
+    def reload(self, live: dict[str, str], revoked: dict[str, str] | None = None) -> None:
         with self._lock:
             self._live = dict(live)
+            if revoked is not None:
+                self._revoked = dict(revoked)
 
 
 def admin_token(path: Path, *, create: bool = False) -> str:

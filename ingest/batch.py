@@ -35,8 +35,8 @@ __all__ = ["RESERVED_TABLES", "UploadedBatch", "check_batch_id", "read_batch"]
 MAGIC = b"PAR1"
 # Tables ingest owns; a model may not be named like one (or like another model's companions).
 RESERVED_TABLES = frozenset({
-    "batches", "devices", "models", "label_coverage", "drops_daily", "rows_daily", "device_versions", "version_changes",
-    "schemas", "policies", "device_tags",
+    "batches", "devices", "models", "schemas", "label_coverage", "drops_daily", "rows_daily", "device_versions",
+    "version_changes", "policies", "device_tags", "device_status", "device_health", "device_refusals", "landed_daily",
 })
 RESERVED_SUFFIXES = ("_feedback", "_training")
 REQUIRED_METADATA = ("batch_id", "model", "schema_fingerprint")

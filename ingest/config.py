@@ -15,7 +15,7 @@ from pydantic import Field, model_validator
 
 from edgeloop.settings import MiB, Positive, PositiveInt, Settings, load_settings
 
-__all__ = ["EXAMPLE_CONFIG", "IngestConfig", "LimitSettings", "ServerSettings", "StoreSettings", "UNIT_FILE"]
+__all__ = ["EXAMPLE_CONFIG", "FleetSettings", "IngestConfig", "LimitSettings", "ServerSettings", "StoreSettings", "UNIT_FILE"]
 
 # One source: init-config, the installer and the settings table all read these files.
 EXAMPLE_CONFIG: Traversable = files("edgeloop.ingest") / "share" / "ingest.example.toml"
@@ -82,10 +82,19 @@ class LimitSettings(Settings):
     max_pages_per_batch: PositiveInt = 65_536
 
 
+class FleetSettings(Settings):
+    default_sync_window_s: Positive = 86400.0  # a device that has not declared how often it syncs
+    grace_s: Annotated[float, Field(ge=0)] = 900.0
+    silent_after_windows: Annotated[float, Field(ge=1)] = 3.0
+    status_retention_days: PositiveInt = 30
+    min_status_interval_s: Annotated[float, Field(ge=0)] = 1.0
+
+
 class IngestConfig(Settings):
     server: ServerSettings = ServerSettings()
     store: StoreSettings = StoreSettings()
     limits: LimitSettings = LimitSettings()
+    fleet: FleetSettings = FleetSettings()
 
     @classmethod
     def load(cls, path: str | Path) -> IngestConfig:

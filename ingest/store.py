@@ -16,6 +16,8 @@ Tables (see ``ingest/__init__.py`` for the user-facing description)::
     models             the latest registered schema per model
     schemas            every registered schema (see ``ingest/catalog.py``), by fingerprint
     policies, device_tags  sampling policies pushed to devices (see ``ingest/policies.py``)
+    device_status, device_health, device_refusals, landed_daily
+                       device health and fleet aggregates (see ``ingest/health.py``)
 """
 
 from __future__ import annotations
@@ -49,7 +51,7 @@ from edgeloop.errors import (
     StoreError,
 )
 from edgeloop.ingest.batch import RESERVED_SUFFIXES, RESERVED_TABLES, UploadedBatch
-from edgeloop.ingest import tallies
+from edgeloop.ingest import health, tallies
 from edgeloop.ingest.catalog import Catalog
 from edgeloop.ingest.config import StoreSettings
 from edgeloop.ingest.policies import POLICY_TABLES
@@ -179,6 +181,7 @@ def connect(
     if not read_only:
         con.execute(BOOTSTRAP)
         con.execute(POLICY_TABLES)
+        health.ensure_tables(con)
     _configure(con, threads, read_only=read_only, write_to=write_to)
     return con
 
@@ -552,6 +555,7 @@ class Store:
             totals[1] += batch.feedback
         duplicates: dict[str, int] = {}
         tallied: dict[str, tuple[list[pa.Table], list[pa.Table]]] = {}  # model → new predictions, new feedback
+        landed: list[tuple[str, str, pa.Table]] = []  # (model, kind, new rows), for the fleet aggregates
         con.execute("BEGIN TRANSACTION")
         try:
             for shape, tables in by_shape.items():
@@ -564,6 +568,7 @@ class Store:
                     rows = _new_rows(con, table, rows, duplicates)
                     if not rows.num_rows:
                         continue
+                    landed.append((model, kind, rows))
                     present = ", ".join(quote(c) for c in self._columns[table] if c in rows.column_names)
                     con.register("__edgeloop_rows", rows)
                     try:
@@ -585,6 +590,7 @@ class Store:
                 con.execute("INSERT INTO batches BY NAME SELECT * FROM __edgeloop_ledger")
             finally:
                 con.unregister("__edgeloop_ledger")
+            health.note_landed(con, landed, ledger)
             con.execute("COMMIT")
         except BaseException:
             _rollback(con)

@@ -1,0 +1,329 @@
+"""Device health on the server: status history, refused uploads and landing aggregates.
+
+Every write here runs on the store's one writer thread, inside its transaction::
+
+    device_status    one row per status document a device sent (the history, pruned after
+                     fleet.status_retention_days), with the whole document as JSON
+    device_health    one row per device: its latest status, landing totals and refusal
+                     count, kept current at write time so fleet views never scan history
+    device_refusals  uploads refused per device, HTTP status and error code
+    landed_daily     rows landed per day, model, model version and device (predictions and
+                     feedback), kept at landing time so version views never scan model tables
+
+``ensure_tables`` creates them (and fills the aggregates once from the ledger and model
+tables of a database that predates them). Reads are in ``ingest/fleet.py``.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import duckdb
+import orjson
+import pyarrow as pa
+
+from edgeloop.errors import BatchRejected
+from edgeloop.schemas.device_status import DeviceStatus
+
+__all__ = ["HEALTH_TABLES", "Refusals", "ensure_tables", "note_landed", "prune_statuses", "store_status"]
+
+log = logging.getLogger(__name__)
+
+TSTZ = "TIMESTAMP WITH TIME ZONE"
+HEALTH_TABLES = frozenset({"device_status", "device_health", "device_refusals", "landed_daily"})
+
+_TABLES = f"""
+CREATE TABLE IF NOT EXISTS device_status (
+    status_id VARCHAR PRIMARY KEY,
+    device VARCHAR NOT NULL,
+    received_at {TSTZ} NOT NULL,
+    sent_at {TSTZ} NOT NULL,
+    clock_offset_s DOUBLE NOT NULL,
+    sha256 VARCHAR NOT NULL,
+    agent_version VARCHAR NOT NULL,
+    outcome VARCHAR NOT NULL,
+    error VARCHAR,
+    window_s DOUBLE NOT NULL,
+    backlog_batches BIGINT NOT NULL,
+    backlog_records BIGINT NOT NULL,
+    backlog_bytes BIGINT NOT NULL,
+    oldest_record_age_s DOUBLE,
+    dropped BIGINT NOT NULL,
+    free_disk_bytes BIGINT NOT NULL,
+    disk_full BOOLEAN NOT NULL,
+    document VARCHAR NOT NULL
+);
+CREATE TABLE IF NOT EXISTS device_health (
+    device VARCHAR PRIMARY KEY,
+    first_seen_at {TSTZ},
+    last_seen_at {TSTZ},
+    statuses BIGINT NOT NULL DEFAULT 0,
+    last_status_at {TSTZ},
+    last_status_sent_at {TSTZ},
+    last_status_id VARCHAR,
+    agent_version VARCHAR,
+    window_s DOUBLE,
+    last_outcome VARCHAR,
+    last_error VARCHAR,
+    last_sync_at {TSTZ},
+    last_success_at {TSTZ},
+    failures_in_a_row BIGINT,
+    backlog_batches BIGINT,
+    backlog_records BIGINT,
+    backlog_bytes BIGINT,
+    oldest_record_age_s DOUBLE,
+    free_disk_bytes BIGINT,
+    disk_full BOOLEAN,
+    clock_offset_s DOUBLE,
+    clock_synchronized BOOLEAN,
+    dropped BIGINT NOT NULL DEFAULT 0,
+    last_upload_at {TSTZ},
+    batches BIGINT NOT NULL DEFAULT 0,
+    rows BIGINT NOT NULL DEFAULT 0,
+    refused BIGINT NOT NULL DEFAULT 0,
+    last_refused_at {TSTZ},
+    last_refused_code VARCHAR
+);
+CREATE TABLE IF NOT EXISTS device_refusals (
+    device VARCHAR NOT NULL,
+    status INTEGER NOT NULL,
+    code VARCHAR NOT NULL,
+    count BIGINT NOT NULL,
+    first_at {TSTZ} NOT NULL,
+    last_at {TSTZ} NOT NULL,
+    PRIMARY KEY (device, status, code)
+);
+CREATE TABLE IF NOT EXISTS landed_daily (
+    day DATE NOT NULL,
+    model VARCHAR NOT NULL,
+    model_version VARCHAR NOT NULL,
+    device VARCHAR NOT NULL,
+    predictions BIGINT NOT NULL,
+    feedback BIGINT NOT NULL,
+    first_at {TSTZ} NOT NULL,
+    last_at {TSTZ} NOT NULL,
+    PRIMARY KEY (day, model, model_version, device)
+);
+"""
+
+_DEVICE_LANDINGS = """
+INSERT INTO device_health (device, first_seen_at, last_seen_at, last_upload_at, batches, rows)
+SELECT device, min(received_at), max(received_at), max(received_at), count(*), sum(rows - duplicates)::BIGINT
+FROM {source} GROUP BY device
+ON CONFLICT (device) DO UPDATE SET
+    first_seen_at = least(coalesce(device_health.first_seen_at, excluded.first_seen_at), excluded.first_seen_at),
+    last_seen_at = greatest(coalesce(device_health.last_seen_at, excluded.last_seen_at), excluded.last_seen_at),
+    last_upload_at = greatest(coalesce(device_health.last_upload_at, excluded.last_upload_at), excluded.last_upload_at),
+    batches = device_health.batches + excluded.batches,
+    rows = device_health.rows + excluded.rows
+"""
+
+_DAILY = """
+INSERT INTO landed_daily
+SELECT received_at::DATE AS day, model, model_version, device,
+       sum(CASE WHEN kind = 'prediction' THEN n ELSE 0 END)::BIGINT,
+       sum(CASE WHEN kind = 'feedback' THEN n ELSE 0 END)::BIGINT,
+       min(received_at), max(received_at)
+FROM {source} GROUP BY ALL
+ON CONFLICT (day, model, model_version, device) DO UPDATE SET
+    predictions = landed_daily.predictions + excluded.predictions,
+    feedback = landed_daily.feedback + excluded.feedback,
+    first_at = least(landed_daily.first_at, excluded.first_at),
+    last_at = greatest(landed_daily.last_at, excluded.last_at)
+"""
+
+
+def ensure_tables(con: duckdb.DuckDBPyConnection) -> None:
+    """Create the health tables; a database from before them gets its aggregates filled from what landed."""
+    had = {row[0] for row in con.execute(
+        "SELECT table_name FROM duckdb_tables() WHERE database_name = current_database() AND schema_name = 'main'"
+    ).fetchall()}
+    con.execute(_TABLES)
+    if "landed_daily" in had or "batches" not in had:
+        return
+    # One pass over what landed before the aggregates existed; from now on the writer keeps them.
+    con.execute(_DEVICE_LANDINGS.format(source="batches"))
+    models = [row[0] for row in con.execute("SELECT model FROM models").fetchall()]
+    for model in models:
+        for table, kind in ((model, "prediction"), (f"{model}_feedback", "feedback")):
+            if table not in had:
+                continue
+            quoted = '"' + table.replace('"', '""') + '"'
+            source = (f"(SELECT ? AS model, '{kind}' AS kind, device, model_version, received_at, count(*) AS n "
+                      f"FROM {quoted} GROUP BY ALL)")
+            con.execute(_DAILY.format(source=source), [model])
+    log.info("fleet aggregates filled from the landed rows", extra={"models": len(models)})
+
+
+def note_landed(con: duckdb.DuckDBPyConnection, inserted: list[tuple[str, str, pa.Table]], ledger: pa.Table) -> None:
+    """Inside a landing's transaction: add its rows to ``landed_daily`` and its batches to ``device_health``.
+
+    ``inserted`` is (model, kind, rows actually inserted) per table write, with the landing columns.
+    """
+    parts = []
+    for model, kind, rows in inserted:
+        if not rows.num_rows:
+            continue
+        # One row per device, version and batch arrival: a few rows, whatever the batch size.
+        counts = rows.select(["device", "model_version", "received_at"]).group_by(
+            ["device", "model_version", "received_at"], use_threads=False
+        ).aggregate([([], "count_all")])
+        parts.append(counts.append_column("model", pa.repeat(pa.scalar(model), counts.num_rows))
+                     .append_column("kind", pa.repeat(pa.scalar(kind), counts.num_rows))
+                     .rename_columns(["device", "model_version", "received_at", "n", "model", "kind"]))
+    if parts:
+        con.register("__edgeloop_landed", pa.concat_tables(parts))
+        try:
+            con.execute(_DAILY.format(source="__edgeloop_landed"))
+        finally:
+            con.unregister("__edgeloop_landed")
+    con.register("__edgeloop_landed_ledger", ledger.select(["device", "received_at", "rows", "duplicates"]))
+    try:
+        con.execute(_DEVICE_LANDINGS.format(source="__edgeloop_landed_ledger"))
+    finally:
+        con.unregister("__edgeloop_landed_ledger")
+
+
+def store_status(
+    con: duckdb.DuckDBPyConnection, device: str, status: DeviceStatus, sha256: str, received_at: datetime
+) -> tuple[int, dict[str, Any]]:
+    """Store one status document (201), or answer a retry of a stored one (200); 409 for an id reused with other content."""
+    found = con.execute(  # through Arrow: DuckDB's Python objects for TIMESTAMPTZ need pytz
+        "SELECT device, sha256, received_at, clock_offset_s FROM device_status WHERE status_id = ?", [status.status_id]
+    ).to_arrow_table().to_pylist()
+    if found:
+        earlier = found[0]
+        if earlier["device"] != device or earlier["sha256"] != sha256:
+            raise BatchRejected(409, "conflict", f"status {status.status_id} was already stored with other content",
+                                {"status_id": status.status_id})
+        return 200, _receipt(status.status_id, device, earlier["received_at"], earlier["clock_offset_s"], "already_stored")
+    offset_s = (received_at - status.sent_at).total_seconds()
+    sync, spool = status.sync, status.spool
+    dropped = sum(status.drops.values())
+    document = orjson.dumps(status.model_dump(mode="json")).decode()
+    con.execute(
+        "INSERT INTO device_status VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        [status.status_id, device, received_at, status.sent_at, offset_s, sha256, status.agent_version,
+         sync.outcome, sync.error, sync.window_s, spool.batches, spool.records, spool.bytes, spool.oldest_record_age_s,
+         dropped, status.disk.free_bytes, status.disk.full, document],
+    )
+    latest = [
+        received_at, status.sent_at, status.status_id, status.agent_version, sync.window_s, sync.outcome, sync.error,
+        sync.started_at, sync.last_success_at, sync.failures_in_a_row, spool.batches, spool.records, spool.bytes,
+        spool.oldest_record_age_s, status.disk.free_bytes, status.disk.full, offset_s, status.clock.synchronized,
+    ]
+    names = ("last_status_at", "last_status_sent_at", "last_status_id", "agent_version", "window_s", "last_outcome",
+             "last_error", "last_sync_at", "last_success_at", "failures_in_a_row", "backlog_batches", "backlog_records",
+             "backlog_bytes", "oldest_record_age_s", "free_disk_bytes", "disk_full", "clock_offset_s", "clock_synchronized")
+    # A retried older report counts, but never replaces the latest one (by the device's send time).
+    newer = "excluded.last_status_sent_at >= coalesce(device_health.last_status_sent_at, excluded.last_status_sent_at)"
+    updates = ", ".join(f"{name} = CASE WHEN {newer} THEN excluded.{name} ELSE device_health.{name} END" for name in names)
+    con.execute(
+        f"INSERT INTO device_health (device, first_seen_at, last_seen_at, statuses, dropped, {', '.join(names)}) "
+        f"VALUES (?, ?, ?, 1, ?, {', '.join('?' for _ in names)}) "
+        f"ON CONFLICT (device) DO UPDATE SET {updates}, "
+        "first_seen_at = least(coalesce(device_health.first_seen_at, excluded.first_seen_at), excluded.first_seen_at), "
+        "last_seen_at = greatest(coalesce(device_health.last_seen_at, excluded.last_seen_at), excluded.last_seen_at), "
+        "statuses = device_health.statuses + 1, dropped = device_health.dropped + excluded.dropped",
+        [device, received_at, received_at, dropped, *latest],
+    )
+    return 201, _receipt(status.status_id, device, received_at, offset_s, "stored")
+
+
+def prune_statuses(con: duckdb.DuckDBPyConnection, retention_days: int, now: datetime) -> int:
+    """Delete status history older than the retention; the per-device latest lives on in device_health."""
+    cutoff = now - timedelta(days=retention_days)
+    deleted = con.execute("DELETE FROM device_status WHERE received_at < ?", [cutoff]).fetchone()
+    return int(deleted[0]) if deleted else 0
+
+
+def _receipt(status_id: str, device: str, received_at: datetime, offset_s: float, state: str) -> dict[str, Any]:
+    return {
+        "status_id": status_id, "device": device, "received_at": received_at.astimezone(UTC).isoformat(),
+        "clock_offset_s": offset_s, "status": state,
+    }
+
+
+class Refusals:
+    """Counts refused uploads per device, status and code in memory; one writer call at a time adds them to the tables.
+
+    A device that is refused in a flood costs the writer one small transaction per flush, not one per refusal.
+    """
+
+    def __init__(self, submit: Callable[[Callable[[duckdb.DuckDBPyConnection], Any]], Any]) -> None:
+        self._submit = submit  # Store.call
+        self._lock = threading.Lock()
+        self._pending: dict[tuple[str, int, str], list[Any]] = {}
+        self._flushing = False
+
+    def add(self, device: str, status: int, code: str, at: datetime | None = None) -> None:
+        at = at or datetime.now(UTC)
+        with self._lock:
+            entry = self._pending.setdefault((device, status, code[:64]), [0, at, at])
+            entry[0] += 1
+            entry[2] = at
+            if self._flushing:
+                return
+            self._flushing = True
+        try:
+            future = self._submit(self._write)
+        except Exception as exc:  # the store is closing: these counts are lost, the refusals were answered
+            log.warning("refusal counts not stored", extra={"error": str(exc)})
+            with self._lock:
+                self._flushing = False
+            return
+        future.add_done_callback(self._done)
+
+    def pending(self) -> int:
+        with self._lock:
+            return sum(entry[0] for entry in self._pending.values())
+
+    def _write(self, con: duckdb.DuckDBPyConnection) -> int:
+        with self._lock:
+            taken, self._pending = self._pending, {}
+        rows = [[device, status, code, count, first, last] for (device, status, code), (count, first, last) in taken.items()]
+        try:
+            if rows:
+                con.executemany(
+                    "INSERT INTO device_refusals VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (device, status, code) DO UPDATE SET "
+                    "count = device_refusals.count + excluded.count, last_at = greatest(device_refusals.last_at, excluded.last_at)",
+                    rows,
+                )
+                per_device: dict[str, list[Any]] = {}
+                for device, _status, code, count, _first, last in rows:
+                    entry = per_device.setdefault(device, [0, last, code])
+                    entry[0] += count
+                    if last >= entry[1]:
+                        entry[1], entry[2] = last, code
+                con.executemany(
+                    "INSERT INTO device_health (device, refused, last_refused_at, last_refused_code) VALUES (?, ?, ?, ?) "
+                    "ON CONFLICT (device) DO UPDATE SET refused = device_health.refused + excluded.refused, "
+                    "last_refused_at = excluded.last_refused_at, last_refused_code = excluded.last_refused_code",
+                    [[device, count, last, code] for device, (count, last, code) in per_device.items()],
+                )
+        except BaseException:
+            with self._lock:  # the transaction rolls back: put the counts back for the next flush
+                for key, (count, first, last) in taken.items():
+                    entry = self._pending.setdefault(key, [0, first, last])
+                    entry[0] += count
+            raise
+        return len(rows)
+
+    def _done(self, future: Any) -> None:
+        error = future.exception()
+        with self._lock:
+            self._flushing = False
+            if error is not None or not self._pending:
+                if error is not None:  # the counts were put back; the next refusal flushes them
+                    log.warning("storing refusal counts failed", extra={"error": str(error)})
+                return
+            self._flushing = True  # more arrived while this flush ran
+        try:
+            self._submit(self._write).add_done_callback(self._done)
+        except Exception:
+            with self._lock:
+                self._flushing = False
