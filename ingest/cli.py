@@ -1,13 +1,13 @@
 """``edgeloop-ingest``: run the ingest server and work with its database.
 
     edgeloop-ingest serve
-    edgeloop-ingest devices add NAME | list | revoke NAME | tag NAME TAG... [--remove]
+    edgeloop-ingest devices add NAME | list | show NAME | revoke NAME | tag NAME TAG... [--remove]
     edgeloop-ingest policy set --model M FILE [--devices PATTERN] [--tag TAG] | show --model M [--device NAME]
                            | history --model M | rollback --model M [--to VERSION]
     edgeloop-ingest schemas push FILE... | list | diff FILE
     edgeloop-ingest sql "SELECT ..." | - [--format table|csv|json|parquet] [--out FILE|-]
     edgeloop-ingest export --model M [--since T] [--until T] [--labeled-only] --out train.parquet|-
-    edgeloop-ingest fleet
+    edgeloop-ingest fleet [--silent] [--state S]... [--versions [--since T]]
     edgeloop-ingest report --model M [--since T] [--until T] [--by model_version|device|none] [--format table|json|html]
     edgeloop-ingest check-config | init-config [--systemd] | --version
 
@@ -20,8 +20,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import errno
-import json
 import importlib.util
+import json
 import logging
 import os
 import signal
@@ -52,8 +52,9 @@ from edgeloop.ingest.export import (
     training_query,
     write_result,
 )
-from edgeloop.ingest.fleet import DEVICES_SQL, fleet
 from edgeloop.ingest.policies import POLICY_ROWS_SQL, TAG_ROWS_SQL, PolicyIndex
+from edgeloop.ingest.fleet import STATES, device_detail, devices, fleet_overview, versions
+from edgeloop.ingest.fleet_view import device_text, fleet_table
 from edgeloop.ingest.report import GROUPINGS, build_report, declare, model_schema
 from edgeloop.ingest.report_view import REPORT_FORMATS, render_report
 from edgeloop.durable import write_durably
@@ -116,7 +117,14 @@ def _parser() -> argparse.ArgumentParser:
     actions = devices.add_subparsers(dest="action", required=True, metavar="ACTION")
     add = actions.add_parser("add", parents=[common, remote], help="add a device and print its token once")
     add.add_argument("name")
-    actions.add_parser("list", parents=[common, remote, fmt], help="devices with created, last seen, batches, rows")
+    actions.add_parser("list", parents=[common, remote, fmt], help="devices with state, created, last seen, batches, rows")
+    show = actions.add_parser(
+        "show", parents=[common, remote],
+        help="one device: state, latest status (backlog, drops, sync, disk, clock, versions), refusals, recent statuses",
+    )
+    show.add_argument("name")
+    show.add_argument("--format", choices=("table", "json"), default="table", help="default: table")
+    show.add_argument("--history", type=int, default=10, help="recent statuses to show (default 10)")
     revoke = actions.add_parser("revoke", parents=[common, remote], help="revoke a device's token at once")
     revoke.add_argument("name")
     tag = actions.add_parser("tag", parents=[common, remote], help="tag a device (policies can target a tag)")
@@ -169,7 +177,16 @@ def _parser() -> argparse.ArgumentParser:
     export.add_argument("--format", choices=FORMATS, default="parquet", help="default: parquet")
     export.add_argument("--out", type=Path, required=True, help="FILE (written whole or not at all), or - for stdout")
 
-    commands.add_parser("fleet", parents=[common, remote, fmt], help="model versions per device count and last seen")
+    fleet_parser = commands.add_parser(
+        "fleet", parents=[common, remote, fmt],
+        help="every device's state (ok, late, failing, silent, never_seen, revoked) and health; --versions: versions in use",
+    )
+    fleet_parser.add_argument("--silent", action="store_true", help="only devices that have gone silent")
+    fleet_parser.add_argument("--state", action="append", choices=STATES, default=[],
+                              help="only devices in this state (repeatable)")
+    fleet_parser.add_argument("--versions", action="store_true",
+                              help="per model and version: devices, predictions, feedback, first and last landed")
+    fleet_parser.add_argument("--since", type=_timestamp, help="with --versions: only rows landed on or after this day")
 
     report = commands.add_parser(
         "report", parents=[common, remote],
@@ -308,8 +325,10 @@ def _run(args: argparse.Namespace) -> int:
             elif args.action == "tag":
                 receipt = admin.tag_device(args.name, [] if args.remove else args.tags, args.tags if args.remove else [])
                 print(f"device {args.name!r} tags: {', '.join(receipt['tags']) or '(none)'}")
+            elif args.action == "show":
+                _show_device(admin, config, args)
             else:
-                _write(ResultStream.of(admin.query(DEVICES_SQL)), args.format, args.out)
+                _write(ResultStream.of(devices(admin, datetime.now(UTC), config.fleet)), args.format, args.out)
         finally:
             admin.close()
         return 0
@@ -337,7 +356,12 @@ def _run(args: argparse.Namespace) -> int:
             rows = _emit(admin, sql, params, args.format, args.out, fingerprints, export=True, model=args.model)
             print(f"exported {rows} rows of {args.model} to {'stdout' if args.out == STDOUT else args.out}", file=sys.stderr)
         elif args.command == "fleet":
-            _write(ResultStream.of(fleet(admin)), args.format, args.out)
+            if args.versions:
+                _write(ResultStream.of(versions(admin, since=args.since)), args.format, args.out)
+            else:
+                states = sorted(set(args.state) | ({"silent"} if args.silent else set()))
+                table = fleet_overview(admin, datetime.now(UTC), config.fleet, states=states or None)
+                _write(ResultStream.of(fleet_table(table) if args.format == "table" else table), args.format, args.out)
         elif args.command == "report":
             schema = declare(model_schema(admin, args.model), prediction=args.prediction, truth=args.truth,
                              confidence=args.confidence, task=args.task)
@@ -397,6 +421,14 @@ def _policy(args: argparse.Namespace, config: IngestConfig) -> int:
 def _target(receipt: dict) -> str:
     parts = [f"devices {receipt['devices']!r}" if receipt.get("devices") else "", f"tag {receipt['tag']!r}" if receipt.get("tag") else ""]
     return " for " + " and ".join(part for part in parts if part) if any(parts) else " for every device"
+def _show_device(admin: Admin, config: IngestConfig, args: argparse.Namespace) -> None:
+    detail = device_detail(admin, args.name, datetime.now(UTC), config.fleet, history=args.history)
+    if detail is None:
+        raise EdgeloopError(f"no device named {args.name!r} (see `edgeloop-ingest devices list`)")
+    if args.format == "json":
+        print(json.dumps(detail, indent=2, default=str))
+    else:
+        print(device_text(detail))
 
 
 def _schemas(args: argparse.Namespace, config: IngestConfig) -> int:

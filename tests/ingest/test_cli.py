@@ -103,9 +103,9 @@ def _all_outputs(folder, config):
         rows = pq.read_table(out).to_pylist()
         exports.append([{**row, "record_id": str(uuid.UUID(bytes=row["record_id"]) if isinstance(row["record_id"], bytes) else row["record_id"])}
                         for row in rows])
-    fleet = cli("fleet", "--format", "json", "--config", str(config)).stdout
+    fleet = cli("fleet", "--versions", "--format", "json", "--config", str(config)).stdout
     fleet_rows = [json.loads(line) for line in fleet.splitlines()]
-    table = cli("fleet", "--config", str(config)).stdout
+    table = cli("fleet", "--versions", "--config", str(config)).stdout
     assert "model_version" in table and "vibration" in table
     return sql_rows, *[[{k: v for k, v in row.items()} for row in export] for export in exports], fleet_rows
 
