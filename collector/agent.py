@@ -32,6 +32,7 @@ from edgeloop.collector.intake import INFO, INTAKE_OPEN, create_app, create_metr
 from edgeloop.collector.journal import Journal
 from edgeloop.collector.metrics import Metrics
 from edgeloop.collector.recent_ids import RecentIds
+from edgeloop.collector.reporter import StatusReporter
 from edgeloop.collector.spool import Spool
 from edgeloop.errors import CollectorError, EdgeloopError
 from edgeloop.logs import RateLimitedLogger
@@ -107,8 +108,14 @@ class Agent:
             pipeline = Pipeline(
                 registry, self.config.sampling, self.fleet_key, self.config.privacy, recent=recent, policies=policies
             )
+            reporter = StatusReporter(
+                spool=spool, journal=journal, sync=self.config.sync, registry=lambda: pipeline.registry,
+                sampling=lambda: self.config.sampling, agent_version=self.version,
+                policies=lambda: pipeline.policy_status()["models"],
+            )
             scheduler = SyncScheduler(
-                self.config.sync, spool, agent_version=self.version, before_sync=journal.flush, metrics=self.metrics
+                self.config.sync, spool, agent_version=self.version, before_sync=journal.flush, metrics=self.metrics,
+                reporter=reporter,
             )
 
             async def fetch_policies(session: Any, token: str) -> str:
@@ -142,6 +149,7 @@ class Agent:
                 scheduler=scheduler,
                 metrics=self.metrics,
                 info={"version": self.version, "recovery": recovery},
+                reporter=reporter,
             )
             loop.add_signal_handler(signal.SIGHUP, self._begin_reload, app, journal, pipeline)
             intake = self.config.intake

@@ -533,7 +533,35 @@ def _format_status(report: dict[str, Any]) -> str:
             f"policies   {running}; remote {policies['remote']}, last fetch "
             + (f"{fetched['at']} ({fetched['outcome']})" if fetched else "never since the agent started")
         )
+    health = report.get("health")
+    if health:
+        lines += _format_health(health)
     return "\n".join(lines)
+
+
+def _format_health(health: dict[str, Any]) -> list[str]:
+    """The facts the status document sent at sync adds: versions in use, sampling, clock, the last report."""
+    lines = []
+    for model in health["models"]:
+        lines.append(f"model      {model['model']} (schema {model['schema_fingerprint'][:12]}), "
+                     f"versions logged: {', '.join(model['versions']) or 'none yet'}")
+    sampling = health["sampling"]
+    rules = [f"default keep {sampling['default']['keep_rate']:g}"] + [
+        f"{name} keep {rule['keep_rate']:g}" for name, rule in sampling["models"].items()
+    ]
+    lines.append(f"sampling   {'; '.join(rules)}")
+    clock = health["clock"]
+    synced = {True: "synchronized", False: "NOT synchronized", None: "unknown"}[clock["synchronized"]]
+    offset = "" if clock["last_offset_s"] is None else f"; server saw an offset of {clock['last_offset_s']:+.3f}s"
+    lines.append(f"clock      NTP {synced}{offset}")
+    last = health.get("last_report")
+    if last is None:
+        lines.append(f"report     none sent yet (one per sync; expected every {_duration(health['sync_window_s'])})")
+    elif last["stored"]:
+        lines.append(f"report     stored, sent {last['sent_at']}")
+    else:
+        lines.append(f"report     NOT stored ({last['error']})")
+    return lines
 
 
 # -- argument parsing -----------------------------------------------------------------------------

@@ -34,12 +34,14 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 import orjson
+import pyarrow.compute as pc
 import uuid_utils
 from aiohttp import web
 
 from edgeloop.collector.config import CollectorConfig
 from edgeloop.collector.journal import Journal
 from edgeloop.collector.metrics import CONTENT_TYPE_LATEST, Metrics
+from edgeloop.collector.reporter import StatusReporter, clock_synchronized
 from edgeloop.collector.spool import Spool, is_batch_id
 from edgeloop.errors import CollectorError
 from edgeloop.runner import read_body
@@ -55,6 +57,7 @@ __all__ = [
     "JOURNAL",
     "METRICS",
     "PIPELINE",
+    "REPORTER",
     "SCHEDULER",
     "SPOOL",
     "create_app",
@@ -71,6 +74,7 @@ METRICS: web.AppKey[Metrics] = web.AppKey("metrics", Metrics)
 PIPELINE: web.AppKey[Pipeline] = web.AppKey("pipeline")
 SCHEDULER: web.AppKey[SyncScheduler | None] = web.AppKey("scheduler")
 INFO: web.AppKey[dict[str, Any]] = web.AppKey("info", dict)
+REPORTER: web.AppKey[StatusReporter | None] = web.AppKey("reporter")
 # Set while records may flow in; a reload clears it while it swaps schemas under the journal.
 INTAKE_OPEN: web.AppKey[asyncio.Event] = web.AppKey("intake_open", asyncio.Event)
 
@@ -244,8 +248,11 @@ async def post_records(request: web.Request) -> web.Response:
             return error_response(503, "journal_unavailable", f"the journal cannot be written: {exc.strerror}")
 
     _count(spool, metrics, drops)
+    reporter = app[REPORTER]
     for model, batch in frames:
         metrics.records.labels(model, "accepted").inc(batch.num_rows)
+        if reporter is not None:
+            reporter.note_versions(model, pc.unique(batch.column("model_version")).to_pylist())
     for model, count in processed.duplicates.items():
         metrics.records.labels(model, "duplicate").inc(count)
     if invalid:
@@ -313,6 +320,22 @@ def status_report(app: web.Application) -> dict[str, Any]:
         "drops": {"total": spool_stats["drops_total"], "since_last_batch": dict(spool.drops)},
         "sync": scheduler.status() if scheduler is not None else {"enabled": False, "available": False},
         "policies": app[PIPELINE].policy_status(),
+        "health": _health(app),
+    }
+
+
+def _health(app: web.Application) -> dict[str, Any] | None:
+    """What the status document sent at sync carries that the rest of the report does not."""
+    reporter = app[REPORTER]
+    if reporter is None:
+        return None
+    return {
+        "models": [{"model": schema.name, "schema_fingerprint": schema.fingerprint,
+                    "versions": reporter.versions().get(schema.name, [])} for schema in app[PIPELINE].registry],
+        "sync_window_s": reporter.window_s,
+        "clock": {"synchronized": clock_synchronized(), "last_offset_s": reporter.last_offset_s},
+        "sampling": reporter.sampling(),
+        "last_report": reporter.last_report,
     }
 
 
@@ -418,6 +441,7 @@ def create_app(
     scheduler: SyncScheduler | None,
     metrics: Metrics,
     info: dict[str, Any] | None = None,
+    reporter: StatusReporter | None = None,
 ) -> web.Application:
     """The intake app; the caller owns the parts and has already recovered the journal."""
     app = web.Application(client_max_size=config.intake.max_body_bytes, middlewares=[error_middleware])
@@ -427,6 +451,7 @@ def create_app(
     app[PIPELINE] = pipeline
     app[SCHEDULER] = scheduler
     app[METRICS] = metrics
+    app[REPORTER] = reporter
     app[INTAKE_OPEN] = asyncio.Event()
     app[INTAKE_OPEN].set()
     now = time.time()

@@ -37,6 +37,7 @@ from apscheduler.triggers.interval import IntervalTrigger
 
 from edgeloop.collector.config import SyncSettings
 from edgeloop.collector.metrics import Metrics
+from edgeloop.collector.reporter import StatusReporter
 from edgeloop.collector.spool import Spool
 from edgeloop.collector.sync import NOT_CONFIGURED, Syncer, SyncResult
 from edgeloop.errors import SyncError
@@ -60,12 +61,15 @@ class SyncScheduler:
         agent_version: str,
         before_sync: Callable[[], Awaitable[Any]] | None = None,
         metrics: Metrics | None = None,
+        reporter: StatusReporter | None = None,
     ) -> None:
         self.settings = settings
         self.spool = spool
         # The agent seals its open journal segments here, so a sync sends everything logged so far.
         self.before_sync = before_sync
-        self.syncer = Syncer(settings, spool, agent_version=agent_version)
+        self.syncer = Syncer(settings, spool, agent_version=agent_version, reporter=reporter)
+        if reporter is not None:
+            reporter.next_sync_at = self._next_sync_at
         self.jitter_offset_s = 0.0
         self._scheduler: AsyncIOScheduler | None = None
         self._loop: asyncio.AbstractEventLoop | None = None

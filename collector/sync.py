@@ -14,6 +14,11 @@ then PUTs every pending batch and lets the server's answer decide the batch's fa
     429 / 503              throttled                 → the whole run pauses for Retry-After
 
 Uploads are sequential, so one pause or one bandwidth cap holds for the whole run.
+
+After the uploads, even when there was nothing to upload, the run sends the device's status
+document (``collector/reporter.py``) with its real outcome: ``PUT /v1/status/{status_id}``,
+one attempt (a retry re-sends the same id, which the server answers 200). A report that fails
+is logged and carried into the next one; it never changes the sync's outcome.
 """
 
 from __future__ import annotations
@@ -38,6 +43,7 @@ import orjson
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_after_attempt, wait_random_exponential
 
 from edgeloop.collector.config import SyncSettings
+from edgeloop.collector.reporter import StatusReporter
 from edgeloop.collector.spool import SealedBatch, Spool
 from edgeloop.errors import RejectedBatchError, RetryableUploadError, SyncError, ThrottledError
 from edgeloop.logs import RateLimitedLogger
@@ -52,6 +58,7 @@ SENT_AT_HEADER = "X-Edgeloop-Sent-At"
 NOT_CONFIGURED = "sync is not configured"
 CHUNK_BYTES = 64 * 1024
 MAX_ERROR_BODY_BYTES = 64 * 1024
+STATUS_TIMEOUT_S = 30.0
 
 Outcome = Literal["ok", "partial", "skipped", "failed"]
 
@@ -60,6 +67,8 @@ _DEVICE_REFUSED = frozenset({401, 403})
 # Refusals an admin lifts on the server (registering the batch's schema): keep the batch, retry next sync.
 _HELD_CODES = frozenset({"unknown_schema"})
 _WRONG_ENDPOINT = frozenset({404, 405})
+# Runs that stopped because ingest cannot be reached or trusted, or refuses this device: a report would fail the same way.
+_NO_REPORT = ("ingest unreachable", "TLS failure", "device not allowed", "unexpected answer")
 
 
 @dataclass(slots=True)
@@ -79,6 +88,7 @@ class SyncResult:
     throttled_s: float = 0.0
     duration_s: float = 0.0
     started_at: datetime = field(default_factory=lambda: datetime.now(UTC))
+    report: str | None = None  # the status report: "stored", "already_stored", or why it was not
 
     @property
     def landed(self) -> int:
@@ -100,10 +110,12 @@ class Syncer:
         *,
         agent_version: str,
         session_factory: Callable[[], aiohttp.ClientSession] | None = None,
+        reporter: StatusReporter | None = None,
     ) -> None:
         self.settings = settings
         self.spool = spool
         self.agent_version = agent_version
+        self.reporter = reporter
         self._session_factory = session_factory or self._new_session
         self._errors = RateLimitedLogger(log)
         # Called with the sync's session and token before uploads (the policy fetch); its errors are its own.
@@ -121,6 +133,8 @@ class Syncer:
             await self._run(result)
         finally:
             result.duration_s = round(time.monotonic() - started, 3)
+            if self.reporter is not None and result.report is None:
+                self.reporter.unreported(result.outcome)
         level = logging.INFO if result.outcome in ("ok", "skipped") else logging.WARNING
         log.log(level, "sync finished", extra=result.as_dict())
         return result
@@ -168,12 +182,47 @@ class Syncer:
             if self.on_session is not None:
                 await self.on_session(session, token)
             reason = await self._upload_all(session, token, result)
-        if reason is None and result.rejected:
-            reason = f"{result.rejected} batch(es) rejected by the server"
-        if reason is None:
-            _finish(result, "ok", None)
+            if reason is None and result.rejected:
+                reason = f"{result.rejected} batch(es) rejected by the server"
+            if reason is None:
+                _finish(result, "ok", None)
+            else:
+                _finish(result, "partial" if result.landed else "failed", reason)
+            if self.reporter is not None and not (result.reason or "").startswith(_NO_REPORT):
+                await self._report(session, token, result)
+
+    async def _report(self, session: aiohttp.ClientSession, token: str, result: SyncResult) -> None:
+        """Send the status document about this run; a failure is logged and carried into the next report."""
+        reporter = self.reporter
+        assert reporter is not None
+        result.duration_s = round((datetime.now(UTC) - result.started_at).total_seconds(), 3)
+        document: dict[str, Any] | None = None
+        try:
+            document = await asyncio.to_thread(reporter.document, result)
+            url = f"{self.settings.url}/v1/status/{document['status_id']}"
+            async with session.put(
+                url,
+                data=orjson.dumps(document),
+                headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"},
+                timeout=aiohttp.ClientTimeout(total=min(self.settings.request_timeout_s, STATUS_TIMEOUT_S)),
+                allow_redirects=False,
+            ) as response:
+                status = response.status
+                body = await _read_body(response)
+        except (aiohttp.ClientError, TimeoutError, OSError) as exc:
+            error = f"status report failed: {type(exc).__name__}: {exc}"
+        except Exception as exc:  # building the document must never fail the sync
+            log.exception("building the status report failed")
+            error = f"status report failed: {type(exc).__name__}: {exc}"
         else:
-            _finish(result, "partial" if result.landed else "failed", reason)
+            if status in (200, 201):
+                reporter.stored(document, body)
+                result.report = body.get("status", "stored") if isinstance(body, dict) else "stored"
+                return
+            error = f"status report refused: {status} {_error_message(body)}"
+        reporter.not_stored(document, result.outcome, error)
+        result.report = error
+        self._errors.log(logging.WARNING, "status-report", "the status report did not reach ingest", error=error)
 
     async def _upload_all(self, session: aiohttp.ClientSession, token: str, result: SyncResult) -> str | None:
         """Upload the queue; returns why the run stopped early or left batches behind, else None."""

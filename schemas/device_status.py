@@ -119,8 +119,11 @@ class StatusRule(_Part):
 
 
 class StatusSampling(_Part):
+    """The local rules, and the sampling policy version each model runs (``server:<n>``, ``file:…``, ``config:…``)."""
+
     default: StatusRule
     models: Annotated[dict[Name, StatusRule], Field(max_length=256)] = {}
+    policies: Annotated[dict[Name, Annotated[str, StringConstraints(max_length=128)]], Field(max_length=256)] = {}
 
 
 class DeviceStatus(_Part):

@@ -203,8 +203,9 @@ jitter_s = 7200
             "SELECT predicted_class, true_class, count(*) AS n FROM vibration_training"
             " WHERE true_class IS NOT NULL GROUP BY ALL ORDER BY n DESC LIMIT 8",
         )
-        step("the fleet view: which model versions run on how many devices")
+        step("the fleet view: each device's health (it reported at the sync), then which model versions run where")
         run("edgeloop-ingest", "fleet", "--config", str(ingest_toml))
+        run("edgeloop-ingest", "fleet", "--versions", "--config", str(ingest_toml))
         export = var / "train.parquet"
         run("edgeloop-ingest", "export", "--config", str(ingest_toml), "--model", "vibration", "--labeled-only", "--out", str(export))
         print(f"    training set written to {export}")

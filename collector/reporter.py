@@ -1,0 +1,220 @@
+"""The status document: what this device tells ingest at every sync, and keeps for ``status``.
+
+``StatusReporter.document(result)`` gathers it from the spool, the journal, the schemas and
+sampling rules in force, the model versions the app logged, the disk and the clock; the
+``Syncer`` sends it after its uploads (``PUT /v1/status/{status_id}``), so the sync outcome in
+it is the real one, and sends it even when there was nothing to upload. A report that fails
+never holds back an upload; its drops and sync outcomes are carried into the next one.
+The contract is ``edgeloop.schemas.device_status.DeviceStatus``.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import logging
+import threading
+from collections import Counter
+from collections.abc import Callable, Iterable
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING, Any
+
+import uuid_utils
+from apscheduler.triggers.cron import CronTrigger
+
+from edgeloop.collector.config import SamplingSettings, SyncSettings
+from edgeloop.collector.journal import Journal
+from edgeloop.collector.spool import Spool
+from edgeloop.schemas.registry import SchemaRegistry
+
+if TYPE_CHECKING:
+    from edgeloop.collector.sync import SyncResult
+
+__all__ = ["StatusReporter", "clock_synchronized", "sync_window_s"]
+
+log = logging.getLogger(__name__)
+
+MAX_VERSIONS = 32  # per model, the most recently logged (the contract's bound)
+MAX_DROP_REASONS = 64
+_TIME_ERROR = 5  # adjtimex(2): the clock is not synchronized
+
+
+class StatusReporter:
+    """Builds status documents and remembers what the last stored one carried."""
+
+    def __init__(
+        self,
+        *,
+        spool: Spool,
+        journal: Journal,
+        sync: SyncSettings,
+        registry: Callable[[], SchemaRegistry],
+        sampling: Callable[[], SamplingSettings],
+        agent_version: str,
+        started_at: datetime | None = None,
+        next_sync_at: Callable[[], str | None] | None = None,
+        policies: Callable[[], dict[str, str]] | None = None,
+    ) -> None:
+        self.spool = spool
+        self.journal = journal
+        self.window_s = sync_window_s(sync)
+        self._registry = registry
+        self._sampling = sampling
+        self._policies = policies  # model → the sampling policy version it runs (server:<n>, file:…, config:…)
+        self.agent_version = agent_version
+        self.started_at = started_at or datetime.now(UTC)
+        self.next_sync_at = next_sync_at  # set by the scheduler once it runs
+        self._lock = threading.Lock()
+        self._versions: dict[str, dict[str, int]] = {}  # model → version → order last logged
+        self._tick = 0
+        self._reported_drops: Counter[str] = Counter()  # drops_total as of the last stored report
+        self._unreported: Counter[str] = Counter()  # sync outcomes since the last stored report
+        self._failures_in_a_row = 0
+        self._last_success_at: datetime | None = None
+        self.last_offset_s: float | None = None
+        self.last_report: dict[str, Any] | None = None  # what `status` shows: when, id, and how it went
+
+    def note_versions(self, model: str, versions: Iterable[str]) -> None:
+        """The app logged records of these versions of ``model`` (called by intake; cheap)."""
+        with self._lock:
+            self._tick += 1
+            known = self._versions.setdefault(model, {})
+            for version in versions:
+                known[version] = self._tick
+            if len(known) > MAX_VERSIONS:
+                for version in sorted(known, key=known.__getitem__)[: len(known) - MAX_VERSIONS]:
+                    del known[version]
+
+    def document(self, result: SyncResult) -> dict[str, Any]:
+        """A new status document about now and the sync ``result`` (its upload part done)."""
+        now = datetime.now(UTC)
+        if result.outcome == "ok":
+            self._failures_in_a_row = 0
+            self._last_success_at = now
+        elif result.outcome in ("failed", "partial"):
+            self._failures_in_a_row += 1
+        spool_stats = self.spool.stats()
+        journal = self.journal.stats()
+        oldest = _oldest_age_s(self.spool, journal, now)
+        totals = Counter(spool_stats["drops_total"])
+        drops = {reason: count - self._reported_drops[reason] for reason, count in totals.items()
+                 if count > self._reported_drops[reason]}
+        if len(drops) > MAX_DROP_REASONS:  # the rest are carried into the next report
+            drops = dict(sorted(drops.items(), key=lambda item: -item[1])[:MAX_DROP_REASONS])
+        registry = self._registry()
+        with self._lock:
+            versions = {model: sorted(known, key=known.__getitem__, reverse=True) for model, known in self._versions.items()}
+        document = {
+            "status_id": str(uuid_utils.uuid7()),
+            "sent_at": now.isoformat(),
+            "agent_version": self.agent_version[:64],
+            "started_at": self.started_at.isoformat(),
+            "models": [
+                {"model": schema.name, "schema_fingerprint": schema.fingerprint, "versions": versions.get(schema.name, [])}
+                for schema in list(registry)[:256]
+            ],
+            "spool": {
+                "batches": spool_stats["batches"], "records": spool_stats["records"], "bytes": spool_stats["bytes"],
+                "oldest_record_age_s": oldest, "rejected": spool_stats["rejected"],
+                "quarantined": spool_stats["quarantined"], "budget_bytes": spool_stats["budget_bytes"],
+            },
+            "journal": {"records": journal["records"], "bytes": journal["bytes"],
+                        "segments": journal["open_segments"] + journal["sealing_segments"] + journal["unsealed_segments"]},
+            "drops": drops,
+            "sync": {
+                "outcome": result.outcome,
+                "error": result.reason[:1024] if result.reason else None,
+                "started_at": result.started_at.isoformat(),
+                "duration_s": result.duration_s,
+                "uploaded": result.uploaded, "already_present": result.already_present, "rejected": result.rejected,
+                "failed": result.failed, "bytes": result.bytes, "rows": result.rows,
+                "window_s": self.window_s,
+                "next_sync_at": self.next_sync_at() if self.next_sync_at else None,
+                "last_success_at": self._last_success_at.isoformat() if self._last_success_at else None,
+                "failures_in_a_row": self._failures_in_a_row,
+                "since_last_report": dict(self._unreported + Counter({result.outcome: 1})),
+            },
+            "disk": {"free_bytes": max(0, spool_stats["free_disk_bytes"]), "full": self.spool.disk_full},
+            "clock": {"synchronized": clock_synchronized(), "last_offset_s": self.last_offset_s},
+            "sampling": self.sampling(),
+        }
+        return document
+
+    def stored(self, document: dict[str, Any], receipt: Any) -> None:
+        """The server stored ``document``: its drops and outcomes are reported."""
+        self._reported_drops.update(document["drops"])
+        self._unreported.clear()
+        if isinstance(receipt, dict) and isinstance(receipt.get("clock_offset_s"), int | float):
+            self.last_offset_s = float(receipt["clock_offset_s"])
+        self.last_report = {"status_id": document["status_id"], "sent_at": document["sent_at"], "stored": True,
+                            "error": None}
+
+    def not_stored(self, document: dict[str, Any] | None, outcome: str, error: str) -> None:
+        """The report did not reach the server (or was refused): the next one carries this sync's outcome."""
+        self._unreported[outcome] += 1
+        self.last_report = {"status_id": document["status_id"] if document else None,
+                            "sent_at": document["sent_at"] if document else None, "stored": False, "error": error}
+
+    def unreported(self, outcome: str) -> None:
+        """A sync ran that sent no report (skipped by only_if, not configured)."""
+        self._unreported[outcome] += 1
+
+    def sampling(self) -> dict[str, Any]:
+        """The sampling rules in force (after any reload)."""
+        settings = self._sampling()
+        policies = self._policies() if self._policies is not None else {}
+        return {"default": _rule(settings.default),
+                "models": {model: _rule(rule) for model, rule in list(settings.models.items())[:256]},
+                "policies": {model: str(version)[:128] for model, version in list(policies.items())[:256]}}
+
+    def versions(self) -> dict[str, list[str]]:
+        with self._lock:
+            return {model: sorted(known, key=known.__getitem__, reverse=True) for model, known in self._versions.items()}
+
+
+def _rule(rule: Any) -> dict[str, Any]:
+    return {"keep_rate": rule.keep_rate, "always_keep_below_confidence": rule.always_keep_below_confidence,
+            "max_per_hour": rule.max_per_hour}
+
+
+def _oldest_age_s(spool: Spool, journal: dict[str, Any], now: datetime) -> float | None:
+    pending = spool.pending()
+    candidates = [uuid_utils.UUID(pending[0].batch_id).timestamp] if pending else []
+    if journal["oldest_record_ms"] is not None:
+        candidates.append(journal["oldest_record_ms"])
+    oldest_ms = min(candidates, default=None)
+    return None if oldest_ms is None else max(0.0, round(now.timestamp() - oldest_ms / 1000, 3))
+
+
+def sync_window_s(settings: SyncSettings) -> float:
+    """How long the server should expect between this device's syncs: the interval, or the widest gap of the cron."""
+    if settings.interval_s is not None:
+        return float(settings.interval_s)
+    trigger = CronTrigger.from_crontab(settings.schedule, timezone=settings.timezone)
+    now = datetime.now(UTC)
+    fires: list[datetime] = []
+    previous = None
+    for _ in range(16):  # a cron can skip days (weekdays only): the widest gap of the next fires
+        fire = trigger.get_next_fire_time(previous, previous + timedelta(microseconds=1) if previous else now)
+        if fire is None:
+            break
+        fires.append(fire)
+        previous = fire
+    gaps = [(later - earlier).total_seconds() for earlier, later in zip(fires, fires[1:])]
+    return max(gaps, default=86400.0)
+
+
+class _Timex(ctypes.Structure):
+    # Only ``modes`` is read by the kernel with modes = 0; the rest is room for what it writes back.
+    _fields_ = [("modes", ctypes.c_uint), ("rest", ctypes.c_byte * 512)]
+
+
+def clock_synchronized() -> bool | None:
+    """Whether the kernel says the system clock is NTP-synchronized (adjtimex), None where it cannot tell."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        state = libc.adjtimex(ctypes.byref(_Timex()))
+    except (OSError, AttributeError):
+        return None
+    if state < 0:
+        return None
+    return state != _TIME_ERROR
