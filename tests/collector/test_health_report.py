@@ -139,3 +139,31 @@ def test_a_device_that_stops_reporting_is_flagged_silent(agent_factory, make_ing
         time.sleep(0.5)
     assert [row["device"] for row in silent] == ["kiosk-7"] and silent[0]["state"] == "silent"
     assert silent[0]["silent_for_s"] > 2 * 1.0 + 4.0
+
+
+def test_a_failed_report_is_carried_into_the_next_one(agent_factory, tmp_path):
+    """While ingest is down nothing is stored; the first report after it is back counts the failed sync and all drops."""
+    port = free_port()
+    folder = tmp_path / "late-ingest"
+    folder.mkdir()
+    config = write_config(folder, port)
+    token_file = folder / "kiosk.token"
+    token_file.write_text(ingest_cli("devices", "add", "kiosk-7", "--config", str(config)).stdout.strip().splitlines()[-1])
+    token_file.chmod(0o600)
+    ingest = Ingest(f"http://127.0.0.1:{port}", config, token_file, folder / "ingest.duckdb", folder / "server.log")
+    agent = agent_factory(sync=sync_config(ingest, max_attempts=1),
+                          sampling={"models": {"vibration": {"keep_rate": 0.5}}}).start()
+    assert agent.post_records(list(SimulatedModel("vibration", seed=6).predictions(60)))[0] == 200
+    dropped = agent.status()["drops"]["total"]["sampled_out"]
+    assert agent.cli("sync", "--wait").returncode == 1  # nothing listens yet
+    assert agent.status()["health"]["last_report"] is None  # unreachable: no report was even tried
+
+    ingest.start()
+    try:
+        assert agent.cli("sync", "--wait").returncode == 0
+        detail = json.loads(ingest_cli("devices", "show", "kiosk-7", "--format", "json", "--config", str(config)).stdout)
+    finally:
+        ingest.stop()
+    sync = detail["status"]["sync"]
+    assert sync["outcome"] == "ok" and sync["since_last_report"] == {"failed": 1, "ok": 1}
+    assert detail["status"]["drops"] == {"sampled_out": dropped} and detail["device"]["statuses"] == 1

@@ -14,6 +14,7 @@ import uuid_utils
 
 from edgeloop.ingest.fleet import StoreReader, device_detail, fleet_overview, fleet_summary, versions
 from edgeloop.ingest.app import STORE
+from edgeloop.ingest.health import prune_statuses
 from tests.ingest.conftest import make_table, seal
 
 
@@ -260,3 +261,59 @@ async def test_an_older_report_arriving_late_never_replaces_the_latest(server):
     assert (await put_status(server, token, older))[0] == 201
     row = fleet_overview(reader(server), datetime.now(UTC), server.config.fleet).to_pylist()[0]
     assert row["last_outcome"] == "ok" and row["statuses"] == 2
+
+
+async def test_the_writer_prunes_status_history_past_retention_but_keeps_each_device_latest(server):
+    """Statuses older than fleet.status_retention_days are deleted; device_health still has the device's latest."""
+    token = await server.add_device("pump-1")
+    assert (await put_status(server, token, status_document()))[0] == 201
+    store = server.app[STORE]
+    later = datetime.now(UTC) + timedelta(days=server.config.fleet.status_retention_days, seconds=1)
+    deleted = await asyncio.wrap_future(store.call(lambda con: prune_statuses(con, server.config.fleet.status_retention_days, later)))
+    assert deleted == 1
+    assert (await server.sql("SELECT count(*) AS n FROM device_status"))[0]["n"] == 0
+    assert (await server.sql("SELECT statuses, last_outcome FROM device_health"))[0] == {"statuses": 1, "last_outcome": "ok"}
+
+
+def test_a_database_from_before_the_aggregates_gets_them_filled_once(tmp_path, vibration):
+    """Opening a database whose rows landed before landed_daily and device_health existed fills both from them."""
+    import duckdb
+
+    from edgeloop.ingest.store import connect
+    from tests.ingest.conftest import cli, free_port, put_batch, spawn_server, stop_server, write_config
+
+    port = free_port()
+    config = write_config(tmp_path, port)
+    token = cli("devices", "add", "pump-1", "--config", str(config)).stdout.strip()
+    server = spawn_server(config, tmp_path / "server.log")
+    try:
+        for name, version, rows in (("a", "1.0", 4), ("b", "2.0", 3)):
+            batch_id, body = seal(tmp_path / name, vibration, make_table(vibration, predictions=rows, version=version)[0])
+            assert put_batch(port, batch_id, body, token) == 201
+    finally:
+        stop_server(server)
+    path = tmp_path / "ingest.duckdb"
+    with duckdb.connect(str(path)) as con:
+        before = con.execute("SELECT model_version, sum(predictions)::BIGINT FROM landed_daily GROUP BY 1 ORDER BY 1").fetchall()
+        con.execute("DROP TABLE landed_daily")
+        con.execute("DROP TABLE device_health")
+    con = connect(path, read_only=False)
+    try:
+        after = con.execute("SELECT model_version, sum(predictions)::BIGINT FROM landed_daily GROUP BY 1 ORDER BY 1").fetchall()
+        health = con.execute("SELECT device, batches, rows FROM device_health").fetchall()
+    finally:
+        con.close()
+    assert after == before == [("1.0", 4), ("2.0", 3)]
+    assert health == [("pump-1", 2, 7)]
+
+
+def test_the_fleet_benchmark_runs_its_queries_and_the_naive_ones_on_a_small_fleet(tmp_path):
+    """bench/fleet.py generates a fleet and times every fleet query next to its full-scan reference."""
+    from bench.fleet import generate, measure
+
+    made = generate(tmp_path / "fleet.duckdb", devices=200, rows=20_000, days=3)
+    assert made["statuses"] == 600
+    results = measure(tmp_path / "fleet.duckdb")
+    by_query = {row["query"]: row for row in results}
+    assert by_query["fleet_overview, every device"]["rows"] == 200  # the never-seen devices too
+    assert all(row["ms"] > 0 and row["naive_ms"] > 0 for row in results)
