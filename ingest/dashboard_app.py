@@ -19,20 +19,18 @@ from __future__ import annotations
 import asyncio
 import logging
 import urllib.parse
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 import orjson
-import pyarrow as pa
 from aiohttp import web
 
 from edgeloop.errors import AuthError, BatchRejected, EdgeloopError, Forbidden, QueryFailed, StoreBusy
 from edgeloop.ingest import dashboard_html as pages
 from edgeloop.ingest.app import AUTH, CONFIG, STATE, STORE
 from edgeloop.ingest.dashboard import CLOCK_OUTLIER_S, Dashboard
-from edgeloop.ingest.fleet import DEVICES_SQL
-from edgeloop.ingest.query import CheckedQuery, run_query, stream_query
+from edgeloop.ingest.fleet import StoreReader, devices
 from edgeloop.ingest.report import GROUPINGS, build_report, declare, model_schema
 from edgeloop.ingest.session import COOKIE, Sessions
 from edgeloop.runner import read_body
@@ -55,30 +53,14 @@ HEADERS = {
 T = TypeVar("T")
 
 
-class StoreReader:
-    """The ``Admin`` protocol's ``query`` on the server's own read cursor, through the same allow-list as /v1/sql."""
-
-    def __init__(self, store: Any, timeout_s: float) -> None:
-        self._store, self._timeout_s = store, timeout_s
-
-    def query(self, sql: str, params: Sequence[Any] = ()) -> pa.Table:
-        return run_query(self._store.cursor(), sql, params, timeout_s=self._timeout_s)
-
-
 def _reader(app: web.Application) -> StoreReader:
     return StoreReader(app[STORE], app[CONFIG].store.sql_timeout_s)
 
 
 def _dashboard(app: web.Application) -> Dashboard:
-    store, timeout_s = app[STORE], app[CONFIG].store.sql_timeout_s
-
-    def query(sql: str, params: Sequence[Any]) -> list[dict[str, Any]]:
-        # Our own constant SQL, parameters bound: the allow-list is for SQL a user sends (it costs a parse per query).
-        batches = stream_query(store.cursor(), sql, params, timeout_s=timeout_s, checked=CheckedQuery(sql, frozenset()))
-        first = next(batches)
-        return pa.Table.from_batches([first, *batches], schema=first.schema).to_pylist()
-
-    return Dashboard(query)
+    # Our own constant SQL, parameters bound: the allow-list is for SQL a user sends (it costs a parse per query).
+    reader = StoreReader(app[STORE], app[CONFIG].store.sql_timeout_s, trusted=True)
+    return Dashboard(lambda sql, params: reader.query(sql, params).to_pylist())
 
 
 async def _read(request: web.Request, work: Callable[[], T]) -> T:
@@ -196,28 +178,31 @@ async def logout(request: web.Request) -> web.Response:
     return response
 
 
-def _overview(board: Dashboard, days: int) -> dict[str, Any]:
+def _overview(app: web.Application, board: Dashboard, days: int) -> dict[str, Any]:
     models = board.models()
     return {
         "generated_at": datetime.now(UTC),
         "models": models,
         "rollout": [board.rollout(model, days) for model in models],
-        "fleet": _fleet(board),
+        "fleet": _fleet(app),
         "drops": board.drops(days),
         "clock_outliers": board.clock_outliers(),
         "data": board.data(days),
     }
 
 
-def _fleet(board: Dashboard) -> dict[str, Any]:
-    return {"devices": board._query(DEVICES_SQL, []), "clock_outlier_s": CLOCK_OUTLIER_S}
+def _fleet(app: web.Application) -> dict[str, Any]:
+    """Every device with its state (ok, late, failing, silent...) from the fleet aggregates (``ingest/fleet.py``)."""
+    reader = StoreReader(app[STORE], app[CONFIG].store.sql_timeout_s, trusted=True)
+    rows = devices(reader, datetime.now(UTC), app[CONFIG].fleet).to_pylist()
+    return {"devices": rows, "clock_outlier_s": CLOCK_OUTLIER_S}
 
 
 async def overview(request: web.Request) -> web.Response:
     if (login_first := _page_or_login(request)) is not None:
         return login_first
     days, board = _days(request), _dashboard(request.app)
-    facts = await _read(request, lambda: _overview(board, days))
+    facts = await _read(request, lambda: _overview(request.app, board, days))
     return _html(pages.overview_page(facts["models"], facts["rollout"], facts["fleet"], facts["drops"],
                                      facts["clock_outliers"], facts["data"]))
 
@@ -271,7 +256,7 @@ async def report_page(request: web.Request) -> web.Response:
 async def api_overview(request: web.Request) -> web.Response:
     _require_reader(request)
     days, board = _days(request), _dashboard(request.app)
-    return _json(await _read(request, lambda: _overview(board, days)))
+    return _json(await _read(request, lambda: _overview(request.app, board, days)))
 
 
 async def api_rollout(request: web.Request) -> web.Response:
@@ -289,7 +274,7 @@ async def api_data(request: web.Request) -> web.Response:
 async def api_fleet(request: web.Request) -> web.Response:
     _require_reader(request)
     days, board = _days(request), _dashboard(request.app)
-    return _json(await _read(request, lambda: {**_fleet(board), "drops": board.drops(days),
+    return _json(await _read(request, lambda: {**_fleet(request.app), "drops": board.drops(days),
                                                 "clock_outliers": board.clock_outliers()}))
 
 

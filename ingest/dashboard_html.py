@@ -132,9 +132,10 @@ def rollout_section(rollout: dict[str, Any]) -> str:
 def fleet_section(fleet: dict[str, Any], drops: dict[str, Any], outliers: list[dict[str, Any]]) -> str:
     parts = ["<h2>Fleet health</h2>"]
     devices = fleet["devices"]
-    parts.append(_table("devices", ["device", "status", "last seen", "batches", "rows"], [
-        ({"device": d["name"], "status": d["status"]},
-         [_device_link(d["name"]), _e(d["status"]), _e(_when(d["last_seen"])), _num(d["batches"]), _num(d["rows"])])
+    parts.append(_table("devices", ["device", "status", "state", "last seen", "batches", "rows"], [
+        ({"device": d["name"], "status": d["status"], "state": d["state"]},
+         [_device_link(d["name"]), _e(d["status"]), _e(d["state"]), _e(_when(d["last_seen"])), _num(d["batches"]),
+          _num(d["rows"])])
         for d in devices
     ]))
     parts.append("<h3>Drops by reason (records the devices did not keep, per day)</h3>")
