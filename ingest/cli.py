@@ -421,6 +421,8 @@ def _policy(args: argparse.Namespace, config: IngestConfig) -> int:
 def _target(receipt: dict) -> str:
     parts = [f"devices {receipt['devices']!r}" if receipt.get("devices") else "", f"tag {receipt['tag']!r}" if receipt.get("tag") else ""]
     return " for " + " and ".join(part for part in parts if part) if any(parts) else " for every device"
+
+
 def _show_device(admin: Admin, config: IngestConfig, args: argparse.Namespace) -> None:
     detail = device_detail(admin, args.name, datetime.now(UTC), config.fleet, history=args.history)
     if detail is None:

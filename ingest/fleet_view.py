@@ -75,6 +75,8 @@ def device_text(detail: dict[str, Any]) -> str:
             for name, rule in sampling["models"].items()
         ]
         lines.append(f"sampling      {'; '.join(rules)}")
+        if sampling.get("policies"):
+            lines.append("policies      " + ", ".join(f"{model} {version}" for model, version in sorted(sampling["policies"].items())))
     lines.append(f"dropped       {device['dropped'] or 0} records reported dropped"
                  + (f" (last report: {', '.join(f'{k} {v}' for k, v in status['drops'].items())})"
                     if status and status["drops"] else ""))

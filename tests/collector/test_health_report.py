@@ -70,6 +70,8 @@ def test_a_device_with_nothing_to_send_shows_up_alive_with_its_health(agent_fact
     detail = json.loads(ingest_cli("devices", "show", "kiosk-7", "--format", "json", "--config", str(ingest.config)).stdout)
     assert detail["status"]["sync"]["outcome"] == "ok" and detail["status"]["sampling"]["default"]["keep_rate"] == 1.0
     assert {model["model"] for model in detail["status"]["models"]} == {"vibration", "image_classifier"}
+    assert set(detail["status"]["sampling"]["policies"]) == {"vibration", "image_classifier"}  # the version each runs
+    assert "policies      " in shown
     missing = ingest_cli("devices", "show", "nobody", "--config", str(ingest.config), check=False)
     assert missing.returncode == 1 and missing.stderr.count("\n") == 1 and "no device named 'nobody'" in missing.stderr
 
