@@ -86,7 +86,7 @@ def generate(path: Path, *, devices: int, rows: int, days: int) -> dict[str, Any
         f"""
         INSERT INTO landed_daily
         SELECT (?::TIMESTAMPTZ - to_days(d))::DATE, 'vibration', ['2.0.0', '2.1.0', '2.2.0'][1 + (i + d // 10) % 3],
-               printf('dev-%05d', i), {per_cell}, {per_cell // 10}, ?::TIMESTAMPTZ - to_days(d), ?::TIMESTAMPTZ - to_days(d)
+               'server:' || (1 + d // 10), printf('dev-%05d', i), {per_cell}, {per_cell // 10}, ?::TIMESTAMPTZ - to_days(d), ?::TIMESTAMPTZ - to_days(d)
         FROM range(?) AS t(i), range({days}) AS s(d)
         """,
         [now, now, now, devices],

@@ -176,21 +176,17 @@ def device_detail(reader: Reader, name: str, now: datetime, settings: FleetSetti
     }
 
 
-EMPTY_VERSIONS = pa.schema([
-    ("model", pa.string()), ("model_version", pa.string()), ("devices", pa.int64()), ("predictions", pa.int64()),
-    ("feedback", pa.int64()), ("first_seen", pa.timestamp("us", tz="UTC")), ("last_seen", pa.timestamp("us", tz="UTC")),
-])
-
-
 def versions(reader: Reader, *, since: datetime | None = None) -> pa.Table:
-    """Per model and version: devices that sent rows of it, predictions and feedback landed, first and last landing.
+    """Per model and version: devices that sent rows of it, predictions and feedback landed, first and last landing,
+    and the sampling policy versions that kept those rows.
 
     ``since`` counts only days from then on (devices still running a version, not every one that ever did).
     """
     where, params = ("WHERE day >= ?::TIMESTAMPTZ::DATE", [since.astimezone(UTC).isoformat()]) if since else ("", [])
     return reader.query(
         "SELECT model, model_version, count(DISTINCT device) AS devices, sum(predictions)::BIGINT AS predictions, "
-        "sum(feedback)::BIGINT AS feedback, min(first_at) AS first_seen, max(last_at) AS last_seen "
+        "sum(feedback)::BIGINT AS feedback, min(first_at) AS first_seen, max(last_at) AS last_seen, "
+        "string_agg(DISTINCT nullif(policy_version, ''), ', ' ORDER BY nullif(policy_version, '')) AS policies "
         f"FROM landed_daily {where} GROUP BY model, model_version ORDER BY model, last_seen DESC",
         params,
     )

@@ -7,8 +7,9 @@ Every write here runs on the store's one writer thread, inside its transaction::
     device_health    one row per device: its latest status, landing totals and refusal
                      count, kept current at write time so fleet views never scan history
     device_refusals  uploads refused per device, HTTP status and error code
-    landed_daily     rows landed per day, model, model version and device (predictions and
-                     feedback), kept at landing time so version views never scan model tables
+    landed_daily     rows landed per day, model, model version, sampling policy version ('' for
+                     none) and device (predictions and feedback), kept at landing time so
+                     version views never scan model tables
 
 ``ensure_tables`` creates them (and fills the aggregates once from the ledger and model
 tables of a database that predates them). Reads are in ``ingest/fleet.py``.
@@ -25,6 +26,7 @@ from typing import Any
 import duckdb
 import orjson
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from edgeloop.errors import BatchRejected
 from edgeloop.schemas.device_status import DeviceStatus
@@ -101,12 +103,13 @@ CREATE TABLE IF NOT EXISTS landed_daily (
     day DATE NOT NULL,
     model VARCHAR NOT NULL,
     model_version VARCHAR NOT NULL,
+    policy_version VARCHAR NOT NULL DEFAULT '',
     device VARCHAR NOT NULL,
     predictions BIGINT NOT NULL,
     feedback BIGINT NOT NULL,
     first_at {TSTZ} NOT NULL,
     last_at {TSTZ} NOT NULL,
-    PRIMARY KEY (day, model, model_version, device)
+    PRIMARY KEY (day, model, model_version, policy_version, device)
 );
 """
 
@@ -124,12 +127,12 @@ ON CONFLICT (device) DO UPDATE SET
 
 _DAILY = """
 INSERT INTO landed_daily
-SELECT received_at::DATE AS day, model, model_version, device,
+SELECT received_at::DATE AS day, model, model_version, policy_version, device,
        sum(CASE WHEN kind = 'prediction' THEN n ELSE 0 END)::BIGINT,
        sum(CASE WHEN kind = 'feedback' THEN n ELSE 0 END)::BIGINT,
        min(received_at), max(received_at)
 FROM {source} GROUP BY ALL
-ON CONFLICT (day, model, model_version, device) DO UPDATE SET
+ON CONFLICT (day, model, model_version, policy_version, device) DO UPDATE SET
     predictions = landed_daily.predictions + excluded.predictions,
     feedback = landed_daily.feedback + excluded.feedback,
     first_at = least(landed_daily.first_at, excluded.first_at),
@@ -153,8 +156,12 @@ def ensure_tables(con: duckdb.DuckDBPyConnection) -> None:
             if table not in had:
                 continue
             quoted = '"' + table.replace('"', '""') + '"'
-            source = (f"(SELECT ? AS model, '{kind}' AS kind, device, model_version, received_at, count(*) AS n "
-                      f"FROM {quoted} GROUP BY ALL)")
+            columns = {row[0] for row in con.execute(
+                "SELECT column_name FROM information_schema.columns WHERE table_schema = 'main' AND table_name = ?", [table]
+            ).fetchall()}
+            policy = "coalesce(policy_version, '')" if "policy_version" in columns else "''"
+            source = (f"(SELECT ? AS model, '{kind}' AS kind, device, model_version, {policy} AS policy_version, "
+                      f"received_at, count(*) AS n FROM {quoted} GROUP BY ALL)")
             con.execute(_DAILY.format(source=source), [model])
     log.info("fleet aggregates filled from the landed rows", extra={"models": len(models)})
 
@@ -168,13 +175,18 @@ def note_landed(con: duckdb.DuckDBPyConnection, inserted: list[tuple[str, str, p
     for model, kind, rows in inserted:
         if not rows.num_rows:
             continue
-        # One row per device, version and batch arrival: a few rows, whatever the batch size.
-        counts = rows.select(["device", "model_version", "received_at"]).group_by(
-            ["device", "model_version", "received_at"], use_threads=False
-        ).aggregate([([], "count_all")])
+        # Rows of agents from before sampling policies carry none: counted under ''.
+        if "policy_version" in rows.column_names:
+            policy = pc.fill_null(rows.column("policy_version").cast(pa.string()), "")
+        else:
+            policy = pa.repeat(pa.scalar("", pa.string()), rows.num_rows)
+        keys = pa.table({"device": rows.column("device"), "model_version": rows.column("model_version"),
+                         "policy_version": policy, "received_at": rows.column("received_at")})
+        # One row per device, version, policy and batch arrival: a few rows, whatever the batch size.
+        counts = keys.group_by(keys.column_names, use_threads=False).aggregate([([], "count_all")])
         parts.append(counts.append_column("model", pa.repeat(pa.scalar(model), counts.num_rows))
                      .append_column("kind", pa.repeat(pa.scalar(kind), counts.num_rows))
-                     .rename_columns(["device", "model_version", "received_at", "n", "model", "kind"]))
+                     .rename_columns(["device", "model_version", "policy_version", "received_at", "n", "model", "kind"]))
     if parts:
         con.register("__edgeloop_landed", pa.concat_tables(parts))
         try:

@@ -85,7 +85,7 @@ def test_policy_set_on_the_server_changes_what_a_running_agent_keeps_at_its_next
     assert {by_id[r["record_id"]] [:3] for r in kept} == {("server:1", "boundary", 1.0)}
     mixed = ingest.query("SELECT batch_id FROM vibration GROUP BY batch_id HAVING count(DISTINCT policy_version) > 1")
     assert mixed == []  # a policy change seals the journal first
-    fleet = ingest_cli("fleet", "--format", "json", "--config", str(ingest.config)).stdout
+    fleet = ingest_cli("fleet", "--versions", "--format", "json", "--config", str(ingest.config)).stdout
     assert [json.loads(line)["policies"] for line in fleet.splitlines()] == [f"{local_version}, server:1"]
     history = ingest_cli("policy", "history", "--model", "vibration", "--config", str(ingest.config), "--format", "csv").stdout
     assert "set from" in history and "boundary" in history
