@@ -535,11 +535,11 @@ def _format_status(report: dict[str, Any]) -> str:
         )
     health = report.get("health")
     if health:
-        lines += _format_health(health)
+        lines += _format_health(health, syncing=bool(sync and sync.get("configured")))
     return "\n".join(lines)
 
 
-def _format_health(health: dict[str, Any]) -> list[str]:
+def _format_health(health: dict[str, Any], *, syncing: bool) -> list[str]:
     """The facts the status document sent at sync adds: versions in use, sampling, clock, the last report."""
     lines = []
     for model in health["models"]:
@@ -555,7 +555,9 @@ def _format_health(health: dict[str, Any]) -> list[str]:
     offset = "" if clock["last_offset_s"] is None else f"; server saw an offset of {clock['last_offset_s']:+.3f}s"
     lines.append(f"clock      NTP {synced}{offset}")
     last = health.get("last_report")
-    if last is None:
+    if last is None and not syncing:
+        pass  # no sync, no report: the sync line says why
+    elif last is None:
         lines.append(f"report     none sent yet (one per sync; expected every {_duration(health['sync_window_s'])})")
     elif last["stored"]:
         lines.append(f"report     stored, sent {last['sent_at']}")
