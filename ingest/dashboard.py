@@ -1,6 +1,7 @@
 """What the dashboard shows, as plain data: rollout per model, data landed, drops, a device's batches.
 
-The pages (``dashboard_html``) and the JSON endpoints
+Fleet health (device states, backlog, refusals, status history) is ``fleet``'s: the CLI and
+the dashboard call the same functions. The pages (``dashboard_html``) and the JSON endpoints
 (``dashboard_app``) render the same dicts,
 so a number on the page is the number the API returns. Every query is ours (no user SQL), runs
 on a read cursor of the server's store and reads the ledger (``batches``: one row per landed
@@ -18,11 +19,10 @@ from typing import Any
 from edgeloop.errors import QueryFailed
 from edgeloop.schemas.model_schema import NAME_PATTERN
 
-__all__ = ["CLOCK_OUTLIER_S", "MAX_DAYS", "Dashboard", "version_key"]
+__all__ = ["MAX_DAYS", "Dashboard", "version_key"]
 
 MAX_DAYS = 366
 MAX_DEVICE_BATCHES = 200  # the newest batches a device page lists
-CLOCK_OUTLIER_S = 300.0  # a device whose clock is off by more than this is listed (transit is seconds)
 MAX_BEHIND = 500  # devices listed as still on an older version (the count says how many in all)
 
 Query = Callable[[str, Sequence[Any]], list[dict[str, Any]]]
@@ -169,26 +169,9 @@ class Dashboard:
             [name, MAX_DEVICE_BATCHES],
         )
 
-    def clock_outliers(self, threshold_s: float = CLOCK_OUTLIER_S) -> list[dict[str, Any]]:
-        """Devices whose latest batch says their clock is off by more than ``threshold_s``."""
+    def version_changes(self, name: str) -> list[dict[str, Any]]:
+        """Each change of a device's model version, oldest first."""
         return self._query(
-            "SELECT device, arg_max(clock_offset_s, received_at) AS clock_offset_s, max(received_at) AS last_seen "
-            "FROM batches WHERE clock_offset_s IS NOT NULL GROUP BY device "
-            "HAVING abs(arg_max(clock_offset_s, received_at)) > ? ORDER BY abs(arg_max(clock_offset_s, received_at)) DESC",
-            [threshold_s],
-        )
-
-    def device(self, name: str) -> dict[str, Any]:
-        """One device: its registration, totals, version changes per model, and its newest batches."""
-        rows = self._query("SELECT name, created_at, revoked_at FROM devices WHERE name = ?", [name])
-        if not rows:
-            raise LookupError(name)
-        totals = self._query(
-            "SELECT count(*) AS batches, coalesce(sum(rows - duplicates), 0)::BIGINT AS rows, max(received_at) AS last_seen "
-            "FROM batches WHERE device = ?",
+            "SELECT model, day, from_version, to_version FROM version_changes WHERE device = ? ORDER BY model, changed_at",
             [name],
-        )[0]
-        changes = self._query(
-            "SELECT model, day, from_version, to_version FROM version_changes WHERE device = ? ORDER BY model, changed_at", [name]
         )
-        return {**rows[0], **totals, "version_changes": changes, "recent_batches": self.batches(name)}

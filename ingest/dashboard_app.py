@@ -4,9 +4,10 @@
     POST /dashboard/login            form ``token`` (viewer or admin) → session cookie, 303 to /dashboard
     POST /dashboard/logout           ends the session
     GET  /dashboard                  overview: rollout per model, fleet health, data
+    GET  /dashboard/devices?state=&offset=   every device (or one state's), 200 a page
     GET  /dashboard/devices/{name}   one device
     GET  /dashboard/report?model=    the field performance report of a model
-    GET  /v1/dashboard/{overview,rollout/{model},data,fleet,devices/{name},report/{model}}   the same as JSON
+    GET  /v1/dashboard/{overview,rollout/{model},data,fleet,devices,devices/{name},report/{model}}   the same as JSON
 
 Pages need a session (else 303 to the login page); the JSON endpoints take the session cookie or
 ``Authorization: Bearer`` with the viewer or admin token (else 401). Nothing here changes data
@@ -24,13 +25,15 @@ from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 import orjson
+import pyarrow as pa
+import pyarrow.compute as pc
 from aiohttp import web
 
 from edgeloop.errors import AuthError, BatchRejected, EdgeloopError, Forbidden, QueryFailed, StoreBusy
 from edgeloop.ingest import dashboard_html as pages
 from edgeloop.ingest.app import AUTH, CONFIG, STATE, STORE
-from edgeloop.ingest.dashboard import CLOCK_OUTLIER_S, Dashboard
-from edgeloop.ingest.fleet import StoreReader, devices
+from edgeloop.ingest.dashboard import Dashboard
+from edgeloop.ingest.fleet import STATES, StoreReader, device_detail, fleet_overview, fleet_summary
 from edgeloop.ingest.report import GROUPINGS, build_report, declare, model_schema
 from edgeloop.ingest.session import COOKIE, Sessions
 from edgeloop.runner import read_body
@@ -54,12 +57,12 @@ T = TypeVar("T")
 
 
 def _reader(app: web.Application) -> StoreReader:
-    return StoreReader(app[STORE], app[CONFIG].store.sql_timeout_s)
+    # Our own constant SQL (fleet's and the panels'), parameters bound: the allow-list is for SQL a user sends.
+    return StoreReader(app[STORE], app[CONFIG].store.sql_timeout_s, trusted=True)
 
 
 def _dashboard(app: web.Application) -> Dashboard:
-    # Our own constant SQL, parameters bound: the allow-list is for SQL a user sends (it costs a parse per query).
-    reader = StoreReader(app[STORE], app[CONFIG].store.sql_timeout_s, trusted=True)
+    reader = _reader(app)
     return Dashboard(lambda sql, params: reader.query(sql, params).to_pylist())
 
 
@@ -178,24 +181,53 @@ async def logout(request: web.Request) -> web.Response:
     return response
 
 
+CLOCK_OUTLIER_S = 300.0  # a device whose clock is off by more than this is listed (transit is seconds)
+MAX_LISTED = 200  # devices one panel lists (the counts say how many in all)
+ATTENTION = ("failing", "silent", "late", "never_seen")  # states a person should look at, worst first
+
+
+def _rows(table: pa.Table, order: str | None = None, *, limit: int = MAX_LISTED, descending: bool = True) -> list[dict[str, Any]]:
+    if order is not None and table.num_rows:
+        table = table.take(pc.sort_indices(table, [(order, "descending" if descending else "ascending")],
+                                           null_placement="at_end"))
+    return table.slice(0, limit).to_pylist()
+
+
+def _fleet(app: web.Application, board: Dashboard, days: int) -> dict[str, Any]:
+    """Fleet health from ``fleet``'s one query (states, backlog, refusals, clocks), plus drops per day."""
+    devices = fleet_overview(_reader(app), datetime.now(UTC), app[CONFIG].fleet)
+    states = devices.column("state")
+    counts = {state: 0 for state in ("ok", *ATTENTION, "revoked")}
+    counts.update({row["values"]: row["counts"] for row in pc.value_counts(states).to_pylist()})
+    attention = []
+    for state in ATTENTION:
+        attention += _rows(devices.filter(pc.equal(states, state)), "silent_for_s", limit=MAX_LISTED - len(attention))
+    live = devices.filter(pc.not_equal(states, "revoked"))
+    offsets = live.column("clock_offset_s")
+    clocks = live.filter(pc.fill_null(pc.greater(pc.abs(offsets), CLOCK_OUTLIER_S), False))
+    clocks = clocks.append_column("clock_offset_abs_s", pc.abs(clocks.column("clock_offset_s")))
+    return {
+        "devices": devices.num_rows,
+        "states": counts,
+        "attention": attention,
+        "backlog": _rows(live.filter(pc.fill_null(pc.greater(live.column("backlog_bytes"), 0), False)), "backlog_bytes", limit=20),
+        "refused": _rows(live.filter(pc.fill_null(pc.greater(live.column("refused"), 0), False)), "refused"),
+        "clock_outliers": [{k: v for k, v in row.items() if k != "clock_offset_abs_s"}
+                           for row in _rows(clocks, "clock_offset_abs_s")],
+        "clock_outlier_s": CLOCK_OUTLIER_S,
+        "drops": board.drops(days),
+    }
+
+
 def _overview(app: web.Application, board: Dashboard, days: int) -> dict[str, Any]:
     models = board.models()
     return {
         "generated_at": datetime.now(UTC),
         "models": models,
         "rollout": [board.rollout(model, days) for model in models],
-        "fleet": _fleet(app),
-        "drops": board.drops(days),
-        "clock_outliers": board.clock_outliers(),
+        "fleet": _fleet(app, board, days),
         "data": board.data(days),
     }
-
-
-def _fleet(app: web.Application) -> dict[str, Any]:
-    """Every device with its state (ok, late, failing, silent...) from the fleet aggregates (``ingest/fleet.py``)."""
-    reader = StoreReader(app[STORE], app[CONFIG].store.sql_timeout_s, trusted=True)
-    rows = devices(reader, datetime.now(UTC), app[CONFIG].fleet).to_pylist()
-    return {"devices": rows, "clock_outlier_s": CLOCK_OUTLIER_S}
 
 
 async def overview(request: web.Request) -> web.Response:
@@ -203,8 +235,15 @@ async def overview(request: web.Request) -> web.Response:
         return login_first
     days, board = _days(request), _dashboard(request.app)
     facts = await _read(request, lambda: _overview(request.app, board, days))
-    return _html(pages.overview_page(facts["models"], facts["rollout"], facts["fleet"], facts["drops"],
-                                     facts["clock_outliers"], facts["data"]))
+    return _html(pages.overview_page(facts["models"], facts["rollout"], facts["fleet"], facts["data"]))
+
+
+def _device(app: web.Application, board: Dashboard, name: str) -> dict[str, Any]:
+    """``fleet``'s detail of one device (state, latest status, status history, refusals, versions) and its batches."""
+    detail = device_detail(_reader(app), name, datetime.now(UTC), app[CONFIG].fleet)
+    if detail is None:
+        raise LookupError(name)
+    return {**detail, "version_changes": board.version_changes(name), "recent_batches": board.batches(name)}
 
 
 async def device_page(request: web.Request) -> web.Response:
@@ -212,10 +251,10 @@ async def device_page(request: web.Request) -> web.Response:
         return login_first
     name, board = request.match_info["name"], _dashboard(request.app)
     try:
-        models, device = await _read(request, lambda: (board.models(), board.device(name)))
+        models, device = await _read(request, lambda: (board.models(), _device(request.app, board, name)))
     except LookupError:
         raise web.HTTPNotFound(text=f"no device named {name[:80]!r}") from None
-    return _html(pages.device_page(models, device))
+    return _html(pages.device_page(models, name, device))
 
 
 def _report(app: web.Application, model: str, query: dict[str, str]) -> Any:
@@ -241,6 +280,46 @@ def _timestamp(text: str | None, name: str) -> datetime | None:
     except ValueError:
         raise QueryFailed(f"{name} must be a date or an ISO 8601 time, got {text[:40]!r}") from None
     return value if value.tzinfo else value.replace(tzinfo=UTC)
+
+
+PAGE_SIZE = 200
+
+
+def _listing(app: web.Application, state: str | None, offset: int) -> dict[str, Any]:
+    reader, now, settings = _reader(app), datetime.now(UTC), app[CONFIG].fleet
+    states = [state] if state else None
+    rows = fleet_overview(reader, now, settings, states=states, limit=PAGE_SIZE, offset=offset).to_pylist()
+    counts = fleet_summary(reader, now, settings)
+    return {"state": state or "", "offset": offset, "limit": PAGE_SIZE, "devices": rows,
+            "total": counts.get(state, 0) if state else sum(counts.values())}
+
+
+def _listing_query(request: web.Request) -> tuple[str | None, int]:
+    state = request.query.get("state") or None
+    if state is not None and state not in STATES:
+        raise QueryFailed(f"state must be one of {', '.join(STATES)}")
+    try:
+        offset = int(request.query.get("offset", "0"))
+    except ValueError:
+        raise QueryFailed("offset must be a whole number") from None
+    if not 0 <= offset <= 10_000_000:
+        raise QueryFailed("offset must be 0 to 10,000,000")
+    return state, offset
+
+
+async def devices_page(request: web.Request) -> web.Response:
+    if (login_first := _page_or_login(request)) is not None:
+        return login_first
+    state, offset = _listing_query(request)
+    board = _dashboard(request.app)
+    models, listing = await _read(request, lambda: (board.models(), _listing(request.app, state, offset)))
+    return _html(pages.devices_page(models, listing))
+
+
+async def api_devices(request: web.Request) -> web.Response:
+    _require_reader(request)
+    state, offset = _listing_query(request)
+    return _json(await _read(request, lambda: _listing(request.app, state, offset)))
 
 
 async def report_page(request: web.Request) -> web.Response:
@@ -274,15 +353,14 @@ async def api_data(request: web.Request) -> web.Response:
 async def api_fleet(request: web.Request) -> web.Response:
     _require_reader(request)
     days, board = _days(request), _dashboard(request.app)
-    return _json(await _read(request, lambda: {**_fleet(request.app), "drops": board.drops(days),
-                                                "clock_outliers": board.clock_outliers()}))
+    return _json(await _read(request, lambda: _fleet(request.app, board, days)))
 
 
 async def api_device(request: web.Request) -> web.Response:
     _require_reader(request)
     name, board = request.match_info["name"], _dashboard(request.app)
     try:
-        return _json(await _read(request, lambda: board.device(name)))
+        return _json(await _read(request, lambda: _device(request.app, board, name)))
     except LookupError:
         raise web.HTTPNotFound(text=f"no device named {name[:80]!r}") from None
 
@@ -308,11 +386,13 @@ def add_dashboard_routes(app: web.Application) -> None:
     app.router.add_post("/dashboard/logout", logout)
     app.router.add_get("/dashboard", overview)
     app.router.add_get("/dashboard/", dashboard_root)
+    app.router.add_get("/dashboard/devices", devices_page)
     app.router.add_get("/dashboard/devices/{name}", device_page)
     app.router.add_get("/dashboard/report", report_page)
     app.router.add_get("/v1/dashboard/overview", api_overview)
     app.router.add_get("/v1/dashboard/rollout/{model}", api_rollout)
     app.router.add_get("/v1/dashboard/data", api_data)
     app.router.add_get("/v1/dashboard/fleet", api_fleet)
+    app.router.add_get("/v1/dashboard/devices", api_devices)
     app.router.add_get("/v1/dashboard/devices/{name}", api_device)
     app.router.add_get("/v1/dashboard/report/{model}", api_report)

@@ -16,7 +16,7 @@ from edgeloop.ingest.report import Report
 from edgeloop.ingest.report_html import CSS as REPORT_CSS
 from edgeloop.ingest.report_html import render_fragment
 
-__all__ = ["device_page", "login_page", "overview_page", "report_page"]
+__all__ = ["device_page", "devices_page", "login_page", "overview_page", "report_page"]
 
 CSS = REPORT_CSS + """
 body { max-width: 1180px; }
@@ -38,6 +38,11 @@ def _e(value: object) -> str:
 def _when(value: Any) -> str:
     if value is None:
         return "—"
+    if isinstance(value, str):  # fleet's rows carry times as ISO text
+        try:
+            value = datetime.fromisoformat(value)
+        except ValueError:
+            return value
     if isinstance(value, datetime):
         return value.strftime("%Y-%m-%d %H:%M:%S UTC") if value.utcoffset() is not None else value.isoformat()
     return str(value)
@@ -129,23 +134,83 @@ def rollout_section(rollout: dict[str, Any]) -> str:
             f'<div class="grid"><div>{counts}</div><div><b>still on an older version</b>{behind}</div></div></div>')
 
 
-def fleet_section(fleet: dict[str, Any], drops: dict[str, Any], outliers: list[dict[str, Any]]) -> str:
+STATE_TEXT = {"ok": "syncing normally", "late": "late (missed a sync window)", "silent": "silent",
+              "failing": "failing", "never_seen": "never seen", "revoked": "revoked"}
+
+
+def _bytes(value: Any) -> str:
+    if value is None:
+        return "—"
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if abs(value) < 1024 or unit == "GiB":
+            return f"{value:,.0f} {unit}" if unit == "B" else f"{value:,.1f} {unit}"
+        value /= 1024
+    return str(value)
+
+
+def _ago(seconds: Any) -> str:
+    if seconds is None:
+        return "—"
+    for unit, size in (("d", 86400), ("h", 3600), ("min", 60)):
+        if seconds >= size:
+            return f"{seconds / size:.1f} {unit} ago"
+    return f"{seconds:.0f} s ago"
+
+
+def _state(state: str) -> str:
+    return f'<span class="state-{_e(state)}">{_e(STATE_TEXT.get(state, state))}</span>'
+
+
+def fleet_section(fleet: dict[str, Any]) -> str:
     parts = ["<h2>Fleet health</h2>"]
-    devices = fleet["devices"]
-    parts.append(_table("devices", ["device", "status", "state", "last seen", "batches", "rows"], [
-        ({"device": d["name"], "status": d["status"], "state": d["state"]},
-         [_device_link(d["name"]), _e(d["status"]), _e(d["state"]), _e(_when(d["last_seen"])), _num(d["batches"]),
-          _num(d["rows"])])
-        for d in devices
+    states = fleet["states"]
+    parts.append(_table("states", ["state", "devices"], [
+        ({"state": state, "devices": str(n)},
+         [f'<a href="/dashboard/devices?state={_e(state)}">{_state(state)}</a>', _num(n)]) for state, n in states.items()
     ]))
+    parts.append(f'<p class="note">{_num(fleet["devices"])} devices; silent: nothing heard for more than '
+                 "fleet.silent_after_windows sync windows; late: more than one.</p>")
+    parts.append('<h3>Devices to look at</h3><p class="note"><a href="/dashboard/devices">every device</a></p>')
+    parts.append(_table("attention", ["device", "state", "last seen", "sync window", "last sync", "last error"], [
+        ({"device": d["device"], "state": d["state"]},
+         [_device_link(d["device"]), _state(d["state"]), _e(_ago(d["silent_for_s"])), _e(_duration(d["sync_window_s"])),
+          _e(d["last_outcome"] or "—"), _e(d["last_error"] or "")])
+        for d in fleet["attention"]
+    ]))
+    parts.append("<h3>Backlog per device (largest spools, from their last status)</h3>")
+    backlog = fleet["backlog"]
+    parts.append(charts.bars("spool backlog per device (bytes)", [d["device"] for d in backlog],
+                             [("backlog bytes", [float(d["backlog_bytes"]) for d in backlog])]))
+    parts.append(_table("backlog", ["device", "batches", "records", "bytes", "oldest record"], [
+        ({"device": d["device"], "bytes": str(d["backlog_bytes"])},
+         [_device_link(d["device"]), _num(d["backlog_batches"]), _num(d["backlog_records"]), _e(_bytes(d["backlog_bytes"])),
+          _e(_duration(d["oldest_record_age_s"]))])
+        for d in backlog
+    ]))
+    parts.append("<h3>Rejected uploads per device</h3>")
+    parts.append(_table("refused", ["device", "refused", "last refused", "last code"], [
+        ({"device": d["device"], "refused": str(d["refused"])},
+         [_device_link(d["device"]), _num(d["refused"]), _e(_when(d["last_refused_at"])), _e(d["last_refused_code"] or "")])
+        for d in fleet["refused"]
+    ]))
+    drops = fleet["drops"]
     parts.append("<h3>Drops by reason (records the devices did not keep, per day)</h3>")
     parts.append(charts.bars("drops by reason per day", drops["days"], list(drops["by_reason"].items())))
-    parts.append(f"<h3>Clock offset outliers (latest batch off by more than {fleet['clock_outlier_s']:g} s)</h3>")
+    parts.append(f"<h3>Clock offset outliers (off by more than {fleet['clock_outlier_s']:g} s)</h3>")
     parts.append(_table("clock-outliers", ["device", "clock offset (s)", "last seen"], [
-        ({"device": row["device"]}, [_device_link(row["device"]), _num(row["clock_offset_s"], 1), _e(_when(row["last_seen"]))])
-        for row in outliers
+        ({"device": row["device"]}, [_device_link(row["device"]), _num(row["clock_offset_s"], 1), _e(_when(row["last_seen_at"]))])
+        for row in fleet["clock_outliers"]
     ]))
     return "".join(parts)
+
+
+def _duration(seconds: Any) -> str:
+    if seconds is None:
+        return "—"
+    for unit, size in (("d", 86400), ("h", 3600), ("min", 60)):
+        if seconds >= size:
+            return f"{seconds / size:.1f} {unit}"
+    return f"{seconds:.0f} s"
 
 
 def data_section(data: dict[str, Any]) -> str:
@@ -171,43 +236,95 @@ def data_section(data: dict[str, Any]) -> str:
 
 
 def overview_page(models: Sequence[str], rollouts: Sequence[dict[str, Any]], fleet: dict[str, Any],
-                  drops: dict[str, Any], outliers: list[dict[str, Any]], data: dict[str, Any]) -> str:
+                  data: dict[str, Any]) -> str:
     body = ['<h1>Fleet overview</h1><section id="rollout"><h2>Rollout per model</h2>']
     body.extend(rollout_section(r) for r in rollouts)
     if not rollouts:
         body.append('<p class="note">no models registered yet</p>')
     body.append('</section><section id="fleet">')
-    body.append(fleet_section(fleet, drops, outliers))
+    body.append(fleet_section(fleet))
     body.append('</section><section id="data">')
     body.append(data_section(data))
     body.append("</section>")
     return _page("edgeloop: fleet overview", "".join(body), models=models)
 
 
-def device_page(models: Sequence[str], device: dict[str, Any]) -> str:
-    name = device["name"]
-    status = "revoked" if device["revoked_at"] else "active"
+def device_page(models: Sequence[str], name: str, detail: dict[str, Any]) -> str:
+    device = detail["device"]
     body = [
         f'<h1>Device {_e(name)}</h1><dl id="device-facts">'
-        f"<dt>status</dt><dd>{_e(status)}</dd><dt>registered</dt><dd>{_e(_when(device['created_at']))}</dd>"
-        f"<dt>last seen</dt><dd>{_e(_when(device['last_seen']))}</dd><dt>batches</dt><dd>{_num(device['batches'])}</dd>"
-        f"<dt>rows landed</dt><dd>{_num(device['rows'])}</dd></dl>",
-        "<h2>Model versions (each change, by the day of its first prediction on the new version)</h2>",
-        _table("device-versions", ["model", "day", "from", "to"], [
+        f'<dt>state</dt><dd data-state="{_e(device["state"])}">{_state(device["state"])}</dd>'
+        f"<dt>last seen</dt><dd>{_e(_when(device['last_seen_at']))} ({_e(_ago(device['silent_for_s']))})</dd>"
+        f"<dt>sync window</dt><dd>{_e(_duration(device['sync_window_s']))}</dd>"
+        f"<dt>last sync</dt><dd>{_e(device['last_outcome'] or '—')} {_e(device['last_error'] or '')}</dd>"
+        f"<dt>agent</dt><dd>{_e(device['agent_version'] or '—')}</dd>"
+        f"<dt>backlog</dt><dd>{_num(device['backlog_batches'])} batches, {_num(device['backlog_records'])} records, "
+        f"{_e(_bytes(device['backlog_bytes']))}</dd>"
+        f"<dt>clock offset</dt><dd>{_num(device['clock_offset_s'], 1)} s</dd>"
+        f"<dt>registered</dt><dd>{_e(_when(device['created_at']))}</dd>"
+        f"<dt>batches landed</dt><dd>{_num(device['batches'])}</dd><dt>rows landed</dt><dd>{_num(device['rows'])}</dd></dl>",
+        "<h2>Model versions</h2>",
+        _table("device-versions", ["model", "version", "predictions", "feedback", "first landed", "last landed"], [
+            ({"model": v["model"], "version": v["model_version"]},
+             [_e(v["model"]), _e(v["model_version"]), _num(v["predictions"]), _num(v["feedback"]), _e(_when(v["first_seen"])),
+              _e(_when(v["last_seen"]))])
+            for v in detail["versions"]
+        ]),
+        "<h2>Version changes (by the day of the first prediction on the new version)</h2>",
+        _table("device-version-changes", ["model", "day", "from", "to"], [
             ({"model": v["model"], "version": v["to_version"]},
              [_e(v["model"]), _e(v["day"]), _e(v["from_version"] or "—"), _e(v["to_version"])])
-            for v in device["version_changes"]
+            for v in detail["version_changes"]
         ]),
-        f"<h2>Batches (newest {len(device['recent_batches'])})</h2>",
+        "<h2>Errors: refused uploads</h2>",
+        _table("device-refusals", ["status", "code", "count", "first", "last"], [
+            ({"code": r["code"]}, [_num(r["status"]), _e(r["code"]), _num(r["count"]), _e(_when(r["first_at"])),
+                                   _e(_when(r["last_at"]))])
+            for r in detail["refusals"]
+        ]),
+        f"<h2>Status history (newest {len(detail['recent_statuses'])})</h2>",
+        _table("device-statuses", ["received", "outcome", "error", "backlog batches", "backlog bytes", "dropped",
+                                   "free disk", "clock offset (s)"], [
+            ({"status": st["status_id"], "outcome": st["outcome"]},
+             [_e(_when(st["received_at"])), _e(st["outcome"]), _e(st["error"] or ""), _num(st["backlog_batches"]),
+              _e(_bytes(st["backlog_bytes"])), _num(st["dropped"]), _e(_bytes(st["free_disk_bytes"])),
+              _num(st["clock_offset_s"], 1)])
+            for st in detail["recent_statuses"]
+        ]),
+        f"<h2>Batches (newest {len(detail['recent_batches'])})</h2>",
         _table("device-batches", ["batch", "model", "rows", "duplicates", "bytes", "agent", "drops", "received",
                                   "clock offset (s)"], [
             ({"batch": b["batch_id"], "rows": str(b["rows"])},
              [f"<code>{_e(b['batch_id'])}</code>", _e(b["model"]), _num(b["rows"]), _num(b["duplicates"]), _num(b["bytes"]),
               _e(b["agent_version"]), _e(b["drops"]), _e(_when(b["received_at"])), _num(b["clock_offset_s"], 1)])
-            for b in device["recent_batches"]
+            for b in detail["recent_batches"]
         ]),
     ]
     return _page(f"edgeloop: device {name}", "".join(body), models=models)
+
+
+def devices_page(models: Sequence[str], listing: dict[str, Any]) -> str:
+    """Every device (or those in one state), a page at a time."""
+    state, offset, limit, total = listing["state"], listing["offset"], listing["limit"], listing["total"]
+    query = f"state={urllib.parse.quote(state)}&" if state else ""
+    links = []
+    if offset > 0:
+        links.append(f'<a href="/dashboard/devices?{query}offset={max(0, offset - limit)}">previous</a>')
+    if offset + limit < total:
+        links.append(f'<a href="/dashboard/devices?{query}offset={offset + limit}">next</a>')
+    shown = f"{offset + 1:,}–{offset + len(listing['devices']):,} of {total:,}" if listing["devices"] else f"0 of {total:,}"
+    body = [
+        f"<h1>Devices{' ' + _e(STATE_TEXT.get(state, state)) if state else ''}</h1>",
+        f'<p class="note">{shown} {" · ".join(links)}</p>',
+        _table("device-list", ["device", "state", "last seen", "agent", "last sync", "backlog", "refused", "batches", "rows"], [
+            ({"device": d["device"], "state": d["state"]},
+             [_device_link(d["device"]), _state(d["state"]), _e(_ago(d["silent_for_s"])), _e(d["agent_version"] or "—"),
+              _e(d["last_outcome"] or "—"), _e(_bytes(d["backlog_bytes"])), _num(d["refused"]), _num(d["batches"]),
+              _num(d["rows"])])
+            for d in listing["devices"]
+        ]),
+    ]
+    return _page("edgeloop: devices", "".join(body), models=models)
 
 
 def report_page(models: Sequence[str], report: Report, query: dict[str, str]) -> str:

@@ -204,7 +204,7 @@ async def test_bad_parameters_are_client_errors(server):
 
 
 async def test_device_page_lists_its_batches(server, tmp_path, vibration):
-    """/v1/dashboard/devices/{name} lists the device's batches (as the ledger has them) and its version changes."""
+    """/v1/dashboard/devices/{name} lists the device's batches (as the ledger has them), its versions and its state."""
     token = await server.add_device("pump-1")
     first = await land(server, tmp_path, vibration, token, version="2.0.3", predictions=3, days_ago=1)
     second = await land(server, tmp_path, vibration, token, version="2.1.0", predictions=4)
@@ -212,8 +212,8 @@ async def test_device_page_lists_its_batches(server, tmp_path, vibration):
     async with server.session.get(f"{server.url}/v1/dashboard/devices/pump-1", headers=headers) as r:
         device = await r.json()
     assert [b["batch_id"] for b in device["recent_batches"]] == [second, first]
-    assert [(v["from_version"], v["to_version"]) for v in device["version_changes"]] == [(None, "2.0.3"), ("2.0.3", "2.1.0")]
-    assert device["batches"] == 2 and device["rows"] == 7
+    assert sorted((v["model_version"], v["predictions"]) for v in device["versions"]) == [("2.0.3", 3), ("2.1.0", 4)]
+    assert device["device"]["batches"] == 2 and device["device"]["rows"] == 7 and device["device"]["state"] == "ok"
 
 
 def test_sessions_expire_on_the_server_and_stay_bounded():
@@ -278,3 +278,20 @@ def test_rollout_carries_each_device_on_its_version_until_it_changes(tmp_path):
     assert rollout["devices_per_day"] == {"1.0": [1, 2, 1, 1], "2.0": [1, 1, 2, 2]}
     assert rollout["share_per_day"]["2.0"] == [0.5, 1 / 3, 2 / 3, 2 / 3]
     assert [row["device"] for row in rollout["behind"]] == ["b"] and rollout["newest"] == "2.0"
+
+
+async def test_the_device_list_pages_and_filters_by_state(server, tmp_path, vibration):
+    """/v1/dashboard/devices lists every device a page at a time, or those in one state; an unknown state is 400."""
+    for name in ("pump-1", "pump-2", "pump-3"):
+        await server.add_device(name)
+    token = await server.add_device("pump-4")
+    await land(server, tmp_path, vibration, token, version="2.1.0", predictions=2)
+    headers = {"Authorization": f"Bearer {viewer_token(server)}"}
+    async with server.session.get(f"{server.url}/v1/dashboard/devices", headers=headers) as r:
+        listing = await r.json()
+    assert listing["total"] == 4 and [d["device"] for d in listing["devices"]] == ["pump-1", "pump-2", "pump-3", "pump-4"]
+    async with server.session.get(f"{server.url}/v1/dashboard/devices?state=never_seen&offset=1", headers=headers) as r:
+        listing = await r.json()
+    assert listing["total"] == 3 and [d["device"] for d in listing["devices"]] == ["pump-2", "pump-3"]
+    async with server.session.get(f"{server.url}/v1/dashboard/devices?state=bogus", headers=headers) as r:
+        assert r.status == 400

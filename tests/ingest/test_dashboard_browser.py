@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 import urllib.error
 import urllib.request
 import uuid
@@ -52,36 +53,64 @@ def _sql(base: str, token: str, sql: str) -> list[dict[str, Any]]:
     return body["rows"]
 
 
+SYNC_WINDOW_S = 10  # the server's default window for devices that declared none; silent after 2 windows
+
+
+def _land(port: int, tmp_path: Path, schema: Any, token: str, version: str, predictions: int, labelled: int,
+          start: datetime, weight: float) -> None:
+    table, ids = make_table(schema, predictions=predictions, version=version, start=start, weight=weight)
+    batch_id, data = seal(tmp_path / uuid.uuid4().hex, schema, table)
+    assert put_batch(port, batch_id, data, token) == 201
+    if labelled:
+        feedback = [(record_id, "cavitation", start + timedelta(minutes=5)) for record_id in ids[:labelled]]
+        table, _ = make_table(schema, feedback=feedback, version=version, start=start)
+        batch_id, data = seal(tmp_path / uuid.uuid4().hex, schema, table)
+        assert put_batch(port, batch_id, data, token) == 201
+
+
+def _state(base: str, token: str, device: str) -> str:
+    status, body = _call(f"{base}/v1/dashboard/devices/{device}", token)
+    assert status == 200, body
+    return body["device"]["state"]
+
+
 @pytest.fixture
 def fleet(tmp_path):
-    """A server with four devices: two on 2.1.0, one still on 2.0.3, one whose last data is old."""
+    """A server with four devices: two on 2.1.0, one still on 2.0.3, one gone silent (nothing for 2 sync windows)."""
     schema = SchemaRegistry.from_dir(EXAMPLES_DIR)["vibration"]
     port = free_port()
-    process = spawn_server(write_config(tmp_path, port), tmp_path / "server.log")
+    fleet_settings = f"[fleet]\ndefault_sync_window_s = {SYNC_WINDOW_S}\nsilent_after_windows = 2\ngrace_s = 0\n"
+    process = spawn_server(write_config(tmp_path, port, fleet_settings), tmp_path / "server.log")
     base = f"http://127.0.0.1:{port}"
     admin = (tmp_path / "admin.token").read_text().strip()
     now = datetime.now(UTC).replace(microsecond=0)
-    plan = {  # device → [(version, predictions, labelled, days ago, sample weight)]
+    plan = {  # device → [(version, predictions, labelled, days ago, sample weight)]; the silent one lands first
+        "pump-silent": [("2.1.0", 25, 5, 9, 1.0)],
         "pump-01": [("2.0.3", 40, 10, 6, 1.0), ("2.1.0", 60, 30, 1, 1.0), ("2.1.0", 50, 20, 0, 2.0)],
         "pump-02": [("2.0.3", 30, 0, 5, 1.0), ("2.1.0", 80, 40, 0, 1.0)],
         "pump-old": [("2.0.3", 70, 35, 4, 1.0), ("2.0.3", 45, 5, 0, 4.0)],
-        "pump-silent": [("2.1.0", 25, 5, 9, 1.0)],
     }
     try:
+        tokens = {}
+        viewer = (tmp_path / "viewer.token").read_text().strip()
         for device, batches in plan.items():
             status, body = _call(f"{base}/v1/devices", admin, "POST", {"name": device})
             assert status == 201, body
-            for version, predictions, labelled, days_ago, weight in batches:
-                start = now - timedelta(days=days_ago, hours=2)
-                table, ids = make_table(schema, predictions=predictions, version=version, start=start, weight=weight)
-                batch_id, data = seal(tmp_path / uuid.uuid4().hex, schema, table)
-                assert put_batch(port, batch_id, data, body["token"]) == 201
-                if labelled:
-                    feedback = [(record_id, "cavitation", start + timedelta(minutes=5)) for record_id in ids[:labelled]]
-                    table, _ = make_table(schema, feedback=feedback, version=version, start=start)
-                    batch_id, data = seal(tmp_path / uuid.uuid4().hex, schema, table)
-                    assert put_batch(port, batch_id, data, body["token"]) == 201
-        yield base, admin, (tmp_path / "viewer.token").read_text().strip(), now
+            tokens[device] = body["token"]
+            for version, predictions, labelled, days_ago, weight in batches[:-1] if device != "pump-silent" else batches:
+                _land(port, tmp_path, schema, tokens[device], version, predictions, labelled,
+                      now - timedelta(days=days_ago, hours=2), weight)
+        deadline = time.monotonic() + 90
+        while _state(base, viewer, "pump-silent") != "silent":
+            assert time.monotonic() < deadline, "pump-silent never turned silent"
+            time.sleep(0.5)
+        # The others' last batches arrive now: they are heard from within the window.
+        for device, batches in plan.items():
+            if device != "pump-silent":
+                version, predictions, labelled, days_ago, weight = batches[-1]
+                _land(port, tmp_path, schema, tokens[device], version, predictions, labelled,
+                      now - timedelta(days=days_ago, hours=2), weight)
+        yield base, admin, viewer, now
     finally:
         stop_server(process)
 
@@ -112,7 +141,8 @@ def _points(page, model: str, series: str) -> dict[str, float]:
 
 def test_the_dashboard_in_chromium_shows_what_sql_says(fleet, browser, tmp_path):
     """Without a session the page redirects to login; after logging in with the viewer token the charts and tables
-    show the numbers SQL gives, the device on the old version is listed, and its page lists its batches."""
+    show the numbers SQL gives, the silent device is flagged, the device on the old version is listed, and its page
+    lists its batches."""
     base, admin, viewer, now = fleet
     page = browser.new_page()
     page.goto(f"{base}/dashboard")
@@ -134,7 +164,7 @@ def test_the_dashboard_in_chromium_shows_what_sql_says(fleet, browser, tmp_path)
         page.screenshot(path=target, full_page=False)
 
     # Rollout: the share of devices on each version, per day, as SQL counts it (each device on the
-    # version of its latest prediction up to that day).
+    # version of its newest prediction made up to that day).
     for days_ago in (0, 3, 5):
         day = (now - timedelta(days=days_ago)).date().isoformat()
         per_version = _sql(base, viewer, (
@@ -149,6 +179,13 @@ def test_the_dashboard_in_chromium_shows_what_sql_says(fleet, browser, tmp_path)
             assert {row["v"]: row["n"] for row in per_version} == {"2.1.0": 3, "2.0.3": 1}
     behind = page.eval_on_selector_all("#behind-vibration tbody tr", "rows => rows.map(r => r.dataset.device)")
     assert behind == ["pump-old"]
+
+    # Fleet health: the silent device is flagged, the others are not; the counts per state add up.
+    flagged = dict(page.eval_on_selector_all("#attention tbody tr", "rows => rows.map(r => [r.dataset.device, r.dataset.state])"))
+    assert flagged.get("pump-silent") == "silent"
+    assert all(state != "silent" for device, state in flagged.items() if device != "pump-silent")
+    counts = dict(page.eval_on_selector_all("#states tbody tr", "rows => rows.map(r => [r.dataset.state, Number(r.dataset.devices)])"))
+    assert sum(counts.values()) == 4 and counts["silent"] == 1
     assert page.locator("#rollout-vibration [data-upgraded=false]").count() == 1
 
     # Data: rows landed today per model, and coverage and weights per version.
@@ -175,6 +212,7 @@ def test_the_dashboard_in_chromium_shows_what_sql_says(fleet, browser, tmp_path)
     listed = page.eval_on_selector_all("#device-batches tbody tr", "rows => rows.map(r => r.dataset.batch)")
     ledger = _sql(base, viewer, "SELECT batch_id FROM batches WHERE device = 'pump-old' ORDER BY received_at DESC")
     assert listed == [row["batch_id"] for row in ledger] and len(listed) == 4
+    assert page.locator("#device-facts [data-state]").get_attribute("data-state") in ("ok", "late")
     page.screenshot(path=str(tmp_path / "device.png"), full_page=True)
 
     # The field report page is the CLI's report, drawn by the same code.
