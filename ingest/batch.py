@@ -119,7 +119,8 @@ def read_batch(
         )
     try:
         meta = pq.read_metadata(pa.BufferReader(body))
-        file_schema = meta.schema.to_arrow_schema()
+        # Not meta.schema: it and meta hold each other, so the footer would wait for the cycle collector.
+        file_schema = pq.ParquetFile(pa.BufferReader(body), metadata=meta).schema_arrow
     except MemoryError as exc:
         raise ServerOverloaded(f"out of memory reading a batch footer: {exc}") from exc
     except (pa.ArrowException, OSError, ValueError) as exc:
@@ -129,7 +130,7 @@ def read_batch(
             413, "too_many_rows", f"{meta.num_rows} rows is over the limit of {limits.max_rows_per_batch}",
             {"rows": meta.num_rows, "limit": limits.max_rows_per_batch},
         )
-    kv = _metadata(meta)
+    kv = _metadata(meta, limits.max_footer_metadata_bytes)
     if kv["batch_id"] != batch_id:
         raise BatchRejected(
             422, "batch_id_mismatch", f"the file says batch {kv['batch_id']!r} but was uploaded as {batch_id!r}"
@@ -311,8 +312,16 @@ def _decoded_size(table: pa.Table, *, exact: bool, limit: int) -> int:
     return total
 
 
-def _metadata(meta: pq.FileMetaData) -> dict[str, str]:
+def _metadata(meta: pq.FileMetaData, max_bytes: int) -> dict[str, str]:
     raw = meta.metadata or {}
+    size = sum(len(key) + len(value) for key, value in raw.items())
+    if size > max_bytes:
+        # A batch needs its ids and fingerprint; megabytes here are only there to be parsed and held.
+        raise BatchRejected(
+            413, "metadata_too_large",
+            f"the Parquet footer carries {size} bytes of key-value metadata, over the limit of {max_bytes}",
+            {"metadata_bytes": size, "limit": max_bytes},
+        )
     values: dict[str, str] = {}
     for name in USED_METADATA:  # the schema text a batch carries is never read: the server's catalog decides
         key = BATCH_METADATA_KEYS[name]

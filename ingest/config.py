@@ -80,6 +80,7 @@ class LimitSettings(Settings):
     max_rows_per_batch: PositiveInt = 1_000_000
     max_value_bytes: PositiveInt = 8 * MiB
     max_pages_per_batch: PositiveInt = 65_536
+    max_footer_metadata_bytes: PositiveInt = 256 * 1024
 
 
 class FleetSettings(Settings):
