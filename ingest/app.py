@@ -21,10 +21,12 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import ctypes
 import hashlib
 import itertools
 import logging
 import os
+import resource
 import ssl
 import threading
 import time
@@ -697,12 +699,37 @@ async def _policy_change(request: web.Request, change: Callable[[Any], Any]) -> 
         return result
 
     return await asyncio.wrap_future(request.app[STORE].call(apply))
+M_ARENA_MAX = -8  # glibc's mallopt parameter
+MALLOC_ARENAS_UNDER_LIMIT = 2
+
+
+def _fit_allocators() -> None:
+    """Keep a burst of big uploads from holding memory after it (called before the store starts its threads).
+
+    Freed Arrow buffers go back to the OS at once. Under an address-space limit (RLIMIT_AS), what
+    is reserved counts as much as what is used: glibc gives each thread an arena reserving 64 MiB
+    and jemalloc keeps its mappings, so the server answered 503 for good after one burst
+    (measured: 1.5 GB reserved, 350 MB resident). There Arrow uses the system allocator and
+    glibc keeps to two arenas.
+    """
+    if resource.getrlimit(resource.RLIMIT_AS)[0] == resource.RLIM_INFINITY:
+        if pa.default_memory_pool().backend_name == "jemalloc":
+            pa.jemalloc_set_decay_ms(0)
+        return
+    pa.set_memory_pool(pa.system_memory_pool())
+    try:
+        ctypes.CDLL(None).mallopt(M_ARENA_MAX, MALLOC_ARENAS_UNDER_LIMIT)
+    except (AttributeError, OSError):
+        pass  # not glibc: its arenas are not the problem
+    log.info("address space limited: Arrow on the system allocator, two malloc arenas",
+             extra={"rlimit_as_bytes": resource.getrlimit(resource.RLIMIT_AS)[0]})
 
 
 async def _resources(app: web.Application) -> AsyncIterator[None]:
     config = app[CONFIG]
     loop = asyncio.get_running_loop()
     state = app[STATE]
+    _fit_allocators()
     state.executor = ThreadPoolExecutor(max_workers=(os.cpu_count() or 2) + 2, thread_name_prefix="edgeloop-ingest")
     state.sql_executor = ThreadPoolExecutor(max_workers=config.store.sql_max_concurrent, thread_name_prefix="edgeloop-sql")
     store_class = app[_STORE_CLASS]

@@ -295,6 +295,8 @@ class Store:
                 raise StoreClosed("the store is shutting down")
             if self._fatal is not None:
                 raise StoreError(f"the database cannot land anything until the server restarts: {self._fatal}")
+            if not self._thread.is_alive():
+                raise StoreError("the store's writer thread has stopped: restart the server")
             if self._queued >= self.settings.queue_depth:
                 raise StoreBusy(f"the landing queue is full ({self.settings.queue_depth} batches)")
             if self._queued and self._queued_bytes + size > self.settings.queue_max_bytes:
@@ -428,7 +430,11 @@ class Store:
             if item is _STOP:
                 return
             if isinstance(item, _Call):
-                self._run_call(item)
+                try:
+                    self._run_call(item)
+                except BaseException as exc:  # the writer never dies: the caller gets the error
+                    if not item.future.done():
+                        item.future.set_exception(exc)
                 continue
             group = [item]
             deadline = time.monotonic() + self.settings.group_commit_delay_s
@@ -445,11 +451,22 @@ class Store:
             try:
                 self.land_group(group)
             except BaseException as exc:  # the writer never dies: fail the group instead
-                log.exception("landing a group failed unexpectedly")
-                self._failing = f"the last landing failed: {type(exc).__name__}: {str(exc)[:300]}"
-                for job in group:
-                    if not job.future.done():
-                        self._settle(job, error=StoreError(f"landing failed: {exc}"))
+                self._group_failed(group, exc)
+
+    def _group_failed(self, group: list[_Job], exc: BaseException) -> None:
+        """Answer every unanswered job of a group that failed outside DuckDB's own errors; out of memory is a 503."""
+        if isinstance(exc, MemoryError | duckdb.OutOfMemoryException):
+            error: Exception = ServerOverloaded(f"out of memory landing {len(group)} batches: {str(exc)[:300]}")
+        else:
+            error = StoreError(f"landing failed: {type(exc).__name__}: {str(exc)[:300]}")
+        self._failing = f"the last landing failed: {error}"
+        try:
+            log.error("landing a group failed", exc_info=exc)
+        except BaseException:
+            pass  # out of memory even for the log line: the answers below matter more
+        for job in group:
+            if not job.future.done():
+                self._settle(job, error=error)
 
     def _settle(self, job: _Job, result: Any = None, error: BaseException | None = None) -> None:
         """Count the job out of the queue, then answer it: a caller that has its answer sees the queue without it."""
@@ -481,7 +498,13 @@ class Store:
         con = self._con
         firsts: dict[str, _Job] = {}  # batch id → the job that lands it
         followers: list[_Job] = []  # same id and content as a job earlier in this group
-        landed = _receipts(con, [job.landing.batch.batch_id for job in group])
+        try:
+            landed = _receipts(con, [job.landing.batch.batch_id for job in group])
+        except duckdb.Error as exc:
+            error = self._landing_failed(group[0].landing.batch.batch_id, exc)
+            for job in group:
+                self._settle(job, error=error)
+            return
         for job in group:
             batch = job.landing.batch
             earlier = landed.get(batch.batch_id)

@@ -128,3 +128,43 @@ async def test_a_really_full_disk_never_gets_a_4xx_and_health_tells(make_server,
         await server.app.shutdown()
     finally:
         subprocess.run(["umount", "-l", str(disk)], capture_output=True)
+
+
+class OutOfMemoryStore(Store):
+    """Fault injection: while ``where`` is set, that step of landing runs out of memory as DuckDB or pyarrow would."""
+
+    where: str | None = None
+
+    def land_group(self, group):
+        if type(self).where == "ledger read":
+            from edgeloop.ingest import store as store_module
+
+            real = store_module._receipts
+
+            def failing(*args, **kwargs):
+                store_module._receipts = real
+                raise duckdb.OutOfMemoryException("Out of Memory Error: ArrowBuffer: failed to allocate 8388608 bytes")
+
+            store_module._receipts = failing
+        return super().land_group(group)
+
+    def _insert(self, con, jobs):
+        if type(self).where == "arrow":
+            raise MemoryError("malloc of size 8388608 failed")
+        return super()._insert(con, jobs)
+
+
+@pytest.mark.parametrize("where", ["ledger read", "arrow"])
+async def test_out_of_memory_anywhere_in_the_writer_is_503_and_the_writer_goes_on(make_server, tmp_path, vibration, where):
+    """Running out of memory at any step of a landing (the ledger read, Arrow outside DuckDB) is 503 overloaded, and the next upload lands."""
+    server = await make_server(store_class=OutOfMemoryStore)
+    token = await server.add_device("pump-1")
+    batch_id, body = seal(tmp_path, vibration, make_table(vibration, predictions=3)[0])
+    OutOfMemoryStore.where = where
+    try:
+        status, error, headers = await server.put(batch_id, body, token)
+    finally:
+        OutOfMemoryStore.where = None
+    assert status == 503 and headers["Retry-After"], error
+    _assert_error(error, "overloaded")
+    assert (await server.put(batch_id, body, token))[0] == 201
