@@ -16,6 +16,7 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.error
 import urllib.request
 from collections import Counter
 from collections.abc import Iterator
@@ -44,6 +45,7 @@ class IngestServer:
     folder: Path
     port: int
     rlimit_as_bytes: int | None = None
+    store: dict[str, Any] = field(default_factory=dict)  # extra [store] settings
     process: subprocess.Popen[bytes] | None = None
     starts: int = 0
     kills: int = 0
@@ -74,7 +76,7 @@ retry_after_s = 1
 [store]
 db_path = "{self.db}"
 threads = 1
-"""
+""" + "".join(f"{key} = {value!r}\n" for key, value in self.store.items())
         )
 
     def add_device(self, name: str) -> Path:
@@ -82,6 +84,7 @@ threads = 1
         token_file = self.folder / f"{name}.token"
         token = ingest_cli("devices", "add", name, "--config", str(self.config)).stdout.strip().splitlines()[-1]
         token_file.write_text(token)
+        token_file.chmod(0o600)  # the agent refuses a token file others may read
         return token_file
 
     def start(self, timeout_s: float = 60.0) -> None:
@@ -104,6 +107,9 @@ threads = 1
             try:
                 with urllib.request.urlopen(f"{self.url}/healthz", timeout=1):
                     return
+            except urllib.error.HTTPError as exc:  # serving, but failing health (a full disk): started all the same
+                exc.close()
+                return
             except OSError:
                 time.sleep(0.05)
         raise AssertionError(f"ingest did not start: {self.log()[-3000:]}")
@@ -176,9 +182,11 @@ class App(threading.Thread):
     ``acknowledged`` holds the ids the agent accepted with a 200: each must land once.
     """
 
-    def __init__(self, agent: AgentProcess, records: list[dict[str, Any]], *, chunk: int = 50, name: str = "app") -> None:
+    def __init__(self, agent: AgentProcess, records: list[dict[str, Any]], *, chunk: int = 50, name: str = "app",
+                 gate: threading.Semaphore | None = None) -> None:
         super().__init__(name=name, daemon=True)
         self.agent = agent
+        self.gate = gate  # if given, one permit per request: the test paces the app to its faults
         self.records = records
         self.chunk = chunk
         self.acknowledged: set[str] = set()
@@ -191,6 +199,8 @@ class App(threading.Thread):
         try:
             for start in range(0, len(self.records), self.chunk):
                 part = self.records[start : start + self.chunk]
+                if self.gate is not None:
+                    self.gate.acquire()
                 while True:
                     try:
                         status, body = self.agent.post_records(part, timeout_s=30)

@@ -9,10 +9,6 @@ import pytest
 from tests.reliability.conftest import App, Tally, device_sections, drain, mount_tmpfs, resize_tmpfs, simulated, unmount
 from tests.reliability.report import record
 
-# Not yet in ./scripts/test: run by ./scripts/bench --only reliability until shown green on a quiet machine.
-pytestmark = pytest.mark.soak
-
-
 
 def fill_agent_disk(agent_factory, ingest_server, *, size: str, records: int) -> tuple[Tally, dict[str, int]]:
     """Fill the agent's ``size`` disk with the server down, flush, SIGKILL and restart it, start the server, grow the disk, drain."""

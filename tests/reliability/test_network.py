@@ -8,10 +8,6 @@ from tests.reliability.conftest import App, Tally, device_sections, drain, simul
 from tests.reliability.fault_proxy import FAULT_KINDS, FaultProxy
 from tests.reliability.report import record
 
-# Not yet in ./scripts/test: run by ./scripts/bench --only reliability until shown green on a quiet machine.
-pytestmark = pytest.mark.soak
-
-
 
 def run_through_proxy(agent_factory, ingest_server, *, records: int, rate: float, seed: int) -> tuple[Tally, dict[str, int]]:
     """An app logs ``records`` while the agent syncs through the fault proxy; then drain and count."""
