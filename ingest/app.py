@@ -699,6 +699,8 @@ async def _policy_change(request: web.Request, change: Callable[[Any], Any]) -> 
         return result
 
     return await asyncio.wrap_future(request.app[STORE].call(apply))
+
+
 M_ARENA_MAX = -8  # glibc's mallopt parameter
 MALLOC_ARENAS_UNDER_LIMIT = 2
 
