@@ -224,7 +224,7 @@ async def put_batch(request: web.Request) -> web.Response:
         def check() -> Landing:
             # Replays and conflicts are answered by the writer, which reads the ledger once per group.
             batch = read_batch(
-                body, batch_id=batch_id, limits=config.limits, schema_for=store.catalog.get, reserve=store.reserve,
+                body, batch_id=batch_id, limits=config.limits, schema_for=store.schema_for, reserve=store.reserve,
                 sha256=hashlib.sha256(body).hexdigest(),
             )
             return Landing(batch, device, received_at, sent_at)
@@ -757,15 +757,37 @@ async def _resources(app: web.Application) -> AsyncIterator[None]:
     app[AUTH] = Authenticator(DeviceRegistry.live(store.cursor()), token, viewer, DeviceRegistry.revoked(store.cursor()))
     app[REFUSALS] = Refusals(store.call)
     state.policies = PolicyIndex.load(store.cursor())
-    log.info("store open", extra={"db_path": str(config.store.db_path)})
+    log.info("store open", extra={"db_path": str(config.store.db_path), "backend": config.store.backend})
+    # Replicas of a lake share tokens and schemas: re-read them, so a revoke through another replica holds here.
+    refresher = asyncio.create_task(_refresh(app)) if config.store.backend == "ducklake" else None
     try:
         yield
     finally:
+        if refresher is not None:
+            refresher.cancel()
+            await asyncio.gather(refresher, return_exceptions=True)
         state.sql_executor.shutdown(wait=False, cancel_futures=True)
         store.interrupt_readers()
         await loop.run_in_executor(None, store.close, config.server.shutdown_timeout_s)
         state.executor.shutdown(wait=True)
         log.info("store closed", extra={"db_path": str(config.store.db_path)})
+
+
+async def _refresh(app: web.Application) -> None:
+    """Every ``lake_refresh_s``: the lake's live device tokens and schemas; never dies, logs a failure once a minute."""
+    period_s = app[CONFIG].store.lake_refresh_s
+    loop = asyncio.get_running_loop()
+    logged_at = 0.0
+    while True:
+        await asyncio.sleep(period_s)
+        try:
+            live = await loop.run_in_executor(app[STATE].executor, app[STORE].refresh)
+        except Exception as exc:  # the catalog may be briefly unreachable: keep the last tokens
+            if loop.time() - logged_at > 60:
+                logged_at = loop.time()
+                log.warning("re-reading tokens and schemas from the lake failed", extra={"error": str(exc)[:300]})
+            continue
+        app[AUTH].reload(live)
 
 
 async def _register_dir(store: Store, folder: Any) -> None:
@@ -791,12 +813,16 @@ async def _drain(app: web.Application) -> None:
 _STORE_CLASS = web.AppKey("store_class", type)
 
 
-def create_app(config: IngestConfig, *, store_class: type[Store] = Store) -> web.Application:
+def create_app(config: IngestConfig, *, store_class: type[Store] | None = None) -> web.Application:
     """Build the ingest app; the database opens when the app starts (cleanup_ctx)."""
+    if store_class is None and config.store.backend == "ducklake":
+        from edgeloop.ingest.lake import LakeStore  # psycopg and the extensions come with the lake extra only
+
+        store_class = LakeStore
     app = web.Application(middlewares=[error_middleware], client_max_size=config.limits.max_body_bytes)
     app[CONFIG] = config
     app[STATE] = _State(Pacer(default_s=config.server.retry_after_s, max_s=config.server.retry_after_max_s))
-    app[_STORE_CLASS] = store_class
+    app[_STORE_CLASS] = store_class or Store
     app[METRICS] = Metrics(lambda: app[STORE].queued if STORE in app else 0)
     app.cleanup_ctx.append(_resources)
     app.on_shutdown.append(_drain)

@@ -72,6 +72,41 @@ class StoreSettings(Settings):
     sql_max_result_rows: PositiveInt = 1_000_000
     sql_max_result_bytes: PositiveInt = 256 * MiB
     sql_max_concurrent: PositiveInt = 2
+    backend: Literal["duckdb", "ducklake"] = "duckdb"
+    catalog: str | None = None  # ducklake: a PostgreSQL connection string (libpq key=value or postgresql:// URI)
+    data_path: str | None = None  # ducklake: where the lake's Parquet files go (a directory or s3://bucket/prefix)
+    lake_group_commit_max_batches: PositiveInt = 256
+    lake_group_commit_delay_s: Annotated[float, Field(ge=0, le=60)] = 1.0
+    lake_claim_timeout_s: Positive = 60.0
+    lake_refresh_s: Positive = 1.0
+    lake_max_retry_count: PositiveInt = 100
+    s3_region: str | None = None
+    s3_endpoint: str | None = None
+    s3_url_style: Literal["vhost", "path"] = "vhost"
+    s3_use_ssl: bool = True
+    s3_key_id: str | None = None
+    s3_secret_file: Path | None = None
+
+    @model_validator(mode="after")
+    def _lake(self) -> StoreSettings:
+        if self.backend == "ducklake" and (not self.catalog or not self.data_path):
+            raise ValueError('backend = "ducklake" needs store.catalog (a PostgreSQL connection string) and store.data_path')
+        if (self.s3_key_id is None) != (self.s3_secret_file is None):
+            raise ValueError("s3_key_id and s3_secret_file go together: set both or neither")
+        return self
+
+    @property
+    def on_s3(self) -> bool:
+        return bool(self.data_path) and self.data_path.startswith("s3://")
+
+    @property
+    def commit_max_batches(self) -> int:
+        """Batches per group commit: a lake commits larger groups, rarer (each commit is a catalog transaction)."""
+        return self.lake_group_commit_max_batches if self.backend == "ducklake" else self.group_commit_max_batches
+
+    @property
+    def commit_delay_s(self) -> float:
+        return self.lake_group_commit_delay_s if self.backend == "ducklake" else self.group_commit_delay_s
 
 
 class LimitSettings(Settings):

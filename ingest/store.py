@@ -139,16 +139,20 @@ def quote(name: str) -> str:
 
 
 def _configure(
-    con: duckdb.DuckDBPyConnection, threads: int | None, *, read_only: bool, write_to: Path | None = None
+    con: duckdb.DuckDBPyConnection, threads: int | None, *, read_only: bool, write_to: Path | None = None,
+    lake: bool = False,
 ) -> None:
-    """UTC timestamps; no file, network or extension access by SQL (but ``write_to``); settings frozen after."""
+    """UTC timestamps; no file, network or extension access by SQL (but ``write_to``); settings frozen after.
+
+    A ``lake`` connection keeps its attached catalog and the ``allowed_directories`` of its data files.
+    """
     con.execute("SET TimeZone = 'UTC'")
     if write_to is not None:
         # The one file an export's COPY may write; with progress reported to the caller, not printed.
         con.execute("SET allowed_paths = [?]".replace("?", "'" + str(write_to).replace("'", "''") + "'"))
         con.execute("SET enable_progress_bar = true")
         con.execute("SET enable_progress_bar_print = false")
-    if not read_only:
+    if not read_only and not lake:
         # Each checkpoint recompresses the table's open row group: at DuckDB's 16 MB default a
         # stream of group commits rewrites it over and over (measured: commits 2-3x slower).
         con.execute(f"SET checkpoint_threshold = '{CHECKPOINT_WAL_BYTES}B'")
@@ -157,7 +161,8 @@ def _configure(
     con.execute("SET autoinstall_known_extensions = false")
     con.execute("SET autoload_known_extensions = false")
     con.execute("SET allow_community_extensions = false")
-    con.execute("SET allow_persistent_secrets = false")
+    if not lake:  # DuckLake's attach looks up the persistent secret storage (it fails without it)
+        con.execute("SET allow_persistent_secrets = false")
     # A query must never see the Python variables of the code that runs it.
     con.execute("SET python_enable_replacements = false")
     con.execute("SET enable_external_access = false")
@@ -186,21 +191,24 @@ def connect(
     return con
 
 
-def field_type(spec: FieldSpec) -> str:
-    """The DuckDB column type of a stored field, as information_schema spells it."""
+def field_type(spec: FieldSpec, *, lake: bool = False) -> str:
+    """The DuckDB column type of a stored field, as information_schema spells it.
+
+    DuckLake has no fixed-size arrays: a lake stores a vector as a list (its dimension stays in the schema).
+    """
     if spec.privacy.action == "hash":
         return "VARCHAR"
     if spec.type == "vector":
-        return f"FLOAT[{spec.dim}]"
+        return "FLOAT[]" if lake else f"FLOAT[{spec.dim}]"
     return DUCKDB_TYPES[spec.type]
 
 
-def table_columns(schema: ModelSchema) -> dict[str, dict[str, str]]:
+def table_columns(schema: ModelSchema, *, lake: bool = False) -> dict[str, dict[str, str]]:
     """The columns each of a model's tables needs for this schema, in order."""
     predictions = dict(PREDICTION_ENVELOPE)
     feedback = dict(FEEDBACK_ENVELOPE)
     for spec in schema.stored_fields:
-        (feedback if spec.section == "feedback" else predictions)[spec.name] = field_type(spec)
+        (feedback if spec.section == "feedback" else predictions)[spec.name] = field_type(spec, lake=lake)
     predictions.update(LANDING)
     feedback.update(LANDING)
     return {schema.name: predictions, f"{schema.name}_feedback": feedback}
@@ -241,6 +249,8 @@ _STOP = object()
 class Store:
     """Owns the DuckDB database: one writer thread, group commits, read cursors per thread."""
 
+    lake = False  # column types as a DuckLake stores them (see ``field_type``)
+
     def __init__(
         self,
         path: Path,
@@ -251,17 +261,12 @@ class Store:
         self.path = Path(path)
         self.settings = settings
         self._on_landed = on_landed
-        # The fleet's records: the server's user and group only, whatever the umask.
-        self.path.parent.mkdir(mode=DIR_MODE, parents=True, exist_ok=True)
-        self._con = connect(self.path, read_only=False, threads=settings.threads or _server_threads())
-        for path in (self.path, self.path.with_name(self.path.name + ".wal")):
-            if path.exists():
-                path.chmod(path.stat().st_mode & DB_FILE_MODE)
+        self._con = self._open()
         self.catalog = load_catalog(self._con)
         tallies.ensure_tables(self._con)
         _widen_envelopes(self._con, {schema.name for schema in self.catalog})
         self._columns = self._load_columns()
-        self._reader_root = self._con.cursor()  # cursors for other threads branch off this one
+        self._reader_root = self._new_cursor(self._con)  # cursors for other threads branch off this one
         self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._lock = threading.Lock()
         self._queued = 0
@@ -275,7 +280,24 @@ class Store:
         self._thread = threading.Thread(target=self._run, name="edgeloop-store-writer", daemon=True)
         self._thread.start()
 
+    def _open(self) -> duckdb.DuckDBPyConnection:
+        """The writer's connection (the lake store attaches a lake instead)."""
+        # The fleet's records: the server's user and group only, whatever the umask.
+        self.path.parent.mkdir(mode=DIR_MODE, parents=True, exist_ok=True)
+        con = connect(self.path, read_only=False, threads=self.settings.threads or _server_threads())
+        for path in (self.path, self.path.with_name(self.path.name + ".wal")):
+            if path.exists():
+                path.chmod(path.stat().st_mode & DB_FILE_MODE)
+        return con
+
+    def _new_cursor(self, con: duckdb.DuckDBPyConnection) -> duckdb.DuckDBPyConnection:
+        return con.cursor()
+
     # -- caller side ----------------------------------------------------------
+
+    def schema_for(self, fingerprint: str) -> ModelSchema | None:
+        """The registered schema with this fingerprint, or None."""
+        return self.catalog.get(fingerprint)
 
     @property
     def queued(self) -> int:
@@ -370,7 +392,7 @@ class Store:
             if self._closed:
                 raise StoreClosed("the store is shutting down")
         future: Future = Future()
-        self._queue.put(_Call(lambda con: register_schema(con, schema), future, registered))
+        self._queue.put(_Call(lambda con: register_schema(con, schema, lake=self.lake), future, registered))
         return future
 
     def cursor(self) -> duckdb.DuckDBPyConnection:
@@ -380,7 +402,7 @@ class Store:
             with self._lock:
                 if self._closed:
                     raise StoreClosed("the store is closed")
-                cur = self._reader_root.cursor()
+                cur = self._new_cursor(self._reader_root)
                 self._cursors.append(cur)
             self._local.cursor = cur
         return cur
@@ -414,11 +436,14 @@ class Store:
                 cur.close()
             except duckdb.Error:
                 pass
+        self._checkpoint()
+        self._con.close()
+
+    def _checkpoint(self) -> None:
         try:
             self._con.execute("CHECKPOINT")
         except duckdb.Error as exc:
             log.warning("checkpoint on close failed", extra={"error": str(exc)})
-        self._con.close()
 
     # -- writer thread --------------------------------------------------------
 
@@ -437,8 +462,8 @@ class Store:
                         item.future.set_exception(exc)
                 continue
             group = [item]
-            deadline = time.monotonic() + self.settings.group_commit_delay_s
-            while len(group) < self.settings.group_commit_max_batches:
+            deadline = time.monotonic() + self.settings.commit_delay_s
+            while len(group) < self.settings.commit_max_batches:
                 remaining = deadline - time.monotonic()
                 try:
                     nxt = self._queue.get(timeout=remaining) if remaining > 0 else self._queue.get_nowait()
@@ -627,7 +652,7 @@ class Store:
 def _load_columns(con: duckdb.DuckDBPyConnection) -> dict[str, dict[str, str]]:
     rows = con.execute(
         "SELECT table_name, column_name, data_type FROM information_schema.columns "
-        "WHERE table_schema = 'main' ORDER BY table_name, ordinal_position"
+        "WHERE table_catalog = current_database() AND table_schema = 'main' ORDER BY table_name, ordinal_position"
     ).to_arrow_table().to_pylist()
     columns: dict[str, dict[str, str]] = {}
     for row in rows:
@@ -664,7 +689,7 @@ def load_catalog(con: duckdb.DuckDBPyConnection, *, adopt: bool = True) -> Catal
     return Catalog(ModelSchema.from_canonical_json(text) for (text,) in rows)
 
 
-def register_schema(con: duckdb.DuckDBPyConnection, schema: ModelSchema) -> dict[str, Any]:
+def register_schema(con: duckdb.DuckDBPyConnection, schema: ModelSchema, *, lake: bool = False) -> dict[str, Any]:
     """Register ``schema`` inside the caller's transaction: create or widen its tables, record it.
 
     A schema whose columns clash with the tables (a name reserved by ingest, a column with
@@ -685,7 +710,7 @@ def register_schema(con: duckdb.DuckDBPyConnection, schema: ModelSchema) -> dict
     have_all = _load_columns(con)
     conflicts: list[dict[str, str]] = []
     changes: list[str] = []
-    for table, columns in table_columns(schema).items():
+    for table, columns in table_columns(schema, lake=lake).items():
         have = have_all.get(table)
         if have is None:
             body = ", ".join(f"{quote(name)} {type_}" for name, type_ in columns.items())
@@ -712,13 +737,18 @@ def register_schema(con: duckdb.DuckDBPyConnection, schema: ModelSchema) -> dict
         "INSERT INTO schemas VALUES (?, ?, ?, ?, now())",
         [schema.fingerprint, schema.name, schema.version, schema.canonical_json()],
     )
-    con.execute(
-        "INSERT INTO models VALUES (?, ?, ?, now()) ON CONFLICT (model) DO UPDATE SET "
-        "schema_fingerprint = excluded.schema_fingerprint, schema_json = excluded.schema_json, "
-        "updated_at = excluded.updated_at "
-        "WHERE coalesce(try_cast(json_extract(models.schema_json, '$.version') AS INTEGER), 0) <= ?",
-        [schema.name, schema.fingerprint, schema.canonical_json(), schema.version],
-    )
+    # An UPDATE or an INSERT, not ON CONFLICT: a lake's tables have no keys to conflict on.
+    current = con.execute(
+        "SELECT coalesce(try_cast(json_extract(schema_json, '$.version') AS INTEGER), 0) FROM models WHERE model = ?",
+        [schema.name],
+    ).fetchone()
+    if current is None:
+        con.execute("INSERT INTO models VALUES (?, ?, ?, now())", [schema.name, schema.fingerprint, schema.canonical_json()])
+    elif current[0] <= schema.version:
+        con.execute(
+            "UPDATE models SET schema_fingerprint = ?, schema_json = ?, updated_at = now() WHERE model = ?",
+            [schema.fingerprint, schema.canonical_json(), schema.name],
+        )
     log.info("schema registered", extra={**receipt, "changes": changes})
     return {**receipt, "status": "registered", "changes": changes}
 

@@ -13,7 +13,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = (ROOT / "collector" / "share" / "collector.example.toml", ROOT / "ingest" / "share" / "ingest.example.toml")
-SETTING = re.compile(r"^#?\s*([a-z_]+)\s*=\s*(.+)$")
+SETTING = re.compile(r"^#?\s*([a-z][a-z0-9_]*)\s*=\s*(.+)$")
 SECTION = re.compile(r"^\[([a-z_.]+)\]\s*$")
 
 

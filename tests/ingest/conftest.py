@@ -141,7 +141,7 @@ class Server:
             return body["rows"]
 
 
-async def start_server(config: IngestConfig, *, store_class: type[Store] = Store) -> tuple[web.AppRunner, str]:
+async def start_server(config: IngestConfig, *, store_class: type[Store] | None = None) -> tuple[web.AppRunner, str]:
     app = create_app(config, store_class=store_class)
     runner = create_runner(app, shutdown_timeout_s=5)
     await runner.setup()

@@ -1,0 +1,22 @@
+"""The DuckLake store passes the DuckDB store's upload and deduplication tests (the ``server`` fixture is a lake here)."""
+
+from tests.ingest.test_dedup import (  # noqa: F401
+    test_concurrent_uploads_of_the_same_ids_under_other_batch_ids_land_once,
+    test_feedback_ids_are_deduplicated_in_their_own_table,
+    test_partial_overlap_and_repeats_inside_one_batch,
+    test_same_record_ids_in_two_batches_land_once,
+)
+from tests.ingest.test_upload import (  # noqa: F401
+    test_bad_bodies_and_ids_are_400,
+    test_clock_offset_and_landing_columns,
+    test_concurrent_uploads_of_one_new_id_land_once,
+    test_every_error_has_one_shape,
+    test_health_and_metrics,
+    test_land_then_replay,
+    test_rows_that_cannot_land_are_422,
+    test_same_id_other_content_is_409,
+    test_training_view_picks_latest_feedback,
+    test_unknown_and_revoked_tokens_are_401,
+    test_wrong_content_type_is_415,
+    test_wrong_schema_is_422_with_column_details,
+)
