@@ -780,6 +780,7 @@ async def _refresh(app: web.Application) -> None:
     logged_at = 0.0
     while True:
         await asyncio.sleep(period_s)
+        read_at = time.monotonic()
         try:
             live = await loop.run_in_executor(app[STATE].executor, app[STORE].refresh)
         except Exception as exc:  # the catalog may be briefly unreachable: keep the last tokens
@@ -787,7 +788,7 @@ async def _refresh(app: web.Application) -> None:
                 logged_at = loop.time()
                 log.warning("re-reading tokens and schemas from the lake failed", extra={"error": str(exc)[:300]})
             continue
-        app[AUTH].reload(live)
+        app[AUTH].reload(live, read_at=read_at)
 
 
 async def _register_dir(store: Store, folder: Any) -> None:

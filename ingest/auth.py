@@ -17,6 +17,7 @@ import re
 import secrets
 import stat
 import threading
+import time
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -106,6 +107,7 @@ class Authenticator:
         self._admin_hash = hash_token(admin_token) if admin_token else None
         self._viewer_hash = hash_token(viewer_token) if viewer_token else None
         self._lock = threading.Lock()
+        self._changed_at = 0.0
 
     def device(self, authorization: str | None) -> str:
         token = bearer(authorization)
@@ -146,8 +148,13 @@ class Authenticator:
             raise AuthError("unknown token: reading needs the viewer or the admin token")
         return role
 
-    def reload(self, live: dict[str, str], revoked: dict[str, str] | None = None) -> None:
+    def reload(self, live: dict[str, str], revoked: dict[str, str] | None = None, *, read_at: float | None = None) -> None:
+        """Take the live tokens; ``read_at`` (monotonic) marks a periodic re-read, which never undoes a newer change."""
         with self._lock:
+            if read_at is not None and read_at < self._changed_at:
+                return  # read before a change made here committed
+            if read_at is None:
+                self._changed_at = time.monotonic()
             self._live = dict(live)
             if revoked is not None:
                 self._revoked = dict(revoked)
