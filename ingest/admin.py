@@ -3,12 +3,14 @@
 DuckDB lets one process open a file read-write, and a read-write holder blocks readers in
 other processes. So ``sql``, ``export``, ``fleet`` and ``devices`` open the file directly
 when they can, and fall back to the running server's admin API when the file is held.
+A lake (``store.backend = "ducklake"``) is always attached directly: it has no such lock.
 Both backends speak the ``Admin`` protocol and pass the same tests.
 """
 
 from __future__ import annotations
 
 import itertools
+import os
 import json
 import ssl
 import threading
@@ -24,7 +26,7 @@ import pyarrow as pa
 
 from edgeloop.errors import AuthError, DatabaseInUse, IngestError, QueryFailed, QueryRefused, StoreError
 from edgeloop.ingest.auth import DeviceRegistry, admin_token
-from edgeloop.ingest.config import IngestConfig
+from edgeloop.ingest.config import IngestConfig, StoreSettings
 from edgeloop.ingest.catalog import Catalog
 from edgeloop.ingest.export import ResultStream
 from edgeloop.ingest.policies import PolicyBook
@@ -49,10 +51,21 @@ class Admin(Protocol):
 
 
 class LocalAdmin:
-    """Opens the DuckDB file itself: read-only for queries, read-write for device changes."""
+    """Opens the DuckDB file itself: read-only for queries, read-write for device changes.
 
-    def __init__(self, path: Path, *, read_only: bool, timeout_s: float | None = None, write_to: Path | None = None) -> None:
-        self._con = connect(path, read_only=read_only, write_to=write_to)
+    With ``lake`` settings it attaches the lake instead (any number of processes may), and its
+    changes take the same catalog lock as the replicas' (``ingest/lake.py``).
+    """
+
+    def __init__(self, path: Path, *, read_only: bool, timeout_s: float | None = None, write_to: Path | None = None,
+                 lake: StoreSettings | None = None) -> None:
+        self._lake = lake
+        if lake is None:
+            self._con = connect(path, read_only=read_only, write_to=write_to)
+        else:
+            from edgeloop.ingest.lake import connect_lake  # the lake extra's dependencies
+
+            self._con = connect_lake(lake, read_only=read_only, write_to=write_to)
         self._timeout_s = timeout_s
         self.write_to = write_to
 
@@ -109,6 +122,18 @@ class LocalAdmin:
         return ResultStream(first.schema, itertools.chain([first], batches), tables=checked.tables, close=batches.close)
 
     def _write(self, fn: Any) -> Any:
+        if self._lake is not None:
+            from edgeloop.ingest.lake import Claims
+
+            claims = Claims(self._lake.catalog or "", f"cli-{os.getpid()}", self._lake.lake_claim_timeout_s)
+            try:
+                with claims.exclusive("catalog"):
+                    return self._transaction(fn)
+            finally:
+                claims.close()
+        return self._transaction(fn)
+
+    def _transaction(self, fn: Any) -> Any:
         self._con.execute("BEGIN TRANSACTION")
         try:
             result = fn(self._con)
@@ -126,7 +151,7 @@ class LocalAdmin:
 
     def push_schema(self, text: str, source: str) -> dict[str, Any]:
         schema = ModelSchema.from_toml(text, source=source)
-        return self._write(lambda con: register_schema(con, schema))
+        return self._write(lambda con: register_schema(con, schema, lake=self._lake is not None))
 
     def catalog(self) -> Catalog:
         return load_catalog(self._con, adopt=False)
@@ -275,6 +300,9 @@ def open_admin(config: IngestConfig, *, url: str | None = None, token_file: Path
 
     ``write_to`` is the one file the direct backend's ``copy`` may write (an export's temp file).
     """
+    if url is None and config.store.backend == "ducklake":
+        return LocalAdmin(config.store.db_path, read_only=not write, timeout_s=config.store.sql_timeout_s,
+                          write_to=write_to, lake=config.store)
     if url is None:
         try:
             return LocalAdmin(config.store.db_path, read_only=not write, timeout_s=config.store.sql_timeout_s,

@@ -187,6 +187,17 @@ def _parser() -> argparse.ArgumentParser:
     fleet_parser.add_argument("--versions", action="store_true",
                               help="per model and version: devices, predictions, feedback, first and last landed")
     fleet_parser.add_argument("--since", type=_timestamp, help="with --versions: only rows landed on or after this day")
+    compact = commands.add_parser(
+        "compact", parents=[common],
+        help='a lake (store.backend = "ducklake"): merge small files, expire old snapshots, delete unneeded files',
+    )
+    compact.add_argument("--keep-s", type=float, default=3600.0,
+                         help="keep snapshots and files younger than this (in-flight commits and readers need them; default 3600)")
+    migrate = commands.add_parser(
+        "migrate", parents=[common],
+        help="copy the DuckDB store (store.db_path or --db) into the config's lake, ledger included; the server stopped",
+    )
+    migrate.add_argument("--to", choices=("ducklake",), required=True, help="the backend to copy into")
 
     report = commands.add_parser(
         "report", parents=[common, remote],
@@ -336,6 +347,8 @@ def _run(args: argparse.Namespace) -> int:
         return _schemas(args, config)
     if args.command == "policy":
         return _policy(args, config)
+    if args.command in ("compact", "migrate"):
+        return _lake_command(args, config)
     copies = args.command in ("sql", "export") and args.format in ("csv", "parquet")
     if copies and args.format == "parquet" and (args.out is None or args.out == STDOUT) and sys.stdout.isatty():
         raise EdgeloopError("--format parquet is binary: give --out FILE, or --out - and redirect stdout")
@@ -431,6 +444,24 @@ def _show_device(admin: Admin, config: IngestConfig, args: argparse.Namespace) -
         print(json.dumps(detail, indent=2, default=str))
     else:
         print(device_text(detail))
+
+
+def _lake_command(args: argparse.Namespace, config: IngestConfig) -> int:
+    if config.store.backend != "ducklake":
+        raise ConfigError(f'{args.command} works on a lake: set store.backend = "ducklake", store.catalog and store.data_path')
+    from edgeloop.ingest.lake import compact, migrate  # the lake extra's dependencies
+
+    if args.command == "compact":
+        if args.keep_s < 0:
+            raise ConfigError("--keep-s must be 0 or more seconds")
+        result = compact(config.store, keep_s=args.keep_s)
+        print(f"compacted the lake: {result['files_before']} files before, {result['files_after']} after", file=sys.stderr)
+        return 0
+    copied = migrate(config.store.db_path, config.store)
+    for table, rows in copied.items():
+        print(f"{table}\t{rows}")
+    print(f"copied {len(copied)} tables from {config.store.db_path} into the lake", file=sys.stderr)
+    return 0
 
 
 def _schemas(args: argparse.Namespace, config: IngestConfig) -> int:

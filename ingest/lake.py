@@ -20,6 +20,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import re
 import socket
 import threading
 import time
@@ -36,10 +37,10 @@ import psycopg
 from edgeloop.errors import ConfigError, DiskFull, StoreBusy, StoreError
 from edgeloop.ingest.auth import DeviceRegistry
 from edgeloop.ingest.config import StoreSettings
-from edgeloop.ingest.store import TSTZ, Store, _configure, _Job, load_catalog
+from edgeloop.ingest.store import TSTZ, Store, _configure, _Job, load_catalog, quote
 from edgeloop.schemas.model_schema import ModelSchema
 
-__all__ = ["Claims", "LakeStore", "attach_sql", "compact", "connect_lake", "extension_path", "files_in_lake"]
+__all__ = ["Claims", "LakeStore", "attach_sql", "compact", "connect_lake", "extension_path", "files_in_lake", "migrate"]
 
 log = logging.getLogger(__name__)
 
@@ -435,7 +436,7 @@ def compact(settings: StoreSettings, *, keep_s: float = 3600.0) -> dict[str, int
             f"CALL ducklake_cleanup_old_files('{LAKE}', older_than => {older})",
             f"CALL ducklake_delete_orphaned_files('{LAKE}', older_than => {older})",
         ):
-            con.execute(statement).fetchall()
+            con.execute(statement).to_arrow_table()  # not fetchall: its timestamps would need pytz
         after = files_in_lake(con)
     except duckdb.Error as exc:
         raise StoreError(f"compacting the lake failed: {str(exc).splitlines()[0]}") from exc
@@ -443,3 +444,83 @@ def compact(settings: StoreSettings, *, keep_s: float = 3600.0) -> dict[str, int
         con.close()
     return {"files_before": before, "files_after": after}
 
+
+
+def migrate(db_path: Path, settings: StoreSettings) -> dict[str, int]:
+    """Copy a DuckDB store into an empty lake in one lake transaction: schemas, devices, the ledger, every table.
+
+    The ledger comes along, so a device retrying a batch that landed before the move gets its 200.
+    Returns the rows copied per table; refuses a lake that already holds batches.
+    """
+    from edgeloop.ingest.store import connect, register_schema
+
+    source = connect(Path(db_path), read_only=True)
+    if not settings.on_s3:
+        Path(settings.data_path or "").mkdir(mode=0o750, parents=True, exist_ok=True)
+    target = connect_lake(settings, read_only=False)
+    claims = Claims(settings.catalog or "", f"migrate-{os.getpid()}", settings.lake_claim_timeout_s)
+    copied: dict[str, int] = {}
+    try:
+        with claims.exclusive("catalog"):
+            _run_in_transaction(target, lambda c: c.execute(BOOTSTRAP))
+            if target.execute("SELECT count(*) FROM batches").fetchone()[0]:
+                raise StoreError("the lake already holds batches: migrate into an empty lake (a new catalog database)")
+            tables = [name for (name,) in source.execute(
+                "SELECT table_name FROM duckdb_tables() WHERE database_name = current_database() AND schema_name = 'main' "
+                "ORDER BY table_name"
+            ).fetchall()]
+            schemas = [ModelSchema.from_canonical_json(text) for (text,) in source.execute(
+                "SELECT schema_json FROM schemas ORDER BY registered_at, version"
+            ).fetchall()]
+
+            def copy(con: duckdb.DuckDBPyConnection) -> None:
+                for schema in schemas:  # the model tables, as the lake types them, and the schema registry
+                    register_schema(con, schema, lake=True)
+                con.execute("DELETE FROM schemas")
+                con.execute("DELETE FROM models")  # both copied as they were, registration times included
+                have = {name for (name,) in con.execute(
+                    "SELECT table_name FROM duckdb_tables() WHERE database_name = current_database() AND schema_name = 'main'"
+                ).fetchall()}
+                for table in tables:
+                    if table not in have:  # a table of a later feature: its columns, arrays as lists
+                        columns = source.execute(
+                            "SELECT column_name, data_type FROM information_schema.columns WHERE table_catalog = current_database() "
+                            "AND table_schema = 'main' AND table_name = ? ORDER BY ordinal_position", [table]
+                        ).fetchall()
+                        body = ", ".join(f"{quote(name)} {_lake_type(type_)}" for name, type_ in columns)
+                        con.execute(f"CREATE TABLE {quote(table)} ({body})")
+                    else:  # columns a later feature added to a table the lake has too
+                        lake_columns = {name for (name,) in con.execute(
+                            "SELECT column_name FROM information_schema.columns WHERE table_catalog = current_database() "
+                            "AND table_schema = 'main' AND table_name = ?", [table]
+                        ).fetchall()}
+                        for name, type_ in source.execute(
+                            "SELECT column_name, data_type FROM information_schema.columns WHERE table_catalog = current_database() "
+                            "AND table_schema = 'main' AND table_name = ? ORDER BY ordinal_position", [table]
+                        ).fetchall():
+                            if name not in lake_columns:
+                                con.execute(f"ALTER TABLE {quote(table)} ADD COLUMN {quote(name)} {_lake_type(type_)}")
+                    reader = source.execute(f"SELECT * FROM {quote(table)}").fetch_record_batch(100_000)
+                    con.register("__edgeloop_source", reader)
+                    try:
+                        con.execute(f"INSERT INTO {quote(table)} BY NAME SELECT * FROM __edgeloop_source")
+                    finally:
+                        con.unregister("__edgeloop_source")
+                    copied[table] = int(source.execute(f"SELECT count(*) FROM {quote(table)}").fetchone()[0])
+                    landed = int(con.execute(f"SELECT count(*) FROM {quote(table)}").fetchone()[0])
+                    if landed != copied[table]:
+                        raise StoreError(f"{table}: {copied[table]} rows in the DuckDB file, {landed} in the lake")
+
+            _run_in_transaction(target, copy)
+    except duckdb.Error as exc:
+        raise StoreError(f"migrating {db_path} into the lake failed (the lake is unchanged): {str(exc).splitlines()[0]}") from exc
+    finally:
+        claims.close()
+        target.close()
+        source.close()
+    return copied
+
+
+def _lake_type(type_: str) -> str:
+    """DuckLake has no fixed-size arrays: FLOAT[16] becomes FLOAT[]."""
+    return re.sub(r"\[\d+\]", "[]", type_)

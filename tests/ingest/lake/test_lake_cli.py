@@ -1,0 +1,124 @@
+"""sql, export, fleet, devices, compact and migrate against a lake; and a plain DuckDB attaching it read-only."""
+
+from __future__ import annotations
+
+import json
+
+import duckdb
+import pyarrow.parquet as pq
+import pytest
+
+from edgeloop.ingest.lake import extension_path
+from tests.ingest.conftest import cli, make_config, make_table, seal, start_server
+from tests.ingest.lake.conftest import lake_section
+
+pytestmark = pytest.mark.timeout(300)
+
+
+def write_lake_config(tmp_path, store: dict) -> str:
+    """A config file for the CLI naming the same lake."""
+    store = {"db_path": str(tmp_path / "ingest.duckdb"), **store}
+    lines = "\n".join(f"{key} = {json.dumps(value)}" for key, value in store.items())
+    path = tmp_path / "lake.toml"
+    path.write_text(f'[server]\nadmin_token_file = "{tmp_path / "admin.token"}"\n[store]\n{lines}\n')
+    return str(path)
+
+
+async def land(server, tmp_path, vibration, token: str, count: int, rows: int = 20) -> list[tuple[str, bytes]]:
+    sent = []
+    for index in range(count):
+        batch_id, body = seal(tmp_path / f"batch{index}", vibration, make_table(vibration, predictions=rows)[0])
+        status, answer, _ = await server.put(batch_id, body, token)
+        assert status == 201, answer
+        sent.append((batch_id, body))
+    return sent
+
+
+async def test_sql_export_fleet_and_devices_read_and_change_the_lake_while_a_replica_runs(server, lake, tmp_path, vibration):
+    """With a replica running, the CLI attaches the lake itself: sql, export and fleet read it, devices add a token the replica takes."""
+    token = await server.add_device("pump-1")
+    await land(server, tmp_path, vibration, token, 2)
+    config = write_lake_config(tmp_path, lake)
+    rows = [json.loads(line) for line in cli("sql", "SELECT count(*) AS n FROM vibration", "--format", "json",
+                                             "--config", config).stdout.splitlines()]
+    assert rows == [{"n": 40}]
+    out = tmp_path / "export.parquet"
+    cli("export", "--model", "vibration", "--out", str(out), "--config", config)
+    assert pq.read_table(out).num_rows == 40
+    fleet = [json.loads(line) for line in cli("fleet", "--format", "json", "--config", config).stdout.splitlines()]
+    assert [(row["model"], row["devices"], row["predictions"]) for row in fleet] == [("vibration", 1, 40)]
+    new_token = cli("devices", "add", "pump-2", "--config", config).stdout.strip()
+    batch_id, body = seal(tmp_path / "late", vibration, make_table(vibration, predictions=3)[0])
+    for _ in range(200):  # the replica re-reads tokens every lake_refresh_s
+        status, _, _ = await server.put(batch_id, body, new_token)
+        if status != 401:
+            break
+        import asyncio
+
+        await asyncio.sleep(0.05)
+    assert status == 201
+
+
+async def test_a_plain_duckdb_attaches_the_lake_read_only(server, lake, tmp_path, vibration):
+    """The README's recipe: a DuckDB without edgeloop loads the two extensions and attaches the lake read-only."""
+    token = await server.add_device("pump-1")
+    await land(server, tmp_path, vibration, token, 1)
+    con = duckdb.connect()
+    con.execute(f"LOAD '{extension_path('postgres_scanner')}'")
+    con.execute(f"LOAD '{extension_path('ducklake')}'")
+    con.execute(f"ATTACH 'ducklake:postgres:{lake['catalog']}' AS fleet (READ_ONLY, METADATA_SCHEMA 'public')")
+    assert con.execute("SELECT count(*) FROM fleet.vibration").fetchone()[0] == 20
+    with pytest.raises(duckdb.Error):
+        con.execute("DELETE FROM fleet.vibration")
+    con.close()
+
+
+async def test_compact_merges_small_files_and_keeps_every_row(server, lake, tmp_path, vibration):
+    """`edgeloop-ingest compact` leaves fewer files than the group commits made, the same rows, and landing goes on."""
+    token = await server.add_device("pump-1")
+    await land(server, tmp_path, vibration, token, 8)
+    config = write_lake_config(tmp_path, lake)
+    result = cli("compact", "--keep-s", "0", "--config", config)
+    before, after = [int(word) for word in result.stderr.split() if word.isdigit()][:2]
+    assert after < before, result.stderr
+    rows = [json.loads(line) for line in cli("sql", "SELECT count(*) AS n, count(DISTINCT record_id) AS d FROM vibration",
+                                             "--format", "json", "--config", config).stdout.splitlines()]
+    assert rows == [{"n": 160, "d": 160}]
+    await land(server, tmp_path / "more", vibration, token, 1)
+    assert (await server.sql("SELECT count(*) AS n FROM vibration"))[0]["n"] == 180
+
+
+async def test_migrate_copies_a_duckdb_store_and_its_old_batches_still_answer_200(postgres, tmp_path, vibration):
+    """`migrate --to ducklake` copies rows, devices and the ledger: a retry of an old batch gets 200 and its receipt from the lake."""
+    import aiohttp
+
+    old = make_config(tmp_path / "old")
+    (tmp_path / "old").mkdir()
+    runner, url = await start_server(old)
+    from tests.ingest.conftest import Server
+
+    async with aiohttp.ClientSession() as session:
+        duck = Server(url, old, session, runner.app)
+        token = await duck.add_device("pump-1")
+        sent = await land(duck, tmp_path / "sent", vibration, token, 3)
+        first = await duck.put(*sent[0], token)
+    await runner.cleanup()
+    store = lake_section(postgres, tmp_path)
+    config = write_lake_config(tmp_path, {**store, "db_path": str(old.store.db_path)})
+    result = cli("migrate", "--to", "ducklake", "--config", config)
+    copied = dict(line.split("\t") for line in result.stdout.splitlines())
+    assert copied["vibration"] == "60" and copied["batches"] == "3" and copied["devices"] == "1"
+    again = cli("migrate", "--to", "ducklake", "--config", config, check=False)
+    assert again.returncode == 1 and "already holds batches" in again.stderr
+    new = make_config(tmp_path / "new", store=store)
+    (tmp_path / "new").mkdir()
+    new.server.admin_token_file.write_text(old.server.admin_token_file.read_text())
+    new.server.admin_token_file.chmod(0o600)
+    runner, url = await start_server(new)
+    async with aiohttp.ClientSession() as session:
+        lake_server = Server(url, new, session, runner.app)
+        status, receipt, _ = await lake_server.put(*sent[0], token)  # the old token works: devices came along
+        assert status == 200
+        assert {k: v for k, v in receipt.items() if k != "status"} == {k: v for k, v in first[1].items() if k != "status"}
+        assert (await lake_server.sql("SELECT count(*) AS n FROM vibration"))[0]["n"] == 60
+    await runner.cleanup()
