@@ -207,6 +207,11 @@ class Claims:
         self._con: psycopg.Connection | None = None
         self._held = False
 
+    @property
+    def holding(self) -> bool:
+        """Whether this session holds locks now (inside ``hold``)."""
+        return self._held
+
     def _session(self) -> psycopg.Connection:
         if self._con is None or self._con.closed:
             try:
@@ -360,7 +365,7 @@ class LakeStore(Store):
                 self._columns = self._load_columns()  # another replica may have widened a table
                 super().land_group(group)
         except (StoreBusy, StoreError, DiskFull) as exc:
-            if not self._claims._held:
+            if not self._claims.holding:
                 for job in group:
                     if not job.future.done():
                         self._settle(job, error=exc)

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 
+import aiohttp
 import duckdb
 import pyarrow.parquet as pq
 import pytest
 
 from edgeloop.ingest.lake import extension_path
-from tests.ingest.conftest import cli, make_config, make_table, seal, start_server
+from tests.ingest.conftest import Server, cli, make_config, make_table, seal, start_server
 from tests.ingest.lake.conftest import lake_section
 
 pytestmark = pytest.mark.timeout(300)
@@ -53,8 +55,6 @@ async def test_sql_export_fleet_and_devices_read_and_change_the_lake_while_a_rep
         status, _, _ = await server.put(batch_id, body, new_token)
         if status != 401:
             break
-        import asyncio
-
         await asyncio.sleep(0.05)
     assert status == 201
 
@@ -90,13 +90,9 @@ async def test_compact_merges_small_files_and_keeps_every_row(server, lake, tmp_
 
 async def test_migrate_copies_a_duckdb_store_and_its_old_batches_still_answer_200(postgres, tmp_path, vibration):
     """`migrate --to ducklake` copies rows, devices and the ledger: a retry of an old batch gets 200 and its receipt from the lake."""
-    import aiohttp
-
     old = make_config(tmp_path / "old")
     (tmp_path / "old").mkdir()
     runner, url = await start_server(old)
-    from tests.ingest.conftest import Server
-
     async with aiohttp.ClientSession() as session:
         duck = Server(url, old, session, runner.app)
         token = await duck.add_device("pump-1")
