@@ -24,7 +24,7 @@ def run(out: Path) -> int:
     report = out / "reliability.json"
     report.unlink(missing_ok=True)
     command = [sys.executable, "-m", "pytest", "-m", "soak", "-p", "no:cacheprovider", "-q", "-rA",
-               str(ROOT / "tests" / "reliability")]
+               str(ROOT / "tests" / "reliability"), str(ROOT / "tests" / "ingest" / "lake")]
     code = subprocess.run(command, cwd=ROOT, env={**os.environ, REPORT_ENV: str(report)}).returncode
     runs = json.loads(report.read_text()) if report.exists() else []
     print(render(runs))

@@ -11,7 +11,8 @@ import time
 import pytest
 
 from tests.ingest.conftest import make_table, seal
-from tests.ingest.lake.test_replicas import counts, lake_reader, wait_for
+from tests.reliability.report import record
+from tests.ingest.lake.test_replicas import lake_reader, wait_for
 
 DEVICES = 50
 BATCHES_PER_DEVICE = int(os.environ.get("EDGELOOP_LAKE_SOAK_BATCHES", "12"))
@@ -72,10 +73,14 @@ def test_replicas_killed_every_few_seconds_lose_and_duplicate_no_batch(replicas,
     elapsed = time.monotonic() - started
     sent = DEVICES * BATCHES_PER_DEVICE
     with lake_reader(group[0]) as con:
-        ledger, distinct_batches, rows = counts(con)
+        ledger, distinct_batches = con.execute("SELECT count(*), count(DISTINCT batch_id) FROM batches").fetchone()
+        rows, distinct_rows = con.execute("SELECT count(*), count(DISTINCT record_id) FROM vibration").fetchone()
+    expected = sent * 200
     figures = {**stats, "batches_sent": sent, "ledger_rows": ledger, "distinct_batch_ids": distinct_batches,
-               "rows": rows, "rows_expected": sent * 200, "lost": sent - distinct_batches,
-               "duplicated": ledger - distinct_batches, "elapsed_s": round(elapsed, 1)}
+               "records_acknowledged": expected, "records_landed": rows, "records_lost": expected - distinct_rows,
+               "records_twice": rows - distinct_rows, "batches_twice": ledger - distinct_batches, "elapsed_s": round(elapsed, 1)}
     print("lake soak:", json.dumps(figures))
+    record("lake: 3 replicas, 50 devices, replica SIGKILLs", {"replica SIGKILL": stats["kills"], "failover": stats["failovers"]},
+           acknowledged=expected, lost=figures["records_lost"], duplicated=figures["records_twice"])
     assert stats["kills"] >= 2
-    assert (ledger, distinct_batches, rows) == (sent, sent, sent * 200), figures
+    assert (ledger, distinct_batches, rows, distinct_rows) == (sent, sent, expected, expected), figures
