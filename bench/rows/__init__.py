@@ -10,8 +10,8 @@ out_dir, machine) -> dict`` turns every run's ``bench.details`` into an extra ta
 
 from __future__ import annotations
 
-from bench.rows import device, export, ingest, intake, jetstream, privacy, scaling, wire
+from bench.rows import device, export, ingest, intake, jetstream, lake, privacy, scaling, wire
 
 # Run in this order (the table sorts by number): the rows whose targets the code is tuned against
 # first, so a run stopped on a busy machine has measured those.
-ROWS = (ingest, wire, scaling, device, jetstream, privacy, intake, export)
+ROWS = (ingest, wire, scaling, device, jetstream, privacy, intake, export, lake)
