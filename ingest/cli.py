@@ -296,10 +296,14 @@ def _check_config(config: IngestConfig) -> str:
     from edgeloop.ingest.app import ssl_context
 
     ssl_context(config)
-    for name, folder in (
-        ("store.db_path", config.store.db_path.parent),
-        ("server.admin_token_file", config.server.admin_token_file.parent),
-    ):
+    store = config.store
+    lake = store.backend == "ducklake"
+    folders = [("server.admin_token_file", config.server.admin_token_file.parent)]
+    if not lake:
+        folders.insert(0, ("store.db_path", store.db_path.parent))
+    elif not store.on_s3:
+        folders.insert(0, ("store.data_path", Path(store.data_path or "")))
+    for name, folder in folders:
         try:
             folder.mkdir(parents=True, exist_ok=True)
             with tempfile.NamedTemporaryFile(dir=folder, prefix=".check-config-"):
@@ -307,6 +311,18 @@ def _check_config(config: IngestConfig) -> str:
         except OSError as exc:
             raise ConfigError(f"{name}: {folder} is not writable: {exc.strerror}") from exc
     tls = "https" if config.server.tls_cert_file else "http"
+    if lake:
+        from edgeloop.ingest.lake import Claims, extension_path  # the lake extra's dependencies
+
+        for name in ("ducklake", "postgres_scanner") + (("httpfs",) if store.on_s3 else ()):
+            extension_path(name)
+        claims = Claims(store.catalog or "", "check-config", store.lake_claim_timeout_s)
+        try:
+            with claims.exclusive("check-config"):  # the catalog database answers (serve creates the lake in it)
+                pass
+        finally:
+            claims.close()
+        return f"config OK ({tls} on {config.server.host}:{config.server.port}; lake {store.data_path}, catalog reachable)"
     return f"config OK ({tls} on {config.server.host}:{config.server.port}; database {config.store.db_path})"
 
 

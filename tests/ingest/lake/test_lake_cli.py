@@ -118,3 +118,13 @@ async def test_migrate_copies_a_duckdb_store_and_its_old_batches_still_answer_20
         assert {k: v for k, v in receipt.items() if k != "status"} == {k: v for k, v in first[1].items() if k != "status"}
         assert (await lake_server.sql("SELECT count(*) AS n FROM vibration"))[0]["n"] == 60
     await runner.cleanup()
+
+
+def test_check_config_reaches_the_catalog_and_names_an_unreachable_one(postgres, tmp_path):
+    """check-config on a lake config says OK when the catalog answers, and one line naming store.catalog when it does not."""
+    good = write_lake_config(tmp_path, lake_section(postgres, tmp_path))
+    assert "catalog reachable" in cli("check-config", "--config", good).stdout
+    (tmp_path / "bad").mkdir()
+    bad = write_lake_config(tmp_path / "bad", lake_section(postgres, tmp_path / "bad", catalog="host=127.0.0.1 port=1 dbname=x"))
+    result = cli("check-config", "--config", bad, check=False)
+    assert result.returncode == 1 and "store.catalog" in result.stderr and len(result.stderr.strip().splitlines()) == 1
