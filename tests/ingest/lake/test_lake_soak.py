@@ -12,7 +12,7 @@ import pytest
 
 from tests.ingest.conftest import make_table, seal
 from tests.reliability.report import record
-from tests.ingest.lake.test_replicas import lake_reader, wait_for
+from tests.ingest.lake.test_replicas import lake_reader, replicas, wait_for  # noqa: F401 (replicas: the fixture)
 
 DEVICES = 50
 BATCHES_PER_DEVICE = int(os.environ.get("EDGELOOP_LAKE_SOAK_BATCHES", "12"))
