@@ -774,7 +774,7 @@ async def _resources(app: web.Application) -> AsyncIterator[None]:
 
 
 async def _refresh(app: web.Application) -> None:
-    """Every ``lake_refresh_s``: the lake's live device tokens and schemas; never dies, logs a failure once a minute."""
+    """Every ``lake_refresh_s``: the lake's live device tokens, schemas and policies; never dies, logs a failure once a minute."""
     period_s = app[CONFIG].store.lake_refresh_s
     loop = asyncio.get_running_loop()
     logged_at = 0.0
@@ -782,13 +782,17 @@ async def _refresh(app: web.Application) -> None:
         await asyncio.sleep(period_s)
         read_at = time.monotonic()
         try:
-            live = await loop.run_in_executor(app[STATE].executor, app[STORE].refresh)
+            store = app[STORE]
+            live, policies = await loop.run_in_executor(
+                app[STATE].executor, lambda: (store.refresh(), PolicyIndex.load(store.cursor()))
+            )
         except Exception as exc:  # the catalog may be briefly unreachable: keep the last tokens
             if loop.time() - logged_at > 60:
                 logged_at = loop.time()
                 log.warning("re-reading tokens and schemas from the lake failed", extra={"error": str(exc)[:300]})
             continue
         app[AUTH].reload(live, read_at=read_at)
+        app[STATE].policies = policies  # policies set through another replica
 
 
 async def _register_dir(store: Store, folder: Any) -> None:

@@ -36,6 +36,7 @@ import psycopg
 
 from edgeloop.errors import ConfigError, DiskFull, StoreBusy, StoreError
 from edgeloop.ingest.auth import DeviceRegistry
+from edgeloop.ingest.policies import POLICY_TABLES
 from edgeloop.ingest.config import StoreSettings
 from edgeloop.ingest.store import TSTZ, Store, _configure, _Job, load_catalog, quote
 from edgeloop.schemas.model_schema import ModelSchema
@@ -103,6 +104,12 @@ CREATE TABLE IF NOT EXISTS edgeloop_claims (
     claimed_at timestamptz NOT NULL DEFAULT now()
 )
 """
+
+
+def without_keys(sql: str) -> str:
+    """A CREATE TABLE script without its PRIMARY KEY and UNIQUE clauses (DuckLake has neither)."""
+    sql = re.sub(r",\s*PRIMARY KEY \([^)]*\)", "", sql)
+    return re.sub(r"\s+(PRIMARY KEY|UNIQUE)\b", "", sql)
 
 
 def extension_path(name: str) -> Path:
@@ -322,7 +329,7 @@ class LakeStore(Store):
             Path(self.settings.data_path or "").mkdir(mode=0o750, parents=True, exist_ok=True)
         con = connect_lake(self.settings, read_only=False, threads=self.settings.threads or _threads(), replica=self.replica)
         with self._claims.exclusive("bootstrap"):
-            _run_in_transaction(con, lambda c: c.execute(BOOTSTRAP))
+            _run_in_transaction(con, lambda c: c.execute(BOOTSTRAP + without_keys(POLICY_TABLES)))
         return con
 
     def _new_cursor(self, con: duckdb.DuckDBPyConnection) -> duckdb.DuckDBPyConnection:
@@ -467,7 +474,7 @@ def migrate(db_path: Path, settings: StoreSettings) -> dict[str, int]:
     copied: dict[str, int] = {}
     try:
         with claims.exclusive("catalog"):
-            _run_in_transaction(target, lambda c: c.execute(BOOTSTRAP))
+            _run_in_transaction(target, lambda c: c.execute(BOOTSTRAP + without_keys(POLICY_TABLES)))
             if target.execute("SELECT count(*) FROM batches").fetchone()[0]:
                 raise StoreError("the lake already holds batches: migrate into an empty lake (a new catalog database)")
             tables = [name for (name,) in source.execute(

@@ -159,7 +159,9 @@ class PolicyBook:
         for tag in remove:
             con.execute("DELETE FROM device_tags WHERE device = ? AND tag = ?", [device, tag])
         for tag in add:
-            con.execute("INSERT INTO device_tags VALUES (?, ?) ON CONFLICT DO NOTHING", [device, tag])
+            # Not ON CONFLICT: a lake's tables have no keys (its device changes are serialized instead).
+            con.execute("INSERT INTO device_tags SELECT $d, $t WHERE NOT EXISTS "
+                        "(SELECT 1 FROM device_tags WHERE device = $d AND tag = $t)", {"d": device, "t": tag})
         tags = [row[0] for row in con.execute("SELECT tag FROM device_tags WHERE device = ? ORDER BY tag", [device]).fetchall()]
         if len(tags) > MAX_TAGS_PER_DEVICE:
             raise BatchRejected(400, "bad_tag", f"a device has at most {MAX_TAGS_PER_DEVICE} tags")
