@@ -633,7 +633,8 @@ class Store:
                 con.execute("INSERT INTO batches BY NAME SELECT * FROM __edgeloop_ledger")
             finally:
                 con.unregister("__edgeloop_ledger")
-            health.note_landed(con, landed, ledger)
+            if not self.lake:  # a lake keeps no health aggregates (they upsert on keys it does not have)
+                health.note_landed(con, landed, ledger)
             con.execute("COMMIT")
         except BaseException:
             _rollback(con)

@@ -47,7 +47,7 @@ async def test_sql_export_fleet_and_devices_read_and_change_the_lake_while_a_rep
     out = tmp_path / "export.parquet"
     cli("export", "--model", "vibration", "--out", str(out), "--config", config)
     assert pq.read_table(out).num_rows == 40
-    fleet = [json.loads(line) for line in cli("fleet", "--format", "json", "--config", config).stdout.splitlines()]
+    fleet = [json.loads(line) for line in cli("fleet", "--versions", "--format", "json", "--config", config).stdout.splitlines()]
     assert [(row["model"], row["devices"], row["predictions"]) for row in fleet] == [("vibration", 1, 40)]
     new_token = cli("devices", "add", "pump-2", "--config", config).stdout.strip()
     batch_id, body = seal(tmp_path / "late", vibration, make_table(vibration, predictions=3)[0])
