@@ -31,6 +31,9 @@ from edgeloop.ingest.catalog import Catalog
 from edgeloop.ingest.export import ResultStream
 from edgeloop.ingest.policies import PolicyBook
 from edgeloop.ingest.query import check_query, run_query, stream_query, translate_errors
+from edgeloop.ingest.compaction import compact_file
+from edgeloop.ingest.deletion import Deletion, apply
+from edgeloop.ingest.label_import import LabelRow, land_labels
 from edgeloop.ingest.store import connect, load_catalog, quote, register_schema
 from edgeloop.schemas.model_schema import ModelSchema
 
@@ -47,6 +50,8 @@ class Admin(Protocol):
     def set_policy(self, model: str, text: str, source: str, devices: str | None, tag: str | None) -> dict[str, Any]: ...
     def rollback_policy(self, model: str, to: int | None) -> dict[str, Any]: ...
     def tag_device(self, name: str, add: list[str], remove: list[str]) -> dict[str, Any]: ...
+    def import_labels(self, model: str, source: str, tag: str, rows: list[LabelRow]) -> dict[str, Any]: ...
+    def delete(self, deletion: Deletion, *, execute: bool, by: str) -> dict[str, Any]: ...
     def close(self) -> None: ...
 
 
@@ -58,8 +63,10 @@ class LocalAdmin:
     """
 
     def __init__(self, path: Path, *, read_only: bool, timeout_s: float | None = None, write_to: Path | None = None,
-                 lake: StoreSettings | None = None) -> None:
+                 lake: StoreSettings | None = None, max_value_bytes: int = 8 * 1024 * 1024) -> None:
         self._lake = lake
+        self._path = Path(path)
+        self._read_only = read_only
         if lake is None:
             self._con = connect(path, read_only=read_only, write_to=write_to)
         else:
@@ -67,6 +74,7 @@ class LocalAdmin:
 
             self._con = connect_lake(lake, read_only=read_only, write_to=write_to)
         self._timeout_s = timeout_s
+        self._max_value_bytes = max_value_bytes
         self.write_to = write_to
 
     def tables_read(self, sql: str) -> frozenset[str]:
@@ -164,6 +172,28 @@ class LocalAdmin:
 
     def tag_device(self, name: str, add: list[str], remove: list[str]) -> dict[str, Any]:
         return self._write(lambda con: PolicyBook.tag(con, name, add, remove))
+    def import_labels(self, model: str, source: str, tag: str, rows: list[LabelRow]) -> dict[str, Any]:
+        schema = self.catalog().latest(model)
+        if schema is None:
+            raise StoreError(f"no model named {model!r} is registered")
+        return self._write(lambda con: land_labels(con, schema, rows, source=source, tag=f"import:{tag}",
+                                                   max_value_bytes=self._max_value_bytes))
+
+    def delete(self, deletion: Deletion, *, execute: bool, by: str) -> dict[str, Any]:
+        """Count or delete; a deletion then rewrites the file (this process holds it alone)."""
+        catalog = self.catalog()
+        result = self._write(lambda con: apply(con, deletion, catalog, execute=execute, by=by))
+        if execute and self._lake is not None:
+            result["file_note"] = "a lake keeps deleted rows in older snapshots until `edgeloop-ingest compact` expires them"
+        elif execute:
+            self._con.execute("CHECKPOINT")
+            self._con.close()
+            try:
+                before, after = compact_file(self._path)
+            finally:
+                self._con = connect(self._path, read_only=self._read_only, write_to=self.write_to)
+            result.update(file_bytes_before=before, file_bytes_after=after)
+        return result
 
     def close(self) -> None:
         try:
@@ -273,6 +303,15 @@ class RemoteAdmin:
         _, body = self._request("GET", "/v1/schemas")
         return Catalog(ModelSchema.from_canonical_json(json.dumps(entry["schema"])) for entry in json.loads(body)["schemas"])
 
+    def import_labels(self, model: str, source: str, tag: str, rows: list[LabelRow]) -> dict[str, Any]:
+        payload = {"source": source, "tag": tag, "rows": [row.to_json() for row in rows]}
+        _, body = self._request("POST", f"/v1/feedback/{urllib.parse.quote(model, safe='')}", payload)
+        return json.loads(body)
+
+    def delete(self, deletion: Deletion, *, execute: bool, by: str) -> dict[str, Any]:
+        _, body = self._request("POST", "/v1/deletions", {**deletion.to_json(), "execute": execute, "by": by})
+        return json.loads(body)
+
     def close(self) -> None:
         pass
 
@@ -306,7 +345,7 @@ def open_admin(config: IngestConfig, *, url: str | None = None, token_file: Path
     if url is None:
         try:
             return LocalAdmin(config.store.db_path, read_only=not write, timeout_s=config.store.sql_timeout_s,
-                              write_to=write_to)
+                              write_to=write_to, max_value_bytes=config.limits.max_value_bytes)
         except DatabaseInUse:
             url = config.server.url
     token = admin_token(token_file or config.server.admin_token_file)

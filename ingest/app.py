@@ -11,6 +11,8 @@
     POST   /v1/policies/{model}     admin token; {"policy": TOML text, "devices", "tag", "source"} → 201
     POST   /v1/policies/{model}/rollback  admin token; {"to": version or null} → 201
     POST   /v1/devices/{name}/tags  admin token; {"add": [...], "remove": [...]} → the device's tags
+    POST   /v1/feedback/{model}     admin token; labels from a labelling tool → 200 {"imported", "duplicates", "errors"}
+    POST   /v1/deletions            admin token; a deletion's predicate → 200 counts (dry run) or executed + audited
     GET    /healthz, /metrics
     /dashboard..., /v1/dashboard/...   viewer or admin token, or a session (``dashboard_app``)
 
@@ -59,11 +61,14 @@ from edgeloop.ingest.auth import Authenticator, DeviceRegistry, admin_token, tok
 from edgeloop.ingest.batch import check_batch_id, read_batch
 from edgeloop.ingest.config import IngestConfig
 from edgeloop.ingest.health import Refusals, prune_statuses, store_status
+from edgeloop.ingest.deletion import Deletion, apply
+from edgeloop.ingest.label_import import MAX_ROWS as MAX_LABEL_ROWS_PER_CALL, LabelRow, land_labels
 from edgeloop.ingest.metrics import Metrics
 from edgeloop.ingest.export import JSON_OPTIONS, json_default, json_rows
 from edgeloop.ingest.pacer import Pacer
 from edgeloop.ingest.policies import PolicyBook, PolicyIndex
 from edgeloop.ingest.query import check_query, stream_query
+from edgeloop.ingest.retention import Retention
 from edgeloop.ingest.store import Landing, Store
 from edgeloop.runner import GuardedRunner, read_body
 from edgeloop.schemas.device_status import MAX_STATUS_BYTES, DeviceStatus, is_status_id
@@ -354,13 +359,13 @@ async def metrics(request: web.Request) -> web.Response:
     return web.Response(body=request.app[METRICS].render(), content_type="text/plain", charset="utf-8")
 
 
-async def _admin_json(request: web.Request, *, read_only: bool = False) -> dict[str, Any]:
+async def _admin_json(request: web.Request, *, read_only: bool = False, max_bytes: int = 0) -> dict[str, Any]:
     if read_only:
         request.app[AUTH].reader(request.headers.get("Authorization"))
     else:
         request.app[AUTH].admin(request.headers.get("Authorization"))
     try:
-        value = orjson.loads(await _read_small(request, MAX_ADMIN_BODY_BYTES))
+        value = orjson.loads(await _read_small(request, max_bytes or MAX_ADMIN_BODY_BYTES))
     except orjson.JSONDecodeError as exc:
         raise BatchRejected(400, "bad_json", f"the body is not JSON: {exc}") from exc
     if not isinstance(value, dict):
@@ -699,6 +704,41 @@ async def _policy_change(request: web.Request, change: Callable[[Any], Any]) -> 
         return result
 
     return await asyncio.wrap_future(request.app[STORE].call(apply))
+async def post_feedback(request: web.Request) -> web.Response:
+    """Land labels from a labelling tool (``edgeloop-ingest feedback import``) on the writer; per-row errors."""
+    payload = await _admin_json(request, max_bytes=request.app[CONFIG].limits.max_body_bytes)
+    model = request.match_info["model"]
+    schema = request.app[STORE].catalog.latest(model)
+    if schema is None:
+        raise BatchRejected(404, "unknown_model", f"no model named {model!r} is registered")
+    rows, source, tag = payload.get("rows"), payload.get("source"), payload.get("tag")
+    if not isinstance(rows, list) or not isinstance(source, str) or not isinstance(tag, str) or not 0 < len(tag) <= 200:
+        raise BatchRejected(400, "bad_json", 'send {"source": "...", "tag": "...", "rows": [...]}')
+    if len(rows) > MAX_LABEL_ROWS_PER_CALL:
+        raise BatchRejected(413, "too_many_rows", f"at most {MAX_LABEL_ROWS_PER_CALL} labels per request")
+    labels = [LabelRow.from_json(row) for row in rows]
+    limit = request.app[CONFIG].limits.max_value_bytes
+    result = await asyncio.wrap_future(request.app[STORE].call(
+        lambda con: land_labels(con, schema, labels, source=source, tag=f"import:{tag}", max_value_bytes=limit)))
+    log.info("labels imported", extra={"model": model, "source": source, "imported": result["imported"],
+                                       "duplicates": result["duplicates"], "errors": len(result["errors"])})
+    return _json(200, result)
+
+
+async def post_deletion(request: web.Request) -> web.Response:
+    """Count (dry run) or delete a predicate's rows on the writer, audit them, then rewrite the file."""
+    payload = await _admin_json(request)
+    execute, by = payload.get("execute", False), payload.get("by") or "admin-api"
+    if not isinstance(execute, bool) or not isinstance(by, str):
+        raise BatchRejected(400, "bad_deletion", '"execute" is true or false and "by" a name')
+    deletion = Deletion.from_json(payload)
+    store = request.app[STORE]
+    result = await asyncio.wrap_future(store.call(lambda con: apply(con, deletion, store.catalog, execute=execute, by=by)))
+    if execute:
+        before, after = await asyncio.wrap_future(store.compact())
+        result.update(file_bytes_before=before, file_bytes_after=after)
+        log.info("rows deleted", extra=result)
+    return _json(200, result)
 
 
 M_ARENA_MAX = -8  # glibc's mallopt parameter
@@ -760,9 +800,12 @@ async def _resources(app: web.Application) -> AsyncIterator[None]:
     log.info("store open", extra={"db_path": str(config.store.db_path), "backend": config.store.backend})
     # Replicas of a lake share tokens and schemas: re-read them, so a revoke through another replica holds here.
     refresher = asyncio.create_task(_refresh(app)) if config.store.backend == "ducklake" else None
+    retention = Retention(store, config.store)
+    retention.start()
     try:
         yield
     finally:
+        await retention.shutdown()
         if refresher is not None:
             refresher.cancel()
             await asyncio.gather(refresher, return_exceptions=True)
@@ -842,6 +885,8 @@ def create_app(config: IngestConfig, *, store_class: type[Store] | None = None) 
     app.router.add_post("/v1/policies/{model}", post_policy)
     app.router.add_post("/v1/policies/{model}/rollback", post_policy_rollback)
     app.router.add_post("/v1/devices/{name}/tags", post_device_tags)
+    app.router.add_post("/v1/feedback/{model}", post_feedback)
+    app.router.add_post("/v1/deletions", post_deletion)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/metrics", metrics)
     # The dashboard's routes need this module's app keys: imported here, not at the top, to avoid a cycle.

@@ -37,6 +37,7 @@ MAGIC = b"PAR1"
 RESERVED_TABLES = frozenset({
     "batches", "devices", "models", "schemas", "label_coverage", "drops_daily", "rows_daily", "device_versions",
     "version_changes", "policies", "device_tags", "device_status", "device_health", "device_refusals", "landed_daily",
+    "deletions",
 })
 RESERVED_SUFFIXES = ("_feedback", "_training")
 REQUIRED_METADATA = ("batch_id", "model", "schema_fingerprint")

@@ -9,6 +9,10 @@
     edgeloop-ingest export --model M [--since T] [--until T] [--labeled-only] --out train.parquet|-
     edgeloop-ingest fleet [--silent] [--state S]... [--versions [--since T]]
     edgeloop-ingest report --model M [--since T] [--until T] [--by model_version|device|none] [--format table|json|html]
+    edgeloop-ingest label-queue --model M [--strategy S] [--since T] [--limit N] [--order oldest|uncertainty]
+                    --format label-studio|jsonl|csv --out FILE
+    edgeloop-ingest feedback import FILE --format label-studio|jsonl|csv [--model M] [--source NAME]
+    edgeloop-ingest delete --device NAME | --model M --before DATE | --where-hashed FIELD=VALUE [--yes] [--by NAME]
     edgeloop-ingest check-config | init-config [--systemd] | --version
 
 The config is --config, else $EDGELOOP_INGEST_CONFIG, else /etc/edgeloop/ingest.toml.
@@ -19,7 +23,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import csv
 import errno
+import getpass
+import hashlib
 import importlib.util
 import json
 import logging
@@ -34,6 +41,7 @@ from pathlib import Path
 if importlib.util.find_spec("duckdb") is None:  # a device install: the server extra is left out
     sys.exit("edgeloop-ingest: DuckDB is not installed; the server needs: pip install 'edgeloop[server]'")
 
+import orjson  # noqa: E402
 import pyarrow as pa  # noqa: E402
 
 from edgeloop import __version__
@@ -55,10 +63,13 @@ from edgeloop.ingest.export import (
 from edgeloop.ingest.policies import POLICY_ROWS_SQL, TAG_ROWS_SQL, PolicyIndex
 from edgeloop.ingest.fleet import STATES, device_detail, devices, fleet_overview, versions
 from edgeloop.ingest.fleet_view import device_text, fleet_table
+from edgeloop.ingest.deletion import Deletion
+from edgeloop.ingest.label_import import IMPORT_FORMATS, read_labels
+from edgeloop.ingest.label_queue import ORDERS, QUEUE_FORMATS, queue_query, write_tasks
 from edgeloop.ingest.report import GROUPINGS, build_report, declare, model_schema
 from edgeloop.ingest.report_view import REPORT_FORMATS, render_report
 from edgeloop.durable import write_durably
-from edgeloop.ingest.store import table_columns
+from edgeloop.ingest.store import quote, table_columns
 from edgeloop.schemas.model_schema import load_schema_file
 from edgeloop.logs import configure_logging
 
@@ -67,6 +78,7 @@ __all__ = ["main"]
 log = logging.getLogger("ingest")
 
 DEFAULT_CONFIG = Path("/etc/edgeloop/ingest.toml")
+IMPORT_CHUNK_ROWS = 5_000  # labels per admin-API call: well under its body cap
 
 
 def _timestamp(text: str) -> datetime:
@@ -217,7 +229,66 @@ def _parser() -> argparse.ArgumentParser:
     report.add_argument("--truth", help="feedback field holding the truth (default: the schema's truth_field)")
     report.add_argument("--confidence", help="float output with the model's confidence (default: confidence_field)")
     report.add_argument("--task", choices=("classification", "regression"), help="default: from the fields' types")
+
+    queue = commands.add_parser(
+        "label-queue", parents=[common, remote],
+        help="write the predictions most worth labelling (no label yet) as tasks for a labelling tool",
+        description="Unlabelled predictions, oldest or least confident first, as a Label Studio task list, JSON lines or "
+        "CSV. Binary fields (images) are written as files in <out stem>_files/ next to the task file; Label Studio "
+        "also gets <out stem>.label_config.xml. Label them, then `edgeloop-ingest feedback import` the result.",
+    )
+    queue.add_argument("--model", required=True)
+    queue.add_argument("--strategy", help="only records kept by this sampling strategy (the sampled_by column)")
+    queue.add_argument("--since", type=_timestamp, help="predictions created at or after (ISO 8601, UTC if no zone)")
+    queue.add_argument("--until", type=_timestamp, help="predictions created before")
+    queue.add_argument("--limit", type=_positive, default=100, help="at most this many tasks (default 100)")
+    queue.add_argument("--order", choices=ORDERS, default="oldest",
+                       help="oldest first (default) or uncertainty: least confident first (the schema's confidence_field)")
+    queue.add_argument("--format", choices=QUEUE_FORMATS, required=True)
+    queue.add_argument("--out", type=Path, required=True, help="the task file (written whole or not at all)")
+
+    feedback = commands.add_parser("feedback", help="labels from a labelling tool back into the feedback tables")
+    feedback_actions = feedback.add_subparsers(dest="action", required=True, metavar="ACTION")
+    imports = feedback_actions.add_parser(
+        "import", parents=[common, remote],
+        help="land labels (Label Studio JSON export, JSON lines or CSV); idempotent",
+        description="Land the labels of FILE as feedback rows (source = the tool, labeled_by = the annotator). "
+        "Each row names the prediction by record_id and gives feedback fields by name. Importing the same file "
+        "twice adds nothing. Rows that are not valid or name no landed prediction are listed with their row "
+        "number (a Label Studio task's position in the list) on stderr; the valid rows land, and the exit "
+        "status is 1 if any row failed, else 0.",
+    )
+    imports.add_argument("file", type=Path, metavar="FILE")
+    imports.add_argument("--format", choices=IMPORT_FORMATS, required=True)
+    imports.add_argument("--model", help="the model the labels are for (default: the file's model column)")
+    imports.add_argument("--source", help="the feedback rows' source (default: label-studio, or import)")
+
+    delete = commands.add_parser(
+        "delete", parents=[common, remote],
+        help="delete a device's rows, a model's rows before a date, or a person's (dry run unless --yes)",
+        description="Count, and with --yes delete, the rows a predicate matches in every model table (feedback on a "
+        "deleted prediction goes with it). Every deletion is recorded in the deletions table (who, when, what, rows) "
+        "and the database file is rewritten so the rows cannot be read back from it.",
+    )
+    which = delete.add_mutually_exclusive_group(required=True)
+    which.add_argument("--device", help="every row this device sent")
+    which.add_argument("--before", type=_timestamp, help="rows of --model created before this time (ISO 8601)")
+    which.add_argument("--where-hashed", metavar="FIELD=VALUE",
+                       help="rows whose pseudonymized FIELD holds VALUE (what `edgeloop-collector pseudonym` prints)")
+    delete.add_argument("--model", help="only this model's tables (required with --before)")
+    delete.add_argument("--yes", action="store_true", help="delete; without it, only count (a dry run)")
+    delete.add_argument("--by", help="who asked, for the audit table (default: your user name)")
     return parser
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not positive")
+    return value
 
 
 def _config(args: argparse.Namespace) -> IngestConfig:
@@ -365,6 +436,12 @@ def _run(args: argparse.Namespace) -> int:
         return _policy(args, config)
     if args.command in ("compact", "migrate"):
         return _lake_command(args, config)
+    if args.command == "label-queue":
+        return _label_queue(args, config)
+    if args.command == "feedback":
+        return _feedback_import(args, config)
+    if args.command == "delete":
+        return _delete(args, config)
     copies = args.command in ("sql", "export") and args.format in ("csv", "parquet")
     if copies and args.format == "parquet" and (args.out is None or args.out == STDOUT) and sys.stdout.isatty():
         raise EdgeloopError("--format parquet is binary: give --out FILE, or --out - and redirect stdout")
@@ -535,6 +612,99 @@ def _schemas(args: argparse.Namespace, config: IngestConfig) -> int:
         return 0
     finally:
         admin.close()
+
+
+def _label_queue(args: argparse.Namespace, config: IngestConfig) -> int:
+    admin = _admin(args, config)
+    try:
+        schema = admin.catalog().latest(args.model)
+        if schema is None:
+            raise EdgeloopError(f"no model named {args.model!r} is registered")
+        described = admin.query(f"DESCRIBE {quote(args.model)}").to_pylist()
+        columns = {row["column_name"]: row["column_type"] for row in described}
+        sql, params = queue_query(schema, columns, strategy=args.strategy, since=args.since, until=args.until,
+                                  order=args.order, limit=args.limit)
+        table = admin.query(sql, params)
+    finally:
+        admin.close()
+    table = table.add_column(0, "model", pa.array([args.model] * table.num_rows, pa.string()))
+    written = write_tasks(table, schema, args.format, args.out)
+    extra = f", {written['files']} files in {written['folder']}" if written["folder"] else ""
+    config_note = f"; labelling config: {written['label_config']}" if written["label_config"] else ""
+    print(f"wrote {written['tasks']} tasks of {args.model} to {args.out}{extra}{config_note}", file=sys.stderr)
+    return 0
+
+
+def _feedback_import(args: argparse.Namespace, config: IngestConfig) -> int:
+    admin = _admin(args, config, write=True)
+    try:
+        catalog = admin.catalog()
+        model = args.model or _model_of(args.file, args.format)
+        schema = catalog.latest(model)
+        if schema is None:
+            raise EdgeloopError(f"no model named {model!r} is registered")
+        rows, errors = read_labels(args.file, args.format, schema)
+        source = args.source or ("label-studio" if args.format == "label-studio" else "import")
+        tag = hashlib.sha256(args.file.read_bytes()).hexdigest()[:16]
+        imported = duplicates = 0
+        for start in range(0, len(rows), IMPORT_CHUNK_ROWS):
+            result = admin.import_labels(model, source, tag, rows[start:start + IMPORT_CHUNK_ROWS])
+            imported += result["imported"]
+            duplicates += result["duplicates"]
+            errors.extend(result["errors"])
+    finally:
+        admin.close()
+    for error in sorted(errors, key=lambda error: error["row"]):
+        print(f"{args.file}:{error['row']}: {error['error']}", file=sys.stderr)
+    print(f"imported {imported} labels of {model} from {args.file} ({duplicates} already there"
+          f"{f', {len(errors)} rows refused' if errors else ''})", file=sys.stderr)
+    return 1 if errors else 0
+
+
+def _model_of(path: Path, fmt: str) -> str:
+    """The model named in a task file written by label-queue (its ``model`` column)."""
+    try:
+        if fmt == "label-studio":
+            tasks = orjson.loads(path.read_bytes())
+            names = {task.get("data", {}).get("model") for task in tasks if isinstance(task, dict)}
+        else:
+            with open(path, encoding="utf-8-sig", newline="") as handle:
+                records = csv.DictReader(handle) if fmt == "csv" else (json.loads(line) for line in handle if line.strip())
+                names = {record.get("model") for record in records if isinstance(record, dict)}
+    except (OSError, ValueError) as exc:
+        raise EdgeloopError(f"{path}: cannot read: {exc}") from exc
+    names.discard(None)
+    if len(names) != 1:
+        raise EdgeloopError(f"{path}: give --model (the file names {len(names)} models in its model column)")
+    return str(names.pop())
+
+
+def _delete(args: argparse.Namespace, config: IngestConfig) -> int:
+    hashed = None
+    if args.where_hashed is not None:
+        field, sep, value = args.where_hashed.partition("=")
+        if not sep or not field or not value:
+            raise EdgeloopError("--where-hashed takes FIELD=VALUE (VALUE as `edgeloop-collector pseudonym` prints it)")
+        hashed = (field, value)
+    deletion = Deletion(device=args.device, model=args.model, before=args.before, hashed=hashed)
+    by = args.by or getpass.getuser()
+    admin = _admin(args, config, write=True)
+    try:
+        result = admin.delete(deletion, execute=args.yes, by=by)
+    finally:
+        admin.close()
+    verb = "deleted" if args.yes else "dry run: would delete"
+    print(f"{verb} {result['rows']} rows where {result['predicate']}")
+    for table, rows in sorted(result["tables"].items()):
+        print(f"  {table:32} {rows}")
+    if args.yes and "file_note" in result:
+        print(f"recorded as deletion {result['deletion_id']} by {by}; {result['file_note']}")
+    elif args.yes:
+        print(f"recorded as deletion {result['deletion_id']} by {by}; the database file was rewritten "
+              f"({result['file_bytes_before']} -> {result['file_bytes_after']} bytes)")
+    else:
+        print("nothing was deleted: run again with --yes to delete these rows")
+    return 0
 
 
 def _emit(admin: Admin, sql: str, params: list, fmt: str, out: Path | None, fingerprints: dict[str, str], *,

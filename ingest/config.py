@@ -107,6 +107,9 @@ class StoreSettings(Settings):
     @property
     def commit_delay_s(self) -> float:
         return self.lake_group_commit_delay_s if self.backend == "ducklake" else self.group_commit_delay_s
+    retention_days: PositiveInt | None = None
+    retention_days_by_model: dict[str, PositiveInt] = {}
+    retention_interval_s: Positive = 86400.0
 
 
 class LimitSettings(Settings):

@@ -18,6 +18,7 @@ Tables (see ``ingest/__init__.py`` for the user-facing description)::
     policies, device_tags  sampling policies pushed to devices (see ``ingest/policies.py``)
     device_status, device_health, device_refusals, landed_daily
                        device health and fleet aggregates (see ``ingest/health.py``)
+    deletions          the audit of every deletion (see ``ingest/deletion.py``)
 """
 
 from __future__ import annotations
@@ -53,11 +54,12 @@ from edgeloop.errors import (
 from edgeloop.ingest.batch import RESERVED_SUFFIXES, RESERVED_TABLES, UploadedBatch
 from edgeloop.ingest import health, tallies
 from edgeloop.ingest.catalog import Catalog
+from edgeloop.ingest.compaction import compact_file
 from edgeloop.ingest.config import StoreSettings
 from edgeloop.ingest.policies import POLICY_TABLES
 from edgeloop.schemas.model_schema import FieldSpec, ModelSchema
 
-__all__ = ["Landing", "Store", "connect", "load_catalog", "quote", "register_schema"]
+__all__ = ["Landing", "Store", "add_feedback_column", "connect", "load_catalog", "quote", "register_schema"]
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -124,6 +126,16 @@ CREATE TABLE IF NOT EXISTS schemas (
     version INTEGER NOT NULL,
     schema_json VARCHAR NOT NULL,
     registered_at {TSTZ} NOT NULL
+);
+-- one row per executed deletion (ingest/deletion.py): who, when, what predicate, rows per table
+CREATE TABLE IF NOT EXISTS deletions (
+    deletion_id VARCHAR PRIMARY KEY,
+    deleted_at {TSTZ} NOT NULL,
+    deleted_by VARCHAR NOT NULL,
+    reason VARCHAR NOT NULL,
+    predicate VARCHAR NOT NULL,
+    rows BIGINT NOT NULL,
+    tables VARCHAR NOT NULL
 );
 """
 
@@ -246,6 +258,11 @@ class _Call:
 _STOP = object()
 
 
+@dataclass(slots=True)
+class _Compact:
+    future: Future
+
+
 class Store:
     """Owns the DuckDB database: one writer thread, group commits, read cursors per thread."""
 
@@ -278,6 +295,8 @@ class Store:
         self._closed = False
         self._local = threading.local()
         self._cursors: list[duckdb.DuckDBPyConnection] = []
+        self._generation = 0  # bumped when compaction reopens the file: older cursors are dropped
+        self._swap_lock = threading.Lock()  # held while the file is swapped: no new cursor meanwhile
         self._thread = threading.Thread(target=self._run, name="edgeloop-store-writer", daemon=True)
         self._thread.start()
 
@@ -396,16 +415,29 @@ class Store:
         self._queue.put(_Call(lambda con: register_schema(con, schema, lake=self.lake), future, registered))
         return future
 
+    def compact(self) -> Future:
+        """Rewrite the database file on the writer (``ingest/compaction.py``); the future gives (bytes before, after).
+
+        Uploads wait in the queue meanwhile; queries running at that moment are interrupted.
+        """
+        with self._lock:
+            if self._closed:
+                raise StoreClosed("the store is shutting down")
+        future: Future = Future()
+        self._queue.put(_Compact(future))
+        return future
+
     def cursor(self) -> duckdb.DuckDBPyConnection:
         """A read cursor for the calling thread (DuckDB cursors are not shared across threads)."""
         cur = getattr(self._local, "cursor", None)
-        if cur is None:
-            with self._lock:
+        if cur is None or getattr(self._local, "generation", None) != self._generation:
+            with self._swap_lock, self._lock:
                 if self._closed:
                     raise StoreClosed("the store is closed")
                 cur = self._new_cursor(self._reader_root)
                 self._cursors.append(cur)
             self._local.cursor = cur
+            self._local.generation = self._generation
         return cur
 
     def interrupt_readers(self) -> None:
@@ -461,6 +493,9 @@ class Store:
                 except BaseException as exc:  # the writer never dies: the caller gets the error
                     if not item.future.done():
                         item.future.set_exception(exc)
+                continue
+            if isinstance(item, _Compact):
+                self._run_compact(item)
                 continue
             group = [item]
             deadline = time.monotonic() + self.settings.commit_delay_s
@@ -518,6 +553,37 @@ class Store:
         if call.after_commit is not None:
             call.after_commit(result)
         call.future.set_result(result)
+
+    def _run_compact(self, item: _Compact) -> None:
+        with self._swap_lock:
+            self.interrupt_readers()
+            with self._lock:
+                cursors, self._cursors = [*self._cursors, self._reader_root], []
+                self._generation += 1
+            for cur in cursors:
+                try:
+                    cur.close()
+                except duckdb.Error:
+                    pass
+            error: BaseException | None = None
+            result = None
+            try:
+                self._con.execute("CHECKPOINT")
+                self._con.close()
+                result = compact_file(self.path)
+            except BaseException as exc:  # the old file stays; reopen it below either way
+                error = exc
+            try:
+                self._con = connect(self.path, read_only=False, threads=self.settings.threads or _server_threads())
+                self._reader_root = self._con.cursor()
+            except BaseException as exc:
+                self._fatal = f"the database could not be reopened after compaction: {exc}"
+                log.critical("reopening the database after compaction failed", extra={"error": str(exc)})
+                error = error or exc
+        if error is not None:
+            item.future.set_exception(error if isinstance(error, StoreError) else StoreError(f"compaction failed: {error}"))
+        else:
+            item.future.set_result(result)
 
     def land_group(self, group: list[_Job]) -> None:
         """Land a group of batches in one transaction; replays and conflicts are answered first."""
@@ -760,6 +826,15 @@ def register_schema(con: duckdb.DuckDBPyConnection, schema: ModelSchema, *, lake
     return {**receipt, "status": "registered", "changes": changes}
 
 
+def add_feedback_column(con: duckdb.DuckDBPyConnection, model: str, name: str, type_: str) -> bool:
+    """Give ``<model>_feedback`` a column only the server writes (``labeled_by``), and the training view with it."""
+    if name in _load_columns(con).get(f"{model}_feedback", {}):
+        return False
+    con.execute(f"ALTER TABLE {quote(model + '_feedback')} ADD COLUMN {quote(name)} {type_}")
+    con.execute(_training_view(model, _load_columns(con)))
+    return True
+
+
 def _server_threads() -> int:
     """DuckDB threads in the server: one per core but one, left to the event loop and the upload checks."""
     return max(1, (os.cpu_count() or 2) - 1)
@@ -847,7 +922,7 @@ def _training_view(model: str, columns: dict[str, dict[str, str]]) -> str:
         f"f.source AS feedback_source{picked} "
         f"FROM {quote(model)} AS p LEFT JOIN ("
         f"SELECT * FROM {quote(model + '_feedback')} "
-        f"QUALIFY row_number() OVER (PARTITION BY prediction_id ORDER BY created_at DESC, received_at DESC) = 1"
+        f"QUALIFY row_number() OVER (PARTITION BY prediction_id ORDER BY created_at DESC, received_at DESC, record_id DESC) = 1"
         f") AS f ON f.prediction_id = p.record_id"
     )
 

@@ -1,0 +1,204 @@
+"""Deletion: remove a device's, a model's old or a person's rows, count them first, audit them.
+
+A ``Deletion`` is one predicate: every row of a device (``--device``), a model's rows created
+before a time (``--before``, also what retention runs daily), or the rows whose pseudonymized
+field holds a value (``--where-hashed``: the value ``edgeloop-collector pseudonym`` prints on a
+device, so the fleet key never leaves the fleet). Feedback on a deleted prediction goes with
+it. ``apply`` counts per table (a dry run) or deletes and writes one row to the ``deletions``
+audit table, in the caller's transaction on the one writer. The bytes are only gone from the
+file once it is rewritten (``ingest/compaction.py``): DuckDB leaves deleted values in freed
+blocks, and a CHECKPOINT alone does not clear them (measured on DuckDB 1.5).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import duckdb
+import orjson
+
+from edgeloop.errors import BatchRejected
+from edgeloop.ingest.catalog import Catalog
+from edgeloop.ingest.store import quote
+from edgeloop.schemas.model_schema import NAME_PATTERN
+
+__all__ = ["Deletion", "apply", "retention_deletions"]
+
+REASONS = ("manual", "retention")
+MAX_TEXT = 1024
+
+
+
+def _refuse(message: str) -> BatchRejected:
+    return BatchRejected(400, "bad_deletion", message)
+
+
+@dataclass(frozen=True, slots=True)
+class Deletion:
+    """One predicate: exactly one of ``device``, ``before`` (with ``model``) or ``hashed``."""
+
+    device: str | None = None
+    model: str | None = None
+    before: datetime | None = None
+    hashed: tuple[str, str] | None = None  # (field, pseudonym)
+    reason: str = "manual"
+
+    def __post_init__(self) -> None:
+        chosen = [self.device is not None, self.before is not None, self.hashed is not None]
+        if sum(chosen) != 1:
+            raise _refuse("give exactly one of --device NAME, --model M --before DATE, --where-hashed FIELD=VALUE")
+        if self.before is not None and self.model is None:
+            raise _refuse("--before needs --model (a deletion by age is per model)")
+        if self.before is not None and self.before.tzinfo is None:
+            raise _refuse("--before needs a time zone (UTC is assumed on the command line)")
+        if self.model is not None and not NAME_PATTERN.match(self.model):
+            raise _refuse(f"{self.model!r} is not a model name")
+        if self.device is not None and not (0 < len(self.device) <= MAX_TEXT):
+            raise _refuse("a device name is 1 to 1024 characters")
+        if self.hashed is not None:
+            field, value = self.hashed
+            if not NAME_PATTERN.match(field):
+                raise _refuse(f"{field!r} is not a field name")
+            if not (0 < len(value) <= MAX_TEXT):
+                raise _refuse("a pseudonym is 1 to 1024 characters (what `edgeloop-collector pseudonym` prints)")
+        if self.reason not in REASONS:
+            raise _refuse(f"reason must be one of {', '.join(REASONS)}")
+
+    def describe(self) -> str:
+        """The predicate as one line for the audit table and the dry run."""
+        scope = f"model = {self.model}" if self.model else "every model"
+        if self.device is not None:
+            return f"device = {self.device!r} ({scope})"
+        if self.before is not None:
+            return f"created_at < {self.before.astimezone(UTC).isoformat()} ({scope})"
+        assert self.hashed is not None
+        # The audit keeps a digest of the pseudonym, not the pseudonym: it proves which request ran
+        # (hash the value again to check) without leaving the deleted rows' link in the file.
+        return f"{self.hashed[0]} = the pseudonym with sha256 {hashlib.sha256(self.hashed[1].encode()).hexdigest()} ({scope})"
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "device": self.device, "model": self.model, "reason": self.reason,
+            "before": self.before.astimezone(UTC).isoformat() if self.before else None,
+            "where_hashed": {"field": self.hashed[0], "value": self.hashed[1]} if self.hashed else None,
+        }
+
+    @classmethod
+    def from_json(cls, payload: Any) -> Deletion:
+        """A deletion from the admin API's JSON body; anything malformed is a 400."""
+        if not isinstance(payload, dict):
+            raise _refuse("send a JSON object")
+        unknown = set(payload) - {"device", "model", "before", "where_hashed", "reason", "execute", "by"}
+        if unknown:
+            raise _refuse(f"unknown keys: {', '.join(sorted(unknown))}")
+        for key in ("device", "model", "before", "reason"):
+            if payload.get(key) is not None and not isinstance(payload[key], str):
+                raise _refuse(f"{key} must be a string")
+        before = None
+        if payload.get("before") is not None:
+            try:
+                before = datetime.fromisoformat(payload["before"])
+            except ValueError:
+                raise _refuse(f"before {payload['before']!r} is not an ISO 8601 time") from None
+        hashed = None
+        where = payload.get("where_hashed")
+        if where is not None:
+            if not isinstance(where, dict) or not all(isinstance(where.get(k), str) for k in ("field", "value")):
+                raise _refuse('where_hashed is {"field": "...", "value": "..."}')
+            hashed = (where["field"], where["value"])
+        return cls(device=payload.get("device"), model=payload.get("model"), before=before, hashed=hashed,
+                   reason=payload.get("reason") or "manual")
+
+
+def _models(con: duckdb.DuckDBPyConnection, deletion: Deletion, catalog: Catalog) -> list[str]:
+    known = sorted({schema.name for schema in catalog})
+    if deletion.model is None:
+        return known
+    if deletion.model not in known:
+        raise BatchRejected(404, "unknown_model", f"no model named {deletion.model!r} is registered (known: {', '.join(known) or 'none'})")
+    return [deletion.model]
+
+
+def _columns(con: duckdb.DuckDBPyConnection, table: str) -> set[str]:
+    rows = con.execute(
+        "SELECT column_name FROM information_schema.columns WHERE table_schema = 'main' AND table_name = ?", [table]
+    ).fetchall()
+    return {row[0] for row in rows}
+
+
+def _hashed_fields(catalog: Catalog, model: str) -> set[str]:
+    return {spec.name for schema in catalog if schema.name == model for spec in schema.fields if spec.privacy.action == "hash"}
+
+
+def apply(con: duckdb.DuckDBPyConnection, deletion: Deletion, catalog: Catalog, *, execute: bool, by: str) -> dict[str, Any]:
+    """Count (``execute=False``) or delete the matching rows, per table; a deletion writes its audit row.
+
+    Runs in the caller's transaction. Feedback whose prediction is deleted is deleted with it.
+    """
+    models = _models(con, deletion, catalog)
+    if deletion.hashed is not None:
+        field = deletion.hashed[0]
+        models = [model for model in models if field in _hashed_fields(catalog, model)]
+        if not models:
+            raise _refuse(f"no model{' ' + repr(deletion.model) if deletion.model else ''} pseudonymizes a field "
+                          f"named {field!r} (--where-hashed matches fields with privacy = \"hash\")")
+    counts: dict[str, int] = {}
+    for model in models:
+        predictions, feedback = model, f"{model}_feedback"
+        have = {table: _columns(con, table) for table in (predictions, feedback)}
+        if not have[predictions]:
+            continue  # registered, never given tables (cannot happen after registration, but be safe)
+        where: dict[str, tuple[str, list[Any]] | None] = {}
+        for table in (predictions, feedback):
+            if deletion.device is not None:
+                where[table] = ("device = ?", [deletion.device])
+            elif deletion.before is not None:
+                where[table] = ("created_at < ?::TIMESTAMPTZ", [deletion.before.isoformat()])
+            else:
+                field, value = deletion.hashed  # type: ignore[misc]
+                where[table] = (f"{quote(field)} = ?", [value]) if field in have[table] else None
+        con.execute("CREATE OR REPLACE TEMP TABLE __edgeloop_doomed (record_id UUID)")
+        try:
+            if where[predictions] is not None:
+                clause, params = where[predictions]  # type: ignore[misc]
+                con.execute(f"INSERT INTO temp.__edgeloop_doomed SELECT record_id FROM {quote(predictions)} WHERE {clause}", params)
+            doomed = con.execute("SELECT count(*) FROM temp.__edgeloop_doomed").fetchone()[0]
+            clause, params = where[feedback] or ("false", [])
+            feedback_where = f"({clause}) OR prediction_id IN (SELECT record_id FROM temp.__edgeloop_doomed)"
+            if have[feedback]:
+                counts[feedback] = con.execute(f"SELECT count(*) FROM {quote(feedback)} WHERE {feedback_where}", params).fetchone()[0]
+            counts[predictions] = doomed
+            if execute:
+                if have[feedback] and counts[feedback]:
+                    con.execute(f"DELETE FROM {quote(feedback)} WHERE {feedback_where}", params)
+                if doomed:
+                    con.execute(f"DELETE FROM {quote(predictions)} WHERE record_id IN (SELECT record_id FROM temp.__edgeloop_doomed)")
+        finally:
+            con.execute("DROP TABLE IF EXISTS temp.__edgeloop_doomed")
+    total = sum(counts.values())
+    result: dict[str, Any] = {
+        "predicate": deletion.describe(), "reason": deletion.reason, "tables": counts, "rows": total,
+        "executed": execute, "deletion_id": None,
+    }
+    if execute:
+        result["deletion_id"] = str(uuid.uuid4())
+        con.execute(
+            "INSERT INTO deletions VALUES (?, ?, ?, ?, ?, ?, ?)",
+            [result["deletion_id"], datetime.now(UTC), by[:MAX_TEXT], deletion.reason, result["predicate"], total,
+             orjson.dumps(counts, option=orjson.OPT_SORT_KEYS).decode()],
+        )
+    return result
+
+
+def retention_deletions(catalog: Catalog, days: int | None, days_by_model: dict[str, int], now: datetime) -> list[Deletion]:
+    """What ``store.retention_days`` asks for today: one ``--before`` deletion per model that has a retention."""
+    deletions = []
+    for model in sorted({schema.name for schema in catalog}):
+        keep = days_by_model.get(model, days)
+        if keep:
+            deletions.append(Deletion(model=model, before=now - timedelta(days=keep), reason="retention"))
+    return deletions

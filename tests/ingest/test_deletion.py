@@ -1,0 +1,220 @@
+"""`edgeloop-ingest delete` and retention: counted first, deleted through the one writer, audited, gone from the file."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import secrets
+import uuid
+from datetime import UTC, datetime, timedelta
+
+import duckdb
+import pyarrow as pa
+import pytest
+
+from edgeloop.collector.privacy import Privacy
+from edgeloop.ingest.deletion import Deletion, apply
+from edgeloop.ingest.retention import Retention
+from edgeloop.ingest.store import Store
+from tests.ingest.conftest import (
+    cli,
+    free_port,
+    make_config,
+    make_table,
+    put_batch,
+    seal,
+    spawn_server,
+    stop_server,
+    write_config,
+)
+
+
+def _with(table: pa.Table, name: str, values: list) -> pa.Table:
+    index = table.schema.get_field_index(name)
+    return table.set_column(index, table.schema.field(index), pa.array(values, table.schema.field(index).type))
+
+
+def _insert(store: Store, target: str, rows: pa.Table, device: str | list[str] = "pump-1") -> None:
+    """Put rows straight into a table on the writer (the landing path has its own tests)."""
+    devices = device if isinstance(device, list) else [device] * rows.num_rows
+    rows = rows.drop_columns(["kind", "model"]).append_column("device", pa.array(devices, pa.string()))
+
+    def run(con) -> None:
+        have = {row[0] for row in con.execute(f"DESCRIBE {target}").fetchall()}
+        names = ", ".join(f'"{name}"' for name in rows.column_names if name in have)
+        con.register("__test_rows", rows)
+        try:
+            con.execute(f"INSERT INTO {target} BY NAME SELECT {names} FROM __test_rows")
+        finally:
+            con.unregister("__test_rows")
+
+    store.call(run).result()
+
+
+def _file_holds(db, marker: str) -> bool:
+    return any(path.exists() and marker.encode() in path.read_bytes() for path in (db, db.with_name(db.name + ".wal")))
+
+
+def test_delete_device_dry_run_then_yes_removes_rows_audits_and_clears_the_file(tmp_path, vibration):
+    """A device's deletion counts per table first, then removes its rows and the labels on them, leaves an audit row,
+    and the deleted values can no longer be found in the database file; a replayed batch does not bring them back."""
+    port = free_port()
+    config = write_config(tmp_path, port)
+    token_1 = cli("devices", "add", "pump-1", "--config", str(config)).stdout.strip()
+    token_2 = cli("devices", "add", "pump-2", "--config", str(config)).stdout.strip()
+    marker = f"MARKER-{uuid.uuid4().hex}"
+    server = spawn_server(config, tmp_path / "server.log")
+    try:
+        doomed, doomed_ids = make_table(vibration, predictions=50)
+        doomed = _with(doomed, "note", [f"{marker}-{i}" for i in range(50)])
+        doomed_batch, doomed_body = seal(tmp_path / "a", vibration, doomed)
+        assert put_batch(port, doomed_batch, doomed_body, token_1) == 201
+        kept, kept_ids = make_table(vibration, predictions=30)
+        batch_id, body = seal(tmp_path / "b", vibration, kept)
+        assert put_batch(port, batch_id, body, token_2) == 201
+        # pump-2 sends labels: one on a pump-1 prediction (goes with it), one on its own (stays).
+        base = datetime(2025, 7, 1, tzinfo=UTC)
+        labels, _ = make_table(vibration, feedback=[(doomed_ids[0], "bad", base), (kept_ids[0], "good", base)])
+        batch_id, body = seal(tmp_path / "c", vibration, labels)
+        assert put_batch(port, batch_id, body, token_2) == 201
+
+        dry = cli("delete", "--device", "pump-1", "--config", str(config))
+        assert "dry run: would delete 51 rows" in dry.stdout and "--yes" in dry.stdout
+        assert "vibration " in dry.stdout and "50" in dry.stdout
+        count = cli("sql", "SELECT count(*) AS n FROM vibration", "--format", "json", "--config", str(config)).stdout
+        assert json.loads(count)["n"] == 80  # nothing deleted by a dry run
+
+        done = cli("delete", "--device", "pump-1", "--yes", "--by", "dpo@example.com", "--config", str(config))
+        assert "deleted 51 rows" in done.stdout and "recorded as deletion" in done.stdout
+        rows = cli("sql", "SELECT device, count(*) AS n FROM vibration GROUP BY 1", "--format", "json",
+                   "--config", str(config)).stdout
+        assert [json.loads(line) for line in rows.splitlines()] == [{"device": "pump-2", "n": 30}]
+        audit = json.loads(cli("sql", "SELECT * FROM deletions", "--format", "json", "--config", str(config)).stdout)
+        assert audit["deleted_by"] == "dpo@example.com" and audit["reason"] == "manual" and audit["rows"] == 51
+        assert {t: n for t, n in json.loads(audit["tables"]).items() if n} == {"vibration": 50, "vibration_feedback": 1}
+        assert "pump-1" in audit["predicate"]
+        # The device's sync retries the batch (its ack was lost): the ledger answers it, nothing lands again.
+        assert put_batch(port, doomed_batch, doomed_body, token_1) == 200
+        training = cli("sql", "SELECT count(*) AS n, count(feedback_id) AS labelled FROM vibration_training",
+                       "--format", "json", "--config", str(config)).stdout
+        assert json.loads(training) == {"n": 30, "labelled": 1}
+    finally:
+        stop_server(server)
+    db = tmp_path / "ingest.duckdb"
+    assert not _file_holds(db, marker)
+    with duckdb.connect(str(db), read_only=True) as con:
+        assert con.execute("SELECT count(*) FROM vibration").fetchone()[0] == 30
+        assert con.execute("SELECT count(*) FROM devices").fetchone()[0] == 2  # registrations are kept
+
+
+def test_delete_where_hashed_matches_what_the_device_stores_with_the_server_stopped(tmp_path, vibration):
+    """--where-hashed deletes the rows whose pseudonymized field holds the device's HMAC of a person's value, from the
+    stopped server's file, audited, and the pseudonym is gone from the file."""
+    port = free_port()
+    config = write_config(tmp_path, port)
+    token = cli("devices", "add", "pump-1", "--config", str(config)).stdout.strip()
+    key = secrets.token_bytes(32)
+    jane, john = Privacy(key).hash("jane.roe@plant.example.com"), Privacy(key).hash("john@plant.example.com")
+    table, _ = make_table(vibration, predictions=20)
+    table = _with(table, "operator_email", [jane if i % 4 == 0 else john for i in range(20)])
+    server = spawn_server(config, tmp_path / "server.log")
+    try:
+        batch_id, body = seal(tmp_path / "a", vibration, table)
+        assert put_batch(port, batch_id, body, token) == 201
+    finally:
+        stop_server(server)
+    dry = cli("delete", "--where-hashed", f"operator_email={jane}", "--config", str(config))
+    assert "would delete 5 rows" in dry.stdout
+    assert _file_holds(tmp_path / "ingest.duckdb", jane)
+    cli("delete", "--where-hashed", f"operator_email={jane}", "--yes", "--config", str(config))
+    assert not _file_holds(tmp_path / "ingest.duckdb", jane)
+    assert _file_holds(tmp_path / "ingest.duckdb", john)
+    with duckdb.connect(str(tmp_path / "ingest.duckdb"), read_only=True) as con:
+        assert con.execute("SELECT count(*) FROM vibration").fetchone()[0] == 15
+        assert con.execute("SELECT rows, reason FROM deletions").fetchall() == [(5, "manual")]
+        predicate = con.execute("SELECT predicate FROM deletions").fetchone()[0]
+        assert hashlib.sha256(jane.encode()).hexdigest() in predicate  # the audit proves which pseudonym, not holds it
+    unknown = cli("delete", "--where-hashed", "note=abc", "--config", str(config), check=False)
+    assert unknown.returncode == 1 and unknown.stderr.count("\n") == 1 and "pseudonymizes" in unknown.stderr
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--before", "2025-01-01"], "--before needs --model"),
+        (["--device", "x", "--model", "nope"], "no model named 'nope'"),
+        (["--where-hashed", "operator_email"], "FIELD=VALUE"),
+    ],
+)
+def test_bad_deletions_are_one_line(tmp_path, args, message):
+    """A deletion that names no valid predicate is refused with one line and exit 1, through the server and without it."""
+    config = write_config(tmp_path, free_port())
+    cli("devices", "add", "pump-1", "--config", str(config))  # creates the database
+    server = spawn_server(config, tmp_path / "server.log")
+    try:
+        for _ in ("running", "stopped"):
+            result = cli("delete", *args, "--config", str(config), check=False)
+            assert result.returncode == 1 and result.stderr.count("\n") == 1 and message in result.stderr, result.stderr
+            stop_server(server)
+    finally:
+        stop_server(server)
+
+
+async def test_retention_deletes_old_rows_per_model_audited_and_compacts(tmp_path, vibration):
+    """store.retention_days_by_model deletes a model's rows older than its retention on the writer, audits the run
+    with reason retention, and leaves newer rows; a second run deletes nothing and adds no audit row."""
+    config = make_config(tmp_path, store={"retention_days": 3650, "retention_days_by_model": {"vibration": 30}})
+    store = Store(config.store.db_path, config.store)
+    try:
+        for schema in [vibration]:
+            await asyncio.wrap_future(store.register(schema))
+        now = datetime(2025, 8, 1, tzinfo=UTC)
+        marker = f"OLD-{uuid.uuid4().hex}"
+        old, _ = make_table(vibration, predictions=10, start=now - timedelta(days=40))
+        old = _with(old, "note", [marker] * 10)
+        new, _ = make_table(vibration, predictions=7, start=now - timedelta(days=5))
+
+        _insert(store, "vibration", old)
+        _insert(store, "vibration", new)
+        retention = Retention(store, config.store)
+        results = await retention.run_once(now)
+        assert [(r["reason"], r["rows"]) for r in results] == [("retention", 10)]
+        assert await retention.run_once(now) == []
+        cur = store.cursor()
+        assert cur.execute("SELECT count(*) FROM vibration").fetchone()[0] == 7
+        assert cur.execute("SELECT deleted_by, reason, rows FROM deletions").fetchall() == [("retention", "retention", 10)]
+    finally:
+        store.close()
+    assert not _file_holds(config.store.db_path, marker)
+
+
+def test_apply_counts_match_what_a_deletion_removes(tmp_path, vibration):
+    """For each kind of predicate, the dry run's per-table counts are exactly the rows the deletion removes."""
+    config = make_config(tmp_path)
+    store = Store(config.store.db_path, config.store)
+    try:
+        store.register(vibration).result()
+        key = secrets.token_bytes(32)
+        table, ids = make_table(vibration, predictions=40)
+        table = _with(table, "operator_email", [Privacy(key).hash(f"p{i % 3}") for i in range(40)])
+        _insert(store, "vibration", table, ["a" if i % 2 else "b" for i in range(40)])
+        labels, _ = make_table(vibration, feedback=[(ids[i], "x", datetime(2025, 7, 1, tzinfo=UTC)) for i in range(0, 40, 5)])
+        _insert(store, "vibration_feedback", labels, "c")
+        catalog = store.catalog
+        for deletion in [Deletion(device="a"), Deletion(model="vibration", before=datetime(2025, 6, 1, 12, 0, 20, tzinfo=UTC)),
+                         Deletion(hashed=("operator_email", Privacy(key).hash("p1")))]:
+            before = store.cursor().execute(
+                "SELECT (SELECT count(*) FROM vibration), (SELECT count(*) FROM vibration_feedback)").fetchone()
+            counted = store.call(lambda con: apply(con, deletion, catalog, execute=False, by="t")).result()
+            done = store.call(lambda con: apply(con, deletion, catalog, execute=True, by="t")).result()
+            after = store.cursor().execute(
+                "SELECT (SELECT count(*) FROM vibration), (SELECT count(*) FROM vibration_feedback)").fetchone()
+            assert counted["tables"] == done["tables"]
+            assert done["tables"] == {"vibration": before[0] - after[0], "vibration_feedback": before[1] - after[1]}
+            assert done["rows"] > 0, deletion
+            orphans = store.cursor().execute(
+                "SELECT count(*) FROM vibration_feedback f ANTI JOIN vibration p ON p.record_id = f.prediction_id").fetchone()[0]
+            assert orphans == 0
+    finally:
+        store.close()
