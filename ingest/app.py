@@ -610,7 +610,9 @@ async def get_schemas(request: web.Request) -> web.Response:
     request.app[AUTH].admin(request.headers.get("Authorization"))
     schemas = sorted(request.app[STORE].catalog, key=lambda schema: (schema.name, schema.version))
     return _json(200, {"schemas": [
-        {"model": schema.name, "version": schema.version, "fingerprint": schema.fingerprint, "schema": schema.canonical()}
+        # With the comparison declarations, so a CLI through the server sees the schema the file would give it.
+        {"model": schema.name, "version": schema.version, "fingerprint": schema.fingerprint,
+         "schema": {**schema.canonical(), **schema.comparison()}}
         for schema in schemas
     ]})
 

@@ -1,0 +1,212 @@
+"""Labels back in: `label-queue` writes tasks for a labelling tool, `feedback import` lands the labels it returns."""
+
+from __future__ import annotations
+
+import csv
+import json
+import uuid
+from datetime import UTC, datetime, timedelta
+
+import duckdb
+import pyarrow as pa
+import pytest
+
+from edgeloop.schemas import EXAMPLES_DIR, SchemaRegistry
+from tests.ingest.conftest import cli, free_port, make_table, put_batch, seal, spawn_server, stop_server, write_config
+
+JPEG = b"\xff\xd8\xff\xe0" + b"thumbnail"
+
+
+@pytest.fixture(scope="module")
+def image_classifier():
+    return SchemaRegistry.from_dir(EXAMPLES_DIR)["image_classifier"]
+
+
+def _with(table: pa.Table, name: str, values: list) -> pa.Table:
+    index = table.schema.get_field_index(name)
+    return table.set_column(index, table.schema.field(index), pa.array(values, table.schema.field(index).type))
+
+
+def _sql(config, query: str) -> list[dict]:
+    out = cli("sql", query, "--format", "json", "--config", str(config)).stdout
+    return [json.loads(line) for line in out.splitlines()]
+
+
+def _annotate(task: dict, index: int, label: str, **extra) -> dict:
+    """What Label Studio's JSON export gives back for a task labelled in its UI."""
+    return {
+        "id": 100 + index, "data": task["data"], "predictions": task.get("predictions", []),
+        "annotations": [{
+            "id": 1000 + index, "completed_by": {"id": 7, "email": "ann@labels.example.com"},
+            "result": [{"id": f"r{index}", "from_name": "true_class", "to_name": "thumbnail", "type": "choices",
+                        "value": {"choices": [label]}}],
+            "was_cancelled": False, "created_at": "2026-11-20T10:00:00.000000Z", "updated_at": "2026-11-20T10:00:00.000000Z",
+            **extra,
+        }],
+    }
+
+
+def test_label_studio_export_reimported_shows_up_in_the_training_view(tmp_path, image_classifier):
+    """Unlabelled predictions go out as Label Studio tasks with their thumbnails as files; the labelled export comes
+    back into the training view (source label-studio, labeled_by the annotator), the latest label wins, a second
+    import adds nothing, and bad rows are reported by number while the good ones land."""
+    port = free_port()
+    config = write_config(tmp_path, port)
+    token = cli("devices", "add", "kiosk-1", "--config", str(config)).stdout.strip()
+    server = spawn_server(config, tmp_path / "server.log")
+    try:
+        table, ids = make_table(image_classifier, predictions=6)
+        table = _with(table, "thumbnail", [JPEG + bytes([i]) for i in range(6)])
+        table = _with(table, "predicted_class", ["cola" if i % 2 else "water" for i in range(6)])
+        batch_id, body = seal(tmp_path / "a", image_classifier, table)
+        assert put_batch(port, batch_id, body, token) == 201
+        # One prediction already has a label from the device: it is not worth labelling again.
+        labelled, _ = make_table(image_classifier, feedback=[(ids[5], "water", datetime(2025, 6, 2, tzinfo=UTC))])
+        batch_id, body = seal(tmp_path / "b", image_classifier, labelled)
+        assert put_batch(port, batch_id, body, token) == 201
+        # ... and one gets an old device label that the import will override.
+        older, _ = make_table(image_classifier, feedback=[(ids[0], "water", datetime(2025, 6, 2, tzinfo=UTC))])
+
+        out = tmp_path / "queue" / "tasks.json"
+        out.parent.mkdir()
+        made = cli("label-queue", "--model", "image_classifier", "--format", "label-studio", "--out", str(out),
+                   "--config", str(config))
+        assert "wrote 5 tasks" in made.stderr
+        tasks = json.loads(out.read_text())
+        assert [task["data"]["record_id"] for task in tasks] == [str(i) for i in ids[:5]]  # oldest first
+        for index, task in enumerate(tasks):
+            reference = task["data"]["thumbnail"]
+            assert reference.startswith("/data/local-files/?d=tasks_files/") and reference.endswith(".jpg")
+            assert (out.parent / reference.split("?d=")[1]).read_bytes() == JPEG + bytes([index])
+            assert task["predictions"][0]["result"][0]["value"]["choices"] == ["water" if index % 2 == 0 else "cola"]
+            assert task["data"]["model"] == "image_classifier"
+        config_xml = (out.parent / "tasks.label_config.xml").read_text()
+        assert '<Choices name="true_class" toName="thumbnail"' in config_xml and 'value="cola"' in config_xml
+
+        batch_id, body = seal(tmp_path / "c", image_classifier, older)
+        assert put_batch(port, batch_id, body, token) == 201
+        exported = [_annotate(task, i, "juice" if i < 3 else "cola") for i, task in enumerate(tasks)]
+        exported[3]["annotations"][0]["was_cancelled"] = True  # skipped in the UI: no label
+        exported[4]["annotations"][0]["result"][0].update(type="rectanglelabels", value={"rectanglelabels": ["cola"]})
+        exported.append(_annotate({"data": {"record_id": str(uuid.uuid4())}}, 9, "cola"))  # not a landed prediction
+        export_file = tmp_path / "export.json"
+        export_file.write_text(json.dumps(exported))
+
+        first = cli("feedback", "import", str(export_file), "--format", "label-studio", "--config", str(config), check=False)
+        assert first.returncode == 1
+        assert "imported 3 labels of image_classifier" in first.stderr and "2 rows refused" in first.stderr
+        assert f"{export_file}:5: " in first.stderr and "rectanglelabels" in first.stderr
+        assert f"{export_file}:6: " in first.stderr and "no prediction" in first.stderr
+        again = cli("feedback", "import", str(export_file), "--format", "label-studio", "--config", str(config), check=False)
+        assert "imported 0 labels" in again.stderr and "3 already there" in again.stderr
+
+        rows = _sql(config, "SELECT record_id, true_class, feedback_source, labeled_by FROM image_classifier_training "
+                            "WHERE feedback_id IS NOT NULL ORDER BY created_at")
+        assert rows == [
+            {"record_id": str(ids[0]), "true_class": "juice", "feedback_source": "label-studio", "labeled_by": "ann@labels.example.com"},
+            {"record_id": str(ids[1]), "true_class": "juice", "feedback_source": "label-studio", "labeled_by": "ann@labels.example.com"},
+            {"record_id": str(ids[2]), "true_class": "juice", "feedback_source": "label-studio", "labeled_by": "ann@labels.example.com"},
+            {"record_id": str(ids[5]), "true_class": "water", "feedback_source": "operator", "labeled_by": None},
+        ]
+        assert _sql(config, "SELECT count(*) AS n FROM image_classifier_feedback") == [{"n": 5}]
+        left = tmp_path / "queue" / "left.jsonl"
+        cli("label-queue", "--model", "image_classifier", "--format", "jsonl", "--out", str(left), "--config", str(config))
+        assert [json.loads(line)["record_id"] for line in left.read_text().splitlines()] == [str(ids[3]), str(ids[4])]
+    finally:
+        stop_server(server)
+
+
+def test_jsonl_and_csv_round_trip_with_the_server_stopped(tmp_path, vibration):
+    """A JSON lines and a CSV queue, filled in by a labeller, import from the file with the server stopped; values are
+    checked against the feedback fields (types, required, privacy), with one line per bad row and exit 1."""
+    port = free_port()
+    config = write_config(tmp_path, port)
+    token = cli("devices", "add", "pump-1", "--config", str(config)).stdout.strip()
+    server = spawn_server(config, tmp_path / "server.log")
+    try:
+        table, ids = make_table(vibration, predictions=6)
+        table = _with(table, "confidence", [0.9, 0.2, 0.6, 0.1, 0.95, 0.5])
+        batch_id, body = seal(tmp_path / "a", vibration, table)
+        assert put_batch(port, batch_id, body, token) == 201
+    finally:
+        stop_server(server)
+    queue = tmp_path / "queue.jsonl"
+    cli("label-queue", "--model", "vibration", "--format", "jsonl", "--order", "uncertainty", "--limit", "3",
+        "--out", str(queue), "--config", str(config))
+    lines = [json.loads(line) for line in queue.read_text().splitlines()]
+    assert [line["record_id"] for line in lines] == [str(ids[3]), str(ids[1]), str(ids[5])]  # least confident first
+    assert all(line["true_class"] is None for line in lines)
+    lines[0]["true_class"] = "outer_race"
+    lines[0]["labeled_by"] = "sam"
+    lines[1]["repair_cost_eur"] = 12.5  # noise-protected on devices: cannot come from a file
+    lines[1]["true_class"] = "ok"
+    lines[2]["true_class"] = "ok"
+    lines[2]["created_at"] = "not a time"
+    queue.write_text("".join(json.dumps(line) + "\n" for line in lines))
+    result = cli("feedback", "import", str(queue), "--format", "jsonl", "--config", str(config), check=False)
+    assert result.returncode == 1 and "imported 1 labels of vibration" in result.stderr
+    assert f"{queue}:2: " in result.stderr and "repair_cost_eur" in result.stderr
+    assert f"{queue}:3: " in result.stderr and "not an ISO 8601 time" in result.stderr
+
+    sheet = tmp_path / "queue.csv"
+    cli("label-queue", "--model", "vibration", "--format", "csv", "--out", str(sheet), "--config", str(config))
+    with open(sheet, newline="") as handle:
+        records = list(csv.DictReader(handle))
+    assert len(records) == 5 and "true_class" in records[0]
+    for record in records:
+        record["true_class"] = "cage"
+    records[0]["record_id"] = "not-a-uuid"
+    with open(sheet, "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(records[0]))
+        writer.writeheader()
+        writer.writerows(records)
+    result = cli("feedback", "import", str(sheet), "--format", "csv", "--source", "spreadsheet", "--config", str(config),
+                 check=False)
+    assert result.returncode == 1 and "imported 4 labels" in result.stderr and f"{sheet}:2: " in result.stderr
+    with duckdb.connect(str(tmp_path / "ingest.duckdb"), read_only=True) as con:
+        labels = con.execute("SELECT feedback_source, true_class, labeled_by, count(*) FROM vibration_training "
+                             "WHERE feedback_id IS NOT NULL GROUP BY ALL ORDER BY ALL").fetchall()
+    assert labels == [("import", "outer_race", "sam", 1), ("spreadsheet", "cage", None, 4)]
+    ok = cli("feedback", "import", str(sheet), "--format", "csv", "--source", "spreadsheet", "--config", str(config),
+             check=False)
+    assert "imported 0 labels" in ok.stderr and "4 already there" in ok.stderr
+
+
+def test_strategy_needs_the_sampled_by_column(tmp_path, vibration):
+    """--strategy filters on the sampled_by column, and without one it is a one-line error naming the column."""
+    config = write_config(tmp_path, free_port())
+    cli("devices", "add", "pump-1", "--config", str(config))
+    server = spawn_server(config, tmp_path / "server.log")
+    stop_server(server)  # the schemas are registered
+    result = cli("label-queue", "--model", "vibration", "--strategy", "band", "--format", "jsonl",
+                 "--out", str(tmp_path / "q.jsonl"), "--config", str(config), check=False)
+    assert result.returncode == 1 and result.stderr.count("\n") == 1 and "sampled_by" in result.stderr
+    assert not (tmp_path / "q.jsonl").exists()
+
+
+def test_latest_label_wins_and_ties_break_by_received_then_id(tmp_path, vibration):
+    """In <model>_training the label with the latest created_at wins; equal times go to the later received_at,
+    then to the larger feedback id."""
+    port = free_port()
+    config = write_config(tmp_path, port)
+    token = cli("devices", "add", "pump-1", "--config", str(config)).stdout.strip()
+    server = spawn_server(config, tmp_path / "server.log")
+    try:
+        table, ids = make_table(vibration, predictions=1)
+        batch_id, body = seal(tmp_path / "a", vibration, table)
+        assert put_batch(port, batch_id, body, token) == 201
+        at = datetime(2026, 1, 1, tzinfo=UTC)
+        device, _ = make_table(vibration, feedback=[(ids[0], "from-device", at)])
+        batch_id, body = seal(tmp_path / "b", vibration, device)
+        assert put_batch(port, batch_id, body, token) == 201
+        sheet = tmp_path / "labels.jsonl"
+        sheet.write_text(json.dumps({"record_id": str(ids[0]), "true_class": "from-tool", "created_at": at.isoformat()}) + "\n")
+        cli("feedback", "import", str(sheet), "--format", "jsonl", "--model", "vibration", "--config", str(config))
+        assert _sql(config, "SELECT true_class FROM vibration_training") == [{"true_class": "from-tool"}]  # received later
+        older = tmp_path / "older.jsonl"
+        older.write_text(json.dumps({"record_id": str(ids[0]), "true_class": "old",
+                                     "created_at": (at - timedelta(days=1)).isoformat()}) + "\n")
+        cli("feedback", "import", str(older), "--format", "jsonl", "--model", "vibration", "--config", str(config))
+        assert _sql(config, "SELECT true_class FROM vibration_training") == [{"true_class": "from-tool"}]
+    finally:
+        stop_server(server)
