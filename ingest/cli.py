@@ -109,7 +109,8 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="edgeloop-ingest",
         description="Land Parquet batches from edge devices in DuckDB; query and export them.",
-        epilog="sql, export, fleet, report and devices open the database directly when the server is stopped, "
+        epilog="sql, export, fleet, report, devices, label-queue, feedback import and delete open the database "
+        "directly when the server is stopped, "
         "and go through the running server's admin API when it holds the file.",
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
