@@ -330,9 +330,12 @@ def land_labels(
         fresh = [row for row in out if row["record_id"] not in landed]
         duplicates += len(out) - len(fresh)
         if fresh:
-            columns = list(fresh[0])
-            arrow = pa.Table.from_pylist([{**row, "record_id": str(row["record_id"]), "prediction_id": str(row["prediction_id"])}
-                                          for row in fresh])
+            # Rows may give different feedback fields: every column, null where a row has none.
+            columns = list(dict.fromkeys(name for row in fresh for name in row))
+            arrow = pa.table({
+                name: [str(row[name]) if name in ("record_id", "prediction_id") else row.get(name) for row in fresh]
+                for name in columns
+            })
             con.register("__edgeloop_labels", arrow)
             try:
                 select = ", ".join(

@@ -6,6 +6,7 @@ import asyncio
 import hashlib
 import json
 import secrets
+import time
 import uuid
 from datetime import UTC, datetime, timedelta
 
@@ -106,6 +107,15 @@ def test_delete_device_dry_run_then_yes_removes_rows_audits_and_clears_the_file(
     with duckdb.connect(str(db), read_only=True) as con:
         assert con.execute("SELECT count(*) FROM vibration").fetchone()[0] == 30
         assert con.execute("SELECT count(*) FROM devices").fetchone()[0] == 2  # registrations are kept
+    # The same records sealed into a new batch are new to the ledger: they land again (README, Deleting data).
+    server = spawn_server(config, tmp_path / "server.log")
+    try:
+        resealed, body = seal(tmp_path / "d", vibration, doomed)
+        assert put_batch(port, resealed, body, token_1) == 201
+        count = cli("sql", "SELECT count(*) AS n FROM vibration", "--format", "json", "--config", str(config)).stdout
+        assert json.loads(count)["n"] == 80
+    finally:
+        stop_server(server)
 
 
 def test_delete_where_hashed_matches_what_the_device_stores_with_the_server_stopped(tmp_path, vibration):
@@ -218,3 +228,73 @@ def test_apply_counts_match_what_a_deletion_removes(tmp_path, vibration):
             assert orphans == 0
     finally:
         store.close()
+
+
+def test_the_server_applies_retention_at_start_and_audits_it(tmp_path, vibration):
+    """A server started with store.retention_days_by_model deletes that model's expired rows on its own, audited with
+    reason retention, and keeps the rest."""
+    port = free_port()
+    config = write_config(tmp_path, port)
+    token = cli("devices", "add", "pump-1", "--config", str(config)).stdout.strip()
+    now = datetime.now(UTC)
+    server = spawn_server(config, tmp_path / "server.log")
+    try:
+        for name, start in (("old", now - timedelta(days=40)), ("new", now - timedelta(days=2))):
+            table, _ = make_table(vibration, predictions=5, start=start)
+            batch_id, body = seal(tmp_path / name, vibration, table)
+            assert put_batch(port, batch_id, body, token) == 201
+    finally:
+        stop_server(server)
+    with open(config, "a") as handle:
+        handle.write("retention_days_by_model = { vibration = 30 }\n")
+    server = spawn_server(config, tmp_path / "server.log")
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            # A query that meets the file being rewritten is interrupted: ask again.
+            asked = cli("sql", "SELECT deleted_by, reason, rows FROM deletions", "--format", "json", "--config", str(config),
+                        check=False)
+            audit = asked.stdout if asked.returncode == 0 else ""
+            if audit.strip() or time.monotonic() > deadline:
+                break
+            time.sleep(0.2)
+        assert json.loads(audit) == {"deleted_by": "retention", "reason": "retention", "rows": 5}
+        count = cli("sql", "SELECT count(*) AS n FROM vibration", "--format", "json", "--config", str(config)).stdout
+        assert json.loads(count)["n"] == 5
+    finally:
+        stop_server(server)
+
+
+async def test_uploads_and_queries_during_a_deletion_all_land(server, tmp_path, vibration):
+    """Batches uploaded while a deletion rewrites the file all land (they wait in the queue), and queries afterwards
+    read the new file."""
+    token = await server.add_device("pump-1")
+    headers = {"Authorization": f"Bearer {server.admin_token}"}
+    first, _ = make_table(vibration, predictions=200)
+    batch_id, body = seal(tmp_path / "first", vibration, first)
+    assert (await server.put(batch_id, body, token))[0] == 201
+    bodies = [seal(tmp_path / f"b{i}", vibration, make_table(vibration, predictions=20)[0]) for i in range(12)]
+
+    async def delete() -> dict:
+        async with server.session.post(f"{server.url}/v1/deletions", json={"device": "pump-1", "execute": True},
+                                       headers=headers) as response:
+            assert response.status == 200, await response.text()
+            return await response.json()
+
+    async def upload(batch_id: str, body: bytes) -> int:
+        await asyncio.sleep(0)
+        for _ in range(100):  # a 429 while the queue is full is retried, as a device does
+            status, _, _ = await server.put(batch_id, body, token)
+            if status != 429:
+                return status
+            await asyncio.sleep(0.05)
+        return status
+
+    results = await asyncio.gather(delete(), *(upload(b, data) for b, data in bodies))
+    assert results[0]["executed"] and results[0]["file_bytes_after"] > 0
+    assert all(status == 201 for status in results[1:])
+    rows = await server.sql("SELECT count(*) AS n FROM vibration")
+    # Whatever landed before the deletion's transaction is gone; everything after it is there.
+    assert rows[0]["n"] == 200 + 12 * 20 - results[0]["tables"]["vibration"]
+    audit = await server.sql("SELECT count(*) AS n FROM deletions")
+    assert audit == [{"n": 1}]

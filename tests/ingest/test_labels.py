@@ -210,3 +210,41 @@ def test_latest_label_wins_and_ties_break_by_received_then_id(tmp_path, vibratio
         assert _sql(config, "SELECT true_class FROM vibration_training") == [{"true_class": "from-tool"}]
     finally:
         stop_server(server)
+
+
+def test_rows_giving_different_feedback_fields_all_land(tmp_path):
+    """Labels that fill in different feedback fields land together, each field where it was given and null elsewhere;
+    values of the wrong type are per-row errors."""
+    from edgeloop.ingest.label_import import LabelRow, land_labels
+    from edgeloop.ingest.store import Store
+    from edgeloop.schemas.model_schema import ModelSchema
+    from tests.ingest.conftest import make_config
+
+    schema = ModelSchema.from_toml(
+        'name = "grader"\nversion = 1\n[outputs.score]\ntype = "float32"\n'
+        '[feedback.grade]\ntype = "string"\nprivacy = "keep"\n[feedback.points]\ntype = "int32"\n'
+        '[feedback.checked]\ntype = "bool"\n'
+    )
+    config = make_config(tmp_path)
+    store = Store(config.store.db_path, config.store)
+    try:
+        store.register(schema).result()
+        table, ids = make_table(schema, predictions=3)
+        rows = table.drop_columns(["kind", "model"])
+
+        def insert(con) -> None:
+            con.register("__test_rows", rows)
+            try:
+                con.execute("INSERT INTO grader BY NAME SELECT * EXCLUDE (prediction_id, source) FROM __test_rows")
+            finally:
+                con.unregister("__test_rows")
+
+        store.call(insert).result()
+        labels = [LabelRow(1, str(ids[0]), {"grade": "A"}), LabelRow(2, str(ids[1]), {"points": "7", "checked": "true"}),
+                  LabelRow(3, str(ids[2]), {"points": 2**40}), LabelRow(4, str(ids[2]), {"checked": "maybe"})]
+        result = store.call(lambda con: land_labels(con, schema, labels, source="t", tag="x", max_value_bytes=100)).result()
+        assert result["imported"] == 2 and [e["row"] for e in result["errors"]] == [3, 4]
+        got = store.cursor().execute("SELECT grade, points, checked FROM grader_training ORDER BY created_at").fetchall()
+        assert got == [("A", None, None), (None, 7, True), (None, None, None)]
+    finally:
+        store.close()
