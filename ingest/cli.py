@@ -698,6 +698,10 @@ def _delete(args: argparse.Namespace, config: IngestConfig) -> int:
     print(f"{verb} {result['rows']} rows where {result['predicate']}")
     for table, rows in sorted(result["tables"].items()):
         print(f"  {table:32} {rows}")
+    if args.yes and result.get("compaction_error"):
+        print(f"recorded as deletion {result['deletion_id']} by {by}")
+        raise EdgeloopError(f"the rows are deleted, but the database file was not rewritten, so their bytes may remain "
+                            f"in it: {result['compaction_error']} (run the same delete again to retry the rewrite)")
     if args.yes and "file_note" in result:
         print(f"recorded as deletion {result['deletion_id']} by {by}; {result['file_note']}")
     elif args.yes:
