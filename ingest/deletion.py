@@ -22,6 +22,7 @@ import duckdb
 import orjson
 
 from edgeloop.errors import BatchRejected
+from edgeloop.ingest import tallies
 from edgeloop.ingest.catalog import Catalog
 from edgeloop.ingest.store import quote
 from edgeloop.schemas.model_schema import NAME_PATTERN
@@ -177,6 +178,8 @@ def apply(con: duckdb.DuckDBPyConnection, deletion: Deletion, catalog: Catalog, 
                     con.execute(f"DELETE FROM {quote(feedback)} WHERE {feedback_where}", params)
                 if doomed:
                     con.execute(f"DELETE FROM {quote(predictions)} WHERE record_id IN (SELECT record_id FROM temp.__edgeloop_doomed)")
+                if doomed or counts.get(feedback):
+                    tallies.rebuild(con, model)  # the dashboard's label coverage counts what is left
         finally:
             con.execute("DROP TABLE IF EXISTS temp.__edgeloop_doomed")
     total = sum(counts.values())

@@ -26,6 +26,7 @@ import orjson
 import pyarrow as pa
 
 from edgeloop.errors import BatchRejected, EdgeloopError
+from edgeloop.ingest import tallies
 from edgeloop.ingest.store import add_feedback_column, quote
 from edgeloop.schemas.model_schema import FieldSpec, ModelSchema
 
@@ -298,6 +299,7 @@ def land_labels(
         ).fetchall()
         known = {record_id: (version, device) for record_id, version, device in found}
     now = datetime.now(UTC)
+    tag = f"{tag}:{uuid.uuid4().hex[:12]}"  # one per call: the tallies tell this call's feedback from earlier parts
     out: list[dict[str, Any]] = []
     seen: set[uuid.UUID] = set()
     duplicates = 0
@@ -345,6 +347,9 @@ def land_labels(
                 con.execute(f"INSERT INTO {quote(table)} BY NAME SELECT {select} FROM __edgeloop_labels")
             finally:
                 con.unregister("__edgeloop_labels")
+            # The dashboard's label coverage, as a landing of device feedback keeps it.
+            ids = pa.table({"prediction_id": pa.array([row["prediction_id"].bytes for row in fresh], pa.uuid())})
+            tallies.note_landed(con, schema.name, [], [ids], [tag])
             imported = len(fresh)
     errors.sort(key=lambda error: error["row"])
     return {"imported": imported, "duplicates": duplicates, "errors": errors}

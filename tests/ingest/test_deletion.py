@@ -100,6 +100,9 @@ def test_delete_device_dry_run_then_yes_removes_rows_audits_and_clears_the_file(
         training = cli("sql", "SELECT count(*) AS n, count(feedback_id) AS labelled FROM vibration_training",
                        "--format", "json", "--config", str(config)).stdout
         assert json.loads(training) == {"n": 30, "labelled": 1}
+        coverage = cli("sql", "SELECT sum(predictions) AS n, sum(labelled) AS labelled FROM label_coverage "
+                       "WHERE model = 'vibration'", "--format", "json", "--config", str(config)).stdout
+        assert json.loads(coverage) == {"n": 30, "labelled": 1}
     finally:
         stop_server(server)
     db = tmp_path / "ingest.duckdb"

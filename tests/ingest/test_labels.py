@@ -109,6 +109,9 @@ def test_label_studio_export_reimported_shows_up_in_the_training_view(tmp_path, 
             {"record_id": str(ids[5]), "true_class": "water", "feedback_source": "operator", "labeled_by": None},
         ]
         assert _sql(config, "SELECT count(*) AS n FROM image_classifier_feedback") == [{"n": 5}]
+        # The dashboard's label coverage counts imported labels as it counts device ones.
+        assert _sql(config, "SELECT predictions, labelled FROM label_coverage WHERE model = 'image_classifier'") == [
+            {"predictions": 6, "labelled": 4}]
         left = tmp_path / "queue" / "left.jsonl"
         cli("label-queue", "--model", "image_classifier", "--format", "jsonl", "--out", str(left), "--config", str(config))
         assert [json.loads(line)["record_id"] for line in left.read_text().splitlines()] == [str(ids[3]), str(ids[4])]
