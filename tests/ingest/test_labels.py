@@ -175,16 +175,23 @@ def test_jsonl_and_csv_round_trip_with_the_server_stopped(tmp_path, vibration):
     assert "imported 0 labels" in ok.stderr and "4 already there" in ok.stderr
 
 
-def test_strategy_needs_the_sampled_by_column(tmp_path, vibration):
-    """--strategy filters on the sampled_by column, and without one it is a one-line error naming the column."""
-    config = write_config(tmp_path, free_port())
-    cli("devices", "add", "pump-1", "--config", str(config))
+def test_strategy_selects_the_records_that_strategy_kept(tmp_path, vibration):
+    """--strategy S queues only predictions whose sampled_by names S, not another strategy whose name starts the same."""
+    port = free_port()
+    config = write_config(tmp_path, port)
+    token = cli("devices", "add", "pump-1", "--config", str(config)).stdout.strip()
     server = spawn_server(config, tmp_path / "server.log")
-    stop_server(server)  # the schemas are registered
-    result = cli("label-queue", "--model", "vibration", "--strategy", "band", "--format", "jsonl",
-                 "--out", str(tmp_path / "q.jsonl"), "--config", str(config), check=False)
-    assert result.returncode == 1 and result.stderr.count("\n") == 1 and "sampled_by" in result.stderr
-    assert not (tmp_path / "q.jsonl").exists()
+    try:
+        table, ids = make_table(vibration, predictions=4)
+        table = _with(table, "sampled_by", ["band", "random,band", "bandwidth", None])
+        batch_id, body = seal(tmp_path / "a", vibration, table)
+        assert put_batch(port, batch_id, body, token) == 201
+        out = tmp_path / "q.jsonl"
+        cli("label-queue", "--model", "vibration", "--strategy", "band", "--format", "jsonl", "--out", str(out),
+            "--config", str(config))
+        assert [json.loads(line)["record_id"] for line in out.read_text().splitlines()] == [str(ids[0]), str(ids[1])]
+    finally:
+        stop_server(server)
 
 
 def test_latest_label_wins_and_ties_break_by_received_then_id(tmp_path, vibration):
