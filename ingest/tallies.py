@@ -203,14 +203,7 @@ def _count_versions(con: duckdb.DuckDBPyConnection) -> None:
     for (model,) in con.execute("SELECT model FROM models").fetchall():
         if not _exists(con, model):
             continue
-        con.execute(
-            f"INSERT INTO {VERSIONS} WITH cur AS (SELECT device, arg_max(model_version, created_at) AS version, "
-            f"max(created_at) AS last_created_at, max(received_at) AS last_landed_at FROM {_quote(model)} "
-            f"WHERE device IS NOT NULL GROUP BY device) "
-            f"SELECT ?, c.device, c.version, min(p.created_at), c.last_created_at, c.last_landed_at FROM cur AS c "
-            f"JOIN {_quote(model)} AS p ON p.device = c.device AND p.model_version = c.version GROUP BY ALL",
-            [model],
-        )
+        _current_versions(con, model)
         con.execute(
             f"INSERT INTO {CHANGES} SELECT model, device, CAST(timezone('UTC', since_at) AS DATE), NULL, model_version, since_at "
             f"FROM {VERSIONS} WHERE model = ?",
@@ -270,10 +263,30 @@ def _note_drops(con: duckdb.DuckDBPyConnection, drops: Iterable[tuple[date, str,
         con.unregister("__drops_delta")
 
 
+def _current_versions(con: duckdb.DuckDBPyConnection, model: str) -> None:
+    """Each device's current version of ``model``, derived from the rows the table holds now."""
+    con.execute(
+        f"INSERT INTO {VERSIONS} WITH cur AS (SELECT device, arg_max(model_version, created_at) AS version, "
+        f"max(created_at) AS last_created_at, max(received_at) AS last_landed_at FROM {_quote(model)} "
+        f"WHERE device IS NOT NULL GROUP BY device) "
+        f"SELECT ?, c.device, c.version, min(p.created_at), c.last_created_at, c.last_landed_at FROM cur AS c "
+        f"JOIN {_quote(model)} AS p ON p.device = c.device AND p.model_version = c.version GROUP BY ALL",
+        [model],
+    )
+
+
 def rebuild(con: duckdb.DuckDBPyConnection, model: str) -> None:
-    """Count one model again from its tables (after rows were deleted); call inside the writer's transaction."""
+    """Count one model again from its tables (after rows were deleted); call inside the writer's transaction.
+
+    Label coverage and each device's current version are derived from the rows, so they follow the
+    deletion (a device whose rows are all gone leaves the rollout). ``rows_daily``, ``drops_daily``
+    and ``version_changes`` are the history of what landed and stay as they were.
+    """
     con.execute(f"DELETE FROM {TABLE} WHERE model = ?", [model])
     _count(con, model)
+    if _exists(con, model):
+        con.execute(f"DELETE FROM {VERSIONS} WHERE model = ?", [model])
+        _current_versions(con, model)
 
 
 def _count(con: duckdb.DuckDBPyConnection, model: str) -> None:

@@ -103,6 +103,9 @@ def test_delete_device_dry_run_then_yes_removes_rows_audits_and_clears_the_file(
         coverage = cli("sql", "SELECT sum(predictions) AS n, sum(labelled) AS labelled FROM label_coverage "
                        "WHERE model = 'vibration'", "--format", "json", "--config", str(config)).stdout
         assert json.loads(coverage) == {"n": 30, "labelled": 1}
+        versions = cli("sql", "SELECT device FROM device_versions WHERE model = 'vibration'", "--format", "json",
+                       "--config", str(config)).stdout
+        assert [json.loads(line)["device"] for line in versions.splitlines()] == ["pump-2"]  # pump-1 left the rollout
     finally:
         stop_server(server)
     db = tmp_path / "ingest.duckdb"
