@@ -166,6 +166,11 @@ def ensure_tables(con: duckdb.DuckDBPyConnection) -> None:
     log.info("fleet aggregates filled from the landed rows", extra={"models": len(models)})
 
 
+def _decoded(column: pa.ChunkedArray) -> pa.ChunkedArray:
+    """The column's values; a group's batches carry dictionaries of their own, which Acero will not unify."""
+    return column.cast(column.type.value_type) if pa.types.is_dictionary(column.type) else column
+
+
 def note_landed(con: duckdb.DuckDBPyConnection, inserted: list[tuple[str, str, pa.Table]], ledger: pa.Table) -> None:
     """Inside a landing's transaction: add its rows to ``landed_daily`` and its batches to ``device_health``.
 
@@ -180,7 +185,7 @@ def note_landed(con: duckdb.DuckDBPyConnection, inserted: list[tuple[str, str, p
             policy = pc.fill_null(rows.column("policy_version").cast(pa.string()), "")
         else:
             policy = pa.repeat(pa.scalar("", pa.string()), rows.num_rows)
-        keys = pa.table({"device": rows.column("device"), "model_version": rows.column("model_version"),
+        keys = pa.table({"device": _decoded(rows.column("device")), "model_version": _decoded(rows.column("model_version")),
                          "policy_version": policy, "received_at": rows.column("received_at")})
         # One row per device, version, policy and batch arrival: a few rows, whatever the batch size.
         counts = keys.group_by(keys.column_names, use_threads=False).aggregate([([], "count_all")])

@@ -226,6 +226,14 @@ def table_columns(schema: ModelSchema, *, lake: bool = False) -> dict[str, dict[
     return {schema.name: predictions, f"{schema.name}_feedback": feedback}
 
 
+def _out_of_memory(exc: BaseException) -> bool:
+    """Out of memory, also when DuckDB reports it as a failed commit ("Failed to allocate block ... (bad allocation)")."""
+    if isinstance(exc, MemoryError | duckdb.OutOfMemoryException):
+        return True
+    text = str(exc)
+    return isinstance(exc, duckdb.Error) and ("bad allocation" in text or "Failed to allocate" in text)
+
+
 @dataclass(frozen=True, slots=True)
 class Landing:
     """A validated batch plus what the server knows about its arrival."""
@@ -516,7 +524,7 @@ class Store:
 
     def _group_failed(self, group: list[_Job], exc: BaseException) -> None:
         """Answer every unanswered job of a group that failed outside DuckDB's own errors; out of memory is a 503."""
-        if isinstance(exc, MemoryError | duckdb.OutOfMemoryException):
+        if _out_of_memory(exc):
             error: Exception = ServerOverloaded(f"out of memory landing {len(group)} batches: {str(exc)[:300]}")
         else:
             error = StoreError(f"landing failed: {type(exc).__name__}: {str(exc)[:300]}")
@@ -618,7 +626,7 @@ class Store:
         try:
             receipts = self._insert(con, jobs)
         except duckdb.Error as exc:
-            if len(jobs) == 1 or isinstance(exc, duckdb.FatalException | duckdb.IOException | duckdb.OutOfMemoryException):
+            if len(jobs) == 1 or isinstance(exc, duckdb.FatalException | duckdb.IOException) or _out_of_memory(exc):
                 error = self._landing_failed(jobs[0].landing.batch.batch_id, exc)
                 for job in [*jobs, *followers]:
                     self._settle(job, error=error)
@@ -646,7 +654,7 @@ class Store:
             self._fatal = text
             log.critical("the database is invalidated: nothing lands until a restart", extra={"error": text})
         self._failing = f"the last landing failed: {text}"
-        if isinstance(exc, duckdb.OutOfMemoryException):
+        if _out_of_memory(exc):
             return ServerOverloaded(f"out of memory landing batch {batch_id}: {text}")
         if isinstance(exc, duckdb.IOException) and ("No space" in text or "disk" in text.lower()):
             return DiskFull(f"landing batch {batch_id} failed: the disk is full: {text}")

@@ -278,15 +278,18 @@ def _current_versions(con: duckdb.DuckDBPyConnection, model: str) -> None:
 def rebuild(con: duckdb.DuckDBPyConnection, model: str) -> None:
     """Count one model again from its tables (after rows were deleted); call inside the writer's transaction.
 
-    Label coverage and each device's current version are derived from the rows, so they follow the
-    deletion (a device whose rows are all gone leaves the rollout). ``rows_daily``, ``drops_daily``
-    and ``version_changes`` are the history of what landed and stay as they were.
+    Label coverage is counted again; a device with no rows left leaves the rollout (the others keep
+    their version: re-inserting a key deleted in the same transaction trips DuckDB's constraint check).
+    ``rows_daily``, ``drops_daily`` and ``version_changes`` are the history of what landed and stay.
     """
     con.execute(f"DELETE FROM {TABLE} WHERE model = ?", [model])
     _count(con, model)
     if _exists(con, model):
-        con.execute(f"DELETE FROM {VERSIONS} WHERE model = ?", [model])
-        _current_versions(con, model)
+        con.execute(
+            f"DELETE FROM {VERSIONS} WHERE model = ? AND device NOT IN "
+            f"(SELECT DISTINCT device FROM {_quote(model)} WHERE device IS NOT NULL)",
+            [model],
+        )
 
 
 def _count(con: duckdb.DuckDBPyConnection, model: str) -> None:
