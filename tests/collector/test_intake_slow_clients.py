@@ -7,6 +7,8 @@ import time
 
 import orjson
 
+from tests.sockets import closed_by_peer
+
 
 def _connect(path) -> socket.socket:
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -19,20 +21,23 @@ def test_half_sent_requests_do_not_crowd_out_the_app(agent_factory):
     """60 connections trickling headers (3x the cap) are closed, and the app's records are still accepted meanwhile."""
     agent = agent_factory(intake={"max_connections": 20, "idle_timeout_s": 1.0, "body_timeout_s": 1.0}).start()
     slow = []
-    for _ in range(60):
-        sock = _connect(agent.socket)
-        sock.sendall(b"POST /v1/records HTTP/1.1\r\nHost: agent\r\nX-Slow: ")
-        slow.append(sock)
-    status, body = agent.post_records([{
-        "kind": "prediction", "model": "vibration", "model_version": "1", "inputs": {"rpm": 1},
-        "outputs": {"predicted_class": "ok", "confidence": 0.5},
-    }])
-    assert status == 200 and body["accepted"] == 1, body
-    deadline = time.monotonic() + 15
-    for sock in slow:  # every one is closed by the cap or the header timeout
-        sock.settimeout(max(0.1, deadline - time.monotonic()))
-        assert sock.recv(1024) == b""
-        sock.close()
+    try:
+        for _ in range(60):
+            sock = _connect(agent.socket)
+            slow.append(sock)
+            sock.sendall(b"POST /v1/records HTTP/1.1\r\nHost: agent\r\nX-Slow: ")
+        status, body = agent.post_records([{
+            "kind": "prediction", "model": "vibration", "model_version": "1", "inputs": {"rpm": 1},
+            "outputs": {"predicted_class": "ok", "confidence": 0.5},
+        }])
+        assert status == 200 and body["accepted"] == 1, body
+        deadline = time.monotonic() + 15
+        for sock in slow:  # every one is closed by the cap or the header timeout
+            sock.settimeout(max(0.1, deadline - time.monotonic()))
+            assert closed_by_peer(sock)
+    finally:
+        for sock in slow:
+            sock.close()
 
 
 def test_a_body_shorter_than_its_content_length_is_408(agent_factory):

@@ -2,7 +2,7 @@
 
 Throughout, another device keeps landing good batches and /healthz keeps answering, and the
 server's RSS is sampled: every attack must be refused with the right status in the one
-error shape, nothing of ours may fail (no 5xx), and the peak RSS stays under RSS_BOUND_MB.
+error shape, nothing of ours may fail (no 5xx), and the peak RSS grows less than GROWTH_BOUND_MB over rest.
 """
 
 from __future__ import annotations
@@ -25,9 +25,12 @@ import pytest
 from edgeloop.schemas import EXAMPLES_DIR, SchemaRegistry
 from tests.ingest.conftest import cli, free_port, make_table, seal, spawn_server, stop_server, write_config
 from tests.ingest.test_bombs import _with, forge
+from tests.sockets import closed_by_peer
 
 SEED = int(os.environ.get("EDGELOOP_FUZZ_SEED", "20261126"))
-RSS_BOUND_MB = 600  # the server at rest is ~150 MB; one batch may decode to max_decompressed_bytes (512 MiB) only if honest
+# Growth over rest the server promises: decoding and queued batches share store.queue_max_bytes (512 MiB by
+# default); an unbounded server grew 1.4-5 GB on these bombs.
+GROWTH_BOUND_MB = 512
 PARQUET = "application/vnd.apache.parquet"
 SENDER_FAULTS = {400, 401, 408, 409, 413, 415, 422}
 VIBRATION = SchemaRegistry.from_dir(EXAMPLES_DIR)["vibration"]
@@ -214,10 +217,7 @@ async def test_hostile_inputs_are_refused_while_good_devices_keep_landing(tmp_pa
             lingering = 0
             for sock in slow:
                 sock.setblocking(False)
-                try:
-                    lingering += sock.recv(1) != b""
-                except BlockingIOError:
-                    lingering += 1
+                lingering += not closed_by_peer(sock)
                 sock.close()
             done.set()
             await asyncio.gather(*background)
@@ -230,7 +230,7 @@ async def test_hostile_inputs_are_refused_while_good_devices_keep_landing(tmp_pa
     assert unexpected == [], unexpected
     assert lingering == 0
     assert good and all(status == 201 for status in good)
-    assert sampler.peak_mb < RSS_BOUND_MB, figures
+    assert sampler.peak_mb - rest_mb < GROWTH_BOUND_MB, figures
 
 
 def _payload(body: bytes):
