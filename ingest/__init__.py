@@ -8,8 +8,9 @@ Tables a user queries (flat, typed columns; field names come from the model's sc
                         landing columns device, batch_id, received_at, clock_offset_s
     <model>_feedback    one row per feedback record: record_id, prediction_id, model_version,
                         created_at, sample_weight, source, the feedback fields, landing columns
-    <model>_training    view: every prediction with its latest feedback (by created_at) as
-                        feedback_id, feedback_created_at, feedback_source and the feedback fields
+    <model>_training    view: every prediction with, per feedback field, its latest non-null
+                        value (by created_at); feedback_id, feedback_created_at, feedback_source
+                        and labeled_by name the latest feedback carrying the truth field
     batches             the ledger: one row per landed batch
     devices             device names, token hashes, created/revoked times
     models              the latest schema (canonical JSON) seen per model

@@ -1,7 +1,8 @@
 """The label queue: a model's predictions most worth labelling, as tasks for a labelling tool.
 
-``queue_query`` selects predictions with no feedback yet (optionally kept by one sampling
-strategy, created since a time), oldest first or least confident first; ``write_tasks`` writes
+``queue_query`` selects predictions with no label yet (no feedback carrying the truth field;
+optionally kept by one sampling strategy, created since a time), oldest first or least confident
+first; ``write_tasks`` writes
 them as a Label Studio task list, JSON lines or CSV. Binary fields (an image model's thumbnail)
 are written as files in ``<task file stem>_files/`` next to the task file and referenced by
 their path relative to the task file's folder; in Label Studio tasks as
@@ -44,7 +45,11 @@ def queue_query(
 ) -> tuple[str, list[Any]]:
     """SQL for unlabelled predictions of ``schema``'s model; ``columns`` are its table's (name → type)."""
     table = quote(schema.name)
-    where = [f"NOT EXISTS (SELECT 1 FROM {quote(schema.name + '_feedback')} AS f WHERE f.prediction_id = p.record_id)"]
+    # Labelled means a feedback carrying the truth: a comment or a cost alone leaves the prediction to label.
+    truth = schema.field(schema.truth_field) if schema.truth_field else None
+    carries = f" AND f.{quote(truth.name)} IS NOT NULL" if truth is not None and truth.section == "feedback" else ""
+    where = [f"NOT EXISTS (SELECT 1 FROM {quote(schema.name + '_feedback')} AS f "
+             f"WHERE f.prediction_id = p.record_id{carries})"]
     params: list[Any] = []
     if strategy is not None:
         kind = columns.get(STRATEGY_COLUMN)

@@ -10,7 +10,7 @@ Tables (see ``ingest/__init__.py`` for the user-facing description)::
 
     <model>            predictions: envelope, input and output fields, landing columns
     <model>_feedback   feedback rows: envelope, feedback fields, landing columns
-    <model>_training   view: each prediction with its latest feedback (by created_at)
+    <model>_training   view: each prediction with its latest value of each feedback field (by created_at)
     batches            the ledger, one row per landed batch
     devices            device names and token hashes
     models             the latest registered schema per model
@@ -742,8 +742,13 @@ def _load_columns(con: duckdb.DuckDBPyConnection) -> dict[str, dict[str, str]]:
 
 
 def _widen_envelopes(con: duckdb.DuckDBPyConnection, models: set[str]) -> None:
-    """Envelope columns added after a model's tables were made (sampled_by, policy_version): added, null in old rows."""
+    """Envelope columns added after a model's tables were made (sampled_by, policy_version): added, null in old rows.
+
+    A training view from before labels were picked per field (it took the latest feedback whole, so a
+    comment hid an earlier label) is made again.
+    """
     have_all = _load_columns(con)
+    views = dict(con.execute("SELECT view_name, sql FROM duckdb_views() WHERE NOT internal").fetchall())
     for model in sorted(models):
         changes = [
             f"ALTER TABLE {quote(table)} ADD COLUMN {quote(name)} {type_}"
@@ -752,8 +757,9 @@ def _widen_envelopes(con: duckdb.DuckDBPyConnection, models: set[str]) -> None:
         ]
         for statement in changes:
             con.execute(statement)
-        if changes:
-            con.execute(_training_view(model, _load_columns(con)))
+        old_view = "row_number()" in views.get(f"{model}_training", "row_number()").lower()
+        if f"{model}_feedback" in have_all and (changes or old_view):
+            con.execute(_training_view(model, _load_columns(con), _declared_truth(con, model)))
 
 
 def load_catalog(con: duckdb.DuckDBPyConnection, *, adopt: bool = True) -> Catalog:
@@ -783,6 +789,8 @@ def register_schema(con: duckdb.DuckDBPyConnection, schema: ModelSchema, *, lake
         con.execute("UPDATE schemas SET schema_json = ? WHERE fingerprint = ?", [schema.canonical_json(), schema.fingerprint])
         con.execute("UPDATE models SET schema_json = ?, updated_at = now() WHERE schema_fingerprint = ?",
                     [schema.canonical_json(), schema.fingerprint])
+        # The truth field may be another one now, and the view's label provenance follows it.
+        con.execute(_training_view(schema.name, _load_columns(con), _declared_truth(con, schema.name)))
         return {**receipt, "status": "declarations_updated", "changes": []}
     if known:
         return {**receipt, "status": "already_registered", "changes": []}
@@ -812,8 +820,6 @@ def register_schema(con: duckdb.DuckDBPyConnection, schema: ModelSchema, *, lake
         )
     for statement in changes:
         con.execute(statement)
-    if changes:
-        con.execute(_training_view(schema.name, _load_columns(con)))
     con.execute(
         "INSERT INTO schemas VALUES (?, ?, ?, ?, now())",
         [schema.fingerprint, schema.name, schema.version, schema.canonical_json()],
@@ -830,6 +836,8 @@ def register_schema(con: duckdb.DuckDBPyConnection, schema: ModelSchema, *, lake
             "UPDATE models SET schema_fingerprint = ?, schema_json = ?, updated_at = now() WHERE model = ?",
             [schema.fingerprint, schema.canonical_json(), schema.name],
         )
+    if changes or current is None or current[0] <= schema.version:
+        con.execute(_training_view(schema.name, _load_columns(con), _declared_truth(con, schema.name)))
     log.info("schema registered", extra={**receipt, "changes": changes})
     return {**receipt, "status": "registered", "changes": changes}
 
@@ -839,7 +847,7 @@ def add_feedback_column(con: duckdb.DuckDBPyConnection, model: str, name: str, t
     if name in _load_columns(con).get(f"{model}_feedback", {}):
         return False
     con.execute(f"ALTER TABLE {quote(model + '_feedback')} ADD COLUMN {quote(name)} {type_}")
-    con.execute(_training_view(model, _load_columns(con)))
+    con.execute(_training_view(model, _load_columns(con), _declared_truth(con, model)))
     return True
 
 
@@ -920,17 +928,44 @@ def _ledger(jobs: list[_Job], landed_at: datetime, duplicates: dict[str, int]) -
     return pa.Table.from_pylist(rows, schema=LEDGER_SCHEMA)
 
 
-def _training_view(model: str, columns: dict[str, dict[str, str]]) -> str:
+def _declared_truth(con: duckdb.DuckDBPyConnection, model: str) -> str | None:
+    """The truth field the model's latest registered schema declares (what a label is), if any."""
+    row = con.execute(
+        "SELECT json_extract_string(schema_json, '$.truth_field') FROM models WHERE model = ?", [model]
+    ).fetchone()
+    return row[0] if row else None
+
+
+def _training_view(model: str, columns: dict[str, dict[str, str]], truth: str | None) -> str:
+    """Each prediction with its feedback: every feedback field is its latest non-null value, so a later
+    feedback that leaves a field out (a comment without a label) never hides an earlier one; feedback_id,
+    feedback_created_at, feedback_source and labeled_by name the latest feedback carrying ``truth``
+    (the latest feedback of any kind when none carries it)."""
     envelope = {name for name, _ in FEEDBACK_ENVELOPE} | set(LANDING_NAMES)
-    labels = [name for name in columns[f"{model}_feedback"] if name not in envelope]
-    picked = "".join(f", f.{quote(name)}" for name in labels)
+    feedback_columns = columns[f"{model}_feedback"]
+    labels = [name for name in feedback_columns if name not in envelope]
+    if truth not in feedback_columns:
+        truth = None
+    # Ties on created_at go to the later received_at, then the larger record id, as a device's resend would.
+    latest = "(created_at, received_at, record_id)"
+    label_first = f"({quote(truth)} IS NOT NULL, created_at, received_at, record_id)" if truth else latest
+    provenance = {"labeled_by"}
+    picked = []
+    for name in labels:
+        if name in provenance:
+            picked.append(f"arg_max_null({quote(name)}, {label_first}) AS {quote(name)}")
+        else:
+            picked.append(f"arg_max({quote(name)}, {latest}) FILTER (WHERE {quote(name)} IS NOT NULL) AS {quote(name)}")
+    fields = "".join(f", {item}" for item in picked)
+    chosen = "".join(f", f.{quote(name)}" for name in labels)
     return (
         f"CREATE OR REPLACE VIEW {quote(model + '_training')} AS "
-        f"SELECT p.*, f.record_id AS feedback_id, f.created_at AS feedback_created_at, "
-        f"f.source AS feedback_source{picked} "
+        f"SELECT p.*, f.feedback_id, f.feedback_created_at, f.feedback_source{chosen} "
         f"FROM {quote(model)} AS p LEFT JOIN ("
-        f"SELECT * FROM {quote(model + '_feedback')} "
-        f"QUALIFY row_number() OVER (PARTITION BY prediction_id ORDER BY created_at DESC, received_at DESC, record_id DESC) = 1"
+        f"SELECT prediction_id, arg_max_null(record_id, {label_first}) AS feedback_id, "
+        f"arg_max_null(created_at, {label_first}) AS feedback_created_at, "
+        f"arg_max_null(source, {label_first}) AS feedback_source{fields} "
+        f"FROM {quote(model + '_feedback')} WHERE prediction_id IS NOT NULL GROUP BY prediction_id"
         f") AS f ON f.prediction_id = p.record_id"
     )
 

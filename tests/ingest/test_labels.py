@@ -258,3 +258,143 @@ def test_rows_giving_different_feedback_fields_all_land(tmp_path):
         assert got == [("A", None, None), (None, 7, True), (None, None, None)]
     finally:
         store.close()
+
+
+def _feedback_store(tmp_path, schema):
+    """A real Store with ``schema`` registered and one helper that inserts rows as the writer would land them."""
+    from edgeloop.ingest.store import Store
+    from tests.ingest.conftest import make_config
+
+    config = make_config(tmp_path)
+    store = Store(config.store.db_path, config.store)
+    store.register(schema).result()
+
+    def insert(table: str, rows: list[dict]) -> None:
+        def run(con) -> None:
+            names = ", ".join(rows[0])
+            marks = ", ".join("?" for _ in rows[0])
+            for row in rows:
+                con.execute(f"INSERT INTO {table} ({names}) VALUES ({marks})", list(row.values()))
+        store.call(run).result()
+
+    return config, store, insert
+
+
+def _view(store, sql: str) -> list[tuple]:
+    """Rows of a query on a read cursor, through Arrow (timestamps with their zone, no pytz)."""
+    plain = (lambda v: uuid.UUID(v) if isinstance(v, str) and len(v) == 36 and v.count("-") == 4 else v)
+    return [tuple(plain(v) for v in row.values()) for row in store.cursor().execute(sql).to_arrow_table().to_pylist()]
+
+
+def _prediction(record_id, at):
+    return {"record_id": record_id, "model_version": "1.0", "created_at": at, "sample_weight": 1.0,
+            "predicted_class": "normal", "confidence": 0.5, "device": "pump-1", "batch_id": "b", "received_at": at}
+
+
+def _feedback(prediction_id, at, *, label=None, cost=None, received=None, **extra):
+    return {"record_id": uuid.uuid4(), "prediction_id": prediction_id, "model_version": "1.0", "created_at": at,
+           "sample_weight": 1.0, "source": "operator", "true_class": label, "repair_cost_eur": cost,
+           "device": "pump-1", "batch_id": "b", "received_at": received or at, **extra}
+
+
+def test_a_later_feedback_without_the_truth_does_not_hide_an_earlier_label(tmp_path, vibration):
+    """In <model>_training each feedback field is its latest non-null value, so a later comment-only feedback keeps
+    the earlier label, and feedback_id/feedback_created_at/feedback_source name the latest feedback carrying the truth."""
+    _, store, insert = _feedback_store(tmp_path, vibration)
+    try:
+        at = datetime(2026, 3, 1, tzinfo=UTC)
+        ids = [uuid.uuid4() for _ in range(5)]
+        insert("vibration", [_prediction(i, at) for i in ids])
+        label_then_cost = [_feedback(ids[0], at + timedelta(hours=1), label="imbalance"),
+                           _feedback(ids[0], at + timedelta(hours=2), cost=120.0)]
+        cost_then_label = [_feedback(ids[1], at + timedelta(hours=1), cost=50.0),
+                           _feedback(ids[1], at + timedelta(hours=2), label="cavitation")]
+        cost_only = [_feedback(ids[2], at + timedelta(hours=1), cost=7.0)]
+        relabelled = [_feedback(ids[3], at + timedelta(hours=1), label="normal", cost=1.0),
+                      _feedback(ids[3], at + timedelta(hours=3), label="misalignment"),
+                      _feedback(ids[3], at + timedelta(hours=4), cost=2.0)]
+        feedback = label_then_cost + cost_then_label + cost_only + relabelled
+        insert("vibration_feedback", feedback)
+        rows = _view(store, "SELECT record_id, true_class, repair_cost_eur, feedback_id, feedback_created_at "
+                           "FROM vibration_training")
+        got = {row[0]: row[1:] for row in rows}
+        assert got[ids[0]] == ("imbalance", 120.0, label_then_cost[0]["record_id"], label_then_cost[0]["created_at"])
+        assert got[ids[1]] == ("cavitation", 50.0, cost_then_label[1]["record_id"], cost_then_label[1]["created_at"])
+        assert got[ids[2]] == (None, 7.0, cost_only[0]["record_id"], cost_only[0]["created_at"])  # no label: latest of any kind
+        assert got[ids[3]] == ("misalignment", 2.0, relabelled[1]["record_id"], relabelled[1]["created_at"])
+        assert got[ids[4]] == (None, None, None, None)
+        assert len(rows) == 5  # one row per prediction, however many feedback rows it has
+    finally:
+        store.close()
+
+
+def test_labeled_by_belongs_to_the_label_not_to_a_later_comment(tmp_path, vibration):
+    """labeled_by is the annotator of the label the view shows: a later feedback without the truth does not replace it,
+    and a later label from a device (no annotator) does."""
+    from edgeloop.ingest.store import add_feedback_column
+
+    _, store, insert = _feedback_store(tmp_path, vibration)
+    try:
+        store.call(lambda con: add_feedback_column(con, "vibration", "labeled_by", "VARCHAR")).result()
+        at = datetime(2026, 3, 1, tzinfo=UTC)
+        ids = [uuid.uuid4() for _ in range(2)]
+        insert("vibration", [_prediction(i, at) for i in ids])
+        insert("vibration_feedback", [
+            _feedback(ids[0], at, label="imbalance", labeled_by="ann@labels.example.com"),
+            _feedback(ids[0], at + timedelta(hours=1), cost=3.0, labeled_by=None),
+            _feedback(ids[1], at, label="imbalance", labeled_by="ann@labels.example.com"),
+            _feedback(ids[1], at + timedelta(hours=1), label="normal", labeled_by=None),
+        ])
+        rows = _view(store, "SELECT record_id, true_class, labeled_by FROM vibration_training")
+        got = {row[0]: row[1:] for row in rows}
+        assert got[ids[0]] == ("imbalance", "ann@labels.example.com")
+        assert got[ids[1]] == ("normal", None)
+    finally:
+        store.close()
+
+
+def test_a_prediction_with_only_a_comment_stays_in_the_label_queue(tmp_path, vibration):
+    """The label queue lists predictions without a feedback carrying the truth field, not those without any feedback."""
+    from edgeloop.ingest.label_queue import queue_query
+
+    _, store, insert = _feedback_store(tmp_path, vibration)
+    try:
+        at = datetime(2026, 3, 1, tzinfo=UTC)
+        ids = [uuid.uuid4() for _ in range(3)]
+        insert("vibration", [_prediction(i, at + timedelta(seconds=n)) for n, i in enumerate(ids)])
+        insert("vibration_feedback", [_feedback(ids[0], at, label="normal"), _feedback(ids[1], at, cost=9.0)])
+        columns = dict(store.cursor().execute(
+            "SELECT column_name, data_type FROM information_schema.columns WHERE table_name = 'vibration'").fetchall())
+        sql, params = queue_query(vibration, columns)
+        queued = store.cursor().execute(f"SELECT record_id FROM ({sql})", params).to_arrow_table().column(0).to_pylist()
+        assert queued == [str(ids[1]), str(ids[2])]
+    finally:
+        store.close()
+
+
+def test_a_database_with_the_old_training_view_gets_the_new_one_on_open(tmp_path, vibration):
+    """A training view made before labels were picked per field (latest feedback whole) is replaced when the store opens."""
+    from edgeloop.ingest.store import Store
+
+    config, store, insert = _feedback_store(tmp_path, vibration)
+    at = datetime(2026, 3, 1, tzinfo=UTC)
+    record = uuid.uuid4()
+    try:
+        insert("vibration", [_prediction(record, at)])
+        insert("vibration_feedback", [_feedback(record, at, label="imbalance"),
+                                      _feedback(record, at + timedelta(hours=1), cost=4.0)])
+        old = ("CREATE OR REPLACE VIEW vibration_training AS SELECT p.*, f.record_id AS feedback_id, "
+               "f.created_at AS feedback_created_at, f.source AS feedback_source, f.true_class, f.repair_cost_eur "
+               "FROM vibration AS p LEFT JOIN (SELECT * FROM vibration_feedback QUALIFY row_number() OVER "
+               "(PARTITION BY prediction_id ORDER BY created_at DESC, received_at DESC, record_id DESC) = 1) AS f "
+               "ON f.prediction_id = p.record_id")
+        store.call(lambda con: con.execute(old)).result()
+        assert store.cursor().execute("SELECT true_class FROM vibration_training").fetchall() == [(None,)]
+    finally:
+        store.close()
+    reopened = Store(config.store.db_path, config.store)
+    try:
+        assert reopened.cursor().execute("SELECT true_class, repair_cost_eur FROM vibration_training").fetchall() == [
+            ("imbalance", 4.0)]
+    finally:
+        reopened.close()
