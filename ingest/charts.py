@@ -11,7 +11,7 @@ import html
 import math
 from collections.abc import Sequence
 
-__all__ = ["PALETTE", "bars", "lines", "stacked_area"]
+__all__ = ["PALETTE", "bars", "interval_lines", "lines", "stacked_area"]
 
 PALETTE = ("#2563eb", "#ea580c", "#16a34a", "#9333ea", "#dc2626", "#0891b2", "#ca8a04", "#db2777", "#4b5563", "#65a30d")
 INK, MUTED, GRID = "#1f2933", "#6b7280", "#e5e7eb"
@@ -19,6 +19,9 @@ LEFT, RIGHT, TOP, BOTTOM = 56, 12, 12, 28
 LEGEND_ROW_PX = 18
 
 Series = Sequence[tuple[str, Sequence[float]]]
+# Per x: (value, low, high, note for the tooltip), or None where the series has no point.
+Interval = tuple[float, float | None, float | None, str]
+IntervalSeries = Sequence[tuple[str, Sequence[Interval | None]]]
 
 
 def _e(text: object) -> str:
@@ -45,7 +48,7 @@ def _nice_max(value: float) -> float:
 
 
 def _frame(kind: str, title: str, width: int, height: int, names: Sequence[str], body: list[str],
-           y_top: float, percent: bool, x_labels: Sequence[str]) -> str:
+           y_top: float, percent: bool, x_labels: Sequence[str], y_bottom: float = 0.0) -> str:
     plot_w, plot_h = width - LEFT - RIGHT, height - TOP - BOTTOM
     legend_h = LEGEND_ROW_PX * ((len(names) + 3) // 4) if names else 0
     out = [
@@ -57,12 +60,13 @@ def _frame(kind: str, title: str, width: int, height: int, names: Sequence[str],
         y = TOP + plot_h * (1 - fraction)
         out.append(f'<line x1="{LEFT}" x2="{LEFT + plot_w}" y1="{y:.1f}" y2="{y:.1f}" stroke="{GRID}"/>')
         out.append(f'<text x="{LEFT - 6}" y="{y + 4:.1f}" text-anchor="end" fill="{MUTED}" font-size="11">'
-                   f"{_e(_fmt(y_top * fraction, percent))}</text>")
+                   f"{_e(_fmt(y_bottom + (y_top - y_bottom) * fraction, percent))}</text>")
     if x_labels:
         step = max(1, math.ceil(len(x_labels) / 6))
         for index in range(0, len(x_labels), step):
             x = LEFT + _x(index, len(x_labels), plot_w)
-            out.append(f'<text x="{x:.1f}" y="{height - 8}" text-anchor="middle" fill="{MUTED}" font-size="11">'
+            anchor = "end" if index == len(x_labels) - 1 and len(x_labels) > 1 else "middle"  # stays inside the frame
+            out.append(f'<text x="{x:.1f}" y="{height - 8}" text-anchor="{anchor}" fill="{MUTED}" font-size="11">'
                        f"{_e(x_labels[index])}</text>")
     out.extend(body)
     for index, name in enumerate(names):
@@ -170,3 +174,68 @@ def lines(title: str, x_labels: Sequence[str], series: Series, *, percent: bool 
         points.extend(_point(name, x_labels[i], v, percent, f'<circle cx="{x:.1f}" cy="{y:.1f}" r="3" fill="{colour}"/>')
                       for i, ((x, y), v) in enumerate(zip(xy, values)))
     return _frame("lines", title, width, height, [name for name, _ in series], body + points, y_top, percent, x_labels)
+
+
+def interval_lines(title: str, x_labels: Sequence[str], series: IntervalSeries, *, percent: bool = False,
+                   width: int = 720, height: int = 240) -> str:
+    """One line per series over x with its interval as a shaded band; a gap where a series has no point.
+
+    With ``percent`` the axis spans from the lowest interval (rounded down to 10%) to 100%, so
+    0.80 against 0.90 is not a hair's breadth apart; otherwise from 0 to the highest interval.
+    """
+    present = [p for _, points in series for p in points if p is not None]
+    if not x_labels or not present:
+        return _empty(title, width, height)
+    plot_w, plot_h = width - LEFT - RIGHT, height - TOP - BOTTOM
+    extremes = [v for value, low, high, _ in present for v in (value, low, high) if v is not None]
+    if percent:
+        y_bottom, y_top = min(math.floor(min(extremes) * 10) / 10, 0.9), 1.0
+    else:
+        y_bottom, y_top = 0.0, _nice_max(max(extremes))
+
+    def y(v: float) -> float:
+        return TOP + plot_h * (1 - (v - y_bottom) / ((y_top - y_bottom) or 1.0))
+
+    def runs(points: Sequence[Interval | None]) -> list[list[tuple[float, Interval]]]:
+        """Consecutive x positions that have a point: each is drawn as one line and one band."""
+        out: list[list[tuple[float, Interval]]] = [[]]
+        for i, point in enumerate(points):
+            if point is None:
+                out.append([])
+            else:
+                out[-1].append((LEFT + _x(i, len(x_labels), plot_w), point))
+        return [run for run in out if run]
+
+    bands: list[str] = []
+    body: list[str] = []
+    marks: list[str] = []
+    for index, (name, points) in enumerate(series):
+        colour = PALETTE[index % len(PALETTE)]
+        for run in runs(points):
+            bounded = [(x, p) for x, p in run if p[1] is not None and p[2] is not None]
+            if len(bounded) > 1:
+                outline = [f"{x:.1f},{y(p[2]):.1f}" for x, p in bounded]  # type: ignore[arg-type]
+                outline += [f"{x:.1f},{y(p[1]):.1f}" for x, p in reversed(bounded)]  # type: ignore[arg-type]
+                bands.append(f'<polygon class="band" data-series="{_e(name)}" points="{" ".join(outline)}" '
+                             f'fill="{colour}" fill-opacity="0.15" stroke="none"/>')
+            if len(run) > 1:
+                body.append(f'<polyline data-series="{_e(name)}" fill="none" stroke="{colour}" stroke-width="2" '
+                            f'points="{" ".join(f"{x:.1f},{y(p[0]):.1f}" for x, p in run)}"/>')
+        for i, point in enumerate(points):
+            if point is None:
+                continue
+            value, low, high, note = point
+            x = LEFT + _x(i, len(x_labels), plot_w)
+            whisker = (f'<line x1="{x:.1f}" x2="{x:.1f}" y1="{y(low):.1f}" y2="{y(high):.1f}" stroke="{colour}" '
+                       f'stroke-width="1.5"/>' if low is not None and high is not None else "")
+            text = f"{name} · {x_labels[i]}: {_fmt(value, percent)}"
+            if low is not None and high is not None:
+                text += f" [{_fmt(low, percent)}, {_fmt(high, percent)}]"
+            text += f" · {note}" if note else ""
+            marks.append(
+                f'<g class="point" data-series="{_e(name)}" data-x="{_e(x_labels[i])}" data-value="{value!r}" '
+                f'data-low="{"" if low is None else repr(low)}" data-high="{"" if high is None else repr(high)}"><title>{_e(text)}</title>{whisker}'
+                f'<circle cx="{x:.1f}" cy="{y(value):.1f}" r="3.5" fill="{colour}"/></g>'
+            )
+    return _frame("intervals", title, width, height, [name for name, _ in series], bands + body + marks, y_top,
+                  percent, x_labels, y_bottom)

@@ -8,7 +8,8 @@
     edgeloop-ingest sql "SELECT ..." | - [--format table|csv|json|parquet] [--out FILE|-]
     edgeloop-ingest export --model M [--since T] [--until T] [--labeled-only] --out train.parquet|-
     edgeloop-ingest fleet [--silent] [--state S]... [--versions [--since T]]
-    edgeloop-ingest report --model M [--since T] [--until T] [--by model_version|device|none] [--format table|json|html]
+    edgeloop-ingest report --model M [--since T] [--until T] [--by model_version|device|none]
+                    [--bucket auto|day|week|month] [--format table|json|html]
     edgeloop-ingest label-queue --model M [--strategy S] [--since T] [--limit N] [--order oldest|uncertainty]
                     --format label-studio|jsonl|csv --out FILE
     edgeloop-ingest feedback import FILE --format label-studio|jsonl|csv [--model M] [--source NAME]
@@ -66,7 +67,7 @@ from edgeloop.ingest.fleet_view import device_text, fleet_table
 from edgeloop.ingest.deletion import Deletion
 from edgeloop.ingest.label_import import IMPORT_FORMATS, read_labels
 from edgeloop.ingest.label_queue import ORDERS, QUEUE_FORMATS, queue_query, write_tasks
-from edgeloop.ingest.report import GROUPINGS, build_report, declare, model_schema
+from edgeloop.ingest.report import GROUPINGS, PERIODS, build_report, declare, model_schema
 from edgeloop.ingest.report_view import REPORT_FORMATS, render_report
 from edgeloop.durable import write_durably
 from edgeloop.ingest.store import quote, table_columns
@@ -220,6 +221,8 @@ def _parser() -> argparse.ArgumentParser:
     report.add_argument("--since", type=_timestamp, help="predictions created at or after (ISO 8601, UTC if no zone)")
     report.add_argument("--until", type=_timestamp, help="predictions created before")
     report.add_argument("--by", choices=GROUPINGS, default="model_version", help="one row per (default: model_version)")
+    report.add_argument("--bucket", choices=PERIODS, default="auto",
+                        help="period of the accuracy/MAE-over-time series (default auto: from the data's span)")
     report.add_argument("--format", choices=REPORT_FORMATS, default="table", help="default: table")
     report.add_argument("--out", type=Path, help="write to FILE (durably) instead of stdout")
     report.add_argument("--reference", type=Path, metavar="FILE",
@@ -473,7 +476,7 @@ def _run(args: argparse.Namespace) -> int:
             schema = declare(model_schema(admin, args.model), prediction=args.prediction, truth=args.truth,
                              confidence=args.confidence, task=args.task)
             result = build_report(
-                admin, schema, since=args.since, until=args.until, by=args.by,
+                admin, schema, since=args.since, until=args.until, by=args.by, bucket=args.bucket,
                 reference_since=args.reference_since, reference_until=args.reference_until, reference_path=args.reference,
             )
             data = render_report(result, args.format)

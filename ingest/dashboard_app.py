@@ -6,7 +6,9 @@
     GET  /dashboard                  overview: rollout per model, fleet health, data
     GET  /dashboard/devices?state=&offset=   every device (or one state's), 200 a page
     GET  /dashboard/devices/{name}   one device
-    GET  /dashboard/report?model=    the field performance report of a model
+    GET  /dashboard/report?model=&since=&until=&by=&bucket=&days=
+                                     field performance of a model: the report (accuracy or MAE per
+                                     version over time, calibration, drift) and the versions' rollout
     GET  /v1/dashboard/{overview,rollout/{model},data,fleet,devices,devices/{name},report/{model}}   the same as JSON
 
 Pages need a session (else 303 to the login page); the JSON endpoints take the session cookie or
@@ -21,7 +23,7 @@ import asyncio
 import logging
 import urllib.parse
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from typing import Any, TypeVar
 
 import orjson
@@ -32,9 +34,9 @@ from aiohttp import web
 from edgeloop.errors import AuthError, BatchRejected, EdgeloopError, Forbidden, QueryFailed, StoreBusy
 from edgeloop.ingest import dashboard_html as pages
 from edgeloop.ingest.app import AUTH, CONFIG, STATE, STORE
-from edgeloop.ingest.dashboard import Dashboard
+from edgeloop.ingest.dashboard import MAX_DAYS, Dashboard
 from edgeloop.ingest.fleet import STATES, StoreReader, device_detail, fleet_overview, fleet_summary
-from edgeloop.ingest.report import GROUPINGS, build_report, declare, model_schema
+from edgeloop.ingest.report import GROUPINGS, PERIODS, Report, build_report, declare, model_schema
 from edgeloop.ingest.session import COOKIE, Sessions
 from edgeloop.runner import read_body
 
@@ -263,13 +265,16 @@ def _report(app: web.Application, model: str, query: dict[str, str]) -> Any:
     if by not in GROUPINGS:
         raise QueryFailed(f"by must be one of {', '.join(GROUPINGS)}")
     since, until = (_timestamp(query.get(key), key) for key in ("since", "until"))
+    bucket = query.get("bucket") or "auto"
+    if bucket not in PERIODS:
+        raise QueryFailed(f"bucket must be one of {', '.join(PERIODS)}")
     try:
         schema = declare(model_schema(reader, model))
     except (QueryFailed, StoreBusy):
         raise
     except EdgeloopError as exc:
         raise QueryFailed(str(exc)) from exc
-    return build_report(reader, schema, since=since, until=until, by=by)  # type: ignore[arg-type]
+    return build_report(reader, schema, since=since, until=until, by=by, bucket=bucket)  # type: ignore[arg-type]
 
 
 def _timestamp(text: str | None, name: str) -> datetime | None:
@@ -322,14 +327,31 @@ async def api_devices(request: web.Request) -> web.Response:
     return _json(await _read(request, lambda: _listing(request.app, state, offset)))
 
 
+def _rollout_days(request: web.Request, report: Report, today: date) -> int:
+    """``days``, or the days from the first period of the report's series to today, so both charts cover the window."""
+    if "days" in request.query:
+        return _days(request)
+    if report.over_time is None or not report.over_time.periods:
+        return DEFAULT_DAYS
+    days = (today - date.fromisoformat(report.over_time.periods[0])).days + 1
+    return min(max(days, 1), MAX_DAYS)
+
+
 async def report_page(request: web.Request) -> web.Response:
     if (login_first := _page_or_login(request)) is not None:
         return login_first
     model = request.query.get("model", "")
-    query = {key: request.query.get(key, "") for key in ("since", "until", "by")}
+    query = {key: request.query.get(key, "") for key in ("since", "until", "by", "bucket")}
     board = _dashboard(request.app)
-    models, report = await _read(request, lambda: (board.models(), _report(request.app, model, query)))
-    return _html(pages.report_page(models, report, query))
+    if "days" in request.query:
+        _days(request)  # a bad days is the sender's error before any work
+
+    def facts() -> tuple[list[str], Report, dict[str, Any]]:
+        report = _report(request.app, model, query)
+        return board.models(), report, board.rollout(report.model, _rollout_days(request, report, datetime.now(UTC).date()))
+
+    models, report, rollout = await _read(request, facts)
+    return _html(pages.report_page(models, report, query, rollout))
 
 
 async def api_overview(request: web.Request) -> web.Response:
@@ -368,7 +390,7 @@ async def api_device(request: web.Request) -> web.Response:
 async def api_report(request: web.Request) -> web.Response:
     _require_reader(request)
     model = request.match_info["model"]
-    query = {key: request.query.get(key, "") for key in ("since", "until", "by")}
+    query = {key: request.query.get(key, "") for key in ("since", "until", "by", "bucket")}
     report = await _read(request, lambda: _report(request.app, model, query))
     return _json(report.to_dict())
 

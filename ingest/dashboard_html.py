@@ -12,7 +12,7 @@ from datetime import datetime
 from typing import Any
 
 from edgeloop.ingest import charts
-from edgeloop.ingest.report import Report
+from edgeloop.ingest.report import PERIODS, Report
 from edgeloop.ingest.report_html import CSS as REPORT_CSS
 from edgeloop.ingest.report_html import render_fragment
 
@@ -327,14 +327,21 @@ def devices_page(models: Sequence[str], listing: dict[str, Any]) -> str:
     return _page("edgeloop: devices", "".join(body), models=models)
 
 
-def report_page(models: Sequence[str], report: Report, query: dict[str, str]) -> str:
-    """The field report of one model, drawn by the same code as ``edgeloop-ingest report --format html``."""
+def report_page(models: Sequence[str], report: Report, query: dict[str, str], rollout: dict[str, Any]) -> str:
+    """Field performance of one model on one page: the report drawn by the same code as ``edgeloop-ingest report
+    --format html`` (accuracy or MAE per version over time, calibration, drift) with the versions' rollout."""
     fields = "".join(
         f'<label>{_e(label)} <input name="{name}" value="{_e(query.get(name, ""))}" placeholder="{_e(hint)}"></label> '
         for name, label, hint in (("since", "since", "2026-10-08"), ("until", "until", "now"))
     )
     by = query.get("by", "model_version")
     options = "".join(f'<option value="{v}"{" selected" if v == by else ""}>{v}</option>' for v in ("model_version", "device", "none"))
+    bucket = query.get("bucket") or "auto"
+    periods = "".join(f'<option value="{v}"{" selected" if v == bucket else ""}>{v}</option>' for v in PERIODS)
     form = (f'<form method="get" action="/dashboard/report"><input type="hidden" name="model" value="{_e(report.model)}">'
-            f'{fields}<label>by <select name="by">{options}</select></label> <button type="submit">show</button></form>')
-    return _page(f"edgeloop: field performance of {report.model}", form + render_fragment(report), models=models)
+            f'{fields}<label>by <select name="by">{options}</select></label> '
+            f'<label>per <select name="bucket">{periods}</select></label> <button type="submit">show</button></form>')
+    section = (f'<section id="rollout"><h2>Rollout: devices per version, last {len(rollout["days"])} days</h2>'
+               f"{rollout_section(rollout)}</section>")
+    return _page(f"edgeloop: field performance of {report.model}", form + render_fragment(report, after_over_time=section),
+                 models=models)

@@ -20,6 +20,13 @@ function of the share q = TP / (TP+FP+FN), so its interval is Wilson's on q mapp
 deviation over sqrt(n_eff); RMSE's is the square root of MSE's. ECE's comes from a
 parametric bootstrap over its buckets (fixed seed, so a report is reproducible).
 
+Over time. The headline figure (accuracy, or MAE for a regression) per model version per day,
+week or month of ``created_at`` (UTC), with the same SQL aggregate and the same interval as the
+per-version figure: one definition (``_summary`` grouped by one more key, then ``headline``).
+``auto`` picks the period from the window's span: days up to 31 days, weeks up to a year, then
+months. Each point carries its labelled count, so a week with a dozen labels shows its wide
+interval instead of a confident line.
+
 Drift. Each input field (and the prediction and confidence) in the report window against a
 reference window (a date range of the same table, or a named export file read locally):
 numeric fields by the population stability index over ten bins cut at the reference
@@ -33,7 +40,7 @@ import math
 import random
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any, Literal
 
@@ -47,7 +54,7 @@ from edgeloop.ingest.admin import Admin
 from edgeloop.ingest.store import quote
 from edgeloop.schemas.model_schema import NAME_PATTERN, NUMERIC_TYPES, ModelSchema
 
-__all__ = ["GROUPINGS", "Report", "build_report", "model_schema"]
+__all__ = ["GROUPINGS", "PERIODS", "Report", "build_report", "model_schema"]
 
 GROUPINGS = ("model_version", "device", "none")
 Grouping = Literal["model_version", "device", "none"]
@@ -62,6 +69,10 @@ PSI_FLOOR = 1e-4  # an empty bin counts as this share, or PSI would be infinite
 MAX_CONFUSION_CELLS = 100_000
 MAX_VALUES = 1_000
 BOOTSTRAP_DRAWS = 1_000
+PERIODS = ("auto", "day", "week", "month")
+Period = Literal["auto", "day", "week", "month"]
+MAX_PERIODS = 400  # points on one line: more than a chart can show, so a narrower window or a longer period
+MAX_POINTS = 20_000  # versions × periods
 DRIFT_TYPES = NUMERIC_TYPES | {"string", "bool"}
 # 1/p with p <= 1: anything else (a device's bug or a forgery) is left out and counted, not trusted.
 WEIGHT = "CASE WHEN isfinite(sample_weight) AND sample_weight >= 1 THEN sample_weight::DOUBLE END"
@@ -148,6 +159,31 @@ class FieldDrift:
     bins: list[DriftBin] = field(default_factory=list)
 
 
+@dataclass(frozen=True)
+class Point:
+    """One period of one version's line: its first day (UTC), predictions collected, and the figure."""
+
+    start: str
+    collected: int
+    estimate: Estimate
+
+
+@dataclass(frozen=True)
+class Series:
+    version: str
+    points: list[Point]
+
+
+@dataclass(frozen=True)
+class OverTime:
+    """The headline figure per version per period; ``periods`` lists every period of the window, gaps included."""
+
+    period: Literal["day", "week", "month"]
+    metric: Literal["accuracy", "MAE"]
+    periods: list[str]
+    series: list[Series]
+
+
 @dataclass
 class Report:
     model: str
@@ -162,6 +198,7 @@ class Report:
     groups: list[Group]
     reference: str | None = None
     drift: list[FieldDrift] = field(default_factory=list)
+    over_time: OverTime | None = None
     notes: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
@@ -314,8 +351,12 @@ def _base(schema: ModelSchema, rows: Rows, by: str) -> tuple[str, list[Any]]:
     return sql, params
 
 
-def _summary(schema: ModelSchema, rows: Rows, by: str) -> list[dict[str, Any]]:
+def _summary(schema: ModelSchema, rows: Rows, by: str, period: str | None = None) -> list[dict[str, Any]]:
+    """Per group (and per ``period`` of created_at, UTC, if given): counts and the sums every headline figure needs."""
     base, params = _base(schema, rows, by)
+    keys = "grp"
+    if period is not None:
+        keys += f", date_trunc('{period}', timezone('UTC', created_at))::DATE AS period"
     error = "(pred - truth)"
     regression = (
         f", sum(w * {error}) FILTER (WHERE labelled) AS sum_e, sum(w * abs{error}) FILTER (WHERE labelled) AS sum_abs, "
@@ -324,14 +365,28 @@ def _summary(schema: ModelSchema, rows: Rows, by: str) -> list[dict[str, Any]]:
         if schema.comparison_task == "regression" else ""
     )
     sql = (
-        f"SELECT grp, count(w) AS collected, sum(w) AS collected_w, count(*) FILTER (WHERE labelled) AS labelled, "
+        f"SELECT {keys}, count(w) AS collected, sum(w) AS collected_w, count(*) FILTER (WHERE labelled) AS labelled, "
         f"count(*) FILTER (WHERE w IS NULL) AS bad_weights, "
         f"coalesce(sum(w) FILTER (WHERE labelled), 0) AS labelled_w, "
         f"coalesce(sum(w * w) FILTER (WHERE labelled), 0) AS labelled_w2, count(DISTINCT device) AS devices, "
+        f"coalesce(sum(w) FILTER (WHERE labelled AND pred = truth), 0) AS correct_w, "
         f"min(created_at) AS first_at, max(created_at) AS last_at{regression} "
-        f"FROM ({base}) GROUP BY grp ORDER BY grp"
+        f"FROM ({base}) GROUP BY ALL ORDER BY ALL{f' LIMIT {MAX_POINTS + 1}' if period else ''}"
     )
-    return rows.query(sql, params).to_pylist()
+    result = rows.query(sql, params).to_pylist()
+    if period and len(result) > MAX_POINTS:
+        raise QueryFailed(f"more than {MAX_POINTS} (version, {period}) points: narrow the window or choose a longer period")
+    return result
+
+
+def headline(task: str, row: dict[str, Any]) -> Estimate:
+    """The headline figure of a summary row: weighted accuracy (Wilson) or MAE (normal), on n_eff."""
+    weight, weight2, n = row["labelled_w"], row["labelled_w2"], row["labelled"]
+    if task == "regression":
+        if not n:
+            return Estimate(None, None, None, 0, 0.0)
+        return mean(row["sum_abs"], row["sum_e2"], weight, weight2, n)
+    return proportion(row["correct_w"], weight, weight2, n)
 
 
 def _confusion(schema: ModelSchema, rows: Rows, by: str) -> list[dict[str, Any]]:
@@ -369,12 +424,7 @@ def _timestamp_text(value: Any) -> str | None:
 
 
 def _classification(group: Group, cells: list[dict[str, Any]]) -> None:
-    """Accuracy, per-class figures and the confusion matrix from a group's (truth, prediction) cells."""
-    total_w = sum(c["w"] for c in cells)
-    total_w2 = sum(c["w2"] for c in cells)
-    total_n = sum(c["n"] for c in cells)
-    correct_w = sum(c["w"] for c in cells if c["truth"] == c["pred"])
-    group.accuracy = proportion(correct_w, total_w, total_w2, total_n)
+    """Per-class figures and the confusion matrix from a group's (truth, prediction) cells (accuracy is ``headline``'s)."""
     labels = sorted({c["truth"] for c in cells} | {c["pred"] for c in cells})
     group.confusion = {truth: {} for truth in labels}
     for c in cells:
@@ -439,10 +489,59 @@ def _regression(group: Group, row: dict[str, Any]) -> None:
     if not n:
         return
     group.bias = mean(row["sum_e"], row["sum_e2"], weight, weight2, n)
-    group.mae = mean(row["sum_abs"], row["sum_e2"], weight, weight2, n)
+    group.mae = headline("regression", row)
     mse = mean(row["sum_e2"], row["sum_e4"], weight, weight2, n)
     root = (lambda v: None if v is None else math.sqrt(max(v, 0.0)))
     group.rmse = Estimate(root(mse.value), root(mse.low), root(mse.high), n, mse.n_eff)
+
+
+# -- over time ----------------------------------------------------------------------------
+
+
+def choose_period(period: str, first: datetime | None, last: datetime | None) -> Literal["day", "week", "month"]:
+    """``period``, or for ``auto`` the one that suits the span of the data: days to 31 days, weeks to a year, months."""
+    if period not in PERIODS:
+        raise QueryFailed(f"bucket must be one of {', '.join(PERIODS)}")
+    if period != "auto":
+        return period  # type: ignore[return-value]
+    span_days = (last - first).total_seconds() / 86_400 if first is not None and last is not None else 0.0
+    return "day" if span_days <= 31 else "week" if span_days <= 366 else "month"
+
+
+def _period_start(day: date, period: str) -> date:
+    if period == "week":
+        return day - timedelta(days=day.weekday())  # ISO weeks start on Monday, as DuckDB's date_trunc
+    if period == "month":
+        return day.replace(day=1)
+    return day
+
+
+def period_starts(period: str, first: date, last: date) -> list[date]:
+    """The first day of every period from the one holding ``first`` to the one holding ``last``."""
+    out, current = [], _period_start(first, period)
+    while current <= last:
+        out.append(current)
+        if len(out) > MAX_PERIODS:
+            raise QueryFailed(f"more than {MAX_PERIODS} {period}s in the window: narrow it or choose a longer period")
+        if period == "month":
+            current = (current.replace(day=28) + timedelta(days=4)).replace(day=1)
+        else:
+            current += timedelta(days=7 if period == "week" else 1)
+    return out
+
+
+def _over_time(schema: ModelSchema, rows: Rows, task: str, period: Literal["day", "week", "month"],
+               first: datetime, last: datetime) -> OverTime:
+    """The headline figure per version per period, from the same aggregate and interval as the per-version one."""
+    utc_day = (lambda value: value.astimezone(UTC).date())
+    axis = period_starts(period, utc_day(first), utc_day(last))  # bounds the work before the query runs
+    by_version: dict[str, list[Point]] = {}
+    for row in _summary(schema, rows, "model_version", period):
+        point = Point(row["period"].isoformat(), row["collected"], headline(task, row))
+        by_version.setdefault(row["grp"], []).append(point)
+    ordered = sorted(by_version.items(), key=lambda item: (item[1][0].start, item[0]))  # in order of appearance
+    return OverTime(period, "accuracy" if task == "classification" else "MAE", [d.isoformat() for d in axis],
+                    [Series(version, points) for version, points in ordered])
 
 
 # -- drift --------------------------------------------------------------------------------
@@ -603,10 +702,13 @@ def build_report(
     reference_until: datetime | None = None,
     reference_path: Path | None = None,
     now: datetime | None = None,
+    bucket: Period = "auto",
 ) -> Report:
     """Compute the field report of a model whose schema declares what to compare (see ``declare``)."""
     if by not in GROUPINGS:
         raise QueryFailed(f"--by must be one of {', '.join(GROUPINGS)}")
+    if bucket not in PERIODS:
+        raise QueryFailed(f"--bucket must be one of {', '.join(PERIODS)}")
     training = quote(schema.name + "_training")
     rows = Rows(admin.query, training, since, until)
     task = schema.comparison_task or "classification"
@@ -629,6 +731,8 @@ def build_report(
         bad_weights += row["bad_weights"]
         if task == "regression":
             _regression(group, row)
+        elif row["labelled"]:
+            group.accuracy = headline(task, row)
     if task == "classification" and groups:
         cells: dict[str, list[dict[str, Any]]] = {}
         for cell in _confusion(schema, rows, by):
@@ -638,12 +742,17 @@ def build_report(
                 _classification(group, cells[key])
         if schema.confidence_field:
             buckets: dict[str, list[dict[str, Any]]] = {}
-            for bucket in _calibration(schema, rows, by):
-                buckets.setdefault(bucket["grp"], []).append(bucket)
+            for row in _calibration(schema, rows, by):
+                buckets.setdefault(row["grp"], []).append(row)
             for key, group in groups.items():
                 if buckets.get(key):
                     _reliability(group, buckets[key], seed=f"{schema.name}/{key}")
     report.groups = list(groups.values())
+    firsts = [row["first_at"] for row in summary if row["first_at"] is not None]
+    lasts = [row["last_at"] for row in summary if row["last_at"] is not None]
+    if firsts and lasts:
+        first, last = min(firsts), max(lasts)
+        report.over_time = _over_time(schema, rows, task, choose_period(bucket, first, last), first, last)
     if bad_weights:
         report.notes.append(f"{bad_weights} predictions with a sample_weight that is not a finite number >= 1 were left out")
     if not groups:

@@ -9,8 +9,9 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
+from edgeloop.ingest import charts
 from edgeloop.ingest.report import Estimate, FieldDrift, Group, Report
-from edgeloop.ingest.report_view import drift_rows, escape, estimate_text, headline, overview_rows
+from edgeloop.ingest.report_view import drift_rows, escape, estimate_text, headline, over_time_rows, overview_rows
 
 __all__ = ["CSS", "render_fragment", "render_html"]
 
@@ -83,6 +84,31 @@ def _interval_chart(report: Report) -> str:
         parts.append(f'<text x="{label_w + plot_w + 8}" y="{y + 4}">{estimate.value:.3f} · n={labelled:,}</text>')
     parts.append("</svg>")
     return "".join(parts)
+
+
+def _over_time_html(report: Report) -> str:
+    """The headline figure per version per period as lines with 95% bands, and the same numbers as a table."""
+    over = report.over_time
+    if over is None:
+        return ""
+    index = {start: i for i, start in enumerate(over.periods)}
+    series = []
+    for line in over.series:
+        points: list[charts.Interval | None] = [None] * len(over.periods)
+        for point in line.points:
+            e = point.estimate
+            if e.value is not None and point.start in index:
+                points[index[point.start]] = (e.value, e.low, e.high, f"n={e.n:,} labelled of {point.collected:,}")
+        series.append((line.version, points))
+    percent = over.metric == "accuracy"
+    title = f"{over.metric} per version per {over.period} (UTC) with 95% intervals"
+    headers, rows = over_time_rows(report)
+    return (f'<h2 id="over-time">{escape(over.metric.capitalize() if percent else over.metric)} over time</h2>'
+            f'<div class="over-time">{charts.interval_lines(title, over.periods, series, percent=percent)}</div>'
+            f"<p class=note>Each point: the {escape(over.metric)} of the version's labelled predictions created in that "
+            f"{escape(over.period)}, weighted as above; band and whisker: its 95% interval (wide where few labels); "
+            "the tooltip gives the counts.</p>"
+            f"<details><summary>the numbers</summary>{_table(headers, rows)}</details>")
 
 
 def _reliability_chart(group: Group) -> str:
@@ -193,6 +219,8 @@ EXPLAINED = (
     ("coverage", "labelled ÷ collected; the figures describe the labelled part"),
     ("weighted", "each record counts sample_weight = 1/p times, p the chance the device kept it, so figures estimate "
                  "all predictions made, not the sample"),
+    ("over time", "the same figure per version per day, week or month of created_at (UTC), from the same sums and "
+                  "interval; a period with few labels gets a wide band"),
     ("[low, high]", "95% interval: Wilson's for shares, normal for means, on the effective sample size (Σw)²/Σw²"),
     ("accuracy", "share of labelled predictions equal to the truth"),
     ("precision / recall / F1", "per class: right among predicted as it / found among truly it / their harmonic mean"),
@@ -212,13 +240,16 @@ def render_html(report: Report) -> str:
     )
 
 
-def render_fragment(report: Report) -> str:
-    """The report's body (headings, tables, charts), for the file and for the dashboard's report page."""
+def render_fragment(report: Report, *, after_over_time: str = "") -> str:
+    """The report's body (headings, tables, charts), for the file and for the dashboard's report page, which puts
+    the versions' rollout (``after_over_time``, already escaped) next to their figures over time."""
     title, sub = headline(report)
     parts = [f"<h1>{escape(title)}</h1><p class=sub>{escape(sub)}</p>"]
     headers, rows = overview_rows(report)
     parts.append(_table(headers, rows))
     parts.append(_interval_chart(report))
+    parts.append(_over_time_html(report))
+    parts.append(after_over_time)
     if report.task == "classification":
         parts.append("<h2>Per version: classes, confusion and calibration</h2>")
         for group in report.groups:

@@ -84,6 +84,17 @@ def overview_rows(report: Report) -> tuple[list[str], list[list[str]]]:
     return headers, rows
 
 
+def over_time_rows(report: Report) -> tuple[list[str], list[list[str]]]:
+    """One row per period and version: predictions collected, labelled, and the headline figure with its interval."""
+    over = report.over_time
+    if over is None:
+        return [], []
+    rows = [[point.start, series.version, f"{point.collected:,}", f"{point.estimate.n:,}", estimate_text(point.estimate)]
+            for series in over.series for point in series.points]
+    rows.sort(key=lambda row: row[0])
+    return [over.period, "model_version", "collected", "labelled", over.metric], rows
+
+
 def _classes_text(group: Group) -> list[str]:
     ranked = sorted(group.classes, key=lambda c: (-c.support, c.label))
     rows = [[c.label, f"{c.support:,}", estimate_text(c.precision), estimate_text(c.recall), estimate_text(c.f1)]
@@ -125,6 +136,10 @@ def render_text(report: Report) -> str:
     lines = headline(report) + [""]
     headers, rows = overview_rows(report)
     lines += _table(headers, rows)
+    if report.over_time is not None:
+        lines += ["", f"{report.over_time.metric} per version per {report.over_time.period} (UTC)"]
+        headers, rows = over_time_rows(report)
+        lines += _table(headers, rows, right={2, 3, 4})
     if report.task == "classification":
         for group in report.groups:
             if group.accuracy is None:

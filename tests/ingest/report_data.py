@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import random
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -57,6 +58,39 @@ def keep_probability(confidence: float) -> float:
     return 1.0 if confidence < 0.8 else 0.25
 
 
+def _draw(rng: random.Random, schema: ModelSchema, blank: dict[str, Any], version: Version,
+          when: Callable[[random.Random], datetime]) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
+    """One prediction of ``version`` made at ``when(rng)``: (its row if the device kept it, its feedback if labelled)."""
+    confidence = rng.uniform(version.confidence_low, version.confidence_high)
+    truth = rng.choices(CLASSES, CLASS_SHARES)[0]
+    correct = rng.random() < confidence - version.overconfidence
+    predicted = truth if correct else rng.choice([c for c in CLASSES if c != truth])
+    created_at = when(rng)
+    shifted = created_at >= START + WEEK
+    temperature = rng.gauss(63.0 if shifted else 60.0, 3.0)
+    operator = rng.choices(OPERATORS, (0.6, 0.2, 0.2) if shifted else (1 / 3, 1 / 3, 1 / 3))[0]
+    p = keep_probability(confidence)
+    if rng.random() >= p:
+        return None, None
+    record_id = uuid.UUID(int=rng.getrandbits(128))
+    prediction = {
+        **blank, "record_id": record_id, "kind": "prediction", "model": schema.name,
+        "model_version": version.name, "created_at": created_at, "sample_weight": 1 / p,
+        "prediction_id": None, "source": None,
+        "temperature_c": round(temperature, 1), "rpm": rng.choice((1480, 1780, 2960)),
+        "spectrum": [0.5] * 16, "operator_email": operator, "lat": round(rng.gauss(51.9, 0.05), 2),
+        "lon": 4.31, "predicted_class": predicted, "confidence": confidence, "anomaly_score": 0.1,
+    }
+    if rng.random() >= version.label_rate:
+        return prediction, None
+    return prediction, {
+        **blank, "record_id": uuid.UUID(int=rng.getrandbits(128)), "kind": "feedback",
+        "model": schema.name, "model_version": version.name,
+        "created_at": created_at + timedelta(hours=2), "sample_weight": 1.0,
+        "prediction_id": record_id, "source": "operator", "true_class": truth,
+    }
+
+
 def vibration_rows(schema: ModelSchema, seed: int = 16) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """(kept prediction rows, feedback rows) for every version, over two weeks; week two's inputs shifted."""
     rng = random.Random(seed)
@@ -65,33 +99,37 @@ def vibration_rows(schema: ModelSchema, seed: int = 16) -> tuple[list[dict[str, 
     blank = {spec.name: None for spec in schema.stored_fields}
     for version in VERSIONS:
         for _ in range(version.population):
-            confidence = rng.uniform(version.confidence_low, version.confidence_high)
-            truth = rng.choices(CLASSES, CLASS_SHARES)[0]
-            correct = rng.random() < confidence - version.overconfidence
-            predicted = truth if correct else rng.choice([c for c in CLASSES if c != truth])
-            created_at = START + timedelta(seconds=rng.uniform(0, 2 * WEEK.total_seconds()))
-            shifted = created_at >= START + WEEK
-            temperature = rng.gauss(63.0 if shifted else 60.0, 3.0)
-            operator = rng.choices(OPERATORS, (0.6, 0.2, 0.2) if shifted else (1 / 3, 1 / 3, 1 / 3))[0]
-            p = keep_probability(confidence)
-            if rng.random() >= p:
-                continue
-            record_id = uuid.UUID(int=rng.getrandbits(128))
-            predictions.append({
-                **blank, "record_id": record_id, "kind": "prediction", "model": schema.name,
-                "model_version": version.name, "created_at": created_at, "sample_weight": 1 / p,
-                "prediction_id": None, "source": None,
-                "temperature_c": round(temperature, 1), "rpm": rng.choice((1480, 1780, 2960)),
-                "spectrum": [0.5] * 16, "operator_email": operator, "lat": round(rng.gauss(51.9, 0.05), 2),
-                "lon": 4.31, "predicted_class": predicted, "confidence": confidence, "anomaly_score": 0.1,
-            })
-            if rng.random() < version.label_rate:
-                feedback.append({
-                    **blank, "record_id": uuid.UUID(int=rng.getrandbits(128)), "kind": "feedback",
-                    "model": schema.name, "model_version": version.name,
-                    "created_at": created_at + timedelta(hours=2), "sample_weight": 1.0,
-                    "prediction_id": record_id, "source": "operator", "true_class": truth,
-                })
+            prediction, label = _draw(rng, schema, blank, version,
+                                      lambda r: START + timedelta(seconds=r.uniform(0, 2 * WEEK.total_seconds())))
+            if prediction is not None:
+                predictions.append(prediction)
+            if label is not None:
+                feedback.append(label)
+    return predictions, feedback
+
+
+# A rollout over five ISO weeks: 2.0.3 (accuracy 0.80) gives way to 2.1.0 (0.90), which starts as a canary.
+ROLLOUT_START = datetime(2026, 10, 5, tzinfo=UTC)  # a Monday, so each generated week is one ISO week
+ROLLOUT_PER_WEEK = 6000
+ROLLOUT_SHARES = {"2.0.3": (1.0, 0.97, 0.5, 0.2, 0.0), "2.1.0": (0.0, 0.03, 0.5, 0.8, 1.0)}
+
+
+def rollout_rows(schema: ModelSchema, seed: int = 17) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """(kept prediction rows, feedback rows) of a five-week rollout from 2.0.3 to 2.1.0 (ROLLOUT_SHARES per week)."""
+    rng = random.Random(seed)
+    predictions: list[dict[str, Any]] = []
+    feedback: list[dict[str, Any]] = []
+    blank = {spec.name: None for spec in schema.stored_fields}
+    for version in VERSIONS[:2]:
+        for week, share in enumerate(ROLLOUT_SHARES[version.name]):
+            start = ROLLOUT_START + week * WEEK
+            for _ in range(round(share * ROLLOUT_PER_WEEK)):
+                prediction, label = _draw(rng, schema, blank, version,
+                                          lambda r: start + timedelta(seconds=r.uniform(0, WEEK.total_seconds() - 1)))
+                if prediction is not None:
+                    predictions.append(prediction)
+                if label is not None:
+                    feedback.append(label)
     return predictions, feedback
 
 

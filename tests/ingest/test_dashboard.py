@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import uuid
+import xml.etree.ElementTree as ET
 from datetime import UTC, datetime, timedelta
 
 import aiohttp
@@ -11,7 +12,7 @@ import duckdb
 import pyarrow as pa
 import pytest
 
-from edgeloop.ingest.charts import bars, lines, stacked_area
+from edgeloop.ingest.charts import bars, interval_lines, lines, stacked_area
 from edgeloop.ingest import tallies
 from edgeloop.ingest.dashboard import Dashboard, version_key
 from edgeloop.ingest.session import COOKIE, Sessions
@@ -295,3 +296,82 @@ async def test_the_device_list_pages_and_filters_by_state(server, tmp_path, vibr
     assert listing["total"] == 3 and [d["device"] for d in listing["devices"]] == ["pump-2", "pump-3"]
     async with server.session.get(f"{server.url}/v1/dashboard/devices?state=bogus", headers=headers) as r:
         assert r.status == 400
+
+
+def _svgs(page: str) -> list[ET.Element]:
+    """Every inline SVG of a page, each parsed as XML (so each is well-formed on its own)."""
+    return [ET.fromstring(svg) for svg in re.findall(r"<svg\b.*?</svg>", page, flags=re.S)]
+
+
+async def test_the_field_performance_page_has_the_series_the_calibration_plot_and_the_rollout(server, tmp_path, vibration):
+    """/dashboard/report shows accuracy per version over time with intervals, the reliability diagram and the
+    versions' rollout on one page, as well-formed SVG whose points are the JSON endpoint's numbers, versions escaped."""
+    tokens = {name: await server.add_device(name) for name in ("pump-1", "pump-2")}
+    hostile = '<script>alert(1)</script>"'
+    await land(server, tmp_path, vibration, tokens["pump-1"], version="2.0.3", predictions=12, labelled=10, days_ago=3)
+    await land(server, tmp_path, vibration, tokens["pump-1"], version="2.1.0", predictions=12, labelled=9)
+    await land(server, tmp_path, vibration, tokens["pump-2"], version=hostile, predictions=6, labelled=6, days_ago=1)
+    async with aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True)) as session:
+        assert (await login(server, session, viewer_token(server))).status == 303
+        async with session.get(f"{server.url}/dashboard/report?model=vibration&bucket=day") as page:
+            assert page.status == 200
+            text = await page.text()
+        async with session.get(f"{server.url}/v1/dashboard/report/vibration?bucket=day") as r:
+            report = await r.json()
+    assert "<script" not in text and "&lt;script&gt;alert(1)&lt;/script&gt;&quot;" in text
+    svgs = _svgs(text)
+    kinds = [svg.get("class", "") + "|" + svg.get("aria-label", "") for svg in svgs]
+    assert any("chart-intervals" in k for k in kinds)  # accuracy over time
+    assert any("reliability diagram of 2.1.0" in k for k in kinds)  # the calibration plot
+    assert 'id="rollout"' in text and any("chart-area" in k and "share of devices" in k for k in kinds)
+    over = report["over_time"]
+    assert over["period"] == "day" and over["metric"] == "accuracy"
+    assert over["periods"][0] == (NOW - timedelta(days=3, hours=1)).date().isoformat()
+    ns = "{http://www.w3.org/2000/svg}"
+    (chart,) = [svg for svg in svgs if "chart-intervals" in svg.get("class", "")]
+    drawn = {(g.get("data-series"), g.get("data-x")): (float(g.get("data-value")), g.find(f"{ns}title").text)
+             for g in chart.iter(f"{ns}g") if g.get("class") == "point"}
+    expected = {(s["version"], p["start"]): p for s in over["series"] for p in s["points"]}
+    assert set(drawn) == set(expected) and (hostile, over["periods"][2]) in drawn
+    for key, point in expected.items():
+        value, title = drawn[key]
+        assert value == point["estimate"]["value"]
+        assert f"n={point['estimate']['n']:,} labelled" in title  # the labelled count behind each point
+
+
+async def test_the_field_performance_page_refuses_bad_parameters_in_the_error_shape(server, tmp_path, vibration):
+    """A bad bucket or days, or a model name that is markup, is a 400 in the one error shape, sent as JSON, never as a page."""
+    token = await server.add_device("pump-1")
+    await land(server, tmp_path, vibration, token, version="2.0.3", predictions=3, labelled=3)
+    headers = {"Authorization": f"Bearer {viewer_token(server)}"}
+    for path in ("/v1/dashboard/report/vibration?bucket=hour", "/v1/dashboard/report/%3Cb%3E"):
+        async with server.session.get(server.url + path, headers=headers) as r:
+            assert r.status == 400, await r.text()
+            body = await r.json()
+            assert set(body["error"]) == {"code", "message", "details"}
+    async with aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True)) as session:
+        assert (await login(server, session, viewer_token(server))).status == 303
+        for query in ("model=vibration&bucket=hour", "model=vibration&days=0", "model=%3Cscript%3E"):
+            async with session.get(f"{server.url}/dashboard/report?{query}") as r:
+                assert r.status == 400, (query, await r.text())
+                assert r.content_type == "application/json"  # never rendered as a page, so nothing in it is markup
+                assert set((await r.json())["error"]) == {"code", "message", "details"}
+
+
+def test_interval_lines_break_at_gaps_and_carry_their_intervals():
+    """The over-time chart draws a point per (series, x) with its interval and count, no line across a gap,
+    escapes series names, and says so when there is nothing to draw."""
+    svg = interval_lines("t", ["w1", "w2", "w3"], [
+        ("<v1>", [(0.8, 0.75, 0.85, "n=100"), None, (0.82, 0.7, 0.9, "n=12")]),
+        ("v2", [None, (0.9, 0.85, 0.95, "n=50"), (0.91, 0.88, 0.94, "n=80")]),
+    ], percent=True)
+    root = ET.fromstring(svg)
+    ns = "{http://www.w3.org/2000/svg}"
+    points = [(g.get("data-series"), g.get("data-x"), g.get("data-low"), g.get("data-high"))
+              for g in root.iter(f"{ns}g") if g.get("class") == "point"]
+    assert points == [("<v1>", "w1", "0.75", "0.85"), ("<v1>", "w3", "0.7", "0.9"),
+                      ("v2", "w2", "0.85", "0.95"), ("v2", "w3", "0.88", "0.94")]
+    assert [p.get("data-series") for p in root.iter(f"{ns}polyline")] == ["v2"]  # <v1> has no two points in a row
+    assert "&lt;v1&gt;" in svg and "<v1>" not in svg.replace('data-series="&lt;v1&gt;"', "")
+    assert "n=12" in svg
+    assert "no data yet" in interval_lines("t", ["w1"], [("v", [None])])

@@ -216,8 +216,21 @@ def test_the_dashboard_in_chromium_shows_what_sql_says(fleet, browser, tmp_path)
     page.screenshot(path=str(tmp_path / "device.png"), full_page=True)
 
     # The field report page is the CLI's report, drawn by the same code.
+    # With accuracy per version per day drawn as the JSON endpoint computes it, the calibration plot and the rollout.
     page.goto(f"{base}/dashboard/report?model=vibration")
     assert page.locator("h1").first.inner_text().startswith("Field performance of vibration")
+    over_time = page.locator("svg.chart-intervals")
+    box = over_time.bounding_box()
+    assert over_time.is_visible() and box is not None and box["width"] > 300 and box["height"] > 100
+    drawn = page.eval_on_selector_all("svg.chart-intervals g.point", "nodes => nodes.map(n => "
+                                      "[n.dataset.series, n.dataset.x, Number(n.dataset.value)])")
+    status, report = _call(f"{base}/v1/dashboard/report/vibration", viewer)
+    assert status == 200, report
+    expected = [[s["version"], p["start"], p["estimate"]["value"]] for s in report["over_time"]["series"]
+                for p in s["points"] if p["estimate"]["value"] is not None]
+    assert sorted(drawn) == sorted(expected) and {v for v, _, _ in drawn} == {"2.0.3", "2.1.0"}
+    assert page.locator('svg[aria-label^="reliability diagram of"]').count() == 2
+    assert page.locator("#rollout svg.chart-area").is_visible()
     page.screenshot(path=str(tmp_path / "report.png"), full_page=True)
 
     # The viewer reads but never manages devices; logging out ends the session.

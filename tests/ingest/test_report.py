@@ -25,26 +25,54 @@ from sklearn.metrics import (
 from edgeloop.errors import EdgeloopError
 from edgeloop.ingest.admin import LocalAdmin
 from edgeloop.ingest.export import training_query
-from edgeloop.ingest.report import build_report, declare, model_schema, wilson
+from edgeloop.errors import QueryFailed
+from edgeloop.ingest.report import build_report, declare, model_schema, period_starts, wilson
 from edgeloop.ingest.report_view import render_report
 from edgeloop.schemas import EXAMPLES_DIR, ModelSchema
 from tests.ingest.conftest import cli, free_port, spawn_server, stop_server, write_config
-from tests.ingest.report_data import START, VERSIONS, WEEK, land, vibration_rows
+from tests.ingest.report_data import (
+    ROLLOUT_SHARES,
+    ROLLOUT_START,
+    START,
+    VERSIONS,
+    WEEK,
+    land,
+    rollout_rows,
+    vibration_rows,
+)
+
+
+def _landed(tmp_path_factory, schema, name, generated):
+    predictions, feedback = generated
+    return land(tmp_path_factory.mktemp(name), schema, predictions + feedback)
+
+
+def _read_only(db):
+    backend = LocalAdmin(db, read_only=True, timeout_s=60)
+    yield backend
+    backend.close()
 
 
 @pytest.fixture(scope="module")
 def field_db(tmp_path_factory, vibration):
     """A DuckDB file with two weeks of vibration predictions and labels from three versions."""
-    folder = tmp_path_factory.mktemp("field")
-    predictions, feedback = vibration_rows(vibration)
-    return land(folder, vibration, predictions + feedback)
+    return _landed(tmp_path_factory, vibration, "field", vibration_rows(vibration))
 
 
 @pytest.fixture
 def admin(field_db):
-    backend = LocalAdmin(field_db, read_only=True, timeout_s=60)
-    yield backend
-    backend.close()
+    yield from _read_only(field_db)
+
+
+@pytest.fixture(scope="module")
+def rollout_db(tmp_path_factory, vibration):
+    """A DuckDB file with a five-week rollout from 2.0.3 (accuracy 0.80) to 2.1.0 (0.90), a canary in week two."""
+    return _landed(tmp_path_factory, vibration, "rollout", rollout_rows(vibration))
+
+
+@pytest.fixture
+def rollout(rollout_db):
+    yield from _read_only(rollout_db)
 
 
 def _report(admin, **kwargs):
@@ -287,6 +315,11 @@ def test_cli_report_is_the_same_through_the_running_server_and_from_the_file(fie
     text = cli(*args).stdout
     assert "accuracy" in text and "temperature_c" in text and "drift" in text
     assert page.read_text().startswith("<!DOCTYPE html>")
+    over = stopped["over_time"]  # a week's window: one point per version per day, in JSON, text and HTML alike
+    assert over["period"] == "day" and over["periods"][0] == "2026-10-08" and len(over["periods"]) == 7
+    assert "accuracy per version per day (UTC)" in text and "chart-intervals" in page.read_text()
+    weekly = json.loads(cli(*args, "--format", "json", "--bucket", "week").stdout)["over_time"]
+    assert weekly["period"] == "week" and weekly["periods"] == ["2026-10-05", "2026-10-12"]
 
 
 def test_reference_export_file_gives_the_same_drift_as_its_date_range(field_db, tmp_path):
@@ -330,7 +363,7 @@ def test_html_report_is_self_contained_and_escapes_what_devices_sent(tmp_path, v
     finally:
         admin.close()
     page = render_report(report, "html").decode()
-    lowered = page.lower()
+    lowered = page.lower().replace('xmlns="http://www.w3.org/2000/svg"', "")  # a namespace name, never fetched
     for forbidden in ("<script", "<img", "<link", "<iframe", "<object", "http://", "https://", "@import", "url("):
         assert forbidden not in lowered, forbidden
     tags: set[str] = set()
@@ -343,10 +376,12 @@ def test_html_report_is_self_contained_and_escapes_what_devices_sent(tmp_path, v
 
     Collector().feed(page)
     assert tags <= {"html", "head", "meta", "title", "style", "body", "h1", "h2", "h3", "p", "b", "br", "div", "span",
-                    "table", "thead", "tbody", "tr", "th", "td", "dl", "dt", "dd", "svg", "line", "circle", "rect", "text"}, tags
+                    "table", "thead", "tbody", "tr", "th", "td", "dl", "dt", "dd", "svg", "line", "circle", "rect", "text",
+                    "g", "polygon", "polyline", "details", "summary"}, tags
     assert not {name for name in attributes if name in ("src", "href") or name.startswith("on")}, attributes
     assert html.escape(HOSTILE) in page
-    assert page.count("<svg") >= 1 + len(report.groups) and page.rstrip().endswith("</html>")
+    assert page.count("<svg") >= 2 + len(report.groups) and page.rstrip().endswith("</html>")
+    assert 'class="chart chart-intervals"' in page  # accuracy over time, the hostile version escaped in it too
 
 
 def test_an_empty_window_against_a_full_reference_shows_no_invented_shares(admin):
@@ -428,3 +463,103 @@ def test_pushing_new_declarations_for_a_registered_schema_reaches_the_report(tmp
         assert build_report(admin, declare(declared)).groups[0].accuracy is not None
     finally:
         admin.close()
+
+
+def _weeks(count: int) -> list[str]:
+    return [(ROLLOUT_START + i * WEEK).date().isoformat() for i in range(count)]
+
+
+def test_accuracy_per_version_over_time_recovers_the_rollout(rollout):
+    """Over five weeks the weekly accuracy of 2.0.3 and of 2.1.0 holds 0.80 and 0.90 within its intervals,
+    each version has points only in the weeks it ran, and the per-week counts add up to the version's."""
+    report = _report(rollout)
+    over = report.over_time
+    assert over.period == "week" and over.metric == "accuracy"  # 35 days of data: weeks, chosen from the span
+    assert over.periods == _weeks(5)
+    assert [series.version for series in over.series] == ["2.0.3", "2.1.0"]  # in order of appearance
+    truth = {version.name: version.accuracy for version in VERSIONS[:2]}
+    groups = _groups(report)
+    misses = 0
+    for series in over.series:
+        ran = [week for week, share in zip(_weeks(5), ROLLOUT_SHARES[series.version]) if share]
+        assert [point.start for point in series.points] == ran
+        for point in series.points:
+            estimate = point.estimate
+            assert estimate.low <= estimate.value <= estimate.high
+            misses += not estimate.low <= truth[series.version] <= estimate.high
+        assert sum(point.estimate.n for point in series.points) == groups[series.version].labelled
+        assert sum(point.collected for point in series.points) == groups[series.version].collected
+    assert misses <= 1  # 95% intervals over 8 points: one miss is chance, more would be a bias
+    weeks_both = {p.start: p.estimate for p in over.series[1].points}
+    old = {p.start: p.estimate for p in over.series[0].points}
+    middle = _weeks(5)[2]
+    assert weeks_both[middle].low > old[middle].high  # 2.1.0 is visibly better in the week both ran at scale
+
+
+def test_a_week_with_few_labels_gets_a_wider_interval(rollout):
+    """2.1.0's canary week (3% of predictions, a few dozen labels) has a much wider interval than its full weeks."""
+    series = {s.version: s for s in _report(rollout).over_time.series}["2.1.0"]
+    canary, *full = series.points
+    assert canary.start == _weeks(5)[1] and canary.estimate.n < 60
+    width = (lambda e: e.high - e.low)
+    assert all(width(canary.estimate) > 2.5 * width(point.estimate) for point in full)
+    assert all(canary.estimate.n < point.estimate.n for point in full)
+
+
+def test_one_period_of_the_series_is_the_report_of_that_period(rollout):
+    """A week's point equals the per-version figure of a report over just that week: one definition, one interval."""
+    week = ROLLOUT_START + 2 * WEEK
+    point = {s.version: s.points for s in _report(rollout).over_time.series}["2.1.0"][1]
+    alone = _groups(_report(rollout, since=week, until=week + WEEK))["2.1.0"]
+    assert point.start == week.date().isoformat()
+    assert point.estimate == alone.accuracy
+
+
+def test_the_period_is_chosen_from_the_span_or_given(rollout):
+    """auto gives days for a week of data and weeks for five; day, week and month can be asked for; others are refused."""
+    one_week = _report(rollout, since=ROLLOUT_START, until=ROLLOUT_START + WEEK).over_time
+    assert one_week.period == "day" and len(one_week.periods) == 7
+    daily = _report(rollout, bucket="day").over_time
+    assert daily.period == "day" and len(daily.periods) == 35
+    monthly = _report(rollout, bucket="month").over_time
+    assert monthly.period == "month" and monthly.periods == ["2026-10-01", "2026-11-01"]
+    for series in daily.series:  # finer periods split the same labelled records
+        version = {s.version: s for s in monthly.series}[series.version]
+        assert sum(p.estimate.n for p in series.points) == sum(p.estimate.n for p in version.points)
+    with pytest.raises(QueryFailed, match="bucket must be one of auto, day, week, month"):
+        _report(rollout, bucket="hour")
+    with pytest.raises(QueryFailed, match="more than 400 days"):
+        period_starts("day", START.date(), (START + 60 * WEEK).date())
+    assert period_starts("week", START.date(), START.date()) == [(START - timedelta(days=START.weekday())).date()]
+
+
+def test_mae_over_time_for_a_regression(tmp_path):
+    """A regression's series is MAE per version per period, with the interval and count of its per-version MAE."""
+    schema = ModelSchema.from_toml(REGRESSION)
+    rng = random.Random(6)
+    rows = []
+    blank = {spec.name: None for spec in schema.stored_fields}
+    for index in range(600):
+        record_id = uuid.UUID(int=rng.getrandbits(128))
+        truth = rng.uniform(5, 60)
+        at = ROLLOUT_START + timedelta(hours=index)  # 25 days: daily points
+        rows.append({**blank, "record_id": record_id, "kind": "prediction", "model": "eta", "model_version": "1.0",
+                     "created_at": at, "sample_weight": 1.0, "distance_km": truth / 2,
+                     "eta_min": truth + rng.gauss(0.0, 2.0)})
+        rows.append({**blank, "record_id": uuid.UUID(int=rng.getrandbits(128)), "kind": "feedback", "model": "eta",
+                     "model_version": "1.0", "created_at": at + timedelta(minutes=30), "sample_weight": 1.0,
+                     "prediction_id": record_id, "source": "gps", "actual_min": truth})
+    admin = LocalAdmin(land(tmp_path, schema, rows, devices=1), read_only=True)
+    try:
+        report = build_report(admin, declare(model_schema(admin, "eta")))
+        whole = build_report(admin, declare(model_schema(admin, "eta")), bucket="month")
+    finally:
+        admin.close()
+    over = report.over_time
+    assert over.metric == "MAE" and over.period == "day" and len(over.periods) == 25
+    points = over.series[0].points
+    assert sum(p.estimate.n for p in points) == 600
+    expected = 2.0 * math.sqrt(2 / math.pi)  # E|N(0, 2)|
+    assert sum(p.estimate.low <= expected <= p.estimate.high for p in points) >= len(points) - 3  # 95%: chance misses
+    (month,) = whole.over_time.series[0].points
+    assert month.estimate == report.groups[0].mae  # the whole window in one period is the per-version MAE
