@@ -11,7 +11,6 @@ files the CLI has not named: the config, the fleet key and the notifier are hand
 from __future__ import annotations
 
 import asyncio
-import ctypes
 import fcntl
 import gc
 import logging
@@ -23,11 +22,12 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import pyarrow as pa
 from aiohttp import web
 
 from edgeloop import __version__
+from edgeloop.collector.budget import MemoryBudget
 from edgeloop.collector.config import CollectorConfig, check_policy_files, check_sampling_models
+from edgeloop.collector.footprint import bound_allocator, bound_arrow, release_startup_code, trim_heap
 from edgeloop.collector.intake import INFO, INTAKE_OPEN, create_app, create_metrics_app
 from edgeloop.collector.journal import Journal
 from edgeloop.collector.metrics import Metrics
@@ -48,9 +48,6 @@ if TYPE_CHECKING:
 __all__ = ["Agent", "agent_version", "lock_state_dir"]
 
 log = logging.getLogger(__name__)
-
-_M_ARENA_MAX = -8  # mallopt(3)
-
 
 class Agent:
     """One running device agent; ``await Agent(...).run()`` serves until SIGTERM or ``stop()``."""
@@ -85,7 +82,8 @@ class Agent:
         from edgeloop.collector.policies import Policies
         from edgeloop.collector.scheduler import SyncScheduler
 
-        release_memory = tune_memory()  # before any worker thread makes its own malloc arena
+        bound_allocator(self.config.agent.malloc_arenas)  # before any worker thread makes its own malloc arena
+        bound_arrow()
         notifier = self.notifier or _Silent()
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGTERM, signal.SIGINT):
@@ -98,7 +96,11 @@ class Agent:
             registry = SchemaRegistry.from_dir(agent.schemas_dir or EXAMPLES_DIR)
             check_policy_files(self.config.policy, registry)
             notifier.status("recovering the journal")
-            spool = await asyncio.to_thread(Spool, agent.state_dir, self.config.spool, agent_version=self.version)
+            budget = MemoryBudget.from_mb(agent.memory_budget_mb)
+            spool = await asyncio.to_thread(
+                Spool, agent.state_dir, self.config.spool, agent_version=self.version,
+                row_group_bytes=budget.row_group_bytes,
+            )
             journal = Journal(spool, registry, self.config.spool, metrics=self.metrics)
             recovery = await asyncio.to_thread(journal.recover)
             await asyncio.to_thread(spool.ensure_reserve)  # on a full disk: start anyway, status says so
@@ -128,7 +130,7 @@ class Agent:
 
             def sealed(batch: object) -> None:
                 scheduler.notify_sealed()
-                release_memory()
+                trim_heap()
 
             journal.on_sealed = sealed
             self.metrics.watch(
@@ -150,6 +152,7 @@ class Agent:
                 metrics=self.metrics,
                 info={"version": self.version, "recovery": recovery},
                 reporter=reporter,
+                budget=budget,
             )
             loop.add_signal_handler(signal.SIGHUP, self._begin_reload, app, journal, pipeline)
             intake = self.config.intake
@@ -164,9 +167,12 @@ class Agent:
             try:
                 await self._serve(runner, runners)
                 _tune_gc()
+                released = release_startup_code()  # code and constants loaded and initialized, not run again
                 spool_stats = spool.stats()
                 notifier.ready(f"serving on {agent.socket}; {spool_stats['batches']} batches in the spool")
-                log.info("agent ready", extra={"socket": str(agent.socket), "version": self.version, **recovery})
+                log.info("agent ready", extra={
+                    "socket": str(agent.socket), "version": self.version, "startup_code_released_bytes": released, **recovery,
+                })
                 await self._stop.wait()
                 log.info("agent stopping")
                 notifier.stopping()
@@ -311,22 +317,6 @@ def _changed_settings(running: CollectorConfig, loaded: CollectorConfig, prefix:
         elif a != b:
             changed.append(prefix + name)
     return changed
-
-
-def tune_memory() -> Callable[[], None]:
-    """Keep the agent small on a device: few malloc arenas, freed heap handed back to the OS.
-
-    Returns a function that calls glibc's ``malloc_trim``, run after each seal; a no-op
-    without glibc. (The CLI puts Arrow on the system allocator before pyarrow loads.)
-    """
-    pa.set_memory_pool(pa.system_memory_pool())
-    try:
-        libc = ctypes.CDLL("libc.so.6", use_errno=True)
-        libc.mallopt(_M_ARENA_MAX, 2)  # per-thread arenas each keep their own free memory
-        trim = libc.malloc_trim
-    except (OSError, AttributeError):
-        return lambda: None
-    return lambda: trim(0) and None
 
 
 def _tune_gc() -> None:

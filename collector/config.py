@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Annotated, Literal
 
 from apscheduler.triggers.cron import CronTrigger
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 
 from edgeloop.errors import ConfigError, PolicyError
 from edgeloop.schemas.model_schema import SchemaPrivacy
@@ -53,6 +53,7 @@ class AgentSettings(Settings):
     log_json: bool = True
     shutdown_timeout_s: Positive = 20.0
     malloc_arenas: Annotated[int, Field(ge=1, le=64)] = 2
+    memory_budget_mb: Annotated[int, Field(ge=8, le=65536)] = 32  # working memory above the idle floor
 
     @field_validator("socket_mode")
     @classmethod
@@ -80,7 +81,7 @@ class AgentSettings(Settings):
 
 
 class IntakeSettings(Settings):
-    max_body_bytes: PositiveInt = 8 * MiB
+    max_body_bytes: PositiveInt = 768 * 1024  # at most what agent.memory_budget_mb admits
     max_records_per_request: PositiveInt = 10_000
     max_connections: PositiveInt = 256
     idle_timeout_s: Positive = 30.0
@@ -217,6 +218,19 @@ class CollectorConfig(Settings):
     sync: SyncSettings = SyncSettings()
     policy: PolicySettings = PolicySettings()
     privacy: PrivacySettings = PrivacySettings()
+
+    @model_validator(mode="after")
+    def _body_fits_budget(self) -> CollectorConfig:
+        from edgeloop.collector.budget import BODY_COST, MemoryBudget
+
+        admits = MemoryBudget.from_mb(self.agent.memory_budget_mb).max_body_bytes
+        if self.intake.max_body_bytes > admits:
+            raise ValueError(
+                f"intake.max_body_bytes = {self.intake.max_body_bytes} is more than agent.memory_budget_mb ="
+                f" {self.agent.memory_budget_mb} admits ({admits}: half the budget, a body costing about"
+                f" {BODY_COST}x its size while processed); lower the one or raise the other"
+            )
+        return self
 
     @classmethod
     def load(cls, path: str | Path) -> CollectorConfig:

@@ -38,6 +38,7 @@ import pyarrow.compute as pc
 import uuid_utils
 from aiohttp import web
 
+from edgeloop.collector.budget import MemoryBudget
 from edgeloop.collector.config import CollectorConfig
 from edgeloop.collector.journal import Journal
 from edgeloop.collector.metrics import CONTENT_TYPE_LATEST, Metrics
@@ -51,6 +52,7 @@ if TYPE_CHECKING:
     from edgeloop.collector.scheduler import SyncScheduler
 
 __all__ = [
+    "BUDGET",
     "CONFIG",
     "INFO",
     "INTAKE_OPEN",
@@ -68,6 +70,7 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 CONFIG: web.AppKey[CollectorConfig] = web.AppKey("config", CollectorConfig)
+BUDGET: web.AppKey[MemoryBudget] = web.AppKey("budget", MemoryBudget)
 JOURNAL: web.AppKey[Journal] = web.AppKey("journal", Journal)
 SPOOL: web.AppKey[Spool] = web.AppKey("spool", Spool)
 METRICS: web.AppKey[Metrics] = web.AppKey("metrics", Metrics)
@@ -169,6 +172,29 @@ def _parse(body: bytes, content_type: str) -> tuple[list[Any], dict[int, str]] |
 
 
 async def post_records(request: web.Request) -> web.Response:
+    """Charge the body to the memory budget before reading it; refuse it (503, retry) if no room comes soon."""
+    budget = request.app[BUDGET]
+    max_bytes = request.app[CONFIG].intake.max_body_bytes
+    declared = request.content_length
+    if declared is not None and declared > max_bytes:
+        return error_response(
+            413, "too_large", f"body of {declared} bytes; the limit is {max_bytes}", {"limit": max_bytes}
+        )
+    charge = await budget.reserve(max_bytes if declared is None else declared)
+    if charge is None:
+        response = error_response(
+            503, "busy", "the agent's memory budget for request bodies is in use; retry shortly",
+            {"in_flight_bytes": budget.in_flight_bytes, "budget_bytes": budget.intake_bytes},
+        )
+        response.headers["Retry-After"] = "1"
+        return response
+    try:
+        return await _post_records(request)
+    finally:
+        budget.release(charge)
+
+
+async def _post_records(request: web.Request) -> web.Response:
     app = request.app
     config, journal, spool, metrics = app[CONFIG], app[JOURNAL], app[SPOOL], app[METRICS]
     recent = app[PIPELINE].recent
@@ -442,10 +468,12 @@ def create_app(
     metrics: Metrics,
     info: dict[str, Any] | None = None,
     reporter: StatusReporter | None = None,
+    budget: MemoryBudget | None = None,
 ) -> web.Application:
     """The intake app; the caller owns the parts and has already recovered the journal."""
     app = web.Application(client_max_size=config.intake.max_body_bytes, middlewares=[error_middleware])
     app[CONFIG] = config
+    app[BUDGET] = budget or MemoryBudget.from_mb(config.agent.memory_budget_mb)
     app[JOURNAL] = journal
     app[SPOOL] = spool
     app[PIPELINE] = pipeline

@@ -44,6 +44,7 @@ from edgeloop.durable import fsync_dir, move_durably, write_durably
 from edgeloop.errors import CollectorError, SchemaError
 from edgeloop.schemas.envelope import BATCH_METADATA_KEYS, with_optional_columns
 from edgeloop.schemas.model_schema import ModelSchema
+from edgeloop.settings import MiB
 
 __all__ = ["SealedBatch", "Spool", "describe_batch", "is_batch_id", "is_space_error", "new_batch_id", "verify_batch"]
 
@@ -51,7 +52,8 @@ log = logging.getLogger(__name__)
 
 FLOAT_TYPES = frozenset({"float32", "float64", "vector"})
 BATCH_FILE_MODE = 0o640  # records of the fleet: the agent's user and group only, systemd or not
-ROW_GROUP_ROWS = 4_096  # bounds the memory of sealing (about 8 MB at its peak); still compresses well
+ROW_GROUP_ROWS = 4_096  # rows of one Parquet row group at most; still compresses well
+ROW_GROUP_BYTES = 4 * MiB  # Arrow bytes of one row group at most: the agent's memory budget sets it
 
 
 SPACE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT})
@@ -95,8 +97,11 @@ class Spool:
     Thread-safe: sealing runs in a worker thread while sync and status read from the loop.
     """
 
-    def __init__(self, state_dir: Path, settings: SpoolSettings, *, agent_version: str) -> None:
+    def __init__(
+        self, state_dir: Path, settings: SpoolSettings, *, agent_version: str, row_group_bytes: int = ROW_GROUP_BYTES
+    ) -> None:
         self.settings = settings
+        self.row_group_bytes = row_group_bytes
         self.agent_version = agent_version
         self.batches_dir = state_dir / "batches"
         self.rejected_dir = state_dir / "rejected"
@@ -171,7 +176,7 @@ class Spool:
                 use_dictionary=[name for name in arrow_schema.names if name not in split],
                 write_statistics=True,
             ) as writer:
-                for group in _row_groups(table, ROW_GROUP_ROWS):
+                for group in _row_groups(table, ROW_GROUP_ROWS, self.row_group_bytes):
                     writer.write_table(group.replace_schema_metadata(None), row_group_size=ROW_GROUP_ROWS)
                     rows += group.num_rows
                 writer.add_key_value_metadata(metadata)
@@ -407,22 +412,31 @@ class Spool:
         }
 
 
-def _row_groups(source: pa.Table | Iterable[pa.RecordBatch], rows: int) -> Iterator[pa.Table]:
-    """Tables of about ``rows`` rows each, never holding more than one of them plus one input batch."""
-    if isinstance(source, pa.Table):
-        for offset in range(0, source.num_rows, rows):
-            yield source.slice(offset, rows)
-        return
+def _row_groups(source: pa.Table | Iterable[pa.RecordBatch], rows: int, max_bytes: int) -> Iterator[pa.Table]:
+    """Tables of at most ``rows`` rows and about ``max_bytes`` bytes, never holding more than one plus one input batch."""
     pending: list[pa.RecordBatch] = []
-    count = 0
-    for batch in source:
-        pending.append(batch)
-        count += batch.num_rows
-        if count >= rows:
-            yield pa.Table.from_batches(pending)
-            pending, count = [], 0
+    count = size = 0
+    for batch in source.to_batches() if isinstance(source, pa.Table) else source:
+        for piece in _pieces(batch, rows, max_bytes):
+            if pending and (count + piece.num_rows > rows or size + piece.nbytes > max_bytes):
+                yield pa.Table.from_batches(pending)
+                pending, count, size = [], 0, 0
+            pending.append(piece)
+            count += piece.num_rows
+            size += piece.nbytes
     if pending:
         yield pa.Table.from_batches(pending)
+
+
+def _pieces(batch: pa.RecordBatch, rows: int, max_bytes: int) -> Iterator[pa.RecordBatch]:
+    """``batch`` in zero-copy slices within the bounds (large records: a request of 200 KB images)."""
+    if batch.num_rows <= rows and batch.nbytes <= max_bytes:
+        yield batch
+        return
+    row_bytes = max(1, batch.nbytes // max(1, batch.num_rows))
+    step = max(1, min(rows, max_bytes // row_bytes))
+    for offset in range(0, batch.num_rows, step):
+        yield batch.slice(offset, step)
 
 
 def describe_batch(path: Path) -> SealedBatch:

@@ -1,4 +1,4 @@
-"""The agent's memory footprint is bounded by design: no unused libraries loaded, malloc arenas capped."""
+"""The agent's memory footprint is bounded by design: no unused libraries loaded, malloc arenas capped, load-time code released."""
 
 from __future__ import annotations
 
@@ -42,3 +42,47 @@ def test_malloc_arenas_are_capped_on_glibc():
     if platform.libc_ver()[0] != "glibc":
         pytest.skip("the arena cap is glibc's")
     assert footprint.bound_allocator(2) is True
+
+
+def _resident_kib(pid: int, library: str) -> tuple[int, int]:
+    """(Rss, size) in KiB of the mappings of ``library`` in process ``pid``."""
+    rss = size = 0
+    current = False
+    with open(f"/proc/{pid}/smaps") as smaps:
+        for line in smaps:
+            head, _, rest = line.partition(" ")
+            if not head.endswith(":"):
+                current = rest.rstrip().endswith(library)
+            elif current and head in ("Rss:", "Size:"):
+                value = int(rest.split()[0])
+                rss, size = (rss + value, size) if head == "Rss:" else (rss, size + value)
+    return rss, size
+
+
+def test_the_serving_agent_has_released_the_code_it_ran_only_while_loading(agent):
+    """Once ready, little of libarrow stays resident (most of it ran only at load), and the agent still logs and seals."""
+    library = next(line.split()[-1] for line in _mapped(agent.proc.pid).splitlines() if "/libarrow.so" in line)
+    rss, size = _resident_kib(agent.proc.pid, library)
+    assert rss < size / 4, f"{rss} KiB of libarrow's {size} KiB resident"
+    status, body = agent.post_records(list(SimulatedModel("vibration", seed=4).records(200)))
+    assert status == 200, body
+    assert agent.flush()["sealed"] == 1  # the dropped code faults back in when it runs
+
+
+def test_only_read_only_mappings_with_no_private_copy_are_released():
+    """The mappings release_startup_code would drop are read-only file mappings with no copied-on-write page (never relocated data)."""
+    import pyarrow  # noqa: F401  # relocated data (RELRO) to be left alone
+
+    chosen = footprint._clean_code_mappings("/proc/self/smaps")
+    assert chosen
+    relocated = []
+    with open("/proc/self/smaps") as smaps:
+        start = perms = None
+        for line in smaps:
+            head, _, rest = line.partition(" ")
+            if not head.endswith(":"):
+                start, perms = int(head.split("-")[0], 16), rest.split()[0]
+            elif head == "Anonymous:" and int(rest.split()[0]) and perms in ("r--p", "r-xp"):
+                relocated.append(start)
+    assert relocated  # the test sees relocated read-only data, so its absence below means something
+    assert not {start for start, _, _ in chosen} & set(relocated)

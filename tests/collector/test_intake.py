@@ -166,6 +166,10 @@ def test_size_limits_and_content_type_are_refused_clearly(small_agent):
     assert small_agent.post_records(_good(3))[0] == 200
 
 
+# 400 thumbnails in one request (~8 MB): a memory budget that admits such bodies.
+BIG_BODIES: dict = {"agent": {"memory_budget_mb": 320}, "intake": {"max_body_bytes": 8 << 20}}
+
+
 def _fill(agent, until_status: int | None, rounds: int) -> list[int]:
     sim = SimulatedModel("image_classifier", seed=31)
     statuses = []
@@ -180,7 +184,7 @@ def _fill(agent, until_status: int | None, rounds: int) -> list[int]:
 def test_full_spool_with_reject_new_answers_507(agent_factory):
     """With a few-MB budget and reject_new, intake answers 507 spool_full once full, and keeps serving status."""
     agent = agent_factory(
-        spool={"max_bytes": 3 * 1024 * 1024, "when_full": "reject_new", "seal_max_rows": 400}
+        spool={"max_bytes": 3 * 1024 * 1024, "when_full": "reject_new", "seal_max_rows": 400}, **BIG_BODIES
     ).start()
     statuses = _fill(agent, 507, 40)
     assert statuses[-1] == 507 and statuses[0] == 200
@@ -193,7 +197,9 @@ def test_full_spool_with_reject_new_answers_507(agent_factory):
 
 def test_full_spool_with_drop_oldest_drops_and_counts(agent_factory):
     """With a few-MB budget and drop_oldest, intake keeps accepting, the oldest batches go and are counted."""
-    agent = agent_factory(spool={"max_bytes": 3 * 1024 * 1024, "when_full": "drop_oldest", "seal_max_rows": 400}).start()
+    agent = agent_factory(
+        spool={"max_bytes": 3 * 1024 * 1024, "when_full": "drop_oldest", "seal_max_rows": 400}, **BIG_BODIES
+    ).start()
     statuses = _fill(agent, None, 25)
     assert set(statuses) == {200}
     report = agent.status()

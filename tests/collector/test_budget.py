@@ -1,0 +1,268 @@
+"""The agent's memory follows ``agent.memory_budget_mb``: bodies in flight, row groups at the seal, what the config admits."""
+
+from __future__ import annotations
+
+import base64
+import http.client
+import os
+import shutil
+import socket
+import threading
+import time
+import tracemalloc
+import uuid
+from pathlib import Path
+from typing import Any
+
+import orjson
+import psutil
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from bench.simulator import SimulatedModel
+from edgeloop.collector.budget import BODY_COST, MemoryBudget
+from edgeloop.collector.client import _UnixConnection
+from edgeloop.collector.config import CollectorConfig, SamplingSettings, SpoolSettings
+from edgeloop.collector.intake import _parse
+from edgeloop.collector.journal import encode_frame
+from edgeloop.collector.pipeline import Pipeline
+from edgeloop.collector.spool import Spool
+from edgeloop.errors import ConfigError
+from edgeloop.schemas.registry import EXAMPLES_DIR, SchemaRegistry
+from tests.collector.conftest import FLEET_KEY
+
+MiB = 2**20
+IMAGE_BYTES = 200 * 1024
+
+
+def _image_schemas(folder: Path) -> Path:
+    """The example schemas, with thumbnails of up to 256 KiB: camera frames, not icons."""
+    folder.mkdir()
+    for path in EXAMPLES_DIR.glob("*.toml"):
+        shutil.copy(path, folder / path.name)
+    text = (folder / "image_classifier.toml").read_text()
+    (folder / "image_classifier.toml").write_text(text.replace("max_bytes = 16384", "max_bytes = 262144"))
+    return folder
+
+
+def _image_records(n: int, seed: int) -> list[dict[str, Any]]:
+    """Image-classifier predictions, each carrying a 200 KB incompressible image."""
+    rng = __import__("random").Random(seed)
+    records = list(SimulatedModel("image_classifier", seed=seed).records(n, feedback_ratio=0))
+    for record in records:
+        record["inputs"]["thumbnail"] = base64.b64encode(rng.randbytes(IMAGE_BYTES)).decode()
+    return records
+
+
+@pytest.mark.parametrize("model", ["vibration", "image_classifier"])
+@pytest.mark.parametrize("seed", [1, 7])
+def test_a_body_costs_at_most_body_cost_times_its_size(model, seed):
+    """Parsing, validating, anonymizing and framing a request body takes at most BODY_COST bytes per body byte."""
+    registry = SchemaRegistry.from_dir(EXAMPLES_DIR)
+    pipeline = Pipeline(registry, SamplingSettings(seed=1), FLEET_KEY)
+    body = orjson.dumps(list(SimulatedModel(model, seed=seed).records(2_000)))
+    pipeline.process(_parse(body, "application/json")[0])  # first use: caches and compiled patterns are not per body
+    tracemalloc.start()
+    try:
+        parsed = _parse(body, "application/json")[0]
+        processed = pipeline.process(parsed)
+        frames = [encode_frame(batch) for batch in processed.batches.values()]
+        python_peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    arrow = sum(batch.get_total_buffer_size() for batch in processed.batches.values())
+    arrow += sum(frame[1].size for frame in frames)  # the IPC copy written to the journal
+    assert processed.accepted == 2_000
+    assert python_peak + arrow <= BODY_COST * len(body), (python_peak + arrow) / len(body)
+
+
+def test_a_body_the_budget_cannot_hold_is_a_config_error(tmp_path):
+    """intake.max_body_bytes above what agent.memory_budget_mb admits fails at load, naming both settings."""
+    path = tmp_path / "collector.toml"
+    path.write_text("[agent]\nmemory_budget_mb = 16\n[intake]\nmax_body_bytes = 1048576\n")
+    with pytest.raises(ConfigError, match=r"intake.max_body_bytes.*agent.memory_budget_mb = 16"):
+        CollectorConfig.load(path)
+    path.write_text("[agent]\nmemory_budget_mb = 64\n[intake]\nmax_body_bytes = 1572864\n")
+    assert CollectorConfig.load(path).intake.max_body_bytes == 1572864
+    assert CollectorConfig().intake.max_body_bytes <= MemoryBudget.from_mb(CollectorConfig().agent.memory_budget_mb).max_body_bytes
+
+
+def test_sealed_row_groups_hold_at_most_the_budgets_share(tmp_path):
+    """Sealing large records writes row groups of at most row_group_bytes of Arrow data (one record over at most)."""
+    registry = SchemaRegistry.from_dir(_image_schemas(tmp_path / "schemas"))
+    schema = registry["image_classifier"]
+    pipeline = Pipeline(registry, SamplingSettings(seed=1), FLEET_KEY)
+    frames = [pipeline.process(_image_records(7, seed)).batches["image_classifier"] for seed in range(6)]
+    row_group_bytes = MiB
+    spool = Spool(tmp_path / "state", SpoolSettings(reserve_free_bytes=0, seal_reserve_bytes=0), agent_version="t",
+                  row_group_bytes=row_group_bytes)
+    sealed = spool.write_batch(iter(frames), schema=schema)
+    metadata = pq.ParquetFile(sealed.path).metadata
+    assert sealed.rows == 42 and metadata.num_row_groups >= 42 * IMAGE_BYTES // row_group_bytes
+    row_bytes = max(frame.nbytes / frame.num_rows for frame in frames)
+    for index in range(metadata.num_row_groups):
+        group = pq.ParquetFile(sealed.path).read_row_group(index)
+        assert group.nbytes <= row_group_bytes + row_bytes
+    table = pq.read_table(sealed.path)
+    assert table.column("record_id").to_pylist() == pa.concat_tables(
+        [pa.Table.from_batches([frame]) for frame in frames]).column("record_id").to_pylist()
+
+
+def _rss(pid: int) -> int:
+    return psutil.Process(pid).memory_info().rss
+
+
+class _RssWatch:
+    """Samples a process's RSS from a thread; ``peak`` is the largest seen."""
+
+    def __init__(self, pid: int) -> None:
+        self.pid, self.peak = pid, _rss(pid)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.wait(0.01):
+            self.peak = max(self.peak, _rss(self.pid))
+
+    def stop(self) -> int:
+        self._stop.set()
+        self._thread.join()
+        return self.peak
+
+
+def _send_until_accepted(socket_path: Path, records: list[dict[str, Any]], busy: list[int]) -> None:
+    """POST the records, retrying a 503 (the budget is in use) after its Retry-After, as the SDK does."""
+    body = orjson.dumps(records)
+    conn = _UnixConnection(str(socket_path), 60.0)
+    try:
+        deadline = time.monotonic() + 90
+        while True:
+            try:
+                conn.request("POST", "/v1/records?results=none", body=body, headers={"Content-Type": "application/json"})
+                response = conn.getresponse()
+                status, raw = response.status, response.read()
+            except (OSError, http.client.HTTPException):
+                conn.close()  # refused before its body was read: the agent may close the connection
+                status, raw = 0, b""
+            if status == 200:
+                assert orjson.loads(raw)["accepted"] == len(records)
+                return
+            assert status in (0, 503), (status, raw)
+            assert time.monotonic() < deadline, "never admitted"
+            busy.append(status)
+            time.sleep(0.05)
+    finally:
+        conn.close()
+
+
+def test_large_records_keep_the_agent_within_its_budget(agent_factory, tmp_path):
+    """Senders posting 200 KB images at once keep the agent's RSS under its floor (idle, code paths run once) plus memory_budget_mb; every record is sealed."""
+    budget_mb = 24
+    budget = MemoryBudget.from_mb(budget_mb)
+    agent = agent_factory(
+        agent={"memory_budget_mb": budget_mb, "schemas_dir": str(_image_schemas(tmp_path / "schemas"))},
+        intake={"max_body_bytes": budget.max_body_bytes},
+        spool={"seal_max_bytes": 16 * MiB},
+    ).start()
+    per_request = max(1, budget.max_body_bytes // (IMAGE_BYTES * 4 // 3 + 1024))  # bodies as large as admitted
+    senders, rounds = 8, 5
+    payloads = [[_image_records(per_request, 100 * sender + turn) for turn in range(rounds)] for sender in range(senders)]
+    _send_until_accepted(agent.socket, _image_records(1, seed=99_999), [])
+    agent.flush()  # the floor: started, and each code path (intake, journal, seal) run once, so its code is mapped
+    time.sleep(0.5)
+    idle = _rss(agent.proc.pid)
+    watch = _RssWatch(agent.proc.pid)
+    busy: list[int] = []
+    errors: list[BaseException] = []
+
+    def send(batches: list[list[dict[str, Any]]]) -> None:
+        try:
+            for records in batches:
+                _send_until_accepted(agent.socket, records, busy)
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=send, args=(payloads[sender],)) for sender in range(senders)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(120)
+    sealed = agent.flush()
+    peak = watch.stop()
+    assert not errors, errors[0]
+    total = senders * rounds * per_request + 1
+    assert sealed["sealed"] >= 1
+    assert sum(pq.read_metadata(path).num_rows for path in agent.batch_files()) == total
+    assert peak <= idle + budget.total_bytes, f"peak {peak / MiB:.0f} MB, idle {idle / MiB:.0f} MB + budget {budget_mb} MB"
+
+
+def test_a_body_that_does_not_fit_next_to_those_in_flight_gets_503_and_retry_after(agent_factory):
+    """While a body holding the whole intake share is being received, another request is answered 503 busy with Retry-After."""
+    budget = MemoryBudget.from_mb(16)
+    agent = agent_factory(agent={"memory_budget_mb": 16}, intake={"max_body_bytes": budget.max_body_bytes}).start()
+    slow = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    slow.settimeout(30)
+    slow.connect(str(agent.socket))
+    try:
+        head = (f"POST /v1/records HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\n"
+                f"Content-Length: {budget.max_body_bytes}\r\n\r\n[")
+        slow.sendall(head.encode())
+        deadline = time.monotonic() + 30
+        while True:  # the slow request's charge is held once its handler runs
+            status, body = agent.post_raw(orjson.dumps([{"model": "vibration"}]))
+            if status == 503 or time.monotonic() > deadline:
+                break
+            time.sleep(0.02)
+        assert status == 503, body
+        assert body["error"]["code"] == "busy"
+        assert body["error"]["details"]["budget_bytes"] == budget.intake_bytes
+    finally:
+        slow.close()
+    deadline = time.monotonic() + 30
+    while True:  # the slow request is gone: its charge is released
+        status, body = agent.post_raw(orjson.dumps(list(SimulatedModel("vibration", seed=2).records(5))))
+        if status == 200 or time.monotonic() > deadline:
+            break
+        time.sleep(0.02)
+    assert status == 200, body
+
+
+def test_a_declared_body_over_the_limit_is_refused_before_it_is_read(agent_factory):
+    """A Content-Length over intake.max_body_bytes is answered 413 too_large without reading the body."""
+    agent = agent_factory().start()
+    limit = CollectorConfig().intake.max_body_bytes
+    conn = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    conn.settimeout(30)
+    conn.connect(str(agent.socket))
+    try:
+        conn.sendall((f"POST /v1/records HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\n"
+                      f"Content-Length: {limit * 4}\r\n\r\n[").encode())
+        response = http.client.HTTPResponse(conn)
+        response.begin()
+        assert response.status == 413
+        error = orjson.loads(response.read())["error"]
+        assert error["code"] == "too_large" and error["details"] == {"limit": limit}
+    finally:
+        conn.close()
+
+
+def test_a_request_waits_for_room_then_is_admitted_or_refused():
+    """reserve() waits for a release and is admitted; with nothing released in its wait it is refused and counted."""
+    import asyncio
+
+    async def scenario() -> tuple[int | None, int | None, int]:
+        budget = MemoryBudget.from_mb(8)
+        held = budget.try_reserve(budget.max_body_bytes)
+        assert held is not None and budget.try_reserve(1) is None
+        waiting = asyncio.ensure_future(budget.reserve(budget.max_body_bytes, wait_s=30))
+        await asyncio.sleep(0)
+        budget.release(held)
+        admitted = await waiting
+        refused = await budget.reserve(budget.max_body_bytes, wait_s=0.05)
+        return admitted, refused, budget.refused
+
+    admitted, refused, count = asyncio.run(scenario())
+    assert admitted == MemoryBudget.from_mb(8).max_body_bytes * BODY_COST
+    assert refused is None and count == 1
