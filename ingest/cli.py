@@ -187,7 +187,8 @@ def _parser() -> argparse.ArgumentParser:
     export.add_argument("--model", required=True)
     export.add_argument("--since", type=_timestamp, help="predictions created at or after (ISO 8601, UTC if no zone)")
     export.add_argument("--until", type=_timestamp, help="predictions created before")
-    export.add_argument("--labeled-only", action="store_true", help="only predictions that have feedback")
+    export.add_argument("--labeled-only", action="store_true",
+                        help="only predictions with a label: a value in the truth_field (any feedback if none is declared)")
     export.add_argument("--format", choices=FORMATS, default="parquet", help="default: parquet")
     export.add_argument("--out", type=Path, required=True, help="FILE (written whole or not at all), or - for stdout")
 
@@ -458,11 +459,13 @@ def _run(args: argparse.Namespace) -> int:
             fingerprints = _fingerprints(admin) if args.format == "parquet" else {}
             _emit(admin, query, [], args.format, args.out, fingerprints, export=False)
         elif args.command == "export":
-            sql, params = training_query(args.model, since=args.since, until=args.until, labeled_only=args.labeled_only)
             fingerprints = _fingerprints(admin)
             if args.model not in fingerprints:
                 known = ", ".join(sorted(fingerprints)) or "none"
                 raise EdgeloopError(f"no model named {args.model!r} has landed (known: {known})")
+            truth = model_schema(admin, args.model).truth_field if args.labeled_only else None
+            sql, params = training_query(args.model, since=args.since, until=args.until, labeled_only=args.labeled_only,
+                                         truth=truth)
             rows = _emit(admin, sql, params, args.format, args.out, fingerprints, export=True, model=args.model)
             print(f"exported {rows} rows of {args.model} to {'stdout' if args.out == STDOUT else args.out}", file=sys.stderr)
         elif args.command == "fleet":

@@ -80,9 +80,14 @@ class ResultStream:
 
 
 def training_query(
-    model: str, *, since: datetime | None = None, until: datetime | None = None, labeled_only: bool = False
+    model: str, *, since: datetime | None = None, until: datetime | None = None, labeled_only: bool = False,
+    truth: str | None = None,
 ) -> tuple[str, list[Any]]:
-    """SQL over ``<model>_training``: each prediction with its latest label and its sample weight."""
+    """SQL over ``<model>_training``: each prediction with its latest label and its sample weight.
+
+    ``labeled_only`` keeps predictions whose ``truth`` field has a value (any feedback if the model declares none):
+    a prediction with only a comment is not a training example.
+    """
     if not NAME_PATTERN.match(model):
         raise QueryFailed(f"{model!r} is not a model name")
     where, params = [], []
@@ -93,7 +98,7 @@ def training_query(
         where.append("created_at < ?::TIMESTAMPTZ")
         params.append(until.isoformat())
     if labeled_only:
-        where.append("feedback_id IS NOT NULL")
+        where.append(f"{quote(truth)} IS NOT NULL" if truth else "feedback_id IS NOT NULL")
     clause = f" WHERE {' AND '.join(where)}" if where else ""
     return f"SELECT * FROM {quote(model + '_training')}{clause} ORDER BY created_at, record_id", params
 

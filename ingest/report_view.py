@@ -125,7 +125,7 @@ def drift_rows(drift: Sequence[FieldDrift]) -> tuple[list[str], list[list[str]]]
     rows = []
     for d in drift:
         change = max(d.bins, key=lambda b: abs(b.current - b.reference), default=None)
-        label = change.label if change is None or len(change.label) <= 28 else change.label[:27] + "…"
+        label = "" if change is None else change.label if len(change.label) <= 28 else change.label[:27] + "…"
         moved = f"{label}: {_pct(change.reference)} → {_pct(change.current)}" if change else ""
         p = "" if d.p_value is None else ("< 0.001" if d.p_value < 0.001 else f"{d.p_value:.3f}")
         rows.append([d.field, d.kind, f"{d.reference_n:,}", f"{d.current_n:,}", _num(d.psi), _num(d.psi_noise), p, d.flag, moved])

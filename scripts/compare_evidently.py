@@ -39,7 +39,7 @@ def _metrics(snapshot: Any) -> dict[str, Any]:
 
 
 def _frame(admin: LocalAdmin, since, until, labelled: bool) -> pd.DataFrame:
-    sql, params = training_query("vibration", since=since, until=until, labeled_only=labelled)
+    sql, params = training_query("vibration", since=since, until=until, labeled_only=labelled, truth="true_class")
     table = admin.query(sql, params)
     keep = ["model_version", "sample_weight", "true_class", *DRIFT_COLUMNS]
     return table.select(keep).to_pandas()

@@ -398,3 +398,26 @@ def test_a_database_with_the_old_training_view_gets_the_new_one_on_open(tmp_path
             ("imbalance", 4.0)]
     finally:
         reopened.close()
+
+
+def test_export_labeled_only_leaves_out_predictions_with_only_a_comment(tmp_path, vibration):
+    """export --labeled-only writes the predictions whose truth field has a value, not those whose only feedback
+    is a comment or a cost."""
+    import pyarrow.parquet as pq
+
+    config, store, insert = _feedback_store(tmp_path, vibration)
+    at = datetime(2026, 3, 1, tzinfo=UTC)
+    ids = [uuid.uuid4() for _ in range(3)]
+    try:
+        insert("vibration", [_prediction(i, at + timedelta(seconds=n)) for n, i in enumerate(ids)])
+        insert("vibration_feedback", [_feedback(ids[0], at, label="normal"), _feedback(ids[1], at, cost=9.0),
+                                      _feedback(ids[0], at + timedelta(hours=1), cost=3.0)])
+    finally:
+        store.close()
+    path = write_config(tmp_path, free_port())  # the same database file, read by the CLI with the server stopped
+    assert config.store.db_path == tmp_path / "ingest.duckdb"
+    out = tmp_path / "train.parquet"
+    cli("export", "--model", "vibration", "--labeled-only", "--out", str(out), "--config", str(path))
+    rows = pq.read_table(out, columns=["record_id", "true_class", "repair_cost_eur"]).to_pylist()
+    as_uuid = (lambda v: uuid.UUID(bytes=v) if isinstance(v, bytes) else uuid.UUID(str(v)))
+    assert [(as_uuid(row["record_id"]), row["true_class"], row["repair_cost_eur"]) for row in rows] == [(ids[0], "normal", 3.0)]

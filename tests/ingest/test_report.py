@@ -271,6 +271,8 @@ def test_empty_window_reports_no_groups(admin):
     """A window with no predictions gives an empty report with a note, not an error."""
     report = _report(admin, since=START - 10 * WEEK, until=START - 9 * WEEK)
     assert report.groups == [] and "no predictions in this window" in report.notes
+    assert report.over_time is None and "Accuracy over time" not in render_report(report, "html").decode()
+    assert "no predictions in this window" in render_report(report, "table").decode()  # a field without bins too
 
 
 def test_reports_are_reproducible(admin):
