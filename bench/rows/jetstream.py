@@ -103,6 +103,8 @@ async def consume(url: str, db_path: str, expect: int) -> None:
             msgs = await sub.fetch(5_000, timeout=1)
         except nats.errors.TimeoutError:
             continue
+        if not msgs:  # a fetch can end empty without a timeout (e.g. across a reconnect)
+            continue
         bodies = [msg.data for msg in msgs]
         records = [orjson.loads(body) for body in bodies]
         batch = pa.table(
