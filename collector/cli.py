@@ -20,6 +20,8 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
+from edgeloop.units import duration, size, text_table
+
 if TYPE_CHECKING:
     from edgeloop.collector.config import CollectorConfig
 
@@ -298,11 +300,11 @@ def cmd_spool_list(args: argparse.Namespace) -> int:
                 entry["state"],
                 entry["model"] or "?",
                 "?" if entry["rows"] is None else str(entry["rows"]),
-                _size(entry["bytes"]),
-                "?" if entry["age_s"] is None else _duration(entry["age_s"]),
+                size(entry["bytes"]),
+                duration(entry["age_s"], missing="?"),
             ]
         )
-    print(_table(table))
+    print(text_table(table))
     pending = [entry for entry in rows if entry["state"] == "pending"]
     total = sum(entry["rows"] or 0 for entry in pending)
     print(f"{len(pending)} pending batches, {total} records; {len(rows) - len(pending)} rejected")
@@ -441,39 +443,13 @@ def _error_line(status_code: int, answer: Any) -> str:
     return f"agent answered {status_code}: {str(answer)[:200]}"
 
 
-def _size(value: float | None) -> str:
-    if value is None:
-        return "?"
-    for unit in ("B", "KB", "MB", "GB"):
-        if abs(value) < 1024 or unit == "GB":
-            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
-        value /= 1024
-    return str(value)
-
-
-def _duration(seconds: float) -> str:
-    seconds = int(seconds)
-    if seconds < 120:
-        return f"{seconds}s"
-    if seconds < 7200:
-        return f"{seconds // 60}m"
-    if seconds < 172800:
-        return f"{seconds // 3600}h {seconds % 3600 // 60}m"
-    return f"{seconds // 86400}d {seconds % 86400 // 3600}h"
-
-
-def _table(rows: list[list[str]]) -> str:
-    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
-    return "\n".join("  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip() for row in rows)
-
-
 def _format_status(report: dict[str, Any]) -> str:
     agent = report["agent"]
     lines = []
     if agent.get("running"):
         lines.append(
             f"agent      running, pid {agent['pid']}, version {agent['version']}, "
-            f"up {_duration(agent['uptime_s'])}, on {agent['socket']}"
+            f"up {duration(agent['uptime_s'])}, on {agent['socket']}"
         )
     else:
         lines.append(f"agent      NOT RUNNING ({agent['error']}); spool read from disk")
@@ -481,28 +457,28 @@ def _format_status(report: dict[str, Any]) -> str:
     if spool:
         age = spool.get("oldest_record_age_s")
         lines.append(
-            f"spool      {spool['batches']} batches, {spool['records']} records, {_size(spool['bytes'])}"
-            f" of {_size(spool['budget_bytes'])}; oldest record "
-            + ("-" if age is None else f"{_duration(age)} old")
+            f"spool      {spool['batches']} batches, {spool['records']} records, {size(spool['bytes'])}"
+            f" of {size(spool['budget_bytes'])}; oldest record "
+            + ("-" if age is None else f"{duration(age)} old")
         )
         lines.append(f"           {spool['rejected']} rejected, {spool['quarantined']} quarantined")
     journal = report.get("journal")
     if journal:
         if "records" in journal:
             lines.append(
-                f"journal    {journal['records']} records not sealed yet, {_size(journal['bytes'])}"
+                f"journal    {journal['records']} records not sealed yet, {size(journal['bytes'])}"
                 f" in {journal['open_segments'] + journal['sealing_segments'] + journal['unsealed_segments']} segments"
             )
         else:
             lines.append(
-                f"journal    {journal['segments']} segments, {_size(journal['bytes_on_disk'])} (sealed on next start)"
+                f"journal    {journal['segments']} segments, {size(journal['bytes_on_disk'])} (sealed on next start)"
             )
     disk = report.get("disk")
     if disk:
         state = f"FULL since {disk['full_since']}" if disk.get("full") else "ok"
         lines.append(
-            f"disk       {state}, {_size(disk['free_bytes'])} free; seal reserve "
-            f"{_size(disk['seal_reserve_held_bytes'])} of {_size(disk['seal_reserve_bytes'])} held"
+            f"disk       {state}, {size(disk['free_bytes'])} free; seal reserve "
+            f"{size(disk['seal_reserve_held_bytes'])} of {size(disk['seal_reserve_bytes'])} held"
         )
     drops = report.get("drops")
     if drops:
@@ -558,7 +534,7 @@ def _format_health(health: dict[str, Any], *, syncing: bool) -> list[str]:
     if last is None and not syncing:
         pass  # no sync, no report: the sync line says why
     elif last is None:
-        lines.append(f"report     none sent yet (one per sync; expected every {_duration(health['sync_window_s'])})")
+        lines.append(f"report     none sent yet (one per sync; expected every {duration(health['sync_window_s'])})")
     elif last["stored"]:
         lines.append(f"report     stored, sent {last['sent_at']}")
     else:

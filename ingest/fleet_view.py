@@ -10,6 +10,8 @@ from typing import Any
 
 import pyarrow as pa
 
+from edgeloop.units import ago, duration, size
+
 __all__ = ["device_text", "fleet_table"]
 
 FLEET_COLUMNS = ("device", "state", "last_seen", "agent", "last_sync", "backlog", "oldest", "dropped", "refused",
@@ -24,15 +26,15 @@ def fleet_table(overview: pa.Table) -> pa.Table:
         rows.append({
             "device": row["device"],
             "state": row["state"],
-            "last_seen": _ago(row["silent_for_s"]),
+            "last_seen": ago(row["silent_for_s"]),
             "agent": row["agent_version"] or "-",
             "last_sync": row["last_outcome"] or "-",
             "backlog": "-" if row["backlog_records"] is None else
-            f"{row['backlog_records']} rec, {_size(row['backlog_bytes'])}",
-            "oldest": _duration(row["oldest_record_age_s"]),
+            f"{row['backlog_records']} rec, {size(row['backlog_bytes'])}",
+            "oldest": duration(row["oldest_record_age_s"]),
             "dropped": str(row["dropped"] or 0),
             "refused": str(row["refused"] or 0) + (f" ({row['last_refused_code']})" if row["last_refused_code"] else ""),
-            "disk_free": _size(row["free_disk_bytes"]) + (" FULL" if row["disk_full"] else ""),
+            "disk_free": size(row["free_disk_bytes"]) + (" FULL" if row["disk_full"] else ""),
             "clock_offset": "-" if row["clock_offset_s"] is None else f"{row['clock_offset_s']:+.1f}s",
             "error": _short(row["last_error"]),
         })
@@ -44,7 +46,7 @@ def device_text(detail: dict[str, Any]) -> str:
     device, status = detail["device"], detail["status"]
     lines = [
         f"device        {device['device']}  ({device['state']})",
-        f"last seen     {_ago(device['silent_for_s'])}; sync window {_duration(device['sync_window_s'])}; "
+        f"last seen     {ago(device['silent_for_s'])}; sync window {duration(device['sync_window_s'])}; "
         f"{device['statuses'] or 0} statuses, {device['batches'] or 0} batches, {device['rows']} rows landed",
         f"registered    {device['created_at']}" + (f"; revoked {device['revoked_at']}" if device["revoked_at"] else ""),
     ]
@@ -57,11 +59,11 @@ def device_text(detail: dict[str, Any]) -> str:
         spool, journal, disk, clock = status["spool"], status["journal"], status["disk"], status["clock"]
         lines += [
             f"agent         {status['agent_version']}, up since {status['started_at']}",
-            f"backlog       {spool['batches']} batches, {spool['records']} records, {_size(spool['bytes'])}; "
-            f"oldest record {_duration(spool['oldest_record_age_s'])}; {spool['rejected']} rejected, "
+            f"backlog       {spool['batches']} batches, {spool['records']} records, {size(spool['bytes'])}; "
+            f"oldest record {duration(spool['oldest_record_age_s'])}; {spool['rejected']} rejected, "
             f"{spool['quarantined']} quarantined",
-            f"journal       {journal['records']} records, {_size(journal['bytes'])} in {journal['segments']} segments",
-            f"disk          {_size(disk['free_bytes'])} free" + (" (FULL)" if disk["full"] else ""),
+            f"journal       {journal['records']} records, {size(journal['bytes'])} in {journal['segments']} segments",
+            f"disk          {size(disk['free_bytes'])} free" + (" (FULL)" if disk["full"] else ""),
             f"clock         offset {_offset(device['clock_offset_s'])} (server receipt minus device send); "
             f"NTP {'synchronized' if clock['synchronized'] else 'not synchronized' if clock['synchronized'] is False else 'unknown'}",
             f"next sync     {status['sync'].get('next_sync_at') or '-'}",
@@ -101,33 +103,5 @@ def _short(text: str | None) -> str:
     return text if len(text) <= MAX_ERROR_CHARS else text[: MAX_ERROR_CHARS - 1] + "…"
 
 
-def _ago(seconds: float | None) -> str:
-    return "never" if seconds is None else f"{_duration(max(seconds, 0.0))} ago"
-
-
 def _offset(seconds: float | None) -> str:
     return "-" if seconds is None else f"{seconds:+.3f}s"
-
-
-def _duration(seconds: float | None) -> str:
-    if seconds is None:
-        return "-"
-    seconds = int(seconds)
-    if seconds < 120:
-        return f"{seconds}s"
-    if seconds < 7200:
-        return f"{seconds // 60}m"
-    if seconds < 172800:
-        return f"{seconds // 3600}h"
-    return f"{seconds // 86400}d"
-
-
-def _size(value: int | None) -> str:
-    if value is None:
-        return "-"
-    size = float(value)
-    for unit in ("B", "KB", "MB", "GB", "TB"):
-        if size < 1024 or unit == "TB":
-            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
-        size /= 1024
-    return str(value)
