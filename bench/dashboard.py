@@ -104,11 +104,6 @@ def generate(db_path: Path, *, devices: int, rows: int, days: int, scan_rows: in
                        count(*) * {per_batch // 5} * 2.5
                 FROM (SELECT {version} AS v FROM range({devices}) a(d), range({days}) b(day)) GROUP BY v
             """)
-        if "rows_daily" in tables:
-            con.execute(f"""
-                INSERT INTO rows_daily SELECT CAST({start} + to_days(day::INT) AS DATE), 'vibration', {per_batch * devices}, {devices}
-                FROM range({days}) b(day)
-            """)
         if "device_versions" in tables:
             # Every device starts on 2.0.3; all but a tenth move to 2.1.0 on a day of their own.
             con.execute(f"""

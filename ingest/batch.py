@@ -37,7 +37,8 @@ MAGIC = b"PAR1"
 RESERVED_TABLES = frozenset({
     "batches", "devices", "models", "schemas", "label_coverage", "drops_daily", "rows_daily", "device_versions",
     "version_changes", "policies", "device_tags", "device_status", "device_health", "device_refusals", "landed_daily",
-    "deletions",
+    "deletions", "device_health_deltas", "device_refusals_deltas", "landed_daily_deltas", "label_coverage_deltas",
+    "drops_daily_deltas", "device_versions_deltas",
 })
 RESERVED_SUFFIXES = ("_feedback", "_training")
 REQUIRED_METADATA = ("batch_id", "model", "schema_fingerprint")

@@ -123,7 +123,8 @@ class Dashboard:
         days = self.check_days(days)
         axis = _days(self._now(), days)
         landed = self._query(
-            "SELECT model, day, rows FROM rows_daily WHERE day >= ?::DATE ORDER BY model, day", [axis[0].isoformat()]
+            "SELECT model, day, sum(predictions + feedback)::BIGINT AS rows FROM landed_daily WHERE day >= ?::DATE "
+            "GROUP BY model, day ORDER BY model, day", [axis[0].isoformat()]
         )
         models = self.models()
         per_day = {model: [0] * len(axis) for model in models}

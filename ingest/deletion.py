@@ -22,7 +22,7 @@ import duckdb
 import orjson
 
 from edgeloop.errors import BatchRejected
-from edgeloop.ingest import tallies
+from edgeloop.ingest import health, tallies
 from edgeloop.ingest.catalog import Catalog
 from edgeloop.ingest.store import quote
 from edgeloop.schemas.model_schema import NAME_PATTERN
@@ -174,6 +174,12 @@ def apply(con: duckdb.DuckDBPyConnection, deletion: Deletion, catalog: Catalog, 
                 counts[feedback] = con.execute(f"SELECT count(*) FROM {quote(feedback)} WHERE {feedback_where}", params).fetchone()[0]
             counts[predictions] = doomed
             if execute:
+                gone = []  # what the fleet views counted of the rows about to go
+                if have[feedback] and counts[feedback]:
+                    gone.append(("feedback", feedback, feedback_where, params))
+                if doomed:
+                    gone.append(("prediction", predictions, "record_id IN (SELECT record_id FROM temp.__edgeloop_doomed)", []))
+                health.note_deleted(con, model, gone)
                 if have[feedback] and counts[feedback]:
                     con.execute(f"DELETE FROM {quote(feedback)} WHERE {feedback_where}", params)
                 if doomed:

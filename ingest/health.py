@@ -29,16 +29,17 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from edgeloop.errors import BatchRejected
+from edgeloop.ingest.aggregate import DEVICE_HEALTH, DEVICE_REFUSALS, LANDED_DAILY, STATUS_FIELDS, on_lake
 from edgeloop.schemas.device_status import DeviceStatus
 
-__all__ = ["HEALTH_TABLES", "Refusals", "ensure_tables", "note_landed", "prune_statuses", "store_status"]
+__all__ = ["HEALTH_TABLES", "Refusals", "create_sql", "ensure_tables", "note_deleted", "note_landed", "prune_statuses", "store_status"]
 
 log = logging.getLogger(__name__)
 
 TSTZ = "TIMESTAMP WITH TIME ZONE"
 HEALTH_TABLES = frozenset({"device_status", "device_health", "device_refusals", "landed_daily"})
 
-_TABLES = f"""
+_STATUS_TABLE = f"""
 CREATE TABLE IF NOT EXISTS device_status (
     status_id VARCHAR PRIMARY KEY,
     device VARCHAR NOT NULL,
@@ -59,85 +60,32 @@ CREATE TABLE IF NOT EXISTS device_status (
     disk_full BOOLEAN NOT NULL,
     document VARCHAR NOT NULL
 );
-CREATE TABLE IF NOT EXISTS device_health (
-    device VARCHAR PRIMARY KEY,
-    first_seen_at {TSTZ},
-    last_seen_at {TSTZ},
-    statuses BIGINT NOT NULL DEFAULT 0,
-    last_status_at {TSTZ},
-    last_status_sent_at {TSTZ},
-    last_status_id VARCHAR,
-    agent_version VARCHAR,
-    window_s DOUBLE,
-    last_outcome VARCHAR,
-    last_error VARCHAR,
-    last_sync_at {TSTZ},
-    last_success_at {TSTZ},
-    failures_in_a_row BIGINT,
-    backlog_batches BIGINT,
-    backlog_records BIGINT,
-    backlog_bytes BIGINT,
-    oldest_record_age_s DOUBLE,
-    free_disk_bytes BIGINT,
-    disk_full BOOLEAN,
-    clock_offset_s DOUBLE,
-    clock_synchronized BOOLEAN,
-    dropped BIGINT NOT NULL DEFAULT 0,
-    last_upload_at {TSTZ},
-    batches BIGINT NOT NULL DEFAULT 0,
-    rows BIGINT NOT NULL DEFAULT 0,
-    refused BIGINT NOT NULL DEFAULT 0,
-    last_refused_at {TSTZ},
-    last_refused_code VARCHAR
-);
-CREATE TABLE IF NOT EXISTS device_refusals (
-    device VARCHAR NOT NULL,
-    status INTEGER NOT NULL,
-    code VARCHAR NOT NULL,
-    count BIGINT NOT NULL,
-    first_at {TSTZ} NOT NULL,
-    last_at {TSTZ} NOT NULL,
-    PRIMARY KEY (device, status, code)
-);
-CREATE TABLE IF NOT EXISTS landed_daily (
-    day DATE NOT NULL,
-    model VARCHAR NOT NULL,
-    model_version VARCHAR NOT NULL,
-    policy_version VARCHAR NOT NULL DEFAULT '',
-    device VARCHAR NOT NULL,
-    predictions BIGINT NOT NULL,
-    feedback BIGINT NOT NULL,
-    first_at {TSTZ} NOT NULL,
-    last_at {TSTZ} NOT NULL,
-    PRIMARY KEY (day, model, model_version, policy_version, device)
-);
 """
+# The per-device and per-day counters (keyed tables here, deltas and views on a lake: see ingest/aggregate.py).
+_AGGREGATES = (DEVICE_HEALTH, DEVICE_REFUSALS, LANDED_DAILY)
 
+# One row per device of the ledger rows in ``source``.
 _DEVICE_LANDINGS = """
-INSERT INTO device_health (device, first_seen_at, last_seen_at, last_upload_at, batches, rows)
-SELECT device, min(received_at), max(received_at), max(received_at), count(*), sum(rows - duplicates)::BIGINT
+SELECT device, min(received_at) AS first_seen_at, max(received_at) AS last_seen_at, max(received_at) AS last_upload_at,
+       count(*) AS batches, sum(rows - duplicates)::BIGINT AS rows
 FROM {source} GROUP BY device
-ON CONFLICT (device) DO UPDATE SET
-    first_seen_at = least(coalesce(device_health.first_seen_at, excluded.first_seen_at), excluded.first_seen_at),
-    last_seen_at = greatest(coalesce(device_health.last_seen_at, excluded.last_seen_at), excluded.last_seen_at),
-    last_upload_at = greatest(coalesce(device_health.last_upload_at, excluded.last_upload_at), excluded.last_upload_at),
-    batches = device_health.batches + excluded.batches,
-    rows = device_health.rows + excluded.rows
+"""
+_LANDING_COLUMNS = ("device", "first_seen_at", "last_seen_at", "last_upload_at", "batches", "rows")
+
+# One row per day, model, version, policy and device of the per-arrival counts in ``source``.
+_DAILY = """
+SELECT received_at::DATE AS day, model, model_version, policy_version, device,
+       sum(CASE WHEN kind = 'prediction' THEN n ELSE 0 END)::BIGINT AS predictions,
+       sum(CASE WHEN kind = 'feedback' THEN n ELSE 0 END)::BIGINT AS feedback,
+       min(received_at) AS first_at, max(received_at) AS last_at
+FROM {source} GROUP BY ALL
 """
 
-_DAILY = """
-INSERT INTO landed_daily
-SELECT received_at::DATE AS day, model, model_version, policy_version, device,
-       sum(CASE WHEN kind = 'prediction' THEN n ELSE 0 END)::BIGINT,
-       sum(CASE WHEN kind = 'feedback' THEN n ELSE 0 END)::BIGINT,
-       min(received_at), max(received_at)
-FROM {source} GROUP BY ALL
-ON CONFLICT (day, model, model_version, policy_version, device) DO UPDATE SET
-    predictions = landed_daily.predictions + excluded.predictions,
-    feedback = landed_daily.feedback + excluded.feedback,
-    first_at = least(landed_daily.first_at, excluded.first_at),
-    last_at = greatest(landed_daily.last_at, excluded.last_at)
-"""
+
+def create_sql(lake: bool) -> str:
+    """The health tables' DDL for a DuckDB file or a lake (no keys; aggregates as deltas and views)."""
+    status = _STATUS_TABLE if not lake else _STATUS_TABLE.replace(" PRIMARY KEY", "")
+    return status + "".join(aggregate.create(lake) for aggregate in _AGGREGATES)
 
 
 def ensure_tables(con: duckdb.DuckDBPyConnection) -> None:
@@ -145,11 +93,11 @@ def ensure_tables(con: duckdb.DuckDBPyConnection) -> None:
     had = {row[0] for row in con.execute(
         "SELECT table_name FROM duckdb_tables() WHERE database_name = current_database() AND schema_name = 'main'"
     ).fetchall()}
-    con.execute(_TABLES)
+    con.execute(create_sql(lake=False))
     if "landed_daily" in had or "batches" not in had:
         return
     # One pass over what landed before the aggregates existed; from now on the writer keeps them.
-    con.execute(_DEVICE_LANDINGS.format(source="batches"))
+    con.execute(DEVICE_HEALTH.add(_DEVICE_LANDINGS.format(source="batches"), False, _LANDING_COLUMNS))
     models = [row[0] for row in con.execute("SELECT model FROM models").fetchall()]
     for model in models:
         for table, kind in ((model, "prediction"), (f"{model}_feedback", "feedback")):
@@ -162,7 +110,7 @@ def ensure_tables(con: duckdb.DuckDBPyConnection) -> None:
             policy = "coalesce(policy_version, '')" if "policy_version" in columns else "''"
             source = (f"(SELECT ? AS model, '{kind}' AS kind, device, model_version, {policy} AS policy_version, "
                       f"received_at, count(*) AS n FROM {quoted} GROUP BY ALL)")
-            con.execute(_DAILY.format(source=source), [model])
+            con.execute(LANDED_DAILY.add(_DAILY.format(source=source), False), [model])
     log.info("fleet aggregates filled from the landed rows", extra={"models": len(models)})
 
 
@@ -171,7 +119,8 @@ def _decoded(column: pa.ChunkedArray) -> pa.ChunkedArray:
     return column.cast(column.type.value_type) if pa.types.is_dictionary(column.type) else column
 
 
-def note_landed(con: duckdb.DuckDBPyConnection, inserted: list[tuple[str, str, pa.Table]], ledger: pa.Table) -> None:
+def note_landed(con: duckdb.DuckDBPyConnection, inserted: list[tuple[str, str, pa.Table]], ledger: pa.Table, *,
+                lake: bool = False) -> None:
     """Inside a landing's transaction: add its rows to ``landed_daily`` and its batches to ``device_health``.
 
     ``inserted`` is (model, kind, rows actually inserted) per table write, with the landing columns.
@@ -195,14 +144,43 @@ def note_landed(con: duckdb.DuckDBPyConnection, inserted: list[tuple[str, str, p
     if parts:
         con.register("__edgeloop_landed", pa.concat_tables(parts))
         try:
-            con.execute(_DAILY.format(source="__edgeloop_landed"))
+            con.execute(LANDED_DAILY.add(_DAILY.format(source="__edgeloop_landed"), lake))
         finally:
             con.unregister("__edgeloop_landed")
     con.register("__edgeloop_landed_ledger", ledger.select(["device", "received_at", "rows", "duplicates"]))
     try:
-        con.execute(_DEVICE_LANDINGS.format(source="__edgeloop_landed_ledger"))
+        con.execute(DEVICE_HEALTH.add(_DEVICE_LANDINGS.format(source="__edgeloop_landed_ledger"), lake, _LANDING_COLUMNS))
     finally:
         con.unregister("__edgeloop_landed_ledger")
+
+
+def note_deleted(con: duckdb.DuckDBPyConnection, model: str, gone: list[tuple[str, str, str, list[Any]]]) -> None:
+    """Inside a deletion's transaction, before its DELETEs: take the rows it deletes out of ``landed_daily`` and
+    each device's ``device_health`` rows.
+
+    ``gone`` is (kind, table, WHERE clause, parameters) per table the deletion deletes from.
+    """
+    parts, params = [], []
+    for kind, table, where, args in gone:
+        quoted = '"' + table.replace('"', '""') + '"'
+        columns = {row[0] for row in con.execute(
+            "SELECT column_name FROM information_schema.columns WHERE table_schema = 'main' AND table_name = ?", [table]
+        ).fetchall()}
+        policy = "coalesce(policy_version, '')" if "policy_version" in columns else "''"
+        parts.append(f"SELECT ? AS model, '{kind}' AS kind, device, model_version, {policy} AS policy_version, received_at, "
+                     f"-count(*) AS n FROM {quoted} WHERE ({where}) AND device IS NOT NULL AND received_at IS NOT NULL GROUP BY ALL")
+        params += [model, *args]
+    if not parts:
+        return
+    lake = on_lake(con)
+    con.execute(f"CREATE OR REPLACE TEMP TABLE __edgeloop_gone AS {' UNION ALL '.join(parts)}", params)
+    try:
+        con.execute(LANDED_DAILY.add(_DAILY.format(source="temp.__edgeloop_gone"), lake))
+        con.execute(DEVICE_HEALTH.add("SELECT device, sum(n)::BIGINT AS rows FROM temp.__edgeloop_gone GROUP BY device",
+                                      lake, ["device", "rows"]))
+        LANDED_DAILY.prune(con, lake)
+    finally:
+        con.execute("DROP TABLE IF EXISTS temp.__edgeloop_gone")
 
 
 def store_status(
@@ -233,22 +211,17 @@ def store_status(
         sync.started_at, sync.last_success_at, sync.failures_in_a_row, spool.batches, spool.records, spool.bytes,
         spool.oldest_record_age_s, status.disk.free_bytes, status.disk.full, offset_s, status.clock.synchronized,
     ]
-    names = ("last_status_at", "last_status_sent_at", "last_status_id", "agent_version", "window_s", "last_outcome",
-             "last_error", "last_sync_at", "last_success_at", "failures_in_a_row", "backlog_batches", "backlog_records",
-             "backlog_bytes", "oldest_record_age_s", "free_disk_bytes", "disk_full", "clock_offset_s", "clock_synchronized")
     # A retried older report counts, but never replaces the latest one (by the device's send time).
-    newer = "excluded.last_status_sent_at >= coalesce(device_health.last_status_sent_at, excluded.last_status_sent_at)"
-    updates = ", ".join(f"{name} = CASE WHEN {newer} THEN excluded.{name} ELSE device_health.{name} END" for name in names)
-    con.execute(
-        f"INSERT INTO device_health (device, first_seen_at, last_seen_at, statuses, dropped, {', '.join(names)}) "
-        f"VALUES (?, ?, ?, 1, ?, {', '.join('?' for _ in names)}) "
-        f"ON CONFLICT (device) DO UPDATE SET {updates}, "
-        "first_seen_at = least(coalesce(device_health.first_seen_at, excluded.first_seen_at), excluded.first_seen_at), "
-        "last_seen_at = greatest(coalesce(device_health.last_seen_at, excluded.last_seen_at), excluded.last_seen_at), "
-        "statuses = device_health.statuses + 1, dropped = device_health.dropped + excluded.dropped",
-        [device, received_at, received_at, dropped, *latest],
-    )
+    _add_device_row(con, {"device": device, "first_seen_at": received_at, "last_seen_at": received_at, "statuses": 1,
+                          "dropped": dropped, **dict(zip(STATUS_FIELDS, latest))})
     return 201, _receipt(status.status_id, device, received_at, offset_s, "stored")
+
+
+def _add_device_row(con: duckdb.DuckDBPyConnection, values: dict[str, Any]) -> None:
+    """Add one row of counters and facts to a device's ``device_health``."""
+    types = {value.name: value.type for value in DEVICE_HEALTH.values} | {"device": "VARCHAR"}
+    source = "SELECT " + ", ".join(f"?::{types[name]} AS {name}" for name in values)
+    con.execute(DEVICE_HEALTH.add(source, on_lake(con), list(values)), list(values.values()))
 
 
 def prune_statuses(con: duckdb.DuckDBPyConnection, retention_days: int, now: datetime) -> int:
@@ -305,23 +278,18 @@ class Refusals:
         rows = [[device, status, code, count, first, last] for (device, status, code), (count, first, last) in taken.items()]
         try:
             if rows:
-                con.executemany(
-                    "INSERT INTO device_refusals VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (device, status, code) DO UPDATE SET "
-                    "count = device_refusals.count + excluded.count, last_at = greatest(device_refusals.last_at, excluded.last_at)",
-                    rows,
-                )
+                lake = on_lake(con)
+                con.executemany(DEVICE_REFUSALS.add("SELECT ?::VARCHAR AS device, ?::INTEGER AS status, ?::VARCHAR AS code, "
+                                                    "?::BIGINT AS count, ?::TIMESTAMPTZ AS first_at, ?::TIMESTAMPTZ AS last_at",
+                                                    lake), rows)
                 per_device: dict[str, list[Any]] = {}
                 for device, _status, code, count, _first, last in rows:
                     entry = per_device.setdefault(device, [0, last, code])
                     entry[0] += count
                     if last >= entry[1]:
                         entry[1], entry[2] = last, code
-                con.executemany(
-                    "INSERT INTO device_health (device, refused, last_refused_at, last_refused_code) VALUES (?, ?, ?, ?) "
-                    "ON CONFLICT (device) DO UPDATE SET refused = device_health.refused + excluded.refused, "
-                    "last_refused_at = excluded.last_refused_at, last_refused_code = excluded.last_refused_code",
-                    [[device, count, last, code] for device, (count, last, code) in per_device.items()],
-                )
+                for device, (count, last, code) in per_device.items():
+                    _add_device_row(con, {"device": device, "refused": count, "last_refused_at": last, "last_refused_code": code})
         except BaseException:
             with self._lock:  # the transaction rolls back: put the counts back for the next flush
                 for key, (count, first, last) in taken.items():

@@ -38,7 +38,10 @@ from edgeloop.errors import ConfigError, DiskFull, StoreBusy, StoreError
 from edgeloop.ingest.auth import DeviceRegistry
 from edgeloop.ingest.policies import POLICY_TABLES
 from edgeloop.ingest.config import StoreSettings
-from edgeloop.ingest.store import TSTZ, Store, _configure, _Job, load_catalog, quote
+from edgeloop.ingest import health, tallies
+from edgeloop.ingest.aggregate import AGGREGATES
+from edgeloop.ingest.store import BOOTSTRAP as STORE_BOOTSTRAP
+from edgeloop.ingest.store import Store, _configure, _Job, load_catalog, quote
 from edgeloop.schemas.model_schema import ModelSchema
 
 __all__ = ["Claims", "LakeStore", "attach_sql", "compact", "connect_lake", "extension_path", "files_in_lake", "migrate"]
@@ -54,47 +57,16 @@ EXTENSIONS = {
 CONFLICT_RETRIES = 5  # a schema change racing a landing: DuckLake refuses one commit, we run it again
 APPLICATION = "edgeloop-ingest/"  # PostgreSQL's application_name of a replica's catalog sessions, + its id
 
-# DuckLake has no primary keys or unique constraints: the claims below keep batch ids unique.
-BOOTSTRAP = f"""
-CREATE TABLE IF NOT EXISTS devices (
-    name VARCHAR NOT NULL,
-    token_sha256 VARCHAR NOT NULL,
-    created_at {TSTZ} NOT NULL,
-    revoked_at {TSTZ}
-);
-CREATE TABLE IF NOT EXISTS batches (
-    batch_id VARCHAR NOT NULL,
-    device VARCHAR NOT NULL,
-    model VARCHAR NOT NULL,
-    sha256 VARCHAR NOT NULL,
-    rows BIGINT NOT NULL,
-    predictions BIGINT NOT NULL,
-    feedback BIGINT NOT NULL,
-    bytes BIGINT NOT NULL,
-    schema_fingerprint VARCHAR NOT NULL,
-    agent_version VARCHAR,
-    drops VARCHAR,
-    sealed_at {TSTZ},
-    sent_at {TSTZ},
-    received_at {TSTZ} NOT NULL,
-    landed_at {TSTZ} NOT NULL,
-    clock_offset_s DOUBLE,
-    duplicates BIGINT NOT NULL
-);
-CREATE TABLE IF NOT EXISTS models (
-    model VARCHAR NOT NULL,
-    schema_fingerprint VARCHAR NOT NULL,
-    schema_json VARCHAR NOT NULL,
-    updated_at {TSTZ} NOT NULL
-);
-CREATE TABLE IF NOT EXISTS schemas (
-    fingerprint VARCHAR NOT NULL,
-    model VARCHAR NOT NULL,
-    version INTEGER NOT NULL,
-    schema_json VARCHAR NOT NULL,
-    registered_at {TSTZ} NOT NULL
-);
-"""
+def without_keys(sql: str) -> str:
+    """A CREATE TABLE script without its PRIMARY KEY and UNIQUE clauses (DuckLake has neither)."""
+    sql = re.sub(r",\s*PRIMARY KEY \([^)]*\)", "", sql)
+    return re.sub(r"\s+(PRIMARY KEY|UNIQUE)\b", "", sql)
+
+
+# DuckLake has no primary keys or unique constraints: the claims below keep batch ids unique, and
+# the aggregates are deltas merged by views (ingest/aggregate.py).
+BOOTSTRAP = without_keys(STORE_BOOTSTRAP + POLICY_TABLES) + health.create_sql(lake=True) + tallies.create_sql(lake=True)
+FOLD_RETRIES = 20  # a fold conflicts with every replica's landing that commits meanwhile; it reads again
 
 CLAIMS_BOOTSTRAP = """
 CREATE TABLE IF NOT EXISTS edgeloop_claims (
@@ -104,12 +76,6 @@ CREATE TABLE IF NOT EXISTS edgeloop_claims (
     claimed_at timestamptz NOT NULL DEFAULT now()
 )
 """
-
-
-def without_keys(sql: str) -> str:
-    """A CREATE TABLE script without its PRIMARY KEY and UNIQUE clauses (DuckLake has neither)."""
-    sql = re.sub(r",\s*PRIMARY KEY \([^)]*\)", "", sql)
-    return re.sub(r"\s+(PRIMARY KEY|UNIQUE)\b", "", sql)
 
 
 def extension_path(name: str) -> Path:
@@ -329,7 +295,7 @@ class LakeStore(Store):
             Path(self.settings.data_path or "").mkdir(mode=0o750, parents=True, exist_ok=True)
         con = connect_lake(self.settings, read_only=False, threads=self.settings.threads or _threads(), replica=self.replica)
         with self._claims.exclusive("bootstrap"):
-            _run_in_transaction(con, lambda c: c.execute(BOOTSTRAP + without_keys(POLICY_TABLES)))
+            _run_in_transaction(con, lambda c: c.execute(BOOTSTRAP))
         return con
 
     def _new_cursor(self, con: duckdb.DuckDBPyConnection) -> duckdb.DuckDBPyConnection:
@@ -432,17 +398,39 @@ def files_in_lake(con: duckdb.DuckDBPyConnection) -> int:
     ).fetchone()[0])
 
 
+def fold(con: duckdb.DuckDBPyConnection) -> int:
+    """Fold each aggregate's deltas into one row per key; a fold that a replica's landing raced reads again."""
+    folded = 0
+    have = {name for (name,) in con.execute(
+        "SELECT table_name FROM duckdb_tables() WHERE database_name = current_database() AND schema_name = 'main'"
+    ).fetchall()}
+    for aggregate in AGGREGATES:
+        if aggregate.table(True) not in have:
+            continue  # a lake no replica of this version has opened yet
+        for attempt in range(FOLD_RETRIES):
+            try:
+                folded += _run_in_transaction(con, aggregate.fold)
+                break
+            except duckdb.TransactionException:
+                if attempt == FOLD_RETRIES - 1:
+                    raise
+                time.sleep(0.05 * (attempt + 1))
+    return folded
+
+
 def compact(settings: StoreSettings, *, keep_s: float = 3600.0) -> dict[str, int]:
-    """Merge small files, flush inlined rows, expire old snapshots and delete the files no snapshot needs.
+    """Fold the aggregates' deltas, merge small files, flush inlined rows, expire old snapshots, delete unneeded files.
 
     Files younger than ``keep_s`` are kept: a replica's commit in flight, or a reader's snapshot, may need them.
     """
     con = connect_lake(settings, read_only=False, threads=settings.threads)
     try:
+        folded = fold(con)
+        # Rows small commits kept in the catalog go to files first: "before" counts them as files too.
+        con.execute(f"CALL ducklake_flush_inlined_data('{LAKE}')").to_arrow_table()
         before = files_in_lake(con)
         older = f"now() - INTERVAL '{float(keep_s)} seconds'"
         for statement in (
-            f"CALL ducklake_flush_inlined_data('{LAKE}')",
             f"CALL ducklake_merge_adjacent_files('{LAKE}')",
             f"CALL ducklake_expire_snapshots('{LAKE}', older_than => {older})",
             f"CALL ducklake_cleanup_old_files('{LAKE}', older_than => {older})",
@@ -454,7 +442,7 @@ def compact(settings: StoreSettings, *, keep_s: float = 3600.0) -> dict[str, int
         raise StoreError(f"compacting the lake failed: {str(exc).splitlines()[0]}") from exc
     finally:
         con.close()
-    return {"files_before": before, "files_after": after}
+    return {"files_before": before, "files_after": after, "deltas_folded": folded}
 
 
 
@@ -474,7 +462,7 @@ def migrate(db_path: Path, settings: StoreSettings) -> dict[str, int]:
     copied: dict[str, int] = {}
     try:
         with claims.exclusive("catalog"):
-            _run_in_transaction(target, lambda c: c.execute(BOOTSTRAP + without_keys(POLICY_TABLES)))
+            _run_in_transaction(target, lambda c: c.execute(BOOTSTRAP))
             if target.execute("SELECT count(*) FROM batches").fetchone()[0]:
                 raise StoreError("the lake already holds batches: migrate into an empty lake (a new catalog database)")
             tables = [name for (name,) in source.execute(
@@ -493,11 +481,15 @@ def migrate(db_path: Path, settings: StoreSettings) -> dict[str, int]:
                 have = {name for (name,) in con.execute(
                     "SELECT table_name FROM duckdb_tables() WHERE database_name = current_database() AND schema_name = 'main'"
                 ).fetchall()}
+                deltas = {aggregate.name: aggregate.table(True) for aggregate in AGGREGATES}
                 for table in tables:
+                    if table == "rows_daily":
+                        continue  # counted by landed_daily now
+                    source_table, table = table, deltas.get(table, table)  # a lake keeps an aggregate's rows as deltas
                     if table not in have:  # a table of a later feature: its columns, arrays as lists
                         columns = source.execute(
                             "SELECT column_name, data_type FROM information_schema.columns WHERE table_catalog = current_database() "
-                            "AND table_schema = 'main' AND table_name = ? ORDER BY ordinal_position", [table]
+                            "AND table_schema = 'main' AND table_name = ? ORDER BY ordinal_position", [source_table]
                         ).fetchall()
                         body = ", ".join(f"{quote(name)} {_lake_type(type_)}" for name, type_ in columns)
                         con.execute(f"CREATE TABLE {quote(table)} ({body})")
@@ -508,20 +500,20 @@ def migrate(db_path: Path, settings: StoreSettings) -> dict[str, int]:
                         ).fetchall()}
                         for name, type_ in source.execute(
                             "SELECT column_name, data_type FROM information_schema.columns WHERE table_catalog = current_database() "
-                            "AND table_schema = 'main' AND table_name = ? ORDER BY ordinal_position", [table]
+                            "AND table_schema = 'main' AND table_name = ? ORDER BY ordinal_position", [source_table]
                         ).fetchall():
                             if name not in lake_columns:
                                 con.execute(f"ALTER TABLE {quote(table)} ADD COLUMN {quote(name)} {_lake_type(type_)}")
-                    reader = source.execute(f"SELECT * FROM {quote(table)}").fetch_record_batch(100_000)
+                    reader = source.execute(f"SELECT * FROM {quote(source_table)}").fetch_record_batch(100_000)
                     con.register("__edgeloop_source", reader)
                     try:
                         con.execute(f"INSERT INTO {quote(table)} BY NAME SELECT * FROM __edgeloop_source")
                     finally:
                         con.unregister("__edgeloop_source")
-                    copied[table] = int(source.execute(f"SELECT count(*) FROM {quote(table)}").fetchone()[0])
+                    copied[source_table] = int(source.execute(f"SELECT count(*) FROM {quote(source_table)}").fetchone()[0])
                     landed = int(con.execute(f"SELECT count(*) FROM {quote(table)}").fetchone()[0])
-                    if landed != copied[table]:
-                        raise StoreError(f"{table}: {copied[table]} rows in the DuckDB file, {landed} in the lake")
+                    if landed != copied[source_table]:
+                        raise StoreError(f"{table}: {copied[source_table]} rows in the DuckDB file, {landed} in the lake")
 
             _run_in_transaction(target, copy)
     except duckdb.Error as exc:

@@ -288,7 +288,7 @@ class Store:
         self._on_landed = on_landed
         self._con = self._open()
         self.catalog = load_catalog(self._con)
-        if not self.lake:  # a lake keeps no tallies (they upsert on keys a lake does not have)
+        if not self.lake:  # a lake's are made with it (``LakeStore._open``)
             tallies.ensure_tables(self._con)
         _widen_envelopes(self._con, {schema.name for schema in self.catalog})
         self._columns = self._load_columns()
@@ -699,16 +699,14 @@ class Store:
                     finally:
                         con.unregister("__edgeloop_rows")
                     tallied.setdefault(model, ([], []))[kind == "feedback"].append(rows)
-            if not self.lake:
-                self._tally(con, jobs, tallied, duplicates, landed_at)
+            self._tally(con, jobs, tallied, landed_at)
             ledger = _ledger(jobs, landed_at, duplicates)
             con.register("__edgeloop_ledger", ledger)
             try:
                 con.execute("INSERT INTO batches BY NAME SELECT * FROM __edgeloop_ledger")
             finally:
                 con.unregister("__edgeloop_ledger")
-            if not self.lake:  # a lake keeps no health aggregates (they upsert on keys it does not have)
-                health.note_landed(con, landed, ledger)
+            health.note_landed(con, landed, ledger, lake=self.lake)
             con.execute("COMMIT")
         except BaseException:
             _rollback(con)
@@ -716,15 +714,13 @@ class Store:
         return [_receipt_row({name: ledger.column(name)[index].as_py() for name in RECEIPT_COLUMNS}) for index in range(len(jobs))]
 
     def _tally(self, con: duckdb.DuckDBPyConnection, jobs: list[_Job], tallied: dict[str, tuple[list[pa.Table], list[pa.Table]]],
-               duplicates: dict[str, int], landed_at: datetime) -> None:
+               landed_at: datetime) -> None:
         for model, (predictions, feedback) in tallied.items():
-            tallies.note_landed(con, model, predictions, feedback, [job.landing.batch.batch_id for job in jobs])
-            tallies.note_versions(con, model, predictions, landed_at)
-        tallies.note_batches(con, [
-            (job.landing.received_at.astimezone(UTC).date(), job.landing.batch.model,
-             job.landing.batch.rows - duplicates.get(job.landing.batch.batch_id, 0), job.landing.batch.drops)
-            for job in jobs
-        ])
+            tallies.note_landed(con, model, predictions, feedback, [job.landing.batch.batch_id for job in jobs], lake=self.lake)
+            tallies.note_versions(con, model, predictions, landed_at, lake=self.lake)
+        tallies.note_drops(con, [
+            (job.landing.received_at.astimezone(UTC).date(), job.landing.batch.model, job.landing.batch.drops) for job in jobs
+        ], lake=self.lake)
 
     def _load_columns(self) -> dict[str, dict[str, str]]:
         return _load_columns(self._con)

@@ -1,8 +1,8 @@
 """Tallies the writer keeps as rows land, so no dashboard page scans the model tables or parses the ledger.
 
-``rows_daily`` holds, per day (UTC, of receipt) and model, the rows and batches that landed;
-``drops_daily``, per day, model and reason, the records devices dropped before sealing (each
-batch carries its drop counts since the previous batch).
+``drops_daily`` holds, per day (UTC, of receipt), model and reason, the records devices dropped
+before sealing (each batch carries its drop counts since the previous batch). Rows landed per
+day are ``landed_daily``'s (``ingest/health.py``), the one count of them.
 
 ``device_versions`` holds, per model and device, the version of its newest prediction (by
 ``created_at``, so a backlog of old rows landing late does not move it back) and since when;
@@ -17,6 +17,9 @@ for them landed earlier), new feedback marks the predictions it is the first fee
 The joins are inner joins on time-ordered UUIDv7 ids, so they read only recent row groups,
 as the duplicate check does. A database from before these tables is counted once when the
 store opens (``ensure_tables``); whoever deletes rows calls ``rebuild``.
+
+Each keyed tally is an ``Aggregate`` (``ingest/aggregate.py``): a keyed table in a DuckDB file,
+deltas merged by a view on a lake.
 """
 
 from __future__ import annotations
@@ -27,71 +30,19 @@ from datetime import date, datetime
 import duckdb
 import pyarrow as pa
 
-__all__ = ["TABLES", "ensure_tables", "note_batches", "note_landed", "note_versions", "rebuild"]
+from edgeloop.ingest.aggregate import DEVICE_VERSIONS, DROPS_DAILY, LABEL_COVERAGE, MAX_COUNT, on_lake
 
-TABLE = "label_coverage"
-DROPS = "drops_daily"
-DAILY = "rows_daily"
-VERSIONS = "device_versions"
+__all__ = ["TABLES", "create_sql", "ensure_tables", "note_drops", "note_landed", "note_versions", "rebuild"]
+
+TABLE = LABEL_COVERAGE.name
+DROPS = DROPS_DAILY.name
+VERSIONS = DEVICE_VERSIONS.name
 CHANGES = "version_changes"
-TABLES = frozenset({TABLE, DROPS, DAILY, VERSIONS, CHANGES})
-# Drop counts come from devices: each is capped so no sum of them can overflow and fail a landing.
-MAX_COUNT = 2**40
+TABLES = frozenset({TABLE, DROPS, VERSIONS, CHANGES})
 MAX_REASON_CHARS = 64
 
-_CREATE = f"""
-CREATE TABLE {TABLE} (
-    model VARCHAR NOT NULL,
-    model_version VARCHAR NOT NULL,
-    predictions BIGINT NOT NULL,
-    weighted DOUBLE NOT NULL,
-    labelled BIGINT NOT NULL,
-    weighted_labelled DOUBLE NOT NULL,
-    PRIMARY KEY (model, model_version)
-)
-"""
-
-_CREATE_DROPS = f"""
-CREATE TABLE {DROPS} (
-    day DATE NOT NULL,
-    model VARCHAR NOT NULL,
-    reason VARCHAR NOT NULL,
-    records BIGINT NOT NULL,
-    PRIMARY KEY (day, model, reason)
-)
-"""
-
-_ADD_DROPS = f"""
-INSERT INTO {DROPS} SELECT day, model, reason, least(sum(records::HUGEINT), {MAX_COUNT})::BIGINT FROM __drops_delta GROUP BY ALL
-ON CONFLICT (day, model, reason) DO UPDATE SET records = least({DROPS}.records::HUGEINT + excluded.records, {MAX_COUNT})::BIGINT
-"""
-
-_CREATE_DAILY = f"""
-CREATE TABLE {DAILY} (
-    day DATE NOT NULL,
-    model VARCHAR NOT NULL,
-    rows BIGINT NOT NULL,
-    batches BIGINT NOT NULL,
-    PRIMARY KEY (day, model)
-)
-"""
-
-_ADD_DAILY = f"""
-INSERT INTO {DAILY} SELECT day, model, sum(rows)::BIGINT, count(*) FROM __daily_delta GROUP BY ALL
-ON CONFLICT (day, model) DO UPDATE SET rows = {DAILY}.rows + excluded.rows, batches = {DAILY}.batches + excluded.batches
-"""
-
-_CREATE_VERSIONS = f"""
-CREATE TABLE {VERSIONS} (
-    model VARCHAR NOT NULL,
-    device VARCHAR NOT NULL,
-    model_version VARCHAR NOT NULL,
-    since_at TIMESTAMP WITH TIME ZONE NOT NULL,
-    last_created_at TIMESTAMP WITH TIME ZONE NOT NULL,
-    last_landed_at TIMESTAMP WITH TIME ZONE NOT NULL,
-    PRIMARY KEY (model, device)
-);
-CREATE TABLE {CHANGES} (
+_CREATE_CHANGES = f"""
+CREATE TABLE IF NOT EXISTS {CHANGES} (
     model VARCHAR NOT NULL,
     device VARCHAR NOT NULL,
     day DATE NOT NULL,
@@ -99,6 +50,10 @@ CREATE TABLE {CHANGES} (
     to_version VARCHAR NOT NULL,
     changed_at TIMESTAMP WITH TIME ZONE NOT NULL
 );
+"""
+
+_DROPS_DELTA = f"""
+SELECT day, model, reason, least(sum(records::HUGEINT), {MAX_COUNT})::BIGINT AS records FROM __drops_delta GROUP BY ALL
 """
 
 # Per device in the group: the version of its newest prediction, and the first prediction on it.
@@ -120,27 +75,16 @@ FROM temp.__versions_new AS n LEFT JOIN {VERSIONS} AS c ON c.model = $1 AND c.de
 WHERE c.device IS NULL OR (n.last_created_at > c.last_created_at AND n.version <> c.model_version)
 """
 
-_MOVE = f"""
-INSERT INTO {VERSIONS} SELECT $1, device, version, since_at, last_created_at, $2::TIMESTAMPTZ FROM temp.__versions_new
-ON CONFLICT (model, device) DO UPDATE SET
-    model_version = CASE WHEN excluded.last_created_at > {VERSIONS}.last_created_at
-                         THEN excluded.model_version ELSE {VERSIONS}.model_version END,
-    since_at = CASE WHEN excluded.last_created_at > {VERSIONS}.last_created_at
-                         AND excluded.model_version <> {VERSIONS}.model_version
-                    THEN excluded.since_at ELSE {VERSIONS}.since_at END,
-    last_created_at = greatest({VERSIONS}.last_created_at, excluded.last_created_at),
-    last_landed_at = excluded.last_landed_at
+# Each device's row as it is after this group: a newer prediction moves it (a new version starts its since_at).
+# Resolved here, under the device's lock, so a lake's deltas need only "the row with the newest prediction".
+_MOVED = f"""
+SELECT $1 AS model, n.device,
+       CASE WHEN c.device IS NULL OR n.last_created_at > c.last_created_at THEN n.version ELSE c.model_version END AS model_version,
+       CASE WHEN c.device IS NULL OR (n.last_created_at > c.last_created_at AND n.version <> c.model_version)
+            THEN n.since_at ELSE c.since_at END AS since_at,
+       greatest(n.last_created_at, coalesce(c.last_created_at, n.last_created_at)) AS last_created_at, $2::TIMESTAMPTZ AS last_landed_at
+FROM temp.__versions_new AS n LEFT JOIN {VERSIONS} AS c ON c.model = $1 AND c.device = n.device
 """
-
-_ADD = f"""
-INSERT INTO {TABLE} SELECT ?, model_version, predictions, weighted, labelled, weighted_labelled FROM __coverage_delta
-ON CONFLICT (model, model_version) DO UPDATE SET
-    predictions = {TABLE}.predictions + excluded.predictions,
-    weighted = {TABLE}.weighted + excluded.weighted,
-    labelled = {TABLE}.labelled + excluded.labelled,
-    weighted_labelled = {TABLE}.weighted_labelled + excluded.weighted_labelled
-"""
-
 
 _ZERO = "0 AS predictions, 0.0 AS weighted"
 
@@ -156,10 +100,16 @@ def _exists(con: duckdb.DuckDBPyConnection, table: str) -> bool:
     ).fetchone()[0])
 
 
+def create_sql(lake: bool) -> str:
+    """The tallies' DDL for a DuckDB file or a lake (aggregates as deltas and views there)."""
+    return "".join(aggregate.create(lake) for aggregate in (LABEL_COVERAGE, DROPS_DAILY, DEVICE_VERSIONS)) + _CREATE_CHANGES
+
+
 def ensure_tables(con: duckdb.DuckDBPyConnection) -> None:
     """Create the tables; one that is new in a database that has rows counts them once."""
-    for table, create, count in ((TABLE, _CREATE, _count_models), (DROPS, _CREATE_DROPS, _count_drops),
-                                 (DAILY, _CREATE_DAILY, _count_daily), (VERSIONS, _CREATE_VERSIONS, _count_versions)):
+    for table, create, count in ((TABLE, LABEL_COVERAGE.create(False), _count_models),
+                                 (DROPS, DROPS_DAILY.create(False), _count_drops),
+                                 (VERSIONS, DEVICE_VERSIONS.create(False) + _CREATE_CHANGES, _count_versions)):
         if _exists(con, table):
             continue
         con.execute("BEGIN TRANSACTION")
@@ -170,30 +120,23 @@ def ensure_tables(con: duckdb.DuckDBPyConnection) -> None:
         except BaseException:
             con.execute("ROLLBACK")
             raise
+    # Rows per day and model were a table of their own; they are ``landed_daily``'s now (ingest/health.py).
+    con.execute("DROP TABLE IF EXISTS rows_daily")
 
 
 def _count_models(con: duckdb.DuckDBPyConnection) -> None:
     if _exists(con, "models"):
         for (model,) in con.execute("SELECT model FROM models").fetchall():
-            _count(con, model)
+            _count(con, model, lake=False)
 
 
 def _count_drops(con: duckdb.DuckDBPyConnection) -> None:
     if _exists(con, "batches"):
-        con.execute(
-            f"INSERT INTO {DROPS} SELECT CAST(timezone('UTC', received_at) AS DATE), model, left(e.key, {MAX_REASON_CHARS}), "
-            f"least(sum(least(e.value, {MAX_COUNT})::HUGEINT), {MAX_COUNT})::BIGINT "
+        con.execute(DROPS_DAILY.add(
+            f"SELECT CAST(timezone('UTC', received_at) AS DATE) AS day, model, left(e.key, {MAX_REASON_CHARS}) AS reason, "
+            f"least(sum(least(e.value, {MAX_COUNT})::HUGEINT), {MAX_COUNT})::BIGINT AS records "
             "FROM (SELECT received_at, model, unnest(map_entries(TRY_CAST(TRY_CAST(drops AS JSON) AS MAP(VARCHAR, BIGINT)))) AS e "
-            "FROM batches WHERE drops IS NOT NULL AND drops NOT IN ('{}', 'null')) WHERE e.value > 0 GROUP BY ALL"
-        )
-
-
-def _count_daily(con: duckdb.DuckDBPyConnection) -> None:
-    if _exists(con, "batches"):
-        con.execute(
-            f"INSERT INTO {DAILY} SELECT CAST(timezone('UTC', received_at) AS DATE), model, "
-            "sum(rows - coalesce(duplicates, 0))::BIGINT, count(*) FROM batches GROUP BY ALL"
-        )
+            "FROM batches WHERE drops IS NOT NULL AND drops NOT IN ('{}', 'null')) WHERE e.value > 0 GROUP BY ALL", False))
 
 
 def _count_versions(con: duckdb.DuckDBPyConnection) -> None:
@@ -211,7 +154,8 @@ def _count_versions(con: duckdb.DuckDBPyConnection) -> None:
         )
 
 
-def note_versions(con: duckdb.DuckDBPyConnection, model: str, predictions: Sequence[pa.Table], landed_at: datetime) -> None:
+def note_versions(con: duckdb.DuckDBPyConnection, model: str, predictions: Sequence[pa.Table], landed_at: datetime, *,
+                  lake: bool = False) -> None:
     """Move each device of the group to the version of its newest prediction, logging the change."""
     if not predictions:
         return
@@ -224,29 +168,13 @@ def note_versions(con: duckdb.DuckDBPyConnection, model: str, predictions: Seque
     try:
         con.execute(_GROUP_VERSIONS)
         con.execute(_LOG_CHANGES, [model])
-        con.execute(_MOVE, [model, landed_at.isoformat()])
+        con.execute(DEVICE_VERSIONS.add(_MOVED, lake), [model, landed_at.isoformat()])
     finally:
         con.execute("DROP TABLE IF EXISTS temp.__versions_p")
         con.execute("DROP TABLE IF EXISTS temp.__versions_new")
 
 
-def note_batches(con: duckdb.DuckDBPyConnection, batches: Iterable[tuple[date, str, int, dict[str, int]]]) -> None:
-    """Add each landed batch (day received, model, rows landed, drop counts) to ``rows_daily`` and ``drops_daily``."""
-    batches = list(batches)
-    if batches:
-        delta = pa.table({
-            "day": pa.array([b[0] for b in batches], pa.date32()), "model": [b[1] for b in batches],
-            "rows": pa.array([b[2] for b in batches], pa.int64()),
-        })
-        con.register("__daily_delta", delta)
-        try:
-            con.execute(_ADD_DAILY)
-        finally:
-            con.unregister("__daily_delta")
-    _note_drops(con, [(day, model, drops) for day, model, _, drops in batches])
-
-
-def _note_drops(con: duckdb.DuckDBPyConnection, drops: Iterable[tuple[date, str, dict[str, int]]]) -> None:
+def note_drops(con: duckdb.DuckDBPyConnection, drops: Iterable[tuple[date, str, dict[str, int]]], *, lake: bool = False) -> None:
     """Add each landed batch's drop counts (day received, model, reason → records) to ``drops_daily``."""
     rows = [(day, model, str(reason)[:MAX_REASON_CHARS], min(int(count), MAX_COUNT))
             for day, model, counts in drops for reason, count in counts.items() if count > 0]
@@ -258,7 +186,7 @@ def _note_drops(con: duckdb.DuckDBPyConnection, drops: Iterable[tuple[date, str,
     })
     con.register("__drops_delta", delta)
     try:
-        con.execute(_ADD_DROPS)
+        con.execute(DROPS_DAILY.add(_DROPS_DELTA, lake))
     finally:
         con.unregister("__drops_delta")
 
@@ -280,23 +208,24 @@ def rebuild(con: duckdb.DuckDBPyConnection, model: str) -> None:
 
     Label coverage is counted again; a device with no rows left leaves the rollout (the others keep
     their version: re-inserting a key deleted in the same transaction trips DuckDB's constraint check).
-    ``rows_daily``, ``drops_daily`` and ``version_changes`` are the history of what landed and stay.
+    ``drops_daily`` and ``version_changes`` are the history of what devices did and stay.
     """
-    con.execute(f"DELETE FROM {TABLE} WHERE model = ?", [model])
-    _count(con, model)
+    lake = on_lake(con)
+    con.execute(f"DELETE FROM {LABEL_COVERAGE.table(lake)} WHERE model = ?", [model])
+    _count(con, model, lake=lake)
     if _exists(con, model):
         con.execute(
-            f"DELETE FROM {VERSIONS} WHERE model = ? AND device NOT IN "
+            f"DELETE FROM {DEVICE_VERSIONS.table(lake)} WHERE model = ? AND device NOT IN "
             f"(SELECT DISTINCT device FROM {_quote(model)} WHERE device IS NOT NULL)",
             [model],
         )
 
 
-def _count(con: duckdb.DuckDBPyConnection, model: str) -> None:
+def _count(con: duckdb.DuckDBPyConnection, model: str, *, lake: bool) -> None:
     if not _exists(con, model) or not _exists(con, model + "_feedback"):
         return
     con.execute(
-        f"INSERT INTO {TABLE} SELECT ?, p.model_version, count(*), coalesce(sum(p.sample_weight), 0), "
+        f"INSERT INTO {LABEL_COVERAGE.table(lake)} SELECT ?, p.model_version, count(*), coalesce(sum(p.sample_weight), 0), "
         f"count(l.prediction_id), coalesce(sum(CASE WHEN l.prediction_id IS NULL THEN 0 ELSE p.sample_weight END), 0) "
         f"FROM {_quote(model)} AS p LEFT JOIN (SELECT DISTINCT prediction_id FROM {_quote(model + '_feedback')}) AS l "
         f"ON l.prediction_id = p.record_id GROUP BY p.model_version",
@@ -305,7 +234,7 @@ def _count(con: duckdb.DuckDBPyConnection, model: str) -> None:
 
 
 def note_landed(con: duckdb.DuckDBPyConnection, model: str, predictions: Sequence[pa.Table], feedback: Sequence[pa.Table],
-                batch_ids: Sequence[str]) -> None:
+                batch_ids: Sequence[str], *, lake: bool = False) -> None:
     """Count the rows a group commit just inserted (already in the tables, same transaction).
 
     ``predictions`` carry record_id, model_version and sample_weight; ``feedback`` carries
@@ -368,7 +297,9 @@ def note_landed(con: duckdb.DuckDBPyConnection, model: str, predictions: Sequenc
             "sum(weighted)::DOUBLE AS weighted, sum(labelled)::BIGINT AS labelled, "
             f"sum(weighted_labelled)::DOUBLE AS weighted_labelled FROM ({' UNION ALL '.join(parts)}) GROUP BY ALL"
         )
-        con.execute(_ADD, [model])
+        con.execute(LABEL_COVERAGE.add(
+            "SELECT ? AS model, model_version, predictions, weighted, labelled, weighted_labelled FROM temp.__coverage_delta",
+            lake), [model])
     finally:
         for name in ("__coverage_group", "__coverage_p", "__coverage_f", "__coverage_prior", "__coverage_delta"):
             con.execute(f"DROP TABLE IF EXISTS temp.{name}")

@@ -304,3 +304,36 @@ async def test_uploads_and_queries_during_a_deletion_all_land(server, tmp_path, 
     assert rows[0]["n"] == 200 + 12 * 20 - results[0]["tables"]["vibration"]
     audit = await server.sql("SELECT count(*) AS n FROM deletions")
     assert audit == [{"n": 1}]
+
+
+async def test_after_a_deletion_and_retention_the_fleet_counts_leave_out_the_deleted_rows(server, tmp_path, vibration):
+    """After deleting a device's rows and a model's old rows, landed_daily, device_health, the versions and the
+    dashboard's rows per day count exactly what the tables still hold, and a device with nothing left leaves them."""
+    from tests.ingest.fleet_truth import assert_aggregates_match_async
+
+    headers = {"Authorization": f"Bearer {server.admin_token}"}
+    tokens = {name: await server.add_device(name) for name in ("pump-1", "pump-2", "pump-3")}
+    old, recent = datetime.now(UTC) - timedelta(days=400), datetime.now(UTC) - timedelta(days=1)
+    for index, (name, version, start) in enumerate([("pump-1", "1.0", recent), ("pump-2", "1.0", old),
+                                                     ("pump-2", "2.0", recent), ("pump-3", "2.0", recent)]):
+        table, ids = make_table(vibration, predictions=10 + index, version=version, start=start)
+        feedback, _ = make_table(vibration, feedback=[(ids[0], "ok", start + timedelta(minutes=1))], version=version)
+        for part, rows in (("p", table), ("f", feedback)):
+            batch_id, body = seal(tmp_path / f"b{index}{part}", vibration, rows)
+            assert (await server.put(batch_id, body, tokens[name]))[0] == 201
+    await assert_aggregates_match_async(server.sql)
+    for deletion in ({"device": "pump-1"}, {"model": "vibration", "before": (old + timedelta(days=1)).isoformat(),
+                                             "reason": "retention"}):
+        async with server.session.post(f"{server.url}/v1/deletions", json={**deletion, "execute": True},
+                                       headers=headers) as response:
+            assert response.status == 200, await response.text()
+            answer = await response.json()
+            assert answer["rows"] > 0 and answer.get("file_bytes_after", 1) > 0, answer
+    await assert_aggregates_match_async(server.sql)
+    left = await server.sql("SELECT DISTINCT device FROM landed_daily ORDER BY 1")
+    assert left == [{"device": "pump-2"}, {"device": "pump-3"}]
+    assert await server.sql("SELECT rows FROM device_health WHERE device = 'pump-1'") == [{"rows": 0}]
+    async with server.session.get(f"{server.url}/v1/dashboard/data?days=30", headers=headers) as response:
+        data = await response.json()
+    remaining = await server.sql("SELECT (SELECT count(*) FROM vibration) + (SELECT count(*) FROM vibration_feedback) AS n")
+    assert sum(data["rows_per_day"]["vibration"]) == remaining[0]["n"] > 0

@@ -86,9 +86,6 @@ def test_a_database_from_before_the_table_is_counted_when_the_store_opens(tmp_pa
         ("m", "1", 2, 4.0, 1, 3.0), ("m", "2", 2, 2.0, 1, 1.0),
     ]
     assert con.execute("SELECT * FROM drops_daily").fetchall() == [(date(2026, 11, 1), "m", "sampled_out", 7)]
-    assert con.execute("SELECT day, rows, batches FROM rows_daily ORDER BY day").fetchall() == [
-        (date(2026, 11, 1), 6, 2), (date(2026, 11, 2), 5, 1),
-    ]
     assert con.execute("SELECT device, model_version FROM device_versions").fetchall() == [("d", "2")]
     assert con.execute("SELECT device, day, to_version FROM version_changes").fetchall() == [("d", date(2026, 10, 3), "2")]
     tallies.ensure_tables(con)  # a second open counts nothing twice
@@ -126,6 +123,6 @@ def test_hostile_drop_counts_are_capped_and_never_fail_a_landing(tmp_path):
     con = duckdb.connect(str(tmp_path / "t.duckdb"))
     tallies.ensure_tables(con)
     for _ in range(3):
-        tallies.note_batches(con, [(date(2026, 11, 1), "m", 3, {"x" * 500: 10**30, "ok": 3, "negative": -5})])
+        tallies.note_drops(con, [(date(2026, 11, 1), "m", {"x" * 500: 10**30, "ok": 3, "negative": -5})])
     rows = dict(con.execute("SELECT reason, records FROM drops_daily").fetchall())
     assert rows == {"x" * tallies.MAX_REASON_CHARS: tallies.MAX_COUNT, "ok": 9}

@@ -84,7 +84,7 @@ class Replica:
     def request(self, method: str, path: str, body: bytes | None = None, token: str | None = None,
                 content_type: str = "application/json") -> tuple[int | None, Any]:
         """The status and decoded JSON answer; None when the connection died."""
-        headers = {"Content-Type": content_type}
+        headers = {"Content-Type": content_type, "Accept": "application/json"}
         if token is None:
             token = self.admin_token_file.read_text().strip()
         headers["Authorization"] = f"Bearer {token}"
@@ -264,3 +264,81 @@ def test_two_replicas_adding_the_same_new_field_at_once_fail_no_batch(replicas, 
     with lake_reader(a) as con:
         assert counts(con) == (6, 6, 60)
         assert con.execute("SELECT count(humidity) FROM vibration").fetchone()[0] == 60
+
+
+def test_fleet_health_and_dashboard_through_two_replicas_match_sql_over_the_lake(replicas, tmp_path, vibration):
+    """Devices uploading through two replicas at once and reporting status through each: the fleet, health and
+    dashboard answers of both replicas and of the CLI equal SQL over the landed tables, before and after compact."""
+    from datetime import UTC, datetime, timedelta
+
+    from tests.ingest.conftest import cli
+    from tests.ingest.fleet_truth import assert_aggregates_match
+    from tests.ingest.test_health import status_document
+
+    a, b = replicas(2)
+    names = ("pump-1", "pump-2", "pump-3")
+    tokens = {name: a.add_device(name) for name in names}
+    wait_for(lambda: all(b.knows(token) for token in tokens.values()), what="the tokens to reach the other replica")
+    start = datetime.now(UTC) - timedelta(hours=2)
+    sent = []
+    for index in range(12):  # every device through both replicas, moving from 1.0 to 2.0 halfway
+        name = names[index % 3]
+        table, ids = make_table(vibration, predictions=5 + index, version="1.0" if index < 6 else "2.0",
+                                start=start + timedelta(minutes=index))
+        feedback = make_table(vibration, feedback=[(ids[0], "ok", start + timedelta(minutes=index, seconds=30))])[0]
+        for part, rows in (("p", table), ("f", feedback)):
+            sent.append(((a, b)[(index + len(part)) % 2], name, *seal(tmp_path / f"b{index}{part}", vibration, rows)))
+    results: list[int | None] = []
+    barrier = threading.Barrier(len(sent))
+
+    def send(replica: Replica, name: str, batch_id: str, body: bytes) -> None:
+        barrier.wait()
+        results.append(replica.put(batch_id, body, tokens[name])[0])
+
+    threads = [threading.Thread(target=send, args=job) for job in sent]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert results == [201] * len(sent)
+    for replica, name in ((a, "pump-1"), (b, "pump-1"), (b, "pump-2"), (a, "pump-3")):
+        document = status_document(sync={**status_document()["sync"], "outcome": "failed" if name == "pump-3" else "ok",
+                                         "error": "timeout" if name == "pump-3" else None})
+        status, answer = replica.request("PUT", f"/v1/status/{document['status_id']}", json.dumps(document).encode(),
+                                         tokens[name])
+        assert status == 201, answer
+
+    def sql_on(replica: Replica):
+        def sql(query: str) -> list[dict[str, Any]]:
+            status, answer = replica.request("POST", "/v1/sql", json.dumps({"sql": query}).encode())
+            assert status == 200, answer
+            return answer["rows"]
+        return sql
+
+    def check() -> None:
+        for replica in (a, b):
+            assert_aggregates_match(sql_on(replica))
+            status, fleet = replica.request("GET", "/v1/dashboard/fleet")
+            assert status == 200, fleet
+            assert fleet["devices"] == 3 and fleet["states"]["failing"] == 1, fleet
+            status, data = replica.request("GET", "/v1/dashboard/data?days=7")
+            truth = sql_on(replica)("SELECT (SELECT count(*) FROM vibration) + (SELECT count(*) FROM vibration_feedback) AS n")
+            assert sum(data["rows_per_day"]["vibration"]) == truth[0]["n"] == sum(5 + i for i in range(12)) + 12
+            status, device = replica.request("GET", "/v1/dashboard/devices/pump-2")
+            assert status == 200, device
+            per_version = {row["model_version"]: row["predictions"] for row in device["versions"]}
+            truth = sql_on(replica)("SELECT model_version, count(*) AS n FROM vibration WHERE device = 'pump-2' GROUP BY 1")
+            assert per_version == {row["model_version"]: row["n"] for row in truth}
+            assert device["device"]["statuses"] == 1 and device["device"]["rows"] == sum(per_version.values()) + 4
+        listed = [json.loads(line) for line in cli("fleet", "--format", "json", "--config", str(a.config)).stdout.splitlines()]
+        assert {(row["device"], row["state"], row["rows"]) for row in listed} == {
+            (row["device"], row["state"], row["rows"]) for row in sql_on(a)(
+                "SELECT device, CASE WHEN device = 'pump-3' THEN 'failing' ELSE 'ok' END AS state, count(*) AS rows FROM "
+                "(SELECT device FROM vibration UNION ALL SELECT device FROM vibration_feedback) GROUP BY device")}
+
+    check()
+    folded = cli("compact", "--config", str(a.config))
+    assert "compacted" in folded.stderr
+    check()
+    deltas = sql_on(a)("SELECT (SELECT count(*) FROM landed_daily_deltas) AS deltas, (SELECT count(*) FROM landed_daily) AS keys")
+    assert deltas[0]["deltas"] == deltas[0]["keys"] > 0  # compact folded each key's deltas into one row
