@@ -945,22 +945,21 @@ def _training_view(model: str, columns: dict[str, dict[str, str]], truth: str | 
     # Ties on created_at go to the later received_at, then the larger record id, as a device's resend would.
     latest = "(created_at, received_at, record_id)"
     label_first = f"({quote(truth)} IS NOT NULL, created_at, received_at, record_id)" if truth else latest
-    provenance = {"labeled_by"}
-    picked = []
-    for name in labels:
-        if name in provenance:
-            picked.append(f"arg_max_null({quote(name)}, {label_first}) AS {quote(name)}")
-        else:
-            picked.append(f"arg_max({quote(name)}, {latest}) FILTER (WHERE {quote(name)} IS NOT NULL) AS {quote(name)}")
-    fields = "".join(f", {item}" for item in picked)
-    chosen = "".join(f", f.{quote(name)}" for name in labels)
+    provenance = [name for name in labels if name == "labeled_by"]  # who gave the label goes with the label
+    fields = [name for name in labels if name not in provenance]
+    # One struct for the label's row: one aggregate instead of one per provenance column.
+    label_row = ", ".join(f"{name} := {name}" for name in ("record_id", "created_at", "source", *provenance))
+    picked = "".join(
+        f", arg_max({quote(name)}, {latest}) FILTER (WHERE {quote(name)} IS NOT NULL) AS {quote(name)}" for name in fields
+    )
+    chosen = "".join(f", f.label.{name} AS {name}" if name in provenance else f", f.{quote(name)}"
+                     for name in labels)
     return (
         f"CREATE OR REPLACE VIEW {quote(model + '_training')} AS "
-        f"SELECT p.*, f.feedback_id, f.feedback_created_at, f.feedback_source{chosen} "
+        f"SELECT p.*, f.label.record_id AS feedback_id, f.label.created_at AS feedback_created_at, "
+        f"f.label.source AS feedback_source{chosen} "
         f"FROM {quote(model)} AS p LEFT JOIN ("
-        f"SELECT prediction_id, arg_max_null(record_id, {label_first}) AS feedback_id, "
-        f"arg_max_null(created_at, {label_first}) AS feedback_created_at, "
-        f"arg_max_null(source, {label_first}) AS feedback_source{fields} "
+        f"SELECT prediction_id, arg_max_null(struct_pack({label_row}), {label_first}) AS label{picked} "
         f"FROM {quote(model + '_feedback')} WHERE prediction_id IS NOT NULL GROUP BY prediction_id"
         f") AS f ON f.prediction_id = p.record_id"
     )
