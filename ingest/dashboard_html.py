@@ -73,7 +73,7 @@ def _table(table_id: str, headers: Sequence[str], rows: Sequence[tuple[dict[str,
 def _page(title: str, body: str, *, nav: bool = True, models: Sequence[str] = ()) -> str:
     header = ""
     if nav:
-        reports = "".join(f'<a href="/dashboard/report?model={urllib.parse.quote(m)}">report: {_e(m)}</a>' for m in models)
+        reports = "".join(f'<a href="/dashboard/report?model={urllib.parse.quote(m)}">field performance: {_e(m)}</a>' for m in models)
         header = (
             '<header><b>edgeloop</b><a href="/dashboard">overview</a>' + reports + '<span class="grow"></span>'
             '<form method="post" action="/dashboard/logout"><button type="submit">log out</button></form></header>'

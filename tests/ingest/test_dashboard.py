@@ -318,6 +318,8 @@ async def test_the_field_performance_page_has_the_series_the_calibration_plot_an
             text = await page.text()
         async with session.get(f"{server.url}/v1/dashboard/report/vibration?bucket=day") as r:
             report = await r.json()
+        async with session.get(f"{server.url}/dashboard") as overview:
+            assert '<a href="/dashboard/report?model=vibration">field performance: vibration</a>' in await overview.text()
     assert "<script" not in text and "&lt;script&gt;alert(1)&lt;/script&gt;&quot;" in text
     svgs = _svgs(text)
     kinds = [svg.get("class", "") + "|" + svg.get("aria-label", "") for svg in svgs]
