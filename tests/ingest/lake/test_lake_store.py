@@ -1,5 +1,8 @@
-"""The DuckLake store passes the DuckDB store's upload and deduplication tests (the ``server`` fixture is a lake here)."""
+"""The DuckLake store passes the DuckDB store's upload, deduplication and field performance page tests (the ``server`` fixture is a lake here)."""
 
+from tests.ingest.test_dashboard import (  # noqa: F401
+    test_the_field_performance_page_has_the_series_the_calibration_plot_and_the_rollout,
+)
 from tests.ingest.test_dedup import (  # noqa: F401
     test_concurrent_uploads_of_the_same_ids_under_other_batch_ids_land_once,
     test_feedback_ids_are_deduplicated_in_their_own_table,
