@@ -81,7 +81,7 @@ class AgentSettings(Settings):
 
 
 class IntakeSettings(Settings):
-    max_body_bytes: PositiveInt = 768 * 1024  # at most what agent.memory_budget_mb admits
+    max_body_bytes: PositiveInt = 640 * 1024  # at most what agent.memory_budget_mb admits
     max_records_per_request: PositiveInt = 10_000
     max_connections: PositiveInt = 256
     idle_timeout_s: Positive = 30.0

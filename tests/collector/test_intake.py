@@ -167,7 +167,7 @@ def test_size_limits_and_content_type_are_refused_clearly(small_agent):
 
 
 # 400 thumbnails in one request (~8 MB): a memory budget that admits such bodies.
-BIG_BODIES: dict = {"agent": {"memory_budget_mb": 320}, "intake": {"max_body_bytes": 8 << 20}}
+BIG_BODIES: dict = {"agent": {"memory_budget_mb": 400}, "intake": {"max_body_bytes": 8 << 20}}
 
 
 def _fill(agent, until_status: int | None, rounds: int) -> list[int]:
