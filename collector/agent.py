@@ -142,6 +142,8 @@ class Agent:
                 disk_free_bytes=spool.free_disk_bytes,
                 disk_full=lambda: float(spool.disk_full),
                 seal_reserve_held_bytes=lambda: spool.reserve_held_bytes,
+                intake_in_flight_bytes=lambda: budget.in_flight_bytes,
+                intake_budget_bytes=lambda: budget.intake_bytes,
             )
             app = create_app(
                 self.config,

@@ -74,6 +74,12 @@ class Metrics:
         self.seal_reserve_held_bytes = Gauge(
             "edgeloop_seal_reserve_held_bytes", "Disk held in reserve so a seal works on a full disk", registry=r
         )
+        self.intake_in_flight_bytes = Gauge(
+            "edgeloop_intake_in_flight_bytes", "Memory charged to request bodies in flight (24x each body's size)", registry=r
+        )
+        self.intake_budget_bytes = Gauge(
+            "edgeloop_intake_budget_bytes", "The memory budget's share for request bodies (agent.memory_budget_mb / 2)", registry=r
+        )
 
     def watch(
         self,
@@ -86,6 +92,8 @@ class Metrics:
         disk_free_bytes: Callable[[], float] | None = None,
         disk_full: Callable[[], float] | None = None,
         seal_reserve_held_bytes: Callable[[], float] | None = None,
+        intake_in_flight_bytes: Callable[[], float] | None = None,
+        intake_budget_bytes: Callable[[], float] | None = None,
     ) -> None:
         """Read the gauges from live state at scrape time."""
         self.spool_oldest_age.set_function(spool_oldest_age_s)
@@ -97,6 +105,8 @@ class Metrics:
             (self.disk_free_bytes, disk_free_bytes),
             (self.disk_full, disk_full),
             (self.seal_reserve_held_bytes, seal_reserve_held_bytes),
+            (self.intake_in_flight_bytes, intake_in_flight_bytes),
+            (self.intake_budget_bytes, intake_budget_bytes),
         ):
             if read is not None:
                 gauge.set_function(read)

@@ -215,7 +215,7 @@ def test_large_records_keep_the_agent_within_its_budget(agent_factory, tmp_path)
 
 
 def test_a_body_that_does_not_fit_next_to_those_in_flight_gets_503_and_retry_after(agent_factory):
-    """While a body holding the whole intake share is being received, another request is answered 503 busy with Retry-After."""
+    """While a body holding the whole intake share is being received, another request is answered 503 busy, and /metrics shows the charge."""
     budget = MemoryBudget.from_mb(16)
     agent = agent_factory(agent={"memory_budget_mb": 16}, intake={"max_body_bytes": budget.max_body_bytes}).start()
     slow = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -227,13 +227,23 @@ def test_a_body_that_does_not_fit_next_to_those_in_flight_gets_503_and_retry_aft
         slow.sendall(head.encode())
         deadline = time.monotonic() + 30
         while True:  # the slow request's charge is held once its handler runs
-            status, body = agent.post_raw(orjson.dumps([{"model": "vibration"}]))
+            probe = _UnixConnection(str(agent.socket), 30.0)
+            try:
+                probe.request("POST", "/v1/records", body=b'[{"model": "vibration"}]', headers={"Content-Type": "application/json"})
+                response = probe.getresponse()
+                status, retry_after, body = response.status, response.getheader("Retry-After"), orjson.loads(response.read())
+            finally:
+                probe.close()
             if status == 503 or time.monotonic() > deadline:
                 break
             time.sleep(0.02)
-        assert status == 503, body
+        assert status == 503 and retry_after == "1", body
         assert body["error"]["code"] == "busy"
         assert body["error"]["details"]["budget_bytes"] == budget.intake_bytes
+        gauges = {line.split()[0]: float(line.split()[1]) for line in urllib_metrics(agent).splitlines()
+                  if line.startswith("edgeloop_intake_")}
+        assert gauges["edgeloop_intake_budget_bytes"] == budget.intake_bytes
+        assert gauges["edgeloop_intake_in_flight_bytes"] == budget.max_body_bytes * BODY_COST
     finally:
         slow.close()
     deadline = time.monotonic() + 30
@@ -243,6 +253,16 @@ def test_a_body_that_does_not_fit_next_to_those_in_flight_gets_503_and_retry_aft
             break
         time.sleep(0.02)
     assert status == 200, body
+
+
+def urllib_metrics(agent) -> str:
+    """The agent's /metrics text, read over its socket."""
+    conn = _UnixConnection(str(agent.socket), 30.0)
+    try:
+        conn.request("GET", "/metrics")
+        return conn.getresponse().read().decode()
+    finally:
+        conn.close()
 
 
 def test_a_declared_body_over_the_limit_is_refused_before_it_is_read(agent_factory):
