@@ -13,6 +13,7 @@ import pytest
 from edgeloop.ingest.lake import extension_path
 from tests.ingest.conftest import Server, cli, make_config, make_table, seal, start_server
 from tests.ingest.lake.conftest import lake_section
+from tests.ingest.test_report import field_db  # noqa: F401  (the fixture: two weeks of labelled field data)
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -126,3 +127,27 @@ def test_check_config_reaches_the_catalog_and_names_an_unreachable_one(postgres,
     bad = write_lake_config(tmp_path / "bad", lake_section(postgres, tmp_path / "bad", catalog="host=127.0.0.1 port=1 dbname=x"))
     result = cli("check-config", "--config", bad, check=False)
     assert result.returncode == 1 and "store.catalog" in result.stderr and len(result.stderr.strip().splitlines()) == 1
+
+
+def test_report_on_a_lake_is_the_same_through_a_replica_attached_and_from_the_file_it_came_from(postgres, field_db, tmp_path):
+    """report --format json (and html) on a lake gives the figures of the DuckDB file it was migrated from, through a
+    running replica's admin API and with the CLI attaching the lake itself."""
+    from tests.ingest.lake.test_replicas import Replica
+
+    lake = lake_section(postgres, tmp_path)
+    cli("migrate", "--to", "ducklake", "--config", write_lake_config(tmp_path, {**lake, "db_path": str(field_db)}))
+    window = ("report", "--model", "vibration", "--since", "2026-10-08", "--until", "2026-10-15", "--format", "json")
+    from_file = json.loads(cli(*window, "--db", str(field_db)).stdout)
+    replica = Replica(tmp_path, lake, tmp_path / "admin.token", 0)
+    replica.start()
+    try:
+        replica.wait_ready()
+        running = json.loads(cli(*window, "--url", replica.url, "--config", str(replica.config)).stdout)
+        attached = json.loads(cli(*window, "--config", str(replica.config)).stdout)
+        page = tmp_path / "report.html"
+        cli(*window[:-2], "--format", "html", "--out", str(page), "--config", str(replica.config))
+    finally:
+        replica.stop()
+    assert running == attached == from_file
+    assert {group["key"] for group in from_file["groups"]} == {"2.0.3", "2.1.0", "2.2.0-rc1"}
+    assert page.read_text().startswith("<!DOCTYPE html>")
