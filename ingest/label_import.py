@@ -27,6 +27,7 @@ import pyarrow as pa
 
 from edgeloop.errors import BatchRejected, EdgeloopError
 from edgeloop.ingest import tallies
+from edgeloop.ingest.aggregate import on_lake
 from edgeloop.ingest.store import add_feedback_column, quote
 from edgeloop.schemas.model_schema import FieldSpec, ModelSchema
 
@@ -349,7 +350,7 @@ def land_labels(
                 con.unregister("__edgeloop_labels")
             # The dashboard's label coverage, as a landing of device feedback keeps it.
             ids = pa.table({"prediction_id": pa.array([row["prediction_id"].bytes for row in fresh], pa.uuid())})
-            tallies.note_landed(con, schema.name, [], [ids], [tag])
+            tallies.note_landed(con, schema.name, [], [ids], [tag], lake=on_lake(con))
             imported = len(fresh)
     errors.sort(key=lambda error: error["row"])
     return {"imported": imported, "duplicates": duplicates, "errors": errors}

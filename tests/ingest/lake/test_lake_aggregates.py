@@ -20,3 +20,22 @@ from tests.ingest.test_tallies import (  # noqa: F401
     test_coverage_matches_the_training_view_in_any_landing_order,
     test_drops_per_day_and_reason_are_tallied_as_batches_land,
 )
+
+
+async def test_imported_labels_count_in_the_label_coverage_on_a_lake(server, tmp_path, vibration):
+    """Labels imported through POST /v1/feedback/{model} on a lake add to label_coverage as device feedback does."""
+    from tests.ingest.conftest import make_table, seal
+    from tests.ingest.fleet_truth import PAIRS, assert_aggregates_match_async
+
+    token = await server.add_device("pump-1")
+    table, ids = make_table(vibration, predictions=8)
+    batch_id, body = seal(tmp_path, vibration, table)
+    assert (await server.put(batch_id, body, token))[0] == 201
+    label = next(spec.name for spec in vibration.section("feedback"))
+    rows = [{"row": index, "record_id": str(record_id), "fields": {label: "normal"}} for index, record_id in enumerate(ids[:3])]
+    async with server.session.post(f"{server.url}/v1/feedback/vibration", json={"source": "test", "tag": "t1", "rows": rows},
+                                   headers={"Authorization": f"Bearer {server.admin_token}"}) as response:
+        answer = await response.json()
+        assert response.status == 200 and answer["imported"] == 3, answer
+    await assert_aggregates_match_async(server.sql, {"coverage": PAIRS["coverage"]})
+    assert (await server.sql("SELECT labelled FROM label_coverage"))[0]["labelled"] == 3
