@@ -28,13 +28,13 @@ from edgeloop.errors import AuthError, DatabaseInUse, IngestError, QueryFailed, 
 from edgeloop.ingest.auth import DeviceRegistry, admin_token
 from edgeloop.ingest.config import IngestConfig, StoreSettings
 from edgeloop.ingest.catalog import Catalog
-from edgeloop.ingest.export import ResultStream
+from edgeloop.ingest.export import ResultStream, uuids_as_text
 from edgeloop.ingest.policies import PolicyBook
 from edgeloop.ingest.query import check_query, run_query, stream_query, translate_errors
 from edgeloop.ingest.compaction import compact_file
 from edgeloop.ingest.deletion import Deletion, apply
 from edgeloop.ingest.label_import import LabelRow, land_labels
-from edgeloop.ingest.store import connect, load_catalog, quote, register_schema
+from edgeloop.ingest.store import connect, load_catalog, register_schema
 from edgeloop.schemas.model_schema import ModelSchema
 
 __all__ = ["Admin", "LocalAdmin", "RemoteAdmin", "open_admin"]
@@ -87,12 +87,8 @@ class LocalAdmin:
             raise StoreError("this connection was not opened to write an export")
         checked = check_query(self._con, sql)
         with translate_errors(None):
-            described = self._con.execute(f"DESCRIBE {checked.sql}", list(params) if params else None).fetchall()
-        # UUIDs as text, as in every other output (DuckDB's Arrow spells them so, and so does the server's stream).
-        uuids = [quote(row[0]) for row in described if row[1] == "UUID"]
-        select = checked.sql
-        if uuids:
-            select = f"SELECT * REPLACE ({', '.join(f'{name}::VARCHAR AS {name}' for name in uuids)}) FROM ({select})"
+            # As text, as DuckDB's Arrow and so the server's stream spell them: one file whichever path wrote it.
+            select = uuids_as_text(self._con, checked.sql, params)
         target = "'" + str(self.write_to).replace("'", "''") + "'"
         copy = f"COPY ({select}) TO {target} ({options})"
         outcome: dict[str, Any] = {}

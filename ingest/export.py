@@ -32,6 +32,7 @@ __all__ = [
     "Format",
     "JSON_OPTIONS",
     "STDOUT",
+    "copy_options",
     "copy_result",
     "target_path",
     "Progress",
@@ -41,6 +42,7 @@ __all__ = [
     "json_rows",
     "parquet_metadata",
     "training_query",
+    "uuids_as_text",
     "write_result",
 ]
 
@@ -101,6 +103,19 @@ def training_query(
         where.append(f"{quote(truth)} IS NOT NULL" if truth else "feedback_id IS NOT NULL")
     clause = f" WHERE {' AND '.join(where)}" if where else ""
     return f"SELECT * FROM {quote(model + '_training')}{clause} ORDER BY created_at, record_id", params
+
+
+def uuids_as_text(con: duckdb.DuckDBPyConnection, select: str, params: Sequence[Any] = ()) -> str:
+    """``select`` with its UUID columns cast to text, the form every export writes them in.
+
+    Spark (4.0) refuses Parquet's 16-byte UUID type and readers that do not map it give raw bytes;
+    text reads as the same string everywhere and joins with CSV, JSON and the label queue.
+    """
+    described = con.execute(f"DESCRIBE {select}", list(params) if params else None).fetchall()
+    uuids = [quote(row[0]) for row in described if row[1] == "UUID"]
+    if not uuids:
+        return select
+    return f"SELECT * REPLACE ({', '.join(f'{name}::VARCHAR AS {name}' for name in uuids)}) FROM ({select})"
 
 
 def parquet_metadata(query: str, params: Sequence[Any], fingerprints: dict[str, str], version: str) -> dict[str, str]:
