@@ -309,6 +309,7 @@ _SSN = re.compile(r"^(\d{3})([- ])(\d{2})\2(\d{4})$")
 _CARD_GROUPINGS = frozenset({(4, 4, 4, 4), (4, 4, 4, 4, 3), (4, 4, 4, 4, 2), (4, 4, 4, 4, 1), (4, 4, 4, 3), (4, 4, 4, 2),
                              (4, 4, 4, 1), (4, 4, 4), (4, 6, 5), (4, 6, 4), (4, 4, 5), (4, 4, 4, 4, 4)})  # fmt: skip
 _MAX_PHONE_TRIES = 12
+_MEMO_TEXTS, _MEMO_CHARS = 4096, 256  # at most 4096 x 256 characters remembered per redactor
 
 
 @cache
@@ -356,9 +357,22 @@ class Redactor:
         self.allow = tuple(allow)
         self.detector = detector
         self._phones: dict[tuple[str, bool], bool] = {}
+        self._texts: dict[str, str] = {}
 
     def redact(self, text: str) -> str:
-        """``text`` with every finding replaced by its placeholder."""
+        """``text`` with every finding replaced by its placeholder; a short text seen lately is not searched again."""
+        known = self._texts.get(text)
+        if known is not None:
+            return known
+        redacted = self._redact(text)
+        # Fleets log the same short notes over and over; a model detector may not be pure, so not with one.
+        if self.detector is None and len(text) <= _MEMO_CHARS:
+            if len(self._texts) >= _MEMO_TEXTS:
+                self._texts.clear()
+            self._texts[text] = redacted
+        return redacted
+
+    def _redact(self, text: str) -> str:
         spans = self.find(text)
         if not spans:
             return text

@@ -243,3 +243,27 @@ def test_prescreens_never_change_an_answer(spliced):
     fast = Redactor(regions=[region]).redact(text)
     with every_branch_tried():
         assert Redactor(regions=[region]).redact(text) == fast
+
+
+def test_repeated_texts_are_searched_once_and_memory_is_bounded():
+    """A short text seen lately gets the same answer without a second search; the memory stays bounded and skips long texts."""
+    searched = []
+
+    class Counting(Redactor):
+        def find(self, text):
+            searched.append(text)
+            return super().find(text)
+
+    redactor = Counting(regions=["DE"])
+    text = "ruf an: +49 30 901820, mail jane@x.de"
+    first = redactor.redact(text)
+    assert redactor.redact(text) == first == "ruf an: <PHONE>, mail <EMAIL>" and searched == [text]
+    long = "jane@x.de " * 40
+    redactor.redact(long), redactor.redact(long)
+    assert searched.count(long) == 2
+    for i in range(redact_module._MEMO_TEXTS + 10):
+        redactor.redact(f"note {i}")
+    assert len(redactor._texts) <= redact_module._MEMO_TEXTS
+    with_detector = Counting(detector=lambda t: [])
+    with_detector.redact(text), with_detector.redact(text)
+    assert searched.count(text) == 3
