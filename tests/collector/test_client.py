@@ -84,8 +84,8 @@ def test_sdk_retries_until_the_agent_comes_up(agent_factory):
     assert sum(pq.read_metadata(p).num_rows for p in agent.batch_files()) == len(ids)
 
 
-def test_log_call_is_cheap_and_thread_safe(tmp_path):
-    """Many threads log at once without losing count, at a few microseconds per call."""
+def test_log_calls_from_many_threads_lose_no_count(tmp_path):
+    """Many threads log at once and every record is accounted for (its cost per call is benchmark row 1's, not a test's)."""
     client = Client(tmp_path / "nobody.sock", max_buffer=1_000_000, flush_interval_s=60)
     inputs, outputs = {"rpm": 1500}, {"predicted_class": "ok", "confidence": 0.9}
 
@@ -93,24 +93,21 @@ def test_log_call_is_cheap_and_thread_safe(tmp_path):
         for _ in range(20_000):
             client.log_prediction("vibration", "1", inputs, outputs)
 
-    started = time.perf_counter()
     threads = [threading.Thread(target=work) for _ in range(4)]
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join()
-    per_call_us = (time.perf_counter() - started) / 80_000 * 1e6
-    assert per_call_us < 20, per_call_us  # ~1 µs alone; generous for a busy CI box
     client.close(timeout_s=0.1)
     assert sum(client.stats()["dropped"].values()) == 80_000  # buffered ones "closed", the one retried "agent_unavailable"
 
 
 def test_importing_the_sdk_does_not_load_pyarrow():
-    """An inference app that imports collector.Client does not pay for pyarrow, pydantic or duckdb."""
+    """An inference app that imports edgeloop.Client does not pay for pyarrow, pydantic or duckdb."""
     import subprocess
     import sys
 
-    code = "import sys, collector; collector.Client; print(sorted(m for m in ('pyarrow', 'pydantic', 'duckdb') if m in sys.modules))"
+    code = "import sys, edgeloop; edgeloop.Client; print(sorted(m for m in ('pyarrow', 'pydantic', 'duckdb') if m in sys.modules))"
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "[]"

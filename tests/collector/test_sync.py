@@ -83,7 +83,7 @@ async def test_throttle_longer_than_the_budget_ends_the_run_keeping_batches(peer
     peer.script.append((429, {"Retry-After": "3600"}))
     started = time.monotonic()
     result = await syncer(spool, tmp_path, peer.url, max_throttle_wait_s=5).run_once()
-    assert time.monotonic() - started < 2
+    assert time.monotonic() - started < 4  # it did not wait out even the 5 s budget
     assert (result.outcome, result.failed) == ("failed", 2) and "throttled" in result.reason
     assert len(spool.pending()) == 2 and spool.rejected() == []
 

@@ -170,11 +170,9 @@ async def test_parquet_bombs_are_413_without_inflating(make_server, tmp_path, vi
     # 100,000 copies of a 10 kB value: about 1 GB once inflated, under 100 kB on the wire.
     bomb_id, bomb = seal(tmp_path, vibration, _bomb(vibration, 100_000, 10_000, dictionary=True))
     assert len(bomb) < 500_000
-    started = time.perf_counter()
     status, error, _ = await server.put(bomb_id, bomb, token)
     assert status == 413, error
     _assert_error(error, "too_large_decompressed")
-    assert time.perf_counter() - started < 10
 
 
 async def test_wrong_schema_is_422_with_column_details(server, tmp_path, vibration):
