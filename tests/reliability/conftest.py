@@ -36,6 +36,7 @@ from tests.ingest.conftest import cli as ingest_cli
 from tests.ingest.conftest import free_port
 
 MODEL = "vibration"
+RETRYABLE = {429, 503, 507}  # the agent is busy, out of memory budget or disk: the same request may succeed later
 
 
 @dataclass
@@ -214,7 +215,9 @@ class App(threading.Thread):
                                 self.acknowledged.add(result["record_id"])
                         self.progress.set()
                         break
-                    self.refused[status] += 1  # 503/507: the agent could not take them now; resend later
+                    if status not in RETRYABLE:  # e.g. 413: resending the same request can never succeed
+                        raise AssertionError(f"the agent refused a request for good: {status} {body}")
+                    self.refused[status] += 1  # the agent could not take them now; resend later
                     time.sleep(0.1)
         except BaseException as exc:  # surfaced by the test through .error
             self.error = exc

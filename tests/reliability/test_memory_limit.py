@@ -34,7 +34,7 @@ def land_under_memory_limit(agent_factory, ingest_server, *, records: int, windo
     ingest_server.rlimit_as_bytes = idle + HEADROOM_BYTES
     ingest_server.start()
     agent = agent_factory(**device_sections(ingest_server.url, token, seal_max_rows=100_000)).start()
-    app = App(agent, simulated(records, seed=9), chunk=5_000)
+    app = App(agent, simulated(records, seed=9), chunk=1_000)  # fits the agent's default body bound
     app.start()
     app.join(600)
     assert not app.is_alive() and app.error is None, app.error
