@@ -171,6 +171,17 @@ class AgentProcess:
             conn.close()
         return status, orjson.loads(raw)
 
+    def metrics(self) -> str:
+        """The agent's /metrics text (Prometheus exposition, not JSON), read over its socket."""
+        from edgeloop.collector.client import _UnixConnection
+
+        conn = _UnixConnection(str(self.socket), 30.0)
+        try:
+            conn.request("GET", "/metrics")
+            return conn.getresponse().read().decode()
+        finally:
+            conn.close()
+
     def post_records(self, records: list[dict[str, Any]], *, timeout_s: float = 30.0) -> tuple[int, Any]:
         return self.request("POST", "/v1/records", records, timeout_s=timeout_s)
 

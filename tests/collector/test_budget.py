@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import base64
 import http.client
-import os
 import shutil
 import socket
 import threading
@@ -240,7 +239,7 @@ def test_a_body_that_does_not_fit_next_to_those_in_flight_gets_503_and_retry_aft
         assert status == 503 and retry_after == "1", body
         assert body["error"]["code"] == "busy"
         assert body["error"]["details"]["budget_bytes"] == budget.intake_bytes
-        gauges = {line.split()[0]: float(line.split()[1]) for line in urllib_metrics(agent).splitlines()
+        gauges = {line.split()[0]: float(line.split()[1]) for line in agent.metrics().splitlines()
                   if line.startswith("edgeloop_intake_")}
         assert gauges["edgeloop_intake_budget_bytes"] == budget.intake_bytes
         assert gauges["edgeloop_intake_in_flight_bytes"] == budget.max_body_bytes * BODY_COST
@@ -253,16 +252,6 @@ def test_a_body_that_does_not_fit_next_to_those_in_flight_gets_503_and_retry_aft
             break
         time.sleep(0.02)
     assert status == 200, body
-
-
-def urllib_metrics(agent) -> str:
-    """The agent's /metrics text, read over its socket."""
-    conn = _UnixConnection(str(agent.socket), 30.0)
-    try:
-        conn.request("GET", "/metrics")
-        return conn.getresponse().read().decode()
-    finally:
-        conn.close()
 
 
 def test_a_declared_body_over_the_limit_is_refused_before_it_is_read(agent_factory):

@@ -154,7 +154,7 @@ def test_metrics_cover_sync_and_the_process(agent_factory, ingest, tmp_path):
     assert agent.cli("sync", "--wait").returncode == 0
     status, _ = agent.request("GET", "/v1/status")
     assert status == 200
-    text = _metrics(agent)
+    text = agent.metrics()
     values = {line.split(" ")[0]: float(line.split(" ")[1]) for line in text.splitlines() if line and line[0] != "#"}
     assert values['edgeloop_syncs_total{outcome="ok"}'] == 1
     assert values['edgeloop_sync_batches_total{result="landed"}'] == 1
@@ -162,14 +162,3 @@ def test_metrics_cover_sync_and_the_process(agent_factory, ingest, tmp_path):
     assert values["edgeloop_sync_last_success_timestamp_seconds"] >= values["edgeloop_sync_last_attempt_timestamp_seconds"] > 0
     assert values["edgeloop_spool_oldest_batch_age_seconds"] == 0 and values["edgeloop_spool_bytes"] == 0
     assert values["process_resident_memory_bytes"] > 0 and "process_cpu_seconds_total" in values
-
-
-def _metrics(agent) -> str:
-    from edgeloop.collector.client import _UnixConnection
-
-    conn = _UnixConnection(str(agent.socket), 30.0)
-    try:
-        conn.request("GET", "/metrics")
-        return conn.getresponse().read().decode()
-    finally:
-        conn.close()

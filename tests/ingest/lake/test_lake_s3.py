@@ -18,7 +18,7 @@ import aiohttp
 import pytest
 
 from edgeloop.ingest.app import STORE
-from tests.ingest.conftest import Server, cli, free_port, make_config, make_table, seal, start_server
+from tests.ingest.conftest import Server, cli, free_port, make_config, make_table, seal, start_server, stop_server
 from tests.ingest.fleet_truth import assert_aggregates_match_async
 from tests.ingest.lake.conftest import lake_section
 from tests.ingest.lake.test_lake_cli import write_lake_config
@@ -48,12 +48,7 @@ def s3(tmp_path):
                 time.sleep(0.1)
         yield url
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        stop_server(process)
         log.close()
 
 
