@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
+from edgeloop import units
 from edgeloop.ingest import charts
 from edgeloop.ingest.report import PERIODS, Report
 from edgeloop.ingest.report_html import CSS as REPORT_CSS
@@ -29,6 +30,8 @@ header form { margin: 0; } button { font: inherit; padding: .3rem .8rem; cursor:
 .error { color: #dc2626; }
 section { margin-bottom: 2.5rem; }
 """
+
+DASH = "—"  # what a cell shows for a value nobody reported
 
 
 def _e(value: object) -> str:
@@ -138,25 +141,6 @@ STATE_TEXT = {"ok": "syncing normally", "late": "late (missed a sync window)", "
               "failing": "failing", "never_seen": "never seen", "revoked": "revoked"}
 
 
-def _bytes(value: Any) -> str:
-    if value is None:
-        return "—"
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if abs(value) < 1024 or unit == "GiB":
-            return f"{value:,.0f} {unit}" if unit == "B" else f"{value:,.1f} {unit}"
-        value /= 1024
-    return str(value)
-
-
-def _ago(seconds: Any) -> str:
-    if seconds is None:
-        return "—"
-    for unit, size in (("d", 86400), ("h", 3600), ("min", 60)):
-        if seconds >= size:
-            return f"{seconds / size:.1f} {unit} ago"
-    return f"{seconds:.0f} s ago"
-
-
 def _state(state: str) -> str:
     return f'<span class="state-{_e(state)}">{_e(STATE_TEXT.get(state, state))}</span>'
 
@@ -173,7 +157,7 @@ def fleet_section(fleet: dict[str, Any]) -> str:
     parts.append('<h3>Devices to look at</h3><p class="note"><a href="/dashboard/devices">every device</a></p>')
     parts.append(_table("attention", ["device", "state", "last seen", "sync window", "last sync", "last error"], [
         ({"device": d["device"], "state": d["state"]},
-         [_device_link(d["device"]), _state(d["state"]), _e(_ago(d["silent_for_s"])), _e(_duration(d["sync_window_s"])),
+         [_device_link(d["device"]), _state(d["state"]), _e(units.ago(d["silent_for_s"], missing=DASH)), _e(units.duration(d["sync_window_s"], missing=DASH)),
           _e(d["last_outcome"] or "—"), _e(d["last_error"] or "")])
         for d in fleet["attention"]
     ]))
@@ -183,8 +167,8 @@ def fleet_section(fleet: dict[str, Any]) -> str:
                              [("backlog bytes", [float(d["backlog_bytes"]) for d in backlog])]))
     parts.append(_table("backlog", ["device", "batches", "records", "bytes", "oldest record"], [
         ({"device": d["device"], "bytes": str(d["backlog_bytes"])},
-         [_device_link(d["device"]), _num(d["backlog_batches"]), _num(d["backlog_records"]), _e(_bytes(d["backlog_bytes"])),
-          _e(_duration(d["oldest_record_age_s"]))])
+         [_device_link(d["device"]), _num(d["backlog_batches"]), _num(d["backlog_records"]), _e(units.size(d["backlog_bytes"], missing=DASH)),
+          _e(units.duration(d["oldest_record_age_s"], missing=DASH))])
         for d in backlog
     ]))
     parts.append("<h3>Rejected uploads per device</h3>")
@@ -202,15 +186,6 @@ def fleet_section(fleet: dict[str, Any]) -> str:
         for row in fleet["clock_outliers"]
     ]))
     return "".join(parts)
-
-
-def _duration(seconds: Any) -> str:
-    if seconds is None:
-        return "—"
-    for unit, size in (("d", 86400), ("h", 3600), ("min", 60)):
-        if seconds >= size:
-            return f"{seconds / size:.1f} {unit}"
-    return f"{seconds:.0f} s"
 
 
 def data_section(data: dict[str, Any]) -> str:
@@ -254,12 +229,12 @@ def device_page(models: Sequence[str], name: str, detail: dict[str, Any]) -> str
     body = [
         f'<h1>Device {_e(name)}</h1><dl id="device-facts">'
         f'<dt>state</dt><dd data-state="{_e(device["state"])}">{_state(device["state"])}</dd>'
-        f"<dt>last seen</dt><dd>{_e(_when(device['last_seen_at']))} ({_e(_ago(device['silent_for_s']))})</dd>"
-        f"<dt>sync window</dt><dd>{_e(_duration(device['sync_window_s']))}</dd>"
+        f"<dt>last seen</dt><dd>{_e(_when(device['last_seen_at']))} ({_e(units.ago(device['silent_for_s'], missing=DASH))})</dd>"
+        f"<dt>sync window</dt><dd>{_e(units.duration(device['sync_window_s'], missing=DASH))}</dd>"
         f"<dt>last sync</dt><dd>{_e(device['last_outcome'] or '—')} {_e(device['last_error'] or '')}</dd>"
         f"<dt>agent</dt><dd>{_e(device['agent_version'] or '—')}</dd>"
         f"<dt>backlog</dt><dd>{_num(device['backlog_batches'])} batches, {_num(device['backlog_records'])} records, "
-        f"{_e(_bytes(device['backlog_bytes']))}</dd>"
+        f"{_e(units.size(device['backlog_bytes'], missing=DASH))}</dd>"
         f"<dt>clock offset</dt><dd>{_num(device['clock_offset_s'], 1)} s</dd>"
         f"<dt>registered</dt><dd>{_e(_when(device['created_at']))}</dd>"
         f"<dt>batches landed</dt><dd>{_num(device['batches'])}</dd><dt>rows landed</dt><dd>{_num(device['rows'])}</dd></dl>",
@@ -287,7 +262,7 @@ def device_page(models: Sequence[str], name: str, detail: dict[str, Any]) -> str
                                    "free disk", "clock offset (s)"], [
             ({"status": st["status_id"], "outcome": st["outcome"]},
              [_e(_when(st["received_at"])), _e(st["outcome"]), _e(st["error"] or ""), _num(st["backlog_batches"]),
-              _e(_bytes(st["backlog_bytes"])), _num(st["dropped"]), _e(_bytes(st["free_disk_bytes"])),
+              _e(units.size(st["backlog_bytes"], missing=DASH)), _num(st["dropped"]), _e(units.size(st["free_disk_bytes"], missing=DASH)),
               _num(st["clock_offset_s"], 1)])
             for st in detail["recent_statuses"]
         ]),
@@ -318,8 +293,8 @@ def devices_page(models: Sequence[str], listing: dict[str, Any]) -> str:
         f'<p class="note">{shown} {" · ".join(links)}</p>',
         _table("device-list", ["device", "state", "last seen", "agent", "last sync", "backlog", "refused", "batches", "rows"], [
             ({"device": d["device"], "state": d["state"]},
-             [_device_link(d["device"]), _state(d["state"]), _e(_ago(d["silent_for_s"])), _e(d["agent_version"] or "—"),
-              _e(d["last_outcome"] or "—"), _e(_bytes(d["backlog_bytes"])), _num(d["refused"]), _num(d["batches"]),
+             [_device_link(d["device"]), _state(d["state"]), _e(units.ago(d["silent_for_s"], missing=DASH)), _e(d["agent_version"] or "—"),
+              _e(d["last_outcome"] or "—"), _e(units.size(d["backlog_bytes"], missing=DASH)), _num(d["refused"]), _num(d["batches"]),
               _num(d["rows"])])
             for d in listing["devices"]
         ]),
