@@ -75,7 +75,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeat", type=int, help="runs per row (default 3, 1 with --quick)")
     parser.add_argument(
         "--readme", nargs="*", type=Path, metavar="JSON",
-        help="only render README.md's figures from these runs' JSON (default DIR/latest.json)",
+        help="only render README.md's figures from these runs' JSON, later rows replacing earlier ones of the same "
+        "number (default: the committed bench/readme-run.json, then DIR/latest.json)",
     )
     args = parser.parse_args(argv)
     # SIGTERM unwinds like Ctrl-C, so every server and agent a row started is stopped by its block.
@@ -83,7 +84,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.readme is not None:
         from bench.readme import regenerate
 
-        return regenerate(args.readme or [args.out / "latest.json"])
+        from bench.readme import RUN
+
+        return regenerate(args.readme or [RUN, args.out / "latest.json"])
     names = {n.strip() for n in args.only.split(",") if n.strip()}
     if "dashboard" in names:
         from bench.dashboard import run as run_dashboard

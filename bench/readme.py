@@ -1,7 +1,8 @@
 """README.md's benchmark figures, rendered from a run's JSON, never typed by hand.
 
-``./scripts/bench --readme [JSON ...]`` combines runs (default ``bench/results/latest.json``) into
-``bench/readme-run.json`` (committed: what the README shows) and rewrites the block between the markers below;
+``./scripts/bench --readme [JSON ...]`` combines runs (default: the committed figures, then
+``bench/results/latest.json``, whose rows replace theirs) into ``bench/readme-run.json`` (committed: what the
+README shows) and rewrites the block between the markers below;
 a test checks the README's block is what this module renders from that file.
 """
 
@@ -22,16 +23,36 @@ README = ROOT / "README.md"
 RUN = ROOT / "bench" / "readme-run.json"
 
 
+def runs_of(result: dict[str, Any]) -> list[dict[str, Any]]:
+    """A run's JSON as it is, or a combined figures file (bench/readme-run.json) split back into its runs."""
+    if "sources" not in result:
+        return [result]
+    summaries = result.get("summaries", {})
+    return [
+        {
+            **{key: source.get(key) for key in ("quick", "repeats", "complete", "duration_s", "machine")},
+            "rows": [row for row in result["rows"] if row["number"] in source["numbers"]],
+            "summaries": summaries,  # named per row group: a later run's summary of the same name replaces it
+        }
+        for source in result["sources"]
+    ]
+
+
 def combine(results: list[dict[str, Any]]) -> dict[str, Any]:
-    """One or more runs (each measuring other rows) as one figures set: every row, where each ran."""
-    rows = [row for result in results for row in result["rows"]]
-    summaries = {name: summary for result in results for name, summary in result.get("summaries", {}).items()}
+    """Runs (each measuring some rows) as one figures set; a later run's rows replace an earlier run's of the same number."""
+    kept: list[dict[str, Any]] = []
+    for result in results:
+        fresh = {row["number"] for row in result["rows"]}
+        kept = [{**older, "rows": [row for row in older["rows"] if row["number"] not in fresh]} for older in kept]
+        kept = [older for older in kept if older["rows"]] + [result]
+    rows = [row for result in kept for row in result["rows"]]
+    summaries = {name: summary for result in kept for name, summary in result.get("summaries", {}).items()}
     sources = [
         {
             "numbers": sorted({row["number"] for row in result["rows"]}),
             **{key: result.get(key) for key in ("quick", "repeats", "complete", "duration_s", "machine")},
         }
-        for result in results
+        for result in kept
     ]
     return {"sources": sources, "rows": sorted(rows, key=lambda row: row["number"]), "summaries": summaries}
 
@@ -80,7 +101,7 @@ def replace_block(text: str, block: str) -> str:
 
 
 def regenerate(sources: list[Path]) -> int:
-    """Combine the runs' JSON into bench/readme-run.json and render README.md's figures from it."""
+    """Combine the runs' JSON (later runs' rows replacing earlier ones) into bench/readme-run.json and render README.md's figures."""
     results = []
     for source in sources:
         if not source.is_file():
@@ -90,9 +111,9 @@ def regenerate(sources: list[Path]) -> int:
         if result.get("quick"):
             print("bench: refusing a --quick run for the README: its counts are too small to mean anything", file=sys.stderr)
             return 1
-        results.append(result)
+        results += runs_of(result)
     figures = combine(results)
     RUN.write_text(json.dumps(figures, indent=1, default=str) + "\n")
     README.write_text(replace_block(README.read_text(), render_block(figures)))
-    print(f"bench: README.md's figures now show {', '.join(map(str, sources))} (kept as {RUN.relative_to(ROOT)})", file=sys.stderr)
+    print(f"bench: README.md's figures now show {', '.join(map(str, sources))} (kept as {RUN})", file=sys.stderr)
     return 0

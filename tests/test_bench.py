@@ -77,6 +77,30 @@ def test_the_readme_figures_are_what_the_renderer_makes_of_the_committed_runs():
     assert figures["rows"] and all(row["runs"] for row in figures["rows"])
     assert readme.render_block(figures) in readme.README.read_text()
 
+def test_a_fresh_run_replaces_only_its_own_rows_in_the_readme_figures(tmp_path, monkeypatch):
+    """`--readme` over the committed figures and a run of one row keeps every other row and the one row's new figures."""
+    committed = json.loads(readme.RUN.read_text())
+    number = committed["rows"][0]["number"]
+    row = {**committed["rows"][0], "edgeloop": 123456.0, "runs": [{"run": 1}]}
+    fresh = {"quick": False, "repeats": 3, "complete": True, "duration_s": 60.0,
+             "machine": committed["sources"][0]["machine"], "rows": [row], "summaries": {}}
+    (tmp_path / "figures.json").write_text(json.dumps(committed))
+    (tmp_path / "latest.json").write_text(json.dumps(fresh))
+    (tmp_path / "README.md").write_text(f"before\n{readme.START}\nold\n{readme.END}\nafter\n")
+    monkeypatch.setattr(readme, "RUN", tmp_path / "out.json")
+    monkeypatch.setattr(readme, "README", tmp_path / "README.md")
+    assert readme.regenerate([tmp_path / "figures.json", tmp_path / "latest.json"]) == 0
+    figures = json.loads((tmp_path / "out.json").read_text())
+    assert [r["edgeloop"] for r in figures["rows"] if r["number"] == number] == [123456.0]
+    others = sorted((r["number"], r["what"]) for r in committed["rows"] if r["number"] != number)
+    assert sorted((r["number"], r["what"]) for r in figures["rows"] if r["number"] != number) == others
+    assert figures["sources"][-1]["numbers"] == [number] and figures["sources"][-1]["repeats"] == 3
+    assert number not in {n for source in figures["sources"][:-1] for n in source["numbers"]}
+    assert figures["summaries"] == committed["summaries"]
+    text = (tmp_path / "README.md").read_text()
+    assert text.startswith("before\n") and text.endswith("after\n") and "123,456" in text
+
+
 def test_the_readme_refuses_a_quick_run(tmp_path, capsys):
     """A --quick run's figures never reach the README: the renderer refuses them with a one-line reason."""
     quick = tmp_path / "latest.json"
