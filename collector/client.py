@@ -7,7 +7,7 @@
 
 A log call builds a dict, mints a UUIDv7, stamps ``created_at`` with the app's clock and
 appends to an in-memory buffer (about a microsecond), so buffering, retries and agent
-restarts never move a record in time; a background thread sends the buffer in batches as a JSON array over HTTP on
+restarts never move a record in time; a background thread sends the buffer in batches as NDJSON (the agent parses one slice of lines at a time) over HTTP on
 the agent's unix socket. When the agent is down the thread retries with capped backoff while
 the buffer holds up to ``max_buffer`` records; past that new records are dropped and counted.
 Nothing here raises into the app after construction.
@@ -45,7 +45,7 @@ log = logging.getLogger(__name__)
 
 RETRY_STATUSES = frozenset({500, 502, 503, 504})
 RECORDS_PATH = "/v1/records?results=errors"  # the SDK mints record ids: only errors need an answer
-JSON_HEADERS = {"Content-Type": "application/json"}
+NDJSON = "application/x-ndjson"  # record per line: the agent holds only a slice of a batch as Python objects
 
 
 class _UnixConnection(http.client.HTTPConnection):
@@ -389,7 +389,7 @@ class Client:
         if body is None:
             return False
         try:
-            conn.request("POST", RECORDS_PATH, body=body, headers=JSON_HEADERS)
+            conn.request("POST", RECORDS_PATH, body=body, headers={"Content-Type": NDJSON})
         except (OSError, http.client.HTTPException):
             conn.close()
             return False
@@ -410,7 +410,7 @@ class Client:
 
     def _encode(self, batch: list[dict[str, Any]]) -> bytes | None:
         try:
-            return orjson.dumps(batch, default=_default, option=orjson.OPT_SERIALIZE_NUMPY)
+            return b"\n".join([orjson.dumps(record, default=_default, option=orjson.OPT_SERIALIZE_NUMPY) for record in batch])
         except (TypeError, orjson.JSONEncodeError):
             return None
 
@@ -461,7 +461,7 @@ class Client:
             self._drop("rejected", len(batch))
 
     def _post(self, body: bytes) -> tuple[int, bytes]:
-        status, raw = _request(self._conns[0], "POST", RECORDS_PATH, body, "application/json")
+        status, raw = _request(self._conns[0], "POST", RECORDS_PATH, body, NDJSON)
         if status in RETRY_STATUSES:
             raise AgentUnavailableError(f"agent answered {status}")
         return status, raw

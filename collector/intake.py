@@ -29,7 +29,7 @@ import errno
 import logging
 import os
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
@@ -42,6 +42,7 @@ from edgeloop.collector.budget import MemoryBudget
 from edgeloop.collector.config import CollectorConfig
 from edgeloop.collector.journal import Journal
 from edgeloop.collector.metrics import CONTENT_TYPE_LATEST, Metrics
+from edgeloop.collector.pipeline import RequestRecords
 from edgeloop.collector.reporter import StatusReporter, clock_synchronized
 from edgeloop.collector.spool import Spool, is_batch_id
 from edgeloop.errors import CollectorError
@@ -140,20 +141,18 @@ async def error_middleware(
 # -- POST /v1/records -------------------------------------------------------------------------
 
 
-def _parse(body: bytes, content_type: str) -> tuple[list[Any], dict[int, str]] | web.Response:
-    """The records in a body and, for NDJSON, the lines that were not JSON (index → why)."""
+# Records are validated and built into Arrow this many body bytes at a time: a record costs
+# several times its JSON size as Python objects while validated, so only one slice is.
+SLICE_BYTES = 64 * 1024
+
+Slice = tuple[list[Any], list[int], dict[int, str]]  # records, their indices in the body, lines that were not JSON
+
+
+def _slices(body: bytes, content_type: str) -> tuple[int, Iterator[Slice]] | web.Response:
+    """How many records a body holds, and its records a slice at a time; NDJSON lines are parsed as their slice comes."""
     if content_type in NDJSON_TYPES:
-        records: list[Any] = []
-        broken: dict[int, str] = {}
-        for line in body.splitlines():
-            if not line.strip():
-                continue
-            try:
-                records.append(orjson.loads(line))
-            except orjson.JSONDecodeError as exc:
-                broken[len(records)] = f"not valid JSON: {exc}"
-                records.append(None)
-        return records, broken
+        lines = [line for line in body.splitlines() if line.strip()]
+        return len(lines), _ndjson_slices(lines)
     if content_type not in JSON_TYPES:
         return error_response(
             415,
@@ -165,10 +164,61 @@ def _parse(body: bytes, content_type: str) -> tuple[list[Any], dict[int, str]] |
     except orjson.JSONDecodeError as exc:
         return error_response(400, "bad_json", f"body is not valid JSON: {exc}")
     if isinstance(parsed, dict):
-        return [parsed], {}
-    if isinstance(parsed, list):
-        return parsed, {}
-    return error_response(400, "bad_json", "body must be a JSON object or an array of objects")
+        parsed = [parsed]
+    elif not isinstance(parsed, list):
+        return error_response(400, "bad_json", "body must be a JSON object or an array of objects")
+    return len(parsed), _array_slices(parsed, max(1, SLICE_BYTES * len(parsed) // max(len(body), 1)))
+
+
+def process_body(
+    pipeline: Pipeline, body: bytes, content_type: str, *, max_records: int,
+    listed: frozenset[str] = RequestRecords.listed,
+) -> RequestRecords | web.Response:
+    """Validate, sample and anonymize a request body's records a slice at a time; the error response for a body refused whole."""
+    sliced = _slices(body, content_type)
+    if isinstance(sliced, web.Response):
+        return sliced
+    count, pieces = sliced
+    if count > max_records:
+        return error_response(
+            413, "too_many_records", f"{count} records in one request; the limit is {max_records}", {"limit": max_records}
+        )
+    processed = RequestRecords(count=count, listed=listed)
+    now = datetime.now(UTC)
+    for records, positions, broken in pieces:
+        for index, message in broken.items():
+            processed.refuse(index, "record", message)
+        if records:
+            processed.absorb(pipeline.process(records, now=now, seen=processed.seen), positions)
+        del records  # the slice's Python objects go before the next slice is parsed
+    return processed
+
+
+def _ndjson_slices(lines: list[bytes]) -> Iterator[Slice]:
+    index = 0
+    while index < len(lines):
+        records: list[Any] = []
+        broken: dict[int, str] = {}
+        size = 0
+        start = index
+        while index < len(lines) and (size < SLICE_BYTES or index == start):
+            line = lines[index]
+            lines[index] = b""  # the parsed record replaces its text
+            size += len(line)
+            try:
+                records.append(orjson.loads(line))
+            except orjson.JSONDecodeError as exc:
+                broken[index] = f"not valid JSON: {exc}"
+            index += 1
+        positions = [i for i in range(start, index) if i not in broken]
+        yield records, positions, broken
+
+
+def _array_slices(parsed: list[Any], per_slice: int) -> Iterator[Slice]:
+    for start in range(0, len(parsed), per_slice):
+        records = parsed[start : start + per_slice]
+        parsed[start : start + per_slice] = [None] * len(records)  # a slice's records go once it is processed
+        yield records, range(start, start + len(records)), {}  # type: ignore[misc]
 
 
 async def post_records(request: web.Request) -> web.Response:
@@ -205,32 +255,19 @@ async def _post_records(request: web.Request) -> web.Response:
     gate = app[INTAKE_OPEN]
     if not gate.is_set():
         await gate.wait()  # a reload is sealing the journal under the old schemas
-    parsed = _parse(body, request.content_type)
-    if isinstance(parsed, web.Response):
-        return parsed
-    records, broken = parsed
-    limit = config.intake.max_records_per_request
-    if len(records) > limit:
-        return error_response(
-            413, "too_many_records", f"{len(records)} records in one request; the limit is {limit}", {"limit": limit}
-        )
-    if broken:
-        good = [i for i in range(len(records)) if i not in broken]
-        processed = app[PIPELINE].process([records[i] for i in good])
-        results = [{"index": i, "status": "invalid", "error": {"field": "record", "message": m}} for i, m in broken.items()]
-        for result in processed.results:
-            results.append({**result, "index": good[result["index"]]})
-        results.sort(key=lambda result: result["index"])
-        invalid = processed.invalid + len(broken)
-        drops = processed.drops.copy()
-        drops["invalid"] += len(broken)
-    else:
-        processed = app[PIPELINE].process(records)
-        results, invalid, drops = processed.results, processed.invalid, processed.drops
+    listed = {"all": RequestRecords.listed, "errors": frozenset({"invalid"}), "none": frozenset()}[want]
+    processed = process_body(
+        app[PIPELINE], body, request.content_type, max_records=config.intake.max_records_per_request, listed=listed
+    )
+    if isinstance(processed, web.Response):
+        return processed
+    count = processed.count
+    processed.results.sort(key=lambda result: result["index"])
+    results, invalid, drops = processed.results, processed.invalid, processed.drops
     accepted = processed.accepted
     duplicates = sum(processed.duplicates.values())
-    sampled_out = len(records) - accepted - duplicates - invalid
-    frames = [(model, batch) for model, batch in processed.batches.items() if batch.num_rows]
+    sampled_out = count - accepted - duplicates - invalid
+    frames = [(model, batch) for model, batch in processed.batches().items() if batch.num_rows]
 
     if frames:
         incoming = sum(batch.get_total_buffer_size() for _, batch in frames)
@@ -285,10 +322,6 @@ async def _post_records(request: web.Request) -> web.Response:
         metrics.records.labels("", "invalid").inc(invalid)
     if sampled_out:
         metrics.records.labels("", "sampled_out").inc(sampled_out)
-    if want == "errors":
-        results = [result for result in results if result["status"] == "invalid"]
-    elif want == "none":
-        results = []
     answer = {
         "accepted": accepted + duplicates,
         "duplicates": duplicates,
@@ -296,7 +329,7 @@ async def _post_records(request: web.Request) -> web.Response:
         "sampled_out": sampled_out,
         "results": results,
     }
-    if records and invalid == len(records):
+    if count and invalid == count:
         answer = {"error": {"code": "all_invalid", "message": "no record in the request is valid", "details": answer}}
         return json_response(answer, 422)
     return json_response(answer)

@@ -10,6 +10,7 @@ device sees.
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -27,7 +28,7 @@ from edgeloop.schemas.model_schema import ModelSchema
 from edgeloop.schemas.records import RecordValidator
 from edgeloop.schemas.registry import SchemaRegistry
 
-__all__ = ["Pipeline", "ProcessedRecords"]
+__all__ = ["Pipeline", "ProcessedRecords", "RequestRecords"]
 
 _EMPTY: dict[str, Any] = {}
 _TIMESTAMP = pa.timestamp("us", tz="UTC")
@@ -59,6 +60,54 @@ class ProcessedRecords:
     @property
     def invalid(self) -> int:
         return sum(1 for result in self.results if result["status"] == "invalid")
+
+
+@dataclass
+class RequestRecords:
+    """What became of one request's records, gathered slice by slice so only one slice is ever Python objects."""
+
+    count: int = 0
+    """Records in the request."""
+    listed: frozenset[str] = frozenset({"accepted", "sampled_out", "invalid"})
+    """The statuses whose per-record results the answer lists."""
+    results: list[dict[str, Any]] = field(default_factory=list)
+    drops: Counter[str] = field(default_factory=Counter)
+    duplicates: Counter[str] = field(default_factory=Counter)
+    invalid: int = 0
+    seen: set[bytes] = field(default_factory=set)
+    """RecentIds keys of the request's records so far: an id twice in one request is stored once."""
+    keys: dict[str, list[bytes]] = field(default_factory=dict)
+    _parts: dict[str, list[pa.RecordBatch]] = field(default_factory=dict)
+
+    def absorb(self, part: ProcessedRecords, positions: Sequence[int]) -> None:
+        """Add a slice's outcome; ``positions`` maps the slice's record indices to the request's."""
+        for model, batch in part.batches.items():
+            self._parts.setdefault(model, []).append(batch)
+            self.keys.setdefault(model, []).extend(part.keys.get(model, ()))
+        listed = self.listed
+        for result in part.results:
+            status = result["status"]
+            if status == "invalid":
+                self.invalid += 1
+            if status in listed:
+                self.results.append({**result, "index": positions[result["index"]]})
+        self.drops.update(part.drops)
+        self.duplicates.update(part.duplicates)
+
+    def refuse(self, index: int, field: str, message: str) -> None:
+        """Count record ``index`` invalid before it reached the pipeline (an NDJSON line that is not JSON)."""
+        self.invalid += 1
+        self.drops["invalid"] += 1
+        if "invalid" in self.listed:
+            self.results.append(_invalid(index, field, message))
+
+    def batches(self) -> dict[str, pa.RecordBatch]:
+        """Model name -> the request's kept records as one batch."""
+        return {model: parts[0] if len(parts) == 1 else pa.concat_batches(parts) for model, parts in self._parts.items()}
+
+    @property
+    def accepted(self) -> int:
+        return sum(batch.num_rows for parts in self._parts.values() for batch in parts)
 
 
 class Pipeline:
@@ -112,8 +161,14 @@ class Pipeline:
             validator = self._validators[schema.name] = RecordValidator(schema)
         return validator
 
-    def process(self, records: list[Any], *, now: datetime | None = None) -> ProcessedRecords:
-        """Validate, sample and anonymize ``records``; ``now`` stamps records without created_at."""
+    def process(
+        self, records: list[Any], *, now: datetime | None = None, seen: set[bytes] | None = None
+    ) -> ProcessedRecords:
+        """Validate, sample and anonymize ``records``; ``now`` stamps records without created_at.
+
+        ``seen`` carries the keys of records processed before in the same request (a slice's
+        predecessors): an id among them is a duplicate; this call adds its own.
+        """
         now = datetime.now(UTC) if now is None else now.astimezone(UTC)
         results: list[dict[str, Any]] = [_EMPTY] * len(records)
         drops: Counter[str] = Counter()
@@ -140,8 +195,9 @@ class Pipeline:
                 results[index] = _invalid(index, "model", f"unknown model {model!r}")
                 drops["unknown_model"] += 1
         processed = ProcessedRecords(batches={}, results=results, drops=drops)
+        seen = set() if seen is None else seen
         for model, members in groups.items():
-            self._process_model(self.registry[model], records, members, now, processed)
+            self._process_model(self.registry[model], records, members, now, processed, seen)
         return processed
 
     def _process_model(
@@ -151,6 +207,7 @@ class Pipeline:
         members: list[int],
         now: datetime,
         processed: ProcessedRecords,
+        seen: set[bytes],
     ) -> None:
         results, drops = processed.results, processed.drops
         good_at, good, issues = self._validator(schema).validate([records[i] for i in members])
@@ -159,7 +216,7 @@ class Pipeline:
             results[index] = _invalid(index, issue.field, issue.message)
         if issues:
             drops["invalid"] += len(issues)
-        good_at, good, keys = self._fresh(schema, records, members, good_at, good, processed)
+        good_at, good, keys = self._fresh(schema, records, members, good_at, good, processed, seen)
         if not good:
             return
 
@@ -202,11 +259,11 @@ class Pipeline:
         good_at: list[int],
         good: list[dict[str, Any]],
         processed: ProcessedRecords,
+        seen: set[bytes],
     ) -> tuple[list[int], list[dict[str, Any]], list[bytes | None]]:
         """Set aside records whose id the agent already has (or this request had earlier): answered accepted, stored once."""
         recent = self.recent
         tags = {"prediction": recent.tag(schema.name, "prediction"), "feedback": recent.tag(schema.name, "feedback")}
-        seen: set[bytes] = set()
         fresh_at: list[int] = []
         fresh: list[dict[str, Any]] = []
         keys: list[bytes | None] = []

@@ -23,7 +23,7 @@ from bench.simulator import SimulatedModel
 from edgeloop.collector.budget import BODY_COST, MemoryBudget
 from edgeloop.collector.client import _UnixConnection
 from edgeloop.collector.config import CollectorConfig, SamplingSettings, SpoolSettings
-from edgeloop.collector.intake import _parse
+from edgeloop.collector.intake import SLICE_BYTES, process_body
 from edgeloop.collector.journal import encode_frame
 from edgeloop.collector.pipeline import Pipeline
 from edgeloop.collector.spool import Spool
@@ -77,16 +77,16 @@ def test_a_body_costs_at_most_body_cost_times_its_size(case, tmp_path):
     registry, body = _bodies(tmp_path)[case]
     pipeline = Pipeline(registry, SamplingSettings(seed=1), FLEET_KEY)
     records = orjson.loads(body)
-    pipeline.process(_parse(body, "application/json")[0])  # first use: caches and compiled patterns are not per body
+    process_body(pipeline, body, "application/json", max_records=len(records))  # first use: caches and compiled patterns are not per body
     tracemalloc.start()
     try:
-        parsed = _parse(body, "application/json")[0]
-        processed = pipeline.process(parsed)
-        frames = [encode_frame(batch) for batch in processed.batches.values()]
+        processed = process_body(pipeline, body, "application/json", max_records=len(records))
+        batches = processed.batches()
+        frames = [encode_frame(batch) for batch in batches.values()]
         python_peak = tracemalloc.get_traced_memory()[1]
     finally:
         tracemalloc.stop()
-    arrow = sum(batch.get_total_buffer_size() for batch in processed.batches.values())
+    arrow = sum(batch.get_total_buffer_size() for batch in batches.values())
     arrow += sum(frame[1].size for frame in frames)  # the IPC copy written to the journal
     assert processed.accepted == len(records)
     assert python_peak + arrow <= BODY_COST * len(body), (python_peak + arrow) / len(body)
@@ -291,3 +291,45 @@ def test_a_request_waits_for_room_then_is_admitted_or_refused():
     admitted, refused, count = asyncio.run(scenario())
     assert admitted == MemoryBudget.from_mb(8).max_body_bytes * BODY_COST
     assert refused is None and count == 1
+
+
+@pytest.mark.parametrize("records", [1_000, 4_000])
+def test_an_ndjson_body_is_python_objects_one_slice_at_a_time(records):
+    """Processing an NDJSON body holds at most about twice its size as Python objects, however many records it has: lines are parsed a slice at a time."""
+    registry = SchemaRegistry.from_dir(EXAMPLES_DIR)
+    pipeline = Pipeline(registry, SamplingSettings(seed=1), FLEET_KEY)
+    body = b"\n".join(orjson.dumps(record) for record in SimulatedModel("vibration", seed=3).records(records))
+    process_body(pipeline, body, "application/x-ndjson", max_records=records)  # first use: caches are not per body
+    tracemalloc.start()
+    try:
+        processed = process_body(pipeline, body, "application/x-ndjson", max_records=records, listed=frozenset({"invalid"}))
+        python_peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert processed.accepted == records and not processed.results
+    assert python_peak <= 2 * len(body) + 16 * SLICE_BYTES, python_peak / len(body)
+
+
+def test_a_body_in_many_slices_is_answered_as_one(agent):
+    """Across slices a repeated id is stored once, bad records and broken lines are reported at their own index, and the rest is kept."""
+    records = list(SimulatedModel("vibration", seed=8).records(1_100, feedback_ratio=0))
+    records[1_050] = {**records[1_050], "record_id": records[3]["record_id"]}
+    records[600] = {**records[600], "model_version": ""}
+    lines = [orjson.dumps(record) for record in records]
+    lines[800] = b'{"kind": "prediction", "model": '
+    body = b"\n".join(lines)
+    assert len(body) > 8 * SLICE_BYTES  # the body really is cut into slices
+    status, answer = agent.post_raw(body, "application/x-ndjson")
+    assert status == 200, answer
+    assert (answer["accepted"], answer["duplicates"], answer["invalid"], answer["sampled_out"]) == (1_098, 1, 2, 0)
+    invalid = [result for result in answer["results"] if result["status"] == "invalid"]
+    assert [result["index"] for result in invalid] == [600, 800]
+    assert invalid[0]["error"]["field"] == "model_version"
+    duplicate = answer["results"][1_050]
+    assert duplicate["index"] == 1_050 and duplicate["duplicate"] is True
+    assert duplicate["record_id"] == records[3]["record_id"]
+    assert [result["index"] for result in answer["results"]] == list(range(1_100))
+    agent.flush()
+    table = agent.read_batches()["vibration"]
+    assert table.num_rows == 1_097
+    assert len(set(table.column("record_id").to_pylist())) == 1_097

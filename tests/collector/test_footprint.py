@@ -85,4 +85,39 @@ def test_only_read_only_mappings_with_no_private_copy_are_released():
             elif head == "Anonymous:" and int(rest.split()[0]) and perms in ("r--p", "r-xp"):
                 relocated.append(start)
     assert relocated  # the test sees relocated read-only data, so its absence below means something
-    assert not {start for start, _, _ in chosen} & set(relocated)
+    assert not {start for start, *_ in chosen} & set(relocated)
+
+
+ARROW_LIBRARIES = ("/libarrow.so", "/libarrow_compute.so", "/libparquet.so")
+
+
+def _arrow_code(pid: int) -> tuple[int, int, set[str]]:
+    """(Rss KiB, size KiB, VmFlags seen) of Arrow's three libraries' read-only mappings in process ``pid``."""
+    rss = size = 0
+    flags: set[str] = set()
+    current = False
+    with open(f"/proc/{pid}/smaps") as smaps:
+        for line in smaps:
+            head, _, rest = line.partition(" ")
+            if not head.endswith(":"):
+                fields = rest.split()
+                current = fields[0] in ("r-xp", "r--p") and any(name in line for name in ARROW_LIBRARIES)
+            elif current and head == "Rss:":
+                rss += int(rest.split()[0])
+            elif current and head == "Size:":
+                size += int(rest.split()[0])
+            elif current and head == "VmFlags:":
+                flags.add(" ".join(sorted(rest.split())))
+    return rss, size, flags
+
+
+def test_code_run_again_comes_back_page_by_page_not_by_read_ahead(agent):
+    """After logging and sealing, Arrow's code mappings are advised random-read (a fault maps its page, not the disk's read-ahead) and hold a fraction of the libraries."""
+    for seed in range(3):
+        status, body = agent.post_records(list(SimulatedModel("vibration", seed=10 + seed).records(300)))
+        assert status == 200, body
+    assert agent.flush()["sealed"] == 1
+    rss, size, flags = _arrow_code(agent.proc.pid)
+    code = [flag.split() for flag in flags if "ex" in flag.split()]
+    assert code and all("rr" in flag for flag in code), flags
+    assert rss < size / 4, f"{rss} KiB of Arrow's {size} KiB resident"
