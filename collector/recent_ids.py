@@ -5,8 +5,10 @@ a connection dropped) resends; that is the normal case, so a record id already a
 answered ``accepted`` again, flagged ``duplicate``, and not stored a second time.
 
 Ids are remembered per model and kind (a feedback record may reuse its prediction's id:
-another table on the server), in two generations of sets: lookups cost two set probes, and
-at least the last ``capacity`` ids (at most twice that, about 100 bytes each) are kept. On
+another table on the server), in generations of sets of ``capacity / GENERATIONS`` ids each:
+at least the last ``capacity`` ids are kept and at most two generations more (about 90
+bytes each: 6.6 MB for the default 50,000, where two generations of ``capacity`` held up to
+9 MB), for a lookup of at most GENERATIONS + 2 set probes. On
 start the window is refilled from the newest sealed batches (at most ``LOAD_MAX_BATCHES``)
 and the journal segments recovery could not seal, so a resend after a SIGKILL is recognized.
 Beyond the window the ingest server's own ``record_id`` check still holds.
@@ -15,6 +17,7 @@ Beyond the window the ingest server's own ``record_id`` check still holds.
 from __future__ import annotations
 
 import logging
+from collections import deque
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -31,6 +34,8 @@ log = logging.getLogger(__name__)
 # A resend follows a crash within seconds: its first copy is in the newest batches (those the
 # recovery just sealed among them). Reading more would slow every start for little gain.
 LOAD_MAX_BATCHES = 16
+# Generations in the window: more keep fewer ids past the capacity, at a set probe each per lookup.
+GENERATIONS = 4
 
 
 class RecentIds:
@@ -38,8 +43,10 @@ class RecentIds:
 
     def __init__(self, capacity: int) -> None:
         self.capacity = capacity
+        self._generation_size = max(1, -(-capacity // GENERATIONS))
         self._current: set[bytes] = set()
-        self._previous: set[bytes] = set()
+        self._older: deque[set[bytes]] = deque()  # oldest first, each of _generation_size ids
+        self._older_ids = 0
         self._tags: dict[tuple[str, str], bytes] = {}
 
     def tag(self, model: str, kind: str) -> bytes:
@@ -50,18 +57,28 @@ class RecentIds:
         return tag
 
     def __contains__(self, key: object) -> bool:
-        return key in self._current or key in self._previous
+        if key in self._current:
+            return True
+        for generation in self._older:
+            if key in generation:
+                return True
+        return False
 
     def __len__(self) -> int:
-        return len(self._current) + len(self._previous)
+        return len(self._current) + self._older_ids
 
     def add(self, keys: Iterable[bytes]) -> None:
         """Remember ``keys``; call only once the records they name are in the journal."""
         if not self.capacity:
             return
         self._current.update(keys)
-        if len(self._current) >= self.capacity:
-            self._previous, self._current = self._current, set()
+        if len(self._current) < self._generation_size:
+            return
+        self._older.append(self._current)
+        self._older_ids += len(self._current)
+        self._current = set()
+        while self._older_ids - len(self._older[0]) >= self.capacity:  # the rest still hold the last capacity ids
+            self._older_ids -= len(self._older.popleft())
 
     def load(self, spool: Spool, segments: Iterable[tuple[str, Path]] = ()) -> int:
         """Refill the window from the newest sealed batches, then journal ``segments`` recovery left
