@@ -267,3 +267,53 @@ def test_repeated_texts_are_searched_once_and_memory_is_bounded():
     with_detector = Counting(detector=lambda t: [])
     with_detector.redact(text), with_detector.redact(text)
     assert searched.count(text) == 3
+
+
+def _libphonenumber_valid(code: int, national: str) -> bool:
+    import phonenumbers
+
+    number = phonenumbers.PhoneNumber(country_code=code, national_number=int(national))
+    zeros = len(national) - len(national.lstrip("0"))
+    if zeros and zeros < len(national):
+        number.italian_leading_zero, number.number_of_leading_zeros = True, zeros
+    assert phonenumbers.national_significant_number(number) == national
+    return phonenumbers.is_valid_number(number)
+
+
+def _example_numbers() -> list[tuple[int, str]]:
+    """Each region's example number of each type, and each one a digit longer, shorter and with its last digit changed."""
+    import phonenumbers
+
+    examples = set()
+    for region in phonenumbers.SUPPORTED_REGIONS:
+        for kind in phonenumbers.PhoneNumberType.values():
+            number = phonenumbers.example_number_for_type(region, kind)
+            if number is not None:
+                examples.add((number.country_code, phonenumbers.national_significant_number(number)))
+    for code in phonenumbers.COUNTRY_CODES_FOR_NON_GEO_REGIONS:
+        number = phonenumbers.example_number_for_non_geo_entity(code)
+        if number is not None:
+            examples.add((code, phonenumbers.national_significant_number(number)))
+    variants = set(examples)
+    for code, national in examples:
+        variants |= {(code, national + "5"), (code, national[:-1]), (code, national[:-1] + str((int(national[-1]) + 3) % 10))}
+    return sorted((code, national) for code, national in variants if national.strip("0"))
+
+
+def test_phone_validity_is_libphonenumbers_on_every_example():
+    """The one-regex validity check agrees with phonenumbers.is_valid_number on every region's examples and near misses."""
+    examples = _example_numbers()
+    assert len(examples) > 3000
+    disagree = [(c, n) for c, n in examples if redact_module._valid_number(c, n) != _libphonenumber_valid(c, n)]
+    assert disagree == []
+    assert sum(redact_module._valid_number(c, n) for c, n in examples) > 1000  # the valid side is exercised too
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    code=st.sampled_from(sorted(__import__("phonenumbers").COUNTRY_CODE_TO_REGION_CODE)),
+    national=st.text("0123456789", min_size=1, max_size=17).filter(lambda digits: digits.strip("0")),
+)
+def test_phone_validity_is_libphonenumbers_on_any_digits(code, national):
+    """On any country code and national digits the one-regex validity check and phonenumbers.is_valid_number agree."""
+    assert redact_module._valid_number(code, national) == _libphonenumber_valid(code, national)
