@@ -128,15 +128,25 @@ _SHORT_IINS: tuple[tuple[str, str, frozenset[int]], ...] = tuple(
 )  # fmt: skip
 
 
+
+
+def _lengths_by_prefix() -> dict[str, frozenset[int]]:
+    """Every four-digit prefix of the issuer tables and the card lengths it may have: one lookup, not a scan of the ranges."""
+    lengths: dict[str, set[int]] = {}
+    for table, short in ((_IIN_RANGES, False), (_SHORT_IINS, True)):  # 12 and 13 digits: only the short table
+        for low, high, allowed in table:
+            width = 4 - len(low)
+            for prefix in range(int(low) * 10**width, (int(high) + 1) * 10**width):
+                lengths.setdefault(f"{prefix:04d}", set()).update(n for n in allowed if (n <= 13) == short)
+    return {prefix: frozenset(found) for prefix, found in lengths.items() if found}
+
+
+_CARD_LENGTHS = _lengths_by_prefix()
+
+
 def card_ok(digits: str) -> bool:
     """Whether a digit string is a card number: a real issuer range, its length, and Luhn."""
-    length = len(digits)
-    if not 12 <= length <= 19:
-        return False
-    for low, high, lengths in _SHORT_IINS if length <= 13 else _IIN_RANGES:
-        if length in lengths and low <= digits[: len(low)] <= high:
-            return luhn_ok(digits)
-    return False
+    return 12 <= len(digits) <= 19 and len(digits) in _CARD_LENGTHS.get(digits[:4], ()) and luhn_ok(digits)
 
 
 def ean_ok(digits: str) -> bool:
@@ -605,7 +615,8 @@ class Redactor:
         chunk = text[start:end]
         if chunk.isdigit() and chunk.isascii():  # one bare group, the commonest run: no grouping to weigh
             if 6 <= end - start <= 19:
-                kind = self._card_or_ssn(chunk, [end - start]) if end - start >= 9 else None
+                # One group holds no SSN; an unseparated 13 digits with a GS1 check digit is an EAN-13 barcode.
+                kind = "<CARD>" if card_ok(chunk) and not (end - start == 13 and ean_ok(chunk)) else None
                 if kind is None:
                     keyed = _KEY_BEFORE.search(text, max(0, start - 5), start) is not None
                     known = self._phones.get((chunk, keyed))

@@ -317,3 +317,24 @@ def test_phone_validity_is_libphonenumbers_on_every_example():
 def test_phone_validity_is_libphonenumbers_on_any_digits(code, national):
     """On any country code and national digits the one-regex validity check and phonenumbers.is_valid_number agree."""
     assert redact_module._valid_number(code, national) == _libphonenumber_valid(code, national)
+
+
+def _card_by_scan(digits: str) -> bool:
+    """card_ok's definition read straight off the issuer tables."""
+    table = redact_module._SHORT_IINS if len(digits) <= 13 else redact_module._IIN_RANGES
+    return 12 <= len(digits) <= 19 and redact_module.luhn_ok(digits) and any(
+        len(digits) in lengths and low <= digits[: len(low)] <= high for low, high, lengths in table
+    )
+
+
+ISSUER_PREFIXES = sorted({low for low, _, _ in redact_module._IIN_RANGES + redact_module._SHORT_IINS}
+                         | {high for _, high, _ in redact_module._IIN_RANGES + redact_module._SHORT_IINS})  # fmt: skip
+
+
+@settings(max_examples=500, deadline=None)
+@given(prefix=st.sampled_from(["", *ISSUER_PREFIXES]), rest=st.text("0123456789", min_size=8, max_size=20))
+def test_card_lookup_is_the_issuer_table(prefix, rest):
+    """The prefix lookup behind card_ok answers what a scan of the issuer ranges answers, for any digits."""
+    digits = (prefix + rest)[:20]
+    for end in range(len(digits) + 1):
+        assert card_ok(digits[:end]) == _card_by_scan(digits[:end])
