@@ -507,14 +507,17 @@ class Redactor:
     # -- kinds ------------------------------------------------------------------------------------
 
     def _tokens(self, text: str, mask: int, add: Callable[[tuple[int, int, str]], None]) -> None:
-        """JWTs, API keys, MACs, IPv4s, IBANs and NINOs: one pass of one regex, then each kind's check."""
-        for match in _TOKENS(mask).finditer(text):
+        """JWTs, API keys, MACs, IPv4s, IBANs and NINOs: one regex, then each kind's check."""
+        pattern = _TOKENS(mask)
+        match = pattern.search(text)
+        while match is not None:
             kind = match.lastgroup
             start, end = match.span()
+            found = None
             if kind == "iban":
                 length = _iban_length(match.group())
                 if length is not None:
-                    add((start, start + length, "<IBAN>"))
+                    found = (start, start + length, "<IBAN>")
                 else:
                     # A candidate that fails may have run on into the next IBAN: look again inside it.
                     inner = _IBAN.search(text, start + 1, end)
@@ -525,15 +528,20 @@ class Redactor:
                         inner = _IBAN.search(text, inner.start() + (length or 1), end)
             elif kind == "api_key":
                 if not start or not _glued(text[start - 1]) and text[start - 1] != "-":
-                    add((start, end, "<API_KEY>"))
+                    found = (start, end, "<API_KEY>")
             elif kind == "ipv4":
                 if all(int(octet) <= 255 for octet in match.group().split(".")):
-                    add((start, end, "<IPV4>"))
+                    found = (start, end, "<IPV4>")
             elif kind == "nino":
                 if nino_ok(match.group()[:2]):
-                    add((start, end, "<NINO>"))
+                    found = (start, end, "<NINO>")
             else:
-                add((start, end, f"<{kind.upper()}>"))  # type: ignore[union-attr]
+                found = (start, end, f"<{kind.upper()}>")  # type: ignore[union-attr]
+            if found is not None:
+                add(found)
+            # A candidate that fails its check may have swallowed the start of the next one ("AA0000... 1.2.3.4"
+            # is an IBAN candidate up to the "1"): go on from just after its start, not from its end.
+            match = pattern.search(text, found[1] if found is not None else start + 1)
 
     def _secret_params(self, text: str, add: Callable[[tuple[int, int, str]], None]) -> None:
         for equals in _EQUALS.finditer(text):
