@@ -168,6 +168,9 @@ def _configure(
         # Each checkpoint recompresses the table's open row group: at DuckDB's 16 MB default a
         # stream of group commits rewrites it over and over (measured: commits 2-3x slower).
         con.execute(f"SET checkpoint_threshold = '{CHECKPOINT_WAL_BYTES}B'")
+        # A group commit of a row group or more is written compressed at its commit; vacuum would merge its
+        # partial last row group into its neighbours, compressing them all again (compaction reclaims deletes).
+        con.execute("SET max_vacuum_tasks = 0")
     if threads:
         con.execute(f"SET threads = {int(threads)}")
     con.execute("SET autoinstall_known_extensions = false")
