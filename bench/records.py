@@ -10,6 +10,7 @@ from typing import Any
 
 import orjson
 import pyarrow as pa
+import uuid_utils
 
 from bench.harness import FLEET_KEY, Bench
 from bench.simulator import SimulatedModel
@@ -71,8 +72,8 @@ def parquet_bodies(bench: Bench, model: str, rows: int, count: int, *, seed: int
     ids_at = table.schema.get_field_index("record_id")
     bodies = []
     for _ in range(count):
-        # Fresh record ids per batch: the server may deduplicate records, and a fleet's records differ.
-        ids = pa.array([uuid.uuid4().bytes for _ in range(rows)], table.schema.field(ids_at).type)
+        # Fresh record ids per batch (the server deduplicates records), minted as agents mint them: UUIDv7, time-ordered.
+        ids = pa.array([uuid_utils.uuid7().bytes for _ in range(rows)], table.schema.field(ids_at).type)
         batch = spool.write_batch(table.set_column(ids_at, table.schema.field(ids_at), ids), schema=bench.registry[model])
         bodies.append((batch.batch_id, batch.path.read_bytes()))
         batch.path.unlink()
