@@ -349,7 +349,11 @@ def land_labels(
             finally:
                 con.unregister("__edgeloop_labels")
             # The dashboard's label coverage, as a landing of device feedback keeps it.
-            ids = pa.table({"prediction_id": pa.array([row["prediction_id"].bytes for row in fresh], pa.uuid())})
+            columns = {"prediction_id": pa.array([row["prediction_id"].bytes for row in fresh], pa.uuid())}
+            truth = tallies.declared_truth(con, schema.name)
+            if truth is not None:  # only whether it has a value counts: a row without one labels nothing
+                columns[truth] = pa.array([True if row.get(truth) is not None else None for row in fresh], pa.bool_())
+            ids = pa.table(columns)
             tallies.note_landed(con, schema.name, [], [ids], [tag], lake=on_lake(con))
             imported = len(fresh)
     errors.sort(key=lambda error: error["row"])

@@ -758,7 +758,7 @@ def _widen_envelopes(con: duckdb.DuckDBPyConnection, models: set[str]) -> None:
             con.execute(statement)
         old_view = "row_number()" in views.get(f"{model}_training", "row_number()").lower()
         if f"{model}_feedback" in have_all and (changes or old_view):
-            con.execute(_training_view(model, _load_columns(con), _declared_truth(con, model)))
+            con.execute(_training_view(model, _load_columns(con), tallies.declared_truth(con, model)))
 
 
 def load_catalog(con: duckdb.DuckDBPyConnection, *, adopt: bool = True) -> Catalog:
@@ -789,7 +789,7 @@ def register_schema(con: duckdb.DuckDBPyConnection, schema: ModelSchema, *, lake
         con.execute("UPDATE models SET schema_json = ?, updated_at = now() WHERE schema_fingerprint = ?",
                     [schema.canonical_json(), schema.fingerprint])
         # The truth field may be another one now, and the view's label provenance follows it.
-        con.execute(_training_view(schema.name, _load_columns(con), _declared_truth(con, schema.name)))
+        con.execute(_training_view(schema.name, _load_columns(con), tallies.declared_truth(con, schema.name)))
         return {**receipt, "status": "declarations_updated", "changes": []}
     if known:
         return {**receipt, "status": "already_registered", "changes": []}
@@ -836,7 +836,7 @@ def register_schema(con: duckdb.DuckDBPyConnection, schema: ModelSchema, *, lake
             [schema.fingerprint, schema.canonical_json(), schema.name],
         )
     if changes or current is None or current[0] <= schema.version:
-        con.execute(_training_view(schema.name, _load_columns(con), _declared_truth(con, schema.name)))
+        con.execute(_training_view(schema.name, _load_columns(con), tallies.declared_truth(con, schema.name)))
     log.info("schema registered", extra={**receipt, "changes": changes})
     return {**receipt, "status": "registered", "changes": changes}
 
@@ -846,7 +846,7 @@ def add_feedback_column(con: duckdb.DuckDBPyConnection, model: str, name: str, t
     if name in _load_columns(con).get(f"{model}_feedback", {}):
         return False
     con.execute(f"ALTER TABLE {quote(model + '_feedback')} ADD COLUMN {quote(name)} {type_}")
-    con.execute(_training_view(model, _load_columns(con), _declared_truth(con, model)))
+    con.execute(_training_view(model, _load_columns(con), tallies.declared_truth(con, model)))
     return True
 
 
@@ -925,14 +925,6 @@ def _ledger(jobs: list[_Job], landed_at: datetime, duplicates: dict[str, int]) -
             "clock_offset_s": landing.clock_offset_s, "duplicates": duplicates.get(batch.batch_id, 0),
         })
     return pa.Table.from_pylist(rows, schema=LEDGER_SCHEMA)
-
-
-def _declared_truth(con: duckdb.DuckDBPyConnection, model: str) -> str | None:
-    """The truth field the model's latest registered schema declares (what a label is), if any."""
-    row = con.execute(
-        "SELECT json_extract_string(schema_json, '$.truth_field') FROM models WHERE model = ?", [model]
-    ).fetchone()
-    return row[0] if row else None
 
 
 def _training_view(model: str, columns: dict[str, dict[str, str]], truth: str | None) -> str:

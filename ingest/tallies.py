@@ -10,10 +10,13 @@ day are ``landed_daily``'s (``ingest/health.py``), the one count of them.
 so the rollout over time is a sum over changes, not over rows.
 
 ``label_coverage`` holds, per model and version, what ``<model>_training`` would count:
-predictions, their summed ``sample_weight``, and how many of them (and how much weight) have
-at least one feedback record. The writer updates it in the transaction that lands the rows
-(``note_landed``): new predictions add to the totals (and to the labelled counts if feedback
-for them landed earlier), new feedback marks the predictions it is the first feedback of.
+predictions, their summed ``sample_weight``, and how many of them (and how much weight) are
+labelled. Labelled means what the report, ``export --labeled-only`` and the label queue mean:
+a feedback record carrying a value in the model's ``truth_field`` (``declared_truth``; any
+feedback if the model declares none), so a comment or a cost alone labels nothing. The writer
+updates it in the transaction that lands the rows (``note_landed``): new predictions add to
+the totals (and to the labelled counts if a label for them landed earlier), new feedback
+marks the predictions it is the first label of.
 The joins are inner joins on time-ordered UUIDv7 ids, so they read only recent row groups,
 as the duplicate check does. A database from before these tables is counted once when the
 store opens (``ensure_tables``); whoever deletes rows calls ``rebuild``.
@@ -29,10 +32,11 @@ from datetime import date, datetime
 
 import duckdb
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from edgeloop.ingest.aggregate import DEVICE_VERSIONS, DROPS_DAILY, LABEL_COVERAGE, MAX_COUNT, on_lake
 
-__all__ = ["TABLES", "create_sql", "ensure_tables", "note_drops", "note_landed", "note_versions", "rebuild"]
+__all__ = ["TABLES", "create_sql", "declared_truth", "ensure_tables", "note_drops", "note_landed", "note_versions", "rebuild"]
 
 TABLE = LABEL_COVERAGE.name
 DROPS = DROPS_DAILY.name
@@ -98,6 +102,44 @@ def _exists(con: duckdb.DuckDBPyConnection, table: str) -> bool:
         "SELECT count(*) FROM duckdb_tables() WHERE database_name = current_database() AND schema_name = 'main' "
         "AND table_name = ?", [table],
     ).fetchone()[0])
+
+
+def declared_truth(con: duckdb.DuckDBPyConnection, model: str) -> str | None:
+    """The feedback field whose value makes a prediction labelled: the truth_field of the model's latest schema.
+
+    None when the model declares none (then any feedback labels); the training view, the report,
+    the export's ``--labeled-only`` and the label queue use the same field.
+    """
+    row = con.execute(
+        "SELECT json_extract_string(schema_json, '$.truth_field') FROM models WHERE model = ?", [model]
+    ).fetchone()
+    return row[0] if row else None
+
+
+def _truth(con: duckdb.DuckDBPyConnection, model: str) -> str | None:
+    """``declared_truth`` if the feedback table has that column (as the training view picks it), else None."""
+    truth = declared_truth(con, model)
+    if truth is None:
+        return None
+    found = con.execute(
+        "SELECT count(*) FROM duckdb_columns() WHERE database_name = current_database() AND schema_name = 'main' "
+        "AND table_name = ? AND column_name = ?", [model + "_feedback", truth],
+    ).fetchone()[0]
+    return truth if found else None
+
+
+def _carries(truth: str | None, alias: str) -> str:
+    """The condition that feedback row ``alias`` labels its prediction."""
+    return f" AND {alias}.{_quote(truth)} IS NOT NULL" if truth else ""
+
+
+def _labels(feedback: pa.Table, truth: str | None) -> pa.Table:
+    """The prediction ids of the feedback rows that carry a label (the truth column has a value)."""
+    if truth is not None:
+        if truth not in feedback.column_names:
+            return feedback.select(["prediction_id"]).slice(0, 0)
+        feedback = feedback.filter(pc.is_valid(feedback.column(truth)))
+    return feedback.select(["prediction_id"])
 
 
 def create_sql(lake: bool) -> str:
@@ -224,11 +266,12 @@ def rebuild(con: duckdb.DuckDBPyConnection, model: str) -> None:
 def _count(con: duckdb.DuckDBPyConnection, model: str, *, lake: bool) -> None:
     if not _exists(con, model) or not _exists(con, model + "_feedback"):
         return
+    carries = _carries(_truth(con, model), "f")
     con.execute(
         f"INSERT INTO {LABEL_COVERAGE.table(lake)} SELECT ?, p.model_version, count(*), coalesce(sum(p.sample_weight), 0), "
         f"count(l.prediction_id), coalesce(sum(CASE WHEN l.prediction_id IS NULL THEN 0 ELSE p.sample_weight END), 0) "
-        f"FROM {_quote(model)} AS p LEFT JOIN (SELECT DISTINCT prediction_id FROM {_quote(model + '_feedback')}) AS l "
-        f"ON l.prediction_id = p.record_id GROUP BY p.model_version",
+        f"FROM {_quote(model)} AS p LEFT JOIN (SELECT DISTINCT prediction_id FROM {_quote(model + '_feedback')} AS f "
+        f"WHERE TRUE{carries}) AS l ON l.prediction_id = p.record_id GROUP BY p.model_version",
         [model],
     )
 
@@ -238,11 +281,14 @@ def note_landed(con: duckdb.DuckDBPyConnection, model: str, predictions: Sequenc
     """Count the rows a group commit just inserted (already in the tables, same transaction).
 
     ``predictions`` carry record_id, model_version and sample_weight; ``feedback`` carries
-    prediction_id. Feedback of this group is told apart from earlier feedback by its batch id.
+    prediction_id and, where it has it, the truth column (a row without a value there labels
+    nothing). Feedback of this group is told apart from earlier feedback by its batch id.
     """
     if not predictions and not feedback:
         return
     table, feedback_table = _quote(model), _quote(model + "_feedback")
+    truth = _truth(con, model)
+    carries = _carries(truth, "f")
     group = pa.table({"batch_id": pa.array(list(batch_ids), pa.string())})
     con.register("__coverage_group_arrow", group)
     try:
@@ -269,11 +315,11 @@ def note_landed(con: duckdb.DuckDBPyConnection, model: str, predictions: Sequenc
                 "FROM temp.__coverage_p AS p "
                 "JOIN (SELECT DISTINCT f.prediction_id FROM temp.__coverage_p AS k "
                 f"JOIN {feedback_table} AS f ON f.prediction_id = k.record_id "
-                "WHERE f.batch_id NOT IN (SELECT batch_id FROM temp.__coverage_group)) AS x "
+                f"WHERE f.batch_id NOT IN (SELECT batch_id FROM temp.__coverage_group){carries}) AS x "
                 "ON x.prediction_id = p.record_id GROUP BY ALL"
             )
         if feedback:
-            ids = pa.concat_tables([t.select(["prediction_id"]) for t in feedback])
+            ids = pa.concat_tables([_labels(t, truth) for t in feedback])
             con.register("__coverage_f_arrow", ids)
             try:
                 con.execute("CREATE OR REPLACE TEMP TABLE __coverage_f AS SELECT DISTINCT prediction_id FROM __coverage_f_arrow "
@@ -284,7 +330,7 @@ def note_landed(con: duckdb.DuckDBPyConnection, model: str, predictions: Sequenc
             con.execute(
                 "CREATE OR REPLACE TEMP TABLE __coverage_prior AS SELECT DISTINCT f.prediction_id FROM temp.__coverage_f AS k "
                 f"JOIN {feedback_table} AS f ON f.prediction_id = k.prediction_id "
-                "WHERE f.batch_id NOT IN (SELECT batch_id FROM temp.__coverage_group)"
+                f"WHERE f.batch_id NOT IN (SELECT batch_id FROM temp.__coverage_group){carries}"
             )
             parts.append(
                 f"SELECT p.model_version, {_ZERO}, count(*) AS labelled, sum(p.sample_weight) AS weighted_labelled "

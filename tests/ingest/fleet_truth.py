@@ -41,8 +41,8 @@ PAIRS: dict[str, tuple[str, str]] = {
     "coverage": (
         "SELECT model_version, predictions, round(weighted, 6) AS weighted, labelled, round(weighted_labelled, 6) AS wl "
         "FROM label_coverage WHERE model = 'vibration' ORDER BY 1",
-        "SELECT model_version, count(*) AS predictions, round(sum(sample_weight), 6) AS weighted, count(feedback_id) AS labelled, "
-        "round(coalesce(sum(CASE WHEN feedback_id IS NULL THEN 0 ELSE sample_weight END), 0), 6) AS wl "
+        "SELECT model_version, count(*) AS predictions, round(sum(sample_weight), 6) AS weighted, count(true_class) AS labelled, "
+        "round(coalesce(sum(CASE WHEN true_class IS NULL THEN 0 ELSE sample_weight END), 0), 6) AS wl "
         "FROM vibration_training GROUP BY 1 ORDER BY 1",
     ),
 }

@@ -17,9 +17,9 @@ COVERAGE_SQL = (
     "SELECT model_version, predictions, weighted, labelled, weighted_labelled FROM label_coverage "
     "WHERE model = 'vibration' ORDER BY 1"
 )
-TRUTH_SQL = (
-    "SELECT model_version, count(*) AS predictions, sum(sample_weight) AS weighted, count(feedback_id) AS labelled, "
-    "coalesce(sum(CASE WHEN feedback_id IS NULL THEN 0 ELSE sample_weight END), 0) AS weighted_labelled "
+TRUTH_SQL = (  # labelled: the truth field has a value (true_class is the vibration model's truth_field)
+    "SELECT model_version, count(*) AS predictions, sum(sample_weight) AS weighted, count(true_class) AS labelled, "
+    "coalesce(sum(CASE WHEN true_class IS NULL THEN 0 ELSE sample_weight END), 0) AS weighted_labelled "
     "FROM vibration_training GROUP BY 1 ORDER BY 1"
 )
 
@@ -64,14 +64,62 @@ async def test_coverage_matches_the_training_view_in_any_landing_order(server, t
     assert sum(r["labelled"] for r in truth) > 0 and len(truth) == 2
 
 
+def _comment_only(schema, prediction_ids, at, *, cost: float = 80.0) -> pa.Table:
+    """Feedback rows that carry a repair cost but no truth (true_class null): a comment, not a label."""
+    table, _ = make_table(schema, feedback=[(record_id, None, at) for record_id in prediction_ids])
+    index = table.schema.get_field_index("repair_cost_eur")
+    return table.set_column(index, "repair_cost_eur", pa.array([cost] * table.num_rows, pa.float64()))
+
+
+async def test_a_comment_only_feedback_is_not_labelled_on_the_dashboard_as_in_the_report(server, tmp_path, vibration):
+    """A prediction whose only feedback carries no truth (a comment or a cost) is unlabelled in the dashboard's label
+    coverage, as in the report and the label queue; one that gets its label later counts from then on."""
+    import asyncio
+
+    from edgeloop.ingest.admin import RemoteAdmin
+    from edgeloop.ingest.report import build_report, declare, model_schema
+
+    token = await server.add_device("pump-1")
+    table, ids = make_table(vibration, predictions=10, version="2.0.3")
+    labelled = make_table(vibration, feedback=[(record_id, "normal", BASE_TIME) for record_id in ids[:3]])[0]
+    # A comment first, the predictions, a comment with the predictions, then a comment after a label.
+    early = _comment_only(vibration, ids[3:5], BASE_TIME)
+    together = pa.concat_tables([table, _comment_only(vibration, ids[5:6], BASE_TIME)])
+    after = _comment_only(vibration, ids[:1] + ids[6:7], BASE_TIME + timedelta(hours=1))
+    for rows in (early, together, labelled, after):
+        batch_id, body = seal(tmp_path / uuid.uuid4().hex, vibration, rows)
+        assert (await server.put(batch_id, body, token))[0] == 201
+
+    async def coverage() -> dict:
+        async with server.session.get(f"{server.url}/v1/dashboard/data?days=7",
+                                      headers={"Authorization": f"Bearer {server.admin_token}"}) as response:
+            assert response.status == 200
+            return {row["model_version"]: row for row in (await response.json())["coverage"]}
+
+    def report():
+        admin = RemoteAdmin(server.url, server.admin_token)
+        return build_report(admin, declare(model_schema(admin, "vibration")))
+
+    shown = (await coverage())["2.0.3"]
+    group = next(g for g in (await asyncio.to_thread(report)).groups if g.key == "2.0.3")
+    assert (group.collected, group.labelled) == (10, 3)
+    assert (shown["predictions"], shown["labelled"], shown["coverage"]) == (10, 3, group.coverage)
+    # A label for a prediction that had only a comment counts it once.
+    batch_id, body = seal(tmp_path / uuid.uuid4().hex, vibration,
+                          make_table(vibration, feedback=[(ids[3], "imbalance", BASE_TIME + timedelta(hours=2))])[0])
+    assert (await server.put(batch_id, body, token))[0] == 201
+    assert (await coverage())["2.0.3"]["labelled"] == 4
+    assert _rows(await server.sql(COVERAGE_SQL)) == _rows(await server.sql(TRUTH_SQL))
+
+
 def test_a_database_from_before_the_table_is_counted_when_the_store_opens(tmp_path):
     """ensure_tables on a database whose rows landed before the tallies existed counts them from the tables."""
     con = duckdb.connect(str(tmp_path / "old.duckdb"))
-    con.execute("CREATE TABLE models (model VARCHAR)")
-    con.execute("INSERT INTO models VALUES ('m')")
+    con.execute("CREATE TABLE models (model VARCHAR, schema_json VARCHAR)")
+    con.execute("""INSERT INTO models VALUES ('m', '{"truth_field": "label"}')""")
     con.execute("CREATE TABLE m (record_id UUID, model_version VARCHAR, sample_weight DOUBLE, device VARCHAR, "
                 "created_at TIMESTAMPTZ, received_at TIMESTAMPTZ)")
-    con.execute("CREATE TABLE m_feedback (record_id UUID, prediction_id UUID)")
+    con.execute("CREATE TABLE m_feedback (record_id UUID, prediction_id UUID, label VARCHAR)")
     con.execute("CREATE TABLE batches (received_at TIMESTAMPTZ, model VARCHAR, drops VARCHAR, rows BIGINT, duplicates BIGINT)")
     con.execute("""INSERT INTO batches VALUES ('2026-11-01 10:00:00+00', 'm', '{"sampled_out": 5, "rate_capped": 0}', 3, 1),
         ('2026-11-01 23:00:00+00', 'm', '{"sampled_out": 2}', 4, 0), ('2026-11-02 01:00:00+00', 'm', '{}', 5, 0)""")
@@ -80,7 +128,10 @@ def test_a_database_from_before_the_table_is_counted_when_the_store_opens(tmp_pa
         (ids[0], "1", 1.0, "2026-10-01 00:00:00+00"), (ids[1], "1", 3.0, "2026-10-02 00:00:00+00"),
         (ids[2], "2", 1.0, "2026-10-03 00:00:00+00"), (ids[3], "2", 1.0, "2026-10-04 00:00:00+00"),
     ])
-    con.executemany("INSERT INTO m_feedback VALUES (?, ?)", [(uuid.uuid4(), ids[1]), (uuid.uuid4(), ids[1]), (uuid.uuid4(), ids[2])])
+    con.executemany("INSERT INTO m_feedback VALUES (?, ?, ?)", [
+        (uuid.uuid4(), ids[1], "a"), (uuid.uuid4(), ids[1], "b"), (uuid.uuid4(), ids[2], "a"),
+        (uuid.uuid4(), ids[3], None),  # a comment: not a label
+    ])
     tallies.ensure_tables(con)
     assert con.execute("SELECT * FROM label_coverage ORDER BY model_version").fetchall() == [
         ("m", "1", 2, 4.0, 1, 3.0), ("m", "2", 2, 2.0, 1, 1.0),
