@@ -17,6 +17,7 @@ from tests.ingest.test_health import (  # noqa: F401
     test_the_writer_prunes_status_history_past_retention_but_keeps_each_device_latest,
 )
 from tests.ingest.test_tallies import (  # noqa: F401
+    test_a_comment_only_feedback_is_not_labelled_on_the_dashboard_as_in_the_report,
     test_coverage_matches_the_training_view_in_any_landing_order,
     test_drops_per_day_and_reason_are_tallied_as_batches_land,
 )
