@@ -555,7 +555,9 @@ def _lake_command(args: argparse.Namespace, config: IngestConfig) -> int:
         if args.keep_s < 0:
             raise ConfigError("--keep-s must be 0 or more seconds")
         result = compact(config.store, keep_s=args.keep_s)
-        print(f"compacted the lake: {result['files_before']} files before, {result['files_after']} after", file=sys.stderr)
+        recounted = "; label coverage counted again by the current rule" if result["coverage_recounted"] else ""
+        print(f"compacted the lake: {result['files_before']} files before, {result['files_after']} after{recounted}",
+              file=sys.stderr)
         return 0
     copied = migrate(config.store.db_path, config.store)
     for table, rows in copied.items():

@@ -407,24 +407,36 @@ def fold(con: duckdb.DuckDBPyConnection) -> int:
     for aggregate in AGGREGATES:
         if aggregate.table(True) not in have:
             continue  # a lake no replica of this version has opened yet
-        for attempt in range(FOLD_RETRIES):
-            try:
-                folded += _run_in_transaction(con, aggregate.fold)
-                break
-            except duckdb.TransactionException:
-                if attempt == FOLD_RETRIES - 1:
-                    raise
-                time.sleep(0.05 * (attempt + 1))
+        folded += _retrying(con, aggregate.fold, f"folding {aggregate.table(True)}")
     return folded
+
+
+def _retrying(con: duckdb.DuckDBPyConnection, fn: Any, what: str) -> Any:
+    """Run ``fn`` in a lake transaction, again while replicas' landings commit first (up to FOLD_RETRIES times)."""
+    for attempt in range(FOLD_RETRIES):
+        try:
+            return _run_in_transaction(con, fn)
+        except duckdb.TransactionException as exc:
+            if attempt == FOLD_RETRIES - 1:
+                raise StoreBusy(
+                    f"{what} conflicted with replicas' landings {FOLD_RETRIES} times and was left as it was (nothing is "
+                    "lost: the aggregates' views still merge every delta); run compact again when fewer batches land"
+                ) from exc
+            time.sleep(0.05 * (attempt + 1))
+    raise AssertionError("unreachable")
 
 
 def compact(settings: StoreSettings, *, keep_s: float = 3600.0) -> dict[str, int]:
     """Fold the aggregates' deltas, merge small files, flush inlined rows, expire old snapshots, delete unneeded files.
 
+    Label coverage counted by an older rule is counted again first (``tallies.recount_coverage``).
+
     Files younger than ``keep_s`` are kept: a replica's commit in flight, or a reader's snapshot, may need them.
     """
     con = connect_lake(settings, read_only=False, threads=settings.threads)
     try:
+        # A lake whose label coverage an older version counted (any feedback as a label) is counted again, once.
+        recounted = _retrying(con, tallies.recount_coverage, "counting the label coverage again")
         folded = fold(con)
         # Rows small commits kept in the catalog go to files first: "before" counts them as files too.
         con.execute(f"CALL ducklake_flush_inlined_data('{LAKE}')").to_arrow_table()
@@ -442,7 +454,7 @@ def compact(settings: StoreSettings, *, keep_s: float = 3600.0) -> dict[str, int
         raise StoreError(f"compacting the lake failed: {str(exc).splitlines()[0]}") from exc
     finally:
         con.close()
-    return {"files_before": before, "files_after": after, "deltas_folded": folded}
+    return {"files_before": before, "files_after": after, "deltas_folded": folded, "coverage_recounted": int(recounted)}
 
 
 

@@ -36,7 +36,8 @@ import pyarrow.compute as pc
 
 from edgeloop.ingest.aggregate import DEVICE_VERSIONS, DROPS_DAILY, LABEL_COVERAGE, MAX_COUNT, on_lake
 
-__all__ = ["TABLES", "create_sql", "declared_truth", "ensure_tables", "note_drops", "note_landed", "note_versions", "rebuild"]
+__all__ = ["TABLES", "create_sql", "declared_truth", "ensure_tables", "note_drops", "note_landed", "note_versions", "rebuild",
+           "recount_coverage"]
 
 TABLE = LABEL_COVERAGE.name
 DROPS = DROPS_DAILY.name
@@ -44,6 +45,7 @@ VERSIONS = DEVICE_VERSIONS.name
 CHANGES = "version_changes"
 TABLES = frozenset({TABLE, DROPS, VERSIONS, CHANGES})
 MAX_REASON_CHARS = 64
+COVERAGE_RULE = "labelled = a feedback carries the truth_field"  # label_coverage's table comment: the rule it counts by
 
 _CREATE_CHANGES = f"""
 CREATE TABLE IF NOT EXISTS {CHANGES} (
@@ -147,8 +149,32 @@ def create_sql(lake: bool) -> str:
     return "".join(aggregate.create(lake) for aggregate in (LABEL_COVERAGE, DROPS_DAILY, DEVICE_VERSIONS)) + _CREATE_CHANGES
 
 
+def recount_coverage(con: duckdb.DuckDBPyConnection) -> bool:
+    """Count ``label_coverage`` again from the tables if it was counted by another rule; inside a transaction.
+
+    The table's comment names the rule its counts follow; before 2026-11 any feedback (a comment
+    too) counted as a label. Returns whether it counted again. A DuckDB store does this when it
+    opens; a lake when ``edgeloop-ingest compact`` runs.
+    """
+    lake = on_lake(con)
+    table = LABEL_COVERAGE.table(lake)
+    row = con.execute(
+        "SELECT comment FROM duckdb_tables() WHERE database_name = current_database() AND schema_name = 'main' "
+        "AND table_name = ?", [table],
+    ).fetchone()
+    if row is None or row[0] == COVERAGE_RULE:
+        return False
+    con.execute(f"DELETE FROM {_quote(table)}")
+    if _exists(con, "models"):
+        for (model,) in con.execute("SELECT model FROM models").fetchall():
+            _count(con, model, lake=lake)
+    con.execute(f"COMMENT ON TABLE {_quote(table)} IS '{COVERAGE_RULE}'")
+    return True
+
+
 def ensure_tables(con: duckdb.DuckDBPyConnection) -> None:
-    """Create the tables; one that is new in a database that has rows counts them once."""
+    """Create the tables; one that is new in a database that has rows counts them once (one counted by an
+    older rule, again)."""
     for table, create, count in ((TABLE, LABEL_COVERAGE.create(False), _count_models),
                                  (DROPS, DROPS_DAILY.create(False), _count_drops),
                                  (VERSIONS, DEVICE_VERSIONS.create(False) + _CREATE_CHANGES, _count_versions)):
@@ -162,6 +188,13 @@ def ensure_tables(con: duckdb.DuckDBPyConnection) -> None:
         except BaseException:
             con.execute("ROLLBACK")
             raise
+    con.execute("BEGIN TRANSACTION")
+    try:
+        recount_coverage(con)
+        con.execute("COMMIT")
+    except BaseException:
+        con.execute("ROLLBACK")
+        raise
     # Rows per day and model were a table of their own; they are ``landed_daily``'s now (ingest/health.py).
     con.execute("DROP TABLE IF EXISTS rows_daily")
 

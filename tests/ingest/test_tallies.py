@@ -177,3 +177,37 @@ def test_hostile_drop_counts_are_capped_and_never_fail_a_landing(tmp_path):
         tallies.note_drops(con, [(date(2026, 11, 1), "m", {"x" * 500: 10**30, "ok": 3, "negative": -5})])
     rows = dict(con.execute("SELECT reason, records FROM drops_daily").fetchall())
     assert rows == {"x" * tallies.MAX_REASON_CHARS: tallies.MAX_COUNT, "ok": 9}
+
+
+def test_a_label_coverage_counted_by_an_older_rule_is_counted_again_when_the_store_opens(tmp_path, vibration):
+    """A DuckDB store whose label coverage counted comment-only feedback as labels (before 2026-11) counts it again by
+    the one rule when it opens, once; a new store's table names the rule from the start."""
+    from edgeloop.ingest.store import Store
+    from tests.ingest.test_labels import _feedback, _feedback_store, _prediction
+
+    config, store, insert = _feedback_store(tmp_path, vibration)
+    ids = [uuid.uuid4() for _ in range(4)]
+    try:
+        assert store.cursor().execute(
+            "SELECT comment FROM duckdb_tables() WHERE table_name = 'label_coverage'").fetchone()[0] == tallies.COVERAGE_RULE
+        insert("vibration", [_prediction(record_id, BASE_TIME) for record_id in ids])
+        insert("vibration_feedback", [_feedback(ids[0], BASE_TIME, label="normal"), _feedback(ids[1], BASE_TIME, cost=3.0)])
+
+        def as_an_older_version_left_it(con) -> None:
+            con.execute("DELETE FROM label_coverage")
+            con.execute("INSERT INTO label_coverage VALUES ('vibration', '1.0', 4, 4.0, 2, 2.0)")
+            con.execute("COMMENT ON TABLE label_coverage IS NULL")
+
+        store.call(as_an_older_version_left_it).result()
+    finally:
+        store.close()
+    reopened = Store(config.store.db_path, config.store)
+    try:
+        cur = reopened.cursor()
+        assert _rows(cur.execute(COVERAGE_SQL).to_arrow_table().to_pylist()) == [("1.0", 4, 4.0, 1, 1.0)]
+        assert _rows(cur.execute(COVERAGE_SQL).to_arrow_table().to_pylist()) == _rows(
+            cur.execute(TRUTH_SQL).to_arrow_table().to_pylist())
+        assert cur.execute("SELECT comment FROM duckdb_tables() WHERE table_name = 'label_coverage'").fetchone()[0] == (
+            tallies.COVERAGE_RULE)
+    finally:
+        reopened.close()

@@ -87,6 +87,40 @@ async def test_compact_merges_small_files_and_keeps_every_row(server, lake, tmp_
     assert (await server.sql("SELECT count(*) AS n FROM vibration"))[0]["n"] == 180
 
 
+async def test_compact_counts_again_a_label_coverage_an_older_version_counted_by_another_rule(server, lake, tmp_path,
+                                                                                               vibration):
+    """A lake whose label coverage counted comment-only feedback as labels (before 2026-11) is counted again by the
+    one rule on the next `compact`, once, while a replica keeps landing."""
+    from datetime import timedelta
+
+    from edgeloop.ingest.config import StoreSettings
+    from edgeloop.ingest.lake import connect_lake
+    from tests.ingest.conftest import BASE_TIME
+    from tests.ingest.test_tallies import COVERAGE_SQL, TRUTH_SQL, _comment_only, _rows
+
+    token = await server.add_device("pump-1")
+    table, ids = make_table(vibration, predictions=6)
+    labels = make_table(vibration, feedback=[(ids[0], "normal", BASE_TIME)])[0]
+    for index, rows in enumerate((table, labels, _comment_only(vibration, ids[1:3], BASE_TIME + timedelta(hours=1)))):
+        batch_id, body = seal(tmp_path / f"b{index}", vibration, rows)
+        assert (await server.put(batch_id, body, token))[0] == 201
+    con = connect_lake(StoreSettings.model_validate({**lake, "db_path": str(tmp_path / "x.duckdb")}), read_only=False)
+    try:  # what an older version left: the two comments counted as labels, and no rule named
+        con.execute("INSERT INTO label_coverage_deltas VALUES ('vibration', '1.0', 0, 0.0, 2, 2.0)")
+        con.execute("COMMENT ON TABLE label_coverage_deltas IS NULL")
+    finally:
+        con.close()
+    assert (await server.sql("SELECT labelled FROM label_coverage"))[0]["labelled"] == 3
+    config = write_lake_config(tmp_path, lake)
+    assert "counted again" in cli("compact", "--config", config).stderr
+    assert _rows(await server.sql(COVERAGE_SQL)) == _rows(await server.sql(TRUTH_SQL))
+    assert (await server.sql("SELECT labelled FROM label_coverage"))[0]["labelled"] == 1
+    assert "counted again" not in cli("compact", "--config", config).stderr
+    batch_id, body = seal(tmp_path / "late", vibration, make_table(vibration, feedback=[(ids[1], "normal", BASE_TIME)])[0])
+    assert (await server.put(batch_id, body, token))[0] == 201
+    assert (await server.sql("SELECT labelled FROM label_coverage"))[0]["labelled"] == 2
+
+
 async def test_migrate_copies_a_duckdb_store_and_its_old_batches_still_answer_200(postgres, tmp_path, vibration):
     """`migrate --to ducklake` copies rows, devices and the ledger: a retry of an old batch gets 200 and its receipt from the lake."""
     old = make_config(tmp_path / "old")
