@@ -640,11 +640,7 @@ class Redactor:
         total = [0]
         for size in sizes:
             total.append(total[-1] + size)
-        # A phone is the whole run or a part of it cut at a space: "+49 30 1234567 12" may end in a reading,
-        # but "3512-1008" is not a phone inside "3512-1008-0977-7488".
-        cuts = {0, count}
-        cuts.update(k for k in range(1, count) if " " in chunk[groups[k - 1][1] : groups[k][0]])
-        card_shaped = count >= 3 and sizes[0] == sizes[1] == sizes[2] == 4
+        cuts: set[int] | None = None  # where a part of the run may be cut; the whole run needs none
         after_key = _KEY_BEFORE.search(text, max(0, start - 5), start) is not None  # 5: its longest match
         tries = 0
         i = 0
@@ -663,7 +659,14 @@ class Redactor:
                 if not piece:
                     continue
                 kind = self._card_or_ssn(piece, sizes[i:j]) if digits >= 9 else None
-                if kind is None and i in cuts and j in cuts and (not card_shaped or (i == 0 and j == count)):
+                whole = i == 0 and j == count
+                if kind is None and not whole and cuts is None:
+                    # A phone is the whole run or a part of it cut at a space: "+49 30 1234567 12" may end in a
+                    # reading, but "3512-1008" is not a phone inside "3512-1008-0977-7488" (nor in any card-shaped run).
+                    card_shaped = count >= 3 and sizes[0] == sizes[1] == sizes[2] == 4
+                    cuts = set() if card_shaped else {0, count}
+                    cuts.update(k for k in range(1, count) if not card_shaped and " " in chunk[groups[k - 1][1] : groups[k][0]])
+                if kind is None and (whole or i in cuts and j in cuts):  # type: ignore[operator]
                     if tries < _MAX_PHONE_TRIES:
                         keyed = after_key and i == 0
                         known = self._phones.get((piece, keyed))
