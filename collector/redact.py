@@ -252,7 +252,7 @@ _TOKENS = _Alternation("", [
 ])  # fmt: skip
 _JWT_BIT, _API_KEY_BIT, _MAC_BIT, _IPV4_BIT, _IBAN_NINO_BITS = 1, 2, 4, 8, 16 | 32
 # What every API key holds (the AWS ids are A??A): a text with none of these holds no key.
-_API_KEY_HINT = re.compile(r"A[A-Z]{2}A|gh|github_pat_|glpat-|k_|whsec_|xox|AIza|sk-|SG\.|npm_|pypi-|SK|hooks|-----BEGIN")
+_API_KEY_HINT = re.compile(r"A[A-Z][A-Z]A|gh|github_pat_|glpat-|k_|whsec_|xox|AIza|sk-|SG\.|npm_|pypi-|SK|hooks|-----BEGIN")
 _CAPS_DIGIT = re.compile(r"[A-Z][A-Z] ?\d")  # what an IBAN and a NINO open with ([A-Z]{2} scans at half the speed)
 
 
