@@ -157,6 +157,10 @@ class Client:
         self._taken = 0  # records out of the buffer whose fate the agent has not told yet
         self._dropped: Counter[str] = Counter()
         self._first_errors: deque[dict[str, Any]] = deque(maxlen=10)
+        # The agent's body bound (its memory budget decides it), learnt from its first 413: later
+        # batches are cut to fit before they are sent, instead of each being refused and halved.
+        self._max_body_bytes: int | None = None
+        self._batch_records = self.batch_size
         self._conns = (
             _UnixConnection(self.socket_path, self.timeout_s),
             _UnixConnection(self.socket_path, self.timeout_s),
@@ -363,7 +367,7 @@ class Client:
         batch: list[dict[str, Any]] = []
         markers: list[threading.Event] = []
         popleft = self._buffer.popleft
-        while len(batch) < self.batch_size:
+        while len(batch) < self._batch_records:
             try:
                 item = popleft()
             except IndexError:
@@ -386,8 +390,8 @@ class Client:
     def _send(self, conn: _UnixConnection, batch: list[dict[str, Any]]) -> bool:
         """Write one request without waiting for the answer; False if that failed."""
         body = self._encode(batch)
-        if body is None:
-            return False
+        if body is None or self._over_limit(batch, body):
+            return False  # sent by _deliver, which splits it
         try:
             conn.request("POST", RECORDS_PATH, body=body, headers={"Content-Type": NDJSON})
         except (OSError, http.client.HTTPException):
@@ -425,6 +429,11 @@ class Client:
             self._deliver(batch[:half])
             self._deliver(batch[half:])
             return
+        if self._over_limit(batch, body):
+            half = len(batch) // 2
+            self._deliver(batch[:half])
+            self._deliver(batch[half:])
+            return
         retrying = Retrying(
             retry=retry_if_exception_type(AgentUnavailableError),
             wait=wait_exponential_jitter(multiplier=0.05, max=self.retry_max_s),
@@ -449,6 +458,7 @@ class Client:
                 for result in counts["results"][:10]:
                     self._first_errors.append(result)
         elif status == 413 and len(batch) > 1:
+            self._learn_limit(raw)
             half = len(batch) // 2
             self._deliver(batch[:half])
             self._deliver(batch[half:])
@@ -459,6 +469,25 @@ class Client:
         else:
             log.warning("edgeloop client: agent refused a batch", extra={"status": status, "body": raw[:500]})
             self._drop("rejected", len(batch))
+
+    def _over_limit(self, batch: list[dict[str, Any]], body: bytes) -> bool:
+        """Whether ``body`` is over the agent's known bound and ``batch`` can be cut; then later batches are smaller."""
+        limit = self._max_body_bytes
+        if limit is None or len(body) <= limit or len(batch) < 2:
+            return False
+        fits = max(1, len(batch) * limit // len(body) * 9 // 10)  # a tenth spare: records differ in size
+        self._batch_records = min(self._batch_records, fits)
+        return True
+
+    def _learn_limit(self, raw: bytes) -> None:
+        """Take the body bound from a 413 ``too_large`` answer (``details.limit``)."""
+        try:
+            error = orjson.loads(raw)["error"]
+            limit = error["details"]["limit"] if error["code"] == "too_large" else None
+        except (orjson.JSONDecodeError, KeyError, TypeError):
+            return
+        if isinstance(limit, int) and limit > 0:
+            self._max_body_bytes = limit
 
     def _post(self, body: bytes) -> tuple[int, bytes]:
         status, raw = _request(self._conns[0], "POST", RECORDS_PATH, body, NDJSON)

@@ -198,3 +198,24 @@ def test_client_keeps_working_in_a_forked_child(agent):
     agent.flush()
     stored = [str(v) for v in agent.read_batches()["vibration"]["record_id"].to_pylist()]
     assert sorted(stored) == sorted(parent_ids + child_ids)
+
+
+def _requests_answered(agent, status: str) -> float:
+    """How many POST /v1/records the agent answered with ``status``, from /metrics."""
+    prefix = 'edgeloop_request_seconds_count{route="/v1/records",status="' + status + '"}'
+    return sum(float(line.split()[-1]) for line in agent.metrics().splitlines() if line.startswith(prefix))
+
+
+def test_sdk_learns_the_agents_body_bound_from_its_first_413(agent_factory):
+    """Against an agent whose memory budget admits smaller bodies than the SDK's batches, one 413 teaches the SDK the bound: later batches fit, nothing is dropped."""
+    agent = agent_factory(agent={"memory_budget_mb": 8}, intake={"max_body_bytes": 100_000}).start()
+    client = Client(agent.socket, batch_size=1_000)
+    records = list(SimulatedModel("vibration", seed=12).records(5_000, feedback_ratio=0))
+    for start in range(0, len(records), 1_000):  # five full batches, each well over 100 KB
+        _log(client, records[start : start + 1_000])
+        assert client.flush(timeout_s=60)
+    stats = client.stats()
+    client.close()
+    assert stats["sent"] == 5_000 and stats["dropped"] == {}, stats
+    assert _requests_answered(agent, "413") == 1
+    assert _requests_answered(agent, "200") >= 5_000 * 540 // 100_000
