@@ -333,3 +333,36 @@ def test_a_body_in_many_slices_is_answered_as_one(agent):
     table = agent.read_batches()["vibration"]
     assert table.num_rows == 1_097
     assert len(set(table.column("record_id").to_pylist())) == 1_097
+
+
+def test_an_app_logging_at_full_speed_keeps_the_agent_within_its_budget(agent_factory):
+    """The SDK logging 20,000 records as fast as it can keeps the agent's RSS under its floor (code paths run once) plus memory_budget_mb."""
+    from edgeloop.collector import Client
+
+    budget_mb = 8
+    agent = agent_factory(
+        agent={"memory_budget_mb": budget_mb},
+        intake={"max_body_bytes": MemoryBudget.from_mb(budget_mb).max_body_bytes, "recent_ids": 1_000},
+    ).start()
+    records = list(SimulatedModel("vibration", seed=13).records(20_000, feedback_ratio=0))
+    client = Client(agent.socket)
+
+    def log(batch: list[dict[str, Any]]) -> None:
+        for r in batch:
+            client.log_prediction(r["model"], r["model_version"], r["inputs"], r["outputs"], record_id=r["record_id"])
+        assert client.flush(timeout_s=60)
+
+    try:
+        log(records[:2_000])
+        agent.flush()  # the floor: each code path (intake, journal, seal) run once
+        time.sleep(0.5)
+        floor = _rss(agent.proc.pid)
+        watch = _RssWatch(agent.proc.pid)
+        log(records[2_000:])
+        agent.flush()
+        peak = watch.stop()
+        assert client.stats()["sent"] == 20_000, client.stats()
+    finally:
+        client.close()
+    print(f"floor {floor / MiB:.1f} MB, peak {peak / MiB:.1f} MB")
+    assert peak <= floor + budget_mb * MiB, f"peak {peak / MiB:.0f} MB, floor {floor / MiB:.0f} MB + budget {budget_mb} MB"
