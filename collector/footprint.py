@@ -36,6 +36,7 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import functools
+import gc
 import os
 import sys
 
@@ -88,7 +89,15 @@ def bound_allocator(malloc_arenas: int) -> bool:
 
 
 def trim_heap() -> None:
-    """Hand the heap's free pages back to the OS (glibc's malloc_trim); after a seal, when much was just freed."""
+    """Free cyclic garbage, then hand the heap's free pages back to the OS (glibc's malloc_trim); after a seal.
+
+    The agent collects its youngest generation only every 50,000 allocations and its oldest
+    almost never, so request objects that lived through two collections (a request in
+    flight) and died in a cycle piled up in the oldest one for the agent's life (private
+    memory 64 MB at a million records with a collection per seal, 88 MB without). A full
+    collection per seal bounds them by what one seal's worth of requests leaves behind.
+    """
+    gc.collect()
     libc = _libc()
     trim = getattr(libc, "malloc_trim", None)
     if trim is not None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, PlatformCollector, ProcessCollector
+from prometheus_client import CollectorRegistry, Counter, Gauge, GCCollector, Histogram, PlatformCollector, ProcessCollector
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 
 if TYPE_CHECKING:
@@ -67,6 +67,7 @@ class Metrics:
         # process_cpu_seconds_total, process_resident_memory_bytes, process_open_fds, ...; python_info.
         ProcessCollector(registry=r)
         PlatformCollector(registry=r)
+        GCCollector(registry=r)  # collections per generation: the agent runs a full one per seal
         self.disk_free_bytes = Gauge("edgeloop_disk_free_bytes", "Free bytes on the state directory's disk", registry=r)
         self.disk_full = Gauge(
             "edgeloop_disk_full", "1 while the disk is full: a write met ENOSPC, or the seal reserve cannot be held", registry=r

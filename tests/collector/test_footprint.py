@@ -121,3 +121,18 @@ def test_code_run_again_comes_back_page_by_page_not_by_read_ahead(agent):
     code = [flag.split() for flag in flags if "ex" in flag.split()]
     assert code and all("rr" in flag for flag in code), flags
     assert rss < size / 4, f"{rss} KiB of Arrow's {size} KiB resident"
+
+
+def _full_collections(agent) -> float:
+    return next(float(line.split()[-1]) for line in agent.metrics().splitlines()
+                if line.startswith('python_gc_collections_total{generation="2"}'))
+
+
+def test_each_seal_runs_a_full_garbage_collection(agent):
+    """Sealing runs a full collection (counted on /metrics), so cyclic garbage of past requests never piles up in the oldest generation."""
+    before = _full_collections(agent)
+    for seed in range(2):
+        status, body = agent.post_records(list(SimulatedModel("vibration", seed=20 + seed).records(100)))
+        assert status == 200, body
+        assert agent.flush()["sealed"] == 1
+    assert _full_collections(agent) >= before + 2
