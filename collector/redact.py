@@ -626,7 +626,7 @@ class Redactor:
                 # One group holds no SSN; an unseparated 13 digits with a GS1 check digit is an EAN-13 barcode.
                 kind = "<CARD>" if card_ok(chunk) and not (end - start == 13 and ean_ok(chunk)) else None
                 if kind is None:
-                    keyed = _KEY_BEFORE.search(text, max(0, start - 5), start) is not None
+                    keyed = _after_key(text, start)
                     known = self._phones.get((chunk, keyed))
                     kind = "<PHONE>" if (self._remember_phone(chunk, keyed) if known is None else known) else None
                 if kind is not None:
@@ -641,7 +641,7 @@ class Redactor:
         for size in sizes:
             total.append(total[-1] + size)
         cuts: set[int] | None = None  # where a part of the run may be cut; the whole run needs none
-        after_key = _KEY_BEFORE.search(text, max(0, start - 5), start) is not None  # 5: its longest match
+        after_key = _after_key(text, start)
         tries = 0
         i = 0
         while i < count:
@@ -709,8 +709,11 @@ class Redactor:
 
     def _phone(self, piece: str, after_key: bool) -> bool:
         """Whether libphonenumber calls the piece a valid number: international, or national in a declared region."""
-        extension = _EXTENSION.search(piece)
-        body = _NOT_DIGIT.sub("", piece[: extension.start()] if extension else piece)
+        if piece.isdigit() and piece.isascii():  # a bare run, the commonest candidate: nothing to strip
+            body = piece
+        else:
+            extension = _EXTENSION.search(piece)
+            body = _NOT_DIGIT.sub("", piece[: extension.start()] if extension else piece)
         if not body.isascii():
             body = "".join(str(int(char)) for char in body)  # Bengali, Arabic-Indic... digits
         if not 6 <= len(body) <= 17:
@@ -750,6 +753,12 @@ _ANY_DIGIT = re.compile(r"\d")
 # "pkts=92786175", '"ts": 1764151755': a bare number that is the value of a key is a measurement or an id.
 _KEY_BEFORE = re.compile(r"\w(?:=|\": ?)$")
 _DIGITS_ONLY = re.compile(r"[\d()+]")
+
+
+def _after_key(text: str, start: int) -> bool:
+    """Whether what ends at ``start`` is a key: ``pkts=`` or ``"ts": ``."""
+    # _KEY_BEFORE ends in "=", ":" or " ", so most runs are decided by one character.
+    return start > 0 and text[start - 1] in "=: " and _KEY_BEFORE.search(text, max(0, start - 5), start) is not None  # 5: its longest match
 
 
 def _local_char(char: str) -> bool:
