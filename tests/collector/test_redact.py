@@ -9,6 +9,7 @@ from contextlib import contextmanager
 from collections import Counter
 from pathlib import Path
 
+import phonenumbers
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -270,8 +271,6 @@ def test_repeated_texts_are_searched_once_and_memory_is_bounded():
 
 
 def _libphonenumber_valid(code: int, national: str) -> bool:
-    import phonenumbers
-
     number = phonenumbers.PhoneNumber(country_code=code, national_number=int(national))
     zeros = len(national) - len(national.lstrip("0"))
     if zeros and zeros < len(national):
@@ -282,8 +281,6 @@ def _libphonenumber_valid(code: int, national: str) -> bool:
 
 def _example_numbers() -> list[tuple[int, str]]:
     """Each region's example number of each type, and each one a digit longer, shorter and with its last digit changed."""
-    import phonenumbers
-
     examples = set()
     for region in phonenumbers.SUPPORTED_REGIONS:
         for kind in phonenumbers.PhoneNumberType.values():
@@ -311,7 +308,7 @@ def test_phone_validity_is_libphonenumbers_on_every_example():
 
 @settings(max_examples=300, deadline=None)
 @given(
-    code=st.sampled_from(sorted(__import__("phonenumbers").COUNTRY_CODE_TO_REGION_CODE)),
+    code=st.sampled_from(sorted(phonenumbers.COUNTRY_CODE_TO_REGION_CODE)),
     national=st.text("0123456789", min_size=1, max_size=17).filter(lambda digits: digits.strip("0")),
 )
 def test_phone_validity_is_libphonenumbers_on_any_digits(code, national):
