@@ -112,6 +112,35 @@ async def test_a_comment_only_feedback_is_not_labelled_on_the_dashboard_as_in_th
     assert _rows(await server.sql(COVERAGE_SQL)) == _rows(await server.sql(TRUTH_SQL))
 
 
+async def test_imported_feedback_without_the_truth_labels_nothing(server, tmp_path, vibration):
+    """Rows imported through POST /v1/feedback/{model} label a prediction only when they carry the truth field."""
+    from edgeloop.schemas import EXAMPLES_DIR, ModelSchema
+
+    # The truth optional, and a field an annotator may fill alone (a note).
+    text = (EXAMPLES_DIR / "vibration.toml").read_text().replace('name = "vibration"', 'name = "pump"', 1)
+    text = text.replace('[feedback.true_class]\ntype = "string"\nprivacy = "keep"  # a class label, not free text\nrequired = true',
+                        '[feedback.true_class]\ntype = "string"\nprivacy = "keep"', 1)
+    text += '\n[feedback.annotator_note]\ntype = "string"\nprivacy = "keep"\n'
+    schema = ModelSchema.from_toml(text, source="pump")
+    async with server.session.post(f"{server.url}/v1/schemas", data=text.encode(), headers={
+            "Authorization": f"Bearer {server.admin_token}", "Content-Type": "application/toml"}) as response:
+        assert response.status == 201, await response.text()
+    token = await server.add_device("pump-1")
+    table, ids = make_table(schema, predictions=5)
+    batch_id, body = seal(tmp_path, schema, table)
+    assert (await server.put(batch_id, body, token))[0] == 201
+    rows = [{"row": 0, "record_id": str(ids[0]), "fields": {"true_class": "normal"}},
+            {"row": 1, "record_id": str(ids[1]), "fields": {"annotator_note": "bearing noise"}},
+            {"row": 2, "record_id": str(ids[2]), "fields": {"annotator_note": "checked"}}]
+    async with server.session.post(f"{server.url}/v1/feedback/pump", json={"source": "test", "tag": "t1", "rows": rows},
+                                   headers={"Authorization": f"Bearer {server.admin_token}"}) as response:
+        answer = await response.json()
+        assert response.status == 200 and answer["imported"] == 3, answer
+    assert (await server.sql("SELECT labelled FROM label_coverage WHERE model = 'pump'"))[0]["labelled"] == 1
+    assert _rows(await server.sql(COVERAGE_SQL.replace("'vibration'", "'pump'"))) == _rows(
+        await server.sql(TRUTH_SQL.replace("vibration_training", "pump_training")))
+
+
 def test_a_database_from_before_the_table_is_counted_when_the_store_opens(tmp_path):
     """ensure_tables on a database whose rows landed before the tallies existed counts them from the tables."""
     con = duckdb.connect(str(tmp_path / "old.duckdb"))
