@@ -60,3 +60,25 @@ def test_close_keeps_the_row_groups_a_bulk_commit_wrote(tmp_path, vibration):
         assert con.execute("SELECT count(*), count(DISTINCT record_id) FROM vibration").fetchone() == (2 * 131_000, 2 * 131_000)
     finally:
         con.close()
+
+
+def test_row_groups_a_delete_emptied_are_dropped_at_close(tmp_path, vibration):
+    """With vacuum off, the row groups whose every row was deleted are still dropped by the close's checkpoint."""
+    config = make_config(tmp_path, store={"group_commit_delay_s": 0})
+    store = Store(config.store.db_path, config.store)
+    try:
+        store.register(vibration).result(30)
+        first = big_landing(tmp_path / "a", vibration, store, ROW_GROUP_ROWS + 8_120)
+        for landing in (first, big_landing(tmp_path / "b", vibration, store, ROW_GROUP_ROWS + 8_120)):
+            assert store.submit(landing).result(60)[0] == 201
+        deleted = store.call(
+            lambda con: con.execute("DELETE FROM vibration WHERE batch_id = ?", [first.batch.batch_id]).fetchone()[0]
+        ).result(60)
+        assert deleted == 131_000
+    finally:
+        store.close()
+    con = duckdb.connect(str(config.store.db_path), read_only=True)
+    try:
+        assert sum(rows for rows, _ in row_groups(con, "vibration")) == 131_000
+    finally:
+        con.close()
