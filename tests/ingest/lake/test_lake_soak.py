@@ -36,7 +36,8 @@ class Tally:
     kills_mid_commit: int = 0  # the victim held claims (a group between its ledger read and its commit's end)
     claims_at_kill: int = 0
     failovers: int = 0
-    refused: int = 0
+    refused: int = 0  # answered 429 or 5xx: retried on the next replica, as the agent does
+    server_errors: int = 0  # of them 5xx other than 503 (our fault, though retried)
     answers: dict[int, int] = field(default_factory=dict)
 
 
@@ -73,10 +74,13 @@ def run_failover(group: list[Replica], tmp_path: Path, schema, *, devices: int, 
                             tally.acknowledged.add(batch_id)
                             tally.answers[status] = tally.answers.get(status, 0) + 1
                         break
-                    assert status is None or status in (429, 503), (batch_id, status, answer)
+                    # The agent's rule: a 4xx other than 429 is the sender's fault and would be dead-lettered.
+                    assert status is None or status == 429 or status >= 500, (batch_id, status, answer)
                     with tally.lock:
                         tally.failovers += 1
                         tally.refused += status is not None
+                        if status is not None and status >= 500 and status != 503:
+                            tally.server_errors += 1
                     at = (at + 1) % len(group)  # the next URL, as an agent with several would
                     time.sleep(0.2)
         except BaseException as exc:  # noqa: BLE001 (reported by the main thread)
@@ -121,7 +125,8 @@ def run_failover(group: list[Replica], tmp_path: Path, schema, *, devices: int, 
     expected = sent * ROWS_PER_BATCH
     figures = {
         "kills": tally.kills, "kills_mid_commit": tally.kills_mid_commit, "claims_at_kill": tally.claims_at_kill,
-        "failovers": tally.failovers, "refused_429_503": tally.refused, "answers_201": tally.answers.get(201, 0),
+        "failovers": tally.failovers, "refused_429_5xx": tally.refused, "server_errors": tally.server_errors,
+        "answers_201": tally.answers.get(201, 0),
         "answers_200": tally.answers.get(200, 0), "batches_acknowledged": sent, "ledger_rows": ledger,
         "distinct_batch_ids": distinct_batches, "batches_lost": len(tally.acknowledged - landed_ids),
         "batches_unacknowledged_landed": len(landed_ids - tally.acknowledged), "batches_twice": ledger - distinct_batches,
