@@ -197,11 +197,45 @@ def measure(bench: Bench) -> list[Row]:
     ]  # fmt: skip
 
 
+def against(path: Path, passes: int = 8) -> None:
+    """Another version of collector/redact.py (``git show REV:collector/redact.py > old.py``) and this one on the mix,
+    passes of the two interleaved in one process, each with new redactors: the best CPU time of each, so a busy
+    machine slows both alike, and whether every output is the same."""
+    import importlib.util
+    import sys
+
+    from edgeloop.collector import redact as this
+
+    spec = importlib.util.spec_from_file_location("redact_under_test", path)
+    if spec is None or spec.loader is None:
+        raise SystemExit(f"bench: cannot load {path}")
+    other = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = other  # its dataclasses look their module up
+    spec.loader.exec_module(other)
+    cases = mix()
+    regions = {case["region"] for case in cases}
+    best = {"other": float("inf"), "this": float("inf")}
+    outputs: dict[str, list[str]] = {}
+    for _ in range(passes):
+        for name, module in (("other", other), ("this", this)):
+            redactors = {region: module.Redactor(regions=[region]) for region in regions}
+            started = time.process_time()
+            outputs[name] = [redactors[case["region"]].redact(case["text"]) for case in cases]
+            best[name] = min(best[name], time.process_time() - started)
+    n = len(cases)
+    changed = sum(a != b for a, b in zip(outputs["other"], outputs["this"], strict=True))
+    print(f"{path}: {n / best['other']:,.0f} strings/CPU-s; this: {n / best['this']:,.0f} strings/CPU-s "
+          f"({best['other'] / best['this']:.2f}x); outputs that differ: {changed} of {n}")
+
+
 def main() -> None:
-    """Run the row alone: python -m bench.rows.privacy [--quick]."""
+    """Run the row alone: python -m bench.rows.privacy [--quick] | --against OLD_REDACT_PY."""
     import sys
     import tempfile
 
+    if "--against" in sys.argv:
+        against(Path(sys.argv[sys.argv.index("--against") + 1]))
+        return
     with tempfile.TemporaryDirectory() as work:
         bench = Bench(quick="--quick" in sys.argv, work=Path(work))
         for row in measure(bench):
