@@ -1,18 +1,22 @@
-"""The Pacer: tells refused uploads to come back spread over the time the landing queue needs to drain.
+"""The Pacer: gives each refused upload its own place in line, so a refused burst comes back at the rate the writer lands.
 
 With one fixed Retry-After, every device refused in a burst comes back at the same moment:
 either before the queue has room (refused again, the bodies sent for nothing) or after the
-writer has drained it and idled. The pacer estimates how long the current backlog takes to
-land at the writer's recent rate and hands each refused upload a random wait between half
-and one and a half times that ("jitter", as AWS's backoff advice puts it), so refused
-devices return spread out while the writer works through the queue. Until a rate has been
-measured it answers the configured fixed value; it never answers more than ``max_s``.
+writer has drained it and idled. A wait drawn around the queue's drain time is no better
+once the burst is larger than the queue: every refusal is told the same window, so the
+whole burst returns inside the time that only the queue's worth of uploads needs, and most
+are refused again. The pacer instead counts the uploads it has already told to come back
+and have not yet come: the next refused upload is told to return when half the current
+queue and all of those have landed at the writer's measured rate. Returns then arrive
+about as fast as the writer lands them, the queue stays half full, and the writer never
+idles while devices sleep. Until a rate has been measured it answers the configured fixed
+value; it never answers more than ``max_s``.
 """
 
 from __future__ import annotations
 
+import heapq
 import math
-import random
 import threading
 import time
 from collections import deque
@@ -21,39 +25,38 @@ __all__ = ["Pacer"]
 
 
 class Pacer:
-    """Retry-After values for 429s: the backlog's drain time at the measured landing rate, jittered."""
+    """Retry-After values for 429s: a place in line behind half the queue and every upload already told to return."""
 
-    def __init__(self, *, default_s: int, max_s: int, window_s: float = 10.0, rng: random.Random | None = None) -> None:
+    def __init__(self, *, default_s: int, max_s: int, window_s: float = 10.0) -> None:
         self.default_s = default_s
         self.max_s = max(max_s, default_s)
         self.window_s = window_s
-        self._rng = rng or random.Random()
         self._landed: deque[tuple[float, int]] = deque()  # (monotonic s, batches) per group commit
+        self._rate: float | None = None  # kept past the window: a burst after a quiet spell meets the same writer
+        self._promised: list[float] = []  # heap of monotonic times refused uploads were told to come back
         self._lock = threading.Lock()  # landed() runs on the writer thread
 
     def landed(self, batches: int, now: float | None = None) -> None:
-        """Count one group commit of ``batches`` (called by the writer)."""
+        """Count one group commit of ``batches`` (called by the writer) and update the landing rate."""
         now = time.monotonic() if now is None else now
         with self._lock:
             self._landed.append((now, batches))
             while self._landed and self._landed[0][0] < now - self.window_s:
                 self._landed.popleft()
-
-    def rate(self, now: float | None = None) -> float | None:
-        """Batches landed per second over the window, or None before two commits half a second apart."""
-        now = time.monotonic() if now is None else now
-        with self._lock:
-            recent = [(t, n) for t, n in self._landed if t >= now - self.window_s]
-        if len(recent) < 2 or recent[-1][0] - recent[0][0] < 0.5:
-            return None
-        return sum(n for _, n in recent[1:]) / (recent[-1][0] - recent[0][0])
+            first, last = self._landed[0][0], self._landed[-1][0]
+            if len(self._landed) >= 2 and last - first >= 0.5:
+                self._rate = sum(n for _, n in list(self._landed)[1:]) / (last - first)
 
     def retry_after_s(self, backlog: int, now: float | None = None) -> int:
-        """Seconds a refused upload should wait: a random point in [0.5, 1.5] × the backlog's drain time."""
-        rate = self.rate(now)
-        if rate is None:
-            return self.default_s
-        drain_s = backlog / rate
-        low = max(1, math.ceil(drain_s / 2))
-        high = max(low, math.ceil(drain_s * 1.5))
-        return min(self.max_s, self._rng.randint(low, high))
+        """Seconds a refused upload should wait: until half of ``backlog`` and every upload told before it have landed."""
+        now = time.monotonic() if now is None else now
+        with self._lock:
+            rate = self._rate
+            while self._promised and self._promised[0] <= now:
+                heapq.heappop(self._promised)
+            if rate is None:
+                return self.default_s
+            ahead = backlog / 2 + len(self._promised) + 1
+            wait_s = min(self.max_s, max(1, math.ceil(ahead / rate)))
+            heapq.heappush(self._promised, now + wait_s)
+            return wait_s

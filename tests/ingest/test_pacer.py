@@ -1,15 +1,14 @@
-"""The Pacer: refused uploads are told to come back spread over the time the queue needs to drain."""
+"""The Pacer: each refused upload gets its own place in line, so a refused burst returns at the writer's rate."""
 
 from __future__ import annotations
 
-import random
-import statistics
+from collections import Counter
 
 from edgeloop.ingest.pacer import Pacer
 
 
 def _pacer_at(rate_per_s: float, **kwargs) -> Pacer:
-    pacer = Pacer(rng=random.Random(7), **kwargs)
+    pacer = Pacer(**kwargs)
     for step in range(11):
         pacer.landed(round(rate_per_s / 10), now=100.0 + step * 0.1)  # one second of commits at the rate
     return pacer
@@ -23,17 +22,30 @@ def test_before_a_rate_is_known_every_refusal_gets_the_configured_wait():
     assert pacer.retry_after_s(backlog=100, now=10.1) == 2
 
 
-def test_a_refused_burst_is_spread_over_the_backlogs_drain_time():
-    """At 100 batches/s with 1,000 queued (10 s), refusals are told 5 to 15 s, spread out rather than all the same."""
+def test_a_burst_larger_than_the_queue_comes_back_at_the_writers_rate():
+    """At 100 batches/s with 256 queued, 1,000 refusals are told 2 s to 12 s, about 100 per second: never more than the writer lands."""
     pacer = _pacer_at(100, default_s=2, max_s=60)
-    waits = [pacer.retry_after_s(backlog=1000, now=101.0) for _ in range(1000)]
-    assert min(waits) == 5 and max(waits) == 15
-    assert 9 <= statistics.mean(waits) <= 11
-    assert max(waits.count(wait) for wait in set(waits)) < 150  # no herd: no second gets more than ~1/7 of them
+    waits = [pacer.retry_after_s(backlog=256, now=101.0) for _ in range(1000)]
+    assert waits == sorted(waits)  # first refused, first back
+    assert waits[0] == 2 and waits[-1] == 12  # half the queue (128) then 1,000 more at 100/s
+    assert max(Counter(waits).values()) <= 100
+
+
+def test_a_place_in_line_is_given_up_once_its_time_has_come():
+    """Uploads told to come back stop counting once due: a refusal after they returned waits for half the queue only."""
+    pacer = _pacer_at(100, default_s=2, max_s=60)
+    assert [pacer.retry_after_s(backlog=200, now=101.0) for _ in range(300)][-1] == 4  # (100 + 299 + 1) / 100
+    assert pacer.retry_after_s(backlog=200, now=101.0 + 4) == 2  # every earlier promise is due: (100 + 1) / 100
+
+
+def test_the_last_measured_rate_serves_a_burst_after_a_quiet_spell():
+    """A burst long after the last commit is paced at the writer's last measured rate, not the fixed fallback."""
+    pacer = _pacer_at(50, default_s=2, max_s=60)
+    assert pacer.retry_after_s(backlog=500, now=1000.0) == 6  # (250 + 1) / 50
 
 
 def test_waits_are_at_least_one_second_and_never_over_the_maximum():
     """A short backlog still waits 1 s; a long one is capped at retry_after_max_s."""
     pacer = _pacer_at(100, default_s=2, max_s=30)
-    assert {pacer.retry_after_s(backlog=1, now=101.0) for _ in range(50)} == {1}
-    assert max(pacer.retry_after_s(backlog=100_000, now=101.0) for _ in range(50)) == 30
+    assert pacer.retry_after_s(backlog=1, now=101.0) == 1
+    assert pacer.retry_after_s(backlog=100_000, now=101.0) == 30
