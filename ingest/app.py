@@ -32,6 +32,7 @@ import resource
 import ssl
 import threading
 import time
+from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -92,6 +93,7 @@ class _State:
     sql_executor: ThreadPoolExecutor | None = None  # runs admin queries, so uploads never wait behind them
     sql_running: int = 0
     admitting: int = 0  # uploads holding a queue slot while their body is read and checked
+    waiters: deque[asyncio.Future[None]] = field(default_factory=deque)  # uploads in line for a queue slot, bodies unread
     policies: PolicyIndex = PolicyIndex()  # rebuilt on the writer after each policy or tag change
     last_status: dict[str, tuple[float, str]] = field(default_factory=dict)  # device → (monotonic time, status id)
     pruned_at: float = float("-inf")  # monotonic time the status history was last pruned
@@ -216,11 +218,10 @@ async def put_batch(request: web.Request) -> web.Response:
             413, "too_large", f"the body is {request.content_length} bytes, over the limit of {limit}",
             {"bytes": request.content_length, "limit": limit},
         )
-    # A slot is held from before the body is read until the writer's queue takes the batch,
-    # so a burst of uploads is refused up front instead of decoded and then refused.
-    if store.queued + state.admitting >= config.store.queue_depth:
-        raise StoreBusy(f"the landing queue is full ({config.store.queue_depth} batches)")
-    state.admitting += 1
+    # A slot is held from before the body is read until the batch has landed, so a burst of
+    # uploads waits or is refused up front instead of decoded and then refused.
+    await _admit(state, store, config)
+    future = None
     try:
         body = await read_body(request, max_bytes=limit, timeout_s=config.server.body_timeout_s)
         app[METRICS].bytes_received.labels(device).inc(len(body))
@@ -235,9 +236,15 @@ async def put_batch(request: web.Request) -> web.Response:
             return Landing(batch, device, received_at, sent_at)
 
         landing = await loop.run_in_executor(state.executor, check)
+        future = store.submit(landing)  # the queue holds the slot from here
     finally:
         state.admitting -= 1
-    status, receipt = await asyncio.wrap_future(store.submit(landing))
+        if future is None:
+            _free_slot(state, store, config.store.queue_depth)
+    try:
+        status, receipt = await asyncio.wrap_future(future)
+    finally:
+        _free_slot(state, store, config.store.queue_depth)
     if status == 201:
         app[METRICS].landing_seconds.observe(time.perf_counter() - started)
     if status == 200:
@@ -247,6 +254,44 @@ async def put_batch(request: web.Request) -> web.Response:
         extra={"device": device, "batch_id": batch_id, "bytes": len(body), "rows": receipt.get("rows"), "status": status},
     )
     return _json(status, {**receipt, "status": "landed" if status == 201 else "already_landed"})
+
+
+async def _admit(state: _State, store: Store, config: IngestConfig) -> None:
+    """Take a landing-queue slot, waiting up to ``server.admit_wait_s`` in line for one; StoreBusy if none frees."""
+    depth = config.store.queue_depth
+    if store.queued + state.admitting < depth and not state.waiters:
+        state.admitting += 1
+        return
+    if len(state.waiters) >= depth or config.server.admit_wait_s <= 0:
+        raise StoreBusy(f"the landing queue is full ({depth} batches)")
+    loop = asyncio.get_running_loop()
+    waiter: asyncio.Future[None] = loop.create_future()
+    state.waiters.append(waiter)
+
+    def give_up() -> None:
+        if not waiter.done():
+            state.waiters.remove(waiter)
+            waiter.set_exception(StoreBusy(f"the landing queue is full ({depth} batches)"))
+
+    timer = loop.call_later(config.server.admit_wait_s, give_up)
+    try:
+        await waiter
+    except asyncio.CancelledError:
+        if waiter.done() and not waiter.cancelled() and waiter.exception() is None:
+            state.admitting -= 1  # handed a slot as the request went away: pass it on
+            _free_slot(state, store, depth)
+        elif waiter in state.waiters:
+            state.waiters.remove(waiter)
+        raise
+    finally:
+        timer.cancel()
+
+
+def _free_slot(state: _State, store: Store, depth: int) -> None:
+    """Hand free landing-queue slots to the uploads that have waited longest (counted as theirs at once)."""
+    while state.waiters and store.queued + state.admitting < depth:
+        state.admitting += 1
+        state.waiters.popleft().set_result(None)
 
 
 async def put_status(request: web.Request) -> web.Response:

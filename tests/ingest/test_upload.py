@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import io
+import threading
 import time
 import uuid
 from datetime import UTC, datetime, timedelta
@@ -13,7 +14,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from edgeloop.ingest.app import STORE
+from edgeloop.ingest.app import STATE, STORE
 from edgeloop.ingest.store import Store
 from edgeloop.schemas import ModelSchema
 from tests.ingest.conftest import make_table, seal
@@ -24,6 +25,16 @@ class SlowStore(Store):
 
     def land_group(self, group):
         time.sleep(0.4)
+        super().land_group(group)
+
+
+class HeldStore(Store):
+    """Fault injection: group commits wait until the test releases them."""
+
+    release = threading.Event()
+
+    def land_group(self, group):
+        self.release.wait(60)
         super().land_group(group)
 
 
@@ -250,6 +261,65 @@ async def test_full_queue_is_429_and_shutdown_is_503(make_server, tmp_path, vibr
     assert status == 503 and headers["Retry-After"]
     _assert_error(error, "shutting_down")
     assert (await landing)[0] == 201
+
+
+async def test_a_burst_past_the_queue_waits_in_line_instead_of_429(make_server, tmp_path, vibration):
+    """With a two-slot queue and a slow writer, four uploads at once all land: two wait for a slot, none is refused."""
+    server = await make_server(store_class=SlowStore, store={"queue_depth": 2, "group_commit_max_batches": 1},
+                               server={"admit_wait_s": 30.0})
+    token = await server.add_device("pump-1")
+    bodies = [seal(tmp_path / str(i), vibration, make_table(vibration, predictions=2)[0]) for i in range(4)]
+    results = await asyncio.gather(*(server.put(batch_id, body, token) for batch_id, body in bodies))
+    assert [status for status, _, _ in results] == [201] * 4
+    assert await server.sql("SELECT count(*) AS n FROM batches") == [{"n": 4}]
+
+
+async def test_the_line_for_a_slot_is_as_long_as_the_queue_and_every_slot_comes_back(make_server, tmp_path, vibration):
+    """A full queue and a full line: one more upload gets 429 busy at once; the one in line lands once the writer moves; no slot leaks."""
+    HeldStore.release.clear()
+    server = await make_server(store_class=HeldStore, store={"queue_depth": 1, "group_commit_max_batches": 1},
+                               server={"admit_wait_s": 60.0})
+    token = await server.add_device("pump-1")
+    bodies = [seal(tmp_path / str(i), vibration, make_table(vibration, predictions=2)[0]) for i in range(4)]
+    state, store = server.app[STATE], server.app[STORE]
+    try:
+        first = asyncio.create_task(server.put(*bodies[0], token))
+        while not store.queued:
+            await asyncio.sleep(0.01)
+        in_line = asyncio.create_task(server.put(*bodies[1], token))
+        while not state.waiters:
+            await asyncio.sleep(0.01)
+        status, error, headers = await server.put(*bodies[2], token)
+        assert status == 429 and headers["Retry-After"]
+        _assert_error(error, "busy")
+    finally:
+        HeldStore.release.set()
+    assert (await first)[0] == 201 and (await in_line)[0] == 201
+    assert (await server.put(*bodies[3], token))[0] == 201
+    assert state.admitting == 0 and not state.waiters and store.queued == 0
+
+
+async def test_an_upload_waits_admit_wait_s_for_a_slot_then_gets_429(make_server, tmp_path, vibration):
+    """With the writer stuck, an upload that finds the queue full waits admit_wait_s in line, then gets 429 busy with Retry-After."""
+    HeldStore.release.clear()
+    server = await make_server(store_class=HeldStore, store={"queue_depth": 1, "group_commit_max_batches": 1},
+                               server={"admit_wait_s": 0.5})
+    token = await server.add_device("pump-1")
+    bodies = [seal(tmp_path / str(i), vibration, make_table(vibration, predictions=2)[0]) for i in range(2)]
+    state, store = server.app[STATE], server.app[STORE]
+    try:
+        first = asyncio.create_task(server.put(*bodies[0], token))
+        while not store.queued:
+            await asyncio.sleep(0.01)
+        started = time.monotonic()
+        status, error, headers = await server.put(*bodies[1], token)
+        assert time.monotonic() - started >= 0.5  # it waited in line (a timer never fires early)
+        assert status == 429 and headers["Retry-After"]
+        _assert_error(error, "busy")
+        assert not state.waiters
+    finally:
+        HeldStore.release.set()
+    assert (await first)[0] == 201
 
 
 async def test_clock_offset_and_landing_columns(server, tmp_path, vibration):
