@@ -131,7 +131,8 @@ async def error_middleware(request: web.Request, handler: Callable[[web.Request]
     except AuthError as exc:
         response = _error(401, "unauthorized", str(exc), headers={"WWW-Authenticate": "Bearer"})
     except StoreBusy as exc:
-        backlog = (request.app[STORE].queued if STORE in request.app else 0) + request.app[STATE].admitting
+        state = request.app[STATE]
+        backlog = (request.app[STORE].queued if STORE in request.app else 0) + state.admitting + len(state.waiters)
         retry = {"Retry-After": str(request.app[STATE].pacer.retry_after_s(backlog))}
         response = _error(429, "busy", str(exc), {"retry_after_s": int(retry["Retry-After"])}, headers=retry)
     except StoreClosed as exc:
