@@ -133,7 +133,7 @@ async def error_middleware(request: web.Request, handler: Callable[[web.Request]
     except StoreBusy as exc:
         state = request.app[STATE]
         backlog = (request.app[STORE].queued if STORE in request.app else 0) + state.admitting + len(state.waiters)
-        retry = {"Retry-After": str(request.app[STATE].pacer.retry_after_s(backlog))}
+        retry = {"Retry-After": str(state.pacer.retry_after_s(backlog))}
         response = _error(429, "busy", str(exc), {"retry_after_s": int(retry["Retry-After"])}, headers=retry)
     except StoreClosed as exc:
         response = _error(503, "shutting_down", str(exc), {"retry_after_s": int(retry["Retry-After"])}, headers=retry)
