@@ -263,7 +263,8 @@ async def _admit(state: _State, store: Store, config: IngestConfig) -> None:
     if store.queued + state.admitting < depth and not state.waiters:
         state.admitting += 1
         return
-    if len(state.waiters) >= depth or config.server.admit_wait_s <= 0:
+    # The line gets half the connections the queue leaves, so the other half can always be answered at once.
+    if len(state.waiters) >= (config.server.max_connections - depth) // 2 or config.server.admit_wait_s <= 0:
         raise StoreBusy(f"the landing queue is full ({depth} batches)")
     loop = asyncio.get_running_loop()
     waiter: asyncio.Future[None] = loop.create_future()

@@ -239,7 +239,8 @@ async def test_queue_byte_limit_is_429_but_one_batch_always_fits(make_server, tm
 
 async def test_full_queue_is_429_and_shutdown_is_503(make_server, tmp_path, vibration):
     """With a one-slot queue and a slow writer, extra uploads get 429; once draining, new ones get 503."""
-    server = await make_server(store_class=SlowStore, store={"queue_depth": 1, "group_commit_max_batches": 1})
+    server = await make_server(store_class=SlowStore, store={"queue_depth": 1, "group_commit_max_batches": 1},
+                               server={"admit_wait_s": 0})
     token = await server.add_device("pump-1")
     bodies = [seal(tmp_path / str(i), vibration, make_table(vibration, predictions=2)[0]) for i in range(6)]
     results = await asyncio.gather(*(server.put(batch_id, body, token) for batch_id, body in bodies[:5]))
@@ -275,10 +276,10 @@ async def test_a_burst_past_the_queue_waits_in_line_instead_of_429(make_server, 
 
 
 async def test_the_line_for_a_slot_is_as_long_as_the_queue_and_every_slot_comes_back(make_server, tmp_path, vibration):
-    """A full queue and a full line: one more upload gets 429 busy at once; the one in line lands once the writer moves; no slot leaks."""
+    """A full queue and a full line (half the connections the queue leaves): one more upload gets 429 busy at once; the one in line lands once the writer moves; no slot leaks."""
     HeldStore.release.clear()
     server = await make_server(store_class=HeldStore, store={"queue_depth": 1, "group_commit_max_batches": 1},
-                               server={"admit_wait_s": 60.0})
+                               server={"admit_wait_s": 60.0, "max_connections": 3})  # a line of (3 - 1) // 2 = 1
     token = await server.add_device("pump-1")
     bodies = [seal(tmp_path / str(i), vibration, make_table(vibration, predictions=2)[0]) for i in range(4)]
     state, store = server.app[STATE], server.app[STORE]
@@ -289,7 +290,7 @@ async def test_the_line_for_a_slot_is_as_long_as_the_queue_and_every_slot_comes_
         in_line = asyncio.create_task(server.put(*bodies[1], token))
         while not state.waiters:
             await asyncio.sleep(0.01)
-        status, error, headers = await server.put(*bodies[2], token)
+        status, error, headers = await server.put(*bodies[2], token)  # the line is full: refused at once
         assert status == 429 and headers["Retry-After"]
         _assert_error(error, "busy")
     finally:
@@ -417,7 +418,8 @@ async def test_a_burst_past_the_queue_is_refused_before_its_bodies_are_decoded(m
         return real_read_batch(*args, **kwargs)
 
     monkeypatch.setattr(ingest_app, "read_batch", counting_read_batch)
-    server = await make_server(store_class=SlowStore, store={"queue_depth": 2, "group_commit_max_batches": 1})
+    server = await make_server(store_class=SlowStore, store={"queue_depth": 2, "group_commit_max_batches": 1},
+                               server={"admit_wait_s": 0})
     token = await server.add_device("pump-1")
     bodies = [seal(tmp_path / str(i), vibration, make_table(vibration, predictions=2)[0]) for i in range(12)]
     results = await asyncio.gather(*(server.put(batch_id, body, token) for batch_id, body in bodies))
