@@ -840,7 +840,7 @@ async def _resources(app: web.Application) -> AsyncIterator[None]:
             metrics_.duplicates.labels(landing.batch.model).inc(duplicates)
         metrics_.commit_seconds.observe(landed[0][2])
         metrics_.group_batches.observe(len(landed))
-        state.pacer.landed(len(landed))
+        state.pacer.landed(len(landed), more_waiting=app[STORE].queued + state.admitting > len(landed))
 
     token = admin_token(config.server.admin_token_file, create=True)  # refused before the database is touched
     viewer = token_file(config.server.viewer_token_path, create=True, what="viewer")

@@ -9,8 +9,9 @@ are refused again. The pacer instead counts the uploads it has already told to c
 and have not yet come: the next refused upload is told to return when half the current
 queue and all of those have landed at the writer's measured rate. Returns then arrive
 about as fast as the writer lands them, the queue stays half full, and the writer never
-idles while devices sleep. Until a rate has been measured it answers the configured fixed
-value; it never answers more than ``max_s``.
+idles while devices sleep. The rate is the writer's while it had work waiting (what the
+server can land, not what devices happened to send); until one has been measured the pacer
+answers the configured fixed value, and it never answers more than ``max_s``.
 """
 
 from __future__ import annotations
@@ -31,21 +32,28 @@ class Pacer:
         self.default_s = default_s
         self.max_s = max(max_s, default_s)
         self.window_s = window_s
-        self._landed: deque[tuple[float, int]] = deque()  # (monotonic s, batches) per group commit
+        self._busy: deque[tuple[float, float, int]] = deque()  # (monotonic s, seconds since the last commit, batches)
+        self._last: tuple[float, bool] | None = None  # the last commit: when, and whether more work was waiting
         self._rate: float | None = None  # kept past the window: a burst after a quiet spell meets the same writer
         self._promised: list[float] = []  # heap of monotonic times refused uploads were told to come back
         self._lock = threading.Lock()  # landed() runs on the writer thread
 
-    def landed(self, batches: int, now: float | None = None) -> None:
-        """Count one group commit of ``batches`` (called by the writer) and update the landing rate."""
+    def landed(self, batches: int, *, more_waiting: bool, now: float | None = None) -> None:
+        """Count one group commit of ``batches`` (called by the writer); ``more_waiting``: uploads were admitted beyond it.
+
+        Only the time between commits with work waiting counts: that is what the server can
+        land, while a rate over idle gaps is only what the devices happened to send.
+        """
         now = time.monotonic() if now is None else now
         with self._lock:
-            self._landed.append((now, batches))
-            while self._landed and self._landed[0][0] < now - self.window_s:
-                self._landed.popleft()
-            first, last = self._landed[0][0], self._landed[-1][0]
-            if len(self._landed) >= 2 and last - first >= 0.5:
-                self._rate = sum(n for _, n in list(self._landed)[1:]) / (last - first)
+            if self._last is not None and self._last[1]:
+                self._busy.append((now, now - self._last[0], batches))
+            self._last = (now, more_waiting)
+            while self._busy and self._busy[0][0] < now - self.window_s:
+                self._busy.popleft()
+            busy_s = sum(seconds for _, seconds, _ in self._busy)
+            if busy_s >= 0.5:
+                self._rate = sum(n for _, _, n in self._busy) / busy_s
 
     def retry_after_s(self, backlog: int, now: float | None = None) -> int:
         """Seconds a refused upload should wait: until half of ``backlog`` and every upload told before it have landed."""

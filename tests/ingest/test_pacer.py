@@ -10,7 +10,7 @@ from edgeloop.ingest.pacer import Pacer
 def _pacer_at(rate_per_s: float, **kwargs) -> Pacer:
     pacer = Pacer(**kwargs)
     for step in range(11):
-        pacer.landed(round(rate_per_s / 10), now=100.0 + step * 0.1)  # one second of commits at the rate
+        pacer.landed(round(rate_per_s / 10), more_waiting=True, now=100.0 + step * 0.1)  # a busy second at the rate
     return pacer
 
 
@@ -18,8 +18,16 @@ def test_before_a_rate_is_known_every_refusal_gets_the_configured_wait():
     """With fewer than two commits half a second apart, Retry-After is the configured retry_after_s."""
     pacer = Pacer(default_s=2, max_s=60)
     assert pacer.retry_after_s(backlog=100, now=10.0) == 2
-    pacer.landed(5, now=10.0)
+    pacer.landed(5, more_waiting=True, now=10.0)
     assert pacer.retry_after_s(backlog=100, now=10.1) == 2
+
+
+def test_the_rate_is_what_the_writer_lands_while_busy_not_what_devices_sent():
+    """Commits after an idle writer do not count: a trickle after a busy spell leaves the busy rate in place."""
+    pacer = _pacer_at(100, default_s=2, max_s=60)
+    for step in range(20):  # then one batch every second, the writer idle in between
+        pacer.landed(1, more_waiting=False, now=101.0 + step)
+    assert pacer.retry_after_s(backlog=400, now=121.5) <= 3  # 201 ahead at ~100/s; at the trickle's 1/s, the 60 s maximum
 
 
 def test_a_burst_larger_than_the_queue_comes_back_at_the_writers_rate():
