@@ -15,7 +15,9 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import threading
 import time
+from collections import Counter
 from typing import Any
 
 from bench.clients import run_sdk
@@ -54,6 +56,55 @@ asyncio.run(main())
 '''
 
 
+class SmapsAtPeak:
+    """Samples a process's /proc/<pid>/smaps from a thread; keeps the breakdown by mapping of the largest total seen."""
+
+    def __init__(self, pid: int, interval_s: float = 0.5) -> None:
+        self.pid, self.interval_s = pid, interval_s
+        self.peak_kib = 0
+        self.rss_kib: Counter[str] = Counter()
+        self.private_kib: Counter[str] = Counter()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval_s):
+            try:
+                rss, private = _smaps(self.pid)
+            except OSError:
+                return
+            if sum(rss.values()) > self.peak_kib:
+                self.peak_kib, self.rss_kib, self.private_kib = sum(rss.values()), rss, private
+
+    def stop(self) -> dict[str, Any]:
+        """The peak's largest parts, MB resident (and of it private), by mapping name."""
+        self._stop.set()
+        self._thread.join()
+        return {
+            "total_mb": self.peak_kib / 1024,
+            "parts_mb": {name: [kib / 1024, self.private_kib[name] / 1024] for name, kib in self.rss_kib.most_common(14)},
+        }
+
+
+def _smaps(pid: int) -> tuple[Counter[str], Counter[str]]:
+    """Rss and Anonymous KiB per mapping name (a library's file name, [heap], [anon] ...)."""
+    rss: Counter[str] = Counter()
+    private: Counter[str] = Counter()
+    name = ""
+    with open(f"/proc/{pid}/smaps") as smaps:
+        for line in smaps:
+            head, _, rest = line.partition(" ")
+            if not head.endswith(":"):
+                fields = rest.split()
+                name = fields[4].rsplit("/", 1)[-1] if len(fields) >= 5 else "[anon]"
+            elif head == "Rss:":
+                rss[name] += int(rest.split()[0])
+            elif head == "Anonymous:":
+                private[name] += int(rest.split()[0])
+    return rss, private
+
+
 def edgeloop_run(bench: Bench, n: int) -> dict[str, Any]:
     """Records through the SDK, the agent and a sync into ingest; rates, CPU and RSS."""
     folder = bench.folder("device")
@@ -65,6 +116,8 @@ def edgeloop_run(bench: Bench, n: int) -> dict[str, Any]:
             watch = ProcessWatch(agent.proc.pid)
             time.sleep(1.0)  # idle: started, schemas loaded, nothing logged yet
             idle_rss = watch.last_rss
+            idle_parts = _smaps(agent.proc.pid)
+            at_peak = SmapsAtPeak(agent.proc.pid)
             started = time.perf_counter()
             logging_from = time.monotonic()
             sdk_stats, sdk_cpu_s = run_sdk(agent.socket, ndjson)
@@ -75,6 +128,7 @@ def edgeloop_run(bench: Bench, n: int) -> dict[str, Any]:
             wait_for(lambda: ingest.rows_landed() >= n, timeout_s=600, what="rows landing")
             elapsed = time.perf_counter() - started
             watch.stop()
+            peak_parts = at_peak.stop()
             agent_threads = len(os.listdir(f"/proc/{agent.proc.pid}/task"))
     return {
         "records": n,
@@ -88,6 +142,9 @@ def edgeloop_run(bench: Bench, n: int) -> dict[str, Any]:
         "agent_private_at_peak_mb": watch.anon_at_peak / MB,
         "agent_peak_private_mb": watch.peak_anon / MB,
         "agent_threads": agent_threads,
+        # What the peak is made of (smaps sampled every 0.5 s), next to the same mappings when idle.
+        "agent_peak_smaps": peak_parts,
+        "agent_idle_smaps_mb": {name: idle_parts[0][name] / 1024 for name in peak_parts["parts_mb"]},
         "sdk_cpu_s_per_million": sdk_cpu_s / n * 1e6,
         "device_cpu_s_per_million": (watch.cpu_s + sdk_cpu_s) / n * 1e6,
         "elapsed_s": elapsed,
