@@ -207,7 +207,7 @@ def _requests_answered(agent, status: str) -> float:
 
 
 def test_sdk_learns_the_agents_body_bound_from_its_first_413(agent_factory):
-    """Against an agent whose memory budget admits smaller bodies than the SDK's batches, one 413 teaches the SDK the bound: later batches fit, nothing is dropped."""
+    """Against an agent whose memory budget admits smaller bodies than the SDK's batches, the first 413 teaches the SDK the bound: later batches fit, nothing is dropped."""
     agent = agent_factory(agent={"memory_budget_mb": 8}, intake={"max_body_bytes": 100_000}).start()
     client = Client(agent.socket, batch_size=1_000)
     records = list(SimulatedModel("vibration", seed=12).records(5_000, feedback_ratio=0))
@@ -217,5 +217,5 @@ def test_sdk_learns_the_agents_body_bound_from_its_first_413(agent_factory):
     stats = client.stats()
     client.close()
     assert stats["sent"] == 5_000 and stats["dropped"] == {}, stats
-    assert _requests_answered(agent, "413") == 1
+    assert 1 <= _requests_answered(agent, "413") <= 2  # the SDK keeps two requests in flight; both may be sent before the first 413 returns
     assert _requests_answered(agent, "200") >= 5_000 * 540 // 100_000
