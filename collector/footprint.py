@@ -24,8 +24,10 @@ What made the agent's RSS depend on the machine rather than on its work:
   ``pc.unique`` faulted 10 MB of libarrow back on this machine. So the agent also marks
   the mappings ``MADV_RANDOM`` (no read-around: a fault reads the page it needs) and drops
   their files' pages no process maps from the page cache (``POSIX_FADV_DONTNEED``): the
-  code it runs again comes back page by page, whatever the kernel and disk; 28 → 10 MB for
-  Arrow's three libraries in the steady state.
+  code it runs again comes back page by page, whatever the kernel and disk; 28 → 13 MB for
+  Arrow's three libraries in row 2's steady state. The price: code run for the first time
+  later (the first seal, the first sync) is read from disk a page per fault, not in
+  read-ahead chunks; other processes mapping the same files keep their pages.
 - pyarrow loads numpy if it is installed (about 16 MB), and pyarrow.fs loads the S3, GCS,
   Azure and HDFS filesystems it can find (about 8 MB); the agent uses none of them, so it
   keeps them out of its process whether or not the environment has them.
