@@ -10,6 +10,8 @@ Both HTTP servers use it, ingest's TCP listener and the agent's unix socket:
   ``idle_timeout_s`` of opening (or of its previous response), else it is closed;
 - **body timeout**: ``read_body`` answers 408 when the sender goes quiet for
   ``body_timeout_s`` mid-body (a Content-Length longer than the body sent);
+- **open files**: the soft ``RLIMIT_NOFILE`` is raised to hold ``max_connections`` and the
+  process's own files (as nginx's ``worker_rlimit_nofile``), up to the hard limit;
 - **one error shape**: aiohttp's own parser rejections (request line or headers too long,
   too many headers, a malformed request, bytes past Content-Length) answer
   ``{"error": {"code", "message", "details"}}`` instead of plain text.
@@ -19,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import resource
 from typing import Any
 
 import orjson
@@ -29,6 +32,7 @@ __all__ = ["GuardedRunner", "read_body"]
 
 log = logging.getLogger(__name__)
 
+FILES_BESIDES_CONNECTIONS = 256  # the database and its WAL, logs, spool files, shared libraries
 PARSER_CODES = {400: "bad_request", 408: "request_timeout", 413: "too_large"}
 MESSAGE_CHARS = 300
 
@@ -100,6 +104,19 @@ class _Server(web.Server):
         self._loop.call_soon(victim.force_close)
 
 
+def allow_open_files(count: int) -> None:
+    """Raise the soft open-files limit to ``count`` if it is lower, as far as the hard limit allows; warn if that is short."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY or soft >= count:
+        return
+    target = count if hard == resource.RLIM_INFINITY else min(count, hard)
+    if target > soft:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+    if target < count:
+        log.warning("the open-files limit is below what max_connections needs: raise LimitNOFILE (ulimit -n)",
+                    extra={"needed": count, "soft": target, "hard": hard})
+
+
 class GuardedRunner(web.AppRunner):
     """``web.AppRunner`` with a connection cap, a header timeout and JSON parser errors (see the module doc)."""
 
@@ -108,6 +125,7 @@ class GuardedRunner(web.AppRunner):
         # response, and closes a connection still waiting for a complete request: a header timeout.
         super().__init__(app, keepalive_timeout=idle_timeout_s, **kwargs)
         self._max_connections = max_connections
+        allow_open_files(max_connections + FILES_BESIDES_CONNECTIONS)
 
     async def _make_server(self) -> web.Server:
         server = await super()._make_server()

@@ -33,7 +33,7 @@ class ServerSettings(Settings):
     max_sessions: PositiveInt = 1000
     schemas_dir: Path | None = None
     shutdown_timeout_s: Positive = 30.0
-    max_connections: PositiveInt = 512
+    max_connections: PositiveInt = 1024
     idle_timeout_s: Positive = 30.0
     body_timeout_s: Positive = 60.0
     retry_after_s: PositiveInt = 2

@@ -98,3 +98,24 @@ async def test_a_token_that_is_not_utf8_is_401(server, tmp_path, vibration):
     status, error = await _raw(server.url, head + body)
     assert status == 401
     _shape(error, "unauthorized")
+
+
+def test_the_server_raises_its_open_files_limit_to_hold_max_connections(tmp_path):
+    """A server started under a soft open-files limit of 300 raises it to max_connections + 256, within the hard limit."""
+    import resource
+    import subprocess
+    import sys
+
+    hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+    if hard != resource.RLIM_INFINITY and hard < 1280:
+        pytest.skip(f"the hard open-files limit here is {hard}")
+    code = (
+        "import resource; resource.setrlimit(resource.RLIMIT_NOFILE, (300, resource.getrlimit(resource.RLIMIT_NOFILE)[1]))\n"
+        "from aiohttp import web\n"
+        "from edgeloop.runner import GuardedRunner\n"
+        "GuardedRunner(web.Application(), max_connections=1024, idle_timeout_s=5.0)\n"
+        "print(resource.getrlimit(resource.RLIMIT_NOFILE)[0])\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert int(done.stdout) == 1280
