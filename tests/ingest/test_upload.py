@@ -275,18 +275,25 @@ async def test_a_burst_past_the_queue_waits_in_line_instead_of_429(make_server, 
     assert await server.sql("SELECT count(*) AS n FROM batches") == [{"n": 4}]
 
 
-async def test_the_line_for_a_slot_is_as_long_as_the_queue_and_every_slot_comes_back(make_server, tmp_path, vibration):
-    """A full queue and a full line (half the connections the queue leaves): one more upload gets 429 busy at once; the one in line lands once the writer moves; no slot leaks."""
+async def _stuck_writer(make_server, tmp_path, vibration, *, uploads: int, **server_settings):
+    """A one-slot queue whose writer holds its first upload until HeldStore.release: the server, token, bodies, first upload."""
     HeldStore.release.clear()
     server = await make_server(store_class=HeldStore, store={"queue_depth": 1, "group_commit_max_batches": 1},
-                               server={"admit_wait_s": 60.0, "max_connections": 3})  # a line of (3 - 1) // 2 = 1
+                               server=server_settings)
     token = await server.add_device("pump-1")
-    bodies = [seal(tmp_path / str(i), vibration, make_table(vibration, predictions=2)[0]) for i in range(4)]
+    bodies = [seal(tmp_path / str(i), vibration, make_table(vibration, predictions=2)[0]) for i in range(uploads)]
+    first = asyncio.create_task(server.put(*bodies[0], token))
+    while not server.app[STORE].queued:
+        await asyncio.sleep(0.01)
+    return server, token, bodies, first
+
+
+async def test_the_line_for_a_slot_is_as_long_as_the_queue_and_every_slot_comes_back(make_server, tmp_path, vibration):
+    """A full queue and a full line (half the connections the queue leaves): one more upload gets 429 busy at once; the one in line lands once the writer moves; no slot leaks."""
+    server, token, bodies, first = await _stuck_writer(  # a line of (3 - 1) // 2 = 1
+        make_server, tmp_path, vibration, uploads=4, admit_wait_s=60.0, max_connections=3)
     state, store = server.app[STATE], server.app[STORE]
     try:
-        first = asyncio.create_task(server.put(*bodies[0], token))
-        while not store.queued:
-            await asyncio.sleep(0.01)
         in_line = asyncio.create_task(server.put(*bodies[1], token))
         while not state.waiters:
             await asyncio.sleep(0.01)
@@ -302,22 +309,14 @@ async def test_the_line_for_a_slot_is_as_long_as_the_queue_and_every_slot_comes_
 
 async def test_an_upload_waits_admit_wait_s_for_a_slot_then_gets_429(make_server, tmp_path, vibration):
     """With the writer stuck, an upload that finds the queue full waits admit_wait_s in line, then gets 429 busy with Retry-After."""
-    HeldStore.release.clear()
-    server = await make_server(store_class=HeldStore, store={"queue_depth": 1, "group_commit_max_batches": 1},
-                               server={"admit_wait_s": 0.5})
-    token = await server.add_device("pump-1")
-    bodies = [seal(tmp_path / str(i), vibration, make_table(vibration, predictions=2)[0]) for i in range(2)]
-    state, store = server.app[STATE], server.app[STORE]
+    server, token, bodies, first = await _stuck_writer(make_server, tmp_path, vibration, uploads=2, admit_wait_s=0.5)
     try:
-        first = asyncio.create_task(server.put(*bodies[0], token))
-        while not store.queued:
-            await asyncio.sleep(0.01)
         started = time.monotonic()
         status, error, headers = await server.put(*bodies[1], token)
         assert time.monotonic() - started >= 0.5  # it waited in line (a timer never fires early)
         assert status == 429 and headers["Retry-After"]
         _assert_error(error, "busy")
-        assert not state.waiters
+        assert not server.app[STATE].waiters
     finally:
         HeldStore.release.set()
     assert (await first)[0] == 201
