@@ -260,12 +260,13 @@ async def put_batch(request: web.Request) -> web.Response:
 async def _admit(state: _State, store: Store, config: IngestConfig) -> None:
     """Take a landing-queue slot, waiting up to ``server.admit_wait_s`` in line for one; StoreBusy if none frees."""
     depth = config.store.queue_depth
+    full = f"the landing queue is full ({depth} batches)"
     if store.queued + state.admitting < depth and not state.waiters:
         state.admitting += 1
         return
     # The line gets half the connections the queue leaves, so the other half can always be answered at once.
     if len(state.waiters) >= (config.server.max_connections - depth) // 2 or config.server.admit_wait_s <= 0:
-        raise StoreBusy(f"the landing queue is full ({depth} batches)")
+        raise StoreBusy(full)
     loop = asyncio.get_running_loop()
     waiter: asyncio.Future[None] = loop.create_future()
     state.waiters.append(waiter)
@@ -273,7 +274,7 @@ async def _admit(state: _State, store: Store, config: IngestConfig) -> None:
     def give_up() -> None:
         if not waiter.done():
             state.waiters.remove(waiter)
-            waiter.set_exception(StoreBusy(f"the landing queue is full ({depth} batches)"))
+            waiter.set_exception(StoreBusy(full))
 
     timer = loop.call_later(config.server.admit_wait_s, give_up)
     try:
