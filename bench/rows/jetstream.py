@@ -101,7 +101,7 @@ async def consume(url: str, db_path: str, expect: int) -> None:
     while landed < expect:
         try:
             msgs = await sub.fetch(5_000, timeout=1)
-        except nats.errors.TimeoutError:
+        except asyncio.TimeoutError:  # nats' own TimeoutError is one, and _fetch_n also raises the bare asyncio one
             continue
         if not msgs:  # a fetch can end empty without a timeout (e.g. across a reconnect)
             continue
