@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 import uuid
 from datetime import UTC, datetime, timedelta
 
@@ -173,23 +172,3 @@ def test_query_outputs_for_retraining_with_server_running_and_stopped(tmp_path, 
         assert footer["edgeloop.query"].startswith('SELECT * FROM "vibration_training"'), mode
         assert json.loads(footer["edgeloop.schema_fingerprints"]) == {"vibration": fingerprint}, mode
         assert footer["edgeloop.version"] and datetime.fromisoformat(footer["edgeloop.exported_at"]).tzinfo, mode
-
-
-def test_a_duckdb_statement_in_the_server_process_does_not_search_for_pandas():
-    """DuckDB probes for pandas on every statement; in the server process (pandas absent) that probe never touches sys.path."""
-    probe = (
-        "import sys, importlib.util\n"
-        "import edgeloop.ingest.cli, duckdb\n"
-        "assert importlib.util.find_spec('pandas') is None, 'pandas is installed here: nothing to check'\n"
-        "searched = []\n"
-        "class Spy:\n"
-        "    def find_spec(self, name, path=None, target=None):\n"
-        "        searched.append(name)\n"
-        "sys.meta_path.insert(0, Spy())\n"
-        "con = duckdb.connect()\n"
-        "con.execute('SELECT unnest(?::VARCHAR[])', [['a']]).fetchall()\n"
-        "print(sorted(set(searched)))\n"
-    )
-    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60)
-    assert done.returncode == 0, done.stderr
-    assert "pandas" not in done.stdout, done.stdout
