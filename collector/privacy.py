@@ -125,8 +125,7 @@ class Privacy:
         if rule.action == "hash":
             return pa.array([None if v is None else self.hash(v) for v in values], type=pa.string())
         if rule.action == "redact":
-            scrub = (redactor or self.redactor).redact
-            return pa.array([None if v is None else scrub(v) for v in values], type=pa.string())
+            return pa.array((redactor or self.redactor).redact_many(values), type=pa.string())
         return pa.array(values, type=pa.string())
 
     def column(self, spec: FieldSpec, values: list[Any], redactor: Redactor | None = None) -> pa.Array:
@@ -141,8 +140,7 @@ class Privacy:
                 return pa.array([None if v is None else digest(float(v)) for v in values], type=pa.string())
             return pa.array([None if v is None else digest(v) for v in values], type=pa.string())
         if action == "redact":
-            scrub = (redactor or self.redactor).redact
-            return pa.array([None if v is None else scrub(v) for v in values], type=pa.string())
+            return pa.array((redactor or self.redactor).redact_many(values), type=pa.string())
         if action == "truncate":
             return pc.floor_temporal(pa.array(values, type=spec.arrow_type), unit=rule.unit)
         if action == "round":

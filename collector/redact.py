@@ -447,6 +447,31 @@ class Redactor:
             self._texts[text] = redacted
         return redacted
 
+    def redact_many(self, values: Iterable[str | None]) -> list[str | None]:
+        """``[redact(value) for value in values]`` with None kept, for a column: a value that repeats in the column is
+        searched once, and one with nothing found is returned as the same object."""
+        if self.detector is not None:  # a model detector may not be pure: every value goes to it
+            return [None if value is None else self._redact(value) for value in values]
+        texts, memo, redact = self._texts, {}, self._redact
+        out: list[str | None] = []
+        append = out.append
+        for value in values:
+            if value is None:
+                append(None)
+                continue
+            known = memo.get(value)
+            if known is None:
+                known = texts.get(value)
+                if known is None:
+                    known = redact(value)
+                    if len(value) <= _MEMO_CHARS:
+                        if len(texts) >= _MEMO_TEXTS:
+                            texts.clear()
+                        texts[value] = known
+                memo[value] = known
+            append(known)
+        return out
+
     def _redact(self, text: str) -> str:
         spans = self.find(text)
         if not spans:

@@ -335,3 +335,39 @@ def test_card_lookup_is_the_issuer_table(prefix, rest):
     digits = (prefix + rest)[:20]
     for end in range(len(digits) + 1):
         assert card_ok(digits[:end]) == _card_by_scan(digits[:end])
+
+
+def test_redact_many_is_redact_on_every_corpus_column():
+    """A column redacted in one call gives each value what redact gives it, on every region's corpus column."""
+    columns: dict[str, list[str]] = {}
+    for case in CASES:
+        columns.setdefault(case["region"], []).append(case["text"])
+    for region, texts in columns.items():
+        many = Redactor(regions=[region]).redact_many(texts)
+        one = Redactor(regions=[region])
+        assert [(t, a) for t, a in zip(texts, many, strict=True) if a != one.redact(t)] == [], region
+
+
+@settings(max_examples=100, deadline=None)
+@given(data=st.data())
+def test_redact_many_keeps_nulls_empties_repeats_and_odd_characters(data):
+    """None stays None and empty, repeated, NUL- or newline-bearing values get redact's answer in a column."""
+    region = data.draw(st.sampled_from(sorted({case["region"] for case in CASES})))
+    piece = st.one_of(st.none(), st.just(""), st.sampled_from(CASES).map(lambda case: case["text"]),
+                      spliced_texts().map(lambda spliced: spliced[1]), st.text(alphabet=SPLICE_CHARS + "\x00\r\t", max_size=30))
+    values = data.draw(st.lists(piece, max_size=12))
+    values += data.draw(st.lists(st.sampled_from(values), max_size=4)) if values else []
+    values = [v if v is None or not data.draw(st.booleans()) else v.replace(" ", "\x00", 1) + "\n" for v in values]
+    one = Redactor(regions=[region])
+    assert Redactor(regions=[region]).redact_many(values) == [None if v is None else one.redact(v) for v in values]
+
+
+def test_redact_many_returns_clean_values_themselves_and_asks_the_detector_each_time():
+    """A value with nothing found comes back as the same object; with a detector every value is searched."""
+    clean = "".join(["valve ", "7 open"])
+    out = Redactor().redact_many([clean, None, "mail jane@x.de"])
+    assert out[0] is clean and out[1:] == [None, "mail <EMAIL>"]
+    asked = []
+    detector = lambda text: asked.append(text) or []  # noqa: E731
+    Redactor(detector=detector).redact_many(["a b", "a b", None])
+    assert asked == ["a b", "a b"]
