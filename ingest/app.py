@@ -264,8 +264,7 @@ async def _admit(state: _State, store: Store, config: IngestConfig) -> None:
     if store.queued + state.admitting < depth and not state.waiters:
         state.admitting += 1
         return
-    # The line gets half the connections the queue leaves, so the other half can always be answered at once.
-    if len(state.waiters) >= (config.server.max_connections - depth) // 2 or config.server.admit_wait_s <= 0:
+    if len(state.waiters) >= line_length(config) or config.server.admit_wait_s <= 0:
         raise StoreBusy(full)
     loop = asyncio.get_running_loop()
     waiter: asyncio.Future[None] = loop.create_future()
@@ -288,6 +287,17 @@ async def _admit(state: _State, store: Store, config: IngestConfig) -> None:
         raise
     finally:
         timer.cancel()
+
+
+def line_length(config: IngestConfig) -> int:
+    """Uploads that may wait for a slot: the connections the queue leaves, but an eighth kept for quick answers.
+
+    A burst held in line is landed as fast as slots free; one refused sleeps on a Retry-After
+    that can only guess the writer's pace. The eighth kept free lets a new connection (a probe,
+    a status, another device) be answered at once even while the line is full.
+    """
+    connections = config.server.max_connections
+    return max(0, connections - config.store.queue_depth - connections // 8)
 
 
 def _free_slot(state: _State, store: Store, depth: int) -> None:

@@ -14,7 +14,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from edgeloop.ingest.app import STATE, STORE
+from edgeloop.ingest.app import STATE, STORE, line_length
 from edgeloop.ingest.store import Store
 from edgeloop.schemas import ModelSchema
 from tests.ingest.conftest import make_table, seal
@@ -288,22 +288,23 @@ async def _stuck_writer(make_server, tmp_path, vibration, *, uploads: int, **ser
     return server, token, bodies, first
 
 
-async def test_the_line_for_a_slot_is_as_long_as_the_queue_and_every_slot_comes_back(make_server, tmp_path, vibration):
-    """A full queue and a full line (half the connections the queue leaves): one more upload gets 429 busy at once; the one in line lands once the writer moves; no slot leaks."""
-    server, token, bodies, first = await _stuck_writer(  # a line of (3 - 1) // 2 = 1
-        make_server, tmp_path, vibration, uploads=4, admit_wait_s=60.0, max_connections=3)
+async def test_the_line_for_a_slot_holds_the_connections_the_queue_leaves_and_every_slot_comes_back(make_server, tmp_path, vibration):
+    """A full queue and a full line (the connections the queue leaves but an eighth): one more upload gets 429 busy at once; those in line land once the writer moves; no slot leaks."""
+    server, token, bodies, first = await _stuck_writer(  # a line of 10 - 1 - 10 // 8 = 8
+        make_server, tmp_path, vibration, uploads=11, admit_wait_s=60.0, max_connections=10)
     state, store = server.app[STATE], server.app[STORE]
+    assert line_length(server.config) == 8
     try:
-        in_line = asyncio.create_task(server.put(*bodies[1], token))
-        while not state.waiters:
+        in_line = [asyncio.create_task(server.put(*body, token)) for body in bodies[1:9]]
+        while len(state.waiters) < 8:
             await asyncio.sleep(0.01)
-        status, error, headers = await server.put(*bodies[2], token)  # the line is full: refused at once
+        status, error, headers = await server.put(*bodies[9], token)  # the line is full: refused at once
         assert status == 429 and headers["Retry-After"]
         _assert_error(error, "busy")
     finally:
         HeldStore.release.set()
-    assert (await first)[0] == 201 and (await in_line)[0] == 201
-    assert (await server.put(*bodies[3], token))[0] == 201
+    assert (await first)[0] == 201 and [(await upload)[0] for upload in in_line] == [201] * 8
+    assert (await server.put(*bodies[10], token))[0] == 201
     assert state.admitting == 0 and not state.waiters and store.queued == 0
 
 
