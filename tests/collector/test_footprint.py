@@ -133,3 +133,12 @@ def test_each_seal_runs_a_full_garbage_collection(agent):
         assert status == 200, body
         assert agent.flush()["sealed"] == 1
     assert _full_collections(agent) >= before + 2
+
+
+def test_the_card_issuer_table_keeps_one_copy_of_each_length_set():
+    """The card prefix table maps its 4,332 prefixes to a handful of shared length sets, not one set each (3.5 MB of every agent's private memory)."""
+    from edgeloop.collector import redact
+
+    lengths = list(redact._CARD_LENGTHS.values())
+    assert len(lengths) > 4000
+    assert len({id(found) for found in lengths}) == len(set(lengths)) < 16
