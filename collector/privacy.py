@@ -25,7 +25,6 @@ from datetime import UTC, datetime
 from typing import Any
 
 import pyarrow as pa
-import pyarrow.compute as pc
 
 from edgeloop.collector.redact import CustomPattern, Detector, Redactor
 from edgeloop.errors import ConfigError
@@ -142,6 +141,8 @@ class Privacy:
         if action == "redact":
             return pa.array((redactor or self.redactor).redact_many(values), type=pa.string())
         if action == "truncate":
+            import pyarrow.compute as pc  # here, not at the top: 4 MB an agent pays from its first computed rule, not from start
+
             return pc.floor_temporal(pa.array(values, type=spec.arrow_type), unit=rule.unit)
         if action == "round":
             return _numeric(spec, values, lambda x: _round(x, rule.step))  # type: ignore[arg-type]
@@ -158,6 +159,8 @@ class Privacy:
 
 
 def _round(values: pa.Array, step: float) -> pa.Array:
+    import pyarrow.compute as pc  # loaded on the first rounded column (see Privacy.column)
+
     inverse = 1.0 / step
     if abs(inverse - round(inverse)) < 1e-9 * inverse:
         # round(x * 100) / 100 lands on the nearest double to k/100; multiplying by 0.01 does not.
@@ -179,6 +182,8 @@ def _numeric(spec: FieldSpec, values: list[Any], transform) -> pa.Array:
     result = transform(array)
     if spec.type in _INT_BOUNDS:
         low, high = _INT_BOUNDS[spec.type]
+        import pyarrow.compute as pc  # loaded on the first integer column with a numeric rule (see Privacy.column)
+
         # int64's extremes are not exact doubles; clamping just inside keeps the cast safe.
         result = pc.round(result)
         result = pc.min_element_wise(pc.max_element_wise(result, float(low), skip_nulls=False), float(high) if high < 2**53 else 9.223372036854775e18, skip_nulls=False)

@@ -94,7 +94,9 @@ class RecentIds:
         loaded = 0
         for batch in reversed(chosen):  # oldest first, so the newest end up in the current generation
             try:
-                table = pq.read_table(batch.path, columns=["record_id", "kind"], use_threads=False)
+                # ParquetFile, not read_table: read_table loads pyarrow.dataset and Acero, which the agent never needs.
+                with pq.ParquetFile(batch.path) as parquet:
+                    table = parquet.read(columns=["record_id", "kind"], use_threads=False)
             except (OSError, pa.ArrowException) as exc:
                 log.warning("cannot read record ids of a batch", extra={"batch_id": batch.batch_id, "error": repr(exc)})
                 continue

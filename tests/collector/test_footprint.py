@@ -142,3 +142,36 @@ def test_the_card_issuer_table_keeps_one_copy_of_each_length_set():
     lengths = list(redact._CARD_LENGTHS.values())
     assert len(lengths) > 4000
     assert len({id(found) for found in lengths}) == len(set(lengths)) < 16
+
+
+def _imported(agent) -> set[str]:
+    """The modules the agent's current process has imported, from Python's import-time log (PYTHONPROFILEIMPORTTIME)."""
+    return {line.rsplit("|", 1)[1].strip() for line in agent.log().splitlines() if line.startswith("import time:") and "|" in line}
+
+
+def test_an_idle_agent_has_not_loaded_what_only_records_or_never_need(agent_factory):
+    """An agent started with sync configured and nothing logged has imported pyarrow but not pyarrow.compute, pyarrow.dataset, Acero or cloudpickle."""
+    agent = agent_factory(sync={"enabled": True, "url": "http://127.0.0.1:9", "interval_s": 3600})
+    agent.env = {"PYTHONPROFILEIMPORTTIME": "1"}
+    agent.start()
+    imported = _imported(agent)
+    assert {"pyarrow", "pyarrow.parquet", "aiohttp.web", "edgeloop.collector.scheduler"} <= imported  # the log is read right
+    assert not imported & {"pyarrow.compute", "pyarrow.dataset", "pyarrow._acero", "cloudpickle"}
+
+
+def test_an_agent_restarted_with_sealed_batches_remembers_their_ids_without_pyarrow_dataset(agent_factory):
+    """Restarted over a spool of sealed batches, the agent reads their record ids (a resent record is a duplicate) without importing pyarrow.dataset or Acero."""
+    agent = agent_factory()
+    agent.start()
+    records = list(SimulatedModel("vibration", seed=7).records(50))
+    status, body = agent.post_records(records)
+    assert status == 200, body
+    assert agent.flush()["sealed"] == 1
+    assert agent.stop() == 0
+    agent.env = {"PYTHONPROFILEIMPORTTIME": "1"}
+    agent.start()
+    imported = _imported(agent)
+    status, body = agent.post_records(records)
+    assert status == 200 and body["duplicates"] == len(records), body
+    assert "pyarrow.parquet" in imported
+    assert not imported & {"pyarrow.dataset", "pyarrow._dataset", "pyarrow._acero"}
