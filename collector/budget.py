@@ -12,6 +12,12 @@ A body that could not fit even alone is refused with 413 before it is read; one 
 not fit next to the bodies already in flight waits, unread, up to BUSY_WAIT_S for them to
 finish, then is refused with 503 and ``Retry-After`` (the SDK retries it), so the agent's
 memory follows the setting, not the senders.
+
+An NDJSON body is parsed, validated and built into Arrow ``slice_bytes`` at a time: a fifth
+of the largest body the intake share admits (136 KiB at the default 32 MB). Each slice pays
+fixed costs (an Arrow array per column, a kernel call per privacy rule: about 0.6 ms), so a
+larger budget buys fewer, larger slices; only one slice is ever Python objects (about
+SLICE_COST times its size), and the body's lines are never all copied at once.
 """
 
 from __future__ import annotations
@@ -22,12 +28,16 @@ from dataclasses import dataclass, field
 
 from edgeloop.settings import MiB
 
-__all__ = ["BODY_COST", "BUSY_WAIT_S", "MemoryBudget"]
+__all__ = ["BODY_COST", "BUSY_WAIT_S", "DEFAULT_SLICE_BYTES", "SLICE_COST", "SLICES_PER_BODY", "MemoryBudget"]
 
 # Bytes of memory one body byte costs while its request is processed; measured by
 # tests/collector/test_budget.py: about 17x for vibration JSON at its peak (in validation), 23x for
 # a wide vector of zeros (the densest JSON a schema admits), 5x for images.
 BODY_COST = 24
+# Python bytes one NDJSON slice byte costs while the slice is processed (its lines, the parsed
+# and the validated records); measured by tests/collector/test_budget.py: about 6x for vibration.
+SLICE_COST = 8
+SLICES_PER_BODY = 5  # the largest admitted body is at most this many slices
 BUSY_WAIT_S = 2.0  # a request waits this long for room before 503: the SDK's second request in flight, not a queue
 
 
@@ -52,6 +62,11 @@ class MemoryBudget:
     def max_body_bytes(self) -> int:
         """The largest body whose processing fits the intake share on its own."""
         return self.intake_bytes // BODY_COST
+
+    @property
+    def slice_bytes(self) -> int:
+        """NDJSON body bytes processed at a time: the largest admitted body in SLICES_PER_BODY slices."""
+        return max(1, self.max_body_bytes // SLICES_PER_BODY)
 
     @property
     def row_group_bytes(self) -> int:
@@ -90,3 +105,6 @@ class MemoryBudget:
         if self._room is None:
             self._room = asyncio.Event()
         return self._room
+
+
+DEFAULT_SLICE_BYTES = MemoryBudget.from_mb(32).slice_bytes  # what agent.memory_budget_mb's default gives

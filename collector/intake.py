@@ -37,7 +37,7 @@ import orjson
 import uuid_utils
 from aiohttp import web
 
-from edgeloop.collector.budget import MemoryBudget
+from edgeloop.collector.budget import DEFAULT_SLICE_BYTES, MemoryBudget
 from edgeloop.collector.config import CollectorConfig
 from edgeloop.collector.journal import Journal
 from edgeloop.collector.metrics import CONTENT_TYPE_LATEST, Metrics
@@ -140,18 +140,13 @@ async def error_middleware(
 # -- POST /v1/records -------------------------------------------------------------------------
 
 
-# Records are validated and built into Arrow this many body bytes at a time: a record costs
-# several times its JSON size as Python objects while validated, so only one slice is.
-SLICE_BYTES = 64 * 1024
-
 Slice = tuple[list[Any], list[int], dict[int, str]]  # records, their indices in the body, lines that were not JSON
 
 
-def _slices(body: bytes, content_type: str) -> tuple[int, Iterator[Slice]] | web.Response:
+def _slices(body: bytes, content_type: str, slice_bytes: int) -> tuple[int, Iterator[Slice]] | web.Response:
     """How many records a body holds, and its records a slice at a time; NDJSON lines are parsed as their slice comes."""
     if content_type in NDJSON_TYPES:
-        lines = [line for line in body.splitlines() if line.strip()]
-        return len(lines), _ndjson_slices(lines)
+        return _ndjson_count(body, slice_bytes), _ndjson_slices(body, slice_bytes)
     if content_type not in JSON_TYPES:
         return error_response(
             415,
@@ -166,15 +161,15 @@ def _slices(body: bytes, content_type: str) -> tuple[int, Iterator[Slice]] | web
         parsed = [parsed]
     elif not isinstance(parsed, list):
         return error_response(400, "bad_json", "body must be a JSON object or an array of objects")
-    return len(parsed), _array_slices(parsed, max(1, SLICE_BYTES * len(parsed) // max(len(body), 1)))
+    return len(parsed), _array_slices(parsed, max(1, slice_bytes * len(parsed) // max(len(body), 1)))
 
 
 def process_body(
     pipeline: Pipeline, body: bytes, content_type: str, *, max_records: int,
-    listed: frozenset[str] = RequestRecords.listed,
+    listed: frozenset[str] = RequestRecords.listed, slice_bytes: int = DEFAULT_SLICE_BYTES,
 ) -> RequestRecords | web.Response:
-    """Validate, sample and anonymize a request body's records a slice at a time; the error response for a body refused whole."""
-    sliced = _slices(body, content_type)
+    """Validate, sample and anonymize a request body's records ``slice_bytes`` of body at a time; the error response for a body refused whole."""
+    sliced = _slices(body, content_type, slice_bytes)
     if isinstance(sliced, web.Response):
         return sliced
     count, pieces = sliced
@@ -193,23 +188,37 @@ def process_body(
     return processed
 
 
-def _ndjson_slices(lines: list[bytes]) -> Iterator[Slice]:
+def _ndjson_chunks(body: bytes, slice_bytes: int) -> Iterator[bytes]:
+    """The body cut after a newline every ``slice_bytes`` or more: only one chunk's lines are ever copies."""
+    start = 0
+    while start < len(body):
+        cut = body.find(b"\n", start + slice_bytes - 1)
+        end = len(body) if cut < 0 else cut + 1
+        yield body[start:end]
+        start = end
+
+
+def _ndjson_count(body: bytes, slice_bytes: int) -> int:
+    return sum(1 for chunk in _ndjson_chunks(body, slice_bytes) for line in chunk.splitlines() if line.strip())
+
+
+def _ndjson_slices(body: bytes, slice_bytes: int) -> Iterator[Slice]:
     index = 0
-    while index < len(lines):
+    loads, decode_error = orjson.loads, orjson.JSONDecodeError
+    for chunk in _ndjson_chunks(body, slice_bytes):
         records: list[Any] = []
+        positions: list[int] = []
         broken: dict[int, str] = {}
-        size = 0
-        start = index
-        while index < len(lines) and (size < SLICE_BYTES or index == start):
-            line = lines[index]
-            lines[index] = b""  # the parsed record replaces its text
-            size += len(line)
+        for line in chunk.splitlines():
+            if not line.strip():
+                continue
             try:
-                records.append(orjson.loads(line))
-            except orjson.JSONDecodeError as exc:
+                records.append(loads(line))
+                positions.append(index)
+            except decode_error as exc:
                 broken[index] = f"not valid JSON: {exc}"
             index += 1
-        positions = [i for i in range(start, index) if i not in broken]
+        del chunk
         yield records, positions, broken
 
 
@@ -256,7 +265,8 @@ async def _post_records(request: web.Request) -> web.Response:
         await gate.wait()  # a reload is sealing the journal under the old schemas
     listed = {"all": RequestRecords.listed, "errors": frozenset({"invalid"}), "none": frozenset()}[want]
     processed = process_body(
-        app[PIPELINE], body, request.content_type, max_records=config.intake.max_records_per_request, listed=listed
+        app[PIPELINE], body, request.content_type, max_records=config.intake.max_records_per_request, listed=listed,
+        slice_bytes=app[BUDGET].slice_bytes,
     )
     if isinstance(processed, web.Response):
         return processed

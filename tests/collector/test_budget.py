@@ -18,12 +18,14 @@ import psutil
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from bench.simulator import SimulatedModel
-from edgeloop.collector.budget import BODY_COST, MemoryBudget
+from edgeloop.collector.budget import BODY_COST, DEFAULT_SLICE_BYTES, SLICE_COST, MemoryBudget
 from edgeloop.collector.client import _UnixConnection
 from edgeloop.collector.config import CollectorConfig, SamplingSettings, SpoolSettings
-from edgeloop.collector.intake import SLICE_BYTES, process_body
+from edgeloop.collector.intake import _ndjson_count, _ndjson_slices, process_body
 from edgeloop.collector.journal import encode_frame
 from edgeloop.collector.pipeline import Pipeline
 from edgeloop.collector.spool import Spool
@@ -295,7 +297,7 @@ def test_a_request_waits_for_room_then_is_admitted_or_refused():
 
 @pytest.mark.parametrize("records", [1_000, 4_000])
 def test_an_ndjson_body_is_python_objects_one_slice_at_a_time(records):
-    """Processing an NDJSON body holds at most about twice its size as Python objects, however many records it has: lines are parsed a slice at a time."""
+    """Processing an NDJSON body holds at most SLICE_COST x slice_bytes as Python objects plus its record ids (for duplicates across slices), however large the body: its lines are copied and parsed a slice at a time."""
     registry = SchemaRegistry.from_dir(EXAMPLES_DIR)
     pipeline = Pipeline(registry, SamplingSettings(seed=1), FLEET_KEY)
     body = b"\n".join(orjson.dumps(record) for record in SimulatedModel("vibration", seed=3).records(records))
@@ -307,7 +309,46 @@ def test_an_ndjson_body_is_python_objects_one_slice_at_a_time(records):
     finally:
         tracemalloc.stop()
     assert processed.accepted == records and not processed.results
-    assert python_peak <= 2 * len(body) + 16 * SLICE_BYTES, python_peak / len(body)
+    assert len(body) > 3 * DEFAULT_SLICE_BYTES
+    ids = 128 * records  # a 16-byte id + tag as bytes, in the request's seen set and its kept keys
+    assert python_peak <= SLICE_COST * DEFAULT_SLICE_BYTES + ids, (python_peak - ids) / DEFAULT_SLICE_BYTES
+
+
+def test_slices_follow_the_memory_budget():
+    """A larger agent.memory_budget_mb processes NDJSON in larger slices (fewer fixed costs per record); the largest admitted body is a few slices."""
+    sizes = [MemoryBudget.from_mb(mb).slice_bytes for mb in (8, 32, 128)]
+    assert sizes == sorted(sizes) and sizes[0] < sizes[-1]
+    assert DEFAULT_SLICE_BYTES == MemoryBudget.from_mb(32).slice_bytes
+    for mb in (8, 32, 128):
+        budget = MemoryBudget.from_mb(mb)
+        assert 2 * budget.slice_bytes <= budget.max_body_bytes <= 8 * budget.slice_bytes
+
+
+@given(
+    lines=st.lists(st.sampled_from([b'{"a": 1}', b"", b"  ", b"\t", b"{not json", b'{"b": "' + b"x" * 300 + b'"}', b"[1]"]), max_size=60),
+    separators=st.lists(st.sampled_from([b"\n", b"\r\n", b"\r", b"\n\n"]), min_size=1, max_size=60),
+    slice_bytes=st.integers(min_value=1, max_value=400),
+    trailing=st.booleans(),
+)
+@settings(max_examples=300, deadline=None)
+def test_ndjson_slices_index_lines_as_splitlines_does(lines, separators, slice_bytes, trailing):
+    """However the body is cut into slices, records, broken lines and their indices are those of its non-blank lines in order."""
+    body = b"".join(line + separators[i % len(separators)] for i, line in enumerate(lines))
+    if not trailing and body:
+        body = body.rstrip(b"\r\n")
+    expected = [line for line in body.splitlines() if line.strip()]
+    got: dict[int, Any] = {}
+    for records, positions, broken in _ndjson_slices(body, slice_bytes):
+        assert len(records) == len(positions)
+        got.update(zip(positions, records, strict=True))
+        got.update({index: "broken" for index in broken})
+    assert _ndjson_count(body, slice_bytes) == len(expected)
+    assert sorted(got) == list(range(len(expected)))
+    for index, line in enumerate(expected):
+        try:
+            assert got[index] == orjson.loads(line)
+        except orjson.JSONDecodeError:
+            assert got[index] == "broken"
 
 
 def test_a_body_in_many_slices_is_answered_as_one(agent):
@@ -318,7 +359,7 @@ def test_a_body_in_many_slices_is_answered_as_one(agent):
     lines = [orjson.dumps(record) for record in records]
     lines[800] = b'{"kind": "prediction", "model": '
     body = b"\n".join(lines)
-    assert len(body) > 8 * SLICE_BYTES  # the body really is cut into slices
+    assert len(body) > 3 * DEFAULT_SLICE_BYTES  # the body really is cut into slices
     status, answer = agent.post_raw(body, "application/x-ndjson")
     assert status == 200, answer
     assert (answer["accepted"], answer["duplicates"], answer["invalid"], answer["sampled_out"]) == (1_098, 1, 2, 0)
