@@ -183,7 +183,7 @@ def process_body(
         for index, message in broken.items():
             processed.refuse(index, "record", message)
         if records:
-            processed.absorb(pipeline.process(records, now=now, seen=processed.seen), positions)
+            processed.absorb(pipeline.process(records, now=now, seen=processed.seen, listed=listed), positions)
         del records  # the slice's Python objects go before the next slice is parsed
     return processed
 

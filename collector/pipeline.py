@@ -44,7 +44,7 @@ class ProcessedRecords:
     """Model name -> its kept records, typed as the schema's ``arrow_schema`` (only models with any)."""
     results: list[dict[str, Any]]
     """One per input record, in input order: status ``accepted`` (with ``duplicate: true`` for an
-    id accepted before), ``sampled_out`` or ``invalid``."""
+    id accepted before), ``sampled_out`` or ``invalid``; an empty dict for a status not listed."""
     drops: Counter[str] = field(default_factory=Counter)
     """Records not kept, by reason: invalid, unknown_model, sampled_out, rate_capped."""
     keys: dict[str, list[bytes]] = field(default_factory=dict)
@@ -59,7 +59,7 @@ class ProcessedRecords:
 
     @property
     def invalid(self) -> int:
-        return sum(1 for result in self.results if result["status"] == "invalid")
+        return sum(1 for result in self.results if result.get("status") == "invalid")
 
 
 @dataclass
@@ -86,6 +86,8 @@ class RequestRecords:
             self.keys.setdefault(model, []).extend(part.keys.get(model, ()))
         listed = self.listed
         for result in part.results:
+            if not result:
+                continue  # a status the answer does not list
             status = result["status"]
             if status == "invalid":
                 self.invalid += 1
@@ -162,12 +164,15 @@ class Pipeline:
         return validator
 
     def process(
-        self, records: list[Any], *, now: datetime | None = None, seen: set[bytes] | None = None
+        self, records: list[Any], *, now: datetime | None = None, seen: set[bytes] | None = None,
+        listed: frozenset[str] = RequestRecords.listed,
     ) -> ProcessedRecords:
         """Validate, sample and anonymize ``records``; ``now`` stamps records without created_at.
 
         ``seen`` carries the keys of records processed before in the same request (a slice's
-        predecessors): an id among them is a duplicate; this call adds its own.
+        predecessors): an id among them is a duplicate; this call adds its own. Results of
+        kept and sampled-out records are built only if ``listed`` names their status (senders
+        that mint their own ids ask for errors only: most records then need no result).
         """
         now = datetime.now(UTC) if now is None else now.astimezone(UTC)
         results: list[dict[str, Any]] = [_EMPTY] * len(records)
@@ -197,7 +202,7 @@ class Pipeline:
         processed = ProcessedRecords(batches={}, results=results, drops=drops)
         seen = set() if seen is None else seen
         for model, members in groups.items():
-            self._process_model(self.registry[model], records, members, now, processed, seen)
+            self._process_model(self.registry[model], records, members, now, processed, seen, listed)
         return processed
 
     def _process_model(
@@ -208,6 +213,7 @@ class Pipeline:
         now: datetime,
         processed: ProcessedRecords,
         seen: set[bytes],
+        listed: frozenset[str],
     ) -> None:
         results, drops = processed.results, processed.drops
         good_at, good, issues = self._validator(schema).validate([records[i] for i in members])
@@ -216,7 +222,7 @@ class Pipeline:
             results[index] = _invalid(index, issue.field, issue.message)
         if issues:
             drops["invalid"] += len(issues)
-        good_at, good, keys = self._fresh(schema, records, members, good_at, good, processed, seen)
+        good_at, good, keys = self._fresh(schema, records, members, good_at, good, processed, seen, "accepted" in listed)
         if not good:
             return
 
@@ -227,17 +233,20 @@ class Pipeline:
         sampled_by: list[str | None] = []
         ids: list[bytes] = []
         kept_keys: list[bytes] = []
+        list_accepted, list_sampled_out = "accepted" in listed, "sampled_out" in listed
         for position, decision in enumerate(decisions):
-            index = members[good_at[position]]
-            record = good[position]
             key = keys[position]
-            if key is None:
-                minted = uuid_utils.uuid7()
-                id_bytes, id_text = minted.bytes, str(minted)
-            else:
-                id_bytes, id_text = key[:16], _uuid_text(records[index].get("record_id"), record["record_id"])
+            record = good[position]
             if decision.__class__ is float:
-                results[index] = {"index": index, "status": "accepted", "record_id": id_text}
+                if key is None:
+                    minted = uuid_utils.uuid7()
+                    id_bytes = minted.bytes
+                else:
+                    id_bytes = key[:16]
+                if list_accepted:
+                    index = members[good_at[position]]
+                    text = str(minted) if key is None else _uuid_text(records[index].get("record_id"), record["record_id"])
+                    results[index] = {"index": index, "status": "accepted", "record_id": text}
                 kept.append(record)
                 weights.append(decision)  # type: ignore[arg-type]
                 sampled_by.append(selected_by[position])
@@ -245,7 +254,10 @@ class Pipeline:
                 if key is not None:
                     kept_keys.append(key)
             else:
-                results[index] = {"index": index, "status": "sampled_out", "record_id": id_text}
+                if list_sampled_out:
+                    index = members[good_at[position]]
+                    text = str(uuid_utils.uuid7()) if key is None else _uuid_text(records[index].get("record_id"), record["record_id"])
+                    results[index] = {"index": index, "status": "sampled_out", "record_id": text}
                 drops[decision] += 1  # type: ignore[index]
         if kept:
             processed.batches[schema.name] = self._batch(schema, kept, weights, sampled_by, version, ids, now)
@@ -260,6 +272,7 @@ class Pipeline:
         good: list[dict[str, Any]],
         processed: ProcessedRecords,
         seen: set[bytes],
+        list_accepted: bool = True,
     ) -> tuple[list[int], list[dict[str, Any]], list[bytes | None]]:
         """Set aside records whose id the agent already has (or this request had earlier): answered accepted, stored once."""
         recent = self.recent
@@ -274,9 +287,10 @@ class Pipeline:
             else:
                 key = given.bytes + tags[record["kind"]]
                 if key in seen or key in recent:
-                    index = members[good_at[position]]
-                    text = _uuid_text(records[index].get("record_id"), given)
-                    processed.results[index] = {"index": index, "status": "accepted", "record_id": text, "duplicate": True}
+                    if list_accepted:
+                        index = members[good_at[position]]
+                        text = _uuid_text(records[index].get("record_id"), given)
+                        processed.results[index] = {"index": index, "status": "accepted", "record_id": text, "duplicate": True}
                     processed.duplicates[schema.name] += 1
                     continue
                 seen.add(key)

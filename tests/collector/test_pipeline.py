@@ -168,3 +168,25 @@ def test_round_trip_through_parquet_and_duckdb(pipeline, tmp_path):
     label = duckdb.sql(f"select prediction_id, true_class, repair_cost_eur from read_parquet('{path}') where kind = 'feedback'").fetchone()
     assert label[0] == uuid.UUID(given_id) and label[1] == "outer_race"
     assert label[2] != 120.0 and isinstance(label[2], float)  # Laplace noise (scale 5)
+
+
+@pytest.mark.parametrize("listed", [frozenset({"invalid"}), frozenset(), frozenset({"sampled_out", "invalid"})])
+def test_unlisted_results_change_nothing_but_the_answer(registry, listed):
+    """Leaving kept and sampled-out results out (``?results=errors``) keeps the same rows, drops, duplicates and invalid results."""
+    settings = SamplingSettings(seed=3, default=SamplingRule(keep_rate=0.5))
+    given_id = str(uuid.uuid4())
+    records = [prediction(confidence=0.5 + i / 100) for i in range(40)] + [
+        prediction(rpm="fast"), {**prediction(), "record_id": given_id}, {**prediction(), "record_id": given_id}, feedback(given_id),
+    ]
+    full = Pipeline(registry, settings, KEY).process(records, now=NOW)
+    part = Pipeline(registry, settings, KEY).process(records, now=NOW, listed=listed)
+    assert part.drops == full.drops and part.duplicates == full.duplicates and part.invalid == full.invalid == 1
+    assert part.keys == full.keys
+    for model, batch in full.batches.items():
+        drop = ["record_id", "repair_cost_eur"]  # ids minted here and the noise differ run to run
+        assert part.batches[model].drop_columns(drop).equals(batch.drop_columns(drop))
+    def outline(results):  # ids minted for records sent without one differ run to run
+        return [(r["index"], r["status"], r.get("duplicate"), r.get("error")) for r in results if r and r["status"] in listed]
+
+    assert outline(part.results) == outline(full.results)
+    assert all(result["status"] in listed | {"invalid"} for result in part.results if result)
