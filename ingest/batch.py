@@ -71,6 +71,8 @@ class UploadedBatch:
     agent_version: str | None = None
     sealed_at: str | None = None
     drops: dict[str, int] = field(default_factory=dict)
+    # (lowest, highest) record id when no id repeats inside the batch, else None: lets the writer skip its duplicate join
+    id_span: tuple[bytes, bytes] | None = None
 
     @property
     def rows(self) -> int:
@@ -168,6 +170,7 @@ def read_batch(
         decoded_bytes = _check_decoded_size(table, limits)
         table = _normalize_uuids(table)
         predictions = _check_rows(table, schema)
+        id_span = _id_span(table.column("record_id"))
     return UploadedBatch(
         batch_id=batch_id,
         model=schema.name,
@@ -180,7 +183,17 @@ def read_batch(
         drops=_drops(kv.get("drops")),
         predictions=predictions,
         decoded_bytes=decoded_bytes,
+        id_span=id_span,
     )
+
+
+def _id_span(ids: pa.ChunkedArray) -> tuple[bytes, bytes] | None:
+    """The lowest and highest record id, if every id of the batch is distinct (counted here, on a check thread)."""
+    raw = pa.chunked_array([chunk.storage for chunk in ids.chunks], pa.binary(16))
+    if not len(raw) or pc.count_distinct(raw).as_py() < len(raw):
+        return None
+    bounds = pc.min_max(raw)
+    return bounds["min"].as_py(), bounds["max"].as_py()
 
 
 def _check_pages(body: bytes, meta: pq.FileMetaData, schema: ModelSchema, limits: LimitSettings) -> int:

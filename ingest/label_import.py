@@ -354,7 +354,8 @@ def land_labels(
             if truth is not None:  # only whether it has a value counts: a row without one labels nothing
                 columns[truth] = pa.array([True if row.get(truth) is not None else None for row in fresh], pa.bool_())
             ids = pa.table(columns)
-            tallies.note_landed(con, schema.name, [], [ids], [tag], lake=on_lake(con))
+            tallies.note_landed(con, schema.name, [], [ids], [tag], truth=tallies.labelled_by(con, schema.name),
+                                lake=on_lake(con))
             imported = len(fresh)
     errors.sort(key=lambda error: error["row"])
     return {"imported": imported, "duplicates": duplicates, "errors": errors}

@@ -356,6 +356,10 @@ class LakeStore(Store):
                 self._columns = self._load_columns()
         raise AssertionError("unreachable")
 
+    def _truth(self, con: duckdb.DuckDBPyConnection, model: str) -> str | None:
+        """Asked in every landing: another replica may have registered a schema that names another truth field."""
+        return tallies.labelled_by(con, model)
+
     def _run_call(self, call: Any) -> None:
         try:
             with self._claims.exclusive("catalog"):

@@ -28,6 +28,7 @@ import os
 import queue
 import threading
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from concurrent.futures import Future
@@ -295,6 +296,7 @@ class Store:
             tallies.ensure_tables(self._con)
         _widen_envelopes(self._con, {schema.name for schema in self.catalog})
         self._columns = self._load_columns()
+        self._truths: dict[str, str | None] = {}  # model → tallies.labelled_by; emptied by every schema change
         self._reader_root = self._new_cursor(self._con)  # cursors for other threads branch off this one
         self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._lock = threading.Lock()
@@ -552,6 +554,7 @@ class Store:
 
     def _run_call(self, call: _Call) -> None:
         con = self._con
+        self._truths = {}  # a call may register a schema or add a feedback column
         try:
             con.execute("BEGIN TRANSACTION")
             result = call.fn(con)
@@ -671,11 +674,13 @@ class Store:
         """
         landed_at = datetime.now(UTC)
         by_shape: dict[tuple[str, str], list[pa.Table]] = {}
+        shape_batches: dict[tuple[str, str], list[UploadedBatch]] = {}
         kinds: dict[tuple[str, str], list[int]] = {}
         for job in jobs:
             batch = job.landing.batch
             shape = (batch.model, batch.schema.fingerprint)
             by_shape.setdefault(shape, []).append(_with_landing(job.landing))
+            shape_batches.setdefault(shape, []).append(batch)
             totals = kinds.setdefault(shape, [0, 0])
             totals[0] += batch.predictions
             totals[1] += batch.feedback
@@ -687,11 +692,12 @@ class Store:
             for shape, tables in by_shape.items():
                 model = shape[0]
                 combined = pa.concat_tables(tables)
+                span = _distinct_span(shape_batches[shape])
                 for table, kind, count in ((model, "prediction", kinds[shape][0]), (f"{model}_feedback", "feedback", kinds[shape][1])):
                     if not count:
                         continue  # skip a scan that would select nothing
                     rows = combined if count == combined.num_rows else combined.filter(pc.equal(combined.column("kind").cast(pa.string()), kind))
-                    rows = _new_rows(con, table, rows, duplicates)
+                    rows = _new_rows(con, table, rows, duplicates, span)
                     if not rows.num_rows:
                         continue
                     landed.append((model, kind, rows))
@@ -716,10 +722,17 @@ class Store:
             raise
         return [_receipt_row({name: ledger.column(name)[index].as_py() for name in RECEIPT_COLUMNS}) for index in range(len(jobs))]
 
+    def _truth(self, con: duckdb.DuckDBPyConnection, model: str) -> str | None:
+        """``tallies.labelled_by``, asked once per model between schema changes (they all run as calls on this thread)."""
+        if model not in self._truths:
+            self._truths[model] = tallies.labelled_by(con, model)
+        return self._truths[model]
+
     def _tally(self, con: duckdb.DuckDBPyConnection, jobs: list[_Job], tallied: dict[str, tuple[list[pa.Table], list[pa.Table]]],
                landed_at: datetime) -> None:
         for model, (predictions, feedback) in tallied.items():
-            tallies.note_landed(con, model, predictions, feedback, [job.landing.batch.batch_id for job in jobs], lake=self.lake)
+            tallies.note_landed(con, model, predictions, feedback, [job.landing.batch.batch_id for job in jobs],
+                                truth=self._truth(con, model), lake=self.lake)
             tallies.note_versions(con, model, predictions, landed_at, lake=self.lake)
         tallies.note_drops(con, [
             (job.landing.received_at.astimezone(UTC).date(), job.landing.batch.model, job.landing.batch.drops) for job in jobs
@@ -868,11 +881,26 @@ def _with_landing(landing: Landing) -> pa.Table:
     )
 
 
-def _new_rows(con: duckdb.DuckDBPyConnection, table: str, rows: pa.Table, duplicates: dict[str, int]) -> pa.Table:
+def _distinct_span(batches: list[UploadedBatch]) -> tuple[bytes, bytes] | None:
+    """The span of the batches' record ids if no id repeats among them (each batch's distinct, their spans apart)."""
+    spans = sorted(batch.id_span for batch in batches if batch.id_span is not None)
+    if len(spans) < len(batches):
+        return None
+    if any(earlier[1] >= later[0] for earlier, later in zip(spans, spans[1:])):
+        return None
+    return spans[0][0], max(high for _, high in spans)
+
+
+def _new_rows(con: duckdb.DuckDBPyConnection, table: str, rows: pa.Table, duplicates: dict[str, int],
+              span: tuple[bytes, bytes] | None = None) -> pa.Table:
     """The rows whose record id ``table`` does not hold yet, each id once (its first row); counts the rest per batch.
 
-    The writer is the only one inserting, so this check and the INSERT after it see the same table.
+    ``span`` (``_distinct_span`` of the rows' batches) says no id repeats among the rows: then, if the table
+    holds no id inside it, every row is new. The writer is the only one inserting, so this check and the
+    INSERT after it see the same table.
     """
+    if span is not None and not _holds_between(con, table, *span):
+        return rows
     ids = pa.chunked_array([chunk.storage for chunk in rows.column("record_id").chunks], pa.binary(16))
     keys = pa.table({"record_id": rows.column("record_id"), "__row": pa.array(range(rows.num_rows), pa.int64())})
     # Copied into DuckDB: it cannot push a UUID join filter into an Arrow scan (a not-implemented error).
@@ -889,7 +917,7 @@ def _new_rows(con: duckdb.DuckDBPyConnection, table: str, rows: pa.Table, duplic
         ).to_arrow_table().column("__row")
     finally:
         con.execute("DROP TABLE temp.__edgeloop_keys")
-    repeated = pc.count_distinct(ids).as_py() < rows.num_rows
+    repeated = span is None and pc.count_distinct(ids).as_py() < rows.num_rows
     if not landed.length() and not repeated:
         return rows
     keep = pc.invert(pc.is_in(keys.column("__row"), value_set=landed.combine_chunks()))
@@ -900,6 +928,16 @@ def _new_rows(con: duckdb.DuckDBPyConnection, table: str, rows: pa.Table, duplic
     for entry in pc.value_counts(dropped).to_pylist():
         duplicates[entry["values"]] = duplicates.get(entry["values"], 0) + entry["counts"]
     return rows.filter(keep)
+
+
+def _holds_between(con: duckdb.DuckDBPyConnection, table: str, low: bytes, high: bytes) -> bool:
+    """Whether ``table`` holds a record id in [low, high]: UUIDv7 ids are time-ordered, so the row groups'
+    min/max statistics answer it for a batch of fresh ids without reading one (the join needs a copy of the ids)."""
+    found = con.execute(
+        f"SELECT 1 FROM {quote(table)} WHERE record_id BETWEEN ?::UUID AND ?::UUID LIMIT 1",
+        [str(uuid.UUID(bytes=low)), str(uuid.UUID(bytes=high))],
+    ).fetchone()
+    return found is not None
 
 
 LEDGER_SCHEMA = pa.schema([

@@ -27,6 +27,7 @@ deltas merged by a view on a lake.
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Iterable, Sequence
 from datetime import date, datetime
 
@@ -36,7 +37,7 @@ import pyarrow.compute as pc
 
 from edgeloop.ingest.aggregate import DEVICE_VERSIONS, DROPS_DAILY, LABEL_COVERAGE, MAX_COUNT, on_lake
 
-__all__ = ["TABLES", "create_sql", "declared_truth", "ensure_tables", "note_drops", "note_landed", "note_versions", "rebuild",
+__all__ = ["TABLES", "create_sql", "declared_truth", "ensure_tables", "labelled_by", "note_drops", "note_landed", "note_versions", "rebuild",
            "recount_coverage"]
 
 TABLE = LABEL_COVERAGE.name
@@ -62,14 +63,15 @@ _DROPS_DELTA = f"""
 SELECT day, model, reason, least(sum(records::HUGEINT), {MAX_COUNT})::BIGINT AS records FROM __drops_delta GROUP BY ALL
 """
 
-# Per device in the group: the version of its newest prediction, and the first prediction on it.
+# Per device in the group: the version of its newest prediction, and the first prediction on it; from
+# __versions_p, the group's earliest and latest created_at per device and version (``_version_spans``).
 _GROUP_VERSIONS = """
 CREATE OR REPLACE TEMP TABLE __versions_new AS
 WITH newest AS (
-    SELECT device, arg_max(model_version, created_at) AS version, max(created_at) AS last_created_at
+    SELECT device, arg_max(model_version, created_at_max) AS version, max(created_at_max) AS last_created_at
     FROM temp.__versions_p GROUP BY device
 )
-SELECT n.device, n.version, n.last_created_at, min(p.created_at) AS since_at
+SELECT n.device, n.version, n.last_created_at, min(p.created_at_min) AS since_at
 FROM newest AS n JOIN temp.__versions_p AS p ON p.device = n.device AND p.model_version = n.version
 GROUP BY ALL
 """
@@ -118,8 +120,11 @@ def declared_truth(con: duckdb.DuckDBPyConnection, model: str) -> str | None:
     return row[0] if row else None
 
 
-def _truth(con: duckdb.DuckDBPyConnection, model: str) -> str | None:
-    """``declared_truth`` if the feedback table has that column (as the training view picks it), else None."""
+def labelled_by(con: duckdb.DuckDBPyConnection, model: str) -> str | None:
+    """``declared_truth`` if the feedback table has that column (as the training view picks it), else None.
+
+    What ``note_landed`` takes as ``truth``; the store keeps it per model between schema changes.
+    """
     truth = declared_truth(con, model)
     if truth is None:
         return None
@@ -229,13 +234,30 @@ def _count_versions(con: duckdb.DuckDBPyConnection) -> None:
         )
 
 
+def _decoded(column: pa.ChunkedArray) -> pa.ChunkedArray:
+    """The column's values; a group's batches carry dictionaries of their own, which Acero will not unify."""
+    return column.cast(column.type.value_type) if pa.types.is_dictionary(column.type) else column
+
+
+def _version_spans(predictions: Sequence[pa.Table]) -> pa.Table:
+    """Per device and version: the earliest and latest created_at of the rows (a few rows, whatever the batch size)."""
+    parts = []
+    for table in predictions:
+        keys = pa.table({"device": _decoded(table.column("device")), "model_version": _decoded(table.column("model_version")),
+                         "created_at": table.column("created_at")})
+        parts.append(keys.group_by(["device", "model_version"], use_threads=False)
+                     .aggregate([("created_at", "min"), ("created_at", "max")])
+                     .select(["device", "model_version", "created_at_min", "created_at_max"]))
+    return pa.concat_tables(parts)
+
+
 def note_versions(con: duckdb.DuckDBPyConnection, model: str, predictions: Sequence[pa.Table], landed_at: datetime, *,
                   lake: bool = False) -> None:
     """Move each device of the group to the version of its newest prediction, logging the change."""
     if not predictions:
         return
-    rows = pa.concat_tables([t.select(["device", "model_version", "created_at"]) for t in predictions])
-    con.register("__versions_p_arrow", rows)
+    # Summed up by Arrow: DuckDB then joins a few rows per device, not a copy of every prediction.
+    con.register("__versions_p_arrow", _version_spans(predictions))
     try:
         con.execute("CREATE OR REPLACE TEMP TABLE __versions_p AS SELECT * FROM __versions_p_arrow")
     finally:
@@ -299,7 +321,7 @@ def rebuild(con: duckdb.DuckDBPyConnection, model: str) -> None:
 def _count(con: duckdb.DuckDBPyConnection, model: str, *, lake: bool) -> None:
     if not _exists(con, model) or not _exists(con, model + "_feedback"):
         return
-    carries = _carries(_truth(con, model), "f")
+    carries = _carries(labelled_by(con, model), "f")
     con.execute(
         f"INSERT INTO {LABEL_COVERAGE.table(lake)} SELECT ?, p.model_version, count(*), coalesce(sum(p.sample_weight), 0), "
         f"count(l.prediction_id), coalesce(sum(CASE WHEN l.prediction_id IS NULL THEN 0 ELSE p.sample_weight END), 0) "
@@ -310,17 +332,17 @@ def _count(con: duckdb.DuckDBPyConnection, model: str, *, lake: bool) -> None:
 
 
 def note_landed(con: duckdb.DuckDBPyConnection, model: str, predictions: Sequence[pa.Table], feedback: Sequence[pa.Table],
-                batch_ids: Sequence[str], *, lake: bool = False) -> None:
+                batch_ids: Sequence[str], *, truth: str | None, lake: bool = False) -> None:
     """Count the rows a group commit just inserted (already in the tables, same transaction).
 
     ``predictions`` carry record_id, model_version and sample_weight; ``feedback`` carries
     prediction_id and, where it has it, the truth column (a row without a value there labels
-    nothing). Feedback of this group is told apart from earlier feedback by its batch id.
+    nothing). Feedback of this group is told apart from earlier feedback by its batch id. ``truth`` is
+    ``labelled_by(con, model)``, passed in so a group commit runs no catalog query for it.
     """
     if not predictions and not feedback:
         return
     table, feedback_table = _quote(model), _quote(model + "_feedback")
-    truth = _truth(con, model)
     carries = _carries(truth, "f")
     group = pa.table({"batch_id": pa.array(list(batch_ids), pa.string())})
     con.register("__coverage_group_arrow", group)
@@ -332,25 +354,42 @@ def note_landed(con: duckdb.DuckDBPyConnection, model: str, predictions: Sequenc
     try:
         if predictions:
             rows = pa.concat_tables([t.select(["record_id", "model_version", "sample_weight"]) for t in predictions])
-            con.register("__coverage_p_arrow", rows)
+            # New predictions, counted by Arrow.
+            counts = pa.table({"model_version": _decoded(rows.column("model_version")), "sample_weight": rows.column("sample_weight")}) \
+                .group_by("model_version", use_threads=False).aggregate([([], "count_all"), ("sample_weight", "sum")])
+            con.register("__coverage_counts_arrow", counts)
             try:
-                # Copied into DuckDB: a UUID join filter is not pushed into an Arrow scan.
-                con.execute("CREATE OR REPLACE TEMP TABLE __coverage_p AS SELECT * FROM __coverage_p_arrow")
+                con.execute("CREATE OR REPLACE TEMP TABLE __coverage_counts AS SELECT * FROM __coverage_counts_arrow")
             finally:
-                con.unregister("__coverage_p_arrow")
-            # New predictions, and those of them whose feedback landed in an earlier group.
+                con.unregister("__coverage_counts_arrow")
             parts.append(
-                "SELECT model_version, count(*) AS predictions, sum(sample_weight) AS weighted, 0 AS labelled, "
-                "0.0 AS weighted_labelled FROM temp.__coverage_p GROUP BY ALL"
+                "SELECT model_version, count_all AS predictions, sample_weight_sum AS weighted, 0 AS labelled, "
+                "0.0 AS weighted_labelled FROM temp.__coverage_counts"
             )
-            parts.append(
-                f"SELECT p.model_version, {_ZERO}, count(*) AS labelled, sum(p.sample_weight) AS weighted_labelled "
-                "FROM temp.__coverage_p AS p "
-                "JOIN (SELECT DISTINCT f.prediction_id FROM temp.__coverage_p AS k "
-                f"JOIN {feedback_table} AS f ON f.prediction_id = k.record_id "
-                f"WHERE f.batch_id NOT IN (SELECT batch_id FROM temp.__coverage_group){carries}) AS x "
-                "ON x.prediction_id = p.record_id GROUP BY ALL"
-            )
+            # Those of them whose feedback landed in an earlier group: none when no earlier feedback names an id
+            # in their span (time-ordered ids: the feedback's row group statistics answer that without a copy).
+            ids = pa.chunked_array([chunk.storage for chunk in rows.column("record_id").chunks], pa.binary(16))
+            span = pc.min_max(ids)
+            earlier = con.execute(
+                f"SELECT 1 FROM {feedback_table} AS f WHERE f.prediction_id BETWEEN ?::UUID AND ?::UUID "
+                f"AND f.batch_id NOT IN (SELECT batch_id FROM temp.__coverage_group){carries} LIMIT 1",
+                [str(uuid.UUID(bytes=span["min"].as_py())), str(uuid.UUID(bytes=span["max"].as_py()))],
+            ).fetchone()
+            if earlier is not None:
+                con.register("__coverage_p_arrow", rows)
+                try:
+                    # Copied into DuckDB: a UUID join filter is not pushed into an Arrow scan.
+                    con.execute("CREATE OR REPLACE TEMP TABLE __coverage_p AS SELECT * FROM __coverage_p_arrow")
+                finally:
+                    con.unregister("__coverage_p_arrow")
+                parts.append(
+                    f"SELECT p.model_version, {_ZERO}, count(*) AS labelled, sum(p.sample_weight) AS weighted_labelled "
+                    "FROM temp.__coverage_p AS p "
+                    "JOIN (SELECT DISTINCT f.prediction_id FROM temp.__coverage_p AS k "
+                    f"JOIN {feedback_table} AS f ON f.prediction_id = k.record_id "
+                    f"WHERE f.batch_id NOT IN (SELECT batch_id FROM temp.__coverage_group){carries}) AS x "
+                    "ON x.prediction_id = p.record_id GROUP BY ALL"
+                )
         if feedback:
             ids = pa.concat_tables([_labels(t, truth) for t in feedback])
             con.register("__coverage_f_arrow", ids)
@@ -380,5 +419,5 @@ def note_landed(con: duckdb.DuckDBPyConnection, model: str, predictions: Sequenc
             "SELECT ? AS model, model_version, predictions, weighted, labelled, weighted_labelled FROM temp.__coverage_delta",
             lake), [model])
     finally:
-        for name in ("__coverage_group", "__coverage_p", "__coverage_f", "__coverage_prior", "__coverage_delta"):
+        for name in ("__coverage_group", "__coverage_counts", "__coverage_p", "__coverage_f", "__coverage_prior", "__coverage_delta"):
             con.execute(f"DROP TABLE IF EXISTS temp.{name}")

@@ -161,3 +161,42 @@ async def test_concurrent_uploads_of_the_same_ids_under_other_batch_ids_land_onc
     assert [status for status, _, _ in answers] == [201] * 20
     assert sum(receipt["rows"] - receipt["duplicates"] for _, receipt, _ in answers) == 50
     assert await server.sql("SELECT count(*) AS n FROM vibration") == [{"n": 50}]
+
+
+@pytest.mark.timeout(300)
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    spans=st.lists(st.tuples(st.integers(0, 59), st.integers(1, 20), st.sampled_from([1, 2, 3])), min_size=1, max_size=6),
+    grouped=st.booleans(),
+)
+def test_time_ordered_ids_in_near_or_interleaved_spans_land_each_id_once(tmp_path_factory, vibration, spans, grouped):
+    """Time-ordered ids as agents mint them (UUIDv7): batches of runs, every other or every third id of a run, adjacent,
+    overlapping or interleaved with landed ones, land each id once with the receipts adding up."""
+    root = tmp_path_factory.mktemp("dedup-ordered")
+    pool = sorted((uuid.uuid4() for _ in range(80)), key=lambda i: i.bytes)  # ordered as UUIDv7 ids are
+    config = make_config(root, store={"group_commit_delay_s": 0.2 if grouped else 0.0})
+    store = Store(config.store.db_path, config.store)
+    try:
+        picks = [list(range(start, min(start + length, len(pool)), step)) for start, length, step in spans]
+        landings = [_landing(root / f"b{n}", vibration, [pool[i] for i in ids], store) for n, ids in enumerate(picks)]
+        if grouped:
+            answers = [future.result(30) for future in [store.submit(landing) for landing in landings]]
+        else:
+            answers = [store.submit(landing).result(30) for landing in landings]
+        distinct = {i for ids in picks for i in ids}
+        assert all(status == 201 for status, _ in answers)
+        assert sum(receipt["rows"] - receipt["duplicates"] for _, receipt in answers) == len(distinct)
+        landed = store.cursor().execute("SELECT count(*), count(DISTINCT record_id) FROM vibration").fetchone()
+        assert landed == (len(distinct), len(distinct))
+    finally:
+        store.close()
+
+
+def test_a_batch_knows_the_span_of_its_ids_only_when_none_repeats(tmp_path, vibration):
+    """The check threads hand the writer a batch's lowest and highest record id, and none when an id repeats inside it."""
+    config = make_config(tmp_path)
+    ids = sorted((uuid.uuid4() for _ in range(5)), key=lambda i: i.bytes)
+    for name, chosen, span in (("a", [ids[3], ids[0], ids[4]], (ids[0].bytes, ids[4].bytes)), ("b", [ids[1], ids[2], ids[1]], None)):
+        batch_id, body = batch_of(tmp_path / name, vibration, chosen)
+        batch = read_batch(body, batch_id=batch_id, limits=config.limits, schema_for=lambda _: vibration)
+        assert batch.id_span == span

@@ -240,3 +240,40 @@ def test_a_label_coverage_counted_by_an_older_rule_is_counted_again_when_the_sto
             tallies.COVERAGE_RULE)
     finally:
         reopened.close()
+
+
+def test_a_truth_field_declared_later_counts_the_next_landings_by_it(tmp_path, vibration):
+    """Declaring a truth field on a model that had none makes the next landing count only feedback carrying it as labels."""
+    import json
+    from datetime import UTC, datetime
+
+    from edgeloop.ingest.batch import read_batch
+    from edgeloop.ingest.store import Landing, Store
+    from edgeloop.schemas import ModelSchema
+    from tests.ingest.conftest import make_config
+
+    document = json.loads(vibration.canonical_json())
+    for key in ("prediction_field", "truth_field", "task"):
+        document.pop(key, None)
+    undeclared = ModelSchema.from_canonical_json(json.dumps(document))
+    assert undeclared.fingerprint == vibration.fingerprint and undeclared.truth_field is None
+    config = make_config(tmp_path)
+    store = Store(config.store.db_path, config.store)
+
+    def land(name: str, table: pa.Table) -> None:
+        batch_id, body = seal(tmp_path / name, vibration, table)
+        batch = read_batch(body, batch_id=batch_id, limits=config.limits, schema_for=store.catalog.get)
+        assert store.submit(Landing(batch, "pump-1", datetime.now(UTC))).result(30)[0] == 201
+
+    try:
+        assert store.register(undeclared).result(30)["status"] == "registered"
+        predictions, ids = make_table(vibration, predictions=4, version="1.0")
+        land("p", predictions)
+        land("c1", _comment_only(vibration, ids[:1], BASE_TIME))  # no truth field declared: any feedback labels
+        assert store.register(vibration).result(30)["status"] == "declarations_updated"
+        land("c2", _comment_only(vibration, ids[1:2], BASE_TIME))  # a comment: no label now
+        land("l", make_table(vibration, feedback=[(ids[2], "normal", BASE_TIME)], version="1.0")[0])
+        counted = store.cursor().execute("SELECT predictions, labelled FROM label_coverage WHERE model = 'vibration'").fetchall()
+        assert counted == [(4, 2)]
+    finally:
+        store.close()
