@@ -1,6 +1,7 @@
 """Scrub personal data and secrets out of free text: the ``redact`` privacy rule.
 
-``Redactor(regions=..., patterns=..., allow=..., detector=...).redact(text)`` replaces::
+``Redactor(regions=..., patterns=..., allow=..., detector=...).redact(text)`` (or ``.redact_many(column)``,
+a column's values in one call, as the agent does) replaces::
 
     e-mail addresses, Unicode/IDN and URL-encoded (jane%40x.com)    <EMAIL>
     phone numbers that libphonenumber calls valid: international   <PHONE>
@@ -237,10 +238,12 @@ class _Alternation:
     """A regex of branches compiled for the branches a text can hold. A branch that cannot match is
     left out, so the engine does not try it at every position; the matches are the same."""
 
-    def __init__(self, head: str, branches: Sequence[str], flags: int = 0) -> None:
+    def __init__(self, head: str, branches: Sequence[str], flags: int = 0, narrow: tuple[int, str] = (0, "")) -> None:
         self._head = head
         self._branches = tuple(branches)
         self._flags = flags
+        # (bits, head): without any of these branches the first character is one of a narrower class.
+        self._narrow = narrow
         self._compiled: dict[int, re.Pattern[str]] = {}
 
     def __call__(self, mask: int) -> re.Pattern[str]:
@@ -248,7 +251,9 @@ class _Alternation:
         pattern = self._compiled.get(mask)
         if pattern is None:
             chosen = "|".join(branch for index, branch in enumerate(self._branches) if mask >> index & 1)
-            pattern = self._compiled[mask] = re.compile(f"{self._head}(?:{chosen})", self._flags)
+            bits, narrow = self._narrow
+            head = narrow if bits and not mask & bits else self._head
+            pattern = self._compiled[mask] = re.compile(f"{head}(?:{chosen})", self._flags)
         return pattern
 
 
@@ -259,6 +264,8 @@ _TOKENS = _Alternation("", [
 _JWT_BIT, _API_KEY_BIT, _MAC_BIT, _IPV4_BIT, _IBAN_NINO_BITS = 1, 2, 4, 8, 16 | 32
 # What every API key holds (the AWS ids are A??A): a text with none of these holds no key.
 _API_KEY_HINT = re.compile(r"A[A-Z][A-Z]A|gh|github_pat_|glpat-|k_|whsec_|xox|AIza|sk-|SG\.|npm_|pypi-|SK|hooks|-----BEGIN")
+# A middle of a MAC ("0:1a:2b:" or ".2b3c."); each hint here opens with a rare character, which the engine skips to.
+_MAC_HINT = re.compile(r"[:.-](?:(?<=[:-])[0-9A-Fa-f]{2}[:-][0-9A-Fa-f]{2}[:-]|(?<=\.)[0-9A-Fa-f]{4}\.)")
 _CAPS_DIGIT = re.compile(r"[A-Z][A-Z] ?\d")  # what an IBAN and a NINO open with ([A-Z]{2} scans at half the speed)
 
 
@@ -268,7 +275,7 @@ def _token_mask(text: str, has_digit: bool) -> int:
     if _API_KEY_HINT.search(text) is not None:
         mask |= _API_KEY_BIT
     dots = text.count(".")
-    if dots >= 2 or text.count(":") >= 5 or text.count("-") >= 5:
+    if (dots >= 2 or text.count(":") >= 5 or text.count("-") >= 5) and _MAC_HINT.search(text) is not None:
         mask |= _MAC_BIT
     if has_digit:
         if dots >= 3:
@@ -287,7 +294,12 @@ _LOOKALIKES = _Alternation(r"[0-9A-Fa-f+-]", [
     r"(?<![\d.+]\d)(?<=\d)\d?:\d{2}(?::\d{2})?(?:[.,]\d+)?(?![\d:])",  # 12:30:45.123
     r"(?<![\w.][+\-\d])(?:(?<=[+-])\d+|(?<=\d)\d*)\.\d+(?![\w.])",  # 48.856613, +2.352222, -0.5
     r"(?<![\w.+]\d)(?<=\d)\d{0,2}\.\d{1,3}\.\d{1,3}\.\d{1,3}(?![\w]|\.\d)",  # IPv4: its own kind
-], re.ASCII)  # fmt: skip
+], re.ASCII, narrow=(1 | 2, r"[0-9+-]"))  # fmt: skip
+# What a hex digest (a head character and 15 more) needs: most texts have no such run.
+_HEX_RUN = re.compile(r"[0-9A-Fa-f]{16}")
+_DATE_HINT = re.compile(r"[-/.]\d\d?[-/.]")  # a date's middle: 11 in 2026-11-26 and 26.11.2026
+_TIME_HINT = re.compile(r":(?<=\d:)\d\d")
+_DECIMAL_HINT = re.compile(r"\.(?<=\d\.)\d")
 
 
 def _ipv6_possible(text: str) -> bool:
@@ -296,16 +308,18 @@ def _ipv6_possible(text: str) -> bool:
 
 
 def _lookalike_mask(text: str) -> int:
-    """Which of _LOOKALIKES' branches could match in ``text`` (hex digests always could)."""
+    """Which of _LOOKALIKES' branches could match in ``text``."""
     dots, dashes = text.count("."), text.count("-")
-    mask = 2
+    mask = 0
     if dashes >= 4:
         mask |= 1
-    if dots >= 2 or dashes >= 2 or text.count("/") >= 2:
+    if len(text) >= 16 and _HEX_RUN.search(text) is not None:
+        mask |= 2
+    if (dots >= 2 or dashes >= 2 or text.count("/") >= 2) and _DATE_HINT.search(text) is not None:
         mask |= 4 | 8
-    if ":" in text:
+    if ":" in text and _TIME_HINT.search(text) is not None:
         mask |= 16
-    if dots:
+    if dots and _DECIMAL_HINT.search(text) is not None:
         mask |= 32
     if dots >= 3:
         mask |= 64
@@ -458,37 +472,24 @@ class Redactor:
         searched once, and one with nothing found is returned as the same object."""
         if self.detector is not None:  # a model detector may not be pure: every value goes to it
             return [None if value is None else self._redact(value) for value in values]
-        texts, memo, redact = self._texts, {}, self._redact
-        out: list[str | None] = []
-        append = out.append
-        for value in values:
-            if value is None:
-                append(None)
-                continue
-            known = memo.get(value)
-            if known is None:
-                known = texts.get(value)
-                if known is None:
-                    known = redact(value)
-                    if len(value) <= _MEMO_CHARS:
-                        if len(texts) >= _MEMO_TEXTS:
-                            texts.clear()
-                        texts[value] = known
-                memo[value] = known
-            append(known)
-        return out
+        column = list(values)
+        texts = self._texts
+        answers: dict[str, str | None] = {}
+        for value in column:
+            if value is not None and value not in answers:
+                answers[value] = texts.get(value)
+        pending = [value for value, known in answers.items() if known is None]
+        find = self.find
+        for value in pending:
+            answers[value] = redacted = _replace(value, find(value))
+            if len(value) <= _MEMO_CHARS:
+                if len(texts) >= _MEMO_TEXTS:
+                    texts.clear()
+                texts[value] = redacted
+        return [None if value is None else answers[value] for value in column]
 
     def _redact(self, text: str) -> str:
-        spans = self.find(text)
-        if not spans:
-            return text
-        pieces, done = [], 0
-        for start, end, placeholder in spans:
-            pieces.append(text[done:start])
-            pieces.append(placeholder)
-            done = end
-        pieces.append(text[done:])
-        return "".join(pieces)
+        return _replace(text, self.find(text))
 
     __call__ = redact
 
@@ -626,7 +627,8 @@ class Redactor:
         """Cards, SSNs and phones: digit runs outside look-alikes, checked group by group."""
         if _LONG_RUN.search(text) is None:
             return  # no run long enough for any kind
-        work = _LOOKALIKES(_lookalike_mask(text)).sub(_blank, text)
+        mask = _lookalike_mask(text)
+        work = _LOOKALIKES(mask).sub(_blank, text) if mask else text
         for run in _DIGIT_RUN.finditer(work):
             if run.end() - run.start() < 6:
                 continue
@@ -862,6 +864,19 @@ def _valid(validator: Validator | None, text: str) -> bool:
         digits = _NOT_DIGIT.sub("", text)
         return len(digits) >= 2 and luhn_ok(digits)
     return iban_ok(re.sub(r"[\s-]", "", text).upper())
+
+
+def _replace(text: str, spans: list[tuple[int, int, str]]) -> str:
+    """``text`` with each span replaced by its placeholder; the text itself when there are none."""
+    if not spans:
+        return text
+    pieces, done = [], 0
+    for start, end, placeholder in spans:
+        pieces.append(text[done:start])
+        pieces.append(placeholder)
+        done = end
+    pieces.append(text[done:])
+    return "".join(pieces)
 
 
 def _settle(found: list[tuple[int, int, str]]) -> list[tuple[int, int, str]]:
