@@ -903,12 +903,7 @@ def _new_rows(con: duckdb.DuckDBPyConnection, table: str, rows: pa.Table, duplic
         return rows
     ids = pa.chunked_array([chunk.storage for chunk in rows.column("record_id").chunks], pa.binary(16))
     keys = pa.table({"record_id": rows.column("record_id"), "__row": pa.array(range(rows.num_rows), pa.int64())})
-    # Copied into DuckDB: it cannot push a UUID join filter into an Arrow scan (a not-implemented error).
-    con.register("__edgeloop_arrow_keys", keys)
-    try:
-        con.execute("CREATE OR REPLACE TEMP TABLE __edgeloop_keys AS SELECT * FROM __edgeloop_arrow_keys")
-    finally:
-        con.unregister("__edgeloop_arrow_keys")
+    tallies.copy_to_temp(con, "__edgeloop_keys", keys)
     try:
         # An inner join, not SEMI: only it pushes the batch's min/max record id into the table
         # scan, and UUIDv7 ids are time-ordered, so the scan skips all but the recent row groups.

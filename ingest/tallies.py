@@ -37,7 +37,7 @@ import pyarrow.compute as pc
 
 from edgeloop.ingest.aggregate import DEVICE_VERSIONS, DROPS_DAILY, LABEL_COVERAGE, MAX_COUNT, on_lake
 
-__all__ = ["TABLES", "create_sql", "declared_truth", "ensure_tables", "labelled_by", "note_drops", "note_landed", "note_versions", "rebuild",
+__all__ = ["TABLES", "copy_to_temp", "create_sql", "declared_truth", "ensure_tables", "labelled_by", "note_drops", "note_landed", "note_versions", "rebuild",
            "recount_coverage"]
 
 TABLE = LABEL_COVERAGE.name
@@ -96,6 +96,15 @@ FROM temp.__versions_new AS n LEFT JOIN {VERSIONS} AS c ON c.model = $1 AND c.de
 
 _ZERO = "0 AS predictions, 0.0 AS weighted"
 
+
+
+def copy_to_temp(con: duckdb.DuckDBPyConnection, name: str, table: pa.Table) -> None:
+    """Copy an Arrow table into DuckDB as temp table ``name`` (DuckDB cannot push a UUID join filter into an Arrow scan)."""
+    con.register(f"{name}_arrow", table)
+    try:
+        con.execute(f"CREATE OR REPLACE TEMP TABLE {name} AS SELECT * FROM {name}_arrow")
+    finally:
+        con.unregister(f"{name}_arrow")
 
 def _quote(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
@@ -257,11 +266,7 @@ def note_versions(con: duckdb.DuckDBPyConnection, model: str, predictions: Seque
     if not predictions:
         return
     # Summed up by Arrow: DuckDB then joins a few rows per device, not a copy of every prediction.
-    con.register("__versions_p_arrow", _version_spans(predictions))
-    try:
-        con.execute("CREATE OR REPLACE TEMP TABLE __versions_p AS SELECT * FROM __versions_p_arrow")
-    finally:
-        con.unregister("__versions_p_arrow")
+    copy_to_temp(con, "__versions_p", _version_spans(predictions))
     try:
         con.execute(_GROUP_VERSIONS)
         con.execute(_LOG_CHANGES, [model])
@@ -345,11 +350,7 @@ def note_landed(con: duckdb.DuckDBPyConnection, model: str, predictions: Sequenc
     table, feedback_table = _quote(model), _quote(model + "_feedback")
     carries = _carries(truth, "f")
     group = pa.table({"batch_id": pa.array(list(batch_ids), pa.string())})
-    con.register("__coverage_group_arrow", group)
-    try:
-        con.execute("CREATE OR REPLACE TEMP TABLE __coverage_group AS SELECT * FROM __coverage_group_arrow")
-    finally:
-        con.unregister("__coverage_group_arrow")
+    copy_to_temp(con, "__coverage_group", group)
     parts: list[str] = []
     try:
         if predictions:
@@ -357,11 +358,7 @@ def note_landed(con: duckdb.DuckDBPyConnection, model: str, predictions: Sequenc
             # New predictions, counted by Arrow.
             counts = pa.table({"model_version": _decoded(rows.column("model_version")), "sample_weight": rows.column("sample_weight")}) \
                 .group_by("model_version", use_threads=False).aggregate([([], "count_all"), ("sample_weight", "sum")])
-            con.register("__coverage_counts_arrow", counts)
-            try:
-                con.execute("CREATE OR REPLACE TEMP TABLE __coverage_counts AS SELECT * FROM __coverage_counts_arrow")
-            finally:
-                con.unregister("__coverage_counts_arrow")
+            copy_to_temp(con, "__coverage_counts", counts)
             parts.append(
                 "SELECT model_version, count_all AS predictions, sample_weight_sum AS weighted, 0 AS labelled, "
                 "0.0 AS weighted_labelled FROM temp.__coverage_counts"
@@ -376,12 +373,7 @@ def note_landed(con: duckdb.DuckDBPyConnection, model: str, predictions: Sequenc
                 [str(uuid.UUID(bytes=span["min"].as_py())), str(uuid.UUID(bytes=span["max"].as_py()))],
             ).fetchone()
             if earlier is not None:
-                con.register("__coverage_p_arrow", rows)
-                try:
-                    # Copied into DuckDB: a UUID join filter is not pushed into an Arrow scan.
-                    con.execute("CREATE OR REPLACE TEMP TABLE __coverage_p AS SELECT * FROM __coverage_p_arrow")
-                finally:
-                    con.unregister("__coverage_p_arrow")
+                copy_to_temp(con, "__coverage_p", rows)
                 parts.append(
                     f"SELECT p.model_version, {_ZERO}, count(*) AS labelled, sum(p.sample_weight) AS weighted_labelled "
                     "FROM temp.__coverage_p AS p "

@@ -133,6 +133,11 @@ def test_any_overlap_of_batches_lands_each_id_once_and_receipts_add_up(tmp_path_
     """Whatever ids batches share, and however they group, each id lands once and rows minus duplicates sum to the ids landed."""
     root = tmp_path_factory.mktemp("dedup")
     pool = [uuid.uuid4() for _ in range(40)]
+    _land_each_id_once(root, vibration, pool, batches, grouped)
+
+
+def _land_each_id_once(root, vibration, pool, batches, grouped):
+    """Land batches of ``pool[i]`` ids (one at a time or grouped) and check each id landed once, receipts and ledger adding up."""
     config = make_config(root, store={"group_commit_delay_s": 0.2 if grouped else 0.0})
     store = Store(config.store.db_path, config.store)
     try:
@@ -174,22 +179,8 @@ def test_time_ordered_ids_in_near_or_interleaved_spans_land_each_id_once(tmp_pat
     overlapping or interleaved with landed ones, land each id once with the receipts adding up."""
     root = tmp_path_factory.mktemp("dedup-ordered")
     pool = sorted((uuid.uuid4() for _ in range(80)), key=lambda i: i.bytes)  # ordered as UUIDv7 ids are
-    config = make_config(root, store={"group_commit_delay_s": 0.2 if grouped else 0.0})
-    store = Store(config.store.db_path, config.store)
-    try:
-        picks = [list(range(start, min(start + length, len(pool)), step)) for start, length, step in spans]
-        landings = [_landing(root / f"b{n}", vibration, [pool[i] for i in ids], store) for n, ids in enumerate(picks)]
-        if grouped:
-            answers = [future.result(30) for future in [store.submit(landing) for landing in landings]]
-        else:
-            answers = [store.submit(landing).result(30) for landing in landings]
-        distinct = {i for ids in picks for i in ids}
-        assert all(status == 201 for status, _ in answers)
-        assert sum(receipt["rows"] - receipt["duplicates"] for _, receipt in answers) == len(distinct)
-        landed = store.cursor().execute("SELECT count(*), count(DISTINCT record_id) FROM vibration").fetchone()
-        assert landed == (len(distinct), len(distinct))
-    finally:
-        store.close()
+    picks = [list(range(start, min(start + length, len(pool)), step)) for start, length, step in spans]
+    _land_each_id_once(root, vibration, pool, picks, grouped)
 
 
 def test_a_batch_knows_the_span_of_its_ids_only_when_none_repeats(tmp_path, vibration):
