@@ -31,6 +31,7 @@ and is left alone too.
 
 from __future__ import annotations
 
+import hashlib
 import ipaddress
 import re
 import unicodedata
@@ -42,6 +43,7 @@ from functools import cache
 from types import ModuleType
 
 __all__ = [
+    "COMPILED",
     "PLACEHOLDERS",
     "CustomPattern",
     "Detector",
@@ -897,3 +899,31 @@ _DEFAULT = Redactor()
 def redact(text: str) -> str:
     """``text`` redacted with the default rules (no phone regions: only international numbers)."""
     return _DEFAULT.redact(text)
+
+
+def _compiled() -> ModuleType | None:
+    """This file compiled by Cython (setup.py builds it as ``_redact_fast`` where a C compiler is), when it was
+    built from this very text: a build left over from an older redact.py is not used."""
+    if __name__.rpartition(".")[2] == "_redact_fast":
+        return None  # this is the compiled module itself
+    try:
+        from edgeloop.collector import _redact_fast
+    except ImportError:
+        return None
+    try:
+        with open(__file__, "rb") as source:
+            text = source.read()
+    except OSError:  # only bytecode installed: nothing to check the build against
+        return None
+    return _redact_fast if hashlib.sha256(text).hexdigest() == getattr(_redact_fast, "_SOURCE_SHA256", None) else None
+
+
+_PureRedactor = Redactor  # the reference the compiled redactor is tested against
+_fast = _compiled()
+COMPILED = _fast is not None
+"""Whether ``Redactor`` and the functions below are the compiled build of this module (same text, same output)."""
+if _fast is not None:
+    Redactor = _fast.Redactor  # type: ignore[misc]
+    redact = _fast.redact
+    luhn_ok, iban_ok, card_ok = _fast.luhn_ok, _fast.iban_ok, _fast.card_ok
+    ssn_ok, nino_ok = _fast.ssn_ok, _fast.nino_ok

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import zipfile
@@ -32,12 +33,14 @@ def test_sdk_imports_beside_an_apps_own_schemas_and_collector(tmp_path: Path) ->
 
 
 def test_wheel_has_only_the_edgeloop_import_name(tmp_path: Path) -> None:
-    """The built wheel puts every module under edgeloop/ and ships the example schemas."""
+    """The built wheel puts every module under edgeloop/ and ships the example schemas, and builds where no C compiler
+    works (CC=false), as on a device without one: the redactor is then the pure-Python one, no C source shipped."""
     subprocess.run(
         [sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "-w", str(tmp_path), str(ROOT)],
         check=True,
         capture_output=True,
         timeout=300,
+        env={**os.environ, "CC": "false"},  # also spares the suite the extension's compile (./scripts/test's install has it)
     )
     (wheel,) = tmp_path.glob("edgeloop-*.whl")
     names = zipfile.ZipFile(wheel).namelist()
@@ -45,6 +48,8 @@ def test_wheel_has_only_the_edgeloop_import_name(tmp_path: Path) -> None:
     assert tops == {"edgeloop"}
     assert "edgeloop/schemas/models/vibration.toml" in names
     assert "edgeloop/collector/client.py" in names and "edgeloop/ingest/store.py" in names
+    assert "edgeloop/collector/redact.py" in names
+    assert not [name for name in names if name.endswith((".so", ".c", ".pyx"))], names
     # What init-config prints and the installers copy: shipped, so pip users have them too.
     for shipped in ("collector/share/collector.example.toml", "collector/share/edgeloop-collector.service",
                     "ingest/share/ingest.example.toml", "ingest/share/edgeloop-ingest.service"):
@@ -54,3 +59,13 @@ def test_wheel_has_only_the_edgeloop_import_name(tmp_path: Path) -> None:
     requires = [line for line in wheel_zip.read(metadata).decode().splitlines() if line.startswith("Requires-Dist:")]
     duckdb = [line for line in requires if line.startswith(("Requires-Dist: duckdb=", "Requires-Dist: duckdb ", "Requires-Dist: duckdb;"))]
     assert duckdb and all("extra == \"server\"" in line for line in duckdb), duckdb  # a device install has no DuckDB
+
+
+def test_build_outputs_of_the_compiled_redactor_stay_out_of_git() -> None:
+    """The extension, its generated C and setup.py's build folder are ignored by git, so no build output is committed."""
+    outputs = ["collector/_redact_fast.cpython-311-x86_64-linux-gnu.so", "collector/_redact_fast.c",
+               "build/cython/_redact_fast.py", "build/cython/_redact_fast.c", "collector/_redact_fast.abi3.so"]  # fmt: skip
+    done = subprocess.run(["git", "check-ignore", "--no-index", *outputs], cwd=ROOT, capture_output=True, text=True, timeout=30)
+    assert sorted(done.stdout.split()) == sorted(outputs), done.stderr
+    tracked = subprocess.run(["git", "ls-files", "*.so", "*.c"], cwd=ROOT, capture_output=True, text=True, timeout=30)
+    assert tracked.stdout == ""

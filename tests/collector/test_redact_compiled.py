@@ -1,0 +1,112 @@
+"""The compiled redactor (collector/redact.py built by Cython at install) is used where it was built and answers
+exactly as the pure-Python one: on the whole corpus and on generated digits, separators and look-alikes."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from pathlib import Path
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from edgeloop.collector import redact as redact_module
+from edgeloop.collector.redact import CustomPattern
+
+CORPUS = Path(__file__).resolve().parent.parent / "privacy" / "corpus.jsonl"
+CASES = [json.loads(line) for line in CORPUS.read_text(encoding="utf-8").splitlines()]
+REGIONS = sorted({case["region"] for case in CASES})
+PURE = redact_module._PureRedactor
+
+
+def test_the_compiled_redactor_is_built_and_used():
+    """An install with a C compiler (./scripts/test's) builds the extension from this very redact.py and uses it."""
+    if os.environ.get("EDGELOOP_PURE_PYTHON") == "1":
+        pytest.skip("EDGELOOP_PURE_PYTHON=1: installed without the extension on purpose")
+    assert redact_module.COMPILED, (
+        "edgeloop.collector._redact_fast is missing or was built from another redact.py: "
+        "reinstall (pip install -e .) and read the build log"
+    )
+    assert redact_module.Redactor is not PURE and type(redact_module.Redactor.find).__name__ == "cython_function_or_method"
+
+
+@pytest.fixture(scope="module")
+def compiled():
+    if not redact_module.COMPILED:
+        pytest.skip("the compiled redactor is not built here (test_the_compiled_redactor_is_built_and_used says why)")
+    return redact_module._fast
+
+
+def test_every_corpus_case_gets_the_same_answer(compiled):
+    """Every corpus case, PII and look-alike, in every locale, is redacted alike by both, one by one and as columns."""
+    columns: dict[str, list[str]] = {}
+    for case in CASES:
+        columns.setdefault(case["region"], []).append(case["text"])
+    differ = []
+    for region, texts in columns.items():
+        pure, fast = PURE(regions=[region]), compiled.Redactor(regions=[region])
+        one = [fast.redact(text) for text in texts]
+        many = compiled.Redactor(regions=[region]).redact_many(texts)
+        want = PURE(regions=[region]).redact_many(texts)
+        differ += [(region, text, a, b, c) for text, a, b, c in zip(texts, want, one, many, strict=True) if not a == b == c]
+        differ += [(region, text) for text in texts[:50] if pure.find(text) != fast.find(text)]
+    assert differ == []
+
+
+# What numbers and their look-alikes are made of: ASCII, Arabic-Indic, Devanagari, Bengali and full-width digits,
+# every separator a run may hold, letters that glue or start an extension, and the characters of dates and keys.
+DIGITS = "0123456789" + "٠١٢٣٤٥٦٧٨٩" + "०१२३४५६७८९" + "০১২৩৪৫৬৭৮৯" + "０１２３４５６７８９"
+SEPARATORS = " \u00a0-./()+:#x_=%@,;\n"
+LETTERS = "abcdefxXEeyJAKIAGBDSKext§é"
+PIECES = [
+    "+1 202 555 0143", "+49 30 901820", "0030 6936 088357", "(029)2018696", "849-224-3775x0122", "4111 1111 1111 1111",
+    "5555-5555-5555-4444", "378282246310005", "078-05-1120", "AB 12 34 56 C", "DE89 3704 0044 0532 0130 00",
+    "2026-11-26", "26.11.2026", "12:30:45.123", "48.856613", "-0.5", "1764151755", "1764151755123",
+    "4006381333931", "550e8400-e29b-41d4-a716-446655440000", "d41d8cd98f00b204e9800998ecf8427e", "10.0.0.1",
+    "2001:db8::1", "00:1a:2b:3c:4d:5e", "jane@x.de", "pkts=92786175", '"ts": 1764151755', "ext. 12", "SKU-4471-0032",
+]  # fmt: skip
+
+
+@st.composite
+def texts(draw: st.DrawFn) -> str:
+    """Pieces of phones, cards, IDs and look-alikes glued by digits, separators and letters, long digit runs included."""
+    parts = draw(st.lists(st.one_of(
+        st.sampled_from(PIECES),
+        st.text(alphabet=DIGITS[:10] + SEPARATORS, min_size=1, max_size=30),
+        st.text(alphabet=DIGITS + SEPARATORS + LETTERS, max_size=20),
+        st.integers(0, 10**40).map(str),  # long runs
+        st.sampled_from(CASES).map(lambda case: case["text"]),
+    ), max_size=5))  # fmt: skip
+    return "".join(parts)
+
+
+@settings(max_examples=400, deadline=None)
+@given(text=texts(), region=st.sampled_from(["US", "DE", "IN", "GB", "BD", "EG", "FR", "BR"]))
+def test_generated_digits_and_separators_get_the_same_answer(compiled, text, region):
+    """Generated digit runs, separators, Unicode digits and look-alikes: the compiled redactor finds what the pure one finds."""
+    assert compiled.Redactor(regions=[region]).find(text) == PURE(regions=[region]).find(text)
+    assert compiled.Redactor().redact(text) == PURE().redact(text)
+
+
+def test_custom_patterns_allow_list_and_detector_work_alike(compiled):
+    """Custom kinds with validators, the allow-list and a detector give the same output, and the same errors."""
+    patterns = [CustomPattern("employee", re.compile(r"\bEMP-\d{6}\b"), "<EMPLOYEE>"),
+                CustomPattern("member", re.compile(r"\bM\d{8}\b"), "<MEMBER>", validator="luhn"),
+                CustomPattern("acct", re.compile(r"\b[A-Z]{2}\d{2}[A-Z0-9 ]{11,30}\b"), "<ACCT>", validator="mod97")]  # fmt: skip
+    allow = [re.compile(r"\bsupport@acme\.example\b")]
+
+    def detector(text: str):
+        start = text.find("Jane Roe")
+        return [] if start < 0 else [(start, start + 8, "person")]
+
+    texts = ["EMP-004211 and M12345674 M12345675, call +49 30 901820", "mail support@acme.example or jo@acme.example",
+             "Jane Roe paid DE89 3704 0044 0532 0130 00 on 2026-11-26", "", "no pii here, 48.856613"]  # fmt: skip
+    for kwargs in ({"patterns": patterns, "allow": allow, "regions": ["DE"]}, {"detector": detector}):
+        assert compiled.Redactor(**kwargs).redact_many(texts) == PURE(**kwargs).redact_many(texts)
+    for redactor in (compiled.Redactor(detector=lambda text: [(0, 99, "x")]), PURE(detector=lambda text: [(0, 99, "x")])):
+        with pytest.raises(ValueError, match="outside"):
+            redactor.redact("short")
+    with pytest.raises(ValueError, match="unknown phone region"):
+        compiled.Redactor(regions=["XX"])
