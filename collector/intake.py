@@ -144,9 +144,7 @@ Slice = tuple[list[Any], list[int], dict[int, str]]  # records, their indices in
 
 
 def _slices(body: bytes, content_type: str, slice_bytes: int) -> tuple[int, Iterator[Slice]] | web.Response:
-    """How many records a body holds, and its records a slice at a time; NDJSON lines are parsed as their slice comes."""
-    if content_type in NDJSON_TYPES:
-        return _ndjson_count(body, slice_bytes), _ndjson_slices(body, slice_bytes)
+    """How many records a JSON body holds, and its records a slice at a time."""
     if content_type not in JSON_TYPES:
         return error_response(
             415,
@@ -168,17 +166,28 @@ def process_body(
     pipeline: Pipeline, body: bytes, content_type: str, *, max_records: int,
     listed: frozenset[str] = RequestRecords.listed, slice_bytes: int = DEFAULT_SLICE_BYTES,
 ) -> RequestRecords | web.Response:
-    """Validate, sample and anonymize a request body's records ``slice_bytes`` of body at a time; the error response for a body refused whole."""
-    sliced = _slices(body, content_type, slice_bytes)
-    if isinstance(sliced, web.Response):
-        return sliced
-    count, pieces = sliced
+    """Validate, sample and anonymize a request body's records ``slice_bytes`` of body at a time; the error response for a body refused whole.
+
+    An NDJSON slice's lines are parsed and validated in one pass; only a slice with a line
+    that is not a valid record is decoded into Python objects first, for its precise answers.
+    """
+    ndjson = content_type in NDJSON_TYPES
+    pieces: Iterator[Slice]
+    if ndjson:
+        count = _ndjson_count(body, slice_bytes)
+    else:
+        sliced = _slices(body, content_type, slice_bytes)
+        if isinstance(sliced, web.Response):
+            return sliced
+        count, pieces = sliced
     if count > max_records:
         return error_response(
             413, "too_many_records", f"{count} records in one request; the limit is {max_records}", {"limit": max_records}
         )
     processed = RequestRecords(count=count, listed=listed)
     now = datetime.now(UTC)
+    if ndjson:
+        pieces = _ndjson_pieces(pipeline, body, slice_bytes, processed, now)
     for records, positions, broken in pieces:
         for index, message in broken.items():
             processed.refuse(index, "record", message)
@@ -186,6 +195,19 @@ def process_body(
             processed.absorb(pipeline.process(records, now=now, seen=processed.seen, listed=listed), positions)
         del records  # the slice's Python objects go before the next slice is parsed
     return processed
+
+
+def _ndjson_pieces(
+    pipeline: Pipeline, body: bytes, slice_bytes: int, processed: RequestRecords, now: datetime
+) -> Iterator[Slice]:
+    """Absorb each slice whose lines are all valid records; yield the others decoded, for ``Pipeline.process``."""
+    for start, lines in _ndjson_texts(body, slice_bytes):
+        part = pipeline.process_lines(lines, now=now, seen=processed.seen, listed=processed.listed)
+        if part is None:
+            yield _decoded(lines, start)
+        else:
+            processed.absorb(part, range(start, start + len(lines)))
+        del lines
 
 
 def _ndjson_chunks(body: bytes, slice_bytes: int) -> Iterator[bytes]:
@@ -202,24 +224,34 @@ def _ndjson_count(body: bytes, slice_bytes: int) -> int:
     return sum(1 for chunk in _ndjson_chunks(body, slice_bytes) for line in chunk.splitlines() if line.strip())
 
 
-def _ndjson_slices(body: bytes, slice_bytes: int) -> Iterator[Slice]:
+def _ndjson_texts(body: bytes, slice_bytes: int) -> Iterator[tuple[int, list[bytes]]]:
+    """Each slice's non-blank lines, with the index of its first among the body's."""
     index = 0
-    loads, decode_error = orjson.loads, orjson.JSONDecodeError
     for chunk in _ndjson_chunks(body, slice_bytes):
-        records: list[Any] = []
-        positions: list[int] = []
-        broken: dict[int, str] = {}
-        for line in chunk.splitlines():
-            if not line.strip():
-                continue
-            try:
-                records.append(loads(line))
-                positions.append(index)
-            except decode_error as exc:
-                broken[index] = f"not valid JSON: {exc}"
-            index += 1
+        lines = [line for line in chunk.splitlines() if line.strip()]
         del chunk
-        yield records, positions, broken
+        yield index, lines
+        index += len(lines)
+
+
+def _decoded(lines: list[bytes], start: int) -> Slice:
+    """A slice's lines as Python objects, and the ones that are not JSON, by index in the body."""
+    records: list[Any] = []
+    positions: list[int] = []
+    broken: dict[int, str] = {}
+    loads, decode_error = orjson.loads, orjson.JSONDecodeError
+    for index, line in enumerate(lines, start):
+        try:
+            records.append(loads(line))
+            positions.append(index)
+        except decode_error as exc:
+            broken[index] = f"not valid JSON: {exc}"
+    return records, positions, broken
+
+
+def _ndjson_slices(body: bytes, slice_bytes: int) -> Iterator[Slice]:
+    for start, lines in _ndjson_texts(body, slice_bytes):
+        yield _decoded(lines, start)
 
 
 def _array_slices(parsed: list[Any], per_slice: int) -> Iterator[Slice]:

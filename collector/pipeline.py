@@ -1,7 +1,8 @@
 """The device-side record pipeline: validate → sample → privacy → one Arrow batch per model.
 
-The intake server hands ``Pipeline.process`` the records of one request (already decoded
-from JSON) and gets back the kept records as one ``RecordBatch`` per model, typed exactly as
+The intake server hands ``Pipeline.process_lines`` an NDJSON slice's lines, parsed and
+validated in one pass (``LineValidator``), or ``Pipeline.process`` records already decoded
+from JSON (a JSON body, or a slice with a line that is not a valid record), and gets back the kept records as one ``RecordBatch`` per model, typed exactly as
 ``ModelSchema.arrow_schema``, plus one result per input record for the app. Columns are
 built with one ``pa.array`` call each, never per record: this runs on every record the
 device sees.
@@ -25,7 +26,7 @@ from edgeloop.collector.redact import Redactor
 from edgeloop.collector.recent_ids import RecentIds
 from edgeloop.collector.sampling import Sampler
 from edgeloop.schemas.model_schema import ModelSchema
-from edgeloop.schemas.records import RecordValidator
+from edgeloop.schemas.records import LineValidator, RecordValidator
 from edgeloop.schemas.registry import SchemaRegistry
 
 __all__ = ["Pipeline", "ProcessedRecords", "RequestRecords"]
@@ -137,11 +138,13 @@ class Pipeline:
         self.privacy = Privacy(fleet_key, redactor=redactor_for(None, self.privacy_settings, detector))
         self.recent = recent if recent is not None else RecentIds(0)
         self._validators: dict[str, RecordValidator] = {}
+        self._lines: LineValidator | None = None
 
     def reload(self, registry: SchemaRegistry, sampling: SamplingSettings, policy: PolicySettings | None = None) -> None:
         """Take new schemas and sampling rules; the quota windows carry over."""
         self.registry = registry
         self._validators = {}
+        self._lines = None
         self.policies.reload(policy or self.policies.settings, sampling)
         self.apply_policies()
 
@@ -162,6 +165,40 @@ class Pipeline:
         if validator is None:
             validator = self._validators[schema.name] = RecordValidator(schema)
         return validator
+
+    def process_lines(
+        self, lines: Sequence[bytes], *, now: datetime | None = None, seen: set[bytes] | None = None,
+        listed: frozenset[str] = RequestRecords.listed,
+    ) -> ProcessedRecords | None:
+        """``process`` for JSON texts, each parsed and validated in one pass; None if one is not a valid record.
+
+        None changes nothing (no id seen, no sampling state): the caller then decodes the
+        texts and calls ``process``, which answers each one precisely.
+        """
+        lines_validator = self._lines
+        if lines_validator is None:
+            lines_validator = self._lines = LineValidator(self.registry)
+        validate = lines_validator.validate
+        records: list[Any] = []
+        groups: dict[str, list[int]] = {}
+        for index, line in enumerate(lines):
+            record = validate(line)
+            if record is None:
+                return None
+            records.append(record)
+            model = record["model"]
+            members = groups.get(model)
+            if members is None:
+                groups[model] = [index]
+            else:
+                members.append(index)
+        now = datetime.now(UTC) if now is None else now.astimezone(UTC)
+        processed = ProcessedRecords(batches={}, results=[_EMPTY] * len(records), drops=Counter())
+        seen = set() if seen is None else seen
+        for model, members in groups.items():
+            good = [records[i] for i in members]
+            self._keep(self.registry[model], records, members, list(range(len(members))), good, now, processed, seen, listed)
+        return processed
 
     def process(
         self, records: list[Any], *, now: datetime | None = None, seen: set[bytes] | None = None,
@@ -222,6 +259,22 @@ class Pipeline:
             results[index] = _invalid(index, issue.field, issue.message)
         if issues:
             drops["invalid"] += len(issues)
+        self._keep(schema, records, members, good_at, good, now, processed, seen, listed)
+
+    def _keep(
+        self,
+        schema: ModelSchema,
+        records: list[Any],
+        members: list[int],
+        good_at: list[int],
+        good: list[dict[str, Any]],
+        now: datetime,
+        processed: ProcessedRecords,
+        seen: set[bytes],
+        listed: frozenset[str],
+    ) -> None:
+        """Dedup, sample and anonymize a model's valid records (``good``, at ``members[good_at[i]]`` of ``records``)."""
+        results, drops = processed.results, processed.drops
         good_at, good, keys = self._fresh(schema, records, members, good_at, good, processed, seen, "accepted" in listed)
         if not good:
             return

@@ -9,13 +9,17 @@ An app sends records as JSON objects::
      "prediction_id": "<uuid>", "source": "operator", "feedback": {...}}
 
 Validation is pydantic, compiled once per schema; a list validates in one call and only
-a list with errors pays for a second pass over its good records.
+a list with errors pays for a second pass over its good records. ``LineValidator`` parses
+and validates a JSON line in one pass (pydantic-core's ``validate_json``) for any model of a
+registry; it only says whether a line is a valid record: the precise error of a refused one
+comes from ``RecordValidator``.
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal, Union
@@ -26,11 +30,13 @@ from typing_extensions import NotRequired, Required, TypedDict
 
 from edgeloop.schemas.model_schema import FieldSpec, ModelSchema
 
-__all__ = ["RecordIssue", "RecordValidator"]
+__all__ = ["LineValidator", "RecordIssue", "RecordValidator"]
 
 INT32 = (-(2**31), 2**31 - 1)
 INT64 = (-(2**63), 2**63 - 1)
 STRICT = ConfigDict(extra="forbid", strict=True)
+# JSON text has no NaN or Infinity (orjson refuses them, and 1e400); jiter would read them as floats.
+STRICT_JSON = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,15 +105,45 @@ def _python_type(spec: FieldSpec) -> Any:
     raise AssertionError(spec.type)
 
 
-def _section_dict(schema: ModelSchema, section: str) -> type:
+def _section_dict(schema: ModelSchema, section: str, config: ConfigDict) -> type:
     fields: dict[str, Any] = {}
     for spec in schema.section(section):
         kind = Required if spec.required else NotRequired
         optional = _python_type(spec) if spec.required else _python_type(spec) | None
         fields[spec.name] = kind[optional]
     typed = TypedDict(f"{schema.name}_{section}", fields)  # type: ignore[operator]
-    typed.__pydantic_config__ = STRICT  # type: ignore[attr-defined]
+    typed.__pydantic_config__ = config  # type: ignore[attr-defined]
     return typed
+
+
+def _record_type(schema: ModelSchema, config: ConfigDict) -> Any:
+    """One record of ``schema``: a prediction or a feedback, told apart by ``kind``."""
+    inputs = _section_dict(schema, "inputs", config)
+    outputs = _section_dict(schema, "outputs", config)
+    feedback = _section_dict(schema, "feedback", config)
+    common = {
+        "model": Required[Literal[schema.name]],  # type: ignore[valid-type]
+        "model_version": Required[Annotated[str, Field(min_length=1, max_length=128)]],
+        "record_id": NotRequired[Uuid | None],
+        "created_at": NotRequired[Timestamp | None],
+    }
+    prediction = TypedDict(  # type: ignore[operator]
+        "prediction",
+        {**common, "kind": Required[Literal["prediction"]], "inputs": Required[inputs], "outputs": Required[outputs]},
+    )
+    label = TypedDict(  # type: ignore[operator]
+        "feedback",
+        {
+            **common,
+            "kind": Required[Literal["feedback"]],
+            "prediction_id": Required[Uuid],
+            "source": NotRequired[Annotated[str, Field(max_length=128)] | None],
+            "feedback": Required[feedback],
+        },
+    )
+    prediction.__pydantic_config__ = config  # type: ignore[attr-defined]
+    label.__pydantic_config__ = config  # type: ignore[attr-defined]
+    return Annotated[Union[prediction, label], Field(discriminator="kind")]
 
 
 class RecordValidator:
@@ -115,33 +151,7 @@ class RecordValidator:
 
     def __init__(self, schema: ModelSchema) -> None:
         self.schema = schema
-        inputs = _section_dict(schema, "inputs")
-        outputs = _section_dict(schema, "outputs")
-        feedback = _section_dict(schema, "feedback")
-        common = {
-            "model": Required[Literal[schema.name]],  # type: ignore[valid-type]
-            "model_version": Required[Annotated[str, Field(min_length=1, max_length=128)]],
-            "record_id": NotRequired[Uuid | None],
-            "created_at": NotRequired[Timestamp | None],
-        }
-        prediction = TypedDict(  # type: ignore[operator]
-            "prediction",
-            {**common, "kind": Required[Literal["prediction"]], "inputs": Required[inputs], "outputs": Required[outputs]},
-        )
-        label = TypedDict(  # type: ignore[operator]
-            "feedback",
-            {
-                **common,
-                "kind": Required[Literal["feedback"]],
-                "prediction_id": Required[Uuid],
-                "source": NotRequired[Annotated[str, Field(max_length=128)] | None],
-                "feedback": Required[feedback],
-            },
-        )
-        prediction.__pydantic_config__ = STRICT  # type: ignore[attr-defined]
-        label.__pydantic_config__ = STRICT  # type: ignore[attr-defined]
-        record = Annotated[Union[prediction, label], Field(discriminator="kind")]
-        self._many = TypeAdapter(list[record])
+        self._many = TypeAdapter(list[_record_type(schema, STRICT)])
 
     def validate(self, records: list[Any]) -> tuple[list[int], list[dict[str, Any]], list[RecordIssue]]:
         """Validate records; returns (indices of good ones, their normalized dicts, issues)."""
@@ -153,6 +163,32 @@ class RecordValidator:
         good_idx = [i for i in range(len(records)) if i not in bad]
         good = self._many.validate_python([records[i] for i in good_idx]) if good_idx else []
         return good_idx, good, issues
+
+
+class LineValidator:
+    """Parses and validates one JSON text as a record of any of ``schemas`` in one pass.
+
+    Gives the same normalized dict ``RecordValidator`` gives for ``orjson.loads`` of the
+    text, or None for a text that is not a valid record (``RecordValidator`` then says why).
+    """
+
+    def __init__(self, schemas: Iterable[ModelSchema]) -> None:
+        members = [_record_type(schema, STRICT_JSON) for schema in schemas]
+        if len(members) > 1:
+            self._one: TypeAdapter[Any] | None = TypeAdapter(
+                Annotated[Union[tuple(members)], Field(discriminator="model")]  # type: ignore[valid-type]
+            )
+        else:
+            self._one = TypeAdapter(members[0]) if members else None
+
+    def validate(self, text: bytes) -> dict[str, Any] | None:
+        """The record ``text`` holds, normalized; None unless it is one valid record."""
+        if self._one is None:
+            return None
+        try:
+            return self._one.validate_json(text)
+        except ValidationError:
+            return None
 
 
 def _issues(exc: ValidationError) -> list[RecordIssue]:

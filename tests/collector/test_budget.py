@@ -27,7 +27,7 @@ from edgeloop.collector.client import _UnixConnection
 from edgeloop.collector.config import CollectorConfig, SamplingSettings, SpoolSettings
 from edgeloop.collector.intake import _ndjson_count, _ndjson_slices, process_body
 from edgeloop.collector.journal import encode_frame
-from edgeloop.collector.pipeline import Pipeline
+from edgeloop.collector.pipeline import Pipeline, RequestRecords
 from edgeloop.collector.spool import Spool
 from edgeloop.errors import ConfigError
 from edgeloop.schemas.registry import EXAMPLES_DIR, SchemaRegistry
@@ -407,3 +407,74 @@ def test_an_app_logging_at_full_speed_keeps_the_agent_within_its_budget(agent_fa
         client.close()
     print(f"floor {floor / MiB:.1f} MB, peak {peak / MiB:.1f} MB")
     assert peak <= floor + budget_mb * MiB, f"peak {peak / MiB:.0f} MB, floor {floor / MiB:.0f} MB + budget {budget_mb} MB"
+
+
+def _odd_lines(base: dict[str, Any], image: dict[str, Any]) -> list[bytes]:
+    """Lines the one-pass parser and orjson + pydantic might read differently: each must get today's answer."""
+    vibration = orjson.dumps(base)
+    spectrum = orjson.dumps(base["inputs"]["spectrum"])
+
+    def fresh(old: bytes = b"", new: bytes = b"", **fields: Any) -> bytes:
+        text = orjson.dumps({**base, "record_id": str(uuid.uuid4()), **fields})
+        assert old in text
+        return text.replace(old, new, 1)
+
+    return [
+        fresh(),
+        orjson.dumps({**image, "record_id": str(uuid.uuid4())}),
+        vibration,  # the same id again: a duplicate
+        fresh(b'"rpm":', b'"rpm":"fast","x":'),
+        fresh(b'"confidence":', b'"confidence":NaN,"c":'),
+        fresh(b'"confidence":', b'"confidence":Infinity,"c":'),
+        fresh(b'"confidence":', b'"confidence":1e400,"c":'),
+        fresh(b'"lat":', b'"lat":-1e400,"l":'),
+        fresh(spectrum, b"[NaN" + spectrum[spectrum.index(b","):]),
+        fresh(b'"rpm":', b'"rpm":2147483648,"r":'),
+        fresh(b'"lat":', b'"lat":18446744073709551616,"l":'),
+        fresh(b'"vibration"', b'"turbine"'),
+        fresh(b'"model":"vibration",', b""),
+        fresh(b'"kind":"prediction"', b'"kind":"guess"'),
+        fresh(extra=1),
+        fresh()[:-9],
+        fresh() + b" x",
+        b"\xef\xbb\xbf" + fresh(),
+        fresh(b"SURROGATE", b"\\ud800x", inputs={**base["inputs"], "note": "SURROGATE"}),
+        orjson.dumps({**base, "record_id": str(uuid.uuid4()).upper(), "created_at": "2026-11-26T06:30:15"}),
+        orjson.dumps({**base, "record_id": str(uuid.uuid4()), "created_at": 1795000000.25}),
+        b"[1]",
+        b'"text"',
+        b"{}",
+    ]
+
+
+@given(
+    picks=st.lists(st.integers(min_value=0, max_value=23), min_size=1, max_size=40),
+    slice_bytes=st.sampled_from([600, 1500, 6000, DEFAULT_SLICE_BYTES]),
+    listed=st.sampled_from([frozenset({"invalid"}), frozenset({"accepted", "sampled_out", "invalid"})]),
+)
+@settings(max_examples=25, deadline=None)
+def test_ndjson_parsed_and_validated_in_one_pass_answers_as_orjson_and_pydantic_did(picks, slice_bytes, listed):
+    """Each NDJSON line gets the answer, row and sampling decision that decoding it with orjson and validating it with pydantic gave, odd lines (NaN, 1e400, a BOM, a lone surrogate) included."""
+    registry = SchemaRegistry.from_dir(EXAMPLES_DIR)
+    sampling = SamplingSettings.model_validate({"seed": 5, "default": {"keep_rate": 0.5}})
+    base = {**next(SimulatedModel("vibration", seed=2).records(1)), "created_at": "2026-11-26T06:30:15Z"}
+    image = {**next(SimulatedModel("image_classifier", seed=2).records(1)), "created_at": 1795000000.5}
+    pool = _odd_lines(base, image)
+    body = b"\n".join(pool[pick] for pick in picks)
+    one_pass = process_body(Pipeline(registry, sampling, FLEET_KEY), body, "application/x-ndjson", max_records=100,
+                            listed=listed, slice_bytes=slice_bytes)
+    decoded, pipeline = RequestRecords(count=_ndjson_count(body, slice_bytes), listed=listed), Pipeline(registry, sampling, FLEET_KEY)
+    for records, positions, broken in _ndjson_slices(body, slice_bytes):  # the path every line took before
+        for index, message in broken.items():
+            decoded.refuse(index, "record", message)
+        if records:
+            decoded.absorb(pipeline.process(records, seen=decoded.seen, listed=listed), positions)
+    assert isinstance(one_pass, RequestRecords)
+    by_index = lambda results: sorted(results, key=lambda result: result["index"])  # noqa: E731
+    assert by_index(one_pass.results) == by_index(decoded.results)
+    assert (one_pass.drops, one_pass.duplicates, one_pass.invalid, one_pass.keys) == (
+        decoded.drops, decoded.duplicates, decoded.invalid, decoded.keys)
+    got, want = one_pass.batches(), decoded.batches()
+    assert sorted(got) == sorted(want)
+    for model in want:
+        assert got[model].drop_columns(["repair_cost_eur"]).equals(want[model].drop_columns(["repair_cost_eur"]))
