@@ -174,7 +174,9 @@ def process_body(
     ndjson = content_type in NDJSON_TYPES
     pieces: Iterator[Slice]
     if ndjson:
-        count = _ndjson_count(body, slice_bytes)
+        # Line breaks bound the records from above: only a body near the limit pays for a pass counting them.
+        bound = body.count(b"\n") + body.count(b"\r") + 1
+        count = _ndjson_count(body, slice_bytes) if bound > max_records else 0
     else:
         sliced = _slices(body, content_type, slice_bytes)
         if isinstance(sliced, web.Response):
@@ -202,6 +204,7 @@ def _ndjson_pieces(
 ) -> Iterator[Slice]:
     """Absorb each slice whose lines are all valid records; yield the others decoded, for ``Pipeline.process``."""
     for start, lines in _ndjson_texts(body, slice_bytes):
+        processed.count = start + len(lines)
         part = pipeline.process_lines(lines, now=now, seen=processed.seen, listed=processed.listed)
         if part is None:
             yield _decoded(lines, start)

@@ -18,6 +18,7 @@ import psutil
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from aiohttp import web
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -472,9 +473,23 @@ def test_ndjson_parsed_and_validated_in_one_pass_answers_as_orjson_and_pydantic_
     assert isinstance(one_pass, RequestRecords)
     by_index = lambda results: sorted(results, key=lambda result: result["index"])  # noqa: E731
     assert by_index(one_pass.results) == by_index(decoded.results)
-    assert (one_pass.drops, one_pass.duplicates, one_pass.invalid, one_pass.keys) == (
-        decoded.drops, decoded.duplicates, decoded.invalid, decoded.keys)
+    assert (one_pass.count, one_pass.drops, one_pass.duplicates, one_pass.invalid, one_pass.keys) == (
+        decoded.count, decoded.drops, decoded.duplicates, decoded.invalid, decoded.keys)
     got, want = one_pass.batches(), decoded.batches()
     assert sorted(got) == sorted(want)
     for model in want:
         assert got[model].drop_columns(["repair_cost_eur"]).equals(want[model].drop_columns(["repair_cost_eur"]))
+
+
+@pytest.mark.parametrize("separator", [b"\n", b"\r\n", b"\r", b"\n\n \n"])
+def test_an_ndjson_body_over_the_record_limit_is_refused_before_any_record_is_processed(separator):
+    """More non-blank lines than ``max_records`` is 413 ``too_many_records`` before any work; blank lines do not count toward it."""
+    registry = SchemaRegistry.from_dir(EXAMPLES_DIR)
+    pipeline = Pipeline(registry, SamplingSettings(seed=1), FLEET_KEY)
+    lines = [orjson.dumps(record) for record in SimulatedModel("vibration", seed=4).records(4, feedback_ratio=0)]
+    body = separator.join(lines) + separator
+    refused = process_body(pipeline, body, "application/x-ndjson", max_records=3)
+    assert isinstance(refused, web.Response) and refused.status == 413
+    assert orjson.loads(refused.body)["error"]["code"] == "too_many_records"
+    taken = process_body(pipeline, body, "application/x-ndjson", max_records=4)
+    assert isinstance(taken, RequestRecords) and taken.count == 4 and taken.accepted == 4
