@@ -106,6 +106,8 @@ METRICS = web.AppKey("metrics", Metrics)
 STATE = web.AppKey("state", _State)
 REFUSALS = web.AppKey("refusals", Refusals)
 DEVICE = web.RequestKey("device", str)  # the authenticated device, for counting its refused uploads
+UNINVITED = web.RequestKey("uninvited", bool)  # sent Expect: 100-continue and not yet told to send its body
+CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 PRUNE_EVERY_S = 3600.0
 
 
@@ -168,6 +170,8 @@ async def error_middleware(request: web.Request, handler: Callable[[web.Request]
         log.exception("unhandled error", extra={"path": request.path})
         response = _error(500, "internal", f"internal error: {type(exc).__name__}")
     if request.match_info.route.name == "put_batch":
+        if request.get(UNINVITED):
+            response.force_close()  # its body was never asked for: the connection cannot carry another request
         payload = orjson.loads(response.body)  # type: ignore[arg-type]
         request.app[METRICS].rejects.labels(payload["error"]["code"]).inc()
         _count_refusal(request, response.status, payload["error"]["code"])
@@ -219,11 +223,15 @@ async def put_batch(request: web.Request) -> web.Response:
             413, "too_large", f"the body is {request.content_length} bytes, over the limit of {limit}",
             {"bytes": request.content_length, "limit": limit},
         )
+    if request.get(UNINVITED) and request.headers.get("Expect", "").lower() != "100-continue":
+        raise BatchRejected(417, "expectation_failed", f"Expect: {request.headers['Expect']!r} is not supported; only 100-continue")
     # A slot is held from before the body is read until the batch has landed, so a burst of
     # uploads waits or is refused up front instead of decoded and then refused.
     await _admit(state, store, config)
     future = None
     try:
+        if request.get(UNINVITED):
+            await _invite_body(request)
         body = await read_body(request, max_bytes=limit, timeout_s=config.server.body_timeout_s)
         app[METRICS].bytes_received.labels(device).inc(len(body))
         loop = asyncio.get_running_loop()
@@ -287,6 +295,28 @@ async def _admit(state: _State, store: Store, config: IngestConfig) -> None:
         raise
     finally:
         timer.cancel()
+
+
+async def _expect_continue(request: web.Request) -> None:
+    """An upload that sent ``Expect: 100-continue`` is asked for its body only once it holds a queue slot (``put_batch``).
+
+    aiohttp's own handler answers 100 Continue at once, before the token, the size and the
+    queue are checked; deferring it means a refused upload, or one waiting in line, has not
+    sent its body (a device on a metered link does not pay for a 429), and the bodies the
+    server reads are those of the uploads it is about to land.
+    """
+    if request.version >= (1, 1):  # HTTP/1.0 has no 100 Continue: the expectation is ignored (RFC 9110 10.1.1)
+        request[UNINVITED] = True
+
+
+async def _invite_body(request: web.Request) -> None:
+    """Send the deferred ``100 Continue``; a sender that has gone away gets a 408 it will not read."""
+    try:
+        await request.writer.write(CONTINUE)
+    except ConnectionError:
+        raise web.HTTPRequestTimeout(text="the connection closed before the body was asked for") from None
+    request.writer.output_size = 0  # the response proper has not started (aiohttp's own expect handler does the same)
+    request[UNINVITED] = False
 
 
 def line_length(config: IngestConfig) -> int:
@@ -941,7 +971,7 @@ def create_app(config: IngestConfig, *, store_class: type[Store] | None = None) 
     app[METRICS] = Metrics(lambda: app[STORE].queued if STORE in app else 0)
     app.cleanup_ctx.append(_resources)
     app.on_shutdown.append(_drain)
-    app.router.add_put("/v1/batches/{batch_id}", put_batch, name="put_batch")
+    app.router.add_put("/v1/batches/{batch_id}", put_batch, name="put_batch", expect_handler=_expect_continue)
     app.router.add_put("/v1/status/{status_id}", put_status, name="put_status")
     app.router.add_post("/v1/schemas", post_schema)
     app.router.add_get("/v1/schemas", get_schemas)

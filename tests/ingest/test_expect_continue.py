@@ -1,0 +1,157 @@
+"""Expect: 100-continue on uploads: the body is asked for only once the upload holds a landing-queue slot."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from urllib.parse import urlsplit
+
+import orjson
+import pytest
+
+from edgeloop.ingest.app import STATE, STORE
+from edgeloop.ingest.store import Store
+from tests.ingest.conftest import make_table, seal
+
+
+class HeldStore(Store):
+    """Fault injection: group commits wait until the test releases them."""
+
+    release = threading.Event()
+
+    def land_group(self, group):
+        self.release.wait(60)
+        super().land_group(group)
+
+
+async def _send_head(url: str, batch_id: str, token: str, size: int, *, expect: str | None = "100-continue"):
+    """Open a connection and send a PUT's request line and headers only: (reader, writer)."""
+    parts = urlsplit(url)
+    reader, writer = await asyncio.open_connection(parts.hostname, parts.port)
+    head = (
+        f"PUT /v1/batches/{batch_id} HTTP/1.1\r\nHost: {parts.netloc}\r\nAuthorization: Bearer {token}\r\n"
+        f"Content-Type: application/vnd.apache.parquet\r\nContent-Length: {size}\r\n"
+        + (f"Expect: {expect}\r\n" if expect else "") + "\r\n"
+    )
+    writer.write(head.encode())
+    await writer.drain()
+    return reader, writer
+
+
+async def _read_answer(reader: asyncio.StreamReader) -> tuple[int, dict[str, str], bytes]:
+    """One response: status, headers (lower-case names) and body (by Content-Length)."""
+    head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 30)
+    status_line, *lines = head.decode().split("\r\n")
+    headers = {name.lower(): value.strip() for name, _, value in (line.partition(":") for line in lines if line)}
+    body = await asyncio.wait_for(reader.readexactly(int(headers.get("content-length", 0))), 30)
+    return int(status_line.split()[1]), headers, body
+
+
+def _code(body: bytes) -> str:
+    return orjson.loads(body)["error"]["code"]
+
+
+async def test_an_upload_that_expects_100_continue_is_asked_for_its_body_and_lands(server, tmp_path, vibration):
+    """An admitted upload that sent Expect: 100-continue gets 100 Continue, sends its body and gets 201 on the same connection."""
+    token = await server.add_device("pump-1")
+    batch_id, body = seal(tmp_path, vibration, make_table(vibration, predictions=3)[0])
+    reader, writer = await _send_head(server.url, batch_id, token, len(body))
+    try:
+        assert (await _read_answer(reader))[0] == 100
+        writer.write(body)
+        status, _, answer = await _read_answer(reader)
+        assert status == 201 and orjson.loads(answer)["status"] == "landed"
+    finally:
+        writer.close()
+    assert await server.sql("SELECT count(*) AS n FROM batches") == [{"n": 1}]
+
+
+async def test_a_refused_upload_is_answered_before_its_body_with_connection_close(make_server, tmp_path, vibration):
+    """A 401 and a 429 (queue and line full) answer an upload that expects 100-continue without its body being sent, with Connection: close."""
+    HeldStore.release.clear()
+    server = await make_server(store_class=HeldStore, store={"queue_depth": 1, "group_commit_max_batches": 1},
+                               server={"admit_wait_s": 0})
+    token = await server.add_device("pump-1")
+    bodies = [seal(tmp_path / str(i), vibration, make_table(vibration, predictions=2)[0]) for i in range(2)]
+    first = asyncio.create_task(server.put(*bodies[0], token))
+    try:
+        while not server.app[STORE].queued:
+            await asyncio.sleep(0.01)
+        for sent_token, expected in (("not-a-token", (401, "unauthorized")), (token, (429, "busy"))):
+            reader, writer = await _send_head(server.url, bodies[1][0], sent_token, len(bodies[1][1]))
+            try:
+                status, headers, answer = await _read_answer(reader)
+                assert (status, _code(answer)) == expected
+                assert headers["connection"] == "close"  # the unsent body cannot be mistaken for the next request
+            finally:
+                writer.close()
+    finally:
+        HeldStore.release.set()
+    assert (await first)[0] == 201
+    assert server.app[STATE].admitting == 0 and not server.app[STATE].waiters
+
+
+async def test_an_upload_in_line_is_asked_for_its_body_only_when_it_gets_a_slot(make_server, tmp_path, vibration):
+    """While the queue is full, an upload in line that expects 100-continue hears nothing; when a slot frees it gets 100 Continue and lands."""
+    HeldStore.release.clear()
+    server = await make_server(store_class=HeldStore, store={"queue_depth": 1, "group_commit_max_batches": 1},
+                               server={"admit_wait_s": 60.0})
+    token = await server.add_device("pump-1")
+    bodies = [seal(tmp_path / str(i), vibration, make_table(vibration, predictions=2)[0]) for i in range(2)]
+    first = asyncio.create_task(server.put(*bodies[0], token))
+    reader = writer = None
+    try:
+        while not server.app[STORE].queued:
+            await asyncio.sleep(0.01)
+        reader, writer = await _send_head(server.url, bodies[1][0], token, len(bodies[1][1]))
+        while not server.app[STATE].waiters:
+            await asyncio.sleep(0.01)
+        with pytest.raises(TimeoutError):  # in line: no 100 Continue (nor anything else) yet
+            await asyncio.wait_for(reader.read(1), 0.3)
+    finally:
+        HeldStore.release.set()
+    try:
+        assert (await first)[0] == 201
+        assert (await _read_answer(reader))[0] == 100
+        writer.write(bodies[1][1])
+        assert (await _read_answer(reader))[0] == 201
+    finally:
+        writer.close()
+
+
+async def test_an_expectation_other_than_100_continue_is_417(server, tmp_path, vibration):
+    """An upload with an Expect value other than 100-continue gets 417 expectation_failed in the one error shape, its body never asked for."""
+    token = await server.add_device("pump-1")
+    batch_id, body = seal(tmp_path, vibration, make_table(vibration, predictions=2)[0])
+    reader, writer = await _send_head(server.url, batch_id, token, len(body), expect="something-else")
+    try:
+        status, headers, answer = await _read_answer(reader)
+        assert (status, _code(answer)) == (417, "expectation_failed") and headers["connection"] == "close"
+    finally:
+        writer.close()
+
+
+async def test_aiohttp_clients_expect100_is_refused_without_its_body_and_the_next_upload_lands(make_server, tmp_path, vibration):
+    """aiohttp's client with expect100=True gets the 429 of a full queue, then lands the same batch through the same session."""
+    HeldStore.release.clear()
+    server = await make_server(store_class=HeldStore, store={"queue_depth": 1, "group_commit_max_batches": 1},
+                               server={"admit_wait_s": 0})
+    token = await server.add_device("pump-1")
+    bodies = [seal(tmp_path / str(i), vibration, make_table(vibration, predictions=2)[0]) for i in range(2)]
+    headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/vnd.apache.parquet"}
+    first = asyncio.create_task(server.put(*bodies[0], token))
+    try:
+        while not server.app[STORE].queued:
+            await asyncio.sleep(0.01)
+        started = time.monotonic()
+        async with server.session.put(f"{server.url}/v1/batches/{bodies[1][0]}", data=bodies[1][1], headers=headers,
+                                      expect100=True) as response:
+            assert response.status == 429 and _code(await response.read()) == "busy"
+        assert time.monotonic() - started < 10  # answered at once, not after a body timeout
+    finally:
+        HeldStore.release.set()
+    assert (await first)[0] == 201
+    async with server.session.put(f"{server.url}/v1/batches/{bodies[1][0]}", data=bodies[1][1], headers=headers,
+                                  expect100=True) as response:
+        assert response.status == 201, await response.text()
