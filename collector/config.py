@@ -137,6 +137,7 @@ class SyncSettings(Settings):
     only_if_timeout_s: Positive = 30.0
     bandwidth_bytes_per_s: PositiveInt | None = None
     request_timeout_s: Positive = 300.0
+    expect_continue_bytes: PositiveInt = 1 * MiB
     max_attempts: PositiveInt = 6
     backoff_initial_s: Positive = 1.0
     backoff_max_s: Positive = 300.0

@@ -375,6 +375,7 @@ class Syncer:
                 SENT_AT_HEADER: datetime.now(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z"),
             }
             budget_s = settings.request_timeout_s + (size / pacer.rate if pacer else 0.0)
+            # A large body waits for ingest's 100 Continue: a refused or queued upload does not spend it.
             try:
                 async with session.put(
                     url,
@@ -382,6 +383,7 @@ class Syncer:
                     headers=headers,
                     timeout=aiohttp.ClientTimeout(total=budget_s),
                     allow_redirects=False,
+                    expect100=size >= settings.expect_continue_bytes,
                 ) as response:
                     status = response.status
                     body = await _read_body(response)

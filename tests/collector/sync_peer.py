@@ -79,6 +79,14 @@ def sync_settings(url: str | None, tmp_path: Path, **overrides: Any) -> SyncSett
     return SyncSettings(**(defaults | overrides))
 
 
+EXPECTING = web.RequestKey("expecting", bool)
+
+
+async def _defer_continue(request: web.Request) -> None:
+    """As ingest does: 100 Continue only once the upload is to be read (``IngestPeer._put``), never for a refusal."""
+    request[EXPECTING] = True
+
+
 Action = int | str | tuple[int, dict[str, str]] | Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
@@ -100,7 +108,7 @@ class IngestPeer:
 
     async def start(self, port: int = 0) -> IngestPeer:
         app = web.Application(client_max_size=1024**3)
-        app.router.add_put("/v1/batches/{batch_id}", self._put)
+        app.router.add_put("/v1/batches/{batch_id}", self._put, expect_handler=_defer_continue)
         self._runner = web.AppRunner(app, shutdown_timeout=0.5)
         await self._runner.setup()
         site = web.TCPSite(self._runner, "127.0.0.1", port or self._port)
@@ -124,9 +132,19 @@ class IngestPeer:
                 "content_type": request.content_type,
                 "content_length": request.content_length,
                 "sent_at": request.headers.get("X-Edgeloop-Sent-At"),
+                "expect": request.headers.get("Expect"),
             }
         )
         action = self.script.popleft() if self.script else None
+        if request.get(EXPECTING):
+            if isinstance(action, int | tuple):  # as ingest: refused before the body is asked for, then the connection closes
+                status, headers = action if isinstance(action, tuple) else (action, {})
+                error = {"error": {"code": f"status_{status}", "message": "scripted", "details": {"batch_id": batch_id}}}
+                response = web.json_response(error, status=status, headers=headers)
+                response.force_close()
+                return response
+            await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+            request.writer.output_size = 0
         if action == "drop":
             await request.content.read(100)
             assert request.transport is not None
@@ -135,6 +153,7 @@ class IngestPeer:
         if callable(action):
             return await action(request)
         body = await request.read()
+        self.requests[-1]["body_bytes"] = len(body)
         if action is not None:
             status, headers = action if isinstance(action, tuple) else (action, {})
             error = {"error": {"code": f"status_{status}", "message": "scripted", "details": {"batch_id": batch_id}}}

@@ -244,3 +244,17 @@ async def test_a_world_readable_token_is_not_sent(peer, spool, tmp_path):
     assert result.outcome == "failed" and "readable by everyone" in result.reason and peer.requests == []
     token.chmod(0o600)
     assert (await syncer(spool, tmp_path, peer.url, token_file=token).run_once()).outcome == "ok"
+
+
+async def test_a_large_batch_asks_before_sending_and_a_refusal_costs_no_body(peer, spool, tmp_path):
+    """Batches of expect_continue_bytes or more wait for 100 Continue: a 429 refuses one before its body is sent, and the sync pauses and lands it; smaller ones go at once."""
+    small, large = make_batch(spool, rows=2), make_batch(spool, rows=10, thumbnail_bytes=20_000)
+    assert small.bytes < 50_000 <= large.bytes
+    peer.script.extend([200, (429, {"Retry-After": "1"})])  # the small one "already landed"; the large one refused once
+    result = await syncer(spool, tmp_path, peer.url, expect_continue_bytes=50_000).run_once()
+    assert (result.outcome, result.uploaded, result.already_present) == ("ok", 1, 1) and result.throttled_s >= 1
+    first, refused, landed = peer.requests
+    assert (first["batch_id"], first["expect"], first["body_bytes"]) == (small.batch_id, None, small.bytes)
+    assert (refused["batch_id"], refused["expect"], "body_bytes" in refused) == (large.batch_id, "100-continue", False)
+    assert (landed["batch_id"], landed["expect"], landed["body_bytes"]) == (large.batch_id, "100-continue", large.bytes)
+    assert peer.lands[large.batch_id] == 1 and spool.pending() == []

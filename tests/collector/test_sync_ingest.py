@@ -41,6 +41,16 @@ async def test_spooled_rows_land_once_and_a_replay_adds_none(ingest, tmp_path):
     assert ledger == [(batch.batch_id, batch.rows, "kiosk-7") for batch in batches]
 
 
+async def test_batches_sent_with_expect_100_continue_land_through_the_real_server(ingest, tmp_path):
+    """With every batch over expect_continue_bytes, each waits for ingest's deferred 100 Continue and lands once."""
+    spool = make_spool(tmp_path / "state")
+    batches = [make_batch(spool, rows=rows, thumbnail_bytes=4_000) for rows in (4, 6)]
+    result = await syncer(spool, tmp_path, ingest, expect_continue_bytes=1).run_once()
+    assert (result.outcome, result.uploaded, result.rows) == ("ok", 2, 10) and spool.pending() == []
+    assert ingest.query("SELECT count(*), count(DISTINCT record_id) FROM image_classifier")[0] == (10, 10)
+    assert [row[0] for row in ingest.query("SELECT batch_id FROM batches ORDER BY batch_id")] == sorted(b.batch_id for b in batches)
+
+
 async def test_server_killed_mid_upload_then_back_lands_each_batch_once(ingest, tmp_path):
     """SIGKILL of ingest during a PUT, then a restart: the sync's retries land every batch exactly once."""
     spool = make_spool(tmp_path / "state")
