@@ -1,6 +1,6 @@
 # Sourced by scripts/demo, scripts/test and scripts/bench: make .venv and install edgeloop
 # with the given extras (comma-separated), reinstalling only when pyproject.toml, setup.py or
-# collector/redact.py (compiled at install) changes or an extra is missing.
+# collector/redact.py/.pxd (compiled at install) change or an extra is missing.
 ensure_venv() {
     local extras="$1"
     local root
@@ -21,8 +21,8 @@ ensure_venv() {
     fi
     local stamp="$venv/.edgeloop-installed"
     local hash have
-    # collector/redact.py too: the install compiles it (setup.py), and a build of an older text is not used.
-    hash="$(cat "$root/pyproject.toml" "$root/setup.py" "$root/collector/redact.py" | sha256sum | cut -c1-16)"
+    # collector/redact.py and .pxd too: the install compiles them (setup.py), and a build of an older text is not used.
+    hash="$(cat "$root/pyproject.toml" "$root/setup.py" "$root/collector/redact.py" "$root/collector/redact.pxd" | sha256sum | cut -c1-16)"
     have=""
     if [ "$(head -1 "$stamp" 2>/dev/null)" = "$hash" ]; then
         have="$(sed -n 2p "$stamp")"

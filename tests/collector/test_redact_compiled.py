@@ -110,3 +110,33 @@ def test_custom_patterns_allow_list_and_detector_work_alike(compiled):
             redactor.redact("short")
     with pytest.raises(ValueError, match="unknown phone region"):
         compiled.Redactor(regions=["XX"])
+
+
+def _prescreens(module, text: str) -> tuple[int, int, int, bool]:
+    """What the character scans of ``module`` say of a text: token masks without and with digits, look-alike mask, long run."""
+    return (module._token_mask_scan(text, False), module._token_mask_scan(text, True), module._lookalike_mask_scan(text),
+            module._long_run_scan(text))  # fmt: skip
+
+
+def _by_regex(text: str) -> tuple[int, int, int, bool]:
+    """The same answers from the regexes the pure-Python redactor runs."""
+    assert not redact_module._IN_C
+    return (redact_module._token_mask(text, False), redact_module._token_mask(text, True), redact_module._lookalike_mask(text),
+            redact_module._LONG_RUN.search(text) is not None)  # fmt: skip
+
+
+def test_character_scans_answer_as_the_regexes_on_the_corpus(compiled):
+    """On every corpus text the compiled scans (and the same code run as Python) give the regexes' pre-screen answers."""
+    differ = [(case["text"], _by_regex(case["text"]), _prescreens(compiled, case["text"])) for case in CASES
+              if not _by_regex(case["text"]) == _prescreens(compiled, case["text"]) == _prescreens(redact_module, case["text"])]  # fmt: skip
+    assert differ == []
+
+
+SCAN_CHARS = "0123456789٣ +-().:/#_xXeE\u00a0AGKSIzaeyJghkpsnwo-BEGINabcdefABCDEF"
+
+
+@settings(max_examples=600, deadline=None)
+@given(text=st.one_of(texts(), st.text(alphabet=SCAN_CHARS, max_size=40)))
+def test_character_scans_answer_as_the_regexes_on_generated_text(compiled, text):
+    """On generated text dense in the characters each pre-screen looks at, the scans give the regexes' answers."""
+    assert _prescreens(compiled, text) == _by_regex(text) == _prescreens(redact_module, text)

@@ -1,0 +1,19 @@
+# C types for the compiled build of redact.py (setup.py copies this beside it): the character scans only.
+# Everything else compiles as the plain Python it is, so the two builds answer alike.
+import cython
+
+cdef bint _hex(Py_UCS4 char)
+cdef bint _upper(Py_UCS4 char)
+cdef Py_UCS4 _char(str text, Py_ssize_t index)
+
+@cython.locals(i=Py_ssize_t, char=Py_UCS4, after=Py_UCS4, dots=Py_ssize_t, colons=Py_ssize_t, dashes=Py_ssize_t,
+               jwt=bint, key=bint, mac=bint, caps=bint, mask=long)
+cpdef long _token_mask_scan(str text, bint has_digit)
+
+@cython.locals(i=Py_ssize_t, char=Py_UCS4, after=Py_UCS4, previous=Py_UCS4, dots=Py_ssize_t, dashes=Py_ssize_t,
+               slashes=Py_ssize_t, colons=Py_ssize_t, hex_run=Py_ssize_t, hexes=bint, date=bint, time=bint,
+               decimal=bint, mask=long)
+cpdef long _lookalike_mask_scan(str text)
+
+@cython.locals(i=Py_ssize_t, start=Py_ssize_t, char=Py_UCS4, after=Py_UCS4, maybe_short=bint)
+cpdef bint _long_run_scan(str text)
