@@ -17,3 +17,9 @@ cpdef long _lookalike_mask_scan(str text)
 
 @cython.locals(i=Py_ssize_t, start=Py_ssize_t, char=Py_UCS4, after=Py_UCS4, maybe_short=bint)
 cpdef bint _long_run_scan(str text)
+
+@cython.locals(start=Py_ssize_t, end=Py_ssize_t)
+cpdef tuple _key_tail_scan(str text, Py_ssize_t low, Py_ssize_t high)
+
+@cython.locals(n=Py_ssize_t, i=Py_ssize_t, j=Py_ssize_t, last=Py_ssize_t, end=Py_ssize_t, char=Py_UCS4, after=Py_UCS4)
+cpdef list _digit_runs_scan(str text)

@@ -492,6 +492,63 @@ def _long_run_scan(text: str) -> bool:
     return maybe_short and _LONG_RUN.search(text) is not None
 
 
+# What may close a _DIGIT_RUN after its last digit, when it is not ")": a phone's extension.
+_RUN_TAIL = re.compile(r"[ ]?(?:x|ext\.?|extension|#)[ ]?\d{1,6}(?!\d)", re.IGNORECASE)
+
+
+def _digit_runs_scan(text: str) -> list[tuple[int, int]]:
+    """The spans of ``_DIGIT_RUN.finditer(text)`` six characters long or more, in one pass: from the first "(", "+" or
+    digit of a run of digits and separators to its last digit, then a ")" or an extension."""
+    spans = []
+    n = len(text)
+    i = 0
+    while i < n:
+        char = text[i]
+        if not (char.isdecimal() or char == "(" or char == "+"):
+            i += 1
+            continue
+        last = -1  # the run's last digit after i: where the greedy regex gives back to
+        j = i + 1
+        while j < n:
+            char = text[j]
+            if char.isdecimal():
+                last = j
+            elif not (char == "(" or char == ")" or char == "." or char == "/" or char == " " or char == "\u00a0"
+                      or char == "+" or char == "-"):  # fmt: skip
+                break
+            j += 1
+        if last == -1:
+            i = j  # no digit after i in this run, so none after any later start in it either
+            continue
+        end = last + 1
+        after = _char(text, end)
+        if after == ")":
+            end += 1
+        else:
+            if after == " ":
+                after = _char(text, end + 1)
+            if after == "x" or after == "X" or after == "e" or after == "E" or after == "#":  # nothing else folds to x or e
+                tail = _RUN_TAIL.match(text, end)
+                if tail is not None:
+                    end = tail.end()
+        if end - i >= 6:
+            spans.append((i, end))
+        i = end
+    return spans
+
+
+def _key_tail_scan(text: str, low: int, high: int) -> tuple[int, int]:
+    """``_KEY_TAIL.search(text, low, high).span()``, or an empty span: the word characters and "-" that end at ``high``
+    (or at a newline just before it, where ``$`` matches too), back to ``low`` at most."""
+    end = high
+    if end > low and text[end - 1] == "\n":
+        end -= 1
+    start = end
+    while start > low and (text[start - 1].isalnum() or text[start - 1] == "_" or text[start - 1] == "-"):
+        start -= 1
+    return (start, end) if start < end else (high, high)
+
+
 # Digits with the separators numbers are written with, and a phone's extension.
 _DIGIT_RUN = re.compile(
     r"[(+\d][\d()./ \u00a0+-]*\d(?:\)|(?:[ ]?(?:x|ext\.?|extension|#)[ ]?\d{1,6})(?!\d))?", re.IGNORECASE
@@ -743,11 +800,18 @@ class Redactor:
 
     def _secret_params(self, text: str, add: Callable[[tuple[int, int, str]], None]) -> None:
         for equals in _EQUALS.finditer(text):
-            key = _KEY_TAIL.search(text, max(0, equals.start() - 40), equals.start())
-            if key is None:
-                continue
-            name = key.group().lower()
-            before = text[key.start() - 1] if key.start() else " "
+            at = equals.start()
+            if _IN_C:
+                start, end = _key_tail_scan(text, max(0, at - 40), at)
+                if start == end:
+                    continue
+            else:
+                key = _KEY_TAIL.search(text, max(0, at - 40), at)
+                if key is None:
+                    continue
+                start, end = key.span()
+            name = text[start:end].lower()
+            before = text[start - 1] if start else " "
             if name in _SECRET_KEYS or (name in _QUERY_KEYS and before in "?&;"):
                 value = _SECRET_VALUE.match(text, equals.end())
                 if value is not None:
@@ -795,10 +859,8 @@ class Redactor:
             return  # no run long enough for any kind
         mask = _lookalike_mask(text)
         work = _LOOKALIKES(mask).sub(_blank, text) if mask else text
-        for run in _DIGIT_RUN.finditer(work):
-            if run.end() - run.start() < 6:
-                continue
-            start, end = run.span()
+        runs = _digit_runs_scan(work) if _IN_C else [run.span() for run in _DIGIT_RUN.finditer(work) if run.end() - run.start() >= 6]
+        for start, end in runs:
             # Glued to a word (a716-4466..., SKU-4471-...) a group is part of an identifier, not a number
             # of a person: drop the glued group, keep what a space separates from it.
             before = work[start - 1] if start else " "
@@ -1007,11 +1069,11 @@ def _ipv6_ok(candidate: str) -> bool:
     colons = candidate.count(":")
     if colons < 2 or candidate == "::":
         return False
-    # Without a decimal digit only all eight groups: "dead::beef" is as often words as an address.
-    if colons != 7 and not any(char.isdigit() for char in candidate):
-        return False
     # ipaddress's own rule for the groups (four hex digits at most, a dotted IPv4 last), without its ValueError's cost.
     if _IPV6_GROUPS.fullmatch(candidate.partition("%")[0]) is None:
+        return False
+    # Without a decimal digit only all eight groups: "dead::beef" is as often words as an address.
+    if colons != 7 and not any(char.isdigit() for char in candidate):
         return False
     try:
         ipaddress.IPv6Address(candidate)

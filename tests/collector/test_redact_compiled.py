@@ -82,7 +82,7 @@ def texts(draw: st.DrawFn) -> str:
     return "".join(parts)
 
 
-@settings(max_examples=400, deadline=None)
+@settings(max_examples=200, deadline=None)
 @given(text=texts(), region=st.sampled_from(["US", "DE", "IN", "GB", "BD", "EG", "FR", "BR"]))
 def test_generated_digits_and_separators_get_the_same_answer(compiled, text, region):
     """Generated digit runs, separators, Unicode digits and look-alikes: the compiled redactor finds what the pure one finds."""
@@ -112,17 +112,19 @@ def test_custom_patterns_allow_list_and_detector_work_alike(compiled):
         compiled.Redactor(regions=["XX"])
 
 
-def _prescreens(module, text: str) -> tuple[int, int, int, bool]:
-    """What the character scans of ``module`` say of a text: token masks without and with digits, look-alike mask, long run."""
+def _prescreens(module, text: str) -> tuple:
+    """What the character scans of ``module`` say of a text: token masks without and with digits, look-alike mask, long
+    run, and the digit runs of six characters or more."""
     return (module._token_mask_scan(text, False), module._token_mask_scan(text, True), module._lookalike_mask_scan(text),
-            module._long_run_scan(text))  # fmt: skip
+            module._long_run_scan(text), module._digit_runs_scan(text))  # fmt: skip
 
 
-def _by_regex(text: str) -> tuple[int, int, int, bool]:
+def _by_regex(text: str) -> tuple:
     """The same answers from the regexes the pure-Python redactor runs."""
     assert not redact_module._IN_C
+    runs = [run.span() for run in redact_module._DIGIT_RUN.finditer(text) if run.end() - run.start() >= 6]
     return (redact_module._token_mask(text, False), redact_module._token_mask(text, True), redact_module._lookalike_mask(text),
-            redact_module._LONG_RUN.search(text) is not None)  # fmt: skip
+            redact_module._LONG_RUN.search(text) is not None, runs)  # fmt: skip
 
 
 def test_character_scans_answer_as_the_regexes_on_the_corpus(compiled):
@@ -132,11 +134,29 @@ def test_character_scans_answer_as_the_regexes_on_the_corpus(compiled):
     assert differ == []
 
 
-SCAN_CHARS = "0123456789٣ +-().:/#_xXeE\u00a0AGKSIzaeyJghkpsnwo-BEGINabcdefABCDEF"
+SCAN_CHARS = "0123456789٣ +-().:/#_xXeE\u00a0AGKSIzaeyJghkpsnwo-BEGINabcdefABCDEFt§"
 
 
-@settings(max_examples=600, deadline=None)
+@settings(max_examples=300, deadline=None)
 @given(text=st.one_of(texts(), st.text(alphabet=SCAN_CHARS, max_size=40)))
 def test_character_scans_answer_as_the_regexes_on_generated_text(compiled, text):
     """On generated text dense in the characters each pre-screen looks at, the scans give the regexes' answers."""
     assert _prescreens(compiled, text) == _by_regex(text) == _prescreens(redact_module, text)
+
+
+@settings(max_examples=300, deadline=None)
+@given(text=st.text(alphabet="ab_-=:\n 9é²·\u0300", max_size=60), data=st.data())
+def test_key_scan_finds_what_the_key_regex_finds(compiled, text, data):
+    """Before any "=" the compiled scan takes the key _KEY_TAIL takes: word characters of any script and "-", up to 40
+    back, also before a final newline."""
+    high = data.draw(st.integers(0, len(text)))
+    low = data.draw(st.integers(max(0, high - 40), high))
+    match = redact_module._KEY_TAIL.search(text, low, high)
+    want = match.span() if match else (high, high)
+    assert compiled._key_tail_scan(text, low, high) == redact_module._key_tail_scan(text, low, high) == want
+
+
+def test_word_characters_are_what_isalnum_and_underscore_say():
+    """The key scan's test for a word character, isalnum() or "_", is the regex engine's \\w on every code point."""
+    word = re.compile(r"\w")
+    assert [c for c in range(0x110000) if (word.match(chr(c)) is not None) != (chr(c).isalnum() or chr(c) == "_")] == []
