@@ -224,14 +224,14 @@ def _ndjson_chunks(body: bytes, slice_bytes: int) -> Iterator[bytes]:
 
 
 def _ndjson_count(body: bytes, slice_bytes: int) -> int:
-    return sum(1 for chunk in _ndjson_chunks(body, slice_bytes) for line in chunk.splitlines() if line.strip())
+    return sum(1 for chunk in _ndjson_chunks(body, slice_bytes) for line in chunk.splitlines() if line and not line.isspace())
 
 
 def _ndjson_texts(body: bytes, slice_bytes: int) -> Iterator[tuple[int, list[bytes]]]:
     """Each slice's non-blank lines, with the index of its first among the body's."""
     index = 0
     for chunk in _ndjson_chunks(body, slice_bytes):
-        lines = [line for line in chunk.splitlines() if line.strip()]
+        lines = [line for line in chunk.splitlines() if line and not line.isspace()]  # isspace copies nothing
         del chunk
         yield index, lines
         index += len(lines)

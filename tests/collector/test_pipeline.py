@@ -190,3 +190,24 @@ def test_unlisted_results_change_nothing_but_the_answer(registry, listed):
 
     assert outline(part.results) == outline(full.results)
     assert all(result["status"] in listed | {"invalid"} for result in part.results if result)
+
+
+def test_lines_are_validated_against_the_schemas_of_the_last_reload(registry, tmp_path):
+    """After a reload drops a field, a line carrying it is refused with the field named; one without it is kept."""
+    import orjson
+
+    pipeline = Pipeline(registry, SamplingSettings(seed=1), KEY)
+    full = orjson.dumps({**prediction(), "record_id": str(uuid.uuid4())})
+    assert pipeline.process_lines([full], now=NOW).accepted == 1
+    for path in EXAMPLES_DIR.glob("*.toml"):
+        text = path.read_text()
+        if path.stem == "vibration":
+            text = text.replace('[inputs.serial_number]\ntype = "string"\nprivacy = "drop"\n', "")
+        (tmp_path / path.name).write_text(text)
+    pipeline.reload(SchemaRegistry.from_dir(tmp_path), SamplingSettings(seed=1))
+    assert pipeline.process_lines([orjson.dumps({**prediction(), "record_id": str(uuid.uuid4())})], now=NOW) is None
+    refused = pipeline.process([orjson.loads(full)], now=NOW)
+    assert refused.results[0]["error"] == {"field": "inputs.serial_number", "message": "unknown field"}
+    inputs = {key: value for key, value in prediction()["inputs"].items() if key != "serial_number"}
+    kept = pipeline.process_lines([orjson.dumps({**prediction(), "inputs": inputs, "record_id": str(uuid.uuid4())})], now=NOW)
+    assert kept is not None and kept.accepted == 1 and "serial_number" not in kept.batches["vibration"].schema.names
