@@ -34,8 +34,9 @@ __all__ = ["BODY_COST", "BUSY_WAIT_S", "DEFAULT_SLICE_BYTES", "SLICE_COST", "SLI
 # tests/collector/test_budget.py: about 17x for vibration JSON at its peak (in validation), 23x for
 # a wide vector of zeros (the densest JSON a schema admits), 5x for images.
 BODY_COST = 24
-# Python bytes one NDJSON slice byte costs while the slice is processed (its lines, the parsed
-# and the validated records); measured by tests/collector/test_budget.py: about 6x for vibration.
+# Python bytes one NDJSON slice byte costs while the slice is processed (its lines and the
+# validated records); measured by tests/collector/test_budget.py: about 4x for vibration (6x while
+# orjson's dicts came before pydantic's), more when a slice holds a line that is not a valid record.
 SLICE_COST = 8
 SLICES_PER_BODY = 5  # the largest admitted body is at most this many slices
 BUSY_WAIT_S = 2.0  # a request waits this long for room before 503: the SDK's second request in flight, not a queue
