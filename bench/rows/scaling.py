@@ -2,7 +2,8 @@
 
 Every level lands the same number of 1,000-row uploads, shared out among its devices; each
 device PUTs its batches one after another, all devices at once (asyncio, loopback), against
-the server's defaults. A device sees two different waits, reported apart: the latency of
+the server's defaults, with ``Expect: 100-continue`` where the agent would send it (bodies of
+``sync.expect_continue_bytes`` or more: none of these 85 KB ones). A device sees two different waits, reported apart: the latency of
 its accepted uploads (the request that answered 200/201) and the time it slept on
 ``429``/``503`` ``Retry-After`` before that. Rows/s of each level is compared with the level
 below it: it must not fall. The server restarts between levels (its close checkpoints), so each
@@ -41,8 +42,8 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, max(0, math.ceil(q * len(ordered)) - 1))] if ordered else 0.0
 
 
-async def upload_all(url: str, plan: list[tuple[str, list[tuple[str, bytes]]]]) -> dict[str, Any]:
-    """Each device PUTs its batches one after another, all devices at once."""
+async def upload_all(url: str, plan: list[tuple[str, list[tuple[str, bytes]]]], *, expect_continue_bytes: int | None = None) -> dict[str, Any]:
+    """Each device PUTs its batches one after another, all devices at once; bodies of ``expect_continue_bytes`` or more wait for 100 Continue."""
     import aiohttp
 
     accepted_s: list[float] = []  # the request that was accepted, per upload
@@ -59,7 +60,8 @@ async def upload_all(url: str, plan: list[tuple[str, list[tuple[str, bytes]]]]) 
             waited = 0.0
             while True:
                 started = time.perf_counter()
-                async with session.put(f"{url}/v1/batches/{batch_id}", data=body, headers=headers) as response:
+                expect = expect_continue_bytes is not None and len(body) >= expect_continue_bytes
+                async with session.put(f"{url}/v1/batches/{batch_id}", data=body, headers=headers, expect100=expect) as response:
                     await response.read()
                     if response.status in (200, 201):
                         accepted_s.append(time.perf_counter() - started)
@@ -136,6 +138,8 @@ def writer_commit_s(server: IngestServer) -> tuple[float, int]:
 
 
 def measure(bench: Bench) -> list[Row]:
+    from edgeloop.collector.config import SyncSettings
+
     levels = (5, 20, 100) if bench.quick else (10, 100, 1000)
     rows_per_upload = 20 if bench.quick else 1000
     uploads = 100 if bench.quick else 1000
@@ -157,7 +161,7 @@ def measure(bench: Bench) -> list[Row]:
             threads_before = thread_times_s(server.proc.pid)
             cpu_started = time.process_time()
             started = time.perf_counter()
-            found = asyncio.run(upload_all(server.url, plan))
+            found = asyncio.run(upload_all(server.url, plan, expect_continue_bytes=SyncSettings().expect_continue_bytes))
             elapsed = time.perf_counter() - started
             generator_cpu_s = time.process_time() - cpu_started
             server_cpu, server_wait = server_time_split(server.proc.pid, threads_before, thread_times_s(server.proc.pid))
