@@ -116,7 +116,7 @@ def _prescreens(module, text: str) -> tuple:
     """What the character scans of ``module`` say of a text: token masks without and with digits, look-alike mask, long
     run, and the digit runs of six characters or more."""
     return (module._token_mask_scan(text, False), module._token_mask_scan(text, True), module._lookalike_mask_scan(text),
-            module._long_run_scan(text), module._digit_runs_scan(text))  # fmt: skip
+            module._long_run_scan(text), module._digit_runs_scan(text), module._any_decimal(text), module._any_digit(text))  # fmt: skip
 
 
 def _by_regex(text: str) -> tuple:
@@ -124,7 +124,8 @@ def _by_regex(text: str) -> tuple:
     assert not redact_module._IN_C
     runs = [run.span() for run in redact_module._DIGIT_RUN.finditer(text) if run.end() - run.start() >= 6]
     return (redact_module._token_mask(text, False), redact_module._token_mask(text, True), redact_module._lookalike_mask(text),
-            redact_module._LONG_RUN.search(text) is not None, runs)  # fmt: skip
+            redact_module._LONG_RUN.search(text) is not None, runs, redact_module._ANY_DIGIT.search(text) is not None,
+            any(char.isdigit() for char in text))  # fmt: skip
 
 
 def test_character_scans_answer_as_the_regexes_on_the_corpus(compiled):
@@ -134,7 +135,7 @@ def test_character_scans_answer_as_the_regexes_on_the_corpus(compiled):
     assert differ == []
 
 
-SCAN_CHARS = "0123456789٣ +-().:/#_xXeE\u00a0AGKSIzaeyJghkpsnwo-BEGINabcdefABCDEFt§"
+SCAN_CHARS = "0123456789²٣ +-().:/#_xXeE\u00a0AGKSIzaeyJghkpsnwo-BEGINabcdefABCDEFt§"
 
 
 @settings(max_examples=300, deadline=None)
