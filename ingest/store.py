@@ -306,6 +306,9 @@ class Store:
         self._failing: str | None = None  # why the last landing failed by our fault; None once one lands
         self._fatal: str | None = None  # DuckDB invalidated the database: nothing lands until a restart
         self._closed = False
+        self._pending: Any = None  # an item the writer took from the queue while topping up a group; next in line
+        self._topping_up = True  # off while a failed group is landed batch by batch
+        self._followers: list[_Job] = []  # the landing group's followers (``land_group``), which ``_top_up`` adds to
         self._local = threading.local()
         self._cursors: list[duckdb.DuckDBPyConnection] = []
         self._generation = 0  # bumped when compaction reopens the file: older cursors are dropped
@@ -494,10 +497,9 @@ class Store:
     # -- writer thread --------------------------------------------------------
 
     def _run(self) -> None:
-        pending: Any = None
         while True:
-            item = pending if pending is not None else self._queue.get()
-            pending = None
+            item = self._pending if self._pending is not None else self._queue.get()
+            self._pending = None
             if item is _STOP:
                 return
             if isinstance(item, _Call):
@@ -519,7 +521,7 @@ class Store:
                 except queue.Empty:
                     break
                 if not isinstance(nxt, _Job):
-                    pending = nxt
+                    self._pending = nxt
                     break
                 group.append(nxt)
             try:
@@ -605,12 +607,58 @@ class Store:
         firsts: dict[str, _Job] = {}  # batch id → the job that lands it
         followers: list[_Job] = []  # same id and content as a job earlier in this group
         try:
-            landed = _receipts(con, [job.landing.batch.batch_id for job in group])
+            self._sort_out(con, group, firsts, followers)
         except duckdb.Error as exc:
             error = self._landing_failed(group[0].landing.batch.batch_id, exc)
             for job in group:
-                self._settle(job, error=error)
+                if not job.future.done():
+                    self._settle(job, error=error)
             return
+        if not firsts:
+            return
+        jobs = list(firsts.values())
+        started = time.perf_counter()
+        try:
+            self._followers = followers
+            receipts = self._insert(con, jobs)  # jobs and followers grow by the batches it took up
+        except duckdb.Error as exc:
+            if len(jobs) == 1 or isinstance(exc, duckdb.FatalException | duckdb.IOException) or _out_of_memory(exc):
+                error = self._landing_failed(jobs[0].landing.batch.batch_id, exc)
+                for job in [*jobs, *followers]:
+                    self._settle(job, error=error)
+                return
+            log.warning("group commit failed; landing its batches one by one", extra={"error": str(exc), "batches": len(jobs)})
+            self._topping_up = False
+            try:
+                for job in [*jobs, *followers]:
+                    self.land_group([job])
+            finally:
+                self._topping_up = True
+            return
+        except BaseException:
+            listed = {id(job) for job in group}
+            group.extend(job for job in [*jobs, *followers] if id(job) not in listed)  # _group_failed answers every one
+            raise
+        elapsed = time.perf_counter() - started
+        self._failing = None
+        if self._on_landed:  # before the answers, so a caller that has its 201 sees it counted
+            try:
+                self._on_landed([(job.landing, receipt["duplicates"], elapsed) for job, receipt in zip(jobs, receipts)])
+            except Exception:
+                log.exception("the on_landed hook failed; the batches did land")
+        by_id = {job.landing.batch.batch_id: receipt for job, receipt in zip(jobs, receipts)}
+        for job, receipt in zip(jobs, receipts):
+            self._settle(job, (201, receipt))
+        for job in followers:
+            self._settle(job, (200, by_id[job.landing.batch.batch_id]))
+
+    def _sort_out(self, con: duckdb.DuckDBPyConnection, group: list[_Job], firsts: dict[str, _Job], followers: list[_Job]) -> list[_Job]:
+        """Answer the replays (200) and conflicts (409) among ``group``; the rest join ``firsts`` or ``followers``.
+
+        Returns the jobs that joined ``firsts``: the batches to land.
+        """
+        landed = _receipts(con, [job.landing.batch.batch_id for job in group])
+        new: list[_Job] = []
         for job in group:
             batch = job.landing.batch
             earlier = landed.get(batch.batch_id)
@@ -625,33 +673,43 @@ class Store:
                 followers.append(job)
             else:
                 firsts[batch.batch_id] = job  # its tables exist: registering its schema made them
-        if not firsts:
-            return
-        jobs = list(firsts.values())
-        started = time.perf_counter()
-        try:
-            receipts = self._insert(con, jobs)
-        except duckdb.Error as exc:
-            if len(jobs) == 1 or isinstance(exc, duckdb.FatalException | duckdb.IOException) or _out_of_memory(exc):
-                error = self._landing_failed(jobs[0].landing.batch.batch_id, exc)
-                for job in [*jobs, *followers]:
-                    self._settle(job, error=error)
-                return
-            log.warning("group commit failed; landing its batches one by one", extra={"error": str(exc), "batches": len(jobs)})
-            for job in [*jobs, *followers]:
-                self.land_group([job])
-            return
-        elapsed = time.perf_counter() - started
-        self._failing = None
-        if self._on_landed:  # before the answers, so a caller that has its 201 sees it counted
+                new.append(job)
+        return new
+
+    def _top_up(self, con: duckdb.DuckDBPyConnection, jobs: list[_Job]) -> list[_Job]:
+        """Uploads queued while the group's rows were inserted, taken into its open transaction (up to the group's cap).
+
+        Rather than commit and start a group of the few that arrived meanwhile: the rows go in while
+        the queue fills, commits are fewer and larger, and a group of a row group (122,880 rows) or more
+        is compressed once at its commit instead of logged to the WAL and compressed at a checkpoint.
+        A lake's groups do not (``land_group`` claimed their batch ids and devices before the transaction).
+        """
+        followers = self._followers
+        room = self.settings.commit_max_batches - len(jobs) - len(followers)
+        if self.lake or not self._topping_up or room <= 0:
+            return []
+        taken: list[_Job] = []
+        while len(taken) < room and self._pending is None:
             try:
-                self._on_landed([(job.landing, receipt["duplicates"], elapsed) for job, receipt in zip(jobs, receipts)])
-            except Exception:
-                log.exception("the on_landed hook failed; the batches did land")
-        for job, receipt in zip(jobs, receipts):
-            self._settle(job, (201, receipt))
-        for job in followers:
-            self._settle(job, (200, receipts[jobs.index(firsts[job.landing.batch.batch_id])]))
+                item = self._queue.get_nowait()
+            except queue.Empty:
+                break
+            if isinstance(item, _Job):
+                taken.append(item)
+            else:
+                self._pending = item  # a call or the stop runs after this group, as it would have
+        if not taken:
+            return []
+        firsts = {job.landing.batch.batch_id: job for job in jobs}
+        try:
+            new = self._sort_out(con, taken, firsts, followers)
+        except BaseException:
+            # Listed with the group, so the failure path that answers its batches answers these too.
+            following = {id(job) for job in followers}
+            jobs.extend(job for job in taken if not job.future.done() and id(job) not in following)
+            raise
+        jobs.extend(new)
+        return new
 
     def _landing_failed(self, batch_id: str, exc: duckdb.Error) -> StoreError | ServerOverloaded:
         """Classify a DuckDB failure to land validated rows: always ours, so always a 5xx; remember it for /healthz."""
@@ -669,45 +727,20 @@ class Store:
     def _insert(self, con: duckdb.DuckDBPyConnection, jobs: list[_Job]) -> list[dict[str, Any]]:
         """One transaction: each model's new rows in one INSERT per table, then every ledger row in one INSERT.
 
+        Uploads queued meanwhile join the transaction (``_top_up``), and ``jobs`` grows by them.
         A record id lands at most once per table: rows whose id the table already holds, or that
         repeat an id earlier in the group, are left out and counted in their batch's ledger row.
         """
         landed_at = datetime.now(UTC)
-        by_shape: dict[tuple[str, str], list[pa.Table]] = {}
-        shape_batches: dict[tuple[str, str], list[UploadedBatch]] = {}
-        kinds: dict[tuple[str, str], list[int]] = {}
-        for job in jobs:
-            batch = job.landing.batch
-            shape = (batch.model, batch.schema.fingerprint)
-            by_shape.setdefault(shape, []).append(_with_landing(job.landing))
-            shape_batches.setdefault(shape, []).append(batch)
-            totals = kinds.setdefault(shape, [0, 0])
-            totals[0] += batch.predictions
-            totals[1] += batch.feedback
         duplicates: dict[str, int] = {}
         tallied: dict[str, tuple[list[pa.Table], list[pa.Table]]] = {}  # model → new predictions, new feedback
         landed: list[tuple[str, str, pa.Table]] = []  # (model, kind, new rows), for the fleet aggregates
         con.execute("BEGIN TRANSACTION")
         try:
-            for shape, tables in by_shape.items():
-                model = shape[0]
-                combined = pa.concat_tables(tables)
-                span = _distinct_span(shape_batches[shape])
-                for table, kind, count in ((model, "prediction", kinds[shape][0]), (f"{model}_feedback", "feedback", kinds[shape][1])):
-                    if not count:
-                        continue  # skip a scan that would select nothing
-                    rows = combined if count == combined.num_rows else combined.filter(pc.equal(combined.column("kind").cast(pa.string()), kind))
-                    rows = _new_rows(con, table, rows, duplicates, span)
-                    if not rows.num_rows:
-                        continue
-                    landed.append((model, kind, rows))
-                    present = ", ".join(quote(c) for c in self._columns[table] if c in rows.column_names)
-                    con.register("__edgeloop_rows", rows)
-                    try:
-                        con.execute(f"INSERT INTO {quote(table)} BY NAME SELECT {present} FROM __edgeloop_rows")
-                    finally:
-                        con.unregister("__edgeloop_rows")
-                    tallied.setdefault(model, ([], []))[kind == "feedback"].append(rows)
+            step = list(jobs)
+            while step:
+                self._insert_rows(con, step, duplicates, tallied, landed)
+                step = self._top_up(con, jobs)
             self._tally(con, jobs, tallied, landed_at)
             ledger = _ledger(jobs, landed_at, duplicates)
             con.register("__edgeloop_ledger", ledger)
@@ -721,6 +754,40 @@ class Store:
             _rollback(con)
             raise
         return [_receipt_row({name: ledger.column(name)[index].as_py() for name in RECEIPT_COLUMNS}) for index in range(len(jobs))]
+
+    def _insert_rows(self, con: duckdb.DuckDBPyConnection, jobs: list[_Job], duplicates: dict[str, int],
+                     tallied: dict[str, tuple[list[pa.Table], list[pa.Table]]], landed: list[tuple[str, str, pa.Table]]) -> None:
+        """Insert the new rows of ``jobs`` into the open transaction (rows of earlier steps count as landed)."""
+        by_shape: dict[tuple[str, str], list[pa.Table]] = {}
+        shape_batches: dict[tuple[str, str], list[UploadedBatch]] = {}
+        kinds: dict[tuple[str, str], list[int]] = {}
+        for job in jobs:
+            batch = job.landing.batch
+            shape = (batch.model, batch.schema.fingerprint)
+            by_shape.setdefault(shape, []).append(_with_landing(job.landing))
+            shape_batches.setdefault(shape, []).append(batch)
+            totals = kinds.setdefault(shape, [0, 0])
+            totals[0] += batch.predictions
+            totals[1] += batch.feedback
+        for shape, tables in by_shape.items():
+            model = shape[0]
+            combined = pa.concat_tables(tables)
+            span = _distinct_span(shape_batches[shape])
+            for table, kind, count in ((model, "prediction", kinds[shape][0]), (f"{model}_feedback", "feedback", kinds[shape][1])):
+                if not count:
+                    continue  # skip a scan that would select nothing
+                rows = combined if count == combined.num_rows else combined.filter(pc.equal(combined.column("kind").cast(pa.string()), kind))
+                rows = _new_rows(con, table, rows, duplicates, span)
+                if not rows.num_rows:
+                    continue
+                landed.append((model, kind, rows))
+                present = ", ".join(quote(c) for c in self._columns[table] if c in rows.column_names)
+                con.register("__edgeloop_rows", rows)
+                try:
+                    con.execute(f"INSERT INTO {quote(table)} BY NAME SELECT {present} FROM __edgeloop_rows")
+                finally:
+                    con.unregister("__edgeloop_rows")
+                tallied.setdefault(model, ([], []))[kind == "feedback"].append(rows)
 
     def _truth(self, con: duckdb.DuckDBPyConnection, model: str) -> str | None:
         """``tallies.labelled_by``, asked once per model between schema changes (they all run as calls on this thread)."""
