@@ -139,12 +139,22 @@ def phones(draw) -> str:
 pii = st.one_of(
     st.emails(),
     st.ip_addresses(v=4).map(str),
-    st.ip_addresses(v=6).map(str).filter(lambda ip: ip != "::"),  # the unspecified address names no one
+    # "::" names no one; a shortened address with no decimal digit ("::ffff:ffff:fffa") is left as a word would be
+    # (README, what is missed), and test_hex_only_ipv6_is_found_written_in_full_only holds that rule.
+    st.ip_addresses(v=6).map(str).filter(lambda ip: any(c.isdecimal() for c in ip) or ip.count(":") == 7),
     cards(),
     ibans(),
     phones(),
 )
 words = st.text(st.characters(codec="utf-8", exclude_characters="\x00"), max_size=30)
+
+
+def test_hex_only_ipv6_is_found_written_in_full_only():
+    """An IPv6 address without a decimal digit is redacted in its eight-group form and left when shortened."""
+    redactor = Redactor()
+    assert redactor.redact("from febf:ffff:ffff:ffff:ffff:ffff:ffff:fffa now") == "from <IPV6> now"
+    assert redactor.redact("from ::ffff:ffff:fffa and dead::beef now") == "from ::ffff:ffff:fffa and dead::beef now"
+    assert redactor.redact("from ::ffff:ffff:1.2.3.4 now") == "from <IPV6> now"
 
 
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
