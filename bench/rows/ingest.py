@@ -19,13 +19,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import re
 import resource
+import subprocess
 import time
 from pathlib import Path
 from typing import Any
 
 from bench.harness import Bench, Goal, IngestServer, Row
-from bench.profile import sampled
+from bench.profile import py_spy, sampled
 from bench.records import parquet_bodies
 
 NUMBERS = (4, 5)
@@ -72,6 +74,42 @@ def process_cpu_s(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def thread_cpu_s(pid: int) -> dict[str, float]:
+    """CPU seconds each live thread of ``pid`` has used so far, by thread id."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    spent = {}
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            fields = (task / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue  # the thread ended
+        spent[task.name] = (int(fields[11]) + int(fields[12])) / ticks
+    return spent
+
+
+def thread_names(pid: int) -> dict[str, str]:
+    """Python's name for each thread id of ``pid`` (py-spy dump; empty without py-spy or ptrace rights)."""
+    binary = py_spy()
+    if binary is None:
+        return {}
+    try:
+        dump = subprocess.run([binary, "dump", "--pid", str(pid)], capture_output=True, text=True, timeout=30).stdout
+    except (OSError, subprocess.TimeoutExpired):
+        return {}
+    return {tid: name for tid, name in re.findall(r'^Thread (\d+) \(\w+\): "([^"]+)"', dump, re.MULTILINE)}
+
+
+def thread_parts(before: dict[str, float], after: dict[str, float], names: dict[str, str]) -> dict[str, float]:
+    """CPU seconds per part of the server between two ``thread_cpu_s`` snapshots: the writer, the checks, the rest."""
+    parts = {"writer": 0.0, "upload checks": 0.0, "event loop": 0.0, "other threads": 0.0}
+    for tid, spent in after.items():
+        name = names.get(tid, "")
+        part = ("writer" if name == "edgeloop-store-writer" else "upload checks" if name.startswith("edgeloop-ingest")
+                else "event loop" if name == "MainThread" else "other threads")
+        parts[part] += spent - before.get(tid, 0.0)
+    return {part: round(spent, 3) for part, spent in parts.items()}
+
+
 def children_cpu_s() -> float:
     """CPU seconds of this process's children that have exited and been waited for."""
     usage = resource.getrusage(resource.RUSAGE_CHILDREN)
@@ -95,8 +133,10 @@ def http_run(bench: Bench, name: str, bodies: Bodies, *, concurrency: int, group
         asyncio.run(upload_all(server.url, token, bodies[:1], 1))
         warm_batches, warm_rows = server.landed()
         cpu_at_start = process_cpu_s(server.proc.pid)
+        threads_at_start = thread_cpu_s(server.proc.pid)
         with sampled(server.proc.pid, server.folder / "profile.txt") if profile else contextlib.nullcontext({}) as spent:
             result = asyncio.run(upload_all(server.url, token, bodies[1:], concurrency))
+        threads = thread_parts(threads_at_start, thread_cpu_s(server.proc.pid), thread_names(server.proc.pid) if profile else {})
         landed_batches, landed_rows = server.landed()
     finally:
         reaped = children_cpu_s()
@@ -109,6 +149,7 @@ def http_run(bench: Bench, name: str, bodies: Bodies, *, concurrency: int, group
     return {
         **result,
         "profile": spent,
+        "thread_cpu_s": threads,  # over the uploads (the stop's checkpoint runs on the writer after them)
         "stop_s": stop_s,
         "cpu_s": cpu_s,
         "batches": batches,
@@ -203,4 +244,10 @@ def summarize(details: list[dict[str, Any]], out_dir: Path, machine: str) -> dic
         shares[key] = median
         lines.append(f"{title}:")
         lines.extend(f"  {share:6.1%}  {part}" for part, share in sorted(median.items(), key=lambda item: -item[1]))
+        measured = [run[key]["thread_cpu_s"] for run in details if run.get(key, {}).get("thread_cpu_s", {}).get("writer")]
+        if measured:
+            # py-spy counts a thread waiting for the GIL as busy; the threads' own CPU ticks do not.
+            lines.append("  CPU seconds over the uploads, each thread's own ticks (median): " + ", ".join(
+                f"{part} {statistics.median(run[part] for run in measured):.2f}" for part in measured[0]
+            ) + f"; then the stop, its checkpoint on the writer, {statistics.median(run[key]['stop_s'] for run in details if key in run):.2f} s")
     return {"text": "\n".join(lines), "shares": shares}
