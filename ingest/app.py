@@ -125,6 +125,8 @@ async def error_middleware(request: web.Request, handler: Callable[[web.Request]
     """Turn every failure into the one error shape; count upload rejects by code."""
     retry = {"Retry-After": str(request.app[CONFIG].server.retry_after_s)}
     try:
+        if request.get(UNINVITED) and request.headers.get("Expect", "").lower() != "100-continue":
+            raise BatchRejected(417, "expectation_failed", f"Expect: {request.headers['Expect']!r} is not supported; only 100-continue")
         return await handler(request)
     except BatchRejected as exc:
         response = _error(exc.status, exc.code, str(exc), exc.details)
@@ -169,9 +171,9 @@ async def error_middleware(request: web.Request, handler: Callable[[web.Request]
     except Exception as exc:
         log.exception("unhandled error", extra={"path": request.path})
         response = _error(500, "internal", f"internal error: {type(exc).__name__}")
+    if request.get(UNINVITED):
+        response.force_close()  # its body was never asked for: the connection cannot carry another request
     if request.match_info.route.name == "put_batch":
-        if request.get(UNINVITED):
-            response.force_close()  # its body was never asked for: the connection cannot carry another request
         payload = orjson.loads(response.body)  # type: ignore[arg-type]
         request.app[METRICS].rejects.labels(payload["error"]["code"]).inc()
         _count_refusal(request, response.status, payload["error"]["code"])
@@ -223,8 +225,6 @@ async def put_batch(request: web.Request) -> web.Response:
             413, "too_large", f"the body is {request.content_length} bytes, over the limit of {limit}",
             {"bytes": request.content_length, "limit": limit},
         )
-    if request.get(UNINVITED) and request.headers.get("Expect", "").lower() != "100-continue":
-        raise BatchRejected(417, "expectation_failed", f"Expect: {request.headers['Expect']!r} is not supported; only 100-continue")
     # A slot is held from before the body is read until the batch has landed, so a burst of
     # uploads waits or is refused up front instead of decoded and then refused.
     await _admit(state, store, config)
@@ -307,6 +307,20 @@ async def _expect_continue(request: web.Request) -> None:
     """
     if request.version >= (1, 1):  # HTTP/1.0 has no 100 Continue: the expectation is ignored (RFC 9110 10.1.1)
         request[UNINVITED] = True
+
+
+async def answer_expect(request: web.Request) -> None:
+    """Every route but the upload: ``100-continue`` is answered at once, any other value is a JSON 417 (``error_middleware``).
+
+    aiohttp asks a route's expect handler before the middlewares, and its default answers an
+    unknown value with a plain-text 417; register every route with this one (the upload with
+    ``_expect_continue``) so the answer has the one error shape.
+    """
+    if request.version < (1, 1):  # HTTP/1.0 has no 100 Continue: the expectation is ignored (RFC 9110 10.1.1)
+        return
+    request[UNINVITED] = True
+    if request.headers.get("Expect", "").lower() == "100-continue":
+        await _invite_body(request)
 
 
 async def _invite_body(request: web.Request) -> None:
@@ -972,20 +986,20 @@ def create_app(config: IngestConfig, *, store_class: type[Store] | None = None) 
     app.cleanup_ctx.append(_resources)
     app.on_shutdown.append(_drain)
     app.router.add_put("/v1/batches/{batch_id}", put_batch, name="put_batch", expect_handler=_expect_continue)
-    app.router.add_put("/v1/status/{status_id}", put_status, name="put_status")
-    app.router.add_post("/v1/schemas", post_schema)
-    app.router.add_get("/v1/schemas", get_schemas)
-    app.router.add_post("/v1/sql", post_sql)
-    app.router.add_post("/v1/devices", post_device)
-    app.router.add_delete("/v1/devices/{name}", delete_device)
-    app.router.add_get("/v1/policies", get_policies)
-    app.router.add_post("/v1/policies/{model}", post_policy)
-    app.router.add_post("/v1/policies/{model}/rollback", post_policy_rollback)
-    app.router.add_post("/v1/devices/{name}/tags", post_device_tags)
-    app.router.add_post("/v1/feedback/{model}", post_feedback)
-    app.router.add_post("/v1/deletions", post_deletion)
-    app.router.add_get("/healthz", healthz)
-    app.router.add_get("/metrics", metrics)
+    app.router.add_put("/v1/status/{status_id}", put_status, name="put_status", expect_handler=answer_expect)
+    app.router.add_post("/v1/schemas", post_schema, expect_handler=answer_expect)
+    app.router.add_get("/v1/schemas", get_schemas, expect_handler=answer_expect)
+    app.router.add_post("/v1/sql", post_sql, expect_handler=answer_expect)
+    app.router.add_post("/v1/devices", post_device, expect_handler=answer_expect)
+    app.router.add_delete("/v1/devices/{name}", delete_device, expect_handler=answer_expect)
+    app.router.add_get("/v1/policies", get_policies, expect_handler=answer_expect)
+    app.router.add_post("/v1/policies/{model}", post_policy, expect_handler=answer_expect)
+    app.router.add_post("/v1/policies/{model}/rollback", post_policy_rollback, expect_handler=answer_expect)
+    app.router.add_post("/v1/devices/{name}/tags", post_device_tags, expect_handler=answer_expect)
+    app.router.add_post("/v1/feedback/{model}", post_feedback, expect_handler=answer_expect)
+    app.router.add_post("/v1/deletions", post_deletion, expect_handler=answer_expect)
+    app.router.add_get("/healthz", healthz, expect_handler=answer_expect)
+    app.router.add_get("/metrics", metrics, expect_handler=answer_expect)
     # The dashboard's routes need this module's app keys: imported here, not at the top, to avoid a cycle.
     from edgeloop.ingest.dashboard_app import add_dashboard_routes
 

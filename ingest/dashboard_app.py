@@ -33,7 +33,7 @@ from aiohttp import web
 
 from edgeloop.errors import AuthError, BatchRejected, EdgeloopError, Forbidden, QueryFailed, StoreBusy
 from edgeloop.ingest import dashboard_html as pages
-from edgeloop.ingest.app import AUTH, CONFIG, STATE, STORE
+from edgeloop.ingest.app import AUTH, CONFIG, STATE, STORE, answer_expect
 from edgeloop.ingest.dashboard import MAX_DAYS, Dashboard
 from edgeloop.ingest.fleet import STATES, StoreReader, device_detail, fleet_overview, fleet_summary
 from edgeloop.ingest.report import GROUPINGS, PERIODS, Report, build_report, declare, model_schema
@@ -403,18 +403,18 @@ def add_dashboard_routes(app: web.Application) -> None:
     """The login, the pages and their JSON endpoints; sessions live in the app's memory."""
     server = app[CONFIG].server
     app[SESSIONS] = Sessions(ttl_s=server.session_ttl_s, max_sessions=server.max_sessions)
-    app.router.add_get("/dashboard/login", login_form)
-    app.router.add_post("/dashboard/login", login)
-    app.router.add_post("/dashboard/logout", logout)
-    app.router.add_get("/dashboard", overview)
-    app.router.add_get("/dashboard/", dashboard_root)
-    app.router.add_get("/dashboard/devices", devices_page)
-    app.router.add_get("/dashboard/devices/{name}", device_page)
-    app.router.add_get("/dashboard/report", report_page)
-    app.router.add_get("/v1/dashboard/overview", api_overview)
-    app.router.add_get("/v1/dashboard/rollout/{model}", api_rollout)
-    app.router.add_get("/v1/dashboard/data", api_data)
-    app.router.add_get("/v1/dashboard/fleet", api_fleet)
-    app.router.add_get("/v1/dashboard/devices", api_devices)
-    app.router.add_get("/v1/dashboard/devices/{name}", api_device)
-    app.router.add_get("/v1/dashboard/report/{model}", api_report)
+    app.router.add_get("/dashboard/login", login_form, expect_handler=answer_expect)
+    app.router.add_post("/dashboard/login", login, expect_handler=answer_expect)
+    app.router.add_post("/dashboard/logout", logout, expect_handler=answer_expect)
+    app.router.add_get("/dashboard", overview, expect_handler=answer_expect)
+    app.router.add_get("/dashboard/", dashboard_root, expect_handler=answer_expect)
+    app.router.add_get("/dashboard/devices", devices_page, expect_handler=answer_expect)
+    app.router.add_get("/dashboard/devices/{name}", device_page, expect_handler=answer_expect)
+    app.router.add_get("/dashboard/report", report_page, expect_handler=answer_expect)
+    app.router.add_get("/v1/dashboard/overview", api_overview, expect_handler=answer_expect)
+    app.router.add_get("/v1/dashboard/rollout/{model}", api_rollout, expect_handler=answer_expect)
+    app.router.add_get("/v1/dashboard/data", api_data, expect_handler=answer_expect)
+    app.router.add_get("/v1/dashboard/fleet", api_fleet, expect_handler=answer_expect)
+    app.router.add_get("/v1/dashboard/devices", api_devices, expect_handler=answer_expect)
+    app.router.add_get("/v1/dashboard/devices/{name}", api_device, expect_handler=answer_expect)
+    app.router.add_get("/v1/dashboard/report/{model}", api_report, expect_handler=answer_expect)

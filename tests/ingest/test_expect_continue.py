@@ -7,6 +7,7 @@ import threading
 import time
 from urllib.parse import urlsplit
 
+import aiohttp
 import orjson
 import pytest
 
@@ -155,3 +156,40 @@ async def test_aiohttp_clients_expect100_is_refused_without_its_body_and_the_nex
     async with server.session.put(f"{server.url}/v1/batches/{bodies[1][0]}", data=bodies[1][1], headers=headers,
                                   expect100=True) as response:
         assert response.status == 201, await response.text()
+
+
+async def _request(url: str, method: str, path: str, headers: dict[str, str], body: bytes = b"") -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    """Open a connection and send a request's line and headers (Content-Length from ``body``, which is not sent)."""
+    parts = urlsplit(url)
+    reader, writer = await asyncio.open_connection(parts.hostname, parts.port)
+    lines = [f"{method} {path} HTTP/1.1", f"Host: {parts.netloc}", f"Content-Length: {len(body)}"]
+    lines += [f"{name}: {value}" for name, value in headers.items()]
+    writer.write(("\r\n".join(lines) + "\r\n\r\n").encode())
+    await writer.drain()
+    return reader, writer
+
+
+async def test_every_route_answers_an_unknown_expectation_with_a_json_417(server):
+    """Every route the app serves (GETs, POSTs, the dashboard's pages) answers Expect: something-else with 417 expectation_failed in the one error shape."""
+    routes = [route for route in server.app.router.routes() if route.method != "HEAD"]
+    assert {"GET", "POST", "PUT", "DELETE"} <= {route.method for route in routes}
+    for route in routes:
+        path = route.resource.canonical.replace("{", "").replace("}", "")  # any value for a placeholder
+        reader, writer = await _request(server.url, route.method, path, {"Expect": "something-else"})
+        try:
+            status, headers, answer = await _read_answer(reader)
+        finally:
+            writer.close()
+        assert (route.method, path, status, headers["content-type"].split(";")[0]) == (route.method, path, 417, "application/json")
+        assert _code(answer) == "expectation_failed" and "something-else" in orjson.loads(answer)["error"]["message"]
+
+
+async def test_a_small_request_that_expects_100_continue_is_asked_for_its_body_at_once(server):
+    """A query (POST /v1/sql) and a GET that send Expect: 100-continue get 100 Continue at once and then their answer."""
+    headers = {"Authorization": f"Bearer {server.admin_token}", "Accept": "application/json"}
+    timeout = aiohttp.ClientTimeout(total=30)  # aiohttp's client waits for the 100 without a bound of its own
+    async with server.session.post(f"{server.url}/v1/sql", json={"sql": "SELECT 42 AS answer", "params": []},
+                                   headers=headers, expect100=True, timeout=timeout) as response:
+        assert response.status == 200 and (await response.json())["rows"] == [{"answer": 42}], await response.text()
+    async with server.session.get(f"{server.url}/healthz", headers={"Expect": "100-continue"}, timeout=timeout) as response:
+        assert response.status == 200, await response.text()
