@@ -138,6 +138,7 @@ class SyncSettings(Settings):
     bandwidth_bytes_per_s: PositiveInt | None = None
     request_timeout_s: Positive = 300.0
     expect_continue_bytes: PositiveInt = 1 * MiB
+    expect_continue_timeout_s: Positive = 1.0
     max_attempts: PositiveInt = 6
     backoff_initial_s: Positive = 1.0
     backoff_max_s: Positive = 300.0

@@ -100,6 +100,36 @@ class SyncResult:
         return data
 
 
+class _ContinueWithin(aiohttp.ClientRequest):
+    """A request sent with ``Expect: 100-continue`` sends its body after ``continue_timeout_s`` without the 100.
+
+    aiohttp's client awaits the 100 without a bound (``write_bytes`` awaits ``_continue``, 3.10
+    to 3.14): behind a proxy that does not pass it on, every large upload would stall until its
+    request timeout and retry the same way. RFC 9110 10.1.1 lets a client stop waiting; curl
+    does after 1 s. A final answer read first is the answer: its body is not sent.
+    """
+
+    continue_timeout_s = 1.0
+
+    @classmethod
+    def within(cls, timeout_s: float) -> type[_ContinueWithin]:
+        return type(cls.__name__, (cls,), {"continue_timeout_s": timeout_s})
+
+    async def send(self, conn: Any) -> aiohttp.ClientResponse:
+        response = await super().send(conn)
+        waiter = self._continue  # aiohttp's future for the 100 (None when the request did not ask)
+        if waiter is not None and not waiter.done():
+            timer = self.loop.call_later(self.continue_timeout_s, self.loop.call_soon, _stop_waiting, waiter, response)
+            waiter.add_done_callback(lambda _: timer.cancel())
+        return response
+
+
+def _stop_waiting(waiter: asyncio.Future[bool], response: aiohttp.ClientResponse) -> None:
+    # Run one turn after the timer: a final answer that arrived with it has been read by then.
+    if not waiter.done() and response.status is None:
+        waiter.set_result(True)
+
+
 class Syncer:
     """Uploads sealed batches; ``run_once`` is one whole sync, safe to call again after any outcome."""
 
@@ -375,7 +405,7 @@ class Syncer:
                 SENT_AT_HEADER: datetime.now(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z"),
             }
             budget_s = settings.request_timeout_s + (size / pacer.rate if pacer else 0.0)
-            # A large body waits for ingest's 100 Continue: a refused or queued upload does not spend it.
+            # A large body waits for ingest's 100 Continue (up to expect_continue_timeout_s): a refused or queued upload does not spend it.
             try:
                 async with session.put(
                     url,
@@ -411,6 +441,7 @@ class Syncer:
                 raise SyncError(f"cannot load sync.ca_file {ca_file}: {exc}") from exc
         return aiohttp.ClientSession(
             connector=aiohttp.TCPConnector(ssl=ssl_context, limit=1),
+            request_class=_ContinueWithin.within(self.settings.expect_continue_timeout_s),
             headers={"User-Agent": f"edgeloop-collector/{self.agent_version}"},
         )
 

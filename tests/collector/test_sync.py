@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
@@ -258,3 +259,36 @@ async def test_a_large_batch_asks_before_sending_and_a_refusal_costs_no_body(pee
     assert (refused["batch_id"], refused["expect"], "body_bytes" in refused) == (large.batch_id, "100-continue", False)
     assert (landed["batch_id"], landed["expect"], landed["body_bytes"]) == (large.batch_id, "100-continue", large.bytes)
     assert peer.lands[large.batch_id] == 1 and spool.pending() == []
+
+
+async def test_a_large_batch_is_sent_after_expect_continue_timeout_s_when_no_100_comes(spool, tmp_path):
+    """A peer that never sends 100 Continue (a proxy that drops it) gets the body after expect_continue_timeout_s, not after the request timeout, and the batch lands."""
+    batch = make_batch(spool, rows=10, thumbnail_bytes=20_000)
+    sent = batch.path.read_bytes()
+    seen: dict[str, object] = {}
+
+    async def never_continue(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        head = (await reader.readuntil(b"\r\n\r\n")).decode()
+        headers_at = time.monotonic()
+        fields = {name.lower(): value.strip() for name, _, value in (line.partition(":") for line in head.split("\r\n")[1:])}
+        first = await reader.readexactly(1)
+        seen["waited_s"] = time.monotonic() - headers_at
+        seen["expect"] = fields.get("expect")
+        seen["body"] = first + await reader.readexactly(int(fields["content-length"]) - 1)
+        answer = orjson.dumps({"batch_id": batch.batch_id, "status": "landed"})
+        writer.write(b"HTTP/1.1 201 Created\r\nContent-Type: application/json\r\nConnection: close\r\n"
+                     b"Content-Length: %d\r\n\r\n%s" % (len(answer), answer))
+        await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(never_continue, "127.0.0.1", 0)
+    url = f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}"
+    try:
+        result = await syncer(spool, tmp_path, url, expect_continue_bytes=1, expect_continue_timeout_s=0.5,
+                              request_timeout_s=20.0, max_attempts=1).run_once()
+    finally:
+        server.close()
+        await server.wait_closed()
+    assert (result.outcome, result.uploaded) == ("ok", 1), result.reason
+    assert seen["expect"] == "100-continue" and seen["body"] == sent
+    assert 0.4 <= seen["waited_s"] < 10  # the timeout's wait, far from the request's 20 s
