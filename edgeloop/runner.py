@@ -14,7 +14,9 @@ Both HTTP servers use it, ingest's TCP listener and the agent's unix socket:
   process's own files (as nginx's ``worker_rlimit_nofile``), up to the hard limit;
 - **one error shape**: aiohttp's own parser rejections (request line or headers too long,
   too many headers, a malformed request, bytes past Content-Length) answer
-  ``{"error": {"code", "message", "details"}}`` instead of plain text.
+  ``{"error": {"code", "message", "details"}}`` instead of plain text, and so does the 417
+  aiohttp gives an ``Expect`` other than ``100-continue`` before any middleware runs (on a
+  route without an expect handler of its own, or a path or method that does not exist).
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import resource
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import orjson
@@ -33,7 +36,7 @@ __all__ = ["GuardedRunner", "read_body"]
 log = logging.getLogger(__name__)
 
 FILES_BESIDES_CONNECTIONS = 256  # the database and its WAL, logs, spool files, shared libraries
-PARSER_CODES = {400: "bad_request", 408: "request_timeout", 413: "too_large"}
+PARSER_CODES = {400: "bad_request", 408: "request_timeout", 413: "too_large", 417: "expectation_failed"}
 MESSAGE_CHARS = 300
 
 
@@ -72,11 +75,28 @@ class _Handler(RequestHandler):
             # Clients cause these at will: never a traceback, never above info.
             text = (str(exc) if exc is not None else "") or message or "bad request"
             log.info("request refused by the HTTP parser", extra={"status": status, "error": text[:MESSAGE_CHARS]})
-        code = PARSER_CODES.get(status, "internal" if status >= 500 else "bad_request")
-        body = orjson.dumps({"error": {"code": code, "message": text[:MESSAGE_CHARS], "details": None}})
-        response = web.Response(status=status, body=body, content_type="application/json")
-        response.force_close()
-        return response
+        return _error_response(status, text)
+
+
+def _error_response(status: int, text: str) -> web.Response:
+    """The one error shape for an answer aiohttp gives outside the app's middlewares; the connection is closed."""
+    code = PARSER_CODES.get(status, "internal" if status >= 500 else "bad_request")
+    body = orjson.dumps({"error": {"code": code, "message": text[:MESSAGE_CHARS], "details": None}})
+    response = web.Response(status=status, body=body, content_type="application/json")
+    response.force_close()
+    return response
+
+
+def _in_error_shape(handler: Callable[[web.BaseRequest], Awaitable[web.StreamResponse]]) -> Callable[[web.BaseRequest], Awaitable[web.StreamResponse]]:
+    """The app's handler, with the 417 of aiohttp's default expect handler (run before any middleware) in the one error shape."""
+
+    async def handle(request: web.BaseRequest) -> web.StreamResponse:
+        try:
+            return await handler(request)
+        except web.HTTPExpectationFailed as exc:
+            return _error_response(exc.status, exc.text or "expectation failed")
+
+    return handle
 
 
 class _Server(web.Server):
@@ -130,7 +150,7 @@ class GuardedRunner(web.AppRunner):
     async def _make_server(self) -> web.Server:
         server = await super()._make_server()
         return _Server(
-            server.request_handler,
+            _in_error_shape(server.request_handler),
             request_factory=server.request_factory,
             handler_cancellation=server.handler_cancellation,
             loop=asyncio.get_running_loop(),

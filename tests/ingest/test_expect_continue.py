@@ -10,9 +10,11 @@ from urllib.parse import urlsplit
 import aiohttp
 import orjson
 import pytest
+from aiohttp import web
 
 from edgeloop.ingest.app import STATE, STORE
 from edgeloop.ingest.store import Store
+from edgeloop.runner import GuardedRunner
 from tests.ingest.conftest import make_table, seal
 
 
@@ -193,3 +195,43 @@ async def test_a_small_request_that_expects_100_continue_is_asked_for_its_body_a
         assert response.status == 200 and (await response.json())["rows"] == [{"answer": 42}], await response.text()
     async with server.session.get(f"{server.url}/healthz", headers={"Expect": "100-continue"}, timeout=timeout) as response:
         assert response.status == 200, await response.text()
+
+
+async def test_a_path_or_method_that_does_not_exist_answers_an_unknown_expectation_with_a_json_417(server):
+    """A GET of no such path and a DELETE of /healthz (another method) with Expect: something-else get 417 expectation_failed in the one error shape."""
+    for method, path in (("GET", "/no/such/path"), ("DELETE", "/healthz")):
+        reader, writer = await _request(server.url, method, path, {"Expect": "something-else"})
+        try:
+            status, headers, answer = await _read_answer(reader)
+        finally:
+            writer.close()
+        assert (method, status, headers["content-type"].split(";")[0], _code(answer)) == (method, 417, "application/json", "expectation_failed")
+        assert headers["connection"] == "close"
+
+
+async def test_the_runner_both_servers_use_answers_an_unknown_expectation_with_a_json_417():
+    """An app served by GuardedRunner (the agent's socket too) answers Expect: something-else on a plain route with 417 in the one error shape, and 100-continue with its answer."""
+
+    async def hello(request: web.Request) -> web.Response:
+        return web.json_response({"read": len(await request.read())})
+
+    app = web.Application()
+    app.router.add_post("/hello", hello)
+    runner = GuardedRunner(app, max_connections=16, idle_timeout_s=5.0)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    url = f"http://127.0.0.1:{runner.addresses[0][1]}"
+    try:
+        reader, writer = await _request(url, "POST", "/hello", {"Expect": "something-else"}, b"{}")
+        try:
+            status, headers, answer = await _read_answer(reader)
+        finally:
+            writer.close()
+        assert (status, headers["content-type"].split(";")[0], _code(answer)) == (417, "application/json", "expectation_failed")
+        async with aiohttp.ClientSession() as session, session.post(
+            f"{url}/hello", data=b"{}", expect100=True, timeout=aiohttp.ClientTimeout(total=30)
+        ) as response:
+            assert (response.status, await response.json()) == (200, {"read": 2})
+    finally:
+        await runner.cleanup()
