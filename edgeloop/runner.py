@@ -41,7 +41,7 @@ MESSAGE_CHARS = 300
 
 
 async def read_body(request: web.BaseRequest, *, max_bytes: int, timeout_s: float) -> bytes:
-    """The request body, at most ``max_bytes`` (413 past it); a sender quiet for ``timeout_s`` gets 408."""
+    """The request body, at most ``max_bytes`` (413 past it); a sender quiet for ``timeout_s``, or gone, gets 408."""
     chunks: list[bytes] = []
     size = 0
     while True:
@@ -52,6 +52,9 @@ async def read_body(request: web.BaseRequest, *, max_bytes: int, timeout_s: floa
             raise web.HTTPRequestTimeout(
                 text=f"no body bytes for {timeout_s:g}s after {size} bytes (is Content-Length longer than the body?)"
             ) from None
+        except ConnectionError:
+            # The sender hung up mid-body: its fault, never a 500; the 408 goes unread.
+            raise web.HTTPRequestTimeout(text=f"the connection closed after {size} body bytes") from None
         if not chunk:
             return b"".join(chunks)
         size += len(chunk)
