@@ -227,7 +227,7 @@ async def put_batch(request: web.Request) -> web.Response:
         )
     # A slot is held from before the body is read until the batch has landed, so a burst of
     # uploads waits or is refused up front instead of decoded and then refused.
-    await _admit(state, store, config)
+    await _admit(state, store, config, request)
     future = None
     try:
         if request.get(UNINVITED):
@@ -265,8 +265,12 @@ async def put_batch(request: web.Request) -> web.Response:
     return _json(status, {**receipt, "status": "landed" if status == 201 else "already_landed"})
 
 
-async def _admit(state: _State, store: Store, config: IngestConfig) -> None:
-    """Take a landing-queue slot, waiting up to ``server.admit_wait_s`` in line for one; StoreBusy if none frees."""
+async def _admit(state: _State, store: Store, config: IngestConfig, request: web.Request) -> None:
+    """Take a landing-queue slot, waiting up to ``server.admit_wait_s`` in line for one; StoreBusy if none frees.
+
+    While it waits its connection is not read (``_park``): the body stays in the kernel's socket
+    buffers instead of the event loop's heap, and a burst in line costs the loop no reads.
+    """
     depth = config.store.queue_depth
     full = f"the landing queue is full ({depth} batches)"
     if store.queued + state.admitting < depth and not state.waiters:
@@ -284,6 +288,7 @@ async def _admit(state: _State, store: Store, config: IngestConfig) -> None:
             waiter.set_exception(StoreBusy(full))
 
     timer = loop.call_later(config.server.admit_wait_s, give_up)
+    unpark = _park(request)
     try:
         await waiter
     except asyncio.CancelledError:
@@ -295,6 +300,26 @@ async def _admit(state: _State, store: Store, config: IngestConfig) -> None:
         raise
     finally:
         timer.cancel()
+        unpark()
+
+
+def _park(request: web.Request) -> Callable[[], None]:
+    """Stop reading an upload's connection; returns what starts it again.
+
+    Only a connection being read is paused (one aiohttp's flow control holds, or whose body is
+    all in, is left alone), so the resume cannot undo aiohttp's own pause; nothing else reads or
+    resumes it while its one handler waits. A sender that hangs up meanwhile is seen on resume.
+    """
+    transport = request.transport
+    if transport is None or request.content.is_eof() or not transport.is_reading():
+        return lambda: None
+    transport.pause_reading()
+
+    def unpark() -> None:
+        if not transport.is_closing():
+            transport.resume_reading()
+
+    return unpark
 
 
 async def _expect_continue(request: web.Request) -> None:

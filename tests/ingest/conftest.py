@@ -112,6 +112,7 @@ class Server:
     config: IngestConfig
     session: aiohttp.ClientSession
     app: web.Application
+    runner: web.AppRunner | None = None  # its server's connections, for tests that look at a socket
 
     @property
     def admin_token(self) -> str:
@@ -171,7 +172,7 @@ async def make_server(tmp_path):
         config.store.db_path.parent.mkdir(parents=True, exist_ok=True)
         runner, url = await start_server(config, store_class=store_class)
         runners.append(runner)
-        return Server(url, config, session, runner.app)
+        return Server(url, config, session, runner.app, runner)
 
     yield start
     await session.close()

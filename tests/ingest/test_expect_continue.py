@@ -3,6 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import fcntl
+import hashlib
+import logging
+import struct
+import termios
 import threading
 import time
 from urllib.parse import urlsplit
@@ -235,3 +240,83 @@ async def test_the_runner_both_servers_use_answers_an_unknown_expectation_with_a
             assert (response.status, await response.json()) == (200, {"read": 2})
     finally:
         await runner.cleanup()
+
+
+def _unread_bytes(connection) -> int:
+    """Bytes the kernel holds for a server-side connection that the server has not read (FIONREAD)."""
+    sock = connection.transport.get_extra_info("socket")
+    return struct.unpack("i", fcntl.ioctl(sock.fileno(), termios.FIONREAD, b"\0\0\0\0"))[0]
+
+
+async def test_an_upload_in_line_is_not_read_until_it_gets_a_slot_then_lands_byte_exact(make_server, tmp_path, vibration):
+    """Uploads in line without Expect are not read (their bodies stay in the kernel's socket buffers); once admitted they land with the sha256 of the bytes sent."""
+    HeldStore.release.clear()
+    server = await make_server(store_class=HeldStore, store={"queue_depth": 1, "group_commit_max_batches": 1},
+                               server={"admit_wait_s": 60.0})
+    token = await server.add_device("pump-1")
+    bodies = [seal(tmp_path / str(i), vibration, make_table(vibration, predictions=200)[0]) for i in range(4)]
+    first = asyncio.create_task(server.put(*bodies[0], token))
+    connections = []
+    try:
+        while not server.app[STORE].queued:
+            await asyncio.sleep(0.01)
+        for batch_id, body in bodies[1:]:
+            connections.append(await _send_head(server.url, batch_id, token, len(body), expect=None))
+        while len(server.app[STATE].waiters) < 3:
+            await asyncio.sleep(0.01)
+        for (_, writer), (_, body) in zip(connections, bodies[1:], strict=True):
+            writer.write(body)
+            await writer.drain()
+        parked = [c for c in server.runner.server.connections if c.transport is not None and not c.transport.is_reading()]
+        assert len(parked) == 3
+        # Each whole body reaches the server's kernel buffer and stays there: a server that read it would empty it.
+        sizes = sorted(len(body) for _, body in bodies[1:])
+        deadline = time.monotonic() + 30
+        while sorted(_unread_bytes(c) for c in parked) != sizes:
+            assert time.monotonic() < deadline, [_unread_bytes(c) for c in parked]
+            await asyncio.sleep(0.01)
+    finally:
+        HeldStore.release.set()
+    try:
+        assert (await first)[0] == 201
+        for reader, _ in connections:
+            status, _, answer = await _read_answer(reader)
+            assert status == 201 and orjson.loads(answer)["status"] == "landed"
+    finally:
+        for _, writer in connections:
+            writer.close()
+    landed = await server.sql("SELECT batch_id, sha256 FROM batches")
+    assert {row["batch_id"]: row["sha256"] for row in landed} == {
+        batch_id: hashlib.sha256(body).hexdigest() for batch_id, body in bodies}
+
+
+async def test_an_upload_in_line_whose_sender_hangs_up_gives_its_slot_back(make_server, tmp_path, vibration, caplog):
+    """A sender that closes its connection while its upload waits in line unread costs no slot and no error (it is a 408 nobody reads): the next upload lands, nothing is left held."""
+    caplog.set_level(logging.INFO, logger="edgeloop.ingest.app")
+    HeldStore.release.clear()
+    server = await make_server(store_class=HeldStore, store={"queue_depth": 1, "group_commit_max_batches": 1},
+                               server={"admit_wait_s": 60.0})
+    token = await server.add_device("pump-1")
+    bodies = [seal(tmp_path / str(i), vibration, make_table(vibration, predictions=2)[0]) for i in range(3)]
+    first = asyncio.create_task(server.put(*bodies[0], token))
+    state, store = server.app[STATE], server.app[STORE]
+    try:
+        while not store.queued:
+            await asyncio.sleep(0.01)
+        _, writer = await _send_head(server.url, bodies[1][0], token, len(bodies[1][1]), expect=None)
+        writer.write(bodies[1][1][:100])  # part of its body, then it goes away
+        await writer.drain()
+        while not state.waiters:
+            await asyncio.sleep(0.01)
+        writer.close()
+        await writer.wait_closed()
+    finally:
+        HeldStore.release.set()
+    assert (await first)[0] == 201
+    assert (await server.put(*bodies[2], token))[0] == 201
+    while state.admitting or state.waiters or store.queued:
+        await asyncio.sleep(0.01)
+    assert await server.sql("SELECT batch_id FROM batches ORDER BY batch_id") == sorted(
+        ({"batch_id": bodies[i][0]} for i in (0, 2)), key=lambda row: row["batch_id"])
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR] == []  # the sender's doing, not ours
+    assert any(getattr(r, "status", None) == 408 for r in caplog.records if r.getMessage() == "upload refused")
