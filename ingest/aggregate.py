@@ -15,12 +15,13 @@ Readers (``fleet``, ``dashboard``, ``/v1/sql``) see the same columns either way.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 
 import duckdb
 
-__all__ = ["AGGREGATES", "Aggregate", "Value", "on_lake"]
+__all__ = ["AGGREGATES", "Aggregate", "Value", "dropped_after", "on_lake"]
 
 DELTAS = "_deltas"
 
@@ -28,6 +29,25 @@ DELTAS = "_deltas"
 def _quote(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
 
+
+
+@contextmanager
+def dropped_after(con: duckdb.DuckDBPyConnection, *names: str) -> Iterator[None]:
+    """Drop the temp tables ``names`` after the block.
+
+    After a failed statement the transaction is aborted and any DROP raises "Current transaction is
+    aborted": that is swallowed, so the caller sees the first failure (an out of memory is a 503, not
+    a store error) and the transaction's rollback drops the tables.
+    """
+    try:
+        yield
+    except BaseException:
+        with suppress(duckdb.Error):
+            for name in names:
+                con.execute(f"DROP TABLE IF EXISTS temp.{name}")
+        raise
+    for name in names:
+        con.execute(f"DROP TABLE IF EXISTS temp.{name}")
 
 @dataclass(frozen=True, slots=True)
 class Value:
@@ -132,12 +152,10 @@ class Aggregate:
         table = _quote(self.table(True))
         before = con.execute(f"SELECT count(*) FROM {table}").fetchone()[0]
         con.execute(f"CREATE OR REPLACE TEMP TABLE __edgeloop_folded AS {self.merged_select()}")
-        try:
+        with dropped_after(con, "__edgeloop_folded"):
             con.execute(f"DELETE FROM {table}")
             con.execute(f"INSERT INTO {table} BY NAME SELECT * FROM temp.__edgeloop_folded")
             after = con.execute("SELECT count(*) FROM temp.__edgeloop_folded").fetchone()[0]
-        finally:
-            con.execute("DROP TABLE IF EXISTS temp.__edgeloop_folded")
         return int(before - after)
 
 

@@ -163,7 +163,7 @@ def apply(con: duckdb.DuckDBPyConnection, deletion: Deletion, catalog: Catalog, 
                 field, value = deletion.hashed  # type: ignore[misc]
                 where[table] = (f"{quote(field)} = ?", [value]) if field in have[table] else None
         con.execute("CREATE OR REPLACE TEMP TABLE __edgeloop_doomed (record_id UUID)")
-        try:
+        with tallies.dropped_after(con, "__edgeloop_doomed"):
             if where[predictions] is not None:
                 clause, params = where[predictions]  # type: ignore[misc]
                 con.execute(f"INSERT INTO temp.__edgeloop_doomed SELECT record_id FROM {quote(predictions)} WHERE {clause}", params)
@@ -186,8 +186,6 @@ def apply(con: duckdb.DuckDBPyConnection, deletion: Deletion, catalog: Catalog, 
                     con.execute(f"DELETE FROM {quote(predictions)} WHERE record_id IN (SELECT record_id FROM temp.__edgeloop_doomed)")
                 if doomed or counts.get(feedback):
                     tallies.rebuild(con, model)  # the dashboard's label coverage counts what is left
-        finally:
-            con.execute("DROP TABLE IF EXISTS temp.__edgeloop_doomed")
     total = sum(counts.values())
     result: dict[str, Any] = {
         "predicate": deletion.describe(), "reason": deletion.reason, "tables": counts, "rows": total,

@@ -29,7 +29,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from edgeloop.errors import BatchRejected
-from edgeloop.ingest.aggregate import DEVICE_HEALTH, DEVICE_REFUSALS, LANDED_DAILY, STATUS_FIELDS, on_lake
+from edgeloop.ingest.aggregate import DEVICE_HEALTH, DEVICE_REFUSALS, LANDED_DAILY, STATUS_FIELDS, dropped_after, on_lake
 from edgeloop.schemas.device_status import DeviceStatus
 
 __all__ = ["HEALTH_TABLES", "Refusals", "create_sql", "ensure_tables", "note_deleted", "note_landed", "prune_statuses", "store_status"]
@@ -174,13 +174,11 @@ def note_deleted(con: duckdb.DuckDBPyConnection, model: str, gone: list[tuple[st
         return
     lake = on_lake(con)
     con.execute(f"CREATE OR REPLACE TEMP TABLE __edgeloop_gone AS {' UNION ALL '.join(parts)}", params)
-    try:
+    with dropped_after(con, "__edgeloop_gone"):
         con.execute(LANDED_DAILY.add(_DAILY.format(source="temp.__edgeloop_gone"), lake))
         con.execute(DEVICE_HEALTH.add("SELECT device, sum(n)::BIGINT AS rows FROM temp.__edgeloop_gone GROUP BY device",
                                       lake, ["device", "rows"]))
         LANDED_DAILY.prune(con, lake)
-    finally:
-        con.execute("DROP TABLE IF EXISTS temp.__edgeloop_gone")
 
 
 def store_status(

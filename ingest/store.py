@@ -971,14 +971,12 @@ def _new_rows(con: duckdb.DuckDBPyConnection, table: str, rows: pa.Table, duplic
     ids = pa.chunked_array([chunk.storage for chunk in rows.column("record_id").chunks], pa.binary(16))
     keys = pa.table({"record_id": rows.column("record_id"), "__row": pa.array(range(rows.num_rows), pa.int64())})
     tallies.copy_to_temp(con, "__edgeloop_keys", keys)
-    try:
+    with tallies.dropped_after(con, "__edgeloop_keys"):
         # An inner join, not SEMI: only it pushes the batch's min/max record id into the table
         # scan, and UUIDv7 ids are time-ordered, so the scan skips all but the recent row groups.
         landed = con.execute(
             f"SELECT DISTINCT k.__row FROM temp.__edgeloop_keys AS k JOIN {quote(table)} AS t ON t.record_id = k.record_id"
         ).to_arrow_table().column("__row")
-    finally:
-        con.execute("DROP TABLE temp.__edgeloop_keys")
     repeated = span is None and pc.count_distinct(ids).as_py() < rows.num_rows
     if not landed.length() and not repeated:
         return rows

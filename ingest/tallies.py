@@ -35,7 +35,7 @@ import duckdb
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from edgeloop.ingest.aggregate import DEVICE_VERSIONS, DROPS_DAILY, LABEL_COVERAGE, MAX_COUNT, on_lake
+from edgeloop.ingest.aggregate import DEVICE_VERSIONS, DROPS_DAILY, LABEL_COVERAGE, MAX_COUNT, dropped_after, on_lake
 
 __all__ = ["TABLES", "copy_to_temp", "create_sql", "declared_truth", "ensure_tables", "labelled_by", "note_drops", "note_landed", "note_versions", "rebuild",
            "recount_coverage"]
@@ -267,13 +267,10 @@ def note_versions(con: duckdb.DuckDBPyConnection, model: str, predictions: Seque
         return
     # Summed up by Arrow: DuckDB then joins a few rows per device, not a copy of every prediction.
     copy_to_temp(con, "__versions_p", _version_spans(predictions))
-    try:
+    with dropped_after(con, "__versions_p", "__versions_new"):
         con.execute(_GROUP_VERSIONS)
         con.execute(_LOG_CHANGES, [model])
         con.execute(DEVICE_VERSIONS.add(_MOVED, lake), [model, landed_at.isoformat()])
-    finally:
-        con.execute("DROP TABLE IF EXISTS temp.__versions_p")
-        con.execute("DROP TABLE IF EXISTS temp.__versions_new")
 
 
 def note_drops(con: duckdb.DuckDBPyConnection, drops: Iterable[tuple[date, str, dict[str, int]]], *, lake: bool = False) -> None:
@@ -352,7 +349,8 @@ def note_landed(con: duckdb.DuckDBPyConnection, model: str, predictions: Sequenc
     group = pa.table({"batch_id": pa.array(list(batch_ids), pa.string())})
     copy_to_temp(con, "__coverage_group", group)
     parts: list[str] = []
-    try:
+    with dropped_after(con, "__coverage_group", "__coverage_counts", "__coverage_p", "__coverage_f", "__coverage_prior",
+                       "__coverage_delta"):
         if predictions:
             rows = pa.concat_tables([t.select(["record_id", "model_version", "sample_weight"]) for t in predictions])
             # New predictions, counted by Arrow.
@@ -410,6 +408,3 @@ def note_landed(con: duckdb.DuckDBPyConnection, model: str, predictions: Sequenc
         con.execute(LABEL_COVERAGE.add(
             "SELECT ? AS model, model_version, predictions, weighted, labelled, weighted_labelled FROM temp.__coverage_delta",
             lake), [model])
-    finally:
-        for name in ("__coverage_group", "__coverage_counts", "__coverage_p", "__coverage_f", "__coverage_prior", "__coverage_delta"):
-            con.execute(f"DROP TABLE IF EXISTS temp.{name}")

@@ -277,3 +277,27 @@ def test_a_truth_field_declared_later_counts_the_next_landings_by_it(tmp_path, v
         assert counted == [(4, 2)]
     finally:
         store.close()
+
+
+def test_a_failure_inside_a_temp_table_block_is_the_error_the_caller_sees():
+    """A statement that fails inside ``dropped_after`` aborts the transaction; the caller gets that failure (an out of
+    memory stays a 503), not the "Current transaction is aborted" a DROP would raise after it, and the rollback drops
+    the temp table."""
+    import duckdb
+    import pytest
+
+    from edgeloop.ingest.aggregate import dropped_after
+
+    con = duckdb.connect()
+    con.execute("CREATE TABLE t (a INTEGER PRIMARY KEY)")
+    con.execute("INSERT INTO t VALUES (1)")
+    con.execute("BEGIN TRANSACTION")
+    con.execute("CREATE TEMP TABLE scratch AS SELECT 1 AS a")
+    with pytest.raises(duckdb.ConstraintException):
+        with dropped_after(con, "scratch"):
+            con.execute("INSERT INTO t SELECT a FROM temp.scratch")
+    con.execute("ROLLBACK")
+    assert con.execute("SELECT count(*) FROM duckdb_tables() WHERE table_name = 'scratch'").fetchone()[0] == 0
+    with dropped_after(con, "scratch"):
+        con.execute("CREATE TEMP TABLE scratch AS SELECT 2 AS a")
+    assert con.execute("SELECT count(*) FROM duckdb_tables() WHERE table_name = 'scratch'").fetchone()[0] == 0
