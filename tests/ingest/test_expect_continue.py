@@ -33,6 +33,19 @@ class HeldStore(Store):
         super().land_group(group)
 
 
+async def _queue_held(make_server, tmp_path, vibration, *, admit_wait_s: float, uploads: int = 2, predictions: int = 2):
+    """A server whose one queue slot is held by a first upload (``first``, landing once HeldStore.release is set)."""
+    HeldStore.release.clear()
+    server = await make_server(store_class=HeldStore, store={"queue_depth": 1, "group_commit_max_batches": 1},
+                               server={"admit_wait_s": admit_wait_s})
+    token = await server.add_device("pump-1")
+    bodies = [seal(tmp_path / str(i), vibration, make_table(vibration, predictions=predictions)[0]) for i in range(uploads)]
+    first = asyncio.create_task(server.put(*bodies[0], token))
+    while not server.app[STORE].queued:
+        await asyncio.sleep(0.01)
+    return server, token, bodies, first
+
+
 async def _send_head(url: str, batch_id: str, token: str, size: int, *, expect: str | None = "100-continue"):
     """Open a connection and send a PUT's request line and headers only: (reader, writer)."""
     parts = urlsplit(url)
@@ -77,15 +90,8 @@ async def test_an_upload_that_expects_100_continue_is_asked_for_its_body_and_lan
 
 async def test_a_refused_upload_is_answered_before_its_body_with_connection_close(make_server, tmp_path, vibration):
     """A 401 and a 429 (queue and line full) answer an upload that expects 100-continue without its body being sent, with Connection: close."""
-    HeldStore.release.clear()
-    server = await make_server(store_class=HeldStore, store={"queue_depth": 1, "group_commit_max_batches": 1},
-                               server={"admit_wait_s": 0})
-    token = await server.add_device("pump-1")
-    bodies = [seal(tmp_path / str(i), vibration, make_table(vibration, predictions=2)[0]) for i in range(2)]
-    first = asyncio.create_task(server.put(*bodies[0], token))
+    server, token, bodies, first = await _queue_held(make_server, tmp_path, vibration, admit_wait_s=0)
     try:
-        while not server.app[STORE].queued:
-            await asyncio.sleep(0.01)
         for sent_token, expected in (("not-a-token", (401, "unauthorized")), (token, (429, "busy"))):
             reader, writer = await _send_head(server.url, bodies[1][0], sent_token, len(bodies[1][1]))
             try:
@@ -102,16 +108,9 @@ async def test_a_refused_upload_is_answered_before_its_body_with_connection_clos
 
 async def test_an_upload_in_line_is_asked_for_its_body_only_when_it_gets_a_slot(make_server, tmp_path, vibration):
     """While the queue is full, an upload in line that expects 100-continue hears nothing; when a slot frees it gets 100 Continue and lands."""
-    HeldStore.release.clear()
-    server = await make_server(store_class=HeldStore, store={"queue_depth": 1, "group_commit_max_batches": 1},
-                               server={"admit_wait_s": 60.0})
-    token = await server.add_device("pump-1")
-    bodies = [seal(tmp_path / str(i), vibration, make_table(vibration, predictions=2)[0]) for i in range(2)]
-    first = asyncio.create_task(server.put(*bodies[0], token))
+    server, token, bodies, first = await _queue_held(make_server, tmp_path, vibration, admit_wait_s=60.0)
     reader = writer = None
     try:
-        while not server.app[STORE].queued:
-            await asyncio.sleep(0.01)
         reader, writer = await _send_head(server.url, bodies[1][0], token, len(bodies[1][1]))
         while not server.app[STATE].waiters:
             await asyncio.sleep(0.01)
@@ -142,16 +141,9 @@ async def test_an_expectation_other_than_100_continue_is_417(server, tmp_path, v
 
 async def test_aiohttp_clients_expect100_is_refused_without_its_body_and_the_next_upload_lands(make_server, tmp_path, vibration):
     """aiohttp's client with expect100=True gets the 429 of a full queue, then lands the same batch through the same session."""
-    HeldStore.release.clear()
-    server = await make_server(store_class=HeldStore, store={"queue_depth": 1, "group_commit_max_batches": 1},
-                               server={"admit_wait_s": 0})
-    token = await server.add_device("pump-1")
-    bodies = [seal(tmp_path / str(i), vibration, make_table(vibration, predictions=2)[0]) for i in range(2)]
+    server, token, bodies, first = await _queue_held(make_server, tmp_path, vibration, admit_wait_s=0)
     headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/vnd.apache.parquet"}
-    first = asyncio.create_task(server.put(*bodies[0], token))
     try:
-        while not server.app[STORE].queued:
-            await asyncio.sleep(0.01)
         started = time.monotonic()
         async with server.session.put(f"{server.url}/v1/batches/{bodies[1][0]}", data=bodies[1][1], headers=headers,
                                       expect100=True) as response:
@@ -250,16 +242,9 @@ def _unread_bytes(connection) -> int:
 
 async def test_an_upload_in_line_is_not_read_until_it_gets_a_slot_then_lands_byte_exact(make_server, tmp_path, vibration):
     """Uploads in line without Expect are not read (their bodies stay in the kernel's socket buffers); once admitted they land with the sha256 of the bytes sent."""
-    HeldStore.release.clear()
-    server = await make_server(store_class=HeldStore, store={"queue_depth": 1, "group_commit_max_batches": 1},
-                               server={"admit_wait_s": 60.0})
-    token = await server.add_device("pump-1")
-    bodies = [seal(tmp_path / str(i), vibration, make_table(vibration, predictions=200)[0]) for i in range(4)]
-    first = asyncio.create_task(server.put(*bodies[0], token))
+    server, token, bodies, first = await _queue_held(make_server, tmp_path, vibration, admit_wait_s=60.0, uploads=4, predictions=200)
     connections = []
     try:
-        while not server.app[STORE].queued:
-            await asyncio.sleep(0.01)
         for batch_id, body in bodies[1:]:
             connections.append(await _send_head(server.url, batch_id, token, len(body), expect=None))
         while len(server.app[STATE].waiters) < 3:
@@ -293,16 +278,9 @@ async def test_an_upload_in_line_is_not_read_until_it_gets_a_slot_then_lands_byt
 async def test_an_upload_in_line_whose_sender_hangs_up_gives_its_slot_back(make_server, tmp_path, vibration, caplog):
     """A sender that closes its connection while its upload waits in line unread costs no slot and no error (it is a 408 nobody reads): the next upload lands, nothing is left held."""
     caplog.set_level(logging.INFO, logger="edgeloop.ingest.app")
-    HeldStore.release.clear()
-    server = await make_server(store_class=HeldStore, store={"queue_depth": 1, "group_commit_max_batches": 1},
-                               server={"admit_wait_s": 60.0})
-    token = await server.add_device("pump-1")
-    bodies = [seal(tmp_path / str(i), vibration, make_table(vibration, predictions=2)[0]) for i in range(3)]
-    first = asyncio.create_task(server.put(*bodies[0], token))
+    server, token, bodies, first = await _queue_held(make_server, tmp_path, vibration, admit_wait_s=60.0, uploads=3)
     state, store = server.app[STATE], server.app[STORE]
     try:
-        while not store.queued:
-            await asyncio.sleep(0.01)
         _, writer = await _send_head(server.url, bodies[1][0], token, len(bodies[1][1]), expect=None)
         writer.write(bodies[1][1][:100])  # part of its body, then it goes away
         await writer.drain()
