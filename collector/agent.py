@@ -159,7 +159,7 @@ class Agent:
             loop.add_signal_handler(signal.SIGHUP, self._begin_reload, app, journal, pipeline)
             intake = self.config.intake
             runner = GuardedRunner(
-                app, max_connections=intake.max_connections, idle_timeout_s=intake.idle_timeout_s,
+                app, max_connections=intake.max_connections, idle_timeout_s=intake.idle_timeout_s, setting="intake.max_connections",
                 handle_signals=False, access_log=None, shutdown_timeout=agent.shutdown_timeout_s / 2,
             )
             await runner.setup()  # starts sync (cleanup_ctx)

@@ -10,8 +10,10 @@ Both HTTP servers use it, ingest's TCP listener and the agent's unix socket:
   ``idle_timeout_s`` of opening (or of its previous response), else it is closed;
 - **body timeout**: ``read_body`` answers 408 when the sender goes quiet for
   ``body_timeout_s`` mid-body (a Content-Length longer than the body sent);
-- **open files**: the soft ``RLIMIT_NOFILE`` is raised to hold ``max_connections`` and the
-  process's own files (as nginx's ``worker_rlimit_nofile``), up to the hard limit;
+- **open files**: the soft ``RLIMIT_NOFILE`` is raised to the hard limit (as Go's runtime and
+  nginx's ``worker_rlimit_nofile`` do) and ``max_connections`` is lowered, with a warning, to
+  what that leaves beside the process's own files (``connections_that_fit``), so the process
+  never runs out of descriptors mid-burst;
 - **one error shape**: aiohttp's own parser rejections (request line or headers too long,
   too many headers, a malformed request, bytes past Content-Length) answer
   ``{"error": {"code", "message", "details"}}`` instead of plain text, and so does the 417
@@ -31,11 +33,14 @@ import orjson
 from aiohttp import web
 from aiohttp.web_protocol import RequestHandler
 
-__all__ = ["GuardedRunner", "read_body"]
+from edgeloop.errors import ConfigError
+
+__all__ = ["GuardedRunner", "connections_that_fit", "read_body"]
 
 log = logging.getLogger(__name__)
 
 FILES_BESIDES_CONNECTIONS = 256  # the database and its WAL, logs, spool files, shared libraries
+MIN_CONNECTIONS = 16  # an open-files limit leaving fewer is a startup error, not a server that refuses most clients
 PARSER_CODES = {400: "bad_request", 408: "request_timeout", 413: "too_large", 417: "expectation_failed"}
 MESSAGE_CHARS = 300
 
@@ -127,28 +132,45 @@ class _Server(web.Server):
         self._loop.call_soon(victim.force_close)
 
 
-def allow_open_files(count: int) -> None:
-    """Raise the soft open-files limit to ``count`` if it is lower, as far as the hard limit allows; warn if that is short."""
+def connections_that_fit(max_connections: int, *, setting: str) -> int:
+    """Raise the soft open-files limit to the hard limit; ``max_connections``, or as many as fit beside the process's own files.
+
+    A cap the limit cannot hold fails where it hurts most, mid-burst (an accept that fails with
+    EMFILE, DuckDB unable to open a file): lowering it at start, with a warning, keeps the
+    connection cap's eviction working instead. ConfigError when fewer than MIN_CONNECTIONS fit.
+    """
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if soft == resource.RLIM_INFINITY or soft >= count:
-        return
-    target = count if hard == resource.RLIM_INFINITY else min(count, hard)
-    if target > soft:
-        resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
-    if target < count:
-        log.warning("the open-files limit is below what max_connections needs: raise LimitNOFILE (ulimit -n)",
-                    extra={"needed": count, "soft": target, "hard": hard})
+    target = hard if hard != resource.RLIM_INFINITY else max(soft, max_connections + FILES_BESIDES_CONNECTIONS)
+    if soft != resource.RLIM_INFINITY and target > soft:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+            soft = target
+        except (ValueError, OSError):  # a hard limit above what the kernel allows (nr_open): keep the soft one
+            pass
+    if soft == resource.RLIM_INFINITY or soft - FILES_BESIDES_CONNECTIONS >= max_connections:
+        return max_connections
+    fits = soft - FILES_BESIDES_CONNECTIONS
+    if fits < MIN_CONNECTIONS:
+        raise ConfigError(
+            f"{setting}: the open-files limit is {soft}, which leaves {max(fits, 0)} connections beside the "
+            f"{FILES_BESIDES_CONNECTIONS} files the process keeps for itself (at least {MIN_CONNECTIONS} needed); "
+            f"raise LimitNOFILE (ulimit -n) to {max_connections + FILES_BESIDES_CONNECTIONS}"
+        )
+    log.warning("max_connections lowered to what the open-files limit holds; raise LimitNOFILE (ulimit -n) to serve them all",
+                extra={"setting": setting, "connections": fits, "max_connections": max_connections, "open_files_limit": soft,
+                       "needed": max_connections + FILES_BESIDES_CONNECTIONS})
+    return fits
 
 
 class GuardedRunner(web.AppRunner):
     """``web.AppRunner`` with a connection cap, a header timeout and JSON parser errors (see the module doc)."""
 
-    def __init__(self, app: web.Application, *, max_connections: int, idle_timeout_s: float, **kwargs: Any) -> None:
+    def __init__(self, app: web.Application, *, max_connections: int, idle_timeout_s: float,
+                 setting: str = "max_connections", **kwargs: Any) -> None:
         # aiohttp's keep-alive timer is armed when a connection opens and again after each
         # response, and closes a connection still waiting for a complete request: a header timeout.
         super().__init__(app, keepalive_timeout=idle_timeout_s, **kwargs)
-        self._max_connections = max_connections
-        allow_open_files(max_connections + FILES_BESIDES_CONNECTIONS)
+        self._max_connections = connections_that_fit(max_connections, setting=setting)
 
     async def _make_server(self) -> web.Server:
         server = await super()._make_server()

@@ -343,6 +343,7 @@ async def _serve(config: IngestConfig) -> None:
 
     from edgeloop.ingest.app import create_app, create_runner, ssl_context
 
+    config = _fit_connections(config)
     server = config.server
     _check_can_listen(server)
     app = create_app(config)
@@ -367,11 +368,23 @@ async def _serve(config: IngestConfig) -> None:
     log.info("stopped")
 
 
+def _fit_connections(config: IngestConfig) -> IngestConfig:
+    """The config with ``server.max_connections`` lowered to what the open-files limit holds (``connections_that_fit``)."""
+    from edgeloop.runner import connections_that_fit  # aiohttp: only for serve and check-config
+
+    server = config.server
+    fits = connections_that_fit(server.max_connections, setting="server.max_connections")
+    if fits == server.max_connections:
+        return config
+    return config.model_copy(update={"server": server.model_copy(update={"max_connections": fits})})
+
+
 def _check_config(config: IngestConfig) -> str:
     """Everything serve needs before it opens the database; one line for the first problem."""
     from edgeloop.ingest.app import ssl_context
 
     ssl_context(config)
+    _fit_connections(config)
     store = config.store
     lake = store.backend == "ducklake"
     folders = [("server.admin_token_file", config.server.admin_token_file.parent)]

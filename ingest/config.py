@@ -33,12 +33,13 @@ class ServerSettings(Settings):
     max_sessions: PositiveInt = 1000
     schemas_dir: Path | None = None
     shutdown_timeout_s: Positive = 30.0
-    max_connections: PositiveInt = 1024
+    max_connections: PositiveInt = 4096
     idle_timeout_s: Positive = 30.0
     body_timeout_s: Positive = 60.0
     retry_after_s: PositiveInt = 2
     retry_after_max_s: PositiveInt = 60
     admit_wait_s: Annotated[float, Field(ge=0, le=60)] = 15.0
+    line_max_bytes: PositiveInt = 256 * MiB
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     log_json: bool = True
 

@@ -4,10 +4,17 @@ from __future__ import annotations
 
 import asyncio
 import json
+import resource
+import subprocess
+import sys
+import time
+import urllib.request
 
 import pytest
 
-from tests.ingest.conftest import make_table, seal
+from edgeloop.ingest.config import IngestConfig
+from edgeloop.runner import FILES_BESIDES_CONNECTIONS
+from tests.ingest.conftest import free_port, make_table, seal, stop_server, write_config
 
 
 async def _raw(url: str, data: bytes, *, read_s: float = 10.0) -> tuple[int, dict]:
@@ -100,12 +107,13 @@ async def test_a_token_that_is_not_utf8_is_401(server, tmp_path, vibration):
     _shape(error, "unauthorized")
 
 
-def test_the_server_raises_its_open_files_limit_to_hold_max_connections(tmp_path):
-    """A server started under a soft open-files limit of 300 raises it to max_connections + 256, within the hard limit."""
-    import resource
-    import subprocess
-    import sys
+def _limited(hard: int, code: str) -> list[str]:
+    """A Python command that runs ``code`` with its open-files limit (soft and hard) at ``hard``."""
+    return [sys.executable, "-c", f"import resource, sys; resource.setrlimit(resource.RLIMIT_NOFILE, ({hard}, {hard}))\n{code}"]
 
+
+def test_the_server_raises_its_open_files_limit_to_the_hard_limit(tmp_path):
+    """A server started under a soft open-files limit of 300 raises it to the hard limit, as Go's runtime and nginx's worker_rlimit_nofile do."""
     hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
     if hard != resource.RLIM_INFINITY and hard < 1280:
         pytest.skip(f"the hard open-files limit here is {hard}")
@@ -114,8 +122,52 @@ def test_the_server_raises_its_open_files_limit_to_hold_max_connections(tmp_path
         "from aiohttp import web\n"
         "from edgeloop.runner import GuardedRunner\n"
         "GuardedRunner(web.Application(), max_connections=1024, idle_timeout_s=5.0)\n"
-        "print(resource.getrlimit(resource.RLIMIT_NOFILE)[0])\n"
+        "print(*resource.getrlimit(resource.RLIMIT_NOFILE))\n"
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, cwd=tmp_path)
     assert done.returncode == 0, done.stderr
-    assert int(done.stdout) == 1280
+    soft, hard = map(int, done.stdout.split())
+    assert soft == hard
+
+
+def test_max_connections_past_the_open_files_limit_is_lowered_to_fit_with_a_warning(tmp_path):
+    """Under a hard open-files limit of 600, the default max_connections is lowered to 600 - 256 files kept for the process, with a warning naming LimitNOFILE, and the server serves."""
+    assert IngestConfig().server.max_connections > 600 - FILES_BESIDES_CONNECTIONS
+    config = write_config(tmp_path, free_port(), 'log_json = false\n')
+    log_path = tmp_path / "server.log"
+    code = "from edgeloop.ingest.cli import main; sys.exit(main(sys.argv[1:]))"
+    with open(log_path, "ab") as log:
+        process = subprocess.Popen([*_limited(600, code), "serve", "--config", str(config)], stdout=log, stderr=log)
+    try:
+        port = IngestConfig.load(config).server.port
+        deadline = time.monotonic() + 60
+        while not _answers(f"http://127.0.0.1:{port}/healthz"):
+            assert process.poll() is None, log_path.read_text()
+            assert time.monotonic() < deadline, log_path.read_text()
+            time.sleep(0.1)
+    finally:
+        stop_server(process)
+    text = log_path.read_text()
+    assert "server.max_connections" in text and "LimitNOFILE" in text, text
+    assert f"connections={600 - FILES_BESIDES_CONNECTIONS}" in text, text
+
+
+def test_an_open_files_limit_with_no_room_for_connections_is_a_one_line_startup_error(tmp_path):
+    """Under a hard open-files limit that leaves no room for connections beside the process's own files, check-config and serve exit non-zero with one line naming LimitNOFILE."""
+    config = write_config(tmp_path, free_port())
+    code = "from edgeloop.ingest.cli import main; sys.exit(main(sys.argv[1:]))"
+    for command in ("check-config", "serve"):
+        done = subprocess.run([*_limited(FILES_BESIDES_CONNECTIONS + 4, code), command, "--config", str(config)],
+                              capture_output=True, text=True, timeout=60)
+        assert done.returncode == 1, (command, done.stderr)
+        lines = done.stderr.strip().splitlines()
+        assert len(lines) == 1 and "LimitNOFILE" in lines[0] and "server.max_connections" in lines[0], (command, done.stderr)
+    assert not (tmp_path / "ingest.duckdb").exists()  # refused before the database is opened
+
+
+def _answers(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=1):
+            return True
+    except OSError:
+        return False

@@ -14,7 +14,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from edgeloop.ingest.app import STATE, STORE, line_length
+from edgeloop.ingest.app import HELD_CONNECTION_BYTES, STATE, STORE, line_length
+from edgeloop.ingest.config import IngestConfig
 from edgeloop.ingest.store import Store
 from edgeloop.schemas import ModelSchema
 from tests.ingest.conftest import make_table, seal
@@ -306,6 +307,36 @@ async def test_the_line_for_a_slot_holds_the_connections_the_queue_leaves_and_ev
     assert (await first)[0] == 201 and [(await upload)[0] for upload in in_line] == [201] * 8
     assert (await server.put(*bodies[10], token))[0] == 201
     assert state.admitting == 0 and not state.waiters and store.queued == 0
+
+
+def test_the_default_line_holds_a_burst_of_a_thousand_devices():
+    """With the default settings a burst of 1,000 uploads finding the queue full waits in line, none refused for want of a place."""
+    config = IngestConfig()
+    assert line_length(config) >= 1000
+    # ... and the memory they hold at the row's 85 KB bodies (about 115 KiB each, measured) fits the line's budget.
+    assert 1000 * (85_000 + HELD_CONNECTION_BYTES) <= config.server.line_max_bytes
+
+
+async def test_the_line_refuses_an_upload_past_line_max_bytes(make_server, tmp_path, vibration):
+    """With the writer stuck, uploads wait in line until what they hold in memory would pass server.line_max_bytes: the next gets 429 busy at once; those in line land; nothing stays counted."""
+    body_bytes = 16 * 1024  # the test's bodies are smaller: two fit the budget whatever part of them was read, three never do
+    server, token, bodies, first = await _stuck_writer(
+        make_server, tmp_path, vibration, uploads=5, admit_wait_s=60.0, line_max_bytes=2 * (HELD_CONNECTION_BYTES + body_bytes))
+    state = server.app[STATE]
+    assert all(len(body) < body_bytes for _, body in bodies)
+    try:
+        in_line = [asyncio.create_task(server.put(*body, token)) for body in bodies[1:3]]
+        while len(state.waiters) < 2:
+            await asyncio.sleep(0.01)
+        status, error, headers = await server.put(*bodies[3], token)  # the line has places left but no memory
+        assert status == 429 and headers["Retry-After"]
+        _assert_error(error, "busy")
+        assert "server.line_max_bytes" in error["error"]["message"]
+    finally:
+        HeldStore.release.set()
+    assert (await first)[0] == 201 and [(await upload)[0] for upload in in_line] == [201] * 2
+    assert (await server.put(*bodies[4], token))[0] == 201
+    assert state.line_bytes == 0 and not state.waiters
 
 
 async def test_an_upload_waits_admit_wait_s_for_a_slot_then_gets_429(make_server, tmp_path, vibration):
