@@ -38,7 +38,7 @@ class ServerSettings(Settings):
     body_timeout_s: Positive = 60.0
     retry_after_s: PositiveInt = 2
     retry_after_max_s: PositiveInt = 60
-    admit_wait_s: Annotated[float, Field(ge=0, le=60)] = 15.0
+    admit_wait_s: Annotated[float, Field(ge=0, le=60)] = 30.0
     line_max_bytes: PositiveInt = 256 * MiB
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     log_json: bool = True
