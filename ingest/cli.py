@@ -415,6 +415,15 @@ def _check_config(config: IngestConfig) -> str:
     return f"config OK ({tls} on {config.server.host}:{config.server.port}; database {config.store.db_path})"
 
 
+def _leave(code: int) -> None:
+    """End a server whose database is checkpointed and closed: flush the log and exit without tearing down
+    every module (a quarter of a second of the stop, measured, that keeps nothing durable)."""
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
+
+
 def _run(args: argparse.Namespace) -> int:
     if args.command == "init-config":
         sys.stdout.write((UNIT_FILE if args.systemd else EXAMPLE_CONFIG).read_text(encoding="utf-8"))
@@ -781,7 +790,10 @@ def _footer(query: str, params: list, fingerprints: dict[str, str], tables: froz
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
-        return _run(args)
+        code = _run(args)
+        if args.command == "serve" and argv is None:  # the process's own command line: it ends here
+            _leave(code)
+        return code
     except EdgeloopError as exc:
         print(f"edgeloop-ingest: {' '.join(str(exc).split())}", file=sys.stderr)
         return 1

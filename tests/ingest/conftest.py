@@ -215,11 +215,11 @@ def cli(*args: str, check: bool = True, timeout: float = 60) -> subprocess.Compl
     return result
 
 
-def spawn_server(config_path: Path, log_path: Path) -> subprocess.Popen:
+def spawn_server(config_path: Path, log_path: Path, env: dict[str, str] | None = None) -> subprocess.Popen:
     """Start ``edgeloop-ingest serve`` and wait until it answers /healthz."""
 
     with open(log_path, "ab") as log:
-        process = subprocess.Popen([*CLI, "serve", "--config", str(config_path)], stdout=log, stderr=log)
+        process = subprocess.Popen([*CLI, "serve", "--config", str(config_path)], stdout=log, stderr=log, env=env)
     port = IngestConfig.load(config_path).server.port
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import subprocess
 import sys
 import urllib.request
+
+import duckdb
 
 from edgeloop import __version__
 from edgeloop.ingest.config import EXAMPLE_CONFIG, UNIT_FILE, IngestConfig
@@ -90,3 +93,26 @@ def test_metrics_count_bytes_per_device_and_the_process(tmp_path, vibration):
     assert f'edgeloop_ingest_bytes_received_total{{device="pump-9"}} {float(len(body))}' in text
     assert "process_resident_memory_bytes" in text and "process_cpu_seconds_total" in text
     assert sys.platform != "linux" or "process_open_fds" in text
+
+
+def test_sigterm_lands_checkpoints_and_logs_before_the_process_ends(tmp_path, vibration):
+    """A SIGTERM'd server exits 0 with what it accepted in the database file (no WAL left) and its last log line written."""
+    port = free_port()
+    config = write_config(tmp_path, port)
+    token = cli("devices", "add", "pump-9", "--config", str(config)).stdout.strip()
+    log_path = tmp_path / "server.log"
+    env = {key: value for key, value in os.environ.items() if key != "PYTHONUNBUFFERED"}  # the exit must flush the log itself
+    server = spawn_server(config, log_path, env)
+    try:
+        batch_id, body = seal(tmp_path, vibration, make_table(vibration, predictions=7)[0])
+        assert put_batch(port, batch_id, body, token) == 201
+    finally:
+        server.terminate()
+        code = server.wait(timeout=60)
+    assert code == 0, log_path.read_text()
+    lines = log_path.read_text().splitlines()
+    assert lines and json.loads(lines[-1])["msg"] == "stopped", lines[-3:]
+    db = tmp_path / "ingest.duckdb"
+    assert not db.with_name(db.name + ".wal").exists(), "the stop left rows in the WAL instead of checkpointing them"
+    with duckdb.connect(str(db), read_only=True) as con:
+        assert con.execute("SELECT count(*) FROM vibration WHERE batch_id = ?", [batch_id]).fetchone() == (7,)
