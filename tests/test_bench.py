@@ -18,35 +18,53 @@ from bench.rows import ROWS
 ROOT = Path(__file__).resolve().parent.parent
 
 
-@pytest.mark.timeout(600)  # nine rows, each starting real servers (row 13 a PostgreSQL too); slow on a shared 2-core machine
-def test_quick_bench_prints_the_table_and_every_figure_is_a_number(tmp_path):
-    """Every row of the quick run carries numeric figures (never checks a threshold)."""
-    # Through the bash entry point, so the bench extras are installed the way users get them.
-    result = subprocess.run(
-        ["bash", str(ROOT / "scripts" / "bench"), "--quick", "--out", str(tmp_path)],
-        capture_output=True,
-        text=True,
-        timeout=590,
-        cwd=ROOT,
-    )
+# Rows that take seconds in --quick; every row's quick run (~3 minutes on 2 cores) is a soak.
+SMOKE_ROWS = (1, 3, 7, 8)
+
+
+def quick_bench(out: Path, only: tuple[int, ...] = ()) -> dict:
+    """``scripts/bench --quick`` through its bash entry point (so the bench extras install as users get them)."""
+    command = ["bash", str(ROOT / "scripts" / "bench"), "--quick", "--out", str(out)]
+    if only:
+        command += ["--only", ",".join(map(str, only))]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=590, cwd=ROOT)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "edgeloop" in result.stdout and "reference (same run)" in result.stdout
-    report = json.loads((tmp_path / "latest.json").read_text())
+    report = json.loads((out / "latest.json").read_text())
     assert report["quick"] is True and report["repeats"] == 1
     assert {"cpu", "cores", "memory_gib", "python", "pyarrow", "duckdb", "date"} <= report["machine"].keys()
-    rows = report["rows"]
-    assert {row["number"] for row in rows} == {number for module in ROWS for number in module.NUMBERS}
-    for row in rows:
+    for row in report["rows"]:
         assert not row["unavailable"], f"row {row['number']} {row['what']}: {row['unavailable']}"
         figures = [row["edgeloop"]] + ([row["reference"], row["ratio"]] if row["reference_name"] else [])
         for figure in figures:
             assert isinstance(figure, (int, float)) and math.isfinite(figure), (row, result.stdout)
         assert len(row["runs"]) == 1 and row["runs"][0]["edgeloop"] == row["edgeloop"]
+    return report
+
+
+def assert_scaling_curve(report: dict) -> None:
     points = report["summaries"]["scaling"]["points"]
     devices = [point["devices"] for point in points]
     assert len(devices) == 3 and devices == sorted(devices)
     assert all(point["accepted_p99_ms"] > 0 for point in points)
     assert Path(report["summaries"]["scaling"]["plot"]).is_file()
+
+
+@pytest.mark.timeout(300)
+def test_quick_bench_of_the_quick_rows_prints_the_table_and_every_figure_is_a_number(tmp_path):
+    """Rows 1, 3, 7 and 8 of a quick run carry numeric figures and the scaling curve (never checks a threshold)."""
+    report = quick_bench(tmp_path, SMOKE_ROWS)
+    assert {row["number"] for row in report["rows"]} == set(SMOKE_ROWS)
+    assert_scaling_curve(report)
+
+
+@pytest.mark.soak
+@pytest.mark.timeout(600)  # every row, each starting real servers (row 13 a PostgreSQL too)
+def test_quick_bench_prints_the_table_and_every_figure_is_a_number(tmp_path):
+    """Every row of the quick run carries numeric figures (never checks a threshold)."""
+    report = quick_bench(tmp_path)
+    assert {row["number"] for row in report["rows"]} == {number for module in ROWS for number in module.NUMBERS}
+    assert_scaling_curve(report)
 
 
 def test_every_run_is_kept_and_the_table_shows_the_median_with_min_and_max():
