@@ -12,7 +12,8 @@ its writer's pace, as after a restart in the field. Each level also records wher
 went: when the first upload was answered and the pace between the 10th and 90th percentile
 answers, the load generator's own CPU, the server's CPU by thread (event loop, upload checks,
 writer, DuckDB's and Arrow's native threads) and how long each was runnable but waited for a
-core (/proc schedstat: the machine's other work), and the writer's time inside group commits.
+core (/proc schedstat: the machine's other work), the writer's time inside group commits, and
+the server's peak resident memory (a burst held in line costs memory).
 """
 
 from __future__ import annotations
@@ -137,6 +138,14 @@ def writer_commit_s(server: IngestServer) -> tuple[float, int]:
     return found.get("edgeloop_ingest_group_commit_seconds_sum", 0.0), int(found.get("edgeloop_ingest_group_commit_seconds_count", 0))
 
 
+def peak_rss_mb(pid: int) -> float:
+    """The process's peak resident memory so far (VmHWM): the server restarts per level, so the level's peak."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
 def measure(bench: Bench) -> list[Row]:
     from edgeloop.collector.config import SyncSettings
 
@@ -191,6 +200,7 @@ def measure(bench: Bench) -> list[Row]:
                     "server_runnable_wait_s": server_wait,
                     "writer_commit_s": commit_after - commit_before,
                     "group_commits": groups_after - groups_before,
+                    "server_peak_rss_mb": peak_rss_mb(server.proc.pid),
                 }
             )
     finally:
@@ -202,7 +212,8 @@ def measure(bench: Bench) -> list[Row]:
             f"accepted p50 {point['accepted_p50_ms']:,.0f} ms, p99 {point['accepted_p99_ms']:,.0f} ms; "
             f"Retry-After wait mean {point['waited_429_mean_ms']:,.0f} ms, p99 {point['waited_429_p99_ms']:,.0f} ms; "
             f"first answer {point['first_answer_s']:.1f} s, mid-run {point['mid_run_rows_per_s']:,.0f} rows/s; "
-            f"CPU s: load generator {point['generator_cpu_s']:.1f}, server {sum(point['server_cpu_s'].values()):.1f}"
+            f"CPU s: load generator {point['generator_cpu_s']:.1f}, server {sum(point['server_cpu_s'].values()):.1f}; "
+            f"server peak RSS {point['server_peak_rss_mb']:,.0f} MB"
         )
         if below is None:
             rows.append(Row(7, f"ingest rows/s, {point['devices']:,} devices", "/s", point["rows_per_s"], note=note))
@@ -215,7 +226,7 @@ def measure(bench: Bench) -> list[Row]:
 
 
 FIELDS = ("rows_per_s", "accepted_p50_ms", "accepted_p99_ms", "waited_429_mean_ms", "waited_429_p99_ms", "uploads_throttled", "uploads",
-          "first_answer_s", "mid_run_rows_per_s", "generator_cpu_s", "writer_commit_s", "elapsed_s")
+          "first_answer_s", "mid_run_rows_per_s", "generator_cpu_s", "writer_commit_s", "elapsed_s", "server_peak_rss_mb")
 ROLES = ("event loop", "upload checks", "writer", "native (DuckDB, Arrow)", "other Python", "all threads")
 
 
