@@ -10,10 +10,11 @@ Both HTTP servers use it, ingest's TCP listener and the agent's unix socket:
   ``idle_timeout_s`` of opening (or of its previous response), else it is closed;
 - **body timeout**: ``read_body`` answers 408 when the sender goes quiet for
   ``body_timeout_s`` mid-body (a Content-Length longer than the body sent);
-- **open files**: the soft ``RLIMIT_NOFILE`` is raised to the hard limit (as Go's runtime and
-  nginx's ``worker_rlimit_nofile`` do) and ``max_connections`` is lowered, with a warning, to
-  what that leaves beside the process's own files (``connections_that_fit``), so the process
-  never runs out of descriptors mid-burst;
+- **open files**: the soft ``RLIMIT_NOFILE`` is raised to hold ``max_connections`` and the
+  process's own files (the ingest server raises it to the hard limit at start, as Go's runtime
+  and nginx's ``worker_rlimit_nofile`` do) and ``max_connections`` is lowered, with a warning, to
+  what the limit holds (``connections_that_fit``), so the process never runs out of
+  descriptors mid-burst;
 - **one error shape**: aiohttp's own parser rejections (request line or headers too long,
   too many headers, a malformed request, bytes past Content-Length) answer
   ``{"error": {"code", "message", "details"}}`` instead of plain text, and so does the 417
@@ -132,15 +133,21 @@ class _Server(web.Server):
         self._loop.call_soon(victim.force_close)
 
 
-def connections_that_fit(max_connections: int, *, setting: str) -> int:
-    """Raise the soft open-files limit to the hard limit; ``max_connections``, or as many as fit beside the process's own files.
+def connections_that_fit(max_connections: int, *, setting: str, up_to_hard: bool = False) -> int:
+    """Raise the soft open-files limit (to the hard one if ``up_to_hard``); ``max_connections``, or as many as fit beside the process's own files.
 
     A cap the limit cannot hold fails where it hurts most, mid-burst (an accept that fails with
     EMFILE, DuckDB unable to open a file): lowering it at start, with a warning, keeps the
     connection cap's eviction working instead. ConfigError when fewer than MIN_CONNECTIONS fit.
+    Without ``up_to_hard`` the limit is raised only as far as needed: the agent's children
+    (``sync.only_if`` commands) inherit it, and some programs loop over every possible descriptor.
     """
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    target = hard if hard != resource.RLIM_INFINITY else max(soft, max_connections + FILES_BESIDES_CONNECTIONS)
+    needed = max_connections + FILES_BESIDES_CONNECTIONS
+    if hard == resource.RLIM_INFINITY:
+        target = max(soft, needed) if soft != resource.RLIM_INFINITY else soft
+    else:
+        target = hard if up_to_hard else min(hard, needed)
     if soft != resource.RLIM_INFINITY and target > soft:
         try:
             resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))

@@ -373,7 +373,7 @@ def _fit_connections(config: IngestConfig) -> IngestConfig:
     from edgeloop.runner import connections_that_fit  # aiohttp: only for serve and check-config
 
     server = config.server
-    fits = connections_that_fit(server.max_connections, setting="server.max_connections")
+    fits = connections_that_fit(server.max_connections, setting="server.max_connections", up_to_hard=True)
     if fits == server.max_connections:
         return config
     return config.model_copy(update={"server": server.model_copy(update={"max_connections": fits})})

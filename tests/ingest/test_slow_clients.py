@@ -113,21 +113,23 @@ def _limited(hard: int, code: str) -> list[str]:
 
 
 def test_the_server_raises_its_open_files_limit_to_the_hard_limit(tmp_path):
-    """A server started under a soft open-files limit of 300 raises it to the hard limit, as Go's runtime and nginx's worker_rlimit_nofile do."""
+    """From a soft open-files limit of 300, the server's start raises it to the hard limit (as Go's runtime and nginx do), a bare GuardedRunner (the agent's) only to max_connections + 256."""
     hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
-    if hard != resource.RLIM_INFINITY and hard < 1280:
+    if hard == resource.RLIM_INFINITY or hard < 1281:
         pytest.skip(f"the hard open-files limit here is {hard}")
-    code = (
-        "import resource; resource.setrlimit(resource.RLIMIT_NOFILE, (300, resource.getrlimit(resource.RLIMIT_NOFILE)[1]))\n"
-        "from aiohttp import web\n"
-        "from edgeloop.runner import GuardedRunner\n"
-        "GuardedRunner(web.Application(), max_connections=1024, idle_timeout_s=5.0)\n"
-        "print(*resource.getrlimit(resource.RLIMIT_NOFILE))\n"
-    )
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, cwd=tmp_path)
-    assert done.returncode == 0, done.stderr
-    soft, hard = map(int, done.stdout.split())
-    assert soft == hard
+    lower = "import resource; resource.setrlimit(resource.RLIMIT_NOFILE, (300, resource.getrlimit(resource.RLIMIT_NOFILE)[1]))\n"
+    runner = ("from aiohttp import web\nfrom edgeloop.runner import GuardedRunner\n"
+              "GuardedRunner(web.Application(), max_connections=1024, idle_timeout_s=5.0)\n")
+    server = ("from edgeloop.ingest.cli import _fit_connections\nfrom edgeloop.ingest.config import IngestConfig\n"
+              "_fit_connections(IngestConfig())\n")
+    found = []
+    for code in (runner, server):
+        done = subprocess.run([sys.executable, "-c", lower + code + "print(*resource.getrlimit(resource.RLIMIT_NOFILE))\n"],
+                              capture_output=True, text=True, timeout=60, cwd=tmp_path)
+        assert done.returncode == 0, done.stderr
+        found.append(tuple(map(int, done.stdout.split())))
+    assert found[0][0] == 1024 + FILES_BESIDES_CONNECTIONS
+    assert found[1][0] == found[1][1]
 
 
 def test_max_connections_past_the_open_files_limit_is_lowered_to_fit_with_a_warning(tmp_path):
