@@ -1017,7 +1017,7 @@ def create_app(config: IngestConfig, *, store_class: type[Store] | None = None) 
     app[CONFIG] = config
     app[STATE] = _State(Pacer(default_s=config.server.retry_after_s, max_s=config.server.retry_after_max_s))
     app[_STORE_CLASS] = store_class or Store
-    app[METRICS] = Metrics(lambda: app[STORE].queued if STORE in app else 0)
+    app[METRICS] = Metrics(lambda: app[STORE].queued if STORE in app else 0, lambda: (len(app[STATE].waiters), app[STATE].line_bytes))
     app.cleanup_ctx.append(_resources)
     app.on_shutdown.append(_drain)
     app.router.add_put("/v1/batches/{batch_id}", put_batch, name="put_batch", expect_handler=_expect_continue)

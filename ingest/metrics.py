@@ -18,9 +18,9 @@ __all__ = ["Metrics"]
 
 
 class Metrics:
-    """Batches and rows landed, rejects by reason, landing latency, queue depth."""
+    """Batches and rows landed, rejects by reason, landing latency, queue depth, the line for the queue."""
 
-    def __init__(self, queue_depth: Callable[[], float]) -> None:
+    def __init__(self, queue_depth: Callable[[], float], line: Callable[[], tuple[int, int]] = lambda: (0, 0)) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
         self.batches = Counter("edgeloop_ingest_batches_landed", "Batches landed", ["model"], registry=self.registry)
         self.rows = Counter("edgeloop_ingest_rows_landed", "Rows landed", ["model"], registry=self.registry)
@@ -49,6 +49,11 @@ class Metrics:
         )
         self.queue = Gauge("edgeloop_ingest_queue_depth", "Batches waiting to land", registry=self.registry)
         self.queue.set_function(queue_depth)
+        self.line = Gauge("edgeloop_ingest_line_uploads", "Uploads waiting in line for a landing-queue slot", registry=self.registry)
+        self.line.set_function(lambda: line()[0])
+        self.line_bytes = Gauge("edgeloop_ingest_line_bytes", "What the uploads in line hold in memory (against server.line_max_bytes)",
+                                registry=self.registry)
+        self.line_bytes.set_function(lambda: line()[1])
 
         # process_cpu_seconds_total, process_resident_memory_bytes, process_open_fds, ...; python_info.
         ProcessCollector(registry=self.registry)

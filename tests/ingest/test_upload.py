@@ -366,6 +366,10 @@ async def test_the_line_refuses_an_upload_past_line_max_bytes(make_server, tmp_p
         assert status == 429 and headers["Retry-After"]
         _assert_error(error, "busy")
         assert "server.line_max_bytes" in error["error"]["message"]
+        async with server.session.get(f"{server.url}/metrics") as response:
+            text = await response.text()
+        assert "edgeloop_ingest_line_uploads 2.0" in text and f"edgeloop_ingest_line_bytes {float(state.line_bytes)}" in text
+        assert state.line_bytes >= 2 * HELD_CONNECTION_BYTES
     finally:
         HeldStore.release.set()
     assert (await first)[0] == 201 and [(await upload)[0] for upload in in_line] == [201] * 2
