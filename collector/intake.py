@@ -273,7 +273,7 @@ async def post_records(request: web.Request) -> web.Response:
         return error_response(
             413, "too_large", f"body of {declared} bytes; the limit is {max_bytes}", {"limit": max_bytes}
         )
-    charge = await budget.reserve(max_bytes if declared is None else declared)
+    charge = await budget.reserve(max_bytes if declared is None else declared, ndjson=request.content_type in NDJSON_TYPES)
     if charge is None:
         response = error_response(
             503, "busy", "the agent's memory budget for request bodies is in use; retry shortly",

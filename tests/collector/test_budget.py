@@ -24,6 +24,7 @@ from hypothesis import strategies as st
 
 from bench.simulator import SimulatedModel
 from edgeloop.collector.budget import BODY_COST, DEFAULT_SLICE_BYTES, SLICE_COST, MemoryBudget
+from edgeloop.collector.client import Client
 from edgeloop.collector.client import _UnixConnection
 from edgeloop.collector.config import CollectorConfig, SamplingSettings, SpoolSettings
 from edgeloop.collector.intake import _ndjson_count, _ndjson_slices, process_body
@@ -95,6 +96,44 @@ def test_a_body_costs_at_most_body_cost_times_its_size(case, tmp_path):
     assert python_peak + arrow <= BODY_COST * len(body), (python_peak + arrow) / len(body)
 
 
+@pytest.mark.parametrize("case", ["vibration-1", "vibration-7", "image_classifier-1", "image_classifier-7", "wide-zeros"])
+def test_an_ndjson_body_costs_at_most_its_charge(case, tmp_path):
+    """Processing an NDJSON body a slice at a time, answering every record and framing it for the journal takes at most what the budget charges it beyond the body itself."""
+    registry, array = _bodies(tmp_path)[case]
+    records = orjson.loads(array)
+    body = b"\n".join(orjson.dumps(record) for record in records)
+    budget = MemoryBudget.from_mb(32)
+    pipeline = Pipeline(registry, SamplingSettings(seed=1), FLEET_KEY)
+    process_body(pipeline, body, "application/x-ndjson", max_records=len(records), slice_bytes=budget.slice_bytes)
+    tracemalloc.start()
+    try:
+        processed = process_body(pipeline, body, "application/x-ndjson", max_records=len(records), slice_bytes=budget.slice_bytes)
+        batches = processed.batches()
+        frames = [encode_frame(batch) for batch in batches.values()]
+        python_peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    arrow = sum(batch.get_total_buffer_size() for batch in batches.values()) + sum(frame[1].size for frame in frames)
+    assert isinstance(processed, RequestRecords) and processed.accepted == len(records)
+    charge = budget.charge(len(body), ndjson=True)
+    assert len(body) + python_peak + arrow <= charge, (len(body) + python_peak + arrow) / charge
+
+
+def test_the_sdks_two_requests_in_flight_are_admitted_together():
+    """At the default budget two NDJSON bodies of the SDK's default batch are charged at once (the SDK keeps two in flight); the same records as one JSON array are charged its worst case."""
+    budget = MemoryBudget.from_mb(CollectorConfig().agent.memory_budget_mb)
+    records = SimulatedModel("vibration", seed=2).records(Client.__init__.__kwdefaults__["batch_size"], feedback_ratio=0)
+    body = b"\n".join(orjson.dumps(record) for record in records)
+    first = budget.try_reserve(len(body), ndjson=True)
+    second = budget.try_reserve(len(body), ndjson=True)
+    assert first is not None and second is not None, (len(body), budget.charge(len(body), ndjson=True), budget.intake_bytes)
+    budget.release(first)
+    budget.release(second)
+    assert budget.in_flight_bytes == 0
+    assert budget.charge(len(body), ndjson=False) == BODY_COST * len(body)
+    assert budget.charge(10, ndjson=True) <= BODY_COST * 10  # a tiny body is never charged more than parsing it whole
+
+
 def test_a_body_the_budget_cannot_hold_is_a_config_error(tmp_path):
     """intake.max_body_bytes above what agent.memory_budget_mb admits fails at load, naming both settings."""
     path = tmp_path / "collector.toml"
@@ -150,15 +189,16 @@ class _RssWatch:
         return self.peak
 
 
-def _send_until_accepted(socket_path: Path, records: list[dict[str, Any]], busy: list[int]) -> None:
+def _send_until_accepted(socket_path: Path, records: list[dict[str, Any]], busy: list[int], content_type: str = "application/json") -> None:
     """POST the records, retrying a 503 (the budget is in use) after its Retry-After, as the SDK does."""
-    body = orjson.dumps(records)
+    ndjson = content_type == "application/x-ndjson"
+    body = b"\n".join(orjson.dumps(record) for record in records) if ndjson else orjson.dumps(records)
     conn = _UnixConnection(str(socket_path), 60.0)
     try:
         deadline = time.monotonic() + 90
         while True:
             try:
-                conn.request("POST", "/v1/records?results=none", body=body, headers={"Content-Type": "application/json"})
+                conn.request("POST", "/v1/records?results=none", body=body, headers={"Content-Type": content_type})
                 response = conn.getresponse()
                 status, raw = response.status, response.read()
             except (OSError, http.client.HTTPException):
@@ -175,8 +215,9 @@ def _send_until_accepted(socket_path: Path, records: list[dict[str, Any]], busy:
         conn.close()
 
 
-def test_large_records_keep_the_agent_within_its_budget(agent_factory, tmp_path):
-    """Senders posting 200 KB images at once keep the agent's RSS under its floor (idle, code paths run once) plus memory_budget_mb; every record is sealed."""
+@pytest.mark.parametrize("content_type", ["application/json", "application/x-ndjson"])
+def test_large_records_keep_the_agent_within_its_budget(agent_factory, tmp_path, content_type):
+    """Senders posting 200 KB images at once, as JSON arrays or NDJSON (several bodies admitted together), keep the agent's RSS under its floor (idle, code paths run once) plus memory_budget_mb; every record is sealed."""
     budget_mb = 24
     budget = MemoryBudget.from_mb(budget_mb)
     agent = agent_factory(
@@ -187,7 +228,7 @@ def test_large_records_keep_the_agent_within_its_budget(agent_factory, tmp_path)
     per_request = max(1, budget.max_body_bytes // (IMAGE_BYTES * 4 // 3 + 1024))  # bodies as large as admitted
     senders, rounds = 8, 5
     payloads = [[_image_records(per_request, 100 * sender + turn) for turn in range(rounds)] for sender in range(senders)]
-    _send_until_accepted(agent.socket, _image_records(1, seed=99_999), [])
+    _send_until_accepted(agent.socket, _image_records(1, seed=99_999), [], content_type)
     agent.flush()  # the floor: started, and each code path (intake, journal, seal) run once, so its code is mapped
     time.sleep(0.5)
     idle = _rss(agent.proc.pid)
@@ -198,7 +239,7 @@ def test_large_records_keep_the_agent_within_its_budget(agent_factory, tmp_path)
     def send(batches: list[list[dict[str, Any]]]) -> None:
         try:
             for records in batches:
-                _send_until_accepted(agent.socket, records, busy)
+                _send_until_accepted(agent.socket, records, busy, content_type)
         except BaseException as exc:
             errors.append(exc)
 
