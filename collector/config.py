@@ -229,7 +229,7 @@ class CollectorConfig(Settings):
         if self.intake.max_body_bytes > admits:
             raise ValueError(
                 f"intake.max_body_bytes = {self.intake.max_body_bytes} is more than agent.memory_budget_mb ="
-                f" {self.agent.memory_budget_mb} admits ({admits}: half the budget, a body costing about"
+                f" {self.agent.memory_budget_mb} admits ({admits}: half the budget, a JSON array body costing about"
                 f" {BODY_COST}x its size while processed); lower the one or raise the other"
             )
         return self

@@ -76,7 +76,7 @@ class Metrics:
             "edgeloop_seal_reserve_held_bytes", "Disk held in reserve so a seal works on a full disk", registry=r
         )
         self.intake_in_flight_bytes = Gauge(
-            "edgeloop_intake_in_flight_bytes", "Memory charged to request bodies in flight (24x each body's size)", registry=r
+            "edgeloop_intake_in_flight_bytes", "Memory charged to request bodies in flight (what each costs by its kind: collector/budget.py)", registry=r
         )
         self.intake_budget_bytes = Gauge(
             "edgeloop_intake_budget_bytes", "The memory budget's share for request bodies (agent.memory_budget_mb / 2)", registry=r
