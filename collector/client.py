@@ -45,6 +45,7 @@ log = logging.getLogger(__name__)
 
 RETRY_STATUSES = frozenset({500, 502, 503, 504})
 RECORDS_PATH = "/v1/records?results=errors"  # the SDK mints record ids: only errors need an answer
+REQUESTS_IN_FLIGHT = 3  # with two, one fsync often answered both and the agent waited for the next body
 NDJSON = "application/x-ndjson"  # record per line: the agent holds only a slice of a batch as Python objects
 
 
@@ -161,10 +162,7 @@ class Client:
         # batches are cut to fit before they are sent, instead of each being refused and halved.
         self._max_body_bytes: int | None = None
         self._batch_records = self.batch_size
-        self._conns = (
-            _UnixConnection(self.socket_path, self.timeout_s),
-            _UnixConnection(self.socket_path, self.timeout_s),
-        )
+        self._conns = tuple(_UnixConnection(self.socket_path, self.timeout_s) for _ in range(REQUESTS_IN_FLIGHT))
         self._thread = threading.Thread(target=self._run, name="edgeloop-client", daemon=True)
         self._thread.start()
 
@@ -324,8 +322,9 @@ class Client:
     def run_once(self) -> None:
         """Send everything buffered now (the sender thread's one iteration).
 
-        Two requests are kept in flight on two connections, so the app's process turns the
-        next batch into JSON while the agent validates and fsyncs the previous one.
+        Three requests are kept in flight on three connections, so the app's process turns the
+        next batch into JSON while the agent validates and fsyncs the previous ones (with two,
+        both were often answered by one fsync and the agent's loop waited for the next body).
         """
         inflight: deque[_InFlight] = deque()
         spare = list(self._conns)

@@ -24,7 +24,7 @@ from hypothesis import strategies as st
 
 from bench.simulator import SimulatedModel
 from edgeloop.collector.budget import BODY_COST, DEFAULT_SLICE_BYTES, SLICE_COST, MemoryBudget
-from edgeloop.collector.client import Client
+from edgeloop.collector.client import REQUESTS_IN_FLIGHT, Client
 from edgeloop.collector.client import _UnixConnection
 from edgeloop.collector.config import CollectorConfig, SamplingSettings, SpoolSettings
 from edgeloop.collector.intake import _ndjson_count, _ndjson_slices, process_body
@@ -119,16 +119,15 @@ def test_an_ndjson_body_costs_at_most_its_charge(case, tmp_path):
     assert len(body) + python_peak + arrow <= charge, (len(body) + python_peak + arrow) / charge
 
 
-def test_the_sdks_two_requests_in_flight_are_admitted_together():
-    """At the default budget two NDJSON bodies of the SDK's default batch are charged at once (the SDK keeps two in flight); the same records as one JSON array are charged its worst case."""
+def test_the_sdks_requests_in_flight_are_admitted_together():
+    """At the default budget the SDK's three NDJSON bodies of its default batch in flight are charged at once; the same records as one JSON array are charged its worst case."""
     budget = MemoryBudget.from_mb(CollectorConfig().agent.memory_budget_mb)
     records = SimulatedModel("vibration", seed=2).records(Client.__init__.__kwdefaults__["batch_size"], feedback_ratio=0)
     body = b"\n".join(orjson.dumps(record) for record in records)
-    first = budget.try_reserve(len(body), ndjson=True)
-    second = budget.try_reserve(len(body), ndjson=True)
-    assert first is not None and second is not None, (len(body), budget.charge(len(body), ndjson=True), budget.intake_bytes)
-    budget.release(first)
-    budget.release(second)
+    charges = [budget.try_reserve(len(body), ndjson=True) for _ in range(REQUESTS_IN_FLIGHT)]
+    assert REQUESTS_IN_FLIGHT >= 2 and None not in charges, (len(body), budget.charge(len(body), ndjson=True), budget.intake_bytes)
+    for charge in charges:
+        budget.release(charge)
     assert budget.in_flight_bytes == 0
     assert budget.charge(len(body), ndjson=False) == BODY_COST * len(body)
     assert budget.charge(10, ndjson=True) <= BODY_COST * 10  # a tiny body is never charged more than parsing it whole
