@@ -918,7 +918,8 @@ async def _resources(app: web.Application) -> AsyncIterator[None]:
     loop = asyncio.get_running_loop()
     state = app[STATE]
     _fit_allocators()
-    state.executor = ThreadPoolExecutor(max_workers=(os.cpu_count() or 2) + 2, thread_name_prefix="edgeloop-ingest")
+    # One check thread per core: with two more, at a 1,000-upload burst the checks took the writer's core (row 7 pairs).
+    state.executor = ThreadPoolExecutor(max_workers=os.cpu_count() or 2, thread_name_prefix="edgeloop-ingest")
     state.sql_executor = ThreadPoolExecutor(max_workers=config.store.sql_max_concurrent, thread_name_prefix="edgeloop-sql")
     store_class = app[_STORE_CLASS]
     metrics_ = app[METRICS]
