@@ -238,16 +238,16 @@ async def put_batch(request: web.Request) -> web.Response:
         app[METRICS].bytes_received.labels(device).inc(len(body))
         loop = asyncio.get_running_loop()
 
-        def check() -> concurrent.futures.Future:
+        def check() -> Landing:
             # Replays and conflicts are answered by the writer, which reads the ledger once per group.
             batch = read_batch(
                 body, batch_id=batch_id, limits=config.limits, schema_for=store.schema_for, reserve=store.reserve,
                 sha256=hashlib.sha256(body).hexdigest(),
             )
-            # Handed to the writer from this thread: in a burst the loop's turn comes behind a thousand connections.
-            return store.submit(Landing(batch, device, received_at, sent_at))
+            return Landing(batch, device, received_at, sent_at)
 
-        future = await loop.run_in_executor(state.executor, check)  # the queue holds the slot from here
+        landing = await loop.run_in_executor(state.executor, check)
+        future = store.submit(landing)  # the queue holds the slot from here
     finally:
         state.admitting -= 1
         if future is None:

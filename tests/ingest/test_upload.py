@@ -309,40 +309,6 @@ async def test_the_line_for_a_slot_holds_the_connections_the_queue_leaves_and_ev
     assert state.admitting == 0 and not state.waiters and store.queued == 0
 
 
-class LandedStore(Store):
-    """Tells the test when a group has landed."""
-
-    landed = threading.Event()
-
-    def land_group(self, group):
-        super().land_group(group)
-        self.landed.set()
-
-
-async def test_a_checked_upload_reaches_the_writer_while_the_event_loop_is_busy(make_server, tmp_path, vibration, monkeypatch):
-    """An upload whose check ends while the event loop is busy (a burst of connections ahead of it) lands without waiting for the loop."""
-    import edgeloop.ingest.app as app_module
-
-    started, go = threading.Event(), threading.Event()
-    real_read_batch = app_module.read_batch
-
-    def held_read_batch(*args, **kwargs):  # fault injection: the check waits until the loop is busy
-        started.set()
-        go.wait(30)
-        return real_read_batch(*args, **kwargs)
-
-    monkeypatch.setattr(app_module, "read_batch", held_read_batch)
-    LandedStore.landed.clear()
-    server = await make_server(store_class=LandedStore)
-    token = await server.add_device("pump-1")
-    upload = asyncio.create_task(server.put(*seal(tmp_path, vibration, make_table(vibration, predictions=2)[0]), token))
-    while not started.is_set():
-        await asyncio.sleep(0.01)
-    go.set()
-    landed_while_busy = LandedStore.landed.wait(10)  # blocks the event loop: nothing on it runs meanwhile
-    assert (await upload)[0] == 201 and landed_while_busy
-
-
 def test_the_default_line_holds_a_burst_of_a_thousand_devices():
     """With the default settings a burst of 1,000 uploads finding the queue full waits in line, none refused for want of a place."""
     config = IngestConfig()
