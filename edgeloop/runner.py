@@ -161,11 +161,11 @@ def connections_that_fit(max_connections: int, *, setting: str, up_to_hard: bool
         raise ConfigError(
             f"{setting}: the open-files limit is {soft}, which leaves {max(fits, 0)} connections beside the "
             f"{FILES_BESIDES_CONNECTIONS} files the process keeps for itself (at least {MIN_CONNECTIONS} needed); "
-            f"raise LimitNOFILE (ulimit -n) to {max_connections + FILES_BESIDES_CONNECTIONS}"
+            f"raise LimitNOFILE (ulimit -n) to {needed}"
         )
     log.warning("max_connections lowered to what the open-files limit holds; raise LimitNOFILE (ulimit -n) to serve them all",
                 extra={"setting": setting, "connections": fits, "max_connections": max_connections, "open_files_limit": soft,
-                       "needed": max_connections + FILES_BESIDES_CONNECTIONS})
+                       "needed": needed})
     return fits
 
 

@@ -30,7 +30,6 @@ def _quote(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
 
 
-
 @contextmanager
 def dropped_after(con: duckdb.DuckDBPyConnection, *names: str) -> Iterator[None]:
     """Drop the temp tables ``names`` after the block.
@@ -48,6 +47,7 @@ def dropped_after(con: duckdb.DuckDBPyConnection, *names: str) -> Iterator[None]
         raise
     for name in names:
         con.execute(f"DROP TABLE IF EXISTS temp.{name}")
+
 
 @dataclass(frozen=True, slots=True)
 class Value:
