@@ -39,6 +39,19 @@ _MODIFIERS = frozenset({"ORDER_MODIFIER", "LIMIT_MODIFIER", "LIMIT_PERCENT_MODIF
 _ORDERS = frozenset({"ORDER_DEFAULT", "ASCENDING", "DESCENDING"})
 _KNOWN_TYPES = _NODES | _TABLE_REFS | _MODIFIERS | _ORDERS
 
+# The most characters or elements one call may make a value of when an argument sets how many:
+# a vector of 2,048 such values stays tens of megabytes.
+MAX_SIZE = 4096
+# Scalar functions whose result's size an argument sets: (index of that argument, index of the
+# argument repeated that many times, whose length multiplies it, or None).
+_SIZE_ARGUMENTS: dict[str, tuple[int, int | None]] = {
+    "repeat": (1, 0), "lpad": (1, None), "rpad": (1, None), "list_resize": (1, 2), "array_resize": (1, 2),
+    "equi_width_bins": (2, None), "bitstring": (1, None), "range": (0, None), "generate_series": (0, None),
+}
+_FORMATS = frozenset({"printf", "format"})
+_PRINTF_SPEC = re.compile(r"%[-+ #0']*(\*|\d*)(?:\.(\*|\d*))?")
+_FORMAT_TOKEN = re.compile(r"\{\{|\}\}|\{[^{}]*\}|[{}]")  # escaped braces, fields, and braces left over
+
 _PROJECT_TABLES_SQL = (
     "SELECT lower(table_name) FROM duckdb_tables() WHERE database_name = current_database() AND schema_name = 'main' "
     "UNION SELECT lower(view_name) FROM duckdb_views() WHERE database_name = current_database() "
@@ -89,6 +102,7 @@ class _Walker:
     def __init__(self, project_tables: set[str]) -> None:
         self.project_tables = project_tables
         self.read: set[str] = set()
+        self.lambdas = 0  # how deep inside lambda bodies the walk is: a call there runs once per list element
 
     def node(self, node: dict[str, Any], ctes: frozenset[str]) -> None:
         kind = node.get("type")
@@ -125,9 +139,16 @@ class _Walker:
             raise QueryRefused(f"refused: {kind} expressions are not allowed")
         if kind in ("FUNCTION", "WINDOW"):
             self.function(expr, ALLOWED_FUNCTIONS, "function")
-        for key, item in expr.items():
-            if key not in ("class", "type"):
-                self.value(item, ctes)
+            _check_sizes(expr, self.lambdas)
+        if kind == "LAMBDA":
+            self.lambdas += 1
+        try:
+            for key, item in expr.items():
+                if key not in ("class", "type"):
+                    self.value(item, ctes)
+        finally:
+            if kind == "LAMBDA":
+                self.lambdas -= 1
 
     def typed(self, node: dict[str, Any], ctes: frozenset[str]) -> None:
         kind = node["type"]
@@ -177,6 +198,100 @@ class _Walker:
             raise QueryRefused(f"refused: functions outside DuckDB's own are not allowed ({expr.get('schema')}.{name})")
         if name.lower() not in allowed:
             raise QueryRefused(f"refused: the {what} {name}() is not on the allow-list of side-effect-free functions")
+
+
+def _check_sizes(call: dict[str, Any], lambdas: int) -> None:
+    """Refuse a call whose result's size an argument sets unless that size is a constant of at most MAX_SIZE.
+
+    DuckDB's memory limit does not count a value being built, so ``repeat('x', 4e9)`` or
+    ``range(3e9)`` in one row takes gigabytes before any cap or timeout can act.
+    """
+    name = str(call.get("function_name", "")).lower()
+    args = call.get("children") or []
+    if name in _FORMATS and args:
+        _check_format(name, _constant(args[0]))
+        return
+    if name not in _SIZE_ARGUMENTS:
+        return
+    if lambdas:
+        raise QueryRefused(f"refused: {name}() inside a lambda runs once per list element, so its result's size is not bounded")
+    sizes = [_constant(arg) for arg in args]
+    if name in ("range", "generate_series"):
+        count = _series_length(name, sizes)
+    else:
+        index, per_unit = _SIZE_ARGUMENTS[name]
+        count = sizes[index] if index < len(sizes) else 1
+        if isinstance(count, int) and per_unit is not None and per_unit < len(args):
+            unit = _size(args[per_unit])
+            count = None if unit is None else count * unit
+    if not isinstance(count, int) or count > MAX_SIZE:
+        raise QueryRefused(
+            f"refused: {name}() makes a value whose size its arguments set; they must be constants making at most "
+            f"{MAX_SIZE:,} characters or elements (generate rows with FROM range(...) instead)"
+        )
+
+
+def _series_length(name: str, bounds: list[Any]) -> int | None:
+    """How many elements a scalar range()/generate_series() of integer constants makes (None if not constants)."""
+    if not bounds or len(bounds) > 3 or not all(isinstance(b, int) and not isinstance(b, bool) for b in bounds):
+        return None
+    start, stop = (0, bounds[0]) if len(bounds) == 1 else (bounds[0], bounds[1])
+    step = bounds[2] if len(bounds) == 3 else 1
+    if step == 0:
+        return 0  # DuckDB refuses it itself
+    if name == "generate_series":
+        stop += 1 if step > 0 else -1
+    return len(range(start, stop, step))
+
+
+def _check_format(name: str, template: Any) -> None:
+    """A printf/format template must be a constant whose widths and precisions are at most MAX_SIZE, none from an argument."""
+    if not isinstance(template, str):
+        raise QueryRefused(f"refused: the format of {name}() must be a constant text (its widths set the result's size)")
+    if name == "printf":
+        specs = _PRINTF_SPEC.findall(template.replace("%%", ""))
+    else:
+        tokens = _FORMAT_TOKEN.findall(template)
+        if "{" in tokens or "}" in tokens:
+            specs = [("*", "")]  # a field inside a field: a width or precision from an argument, {:>{}}
+        else:
+            fields = [token for token in tokens if token not in ("{{", "}}")]
+            specs = [(number, "") for field in fields for number in re.findall(r"\d+", field.partition(":")[2])]
+    for width, precision in specs:
+        for number in (width, precision):
+            if number == "*" or (number and int(number) > MAX_SIZE):
+                raise QueryRefused(
+                    f"refused: {name}() widths and precisions must be constants of at most {MAX_SIZE:,}, got {template[:60]!r}"
+                )
+
+
+def _size(node: Any) -> int | None:
+    """Bytes or elements of a constant or a list of constants (None if it is neither)."""
+    value = _constant(node)
+    if isinstance(value, str):
+        return len(value.encode())
+    if value is not None:
+        return 1
+    if isinstance(node, dict) and node.get("class") == "FUNCTION" and node.get("function_name") in ("list_value", "array_value"):
+        sizes = [_size(child) for child in node.get("children") or []]
+        return None if None in sizes else max(1, sum(sizes))  # type: ignore[arg-type]
+    return None
+
+
+def _constant(node: Any) -> Any:
+    """The value of a constant argument (through casts and a unary minus), or None if it is not one."""
+    if not isinstance(node, dict):
+        return None
+    kind = node.get("class")
+    if kind == "CONSTANT":
+        value = node.get("value") or {}
+        return None if value.get("is_null") else value.get("value")
+    if kind == "CAST":
+        return _constant(node.get("child"))
+    if kind == "FUNCTION" and node.get("function_name") == "-" and len(node.get("children") or []) == 1:
+        value = _constant(node["children"][0])
+        return -value if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+    return None
 
 
 def _plain_name(name: str) -> bool:

@@ -191,3 +191,62 @@ def test_allowlist_names_every_duckdb_function():
     assert not unreviewed, f"new DuckDB functions to review in ingest/sql_functions.py: {sorted(unreviewed)}"
     assert ALLOWED_FUNCTIONS - known <= {"unnest"}
     assert not ALLOWED_FUNCTIONS & set(EXCLUDED)
+
+
+# Each asks DuckDB for gigabytes in one value or one call, outside its memory limit (measured
+# under a 3 GB address-space limit: bad_alloc or gigabytes of RSS from a one-row query).
+AMPLIFIERS = [
+    "SELECT length(repeat('x', 4000000000)) AS n",
+    "SELECT len(range(3000000000)) AS n",
+    "SELECT len(generate_series(1, 3000000000)) AS n",
+    "SELECT len(range(0, 3000000000, 1)) AS n",
+    "SELECT length(lpad('x', 2000000000, 'y')) AS n",
+    "SELECT length(rpad('x', 2000000000, 'y')) AS n",
+    "SELECT len(list_resize([1], 2000000000)) AS n",
+    "SELECT len(array_resize([1], 2000000000, 7)) AS n",
+    "SELECT length(printf('%2000000000d', 1)) AS n",
+    "SELECT length(printf('%.2000000000f', 1.5)) AS n",
+    "SELECT length(printf('%*d', 2000000000, 1)) AS n",
+    "SELECT length(format('{:>2000000000}', 1)) AS n",
+    "SELECT length(format('{:>{}}', 'x', 2000000000)) AS n",
+    "SELECT length(printf(s, 1)) AS n FROM (VALUES ('%9d')) AS t(s)",
+    "SELECT len(equi_width_bins(0, i, 999999, false)) AS n FROM range(3000) AS t(i)",
+    "SELECT damerau_levenshtein(repeat('a', 4000), repeat('b', 4000)) AS n",
+    "SELECT length(json_pretty(repeat('[', 4000) || repeat(']', 4000))) AS n",
+    "SELECT length(bitstring('1', 2000000000)) AS n",
+    "SELECT length(repeat(s, 2)) AS n FROM (VALUES ('x')) AS t(s)",
+    "SELECT length(repeat(repeat('x', 4096), 4096)) AS n",
+    "SELECT len(list_transform(range(4096), x -> repeat('y', 4096))) AS n",
+    "SELECT len([range(4096) for x in range(4096)]) AS n",
+    "SELECT len(range(n)) AS n FROM (VALUES (3000000000)) AS t(n)",
+    "SELECT length(repeat('x', ?)) AS n",
+]
+
+
+async def test_functions_that_size_a_value_by_an_argument_are_bounded_before_they_run(server, tmp_path, vibration):
+    """A call whose result's size an argument sets (repeat, range, lpad, printf widths...) is refused unless that size is a small constant."""
+    token = await server.add_device("pump-1")
+    headers = {"Authorization": f"Bearer {server.admin_token}", "Accept": "application/json"}
+    for sql in AMPLIFIERS:
+        payload = {"sql": sql, "params": [4000000000] if "?" in sql else []}
+        async with server.session.post(f"{server.url}/v1/sql", json=payload, headers=headers) as response:
+            body = await response.json()
+        assert response.status == 403, (sql, response.status, body)
+        assert body["error"]["code"] == "read_only" and "\n" not in body["error"]["message"], body
+    assert await _land(server, tmp_path / "a", vibration, token) == 201
+
+
+async def test_small_constant_sizes_still_answer(server):
+    """Padding, repeating, formatting and generating lists with small constant sizes answer as DuckDB does."""
+    queries = {
+        "SELECT lpad('7', 3, '0') AS p, rpad('a', 2, '.') AS r, repeat('ab', 3) AS x, repeat([1], 2) AS l": [
+            {"p": "007", "r": "a.", "x": "ababab", "l": [1, 1]}],
+        "SELECT range(3) AS a, generate_series(1, 3) AS b, range(0, 10, 5) AS c, list_resize([1], 2, 0) AS d": [
+            {"a": [0, 1, 2], "b": [1, 2, 3], "c": [0, 5], "d": [1, 0]}],
+        "SELECT printf('%05.1f|%-3d|%%', 1.5, 7) AS p, format('{:>4}|{}', 'x', 12345678) AS f": [
+            {"p": "001.5|7  |%", "f": "   x|12345678"}],
+        "SELECT lpad(CAST(x AS VARCHAR), 4, '0') AS p FROM range(2) AS t(x) ORDER BY x": [{"p": "0000"}, {"p": "0001"}],
+        "SELECT levenshtein('kitten', 'sitting') AS d, unnest(range(2)) AS u": [{"d": 3, "u": 0}, {"d": 3, "u": 1}],
+    }
+    for sql, expected in queries.items():
+        assert await server.sql(sql) == expected, sql
