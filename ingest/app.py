@@ -59,7 +59,7 @@ from edgeloop.errors import (
     StoreError,
 )
 from edgeloop.ingest.auth import Authenticator, DeviceRegistry, admin_token, token_file
-from edgeloop.ingest.batch import check_batch_id, read_batch
+from edgeloop.ingest.batch import EARLIEST_TIME_S, LATEST_TIME_S, check_batch_id, read_batch
 from edgeloop.ingest.config import IngestConfig
 from edgeloop.ingest.health import Refusals, prune_statuses, store_status
 from edgeloop.ingest.deletion import Deletion, apply
@@ -464,11 +464,14 @@ def _sent_at(value: str | None) -> datetime | None:
         return None
     try:
         parsed = datetime.fromisoformat(value.strip())
-    except ValueError:
+        parsed = parsed.astimezone(UTC) if parsed.tzinfo is not None else None
+    except (ValueError, OverflowError):  # year 1 east of UTC, or year 9999 west of it
         parsed = None
-    if parsed is None or parsed.tzinfo is None:
-        raise BatchRejected(400, "bad_sent_at", f"{SENT_AT_HEADER} must be an RFC 3339 time with a zone, got {value[:64]!r}")
-    return parsed.astimezone(UTC)
+    if parsed is None or not EARLIEST_TIME_S <= parsed.timestamp() <= LATEST_TIME_S:
+        raise BatchRejected(
+            400, "bad_sent_at", f"{SENT_AT_HEADER} must be an RFC 3339 time with a zone, in years 1 to 9999 in UTC, got {value[:64]!r}"
+        )
+    return parsed
 
 
 HEALTH_PROBE_S = 5.0

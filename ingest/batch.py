@@ -53,6 +53,11 @@ PAGE_SLACK_BYTES = 64 * 1024
 # kind and model are short names; model_version and source are at most 128 characters on the device.
 ENVELOPE_TEXT_BYTES = 4 * 128
 FIXED_WIDTH = {"bool": 1, "int32": 4, "int64": 8, "float32": 4, "float64": 8, "timestamp": 8}
+# The times a reader can hold: Python's datetime range in UTC (past it, reading the table fails;
+# DuckDB stores its infinities at the ends of int64).
+EARLIEST_TIME_S = -62135596800  # 0001-01-01T00:00:00Z
+LATEST_TIME_S = 253402300799  # 9999-12-31T23:59:59Z
+_PER_SECOND = {"s": 1, "ms": 1_000, "us": 1_000_000, "ns": 1_000_000_000}
 NOT_NULL = ("record_id", "kind", "model", "model_version", "created_at", "sample_weight")
 
 
@@ -260,7 +265,7 @@ def _value_cap(spec: FieldSpec | None, limits: LimitSettings) -> int:
 
 
 def _check_values(table: pa.Table, schema: ModelSchema, limits: LimitSettings) -> None:
-    """String and binary values within their caps, sample weights finite and at least 1."""
+    """String and binary values within their caps, times within years 1 to 9999, sample weights finite and at least 1."""
     details: list[dict[str, Any]] = []
     for field in table.schema:
         if not pa.types.is_dictionary(field.type):
@@ -272,6 +277,16 @@ def _check_values(table: pa.Table, schema: ModelSchema, limits: LimitSettings) -
         if longest > cap:
             details.append({"column": field.name, "problem": f"a value of {longest} bytes is over the cap of {cap}",
                             "bytes": longest, "limit": cap})
+    for field in table.schema:
+        if pa.types.is_timestamp(field.type):
+            scale = _PER_SECOND[field.type.unit]
+            ticks = pc.cast(table.column(field.name), pa.int64())
+            early = pc.less(ticks, EARLIEST_TIME_S * scale)
+            late = pc.greater(ticks, min(LATEST_TIME_S * scale + scale - 1, 2**63 - 2))
+            outside = pc.sum(pc.or_(early, late)).as_py() or 0
+            if outside:
+                details.append({"column": field.name, "problem": f"{outside} times are outside years 1 to 9999 in UTC "
+                                "(infinite, or past what readers of the table can hold)"})
     weights = table.column("sample_weight")
     # 1/p for a kept prediction (p <= 1), 1 for feedback: anything else no sampler could give.
     bad = pc.sum(pc.invert(pc.fill_null(pc.and_(pc.is_finite(weights), pc.greater_equal(weights, 1)), True))).as_py() or 0

@@ -1070,9 +1070,10 @@ def _timestamp_or_none(text: str | None) -> datetime | None:
         return None
     try:
         value = datetime.fromisoformat(text)
-    except ValueError:
+        # Year 1 east of UTC or 9999 west of it: a time no reader of the ledger could hold.
+        return value.astimezone(UTC) if value.tzinfo else value.replace(tzinfo=UTC)
+    except (ValueError, OverflowError):
         return None
-    return value if value.tzinfo else value.replace(tzinfo=UTC)
 
 
 def _receipt_row(row: dict[str, Any]) -> dict[str, Any]:

@@ -53,7 +53,13 @@ class RecordIssue:
 
 def _utc(value: datetime) -> datetime:
     # Naive means UTC; an aware value keeps its offset (Arrow stores the instant as UTC).
-    return value.replace(tzinfo=UTC) if value.tzinfo is None else value
+    if value.tzinfo is None:
+        return value.replace(tzinfo=UTC)
+    try:
+        value.astimezone(UTC)
+    except OverflowError:  # the server refuses a batch holding it, and the device would dead-letter its other rows
+        raise ValueError("the time is outside years 1 to 9999 once in UTC") from None
+    return value
 
 
 def _base64(value: Any) -> Any:

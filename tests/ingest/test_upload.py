@@ -461,3 +461,61 @@ async def test_a_burst_past_the_queue_is_refused_before_its_bodies_are_decoded(m
     statuses = [status for status, _, _ in results]
     assert statuses.count(201) >= 2 and 429 in statuses, statuses
     assert len(decoded) == statuses.count(201), (len(decoded), statuses)
+
+
+# Microseconds since the epoch no reader of the table can hold: DuckDB's infinities, its last
+# representable instant, year 10000, and one microsecond before year 1.
+UNREADABLE_TIMES = [2**63 - 1, -(2**63) + 1, 2**63 - 2, 253402300800_000000, -62135596800_000001]
+
+
+async def test_times_no_clock_reads_are_422_and_never_land(server, tmp_path, vibration):
+    """created_at or a timestamp field at ±infinity or outside years 1-9999 is 422 bad_values naming the column; the next batch lands."""
+    token = await server.add_device("pump-1")
+    for n, micros in enumerate(UNREADABLE_TIMES):
+        for column in ("created_at", "measured_at"):
+            table, _ = make_table(vibration, predictions=2)
+            index = table.schema.get_field_index(column)
+            values = pa.array([micros, 0 if column == "measured_at" else 1_700_000_000_000_000], pa.int64())
+            table = table.set_column(index, table.schema.field(index), values.cast(table.schema.field(index).type))
+            batch_id, body = seal(tmp_path / f"{column}{n}", vibration, table)
+            status, error, _ = await server.put(batch_id, body, token)
+            assert status == 422, (column, micros, status, error)
+            _assert_error(error, "bad_values")
+            assert [detail["column"] for detail in error["error"]["details"]] == [column], error
+    batch_id, body = seal(tmp_path / "good", vibration, make_table(vibration, predictions=2)[0])
+    assert (await server.put(batch_id, body, token))[0] == 201
+    edges = [-62135596800_000000, 253402300799_999999]  # the first and last instants a reader holds land
+    table, _ = make_table(vibration, predictions=2)
+    index = table.schema.get_field_index("created_at")
+    table = table.set_column(index, table.schema.field(index), pa.array(edges, pa.int64()).cast(table.schema.field(index).type))
+    batch_id, body = seal(tmp_path / "edges", vibration, table)
+    assert (await server.put(batch_id, body, token))[0] == 201
+    assert await server.sql("SELECT count(*) AS n, min(created_at)::VARCHAR AS first FROM vibration") == [
+        {"n": 4, "first": "0001-01-01 00:00:00+00"}]
+
+
+@pytest.mark.parametrize("sent_at", ["0001-01-01T00:00:00+01:00", "9999-12-31T23:59:59-01:00"])
+async def test_a_sent_at_no_clock_reads_is_400(server, tmp_path, vibration, sent_at):
+    """An X-Edgeloop-Sent-At at the ends of the calendar (year 1, year 9999 in another zone) is 400 bad_sent_at, not a 500."""
+    token = await server.add_device("pump-1")
+    batch_id, body = seal(tmp_path, vibration, make_table(vibration, predictions=1)[0])
+    status, error, _ = await server.put(batch_id, body, token, headers={"X-Edgeloop-Sent-At": sent_at})
+    assert status == 400, (status, error)
+    _assert_error(error, "bad_sent_at")
+
+
+@pytest.mark.parametrize("sealed_at", ["0001-01-01T00:00:00+01:00", "9999-12-31T23:59:59-01:00", "not a time"])
+async def test_a_sealed_at_no_reader_holds_lands_as_unknown(server, tmp_path, vibration, sealed_at):
+    """A batch whose footer's sealed_at is outside years 1-9999 once in UTC lands with sealed_at NULL, and the ledger stays readable."""
+    token = await server.add_device("pump-1")
+    batch_id, body = seal(tmp_path, vibration, make_table(vibration, predictions=1)[0])
+    parquet = pq.ParquetFile(io.BytesIO(body))
+    metadata = {**parquet.metadata.metadata, b"edgeloop.sealed_at": sealed_at.encode()}
+    out = io.BytesIO()
+    pq.write_table(parquet.read().replace_schema_metadata(metadata), out, compression="zstd")
+    status, receipt, _ = await server.put(batch_id, out.getvalue(), token)
+    assert status == 201, receipt
+    assert await server.sql("SELECT sealed_at FROM batches") == [{"sealed_at": None}]
+    async with server.session.get(f"{server.url}/v1/dashboard/devices/pump-1",
+                                  headers={"Authorization": f"Bearer {server.admin_token}"}) as response:
+        assert response.status == 200, await response.text()

@@ -41,6 +41,8 @@ def test_good_records_validate_and_normalize(registry):
         (prediction(spectrum=[1.0] * 3), "inputs.spectrum"),
         (prediction(colour="red"), "inputs.colour"),
         (prediction(measured_at="yesterday"), "inputs.measured_at"),
+        (prediction(measured_at="0001-01-01T00:00:00+01:00"), "inputs.measured_at"),  # year 0 in UTC
+        ({**prediction(), "created_at": "9999-12-31T23:59:59-01:00"}, "created_at"),  # year 10000 in UTC
         (prediction(note="x" * 3000), "inputs.note"),
         ({**prediction(), "kind": "guess"}, "kind"),
         ({**prediction(), "outputs": {"confidence": 0.3}}, "outputs.predicted_class"),
