@@ -5,7 +5,8 @@ before sealing (each batch carries its drop counts since the previous batch). Ro
 day are ``landed_daily``'s (``ingest/health.py``), the one count of them.
 
 ``device_versions`` holds, per model and device, the version of its newest prediction (by
-``created_at``, so a backlog of old rows landing late does not move it back) and since when;
+``created_at``, so a backlog of old rows landing late does not move it back; a ``created_at``
+after the row's arrival counts as its arrival, so a clock far ahead cannot pin it) and since when;
 ``version_changes`` logs each change (first version included) with the day it took effect,
 so the rollout over time is a sum over changes, not over rows.
 
@@ -249,11 +250,17 @@ def _decoded(column: pa.ChunkedArray) -> pa.ChunkedArray:
 
 
 def _version_spans(predictions: Sequence[pa.Table]) -> pa.Table:
-    """Per device and version: the earliest and latest created_at of the rows (a few rows, whatever the batch size)."""
+    """Per device and version: the earliest and latest created_at of the rows (a few rows, whatever the batch size).
+
+    A row dated after its arrival counts as made when it arrived: a device clock years ahead would
+    otherwise hold the device at that version until its clock caught up.
+    """
     parts = []
     for table in predictions:
+        created, received = table.column("created_at"), table.column("received_at")
+        made = pc.if_else(pc.greater(created, received), received, created)
         keys = pa.table({"device": _decoded(table.column("device")), "model_version": _decoded(table.column("model_version")),
-                         "created_at": table.column("created_at")})
+                         "created_at": made})
         parts.append(keys.group_by(["device", "model_version"], use_threads=False)
                      .aggregate([("created_at", "min"), ("created_at", "max")])
                      .select(["device", "model_version", "created_at_min", "created_at_max"]))
@@ -293,10 +300,10 @@ def note_drops(con: duckdb.DuckDBPyConnection, drops: Iterable[tuple[date, str, 
 def _current_versions(con: duckdb.DuckDBPyConnection, model: str) -> None:
     """Each device's current version of ``model``, derived from the rows the table holds now."""
     con.execute(
-        f"INSERT INTO {VERSIONS} WITH cur AS (SELECT device, arg_max(model_version, created_at) AS version, "
-        f"max(created_at) AS last_created_at, max(received_at) AS last_landed_at FROM {_quote(model)} "
+        f"INSERT INTO {VERSIONS} WITH cur AS (SELECT device, arg_max(model_version, least(created_at, received_at)) AS version, "
+        f"max(least(created_at, received_at)) AS last_created_at, max(received_at) AS last_landed_at FROM {_quote(model)} "
         f"WHERE device IS NOT NULL GROUP BY device) "
-        f"SELECT ?, c.device, c.version, min(p.created_at), c.last_created_at, c.last_landed_at FROM cur AS c "
+        f"SELECT ?, c.device, c.version, min(least(p.created_at, p.received_at)), c.last_created_at, c.last_landed_at FROM cur AS c "
         f"JOIN {_quote(model)} AS p ON p.device = c.device AND p.model_version = c.version GROUP BY ALL",
         [model],
     )

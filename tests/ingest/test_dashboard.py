@@ -261,6 +261,7 @@ def test_rollout_carries_each_device_on_its_version_until_it_changes(tmp_path):
         table = pa.table({
             "device": [r[0] for r in rows], "model_version": [r[1] for r in rows],
             "created_at": pa.array([datetime.fromisoformat(r[2] + "T12:00:00+00:00") for r in rows], pa.timestamp("us", tz="UTC")),
+            "received_at": pa.array([datetime(2026, 11, 4, tzinfo=UTC)] * len(rows), pa.timestamp("us", tz="UTC")),
         })
         tallies.note_versions(con, "m", [table], datetime(2026, 11, 4, tzinfo=UTC))
 

@@ -301,3 +301,19 @@ def test_a_failure_inside_a_temp_table_block_is_the_error_the_caller_sees():
     with dropped_after(con, "scratch"):
         con.execute("CREATE TEMP TABLE scratch AS SELECT 2 AS a")
     assert con.execute("SELECT count(*) FROM duckdb_tables() WHERE table_name = 'scratch'").fetchone()[0] == 0
+
+
+async def test_a_device_clock_years_ahead_does_not_freeze_its_version(server, tmp_path, vibration):
+    """Rows dated years ahead of their arrival count as made when they arrived: once the clock is right, the next version moves the device."""
+    from datetime import UTC, datetime
+
+    token = await server.add_device("pump-1")
+    ahead, _ = make_table(vibration, predictions=2, version="1.0", start=datetime.now(UTC) + timedelta(days=3650))
+    right, _ = make_table(vibration, predictions=2, version="2.0", start=datetime.now(UTC))
+    for name, table in (("ahead", ahead), ("right", right)):
+        batch_id, body = seal(tmp_path / name, vibration, table)
+        assert (await server.put(batch_id, body, token))[0] == 201
+    versions = await server.sql("SELECT model_version, since_at < now() + INTERVAL 1 DAY AS sane FROM device_versions")
+    assert versions == [{"model_version": "2.0", "sane": True}]
+    changes = await server.sql("SELECT from_version, to_version FROM version_changes ORDER BY to_version")
+    assert changes == [{"from_version": None, "to_version": "1.0"}, {"from_version": "1.0", "to_version": "2.0"}]
