@@ -237,7 +237,17 @@ _EQUALS = re.compile(r"=|%3D", re.IGNORECASE)
 _KEY_TAIL = re.compile(r"[\w-]+$")
 _SECRET_VALUE = re.compile(r"[^\s&#\"'<>,;]+")
 _SECRET_JSON = re.compile(rf"[\"']((?:{_SECRET_NAMES}))[\"']\s*:\s*[\"']([^\"']+)[\"']", re.IGNORECASE)
-_BEARER = re.compile(r"(?<![\w-])(?:Bearer|Basic|Token)\s+([A-Za-z0-9._~+/=-]{16,})", re.ASCII)
+# RFC 6750's token characters ("_" included: its own example is mF_9.B5f-4.1JqM); a short one needs a digit.
+_TOKEN_CHARS = r"[A-Za-z0-9._~+/=-]"
+_BEARER = re.compile(
+    rf"(?<![\w-])(?:Bearer|bearer|Basic|Token)\s+((?={_TOKEN_CHARS}*\d){_TOKEN_CHARS}{{8,}}|{_TOKEN_CHARS}{{16,}})", re.ASCII
+)
+# "name: value" (a header, YAML, a log) for the names that never mean anything but a secret.
+_SECRET_COLON = re.compile(
+    r"(?<![\w-])(?:password|passwd|passphrase|api_?key|apikey|x-api-key|client_?secret|secret_?key|aws_secret_access_key"
+    r"|private_?key|access_?token|refresh_?token|auth_?token|id_?token)\s*:\s*[\"']?([^\s\"'<>,;]+)",
+    re.IGNORECASE,
+)
 _IBAN = re.compile(r"[A-Z](?<![^\W\d_][A-Z])[A-Z]\d\d(?:[ ]?[A-Z0-9]{4}){2,7}(?:[ ]?[A-Z0-9]{1,3})?(?![A-Za-z0-9])")
 _NINO = re.compile(r"[A-Z](?<!\w[A-Z])[A-Z] ?\d\d ?\d\d ?\d\d ?[A-D](?!\w)")
 
@@ -742,6 +752,9 @@ class Redactor:
             for match in _SECRET_JSON.finditer(text):
                 add((match.start(2), match.end(2), "<SECRET>"))
             for match in _BEARER.finditer(text):
+                add((match.start(1), match.end(1), "<SECRET>"))
+        if ":" in text:
+            for match in _SECRET_COLON.finditer(text):
                 add((match.start(1), match.end(1), "<SECRET>"))
         if "://" in text:
             for match in _URL_CREDENTIALS.finditer(text):

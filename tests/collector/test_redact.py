@@ -150,6 +150,13 @@ def test_every_luhn_epoch_millisecond_survives():
         ("password=hunter22 user=bob", "password=<SECRET> user=bob"),
         ('{"api_key": "k-123456"}', '{"api_key": "<SECRET>"}'),
         ("Authorization: Bearer abcdefghijklmnop1234", "Authorization: Bearer <SECRET>"),
+        ("Authorization: Bearer mF_9.B5f-4.1JqM", "Authorization: Bearer <SECRET>"),  # RFC 6750's example
+        ("authorization: bearer abc.def-ghi_jkl_mno", "authorization: bearer <SECRET>"),
+        ("curl -H 'Authorization: Bearer tok3n_abc'", "curl -H 'Authorization: Bearer <SECRET>'"),
+        ("password: hunter2 user: bob", "password: <SECRET> user: bob"),
+        ("X-Api-Key: 0123456789abcdef0123", "X-Api-Key: <SECRET>"),
+        ("db:\n  passwd:  s3cr3t!\n  host: db1", "db:\n  passwd:  <SECRET>\n  host: db1"),
+        ("client_secret: 'zz-top'", "client_secret: '<SECRET>'"),
         ("ssn 123-45-6789", "ssn <SSN>"),
         ("nino AB 12 34 56 C and QQ123456C", "nino <NINO> and QQ123456C"),
     ],
@@ -373,3 +380,12 @@ def test_redact_many_returns_clean_values_themselves_and_asks_the_detector_each_
     detector = lambda text: asked.append(text) or []  # noqa: E731
     Redactor(detector=detector).redact_many(["a b", "a b", None])
     assert asked == ["a b", "a b"]
+
+
+@pytest.mark.parametrize("text", [
+    "Bearer of bad news arrived", "Token ring 42 is down", "Basic plan 2024", "password reset requested at 12:00",
+    "api key rotated: yes", "the bearer 12 bonds", "x-api-key header missing", "Token v1.2", "retry: 3 backoff: 2s",
+])
+def test_secret_words_in_prose_are_kept(text):
+    """Bearer/Token/Basic before a word without digits or a short one, and secret names without "name: value", are prose."""
+    assert Redactor().redact(text) == text
