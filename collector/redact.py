@@ -253,6 +253,29 @@ _NINO = re.compile(r"[A-Z](?<!\w[A-Z])[A-Z] ?\d\d ?\d\d ?\d\d ?[A-D](?!\w)")
 
 
 
+# A version is named before it ("firmware 10.4.2.1", "fw: 2024.11.27.1"): an IPv4 or phone shape after this is a version.
+_VERSION_BEFORE = re.compile(
+    r"(?<![\w-])(?:firmware|fw|version|ver|build|release|rel|rev|revision|sw|software|bios|kernel|os)\s*[:=]?\s*v?$|(?<![\w-])v$",
+    re.IGNORECASE,
+)
+_DOTTED = re.compile(r"\d+(?:\.\d+){2,}")
+_COMPACT_DATE = re.compile(r"(?:19[7-9]\d|20\d\d)(?:0[1-9]|1[0-2])(?:0[1-9]|[12]\d|3[01])")
+
+
+def _measurement(text: str, finding: tuple[int, int, str]) -> bool:
+    """An IPv4 or phone finding that is a version named as one, or a phone that is a compact date (20251127)."""
+    start, end, placeholder = finding
+    if placeholder != "<IPV4>" and placeholder != "<PHONE>":
+        return False
+    if placeholder == "<PHONE>" and _COMPACT_DATE.fullmatch(text, start, end) is not None:
+        return (start == 0 or not text[start - 1].isalnum()) and (end == len(text) or not text[end].isalnum())
+    while start > 0 and (text[start - 1].isdecimal() or text[start - 1] == "."):
+        start -= 1
+    while end < len(text) and (text[end].isdecimal() or (text[end] == "." and text[end + 1:end + 2].isdecimal())):
+        end += 1
+    return _DOTTED.fullmatch(text, start, end) is not None and _VERSION_BEFORE.search(text, max(0, start - 24), start) is not None
+
+
 class _Alternation:
     """A regex of branches compiled for the branches a text can hold. A branch that cannot match is
     left out, so the engine does not try it at every position; the matches are the same."""
@@ -783,6 +806,8 @@ class Redactor:
         found += extra
         if not found:
             return found
+        if has_digit:
+            found = [finding for finding in found if not _measurement(text, finding)]
         if self.allow:
             kept = [match.span() for pattern in self.allow for match in pattern.finditer(text)]
             found = [span for span in found if not any(a < span[1] and span[0] < b for a, b in kept)]

@@ -389,3 +389,23 @@ def test_redact_many_returns_clean_values_themselves_and_asks_the_detector_each_
 def test_secret_words_in_prose_are_kept(text):
     """Bearer/Token/Basic before a word without digits or a short one, and secret names without "name: value", are prose."""
     assert Redactor().redact(text) == text
+
+
+@pytest.mark.parametrize(("text", "region"), [
+    ("firmware 10.4.2.1", None), ("fw: 2024.11.27.1", "DE"), ("FW=3.10.12.2001", "FR"), ("release v10.4.2.1 ok", None),
+    ("version 192.168.1.1 of the protocol", None), ("build 20251127", "DE"), ("on 20240315 at 9", "DE"),
+    ("kernel 5.15.0.1051 up", "AU"),
+])
+def test_named_versions_and_compact_dates_are_kept(text, region):
+    """A dotted version named as one (firmware, fw, version, build, release...) and a YYYYMMDD date are measurements, not an IP or a phone."""
+    assert Redactor(regions=[region] if region else []).redact(text) == text
+
+
+@pytest.mark.parametrize(("text", "expected", "region"), [
+    ("ip 10.4.2.1", "ip <IPV4>", None), ("from 10.4.2.1 fw ok", "from <IPV4> fw ok", None),
+    ("appelez 06.12.34.56.78", "appelez <PHONE>", "FR"), ("versions differ, host 10.0.0.7", "versions differ, host <IPV4>", None),
+    ("tel 030 20251127", "tel <PHONE>", "DE"),
+])
+def test_addresses_and_phones_near_version_words_are_still_found(text, expected, region):
+    """Only what a version word names is kept: an address or phone elsewhere in the text is still redacted."""
+    assert Redactor(regions=[region] if region else []).redact(text) == expected
