@@ -530,6 +530,8 @@ async def post_sql(request: web.Request) -> web.StreamResponse:
         timeout_s = None if export else settings.sql_timeout_s
         stream = _SqlStream(asyncio.get_running_loop(), app[STORE], sql, params, as_json=as_json, limits=limits, timeout_s=timeout_s)
         asyncio.get_running_loop().run_in_executor(state.sql_executor, stream.produce)
+        # aiohttp does not cancel a handler whose client left: an export (never timed out) would run on.
+        watcher = asyncio.create_task(_stop_when_gone(request, stream))
         try:
             tables = await stream.start()  # refusals and errors arrive here, before any byte is sent
             response = web.StreamResponse(headers={"X-Edgeloop-Tables": ",".join(sorted(tables))})
@@ -543,9 +545,23 @@ async def post_sql(request: web.Request) -> web.StreamResponse:
                 log.info("sql client went away before the end of its result", extra={"path": request.path})
             return response
         finally:
+            watcher.cancel()
             stream.stop()
     finally:
         state.sql_running -= 1
+
+
+SQL_CLIENT_CHECK_S = 0.25
+
+
+async def _stop_when_gone(request: web.Request, stream: _SqlStream) -> None:
+    """Interrupt the query once its client's connection is closed."""
+    while True:
+        await asyncio.sleep(SQL_CLIENT_CHECK_S)
+        transport = request.transport
+        if transport is None or transport.is_closing():
+            stream.stop()
+            return
 
 
 class _SqlStream:

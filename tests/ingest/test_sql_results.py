@@ -165,3 +165,28 @@ def test_terminal_table_prints_intervals_and_nested_values_readably():
     write_result(ResultStream.of(table), "table", None, out)
     text = out.getvalue()
     assert "1 day 02:00:00" in text and '{"a":1}' in text and '{"x":1}' in text and "MonthDayNano" not in text
+
+
+async def test_a_query_whose_client_went_away_is_stopped_and_frees_its_slot(tmp_path):
+    """An export (never timed out) or a query whose client disconnects before its first row is interrupted, and its slot serves the next query."""
+    runner, url, config = await _serve(tmp_path, sql_max_concurrent=2, sql_timeout_s=120)
+    token = config.server.admin_token_file.read_text().strip()
+    state = runner.app[STATE]
+    endless = "SELECT count(*) AS n FROM range(1000000000000000) AS a(i) WHERE i % 7 = 3"
+    try:
+        for export in (True, False):
+            async with aiohttp.ClientSession() as session:
+                task = asyncio.create_task(_post(session, url, token, endless, export=export))
+                while state.sql_running < 1:
+                    await asyncio.sleep(0.01)
+                task.cancel()  # the client closes its connection mid-query
+                await asyncio.gather(task, return_exceptions=True)
+            for _ in range(1000):
+                if state.sql_running == 0:
+                    break
+                await asyncio.sleep(0.01)
+            assert state.sql_running == 0, f"the abandoned {'export' if export else 'query'} still holds its slot"
+        async with aiohttp.ClientSession() as session:
+            assert await _post(session, url, token, "SELECT 1 AS x") == (200, {"columns": ["x"], "rows": [{"x": 1}], "truncated": False, "row_count": 1})
+    finally:
+        await runner.cleanup()
