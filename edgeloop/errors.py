@@ -67,7 +67,11 @@ class EdgeloopError(Exception):
 
 
 class SchemaError(EdgeloopError):
-    """A schema file or a batch's schema is not valid; the message names file and field."""
+    """A schema file or a batch's schema is not valid; the message names file and field (``field`` when known)."""
+
+    def __init__(self, message: str, *, field: str | None = None) -> None:
+        super().__init__(message)
+        self.field = field
 
 
 class ConfigError(EdgeloopError):

@@ -24,10 +24,10 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from edgeloop.errors import BatchRejected, ServerOverloaded
+from edgeloop.errors import BatchRejected, SchemaError, ServerOverloaded
 from edgeloop.ingest.config import LimitSettings
 from edgeloop.ingest.pages import scan_pages
-from edgeloop.schemas.envelope import BATCH_METADATA_KEYS, KINDS, OPTIONAL_ENVELOPE
+from edgeloop.schemas.envelope import BATCH_METADATA_KEYS, KINDS, OPTIONAL_ENVELOPE, with_declared_types
 from edgeloop.schemas.model_schema import FieldSpec, ModelSchema
 
 __all__ = ["RESERVED_TABLES", "UploadedBatch", "check_batch_id", "read_batch"]
@@ -162,6 +162,11 @@ def read_batch(
             table = pq.ParquetFile(
                 pa.BufferReader(body), metadata=meta, read_dictionary=textual, arrow_extensions_enabled=True
             ).read(use_threads=False)
+            # Parquet's reader does not check that text is UTF-8; Python would fail on it later (a 500).
+            for field in table.schema:
+                if pa.types.is_dictionary(field.type) and pa.types.is_string(field.type.value_type):
+                    for chunk in table.column(field.name).chunks:
+                        chunk.dictionary.validate(full=True)
         except MemoryError as exc:
             raise ServerOverloaded(f"out of memory reading a batch: {exc}") from exc
         except (pa.ArrowException, OSError, ValueError) as exc:
@@ -171,9 +176,12 @@ def read_batch(
         for name in OPTIONAL_ENVELOPE:
             if table.schema.get_field_index(name) < 0:  # a batch from an agent before the column
                 table = table.append_column(name, pa.nulls(table.num_rows, pa.string()))
+        try:
+            table = with_declared_types(table, schema.arrow_schema)
+        except SchemaError as exc:
+            raise BatchRejected(422, "schema_mismatch", str(exc), [{"column": exc.field, "problem": str(exc)}]) from exc
         _check_values(table, schema, limits)
         decoded_bytes = _check_decoded_size(table, limits)
-        table = _normalize_uuids(table)
         predictions = _check_rows(table, schema)
         id_span = _id_span(table.column("record_id"))
     return UploadedBatch(
@@ -378,6 +386,9 @@ def _same(got: pa.DataType, expected: pa.DataType) -> bool:
     got = _plain(got)
     if pa.types.is_fixed_size_list(got) and pa.types.is_fixed_size_list(expected):
         return got.list_size == expected.list_size and got.value_type == expected.value_type
+    if pa.types.is_list(got) and pa.types.is_fixed_size_list(expected):
+        # A batch without ARROW:schema: Parquet keeps a list, its sizes are checked once read (with_declared_types).
+        return got.value_type == expected.value_type
     return got == expected
 
 
@@ -402,14 +413,6 @@ def _check_columns(got: pa.Schema, expected: pa.Schema) -> pa.Schema:
         names = ", ".join(detail["column"] for detail in details)
         raise BatchRejected(422, "schema_mismatch", f"the columns do not match the batch's schema: {names}", details)
     return expected
-
-
-def _normalize_uuids(table: pa.Table) -> pa.Table:
-    for index, column in enumerate(table.schema):
-        if column.type == pa.binary(16):
-            chunks = [pa.ExtensionArray.from_storage(pa.uuid(), chunk) for chunk in table.column(index).chunks]
-            table = table.set_column(index, pa.field(column.name, pa.uuid(), column.nullable), pa.chunked_array(chunks, pa.uuid()))
-    return table
 
 
 def _counts(column: pa.ChunkedArray) -> dict[Any, int]:

@@ -149,59 +149,140 @@ def _page_header(reader: _Reader) -> dict[str, int]:
     return header
 
 
+@dataclass(slots=True)
+class _Chunk:
+    path: str = ""
+    compressed: int = -1  # total_compressed_size
+    data_offset: int = -1
+    dictionary_offset: int | None = None
+
+
+def _column_chunks(view: memoryview, footer_start: int, footer_end: int) -> list[_Chunk]:
+    """Every column chunk's path, offsets and size, read from the footer's Thrift here.
+
+    Not through pyarrow's ``RowGroupMetaData.column``: a chunk whose metadata does not hold
+    together (a level histogram of the wrong size) throws a C++ exception there that nothing
+    catches, and the process aborts.
+    """
+    reader = _Reader(view, footer_start, footer_end)
+    chunks: list[_Chunk] = []
+
+    def column_meta(chunk: _Chunk):
+        def on_field(field: int, kind: int) -> None:
+            if field == 3 and kind == 9:  # path_in_schema: list<string>
+                header = reader.byte()
+                size = header >> 4 if header >> 4 != 15 else reader.varint()
+                if header & 0x0F != 8:
+                    raise _Corrupt("a column path that is not a list of strings")
+                parts = []
+                for _ in range(size):
+                    length = reader.varint()
+                    start = reader.pos
+                    reader.advance(length)
+                    parts.append(bytes(view[start:reader.pos]).decode("utf-8"))
+                chunk.path = ".".join(parts)
+            elif field in (7, 9, 11) and kind == 6:
+                value = reader.zigzag()
+                if field == 7:
+                    chunk.compressed = value
+                elif field == 9:
+                    chunk.data_offset = value
+                else:
+                    chunk.dictionary_offset = value
+            else:
+                reader.skip(kind)
+        return on_field
+
+    def column_chunk(field: int, kind: int) -> None:
+        if field == 3 and kind == 12:
+            reader.struct(column_meta(chunks[-1]))
+        else:
+            reader.skip(kind)
+
+    def each(kind_wanted: int, on_element) -> None:
+        header = reader.byte()
+        size = header >> 4 if header >> 4 != 15 else reader.varint()
+        if header & 0x0F != kind_wanted:
+            raise _Corrupt("a footer list of the wrong type")
+        for _ in range(size):
+            on_element()
+
+    def chunk_element() -> None:
+        chunks.append(_Chunk())
+        reader.struct(column_chunk)
+
+    def row_group(field: int, kind: int) -> None:
+        if field == 1 and kind == 9:  # columns
+            each(12, chunk_element)
+        else:
+            reader.skip(kind)
+
+    def file_meta(field: int, kind: int) -> None:
+        if field == 4 and kind == 9:  # row_groups
+            each(12, lambda: reader.struct(row_group))
+        else:
+            reader.skip(kind)
+
+    reader.struct(file_meta)
+    return chunks
+
+
 def scan_pages(body: bytes, meta: pq.FileMetaData, *, max_pages: int) -> list[ColumnPages]:
     """Walk every column chunk's page headers; a file that cannot be walked is a 400, an unsafe one a 422."""
     view = memoryview(body)
     footer_start = len(body) - 8 - int.from_bytes(body[-8:-4], "little")
+    try:
+        chunks = _column_chunks(view, footer_start, len(body) - 8)
+    except (_Corrupt, UnicodeDecodeError) as exc:
+        raise BatchRejected(400, "corrupt_parquet", f"the Parquet footer cannot be read: {exc}") from None
+    if len(chunks) != meta.num_row_groups * meta.num_columns:
+        raise BatchRejected(400, "corrupt_parquet", "the Parquet footer's row groups do not hold every column")
     columns: dict[str, ColumnPages] = {}
     pages = 0
-    for group in range(meta.num_row_groups):
-        row_group = meta.row_group(group)
-        for index in range(row_group.num_columns):
-            chunk = row_group.column(index)
-            path = chunk.path_in_schema
-            column = columns.setdefault(path, ColumnPages(path))
-            # Where pyarrow starts reading the chunk (it prefers an earlier dictionary page).
-            start = chunk.data_page_offset
-            if chunk.has_dictionary_page and 0 < chunk.dictionary_page_offset < start:
-                start = chunk.dictionary_page_offset
-            end = start + chunk.total_compressed_size
-            if start < 4 or chunk.total_compressed_size <= 0 or end > footer_start:
-                raise BatchRejected(400, "corrupt_parquet", f"column {path!r}: its pages lie outside the file")
-            reader = _Reader(view, start, end)
-            try:
-                while reader.pos < end:
-                    header = _page_header(reader)
-                    compressed, inflated = header.get("compressed", -1), header.get("uncompressed", -1)
-                    if compressed < 0 or inflated < 0:
-                        raise _Corrupt("a page header without its sizes")
-                    reader.advance(compressed)
-                    pages += 1
-                    column.pages += 1
-                    if pages > max_pages:
+    for chunk in chunks:
+        path = chunk.path
+        column = columns.setdefault(path, ColumnPages(path))
+        # Where pyarrow starts reading the chunk (it prefers an earlier dictionary page).
+        start = chunk.data_offset
+        if chunk.dictionary_offset is not None and 0 < chunk.dictionary_offset < start:
+            start = chunk.dictionary_offset
+        end = start + chunk.compressed
+        if start < 4 or chunk.compressed <= 0 or end > footer_start:
+            raise BatchRejected(400, "corrupt_parquet", f"column {path!r}: its pages lie outside the file")
+        reader = _Reader(view, start, end)
+        try:
+            while reader.pos < end:
+                header = _page_header(reader)
+                compressed, inflated = header.get("compressed", -1), header.get("uncompressed", -1)
+                if compressed < 0 or inflated < 0:
+                    raise _Corrupt("a page header without its sizes")
+                reader.advance(compressed)
+                pages += 1
+                column.pages += 1
+                if pages > max_pages:
+                    raise BatchRejected(
+                        413, "too_many_pages", f"the batch has more than {max_pages} Parquet pages",
+                        {"limit": max_pages},
+                    )
+                column.inflated_bytes += inflated
+                kind = header.get("type")
+                for key in ("encoding", "def_encoding", "rep_encoding"):
+                    if key in header and header[key] not in ALLOWED_ENCODINGS:
                         raise BatchRejected(
-                            413, "too_many_pages", f"the batch has more than {max_pages} Parquet pages",
-                            {"limit": max_pages},
+                            422, "unsupported_encoding",
+                            f"column {path!r} uses Parquet encoding {header[key]}; accepted: "
+                            + ", ".join(sorted(ALLOWED_ENCODINGS.values())),
+                            {"column": path, "encoding": header[key]},
                         )
-                    column.inflated_bytes += inflated
-                    kind = header.get("type")
-                    for key in ("encoding", "def_encoding", "rep_encoding"):
-                        if key in header and header[key] not in ALLOWED_ENCODINGS:
-                            raise BatchRejected(
-                                422, "unsupported_encoding",
-                                f"column {path!r} uses Parquet encoding {header[key]}; accepted: "
-                                + ", ".join(sorted(ALLOWED_ENCODINGS.values())),
-                                {"column": path, "encoding": header[key]},
-                            )
-                    if kind == DICTIONARY_PAGE:
-                        column.dictionary_bytes += inflated
-                    elif kind in (DATA_PAGE, DATA_PAGE_V2):
-                        values = header.get("num_values", -1)
-                        if values < 0:
-                            raise _Corrupt("a data page without its value count")
-                        column.values += values
-                    elif kind != INDEX_PAGE:
-                        raise _Corrupt(f"unknown page type {kind}")
-            except _Corrupt as exc:
-                raise BatchRejected(400, "corrupt_parquet", f"column {path!r}: {exc}") from None
+                if kind == DICTIONARY_PAGE:
+                    column.dictionary_bytes += inflated
+                elif kind in (DATA_PAGE, DATA_PAGE_V2):
+                    values = header.get("num_values", -1)
+                    if values < 0:
+                        raise _Corrupt("a data page without its value count")
+                    column.values += values
+                elif kind != INDEX_PAGE:
+                    raise _Corrupt(f"unknown page type {kind}")
+        except _Corrupt as exc:
+            raise BatchRejected(400, "corrupt_parquet", f"column {path!r}: {exc}") from None
     return list(columns.values())

@@ -8,6 +8,9 @@ from __future__ import annotations
 from typing import TypeVar
 
 import pyarrow as pa
+import pyarrow.compute as pc
+
+from edgeloop.errors import SchemaError
 
 T = TypeVar("T", pa.RecordBatch, pa.Table)
 
@@ -19,6 +22,7 @@ __all__ = [
     "OPTIONAL_ENVELOPE",
     "envelope_arrow_fields",
     "landing_arrow_fields",
+    "with_declared_types",
     "with_optional_columns",
 ]
 
@@ -68,6 +72,38 @@ def with_optional_columns(batch: T, schema: pa.Schema) -> T:
     if isinstance(batch, pa.RecordBatch):
         return pa.RecordBatch.from_arrays(columns, schema=schema.with_metadata(batch.schema.metadata))  # type: ignore[return-value]
     return pa.Table.from_arrays(columns, schema=schema.with_metadata(batch.schema.metadata))  # type: ignore[return-value]
+
+
+def with_declared_types(table: pa.Table, schema: pa.Schema) -> pa.Table:
+    """``table`` as read from a batch file, with the Arrow types Parquet alone does not keep taken from ``schema``.
+
+    A batch file carries no ``ARROW:schema``: a vector reads back as a variable-length list,
+    and from a writer without Parquet's UUID type an id reads as 16 fixed bytes. Other columns
+    are left as read (a reader's dictionaries stay). A list column whose values are not the
+    declared dim, or whose values are of another type, raises SchemaError naming it.
+    """
+    for index, got in enumerate(table.schema):
+        at = schema.get_field_index(got.name)
+        if at < 0:
+            continue
+        want = schema.field(at)
+        if pa.types.is_fixed_size_list(want.type) and pa.types.is_list(got.type):
+            if got.type.value_type != want.type.value_type:
+                raise SchemaError(f"column {got.name!r} holds {got.type}, not {want.type}", field=got.name)
+            column = table.column(index)
+            lengths = pc.list_value_length(column)
+            wrong = pc.sum(pc.not_equal(lengths, want.type.list_size)).as_py() or 0  # null vectors have no length
+            if wrong:
+                first = pc.filter(lengths, pc.not_equal(lengths, want.type.list_size))[0].as_py()
+                raise SchemaError(
+                    f"column {got.name!r}: {wrong} vectors are not of dim {want.type.list_size} (one holds {first} values)",
+                    field=got.name,
+                )
+            table = table.set_column(index, pa.field(got.name, want.type, got.nullable), column.cast(want.type))
+        elif want.type == pa.uuid() and got.type == pa.binary(16):
+            chunks = [pa.ExtensionArray.from_storage(pa.uuid(), chunk) for chunk in table.column(index).chunks]
+            table = table.set_column(index, pa.field(got.name, pa.uuid(), got.nullable), pa.chunked_array(chunks, pa.uuid()))
+    return table
 
 
 def landing_arrow_fields() -> tuple[pa.Field, ...]:

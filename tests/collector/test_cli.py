@@ -113,7 +113,6 @@ def test_spool_verify_reports_and_quarantines_a_bad_batch(agent_factory):
     good, bad = agent.batch_files()
     table = pq.read_table(bad)
     metadata = dict(pq.read_metadata(bad).metadata)
-    del metadata[b"ARROW:schema"]
     metadata[b"edgeloop.schema_fingerprint"] = b"0000000000000000"
     pq.write_table(table.replace_schema_metadata(metadata), bad)
 

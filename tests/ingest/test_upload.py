@@ -133,7 +133,7 @@ async def test_body_over_the_compressed_limit_is_413(make_server, tmp_path, vibr
     """A body larger than max_body_bytes is refused with 413 before it is read."""
     server = await make_server(limits={"max_body_bytes": 20_000})
     token = await server.add_device("pump-1")
-    batch_id, body = seal(tmp_path, vibration, make_table(vibration, predictions=400)[0])
+    batch_id, body = seal(tmp_path, vibration, make_table(vibration, predictions=800)[0])
     assert len(body) > 20_000
     status, error, _ = await server.put(batch_id, body, token)
     assert status == 413
