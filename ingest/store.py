@@ -1035,9 +1035,10 @@ def _training_view(model: str, columns: dict[str, dict[str, str]], truth: str | 
     labels = [name for name in feedback_columns if name not in envelope]
     if truth not in feedback_columns:
         truth = None
-    # Ties on created_at go to the later received_at, then the larger record id, as a device's resend would.
-    latest = "(created_at, received_at, record_id)"
-    label_first = f"({quote(truth)} IS NOT NULL, created_at, received_at, record_id)" if truth else latest
+    # Ties on created_at go to the later received_at, then the larger record id, as a device's resend would;
+    # a created_at after its arrival counts as the arrival, so a clock years ahead cannot outrank every later label.
+    latest = "(least(created_at, received_at), received_at, record_id)"
+    label_first = f"({quote(truth)} IS NOT NULL, least(created_at, received_at), received_at, record_id)" if truth else latest
     provenance = [name for name in labels if name == "labeled_by"]  # who gave the label goes with the label
     fields = [name for name in labels if name not in provenance]
     # One struct for the label's row: one aggregate instead of one per provenance column.

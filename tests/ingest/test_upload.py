@@ -396,6 +396,21 @@ async def test_training_view_picks_latest_feedback(server, tmp_path, vibration):
     assert await server.sql("SELECT count(*) AS n FROM vibration_feedback") == [{"n": 3}]
 
 
+async def test_a_label_dated_years_ahead_does_not_outrank_later_labels(server, tmp_path, vibration):
+    """A feedback dated after its arrival counts as given when it arrived: a later label from a right clock replaces it."""
+    token = await server.add_device("pump-1")
+    table, ids = make_table(vibration, predictions=1)
+    batch_id, body = seal(tmp_path, vibration, table)
+    assert (await server.put(batch_id, body, token))[0] == 201
+    ahead, _ = make_table(vibration, feedback=[(ids[0], "ok", datetime.now(UTC) + timedelta(days=3650))])
+    batch_id, body = seal(tmp_path / "ahead", vibration, ahead)
+    assert (await server.put(batch_id, body, token))[0] == 201
+    right, _ = make_table(vibration, feedback=[(ids[0], "bearing_wear", datetime.now(UTC))])
+    batch_id, body = seal(tmp_path / "right", vibration, right)
+    assert (await server.put(batch_id, body, token))[0] == 201
+    assert await server.sql("SELECT true_class FROM vibration_training") == [{"true_class": "bearing_wear"}]
+
+
 async def test_health_and_metrics(server, tmp_path, vibration):
     """/healthz answers ok and /metrics counts landed batches, rows, rejects and group commits."""
     token = await server.add_device("pump-1")
