@@ -19,6 +19,7 @@
         ├── BatchRejected           an upload that cannot be landed (carries HTTP status)
         ├── QueryRefused            a SQL statement that is not read-only
         ├── QueryFailed             a read-only statement DuckDB could not run
+        │   └── QueryTooExpensive   it ran past a bound (sql_timeout_s, memory_limit): ask for less (422)
         ├── ServerOverloaded        out of memory or another transient fault of ours (503)
         └── StoreError              the database could not land or read
             ├── StoreBusy           the landing queue is full: retry later (429)
@@ -48,6 +49,7 @@ __all__ = [
     "PolicyError",
     "QueryFailed",
     "QueryRefused",
+    "QueryTooExpensive",
     "RecordError",
     "RejectedBatchError",
     "RetryableUploadError",
@@ -163,6 +165,15 @@ class StoreError(IngestError):
 
 class QueryFailed(IngestError):
     """A read-only statement DuckDB could not run: bad syntax, unknown table, timeout."""
+
+
+class QueryTooExpensive(QueryFailed):
+    """A read-only statement stopped at a bound (``limit`` names the setting, ``value`` its value): retried as is it fails again."""
+
+    def __init__(self, message: str, *, limit: str, value: Any = None) -> None:
+        super().__init__(message)
+        self.limit = limit
+        self.value = value
 
 
 class ServerOverloaded(IngestError):

@@ -24,7 +24,7 @@ from typing import Any, Protocol
 import duckdb
 import pyarrow as pa
 
-from edgeloop.errors import AuthError, DatabaseInUse, IngestError, QueryFailed, QueryRefused, StoreError
+from edgeloop.errors import AuthError, DatabaseInUse, IngestError, QueryFailed, QueryRefused, QueryTooExpensive, StoreError
 from edgeloop.ingest.auth import DeviceRegistry, admin_token
 from edgeloop.ingest.config import IngestConfig, StoreSettings
 from edgeloop.ingest.catalog import Catalog
@@ -265,6 +265,8 @@ class RemoteAdmin:
                     raise StoreError(f"the server's result stream broke off: {exc}") from exc
                 note = {k.decode(): v.decode() for k, v in (metadata or {}).items()} if metadata else {}
                 if "edgeloop.error" in note:
+                    if note.get("edgeloop.error_code") == "query_too_expensive":
+                        raise QueryTooExpensive(note["edgeloop.error"], limit="")
                     raise QueryFailed(note["edgeloop.error"])
                 if note.get("edgeloop.truncated") == "true":
                     result.truncated, result.truncated_reason = True, note.get("edgeloop.reason", "")
@@ -315,6 +317,7 @@ class RemoteAdmin:
 
 
 def _translate(exc: urllib.error.HTTPError) -> IngestError:
+    error: dict[str, Any] = {}
     try:
         error = json.loads(exc.read())["error"]
         code, message = error["code"], error["message"]
@@ -326,6 +329,9 @@ def _translate(exc: urllib.error.HTTPError) -> IngestError:
         return QueryRefused(message)
     if code == "busy":
         return StoreError(f"{message} (HTTP 429)")
+    if code == "query_too_expensive":
+        details = error.get("details") or {}
+        return QueryTooExpensive(message, limit=details.get("limit", ""), value=details.get("value"))
     if code == "query_failed":
         return QueryFailed(message)
     return StoreError(message)

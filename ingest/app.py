@@ -52,6 +52,7 @@ from edgeloop.errors import (
     DiskFull,
     Forbidden,
     QueryRefused,
+    QueryTooExpensive,
     SchemaError,
     ServerOverloaded,
     StoreBusy,
@@ -153,6 +154,9 @@ async def error_middleware(request: web.Request, handler: Callable[[web.Request]
                           {"retry_after_s": int(retry["Retry-After"])}, headers=retry)
     except QueryRefused as exc:
         response = _error(403, "read_only", str(exc))
+    except QueryTooExpensive as exc:
+        # Not 408: the contract makes 408 "retry may work", and this query run again stops at the same bound.
+        response = _error(422, "query_too_expensive", str(exc), {"limit": exc.limit, "value": exc.value})
     except QueryFailed as exc:
         response = _error(400, "query_failed", str(exc))
     except StoreError as exc:
@@ -655,7 +659,8 @@ class _SqlStream:
                 if not started:
                     self._put(("error", exc))
                     return
-                self._put(("chunk", encoder.end(-1, {"error": str(exc)})))
+                code = "query_too_expensive" if isinstance(exc, QueryTooExpensive) else "query_failed"
+                self._put(("chunk", encoder.end(-1, {"error": str(exc), "error_code": code})))
             except _Abandoned:
                 return
         try:
@@ -713,7 +718,7 @@ class _JsonEncoder:
         if "reason" in note:
             tail["reason"] = note["reason"]
         if "error" in note:
-            tail["error"] = {"code": "query_failed", "message": note["error"], "details": None}
+            tail["error"] = {"code": note["error_code"], "message": note["error"], "details": None}
         return b"]," + orjson.dumps(tail)[1:]
 
 

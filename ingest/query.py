@@ -22,7 +22,7 @@ import duckdb
 import orjson
 import pyarrow as pa
 
-from edgeloop.errors import QueryFailed, QueryRefused
+from edgeloop.errors import QueryFailed, QueryRefused, QueryTooExpensive
 from edgeloop.ingest.sql_functions import ALLOWED_FUNCTIONS, ALLOWED_TABLE_FUNCTIONS
 
 __all__ = ["CheckedQuery", "check_query", "describe_error", "run_query", "stream_query"]
@@ -323,16 +323,17 @@ def stream_query(
     """
     if checked is None or checked.sql != sql:
         check_query(con, sql)
-    timer = threading.Timer(timeout_s, con.interrupt) if timeout_s else None
+    expired = threading.Event()
+    timer = threading.Timer(timeout_s, _expire, (con, expired)) if timeout_s else None
     if timer:
         timer.daemon = True
         timer.start()
     try:
-        with translate_errors(timeout_s):
+        with translate_errors(timeout_s, expired):
             reader = con.execute(sql, list(params) if params else None).to_arrow_reader(batch_rows)
         yielded = False
         while True:
-            with translate_errors(timeout_s):
+            with translate_errors(timeout_s, expired):
                 try:
                     batch = reader.read_next_batch()
                 except StopIteration:
@@ -346,11 +347,21 @@ def stream_query(
             timer.cancel()
 
 
-class translate_errors:  # noqa: N801 - used as a context manager, reads as a phrase
-    """Turn DuckDB's errors into QueryRefused/QueryFailed with DuckDB's whole message."""
+def _expire(con: duckdb.DuckDBPyConnection, expired: threading.Event) -> None:
+    expired.set()  # set first: the interrupt is then read as the timeout, not as a client that left
+    con.interrupt()
 
-    def __init__(self, timeout_s: float | None) -> None:
+
+class translate_errors:  # noqa: N801 - used as a context manager, reads as a phrase
+    """Turn DuckDB's errors into QueryRefused/QueryFailed/QueryTooExpensive with DuckDB's whole message.
+
+    An interrupt is the timeout only if ``expired`` was set; otherwise someone else stopped it
+    (its client left, the server is stopping).
+    """
+
+    def __init__(self, timeout_s: float | None, expired: threading.Event | None = None) -> None:
         self.timeout_s = timeout_s
+        self.expired = expired
 
     def __enter__(self) -> None:
         return None
@@ -358,11 +369,22 @@ class translate_errors:  # noqa: N801 - used as a context manager, reads as a ph
     def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: Any) -> bool:
         if exc is None or not isinstance(exc, (duckdb.Error, pa.ArrowException)):
             return False
-        timeout_s = self.timeout_s
         if isinstance(exc, duckdb.PermissionException):
             raise QueryRefused(f"refused: the query touches files or settings, which is not allowed ({describe_error(exc)})") from exc
         if isinstance(exc, duckdb.InterruptException):
-            raise QueryFailed(f"the query ran longer than {timeout_s:g} s and was stopped" if timeout_s else "the query was stopped") from exc
+            if self.timeout_s and self.expired is not None and self.expired.is_set():
+                raise QueryTooExpensive(
+                    f"the query ran longer than {self.timeout_s:g} s (store.sql_timeout_s) and was stopped; running it again "
+                    "will not help: ask for less (a narrower time range, fewer columns, an aggregate) or export it",
+                    limit="store.sql_timeout_s", value=self.timeout_s,
+                ) from exc
+            raise QueryFailed("the query was stopped") from exc
+        if isinstance(exc, duckdb.OutOfMemoryException):
+            raise QueryTooExpensive(
+                f"the query needed more memory than store.memory_limit allows and was stopped; ask for less "
+                f"(a narrower time range, fewer or smaller groups): {describe_error(exc)}",
+                limit="store.memory_limit",
+            ) from exc
         if isinstance(exc, duckdb.InvalidInputException) and "configuration has been locked" in str(exc):
             raise QueryRefused(f"refused: settings cannot be changed ({describe_error(exc)})") from exc
         raise QueryFailed(f"query failed: {describe_error(exc)}") from exc

@@ -8,10 +8,11 @@ import io
 import aiohttp
 import pytest
 
-from edgeloop.errors import QueryFailed
+from edgeloop.errors import QueryFailed, QueryTooExpensive
 from edgeloop.ingest.admin import LocalAdmin, RemoteAdmin
-from edgeloop.ingest.app import STATE
+from edgeloop.ingest.app import STATE, STORE
 from edgeloop.ingest.export import Progress, interval_text
+from edgeloop.ingest.fleet import StoreReader
 from tests.ingest.conftest import Server, make_config, make_table, seal, start_server
 
 
@@ -125,6 +126,31 @@ async def test_export_is_not_cut_off_by_the_sql_timeout(tmp_path):
         assert await asyncio.to_thread(count, True) > 20_000
     finally:
         admin.close()
+
+
+ENDLESS = "SELECT count(*) FROM range(1000000000000)"
+
+
+async def test_a_query_past_the_timeout_is_too_expensive_not_a_wrong_query(tmp_path):
+    """A query stopped at store.sql_timeout_s is 422 query_too_expensive naming the setting (API, CLI client, dashboard reader); a wrong one stays 400 query_failed."""
+    runner, url, config = await _serve(tmp_path, sql_timeout_s=0.2)
+    token = config.server.admin_token_file.read_text().strip()
+    try:
+        async with aiohttp.ClientSession() as session:
+            status, body = await _post(session, url, token, ENDLESS)
+            assert status == 422, body
+            assert body["error"]["code"] == "query_too_expensive"
+            assert body["error"]["details"] == {"limit": "store.sql_timeout_s", "value": 0.2}
+            assert "0.2 s" in body["error"]["message"]
+            status, body = await _post(session, url, token, "SELEC 1")
+            assert status == 400 and body["error"]["code"] == "query_failed"
+        with pytest.raises(QueryTooExpensive) as caught:
+            await asyncio.to_thread(RemoteAdmin(url, token).query, ENDLESS)
+        assert caught.value.limit == "store.sql_timeout_s"
+        with pytest.raises(QueryTooExpensive):
+            await asyncio.to_thread(StoreReader(runner.app[STORE], 0.2, trusted=True).query, ENDLESS)
+    finally:
+        await runner.cleanup()
 
 
 def test_intervals_print_as_duckdb_does():
