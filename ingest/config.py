@@ -70,6 +70,7 @@ class StoreSettings(Settings):
     group_commit_delay_s: Annotated[float, Field(ge=0, le=1)] = 0.002
     threads: PositiveInt | None = None  # DuckDB worker threads; default: one per core but one (at least one)
     sql_timeout_s: Positive = 60.0
+    memory_limit_bytes: PositiveInt | None = None  # DuckDB's memory_limit; default: half the machine's (or cgroup's) memory
     reserve_free_bytes: Annotated[int, Field(ge=0)] = 256 * MiB
     sql_max_result_rows: PositiveInt = 1_000_000
     sql_max_result_bytes: PositiveInt = 256 * MiB

@@ -41,7 +41,7 @@ from edgeloop.ingest.config import StoreSettings
 from edgeloop.ingest import health, tallies
 from edgeloop.ingest.aggregate import AGGREGATES
 from edgeloop.ingest.store import BOOTSTRAP as STORE_BOOTSTRAP
-from edgeloop.ingest.store import Store, _configure, _Job, load_catalog, quote
+from edgeloop.ingest.store import Store, _configure, _Job, load_catalog, quote, server_memory_limit_bytes
 from edgeloop.schemas.model_schema import ModelSchema
 
 __all__ = ["Claims", "LakeStore", "attach_sql", "compact", "connect_lake", "extension_path", "files_in_lake", "migrate"]
@@ -120,7 +120,7 @@ def attach_sql(settings: StoreSettings, *, read_only: bool, catalog: str | None 
 
 def connect_lake(
     settings: StoreSettings, *, read_only: bool, threads: int | None = None, write_to: Path | None = None,
-    replica: str | None = None,
+    replica: str | None = None, memory_limit_bytes: int | None = None,
 ) -> duckdb.DuckDBPyConnection:
     """An in-memory DuckDB with the lake attached and in use; extensions load from the pinned wheels only."""
     con = duckdb.connect(":memory:", config={
@@ -143,7 +143,7 @@ def connect_lake(
     # Only the lake's own files (and an export's one file) can be read or written by SQL from here on.
     allowed = [settings.data_path if settings.on_s3 else str(Path(settings.data_path or "").absolute()) + "/"]
     con.execute(f"SET allowed_directories = [{', '.join(_literal(path) for path in allowed)}]")
-    _configure(con, threads, read_only=read_only, write_to=write_to, lake=True)
+    _configure(con, threads, read_only=read_only, write_to=write_to, lake=True, memory_limit_bytes=memory_limit_bytes)
     return con
 
 
@@ -293,7 +293,8 @@ class LakeStore(Store):
     def _open(self) -> duckdb.DuckDBPyConnection:
         if not self.settings.on_s3:
             Path(self.settings.data_path or "").mkdir(mode=0o750, parents=True, exist_ok=True)
-        con = connect_lake(self.settings, read_only=False, threads=self.settings.threads or _threads(), replica=self.replica)
+        con = connect_lake(self.settings, read_only=False, threads=self.settings.threads or _threads(), replica=self.replica,
+                           memory_limit_bytes=server_memory_limit_bytes(self.settings))
         with self._claims.exclusive("bootstrap"):
             _run_in_transaction(con, lambda c: c.execute(BOOTSTRAP))
         return con

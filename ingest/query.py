@@ -381,9 +381,9 @@ class translate_errors:  # noqa: N801 - used as a context manager, reads as a ph
             raise QueryFailed("the query was stopped") from exc
         if isinstance(exc, duckdb.OutOfMemoryException):
             raise QueryTooExpensive(
-                f"the query needed more memory than store.memory_limit allows and was stopped; ask for less "
+                f"the query needed more memory than store.memory_limit_bytes allows and was stopped; ask for less "
                 f"(a narrower time range, fewer or smaller groups): {describe_error(exc)}",
-                limit="store.memory_limit",
+                limit="store.memory_limit_bytes",
             ) from exc
         if isinstance(exc, duckdb.InvalidInputException) and "configuration has been locked" in str(exc):
             raise QueryRefused(f"refused: settings cannot be changed ({describe_error(exc)})") from exc

@@ -153,7 +153,7 @@ def quote(name: str) -> str:
 
 def _configure(
     con: duckdb.DuckDBPyConnection, threads: int | None, *, read_only: bool, write_to: Path | None = None,
-    lake: bool = False,
+    lake: bool = False, memory_limit_bytes: int | None = None,
 ) -> None:
     """UTC timestamps; no file, network or extension access by SQL (but ``write_to``); settings frozen after.
 
@@ -174,6 +174,8 @@ def _configure(
         con.execute("SET max_vacuum_tasks = 0")
     if threads:
         con.execute(f"SET threads = {int(threads)}")
+    if memory_limit_bytes:
+        con.execute(f"SET memory_limit = '{int(memory_limit_bytes)}B'")
     con.execute("SET autoinstall_known_extensions = false")
     con.execute("SET autoload_known_extensions = false")
     con.execute("SET allow_community_extensions = false")
@@ -186,7 +188,8 @@ def _configure(
 
 
 def connect(
-    path: Path, *, read_only: bool, threads: int | None = None, write_to: Path | None = None
+    path: Path, *, read_only: bool, threads: int | None = None, write_to: Path | None = None,
+    memory_limit_bytes: int | None = None,
 ) -> duckdb.DuckDBPyConnection:
     """Open the database file from a process other than the server (the CLI, while it is stopped)."""
     if read_only and not Path(path).exists():
@@ -203,7 +206,7 @@ def connect(
         con.execute(BOOTSTRAP)
         con.execute(POLICY_TABLES)
         health.ensure_tables(con)
-    _configure(con, threads, read_only=read_only, write_to=write_to)
+    _configure(con, threads, read_only=read_only, write_to=write_to, memory_limit_bytes=memory_limit_bytes)
     return con
 
 
@@ -320,7 +323,8 @@ class Store:
         """The writer's connection (the lake store attaches a lake instead)."""
         # The fleet's records: the server's user and group only, whatever the umask.
         self.path.parent.mkdir(mode=DIR_MODE, parents=True, exist_ok=True)
-        con = connect(self.path, read_only=False, threads=self.settings.threads or _server_threads())
+        con = connect(self.path, read_only=False, threads=self.settings.threads or _server_threads(),
+                      memory_limit_bytes=server_memory_limit_bytes(self.settings))
         for path in (self.path, self.path.with_name(self.path.name + ".wal")):
             if path.exists():
                 path.chmod(path.stat().st_mode & DB_FILE_MODE)
@@ -590,7 +594,8 @@ class Store:
             except BaseException as exc:  # the old file stays; reopen it below either way
                 error = exc
             try:
-                self._con = connect(self.path, read_only=False, threads=self.settings.threads or _server_threads())
+                self._con = connect(self.path, read_only=False, threads=self.settings.threads or _server_threads(),
+                                    memory_limit_bytes=server_memory_limit_bytes(self.settings))
                 self._reader_root = self._con.cursor()
             except BaseException as exc:
                 self._fatal = f"the database could not be reopened after compaction: {exc}"
@@ -928,6 +933,20 @@ def add_feedback_column(con: duckdb.DuckDBPyConnection, model: str, name: str, t
     con.execute(f"ALTER TABLE {quote(model + '_feedback')} ADD COLUMN {quote(name)} {type_}")
     con.execute(_training_view(model, _load_columns(con), tallies.declared_truth(con, model)))
     return True
+
+
+def server_memory_limit_bytes(settings: StoreSettings) -> int:
+    """``store.memory_limit_bytes``, or half the memory this process may have: the machine's, or its cgroup's if lower."""
+    if settings.memory_limit_bytes:
+        return settings.memory_limit_bytes
+    total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    try:
+        text = Path("/sys/fs/cgroup/memory.max").read_text().strip()
+    except OSError:
+        text = "max"
+    if text.isdigit():
+        total = min(total, int(text))
+    return max(total // 2, 64 * 1024 * 1024)
 
 
 def _server_threads() -> int:

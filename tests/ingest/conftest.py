@@ -215,11 +215,14 @@ def cli(*args: str, check: bool = True, timeout: float = 60) -> subprocess.Compl
     return result
 
 
-def spawn_server(config_path: Path, log_path: Path, env: dict[str, str] | None = None) -> subprocess.Popen:
-    """Start ``edgeloop-ingest serve`` and wait until it answers /healthz."""
-
+def spawn_server(config_path: Path, log_path: Path, env: dict[str, str] | None = None, *,
+                 rlimit_as_bytes: int | None = None) -> subprocess.Popen:
+    """Start ``edgeloop-ingest serve`` (its address space capped at ``rlimit_as_bytes``) and wait until it answers /healthz."""
+    command = [*CLI, "serve", "--config", str(config_path)]
+    if rlimit_as_bytes is not None:
+        command = ["prlimit", f"--as={rlimit_as_bytes}", *command]  # a test that fails cannot take the machine
     with open(log_path, "ab") as log:
-        process = subprocess.Popen([*CLI, "serve", "--config", str(config_path)], stdout=log, stderr=log, env=env)
+        process = subprocess.Popen(command, stdout=log, stderr=log, env=env)
     port = IngestConfig.load(config_path).server.port
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
