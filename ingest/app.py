@@ -659,7 +659,8 @@ class _SqlStream:
                 if not started:
                     self._put(("error", exc))
                     return
-                code = "query_too_expensive" if isinstance(exc, QueryTooExpensive) else "query_failed"
+                code = ("query_too_expensive" if isinstance(exc, QueryTooExpensive)
+                        else "shutting_down" if isinstance(exc, StoreClosed) else "query_failed")
                 self._put(("chunk", encoder.end(-1, {"error": str(exc), "error_code": code})))
             except _Abandoned:
                 return

@@ -22,7 +22,7 @@ import duckdb
 import orjson
 import pyarrow as pa
 
-from edgeloop.errors import QueryFailed, QueryRefused, QueryTooExpensive
+from edgeloop.errors import QueryFailed, QueryRefused, QueryTooExpensive, StoreClosed
 from edgeloop.ingest.sql_functions import ALLOWED_FUNCTIONS, ALLOWED_TABLE_FUNCTIONS
 
 __all__ = ["CheckedQuery", "check_query", "describe_error", "run_query", "stream_query"]
@@ -355,8 +355,8 @@ def _expire(con: duckdb.DuckDBPyConnection, expired: threading.Event) -> None:
 class translate_errors:  # noqa: N801 - used as a context manager, reads as a phrase
     """Turn DuckDB's errors into QueryRefused/QueryFailed/QueryTooExpensive with DuckDB's whole message.
 
-    An interrupt is the timeout only if ``expired`` was set; otherwise someone else stopped it
-    (its client left, the server is stopping).
+    An interrupt is the timeout only if ``expired`` was set; otherwise the server stopped it
+    (stopping, compacting, or its client left): StoreClosed.
     """
 
     def __init__(self, timeout_s: float | None, expired: threading.Event | None = None) -> None:
@@ -378,7 +378,8 @@ class translate_errors:  # noqa: N801 - used as a context manager, reads as a ph
                     "will not help: ask for less (a narrower time range, fewer columns, an aggregate) or export it",
                     limit="store.sql_timeout_s", value=self.timeout_s,
                 ) from exc
-            raise QueryFailed("the query was stopped") from exc
+            # Not the sender's fault (the server stopping or compacting; a client that left reads no answer): 503.
+            raise StoreClosed("the query was stopped by the server (it is stopping or compacting the database); retry later") from exc
         if isinstance(exc, duckdb.OutOfMemoryException):
             raise QueryTooExpensive(
                 f"the query needed more memory than store.memory_limit_bytes allows and was stopped; ask for less "

@@ -153,6 +153,23 @@ async def test_a_query_past_the_timeout_is_too_expensive_not_a_wrong_query(tmp_p
         await runner.cleanup()
 
 
+async def test_a_query_the_server_interrupts_is_503_not_the_senders_fault(tmp_path):
+    """A query the server stops (as shutdown and compaction do) is 503 shutting_down with Retry-After, not 400 query_failed."""
+    runner, url, config = await _serve(tmp_path, sql_timeout_s=120)
+    token = config.server.admin_token_file.read_text().strip()
+    try:
+        async with aiohttp.ClientSession() as session:
+            query = asyncio.create_task(_post(session, url, token, ENDLESS))
+            while not query.done():  # until the query has started and the interrupt reached it
+                runner.app[STORE].interrupt_readers()
+                await asyncio.wait([query], timeout=0.1)
+            status, body = query.result()
+        assert status == 503, body
+        assert body["error"]["code"] == "shutting_down" and body["error"]["details"]["retry_after_s"] >= 1
+    finally:
+        await runner.cleanup()
+
+
 def test_intervals_print_as_duckdb_does():
     """Intervals are printed readably (as DuckDB prints them), never as MonthDayNano(...)."""
     import pyarrow as pa
