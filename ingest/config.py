@@ -71,6 +71,7 @@ class StoreSettings(Settings):
     threads: PositiveInt | None = None  # DuckDB worker threads; default: one per core but one (at least one)
     sql_timeout_s: Positive = 60.0
     memory_limit_bytes: PositiveInt | None = None  # DuckDB's memory_limit; default: half the machine's (or cgroup's) memory
+    spill_max_bytes: PositiveInt | None = None  # DuckDB's max_temp_directory_size; default: half the disk's free space less the reserve
     reserve_free_bytes: Annotated[int, Field(ge=0)] = 256 * MiB
     sql_max_result_rows: PositiveInt = 1_000_000
     sql_max_result_bytes: PositiveInt = 256 * MiB

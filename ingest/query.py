@@ -380,6 +380,12 @@ class translate_errors:  # noqa: N801 - used as a context manager, reads as a ph
                 ) from exc
             # Not the sender's fault (the server stopping or compacting; a client that left reads no answer): 503.
             raise StoreClosed("the query was stopped by the server (it is stopping or compacting the database); retry later") from exc
+        if isinstance(exc, duckdb.OutOfMemoryException) and "max_temp_directory_size" in str(exc):
+            raise QueryTooExpensive(
+                f"the query needed to spill more to disk than store.spill_max_bytes allows and was stopped; ask for less "
+                f"(a narrower time range, fewer columns, no ORDER BY over everything): {describe_error(exc)}",
+                limit="store.spill_max_bytes",
+            ) from exc
         if isinstance(exc, duckdb.OutOfMemoryException):
             raise QueryTooExpensive(
                 f"the query needed more memory than store.memory_limit_bytes allows and was stopped; ask for less "

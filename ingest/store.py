@@ -153,7 +153,7 @@ def quote(name: str) -> str:
 
 def _configure(
     con: duckdb.DuckDBPyConnection, threads: int | None, *, read_only: bool, write_to: Path | None = None,
-    lake: bool = False, memory_limit_bytes: int | None = None,
+    lake: bool = False, memory_limit_bytes: int | None = None, spill_max_bytes: int | None = None,
 ) -> None:
     """UTC timestamps; no file, network or extension access by SQL (but ``write_to``); settings frozen after.
 
@@ -176,6 +176,8 @@ def _configure(
         con.execute(f"SET threads = {int(threads)}")
     if memory_limit_bytes:
         con.execute(f"SET memory_limit = '{int(memory_limit_bytes)}B'")
+    if spill_max_bytes:
+        con.execute(f"SET max_temp_directory_size = '{int(spill_max_bytes)}B'")
     con.execute("SET autoinstall_known_extensions = false")
     con.execute("SET autoload_known_extensions = false")
     con.execute("SET allow_community_extensions = false")
@@ -189,7 +191,7 @@ def _configure(
 
 def connect(
     path: Path, *, read_only: bool, threads: int | None = None, write_to: Path | None = None,
-    memory_limit_bytes: int | None = None,
+    memory_limit_bytes: int | None = None, spill_max_bytes: int | None = None,
 ) -> duckdb.DuckDBPyConnection:
     """Open the database file from a process other than the server (the CLI, while it is stopped)."""
     if read_only and not Path(path).exists():
@@ -206,7 +208,8 @@ def connect(
         con.execute(BOOTSTRAP)
         con.execute(POLICY_TABLES)
         health.ensure_tables(con)
-    _configure(con, threads, read_only=read_only, write_to=write_to, memory_limit_bytes=memory_limit_bytes)
+    _configure(con, threads, read_only=read_only, write_to=write_to, memory_limit_bytes=memory_limit_bytes,
+               spill_max_bytes=spill_max_bytes)
     return con
 
 
@@ -324,7 +327,7 @@ class Store:
         # The fleet's records: the server's user and group only, whatever the umask.
         self.path.parent.mkdir(mode=DIR_MODE, parents=True, exist_ok=True)
         con = connect(self.path, read_only=False, threads=self.settings.threads or _server_threads(),
-                      memory_limit_bytes=server_memory_limit_bytes(self.settings))
+                      memory_limit_bytes=server_memory_limit_bytes(self.settings), spill_max_bytes=self._spill_max_bytes())
         for path in (self.path, self.path.with_name(self.path.name + ".wal")):
             if path.exists():
                 path.chmod(path.stat().st_mode & DB_FILE_MODE)
@@ -459,6 +462,14 @@ class Store:
             self._local.cursor = cur
             self._local.generation = self._generation
         return cur
+
+    def _spill_max_bytes(self) -> int:
+        """``store.spill_max_bytes``, or half the database disk's free space less the upload reserve."""
+        if self.settings.spill_max_bytes:
+            return self.settings.spill_max_bytes
+        stats = os.statvfs(self.path.parent)
+        free = stats.f_bavail * stats.f_frsize - self.settings.reserve_free_bytes
+        return max(free // 2, 64 * 1024 * 1024)
 
     def interrupt_readers(self) -> None:
         """Stop every query running on a read cursor (shutdown does not wait for an export)."""
@@ -595,7 +606,8 @@ class Store:
                 error = exc
             try:
                 self._con = connect(self.path, read_only=False, threads=self.settings.threads or _server_threads(),
-                                    memory_limit_bytes=server_memory_limit_bytes(self.settings))
+                                    memory_limit_bytes=server_memory_limit_bytes(self.settings),
+                                    spill_max_bytes=self._spill_max_bytes())
                 self._reader_root = self._con.cursor()
             except BaseException as exc:
                 self._fatal = f"the database could not be reopened after compaction: {exc}"

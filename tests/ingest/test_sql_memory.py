@@ -50,6 +50,29 @@ def test_an_aggregate_past_the_memory_limit_is_too_expensive_and_uploads_still_l
         stop_server(server)
 
 
+# 20 million rows sorted: about 500 MB of rows, which a 192 MiB memory limit must spill.
+SORT = "SELECT count(*) AS n, max(s) AS s FROM (SELECT i, i::VARCHAR || 'abcdefghij' AS s FROM range(20000000) t(i) ORDER BY hash(i))"
+
+
+def test_a_sort_past_the_spill_limit_is_too_expensive_and_uploads_still_land(tmp_path, vibration):
+    """A sort that would spill more than store.spill_max_bytes to <db>.tmp is 422 query_too_expensive naming it, and a batch still lands."""
+    port = free_port()
+    config = write_config(tmp_path, port).read_text() + f"memory_limit_bytes = {192 * MiB}\nspill_max_bytes = {64 * MiB}\n"
+    (tmp_path / "ingest.toml").write_text(config)
+    token = cli("devices", "add", "pump-1", "--config", str(tmp_path / "ingest.toml")).stdout.strip()
+    server = spawn_server(tmp_path / "ingest.toml", tmp_path / "server.log", rlimit_as_bytes=4_000_000_000)
+    try:
+        admin = (tmp_path / "admin.token").read_text().strip()
+        status, body = _sql(port, admin, SORT)
+        assert status == 422, body
+        assert body["error"]["code"] == "query_too_expensive"
+        assert body["error"]["details"]["limit"] == "store.spill_max_bytes"
+        assert put_batch(port, *seal(tmp_path / "spool", vibration, make_table(vibration, predictions=500)[0]), token) == 201
+        assert server.poll() is None
+    finally:
+        stop_server(server)
+
+
 def test_the_default_memory_limit_is_half_the_machine_and_a_setting_wins():
     """Unset, store.memory_limit_bytes is half the machine's (or cgroup's) memory; set, it is taken as is."""
     machine = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
