@@ -4,10 +4,11 @@ import cython
 
 cdef bint _hex(Py_UCS4 char)
 cdef bint _upper(Py_UCS4 char)
+cdef bint _letter(Py_UCS4 char)
 cdef Py_UCS4 _char(str text, Py_ssize_t index)
 
 @cython.locals(i=Py_ssize_t, char=Py_UCS4, after=Py_UCS4, dots=Py_ssize_t, colons=Py_ssize_t, dashes=Py_ssize_t,
-               jwt=bint, key=bint, mac=bint, caps=bint, mask=long)
+               jwt=bint, key=bint, mac=bint, caps=bint, iban=bint, mask=long)
 cpdef long _token_mask_scan(str text, bint has_digit)
 
 @cython.locals(i=Py_ssize_t, char=Py_UCS4, after=Py_UCS4, previous=Py_UCS4, dots=Py_ssize_t, dashes=Py_ssize_t,

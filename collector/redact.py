@@ -3,19 +3,19 @@
 ``Redactor(regions=..., patterns=..., allow=..., detector=...).redact(text)`` (or ``.redact_many(column)``,
 a column's values in one call, as the agent does) replaces::
 
-    e-mail addresses, Unicode/IDN and URL-encoded (jane%40x.com)    <EMAIL>
+    e-mail addresses, Unicode/IDN, quoted ("j s"@x.com), URL-encoded <EMAIL>
     phone numbers that libphonenumber calls valid: international   <PHONE>
       (+CC, 00CC) anywhere; national ones of the declared regions,
       with their extension (x12, ext. 12)
     payment cards: Luhn + a real IIN range and its lengths          <CARD>
-    IBANs passing mod-97                                            <IBAN>
+    IBANs passing mod-97, in any case                               <IBAN>
     IPv4, IPv6 (also right after a colon: addr:2001:db8::1)         <IPV4> <IPV6>
     MAC addresses (00:1a:2b:3c:4d:5e, 00-1A-..., 001a.2b3c.4d5e)    <MAC>
     JSON Web Tokens                                                 <JWT>
     well-known API keys (AWS, GitHub, GitLab, Stripe, Slack,        <API_KEY>
       Google, OpenAI/Anthropic, SendGrid, npm, PyPI, Twilio)
     URL credentials (user:pass@) and secret parameters              <SECRET>
-      (?token=, password=, api_key=, Bearer ...)
+      (?token=, password=, api_key=, Bearer ..., Basic user:pass)
     US social security numbers (area/group/serial rules)            <SSN>
     UK national insurance numbers (prefix and suffix rules)         <NINO>
 
@@ -26,11 +26,13 @@ A candidate that fails its check (Luhn, IIN, mod-97, libphonenumber, SSN rules) 
 alone: a measurement is never rewritten because it looks like a number. Dates, decimals,
 UUIDs and hex digests are masked before numbers are looked for, so no piece of them becomes
 a card or a phone. A number glued to letters (``a716-4466554400``) is part of an identifier
-and is left alone too.
+and is left alone too, and so is one followed by a unit (``1234567890 ns``) or after ``#`` (an order
+number is no phone). A finding is a whole number or nothing: no card, SSN or phone is cut out of a longer run.
 """
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import ipaddress
 import re
@@ -242,13 +244,22 @@ _TOKEN_CHARS = r"[A-Za-z0-9._~+/=-]"
 _BEARER = re.compile(
     rf"(?<![\w-])(?:Bearer|bearer|Basic|Token)\s+((?={_TOKEN_CHARS}*\d){_TOKEN_CHARS}{{8,}}|{_TOKEN_CHARS}{{16,}})", re.ASCII
 )
+# RFC 7617: "Basic" then base64 of user-id ":" password; what it decodes to decides (not "Basic usage", "Basic plan").
+_BASIC = re.compile(r"(?<![\w-])(?:Basic|basic|BASIC)\s+([A-Za-z0-9+/]{4,}={0,2})(?![\w+/=-])", re.ASCII)
 # "name: value" (a header, YAML, a log) for the names that never mean anything but a secret.
 _SECRET_COLON = re.compile(
     r"(?<![\w-])(?:password|passwd|passphrase|api_?key|apikey|x-api-key|client_?secret|secret_?key|aws_secret_access_key"
     r"|private_?key|access_?token|refresh_?token|auth_?token|id_?token)\s*:\s*[\"']?([^\s\"'<>,;]+)",
     re.IGNORECASE,
 )
-_IBAN = re.compile(r"[A-Z](?<![^\W\d_][A-Z])[A-Z]\d\d(?:[ ]?[A-Z0-9]{4}){2,7}(?:[ ]?[A-Z0-9]{1,3})?(?![A-Za-z0-9])")
+# Any case ("de89 3704 ..." is as much an account as "DE89 3704 ..."); mod-97 and, for lower case, the country decide.
+_IBAN = re.compile(r"[A-Za-z](?<![^\W\d_][A-Za-z])[A-Za-z]\d\d(?:[ ]?[A-Za-z0-9]{4}){2,7}(?:[ ]?[A-Za-z0-9]{1,3})?(?![A-Za-z0-9])")
+# ISO 13616 registry countries and the ones with a national IBAN in use outside it (Africa's BCEAO/BEAC zones, IR, DZ...).
+_IBAN_COUNTRIES = frozenset(
+    "AD AE AL AT AZ BA BE BG BH BI BR BY CH CR CY CZ DE DJ DK DO EE EG ES FI FK FO FR GB GE GI GL GR GT HN HR HU IE IL IQ "
+    "IS IT JO KW KZ LB LC LI LT LU LV LY MC MD ME MK MN MR MT MU NI NL NO OM PK PL PS PT QA RO RS RU SA SC SD SE SI SK SM "
+    "SO ST SV TL TN TR UA VA VG XK YE AO BF BJ CF CG CI CM CV DZ GA GQ GW IR KM MA MG ML MZ NE SN TD TG".split()
+)
 _NINO = re.compile(r"[A-Z](?<!\w[A-Z])[A-Z] ?\d\d ?\d\d ?\d\d ?[A-D](?!\w)")
 
 
@@ -303,12 +314,13 @@ _TOKENS = _Alternation("", [
     f"(?P<{name}>{pattern.pattern})".replace("([:-])(?:[0-9A-Fa-f]{2}\\1)", "(?P<macsep>[:-])(?:[0-9A-Fa-f]{2}(?P=macsep))")
     for name, pattern in (("jwt", _JWT), ("api_key", _API_KEY), ("mac", _MAC), ("ipv4", _IPV4), ("iban", _IBAN), ("nino", _NINO))
 ])  # fmt: skip
-_JWT_BIT, _API_KEY_BIT, _MAC_BIT, _IPV4_BIT, _IBAN_NINO_BITS = 1, 2, 4, 8, 16 | 32
+_JWT_BIT, _API_KEY_BIT, _MAC_BIT, _IPV4_BIT, _IBAN_BIT, _NINO_BIT = 1, 2, 4, 8, 16, 32
 # What every API key holds (the AWS ids are A??A): a text with none of these holds no key.
 _API_KEY_HINT = re.compile(r"A[A-Z][A-Z]A|gh|github_pat_|glpat-|k_|whsec_|xox|AIza|sk-|SG\.|npm_|pypi-|SK|hooks|-----BEGIN")
 # A middle of a MAC ("0:1a:2b:" or ".2b3c."); each hint here opens with a rare character, which the engine skips to.
 _MAC_HINT = re.compile(r"[:.-](?:(?<=[:-])[0-9A-Fa-f]{2}[:-][0-9A-Fa-f]{2}[:-]|(?<=\.)[0-9A-Fa-f]{4}\.)")
-_CAPS_DIGIT = re.compile(r"[A-Z][A-Z] ?\d")  # what an IBAN and a NINO open with ([A-Z]{2} scans at half the speed)
+_CAPS_DIGIT = re.compile(r"[A-Z][A-Z] ?\d")  # what a NINO opens with ([A-Z]{2} scans at half the speed)
+_IBAN_HINT = re.compile(r"[A-Za-z][A-Za-z]\d\d")  # what an IBAN opens with, in any case
 
 
 def _token_mask(text: str, has_digit: bool) -> int:
@@ -325,7 +337,9 @@ def _token_mask(text: str, has_digit: bool) -> int:
         if dots >= 3:
             mask |= _IPV4_BIT
         if _CAPS_DIGIT.search(text) is not None:
-            mask |= _IBAN_NINO_BITS
+            mask |= _NINO_BIT
+        if _IBAN_HINT.search(text) is not None:
+            mask |= _IBAN_BIT
     return mask
 
 
@@ -385,17 +399,25 @@ def _upper(char: str) -> bool:
     return "A" <= char <= "Z"
 
 
+def _letter(char: str) -> bool:
+    return "A" <= char <= "Z" or "a" <= char <= "z"
+
+
 def _char(text: str, index: int) -> str:
     """The character at ``index``, or NUL past the end (no pattern here matches NUL)."""
     return text[index] if index < len(text) else "\0"
 
 
 def _token_mask_scan(text: str, has_digit: bool) -> int:
-    """``_token_mask`` in one pass: the counts, "eyJ", _API_KEY_HINT, _MAC_HINT and _CAPS_DIGIT at each character."""
+    """``_token_mask`` in one pass: the counts, "eyJ", _API_KEY_HINT, _MAC_HINT, _CAPS_DIGIT and _IBAN_HINT at each character."""
     dots = colons = dashes = 0
-    jwt = key = mac = caps = False
+    jwt = key = mac = caps = iban = False
     for i in range(len(text)):
         char = text[i]
+        if not iban and has_digit and _letter(char) and _letter(_char(text, i + 1)) and _char(text, i + 2).isdecimal() and (
+            _char(text, i + 3).isdecimal()
+        ):
+            iban = True
         if char == ".":
             dots += 1
             if not mac and _hex(_char(text, i + 1)) and _hex(_char(text, i + 2)) and _hex(_char(text, i + 3)) and _hex(
@@ -452,7 +474,9 @@ def _token_mask_scan(text: str, has_digit: bool) -> int:
         if dots >= 3:
             mask |= _IPV4_BIT
         if caps:
-            mask |= _IBAN_NINO_BITS
+            mask |= _NINO_BIT
+        if iban:
+            mask |= _IBAN_BIT
     return mask
 
 
@@ -611,6 +635,12 @@ _SSN = re.compile(r"^(\d{3})([- ])(\d{2})\2(\d{4})$")
 _CARD_GROUPINGS = frozenset({(4, 4, 4, 4), (4, 4, 4, 4, 3), (4, 4, 4, 4, 2), (4, 4, 4, 4, 1), (4, 4, 4, 3), (4, 4, 4, 2),
                              (4, 4, 4, 1), (4, 4, 4), (4, 6, 5), (4, 6, 4), (4, 4, 5), (4, 4, 4, 4, 4)})  # fmt: skip
 _MAX_PHONE_TRIES = 12
+# A unit right after a number ("took 1234567890 ns", "7912345678 °C", "5 %"): the number is a measurement. Case counts
+# (Ms. Jones, MS are no units), and so does what follows ("s'il", "min." is a unit, "mine" is not).
+_UNIT_AFTER = re.compile(
+    r"[ \u00a0]?(?:[npuµμm]?s|sec|min|h|hrs?|[kMG]?Hz|rpm|[mk]?V|m?A|mAh|[mkMG]?Wh?|°[CF]?|℃|K|%|[kKMGT]i?B|B|bytes"
+    r"|[kMG]?bps|[mk]?g|[mck]?m|[mµ]?L|ml|[khM]?Pa|bar|psi|dBm?|ppm|lx|lm|Nm|fps|px|ops|rps)(?![\w'’])"
+)
 _MEMO_TEXTS, _MEMO_CHARS = 4096, 256  # at most 4096 x 256 characters remembered per redactor
 
 
@@ -770,12 +800,18 @@ class Redactor:
         found: list[tuple[int, int, str]] = []
         add = found.append
         has_digit = _any_decimal(text) if _IN_C else _ANY_DIGIT.search(text) is not None
-        if "=" in text or "%3" in text or '":' in text or "':" in text or "earer" in text or "asic " in text or "oken " in text:
+        if "=" in text or "%3" in text or '":' in text or "':" in text or "earer" in text or "asic " in text or "oken " in text or (
+            "ASIC " in text
+        ):
             self._secret_params(text, add)
             for match in _SECRET_JSON.finditer(text):
                 add((match.start(2), match.end(2), "<SECRET>"))
             for match in _BEARER.finditer(text):
                 add((match.start(1), match.end(1), "<SECRET>"))
+            if "asic " in text or "ASIC " in text:
+                for match in _BASIC.finditer(text):
+                    if _basic_credentials(match.group(1)):
+                        add((match.start(1), match.end(1), "<SECRET>"))
         if ":" in text:
             for match in _SECRET_COLON.finditer(text):
                 add((match.start(1), match.end(1), "<SECRET>"))
@@ -876,14 +912,25 @@ class Redactor:
             start = at.start()
             # Inside a URL-encoded value the local part's own "=", "&", "/" and "?" would be encoded too.
             local = _local_char if at.end() - start == 1 else _encoded_local_char
-            while start > 0 and local(text[start - 1]):
-                start -= 1
+            quoted = False
+            while True:
+                while start > 0 and local(text[start - 1]):
+                    start -= 1
+                # '"john smith"@x.com', '"first".last@x.com': a quoted word ends here (not a JSON string before a word).
+                if local is _encoded_local_char or start == 0 or text[start - 1] != '"' or (start < at.start() and text[start] != "."):
+                    break
+                opening = _quoted_word(text, start)
+                if opening == -1:
+                    break
+                start, quoted = opening, True
+                if start == 0 or text[start - 1] != ".":
+                    break
             while start < at.start() and text[start] == ".":
                 start += 1
             if start == at.start():
                 continue
             # "user=jane@x.com": the key of a key=value is not part of the address, though "=" may be.
-            key = text.rfind("=", start, at.start())
+            key = -1 if quoted else text.rfind("=", start, at.start())
             if key != -1 and key + 1 < at.start():
                 start = key + 1
             domain = _EMAIL_DOMAIN.match(text, at.end())
@@ -931,16 +978,22 @@ class Redactor:
                 end = space
             # Inside an IBAN, IP or key found already, whatever the run holds loses to it (see _settle).
             if start < end and not (found and any(a <= start and end <= b for a, b, _ in found)):
-                self._run(text, start, end, add)
+                # "order #123-456-7890" is an order's number; "took 1234567890 ns" a measurement, whatever its digits.
+                numbered = start > 0 and work[start - 1] == "#"
+                measured = end < len(text) and _UNIT_AFTER.match(text, end) is not None
+                self._run(text, start, end, add, numbered, measured)
 
-    def _run(self, text: str, start: int, end: int, add: Callable[[tuple[int, int, str]], None]) -> None:
-        """Find cards, SSNs and phones in one digit run: the longest valid piece from the left."""
+    def _run(
+        self, text: str, start: int, end: int, add: Callable[[tuple[int, int, str]], None], numbered: bool, measured: bool
+    ) -> None:
+        """Find cards, SSNs and phones in one digit run: the longest valid piece from the left. After "#" (``numbered``)
+        the run opens with no phone; before a unit (``measured``) it ends in none of them."""
         chunk = text[start:end]
         if chunk.isdigit() and chunk.isascii():  # one bare group, the commonest run: no grouping to weigh
-            if 6 <= end - start <= 19:
+            if 6 <= end - start <= 19 and not measured:
                 # One group holds no SSN; an unseparated 13 digits with a GS1 check digit is an EAN-13 barcode.
                 kind = "<CARD>" if card_ok(chunk) and not (end - start == 13 and ean_ok(chunk)) else None
-                if kind is None:
+                if kind is None and not numbered:
                     keyed = _after_key(text, start)
                     known = self._phones.get((chunk, keyed))
                     kind = "<PHONE>" if (self._remember_phone(chunk, keyed) if known is None else known) else None
@@ -958,6 +1011,7 @@ class Redactor:
         cuts: set[int] | None = None  # where a part of the run may be cut; the whole run needs none
         after_key = _after_key(text, start)
         tries = 0
+        hits: list[tuple[int, int, tuple[int, int, str]]] = []
         i = 0
         while i < count:
             hit = None
@@ -965,7 +1019,7 @@ class Redactor:
                 digits = total[j] - total[i]
                 if digits < 6:
                     break  # shorter pieces from here hold fewer digits still
-                if digits > 19:
+                if digits > 19 or measured and j == count:
                     continue
                 a, b = groups[i][0], groups[j - 1][1]
                 if j == count and extension:
@@ -981,7 +1035,7 @@ class Redactor:
                     card_shaped = count >= 3 and sizes[0] == sizes[1] == sizes[2] == 4
                     cuts = set() if card_shaped else {0, count}
                     cuts.update(k for k in range(1, count) if not card_shaped and " " in chunk[groups[k - 1][1] : groups[k][0]])
-                if kind is None and (whole or i in cuts and j in cuts):  # type: ignore[operator]
+                if kind is None and not (numbered and i == 0) and (whole or i in cuts and j in cuts):  # type: ignore[operator]
                     if tries < _MAX_PHONE_TRIES:
                         keyed = after_key and i == 0
                         known = self._phones.get((piece, keyed))
@@ -996,8 +1050,17 @@ class Redactor:
             if hit is None:
                 i += 1
                 continue
-            add(hit)
+            hits.append((i, j, hit))
             i = j
+        # The whole run or nothing of it: a hit beside a group of its own number that no hit covers ("1234-<CARD>",
+        # "1234 <CARD>" in 1234 5678 9012 3456) would leave that piece behind and rewrite a number that is not one.
+        starts, ends = {i for i, _, _ in hits}, {j for _, j, _ in hits}
+        for i, j, hit in hits:
+            if i > 0 and i not in ends and _one_number(chunk, groups, sizes, i, i + 1 if i + 1 < j else -1):
+                continue
+            if j < count and j not in starts and _one_number(chunk, groups, sizes, j, j - 2 if j - 2 >= i else -1):
+                continue
+            add(hit)
 
     def _remember_phone(self, piece: str, after_key: bool) -> bool:
         """``_phone``, kept for the next time the same piece comes (operators' numbers repeat)."""
@@ -1070,6 +1133,14 @@ _KEY_BEFORE = re.compile(r"\w(?:=|\": ?)$")
 _DIGITS_ONLY = re.compile(r"[\d()+]")
 
 
+def _one_number(chunk: str, groups: list[tuple[int, int]], sizes: list[int], k: int, inner: int) -> bool:
+    """Whether groups k - 1 and k are one number: joined by no space, or continuing one grouping across it (the group
+    ``inner``, the hit's next group from the cut, has their size too)."""
+    if " " not in chunk[groups[k - 1][1] : groups[k][0]]:
+        return True
+    return inner != -1 and sizes[k - 1] == sizes[k] == sizes[inner]
+
+
 def _extension(piece: str) -> re.Match[str] | None:
     """``_EXTENSION.search(piece)``, searched only where it could be: each form holds an "x" or "#" (none folds to x)."""
     return _EXTENSION.search(piece) if "x" in piece or "X" in piece or "#" in piece else None
@@ -1084,6 +1155,22 @@ def _after_key(text: str, start: int) -> bool:
 def _local_char(char: str) -> bool:
     """A character of an e-mail's local part: letters and digits of any script (with their combining marks)."""
     return char.isalnum() or char in _EMAIL_LOCAL or (char > "\x7f" and (unicodedata.category(char)[0] == "M" or char in "\u200c\u200d"))
+
+
+_QUOTED_WORD = re.compile(r'"(?:[^"\\\r\n]|\\[^\r\n]){1,64}"')  # RFC 5322 quoted-string, on one line, 64 at most (RFC 5321)
+
+
+def _quoted_word(text: str, end: int) -> int:
+    """Where the quoted string that closes at ``text[end - 1]`` opens, or -1: the farthest quote within 66 characters
+    from which it is one quoted string (a nearer one may be an escaped quote inside it)."""
+    opening = -1
+    low = max(0, end - 66)
+    quote = text.rfind('"', low, end - 1)
+    while quote != -1:
+        if _QUOTED_WORD.fullmatch(text, quote, end) is not None:
+            opening = quote
+        quote = text.rfind('"', low, quote)
+    return opening
 
 
 def _glued(char: str) -> bool:
@@ -1137,17 +1224,28 @@ def _ipv6_ok(candidate: str) -> bool:
 
 
 def _iban_length(span: str) -> int | None:
-    """How much of the span is a valid IBAN: the span may run on into a following word."""
-    if " " not in span:
-        for end in range(min(len(span), 34), 14, -1):
-            if iban_ok(span[:end]):
-                return end
+    """How much of the span is a valid IBAN: all of it, or its first groups of four (the span may run on into a
+    following word); never part of a group, which would leave the rest of the token behind."""
+    if span != span.upper() and span[:2].upper() not in _IBAN_COUNTRIES:  # lower or mixed case: only a country with IBANs
         return None
+    if " " not in span:
+        return len(span) if iban_ok(span.upper()) else None
     groups = span.split(" ")
     for count in range(len(groups), 0, -1):
-        if iban_ok("".join(groups[:count])):
+        if iban_ok("".join(groups[:count]).upper()):
             return len(" ".join(groups[:count]))
     return None
+
+
+def _basic_credentials(token: str) -> bool:
+    """Whether a token is what RFC 7617 sends: base64 of printable "user-id:password"."""
+    if len(token) % 4:
+        return False
+    try:
+        decoded = base64.b64decode(token, validate=True).decode("utf-8")
+    except (ValueError, UnicodeDecodeError):
+        return False
+    return ":" in decoded and decoded.isprintable()
 
 
 def _valid(validator: Validator | None, text: str) -> bool:

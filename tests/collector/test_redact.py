@@ -409,3 +409,103 @@ def test_named_versions_and_compact_dates_are_kept(text, region):
 def test_addresses_and_phones_near_version_words_are_still_found(text, expected, region):
     """Only what a version word names is kept: an address or phone elsewhere in the text is still redacted."""
     assert Redactor(regions=[region] if region else []).redact(text) == expected
+
+
+@pytest.mark.parametrize(("text", "expected"), [
+    ("iban: de89370400440532013000", "iban: <IBAN>"),
+    ("iban: de89 3704 0044 0532 0130 00 ok", "iban: <IBAN> ok"),
+    ("IBAN De89 3704 0044 0532 0130 00", "IBAN <IBAN>"),
+    ("to gb82west12345698765432.", "to <IBAN>."),
+    ("pay fr14 2004 1010 0505 0001 3m02 606 now", "pay <IBAN> now"),
+])  # fmt: skip
+def test_ibans_in_any_case_are_found(text, expected):
+    """An IBAN in lower or mixed case, in groups of four or not, passing mod-97 is an IBAN as its upper-case form is."""
+    assert Redactor().redact(text) == expected
+
+
+@pytest.mark.parametrize("text", [
+    "id de89370400440532013001", "commit ab12cd34ef56ab78cd90ef12ab34", "xx89370400440532013000",
+    "DE89370400440532013000abc", "key de8937040044053201300012",
+])  # fmt: skip
+def test_iban_shapes_that_fail_their_checks_or_run_on_are_kept(text):
+    """A lower-case IBAN shape failing mod-97, with no IBAN country, or running on into more letters and digits is kept whole."""
+    assert Redactor().redact(text) == text
+
+
+@pytest.mark.parametrize(("text", "expected"), [
+    ('"john smith"@example.com', "<EMAIL>"),
+    ('mail "john smith"@example.com now', "mail <EMAIL> now"),
+    ('to: "j.o\\"s"@example.org;', "to: <EMAIL>;"),
+    ('"jane@home"@example.com', "<EMAIL>"),
+    ('x "first".last@example.com', "x <EMAIL>"),
+])  # fmt: skip
+def test_emails_with_a_quoted_local_part_are_found_whole(text, expected):
+    """An e-mail whose local part is quoted (RFC 5322 quoted-string, spaces and escapes inside) becomes one <EMAIL>."""
+    assert Redactor().redact(text) == expected
+
+
+@pytest.mark.parametrize(("text", "expected"), [
+    ("Basic dXNlcjpwYXNz", "Basic <SECRET>"),
+    ("hdr=x sent Basic YTpi ok", "hdr=x sent Basic <SECRET> ok"),
+    ("authorization: basic dXNlcjpwYXNzd29yZA==", "authorization: basic <SECRET>"),
+])  # fmt: skip
+def test_basic_credentials_anywhere_are_secrets(text, expected):
+    """After the word Basic, a base64 text that decodes to user:password (RFC 7617) is a secret wherever it appears."""
+    assert Redactor().redact(text) == expected
+
+
+@pytest.mark.parametrize("text", ["Basic usage", "Basic plan", "Basic info here", "Basic Auth is off", "basic test 12"])
+def test_basic_in_prose_is_kept(text):
+    """Basic before a word that is not base64 of user:password (usage, plan, info) is prose."""
+    assert Redactor().redact(text) == text
+
+
+@pytest.mark.parametrize(("text", "region"), [
+    ("part 1234-5678-9012-3456", None), ("part 1234 5678 9012 3456", None), ("part 1234.5678.9012.3456", None),
+    ("sn 9999-078-05-1120", None), ("ref 1111-4111-1111-1111-1111", None), ("lot 1-202-555-0143-7", "US"),
+])  # fmt: skip
+def test_no_finding_takes_part_of_one_number(text, region):
+    """A card, SSN or phone inside a longer run of digits and separators is the whole run or nothing: no piece of it is replaced."""
+    assert Redactor(regions=[region] if region else []).redact(text) == text
+
+
+@pytest.mark.parametrize(("text", "expected", "region"), [
+    ("4111 1111 1111 1111 12/25", "<CARD> 12/25", None),
+    ("4111 1111 1111 1111 5555 5555 5555 4444", "<CARD> <CARD>", None),
+    ("call 0201234567 0301234567", "call <PHONE> <PHONE>", "DE"),
+    ("+49 30 1234567 12", "<PHONE>", None),
+])  # fmt: skip
+def test_whole_numbers_beside_others_in_one_run_are_still_found(text, expected, region):
+    """Numbers that tile a run, or a card or phone followed by a piece of another shape, are still found."""
+    assert Redactor(regions=[region] if region else []).redact(text) == expected
+
+
+@pytest.mark.parametrize("region", ["GB", "IN", "BR", "DE", "US", "FR"])
+@pytest.mark.parametrize("text", [
+    "took 1234567890 ns", "took 1234567890ns", "took 1234567890 µs", "clock 1234567890 Hz", "disk 2034567890 B",
+    "used 7912345678 KB", "t 1234567890 ms,", "v 7912345678 mV", "temp 7912345678 °C", "load 7912345678 %",
+    "dist 7912345678 km/h",
+])  # fmt: skip
+def test_a_number_followed_by_a_unit_is_a_measurement(text, region):
+    """A number directly followed by a unit (ns, µs, Hz, B, KB, mV, °C, %, km...) is a measurement, not a phone."""
+    assert Redactor(regions=[region]).redact(text) == text
+
+
+@pytest.mark.parametrize(("text", "expected", "region"), [
+    ("call 020 7946 0018", "call <PHONE>", "GB"), ("call 020 7946 0018 Kim", "call <PHONE> Kim", "GB"),
+    ("call 020 7946 0018 s'il vous plaît", "call <PHONE> s'il vous plaît", "GB"),
+    ("+44 20 7946 0018 Ms. Jones", "<PHONE> Ms. Jones", None), ("+49 30 1234567 12 ms", "<PHONE> 12 ms", None),
+])  # fmt: skip
+def test_phones_before_words_that_are_not_their_unit_are_still_found(text, expected, region):
+    """A phone before a word that only starts like a unit, or before a reading with its unit, is still found."""
+    assert Redactor(regions=[region] if region else []).redact(text) == expected
+
+
+@pytest.mark.parametrize(("text", "expected", "region"), [
+    ("order #123-456-7890", "order #123-456-7890", "GB"), ("ticket #2025550143", "ticket #2025550143", "CA"),
+    ("card #4111 1111 1111 1111", "card #<CARD>", None),
+    ("time 12:34:56:78:90:12", "time <MAC>", None),
+])  # fmt: skip
+def test_ambiguous_numbers_are_read_as_documented(text, expected, region):
+    """A number right after "#" is an order or ticket number, not a phone (a card stays a card); six colon pairs are a MAC."""
+    assert Redactor(regions=[region] if region else []).redact(text) == expected
