@@ -26,8 +26,8 @@ A candidate that fails its check (Luhn, IIN, mod-97, libphonenumber, SSN rules) 
 alone: a measurement is never rewritten because it looks like a number. Dates, decimals,
 UUIDs and hex digests are masked before numbers are looked for, so no piece of them becomes
 a card or a phone. A number glued to letters (``a716-4466554400``) is part of an identifier
-and is left alone too, and so is one followed by a unit (``1234567890 ns``) or after ``#`` (an order
-number is no phone). A finding is a whole number or nothing: no card, SSN or phone is cut out of a longer run.
+and is left alone too; one followed by a unit (``1234567890 ns``) or after ``#`` (an order number) is no
+national phone. A finding is a whole number or nothing: no card, SSN or phone is cut out of a longer run.
 """
 
 from __future__ import annotations
@@ -987,13 +987,14 @@ class Redactor:
         self, text: str, start: int, end: int, add: Callable[[tuple[int, int, str]], None], numbered: bool, measured: bool
     ) -> None:
         """Find cards, SSNs and phones in one digit run: the longest valid piece from the left. After "#" (``numbered``)
-        the run opens with no phone; before a unit (``measured``) it ends in none of them."""
+        the run opens with no national phone; before a unit (``measured``) it ends in none (a "+" number is a phone,
+        Luhn and an issuer make a card, whatever is around them)."""
         chunk = text[start:end]
         if chunk.isdigit() and chunk.isascii():  # one bare group, the commonest run: no grouping to weigh
-            if 6 <= end - start <= 19 and not measured:
+            if 6 <= end - start <= 19:
                 # One group holds no SSN; an unseparated 13 digits with a GS1 check digit is an EAN-13 barcode.
                 kind = "<CARD>" if card_ok(chunk) and not (end - start == 13 and ean_ok(chunk)) else None
-                if kind is None and not numbered:
+                if kind is None and not numbered and not measured:
                     keyed = _after_key(text, start)
                     known = self._phones.get((chunk, keyed))
                     kind = "<PHONE>" if (self._remember_phone(chunk, keyed) if known is None else known) else None
@@ -1019,7 +1020,7 @@ class Redactor:
                 digits = total[j] - total[i]
                 if digits < 6:
                     break  # shorter pieces from here hold fewer digits still
-                if digits > 19 or measured and j == count:
+                if digits > 19:
                     continue
                 a, b = groups[i][0], groups[j - 1][1]
                 if j == count and extension:
@@ -1035,7 +1036,9 @@ class Redactor:
                     card_shaped = count >= 3 and sizes[0] == sizes[1] == sizes[2] == 4
                     cuts = set() if card_shaped else {0, count}
                     cuts.update(k for k in range(1, count) if not card_shaped and " " in chunk[groups[k - 1][1] : groups[k][0]])
-                if kind is None and not (numbered and i == 0) and (whole or i in cuts and j in cuts):  # type: ignore[operator]
+                if kind is None and (whole or i in cuts and j in cuts) and not (  # type: ignore[operator]
+                    (numbered and i == 0 or measured and j == count) and not piece.lstrip("( ").startswith("+")
+                ):
                     if tries < _MAX_PHONE_TRIES:
                         keyed = after_key and i == 0
                         known = self._phones.get((piece, keyed))

@@ -494,18 +494,20 @@ def test_a_number_followed_by_a_unit_is_a_measurement(text, region):
 @pytest.mark.parametrize(("text", "expected", "region"), [
     ("call 020 7946 0018", "call <PHONE>", "GB"), ("call 020 7946 0018 Kim", "call <PHONE> Kim", "GB"),
     ("call 020 7946 0018 s'il vous plaît", "call <PHONE> s'il vous plaît", "GB"),
-    ("+44 20 7946 0018 Ms. Jones", "<PHONE> Ms. Jones", None), ("+49 30 1234567 12 ms", "<PHONE> 12 ms", None),
+    ("+44 20 7946 0018 Ms. Jones", "<PHONE> Ms. Jones", None), ("030 1234567 12 ms", "<PHONE> 12 ms", "DE"),
+    ("+44 7912 345678 K", "<PHONE> K", "GB"), ("4000000000000002 K", "<CARD> K", None), ("078-05-1120 s", "<SSN> s", None),
 ])  # fmt: skip
 def test_phones_before_words_that_are_not_their_unit_are_still_found(text, expected, region):
-    """A phone before a word that only starts like a unit, or before a reading with its unit, is still found."""
+    """A phone before a word that only starts like a unit or before a reading with its unit, a "+" phone, a card or an SSN
+    before a unit, are still found."""
     assert Redactor(regions=[region] if region else []).redact(text) == expected
 
 
 @pytest.mark.parametrize(("text", "expected", "region"), [
     ("order #123-456-7890", "order #123-456-7890", "GB"), ("ticket #2025550143", "ticket #2025550143", "CA"),
     ("card #4111 1111 1111 1111", "card #<CARD>", None),
-    ("time 12:34:56:78:90:12", "time <MAC>", None),
+    ("time 12:34:56:78:90:12", "time <MAC>", None), ("tel #+44 20 7946 0018", "tel #<PHONE>", None),
 ])  # fmt: skip
 def test_ambiguous_numbers_are_read_as_documented(text, expected, region):
-    """A number right after "#" is an order or ticket number, not a phone (a card stays a card); six colon pairs are a MAC."""
+    """A number right after "#" is an order or ticket number, not a phone (a card or a "+" phone stays one); six colon pairs are a MAC."""
     assert Redactor(regions=[region] if region else []).redact(text) == expected

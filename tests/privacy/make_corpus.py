@@ -390,7 +390,7 @@ HAND = (
     ("en_US", "mac", "time 12:34:56:78:90:12", "time <MAC>"),
     ("en_GB", "phone", "call 020 7946 0018", "call <PHONE>"),
     ("en_GB", "phone", "call 020 7946 0018 Kim", "call <PHONE> Kim"),
-    ("de_DE", "phone", "+49 30 1234567 12 ms", "<PHONE> 12 ms"),
+    ("de_DE", "phone", "030 1234567 12 ms", "<PHONE> 12 ms"),
     ("en_US", "card", "4111 1111 1111 1111 12/25", "<CARD> 12/25"),
     ("en_US", "lookalike:part_number", "part 1234-5678-9012-3456", None),
     ("en_US", "lookalike:part_number", "part 1234 5678 9012 3456", None),
