@@ -1023,12 +1023,17 @@ class Redactor:
                 if digits > 19:
                     continue
                 a, b = groups[i][0], groups[j - 1][1]
+                kind = None
                 if j == count and extension:
-                    b = len(chunk)
+                    # What reads as an extension ("#0", "x12") after a card or SSN is not part of it.
+                    core = _balanced(chunk[a:b])
+                    kind = self._card_or_ssn(core, sizes[i:j]) if digits >= 9 and core else None
+                    b = len(chunk) if kind is None else b
                 piece = _balanced(chunk[a:b])
                 if not piece:
                     continue
-                kind = self._card_or_ssn(piece, sizes[i:j]) if digits >= 9 else None
+                if kind is None and digits >= 9:
+                    kind = self._card_or_ssn(piece, sizes[i:j])
                 whole = i == 0 and j == count
                 if kind is None and not whole and cuts is None:
                     # A phone is the whole run or a part of it cut at a space: "+49 30 1234567 12" may end in a
@@ -1229,15 +1234,20 @@ def _ipv6_ok(candidate: str) -> bool:
 def _iban_length(span: str) -> int | None:
     """How much of the span is a valid IBAN: all of it, or its first groups of four (the span may run on into a
     following word); never part of a group, which would leave the rest of the token behind."""
-    if span != span.upper() and span[:2].upper() not in _IBAN_COUNTRIES:  # lower or mixed case: only a country with IBANs
-        return None
     if " " not in span:
-        return len(span) if iban_ok(span.upper()) else None
+        return len(span) if _iban_found(span) else None
     groups = span.split(" ")
     for count in range(len(groups), 0, -1):
-        if iban_ok("".join(groups[:count]).upper()):
+        candidate = "".join(groups[:count])
+        if _iban_found(candidate):
             return len(" ".join(groups[:count]))
     return None
+
+
+def _iban_found(compact: str) -> bool:
+    """An IBAN without spaces passing mod-97; in lower or mixed case only with a country that has IBANs."""
+    upper = compact.upper()
+    return iban_ok(upper) and (upper == compact or upper[:2] in _IBAN_COUNTRIES)
 
 
 def _basic_credentials(token: str) -> bool:

@@ -417,6 +417,7 @@ def test_addresses_and_phones_near_version_words_are_still_found(text, expected,
     ("IBAN De89 3704 0044 0532 0130 00", "IBAN <IBAN>"),
     ("to gb82west12345698765432.", "to <IBAN>."),
     ("pay fr14 2004 1010 0505 0001 3m02 606 now", "pay <IBAN> now"),
+    ("DE89 3704 0044 0532 0130 00 a", "<IBAN> a"), ("AA75000000000000 a", "<IBAN> a"),
 ])  # fmt: skip
 def test_ibans_in_any_case_are_found(text, expected):
     """An IBAN in lower or mixed case, in groups of four or not, passing mod-97 is an IBAN as its upper-case form is."""
@@ -473,6 +474,8 @@ def test_no_finding_takes_part_of_one_number(text, region):
     ("4111 1111 1111 1111 12/25", "<CARD> 12/25", None),
     ("4111 1111 1111 1111 5555 5555 5555 4444", "<CARD> <CARD>", None),
     ("call 0201234567 0301234567", "call <PHONE> <PHONE>", "DE"),
+    (" 4000000000000002 #0", " <CARD> #0", None), ("4111 1111 1111 1111 x12", "<CARD> x12", None),
+    ("ssn 078-05-1120 ext 9", "ssn <SSN> ext 9", None),
     ("+49 30 1234567 12", "<PHONE>", None),
 ])  # fmt: skip
 def test_whole_numbers_beside_others_in_one_run_are_still_found(text, expected, region):
