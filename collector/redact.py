@@ -196,6 +196,7 @@ _EMAIL_LOCAL = frozenset("!#$%&'*+-./=?^_`{|}~")  # RFC 5322 atext, plus every U
 _ENCODED_LOCAL = frozenset("!#$%'*+-.^_~")
 _EMAIL_DOMAIN = re.compile(r"(?:[^\W_](?:[\w-]{0,61}[^\W_])?\.)+[^\W\d_](?:[\w-]{0,61}[^\W_])?")
 _AT = re.compile(r"@|%40", re.IGNORECASE)
+_ADDRESS_LITERAL = re.compile(r"\[(?:IPv6:[0-9A-Fa-f:.]{2,45}|\d{1,3}(?:\.\d{1,3}){3})\]")  # RFC 5321: jane@[192.0.2.1]
 
 # Each pattern opens with a plain character class, so the regex engine skips straight to where a
 # match can start; the boundary check that would lead it is a lookbehind after that first character.
@@ -639,7 +640,8 @@ _MAX_PHONE_TRIES = 12
 # (Ms. Jones, MS are no units), and so does what follows ("s'il", "min." is a unit, "mine" is not).
 _UNIT_AFTER = re.compile(
     r"[ \u00a0]?(?:[npuµμm]?s|sec|min|h|hrs?|[kMG]?Hz|rpm|[mk]?V|m?A|mAh|[mkMG]?Wh?|°[CF]?|℃|K|%|[kKMGT]i?B|B|bytes"
-    r"|[kMG]?bps|[mk]?g|[mck]?m|[mµ]?L|ml|[khM]?Pa|bar|psi|dBm?|ppm|lx|lm|Nm|fps|px|ops|rps)(?![\w'’])"
+    r"|[kMG]?bps|[mk]?g|[mck]?m|[mµ]?L|ml|[khM]?Pa|bar|psi|dBm?|ppm|lx|lm|Nm|fps|px|ops|rps"
+    r"|EUR|USD|GBP|CHF|JPY|CNY|INR|BRL|[€$£¥₹])(?![\w'’])"
 )
 _MEMO_TEXTS, _MEMO_CHARS = 4096, 256  # at most 4096 x 256 characters remembered per redactor
 
@@ -933,7 +935,7 @@ class Redactor:
             key = -1 if quoted else text.rfind("=", start, at.start())
             if key != -1 and key + 1 < at.start():
                 start = key + 1
-            domain = _EMAIL_DOMAIN.match(text, at.end())
+            domain = _EMAIL_DOMAIN.match(text, at.end()) or _ADDRESS_LITERAL.match(text, at.end())
             if domain is not None:
                 add((start, domain.end(), "<EMAIL>"))
 

@@ -439,9 +439,12 @@ def test_iban_shapes_that_fail_their_checks_or_run_on_are_kept(text):
     ('to: "j.o\\"s"@example.org;', "to: <EMAIL>;"),
     ('"jane@home"@example.com', "<EMAIL>"),
     ('x "first".last@example.com', "x <EMAIL>"),
+    ("to jane@[192.0.2.1] now", "to <EMAIL> now"), ('"j s"@[IPv6:2001:db8::1]', "<EMAIL>"),
+    ('{"email": "jane@x.com"}', '{"email": "<EMAIL>"}'),
 ])  # fmt: skip
 def test_emails_with_a_quoted_local_part_are_found_whole(text, expected):
-    """An e-mail whose local part is quoted (RFC 5322 quoted-string, spaces and escapes inside) becomes one <EMAIL>."""
+    """An e-mail whose local part is quoted (RFC 5322 quoted-string, spaces and escapes inside) or whose domain is an
+    address literal ([192.0.2.1]) becomes one <EMAIL>."""
     assert Redactor().redact(text) == expected
 
 
@@ -487,7 +490,7 @@ def test_whole_numbers_beside_others_in_one_run_are_still_found(text, expected, 
 @pytest.mark.parametrize("text", [
     "took 1234567890 ns", "took 1234567890ns", "took 1234567890 µs", "clock 1234567890 Hz", "disk 2034567890 B",
     "used 7912345678 KB", "t 1234567890 ms,", "v 7912345678 mV", "temp 7912345678 °C", "load 7912345678 %",
-    "dist 7912345678 km/h",
+    "dist 7912345678 km/h", "cost 7912345678 EUR", "paid 1234567890 €",
 ])  # fmt: skip
 def test_a_number_followed_by_a_unit_is_a_measurement(text, region):
     """A number directly followed by a unit (ns, µs, Hz, B, KB, mV, °C, %, km...) is a measurement, not a phone."""
