@@ -1064,11 +1064,13 @@ class Redactor:
             i = j
         # The whole run or nothing of it: a hit beside a group of its own number that no hit covers ("1234-<CARD>",
         # "1234 <CARD>" in 1234 5678 9012 3456) would leave that piece behind and rewrite a number that is not one.
+        # A "+" phone or a card in four groups or more is what it is whatever group a space sets beside it.
         starts, ends = {i for i, _, _ in hits}, {j for _, j, _ in hits}
         for i, j, hit in hits:
-            if i > 0 and i not in ends and _one_number(chunk, groups, sizes, i, i + 1 if i + 1 < j else -1):
+            strong = text[hit[0]] == "+" or hit[2] == "<CARD>" and j - i >= 4
+            if i > 0 and i not in ends and _one_number(chunk, groups, sizes, i, i + 1 if i + 1 < j else -1, strong):
                 continue
-            if j < count and j not in starts and _one_number(chunk, groups, sizes, j, j - 2 if j - 2 >= i else -1):
+            if j < count and j not in starts and _one_number(chunk, groups, sizes, j, j - 2 if j - 2 >= i else -1, strong):
                 continue
             add(hit)
 
@@ -1143,12 +1145,16 @@ _KEY_BEFORE = re.compile(r"\w(?:=|\": ?)$")
 _DIGITS_ONLY = re.compile(r"[\d()+]")
 
 
-def _one_number(chunk: str, groups: list[tuple[int, int]], sizes: list[int], k: int, inner: int) -> bool:
-    """Whether groups k - 1 and k are one number: joined by no space, or continuing one grouping across it (the group
-    ``inner``, the hit's next group from the cut, has their size too)."""
-    if " " not in chunk[groups[k - 1][1] : groups[k][0]]:
+def _one_number(chunk: str, groups: list[tuple[int, int]], sizes: list[int], k: int, inner: int, strong: bool) -> bool:
+    """Whether groups k - 1 and k are one number: joined by no space, or, for a hit that is not ``strong``, continuing
+    one grouping across it (the group ``inner``, the hit's next group from the cut, has their size and separator)."""
+    between = chunk[groups[k - 1][1] : groups[k][0]]
+    if " " not in between:
         return True
-    return inner != -1 and sizes[k - 1] == sizes[k] == sizes[inner]
+    if strong or inner == -1:
+        return False
+    pair = min(inner, k)
+    return sizes[k - 1] == sizes[k] == sizes[inner] and between == chunk[groups[pair][1] : groups[pair + 1][0]]
 
 
 def _extension(piece: str) -> re.Match[str] | None:

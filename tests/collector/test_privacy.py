@@ -161,6 +161,11 @@ def test_hex_only_ipv6_is_found_written_in_full_only():
 @given(before=words, secret=pii, after=words)
 @example(before="", secret="febf:ffff:ffff:ffff:ffff:ffff:ffff:fffa", after="")  # no decimal digit
 @example(before="AA000000000000000000", secret="0.0.0.0", after="")  # a failed IBAN candidate runs into the address
+@example(before="", secret="4000000000000002", after="K")  # a unit spares national phones only
+@example(before="", secret="4000000000000002", after="#0")  # what reads as an extension is not part of the card
+@example(before="", secret="AA75000000000000", after="a")  # a lower-case word after an IBAN
+@example(before="0000", secret="4111 1111 1111 1111", after="0000")  # a card in four groups beside a like group
+@example(before="", secret="+44 20 7946 0018", after="0000")
 def test_redacted_pii_never_reaches_parquet(before, secret, after):
     """PII embedded in random text under the redact rule is absent from the Parquet bytes of the column."""
     note = f"{before} {secret} {after}"

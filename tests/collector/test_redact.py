@@ -476,13 +476,16 @@ def test_no_finding_takes_part_of_one_number(text, region):
 @pytest.mark.parametrize(("text", "expected", "region"), [
     ("4111 1111 1111 1111 12/25", "<CARD> 12/25", None),
     ("4111 1111 1111 1111 5555 5555 5555 4444", "<CARD> <CARD>", None),
+    ("4111 1111 1111 1111 0000", "<CARD> 0000", None), ("0000 4111 1111 1111 1111", "0000 <CARD>", None),
+    ("4111-1111-1111-1111 0000", "<CARD> 0000", None), ("+44 20 7946 0018 0000", "<PHONE> 0000", None),
     ("call 0201234567 0301234567", "call <PHONE> <PHONE>", "DE"),
     (" 4000000000000002 #0", " <CARD> #0", None), ("4111 1111 1111 1111 x12", "<CARD> x12", None),
     ("ssn 078-05-1120 ext 9", "ssn <SSN> ext 9", None),
     ("+49 30 1234567 12", "<PHONE>", None),
 ])  # fmt: skip
 def test_whole_numbers_beside_others_in_one_run_are_still_found(text, expected, region):
-    """Numbers that tile a run, or a card or phone followed by a piece of another shape, are still found."""
+    """Numbers that tile a run, a card or phone followed by a piece of another shape, and a "+" phone or a card in four
+    groups beside any group a space sets apart, are still found."""
     assert Redactor(regions=[region] if region else []).redact(text) == expected
 
 
