@@ -5,6 +5,9 @@ import cython
 cdef bint _hex(Py_UCS4 char)
 cdef bint _upper(Py_UCS4 char)
 cdef bint _letter(Py_UCS4 char)
+
+@cython.locals(char=Py_UCS4)
+cdef bint _groups_of_four(str text, Py_ssize_t at)
 cdef Py_UCS4 _char(str text, Py_ssize_t index)
 
 @cython.locals(i=Py_ssize_t, char=Py_UCS4, after=Py_UCS4, dots=Py_ssize_t, colons=Py_ssize_t, dashes=Py_ssize_t,

@@ -321,7 +321,7 @@ _API_KEY_HINT = re.compile(r"A[A-Z][A-Z]A|gh|github_pat_|glpat-|k_|whsec_|xox|AI
 # A middle of a MAC ("0:1a:2b:" or ".2b3c."); each hint here opens with a rare character, which the engine skips to.
 _MAC_HINT = re.compile(r"[:.-](?:(?<=[:-])[0-9A-Fa-f]{2}[:-][0-9A-Fa-f]{2}[:-]|(?<=\.)[0-9A-Fa-f]{4}\.)")
 _CAPS_DIGIT = re.compile(r"[A-Z][A-Z] ?\d")  # what a NINO opens with ([A-Z]{2} scans at half the speed)
-_IBAN_HINT = re.compile(r"[A-Za-z][A-Za-z]\d\d")  # what an IBAN opens with, in any case
+_IBAN_HINT = re.compile(r"(?<![^\W\d_])[A-Za-z][A-Za-z]\d\d(?:[ ]?[A-Za-z0-9]{4}){2}")  # how an IBAN opens, in any case
 
 
 def _token_mask(text: str, has_digit: bool) -> int:
@@ -404,6 +404,19 @@ def _letter(char: str) -> bool:
     return "A" <= char <= "Z" or "a" <= char <= "z"
 
 
+def _groups_of_four(text: str, at: int) -> bool:
+    """Whether two groups of four ASCII letters or digits, each after an optional space, start at ``at``."""
+    for _ in range(2):
+        if _char(text, at) == " ":
+            at += 1
+        for _ in range(4):
+            char = _char(text, at)
+            if not (_letter(char) or "0" <= char <= "9"):
+                return False
+            at += 1
+    return True
+
+
 def _char(text: str, index: int) -> str:
     """The character at ``index``, or NUL past the end (no pattern here matches NUL)."""
     return text[index] if index < len(text) else "\0"
@@ -418,7 +431,7 @@ def _token_mask_scan(text: str, has_digit: bool) -> int:
         if not iban and has_digit and _letter(char) and _letter(_char(text, i + 1)) and _char(text, i + 2).isdecimal() and (
             _char(text, i + 3).isdecimal()
         ):
-            iban = True
+            iban = (i == 0 or not text[i - 1].isalnum() or text[i - 1].isdecimal()) and _groups_of_four(text, i + 4)
         if char == ".":
             dots += 1
             if not mac and _hex(_char(text, i + 1)) and _hex(_char(text, i + 2)) and _hex(_char(text, i + 3)) and _hex(
@@ -981,22 +994,18 @@ class Redactor:
             # Inside an IBAN, IP or key found already, whatever the run holds loses to it (see _settle).
             if start < end and not (found and any(a <= start and end <= b for a, b, _ in found)):
                 # "order #123-456-7890" is an order's number; "took 1234567890 ns" a measurement, whatever its digits.
-                numbered = start > 0 and work[start - 1] == "#"
-                measured = end < len(text) and _UNIT_AFTER.match(text, end) is not None
-                self._run(text, start, end, add, numbered, measured)
+                self._run(text, start, end, add, start > 0 and work[start - 1] == "#")
 
-    def _run(
-        self, text: str, start: int, end: int, add: Callable[[tuple[int, int, str]], None], numbered: bool, measured: bool
-    ) -> None:
+    def _run(self, text: str, start: int, end: int, add: Callable[[tuple[int, int, str]], None], numbered: bool) -> None:
         """Find cards, SSNs and phones in one digit run: the longest valid piece from the left. After "#" (``numbered``)
-        the run opens with no national phone; before a unit (``measured``) it ends in none (a "+" number is a phone,
+        the run opens with no national phone; before a unit (_measured) it ends in none (a "+" number is a phone,
         Luhn and an issuer make a card, whatever is around them)."""
         chunk = text[start:end]
         if chunk.isdigit() and chunk.isascii():  # one bare group, the commonest run: no grouping to weigh
             if 6 <= end - start <= 19:
                 # One group holds no SSN; an unseparated 13 digits with a GS1 check digit is an EAN-13 barcode.
                 kind = "<CARD>" if card_ok(chunk) and not (end - start == 13 and ean_ok(chunk)) else None
-                if kind is None and not numbered and not measured:
+                if kind is None and not numbered and not _measured(text, end):
                     keyed = _after_key(text, start)
                     known = self._phones.get((chunk, keyed))
                     kind = "<PHONE>" if (self._remember_phone(chunk, keyed) if known is None else known) else None
@@ -1044,7 +1053,7 @@ class Redactor:
                     cuts = set() if card_shaped else {0, count}
                     cuts.update(k for k in range(1, count) if not card_shaped and " " in chunk[groups[k - 1][1] : groups[k][0]])
                 if kind is None and (whole or i in cuts and j in cuts) and not (  # type: ignore[operator]
-                    (numbered and i == 0 or measured and j == count) and not piece.lstrip("( ").startswith("+")
+                    (numbered and i == 0 or j == count and _measured(text, start + len(chunk))) and not piece.lstrip("( ").startswith("+")
                 ):
                     if tries < _MAX_PHONE_TRIES:
                         keyed = after_key and i == 0
@@ -1143,6 +1152,11 @@ _ANY_DIGIT = re.compile(r"\d")
 # "pkts=92786175", '"ts": 1764151755': a bare number that is the value of a key is a measurement or an id.
 _KEY_BEFORE = re.compile(r"\w(?:=|\": ?)$")
 _DIGITS_ONLY = re.compile(r"[\d()+]")
+
+
+def _measured(text: str, end: int) -> bool:
+    """Whether a unit follows the number that ends at ``end``."""
+    return end < len(text) and _UNIT_AFTER.match(text, end) is not None
 
 
 def _one_number(chunk: str, groups: list[tuple[int, int]], sizes: list[int], k: int, inner: int, strong: bool) -> bool:
