@@ -8,7 +8,6 @@ from __future__ import annotations
 from typing import TypeVar
 
 import pyarrow as pa
-import pyarrow.compute as pc
 
 from edgeloop.errors import SchemaError
 
@@ -82,6 +81,8 @@ def with_declared_types(table: pa.Table, schema: pa.Schema) -> pa.Table:
     are left as read (a reader's dictionaries stay). A list column whose values are not the
     declared dim, or whose values are of another type, raises SchemaError naming it.
     """
+    import pyarrow.compute as pc  # here, not at the top: 4 MB an idle agent would pay (it reads batches only to split or verify)
+
     for index, got in enumerate(table.schema):
         at = schema.get_field_index(got.name)
         if at < 0:

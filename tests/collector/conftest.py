@@ -34,6 +34,8 @@ import pytest
 
 from edgeloop.collector.client import call_agent
 from edgeloop.errors import AgentUnavailableError
+from edgeloop.schemas.envelope import with_declared_types
+from edgeloop.schemas.model_schema import ModelSchema
 from tests.ingest.conftest import cli as ingest_cli
 from tests.ingest.conftest import free_port
 from tests.ingest.conftest import write_config as write_ingest_config
@@ -207,9 +209,11 @@ class AgentProcess:
         """Every sealed batch, read fully, concatenated per model."""
         tables: dict[str, list[pa.Table]] = {}
         for path in self.batch_files():
-            table = pq.read_table(path)
-            model = pq.read_metadata(path).metadata[b"edgeloop.model"].decode()
-            tables.setdefault(model, []).append(table.replace_schema_metadata(None))
+            # A batch file carries no ARROW:schema: the schema it names gives the exact Arrow types, as every reader does.
+            kv = pq.read_metadata(path).metadata
+            schema = ModelSchema.from_canonical_json(kv[b"edgeloop.schema"].decode())
+            table = with_declared_types(pq.read_table(path), schema.arrow_schema)
+            tables.setdefault(schema.name, []).append(table.replace_schema_metadata(None))
         return {model: pa.concat_tables(parts) for model, parts in tables.items()}
 
 
