@@ -28,6 +28,9 @@ cpdef tuple _key_tail_scan(str text, Py_ssize_t low, Py_ssize_t high)
 @cython.locals(n=Py_ssize_t, i=Py_ssize_t, j=Py_ssize_t, last=Py_ssize_t, end=Py_ssize_t, char=Py_UCS4, after=Py_UCS4)
 cpdef list _digit_runs_scan(str text)
 
+@cython.locals(i=Py_ssize_t, j=Py_ssize_t, a=Py_UCS4, b=Py_UCS4)
+cpdef bint _secret_colon_scan(str text)
+
 @cython.locals(char=Py_UCS4)
 cpdef bint _any_digit(str text)
 

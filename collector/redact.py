@@ -242,8 +242,10 @@ _SECRET_VALUE = re.compile(r"[^\s&#\"'<>,;]+")
 _SECRET_JSON = re.compile(rf"[\"']((?:{_SECRET_NAMES}))[\"']\s*:\s*[\"']([^\"']+)[\"']", re.IGNORECASE)
 # RFC 6750's token characters ("_" included: its own example is mF_9.B5f-4.1JqM); a short one needs a digit.
 _TOKEN_CHARS = r"[A-Za-z0-9._~+/=-]"
+# The boundary is a lookbehind after each scheme's first letter, so the engine skips to a "B", "b" or "T" (see _IPV4).
 _BEARER = re.compile(
-    rf"(?<![\w-])(?:Bearer|bearer|Basic|Token)\s+((?={_TOKEN_CHARS}*\d){_TOKEN_CHARS}{{8,}}|{_TOKEN_CHARS}{{16,}})", re.ASCII
+    r"(?:B(?<![\w-]B)earer|b(?<![\w-]b)earer|B(?<![\w-]B)asic|T(?<![\w-]T)oken)"
+    rf"\s+((?={_TOKEN_CHARS}*\d){_TOKEN_CHARS}{{8,}}|{_TOKEN_CHARS}{{16,}})", re.ASCII
 )
 # RFC 7617: "Basic" then base64 of user-id ":" password; what it decodes to decides (not "Basic usage", "Basic plan").
 _BASIC = re.compile(r"(?<![\w-])(?:Basic|basic|BASIC)\s+([A-Za-z0-9+/]{4,}={0,2})(?![\w+/=-])", re.ASCII)
@@ -253,6 +255,9 @@ _SECRET_COLON = re.compile(
     r"|private_?key|access_?token|refresh_?token|auth_?token|id_?token)\s*:\s*[\"']?([^\s\"'<>,;]+)",
     re.IGNORECASE,
 )
+# How every _SECRET_COLON name ends (passwo-rd, passw-d, passphra-se, k-ey, secr-et, tok-en) before its colon: most
+# texts with a ":" have none, and the case-blind alternation with its lookbehind costs a try at every position.
+_SECRET_COLON_HINT = re.compile(r"(?:rd|wd|se|ey|et|en)\s*:", re.IGNORECASE)
 # Any case ("de89 3704 ..." is as much an account as "DE89 3704 ..."); mod-97 and, for lower case, the country decide.
 _IBAN = re.compile(r"[A-Za-z](?<![^\W\d_][A-Za-z])[A-Za-z]\d\d(?:[ ]?[A-Za-z0-9]{4}){2,7}(?:[ ]?[A-Za-z0-9]{1,3})?(?![A-Za-z0-9])")
 # ISO 13616 registry countries and the ones with a national IBAN in use outside it (Africa's BCEAO/BEAC zones, IR, DZ...).
@@ -274,12 +279,20 @@ _DOTTED = re.compile(r"\d+(?:\.\d+){2,}")
 _COMPACT_DATE = re.compile(r"(?:19[7-9]\d|20\d\d)(?:0[1-9]|1[0-2])(?:0[1-9]|[12]\d|3[01])")
 
 
+def _phone_or_ipv4(found: list[tuple[int, int, str]]) -> bool:
+    """Whether any finding is one _measurement may take back: most texts have none, so no call per finding."""
+    for finding in found:
+        if finding[2] == "<PHONE>" or finding[2] == "<IPV4>":
+            return True
+    return False
+
+
 def _measurement(text: str, finding: tuple[int, int, str]) -> bool:
     """An IPv4 or phone finding that is a version named as one, or a phone that is a compact date (20251127)."""
     start, end, placeholder = finding
     if placeholder != "<IPV4>" and placeholder != "<PHONE>":
         return False
-    if placeholder == "<PHONE>" and _COMPACT_DATE.fullmatch(text, start, end) is not None:
+    if placeholder == "<PHONE>" and end - start == 8 and _COMPACT_DATE.fullmatch(text, start, end) is not None:
         return (start == 0 or not text[start - 1].isalnum()) and (end == len(text) or not text[end].isalnum())
     while start > 0 and (text[start - 1].isdecimal() or text[start - 1] == "."):
         start -= 1
@@ -608,6 +621,28 @@ def _digit_runs_scan(text: str) -> list[tuple[int, int]]:
     return spans
 
 
+def _secret_colon_scan(text: str) -> bool:
+    """``_SECRET_COLON_HINT.search(text) is not None``: before some ":" and the whitespace before it, the two characters
+    a secret's name ends with, in any case ("\u017f" is an "s" to IGNORECASE)."""
+    for i in range(len(text)):
+        if text[i] == ":":
+            j = i - 1
+            while j > 0 and text[j].isspace():
+                j -= 1
+            if j >= 1:
+                a, b = text[j - 1], text[j]
+                if b == "d" or b == "D":
+                    if a == "r" or a == "R" or a == "w" or a == "W":
+                        return True
+                elif b == "e" or b == "E":
+                    if a == "s" or a == "S" or a == "\u017f":
+                        return True
+                elif b == "y" or b == "Y" or b == "t" or b == "T" or b == "n" or b == "N":
+                    if a == "e" or a == "E":
+                        return True
+    return False
+
+
 def _any_digit(text: str) -> bool:
     """``any(char.isdigit() for char in text)``, without a generator (which costs the compiled build most)."""
     for char in text:
@@ -827,7 +862,7 @@ class Redactor:
                 for match in _BASIC.finditer(text):
                     if _basic_credentials(match.group(1)):
                         add((match.start(1), match.end(1), "<SECRET>"))
-        if ":" in text:
+        if ":" in text and (_secret_colon_scan(text) if _IN_C else _SECRET_COLON_HINT.search(text) is not None):
             for match in _SECRET_COLON.finditer(text):
                 add((match.start(1), match.end(1), "<SECRET>"))
         if "://" in text:
@@ -857,7 +892,7 @@ class Redactor:
         found += extra
         if not found:
             return found
-        if has_digit:
+        if has_digit and _phone_or_ipv4(found):
             found = [finding for finding in found if not _measurement(text, finding)]
         if self.allow:
             kept = [match.span() for pattern in self.allow for match in pattern.finditer(text)]
@@ -1023,6 +1058,7 @@ class Redactor:
         cuts: set[int] | None = None  # where a part of the run may be cut; the whole run needs none
         after_key = _after_key(text, start)
         tries = 0
+        measured: bool | None = None  # whether a unit follows the run: asked once, when a piece ending it is weighed
         hits: list[tuple[int, int, tuple[int, int, str]]] = []
         i = 0
         while i < count:
@@ -1053,7 +1089,8 @@ class Redactor:
                     cuts = set() if card_shaped else {0, count}
                     cuts.update(k for k in range(1, count) if not card_shaped and " " in chunk[groups[k - 1][1] : groups[k][0]])
                 if kind is None and (whole or i in cuts and j in cuts) and not (  # type: ignore[operator]
-                    (numbered and i == 0 or j == count and _measured(text, start + len(chunk))) and not piece.lstrip("( ").startswith("+")
+                    (numbered and i == 0 or j == count and (measured := _measured(text, end) if measured is None else measured))
+                    and not piece.lstrip("( ").startswith("+")
                 ):
                     if tries < _MAX_PHONE_TRIES:
                         keyed = after_key and i == 0

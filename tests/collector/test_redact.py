@@ -520,3 +520,19 @@ def test_phones_before_words_that_are_not_their_unit_are_still_found(text, expec
 def test_ambiguous_numbers_are_read_as_documented(text, expected, region):
     """A number right after "#" is an order or ticket number, not a phone (a card or a "+" phone stays one); six colon pairs are a MAC."""
     assert Redactor(regions=[region] if region else []).redact(text) == expected
+
+
+# _BEARER as first written, with its boundary before the scheme: the engine tries it at every position.
+_BEARER_AS_WRITTEN = re.compile(
+    r"(?<![\w-])(?:Bearer|bearer|Basic|Token)\s+((?=[A-Za-z0-9._~+/=-]*\d)[A-Za-z0-9._~+/=-]{8,}|[A-Za-z0-9._~+/=-]{16,})",
+    re.ASCII,
+)
+
+
+@settings(max_examples=400, deadline=None)
+@given(text=st.lists(st.sampled_from(["Bearer", "bearer", "Basic", "Token", "BToken", "-", "_", "x", " ", "\t", "é",
+                                      "mF_9.B5f-4.1JqM", "abcdefghijklmnop", "a1", "=", "/"]), max_size=12).map("".join))
+def test_the_bearer_regex_finds_what_its_boundary_first_form_finds(text):
+    """_BEARER, with its boundary checked after the scheme's first letter, finds the same tokens as the same rule
+    written boundary first."""
+    assert [m.span(1) for m in redact_module._BEARER.finditer(text)] == [m.span(1) for m in _BEARER_AS_WRITTEN.finditer(text)]

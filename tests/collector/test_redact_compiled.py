@@ -116,7 +116,8 @@ def _prescreens(module, text: str) -> tuple:
     """What the character scans of ``module`` say of a text: token masks without and with digits, look-alike mask, long
     run, and the digit runs of six characters or more."""
     return (module._token_mask_scan(text, False), module._token_mask_scan(text, True), module._lookalike_mask_scan(text),
-            module._long_run_scan(text), module._digit_runs_scan(text), module._any_decimal(text), module._any_digit(text))  # fmt: skip
+            module._long_run_scan(text), module._digit_runs_scan(text), module._any_decimal(text), module._any_digit(text),
+            module._secret_colon_scan(text))  # fmt: skip
 
 
 def _by_regex(text: str) -> tuple:
@@ -125,7 +126,7 @@ def _by_regex(text: str) -> tuple:
     runs = [run.span() for run in redact_module._DIGIT_RUN.finditer(text) if run.end() - run.start() >= 6]
     return (redact_module._token_mask(text, False), redact_module._token_mask(text, True), redact_module._lookalike_mask(text),
             redact_module._LONG_RUN.search(text) is not None, runs, redact_module._ANY_DIGIT.search(text) is not None,
-            any(char.isdigit() for char in text))  # fmt: skip
+            any(char.isdigit() for char in text), redact_module._SECRET_COLON_HINT.search(text) is not None)  # fmt: skip
 
 
 def test_character_scans_answer_as_the_regexes_on_the_corpus(compiled):
@@ -135,7 +136,7 @@ def test_character_scans_answer_as_the_regexes_on_the_corpus(compiled):
     assert differ == []
 
 
-SCAN_CHARS = "0123456789²٣ +-().:/#_xXeE\u00a0AGKSIzaeyJghkpsnwo-BEGINabcdefABCDEFt§"
+SCAN_CHARS = "0123456789²٣ +-().:/#_xXeE\u00a0AGKSIzaeyJghkpsnwo-BEGINabcdefABCDEFt§rRwWdDYTN\t\u2003\u017f"
 
 
 @settings(max_examples=300, deadline=None)
@@ -176,6 +177,7 @@ REGEX_BRANCHES = [
     r"\d:\d\d",  # _TIME_HINT
     r"\d\.\d",  # _DECIMAL_HINT
     redact_module._LONG_RUN,  # compiled, with its IGNORECASE for "ext"
+    redact_module._SECRET_COLON_HINT,  # compiled, with its IGNORECASE
 ]
 
 
@@ -192,3 +194,13 @@ def test_character_scans_answer_as_the_regexes_on_text_their_regexes_match(compi
     """On text generated from each branch of each pre-screen regex, between other characters, the scans give the
     regexes' answers."""
     assert _prescreens(compiled, text) == _by_regex(text) == _prescreens(redact_module, text)
+
+
+@settings(max_examples=300, deadline=None)
+@given(text=st.tuples(st.text(SCAN_CHARS, max_size=6), st.from_regex(redact_module._SECRET_COLON, fullmatch=True),
+                      st.text(SCAN_CHARS, max_size=6)).map("".join))  # fmt: skip
+def test_every_colon_secret_passes_its_pre_screen(text):
+    """Any text _SECRET_COLON finds a secret in (any case, any whitespace) is one its pre-screen lets through."""
+    if redact_module._SECRET_COLON.search(text) is not None:
+        assert redact_module._SECRET_COLON_HINT.search(text) is not None
+        assert redact_module._secret_colon_scan(text)
