@@ -240,6 +240,8 @@ _EQUALS = re.compile(r"=|%3D", re.IGNORECASE)
 _KEY_TAIL = re.compile(r"[\w-]+$")
 _SECRET_VALUE = re.compile(r"[^\s&#\"'<>,;]+")
 _SECRET_JSON = re.compile(rf"[\"']((?:{_SECRET_NAMES}))[\"']\s*:\s*[\"']([^\"']+)[\"']", re.IGNORECASE)
+# How every _SECRET_NAMES name ends, then its closing quote and colon: the quote leads, so the engine skips to quotes.
+_SECRET_JSON_HINT = re.compile(r"[\"'](?<=(?:en|ey|et|rd|wd|se|ls|al|id|re|ig|th|on)[\"'])\s*:", re.IGNORECASE)
 # RFC 6750's token characters ("_" included: its own example is mF_9.B5f-4.1JqM); a short one needs a digit.
 _TOKEN_CHARS = r"[A-Za-z0-9._~+/=-]"
 # The boundary is a lookbehind after each scheme's first letter, so the engine skips to a "B", "b" or "T" (see _IPV4).
@@ -854,8 +856,9 @@ class Redactor:
             "ASIC " in text
         ):
             self._secret_params(text, add)
-            for match in _SECRET_JSON.finditer(text):
-                add((match.start(2), match.end(2), "<SECRET>"))
+            if _SECRET_JSON_HINT.search(text) is not None:
+                for match in _SECRET_JSON.finditer(text):
+                    add((match.start(2), match.end(2), "<SECRET>"))
             for match in _BEARER.finditer(text):
                 add((match.start(1), match.end(1), "<SECRET>"))
             if "asic " in text or "ASIC " in text:

@@ -536,3 +536,12 @@ def test_the_bearer_regex_finds_what_its_boundary_first_form_finds(text):
     """_BEARER, with its boundary checked after the scheme's first letter, finds the same tokens as the same rule
     written boundary first."""
     assert [m.span(1) for m in redact_module._BEARER.finditer(text)] == [m.span(1) for m in _BEARER_AS_WRITTEN.finditer(text)]
+
+
+@settings(max_examples=300, deadline=None)
+@given(text=st.tuples(st.text("ab\"': \t_-ſıİ", max_size=6), st.from_regex(redact_module._SECRET_JSON, fullmatch=True),
+                      st.text("ab\"': ", max_size=6)).map("".join))  # fmt: skip
+def test_every_quoted_secret_passes_its_pre_screen(text):
+    """Any text _SECRET_JSON finds a secret in (any name, any case, any spacing) is one its pre-screen lets through."""
+    if redact_module._SECRET_JSON.search(text) is not None:
+        assert redact_module._SECRET_JSON_HINT.search(text) is not None
