@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import json
 import os
 import socket
 import subprocess
@@ -264,3 +265,17 @@ def put_batch(port: int, batch_id: str, body: bytes, token: str) -> int | None:
         return exc.code
     except OSError:
         return None  # the server died under us
+
+
+def call_json(url: str, token: str, method: str = "GET", payload: Any = None) -> tuple[int, Any]:
+    """One JSON request with a bearer token, synchronously: (status, decoded body), error statuses included."""
+    request = urllib.request.Request(
+        url, method=method, data=None if payload is None else json.dumps(payload).encode(),
+        headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json", "Accept": "application/json"},
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=60) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as exc:
+        with exc:
+            return exc.code, json.loads(exc.read())

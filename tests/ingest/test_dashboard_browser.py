@@ -7,11 +7,8 @@ docs/dashboard.png is made).
 
 from __future__ import annotations
 
-import json
 import os
 import time
-import urllib.error
-import urllib.request
 import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -20,7 +17,7 @@ from typing import Any
 import pytest
 
 from edgeloop.schemas import EXAMPLES_DIR, SchemaRegistry
-from tests.ingest.conftest import free_port, make_table, put_batch, seal, spawn_server, stop_server, write_config
+from tests.ingest.conftest import call_json, free_port, make_table, put_batch, seal, spawn_server, stop_server, write_config
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = [
@@ -34,21 +31,8 @@ pytestmark = [
 ]
 
 
-def _call(url: str, token: str, method: str = "GET", payload: Any = None) -> tuple[int, Any]:
-    request = urllib.request.Request(
-        url, method=method, data=None if payload is None else json.dumps(payload).encode(),
-        headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json", "Accept": "application/json"},
-    )
-    try:
-        with urllib.request.urlopen(request, timeout=30) as response:
-            return response.status, json.loads(response.read())
-    except urllib.error.HTTPError as exc:
-        with exc:
-            return exc.code, json.loads(exc.read())
-
-
 def _sql(base: str, token: str, sql: str) -> list[dict[str, Any]]:
-    status, body = _call(f"{base}/v1/sql", token, "POST", {"sql": sql})
+    status, body = call_json(f"{base}/v1/sql", token, "POST", {"sql": sql})
     assert status == 200, body
     return body["rows"]
 
@@ -69,7 +53,7 @@ def _land(port: int, tmp_path: Path, schema: Any, token: str, version: str, pred
 
 
 def _state(base: str, token: str, device: str) -> str:
-    status, body = _call(f"{base}/v1/dashboard/devices/{device}", token)
+    status, body = call_json(f"{base}/v1/dashboard/devices/{device}", token)
     assert status == 200, body
     return body["device"]["state"]
 
@@ -94,7 +78,7 @@ def fleet(tmp_path):
         tokens = {}
         viewer = (tmp_path / "viewer.token").read_text().strip()
         for device, batches in plan.items():
-            status, body = _call(f"{base}/v1/devices", admin, "POST", {"name": device})
+            status, body = call_json(f"{base}/v1/devices", admin, "POST", {"name": device})
             assert status == 201, body
             tokens[device] = body["token"]
             for version, predictions, labelled, days_ago, weight in batches[:-1] if device != "pump-silent" else batches:
@@ -224,7 +208,7 @@ def test_the_dashboard_in_chromium_shows_what_sql_says(fleet, browser, tmp_path)
     assert over_time.is_visible() and box is not None and box["width"] > 300 and box["height"] > 100
     drawn = page.eval_on_selector_all("svg.chart-intervals g.point", "nodes => nodes.map(n => "
                                       "[n.dataset.series, n.dataset.x, Number(n.dataset.value)])")
-    status, report = _call(f"{base}/v1/dashboard/report/vibration", viewer)
+    status, report = call_json(f"{base}/v1/dashboard/report/vibration", viewer)
     assert status == 200, report
     expected = [[s["version"], p["start"], p["estimate"]["value"]] for s in report["over_time"]["series"]
                 for p in s["points"] if p["estimate"]["value"] is not None]
@@ -234,7 +218,7 @@ def test_the_dashboard_in_chromium_shows_what_sql_says(fleet, browser, tmp_path)
     page.screenshot(path=str(tmp_path / "report.png"), full_page=True)
 
     # The viewer reads but never manages devices; logging out ends the session.
-    assert _call(f"{base}/v1/devices", viewer, "POST", {"name": "intruder"})[0] == 403
+    assert call_json(f"{base}/v1/devices", viewer, "POST", {"name": "intruder"})[0] == 403
     page.goto(f"{base}/dashboard")
     page.click("header button[type=submit]")
     page.wait_for_url(f"{base}/dashboard/login")

@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-import json
 import os
-import urllib.error
-import urllib.request
 
 from edgeloop.ingest.config import StoreSettings
 from edgeloop.ingest.store import server_memory_limit_bytes
-from tests.ingest.conftest import cli, free_port, make_table, put_batch, seal, spawn_server, stop_server, write_config
+from tests.ingest.conftest import call_json, cli, free_port, make_table, put_batch, seal, spawn_server, stop_server, write_config
 
 MiB = 1024 * 1024
 # 50 million 9-character strings and their commas: one 500 MB value, in memory DuckDB counts.
@@ -17,27 +14,23 @@ AGGREGATE = "SELECT length(string_agg('xxxxxxxxx', ',')) AS n FROM range(5000000
 
 
 def _sql(port: int, token: str, sql: str) -> tuple[int, dict]:
-    request = urllib.request.Request(
-        f"http://127.0.0.1:{port}/v1/sql", data=json.dumps({"sql": sql}).encode(), method="POST",
-        headers={"Authorization": f"Bearer {token}", "Accept": "application/json", "Content-Type": "application/json"},
-    )
-    try:
-        with urllib.request.urlopen(request, timeout=60) as response:
-            return response.status, json.loads(response.read())
-    except urllib.error.HTTPError as exc:
-        with exc:
-            return exc.code, json.loads(exc.read())
+    return call_json(f"http://127.0.0.1:{port}/v1/sql", token, "POST", {"sql": sql})
+
+
+def _capped_server(tmp_path, store: str):
+    """A real server under a 4 GB address-space cap with ``store`` settings added: (process, port, admin token, device token)."""
+    port = free_port()
+    config = write_config(tmp_path, port).read_text() + store
+    (tmp_path / "ingest.toml").write_text(config)
+    token = cli("devices", "add", "pump-1", "--config", str(tmp_path / "ingest.toml")).stdout.strip()
+    server = spawn_server(tmp_path / "ingest.toml", tmp_path / "server.log", rlimit_as_bytes=4_000_000_000)
+    return server, port, (tmp_path / "admin.token").read_text().strip(), token
 
 
 def test_an_aggregate_past_the_memory_limit_is_too_expensive_and_uploads_still_land(tmp_path, vibration):
     """Under a 4 GB address-space cap, a string_agg needing 500 MB of a 192 MiB store.memory_limit_bytes is 422 query_too_expensive, and the server stays up and lands a batch."""
-    port = free_port()
-    config = write_config(tmp_path, port, extra="").read_text() + f"memory_limit_bytes = {192 * MiB}\n"
-    (tmp_path / "ingest.toml").write_text(config)
-    token = cli("devices", "add", "pump-1", "--config", str(tmp_path / "ingest.toml")).stdout.strip()
-    server = spawn_server(tmp_path / "ingest.toml", tmp_path / "server.log", rlimit_as_bytes=4_000_000_000)
+    server, port, admin, token = _capped_server(tmp_path, f"memory_limit_bytes = {192 * MiB}\n")
     try:
-        admin = (tmp_path / "admin.token").read_text().strip()
         status, body = _sql(port, admin, AGGREGATE)
         assert status == 422, body
         assert body["error"]["code"] == "query_too_expensive"
@@ -56,13 +49,8 @@ SORT = "SELECT count(*) AS n, max(s) AS s FROM (SELECT i, i::VARCHAR || 'abcdefg
 
 def test_a_sort_past_the_spill_limit_is_too_expensive_and_uploads_still_land(tmp_path, vibration):
     """A sort that would spill more than store.spill_max_bytes to <db>.tmp is 422 query_too_expensive naming it, and a batch still lands."""
-    port = free_port()
-    config = write_config(tmp_path, port).read_text() + f"memory_limit_bytes = {192 * MiB}\nspill_max_bytes = {64 * MiB}\n"
-    (tmp_path / "ingest.toml").write_text(config)
-    token = cli("devices", "add", "pump-1", "--config", str(tmp_path / "ingest.toml")).stdout.strip()
-    server = spawn_server(tmp_path / "ingest.toml", tmp_path / "server.log", rlimit_as_bytes=4_000_000_000)
+    server, port, admin, token = _capped_server(tmp_path, f"memory_limit_bytes = {192 * MiB}\nspill_max_bytes = {64 * MiB}\n")
     try:
-        admin = (tmp_path / "admin.token").read_text().strip()
         status, body = _sql(port, admin, SORT)
         assert status == 422, body
         assert body["error"]["code"] == "query_too_expensive"
