@@ -24,8 +24,7 @@ from hypothesis import strategies as st
 
 from bench.simulator import SimulatedModel
 from edgeloop.collector.budget import BODY_COST, DEFAULT_SLICE_BYTES, SLICE_COST, MemoryBudget
-from edgeloop.collector.client import REQUESTS_IN_FLIGHT, Client
-from edgeloop.collector.client import _UnixConnection
+from edgeloop.collector.client import REQUESTS_IN_FLIGHT, Client, _UnixConnection
 from edgeloop.collector.config import CollectorConfig, SamplingSettings, SpoolSettings
 from edgeloop.collector.intake import _ndjson_count, _ndjson_slices, process_body
 from edgeloop.collector.journal import encode_frame

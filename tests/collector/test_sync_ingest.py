@@ -73,9 +73,9 @@ async def test_server_killed_mid_upload_then_back_lands_each_batch_once(ingest, 
 
 async def test_a_batch_of_an_unregistered_schema_waits_for_the_admin(tmp_path):
     """A 422 unknown_schema keeps the batch in the spool (never rejected/); once an admin pushes the schema the next sync lands it."""
+    from edgeloop.schemas import EXAMPLES_DIR
     from tests.collector.conftest import Ingest
     from tests.ingest.conftest import cli, free_port, write_config
-    from edgeloop.schemas import EXAMPLES_DIR
 
     folder = tmp_path / "ingest"
     folder.mkdir()

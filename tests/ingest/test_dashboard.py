@@ -12,8 +12,8 @@ import duckdb
 import pyarrow as pa
 import pytest
 
-from edgeloop.ingest.charts import bars, interval_lines, lines, stacked_area
 from edgeloop.ingest import tallies
+from edgeloop.ingest.charts import bars, interval_lines, lines, stacked_area
 from edgeloop.ingest.dashboard import Dashboard, version_key
 from edgeloop.ingest.session import COOKIE, Sessions
 from tests.ingest.conftest import make_table, seal

@@ -22,10 +22,9 @@ from sklearn.metrics import (
     precision_recall_fscore_support,
 )
 
-from edgeloop.errors import EdgeloopError
+from edgeloop.errors import EdgeloopError, QueryFailed
 from edgeloop.ingest.admin import LocalAdmin
 from edgeloop.ingest.export import training_query
-from edgeloop.errors import QueryFailed
 from edgeloop.ingest.report import build_report, declare, model_schema, period_starts, wilson
 from edgeloop.ingest.report_view import render_report
 from edgeloop.schemas import EXAMPLES_DIR, ModelSchema

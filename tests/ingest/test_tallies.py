@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import random
-from datetime import date
 import uuid
-from datetime import timedelta
+from datetime import date, timedelta
 
 import duckdb
 import pyarrow as pa

@@ -18,9 +18,9 @@ from tests.ingest.test_health import (  # noqa: F401
 )
 from tests.ingest.test_tallies import (  # noqa: F401
     test_a_comment_only_feedback_is_not_labelled_on_the_dashboard_as_in_the_report,
-    test_imported_feedback_without_the_truth_labels_nothing,
     test_coverage_matches_the_training_view_in_any_landing_order,
     test_drops_per_day_and_reason_are_tallied_as_batches_land,
+    test_imported_feedback_without_the_truth_labels_nothing,
 )
 
 
