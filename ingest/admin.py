@@ -9,9 +9,10 @@ Both backends speak the ``Admin`` protocol and pass the same tests.
 
 from __future__ import annotations
 
+import http.client
 import itertools
-import os
 import json
+import os
 import ssl
 import threading
 import urllib.error
@@ -24,7 +25,7 @@ from typing import Any, Protocol
 import duckdb
 import pyarrow as pa
 
-from edgeloop.errors import AuthError, DatabaseInUse, IngestError, QueryFailed, QueryRefused, QueryTooExpensive, StoreError
+from edgeloop.errors import AuthError, DatabaseInUse, IngestError, QueryFailed, QueryRefused, QueryTooExpensive, StoreClosed, StoreError
 from edgeloop.ingest.auth import DeviceRegistry, admin_token
 from edgeloop.ingest.config import IngestConfig, StoreSettings
 from edgeloop.ingest.catalog import Catalog
@@ -249,25 +250,31 @@ class RemoteAdmin:
         response = self._open("POST", "/v1/sql", {"sql": sql, "params": list(params), "export": export})
         try:
             reader = pa.ipc.open_stream(response)
-        except (pa.ArrowException, OSError) as exc:
+        except (pa.ArrowException, OSError, http.client.HTTPException) as exc:
             response.close()
             raise StoreError(f"the server sent an unreadable result: {exc}") from exc
         tables = frozenset(filter(None, response.headers.get("X-Edgeloop-Tables", "").split(",")))
         result = ResultStream(reader.schema, iter(()), tables=tables, close=response.close)
 
         def batches() -> Iterator[pa.RecordBatch]:
+            ended = False  # the server's last batch (edgeloop.rows) came: without it the rows are not the whole result
             while True:
                 try:
                     batch, metadata = reader.read_next_batch_with_custom_metadata()
                 except StopIteration:
+                    if not ended:
+                        raise StoreError("the server's result stream ended before its last batch: the rows received "
+                                         "are not the whole result; run the query again") from None
                     return
-                except (pa.ArrowException, OSError) as exc:
-                    raise StoreError(f"the server's result stream broke off: {exc}") from exc
+                except (pa.ArrowException, OSError, http.client.HTTPException) as exc:
+                    raise StoreError(f"the server's result stream broke off: the rows received are not the whole result "
+                                     f"({type(exc).__name__}: {exc})") from exc
                 note = {k.decode(): v.decode() for k, v in (metadata or {}).items()} if metadata else {}
+                ended = ended or "edgeloop.rows" in note
                 if "edgeloop.error" in note:
-                    if note.get("edgeloop.error_code") == "query_too_expensive":
-                        raise QueryTooExpensive(note["edgeloop.error"], limit="")
-                    raise QueryFailed(note["edgeloop.error"])
+                    value = note.get("edgeloop.value")
+                    details = {"limit": note.get("edgeloop.limit", ""), "value": float(value) if value else None}
+                    raise _error(note.get("edgeloop.error_code", ""), note["edgeloop.error"], details)
                 if note.get("edgeloop.truncated") == "true":
                     result.truncated, result.truncated_reason = True, note.get("edgeloop.reason", "")
                 if batch.num_rows:
@@ -325,15 +332,22 @@ def _translate(exc: urllib.error.HTTPError) -> IngestError:
         code, message = "http_error", f"HTTP {exc.code} {exc.reason}"
     if exc.code == 401:
         return AuthError(f"the server refused the admin token: {message}")
+    return _error(code, message, error.get("details"), status=exc.code)
+
+
+def _error(code: str, message: str, details: Any, *, status: int | None = None) -> IngestError:
+    """The exception for the server's error ``code``, whether it came as a status or as a stream's tail."""
     if code == "read_only":
         return QueryRefused(message)
     if code == "busy":
-        return StoreError(f"{message} (HTTP 429)")
+        return StoreError(f"{message} (HTTP {status or 429})")
     if code == "query_too_expensive":
-        details = error.get("details") or {}
+        details = details if isinstance(details, dict) else {}
         return QueryTooExpensive(message, limit=details.get("limit", ""), value=details.get("value"))
     if code == "query_failed":
         return QueryFailed(message)
+    if code == "shutting_down":
+        return StoreClosed(message)
     return StoreError(message)
 
 

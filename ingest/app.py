@@ -659,15 +659,22 @@ class _SqlStream:
                 if not started:
                     self._put(("error", exc))
                     return
-                code = ("query_too_expensive" if isinstance(exc, QueryTooExpensive)
-                        else "shutting_down" if isinstance(exc, StoreClosed) else "query_failed")
-                self._put(("chunk", encoder.end(-1, {"error": str(exc), "error_code": code})))
+                self._put(("chunk", encoder.end(-1, {}, _tail_error(exc))))
             except _Abandoned:
                 return
         try:
             self._put(("end", None))
         except _Abandoned:
             return
+
+
+def _tail_error(exc: Exception) -> dict[str, Any]:
+    """The error a stream already under way ends with: the code and details the same error has as a status."""
+    if isinstance(exc, QueryTooExpensive):
+        return {"code": "query_too_expensive", "message": str(exc), "details": {"limit": exc.limit, "value": exc.value}}
+    code = ("read_only" if isinstance(exc, QueryRefused) else "query_failed" if isinstance(exc, QueryFailed)
+            else "shutting_down" if isinstance(exc, StoreClosed) else "store_error")
+    return {"code": code, "message": str(exc), "details": None}
 
 
 class _Abandoned(Exception):
@@ -689,7 +696,10 @@ class _ArrowEncoder:
         self.writer.write_batch(batch)
         return self.sink.take()
 
-    def end(self, rows: int, note: dict[str, str]) -> bytes:
+    def end(self, rows: int, note: dict[str, str], error: dict[str, Any] | None = None) -> bytes:
+        if error is not None:
+            note = {**note, "error": error["message"], "error_code": error["code"]}
+            note.update({key: str(value) for key, value in (error["details"] or {}).items() if value is not None})
         metadata = {f"edgeloop.{key}": value for key, value in {"rows": str(rows), **note}.items()}
         self.writer.write_batch(pa.RecordBatch.from_pylist([], schema=self.schema), custom_metadata=metadata)
         self.writer.close()
@@ -714,12 +724,12 @@ class _JsonEncoder:
         prefix, self.first = (b"" if self.first else b","), False
         return prefix + body
 
-    def end(self, rows: int, note: dict[str, str]) -> bytes:
-        tail: dict[str, Any] = {"truncated": bool(note), "row_count": rows}
+    def end(self, rows: int, note: dict[str, str], error: dict[str, Any] | None = None) -> bytes:
+        tail: dict[str, Any] = {"truncated": bool(note) or error is not None, "row_count": rows}
         if "reason" in note:
             tail["reason"] = note["reason"]
-        if "error" in note:
-            tail["error"] = {"code": note["error_code"], "message": note["error"], "details": None}
+        if error is not None:
+            tail["error"] = error
         return b"]," + orjson.dumps(tail)[1:]
 
 

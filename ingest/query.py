@@ -366,35 +366,63 @@ class translate_errors:  # noqa: N801 - used as a context manager, reads as a ph
     def __enter__(self) -> None:
         return None
 
-    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: Any) -> bool:
-        if exc is None or not isinstance(exc, (duckdb.Error, pa.ArrowException)):
+    def __exit__(self, kind: type[BaseException] | None, raised: BaseException | None, tb: Any) -> bool:
+        exc = _as_duckdb_error(raised)
+        if exc is None:
             return False
+        raise self._translated(exc) from raised
+
+    def _translated(self, exc: duckdb.Error) -> Exception:
         if isinstance(exc, duckdb.PermissionException):
-            raise QueryRefused(f"refused: the query touches files or settings, which is not allowed ({describe_error(exc)})") from exc
+            return QueryRefused(f"refused: the query touches files or settings, which is not allowed ({describe_error(exc)})")
         if isinstance(exc, duckdb.InterruptException):
             if self.timeout_s and self.expired is not None and self.expired.is_set():
-                raise QueryTooExpensive(
+                return QueryTooExpensive(
                     f"the query ran longer than {self.timeout_s:g} s (store.sql_timeout_s) and was stopped; running it again "
                     "will not help: ask for less (a narrower time range, fewer columns, an aggregate) or export it",
                     limit="store.sql_timeout_s", value=self.timeout_s,
-                ) from exc
+                )
             # Not the sender's fault (the server stopping or compacting; a client that left reads no answer): 503.
-            raise StoreClosed("the query was stopped by the server (it is stopping or compacting the database); retry later") from exc
+            return StoreClosed("the query was stopped by the server (it is stopping or compacting the database); retry later")
         if isinstance(exc, duckdb.OutOfMemoryException) and "max_temp_directory_size" in str(exc):
-            raise QueryTooExpensive(
+            return QueryTooExpensive(
                 f"the query needed to spill more to disk than store.spill_max_bytes allows and was stopped; ask for less "
                 f"(a narrower time range, fewer columns, no ORDER BY over everything): {describe_error(exc)}",
                 limit="store.spill_max_bytes",
-            ) from exc
+            )
         if isinstance(exc, duckdb.OutOfMemoryException):
-            raise QueryTooExpensive(
+            return QueryTooExpensive(
                 f"the query needed more memory than store.memory_limit_bytes allows and was stopped; ask for less "
                 f"(a narrower time range, fewer or smaller groups): {describe_error(exc)}",
                 limit="store.memory_limit_bytes",
-            ) from exc
+            )
         if isinstance(exc, duckdb.InvalidInputException) and "configuration has been locked" in str(exc):
-            raise QueryRefused(f"refused: settings cannot be changed ({describe_error(exc)})") from exc
-        raise QueryFailed(f"query failed: {describe_error(exc)}") from exc
+            return QueryRefused(f"refused: settings cannot be changed ({describe_error(exc)})")
+        return QueryFailed(f"query failed: {describe_error(exc)}")
+
+
+# Once rows stream, DuckDB's errors reach us through pyarrow's reader with only their message,
+# "<kind> Error: ..." (an interrupt or out of memory is an OSError): the kinds told apart above.
+_SURFACED_KINDS: dict[str, type[duckdb.Error]] = {
+    "INTERRUPT": duckdb.InterruptException,
+    "Out of Memory": duckdb.OutOfMemoryException,
+    "Permission": duckdb.PermissionException,
+    "Invalid Input": duckdb.InvalidInputException,
+}
+_DUCKDB_MESSAGE = re.compile(r"([A-Za-z ]+?) Error: ")
+
+
+def _as_duckdb_error(exc: BaseException | None) -> duckdb.Error | None:
+    """The DuckDB error ``exc`` is or carries in its message (from an Arrow reader); None if it is not DuckDB's or Arrow's."""
+    if exc is None or isinstance(exc, duckdb.Error):
+        return exc
+    if not isinstance(exc, (pa.ArrowException, OSError)):
+        return None
+    match = _DUCKDB_MESSAGE.match(str(exc).lstrip())
+    if match is not None:
+        return _SURFACED_KINDS.get(match.group(1), duckdb.Error)(str(exc))
+    # Arrow's own complaint about a result it cannot hold is a failed query; another OSError is not ours to explain.
+    return duckdb.Error(str(exc)) if isinstance(exc, pa.ArrowException) else None
 
 
 def describe_error(exc: BaseException) -> str:
