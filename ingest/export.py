@@ -23,7 +23,7 @@ import orjson
 import pyarrow as pa
 
 from edgeloop.durable import fsync_dir
-from edgeloop.errors import QueryFailed
+from edgeloop.errors import EdgeloopError, QueryFailed
 from edgeloop.ingest.store import quote
 from edgeloop.schemas.model_schema import NAME_PATTERN
 
@@ -195,12 +195,33 @@ def write_result(
         elif fmt == "json":
             _to_sink(out, stdout, lambda handle: _write_json(result, handle, seen))
         else:
-            _copy(result.reader(seen), fmt, out, stdout, metadata if fmt == "parquet" else None)
+            source, failed = _failure_kept(result.batches)
+            result.batches = source
+            try:
+                _copy(result.reader(seen), fmt, out, stdout, metadata if fmt == "parquet" else None)
+            except QueryFailed:
+                if failed:  # DuckDB's COPY read the rows: its error wraps the stream's, whose code and message count
+                    raise failed[0] from None
+                raise
     finally:
         result.close()
     if progress:
         progress.finish()
     return counter[0]
+
+
+def _failure_kept(batches: Iterator[pa.RecordBatch]) -> tuple[Iterator[pa.RecordBatch], list[EdgeloopError]]:
+    """``batches`` as they come, and a list that holds the error (ours) that ended them, if one did."""
+    failed: list[EdgeloopError] = []
+
+    def kept() -> Iterator[pa.RecordBatch]:
+        try:
+            yield from batches
+        except EdgeloopError as exc:
+            failed.append(exc)
+            raise
+
+    return kept(), failed
 
 
 def copy_options(fmt: Format, metadata: dict[str, str] | None) -> str:

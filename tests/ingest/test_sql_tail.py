@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import subprocess
 
 import aiohttp
 import orjson
@@ -14,7 +15,7 @@ from edgeloop.errors import QueryTooExpensive, StoreClosed, StoreError
 from edgeloop.ingest.admin import RemoteAdmin
 from edgeloop.ingest.app import STORE
 from edgeloop.ingest.store import Store
-from tests.ingest.conftest import make_config, start_server
+from tests.ingest.conftest import cli, free_port, make_config, spawn_server, start_server, stop_server, write_config
 
 ARROW = "application/vnd.apache.arrow.stream"
 # Its first 150,000 rows come at once (the first batch is sent within a quarter of a second); the rest
@@ -216,3 +217,32 @@ async def test_a_stream_cut_before_its_last_batch_is_an_error_not_a_whole_result
             await asyncio.to_thread(read_all)
     finally:
         await runner.cleanup()
+
+
+def test_the_cli_says_a_query_stopped_mid_stream_failed_in_one_line_and_leaves_no_whole_looking_output(tmp_path):
+    """`edgeloop-ingest sql` whose query times out after its first rows exits 1 with one line naming the timeout: a table or --out file is not written, and rows already on stdout are said to be only part."""
+    port = free_port()
+    config = write_config(tmp_path, port)
+    config.write_text(config.read_text() + f"sql_timeout_s = {TIMEOUT_S}\nsql_max_result_rows = 10000000\n")
+    server = spawn_server(config, tmp_path / "server.log")
+
+    def sql(*args: str, remote: bool = True) -> subprocess.CompletedProcess:
+        where = ["--url", f"http://127.0.0.1:{port}"] if remote else []
+        return cli("sql", "--config", str(config), *where, *args, FAST_THEN_ENDLESS, check=False)
+
+    try:
+        runs = {fmt: sql("--format", fmt) for fmt in ("table", "json", "csv")}
+        files = {fmt: sql("--format", fmt, "--out", str(tmp_path / f"out.{fmt}")) for fmt in ("json", "csv", "parquet")}
+    finally:
+        stop_server(server)
+    runs["json, server stopped"] = sql("--format", "json", remote=False)  # the file opened directly: the same timeout
+    for name, run in {**runs, **{f"--out {fmt}": run for fmt, run in files.items()}}.items():
+        assert run.returncode == 1, (name, run.stderr)
+        assert run.stderr.count("\n") == 1 and run.stderr.startswith("edgeloop-ingest: "), (name, run.stderr)
+        assert f"longer than {TIMEOUT_S:g} s (store.sql_timeout_s)" in run.stderr, (name, run.stderr)
+        assert "Traceback" not in run.stderr, (name, run.stderr)
+        if run.stdout:
+            assert "only part of the result" in run.stderr, (name, run.stderr)
+    assert runs["table"].stdout == ""
+    assert runs["json"].stdout, "the first rows were streamed to stdout before the timeout"
+    assert sorted(path.name for path in tmp_path.glob("*out*")) == [], "an --out file (or its temp file) was left"
