@@ -20,7 +20,8 @@ def _sql(port: int, token: str, sql: str) -> tuple[int, dict]:
 def _capped_server(tmp_path, store: str):
     """A real server under a 4 GB address-space cap with ``store`` settings added: (process, port, admin token, device token)."""
     port = free_port()
-    config = write_config(tmp_path, port).read_text() + store
+    # The memory or spill bound must be what stops the query, not sql_timeout_s (60 s) on a slow, loaded machine.
+    config = write_config(tmp_path, port).read_text() + "sql_timeout_s = 600\n" + store
     (tmp_path / "ingest.toml").write_text(config)
     token = cli("devices", "add", "pump-1", "--config", str(tmp_path / "ingest.toml")).stdout.strip()
     server = spawn_server(tmp_path / "ingest.toml", tmp_path / "server.log", rlimit_as_bytes=4_000_000_000)
