@@ -65,9 +65,9 @@ def _source_line(source: dict[str, Any], several: bool) -> str:
     return (
         f"{rows}`./scripts/bench{' --quick' if source['quick'] else ''}` at commit `{m.get('edgeloop_commit')}`, "
         + (f"{source['repeats']} runs per row (median, min–max in brackets), " if source["repeats"] > 1
-           else "one run per row (one repetition at a time on the shared machine), ")
+           else "one run per row, ")
         + f"{source['duration_s'] / 60:.0f} min on {describe(m)}"
-        + (f"; the machine was shared with other work (load average {load[0]:g} on 2 cores at the start)" if load else "")
+        + (f"; load average {load[0]:g} at the start" if load else "")
         + "."
     )
 
