@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import sys
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -34,6 +35,8 @@ __all__ = ["LineValidator", "RecordIssue", "RecordValidator"]
 
 INT32 = (-(2**31), 2**31 - 1)
 INT64 = (-(2**63), 2**63 - 1)
+FLOAT32_MAX = 3.4028234663852886e38
+FLOAT64_MAX = sys.float_info.max
 STRICT = ConfigDict(extra="forbid", strict=True)
 # JSON text has no NaN or Infinity (orjson refuses them, and 1e400); jiter would read them as floats.
 STRICT_JSON = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False)
@@ -87,6 +90,17 @@ Timestamp = Annotated[datetime, Strict(False), AfterValidator(_utc)]
 Uuid = Annotated[UUID, Strict(False)]
 
 
+def _float(spec: FieldSpec) -> Any:
+    """A float its column holds after its privacy rule: 1e300 would land as infinity in float32, 1e308 too under round:0.01."""
+    limit = FLOAT64_MAX if spec.type == "float64" else FLOAT32_MAX
+    rule = spec.privacy
+    if rule.action == "round" and rule.step is not None:
+        limit = limit * min(1.0, rule.step) / 2  # round(x / step) * step stays finite, and within its type once cast back
+    elif rule.action == "noise":
+        limit /= 2
+    return Annotated[float, Field(ge=-limit, le=limit)]
+
+
 def _python_type(spec: FieldSpec) -> Any:
     """The pydantic type a field's raw (pre-privacy) value must have."""
     match spec.type:
@@ -97,7 +111,7 @@ def _python_type(spec: FieldSpec) -> Any:
         case "int64":
             return Annotated[int, Field(ge=INT64[0], le=INT64[1])]
         case "float32" | "float64":
-            return float
+            return _float(spec)
         case "string":
             if spec.max_bytes:
                 return Annotated[str, AfterValidator(_max_bytes(spec.max_bytes))]
@@ -105,7 +119,7 @@ def _python_type(spec: FieldSpec) -> Any:
         case "timestamp":
             return Timestamp
         case "vector":
-            return Annotated[list[float], Field(min_length=spec.dim, max_length=spec.dim)]
+            return Annotated[list[_float(spec)], Field(min_length=spec.dim, max_length=spec.dim)]  # type: ignore[misc]
         case "binary":
             return Annotated[bytes, BeforeValidator(_base64), AfterValidator(_max_bytes(spec.max_bytes))]
     raise AssertionError(spec.type)

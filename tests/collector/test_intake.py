@@ -206,3 +206,32 @@ def test_full_spool_with_drop_oldest_drops_and_counts(agent_factory):
     assert report["drops"]["total"]["spool_full"] > 0
     assert report["spool"]["bytes"] <= 3 * 1024 * 1024
     assert len(agent.batch_files()) == report["spool"]["batches"]
+
+
+def test_a_finite_number_its_column_cannot_hold_is_refused_not_stored_as_infinity(small_agent):
+    """A number its float32 column (or its rounding) would turn into infinity is an invalid record naming the field."""
+    def vibration(section: str, name: str, value) -> dict:
+        record = _good(1, seed=25)[0]
+        del record["record_id"]
+        record[section][name] = value
+        return record
+
+    huge = [
+        vibration("outputs", "confidence", 1e300),  # float32
+        vibration("inputs", "spectrum", [1.0] * 15 + [-1e39]),  # a vector of float32
+        vibration("inputs", "temperature_c", 3.4e38),  # float32 under round:0.1
+        vibration("inputs", "lat", 1e308),  # float64 under round:0.01
+    ]
+    label = {"kind": "feedback", "model": "vibration", "model_version": "2.3.0",
+             "prediction_id": "019cabe3-d1f4-7091-9d8d-18174831bf5b", "feedback": {"true_class": "normal", "repair_cost_eur": 1.7e308}}
+    edge = [vibration("outputs", "confidence", 3.4e38), vibration("inputs", "lat", 1e300)]
+    status, body = small_agent.post_records([*huge, label, *edge])
+    assert status == 200, body
+    errors = [(r["index"], r["error"]["field"]) for r in body["results"] if r["status"] == "invalid"]
+    assert errors == [(0, "outputs.confidence"), (1, "inputs.spectrum.15"), (2, "inputs.temperature_c"),
+                      (3, "inputs.lat"), (4, "feedback.repair_cost_eur")], body
+    assert small_agent.stop() == 0
+    table = small_agent.read_batches()["vibration"]
+    assert table.num_rows == 2
+    for name in ("confidence", "lat", "temperature_c"):
+        assert all(math.isfinite(value) for value in table.column(name).to_pylist()), name
