@@ -129,9 +129,21 @@ def cmd_check_config(args: argparse.Namespace) -> int:
         if sync.token_file is None:
             raise _Failure("sync.token_file: needed when sync.url is set")
         _check_token_file(sync.token_file)
+        if sync.ca_file is not None:
+            _check_ca_file(sync.ca_file)
     models = ", ".join(schema.name for schema in registry)
     print(f"config OK: {args.config} (models: {models}; state in {config.agent.state_dir})")
     return EXIT_OK
+
+
+def _check_ca_file(path: Path) -> None:
+    """The CA bundle loads as the sync will load it, so a wrong file is found before the nightly sync fails."""
+    import ssl
+
+    try:
+        ssl.create_default_context(cafile=str(path))
+    except (ssl.SSLError, OSError) as exc:
+        raise _Failure(f"sync.ca_file: {path} holds no usable CA certificate: {exc}") from exc
 
 
 def _check_token_file(path: Path) -> None:

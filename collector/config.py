@@ -7,19 +7,22 @@ printed by ``edgeloop-collector init-config``); a test keeps the two in step.
 from __future__ import annotations
 
 import re
+from datetime import UTC, datetime
 from collections.abc import Iterable
 from importlib.resources import files
 from importlib.resources.abc import Traversable
 from pathlib import Path
 from typing import Annotated, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from apscheduler.triggers.cron import CronTrigger
 from pydantic import Field, field_validator, model_validator
+from yarl import URL
 
 from edgeloop.errors import ConfigError, PolicyError
 from edgeloop.schemas.model_schema import SchemaPrivacy
 from edgeloop.schemas.registry import SchemaRegistry
-from edgeloop.settings import MiB, Positive, PositiveInt, Settings, load_settings
+from edgeloop.settings import MiB, PositiveInt, Settings, load_settings
 
 __all__ = [
     "AgentSettings",
@@ -37,6 +40,10 @@ __all__ = [
     "SyncSettings",
 ]
 
+# A duration past a year is a typo (1e300 would overflow the timers and crash the agent at start).
+MAX_SECONDS = 366 * 86400
+Seconds = Annotated[float, Field(gt=0, le=MAX_SECONDS)]
+
 # One source: the installer, init-config and the settings table all read these files.
 EXAMPLE_CONFIG: Traversable = files("edgeloop.collector") / "share" / "collector.example.toml"
 UNIT_FILE: Traversable = files("edgeloop.collector") / "share" / "edgeloop-collector.service"
@@ -51,7 +58,7 @@ class AgentSettings(Settings):
     metrics_listen: str | None = None  # "127.0.0.1:9464" also serves /metrics on TCP
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     log_json: bool = True
-    shutdown_timeout_s: Positive = 20.0
+    shutdown_timeout_s: Seconds = 20.0
     malloc_arenas: Annotated[int, Field(ge=1, le=64)] = 2
     memory_budget_mb: Annotated[int, Field(ge=8, le=65536)] = 32  # working memory above the idle floor
 
@@ -84,15 +91,15 @@ class IntakeSettings(Settings):
     max_body_bytes: PositiveInt = 640 * 1024  # at most what agent.memory_budget_mb admits
     max_records_per_request: PositiveInt = 10_000
     max_connections: PositiveInt = 256
-    idle_timeout_s: Positive = 30.0
-    body_timeout_s: Positive = 30.0
+    idle_timeout_s: Seconds = 30.0
+    body_timeout_s: Seconds = 30.0
     recent_ids: Annotated[int, Field(ge=0)] = 50_000  # at least this many accepted record ids remembered, to store a resend once
 
 
 class SpoolSettings(Settings):
     seal_max_rows: PositiveInt = 50_000
     seal_max_bytes: PositiveInt = 32 * MiB
-    seal_max_age_s: Positive = 3600.0
+    seal_max_age_s: Seconds = 3600.0
     max_bytes: PositiveInt = 1024 * MiB
     reserve_free_bytes: Annotated[int, Field(ge=0)] = 256 * MiB
     seal_reserve_bytes: Annotated[int, Field(ge=0)] = 40 * MiB  # preallocated so a seal works on a full disk
@@ -129,38 +136,57 @@ class SyncSettings(Settings):
     ca_file: Path | None = None
     schedule: str = "0 2 * * *"  # cron, in `timezone`
     timezone: str = "UTC"
-    jitter_s: Annotated[float, Field(ge=0)] = 7200.0
-    interval_s: Positive | None = None  # if set, replaces `schedule`
+    jitter_s: Annotated[float, Field(ge=0, le=MAX_SECONDS)] = 7200.0
+    interval_s: Seconds | None = None  # if set, replaces `schedule`
     jitter_seed: int | None = None
     high_water_bytes: PositiveInt | None = 256 * MiB
     only_if: str | None = None  # shell command; exit 0 allows the sync
-    only_if_timeout_s: Positive = 30.0
+    only_if_timeout_s: Seconds = 30.0
     bandwidth_bytes_per_s: PositiveInt | None = None
-    request_timeout_s: Positive = 300.0
+    request_timeout_s: Seconds = 300.0
     expect_continue_bytes: PositiveInt = 1 * MiB
-    expect_continue_timeout_s: Positive = 1.0
+    expect_continue_timeout_s: Seconds = 1.0
     max_attempts: PositiveInt = 6
-    backoff_initial_s: Positive = 1.0
-    backoff_max_s: Positive = 300.0
-    max_throttle_wait_s: Positive = 3600.0
-    retry_initial_s: Positive = 300.0
-    retry_max_s: Positive = 14400.0
+    backoff_initial_s: Seconds = 1.0
+    backoff_max_s: Seconds = 300.0
+    max_throttle_wait_s: Seconds = 3600.0
+    retry_initial_s: Seconds = 300.0
+    retry_max_s: Seconds = 14400.0
 
     @field_validator("schedule")
     @classmethod
     def _cron(cls, value: str) -> str:
         try:
-            CronTrigger.from_crontab(value)
+            trigger = CronTrigger.from_crontab(value, timezone=UTC)
         except ValueError as exc:
             raise ValueError(f"not a 5-field cron expression: {exc}") from None
+        if trigger.get_next_fire_time(None, datetime.now(UTC)) is None:
+            raise ValueError(f"{value!r} never fires: no date matches it (the agent would never sync)")
+        return value
+
+    @field_validator("timezone")
+    @classmethod
+    def _timezone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ValueError, ZoneInfoNotFoundError):
+            raise ValueError(f"unknown time zone {value!r}: use an IANA name such as UTC or Europe/Berlin") from None
         return value
 
     @field_validator("url")
     @classmethod
     def _url(cls, value: str | None) -> str | None:
-        if value is not None and not value.startswith(("http://", "https://")):
+        if value is None:
+            return value
+        if not value.startswith(("http://", "https://")):
             raise ValueError("must start with http:// or https://")
-        return value.rstrip("/") if value else value
+        try:
+            host = URL(value).host
+        except ValueError as exc:
+            raise ValueError(f"not a URL: {exc}") from None
+        if not host or any(char.isspace() for char in value):
+            raise ValueError(f"not a URL with a host: {value!r}")
+        return value.rstrip("/")
 
 
 def check_sampling_models(sampling: SamplingSettings, models: Iterable[str]) -> None:

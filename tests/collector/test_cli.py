@@ -6,6 +6,7 @@ import json
 import secrets
 
 import pyarrow.parquet as pq
+import pytest
 
 from bench.simulator import SimulatedModel
 from tests.collector.conftest import run_cli
@@ -56,6 +57,34 @@ def test_check_config_one_line_errors(agent_factory, tmp_path):
 
     result = run_cli("check-config", "--config", str(tmp_path / "nope.toml"))
     assert "cannot read" in _one_line_error(result)
+
+
+@pytest.mark.parametrize(
+    ("sync", "named"),
+    [
+        ({"timezone": "Mars/Olympus"}, "sync.timezone"),
+        ({"schedule": "0 0 31 2 *"}, "sync.schedule"),  # February 31st: the window never opens
+        ({"interval_s": 1e300}, "sync.interval_s"),
+        ({"jitter_s": 1e300}, "sync.jitter_s"),
+        ({"request_timeout_s": 1e300}, "sync.request_timeout_s"),
+        ({"url": "https://ingest example.com"}, "sync.url"),
+        ({"url": "https://"}, "sync.url"),
+        ({"ca_file": "<not a certificate>"}, "sync.ca_file"),
+    ],
+)
+def test_a_sync_setting_the_agent_could_not_run_on_fails_check_config_and_start_in_one_line(agent_factory, tmp_path, sync, named):
+    """A sync setting that would crash the agent or never sync is one line naming it, from check-config and from run."""
+    token = tmp_path / "device.token"
+    token.write_text("tok\n")
+    token.chmod(0o600)
+    if sync.get("ca_file") == "<not a certificate>":
+        sync = {"ca_file": str(token)}
+    agent = agent_factory(sync={"enabled": True, "url": "https://127.0.0.1:9", "token_file": str(token), **sync})
+    assert named in _one_line_error(agent.cli("check-config"))
+    if named == "sync.ca_file":
+        return  # the agent collects without a working sync; the sync's own result names the file
+    run = run_cli("run", "--config", str(agent.config_path), timeout_s=60)
+    assert named in _one_line_error(run)
 
 
 def test_status_with_agent_down_reads_the_disk_and_exits_3(agent_factory):
