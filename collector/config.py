@@ -7,8 +7,8 @@ printed by ``edgeloop-collector init-config``); a test keeps the two in step.
 from __future__ import annotations
 
 import re
-from datetime import UTC, datetime
 from collections.abc import Iterable
+from datetime import UTC, datetime
 from importlib.resources import files
 from importlib.resources.abc import Traversable
 from pathlib import Path
