@@ -1,8 +1,8 @@
 """``edgeloop-collector``: run the device agent and look after its spool.
 
 Exit codes: 0 success · 1 an error (one line on stderr; for ``sync --wait``: the sync did not
-send everything) · 2 bad usage · 3 ``status``: the agent is not running (the spool is still
-reported, read from disk).
+send everything; for ``status``: an agent holds the state dir but does not answer) · 2 bad
+usage · 3 ``status``: the agent is not running (either way the spool is still reported, read from disk).
 """
 
 from __future__ import annotations
@@ -203,7 +203,8 @@ def cmd_status(args: argparse.Namespace) -> int:
         status_code, report = _call(socket_path, "GET", "/v1/status", timeout_s=args.timeout or 30.0)
     except AgentUnavailableError as exc:
         report = _offline_status(config, socket_path, str(exc))
-        code = EXIT_NOT_RUNNING
+        # An agent that holds the state dir but does not answer is hung, not stopped.
+        code = EXIT_ERROR if report["agent"]["running"] else EXIT_NOT_RUNNING
     else:
         if status_code != 200:
             raise _Failure(_error_line(status_code, report))
@@ -220,6 +221,9 @@ def _offline_status(config: CollectorConfig | None, socket_path: Path, why: str)
     report: dict[str, Any] = {"agent": {"running": False, "socket": str(socket_path), "error": why}}
     if config is None:
         return report
+    holder = _lock_holder(config.agent.state_dir / "agent.lock")
+    if holder is not None:
+        report["agent"].update(running=True, answering=False, pid=holder)
     from edgeloop.collector.spool import describe_batch
 
     state = config.agent.state_dir
@@ -243,6 +247,27 @@ def _offline_status(config: CollectorConfig | None, socket_path: Path, why: str)
     }
     report["journal"] = {"segments": len(journal), "bytes_on_disk": sum(path.stat().st_size for path in journal)}
     return report
+
+
+def _lock_holder(lock_file: Path) -> int | None:
+    """The pid holding the agent's lock on ``lock_file``, read from /proc/locks (taking the lock to test it would race a starting agent)."""
+    try:
+        info = lock_file.stat()
+        locks = Path("/proc/locks").read_text(encoding="ascii", errors="replace")
+    except OSError:
+        return None
+    for line in locks.splitlines():
+        fields = line.split()
+        # "1: FLOCK  ADVISORY  WRITE 1234 08:01:5678 0 EOF"; a waiter's line has "->" after the number.
+        if len(fields) < 6 or fields[1] != "FLOCK" or fields[3] != "WRITE":
+            continue
+        major, minor, inode = (fields[5].split(":") + ["", "", ""])[:3]
+        try:
+            if (int(inode), int(major, 16), int(minor, 16)) == (info.st_ino, os.major(info.st_dev), os.minor(info.st_dev)):
+                return int(fields[4])
+        except ValueError:
+            continue
+    return None
 
 
 def cmd_flush(args: argparse.Namespace) -> int:
@@ -458,10 +483,15 @@ def _error_line(status_code: int, answer: Any) -> str:
 def _format_status(report: dict[str, Any]) -> str:
     agent = report["agent"]
     lines = []
-    if agent.get("running"):
+    if agent.get("running") and agent.get("answering", True):
         lines.append(
             f"agent      running, pid {agent['pid']}, version {agent['version']}, "
             f"up {duration(agent['uptime_s'])}, on {agent['socket']}"
+        )
+    elif agent.get("pid"):
+        lines.append(
+            f"agent      NOT ANSWERING: pid {agent['pid']} holds the state dir but does not answer"
+            f" ({agent['error']}); spool read from disk"
         )
     else:
         lines.append(f"agent      NOT RUNNING ({agent['error']}); spool read from disk")
@@ -473,7 +503,11 @@ def _format_status(report: dict[str, Any]) -> str:
             f" of {size(spool['budget_bytes'])}; oldest record "
             + ("-" if age is None else f"{duration(age)} old")
         )
-        lines.append(f"           {spool['rejected']} rejected, {spool['quarantined']} quarantined")
+        unreadable = spool.get("unreadable")
+        lines.append(
+            f"           {spool['rejected']} rejected, {spool['quarantined']} quarantined"
+            + (f", {unreadable} unreadable batch file{'s' if unreadable > 1 else ''} (quarantined on next start)" if unreadable else "")
+        )
     journal = report.get("journal")
     if journal:
         if "records" in journal:
@@ -573,7 +607,7 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="edgeloop-collector",
         description="The edgeloop device agent: collects, anonymizes and spools model records, then syncs them.",
-        epilog="Exit codes: 0 ok, 1 error (sync --wait: the sync failed), 2 bad usage, 3 (status) agent not running.",
+        epilog="Exit codes: 0 ok, 1 error (sync --wait: the sync failed; status: the agent runs but does not answer), 2 bad usage, 3 (status) agent not running.",
     )
     from edgeloop import __version__
 

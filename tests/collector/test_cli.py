@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
 import secrets
+import signal
 
 import pyarrow.parquet as pq
 import pytest
@@ -99,6 +101,39 @@ def test_status_with_agent_down_reads_the_disk_and_exits_3(agent_factory):
     assert report["spool"]["records"] == 50 and report["spool"]["batches"] == 1
     human = agent.cli("status")
     assert human.returncode == 3 and "NOT RUNNING" in human.stdout and "50 records" in human.stdout
+
+
+def test_status_of_an_agent_that_holds_the_state_dir_but_does_not_answer_says_so_and_exits_1(agent_factory):
+    """A hung agent (SIGSTOP) is reported as running but not answering, with its pid, exit 1; once killed, not running, exit 3."""
+    agent = agent_factory().start()
+    os.kill(agent.proc.pid, signal.SIGSTOP)
+    try:
+        human = agent.cli("status", "--timeout", "1")
+        as_json = agent.cli("status", "--json", "--timeout", "1")
+    finally:
+        os.kill(agent.proc.pid, signal.SIGCONT)
+    assert human.returncode == 1, (human.stdout, human.stderr)
+    assert "NOT ANSWERING" in human.stdout and f"pid {agent.proc.pid}" in human.stdout, human.stdout
+    assert "NOT RUNNING" not in human.stdout
+    report = json.loads(as_json.stdout)
+    assert as_json.returncode == 1
+    assert report["agent"]["running"] is True and report["agent"]["answering"] is False
+    assert report["agent"]["pid"] == agent.proc.pid and "spool" in report
+    agent.kill()
+    gone = agent.cli("status", "--json")
+    assert gone.returncode == 3 and json.loads(gone.stdout)["agent"]["running"] is False
+
+
+def test_status_with_agent_down_counts_a_torn_batch_file_in_its_text(agent_factory):
+    """With the agent down, a sealed batch that no longer reads is counted as unreadable in status's text, not hidden."""
+    agent = agent_factory().start()
+    assert agent.post_records(list(SimulatedModel("vibration", seed=2).predictions(20)))[0] == 200
+    agent.flush()
+    agent.kill()
+    (batch,) = agent.batch_files()
+    batch.write_bytes(batch.read_bytes()[:100])
+    human = agent.cli("status")
+    assert human.returncode == 3 and "1 unreadable batch file" in human.stdout, human.stdout
 
 
 def test_status_flush_and_spool_list_with_agent_up(agent_factory):
