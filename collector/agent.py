@@ -11,6 +11,7 @@ files the CLI has not named: the config, the fleet key and the notifier are hand
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import fcntl
 import gc
 import logging
@@ -90,7 +91,10 @@ class Agent:
             loop.add_signal_handler(signum, self.stop)
         watchdog = loop.create_task(self._watchdog())
         agent = self.config.agent
-        agent.state_dir.mkdir(parents=True, exist_ok=True)
+        try:
+            agent.state_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise CollectorError(f"agent.state_dir: cannot create {agent.state_dir}: {exc.strerror}") from exc
         lock = lock_state_dir(agent.state_dir)
         try:
             registry = SchemaRegistry.from_dir(agent.schemas_dir or EXAMPLES_DIR)
@@ -269,7 +273,10 @@ class Agent:
     async def _serve(self, runner: web.AppRunner, runners: list[web.AppRunner]) -> None:
         agent = self.config.agent
         socket_path = agent.socket
-        socket_path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            socket_path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise CollectorError(f"agent.socket_path: cannot create {socket_path.parent}: {exc.strerror}") from exc
         if socket_path.is_socket():
             socket_path.unlink()  # left by a crash; the state-dir lock says no agent owns it
         await web.UnixSite(runner, str(socket_path)).start()
@@ -291,7 +298,9 @@ class Agent:
             log.error("shutdown timed out; the journal will be recovered on the next start")
             return 1
         finally:
-            self.config.agent.socket.unlink(missing_ok=True)
+            # Never served (its folder could not be made): nothing to remove, and the cause is the error to show.
+            with contextlib.suppress(FileNotFoundError, NotADirectoryError):
+                self.config.agent.socket.unlink()
         log.info("agent stopped")
         return 0
 

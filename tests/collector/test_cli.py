@@ -89,6 +89,24 @@ def test_a_sync_setting_the_agent_could_not_run_on_fails_check_config_and_start_
     assert named in _one_line_error(run)
 
 
+def test_run_on_a_state_dir_or_socket_folder_it_cannot_create_names_the_setting(agent_factory, tmp_path):
+    """run with a state_dir or socket folder that cannot be created exits 1 with one line naming the setting."""
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    agent = agent_factory()
+    agent.config["agent"]["state_dir"] = str(blocker / "state")
+    agent.write_config()
+    line = _one_line_error(run_cli("run", "--config", str(agent.config_path)))
+    assert "agent.state_dir" in line and str(blocker / "state") in line
+    agent.config["agent"]["state_dir"] = str(tmp_path / "state")
+    agent.config["agent"]["socket_path"] = str(blocker / "run" / "agent.sock")
+    agent.write_config()
+    run = run_cli("run", "--config", str(agent.config_path))
+    line = run.stderr.strip().splitlines()[-1]  # after the agent's own log lines
+    assert run.returncode == 1 and line.startswith("edgeloop-collector: error: ")
+    assert "agent.socket_path" in line and str(blocker / "run") in line
+
+
 def test_status_with_agent_down_reads_the_disk_and_exits_3(agent_factory):
     """With the agent stopped, status says so, still reports the spool from disk, and exits 3."""
     agent = agent_factory().start()
