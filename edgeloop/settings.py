@@ -41,4 +41,5 @@ def load_settings(cls: type[SettingsT], path: str | Path) -> SettingsT:
         if error["type"] == "extra_forbidden":
             raise ConfigError(f"{path}: unknown setting {where!r}") from exc
         message = error["msg"].removeprefix("Value error, ")
-        raise ConfigError(f"{path}: {where}: {message}") from exc
+        # A check across settings (a model validator) has no one setting to name.
+        raise ConfigError(f"{path}: {where}: {message}" if where else f"{path}: {message}") from exc

@@ -107,6 +107,13 @@ def test_run_on_a_state_dir_or_socket_folder_it_cannot_create_names_the_setting(
     assert "agent.socket_path" in line and str(blocker / "run") in line
 
 
+def test_a_check_across_settings_is_one_clean_line(agent_factory):
+    """A problem between two settings (a body the memory budget cannot hold) reads 'file: message', no empty setting name."""
+    agent = agent_factory(agent={"memory_budget_mb": 8}, intake={"max_body_bytes": 1 << 20})
+    line = _one_line_error(agent.cli("check-config"))
+    assert f"{agent.config_path}: intake.max_body_bytes = 1048576 is more than" in line and ": :" not in line
+
+
 def test_status_with_agent_down_reads_the_disk_and_exits_3(agent_factory):
     """With the agent stopped, status says so, still reports the spool from disk, and exits 3."""
     agent = agent_factory().start()
