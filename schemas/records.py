@@ -87,7 +87,16 @@ def _max_bytes(limit: int):
 # Lax mode parses RFC 3339 text, epoch seconds and UUID text in Rust, several times faster
 # than a Python before-validator; every other type stays strict.
 Timestamp = Annotated[datetime, Strict(False), AfterValidator(_utc)]
-Uuid = Annotated[UUID, Strict(False)]
+
+
+def _not_nil(value: UUID) -> UUID:
+    # An app's unset default: every record would share it, and all but the first vanish as resends.
+    if value.int in (0, 2**128 - 1):
+        raise ValueError("the nil (all zeros) or max (all ones) UUID names no record: an unset default?")
+    return value
+
+
+Uuid = Annotated[UUID, Strict(False), AfterValidator(_not_nil)]
 
 
 def _float(spec: FieldSpec) -> Any:

@@ -235,3 +235,16 @@ def test_a_finite_number_its_column_cannot_hold_is_refused_not_stored_as_infinit
     assert table.num_rows == 2
     for name in ("confidence", "lat", "temperature_c"):
         assert all(math.isfinite(value) for value in table.column(name).to_pylist()), name
+
+
+def test_the_nil_or_max_uuid_as_an_id_is_refused_not_taken_for_a_resend(small_agent):
+    """A record_id or prediction_id of all zeros or all ones (an app's unset default) is invalid, not a duplicate that vanishes."""
+    first, second = _good(2, seed=26)
+    first["record_id"] = second["record_id"] = "00000000-0000-0000-0000-000000000000"
+    label = {"kind": "feedback", "model": "vibration", "model_version": "2.3.0",
+             "prediction_id": "ffffffff-ffff-ffff-ffff-ffffffffffff", "feedback": {"true_class": "normal"}}
+    for record, field in ((first, "record_id"), (second, "record_id"), (label, "prediction_id")):
+        status, body = small_agent.post_records([record])
+        assert status == 422, body
+        (result,) = body["error"]["details"]["results"]
+        assert result["error"]["field"] == field and "nil" in result["error"]["message"], result
