@@ -601,7 +601,7 @@ def _parser() -> argparse.ArgumentParser:
     talk = argparse.ArgumentParser(add_help=False)
     talk.add_argument("--socket", help="the agent's unix socket (default: agent.socket_path from the config)")
     talk.add_argument(
-        "--timeout", type=float, help="seconds to wait for the agent (default 30; sync --wait: until the sync ends)"
+        "--timeout", type=_timeout_s, help="seconds to wait for the agent (default 30; sync --wait: until the sync ends)"
     )
 
     parser = argparse.ArgumentParser(
@@ -693,9 +693,20 @@ def _parser() -> argparse.ArgumentParser:
     which.add_argument("batches", nargs="*", default=[], metavar="BATCH", help="batch ids, as `spool list` shows them")
     which.add_argument("--all", action="store_true", help="every rejected batch")
     requeue.add_argument("--json", action="store_true", help="print the requeued batches as JSON")
-    requeue.add_argument("--timeout", type=float, default=30.0, help="seconds to wait for a running agent (default 30)")
+    requeue.add_argument("--timeout", type=_timeout_s, default=30.0, help="seconds to wait for a running agent (default 30)")
     requeue.set_defaults(func=cmd_spool_requeue)
     return parser
+
+
+def _timeout_s(text: str) -> float:
+    """--timeout: seconds above 0, finite (a socket refuses -1, nan and inf with a traceback)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
+    if not 0 < value <= 366 * 86400:
+        raise argparse.ArgumentTypeError(f"must be seconds above 0 and at most a year, got {text!r}")
+    return value
 
 
 def main(argv: Sequence[str] | None = None) -> int:

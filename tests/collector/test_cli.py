@@ -114,6 +114,16 @@ def test_a_check_across_settings_is_one_clean_line(agent_factory):
     assert f"{agent.config_path}: intake.max_body_bytes = 1048576 is more than" in line and ": :" not in line
 
 
+@pytest.mark.parametrize("timeout", ["-1", "0", "nan", "inf", "1e400"])
+def test_a_timeout_that_is_not_a_positive_finite_number_is_a_usage_error(agent_factory, timeout):
+    """--timeout -1, 0, nan or inf is a usage error naming --timeout (exit 2), not a traceback."""
+    agent = agent_factory()
+    for command in (["status"], ["sync"], ["spool", "requeue", "--all"]):
+        result = agent.cli(*command, f"--timeout={timeout}")
+        assert result.returncode == 2, (command, result.stderr)
+        assert "--timeout" in result.stderr and "Traceback" not in result.stderr, result.stderr
+
+
 def test_status_with_agent_down_reads_the_disk_and_exits_3(agent_factory):
     """With the agent stopped, status says so, still reports the spool from disk, and exits 3."""
     agent = agent_factory().start()
