@@ -10,8 +10,11 @@ cdef bint _letter(Py_UCS4 char)
 cdef bint _groups_of_four(str text, Py_ssize_t at)
 cdef Py_UCS4 _char(str text, Py_ssize_t index)
 
+@cython.locals(pair=int, suffix=Py_UCS4, after=Py_UCS4)
+cdef bint _nino_tail(str text, Py_ssize_t at)
+
 @cython.locals(i=Py_ssize_t, char=Py_UCS4, after=Py_UCS4, dots=Py_ssize_t, colons=Py_ssize_t, dashes=Py_ssize_t,
-               jwt=bint, key=bint, mac=bint, caps=bint, iban=bint, mask=long)
+               jwt=bint, key=bint, mac=bint, nino=bint, iban=bint, mask=long)
 cpdef long _token_mask_scan(str text, bint has_digit)
 
 @cython.locals(i=Py_ssize_t, char=Py_UCS4, after=Py_UCS4, previous=Py_UCS4, dots=Py_ssize_t, dashes=Py_ssize_t,

@@ -40,6 +40,7 @@ import unicodedata
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Literal
+from urllib.parse import unquote
 
 from functools import cache
 from types import ModuleType
@@ -193,9 +194,11 @@ def nino_ok(prefix: str) -> bool:
 # -- patterns -------------------------------------------------------------------------------------
 
 _EMAIL_LOCAL = frozenset("!#$%&'*+-./=?^_`{|}~")  # RFC 5322 atext, plus every Unicode letter and digit
-_ENCODED_LOCAL = frozenset("!#$%'*+-.^_~")
+_ENCODED_LOCAL = frozenset("!#$'*+-.^_~")  # "%" opens an escape, which _encoded_local_start decodes
 _EMAIL_DOMAIN = re.compile(r"(?:[^\W_](?:[\w-]{0,61}[^\W_])?\.)+[^\W\d_](?:[\w-]{0,61}[^\W_])?")
 _AT = re.compile(r"@|%40", re.IGNORECASE)
+# A URL-encoded address's domain: its dots may be encoded too (example%2Ecom).
+_ENCODED_DOMAIN = re.compile(r"(?:[^\W_](?:[\w-]{0,61}[^\W_])?(?:\.|%2[Ee]))+[^\W\d_](?:[\w-]{0,61}[^\W_])?")
 _ADDRESS_LITERAL = re.compile(r"\[(?:IPv6:[0-9A-Fa-f:.]{2,45}|\d{1,3}(?:\.\d{1,3}){3})\]")  # RFC 5321: jane@[192.0.2.1]
 
 # Each pattern opens with a plain character class, so the regex engine skips straight to where a
@@ -268,7 +271,8 @@ _IBAN_COUNTRIES = frozenset(
     "IS IT JO KW KZ LB LC LI LT LU LV LY MC MD ME MK MN MR MT MU NI NL NO OM PK PL PS PT QA RO RS RU SA SC SD SE SI SK SM "
     "SO ST SV TL TN TR UA VA VG XK YE AO BF BJ CF CG CI CM CV DZ GA GQ GW IR KM MA MG ML MZ NE SN TD TG".split()
 )
-_NINO = re.compile(r"[A-Z](?<!\w[A-Z])[A-Z] ?\d\d ?\d\d ?\d\d ?[A-D](?!\w)")
+# Any case: "ab 12 34 56 c" is as much a NINO as "AB 12 34 56 C" (nino_ok weighs the prefix in upper case).
+_NINO = re.compile(r"[A-Za-z](?<!\w[A-Za-z])[A-Za-z] ?\d\d ?\d\d ?\d\d ?[A-Da-d](?!\w)")
 
 
 
@@ -335,7 +339,8 @@ _JWT_BIT, _API_KEY_BIT, _MAC_BIT, _IPV4_BIT, _IBAN_BIT, _NINO_BIT = 1, 2, 4, 8, 
 _API_KEY_HINT = re.compile(r"A[A-Z][A-Z]A|gh|github_pat_|glpat-|k_|whsec_|xox|AIza|sk-|SG\.|npm_|pypi-|SK|hooks|-----BEGIN")
 # A middle of a MAC ("0:1a:2b:" or ".2b3c."); each hint here opens with a rare character, which the engine skips to.
 _MAC_HINT = re.compile(r"[:.-](?:(?<=[:-])[0-9A-Fa-f]{2}[:-][0-9A-Fa-f]{2}[:-]|(?<=\.)[0-9A-Fa-f]{4}\.)")
-_CAPS_DIGIT = re.compile(r"[A-Z][A-Z] ?\d")  # what a NINO opens with ([A-Z]{2} scans at half the speed)
+# How a NINO ends: its digits lead, as letters in any case before them would be tried at nearly every position.
+_NINO_HINT = re.compile(r"\d\d ?\d\d ?\d\d ?[A-Da-d](?!\w)")
 _IBAN_HINT = re.compile(r"(?<![^\W\d_])[A-Za-z][A-Za-z]\d\d(?:[ ]?[A-Za-z0-9]{4}){2}")  # how an IBAN opens, in any case
 
 
@@ -352,7 +357,7 @@ def _token_mask(text: str, has_digit: bool) -> int:
     if has_digit:
         if dots >= 3:
             mask |= _IPV4_BIT
-        if _CAPS_DIGIT.search(text) is not None:
+        if _NINO_HINT.search(text) is not None:
             mask |= _NINO_BIT
         if _IBAN_HINT.search(text) is not None:
             mask |= _IBAN_BIT
@@ -437,16 +442,36 @@ def _char(text: str, index: int) -> str:
     return text[index] if index < len(text) else "\0"
 
 
+def _nino_tail(text: str, at: int) -> bool:
+    """Whether _NINO_HINT matches at ``at``: six digits in pairs, each pair after the first after an optional space,
+    then an optional space and A-D in any case, then no word character."""
+    for pair in range(3):
+        if pair and _char(text, at) == " ":
+            at += 1
+        if not (_char(text, at).isdecimal() and _char(text, at + 1).isdecimal()):
+            return False
+        at += 2
+    if _char(text, at) == " ":
+        at += 1
+    suffix = _char(text, at)
+    if not ("A" <= suffix <= "D" or "a" <= suffix <= "d"):
+        return False
+    after = _char(text, at + 1)
+    return not (after.isalnum() or after == "_")
+
+
 def _token_mask_scan(text: str, has_digit: bool) -> int:
-    """``_token_mask`` in one pass: the counts, "eyJ", _API_KEY_HINT, _MAC_HINT, _CAPS_DIGIT and _IBAN_HINT at each character."""
+    """``_token_mask`` in one pass: the counts, "eyJ", _API_KEY_HINT, _MAC_HINT, _NINO_HINT and _IBAN_HINT at each character."""
     dots = colons = dashes = 0
-    jwt = key = mac = caps = iban = False
+    jwt = key = mac = nino = iban = False
     for i in range(len(text)):
         char = text[i]
         if not iban and has_digit and _letter(char) and _letter(_char(text, i + 1)) and _char(text, i + 2).isdecimal() and (
             _char(text, i + 3).isdecimal()
         ):
             iban = (i == 0 or not text[i - 1].isalnum() or text[i - 1].isdecimal()) and _groups_of_four(text, i + 4)
+        if not nino and has_digit and char.isdecimal():
+            nino = _nino_tail(text, i)
         if char == ".":
             dots += 1
             if not mac and _hex(_char(text, i + 1)) and _hex(_char(text, i + 2)) and _hex(_char(text, i + 3)) and _hex(
@@ -465,9 +490,6 @@ def _token_mask_scan(text: str, has_digit: bool) -> int:
             ) and _hex(_char(text, i + 5)) and _char(text, i + 6) in ":-":
                 mac = True
         elif _upper(char):
-            if not caps and has_digit and _upper(_char(text, i + 1)):
-                after = _char(text, i + 2)
-                caps = after.isdecimal() or after == " " and _char(text, i + 3).isdecimal()
             if not key:
                 if char == "A":
                     key = (_upper(_char(text, i + 1)) and _upper(_char(text, i + 2)) and _char(text, i + 3) == "A") or (
@@ -502,7 +524,7 @@ def _token_mask_scan(text: str, has_digit: bool) -> int:
     if has_digit:
         if dots >= 3:
             mask |= _IPV4_BIT
-        if caps:
+        if nino:
             mask |= _NINO_BIT
         if iban:
             mask |= _IBAN_BIT
@@ -963,14 +985,16 @@ class Redactor:
     def _emails(self, text: str, add: Callable[[tuple[int, int, str]], None]) -> None:
         for at in _AT.finditer(text):
             start = at.start()
-            # Inside a URL-encoded value the local part's own "=", "&", "/" and "?" would be encoded too.
-            local = _local_char if at.end() - start == 1 else _encoded_local_char
+            if at.end() - start != 1:
+                self._encoded_email(text, start, at.end(), add)
+                continue
+            local = _local_char
             quoted = False
             while True:
                 while start > 0 and local(text[start - 1]):
                     start -= 1
                 # '"john smith"@x.com', '"first".last@x.com': a quoted word ends here (not a JSON string before a word).
-                if local is _encoded_local_char or start == 0 or text[start - 1] != '"' or (start < at.start() and text[start] != "."):
+                if start == 0 or text[start - 1] != '"' or (start < at.start() and text[start] != "."):
                     break
                 opening = _quoted_word(text, start)
                 if opening == -1:
@@ -989,6 +1013,19 @@ class Redactor:
             domain = _EMAIL_DOMAIN.match(text, at.end()) or _ADDRESS_LITERAL.match(text, at.end())
             if domain is not None:
                 add((start, domain.end(), "<EMAIL>"))
+
+    def _encoded_email(self, text: str, at: int, after: int, add: Callable[[tuple[int, int, str]], None]) -> None:
+        """The URL-encoded address around the "%40" at ``at``: its escapes decoded to see where it starts and ends."""
+        start = _encoded_local_start(text, at)
+        if start == at and text[at - 3 : at] == "%22":  # %22john%20smith%22%40x.com: an encoded quoted local part
+            start = _encoded_quoted_start(text, at)
+        while start < at and text[start] == ".":
+            start += 1
+        if start == at:
+            return
+        domain = _ENCODED_DOMAIN.match(text, after)
+        if domain is not None:
+            add((start, domain.end(), "<EMAIL>"))
 
     def _ipv6(self, text: str, add: Callable[[tuple[int, int, str]], None]) -> None:
         for match in _IPV6_RUN.finditer(text):
@@ -1249,6 +1286,43 @@ def _glued(char: str) -> bool:
 
 def _encoded_local_char(char: str) -> bool:
     return char.isalnum() or char in _ENCODED_LOCAL or (char > "\x7f" and unicodedata.category(char)[0] == "M")
+
+
+def _escape_before(text: str, end: int) -> str:
+    """The character the "%XX" escape ending at ``end`` stands for, or "" where none ends there."""
+    if end < 3 or text[end - 3] != "%" or not (_hex(text[end - 2]) and _hex(text[end - 1])):
+        return ""
+    return chr(int(text[end - 2 : end], 16))
+
+
+def _encoded_local_start(text: str, end: int) -> int:
+    """Where the URL-encoded local part that ends at ``end`` starts: back over its characters and the escapes of
+    characters a local part holds (%2E, %2B); an escaped quote, space, "=", "&", "/" or "?" ends it, as a bare "%" does."""
+    start = end
+    while start > 0:
+        decoded = _escape_before(text, start)
+        if decoded:
+            if not (decoded.isalnum() or decoded in _ENCODED_LOCAL):
+                break
+            start -= 3
+        elif _encoded_local_char(text[start - 1]):
+            start -= 1
+        else:
+            break
+    return start
+
+
+def _encoded_quoted_start(text: str, end: int) -> int:
+    """Where the encoded quoted local part (%22john%20smith%22) that ends at ``end`` opens, or ``end``: the farthest
+    %22 within 200 characters from which the decoded text is one quoted string."""
+    opening = end
+    low = max(0, end - 200)
+    quote = text.rfind("%22", low, end - 3)
+    while quote != -1:
+        if _QUOTED_WORD.fullmatch(unquote(text[quote:end])) is not None:
+            opening = quote
+        quote = text.rfind("%22", low, quote)
+    return opening
 
 
 def _balanced(piece: str) -> str:

@@ -545,3 +545,62 @@ def test_every_quoted_secret_passes_its_pre_screen(text):
     """Any text _SECRET_JSON finds a secret in (any name, any case, any spacing) is one its pre-screen lets through."""
     if redact_module._SECRET_JSON.search(text) is not None:
         assert redact_module._SECRET_JSON_HINT.search(text) is not None
+
+
+@pytest.mark.parametrize(("text", "expected"), [
+    ("nino ab123456c", "nino <NINO>"), ("nino ab 12 34 56 c ok", "nino <NINO> ok"), ("ni: jg103759a.", "ni: <NINO>."),
+    ("Ab123456C", "<NINO>"), ("id qq123456c", "id qq123456c"), ("ref bg123456a", "ref bg123456a"),
+    ("hex ab123456e", "hex ab123456e"), ("xab123456c", "xab123456c"),
+])  # fmt: skip
+def test_ninos_in_lower_or_mixed_case_are_found(text, expected):
+    """A UK NINO in lower or mixed case, spaced or not, is a NINO under the same prefix and suffix rules as in upper case."""
+    assert Redactor().redact(text) == expected
+
+
+@pytest.mark.parametrize(("text", "expected"), [
+    ("jane.doe%40example.com", "<EMAIL>"),
+    ("%22jane%40example.com%22", "%22<EMAIL>%22"),
+    ("q=%22jane.doe%40example.com%22&x=1", "q=%22<EMAIL>%22&x=1"),
+    ("user=jane%2Edoe%40example.com", "user=<EMAIL>"),
+    ("u=jane%2edoe%40example%2Ecom&y=2", "u=<EMAIL>&y=2"),
+    ("to%3A%20jane%2Bplant%40example.org%0A", "to%3A%20<EMAIL>%0A"),
+    ("next=%2Fprofile%3Fuser%3Djane%40example.com", "next=%2Fprofile%3Fuser%3D<EMAIL>"),
+    ("%3Cjane%40example.com%3E", "%3C<EMAIL>%3E"),
+    ("list=a%40example.com%2Cb%40example.com", "list=<EMAIL>%2C<EMAIL>"),
+])  # fmt: skip
+def test_url_encoded_emails_are_found_whole_without_their_neighbours(text, expected):
+    """A URL-encoded e-mail (%40, %2E, %2B inside it) is one <EMAIL>; the encoded quotes, brackets and separators around it stay."""
+    assert Redactor().redact(text) == expected
+
+
+@pytest.mark.parametrize(("text", "expected"), [
+    ("Authorization: Negotiate YIIGhgYGKwYBBQUCoIIGejCCBnagMDAu", "Authorization: Negotiate <SECRET>"),
+    ("WWW-Authenticate: negotiate oYG2MIGzoAMKAQChCwYJKoZIgvcSAQIC", "WWW-Authenticate: negotiate <SECRET>"),
+    ("Authorization: NTLM TlRMTVNTUAABAAAAB4IIogAAAAAAAAAAAAAAAAAAAAAGAbEdAAAADw==", "Authorization: NTLM <SECRET>"),
+    ('Authorization: Digest username="Mufasa", realm="api", nonce="7ypf/xlj9XXwfDPEoM4URrv/xwf94BcCAzFZH4GiTo0v", '
+     'uri="/dir/index.html", nc=00000001, cnonce="f2/wE4q74E6zIJEtWaHKaf5wv", qop=auth, '
+     'response="753927fa0e85d155564e2e272a28d1802ca10daf4496794697cf8db5856cb6c1", opaque="FQhe"',
+     'Authorization: Digest username="Mufasa", realm="api", nonce="<SECRET>", uri="/dir/index.html", nc=00000001, '
+     'cnonce="<SECRET>", qop=auth, response="<SECRET>", opaque="FQhe"'),
+    ("digest nonce=abc123def, response=0a4f113b", "digest nonce=<SECRET>, response=<SECRET>"),
+    ("Authorization: AWS4-HMAC-SHA256 Credential=AKIDEXAMPLE/20150830/us-east-1/iam/aws4_request, "
+     "SignedHeaders=host;x-amz-date, Signature=5d672d79c15b13162d9279b0855cfba6789a8edb4c82c400e06b5924a6f2b5d7",
+     "Authorization: AWS4-HMAC-SHA256 Credential=<SECRET>, SignedHeaders=host;x-amz-date, Signature=<SECRET>"),
+    ('Authorization: Token token="abcdef0123456789"', 'Authorization: Token token="<SECRET>"'),
+    ("Authorization: Token token=abc123xyz, nonce=def", "Authorization: Token token=<SECRET>, nonce=def"),
+    ('password="hunter 2" user=bob', 'password="<SECRET>" user=bob'),
+    ("api_key='k-123456'", "api_key='<SECRET>'"),
+])  # fmt: skip
+def test_credentials_of_every_http_auth_scheme_are_secrets(text, expected):
+    """Negotiate and NTLM tokens, Digest's nonce/cnonce/response, AWS SigV4's Credential and Signature and Rails' Token
+    token= are secrets, as is any secret parameter's quoted value."""
+    assert Redactor().redact(text) == expected
+
+
+@pytest.mark.parametrize("text", [
+    "response=200 took 12 ms", 'nonce="abc" in prose', "Negotiate the price with the vendor", "NTLM authentication failed",
+    "we digest the response=ok", "Token expired, token=", 'password=""',
+])  # fmt: skip
+def test_auth_words_in_prose_are_kept(text):
+    """Scheme names and Digest's parameter names outside an authorization value are prose."""
+    assert Redactor().redact(text) == text
