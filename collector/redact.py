@@ -247,11 +247,24 @@ _SECRET_JSON = re.compile(rf"[\"']((?:{_SECRET_NAMES}))[\"']\s*:\s*[\"']([^\"']+
 _SECRET_JSON_HINT = re.compile(r"[\"'](?<=(?:en|ey|et|rd|wd|se|ls|al|id|re|ig|th|on)[\"'])\s*:", re.IGNORECASE)
 # RFC 6750's token characters ("_" included: its own example is mF_9.B5f-4.1JqM); a short one needs a digit.
 _TOKEN_CHARS = r"[A-Za-z0-9._~+/=-]"
-# The boundary is a lookbehind after each scheme's first letter, so the engine skips to a "B", "b" or "T" (see _IPV4).
+# A token68 is not the name of a name=value parameter ("Token token=abc"): that is _secret_params' to find.
+_NOT_PARAM = r"(?![A-Za-z0-9_-]+=[^=\s,;])"
+# The boundary is a lookbehind after each scheme's first letter, so the engine skips to a "B", "b", "T", "N" or "n"
+# (see _IPV4). Negotiate (RFC 4559) and NTLM carry a base64 token as Bearer does.
 _BEARER = re.compile(
-    r"(?:B(?<![\w-]B)earer|b(?<![\w-]b)earer|B(?<![\w-]B)asic|T(?<![\w-]T)oken)"
-    rf"\s+((?={_TOKEN_CHARS}*\d){_TOKEN_CHARS}{{8,}}|{_TOKEN_CHARS}{{16,}})", re.ASCII
+    r"(?:B(?<![\w-]B)earer|b(?<![\w-]b)earer|B(?<![\w-]B)asic|T(?<![\w-]T)oken|N(?<![\w-]N)egotiate"
+    r"|n(?<![\w-]n)egotiate|N(?<![\w-]N)TLM|n(?<![\w-]n)tlm)"
+    rf"\s+{_NOT_PARAM}((?={_TOKEN_CHARS}*\d){_TOKEN_CHARS}{{8,}}|{_TOKEN_CHARS}{{16,}})", re.ASCII
 )
+# Whatever the scheme, the token68 of an Authorization header is a credential (RFC 9110: "ApiKey k", "Splunk k").
+_AUTH_HEADER = re.compile(
+    rf"(?<![\w-])(?:proxy-)?authorization\s*:\s*[A-Za-z][\w.-]*\s+{_NOT_PARAM}({_TOKEN_CHARS}{{8,}})", re.IGNORECASE | re.ASCII
+)
+# RFC 7616 Digest: its parameters follow the scheme; the nonces and the response are what a replay needs.
+_DIGEST = re.compile(r"(?<![\w-])digest\s+(?=[\w-]+\s*=)", re.IGNORECASE)
+_DIGEST_PARAM = re.compile(r"(?<![\w-])(?:c?nonce|response)\s*=\s*(?:\"([^\"\r\n]+)\"|([^\s,\"]+))", re.IGNORECASE)
+# A quoted value of a secret parameter: password="hunter 2", token='abc'.
+_QUOTED_VALUE = re.compile(r"\"([^\"\r\n]+)\"|'([^'\r\n]+)'")
 # RFC 7617: "Basic" then base64 of user-id ":" password; what it decodes to decides (not "Basic usage", "Basic plan").
 _BASIC = re.compile(r"(?<![\w-])(?:Basic|basic|BASIC)\s+([A-Za-z0-9+/]{4,}={0,2})(?![\w+/=-])", re.ASCII)
 # "name: value" (a header, YAML, a log) for the names that never mean anything but a secret.
@@ -875,7 +888,7 @@ class Redactor:
         add = found.append
         has_digit = _any_decimal(text) if _IN_C else _ANY_DIGIT.search(text) is not None
         if "=" in text or "%3" in text or '":' in text or "':" in text or "earer" in text or "asic " in text or "oken " in text or (
-            "ASIC " in text
+            "ASIC " in text or "egotiate" in text or "TLM " in text or "tlm " in text
         ):
             self._secret_params(text, add)
             if _SECRET_JSON_HINT.search(text) is not None:
@@ -887,6 +900,11 @@ class Redactor:
                 for match in _BASIC.finditer(text):
                     if _basic_credentials(match.group(1)):
                         add((match.start(1), match.end(1), "<SECRET>"))
+            if "igest" in text or "IGEST" in text:
+                self._digest(text, add)
+        if ":" in text and ("uthorization" in text or "UTHORIZATION" in text):
+            for match in _AUTH_HEADER.finditer(text):
+                add((match.start(1), match.end(1), "<SECRET>"))
         if ":" in text and (_secret_colon_scan(text) if _IN_C else _SECRET_COLON_HINT.search(text) is not None):
             for match in _SECRET_COLON.finditer(text):
                 add((match.start(1), match.end(1), "<SECRET>"))
@@ -978,9 +996,22 @@ class Redactor:
             name = text[start:end].lower()
             before = text[start - 1] if start else " "
             if name in _SECRET_KEYS or (name in _QUERY_KEYS and before in "?&;"):
+                quoted = _QUOTED_VALUE.match(text, equals.end())
+                if quoted is not None:
+                    group = 1 if quoted.group(1) is not None else 2
+                    add((quoted.start(group), quoted.end(group), "<SECRET>"))
+                    continue
                 value = _SECRET_VALUE.match(text, equals.end())
                 if value is not None:
                     add((value.start(), value.end(), "<SECRET>"))
+
+    def _digest(self, text: str, add: Callable[[tuple[int, int, str]], None]) -> None:
+        """A Digest header's nonce, cnonce and response, on the line its scheme opens."""
+        for scheme in _DIGEST.finditer(text):
+            line_end = text.find("\n", scheme.end())
+            for param in _DIGEST_PARAM.finditer(text, scheme.end(), len(text) if line_end == -1 else line_end):
+                group = 1 if param.group(1) is not None else 2
+                add((param.start(group), param.end(group), "<SECRET>"))
 
     def _emails(self, text: str, add: Callable[[tuple[int, int, str]], None]) -> None:
         for at in _AT.finditer(text):
@@ -1297,12 +1328,13 @@ def _escape_before(text: str, end: int) -> str:
 
 def _encoded_local_start(text: str, end: int) -> int:
     """Where the URL-encoded local part that ends at ``end`` starts: back over its characters and the escapes of
-    characters a local part holds (%2E, %2B); an escaped quote, space, "=", "&", "/" or "?" ends it, as a bare "%" does."""
+    characters a local part holds (%2E, %2B, UTF-8's %D9%81); an escaped quote, space, "=", "&", "/" or "?" ends it, as a bare "%" does."""
     start = end
     while start > 0:
         decoded = _escape_before(text, start)
         if decoded:
-            if not (decoded.isalnum() or decoded in _ENCODED_LOCAL):
+            # A byte over 0x7f is part of a UTF-8 letter (%D9%81): Unicode local parts are addresses too.
+            if not (decoded > "\x7f" or decoded.isalnum() or decoded in _ENCODED_LOCAL):
                 break
             start -= 3
         elif _encoded_local_char(text[start - 1]):

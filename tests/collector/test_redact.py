@@ -567,6 +567,8 @@ def test_ninos_in_lower_or_mixed_case_are_found(text, expected):
     ("next=%2Fprofile%3Fuser%3Djane%40example.com", "next=%2Fprofile%3Fuser%3D<EMAIL>"),
     ("%3Cjane%40example.com%3E", "%3C<EMAIL>%3E"),
     ("list=a%40example.com%2Cb%40example.com", "list=<EMAIL>%2C<EMAIL>"),
+    ("email=%D9%81%D9%8A.x%40example.com&lang=de", "email=<EMAIL>&lang=de"),
+    ("x=%22john%20smith%22%40example.com&y=1", "x=<EMAIL>&y=1"),
 ])  # fmt: skip
 def test_url_encoded_emails_are_found_whole_without_their_neighbours(text, expected):
     """A URL-encoded e-mail (%40, %2E, %2B inside it) is one <EMAIL>; the encoded quotes, brackets and separators around it stay."""
@@ -577,18 +579,20 @@ def test_url_encoded_emails_are_found_whole_without_their_neighbours(text, expec
     ("Authorization: Negotiate YIIGhgYGKwYBBQUCoIIGejCCBnagMDAu", "Authorization: Negotiate <SECRET>"),
     ("WWW-Authenticate: negotiate oYG2MIGzoAMKAQChCwYJKoZIgvcSAQIC", "WWW-Authenticate: negotiate <SECRET>"),
     ("Authorization: NTLM TlRMTVNTUAABAAAAB4IIogAAAAAAAAAAAAAAAAAAAAAGAbEdAAAADw==", "Authorization: NTLM <SECRET>"),
-    ('Authorization: Digest username="Mufasa", realm="api", nonce="7ypf/xlj9XXwfDPEoM4URrv/xwf94BcCAzFZH4GiTo0v", '
-     'uri="/dir/index.html", nc=00000001, cnonce="f2/wE4q74E6zIJEtWaHKaf5wv", qop=auth, '
-     'response="753927fa0e85d155564e2e272a28d1802ca10daf4496794697cf8db5856cb6c1", opaque="FQhe"',
-     'Authorization: Digest username="Mufasa", realm="api", nonce="<SECRET>", uri="/dir/index.html", nc=00000001, '
-     'cnonce="<SECRET>", qop=auth, response="<SECRET>", opaque="FQhe"'),
+    (('Authorization: Digest username="Mufasa", realm="api", nonce="7ypf/xlj9XXwfDPEoM4URrv/xwf94BcCAzFZH4GiTo0v", '
+      'uri="/dir/index.html", nc=00000001, cnonce="f2/wE4q74E6zIJEtWaHKaf5wv", qop=auth, '
+      'response="753927fa0e85d155564e2e272a28d1802ca10daf4496794697cf8db5856cb6c1", opaque="FQhe"'),
+     ('Authorization: Digest username="Mufasa", realm="api", nonce="<SECRET>", uri="/dir/index.html", nc=00000001, '
+      'cnonce="<SECRET>", qop=auth, response="<SECRET>", opaque="FQhe"')),
     ("digest nonce=abc123def, response=0a4f113b", "digest nonce=<SECRET>, response=<SECRET>"),
-    ("Authorization: AWS4-HMAC-SHA256 Credential=AKIDEXAMPLE/20150830/us-east-1/iam/aws4_request, "
-     "SignedHeaders=host;x-amz-date, Signature=5d672d79c15b13162d9279b0855cfba6789a8edb4c82c400e06b5924a6f2b5d7",
+    (("Authorization: AWS4-HMAC-SHA256 Credential=AKIDEXAMPLE/20150830/us-east-1/iam/aws4_request, "
+      "SignedHeaders=host;x-amz-date, Signature=5d672d79c15b13162d9279b0855cfba6789a8edb4c82c400e06b5924a6f2b5d7"),
      "Authorization: AWS4-HMAC-SHA256 Credential=<SECRET>, SignedHeaders=host;x-amz-date, Signature=<SECRET>"),
     ('Authorization: Token token="abcdef0123456789"', 'Authorization: Token token="<SECRET>"'),
     ("Authorization: Token token=abc123xyz, nonce=def", "Authorization: Token token=<SECRET>, nonce=def"),
     ('password="hunter 2" user=bob', 'password="<SECRET>" user=bob'),
+    ("Authorization: ApiKey k3y-0123456789", "Authorization: ApiKey <SECRET>"),
+    ("proxy-authorization: Splunk 1a2b3c4d-5e6f", "proxy-authorization: Splunk <SECRET>"),
     ("api_key='k-123456'", "api_key='<SECRET>'"),
 ])  # fmt: skip
 def test_credentials_of_every_http_auth_scheme_are_secrets(text, expected):
