@@ -417,7 +417,7 @@ def test_addresses_and_phones_near_version_words_are_still_found(text, expected,
     ("IBAN De89 3704 0044 0532 0130 00", "IBAN <IBAN>"),
     ("to gb82west12345698765432.", "to <IBAN>."),
     ("pay fr14 2004 1010 0505 0001 3m02 606 now", "pay <IBAN> now"),
-    ("DE89 3704 0044 0532 0130 00 a", "<IBAN> a"), ("AA75000000000000 a", "<IBAN> a"),
+    ("DE89 3704 0044 0532 0130 00 a", "<IBAN> a"), ("NO93 8601 1117 947 a", "<IBAN> a"),
 ])  # fmt: skip
 def test_ibans_in_any_case_are_found(text, expected):
     """An IBAN in lower or mixed case, in groups of four or not, passing mod-97 is an IBAN as its upper-case form is."""
@@ -524,14 +524,16 @@ def test_ambiguous_numbers_are_read_as_documented(text, expected, region):
 
 # _BEARER as first written, with its boundary before the scheme: the engine tries it at every position.
 _BEARER_AS_WRITTEN = re.compile(
-    r"(?<![\w-])(?:Bearer|bearer|Basic|Token)\s+((?=[A-Za-z0-9._~+/=-]*\d)[A-Za-z0-9._~+/=-]{8,}|[A-Za-z0-9._~+/=-]{16,})",
+    r"(?<![\w-])(?:Bearer|bearer|Basic|Token|Negotiate|negotiate|NTLM|ntlm)\s+(?![A-Za-z0-9_-]+=[^=\s,;])"
+    r"((?=[A-Za-z0-9._~+/=-]*\d)[A-Za-z0-9._~+/=-]{8,}|[A-Za-z0-9._~+/=-]{16,})",
     re.ASCII,
 )
 
 
 @settings(max_examples=400, deadline=None)
-@given(text=st.lists(st.sampled_from(["Bearer", "bearer", "Basic", "Token", "BToken", "-", "_", "x", " ", "\t", "é",
-                                      "mF_9.B5f-4.1JqM", "abcdefghijklmnop", "a1", "=", "/"]), max_size=12).map("".join))
+@given(text=st.lists(st.sampled_from(["Bearer", "bearer", "Basic", "Token", "BToken", "Negotiate", "negotiate", "NTLM",
+                                      "ntlm", "xNTLM", "-", "_", "x", " ", "\t", "é", ",", "mF_9.B5f-4.1JqM",
+                                      "abcdefghijklmnop", "a1", "=", "/"]), max_size=12).map("".join))
 def test_the_bearer_regex_finds_what_its_boundary_first_form_finds(text):
     """_BEARER, with its boundary checked after the scheme's first letter, finds the same tokens as the same rule
     written boundary first."""
@@ -608,3 +610,55 @@ def test_credentials_of_every_http_auth_scheme_are_secrets(text, expected):
 def test_auth_words_in_prose_are_kept(text):
     """Scheme names and Digest's parameter names outside an authorization value are prose."""
     assert Redactor().redact(text) == text
+
+
+# The SWIFT IBAN registry (ISO 13616), release of 2025: each country and the length of its IBANs.
+IBAN_REGISTRY = dict(
+    (pair[:2], int(pair[2:])) for pair in (
+        "AD24 AE23 AL28 AT20 AZ28 BA20 BE16 BG22 BH22 BI27 BR29 BY28 CH21 CR22 CY28 CZ24 DE22 DJ27 DK18 DO28 EE20 EG29 "
+        "ES24 FI18 FK18 FO18 FR27 GB22 GE22 GI23 GL18 GR27 GT28 HN28 HR21 HU28 IE22 IL23 IQ23 IS26 IT27 JO30 KW30 KZ20 "
+        "LB28 LC32 LI21 LT20 LU20 LV21 LY25 MC27 MD24 ME22 MK19 MN20 MR27 MT31 MU30 NI28 NL18 NO15 OM23 PK24 PL28 PS29 "
+        "PT25 QA29 RO24 RS22 RU33 SA24 SC31 SD18 SE24 SI19 SK24 SM27 SO23 ST25 SV28 TL23 TN24 TR26 UA29 VA22 VG24 XK20 "
+        "YE30"
+    ).split()
+)
+
+
+def with_check_digits(country: str, bban: str) -> str:
+    """The IBAN of ``bban`` in ``country``: the two check digits that make its mod-97 remainder 1."""
+    number = int("".join(str(int(char, 36)) for char in bban + country + "00"))
+    return f"{country}{98 - number % 97:02d}{bban}"
+
+
+def bban_of(country: str, length: int, seed: int) -> str:
+    """A BBAN of ``length - 4`` characters: a bank code in letters, then digits (as GB, NL, MT write theirs)."""
+    rng = __import__("random").Random(f"{country}{seed}")
+    letters = "".join(rng.choice("ABCDEFGHJKLMNPRSTUVWXYZ") for _ in range(4))
+    return (letters + "".join(rng.choice("0123456789") for _ in range(length)))[: length - 4]
+
+
+@pytest.mark.parametrize("country", sorted(IBAN_REGISTRY))
+def test_ibans_of_every_registry_country_are_found_in_any_case_and_grouping(country):
+    """An IBAN of every ISO 13616 country, of its registered length and passing mod-97, is found upper or lower case,
+    grouped in fours or not, and a code one character longer or shorter passing mod-97 all the same is no IBAN."""
+    length = IBAN_REGISTRY[country]
+    for seed in range(3):
+        iban = with_check_digits(country, bban_of(country, length, seed))
+        grouped = " ".join(iban[i : i + 4] for i in range(0, len(iban), 4))
+        for form in (iban, iban.lower(), grouped, grouped.lower(), iban[:2] + iban[2:].lower()):
+            assert Redactor().redact(f"pay to {form}, ref 7") == "pay to <IBAN>, ref 7", form
+        for wrong in (length - 1, length + 1):
+            code = with_check_digits(country, bban_of(country, wrong, seed))
+            assert Redactor().redact(f"code {code} ok") == f"code {code} ok"
+        # Grouped, one short (one longer may open with a valid IBAN); its digits in fours may still hold a card.
+        code = with_check_digits(country, bban_of(country, length - 1, seed))
+        assert "<IBAN>" not in Redactor().redact("code " + " ".join(code[i : i + 4] for i in range(0, len(code), 4)))
+
+
+@pytest.mark.parametrize("code", ["AA75000000000000", "ZZ12BANK123456789", "QQ70 0123 4567 8901 23"])
+def test_mod97_codes_of_no_iban_country_are_kept(code):
+    """A code passing mod-97 whose first two letters are no IBAN country is an ordinary code, in any case."""
+    compact = code.replace(" ", "")
+    fixed = with_check_digits(compact[:2], compact[4:])
+    for form in (fixed, fixed.lower(), " ".join(fixed[i : i + 4] for i in range(0, len(fixed), 4))):
+        assert Redactor().redact(f"id {form} a") == f"id {form} a"
