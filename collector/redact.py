@@ -228,7 +228,8 @@ _API_KEY = re.compile(
     r"|-----BEGIN (?:[A-Z]+ )*PRIVATE KEY-----[\s\S]*?(?:-----END (?:[A-Z]+ )*PRIVATE KEY-----|$)",
     re.ASCII,
 )
-_URL_CREDENTIALS = re.compile(r"(?<=://)[^\s/?#@:]+:[^\s/?#@]*(?=@)", re.ASCII)
+# The password runs to the authority's last "@" (one typed into a log unencoded may hold "@" and "#").
+_URL_CREDENTIALS = re.compile(r"(?<=://)[^\s/?#@:]+:[^\s/?]*(?=@[^\s/?#@]*(?:[/?#\s]|$))", re.ASCII)
 _SECRET_NAMES = (
     r"access_?token|refresh_?token|id_?token|auth_?token|token|api_?key|apikey|x-api-key|secret|client_?secret"
     r"|secret_?key|aws_secret_access_key|private_?key|password|passwd|pwd|passphrase|credentials?|session_?id"
@@ -241,7 +242,9 @@ _SECRET_KEYS = frozenset(_SECRET_NAMES.replace("_?", "_").replace("s?", "s").spl
 _QUERY_KEYS = frozenset({"key", "code", "k"})
 _EQUALS = re.compile(r"=|%3D", re.IGNORECASE)
 _KEY_TAIL = re.compile(r"[\w-]+$")
-_SECRET_VALUE = re.compile(r"[^\s&#\"'<>,;]+")
+# A value ends at a space, a quote, or a separator that ends it ("&lang=", ", ", ";path="): a generated password
+# holds "&", "#", "," and ";" too.
+_SECRET_VALUE = re.compile(r"(?:[^\s&,;\"'<>]|[&,;](?![\s\"'<>&,;]|[\w.-]+=|$))+")
 _SECRET_JSON = re.compile(rf"[\"']((?:{_SECRET_NAMES}))[\"']\s*:\s*[\"']([^\"']+)[\"']", re.IGNORECASE)
 # How every _SECRET_NAMES name ends, then its closing quote and colon: the quote leads, so the engine skips to quotes.
 _SECRET_JSON_HINT = re.compile(r"[\"'](?<=(?:en|ey|et|rd|wd|se|ls|al|id|re|ig|th|on)[\"'])\s*:", re.IGNORECASE)
@@ -270,7 +273,7 @@ _BASIC = re.compile(r"(?<![\w-])(?:Basic|basic|BASIC)\s+([A-Za-z0-9+/]{4,}={0,2}
 # "name: value" (a header, YAML, a log) for the names that never mean anything but a secret.
 _SECRET_COLON = re.compile(
     r"(?<![\w-])(?:password|passwd|passphrase|api_?key|apikey|x-api-key|client_?secret|secret_?key|aws_secret_access_key"
-    r"|private_?key|access_?token|refresh_?token|auth_?token|id_?token)\s*:\s*[\"']?([^\s\"'<>,;]+)",
+    r"|private_?key|access_?token|refresh_?token|auth_?token|id_?token)\s*:\s*[\"']?((?:[^\s\"'<>,;]|[,;](?![\s\"'<>,;]|[\w.-]+[=:]|$))+)",
     re.IGNORECASE,
 )
 # How every _SECRET_COLON name ends (passwo-rd, passw-d, passphra-se, k-ey, secr-et, tok-en) before its colon: most
@@ -304,6 +307,8 @@ _VERSION_BEFORE = re.compile(
     re.IGNORECASE,
 )
 _DOTTED = re.compile(r"\d+(?:\.\d+){2,}")
+# What follows a version and nothing else: a PEP 440 local part (+cu121) or a pre-release (-rc1, .dev0, -SNAPSHOT).
+_VERSION_AFTER = re.compile(r"\+[A-Za-z]|[-.]?(?:rc|alpha|beta|dev|pre|post|snapshot)(?![A-Za-z])", re.IGNORECASE)
 _COMPACT_DATE = re.compile(r"(?:19[7-9]\d|20\d\d)(?:0[1-9]|1[0-2])(?:0[1-9]|[12]\d|3[01])")
 
 
@@ -316,7 +321,8 @@ def _phone_or_ipv4(found: list[tuple[int, int, str]]) -> bool:
 
 
 def _measurement(text: str, finding: tuple[int, int, str]) -> bool:
-    """An IPv4 or phone finding that is a version named as one, or a phone that is a compact date (20251127)."""
+    """An IPv4 or phone finding that is a version named or marked as one (fw 1.2.3, 1.2.3-rc1), or a phone that is a
+    compact date (20251127)."""
     start, end, placeholder = finding
     if placeholder != "<IPV4>" and placeholder != "<PHONE>":
         return False
@@ -326,7 +332,9 @@ def _measurement(text: str, finding: tuple[int, int, str]) -> bool:
         start -= 1
     while end < len(text) and (text[end].isdecimal() or (text[end] == "." and text[end + 1:end + 2].isdecimal())):
         end += 1
-    return _DOTTED.fullmatch(text, start, end) is not None and _VERSION_BEFORE.search(text, max(0, start - 24), start) is not None
+    return _DOTTED.fullmatch(text, start, end) is not None and (
+        _VERSION_BEFORE.search(text, max(0, start - 24), start) is not None or _VERSION_AFTER.match(text, end) is not None
+    )
 
 
 class _Alternation:
@@ -734,7 +742,7 @@ _MAX_PHONE_TRIES = 12
 # (Ms. Jones, MS are no units), and so does what follows ("s'il", "min." is a unit, "mine" is not).
 _UNIT_AFTER = re.compile(
     r"[ \u00a0]?(?:[npuµμm]?s|sec|min|h|hrs?|[kMG]?Hz|rpm|[mk]?V|m?A|mAh|[mkMG]?Wh?|°[CF]?|℃|K|%|[kKMGT]i?B|B|bytes"
-    r"|[kMG]?bps|[mk]?g|[mck]?m|[mµ]?L|ml|[khM]?Pa|bar|psi|dBm?|ppm|lx|lm|Nm|fps|px|ops|rps"
+    r"|[kMG]?bps|[mk]?g|[mck]?m|[mµ]?L|ml|[khM]?Pa|bar|psi|dBm?|ppm|lx|lux|lm|Nm|N·m|[mkM]?Ω|ohms?|fps|px|ops|rps"
     r"|EUR|USD|GBP|CHF|JPY|CNY|INR|BRL|[€$£¥₹])(?![\w'’])"
 )
 _MEMO_TEXTS, _MEMO_CHARS = 4096, 256  # at most 4096 x 256 characters remembered per redactor

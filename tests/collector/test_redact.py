@@ -662,3 +662,28 @@ def test_mod97_codes_of_no_iban_country_are_kept(code):
     fixed = with_check_digits(compact[:2], compact[4:])
     for form in (fixed, fixed.lower(), " ".join(fixed[i : i + 4] for i in range(0, len(fixed), 4))):
         assert Redactor().redact(f"id {form} a") == f"id {form} a"
+
+
+@pytest.mark.parametrize(("text", "expected"), [
+    ("password=&95V3G)tELVsJtaR ok", "password=<SECRET> ok"),
+    ("password=#B5%j!Sv_0WPZm0b ok", "password=<SECRET> ok"),
+    ("pwd=ab;cd,ef&gh user=bob", "pwd=<SECRET> user=bob"),
+    ("GET /cb?token=abc123XYZ&lang=de#top", "GET /cb?token=<SECRET>&lang=de#top"),
+    ("password=hunter22, user=bob", "password=<SECRET>, user=bob"),
+    ("password: ab,cd;ef host: db1", "password: <SECRET> host: db1"),
+    ("https://aparecida:_9I#*v@5#(@host.example/x", "https://<SECRET>@host.example/x"),
+    ("https://u:p@ss@db.example:5432/x and jane@example.org", "https://<SECRET>@db.example:5432/x and <EMAIL>"),
+])  # fmt: skip
+def test_secret_values_holding_separators_are_redacted_whole(text, expected):
+    """A secret's value holding "&", "#", "," or ";" (a generated password) is redacted whole: only a space, a quote, or
+    a separator that opens the next parameter (&lang=, ", ") ends it; a URL password may hold "@" and "#"."""
+    assert Redactor().redact(text) == expected
+
+
+@pytest.mark.parametrize(("text", "region"), [
+    ("torch 2099.363.914+cu121", "CN"), ("pkg 823.310.575-rc1", "SE"), ("app 1.10.2-beta.3", "US"),
+    ("8088361935 N·m", "DE"), ("4274645112 lux", "DE"), ("7912345678 kΩ", "GB"), ("7912345678 Ω", "GB"),
+])  # fmt: skip
+def test_versions_with_a_suffix_and_more_units_are_measurements(text, region):
+    """A dotted version with a pre-release or build suffix (-rc1, +cu121) is no phone, nor is a number before lux, N·m or Ω."""
+    assert Redactor(regions=[region]).redact(text) == text
