@@ -244,7 +244,7 @@ _EQUALS = re.compile(r"=|%3D", re.IGNORECASE)
 _KEY_TAIL = re.compile(r"[\w-]+$")
 # A value ends at a space, a quote, or a separator that ends it ("&lang=", ", ", ";path="): a generated password
 # holds "&", "#", "," and ";" too.
-_SECRET_VALUE = re.compile(r"(?:[^\s&,;\"'<>]|[&,;](?![\s\"'<>&,;]|[\w.-]+=|$))+")
+_SECRET_VALUE = re.compile(r"(?:[^\s&,;\"'<>]|[&,;](?![&,;]*(?:[\s\"'<>]|$)|[\w.-]+=))+")
 _SECRET_JSON = re.compile(rf"[\"']((?:{_SECRET_NAMES}))[\"']\s*:\s*[\"']([^\"']+)[\"']", re.IGNORECASE)
 # How every _SECRET_NAMES name ends, then its closing quote and colon: the quote leads, so the engine skips to quotes.
 _SECRET_JSON_HINT = re.compile(r"[\"'](?<=(?:en|ey|et|rd|wd|se|ls|al|id|re|ig|th|on)[\"'])\s*:", re.IGNORECASE)
@@ -273,7 +273,7 @@ _BASIC = re.compile(r"(?<![\w-])(?:Basic|basic|BASIC)\s+([A-Za-z0-9+/]{4,}={0,2}
 # "name: value" (a header, YAML, a log) for the names that never mean anything but a secret.
 _SECRET_COLON = re.compile(
     r"(?<![\w-])(?:password|passwd|passphrase|api_?key|apikey|x-api-key|client_?secret|secret_?key|aws_secret_access_key"
-    r"|private_?key|access_?token|refresh_?token|auth_?token|id_?token)\s*:\s*[\"']?((?:[^\s\"'<>,;]|[,;](?![\s\"'<>,;]|[\w.-]+[=:]|$))+)",
+    r"|private_?key|access_?token|refresh_?token|auth_?token|id_?token)\s*:\s*[\"']?((?:[^\s\"'<>,;]|[,;](?![,;]*(?:[\s\"'<>]|$)|[\w.-]+[=:]))+)",
     re.IGNORECASE,
 )
 # How every _SECRET_COLON name ends (passwo-rd, passw-d, passphra-se, k-ey, secr-et, tok-en) before its colon: most
@@ -307,6 +307,7 @@ _VERSION_BEFORE = re.compile(
     re.IGNORECASE,
 )
 _DOTTED = re.compile(r"\d+(?:\.\d+){2,}")
+_DOTTED_PARTS = re.compile(r"\d+(?:\.\d+)+")
 # What follows a version and nothing else: a PEP 440 local part (+cu121) or a pre-release (-rc1, .dev0, -SNAPSHOT).
 _VERSION_AFTER = re.compile(r"\+[A-Za-z]|[-.]?(?:rc|alpha|beta|dev|pre|post|snapshot)(?![A-Za-z])", re.IGNORECASE)
 _COMPACT_DATE = re.compile(r"(?:19[7-9]\d|20\d\d)(?:0[1-9]|1[0-2])(?:0[1-9]|[12]\d|3[01])")
@@ -332,9 +333,9 @@ def _measurement(text: str, finding: tuple[int, int, str]) -> bool:
         start -= 1
     while end < len(text) and (text[end].isdecimal() or (text[end] == "." and text[end + 1:end + 2].isdecimal())):
         end += 1
-    return _DOTTED.fullmatch(text, start, end) is not None and (
-        _VERSION_BEFORE.search(text, max(0, start - 24), start) is not None or _VERSION_AFTER.match(text, end) is not None
-    )
+    if _VERSION_AFTER.match(text, end) is not None:  # a suffix marks two parts as a version too (1605.934.dev0)
+        return _DOTTED_PARTS.fullmatch(text, start, end) is not None
+    return _DOTTED.fullmatch(text, start, end) is not None and _VERSION_BEFORE.search(text, max(0, start - 24), start) is not None
 
 
 class _Alternation:
