@@ -4,20 +4,22 @@
 a column's values in one call, as the agent does) replaces::
 
     e-mail addresses, Unicode/IDN, quoted ("j s"@x.com), URL-encoded <EMAIL>
+      (jane%2Edoe%40x.com, also inside %22...%22)
     phone numbers that libphonenumber calls valid: international   <PHONE>
       (+CC, 00CC) anywhere; national ones of the declared regions,
       with their extension (x12, ext. 12)
     payment cards: Luhn + a real IIN range and its lengths          <CARD>
-    IBANs passing mod-97, in any case                               <IBAN>
+    IBANs: their country's length and mod-97, in any case           <IBAN>
     IPv4, IPv6 (also right after a colon: addr:2001:db8::1)         <IPV4> <IPV6>
     MAC addresses (00:1a:2b:3c:4d:5e, 00-1A-..., 001a.2b3c.4d5e)    <MAC>
     JSON Web Tokens                                                 <JWT>
     well-known API keys (AWS, GitHub, GitLab, Stripe, Slack,        <API_KEY>
       Google, OpenAI/Anthropic, SendGrid, npm, PyPI, Twilio)
     URL credentials (user:pass@) and secret parameters              <SECRET>
-      (?token=, password=, api_key=, Bearer ..., Basic user:pass)
+      (?token=, password=, api_key=, Bearer ..., Basic user:pass,
+      Negotiate, NTLM, Digest's nonce/response, any Authorization)
     US social security numbers (area/group/serial rules)            <SSN>
-    UK national insurance numbers (prefix and suffix rules)         <NINO>
+    UK national insurance numbers (prefix and suffix rules, any case) <NINO>
 
 plus custom patterns from the configuration and, optionally, the spans a model-based
 detector returns (names, street addresses: nothing here finds those).
