@@ -372,8 +372,9 @@ _JWT_BIT, _API_KEY_BIT, _MAC_BIT, _IPV4_BIT, _IBAN_BIT, _NINO_BIT = 1, 2, 4, 8, 
 _API_KEY_HINT = re.compile(r"A[A-Z][A-Z]A|gh|github_pat_|glpat-|k_|whsec_|xox|AIza|sk-|SG\.|npm_|pypi-|SK|hooks|-----BEGIN")
 # A middle of a MAC ("0:1a:2b:" or ".2b3c."); each hint here opens with a rare character, which the engine skips to.
 _MAC_HINT = re.compile(r"[:.-](?:(?<=[:-])[0-9A-Fa-f]{2}[:-][0-9A-Fa-f]{2}[:-]|(?<=\.)[0-9A-Fa-f]{4}\.)")
-# How a NINO ends: its digits lead, as letters in any case before them would be tried at nearly every position.
-_NINO_HINT = re.compile(r"\d\d ?\d\d ?\d\d ?[A-Da-d](?!\w)")
+# How a NINO ends: its digits lead, as letters in any case before them would be tried at nearly every position; they
+# open a run of digits (a letter or a space is before them), so a scan weighs only a run's first digit.
+_NINO_HINT = re.compile(r"\d(?<!\d\d)\d ?\d\d ?\d\d ?[A-Da-d](?!\w)")
 _IBAN_HINT = re.compile(r"(?<![^\W\d_])[A-Za-z][A-Za-z]\d\d(?:[ ]?[A-Za-z0-9]{4}){2}")  # how an IBAN opens, in any case
 
 
@@ -476,8 +477,8 @@ def _char(text: str, index: int) -> str:
 
 
 def _nino_tail(text: str, at: int) -> bool:
-    """Whether _NINO_HINT matches at ``at``: six digits in pairs, each pair after the first after an optional space,
-    then an optional space and A-D in any case, then no word character."""
+    """Whether _NINO_HINT matches at ``at`` (its lookbehind is the caller's): six digits in pairs, each pair after the
+    first after an optional space, then an optional space and A-D in any case, then no word character."""
     for pair in range(3):
         if pair and _char(text, at) == " ":
             at += 1
@@ -503,7 +504,7 @@ def _token_mask_scan(text: str, has_digit: bool) -> int:
             _char(text, i + 3).isdecimal()
         ):
             iban = (i == 0 or not text[i - 1].isalnum() or text[i - 1].isdecimal()) and _groups_of_four(text, i + 4)
-        if not nino and has_digit and char.isdecimal():
+        if not nino and has_digit and char.isdecimal() and (i == 0 or not text[i - 1].isdecimal()):
             nino = _nino_tail(text, i)
         if char == ".":
             dots += 1

@@ -170,7 +170,7 @@ def test_word_characters_are_what_isalnum_and_underscore_say():
 REGEX_BRANCHES = [
     *redact_module._API_KEY_HINT.pattern.split("|"),  # literal prefixes only: no group to split across
     r"[:-][0-9A-Fa-f]{2}[:-][0-9A-Fa-f]{2}[:-]", r"\.[0-9A-Fa-f]{4}\.",  # _MAC_HINT
-    redact_module._NINO_HINT.pattern,
+    r"\d\d ?\d\d ?\d\d ?[A-Da-d]",  # _NINO_HINT
     redact_module._IBAN_HINT.pattern,
     redact_module._HEX_RUN.pattern,
     redact_module._DATE_HINT.pattern,
