@@ -34,6 +34,12 @@ cpdef list _digit_runs_scan(str text)
 @cython.locals(i=Py_ssize_t, j=Py_ssize_t, a=Py_UCS4, b=Py_UCS4)
 cpdef bint _secret_colon_scan(str text)
 
+@cython.locals(k=Py_ssize_t)
+cdef bint _has(str text, Py_ssize_t at, str word)
+
+@cython.locals(i=Py_ssize_t, char=Py_UCS4, params=bint, colon=bint, auth=bint, hints=long)
+cpdef long _secret_hints_scan(str text)
+
 @cython.locals(char=Py_UCS4)
 cpdef bint _any_digit(str text)
 

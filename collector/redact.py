@@ -701,6 +701,68 @@ def _secret_colon_scan(text: str) -> bool:
     return False
 
 
+_PARAMS_HINT, _AUTH_HINT = 1, 2
+
+
+def _secret_hints(text: str) -> int:
+    """What a text may hold secrets in: a parameter, a JSON key or an auth scheme (1), an Authorization header (2)."""
+    if _IN_C:
+        return _secret_hints_scan(text)
+    hints = 0
+    if "=" in text or "%3" in text or '":' in text or "':" in text or "earer" in text or "asic " in text or "oken " in text or (
+        "ASIC " in text or "egotiate" in text or "TLM " in text or "tlm " in text
+    ):
+        hints = _PARAMS_HINT
+    if ":" in text and ("uthorization" in text or "UTHORIZATION" in text):
+        hints |= _AUTH_HINT
+    return hints
+
+
+def _has(text: str, at: int, word: str) -> bool:
+    """``text.startswith(word, at)``, character by character: most calls end at the first."""
+    for k in range(len(word)):
+        if _char(text, at + k) != word[k]:
+            return False
+    return True
+
+
+def _secret_hints_scan(text: str) -> int:
+    """``_secret_hints`` in one pass: each of its substrings looked for at the character it opens with."""
+    params = colon = auth = False
+    for i in range(len(text)):
+        char = text[i]
+        if char == ":":
+            colon = True
+        elif params:
+            if char == "u" or char == "U":
+                auth = auth or _has(text, i, "uthorization") or _has(text, i, "UTHORIZATION")
+            continue
+        elif char == "=":
+            params = True
+        elif char == "%":
+            params = _char(text, i + 1) == "3"
+        elif char == '"' or char == "'":
+            params = _char(text, i + 1) == ":"
+        elif char == "e":
+            params = _has(text, i, "earer") or _has(text, i, "egotiate")
+        elif char == "a":
+            params = _has(text, i, "asic ")
+        elif char == "o":
+            params = _has(text, i, "oken ")
+        elif char == "A":
+            params = _has(text, i, "ASIC ")
+        elif char == "T":
+            params = _has(text, i, "TLM ")
+        elif char == "t":
+            params = _has(text, i, "tlm ")
+        if char == "u" or char == "U":
+            auth = auth or _has(text, i, "uthorization") or _has(text, i, "UTHORIZATION")
+    hints = _PARAMS_HINT if params else 0
+    if colon and auth:
+        hints |= _AUTH_HINT
+    return hints
+
+
 def _any_digit(text: str) -> bool:
     """``any(char.isdigit() for char in text)``, without a generator (which costs the compiled build most)."""
     for char in text:
@@ -908,9 +970,8 @@ class Redactor:
         found: list[tuple[int, int, str]] = []
         add = found.append
         has_digit = _any_decimal(text) if _IN_C else _ANY_DIGIT.search(text) is not None
-        if "=" in text or "%3" in text or '":' in text or "':" in text or "earer" in text or "asic " in text or "oken " in text or (
-            "ASIC " in text or "egotiate" in text or "TLM " in text or "tlm " in text
-        ):
+        hints = _secret_hints_scan(text) if _IN_C else _secret_hints(text)
+        if hints & _PARAMS_HINT:
             self._secret_params(text, add)
             if _SECRET_JSON_HINT.search(text) is not None:
                 for match in _SECRET_JSON.finditer(text):
@@ -923,7 +984,7 @@ class Redactor:
                         add((match.start(1), match.end(1), "<SECRET>"))
             if "igest" in text or "IGEST" in text:
                 self._digest(text, add)
-        if ":" in text and ("uthorization" in text or "UTHORIZATION" in text):
+        if hints & _AUTH_HINT:
             for match in _AUTH_HEADER.finditer(text):
                 add((match.start(1), match.end(1), "<SECRET>"))
         if ":" in text and (_secret_colon_scan(text) if _IN_C else _SECRET_COLON_HINT.search(text) is not None):

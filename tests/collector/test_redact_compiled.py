@@ -117,7 +117,7 @@ def _prescreens(module, text: str) -> tuple:
     run, and the digit runs of six characters or more."""
     return (module._token_mask_scan(text, False), module._token_mask_scan(text, True), module._lookalike_mask_scan(text),
             module._long_run_scan(text), module._digit_runs_scan(text), module._any_decimal(text), module._any_digit(text),
-            module._secret_colon_scan(text))  # fmt: skip
+            module._secret_colon_scan(text), module._secret_hints_scan(text))  # fmt: skip
 
 
 def _by_regex(text: str) -> tuple:
@@ -126,7 +126,8 @@ def _by_regex(text: str) -> tuple:
     runs = [run.span() for run in redact_module._DIGIT_RUN.finditer(text) if run.end() - run.start() >= 6]
     return (redact_module._token_mask(text, False), redact_module._token_mask(text, True), redact_module._lookalike_mask(text),
             redact_module._LONG_RUN.search(text) is not None, runs, redact_module._ANY_DIGIT.search(text) is not None,
-            any(char.isdigit() for char in text), redact_module._SECRET_COLON_HINT.search(text) is not None)  # fmt: skip
+            any(char.isdigit() for char in text), redact_module._SECRET_COLON_HINT.search(text) is not None,
+            redact_module._secret_hints(text))  # fmt: skip
 
 
 def test_character_scans_answer_as_the_regexes_on_the_corpus(compiled):
@@ -136,7 +137,7 @@ def test_character_scans_answer_as_the_regexes_on_the_corpus(compiled):
     assert differ == []
 
 
-SCAN_CHARS = "0123456789²٣ +-().:/#_xXeE\u00a0AGKSIzaeyJghkpsnwo-BEGINabcdefABCDEFt§rRwWdDYTN\t\u2003\u017f"
+SCAN_CHARS = "0123456789²٣ +-().:/#_xXeE\u00a0AGKSIzaeyJghkpsnwo-BEGINabcdefABCDEFt§rRwWdDYTN\t\u2003\u017f=%3\"'uUlLM"
 
 
 @settings(max_examples=300, deadline=None)
@@ -178,6 +179,8 @@ REGEX_BRANCHES = [
     r"\d\.\d",  # _DECIMAL_HINT
     redact_module._LONG_RUN,  # compiled, with its IGNORECASE for "ext"
     redact_module._SECRET_COLON_HINT,  # compiled, with its IGNORECASE
+    *["=", "%3", '":', "':", "earer", "asic ", "oken ", "ASIC ", "egotiate", "TLM ", "tlm ", ":uthorization",
+      "UTHORIZATION:"],  # _secret_hints' substrings
 ]
 
 
