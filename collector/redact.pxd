@@ -5,6 +5,7 @@ import cython
 cdef bint _hex(Py_UCS4 char)
 cdef bint _upper(Py_UCS4 char)
 cdef bint _letter(Py_UCS4 char)
+cdef bint _decimal(Py_UCS4 char)
 
 @cython.locals(char=Py_UCS4)
 cdef bint _groups_of_four(str text, Py_ssize_t at)
@@ -37,7 +38,7 @@ cpdef bint _secret_colon_scan(str text)
 @cython.locals(k=Py_ssize_t)
 cdef bint _has(str text, Py_ssize_t at, str word)
 
-@cython.locals(i=Py_ssize_t, char=Py_UCS4, params=bint, colon=bint, auth=bint, hints=long)
+@cython.locals(i=Py_ssize_t, char=Py_UCS4, after=Py_UCS4, params=bint, colon=bint, auth=bint, hints=long)
 cpdef long _secret_hints_scan(str text)
 
 @cython.locals(char=Py_UCS4)

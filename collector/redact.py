@@ -476,13 +476,18 @@ def _char(text: str, index: int) -> str:
     return text[index] if index < len(text) else "\0"
 
 
+def _decimal(char: str) -> bool:
+    """``char.isdecimal()``, with ASCII digits decided inline (in C, isdecimal is a call into the Unicode tables)."""
+    return "0" <= char <= "9" or (char > "\x7f" and char.isdecimal())
+
+
 def _nino_tail(text: str, at: int) -> bool:
     """Whether _NINO_HINT matches at ``at`` (its lookbehind is the caller's): six digits in pairs, each pair after the
     first after an optional space, then an optional space and A-D in any case, then no word character."""
     for pair in range(3):
         if pair and _char(text, at) == " ":
             at += 1
-        if not (_char(text, at).isdecimal() and _char(text, at + 1).isdecimal()):
+        if not (_decimal(_char(text, at)) and _decimal(_char(text, at + 1))):
             return False
         at += 2
     if _char(text, at) == " ":
@@ -504,7 +509,7 @@ def _token_mask_scan(text: str, has_digit: bool) -> int:
             _char(text, i + 3).isdecimal()
         ):
             iban = (i == 0 or not text[i - 1].isalnum() or text[i - 1].isdecimal()) and _groups_of_four(text, i + 4)
-        if not nino and has_digit and char.isdecimal() and (i == 0 or not text[i - 1].isdecimal()):
+        if not nino and has_digit and _decimal(char) and (i == 0 or not _decimal(text[i - 1])):
             nino = _nino_tail(text, i)
         if char == ".":
             dots += 1
@@ -731,32 +736,33 @@ def _secret_hints_scan(text: str) -> int:
     params = colon = auth = False
     for i in range(len(text)):
         char = text[i]
+        # Each substring is asked for only where its first two characters are, as most letters open none.
+        after = _char(text, i + 1)
         if char == ":":
             colon = True
+        elif char == "u" or char == "U":
+            if not auth and (after == "t" and _has(text, i, "uthorization") or after == "T" and _has(text, i, "UTHORIZATION")):
+                auth = True
         elif params:
-            if char == "u" or char == "U":
-                auth = auth or _has(text, i, "uthorization") or _has(text, i, "UTHORIZATION")
             continue
         elif char == "=":
             params = True
         elif char == "%":
-            params = _char(text, i + 1) == "3"
+            params = after == "3"
         elif char == '"' or char == "'":
-            params = _char(text, i + 1) == ":"
+            params = after == ":"
         elif char == "e":
-            params = _has(text, i, "earer") or _has(text, i, "egotiate")
+            params = after == "a" and _has(text, i, "earer") or after == "g" and _has(text, i, "egotiate")
         elif char == "a":
-            params = _has(text, i, "asic ")
+            params = after == "s" and _has(text, i, "asic ")
         elif char == "o":
-            params = _has(text, i, "oken ")
+            params = after == "k" and _has(text, i, "oken ")
         elif char == "A":
-            params = _has(text, i, "ASIC ")
+            params = after == "S" and _has(text, i, "ASIC ")
         elif char == "T":
-            params = _has(text, i, "TLM ")
+            params = after == "L" and _has(text, i, "TLM ")
         elif char == "t":
-            params = _has(text, i, "tlm ")
-        if char == "u" or char == "U":
-            auth = auth or _has(text, i, "uthorization") or _has(text, i, "UTHORIZATION")
+            params = after == "l" and _has(text, i, "tlm ")
     hints = _PARAMS_HINT if params else 0
     if colon and auth:
         hints |= _AUTH_HINT
