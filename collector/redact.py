@@ -737,32 +737,33 @@ def _secret_hints_scan(text: str) -> int:
     for i in range(len(text)):
         char = text[i]
         # Each substring is asked for only where its first two characters are, as most letters open none.
-        after = _char(text, i + 1)
         if char == ":":
             colon = True
         elif char == "u" or char == "U":
-            if not auth and (after == "t" and _has(text, i, "uthorization") or after == "T" and _has(text, i, "UTHORIZATION")):
-                auth = True
-        elif params:
+            if not auth:
+                after = _char(text, i + 1)
+                auth = after == "t" and _has(text, i, "uthorization") or after == "T" and _has(text, i, "UTHORIZATION")
+        elif params or char > "t" or char < '"':  # what opens a substring lies in '"'..'t'
             continue
         elif char == "=":
             params = True
         elif char == "%":
-            params = after == "3"
+            params = _char(text, i + 1) == "3"
         elif char == '"' or char == "'":
-            params = after == ":"
+            params = _char(text, i + 1) == ":"
         elif char == "e":
+            after = _char(text, i + 1)
             params = after == "a" and _has(text, i, "earer") or after == "g" and _has(text, i, "egotiate")
         elif char == "a":
-            params = after == "s" and _has(text, i, "asic ")
+            params = _char(text, i + 1) == "s" and _has(text, i, "asic ")
         elif char == "o":
-            params = after == "k" and _has(text, i, "oken ")
+            params = _char(text, i + 1) == "k" and _has(text, i, "oken ")
         elif char == "A":
-            params = after == "S" and _has(text, i, "ASIC ")
+            params = _char(text, i + 1) == "S" and _has(text, i, "ASIC ")
         elif char == "T":
-            params = after == "L" and _has(text, i, "TLM ")
+            params = _char(text, i + 1) == "L" and _has(text, i, "TLM ")
         elif char == "t":
-            params = after == "l" and _has(text, i, "tlm ")
+            params = _char(text, i + 1) == "l" and _has(text, i, "tlm ")
     hints = _PARAMS_HINT if params else 0
     if colon and auth:
         hints |= _AUTH_HINT
