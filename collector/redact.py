@@ -335,8 +335,10 @@ def _measurement(text: str, finding: tuple[int, int, str]) -> bool:
         start -= 1
     while end < len(text) and (text[end].isdecimal() or (text[end] == "." and text[end + 1:end + 2].isdecimal())):
         end += 1
+    if _DOTTED_PARTS.fullmatch(text, start, end) is None:  # most findings: no dot, so no version
+        return False
     if _VERSION_AFTER.match(text, end) is not None:  # a suffix marks two parts as a version too (1605.934.dev0)
-        return _DOTTED_PARTS.fullmatch(text, start, end) is not None
+        return True
     return _DOTTED.fullmatch(text, start, end) is not None and _VERSION_BEFORE.search(text, max(0, start - 24), start) is not None
 
 
