@@ -511,8 +511,6 @@ def _token_mask_scan(text: str, has_digit: bool) -> int:
             _char(text, i + 3).isdecimal()
         ):
             iban = (i == 0 or not text[i - 1].isalnum() or text[i - 1].isdecimal()) and _groups_of_four(text, i + 4)
-        if not nino and has_digit and _decimal(char) and (i == 0 or not _decimal(text[i - 1])):
-            nino = _nino_tail(text, i)
         if char == ".":
             dots += 1
             if not mac and _hex(_char(text, i + 1)) and _hex(_char(text, i + 2)) and _hex(_char(text, i + 3)) and _hex(
@@ -557,6 +555,8 @@ def _token_mask_scan(text: str, has_digit: bool) -> int:
                 key = text.startswith("hooks", i)
         elif char == "e" and not jwt:
             jwt = text.startswith("eyJ", i)
+        elif not nino and has_digit and _decimal(char) and (i == 0 or not _decimal(text[i - 1])):
+            nino = _nino_tail(text, i)  # last: a digit reaches here through comparisons every character makes anyway
     mask = _JWT_BIT if jwt else 0
     if key:
         mask |= _API_KEY_BIT
