@@ -38,7 +38,11 @@ cpdef bint _secret_colon_scan(str text)
 @cython.locals(k=Py_ssize_t)
 cdef bint _has(str text, Py_ssize_t at, str word)
 
-@cython.locals(i=Py_ssize_t, char=Py_UCS4, after=Py_UCS4, params=bint, colon=bint, auth=bint, hints=long)
+@cython.locals(after=Py_UCS4)
+cdef bint _scheme_at(str text, Py_ssize_t at, Py_UCS4 char)
+
+@cython.locals(i=Py_ssize_t, char=Py_UCS4, after=Py_UCS4, params=bint, colon=bint, auth=bint, scheme=bint, digest=bint,
+               hints=long)
 cpdef long _secret_hints_scan(str text)
 
 @cython.locals(char=Py_UCS4)

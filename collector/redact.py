@@ -254,11 +254,14 @@ _SECRET_JSON_HINT = re.compile(r"[\"'](?<=(?:en|ey|et|rd|wd|se|ls|al|id|re|ig|th
 _TOKEN_CHARS = r"[A-Za-z0-9._~+/=-]"
 # A token68 is not the name of a name=value parameter ("Token token=abc"): that is _secret_params' to find.
 _NOT_PARAM = r"(?![A-Za-z0-9_-]+=[^=\s,;])"
-# The boundary is a lookbehind after each scheme's first letter, so the engine skips to a "B", "b", "T", "N" or "n"
-# (see _IPV4). Negotiate (RFC 4559) and NTLM carry a base64 token as Bearer does.
+# The boundary is a lookbehind after each scheme's first letter, so the engine skips to a "B", "b" or "T" (see _IPV4).
 _BEARER = re.compile(
-    r"(?:B(?<![\w-]B)earer|b(?<![\w-]b)earer|B(?<![\w-]B)asic|T(?<![\w-]T)oken|N(?<![\w-]N)egotiate"
-    r"|n(?<![\w-]n)egotiate|N(?<![\w-]N)TLM|n(?<![\w-]n)tlm)"
+    r"(?:B(?<![\w-]B)earer|b(?<![\w-]b)earer|B(?<![\w-]B)asic|T(?<![\w-]T)oken)"
+    rf"\s+{_NOT_PARAM}((?={_TOKEN_CHARS}*\d){_TOKEN_CHARS}{{8,}}|{_TOKEN_CHARS}{{16,}})", re.ASCII
+)
+# Negotiate (RFC 4559) and NTLM carry a base64 token as Bearer does; apart, as "n" would lead the engine to most words.
+_NEGOTIATE = re.compile(
+    r"(?<![\w-])(?:Negotiate|negotiate|NTLM|ntlm)"
     rf"\s+{_NOT_PARAM}((?={_TOKEN_CHARS}*\d){_TOKEN_CHARS}{{8,}}|{_TOKEN_CHARS}{{16,}})", re.ASCII
 )
 # Whatever the scheme, the token68 of an Authorization header is a credential (RFC 9110: "ApiKey k", "Splunk k").
@@ -708,20 +711,25 @@ def _secret_colon_scan(text: str) -> bool:
     return False
 
 
-_PARAMS_HINT, _AUTH_HINT = 1, 2
+_PARAMS_HINT, _AUTH_HINT, _SCHEME_HINT, _DIGEST_HINT = 1, 2, 4, 8
 
 
 def _secret_hints(text: str) -> int:
-    """What a text may hold secrets in: a parameter, a JSON key or an auth scheme (1), an Authorization header (2)."""
+    """What a text may hold secrets in: a parameter, a JSON key or an auth scheme (1), an Authorization header (2),
+    Negotiate or NTLM (4), Digest (8)."""
     if _IN_C:
         return _secret_hints_scan(text)
     hints = 0
-    if "=" in text or "%3" in text or '":' in text or "':" in text or "earer" in text or "asic " in text or "oken " in text or (
-        "ASIC " in text or "egotiate" in text or "TLM " in text or "tlm " in text
+    if "egotiate" in text or "TLM " in text or "tlm " in text:
+        hints = _PARAMS_HINT | _SCHEME_HINT
+    elif "=" in text or "%3" in text or '":' in text or "':" in text or "earer" in text or "asic " in text or "oken " in text or (
+        "ASIC " in text
     ):
         hints = _PARAMS_HINT
     if ":" in text and ("uthorization" in text or "UTHORIZATION" in text):
         hints |= _AUTH_HINT
+    if "igest" in text or "IGEST" in text:
+        hints |= _DIGEST_HINT
     return hints
 
 
@@ -733,19 +741,37 @@ def _has(text: str, at: int, word: str) -> bool:
     return True
 
 
+def _scheme_at(text: str, at: int, char: str) -> bool:
+    """Whether "egotiate", "TLM " or "tlm " starts at ``at`` (``char`` is ``text[at]``)."""
+    after = _char(text, at + 1)
+    if char == "e":
+        return after == "g" and _has(text, at, "egotiate")
+    if char == "T":
+        return after == "L" and _has(text, at, "TLM ")
+    return char == "t" and after == "l" and _has(text, at, "tlm ")
+
+
 def _secret_hints_scan(text: str) -> int:
-    """``_secret_hints`` in one pass: each of its substrings looked for at the character it opens with."""
-    params = colon = auth = False
+    """``_secret_hints`` in one pass: each of its substrings looked for only where its first two characters are, as
+    most letters open none."""
+    params = colon = auth = scheme = digest = False
     for i in range(len(text)):
         char = text[i]
-        # Each substring is asked for only where its first two characters are, as most letters open none.
         if char == ":":
             colon = True
         elif char == "u" or char == "U":
             if not auth:
                 after = _char(text, i + 1)
                 auth = after == "t" and _has(text, i, "uthorization") or after == "T" and _has(text, i, "UTHORIZATION")
-        elif params or char > "t" or char < '"':  # what opens a substring lies in '"'..'t'
+        elif char == "i" or char == "I":
+            if not digest:
+                after = _char(text, i + 1)
+                digest = after == "g" and _has(text, i, "igest") or after == "G" and _has(text, i, "IGEST")
+        elif char > "t" or char < '"':  # what opens the others lies in '"'..'t'
+            continue
+        elif not scheme and (char == "e" or char == "T" or char == "t") and _scheme_at(text, i, char):
+            scheme = params = True
+        elif params:
             continue
         elif char == "=":
             params = True
@@ -754,21 +780,20 @@ def _secret_hints_scan(text: str) -> int:
         elif char == '"' or char == "'":
             params = _char(text, i + 1) == ":"
         elif char == "e":
-            after = _char(text, i + 1)
-            params = after == "a" and _has(text, i, "earer") or after == "g" and _has(text, i, "egotiate")
+            params = _char(text, i + 1) == "a" and _has(text, i, "earer")
         elif char == "a":
             params = _char(text, i + 1) == "s" and _has(text, i, "asic ")
         elif char == "o":
             params = _char(text, i + 1) == "k" and _has(text, i, "oken ")
         elif char == "A":
             params = _char(text, i + 1) == "S" and _has(text, i, "ASIC ")
-        elif char == "T":
-            params = _char(text, i + 1) == "L" and _has(text, i, "TLM ")
-        elif char == "t":
-            params = _char(text, i + 1) == "l" and _has(text, i, "tlm ")
     hints = _PARAMS_HINT if params else 0
+    if scheme:
+        hints |= _SCHEME_HINT
     if colon and auth:
         hints |= _AUTH_HINT
+    if digest:
+        hints |= _DIGEST_HINT
     return hints
 
 
@@ -987,11 +1012,14 @@ class Redactor:
                     add((match.start(2), match.end(2), "<SECRET>"))
             for match in _BEARER.finditer(text):
                 add((match.start(1), match.end(1), "<SECRET>"))
+            if hints & _SCHEME_HINT:
+                for match in _NEGOTIATE.finditer(text):
+                    add((match.start(1), match.end(1), "<SECRET>"))
             if "asic " in text or "ASIC " in text:
                 for match in _BASIC.finditer(text):
                     if _basic_credentials(match.group(1)):
                         add((match.start(1), match.end(1), "<SECRET>"))
-            if "igest" in text or "IGEST" in text:
+            if hints & _DIGEST_HINT:
                 self._digest(text, add)
         if hints & _AUTH_HINT:
             for match in _AUTH_HEADER.finditer(text):
