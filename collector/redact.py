@@ -247,7 +247,8 @@ _KEY_TAIL = re.compile(r"[\w-]+$")
 # A value ends at a space, a quote, or a separator that ends it ("&lang=", ", ", ";path="): a generated password
 # holds "&", "#", "," and ";" too.
 _SECRET_VALUE = re.compile(r"(?:[^\s&,;\"'<>]|[&,;](?![&,;]*(?:[\s\"'<>]|$)|[\w.-]+=))+")
-_SECRET_JSON = re.compile(rf"[\"']((?:{_SECRET_NAMES}))[\"']\s*:\s*[\"']([^\"']+)[\"']", re.IGNORECASE)
+# The value runs to the quote that opened it: "pa'ss" is one password.
+_SECRET_JSON = re.compile(rf"[\"']((?:{_SECRET_NAMES}))[\"']\s*:\s*(?:\"([^\"]+)\"|'([^']+)')", re.IGNORECASE)
 # How every _SECRET_NAMES name ends, then its closing quote and colon: the quote leads, so the engine skips to quotes.
 _SECRET_JSON_HINT = re.compile(r"[\"'](?<=(?:en|ey|et|rd|wd|se|ls|al|id|re|ig|th|on)[\"'])\s*:", re.IGNORECASE)
 # RFC 6750's token characters ("_" included: its own example is mF_9.B5f-4.1JqM); a short one needs a digit.
@@ -1009,7 +1010,8 @@ class Redactor:
             self._secret_params(text, add)
             if _SECRET_JSON_HINT.search(text) is not None:
                 for match in _SECRET_JSON.finditer(text):
-                    add((match.start(2), match.end(2), "<SECRET>"))
+                    group = 2 if match.group(2) is not None else 3
+                    add((match.start(group), match.end(group), "<SECRET>"))
             for match in _BEARER.finditer(text):
                 add((match.start(1), match.end(1), "<SECRET>"))
             if hints & _SCHEME_HINT:
@@ -1158,7 +1160,9 @@ class Redactor:
                 continue
             # "user=jane@x.com": the key of a key=value is not part of the address, though "=" may be.
             key = -1 if quoted else text.rfind("=", start, at.start())
-            if key != -1 and key + 1 < at.start():
+            if key != -1:
+                if key + 1 == at.start():
+                    continue  # "password=@0.A": the value has no local part, so it is no address
                 start = key + 1
             domain = _EMAIL_DOMAIN.match(text, at.end()) or _ADDRESS_LITERAL.match(text, at.end())
             if domain is not None:

@@ -689,3 +689,18 @@ def test_secret_values_holding_separators_are_redacted_whole(text, expected):
 def test_versions_with_a_suffix_and_more_units_are_measurements(text, region):
     """A dotted version with a pre-release or build suffix (-rc1, +cu121) is no phone, nor is a number before lux, N·m or Ω."""
     assert Redactor(regions=[region]).redact(text) == text
+
+
+@pytest.mark.parametrize(("text", "expected"), [
+    ('{"password": "pa\'ss123"}', '{"password": "<SECRET>"}'), ("{'api_key': 'k\"1234'}", "{'api_key': '<SECRET>'}"),
+    ('{"password": "a", "b": "c"}', '{"password": "<SECRET>", "b": "c"}'),
+])  # fmt: skip
+def test_a_quoted_secret_runs_to_the_quote_that_opened_it(text, expected):
+    """A JSON or dict secret's value holding the other quote character is redacted whole, up to its own closing quote."""
+    assert Redactor().redact(text) == expected
+
+
+def test_a_value_opening_with_at_is_no_address():
+    """In key=@value nothing is before the "@": no e-mail, so a secret parameter's value stays a secret."""
+    assert Redactor().redact("password=@0.A user=bob") == "password=<SECRET> user=bob"
+    assert Redactor().redact("to=@example.com") == "to=@example.com"
