@@ -29,6 +29,7 @@ from edgeloop.ingest.config import LimitSettings
 from edgeloop.ingest.pages import scan_pages
 from edgeloop.schemas.envelope import BATCH_METADATA_KEYS, KINDS, OPTIONAL_ENVELOPE, with_declared_types
 from edgeloop.schemas.model_schema import FieldSpec, ModelSchema
+from edgeloop.ingest.times import EARLIEST_TIME_S, LATEST_TIME_S
 
 __all__ = ["RESERVED_TABLES", "UploadedBatch", "check_batch_id", "read_batch"]
 
@@ -55,8 +56,6 @@ ENVELOPE_TEXT_BYTES = 4 * 128
 FIXED_WIDTH = {"bool": 1, "int32": 4, "int64": 8, "float32": 4, "float64": 8, "timestamp": 8}
 # The times a reader can hold: Python's datetime range in UTC (past it, reading the table fails;
 # DuckDB stores its infinities at the ends of int64).
-EARLIEST_TIME_S = -62135596800  # 0001-01-01T00:00:00Z
-LATEST_TIME_S = 253402300799  # 9999-12-31T23:59:59Z
 _PER_SECOND = {"s": 1, "ms": 1_000, "us": 1_000_000, "ns": 1_000_000_000}
 NOT_NULL = ("record_id", "kind", "model", "model_version", "created_at", "sample_weight")
 

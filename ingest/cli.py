@@ -72,6 +72,7 @@ from edgeloop.ingest.report import GROUPINGS, PERIODS, build_report, declare, mo
 from edgeloop.ingest.report_view import REPORT_FORMATS, render_report
 from edgeloop.durable import write_durably
 from edgeloop.ingest.store import quote, table_columns
+from edgeloop.ingest.times import utc_time
 from edgeloop.schemas.model_schema import load_schema_file
 from edgeloop.logs import configure_logging
 
@@ -85,10 +86,9 @@ IMPORT_CHUNK_ROWS = 5_000  # labels per admin-API call: well under its body cap
 
 def _timestamp(text: str) -> datetime:
     try:
-        value = datetime.fromisoformat(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not an ISO 8601 date or time") from None
-    return value.replace(tzinfo=UTC) if value.tzinfo is None else value
+        return utc_time(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def _parser() -> argparse.ArgumentParser:

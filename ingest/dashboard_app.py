@@ -38,6 +38,7 @@ from edgeloop.ingest.dashboard import MAX_DAYS, Dashboard
 from edgeloop.ingest.fleet import STATES, StoreReader, device_detail, fleet_overview, fleet_summary
 from edgeloop.ingest.report import GROUPINGS, PERIODS, Report, build_report, declare, model_schema
 from edgeloop.ingest.session import COOKIE, Sessions
+from edgeloop.ingest.times import utc_time
 from edgeloop.runner import read_body
 
 __all__ = ["SESSIONS", "add_dashboard_routes"]
@@ -281,10 +282,9 @@ def _timestamp(text: str | None, name: str) -> datetime | None:
     if not text:
         return None
     try:
-        value = datetime.fromisoformat(text)
-    except ValueError:
-        raise QueryFailed(f"{name} must be a date or an ISO 8601 time, got {text[:40]!r}") from None
-    return value if value.tzinfo else value.replace(tzinfo=UTC)
+        return utc_time(text)
+    except ValueError as exc:
+        raise QueryFailed(f"{name} must be a date or an ISO 8601 time: {exc}") from None
 
 
 PAGE_SIZE = 200

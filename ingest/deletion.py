@@ -25,6 +25,7 @@ from edgeloop.errors import BatchRejected
 from edgeloop.ingest import health, tallies
 from edgeloop.ingest.catalog import Catalog
 from edgeloop.ingest.store import quote
+from edgeloop.ingest.times import bounded
 from edgeloop.schemas.model_schema import NAME_PATTERN
 
 __all__ = ["Deletion", "apply", "retention_deletions"]
@@ -56,6 +57,11 @@ class Deletion:
             raise _refuse("--before needs --model (a deletion by age is per model)")
         if self.before is not None and self.before.tzinfo is None:
             raise _refuse("--before needs a time zone (UTC is assumed on the command line)")
+        if self.before is not None:
+            try:
+                bounded(self.before)
+            except ValueError as exc:
+                raise _refuse(f"before: {exc}") from None
         if self.model is not None and not NAME_PATTERN.match(self.model):
             raise _refuse(f"{self.model!r} is not a model name")
         if self.device is not None and not (0 < len(self.device) <= MAX_TEXT):
@@ -103,8 +109,9 @@ class Deletion:
         if payload.get("before") is not None:
             try:
                 before = datetime.fromisoformat(payload["before"])
-            except ValueError:
-                raise _refuse(f"before {payload['before']!r} is not an ISO 8601 time") from None
+                before = bounded(before) if before.tzinfo is not None else before  # a naive one is refused below
+            except ValueError as exc:
+                raise _refuse(f"before: {exc}") from None
         hashed = None
         where = payload.get("where_hashed")
         if where is not None:

@@ -29,6 +29,7 @@ from edgeloop.errors import BatchRejected, EdgeloopError
 from edgeloop.ingest import tallies
 from edgeloop.ingest.aggregate import on_lake
 from edgeloop.ingest.store import add_feedback_column, quote
+from edgeloop.ingest.times import utc_time
 from edgeloop.schemas.model_schema import FieldSpec, ModelSchema
 
 __all__ = ["IMPORT_FORMATS", "LABEL_NAMESPACE", "MAX_ROWS", "LabelRow", "land_labels", "read_labels"]
@@ -235,10 +236,9 @@ def _timestamp(value: Any, name: str) -> datetime:
     if not isinstance(value, str):
         raise ValueError(f"{name}: expected an ISO 8601 time")
     try:
-        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
-        raise ValueError(f"{name}: {value!r} is not an ISO 8601 time") from None
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+        return utc_time(value)
+    except ValueError as exc:
+        raise ValueError(f"{name}: {exc}") from None
 
 
 def _text(value: Any, what: str) -> str | None:

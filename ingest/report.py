@@ -52,6 +52,7 @@ from pydantic import ValidationError
 from edgeloop.errors import EdgeloopError, QueryFailed
 from edgeloop.ingest.admin import Admin
 from edgeloop.ingest.store import quote
+from edgeloop.ingest.times import EARLIEST
 from edgeloop.schemas.model_schema import NAME_PATTERN, NUMERIC_TYPES, ModelSchema
 
 __all__ = ["GROUPINGS", "PERIODS", "Report", "build_report", "model_schema"]
@@ -792,7 +793,11 @@ def _reference(schema: ModelSchema, admin: Admin, relation: str, since: datetime
             )
             return None, None
         end = until or now or datetime.now(UTC)
-        reference_since, reference_until = since - (end - since), since
+        try:
+            reference_since = since - (end - since)
+        except OverflowError:  # the window before a --since near year 1 starts at year 1
+            reference_since = EARLIEST
+        reference_until = since
     report.reference = f"{_timestamp_text(reference_since) or 'the start'} .. {_timestamp_text(reference_until) or 'now'}"
     return Rows(admin.query, relation, reference_since, reference_until), None
 
