@@ -34,5 +34,5 @@ def utc_time(text: str) -> datetime:
     try:
         value = datetime.fromisoformat(text.strip())
     except ValueError:
-        raise ValueError(f"{text[:64]!r} is not an ISO 8601 date or time") from None
+        raise ValueError(f"{text[:64]!r} is not an ISO 8601 time (or date)") from None
     return bounded(value)
