@@ -91,6 +91,24 @@ def _timestamp(text: str) -> datetime:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
+def _out_path(text: str) -> Path:
+    """An --out FILE that can be written whole (its folder exists, it is no folder itself), or - for stdout.
+
+    Checked before the query runs: the temp file and the rename would otherwise fail after all the work.
+    """
+    path = Path(text)
+    if path == STDOUT:
+        return path
+    folder = path.parent if str(path.parent) else Path(".")
+    if path.is_dir():
+        raise argparse.ArgumentTypeError(f"{text} is a folder: give a file name in it")
+    if not folder.is_dir():
+        raise argparse.ArgumentTypeError(f"{text}: the folder {folder} does not exist")
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise argparse.ArgumentTypeError(f"{text}: the folder {folder} is not writable")
+    return path
+
+
 def _parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument(
@@ -106,7 +124,7 @@ def _parser() -> argparse.ArgumentParser:
     remote.add_argument("--ca-file", type=Path, help="CA or server certificate for an https --url")
     fmt = argparse.ArgumentParser(add_help=False)
     fmt.add_argument("--format", choices=FORMATS, default="table", help="output format (default: table)")
-    fmt.add_argument("--out", type=Path, help="write to FILE (whole or not at all), or - for stdout (the default)")
+    fmt.add_argument("--out", type=_out_path, help="write to FILE (whole or not at all), or - for stdout (the default)")
 
     parser = argparse.ArgumentParser(
         prog="edgeloop-ingest",
@@ -191,7 +209,7 @@ def _parser() -> argparse.ArgumentParser:
     export.add_argument("--labeled-only", action="store_true",
                         help="only predictions with a label: a value in the truth_field (any feedback if none is declared)")
     export.add_argument("--format", choices=FORMATS, default="parquet", help="default: parquet")
-    export.add_argument("--out", type=Path, required=True, help="FILE (written whole or not at all), or - for stdout")
+    export.add_argument("--out", type=_out_path, required=True, help="FILE (written whole or not at all), or - for stdout")
 
     fleet_parser = commands.add_parser(
         "fleet", parents=[common, remote, fmt],
@@ -226,7 +244,7 @@ def _parser() -> argparse.ArgumentParser:
     report.add_argument("--bucket", choices=PERIODS, default="auto",
                         help="period of the accuracy/MAE-over-time series (default auto: from the data's span)")
     report.add_argument("--format", choices=REPORT_FORMATS, default="table", help="default: table")
-    report.add_argument("--out", type=Path, help="write to FILE (durably) instead of stdout")
+    report.add_argument("--out", type=_out_path, help="write to FILE (durably) instead of stdout")
     report.add_argument("--reference", type=Path, metavar="FILE",
                         help="drift reference: a Parquet file from `export` (default: the window before --since)")
     report.add_argument("--reference-since", type=_timestamp, help="drift reference: a date range of the same model")
@@ -251,7 +269,7 @@ def _parser() -> argparse.ArgumentParser:
     queue.add_argument("--order", choices=ORDERS, default="oldest",
                        help="oldest first (default) or uncertainty: least confident first (the schema's confidence_field)")
     queue.add_argument("--format", choices=QUEUE_FORMATS, required=True)
-    queue.add_argument("--out", type=Path, required=True, help="the task file (written whole or not at all)")
+    queue.add_argument("--out", type=_out_path, required=True, help="the task file (written whole or not at all)")
 
     feedback = commands.add_parser("feedback", help="labels from a labelling tool back into the feedback tables")
     feedback_actions = feedback.add_subparsers(dest="action", required=True, metavar="ACTION")
@@ -822,6 +840,10 @@ def main(argv: list[str] | None = None) -> int:
         return code
     except EdgeloopError as exc:
         print(f"edgeloop-ingest: {' '.join(str(exc).split())}", file=sys.stderr)
+        return 1
+    except OSError as exc:  # a file that went away or a disk that filled after the arguments were checked
+        where = f"{exc.filename}: " if exc.filename else ""
+        print(f"edgeloop-ingest: {where}{exc.strerror or exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         return 130

@@ -9,6 +9,7 @@ from datetime import UTC, datetime, timedelta
 
 import pyarrow as pa
 import pyarrow.parquet as pq
+import pytest
 
 from tests.ingest.conftest import (
     CLI,
@@ -172,3 +173,27 @@ def test_query_outputs_for_retraining_with_server_running_and_stopped(tmp_path, 
         assert footer["edgeloop.query"].startswith('SELECT * FROM "vibration_training"'), mode
         assert json.loads(footer["edgeloop.schema_fingerprints"]) == {"vibration": fingerprint}, mode
         assert footer["edgeloop.version"] and datetime.fromisoformat(footer["edgeloop.exported_at"]).tzinfo, mode
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["sql", "SELECT 1 AS one", "--format", "csv"],
+        ["sql", "SELECT 1 AS one", "--format", "json"],
+        ["export", "--model", "vibration"],
+        ["export", "--model", "vibration", "--format", "csv"],
+        ["report", "--model", "vibration"],
+        ["label-queue", "--model", "vibration", "--format", "jsonl"],
+    ],
+)
+@pytest.mark.parametrize("where", ["a folder", "in a missing folder"])
+def test_an_out_path_that_cannot_be_written_is_one_line(tmp_path, command, where):
+    """Every --out that is a folder, or sits in a folder that does not exist, is refused in one line with no traceback."""
+    config = write_config(tmp_path, free_port())
+    cli("devices", "add", "pump-1", "--config", str(config))  # creates the database
+    out = tmp_path if where == "a folder" else tmp_path / "missing" / "out.file"
+    result = cli(*command, "--out", str(out), "--config", str(config), check=False)
+    assert result.returncode != 0 and "Traceback" not in result.stderr, result.stderr
+    assert result.stderr.strip().splitlines()[-1].startswith(("edgeloop-ingest", "usage")), result.stderr
+    assert str(out) in result.stderr
+    assert sorted(path.name for path in tmp_path.iterdir() if path.name.startswith(".")) == []  # no temp file left
