@@ -210,6 +210,8 @@ def check_policy_files(policy: PolicySettings, registry: SchemaRegistry) -> None
             load_policy_text(text, schema, source=str(path))
         except OSError as exc:
             raise ConfigError(f"policy.files.{model}: cannot read {path}: {exc.strerror}") from exc
+        except UnicodeDecodeError as exc:
+            raise ConfigError(f"policy.files.{model}: {path} is not UTF-8 text (byte {exc.start})") from exc
         except PolicyError as exc:
             raise ConfigError(f"policy.files.{model}: {exc}") from exc
 

@@ -139,6 +139,8 @@ def _read_file(path: Path) -> Policy:
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
         raise ConfigError(f"policy.files: cannot read {path}: {exc.strerror}") from exc
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"policy.files: {path} is not UTF-8 text (byte {exc.start})") from exc
     return Policy.from_toml(text, source=str(path))
 
 

@@ -187,6 +187,8 @@ class Syncer:
             readable_by_everyone = path.stat().st_mode & stat.S_IROTH
         except OSError as exc:
             raise SyncError(f"cannot read token file {path}: {exc.strerror}") from exc
+        except UnicodeDecodeError as exc:
+            raise SyncError(f"token file {path} is not UTF-8 text (byte {exc.start})") from exc
         if readable_by_everyone:  # as the fleet key: a secret others can read is refused, not sent
             raise SyncError(f"token file {path} is readable by everyone (chmod o-r {path})")
         if not token:

@@ -183,6 +183,8 @@ def token_file(path: Path, *, create: bool = False, what: str) -> str:
         return token
     except OSError as exc:
         raise ConfigError(f"{path}: cannot read the {what} token file: {exc.strerror}") from exc
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: the {what} token file is not UTF-8 text (byte {exc.start})") from exc
     if not token:
         raise ConfigError(f"{path}: the {what} token file is empty")
     if path.stat().st_mode & (stat.S_IROTH | stat.S_IWOTH):

@@ -154,6 +154,8 @@ def _s3_secret(settings: StoreSettings) -> str:
             secret = settings.s3_secret_file.read_text(encoding="utf-8").strip()
         except OSError as exc:
             raise ConfigError(f"store.s3_secret_file: cannot read {settings.s3_secret_file}: {exc.strerror}") from exc
+        except UnicodeDecodeError as exc:
+            raise ConfigError(f"store.s3_secret_file: {settings.s3_secret_file} is not UTF-8 text (byte {exc.start})") from exc
         parts += [f"KEY_ID {_literal(settings.s3_key_id)}", f"SECRET {_literal(secret)}"]
     if settings.s3_region:
         parts.append(f"REGION {_literal(settings.s3_region)}")

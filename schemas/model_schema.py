@@ -456,4 +456,6 @@ def load_schema_file(path: str | Path) -> ModelSchema:
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
         raise SchemaError(f"{path}: cannot read: {exc.strerror}") from exc
+    except UnicodeDecodeError as exc:
+        raise SchemaError(f"{path}: not UTF-8 text (byte {exc.start})") from exc
     return ModelSchema.from_toml(text, source=str(path))

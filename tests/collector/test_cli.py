@@ -295,3 +295,12 @@ def test_spool_requeue_errors_are_one_line(agent_factory):
     agent.start()
     assert "404" in _one_line_error(agent.cli("spool", "requeue", "01a217c5-93b1-711e-a0df-e1998ec223d1"))
     assert "not a batch id" in _one_line_error(agent.cli("spool", "requeue", "../x"))
+
+
+def test_a_config_that_is_not_utf8_is_one_line(tmp_path):
+    """A config file that is not UTF-8 text is refused in one line naming it, exit 1, for every command that reads it."""
+    config = tmp_path / "collector.toml"
+    config.write_bytes(b"[spool]\nmax_bytes = 1\n# \xff\xfe\n")
+    for command in ("check-config", "status"):
+        line = _one_line_error(run_cli(command, "--config", str(config)))
+        assert str(config) in line and "UTF-8" in line

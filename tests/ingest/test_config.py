@@ -62,3 +62,29 @@ def test_bad_config_is_one_line(tmp_path, text, expected):
         IngestConfig.load(path)
     assert "\n" not in str(info.value)
     assert str(info.value).startswith(f"{path}: {expected}"), str(info.value)
+
+
+NOT_UTF8 = b"# caf\xe9 \xff\n"
+
+
+@pytest.mark.parametrize(
+    ("command", "file_name"),
+    [
+        (["check-config", "--config", "{file}"], "ingest.toml"),
+        (["schemas", "push", "{file}", "--config", "{config}"], "model.toml"),
+        (["schemas", "diff", "{file}", "--config", "{config}"], "model.toml"),
+        (["sql", "SELECT 1", "--url", "http://127.0.0.1:9", "--config", "{config}"], "admin.token"),
+    ],
+)
+def test_a_file_that_is_not_utf8_is_one_line(tmp_path, command, file_name):
+    """A config, schema or token file that is not UTF-8 text is refused in one line naming it, exit 1, no traceback."""
+    from tests.ingest.conftest import cli, free_port, write_config
+
+    config = write_config(tmp_path, free_port())
+    cli("devices", "add", "pump-1", "--config", str(config))  # creates the database
+    path = tmp_path / file_name
+    path.write_bytes(NOT_UTF8)
+    path.chmod(0o600)
+    result = cli(*(part.format(file=path, config=config) for part in command), check=False)
+    assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr
+    assert result.stderr.count("\n") == 1 and str(path) in result.stderr and "utf-8" in result.stderr.lower(), result.stderr
