@@ -29,7 +29,7 @@ from edgeloop.ingest.config import LimitSettings
 from edgeloop.ingest.pages import scan_pages
 from edgeloop.schemas.envelope import BATCH_METADATA_KEYS, KINDS, OPTIONAL_ENVELOPE, with_declared_types
 from edgeloop.schemas.model_schema import FieldSpec, ModelSchema
-from edgeloop.ingest.times import EARLIEST_TIME_S, LATEST_TIME_S
+from edgeloop.times import EARLIEST_TIME_S, LATEST_TIME_S
 
 __all__ = ["RESERVED_TABLES", "UploadedBatch", "check_batch_id", "read_batch"]
 

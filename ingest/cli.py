@@ -72,7 +72,7 @@ from edgeloop.ingest.report import GROUPINGS, PERIODS, build_report, declare, mo
 from edgeloop.ingest.report_view import REPORT_FORMATS, render_report
 from edgeloop.durable import write_durably
 from edgeloop.ingest.store import quote, table_columns
-from edgeloop.ingest.times import utc_time
+from edgeloop.times import utc_time
 from edgeloop.schemas.model_schema import load_schema_file
 from edgeloop.logs import configure_logging
 

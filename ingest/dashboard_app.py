@@ -38,7 +38,7 @@ from edgeloop.ingest.dashboard import MAX_DAYS, Dashboard
 from edgeloop.ingest.fleet import STATES, StoreReader, device_detail, fleet_overview, fleet_summary
 from edgeloop.ingest.report import GROUPINGS, PERIODS, Report, build_report, declare, model_schema
 from edgeloop.ingest.session import COOKIE, Sessions
-from edgeloop.ingest.times import utc_time
+from edgeloop.times import utc_time
 from edgeloop.runner import read_body
 
 __all__ = ["SESSIONS", "add_dashboard_routes"]

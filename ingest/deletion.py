@@ -25,7 +25,7 @@ from edgeloop.errors import BatchRejected
 from edgeloop.ingest import health, tallies
 from edgeloop.ingest.catalog import Catalog
 from edgeloop.ingest.store import quote
-from edgeloop.ingest.times import bounded
+from edgeloop.times import bounded
 from edgeloop.schemas.model_schema import NAME_PATTERN
 
 __all__ = ["Deletion", "apply", "retention_deletions"]

@@ -29,7 +29,7 @@ from edgeloop.errors import BatchRejected, EdgeloopError
 from edgeloop.ingest import tallies
 from edgeloop.ingest.aggregate import on_lake
 from edgeloop.ingest.store import add_feedback_column, quote
-from edgeloop.ingest.times import utc_time
+from edgeloop.times import utc_time
 from edgeloop.schemas.model_schema import FieldSpec, ModelSchema
 
 __all__ = ["IMPORT_FORMATS", "LABEL_NAMESPACE", "MAX_ROWS", "LabelRow", "land_labels", "read_labels"]

@@ -52,7 +52,7 @@ from pydantic import ValidationError
 from edgeloop.errors import EdgeloopError, QueryFailed
 from edgeloop.ingest.admin import Admin
 from edgeloop.ingest.store import quote
-from edgeloop.ingest.times import EARLIEST
+from edgeloop.times import EARLIEST
 from edgeloop.schemas.model_schema import NAME_PATTERN, NUMERIC_TYPES, ModelSchema
 
 __all__ = ["GROUPINGS", "PERIODS", "Report", "build_report", "model_schema"]

@@ -14,6 +14,8 @@ from typing import Annotated, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints
 
+from edgeloop.times import bounded
+
 __all__ = [
     "MAX_STATUS_BYTES",
     "DeviceStatus",
@@ -41,7 +43,7 @@ Fraction = Annotated[float, Field(ge=0, le=1, allow_inf_nan=False)]
 def _aware(value: datetime) -> datetime:
     if value.tzinfo is None:
         raise ValueError("a time needs its zone (RFC 3339, e.g. 2026-11-26T02:00:00Z)")
-    return value
+    return bounded(value)  # stored as given, a time past year 9999 in UTC breaks every reader of the history
 
 
 Time = Annotated[datetime, AfterValidator(_aware)]

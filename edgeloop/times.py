@@ -1,9 +1,10 @@
-"""Times people and their tools hand the server: ISO 8601 text, bounded to what every reader of a table can hold.
+"""Times from outside (ISO 8601 text, a status document's fields), bounded to what every reader of a table can hold.
 
-A batch's times are checked column-wise in ``batch.py``; the times an admin or a labelling tool
-sends (a deletion's ``before``, a report's ``since``, an imported label's ``created_at``) are
-checked here, one at a time, against the same bounds: years 1 to 9999 in UTC. Past them Python's
-``datetime`` overflows on the first conversion, and DuckDB stores a time Arrow readers refuse.
+A batch's times are checked column-wise in ``ingest/batch.py``; the times an admin, a labelling
+tool or a device's status document gives (a deletion's ``before``, a report's ``since``, an
+imported label's ``created_at``, a status's ``sent_at``) are checked here, one at a time,
+against the same bounds: years 1 to 9999 in UTC. Past them Python's ``datetime`` overflows on
+the first conversion, and DuckDB stores a time Arrow readers refuse.
 """
 
 from __future__ import annotations
