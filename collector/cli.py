@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
+from edgeloop.times import bounded
 from edgeloop.units import duration, size, text_table
 
 if TYPE_CHECKING:
@@ -182,6 +183,11 @@ def cmd_pseudonym(args: argparse.Namespace) -> int:
         raise _Failure(f"{raw!r} is not a {args.type}") from None
     if args.type == "timestamp" and value.tzinfo is None:
         raise _Failure(f"{raw!r}: give the timestamp's UTC offset (2026-11-26T06:00:00+00:00)")
+    if args.type == "timestamp":
+        try:
+            bounded(value)  # the agent refuses such a record, so it has no pseudonym to find
+        except ValueError as exc:
+            raise _Failure(str(exc)) from None
     print(Privacy(key).hash(value))
     return EXIT_OK
 

@@ -229,3 +229,10 @@ def test_a_failing_detector_fails_the_request_and_stores_nothing(agent_factory):
     assert status == 500
     agent.flush()
     assert all(b"Jane Roe" not in path.read_bytes() for path in agent.state_dir.rglob("*") if path.is_file())
+
+
+@pytest.mark.parametrize("value", ["0001-01-01T00:00:00+05:00", "9999-12-31T23:00:00-05:00"])
+def test_pseudonym_of_a_timestamp_outside_years_1_to_9999_is_one_line(agent_factory, value):
+    """`pseudonym --type timestamp` with a time outside years 1 to 9999 in UTC is a one-line error, not a traceback."""
+    agent = agent_factory()
+    assert "years 1 to 9999" in one_line_error(agent.cli("pseudonym", "--type", "timestamp", value))
