@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import urllib.parse
 from collections.abc import Callable
 from datetime import UTC, date, datetime
@@ -142,9 +143,13 @@ def _same_origin(request: web.Request) -> None:
         raise Forbidden(f"a form from {origin[:100]!r} may not post to this server")
 
 
+# A dashboard path in printable ASCII: a control character in a Location header made aiohttp drop the connection.
+_NEXT_PATH = re.compile(r"/dashboard(?:[/?#][!-~]*)?")
+
+
 def _next_path(value: str | None) -> str:
-    # Only a path of our own: never another host (//evil, /\evil) after logging in.
-    if value and value.startswith("/dashboard") and "//" not in value and "\\" not in value:
+    # Only a path of our own: never another host (//evil, /\evil) or a way out of /dashboard (/..) after logging in.
+    if value and _NEXT_PATH.fullmatch(value) and "//" not in value and "\\" not in value and "/." not in value:
         return value
     return "/dashboard"
 

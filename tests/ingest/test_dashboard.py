@@ -111,9 +111,11 @@ async def test_a_login_posted_from_another_site_is_refused(server):
         assert response.status == 303
 
 
-@pytest.mark.parametrize("target", ["//evil.example/dashboard", "https://evil.example", "/dashboard\\@evil", "/v1/devices"])
+@pytest.mark.parametrize("target", ["//evil.example/dashboard", "https://evil.example", "/dashboard\\@evil", "/v1/devices",
+                                    "/dashboard\r\nSet-Cookie: edgeloop_session=fixed", "/dashboard\t/x", "/dashboardx",
+                                    "/dashboard/../v1/devices", "/dashboard/\u2028"])
 async def test_login_never_redirects_off_the_dashboard(server, target):
-    """The ``next`` of a login is followed only when it is a dashboard path of this server."""
+    """The ``next`` of a login is followed only when it is a dashboard path of this server in plain URL characters."""
     async with aiohttp.ClientSession() as session:
         response = await session.post(f"{server.url}/dashboard/login", data={"token": viewer_token(server), "next": target},
                                       allow_redirects=False)
