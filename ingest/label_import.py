@@ -100,10 +100,7 @@ def read_labels(path: Path, fmt: str, schema: ModelSchema) -> tuple[list[LabelRo
             text = data.decode("utf-8-sig")
         except UnicodeDecodeError as exc:
             raise EdgeloopError(f"{path}: not UTF-8: {exc}") from exc
-        reader = csv.DictReader(io.StringIO(text, newline=""))
-        # Row 1 is the header, so a data row's number is its line in a spreadsheet.
-        records = [(index, {k: v for k, v in record.items() if k is not None and v not in ("", None)})
-                   for index, record in enumerate(reader, start=2)]
+        records = _read_csv(path, text)
     else:
         raise EdgeloopError(f"--format must be one of {', '.join(IMPORT_FORMATS)}")
     for number, record in records:
@@ -116,6 +113,24 @@ def read_labels(path: Path, fmt: str, schema: ModelSchema) -> tuple[list[LabelRo
         rows.append(LabelRow(number, record.get("record_id", record.get("prediction_id")), values,
                              record.get("labeled_by", record.get("annotator")), record.get("created_at")))
     return rows, errors
+
+
+def _read_csv(path: Path, text: str) -> list[tuple[int, dict[str, Any]]]:
+    """Each data row with its number (row 1 is the header, so it is the row's line in a spreadsheet), empty cells left out.
+
+    Strict: a quote never closed would swallow every later row into one label. A column named
+    twice is refused, since which of its values is the label is a guess.
+    """
+    reader = csv.DictReader(io.StringIO(text, newline=""), strict=True)
+    try:
+        header = reader.fieldnames or []
+        twice = sorted({name for name in header if header.count(name) > 1})
+        if twice:
+            raise EdgeloopError(f"{path}:1: column {', '.join(twice)} appears twice in the header")
+        return [(index, {k: v for k, v in record.items() if k is not None and v not in ("", None)})
+                for index, record in enumerate(reader, start=2)]
+    except csv.Error as exc:
+        raise EdgeloopError(f"{path}:{reader.line_num}: not CSV: {exc}") from exc
 
 
 def _annotator(value: Any) -> Any:

@@ -421,3 +421,25 @@ def test_export_labeled_only_leaves_out_predictions_with_only_a_comment(tmp_path
     rows = pq.read_table(out, columns=["record_id", "true_class", "repair_cost_eur"]).to_pylist()
     as_uuid = (lambda v: uuid.UUID(bytes=v) if isinstance(v, bytes) else uuid.UUID(str(v)))
     assert [(as_uuid(row["record_id"]), row["true_class"], row["repair_cost_eur"]) for row in rows] == [(ids[0], "normal", 3.0)]
+
+
+@pytest.mark.parametrize(
+    ("content", "problem"),
+    [
+        ("record_id,true_class\n{id},\"cage\n", "unexpected end of data"),  # a quote never closed swallows the rest
+        ("record_id,true_class\n{id},{big}\n", "field larger than field limit"),
+        ("record_id,true_class,true_class\n{id},cage,ok\n", "true_class appears twice"),
+    ],
+    ids=["unterminated quote", "field over the csv module's limit", "duplicate column"],
+)
+def test_a_csv_that_cannot_be_read_unambiguously_is_one_error_naming_file_and_line(tmp_path, vibration, content, problem):
+    """A label CSV that is malformed or names a column twice is refused as a whole with one error naming file and line."""
+    from edgeloop.errors import EdgeloopError
+    from edgeloop.ingest.label_import import read_labels
+
+    path = tmp_path / "labels.csv"
+    path.write_text(content.format(id=uuid.uuid4(), big="x" * 200_000))
+    with pytest.raises(EdgeloopError) as info:
+        read_labels(path, "csv", vibration)
+    message = str(info.value)
+    assert message.startswith(f"{path}:") and problem in message and "\n" not in message, message
