@@ -58,6 +58,7 @@ FLOAT_TYPES = frozenset({"float32", "float64"})
 LABEL_TYPES = frozenset({"bool", "int32", "int64", "string"})
 TRUNCATE_UNITS = ("second", "minute", "hour", "day")
 NAME_PATTERN = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
+MAX_INT32 = 2**31 - 1  # the catalog stores versions as INTEGER; JSON and Arrow readers hold no more than 64 bits
 
 ARROW_TYPES: dict[str, pa.DataType] = {
     "bool": pa.bool_(),
@@ -188,7 +189,7 @@ class FieldSpec(BaseModel):
     privacy: PrivacyRule = PrivacyRule(action="keep")
     required: bool = False
     dim: Annotated[int, Field(gt=0, le=65536)] | None = None
-    max_bytes: Annotated[int, Field(gt=0)] | None = None
+    max_bytes: Annotated[int, Field(gt=0, le=MAX_INT32)] | None = None
     description: str = ""
 
     @field_validator("privacy", mode="before")
@@ -254,7 +255,7 @@ class ModelSchema(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     name: str
-    version: Annotated[int, Field(ge=1)]
+    version: Annotated[int, Field(ge=1, le=MAX_INT32)]
     description: str = ""
     confidence_field: str | None = None
     prediction_field: str | None = None

@@ -158,3 +158,25 @@ def test_schemas_cli_push_list_diff(tmp_path):
         stop_server(server)
     listed = cli("schemas", "list", "--config", str(config_path))
     assert listed.stdout.count("vibration") == 2
+
+
+HUGE = "9" * 30  # a TOML integer past 64 bits: Python reads it, nothing downstream can hold it
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        'name = "big"\nversion = 2147483648\n[inputs.x]\ntype = "float32"\n',
+        f'name = "big"\nversion = {HUGE}\n[inputs.x]\ntype = "float32"\n',
+        f'name = "big"\nversion = 1\n[inputs.x]\ntype = "string"\nprivacy = "redact"\nmax_bytes = {HUGE}\n',
+        f'name = "big"\nversion = 1\n[inputs.x]\ntype = "binary"\nmax_bytes = {HUGE}\n',
+    ],
+    ids=["version past int32", "version past 64 bits", "redact max_bytes past 64 bits", "binary max_bytes past 64 bits"],
+)
+async def test_a_schema_number_too_big_to_store_is_422_and_the_catalog_still_reads(bare, text):
+    """A schema whose version or max_bytes no column can hold is 422 bad_schema at push; GET /v1/schemas keeps answering 200."""
+    status, body = await _push(bare, text)
+    assert status == 422, body
+    _assert_error(body, "bad_schema")
+    async with bare.session.get(f"{bare.url}/v1/schemas", headers={"Authorization": f"Bearer {bare.admin_token}"}) as response:
+        assert response.status == 200 and (await response.json())["schemas"] == []
