@@ -189,7 +189,7 @@ class FieldSpec(BaseModel):
     privacy: PrivacyRule = PrivacyRule(action="keep")
     required: bool = False
     dim: Annotated[int, Field(gt=0, le=65536)] | None = None
-    max_bytes: Annotated[int, Field(gt=0, le=MAX_INT32)] | None = None
+    max_bytes: Annotated[int, Field(gt=0)] | None = None
     description: str = ""
 
     @field_validator("privacy", mode="before")
@@ -410,6 +410,10 @@ class ModelSchema(BaseModel):
                         f"{source}: field {section}.{name}: a string field needs an explicit privacy rule"
                         " (keep, drop, hash or redact): free text from the field may carry personal data"
                     )
+                max_bytes = spec.get("max_bytes")
+                if isinstance(max_bytes, int) and not isinstance(max_bytes, bool) and max_bytes > MAX_INT32:
+                    # Checked on files only: a catalog that already holds a bigger cap must still load.
+                    raise SchemaError(f"{source}: field {section}.{name} (max_bytes): at most {MAX_INT32}")
                 fields.append({"name": name, "section": section, **spec})
         try:
             return cls(**raw, fields=tuple(fields), source=source)
