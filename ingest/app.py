@@ -547,6 +547,10 @@ async def post_sql(request: web.Request) -> web.StreamResponse:
                 await response.write_eof()
             except ConnectionError:
                 log.info("sql client went away before the end of its result", extra={"path": request.path})
+            except _Broken:  # no clean end can be written: a cut connection is the only honest answer
+                response.force_close()
+                if request.transport is not None:
+                    request.transport.close()
             return response
         finally:
             watcher.cancel()
@@ -591,6 +595,8 @@ class _SqlStream:
             kind, value = await self.queue.get()
             if kind == "end":
                 return
+            if kind == "abort":
+                raise _Broken
             yield value
 
     def stop(self) -> None:
@@ -611,8 +617,17 @@ class _SqlStream:
                     raise _Abandoned from None
 
     def produce(self) -> None:
+        """Run the query; whatever happens the handler gets its last item ("end", or "abort" if the stream broke)."""
         try:
             self._produce()
+        except _Abandoned:
+            pass
+        except Exception:  # even the error tail could not be written: the client must not wait for it
+            log.exception("the query's result stream broke")
+            try:
+                self._put(("abort", None))
+            except _Abandoned:
+                pass
         finally:
             self.finished.set()
 
@@ -624,7 +639,7 @@ class _SqlStream:
             batches = stream_query(cursor, self.sql, self.params, timeout_s=self.timeout_s, checked=checked)
             try:
                 first = next(batches)
-                encoder = _JsonEncoder(first.schema) if self.as_json else _ArrowEncoder(first.schema)
+                encoder = _JsonEncoder(first.schema) if self.as_json else _ArrowEncoder.checked(first.schema)
                 self._put(("start", checked.tables))
                 started = True
                 self._put(("chunk", encoder.begin()))
@@ -681,6 +696,10 @@ class _Abandoned(Exception):
     """The HTTP client stopped reading; the producer gives up."""
 
 
+class _Broken(Exception):
+    """The producer failed after the response started and could not write an error tail: cut the connection."""
+
+
 class _ArrowEncoder:
     """Arrow IPC stream; the last message is an empty batch whose metadata says if the rows were cut."""
 
@@ -688,6 +707,16 @@ class _ArrowEncoder:
         self.schema = schema
         self.sink = _Chunks()
         self.writer = pa.ipc.new_stream(self.sink, schema)
+
+    @classmethod
+    def checked(cls, schema: pa.Schema) -> _ArrowEncoder:
+        """An encoder for ``schema``, or QueryFailed before any byte is sent if Arrow IPC cannot write its types."""
+        try:
+            cls(schema).end(0, {})  # an empty stream: the writer refuses a type it cannot carry (a UNION) here
+        except (pa.ArrowNotImplementedError, pa.ArrowInvalid) as exc:
+            raise QueryFailed(f"the result cannot be sent as Arrow IPC ({exc}): cast that column (e.g. ::VARCHAR) "
+                              "or ask for JSON (Accept: application/json)") from exc
+        return cls(schema)
 
     def begin(self) -> bytes:
         return self.sink.take()

@@ -233,3 +233,60 @@ async def test_a_query_whose_client_went_away_is_stopped_and_frees_its_slot(tmp_
             assert await _post(session, url, token, "SELECT 1 AS x") == (200, {"columns": ["x"], "rows": [{"x": 1}], "truncated": False, "row_count": 1})
     finally:
         await runner.cleanup()
+
+
+async def test_a_result_type_arrow_cannot_send_is_a_400_before_any_byte_and_frees_its_slot(tmp_path):
+    """A result whose type Arrow IPC cannot write (a UNION) is 400 query_failed at once; the query's slot is free after."""
+    runner, url, config = await _serve(tmp_path, sql_max_concurrent=1)
+    token = config.server.admin_token_file.read_text().strip()
+    try:
+        async with aiohttp.ClientSession() as session, asyncio.timeout(30):
+            status, body = await _post(session, url, token, "SELECT union_value(k := 1) AS u",
+                                        accept="application/vnd.apache.arrow.stream")
+            assert status == 400, body
+            error = __import__("json").loads(body)["error"]
+            assert error["code"] == "query_failed" and "union" in error["message"].lower()
+            assert runner.app[STATE].sql_running == 0
+            assert (await _post(session, url, token, "SELECT 1 AS x"))[0] == 200
+    finally:
+        await runner.cleanup()
+
+
+@pytest.mark.parametrize("accept", ["application/json", "application/vnd.apache.arrow.stream"])
+async def test_a_stream_whose_encoder_fails_twice_ends_and_frees_its_slot(tmp_path, monkeypatch, accept):
+    """If a result's encoder fails mid-stream and again while writing the error, the response still ends and the slot frees."""
+    from edgeloop.ingest import app as app_module
+
+    encoder = app_module._JsonEncoder if accept == "application/json" else app_module._ArrowEncoder
+    batch, end, calls = encoder.batch, encoder.end, []
+
+    def failing_batch(self, record_batch):
+        calls.append(1)
+        if len(calls) > 1:
+            raise RuntimeError("injected: the encoder broke mid-stream")
+        return batch(self, record_batch)
+
+    def failing_end(self, rows, note):
+        if calls:  # mid-stream only: the up-front check of the result's types writes an end too
+            raise RuntimeError("injected: the encoder cannot write its end")
+        return end(self, rows, note)
+
+    monkeypatch.setattr(encoder, "batch", failing_batch)
+    monkeypatch.setattr(encoder, "end", failing_end)
+    runner, url, config = await _serve(tmp_path, sql_max_concurrent=1)
+    token = config.server.admin_token_file.read_text().strip()
+    try:
+        async with aiohttp.ClientSession() as session, asyncio.timeout(30):
+            try:  # the stream is cut: the client sees a broken transfer, never a clean result
+                status, body = await _post(session, url, token, "SELECT i FROM range(300000) AS t(i)", accept=accept)
+            except (aiohttp.ClientPayloadError, ValueError):
+                pass
+            else:
+                raise AssertionError(f"a broken stream read as a whole {status} result")
+            for _ in range(500):
+                if runner.app[STATE].sql_running == 0:
+                    break
+                await asyncio.sleep(0.01)
+            assert runner.app[STATE].sql_running == 0, "the broken stream still holds its query slot"
+    finally:
+        await runner.cleanup()
