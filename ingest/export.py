@@ -375,7 +375,10 @@ def _as_text(column: pa.Array) -> list[str | None]:
 
 
 def json_default(value: Any) -> Any:
-    """orjson's fallback: timestamps as RFC 3339 UTC, intervals as DuckDB prints them, bytes as hex."""
+    """orjson's fallback: timestamps as RFC 3339 UTC, intervals as DuckDB prints them, bytes as hex.
+
+    A whole decimal past 64 bits (a HUGEINT, a DECIMAL(38, 0)) is exact text: orjson writes no bigger integer.
+    """
     if isinstance(value, datetime):
         return value.astimezone(UTC).isoformat() if value.tzinfo else value.isoformat()
     if isinstance(value, date):
@@ -383,7 +386,10 @@ def json_default(value: Any) -> Any:
     if isinstance(value, pa.MonthDayNano):
         return interval_text(value)
     if isinstance(value, Decimal):
-        return int(value) if value == value.to_integral_value() else float(value)
+        if value != value.to_integral_value():
+            return float(value)
+        number = int(value)
+        return number if -(2**63) <= number < 2**64 else str(number)
     if isinstance(value, bytes):
         return value.hex()
     return str(value)

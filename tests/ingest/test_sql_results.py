@@ -290,3 +290,18 @@ async def test_a_stream_whose_encoder_fails_twice_ends_and_frees_its_slot(tmp_pa
             assert runner.app[STATE].sql_running == 0, "the broken stream still holds its query slot"
     finally:
         await runner.cleanup()
+
+
+async def test_json_results_hold_integers_past_64_bits(tmp_path):
+    """A HUGEINT or DECIMAL(38, 0) past 64 bits is exact text in a JSON result (a small one stays a number), not an error."""
+    runner, url, config = await _serve(tmp_path)
+    token = config.server.admin_token_file.read_text().strip()
+    huge, wide = "170141183460469231731687303715884105727", "-12345678901234567890123456789012345678"
+    sql = f"SELECT {huge}::HUGEINT AS h, {wide}::DECIMAL(38, 0) AS d, 5::HUGEINT AS small"
+    try:
+        async with aiohttp.ClientSession() as session:
+            status, body = await _post(session, url, token, sql)
+            assert status == 200 and body["truncated"] is False, body
+            assert body["rows"] == [{"h": huge, "d": wide, "small": 5}]
+    finally:
+        await runner.cleanup()
