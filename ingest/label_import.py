@@ -251,9 +251,12 @@ def _timestamp(value: Any, name: str) -> datetime:
     if not isinstance(value, str):
         raise ValueError(f"{name}: expected an ISO 8601 time")
     try:
-        return utc_time(value)
+        instant = utc_time(value)
     except ValueError as exc:
         raise ValueError(f"{name}: {exc}") from None
+    # The offset as written is kept: it is part of each label's record id, so a file imported again adds nothing.
+    parsed = datetime.fromisoformat(value.strip())
+    return parsed if parsed.tzinfo else instant
 
 
 def _text(value: Any, what: str) -> str | None:

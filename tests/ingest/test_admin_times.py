@@ -78,3 +78,22 @@ def test_a_cli_time_outside_the_range_is_a_usage_error(tmp_path, args):
     result = cli(*args, "--db", str(tmp_path / f"{uuid.uuid4().hex}.duckdb"), check=False)
     assert result.returncode == 2, result.stderr
     assert "Traceback" not in result.stderr and "years 1 to 9999" in result.stderr
+
+
+async def test_an_imported_label_keeps_its_record_id_whatever_its_offset(server, tmp_path, vibration):
+    """A label's record id is the UUIDv5 of its time as written (offset kept), so re-importing a file adds nothing."""
+    import json
+
+    from edgeloop.ingest.label_import import LABEL_NAMESPACE
+
+    token = await server.add_device("pump-1")
+    table, ids = make_table(vibration, predictions=1)
+    batch_id, body = seal(tmp_path, vibration, table)
+    assert (await server.put(batch_id, body, token))[0] == 201
+    rows = [{"row": 1, "record_id": str(ids[0]), "fields": {"true_class": "ok"}, "created_at": "2026-01-02T03:04:05+05:00"}]
+    async with server.session.post(f"{server.url}/v1/feedback/vibration", json={"source": "tool", "tag": "t", "rows": rows},
+                                   headers=_admin(server)) as response:
+        assert (await response.json())["imported"] == 1
+    identity = json.dumps([str(ids[0]), "tool", None, {"true_class": "ok"}, "2026-01-02T03:04:05+05:00"], separators=(",", ":"))
+    expected = str(uuid.uuid5(LABEL_NAMESPACE, identity))
+    assert await server.sql("SELECT record_id::VARCHAR AS id FROM vibration_feedback") == [{"id": expected}]
