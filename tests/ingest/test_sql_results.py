@@ -266,10 +266,10 @@ async def test_a_stream_whose_encoder_fails_twice_ends_and_frees_its_slot(tmp_pa
             raise RuntimeError("injected: the encoder broke mid-stream")
         return batch(self, record_batch)
 
-    def failing_end(self, rows, note):
+    def failing_end(self, rows, note, error=None):
         if calls:  # mid-stream only: the up-front check of the result's types writes an end too
             raise RuntimeError("injected: the encoder cannot write its end")
-        return end(self, rows, note)
+        return end(self, rows, note, error)
 
     monkeypatch.setattr(encoder, "batch", failing_batch)
     monkeypatch.setattr(encoder, "end", failing_end)
