@@ -1160,10 +1160,10 @@ class Redactor:
                 continue
             # "user=jane@x.com": the key of a key=value is not part of the address, though "=" may be.
             key = -1 if quoted else text.rfind("=", start, at.start())
-            if key != -1:
-                if key + 1 == at.start():
-                    continue  # "password=@0.A": the value has no local part, so it is no address
+            if key != -1 and key + 1 < at.start():
                 start = key + 1
+            elif key != -1 and key > start and (text[key - 1].isalnum() or text[key - 1] in "_-"):
+                continue  # "password=@0.A": a key's value with no local part is no address ("=@a.io" alone is one)
             domain = _EMAIL_DOMAIN.match(text, at.end()) or _ADDRESS_LITERAL.match(text, at.end())
             if domain is not None:
                 add((start, domain.end(), "<EMAIL>"))

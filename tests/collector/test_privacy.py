@@ -169,6 +169,7 @@ def test_hex_only_ipv6_is_found_written_in_full_only():
 @example(before="", secret="NO9386011117947", after="a")  # a lower-case word after an IBAN
 @example(before="0000", secret="4111 1111 1111 1111", after="0000")  # a card in four groups beside a like group
 @example(before="", secret="+44 20 7946 0018", after="0000")
+@example(before="", secret="=@A.as", after="")  # "=" is the whole local part, no key's
 def test_redacted_pii_never_reaches_parquet(before, secret, after):
     """PII embedded in random text under the redact rule is absent from the Parquet bytes of the column."""
     note = f"{before} {secret} {after}"
