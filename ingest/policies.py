@@ -156,6 +156,8 @@ class PolicyBook:
         for tag in (*add, *remove):
             if not isinstance(tag, str) or not TAG.match(tag):
                 raise BatchRejected(400, "bad_tag", f"tag {str(tag)[:70]!r}: letters, digits and _ . : - (at most 64, starting with a letter or digit)")
+        if both := sorted(set(add) & set(remove)):
+            raise BatchRejected(400, "bad_tag", f"tag {both[0]!r} is both added and removed: say which")
         for tag in remove:
             con.execute("DELETE FROM device_tags WHERE device = ? AND tag = ?", [device, tag])
         for tag in add:

@@ -710,6 +710,8 @@ def build_report(
         raise QueryFailed(f"--by must be one of {', '.join(GROUPINGS)}")
     if bucket not in PERIODS:
         raise QueryFailed(f"--bucket must be one of {', '.join(PERIODS)}")
+    if since is not None and until is not None and since >= until:
+        raise QueryFailed(f"since ({since.isoformat()}) must be before until ({until.isoformat()})")
     training = quote(schema.name + "_training")
     rows = Rows(admin.query, training, since, until)
     task = schema.comparison_task or "classification"

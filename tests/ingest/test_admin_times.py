@@ -97,3 +97,15 @@ async def test_an_imported_label_keeps_its_record_id_whatever_its_offset(server,
     identity = json.dumps([str(ids[0]), "tool", None, {"true_class": "ok"}, "2026-01-02T03:04:05+05:00"], separators=(",", ":"))
     expected = str(uuid.uuid5(LABEL_NAMESPACE, identity))
     assert await server.sql("SELECT record_id::VARCHAR AS id FROM vibration_feedback") == [{"id": expected}]
+
+
+async def test_a_report_window_that_ends_before_it_starts_is_a_400(server, tmp_path, vibration):
+    """A dashboard report with since after until is 400 query_failed naming both, not a 200 with an inverted window."""
+    token = await server.add_device("pump-1")
+    batch_id, body = seal(tmp_path, vibration, make_table(vibration, predictions=5)[0])
+    assert (await server.put(batch_id, body, token))[0] == 201
+    async with server.session.get(f"{server.url}/v1/dashboard/report/vibration?since=2026-02-01&until=2026-01-01",
+                                  headers=_admin(server)) as response:
+        report = await response.json()
+    assert response.status == 400, report
+    assert report["error"]["code"] == "query_failed" and "must be before until" in report["error"]["message"]

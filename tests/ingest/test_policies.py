@@ -60,6 +60,15 @@ async def test_policies_target_devices_by_name_pattern_and_tag(server):
     assert (await admin(server, "/v1/devices/kiosk-1/tags", {"add": ["no spaces"]}))[0] == 400
 
 
+async def test_a_tag_both_added_and_removed_is_refused(server):
+    """A tag change that adds and removes the same tag is a 400 naming it, and the device's tags stay as they were."""
+    await server.add_device("kiosk-1")
+    await admin(server, "/v1/devices/kiosk-1/tags", {"add": ["pilot"]})
+    status, body = await admin(server, "/v1/devices/kiosk-1/tags", {"add": ["pilot", "eu"], "remove": ["pilot"]})
+    assert status == 400 and body["error"]["code"] == "bad_tag" and "'pilot'" in body["error"]["message"]
+    assert (await admin(server, "/v1/devices/kiosk-1/tags", {}))[1]["tags"] == ["pilot"]
+
+
 async def test_rollback_adds_a_version_copying_an_older_one(server):
     """Rollback stores a new version with the older policy (history only grows); to a missing version it is a 404."""
     token = await server.add_device("cam-1")

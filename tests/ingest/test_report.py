@@ -274,6 +274,14 @@ def test_empty_window_reports_no_groups(admin):
     assert "no predictions in this window" in render_report(report, "table").decode()  # a field without bins too
 
 
+def test_a_window_that_ends_before_it_starts_is_refused(admin):
+    """since at or after until is a one-line error naming both, not an empty report with an inverted comparison window."""
+    with pytest.raises(QueryFailed, match=r"since \(.*\) must be before until"):
+        _report(admin, since=START, until=START - WEEK)
+    with pytest.raises(QueryFailed, match="must be before until"):
+        _report(admin, since=START, until=START)
+
+
 def test_reports_are_reproducible(admin):
     """Two runs over the same data give the same report, bootstrap intervals included."""
     assert _report(admin).to_dict() == _report(admin).to_dict()
