@@ -2,7 +2,8 @@
 
 Exit codes: 0 success · 1 an error (one line on stderr; for ``sync --wait``: the sync did not
 send everything; for ``status``: an agent holds the state dir but does not answer) · 2 bad
-usage · 3 ``status``: the agent is not running (either way the spool is still reported, read from disk).
+usage · 3 ``status``: the agent is not running (either way the spool is still reported, read from disk)
+· 141 stdout's reader went away (``| head``), quietly, as a tool ended by SIGPIPE.
 """
 
 from __future__ import annotations
@@ -613,7 +614,7 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="edgeloop-collector",
         description="The edgeloop device agent: collects, anonymizes and spools model records, then syncs them.",
-        epilog="Exit codes: 0 ok, 1 error (sync --wait: the sync failed; status: the agent runs but does not answer), 2 bad usage, 3 (status) agent not running.",
+        epilog="Exit codes: 0 ok, 1 error (sync --wait: the sync failed; status: the agent runs but does not answer), 2 bad usage, 3 (status) agent not running, 141 stdout's reader went away (| head).",
     )
     from edgeloop import __version__
 
@@ -728,6 +729,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except _Failure as exc:
         _error(str(exc))
         return exc.code
+    except BrokenPipeError:  # the reader of stdout went away (| head): nothing to say to anyone
+        from edgeloop.pipe import closed_pipe_exit
+
+        return closed_pipe_exit()
     except (EdgeloopError, OSError) as exc:
         _error(str(exc))
         return EXIT_ERROR

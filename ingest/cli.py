@@ -75,6 +75,7 @@ from edgeloop.ingest.store import quote, table_columns
 from edgeloop.times import utc_time
 from edgeloop.schemas.model_schema import load_schema_file
 from edgeloop.logs import configure_logging
+from edgeloop.pipe import closed_pipe_exit
 
 __all__ = ["main"]
 
@@ -841,6 +842,8 @@ def main(argv: list[str] | None = None) -> int:
     except EdgeloopError as exc:
         print(f"edgeloop-ingest: {' '.join(str(exc).split())}", file=sys.stderr)
         return 1
+    except BrokenPipeError:  # the reader of stdout went away (| head): nothing to say to anyone
+        return closed_pipe_exit()
     except OSError as exc:  # a file that went away or a disk that filled after the arguments were checked
         where = f"{exc.filename}: " if exc.filename else ""
         print(f"edgeloop-ingest: {where}{exc.strerror or exc}", file=sys.stderr)

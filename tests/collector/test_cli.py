@@ -304,3 +304,19 @@ def test_a_config_that_is_not_utf8_is_one_line(tmp_path):
     for command in ("check-config", "status"):
         line = _one_line_error(run_cli(command, "--config", str(config)))
         assert str(config) in line and "UTF-8" in line
+
+
+def test_status_into_a_pipe_its_reader_closed_ends_quietly(agent_factory):
+    """status whose stdout reader went away (| head) exits as a tool ended by SIGPIPE does, 141, with nothing on stderr."""
+    import subprocess
+    import sys
+
+    from tests.collector.conftest import ROOT
+
+    agent = agent_factory()
+    agent.write_config()
+    proc = subprocess.Popen([sys.executable, "-m", "edgeloop.collector.cli", "status", "--config", str(agent.config_path)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=ROOT)
+    proc.stdout.close()  # before the child writes a byte
+    _, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == 141 and stderr == b"", stderr

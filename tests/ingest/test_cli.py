@@ -197,3 +197,15 @@ def test_an_out_path_that_cannot_be_written_is_one_line(tmp_path, command, where
     assert result.stderr.strip().splitlines()[-1].startswith(("edgeloop-ingest", "usage")), result.stderr
     assert str(out) in result.stderr
     assert sorted(path.name for path in tmp_path.iterdir() if path.name.startswith(".")) == []  # no temp file left
+
+
+def test_sql_into_a_pipe_its_reader_closed_ends_quietly(tmp_path):
+    """sql whose stdout reader went away (| head) exits as a tool ended by SIGPIPE does, 141, with nothing on stderr."""
+    config = write_config(tmp_path, free_port())
+    cli("devices", "add", "pump-1", "--config", str(config))
+    for fmt in ("table", "json"):
+        proc = subprocess.Popen([*CLI, "sql", "SELECT * FROM range(100000)", "--format", fmt, "--config", str(config)],
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        proc.stdout.close()  # before the child writes a byte
+        _, stderr = proc.communicate(timeout=60)
+        assert proc.returncode == 141 and stderr == b"", (fmt, proc.returncode, stderr)
