@@ -24,7 +24,7 @@ from pathlib import Path
 import duckdb
 
 from edgeloop.durable import write_durably
-from edgeloop.errors import AuthError, ConfigError, Forbidden, StoreError
+from edgeloop.errors import AuthError, BatchRejected, ConfigError, Forbidden, StoreError
 
 __all__ = ["ADMIN", "VIEWER", "Authenticator", "DeviceRegistry", "admin_token", "hash_token", "new_token", "token_file"]
 
@@ -75,7 +75,7 @@ class DeviceRegistry:
     def revoke(con: duckdb.DuckDBPyConnection, name: str) -> None:
         row = con.execute("SELECT revoked_at IS NOT NULL FROM devices WHERE name = ?", [name]).fetchone()
         if row is None:
-            raise StoreError(f"no device named {name!r}")
+            raise BatchRejected(404, "unknown_device", f"no device named {name[:64]!r}")  # as the tags route answers
         if row[0]:
             raise StoreError(f"device {name!r} is already revoked")
         con.execute(

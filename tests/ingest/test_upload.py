@@ -116,6 +116,12 @@ async def test_unknown_and_revoked_tokens_are_401(server, tmp_path, vibration):
     _assert_error(error, "unauthorized")
     async with server.session.put(f"{server.url}/v1/batches/{batch_id}", data=body) as response:
         assert response.status == 401
+    for name, status, code in (("pump-1", 400, "device_error"), ("nobody", 404, "unknown_device")):  # again; never was
+        async with server.session.delete(
+            f"{server.url}/v1/devices/{name}", headers={"Authorization": f"Bearer {server.admin_token}"}
+        ) as response:
+            assert response.status == status
+            _assert_error(await response.json(), code)
 
 
 async def test_wrong_content_type_is_415(server, tmp_path, vibration):
@@ -445,7 +451,7 @@ async def test_every_error_has_one_shape(server, tmp_path, vibration):
         ("POST", "/v1/sql", admin, b'{"sql": "DROP TABLE batches"}', 403),
         ("POST", "/v1/sql", admin, b'{"sql": "SELECT * FROM no_such_table"}', 400),
         ("POST", "/v1/devices", admin, b'{"name": "pump-1"}', 400),
-        ("DELETE", "/v1/devices/nobody", admin, None, 400),
+        ("DELETE", "/v1/devices/nobody", admin, None, 404),
     ]
     for method, path, headers, data, expected in requests:
         async with server.session.request(method, server.url + path, headers=headers, data=data) as response:
