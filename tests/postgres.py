@@ -2,6 +2,8 @@
 
 Debian's ``postgresql`` package provides the binaries (``.ci/run`` installs it); nothing uses a
 system service. initdb refuses to run as root, so as root the cluster runs as ``postgres``.
+A test run that is killed cannot stop its cluster, so each cluster names the process that owns
+it and a new one first stops those whose owner is gone.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ import tempfile
 import time
 from pathlib import Path
 
-__all__ = ["PostgresCluster", "postgres_bin"]
+__all__ = ["PostgresCluster", "postgres_bin", "reap_orphans", "running"]
 
 
 def postgres_bin() -> Path | None:
@@ -34,12 +36,44 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
+OWNER_FILE = "owner.pid"
+
+
+def running(pid: int) -> bool:
+    """Alive and not a zombie (a container's init may never reap a dead process, such as a daemonized postmaster)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except (FileNotFoundError, IndexError):
+        return False
+
+
+def reap_orphans(bin_dir: Path, temp_dir: Path | None = None) -> list[Path]:
+    """Stop and remove the clusters of test runs that died without stopping them; the folders removed."""
+    reaped = []
+    for folder in sorted(Path(temp_dir or tempfile.gettempdir()).glob("edgeloop-pg-*")):
+        try:
+            owner = int((folder / OWNER_FILE).read_text())
+        except (OSError, ValueError):
+            continue  # not ours to judge: being set up, or made before owners were recorded
+        if running(owner):
+            continue
+        command = [str(bin_dir / "pg_ctl"), "-D", str(folder / "data"), "-m", "immediate", "-w", "stop"]
+        if os.geteuid() == 0:
+            command = ["runuser", "-u", "postgres", "--", *command]
+        subprocess.run(command, capture_output=True, timeout=60)
+        shutil.rmtree(folder, ignore_errors=True)
+        reaped.append(folder)
+    return reaped
+
+
 class PostgresCluster:
     """One cluster; ``database()`` makes a fresh database and returns its libpq connection string."""
 
     def __init__(self, bin_dir: Path) -> None:
+        reap_orphans(bin_dir)
         self.bin_dir = bin_dir
         self.folder = Path(tempfile.mkdtemp(prefix="edgeloop-pg-"))
+        (self.folder / OWNER_FILE).write_text(str(os.getpid()))
         self.port = _free_port()
         self._count = 0
         self._user: str | None = None
