@@ -22,7 +22,7 @@ from yarl import URL
 from edgeloop.errors import ConfigError, PolicyError
 from edgeloop.schemas.model_schema import SchemaPrivacy
 from edgeloop.schemas.registry import SchemaRegistry
-from edgeloop.settings import MiB, PositiveInt, Settings, load_settings
+from edgeloop.settings import MiB, PositiveInt, Settings, load_settings, read_text
 
 __all__ = [
     "AgentSettings",
@@ -205,13 +205,9 @@ def check_policy_files(policy: PolicySettings, registry: SchemaRegistry) -> None
         schema = registry.get(model)
         if schema is None:
             raise ConfigError(f"policy.files.{model}: no schema for a model named {model!r}")
+        text = read_text(path, what=f"policy.files.{model}")
         try:
-            text = path.read_text(encoding="utf-8")
             load_policy_text(text, schema, source=str(path))
-        except OSError as exc:
-            raise ConfigError(f"policy.files.{model}: cannot read {path}: {exc.strerror}") from exc
-        except UnicodeDecodeError as exc:
-            raise ConfigError(f"policy.files.{model}: {path} is not UTF-8 text (byte {exc.start})") from exc
         except PolicyError as exc:
             raise ConfigError(f"policy.files.{model}: {exc}") from exc
 

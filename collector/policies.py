@@ -24,9 +24,10 @@ import orjson
 from edgeloop.collector.config import PolicySettings, SamplingSettings
 from edgeloop.collector.sampling import InForce, legacy_policy
 from edgeloop.durable import write_durably
-from edgeloop.errors import ConfigError, PolicyError
+from edgeloop.errors import PolicyError
 from edgeloop.schemas.policy import Policy
 from edgeloop.schemas.registry import SchemaRegistry
+from edgeloop.settings import read_text
 
 __all__ = ["MAX_DOCUMENT_BYTES", "Policies"]
 
@@ -135,13 +136,7 @@ class Policies:
 
 
 def _read_file(path: Path) -> Policy:
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise ConfigError(f"policy.files: cannot read {path}: {exc.strerror}") from exc
-    except UnicodeDecodeError as exc:
-        raise ConfigError(f"policy.files: {path} is not UTF-8 text (byte {exc.start})") from exc
-    return Policy.from_toml(text, source=str(path))
+    return Policy.from_toml(read_text(path, what="policy.files"), source=str(path))
 
 
 def _parse_stored(raw: Any) -> dict[str, tuple[int, Policy]]:

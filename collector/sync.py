@@ -47,6 +47,7 @@ from edgeloop.collector.reporter import StatusReporter
 from edgeloop.collector.spool import SealedBatch, Spool
 from edgeloop.errors import RejectedBatchError, RetryableUploadError, SyncError, ThrottledError
 from edgeloop.logs import RateLimitedLogger
+from edgeloop.settings import read_text
 
 __all__ = ["NOT_CONFIGURED", "PARQUET_MEDIA_TYPE", "SENT_AT_HEADER", "SyncResult", "Syncer"]
 
@@ -182,13 +183,11 @@ class Syncer:
         path = self.settings.token_file
         if path is None:
             raise SyncError("sync.token_file is not set")
+        token = read_text(path, what="sync.token_file", error=SyncError).strip()
         try:
-            token = path.read_text(encoding="utf-8").strip()
             readable_by_everyone = path.stat().st_mode & stat.S_IROTH
         except OSError as exc:
-            raise SyncError(f"cannot read token file {path}: {exc.strerror}") from exc
-        except UnicodeDecodeError as exc:
-            raise SyncError(f"token file {path} is not UTF-8 text (byte {exc.start})") from exc
+            raise SyncError(f"sync.token_file: cannot read {path}: {exc.strerror}") from exc
         if readable_by_everyone:  # as the fleet key: a secret others can read is refused, not sent
             raise SyncError(f"token file {path} is readable by everyone (chmod o-r {path})")
         if not token:

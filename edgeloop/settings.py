@@ -10,7 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from edgeloop.errors import ConfigError
 
-__all__ = ["MiB", "Positive", "PositiveInt", "Settings", "load_settings"]
+__all__ = ["MiB", "Positive", "PositiveInt", "Settings", "load_settings", "read_text"]
 
 MiB = 1024 * 1024
 Positive = Annotated[float, Field(gt=0)]
@@ -24,15 +24,23 @@ class Settings(BaseModel):
 SettingsT = TypeVar("SettingsT", bound=BaseModel)
 
 
+def read_text(path: Path, *, what: str = "", error: type[Exception] = ConfigError) -> str:
+    """A file an operator wrote (config, schema, policy, token, secret) as text; else ``error``, one line naming it
+    and ``what`` setting points at it: it cannot be read, or it is not UTF-8."""
+    where = f"{what}: " if what else ""
+    try:
+        return path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise error(f"{where}cannot read {path}: {exc.strerror or exc}") from exc
+    except UnicodeDecodeError as exc:
+        raise error(f"{where}{path} is not UTF-8 text (byte {exc.start})") from exc
+
+
 def load_settings(cls: type[SettingsT], path: str | Path) -> SettingsT:
     """Read a TOML config file into ``cls``; any problem is one line naming file and setting."""
     path = Path(path)
     try:
-        raw: dict[str, Any] = tomllib.loads(path.read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise ConfigError(f"{path}: cannot read: {exc.strerror}") from exc
-    except UnicodeDecodeError as exc:
-        raise ConfigError(f"{path}: not UTF-8 text (byte {exc.start})") from exc
+        raw: dict[str, Any] = tomllib.loads(read_text(path))
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: not valid TOML: {exc}") from exc
     try:

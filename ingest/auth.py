@@ -25,6 +25,7 @@ import duckdb
 
 from edgeloop.durable import write_durably
 from edgeloop.errors import AuthError, BatchRejected, ConfigError, Forbidden, StoreError
+from edgeloop.settings import read_text
 
 __all__ = ["ADMIN", "VIEWER", "Authenticator", "DeviceRegistry", "admin_token", "hash_token", "new_token", "token_file"]
 
@@ -167,11 +168,9 @@ def admin_token(path: Path, *, create: bool = False) -> str:
 
 def token_file(path: Path, *, create: bool = False, what: str) -> str:
     """Read a token file (``what``: admin or viewer); the server creates it (mode 0600) on first start."""
-    try:
-        token = path.read_text(encoding="utf-8").strip()
-    except FileNotFoundError:
+    if not path.exists():
         if not create:
-            raise ConfigError(f"{path}: {what} token file does not exist (start the server once to create it)") from None
+            raise ConfigError(f"{path}: {what} token file does not exist (start the server once to create it)")
         token = secrets.token_urlsafe(32)
         path.parent.mkdir(parents=True, exist_ok=True)
 
@@ -181,10 +180,7 @@ def token_file(path: Path, *, create: bool = False, what: str) -> str:
 
         write_durably(path, write)
         return token
-    except OSError as exc:
-        raise ConfigError(f"{path}: cannot read the {what} token file: {exc.strerror}") from exc
-    except UnicodeDecodeError as exc:
-        raise ConfigError(f"{path}: the {what} token file is not UTF-8 text (byte {exc.start})") from exc
+    token = read_text(path, what=f"the {what} token file").strip()
     if not token:
         raise ConfigError(f"{path}: the {what} token file is empty")
     if path.stat().st_mode & (stat.S_IROTH | stat.S_IWOTH):

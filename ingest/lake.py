@@ -37,6 +37,7 @@ import psycopg
 from edgeloop.errors import ConfigError, DiskFull, StoreBusy, StoreError
 from edgeloop.ingest.auth import DeviceRegistry
 from edgeloop.ingest.policies import POLICY_TABLES
+from edgeloop.settings import read_text
 from edgeloop.ingest.config import StoreSettings
 from edgeloop.ingest import health, tallies
 from edgeloop.ingest.aggregate import AGGREGATES
@@ -150,12 +151,7 @@ def connect_lake(
 def _s3_secret(settings: StoreSettings) -> str:
     parts = ["TYPE s3"]
     if settings.s3_key_id and settings.s3_secret_file:
-        try:
-            secret = settings.s3_secret_file.read_text(encoding="utf-8").strip()
-        except OSError as exc:
-            raise ConfigError(f"store.s3_secret_file: cannot read {settings.s3_secret_file}: {exc.strerror}") from exc
-        except UnicodeDecodeError as exc:
-            raise ConfigError(f"store.s3_secret_file: {settings.s3_secret_file} is not UTF-8 text (byte {exc.start})") from exc
+        secret = read_text(settings.s3_secret_file, what="store.s3_secret_file").strip()
         parts += [f"KEY_ID {_literal(settings.s3_key_id)}", f"SECRET {_literal(secret)}"]
     if settings.s3_region:
         parts.append(f"REGION {_literal(settings.s3_region)}")

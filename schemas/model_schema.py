@@ -46,6 +46,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from edgeloop.errors import SchemaError
 from edgeloop.schemas.envelope import ENVELOPE_COLUMNS, envelope_arrow_fields
+from edgeloop.settings import read_text
 
 __all__ = ["FieldSpec", "ModelSchema", "PrivacyRule", "RedactPattern", "SchemaPrivacy", "load_schema_file"]
 
@@ -457,10 +458,4 @@ def _one_line(exc: ValidationError, fields: list[dict[str, Any]]) -> str:
 
 def load_schema_file(path: str | Path) -> ModelSchema:
     path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise SchemaError(f"{path}: cannot read: {exc.strerror}") from exc
-    except UnicodeDecodeError as exc:
-        raise SchemaError(f"{path}: not UTF-8 text (byte {exc.start})") from exc
-    return ModelSchema.from_toml(text, source=str(path))
+    return ModelSchema.from_toml(read_text(path, error=SchemaError), source=str(path))
