@@ -56,6 +56,7 @@ except ImportError:  # no Cython installed: plain Python, and the scans below ar
 
 __all__ = [
     "COMPILED",
+    "IBAN_REGISTRY",
     "PLACEHOLDERS",
     "CustomPattern",
     "Detector",
@@ -287,9 +288,9 @@ _SECRET_COLON = re.compile(
 _SECRET_COLON_HINT = re.compile(r"(?:rd|wd|se|ey|et|en)\s*:", re.IGNORECASE)
 # Any case ("de89 3704 ..." is as much an account as "DE89 3704 ..."); the country's length and mod-97 decide.
 _IBAN = re.compile(r"[A-Za-z](?<![^\W\d_][A-Za-z])[A-Za-z]\d\d(?:[ ]?[A-Za-z0-9]{4}){2,7}(?:[ ]?[A-Za-z0-9]{1,3})?(?![A-Za-z0-9])")
-# Each country's IBAN length: the ISO 13616 registry (SWIFT, 2025), then the national IBANs in use outside it
-# (Africa's BCEAO/BEAC zones, IR, DZ...). Only a code of its country's length is an IBAN: mod-97 alone passes 1 in 97.
-_IBAN_LENGTHS: dict[str, int] = {
+# Each country's IBAN length in the ISO 13616 registry (SWIFT, 2025). Only a code of its country's length is an
+# IBAN: mod-97 alone passes 1 in 97.
+IBAN_REGISTRY: dict[str, int] = {
     "AD": 24, "AE": 23, "AL": 28, "AT": 20, "AZ": 28, "BA": 20, "BE": 16, "BG": 22, "BH": 22, "BI": 27, "BR": 29,
     "BY": 28, "CH": 21, "CR": 22, "CY": 28, "CZ": 24, "DE": 22, "DJ": 27, "DK": 18, "DO": 28, "EE": 20, "EG": 29,
     "ES": 24, "FI": 18, "FK": 18, "FO": 18, "FR": 27, "GB": 22, "GE": 22, "GI": 23, "GL": 18, "GR": 27, "GT": 28,
@@ -299,6 +300,10 @@ _IBAN_LENGTHS: dict[str, int] = {
     "PT": 25, "QA": 29, "RO": 24, "RS": 22, "RU": 33, "SA": 24, "SC": 31, "SD": 18, "SE": 24, "SI": 19, "SK": 24,
     "SM": 27, "SO": 23, "ST": 25, "SV": 28, "TL": 23, "TN": 24, "TR": 26, "UA": 29, "VA": 22, "VG": 24, "XK": 20,
     "YE": 30,
+}  # fmt: skip
+# The national IBANs in use outside the registry (Africa's BCEAO/BEAC zones, IR, DZ...).
+_IBAN_LENGTHS: dict[str, int] = {
+    **IBAN_REGISTRY,
     "AO": 25, "BF": 28, "BJ": 28, "CF": 27, "CG": 27, "CI": 28, "CM": 27, "CV": 25, "DZ": 26, "GA": 27, "GQ": 27,
     "GW": 25, "IR": 26, "KM": 27, "MA": 28, "MG": 27, "ML": 28, "MZ": 25, "NE": 28, "SN": 28, "TD": 27, "TG": 28,
 }  # fmt: skip

@@ -15,7 +15,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from edgeloop.collector import redact as redact_module
-from edgeloop.collector.redact import CustomPattern, Redactor, card_ok, nino_ok, ssn_ok
+from edgeloop.collector.redact import IBAN_REGISTRY, CustomPattern, Redactor, card_ok, nino_ok, ssn_ok
 
 CORPUS = Path(__file__).resolve().parent.parent / "privacy" / "corpus.jsonl"
 CASES = [json.loads(line) for line in CORPUS.read_text(encoding="utf-8").splitlines()]
@@ -610,20 +610,6 @@ def test_credentials_of_every_http_auth_scheme_are_secrets(text, expected):
 def test_auth_words_in_prose_are_kept(text):
     """Scheme names and Digest's parameter names outside an authorization value are prose."""
     assert Redactor().redact(text) == text
-
-
-# The SWIFT IBAN registry (ISO 13616), release of 2025: each country and the length of its IBANs.
-IBAN_REGISTRY = {
-    "AD": 24, "AE": 23, "AL": 28, "AT": 20, "AZ": 28, "BA": 20, "BE": 16, "BG": 22, "BH": 22, "BI": 27, "BR": 29,
-    "BY": 28, "CH": 21, "CR": 22, "CY": 28, "CZ": 24, "DE": 22, "DJ": 27, "DK": 18, "DO": 28, "EE": 20, "EG": 29,
-    "ES": 24, "FI": 18, "FK": 18, "FO": 18, "FR": 27, "GB": 22, "GE": 22, "GI": 23, "GL": 18, "GR": 27, "GT": 28,
-    "HN": 28, "HR": 21, "HU": 28, "IE": 22, "IL": 23, "IQ": 23, "IS": 26, "IT": 27, "JO": 30, "KW": 30, "KZ": 20,
-    "LB": 28, "LC": 32, "LI": 21, "LT": 20, "LU": 20, "LV": 21, "LY": 25, "MC": 27, "MD": 24, "ME": 22, "MK": 19,
-    "MN": 20, "MR": 27, "MT": 31, "MU": 30, "NI": 28, "NL": 18, "NO": 15, "OM": 23, "PK": 24, "PL": 28, "PS": 29,
-    "PT": 25, "QA": 29, "RO": 24, "RS": 22, "RU": 33, "SA": 24, "SC": 31, "SD": 18, "SE": 24, "SI": 19, "SK": 24,
-    "SM": 27, "SO": 23, "ST": 25, "SV": 28, "TL": 23, "TN": 24, "TR": 26, "UA": 29, "VA": 22, "VG": 24, "XK": 20,
-    "YE": 30,
-}  # fmt: skip
 
 
 def with_check_digits(country: str, bban: str) -> str:
