@@ -13,6 +13,7 @@ from edgeloop.collector.config import PolicySettings, SamplingSettings, check_po
 from edgeloop.collector.policies import Policies
 from edgeloop.errors import ConfigError
 from edgeloop.schemas.registry import EXAMPLES_DIR, SchemaRegistry
+from tests.sockets import listen_on_loopback
 
 REGISTRY = SchemaRegistry.from_dir(EXAMPLES_DIR)
 BAND = {"strategies": {"boundary": {"type": "confidence_band", "threshold": 0.5, "epsilon": 0.1}}}
@@ -103,10 +104,7 @@ async def test_fetch_never_raises_and_keeps_the_policies_in_force(tmp_path: Path
     app = web.Application()
     app.router.add_get("/v1/policies", handler)
     runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    url = f"http://127.0.0.1:{runner.addresses[0][1]}"
+    url = await listen_on_loopback(runner)
     policies = Policies(PolicySettings(), SamplingSettings(), tmp_path)
     policies.etag = '"old"'
     try:

@@ -28,6 +28,7 @@ from edgeloop.ingest.app import create_app, create_runner
 from edgeloop.ingest.config import IngestConfig
 from edgeloop.ingest.store import Store
 from edgeloop.schemas import EXAMPLES_DIR, ModelSchema, SchemaRegistry
+from tests.sockets import listen_on_loopback
 
 PARQUET = "application/vnd.apache.parquet"
 BASE_TIME = datetime(2025, 6, 1, 12, 0, tzinfo=UTC)
@@ -146,11 +147,7 @@ class Server:
 async def start_server(config: IngestConfig, *, store_class: type[Store] | None = None) -> tuple[web.AppRunner, str]:
     app = create_app(config, store_class=store_class)
     runner = create_runner(app, shutdown_timeout_s=5)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = runner.addresses[0][1]
-    return runner, f"http://127.0.0.1:{port}"
+    return runner, await listen_on_loopback(runner)
 
 
 @pytest.fixture

@@ -21,6 +21,7 @@ from edgeloop.ingest.app import STATE, STORE
 from edgeloop.ingest.store import Store
 from edgeloop.runner import GuardedRunner
 from tests.ingest.conftest import make_table, seal
+from tests.sockets import listen_on_loopback
 
 
 class HeldStore(Store):
@@ -215,10 +216,7 @@ async def test_the_runner_both_servers_use_answers_an_unknown_expectation_with_a
     app = web.Application()
     app.router.add_post("/hello", hello)
     runner = GuardedRunner(app, max_connections=16, idle_timeout_s=5.0)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    url = f"http://127.0.0.1:{runner.addresses[0][1]}"
+    url = await listen_on_loopback(runner)
     try:
         reader, writer = await _request(url, "POST", "/hello", {"Expect": "something-else"}, b"{}")
         try:

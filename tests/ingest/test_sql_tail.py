@@ -16,6 +16,7 @@ from edgeloop.ingest.admin import RemoteAdmin
 from edgeloop.ingest.app import STORE
 from edgeloop.ingest.store import Store
 from tests.ingest.conftest import cli, free_port, make_config, spawn_server, start_server, stop_server, write_config
+from tests.sockets import listen_on_loopback
 
 ARROW = "application/vnd.apache.arrow.stream"
 # Its first 150,000 rows come at once (the first batch is sent within a quarter of a second); the rest
@@ -200,10 +201,7 @@ async def test_a_stream_cut_before_its_last_batch_is_an_error_not_a_whole_result
     app = web.Application()
     app.router.add_post("/v1/sql", cut_short)
     runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    url = f"http://127.0.0.1:{runner.addresses[0][1]}"
+    url = await listen_on_loopback(runner)
 
     def read_all() -> int:
         result = RemoteAdmin(url, "token").stream("SELECT i FROM t")

@@ -14,6 +14,7 @@ from aiohttp import web
 from edgeloop.ingest.admin import RemoteAdmin
 from edgeloop.ingest.app import create_app, ssl_context
 from tests.ingest.conftest import make_config, make_table, seal
+from tests.sockets import listen_on_loopback
 
 
 def _self_signed(tmp_path):
@@ -33,10 +34,7 @@ async def test_https_upload_and_admin_query(tmp_path, vibration):
     cert, key = _self_signed(tmp_path)
     config = make_config(tmp_path, server={"tls_cert_file": str(cert), "tls_key_file": str(key)})
     runner = web.AppRunner(create_app(config), access_log=None, shutdown_timeout=5)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0, ssl_context=ssl_context(config))
-    await site.start()
-    url = f"https://127.0.0.1:{runner.addresses[0][1]}"
+    url = await listen_on_loopback(runner, ssl_context=ssl_context(config))
     try:
         admin_token = config.server.admin_token_file.read_text().strip()
         admin = RemoteAdmin(url, admin_token, ca_file=cert)
