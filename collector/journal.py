@@ -43,7 +43,7 @@ import uuid_utils
 
 from edgeloop.collector.config import SpoolSettings
 from edgeloop.collector.metrics import Metrics
-from edgeloop.collector.spool import SealedBatch, Spool, is_batch_id, is_space_error, new_batch_id
+from edgeloop.collector.spool import SealedBatch, Spool, is_batch_id, is_space_error
 from edgeloop.durable import fsync_dir
 from edgeloop.errors import JournalCorruptError, SchemaError
 from edgeloop.logs import RateLimitedLogger
@@ -311,7 +311,7 @@ class Journal:
         if not folder.is_dir():
             folder.mkdir()
             fsync_dir(self.dir)
-        segment_id = new_batch_id()
+        segment_id = self.spool.new_batch_id()
         path = folder / f"{segment_id}.wal"
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND | os.O_CLOEXEC, 0o640)
         segment = Segment(model, schema, segment_id, path, fd)

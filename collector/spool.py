@@ -9,7 +9,10 @@ Layout under the agent's state directory::
     quarantine/<name>                files that could not be read, kept for a human
     seal.reserve                     preallocated space a seal may use when the disk is full
 
-A batch id is a UUIDv7, so sorting ids sorts batches by age. Every file lands through
+A batch id is a UUIDv7, so sorting ids sorts batches by age: ``BatchIds`` mints each one
+past every id the spool and journal hold, whatever the wall clock does (a clock set back by
+NTP, a Pi without an RTC booting in 1970 or 2038), so sync order and ``drop_oldest`` follow
+the order batches were made in. Every file lands through
 ``write_durably``; a batch leaves ``batches/`` only by ``acknowledge``, ``reject``,
 ``split`` or the ``drop_oldest`` full-disk policy.
 
@@ -24,6 +27,7 @@ from __future__ import annotations
 import errno
 import logging
 import os
+import secrets
 import shutil
 import threading
 import time
@@ -46,7 +50,7 @@ from edgeloop.schemas.envelope import BATCH_METADATA_KEYS, with_declared_types, 
 from edgeloop.schemas.model_schema import ModelSchema
 from edgeloop.settings import MiB
 
-__all__ = ["SealedBatch", "Spool", "describe_batch", "is_batch_id", "is_space_error", "new_batch_id", "verify_batch"]
+__all__ = ["BatchIds", "SealedBatch", "Spool", "describe_batch", "is_batch_id", "is_space_error", "verify_batch"]
 
 log = logging.getLogger(__name__)
 
@@ -69,8 +73,53 @@ def is_space_error(exc: BaseException) -> bool:
     )
 
 
-def new_batch_id() -> str:
-    return str(uuid_utils.uuid7())
+_COUNTER_BITS = 74  # a UUIDv7's rand_a (12 bits) and rand_b (62 bits), used as one counter
+_RAND_B_BITS = 62
+
+
+class BatchIds:
+    """Mints UUIDv7 batch ids, each greater than every id seen or minted before, whatever the wall clock does.
+
+    An id takes the clock's millisecond when that is past the last id's; otherwise (the clock
+    went back, or several ids in one millisecond) it is the last id plus a random step in its
+    74 random bits, carrying into the millisecond (RFC 9562 section 6.2, method 2). Thread-safe.
+    """
+
+    def __init__(self) -> None:
+        self._last = 0
+        self._lock = threading.Lock()
+
+    def observe(self, batch_id: str) -> None:
+        """Mint later ids past ``batch_id`` (one found on disk); ids that are not UUIDv7 carry no order."""
+        try:
+            value = uuid_utils.UUID(batch_id)
+        except ValueError:
+            return
+        if value.version == 7:
+            with self._lock:
+                self._last = max(self._last, value.int)
+
+    def mint(self) -> str:
+        now_ms = max(0, time.time_ns() // 1_000_000)
+        with self._lock:
+            last_ms, counter = self._last >> 80, _counter(self._last)
+            if now_ms > last_ms:
+                ms, counter = now_ms, secrets.randbits(_COUNTER_BITS - 1)  # top bit clear: room to count up
+            else:
+                ms, counter = last_ms, counter + 1 + secrets.randbits(32)
+                if counter >> _COUNTER_BITS:
+                    ms, counter = ms + 1, secrets.randbits(_COUNTER_BITS - 1)
+            self._last = _uuid7_int(ms, counter)
+            return str(uuid_utils.UUID(int=self._last))
+
+
+def _counter(value: int) -> int:
+    return ((value >> 64) & 0xFFF) << _RAND_B_BITS | value & ((1 << _RAND_B_BITS) - 1)
+
+
+def _uuid7_int(ms: int, counter: int) -> int:
+    rand_a, rand_b = counter >> _RAND_B_BITS, counter & ((1 << _RAND_B_BITS) - 1)
+    return (ms & ((1 << 48) - 1)) << 80 | 0x7 << 76 | rand_a << 64 | 0b10 << 62 | rand_b
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,12 +163,16 @@ class Spool:
         self._reserve_held = _allocated(self.reserve_path)
         self.disk_full_since: float | None = None  # a write met ENOSPC and none has succeeded since
         self._batches: dict[str, SealedBatch] = {}
+        self.ids = BatchIds()
         self.drops: Counter[str] = Counter()  # since the last sealed batch; travels in its metadata
         self.drops_total: Counter[str] = Counter()  # since the agent started
         self._scan()
 
     def _scan(self) -> None:
         """Index sealed batches; quarantine the unreadable and remove interrupted temp files."""
+        # New ids sort after every batch and segment here, even if the clock is now behind them.
+        for path in (*self.rejected_dir.glob("*.parquet"), *self.journal_dir.glob("*/*.wal")):
+            self.ids.observe(path.stem)
         for path in sorted(self.batches_dir.iterdir()):
             if path.name.startswith("."):
                 path.unlink(missing_ok=True)  # a write that a crash interrupted
@@ -130,6 +183,7 @@ class Spool:
                 self.quarantine(path, f"unreadable batch file: {exc}")
                 continue
             self._batches[batch.batch_id] = batch
+            self.ids.observe(batch.batch_id)
         fsync_dir(self.batches_dir)
 
     def write_batch(
@@ -144,7 +198,7 @@ class Spool:
         ``table`` may also be an iterable of record batches (typed as ``schema.arrow_schema``),
         written a row group at a time so sealing a large journal segment holds little memory.
         """
-        batch_id = batch_id or new_batch_id()
+        batch_id = batch_id or self.new_batch_id()
         with self._lock:
             drops, self.drops = self.drops, Counter()
         metadata = {
@@ -207,6 +261,10 @@ class Spool:
             self._batches[batch_id] = batch
         return batch
 
+    def new_batch_id(self) -> str:
+        """An id for a new batch (or journal segment) that sorts after every one the spool has."""
+        return self.ids.mint()
+
     def pending(self) -> list[SealedBatch]:
         """Sealed batches waiting for upload, oldest first."""
         with self._lock:
@@ -265,7 +323,7 @@ class Spool:
         self.count_drop("quarantined_file")
         target = self.quarantine_dir / path.name
         if target.exists():
-            target = self.quarantine_dir / f"{path.name}.{new_batch_id()}"
+            target = self.quarantine_dir / f"{path.name}.{self.new_batch_id()}"
         return move_durably(path, target)
 
     def count_drop(self, reason: str, count: int = 1) -> None:
