@@ -279,7 +279,7 @@ class Pipeline:
         if not good:
             return
 
-        decisions, selected_by, version = self.sampler.decide(schema.name, good, now)
+        decisions, selected_by, version = self.sampler.decide(schema.name, good)
 
         kept: list[dict[str, Any]] = []
         weights: list[float] = []

@@ -8,7 +8,10 @@ predictions were made and weighted means are unbiased; and ``sampled_by``, the n
 the strategies that selected it. Feedback is always kept, weight 1: labels are rare.
 
 Quotas (per minute, hour or day, per strategy and over the whole policy) are fixed windows
-keyed by the clock minute, hour or day of ``now``. A strategy over its quota does not
+of that length on the device's uptime clock (``CLOCK_BOOTTIME``: it never goes back and counts
+while the device sleeps), not the wall clock: an NTP step back would re-open an hour already
+spent, and a clock that boots in 2038 and is then corrected would count one real hour in three
+windows. A strategy over its quota does not
 select; a prediction that no strategy may select any more, or that the policy's own quota
 refuses, is dropped as ``rate_capped``. Quotas bias the weights and are not corrected: in
 a window where one binds, the kept records are the window's first ones and their weights
@@ -27,9 +30,9 @@ from __future__ import annotations
 
 import math
 import random
-from collections.abc import Mapping, Sequence
+import time
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime
 from typing import Any
 
 from edgeloop.collector.config import SamplingRule
@@ -40,6 +43,12 @@ __all__ = ["InForce", "RATE_CAPPED", "SAMPLED_OUT", "Sampler", "legacy_policy"]
 SAMPLED_OUT = "sampled_out"
 RATE_CAPPED = "rate_capped"
 _POLICY = ""  # the quota key of the whole policy (strategy names are never empty)
+_UPTIME = getattr(time, "CLOCK_BOOTTIME", time.CLOCK_MONOTONIC)
+
+
+def uptime_s() -> float:
+    """Seconds on a clock that only moves forward, whatever the wall clock does."""
+    return time.clock_gettime(_UPTIME)
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,8 +71,9 @@ def legacy_policy(rule: SamplingRule) -> Policy:
 class Sampler:
     """Decides, per valid record, keep (weight and selecting strategies) or drop (the reason)."""
 
-    def __init__(self, seed: int | None = None) -> None:
+    def __init__(self, seed: int | None = None, *, clock: Callable[[], float] = uptime_s) -> None:
         self._rng = random.Random(seed)
+        self._clock = clock
         self._policies: Mapping[str, InForce] = {}
         self._windows: dict[tuple[str, str, int], tuple[int, int]] = {}  # (model, strategy, window s) -> (window, kept)
 
@@ -76,9 +86,12 @@ class Sampler:
         return in_force.version if in_force is not None else None
 
     def decide(
-        self, model: str, records: Sequence[dict[str, Any]], now: datetime
+        self, model: str, records: Sequence[dict[str, Any]], now_s: float | None = None
     ) -> tuple[list[float | str], list[str | None], str | None]:
-        """Per record its sample_weight (kept) or drop reason, and the strategies that selected it; the policy version."""
+        """Per record its sample_weight (kept) or drop reason, and the strategies that selected it; the policy version.
+
+        ``now_s`` is a time on the sampler's clock (default: now), which places the quota windows.
+        """
         in_force = self._policies.get(model)
         if in_force is None:  # no policy for the model: keep everything as it comes
             return [1.0] * len(records), [None] * len(records), None
@@ -87,7 +100,7 @@ class Sampler:
         if rules.keeps_all is not None:  # the default policy (keep_rate = 1): no draws, no quotas
             kinds = [record["kind"] == "prediction" for record in records]
             return [1.0] * len(records), [rules.keeps_all if kind else None for kind in kinds], in_force.version
-        now_s = int(now.timestamp())
+        now_s = int(self._clock() if now_s is None else now_s)
         # Quota budgets are read once per call (``now`` is one instant) and written back at the end.
         budgets = [self._budget(model, name, quotas, now_s) for name, _, quotas, _ in strategies]
         used = [0] * len(strategies)

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import time
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import uuid_utils
-from edgeloop.collector.config import SamplingSettings, SpoolSettings
+from edgeloop.collector.config import SamplingRule, SamplingSettings, SpoolSettings
 from edgeloop.collector.pipeline import Pipeline
 from edgeloop.collector.spool import Spool
 from edgeloop.schemas import EXAMPLES_DIR, SchemaRegistry
@@ -86,3 +87,17 @@ def test_an_agent_restarted_under_a_clock_set_back_seals_after_its_old_batches(a
     years = [{moment.year for moment in moments} for moments in created]
     assert years[1] == years[0] and years[2] == {1970}, years  # each record keeps the time it was stamped with
 
+
+def test_an_hourly_cap_spent_is_not_reopened_by_the_wall_clock_jumping(monkeypatch):
+    """max_per_hour holds over an hour of real time while the wall clock steps back an hour, to 2038 and back, and to 1970."""
+    registry = SchemaRegistry.from_dir(EXAMPLES_DIR)
+    settings = SamplingSettings(seed=1, default=SamplingRule(max_per_hour=10))
+    pipeline = Pipeline(registry, settings, FLEET_KEY)
+    uptime_s = time.clock_gettime(time.CLOCK_BOOTTIME)
+    monkeypatch.setattr(time, "clock_gettime", lambda clock: uptime_s)  # the whole test is one instant of real time
+    now = datetime.now(UTC)
+    kept = 0
+    for seed, offset_s in enumerate(JUMPS_S + (-3600.0, 3600.0)):
+        records = list(SimulatedModel("vibration", seed=seed).predictions(6))
+        kept += pipeline.process(records, now=now + timedelta(seconds=offset_s)).accepted
+    assert kept == 10

@@ -12,7 +12,7 @@ from edgeloop.collector.sampling import RATE_CAPPED, SAMPLED_OUT, InForce, Sampl
 from edgeloop.schemas.model_schema import ModelSchema
 from edgeloop.schemas.policy import Policy
 
-NOW = datetime(2026, 11, 26, 6, 30, tzinfo=UTC)
+NOW = datetime(2026, 11, 26, 6, 30, tzinfo=UTC).timestamp()  # on the sampler's clock: 06:30 of an uptime hour
 
 SCHEMA = ModelSchema.from_toml(
     """
@@ -61,7 +61,7 @@ def confident(n: int) -> list[dict]:
     return [prediction(0.99) for _ in range(n)]
 
 
-def decide(s: Sampler, records: list[dict], now: datetime = NOW) -> list[float | str]:
+def decide(s: Sampler, records: list[dict], now: float = NOW) -> list[float | str]:
     return s.decide("m", records, now)[0]
 
 
@@ -92,17 +92,17 @@ def test_feedback_is_always_kept():
     assert weights == [1.0] * 100 and selected_by == [None] * 100
 
 
-def test_cap_holds_per_clock_hour_and_per_model():
-    """At most max_per_hour predictions are kept per model in one clock hour; the next hour starts afresh."""
+def test_cap_holds_per_hour_and_per_model():
+    """At most max_per_hour predictions are kept per model in one hour of uptime; the next hour starts afresh."""
     s = Sampler(1)
     rules = legacy_policy(SamplingRule(max_per_hour=10)).check(SCHEMA)
     s.apply({"m": InForce("a", rules), "other": InForce("a", rules)})
     first = s.decide("m", confident(6), NOW)[0]
-    second = s.decide("m", confident(6), NOW + timedelta(minutes=20))[0]
+    second = s.decide("m", confident(6), NOW + timedelta(minutes=20).total_seconds())[0]
     assert first == [1.0] * 6 and second == [1.0] * 4 + [RATE_CAPPED] * 2
     assert s.decide("other", confident(3), NOW)[0] == [1.0] * 3
-    assert s.decide("m", confident(12), NOW + timedelta(minutes=29))[0].count(1.0) == 0
-    assert s.decide("m", confident(12), NOW + timedelta(hours=1))[0].count(1.0) == 10
+    assert s.decide("m", confident(12), NOW + timedelta(minutes=29).total_seconds())[0].count(1.0) == 0
+    assert s.decide("m", confident(12), NOW + timedelta(hours=1).total_seconds())[0].count(1.0) == 10
 
 
 def test_cap_covers_uncertain_predictions_but_not_feedback():
@@ -169,15 +169,15 @@ def test_strategy_quota_per_minute_binds_per_strategy():
     records = [prediction(0.5)] * 5 + [prediction(0.5, detections=20)]
     assert decide(s, records) == [1.0, 1.0, 1.0, RATE_CAPPED, RATE_CAPPED, 1.0]
     assert s.decide("m", records, NOW)[1][-1] == "crowded"
-    assert decide(s, records[:3], NOW + timedelta(minutes=1)) == [1.0] * 3
+    assert decide(s, records[:3], NOW + timedelta(minutes=1).total_seconds()) == [1.0] * 3
 
 
 def test_policy_quota_per_day():
-    """The policy's per_day quota caps everything the model keeps in a UTC day."""
+    """The policy's per_day quota caps everything the model keeps in a day of uptime."""
     s = sampler({"per_day": 5, "strategies": {"all": {"type": "random", "rate": 1.0}}})
     assert decide(s, confident(4)) == [1.0] * 4
-    assert decide(s, confident(4), NOW + timedelta(hours=10)) == [1.0] + [RATE_CAPPED] * 3
-    assert decide(s, confident(2), NOW + timedelta(days=1)) == [1.0] * 2
+    assert decide(s, confident(4), NOW + timedelta(hours=10).total_seconds()) == [1.0] + [RATE_CAPPED] * 3
+    assert decide(s, confident(2), NOW + timedelta(days=1).total_seconds()) == [1.0] * 2
 
 
 def test_a_new_policy_applies_whole_and_quota_windows_carry_on():
