@@ -10,6 +10,14 @@ offset is random, drawn once per start.
 
 Only one sync runs at a time: any request while one runs joins it.
 
+APScheduler keeps fire times on the wall clock, which an edge device gets wrong (a Pi
+without an RTC boots in 1970 or 2038 until NTP steps it). So a clock that moves forward
+past fire times runs the missed sync once, not once per missed fire (``OffsetTrigger``
+skips to the first fire after now, where APScheduler would count out every fire of 56
+years on the event loop first); and ``check_clock``, every ``CLOCK_CHECK_S`` of monotonic
+time, moves a fire time the clock left in the far future (it was set back) to the
+schedule's next fire from now, so the device does not wait years for its sync.
+
 A scheduled (or high-water, or retry) sync that does not send everything — ingest down, the
 gate said no, a 5xx — is retried within the same window: after ``retry_initial_s``, then
 doubling up to ``retry_max_s`` (minutes, then hours), each wait drawn from its upper half so
@@ -41,6 +49,7 @@ from edgeloop.collector.reporter import StatusReporter
 from edgeloop.collector.spool import Spool
 from edgeloop.collector.sync import NOT_CONFIGURED, Syncer, SyncResult
 from edgeloop.errors import SyncError
+from edgeloop.logs import RateLimitedLogger
 
 __all__ = ["SyncScheduler"]
 
@@ -48,6 +57,7 @@ log = logging.getLogger(__name__)
 
 JOB_ID = "sync"
 RETRY_JOB_ID = "sync-retry"
+CLOCK_CHECK_S = 60.0  # how soon a wall clock set back is noticed (monotonic seconds)
 
 
 class SyncScheduler:
@@ -79,6 +89,8 @@ class SyncScheduler:
         self.metrics = metrics
         self._retries = 0  # failed syncs in a row since the last scheduled or successful one
         self._last_success_at: datetime | None = None
+        self._clock_watch: asyncio.Task[None] | None = None
+        self._errors = RateLimitedLogger(log)
 
     @property
     def configured(self) -> bool:
@@ -102,11 +114,17 @@ class SyncScheduler:
             misfire_grace_time=None,  # a sync missed while the device slept runs once when it wakes
         )
         self._scheduler.start()
+        self._clock_watch = self._loop.create_task(self._watch_clock(), name="edgeloop-sync-clock")
         log.info("sync scheduled", extra={"next_sync_at": self._next_sync_at(), "jitter_offset_s": self.jitter_offset_s})
 
     async def shutdown(self) -> None:
         """Stop scheduling and cancel a running sync; an interrupted batch stays in the spool."""
         scheduler, self._scheduler = self._scheduler, None
+        watch, self._clock_watch = self._clock_watch, None
+        if watch is not None:
+            watch.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await watch
         if scheduler is not None and scheduler.running:
             scheduler.shutdown(wait=False)
             await asyncio.sleep(0)  # AsyncIOScheduler shuts down in a loop callback
@@ -129,6 +147,40 @@ class SyncScheduler:
         # Shielded: a client that stops waiting does not cancel the sync.
         result = await asyncio.shield(task)
         return result.as_dict()
+
+    def check_clock(self) -> str | None:
+        """One look at the wall clock: reschedule syncs it moved out of reach; what was done, if anything."""
+        scheduler = self._scheduler
+        job = scheduler.get_job(JOB_ID) if scheduler is not None and scheduler.running else None
+        if job is None or job.next_run_time is None:
+            return None
+        now = datetime.now(job.next_run_time.tzinfo)
+        trigger = self._trigger()  # made now: an interval's start is not the one a wrong clock gave it
+        fresh = trigger.get_next_fire_time(None, now)
+        if fresh is not None and job.next_run_time > fresh:
+            # Scheduled later than the schedule puts it from now: the clock was set back since.
+            log.warning("wall clock went back: the next sync follows the schedule from now",
+                        extra={"was": job.next_run_time.isoformat(), "next_sync_at": fresh.isoformat()})
+            job.modify(trigger=trigger, next_run_time=fresh)
+            retry = scheduler.get_job(RETRY_JOB_ID)
+            if retry is not None and retry.next_run_time is not None and retry.next_run_time >= fresh:
+                self._cancel_retry()  # the next scheduled sync is the retry
+            return "rescheduled"
+        if job.next_run_time < now - timedelta(seconds=CLOCK_CHECK_S):
+            # Past due by more than a check: the clock jumped forward over it; run it once now.
+            scheduler.wakeup()
+            return "woken"
+        return None
+
+    async def _watch_clock(self) -> None:
+        """``check_clock`` every CLOCK_CHECK_S, forever; errors are logged (rate-limited), never fatal."""
+        while True:
+            await asyncio.sleep(CLOCK_CHECK_S)
+            try:
+                self.check_clock()
+            except Exception as exc:
+                self._errors.log(logging.ERROR, "clock", "checking the sync schedule against the clock failed",
+                                 error=repr(exc))
 
     def notify_sealed(self) -> None:
         """A batch was sealed: start an early sync if the spool is past high water. Safe from any thread."""
@@ -311,6 +363,10 @@ class OffsetTrigger(BaseTrigger):
     def get_next_fire_time(self, previous_fire_time: datetime | None, now: datetime) -> datetime | None:
         previous = previous_fire_time - self.offset if previous_fire_time is not None else None
         base = self.trigger.get_next_fire_time(previous, now - self.offset)
+        if base is not None and previous is not None and base + self.offset <= now:
+            # Fires missed while the clock jumped forward (or the device slept): the next from now,
+            # so APScheduler does not walk every one of them (56 years of minutes after a 1970 boot).
+            base = self.trigger.get_next_fire_time(None, now - self.offset)
         if base is None:
             return None
         # In UTC, so an offset across a DST change is still exactly offset_s of real time.

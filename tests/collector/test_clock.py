@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import datetime as dt
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -10,13 +12,16 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import uuid_utils
+from edgeloop.collector import scheduler as scheduler_module
 from edgeloop.collector.config import SamplingRule, SamplingSettings, SpoolSettings
 from edgeloop.collector.pipeline import Pipeline
+from edgeloop.collector.scheduler import SyncScheduler
 from edgeloop.collector.spool import Spool
 from edgeloop.schemas import EXAMPLES_DIR, SchemaRegistry
 
 from bench.simulator import SimulatedModel
 from tests.collector.conftest import FLEET_KEY
+from tests.collector.sync_peer import IngestPeer, make_batch, make_spool, sync_settings
 
 DAY_S = 86_400
 YEAR_S = 365 * DAY_S
@@ -101,3 +106,103 @@ def test_an_hourly_cap_spent_is_not_reopened_by_the_wall_clock_jumping(monkeypat
         records = list(SimulatedModel("vibration", seed=seed).predictions(6))
         kept += pipeline.process(records, now=now + timedelta(seconds=offset_s)).accepted
     assert kept == 10
+
+
+@pytest.fixture
+def sync_spool(tmp_path: Path) -> Spool:
+    return make_spool(tmp_path / "state")
+
+
+@pytest.fixture
+async def ingest():
+    server = await IngestPeer().start()
+    yield server
+    await server.stop()
+
+
+def _shift_schedule_clock(monkeypatch: pytest.MonkeyPatch, offset_s: float) -> None:
+    """Set the wall clock APScheduler and the sync scheduler read ``offset_s`` off; their timers stay monotonic."""
+
+    class Shifted(dt.datetime):
+        @classmethod
+        def now(cls, tz=None):
+            return dt.datetime.now(tz) + timedelta(seconds=offset_s)
+
+    import apscheduler.schedulers.base
+    import apscheduler.triggers.interval
+
+    for module in (apscheduler.schedulers.base, apscheduler.triggers.interval, scheduler_module):
+        monkeypatch.setattr(module, "datetime", Shifted)
+
+
+async def _started(url: str, tmp_path: Path, spool: Spool, **overrides) -> tuple[SyncScheduler, list[str]]:
+    """A started scheduler and the triggers of the syncs it runs, in order."""
+    scheduler = SyncScheduler(sync_settings(url, tmp_path, **overrides), spool, agent_version="test")
+    runs: list[str] = []
+    sync = scheduler._sync
+
+    async def counted(trigger: str):
+        runs.append(trigger)
+        return await sync(trigger)
+
+    scheduler._sync = counted
+    await scheduler.start()
+    return scheduler, runs
+
+
+@pytest.mark.parametrize("offset_s", [DAY_S, 12 * YEAR_S])
+async def test_a_clock_set_back_does_not_put_off_the_scheduled_sync(ingest, sync_spool, tmp_path, monkeypatch, offset_s):
+    """An agent started under a clock a day (or years) ahead syncs on schedule once NTP sets the clock back."""
+    monkeypatch.setattr(scheduler_module, "CLOCK_CHECK_S", 0.1, raising=False)
+    make_batch(sync_spool), make_batch(sync_spool)
+    with monkeypatch.context() as clock:
+        _shift_schedule_clock(clock, offset_s)
+        scheduler, runs = await _started(ingest.url, tmp_path, sync_spool, interval_s=0.5, jitter_s=0)
+    try:
+        for _ in range(100):
+            if len(ingest.landed) == 2:
+                break
+            await asyncio.sleep(0.05)
+        assert len(ingest.landed) == 2 and sync_spool.pending() == [] and runs[0] == "schedule"
+        next_at = datetime.fromisoformat(scheduler.status()["next_sync_at"])
+        assert next_at - datetime.now(UTC) <= timedelta(seconds=1)
+    finally:
+        await scheduler.shutdown()
+
+
+async def test_a_nightly_schedule_set_by_a_clock_in_2038_moves_to_tonight(ingest, sync_spool, tmp_path, monkeypatch):
+    """A nightly cron scheduled under a clock years ahead fires within a day and its jitter once the clock is right."""
+    monkeypatch.setattr(scheduler_module, "CLOCK_CHECK_S", 0.1, raising=False)
+    with monkeypatch.context() as clock:
+        _shift_schedule_clock(clock, 12 * YEAR_S)
+        scheduler, _ = await _started(ingest.url, tmp_path, sync_spool, schedule="0 2 * * *", jitter_s=7200, jitter_seed=1)
+    try:
+        await asyncio.sleep(0.5)
+        next_at = datetime.fromisoformat(scheduler.status()["next_sync_at"])
+        assert timedelta(0) < next_at - datetime.now(UTC) <= timedelta(days=1, seconds=7200)
+    finally:
+        await scheduler.shutdown()
+
+
+@pytest.mark.timeout(60)
+async def test_a_clock_jumping_56_years_forward_runs_the_missed_sync_once(ingest, sync_spool, tmp_path, monkeypatch):
+    """A scheduler started under a 1970 clock that NTP then sets right syncs once, at once, and next one interval later."""
+    monkeypatch.setattr(scheduler_module, "CLOCK_CHECK_S", 0.1, raising=False)
+    make_batch(sync_spool)
+    with monkeypatch.context() as clock:
+        _shift_schedule_clock(clock, -56 * YEAR_S)
+        scheduler, runs = await _started(ingest.url, tmp_path, sync_spool, interval_s=60, jitter_s=0)
+    try:
+        started = time.monotonic()
+        scheduler._scheduler.wakeup()  # what its timer does a minute later; the clock check does it sooner
+        for _ in range(100):
+            if ingest.landed:
+                break
+            await asyncio.sleep(0.05)
+        await asyncio.sleep(0.5)
+        assert time.monotonic() - started < 10  # the event loop was not held walking 29 million missed minutes
+        assert runs == ["schedule"] and len(ingest.landed) == 1
+        next_at = datetime.fromisoformat(scheduler.status()["next_sync_at"])
+        assert timedelta(0) < next_at - datetime.now(UTC) <= timedelta(seconds=60)
+    finally:
+        await scheduler.shutdown()
