@@ -522,6 +522,11 @@ def _format_status(report: dict[str, Any]) -> str:
                 f"journal    {journal['records']} records not sealed yet, {size(journal['bytes'])}"
                 f" in {journal['open_segments'] + journal['sealing_segments'] + journal['unsealed_segments']} segments"
             )
+            if journal.get("writable") is False:
+                lines.append(
+                    f"           CANNOT BE WRITTEN since {journal['write_error_since']} ({journal['write_error']}):"
+                    " new records are refused; those accepted are kept"
+                )
         else:
             lines.append(
                 f"journal    {journal['segments']} segments, {size(journal['bytes_on_disk'])} (sealed on next start)"

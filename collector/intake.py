@@ -339,6 +339,8 @@ async def _post_records(request: web.Request) -> web.Response:
             await journal.commit(seq)
             spool.note_disk_ok()
         except OSError as exc:
+            for model, _ in frames:  # refused: a resend is stored, not answered as a duplicate of a frame that is lost
+                recent.discard(processed.keys[model])
             if exc.errno in (errno.ENOSPC, errno.EDQUOT):
                 spool.note_disk_full()
                 _count(spool, metrics, {"disk_full": accepted})

@@ -17,6 +17,14 @@ next one. A segment is rotated when it passes ``seal_max_rows``, ``seal_max_byte
 ``seal_max_age_s``; sealing (read frames → one table → ``Spool.write_batch`` with the
 segment id as batch id → unlink the segment) runs in a worker thread.
 
+A journal that cannot be written (the state dir turned read-only or full, the disk failed an
+fsync) refuses the records of that moment, says so in ``stats`` (``writable``, ``write_error``)
+and takes records again as soon as a write works. An fsync that fails leaves the page cache
+holding frames the disk may never get, and a later fsync may report success for them (Linux
+drops the error once reported): so every append not yet covered by a good fsync counts as
+lost, its request is refused, each segment holding such frames is cut back to what was synced
+and sealed, and later appends go to a new segment.
+
 Recovery on start: a segment whose batch file already exists is deleted (the crash came
 after the seal, before the unlink); any other is sealed from its valid prefix, under the
 schema its first frame names (segments from before that existed: the model's current one). A torn or
@@ -27,6 +35,7 @@ cannot be read at all goes to ``quarantine/``.
 from __future__ import annotations
 
 import asyncio
+import errno
 import logging
 import os
 import struct
@@ -35,6 +44,7 @@ import zlib
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -126,6 +136,8 @@ class Segment:
     fd: int
     rows: int = 0
     bytes: int = 0
+    last_seq: int = 0  # the journal's sequence number of its last append
+    synced: tuple[int, int, int] = (0, 0, 0)  # (bytes, rows, last_seq) a finished fsync covered
     opened_at: float = field(default_factory=time.monotonic)
     new: bool = True  # its directory entry is not fsync'd yet
     recovered: bool = False  # left by an earlier run: a torn tail is a crash's, cut off rather than fatal
@@ -159,6 +171,9 @@ class Journal:
         self._dirty: dict[str, Segment] = {}
         self._seq = 0  # appends so far
         self._synced = 0  # appends covered by a finished fsync
+        self._lost_through = 0  # appends up to this one met a failed fsync: never acknowledged
+        self.write_error: str | None = None  # why the journal could not be written, until a write works again
+        self.write_error_since: float | None = None
         self._fsync_task: asyncio.Task[None] | None = None
         self._seals: set[asyncio.Task[SealedBatch | None]] = set()
         self._fsync_pool = ThreadPoolExecutor(1, thread_name_prefix="journal-fsync")
@@ -286,20 +301,31 @@ class Journal:
         if segment is not None and segment.schema.fingerprint != schema.fingerprint:
             self._rotate(segment)  # the schema changed under a live segment (a reload): one schema per segment
             segment = None
-        if segment is None:
-            segment = self._open(model, schema)
+        try:
+            if segment is None:
+                segment = self._open(model, schema)
+        except OSError as exc:
+            self._note_write_error(exc)
+            raise
         if not segment.rows:
             batch = batch.replace_schema_metadata({SCHEMA_KEY: schema.canonical_json().encode()})
         buffers = encode_frame(batch)
         size = sum(len(memoryview(buf)) for buf in buffers)
         try:
             _write_all(segment.fd, buffers, size)
-        except OSError:
-            os.ftruncate(segment.fd, segment.bytes)  # never leave half a frame before the next one
+        except OSError as exc:
+            self._note_write_error(exc)
+            try:
+                os.ftruncate(segment.fd, segment.bytes)  # never leave half a frame before the next one
+            except OSError:
+                # Half a frame may stay: no more appends after it; sealed up to the last whole frame.
+                segment.recovered = True
+                self._rotate(segment)
             raise
         segment.rows += batch.num_rows
         segment.bytes += size
         self._seq += 1
+        segment.last_seq = self._seq
         self._dirty[segment.segment_id] = segment
         self.metrics.journal_appends.inc()
         if segment.rows >= self.settings.seal_max_rows or segment.bytes >= self.settings.seal_max_bytes:
@@ -319,29 +345,87 @@ class Journal:
         return segment
 
     async def commit(self, seq: int | None = None) -> None:
-        """Return once every append up to ``seq`` (default: all so far) is fsync'd."""
-        seq = self._seq if seq is None else seq
+        """Return once every append up to ``seq`` (default: all so far) is fsync'd.
+
+        Raises OSError if an fsync failed: then that append, and every one not synced before the
+        failure, is lost (its request must be refused).
+        """
+        if seq is None:  # nothing appended since a failed fsync: what is left is synced, or lost and refused
+            seq = self._seq if self._seq > self._lost_through else self._synced
         while self._synced < seq:
+            if seq <= self._lost_through:
+                raise OSError(errno.EIO, "an fsync of the journal failed: records not synced before it are not kept")
             if self._fsync_task is None:
                 self._fsync_task = asyncio.get_running_loop().create_task(self._group_fsync())
             await asyncio.shield(self._fsync_task)
 
     async def _group_fsync(self) -> None:
         target, segments = self._seq, list(self._dirty.values())
+        covered = [(segment.bytes, segment.rows, segment.last_seq) for segment in segments]
         self._dirty.clear()
         started = time.perf_counter()
         try:
             await asyncio.get_running_loop().run_in_executor(self._fsync_pool, _fsync_segments, segments)
-        except BaseException:
+        except asyncio.CancelledError:
             for segment in segments:  # not known durable: the next fsync tries again
                 self._dirty.setdefault(segment.segment_id, segment)
             raise
+        except OSError as exc:
+            self._note_write_error(exc)
+            self._lose_unsynced(segments)
+            raise
         finally:
             self._fsync_task = None
+        for segment, synced in zip(segments, covered, strict=True):
+            segment.synced = synced
         self._synced = max(self._synced, target)
+        if segments:
+            self._note_write_ok()
         self.fsyncs += 1
         self.metrics.journal_fsyncs.inc()
         self.metrics.journal_fsync_seconds.observe(time.perf_counter() - started)
+
+    def _lose_unsynced(self, failed: list[Segment]) -> None:
+        """After a failed fsync: refuse every append not synced yet and cut each segment back to its synced frames."""
+        self._lost_through = self._seq
+        for segment in {id(s): s for s in (*failed, *self._dirty.values())}.values():
+            self._dirty.pop(segment.segment_id, None)
+            size, rows, last_seq = segment.synced
+            log.error("journal fsync failed: records since the last good fsync are refused",
+                      extra={"segment": str(segment.path), "kept_bytes": size, "cut_bytes": segment.bytes - size})
+            try:
+                if segment.fd >= 0:
+                    os.ftruncate(segment.fd, size)
+            except OSError:
+                segment.recovered = True  # frames not synced may stay on disk; a tolerant seal takes what is whole
+            segment.bytes, segment.rows, segment.last_seq = size, rows, last_seq
+            if self._active.get(segment.model) is segment:
+                del self._active[segment.model]
+                if rows:
+                    self._rotate(segment)
+                else:  # nothing in it was acknowledged
+                    self._discard(segment)
+
+    def _discard(self, segment: Segment) -> None:
+        try:
+            if segment.fd >= 0:
+                os.close(segment.fd)
+                segment.fd = -1
+            segment.path.unlink()
+        except OSError as exc:  # recovery seals what is whole in it after a restart
+            log.warning("cannot remove an empty journal segment", extra={"segment": str(segment.path), "error": repr(exc)})
+
+    def _note_write_error(self, exc: OSError) -> None:
+        reason = f"{errno.errorcode.get(exc.errno or 0, 'error')}: {exc.strerror or exc}"
+        if self.write_error is None:
+            self.write_error_since = time.time()
+            log.error("the journal cannot be written: refusing records until it can", extra={"error": reason})
+        self.write_error = reason
+
+    def _note_write_ok(self) -> None:
+        if self.write_error is not None:
+            log.info("the journal can be written again", extra={"was": self.write_error})
+        self.write_error = self.write_error_since = None
 
     # -- rotation and sealing ---------------------------------------------------------------
 
@@ -349,7 +433,7 @@ class Journal:
         if self._active.get(segment.model) is segment:
             del self._active[segment.model]
         self._closing[segment.segment_id] = segment
-        task = asyncio.get_running_loop().create_task(self._seal_after_commit(segment, self._seq))
+        task = asyncio.get_running_loop().create_task(self._seal_after_commit(segment, segment.last_seq))
         self._seals.add(task)
         task.add_done_callback(self._seals.discard)
         return task
@@ -357,6 +441,9 @@ class Journal:
     async def _seal_after_commit(self, segment: Segment, seq: int) -> SealedBatch | None:
         try:
             await self.commit(seq)
+            if not segment.rows:  # cut back to nothing after a failed fsync: no record of it was acknowledged
+                self._discard(segment)
+                return None
             started = time.perf_counter()
             batch = await asyncio.get_running_loop().run_in_executor(self._seal_pool, self._seal, segment)
         except asyncio.CancelledError:
@@ -451,7 +538,11 @@ class Journal:
     def stats(self) -> dict[str, Any]:
         segments = [*self._active.values(), *self._closing.values(), *self._unsealed]
         oldest = min((uuid_utils.UUID(s.segment_id).timestamp for s in segments), default=None)
+        since = self.write_error_since
         return {
+            "writable": self.write_error is None,
+            "write_error": self.write_error,
+            "write_error_since": None if since is None else datetime.fromtimestamp(since, UTC).isoformat(),
             "open_segments": len(self._active),
             "sealing_segments": len(self._closing),
             "unsealed_segments": len(self._unsealed),

@@ -80,6 +80,15 @@ class RecentIds:
         while self._older_ids - len(self._older[0]) >= self.capacity:  # the rest still hold the last capacity ids
             self._older_ids -= len(self._older.popleft())
 
+    def discard(self, keys: Iterable[bytes]) -> None:
+        """Forget ``keys``: their records were refused after all (the journal fsync failed), so a resend is new."""
+        for key in keys:
+            self._current.discard(key)
+            for generation in self._older:
+                if key in generation:
+                    generation.discard(key)
+                    self._older_ids -= 1
+
     def load(self, spool: Spool, segments: Iterable[tuple[str, Path]] = ()) -> int:
         """Refill the window from the newest sealed batches, then journal ``segments`` recovery left
         unsealed (model, path); returns the ids loaded."""

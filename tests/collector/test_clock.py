@@ -206,3 +206,64 @@ async def test_a_clock_jumping_56_years_forward_runs_the_missed_sync_once(ingest
         assert timedelta(0) < next_at - datetime.now(UTC) <= timedelta(seconds=60)
     finally:
         await scheduler.shutdown()
+
+
+FAULT_SHIM = Path(__file__).parent / "fault_shim"
+
+
+def _faulty_agent(agent_factory):
+    """An agent whose state dir fails (``fault.write_text("EROFS")``) and recovers (``fault.unlink()``) while it runs."""
+    agent = agent_factory(spool={"seal_max_rows": 1000, "seal_max_age_s": 0.5})
+    fault = agent.root / "fault"
+    agent.env = {"PYTHONPATH": str(FAULT_SHIM), "EDGELOOP_TEST_FAULT_FILE": str(fault),
+                 "EDGELOOP_TEST_FAULT_DIR": str(agent.state_dir)}
+    return agent.start(), fault
+
+
+def _records(seed: int, rows: int = 20) -> list[dict]:
+    return list(SimulatedModel("vibration", seed=seed).predictions(rows))
+
+
+def _stored_ids(agent) -> list[str]:
+    return sorted(str(v) for v in agent.read_batches()["vibration"]["record_id"].to_pylist())
+
+
+@pytest.mark.parametrize("code", ["EROFS", "ENOSPC"])
+def test_a_state_dir_that_fails_while_running_refuses_records_says_so_and_recovers(agent_factory, code):
+    """A state dir turning read-only (or full) mid-run: records are refused saying why, status says so, nothing accepted is lost, and intake resumes by itself."""
+    agent, fault = _faulty_agent(agent_factory)
+    first, refused = _records(1), _records(2)
+    assert agent.post_records(first)[0] == 200
+    fault.write_text(code)
+    status, body = agent.post_records(refused)
+    assert status in (503, 507) and body["error"]["code"] in ("journal_unavailable", "disk_full"), body
+    assert ("Read-only file system" if code == "EROFS" else "disk is full") in body["error"]["message"]
+    journal = agent.status()["journal"]
+    assert journal["writable"] is False and code in journal["write_error"], journal
+    shown = agent.cli("status")
+    assert f"CANNOT BE WRITTEN since {journal['write_error_since']} ({journal['write_error']})" in shown.stdout, shown
+    time.sleep(1.5)  # the timer tries to seal the aged segment, and cannot
+    fault.unlink()
+    status, body = agent.post_records(refused)  # the app sends them again
+    assert status == 200 and body["accepted"] == 20 and body["duplicates"] == 0, body
+    assert agent.status()["journal"]["writable"] is True
+    assert agent.stop() == 0
+    assert _stored_ids(agent) == sorted(r["record_id"] for r in first + refused)
+
+
+def test_records_whose_fsync_failed_are_not_acknowledged_by_their_resend(agent_factory):
+    """After an fsync of the journal fails, the resent records are stored again, not answered as duplicates of records the disk may not hold."""
+    agent, fault = _faulty_agent(agent_factory)
+    first, failed = _records(1), _records(2)
+    assert agent.post_records(first)[0] == 200
+    fault.write_text("EIO")
+    status, body = agent.post_records(failed)
+    assert status == 503 and body["error"]["code"] == "journal_unavailable", body
+    assert agent.status()["journal"]["writable"] is False
+    fault.unlink()
+    status, body = agent.post_records(failed)
+    assert status == 200 and body["duplicates"] == 0 and body["accepted"] == 20, body
+    assert agent.stop() == 0
+    stored = _stored_ids(agent)
+    assert set(stored) == {r["record_id"] for r in first + failed}
+    assert len(stored) == len(set(stored))  # the frames whose fsync failed were cut off, not sealed beside their resend
