@@ -317,7 +317,12 @@ async def _post_records(request: web.Request) -> web.Response:
         incoming = sum(batch.get_total_buffer_size() for _, batch in frames)
         if spool.reserve_held_bytes < config.spool.seal_reserve_bytes:
             spool.ensure_reserve()  # the seal reserve comes before new records
-        if not spool.make_room(incoming, journal_bytes=journal.bytes):
+        try:
+            room = spool.make_room(incoming, journal_bytes=journal.bytes)
+        except OSError as exc:  # drop_oldest could not remove a batch: the state dir refuses writes
+            journal.note_write_error(exc)
+            return _journal_unavailable(exc)
+        if not room:
             details = {
                 "budget_bytes": config.spool.max_bytes,
                 "reserve_free_bytes": config.spool.reserve_free_bytes,
@@ -348,13 +353,13 @@ async def _post_records(request: web.Request) -> web.Response:
                     507, "disk_full", f"the disk is full ({exc.strerror}); records already accepted are kept"
                 )
             log.error("journal write failed", extra={"error": repr(exc)})
-            return error_response(503, "journal_unavailable", f"the journal cannot be written: {exc.strerror}")
+            return _journal_unavailable(exc)
 
     elif duplicates:
         try:
             await journal.commit()  # the first copy may still wait for its fsync: answer only once it is durable
         except OSError as exc:
-            return error_response(503, "journal_unavailable", f"the journal cannot be written: {exc.strerror}")
+            return _journal_unavailable(exc)
 
     _count(spool, metrics, drops)
     reporter = app[REPORTER]
@@ -381,6 +386,10 @@ async def _post_records(request: web.Request) -> web.Response:
         answer = {"error": {"code": "all_invalid", "message": "no record in the request is valid", "details": answer}}
         return json_response(answer, 422)
     return json_response(answer)
+
+
+def _journal_unavailable(exc: OSError) -> web.Response:
+    return error_response(503, "journal_unavailable", f"the journal cannot be written: {exc.strerror or exc}")
 
 
 def _count(spool: Spool, metrics: Metrics, drops: Any) -> None:

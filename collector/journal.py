@@ -305,7 +305,7 @@ class Journal:
             if segment is None:
                 segment = self._open(model, schema)
         except OSError as exc:
-            self._note_write_error(exc)
+            self.note_write_error(exc)
             raise
         if not segment.rows:
             batch = batch.replace_schema_metadata({SCHEMA_KEY: schema.canonical_json().encode()})
@@ -314,7 +314,7 @@ class Journal:
         try:
             _write_all(segment.fd, buffers, size)
         except OSError as exc:
-            self._note_write_error(exc)
+            self.note_write_error(exc)
             try:
                 os.ftruncate(segment.fd, segment.bytes)  # never leave half a frame before the next one
             except OSError:
@@ -371,7 +371,7 @@ class Journal:
                 self._dirty.setdefault(segment.segment_id, segment)
             raise
         except OSError as exc:
-            self._note_write_error(exc)
+            self.note_write_error(exc)
             self._lose_unsynced(segments)
             raise
         finally:
@@ -415,7 +415,8 @@ class Journal:
         except OSError as exc:  # recovery seals what is whole in it after a restart
             log.warning("cannot remove an empty journal segment", extra={"segment": str(segment.path), "error": repr(exc)})
 
-    def _note_write_error(self, exc: OSError) -> None:
+    def note_write_error(self, exc: OSError) -> None:
+        """The state dir refused a write: ``stats`` says so until a journal fsync works again."""
         reason = f"{errno.errorcode.get(exc.errno or 0, 'error')}: {exc.strerror or exc}"
         if self.write_error is None:
             self.write_error_since = time.time()

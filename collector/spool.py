@@ -24,6 +24,7 @@ there is room. ``disk_status`` says whether the disk is full, for status and met
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import logging
 import os
@@ -366,7 +367,7 @@ class Spool:
     # -- the seal reserve and the full-disk state ---------------------------------------------
 
     def ensure_reserve(self) -> bool:
-        """Hold ``seal_reserve_bytes`` of disk in ``seal.reserve``; False (and the disk counted full) if there is no room."""
+        """Hold ``seal_reserve_bytes`` of disk in ``seal.reserve``; False if it cannot (the disk counted full if for want of room)."""
         want = self.settings.seal_reserve_bytes
         if self._reserve_held >= want:
             return True
@@ -377,11 +378,12 @@ class Spool:
             finally:
                 os.close(fd)
         except OSError as exc:
-            self.reserve_path.unlink(missing_ok=True)  # a partial reserve would only hide free space
+            with contextlib.suppress(OSError):  # a read-only state dir refuses this too
+                self.reserve_path.unlink(missing_ok=True)  # a partial reserve would only hide free space
             self._reserve_held = 0
-            if not is_space_error(exc):
-                raise
-            self.note_disk_full()
+            if is_space_error(exc):
+                self.note_disk_full()
+            # Any other error (a read-only state dir) is the journal's to report: it cannot write either.
             return False
         self._reserve_held = want
         log.info("seal reserve held", extra={"bytes": want})

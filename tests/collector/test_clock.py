@@ -267,3 +267,21 @@ def test_records_whose_fsync_failed_are_not_acknowledged_by_their_resend(agent_f
     stored = _stored_ids(agent)
     assert set(stored) == {r["record_id"] for r in first + failed}
     assert len(stored) == len(set(stored))  # the frames whose fsync failed were cut off, not sealed beside their resend
+
+
+def test_a_state_dir_turning_read_only_after_the_disk_filled_refuses_records_without_a_500(agent_factory):
+    """After a full disk spent the seal reserve, a state dir turned read-only still answers 503 journal_unavailable, not 500."""
+    agent, fault = _faulty_agent(agent_factory)
+    first = _records(1)
+    assert agent.post_records(first)[0] == 200
+    fault.write_text("ENOSPC")
+    agent.flush()  # the seal meets the full disk and spends the reserve
+    assert agent.status()["disk"]["seal_reserve_held_bytes"] == 0
+    fault.write_text("EROFS")
+    status, body = agent.post_records(_records(2))
+    assert status == 503 and body["error"]["code"] == "journal_unavailable", body
+    assert "Read-only file system" in body["error"]["message"]
+    fault.unlink()
+    assert agent.post_records(_records(3))[0] == 200
+    assert agent.stop() == 0
+    assert _stored_ids(agent) == sorted(r["record_id"] for r in first + _records(3))

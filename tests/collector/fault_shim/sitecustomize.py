@@ -1,10 +1,12 @@
 """A state dir that fails while the agent runs, for the process it starts in (a test's agent).
 
 While the file named by ``EDGELOOP_TEST_FAULT_FILE`` exists, the process's writes under
-``EDGELOOP_TEST_FAULT_DIR`` fail with the errno the file names. ``EROFS`` or ``ENOSPC``: every
-open for writing, write, truncate, fallocate, rename, unlink and mkdir fails, as on a
-filesystem the kernel remounted read-only after an error, or a full one. ``EIO``: only fsync
-fails, as when the disk cannot write back what the page cache holds. Reads always work.
+``EDGELOOP_TEST_FAULT_DIR`` fail with the errno the file names. ``EROFS``: every open for
+writing, write, truncate, fallocate, rename, unlink and mkdir fails, as on a filesystem the
+kernel remounted read-only after an error. ``ENOSPC``: what needs new blocks fails (creating,
+writing, fallocate, mkdir), as on a full disk; truncating, renaming and unlinking still work.
+``EIO``: only fsync fails, as when the disk cannot write back what the page cache holds.
+Reads always work.
 """
 
 import builtins
@@ -42,21 +44,25 @@ def _refuse(code: int, what) -> None:
     raise OSError(code, os.strerror(code), str(what))
 
 
-def _by_path(real, *, fsync=False, writing=lambda *args, **kwargs: True):
+def _applies(code, *, fsync: bool, frees: bool) -> bool:
+    if code is None or (code == errno.EIO) != fsync:
+        return False
+    return not (frees and code == errno.ENOSPC)
+
+
+def _by_path(real, *, fsync=False, frees=False, writing=lambda *args, **kwargs: True):
     def wrapper(path, *args, **kwargs):
-        code = _fault()
-        if code is not None and (code == errno.EIO) == fsync and writing(*args, **kwargs) and _inside(path):
-            _refuse(code, path)
+        if _applies(_fault(), fsync=fsync, frees=frees) and writing(*args, **kwargs) and _inside(path):
+            _refuse(_fault(), path)
         return real(path, *args, **kwargs)
 
     return wrapper
 
 
-def _by_fd(real, *, fsync=False):
+def _by_fd(real, *, fsync=False, frees=False):
     def wrapper(fd, *args, **kwargs):
-        code = _fault()
-        if code is not None and (code == errno.EIO) == fsync and _fd_inside(fd if isinstance(fd, int) else fd.fileno()):
-            _refuse(code, fd)
+        if _applies(_fault(), fsync=fsync, frees=frees) and _fd_inside(fd if isinstance(fd, int) else fd.fileno()):
+            _refuse(_fault(), fd)
         return real(fd, *args, **kwargs)
 
     return wrapper
@@ -74,8 +80,10 @@ if _fault_file:
     _open = builtins.open
     builtins.open = io.open = _by_path(builtins.open, writing=_writing_mode)
     os.open = _by_path(os.open, writing=_writing_flags)
-    for _name in ("unlink", "remove", "mkdir", "rmdir", "rename", "replace"):
-        setattr(os, _name, _by_path(getattr(os, _name)))
-    for _name in ("write", "writev", "ftruncate", "posix_fallocate"):
+    os.mkdir = _by_path(os.mkdir)
+    for _name in ("unlink", "remove", "rmdir", "rename", "replace"):
+        setattr(os, _name, _by_path(getattr(os, _name), frees=True))
+    for _name in ("write", "writev", "posix_fallocate"):
         setattr(os, _name, _by_fd(getattr(os, _name)))
+    os.ftruncate = _by_fd(os.ftruncate, frees=True)
     os.fsync = _by_fd(os.fsync, fsync=True)
