@@ -26,7 +26,7 @@ from edgeloop.collector.redact import Redactor
 from edgeloop.collector.recent_ids import RecentIds
 from edgeloop.collector.sampling import Sampler
 from edgeloop.schemas.model_schema import ModelSchema
-from edgeloop.schemas.records import LineValidator, RecordValidator
+from edgeloop.schemas.records import UNSET_ID_MESSAGE, UNSET_IDS, LineValidator, RecordValidator
 from edgeloop.schemas.registry import SchemaRegistry
 
 __all__ = ["Pipeline", "ProcessedRecords", "RequestRecords"]
@@ -327,7 +327,11 @@ class Pipeline:
         seen: set[bytes],
         list_accepted: bool = True,
     ) -> tuple[list[int], list[dict[str, Any]], list[bytes | None]]:
-        """Set aside records whose id the agent already has (or this request had earlier): answered accepted, stored once."""
+        """Set aside records whose id the agent already has (or this request had earlier): answered accepted, stored once.
+
+        A record whose id is the nil or max UUID (an app's unset default) is invalid: taken as
+        an id, every record after the first would vanish as a resend.
+        """
         recent = self.recent
         tags = {"prediction": recent.tag(schema.name, "prediction"), "feedback": recent.tag(schema.name, "feedback")}
         fresh_at: list[int] = []
@@ -338,7 +342,13 @@ class Pipeline:
             if given is None:
                 key = None
             else:
-                key = given.bytes + tags[record["kind"]]
+                raw = given.bytes
+                if raw in UNSET_IDS:
+                    index = members[good_at[position]]
+                    processed.results[index] = _invalid(index, "record_id", UNSET_ID_MESSAGE)
+                    processed.drops["invalid"] += 1
+                    continue
+                key = raw + tags[record["kind"]]
                 if key in seen or key in recent:
                     if list_accepted:
                         index = members[good_at[position]]

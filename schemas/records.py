@@ -89,14 +89,21 @@ def _max_bytes(limit: int):
 Timestamp = Annotated[datetime, Strict(False), AfterValidator(_utc)]
 
 
+UNSET_ID_MESSAGE = "the nil (all zeros) or max (all ones) UUID names no record: an unset default?"
+UNSET_IDS = frozenset({bytes(16), b"\xff" * 16})  # an app's unset default: every record would share it
+
+
 def _not_nil(value: UUID) -> UUID:
     # An app's unset default: every record would share it, and all but the first vanish as resends.
     if value.int in (0, 2**128 - 1):
-        raise ValueError("the nil (all zeros) or max (all ones) UUID names no record: an unset default?")
+        raise ValueError(UNSET_ID_MESSAGE)
     return value
 
 
 Uuid = Annotated[UUID, Strict(False), AfterValidator(_not_nil)]
+# A record_id is checked against UNSET_IDS by whoever dedups by it (the agent's pipeline, on the
+# bytes it keys on anyway): a Python validator here cost 0.3 us on every record.
+RecordId = Annotated[UUID, Strict(False)]
 
 
 def _float(spec: FieldSpec) -> Any:
@@ -153,7 +160,7 @@ def _record_type(schema: ModelSchema, config: ConfigDict) -> Any:
     common = {
         "model": Required[Literal[schema.name]],  # type: ignore[valid-type]
         "model_version": Required[Annotated[str, Field(min_length=1, max_length=128)]],
-        "record_id": NotRequired[Uuid | None],
+        "record_id": NotRequired[RecordId | None],
         "created_at": NotRequired[Timestamp | None],
     }
     prediction = TypedDict(  # type: ignore[operator]
@@ -176,7 +183,10 @@ def _record_type(schema: ModelSchema, config: ConfigDict) -> Any:
 
 
 class RecordValidator:
-    """Validates raw records of one model; returns normalized dicts and per-record issues."""
+    """Validates raw records of one model; returns normalized dicts and per-record issues.
+
+    A ``record_id`` in UNSET_IDS passes here: the caller refuses it (with UNSET_ID_MESSAGE).
+    """
 
     def __init__(self, schema: ModelSchema) -> None:
         self.schema = schema

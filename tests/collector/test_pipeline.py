@@ -6,6 +6,7 @@ import uuid
 from datetime import UTC, datetime
 
 import duckdb
+import orjson
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
@@ -211,3 +212,16 @@ def test_lines_are_validated_against_the_schemas_of_the_last_reload(registry, tm
     inputs = {key: value for key, value in prediction()["inputs"].items() if key != "serial_number"}
     kept = pipeline.process_lines([orjson.dumps({**prediction(), "inputs": inputs, "record_id": str(uuid.uuid4())})], now=NOW)
     assert kept is not None and kept.accepted == 1 and "serial_number" not in kept.batches["vibration"].schema.names
+
+
+@pytest.mark.parametrize("unset", ["00000000-0000-0000-0000-000000000000", "FFFFFFFF-FFFF-FFFF-FFFF-FFFFFFFFFFFF"])
+def test_an_unset_record_id_is_invalid_the_same_way_as_json_or_as_ndjson_lines(pipeline, unset):
+    """A nil or max record_id, even twice in one request, gets one invalid error on the record_id field in both paths."""
+    records = [{**prediction(), "record_id": unset}, prediction(), {**prediction(), "record_id": unset}]
+    decoded = pipeline.process(records, now=NOW)
+    lines = pipeline.process_lines([orjson.dumps(record) for record in records], now=NOW)
+    for out in (decoded, lines):
+        assert [result["status"] for result in out.results] == ["invalid", "accepted", "invalid"]
+        for result in (out.results[0], out.results[2]):
+            assert result["error"] == {"field": "record_id", "message": "the nil (all zeros) or max (all ones) UUID names no record: an unset default?"}
+        assert out.drops["invalid"] == 2 and out.accepted == 1 and not out.duplicates
