@@ -419,6 +419,7 @@ class Syncer:
                     status = response.status
                     body = await _read_body(response)
                     retry_after = response.headers.get("Retry-After")
+                    server_date = response.headers.get("Date")
             except (aiohttp.ClientError, TimeoutError, OSError) as exc:
                 raise RetryableUploadError(f"PUT {url}: {type(exc).__name__}: {exc}") from exc
         finally:
@@ -427,7 +428,7 @@ class Syncer:
             return status
         message = f"PUT {url}: {status} {_error_message(body)}"
         if status in (429, 503):
-            raise ThrottledError(message, retry_after_s=_retry_after_s(retry_after))
+            raise ThrottledError(message, retry_after_s=_retry_after_s(retry_after, server_date))
         if status == 408 or status >= 500:
             raise RetryableUploadError(message)
         raise RejectedBatchError(message, status=status, body=body)
@@ -522,8 +523,12 @@ def _error_message(body: Any) -> str:
     return str(body)[:200]
 
 
-def _retry_after_s(value: str | None) -> float | None:
-    """Retry-After in seconds, from delta-seconds or an HTTP date; None if absent or unreadable."""
+def _retry_after_s(value: str | None, server_date: str | None = None) -> float | None:
+    """Retry-After in seconds, from delta-seconds or an HTTP date; None if absent or unreadable.
+
+    An HTTP date is read against the response's own Date, not the device's clock: a device
+    whose clock is years behind would wait years, one ahead would not wait at all.
+    """
     if not value:
         return None
     value = value.strip()
@@ -531,13 +536,19 @@ def _retry_after_s(value: str | None) -> float | None:
         return max(0.0, float(value))
     except ValueError:
         pass
+    when = _http_date(value)
+    if when is None:
+        return None
+    now = _http_date(server_date) or datetime.now(UTC)
+    return max(0.0, (when - now).total_seconds())
+
+
+def _http_date(value: str | None) -> datetime | None:
     try:
-        when = email.utils.parsedate_to_datetime(value)
+        when = email.utils.parsedate_to_datetime(value)  # type: ignore[arg-type]
     except (TypeError, ValueError):
         return None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=UTC)
-    return max(0.0, (when - datetime.now(UTC)).total_seconds())
+    return when.replace(tzinfo=UTC) if when.tzinfo is None else when
 
 
 def _worth_retrying(exc: BaseException) -> bool:

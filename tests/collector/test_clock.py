@@ -6,6 +6,7 @@ import asyncio
 import datetime as dt
 import time
 from datetime import UTC, datetime, timedelta
+from email.utils import format_datetime
 from pathlib import Path
 
 import pyarrow as pa
@@ -13,10 +14,12 @@ import pyarrow.parquet as pq
 import pytest
 import uuid_utils
 from edgeloop.collector import scheduler as scheduler_module
+from edgeloop.collector import sync as sync_module
 from edgeloop.collector.config import SamplingRule, SamplingSettings, SpoolSettings
 from edgeloop.collector.pipeline import Pipeline
 from edgeloop.collector.scheduler import SyncScheduler
 from edgeloop.collector.spool import Spool
+from edgeloop.collector.sync import Syncer
 from edgeloop.schemas import EXAMPLES_DIR, SchemaRegistry
 
 from bench.simulator import SimulatedModel
@@ -120,8 +123,8 @@ async def ingest():
     await server.stop()
 
 
-def _shift_schedule_clock(monkeypatch: pytest.MonkeyPatch, offset_s: float) -> None:
-    """Set the wall clock APScheduler and the sync scheduler read ``offset_s`` off; their timers stay monotonic."""
+def _shift_schedule_clock(monkeypatch: pytest.MonkeyPatch, offset_s: float, *, modules=()) -> None:
+    """Set the wall clock APScheduler and the sync scheduler (and ``modules``) read ``offset_s`` off; their timers stay monotonic."""
 
     class Shifted(dt.datetime):
         @classmethod
@@ -131,7 +134,7 @@ def _shift_schedule_clock(monkeypatch: pytest.MonkeyPatch, offset_s: float) -> N
     import apscheduler.schedulers.base
     import apscheduler.triggers.interval
 
-    for module in (apscheduler.schedulers.base, apscheduler.triggers.interval, scheduler_module):
+    for module in (apscheduler.schedulers.base, apscheduler.triggers.interval, scheduler_module, *modules):
         monkeypatch.setattr(module, "datetime", Shifted)
 
 
@@ -285,3 +288,18 @@ def test_a_state_dir_turning_read_only_after_the_disk_filled_refuses_records_wit
     assert agent.post_records(_records(3))[0] == 200
     assert agent.stop() == 0
     assert _stored_ids(agent) == sorted(r["record_id"] for r in first + _records(3))
+
+
+@pytest.mark.parametrize("offset_s", [-56 * YEAR_S, DAY_S])
+async def test_a_retry_after_date_is_read_against_the_servers_clock_not_the_devices(
+    ingest, sync_spool, tmp_path, monkeypatch, offset_s
+):
+    """A 503 whose Retry-After is an HTTP date 2 s after the server's Date pauses a device with a wrong clock 2 s, not 56 years or none."""
+    make_batch(sync_spool)
+    ingest.script.append((503, {"Retry-After": format_datetime(datetime.now(UTC) + timedelta(seconds=2), usegmt=True)}))
+    _shift_schedule_clock(monkeypatch, offset_s, modules=(sync_module,))
+    syncer = Syncer(sync_settings(ingest.url, tmp_path, max_throttle_wait_s=60), sync_spool, agent_version="test")
+    result = await syncer.run_once()
+    assert (result.outcome, result.uploaded) == ("ok", 1), result
+    gap = ingest.requests[1]["at"] - ingest.requests[0]["at"]
+    assert 0.5 <= gap <= 10 and 0.5 <= result.throttled_s <= 10
