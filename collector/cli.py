@@ -241,13 +241,12 @@ def _offline_status(config: CollectorConfig | None, socket_path: Path, why: str)
         except Exception:
             unreadable += 1
     journal = [path for path in (state / "journal").rglob("*.wal") if path.is_file()]
-    oldest = batches[0].created_at.timestamp() if batches else None
     report["spool"] = {
         "batches": len(batches),
         "records": sum(batch.rows for batch in batches),
         "bytes": sum(batch.bytes for batch in batches),
         "unreadable": unreadable,
-        "oldest_record_age_s": None if oldest is None else round(time.time() - oldest, 3),
+        "oldest_record_age_s": round(batches[0].age_s(), 3) if batches else None,
         "rejected": len(list((state / "rejected").glob("*.parquet"))),
         "quarantined": sum(1 for _ in (state / "quarantine").glob("*")),
         "budget_bytes": config.spool.max_bytes,
@@ -327,7 +326,7 @@ def cmd_spool_list(args: argparse.Namespace) -> int:
                     model=batch.model,
                     rows=batch.rows,
                     bytes=batch.bytes,
-                    age_s=round(now - batch.created_at.timestamp(), 1),
+                    age_s=round(batch.age_s(now), 1),
                 )
             if where == "rejected":
                 reason = path.with_name(f"{path.stem}.error.json")

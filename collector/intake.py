@@ -428,7 +428,8 @@ def status_report(app: web.Application) -> dict[str, Any]:
         },
         "spool": {
             **spool_stats,
-            "oldest_record_age_s": None if oldest_ms is None else round((now_ms - oldest_ms) / 1000, 3),
+            # Ids minted under a clock since set back are younger than nothing, not negative.
+            "oldest_record_age_s": None if oldest_ms is None else round(max(0.0, now_ms - oldest_ms) / 1000, 3),
             "models": _per_model(pending),
         },
         "journal": {**journal_stats, "bytes_on_disk": spool.journal_bytes()},

@@ -140,6 +140,10 @@ class SealedBatch:
         millis = uuid_utils.UUID(self.batch_id).timestamp
         return datetime.fromtimestamp(millis / 1000, UTC)
 
+    def age_s(self, now_s: float | None = None) -> float:
+        """Seconds since the id was minted; 0, not negative, for an id minted under a clock since set back."""
+        return max(0.0, (time.time() if now_s is None else now_s) - self.created_at.timestamp())
+
 
 class Spool:
     """Owns the sealed batch files, the disk budget and the drop counters.
@@ -433,7 +437,7 @@ class Spool:
     def oldest_age_s(self) -> float:
         """Seconds since the oldest waiting batch was sealed; 0 when nothing waits."""
         pending = self.pending()
-        return max(0.0, time.time() - pending[0].created_at.timestamp()) if pending else 0.0
+        return pending[0].age_s() if pending else 0.0
 
     def requeue(self, batch_id: str) -> SealedBatch:
         """Move a rejected batch back to the pending spool (the next sync sends it); raises CollectorError."""

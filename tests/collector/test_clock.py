@@ -9,6 +9,7 @@ from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
 from pathlib import Path
 
+import orjson
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
@@ -303,3 +304,20 @@ async def test_a_retry_after_date_is_read_against_the_servers_clock_not_the_devi
     assert (result.outcome, result.uploaded) == ("ok", 1), result
     gap = ingest.requests[1]["at"] - ingest.requests[0]["at"]
     assert 0.5 <= gap <= 10 and 0.5 <= result.throttled_s <= 10
+
+
+def test_batches_sealed_under_a_clock_since_set_back_are_not_reported_negative_ages(agent_factory):
+    """After NTP sets a clock back a day, status, offline status and spool list give the batches sealed before an age of 0, not -1 day."""
+    agent = agent_factory()
+    agent.env = {"PYTHONPATH": str(SHIM), "EDGELOOP_TEST_CLOCK_OFFSET_S": str(DAY_S)}
+    agent.start()
+    assert agent.post_records(_records(1))[0] == 200
+    assert agent.stop() == 0
+    agent.env = {}
+    agent.start()
+    assert 0 <= agent.status()["spool"]["oldest_record_age_s"] < 60
+    assert agent.stop() == 0
+    offline = agent.cli("status", "--json")
+    assert 0 <= orjson.loads(offline.stdout)["spool"]["oldest_record_age_s"] < 60, offline
+    listed = agent.cli("spool", "list", "--json")
+    assert [0 <= entry["age_s"] < 60 for entry in orjson.loads(listed.stdout)] == [True], listed
