@@ -19,9 +19,11 @@ from edgeloop.collector import sync as sync_module
 from edgeloop.collector.config import SamplingRule, SamplingSettings, SpoolSettings
 from edgeloop.collector.pipeline import Pipeline
 from edgeloop.collector.scheduler import SyncScheduler
-from edgeloop.collector.spool import Spool
+from edgeloop.collector.spool import BatchIds, Spool
 from edgeloop.collector.sync import Syncer
 from edgeloop.schemas import EXAMPLES_DIR, SchemaRegistry
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from bench.simulator import SimulatedModel
 from tests.collector.conftest import FLEET_KEY
@@ -52,6 +54,30 @@ def _clock(monkeypatch: pytest.MonkeyPatch, offset_s: float) -> None:
     monkeypatch.setattr(time, "time", lambda: real_time() + offset_s)
     monkeypatch.setattr(time, "time_ns", lambda: real_time_ns() + int(offset_s * 1e9))
     monkeypatch.setattr(uuid_utils, "uuid7", lambda nanoseconds=None: real_uuid7(nanoseconds=time.time_ns()))
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    start=st.none() | st.integers(0, 2**48 - 2**30),
+    readings_ms=st.lists(st.integers(-(2**40), 2**48 - 2**30), min_size=1, max_size=40),
+)
+def test_batch_ids_increase_whatever_the_clock_reads(start, readings_ms):
+    """Each minted batch id is a UUIDv7 sorting (as text) after every id seen or minted before, for any clock readings."""
+    ids = BatchIds()
+    seen = []
+    if start is not None:
+        seen.append(str(uuid_utils.uuid7(nanoseconds=start * 1_000_000)))
+        ids.observe(seen[0])
+    real = time.time_ns
+    try:
+        for ms in readings_ms:
+            time.time_ns = lambda ms=ms: ms * 1_000_000
+            seen.append(ids.mint())
+    finally:
+        time.time_ns = real
+    assert seen == sorted(set(seen))
+    assert all(uuid_utils.UUID(batch_id).version == 7 and uuid_utils.UUID(batch_id).variant == uuid_utils.RFC_4122
+               for batch_id in seen)
 
 
 def test_batches_sealed_after_a_clock_jump_sort_after_every_older_batch(tmp_path, monkeypatch):
