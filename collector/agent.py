@@ -145,6 +145,7 @@ class Agent:
                 spool_oldest_age_s=lambda: spool.oldest_age_s(),
                 disk_free_bytes=spool.free_disk_bytes,
                 disk_full=lambda: float(spool.disk_full),
+                journal_writable=lambda: float(journal.write_error is None),
                 seal_reserve_held_bytes=lambda: spool.reserve_held_bytes,
                 intake_in_flight_bytes=lambda: budget.in_flight_bytes,
                 intake_budget_bytes=lambda: budget.intake_bytes,

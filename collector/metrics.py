@@ -72,6 +72,9 @@ class Metrics:
         self.disk_full = Gauge(
             "edgeloop_disk_full", "1 while the disk is full: a write met ENOSPC, or the seal reserve cannot be held", registry=r
         )
+        self.journal_writable = Gauge(
+            "edgeloop_journal_writable", "0 while the journal cannot be written (read-only or full state dir, a failed fsync): records are refused", registry=r
+        )
         self.seal_reserve_held_bytes = Gauge(
             "edgeloop_seal_reserve_held_bytes", "Disk held in reserve so a seal works on a full disk", registry=r
         )
@@ -92,6 +95,7 @@ class Metrics:
         spool_oldest_age_s: Callable[[], float],
         disk_free_bytes: Callable[[], float] | None = None,
         disk_full: Callable[[], float] | None = None,
+        journal_writable: Callable[[], float] | None = None,
         seal_reserve_held_bytes: Callable[[], float] | None = None,
         intake_in_flight_bytes: Callable[[], float] | None = None,
         intake_budget_bytes: Callable[[], float] | None = None,
@@ -105,6 +109,7 @@ class Metrics:
         for gauge, read in (
             (self.disk_free_bytes, disk_free_bytes),
             (self.disk_full, disk_full),
+            (self.journal_writable, journal_writable),
             (self.seal_reserve_held_bytes, seal_reserve_held_bytes),
             (self.intake_in_flight_bytes, intake_in_flight_bytes),
             (self.intake_budget_bytes, intake_budget_bytes),

@@ -272,11 +272,13 @@ def test_a_state_dir_that_fails_while_running_refuses_records_says_so_and_recove
     assert journal["writable"] is False and code in journal["write_error"], journal
     shown = agent.cli("status")
     assert f"CANNOT BE WRITTEN since {journal['write_error_since']} ({journal['write_error']})" in shown.stdout, shown
+    assert "edgeloop_journal_writable 0.0" in agent.metrics()
     time.sleep(1.5)  # the timer tries to seal the aged segment, and cannot
     fault.unlink()
     status, body = agent.post_records(refused)  # the app sends them again
     assert status == 200 and body["accepted"] == 20 and body["duplicates"] == 0, body
     assert agent.status()["journal"]["writable"] is True
+    assert "edgeloop_journal_writable 1.0" in agent.metrics()
     assert agent.stop() == 0
     assert _stored_ids(agent) == sorted(r["record_id"] for r in first + refused)
 
