@@ -196,8 +196,8 @@ ATTENTION = ("failing", "silent", "late", "never_seen")  # states a person shoul
 
 def _rows(table: pa.Table, order: str | None = None, *, limit: int = MAX_LISTED, descending: bool = True) -> list[dict[str, Any]]:
     if order is not None and table.num_rows:
-        table = table.take(pc.sort_indices(table, [(order, "descending" if descending else "ascending")],
-                                           null_placement="at_end"))
+        # Nulls last: the default, and pyarrow 25 deprecates saying so in SortOptions.
+        table = table.take(pc.sort_indices(table, [(order, "descending" if descending else "ascending")]))
     return table.slice(0, limit).to_pylist()
 
 
