@@ -31,7 +31,7 @@ from edgeloop.ingest.config import IngestConfig, StoreSettings
 from edgeloop.ingest.catalog import Catalog
 from edgeloop.ingest.export import ResultStream, uuids_as_text
 from edgeloop.ingest.policies import PolicyBook
-from edgeloop.ingest.query import check_query, run_query, stream_query, translate_errors
+from edgeloop.ingest.query import check_query, readable, run_query, stream_query, translate_errors
 from edgeloop.ingest.compaction import compact_file
 from edgeloop.ingest.deletion import Deletion, apply
 from edgeloop.ingest.label_import import LabelRow, land_labels
@@ -241,7 +241,7 @@ class RemoteAdmin:
     def query(self, sql: str, params: Sequence[Any] = ()) -> pa.Table:
         result = self.stream(sql, params)
         try:
-            return pa.Table.from_batches(list(result.batches), schema=result.schema)
+            return readable(pa.Table.from_batches(list(result.batches), schema=result.schema), sql)
         finally:
             result.close()
 

@@ -27,7 +27,7 @@ import orjson
 import pyarrow as pa
 
 from edgeloop.ingest.config import FleetSettings
-from edgeloop.ingest.query import CheckedQuery, run_query, stream_query
+from edgeloop.ingest.query import CheckedQuery, readable, run_query, stream_query
 from edgeloop.ingest.store import Store, arrow_rows
 
 __all__ = [
@@ -68,7 +68,7 @@ class StoreReader:
         batches = stream_query(self._store.cursor(), sql, params, timeout_s=self._timeout_s,
                                checked=CheckedQuery(sql, frozenset()))
         first = next(batches)
-        return pa.Table.from_batches([first, *batches], schema=first.schema)
+        return readable(pa.Table.from_batches([first, *batches], schema=first.schema), sql)
 
 
 # Every device with its aggregates and its state; parameters: now, default window, silent windows, grace.

@@ -12,8 +12,10 @@ access off, extensions off and its configuration locked (``store.connect``).
 from __future__ import annotations
 
 import difflib
+import logging
 import re
 import threading
+import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -21,11 +23,15 @@ from typing import Any
 import duckdb
 import orjson
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from edgeloop.errors import QueryFailed, QueryRefused, QueryTooExpensive, StoreClosed
 from edgeloop.ingest.sql_functions import ALLOWED_FUNCTIONS, ALLOWED_TABLE_FUNCTIONS
+from edgeloop.times import out_of_range
 
-__all__ = ["CheckedQuery", "check_query", "describe_error", "run_query", "stream_query"]
+__all__ = ["CheckedQuery", "check_query", "describe_error", "readable", "run_query", "stream_query"]
+
+log = logging.getLogger(__name__)
 
 # Expression kinds (the ``class`` of a parse node) a SELECT may contain.
 _EXPRESSIONS = frozenset({
@@ -305,7 +311,49 @@ def run_query(
     """Run one allowed SELECT and return its rows as Arrow; interrupted after ``timeout_s``."""
     batches = stream_query(con, sql, params, timeout_s=timeout_s)
     first = next(batches)
-    return pa.Table.from_batches([first, *batches], schema=first.schema)
+    return readable(pa.Table.from_batches([first, *batches], schema=first.schema), sql)
+
+
+class _Throttle:
+    """Says a warning about the same thing is due at most once per ``every_s``: each page read would repeat it."""
+
+    def __init__(self, every_s: float) -> None:
+        self.every_s = every_s
+        self._lock = threading.Lock()
+        self._last: dict[Any, float] = {}
+
+    def due(self, key: Any) -> bool:
+        now = time.monotonic()
+        with self._lock:
+            if now - self._last.get(key, float("-inf")) < self.every_s:
+                return False
+            if len(self._last) > 1000:
+                self._last.clear()
+            self._last[key] = now
+            return True
+
+
+_WARNINGS = _Throttle(600.0)
+
+
+def readable(table: pa.Table, sql: str) -> pa.Table:
+    """``table`` with the times Python cannot hold (outside years 1 to 9999 in UTC) made null, and a warning naming them.
+
+    Such times reach a database only through a version before today's checks (a device's clock in
+    year 10000); read into Python they raise OverflowError, so one stored value would fail every
+    page and command that reads its row. SQL (``/v1/sql``, ``sql``) still shows the value itself.
+    """
+    nulled: dict[str, int] = {}
+    for index, name in enumerate(table.column_names):
+        column = table.column(index)
+        outside = out_of_range(column)
+        if outside is not None:
+            nulled[name] = pc.sum(outside).as_py()
+            table = table.set_column(index, table.field(index), pc.if_else(outside, pa.scalar(None, column.type), column))
+    if nulled and _WARNINGS.due(frozenset(nulled)):
+        log.warning("stored times outside years 1 to 9999 in UTC left out of a read (written before they were refused; "
+                    "`edgeloop-ingest sql` shows them)", extra={"columns": nulled, "query": " ".join(sql.split())[:200]})
+    return table
 
 
 def stream_query(
