@@ -66,7 +66,7 @@ from edgeloop.ingest.health import Refusals, prune_statuses, store_status
 from edgeloop.ingest.deletion import Deletion, apply
 from edgeloop.ingest.label_import import MAX_ROWS as MAX_LABEL_ROWS_PER_CALL, LabelRow, land_labels
 from edgeloop.ingest.metrics import Metrics
-from edgeloop.ingest.export import JSON_OPTIONS, json_default, json_rows
+from edgeloop.ingest.export import JSON_OPTIONS, json_default, json_rows, wide_ints_as_text
 from edgeloop.ingest.pacer import Pacer
 from edgeloop.ingest.policies import PolicyBook, PolicyIndex
 from edgeloop.ingest.query import check_query, stream_query
@@ -120,7 +120,11 @@ def _error(status: int, code: str, message: str, details: Any = None, headers: d
 
 
 def _json(status: int, value: Any) -> web.Response:
-    return web.Response(status=status, body=orjson.dumps(value, default=str), content_type="application/json")
+    try:
+        body = orjson.dumps(value, default=str)
+    except TypeError:  # a whole number past 64 bits, stored before the bounds: written as its digits
+        body = orjson.dumps(wide_ints_as_text(value), default=str)
+    return web.Response(status=status, body=body, content_type="application/json")
 
 
 @web.middleware

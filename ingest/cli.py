@@ -636,7 +636,7 @@ def _schemas(args: argparse.Namespace, config: IngestConfig) -> int:
             schemas = sorted(catalog, key=lambda schema: (schema.name, schema.version))
             table = pa.table({
                 "model": [schema.name for schema in schemas],
-                "version": pa.array([schema.version for schema in schemas], pa.int32()),
+                "version": pa.array([schema.version for schema in schemas], pa.int64()),  # a catalog may predate the int32 bound
                 "fingerprint": [schema.fingerprint for schema in schemas],
                 "fields": pa.array([len(schema.fields) for schema in schemas], pa.int32()),
             })

@@ -36,6 +36,7 @@ from edgeloop.errors import AuthError, BatchRejected, EdgeloopError, Forbidden, 
 from edgeloop.ingest import dashboard_html as pages
 from edgeloop.ingest.app import AUTH, CONFIG, STATE, STORE, answer_expect
 from edgeloop.ingest.dashboard import MAX_DAYS, Dashboard
+from edgeloop.ingest.export import wide_ints_as_text
 from edgeloop.ingest.fleet import STATES, StoreReader, device_detail, fleet_overview, fleet_summary
 from edgeloop.ingest.report import GROUPINGS, PERIODS, Report, build_report, declare, model_schema
 from edgeloop.ingest.session import COOKIE, Sessions
@@ -120,8 +121,11 @@ def _html(body: str, status: int = 200) -> web.Response:
 
 
 def _json(value: Any) -> web.Response:
-    return web.Response(body=orjson.dumps(value, default=str, option=orjson.OPT_NON_STR_KEYS),
-                        content_type="application/json", headers={"Cache-Control": "no-store"})
+    try:
+        body = orjson.dumps(value, default=str, option=orjson.OPT_NON_STR_KEYS)
+    except TypeError:  # a whole number past 64 bits, stored before the bounds: written as its digits
+        body = orjson.dumps(wide_ints_as_text(value), default=str, option=orjson.OPT_NON_STR_KEYS)
+    return web.Response(body=body, content_type="application/json", headers={"Cache-Control": "no-store"})
 
 
 def _days(request: web.Request) -> int:

@@ -43,6 +43,7 @@ __all__ = [
     "parquet_metadata",
     "training_query",
     "uuids_as_text",
+    "wide_ints_as_text",
     "write_result",
 ]
 
@@ -372,6 +373,22 @@ def _as_text(column: pa.Array) -> list[str | None]:
         return [row[0] for row in con.from_arrow(pa.table({"v": column})).select("v::VARCHAR").fetchall()]
     finally:
         con.close()
+
+
+def wide_ints_as_text(value: Any) -> Any:
+    """``value`` with every whole number orjson cannot write (past 64 bits) as its exact digits, in lists and dicts too.
+
+    Such numbers reach an answer from a database written before today's bounds (a schema's max_bytes of 10^30).
+    """
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, int):
+        return value if -(2**63) <= value < 2**64 else str(value)
+    if isinstance(value, dict):
+        return {key: wide_ints_as_text(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [wide_ints_as_text(item) for item in value]
+    return value
 
 
 def json_default(value: Any) -> Any:

@@ -256,7 +256,7 @@ class ModelSchema(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     name: str
-    version: Annotated[int, Field(ge=1, le=MAX_INT32)]
+    version: Annotated[int, Field(ge=1)]  # at most MAX_INT32 in files (from_mapping): a stored catalog may hold more
     description: str = ""
     confidence_field: str | None = None
     prediction_field: str | None = None
@@ -398,6 +398,10 @@ class ModelSchema(BaseModel):
     @classmethod
     def from_mapping(cls, raw: Mapping[str, Any], *, source: str = "<mapping>") -> ModelSchema:
         raw = dict(raw)
+        version = raw.get("version")
+        if isinstance(version, int) and not isinstance(version, bool) and version > MAX_INT32:
+            # Checked on files only, as max_bytes below: a catalog that already holds a bigger version must still load.
+            raise SchemaError(f"{source}: version: at most {MAX_INT32}")
         fields: list[dict[str, Any]] = []
         for section in ("inputs", "outputs", "feedback"):
             table = raw.pop(section, {})

@@ -105,3 +105,48 @@ def test_the_fleet_and_report_commands_answer_over_stored_times_beyond_year_9999
         assert result.returncode == 0, (args, result.stderr)
         assert "Traceback" not in result.stderr
     assert "pump-1" in cli("fleet", "--db", db).stdout
+
+
+def _register_as_an_old_version(db_path: Path, vibration) -> None:
+    """A schema whose version and a field's max_bytes are past 2^31 - 1 (max_bytes past 64 bits), in the catalog."""
+    raw = json.loads(vibration.canonical_json())
+    raw["name"], raw["version"] = "legacy", 2**31
+    text_field = next(spec for spec in raw["fields"] if spec["type"] == "string")
+    text_field["max_bytes"] = 10**30
+    con = duckdb.connect(str(db_path))
+    try:
+        # The catalog row as a server before registration adopted it from the models table: version 1 in the column.
+        con.execute("INSERT INTO schemas VALUES (?, 'legacy', 1, ?, now())", ["1e" * 8, json.dumps(raw)])
+        con.execute("CHECKPOINT")
+    finally:
+        con.close()
+
+
+async def test_a_stored_schema_past_the_bounds_is_listed_with_its_numbers_exact(tmp_path, vibration):
+    """The server starts on a catalog schema of version 2^31 and max_bytes 10^30; /v1/schemas writes both exactly."""
+    server = await _landed(tmp_path, vibration)
+    _register_as_an_old_version(server.config.store.db_path, vibration)
+    runner, url = await start_server(server.config)
+    try:
+        async with aiohttp.ClientSession(headers={"Authorization": f"Bearer {server.admin_token}"}) as session:
+            async with session.get(f"{url}/v1/schemas") as response:
+                assert response.status == 200, await response.text()
+                schemas = {entry["model"]: entry for entry in (await response.json())["schemas"]}
+    finally:
+        await runner.cleanup()
+    legacy = schemas["legacy"]
+    assert legacy["version"] == 2**31
+    assert {spec["max_bytes"] for spec in legacy["schema"]["fields"]} >= {str(10**30)}  # past 64 bits: exact digits
+
+
+def test_schemas_list_prints_a_stored_schema_past_the_bounds(tmp_path, vibration):
+    """``schemas list`` on the file, as table and JSON, prints the schema of version 2^31 instead of failing."""
+    import asyncio
+
+    server = asyncio.run(_landed(tmp_path, vibration))
+    _register_as_an_old_version(server.config.store.db_path, vibration)
+    db = str(server.config.store.db_path)
+    for fmt in ("table", "json", "csv"):
+        result = cli("schemas", "list", "--db", db, "--format", fmt, check=False)
+        assert result.returncode == 0 and "Traceback" not in result.stderr, result.stderr
+        assert str(2**31) in result.stdout
