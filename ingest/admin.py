@@ -29,7 +29,7 @@ from edgeloop.errors import AuthError, DatabaseInUse, IngestError, QueryFailed, 
 from edgeloop.ingest.auth import DeviceRegistry, admin_token
 from edgeloop.ingest.config import IngestConfig, StoreSettings
 from edgeloop.ingest.catalog import Catalog
-from edgeloop.ingest.export import ResultStream, uuids_as_text
+from edgeloop.ingest.export import ResultStream, exported_select
 from edgeloop.ingest.policies import PolicyBook
 from edgeloop.ingest.query import check_query, readable, run_query, stream_query, translate_errors
 from edgeloop.ingest.compaction import compact_file
@@ -88,8 +88,8 @@ class LocalAdmin:
             raise StoreError("this connection was not opened to write an export")
         checked = check_query(self._con, sql)
         with translate_errors(None):
-            # As text, as DuckDB's Arrow and so the server's stream spell them: one file whichever path wrote it.
-            select = uuids_as_text(self._con, checked.sql, params)
+            # The types the server's Arrow stream gives: one file whichever path wrote it.
+            select = exported_select(self._con, checked.sql, params, parquet=options.startswith("FORMAT parquet"))
         target = "'" + str(self.write_to).replace("'", "''") + "'"
         copy = f"COPY ({select}) TO {target} ({options})"
         outcome: dict[str, Any] = {}

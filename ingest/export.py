@@ -24,6 +24,7 @@ import pyarrow as pa
 
 from edgeloop.durable import fsync_dir
 from edgeloop.errors import EdgeloopError, QueryFailed
+from edgeloop.ingest.query import UHUGEINT_TEXT
 from edgeloop.ingest.store import quote
 from edgeloop.schemas.model_schema import NAME_PATTERN
 
@@ -34,6 +35,7 @@ __all__ = [
     "STDOUT",
     "copy_options",
     "copy_result",
+    "exported_select",
     "target_path",
     "Progress",
     "ResultStream",
@@ -42,7 +44,6 @@ __all__ = [
     "json_rows",
     "parquet_metadata",
     "training_query",
-    "uuids_as_text",
     "wide_ints_as_text",
     "write_result",
 ]
@@ -106,17 +107,25 @@ def training_query(
     return f"SELECT * FROM {quote(model + '_training')}{clause} ORDER BY created_at, record_id", params
 
 
-def uuids_as_text(con: duckdb.DuckDBPyConnection, select: str, params: Sequence[Any] = ()) -> str:
-    """``select`` with its UUID columns cast to text, the form every export writes them in.
+def exported_select(con: duckdb.DuckDBPyConnection, select: str, params: Sequence[Any] = (), *, parquet: bool = False) -> str:
+    """``select`` with its columns in the types every export writes them in, whichever path (COPY or Arrow) wrote it.
 
-    Spark (4.0) refuses Parquet's 16-byte UUID type and readers that do not map it give raw bytes;
-    text reads as the same string everywhere and joins with CSV, JSON and the label queue.
+    UUIDs as text: Spark (4.0) refuses Parquet's 16-byte UUID type and readers that do not map it give
+    raw bytes; text reads as the same string everywhere and joins with CSV, JSON and the label queue.
+    A UHUGEINT (or a column holding one) as text, as the Arrow stream sends it (``query.wide_as_text``).
+    In Parquet a HUGEINT as DECIMAL(38, 0), the type the Arrow stream gives it: DuckDB would write a
+    DOUBLE, rounding it past 2^53; one past 38 digits is refused instead.
     """
     described = con.execute(f"DESCRIBE {select}", list(params) if params else None).fetchall()
-    uuids = [quote(row[0]) for row in described if row[1] == "UUID"]
-    if not uuids:
+    casts = []
+    for name, kind, *_ in described:
+        if kind == "UUID" or "UHUGEINT" in kind:
+            casts.append(f"{quote(name)}::VARCHAR AS {quote(name)}")
+        elif parquet and kind == "HUGEINT":
+            casts.append(f"{quote(name)}::DECIMAL(38, 0) AS {quote(name)}")
+    if not casts:
         return select
-    return f"SELECT * REPLACE ({', '.join(f'{name}::VARCHAR AS {name}' for name in uuids)}) FROM ({select})"
+    return f"SELECT * REPLACE ({', '.join(casts)}) FROM ({select})"
 
 
 def parquet_metadata(query: str, params: Sequence[Any], fingerprints: dict[str, str], version: str) -> dict[str, str]:
@@ -357,7 +366,10 @@ def _literal(text: str) -> str:
 def json_rows(batch: pa.RecordBatch) -> list[dict[str, Any]]:
     """A batch's rows as dicts of JSON-ready values; what Python cannot hold is spelt as DuckDB does."""
     columns: list[list[Any]] = []
-    for column in batch.columns:
+    for field, column in zip(batch.schema, batch.columns):
+        if field.metadata == UHUGEINT_TEXT:  # digits of a UHUGEINT: a number where it fits 64 bits, as a HUGEINT is
+            columns.append([None if text is None else _whole(int(text)) for text in column.to_pylist()])
+            continue
         try:
             columns.append(column.to_pylist(maps_as_pydicts="lossy"))
         except (OverflowError, ValueError, pa.ArrowException):
@@ -405,11 +417,15 @@ def json_default(value: Any) -> Any:
     if isinstance(value, Decimal):
         if value != value.to_integral_value():
             return float(value)
-        number = int(value)
-        return number if -(2**63) <= number < 2**64 else str(number)
+        return _whole(int(value))
     if isinstance(value, bytes):
         return value.hex()
     return str(value)
+
+
+def _whole(number: int) -> int | str:
+    """A whole number as JSON holds it: itself within 64 bits, else its exact digits (orjson writes no bigger int)."""
+    return number if -(2**63) <= number < 2**64 else str(number)
 
 
 def interval_text(value: Any) -> str:

@@ -66,7 +66,7 @@ class StoreReader:
         if not self._trusted:
             return run_query(self._store.cursor(), sql, params, timeout_s=self._timeout_s)
         batches = stream_query(self._store.cursor(), sql, params, timeout_s=self._timeout_s,
-                               checked=CheckedQuery(sql, frozenset()))
+                               checked=CheckedQuery(sql, frozenset(), ours=True))
         first = next(batches)
         return readable(pa.Table.from_batches([first, *batches], schema=first.schema), sql)
 

@@ -16,7 +16,7 @@ import logging
 import re
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -29,7 +29,16 @@ from edgeloop.errors import QueryFailed, QueryRefused, QueryTooExpensive, StoreC
 from edgeloop.ingest.sql_functions import ALLOWED_FUNCTIONS, ALLOWED_TABLE_FUNCTIONS
 from edgeloop.times import out_of_range
 
-__all__ = ["CheckedQuery", "check_query", "describe_error", "readable", "run_query", "stream_query"]
+__all__ = [
+    "UHUGEINT_TEXT",
+    "CheckedQuery",
+    "check_query",
+    "describe_error",
+    "readable",
+    "run_query",
+    "stream_query",
+    "wide_as_text",
+]
 
 log = logging.getLogger(__name__)
 
@@ -71,6 +80,7 @@ class CheckedQuery:
 
     sql: str
     tables: frozenset[str]
+    ours: bool = False  # the server's own SQL (fleet, dashboard): no UHUGEINT to look for
 
 
 def check_query(con: duckdb.DuckDBPyConnection, sql: str) -> CheckedQuery:
@@ -370,7 +380,7 @@ def stream_query(
     The first item is always yielded (an empty batch for no rows) so the schema is known.
     """
     if checked is None or checked.sql != sql:
-        check_query(con, sql)
+        checked = check_query(con, sql)
     expired = threading.Event()
     timer = threading.Timer(timeout_s, _expire, (con, expired)) if timeout_s else None
     if timer:
@@ -378,7 +388,9 @@ def stream_query(
         timer.start()
     try:
         with translate_errors(timeout_s, expired):
-            reader = con.execute(sql, list(params) if params else None).to_arrow_reader(batch_rows)
+            wide = None if checked.ours else wide_as_text(con, sql, params)
+            reader = con.execute(wide[0] if wide else sql, list(params) if params else None).to_arrow_reader(batch_rows)
+            schema = wide[1](reader.schema) if wide else reader.schema
         yielded = False
         while True:
             with translate_errors(timeout_s, expired):
@@ -387,12 +399,42 @@ def stream_query(
                 except StopIteration:
                     break
             yielded = True
-            yield batch
+            yield batch if batch.schema is schema else pa.RecordBatch.from_arrays(batch.columns, schema=schema)
         if not yielded:
-            yield pa.RecordBatch.from_pylist([], schema=reader.schema)
+            yield pa.RecordBatch.from_pylist([], schema=schema)
     finally:
         if timer:
             timer.cancel()
+
+
+UHUGEINT_TEXT = {b"edgeloop.duckdb_type": b"UHUGEINT"}  # a text column holding a UHUGEINT's digits
+
+
+def wide_as_text(
+    con: duckdb.DuckDBPyConnection, sql: str, params: Sequence[Any] | None = None
+) -> tuple[str, Callable[[pa.Schema], pa.Schema]] | None:
+    """``sql`` with its UHUGEINT columns (and any column holding one) as text, and what marks them in its Arrow schema.
+
+    None if it has none. DuckDB's Arrow export writes a UHUGEINT as a signed decimal128, so one past
+    2^127 - 1 (its maximum, 2^128 - 1) arrives as -1 in every format read from Arrow; its digits as
+    text are exact. A top-level one is marked (``UHUGEINT_TEXT``) so JSON writes it as a number again
+    where it fits 64 bits. A HUGEINT fits decimal128's 128 bits and is left as it is.
+    """
+    described = con.execute(f"DESCRIBE {sql}", list(params) if params else None).fetchall()
+    wide = [(row[0], row[1]) for row in described if "UHUGEINT" in row[1]]
+    if not wide:
+        return None
+    casts = ", ".join(f"{_quote(name)}::VARCHAR AS {_quote(name)}" for name, _ in wide)
+    marked = {name for name, kind in wide if kind == "UHUGEINT"}
+
+    def mark(schema: pa.Schema) -> pa.Schema:
+        return pa.schema([field.with_metadata(UHUGEINT_TEXT) if field.name in marked else field for field in schema])
+
+    return f"SELECT * REPLACE ({casts}) FROM ({sql})", mark
+
+
+def _quote(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
 
 
 def _expire(con: duckdb.DuckDBPyConnection, expired: threading.Event) -> None:

@@ -66,14 +66,14 @@ def build(bench: Bench, rows: int) -> Path:
 
 
 def same_query(db: Path, sql: str) -> str:
-    """The query as edgeloop's export runs it: UUID columns as text."""
+    """The query as edgeloop's export runs it: UUID columns as text (and 128-bit integers as exported)."""
     import duckdb
 
-    from edgeloop.ingest.export import uuids_as_text
+    from edgeloop.ingest.export import exported_select
 
     con = duckdb.connect(str(db), read_only=True)
     try:
-        return uuids_as_text(con, sql)
+        return exported_select(con, sql, parquet=True)
     finally:
         con.close()
 
