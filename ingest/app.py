@@ -504,6 +504,7 @@ async def healthz(request: web.Request) -> web.Response:
 
 
 async def metrics(request: web.Request) -> web.Response:
+    request.app[AUTH].metrics(request.headers.get("Authorization"))  # its series name the fleet's devices
     return web.Response(body=request.app[METRICS].render(), content_type="text/plain", charset="utf-8")
 
 
@@ -1009,7 +1010,12 @@ async def _resources(app: web.Application) -> AsyncIterator[None]:
     app[STORE] = store
     if config.server.schemas_dir is not None:
         await _register_dir(store, config.server.schemas_dir)
-    app[AUTH] = Authenticator(DeviceRegistry.live(store.cursor()), token, viewer, DeviceRegistry.revoked(store.cursor()))
+    metrics_token = config.server.metrics_token
+    app[AUTH] = Authenticator(DeviceRegistry.live(store.cursor()), token, viewer, DeviceRegistry.revoked(store.cursor()),
+                              metrics_token=metrics_token.get_secret_value() if metrics_token else None)
+    if metrics_token is None:
+        log.warning("/metrics is open: anyone who reaches the port reads it, and its series name every device that "
+                    "uploads; set server.metrics_token to require a bearer token")
     app[REFUSALS] = Refusals(store.call)
     state.policies = PolicyIndex.load(store.cursor())
     log.info("store open", extra={"db_path": str(config.store.db_path), "backend": config.store.backend})

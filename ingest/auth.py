@@ -101,12 +101,13 @@ class Authenticator:
 
     def __init__(
         self, live: dict[str, str], admin_token: str | None, viewer_token: str | None = None,
-        revoked: dict[str, str] | None = None,
+        revoked: dict[str, str] | None = None, *, metrics_token: str | None = None,
     ) -> None:
         self._live = dict(live)
         self._revoked = dict(revoked or {})
         self._admin_hash = hash_token(admin_token) if admin_token else None
         self._viewer_hash = hash_token(viewer_token) if viewer_token else None
+        self._metrics_hash = hash_token(metrics_token) if metrics_token else None
         self._lock = threading.Lock()
         self._changed_at = 0.0
 
@@ -141,6 +142,17 @@ class Authenticator:
             raise Forbidden("the viewer token is read-only: this needs the admin token")
         if role != ADMIN:
             raise AuthError("unknown admin token")
+
+    def metrics(self, authorization: str | None) -> None:
+        """Let a scrape of /metrics through: anyone without a metrics token, else that token's or the admin token's bearer."""
+        if self._metrics_hash is None:
+            return
+        token = bearer(authorization)
+        if token is None:
+            raise AuthError("/metrics needs Authorization: Bearer <server.metrics_token>")
+        digest = hash_token(token)
+        if not (hmac.compare_digest(digest, self._metrics_hash) or self.role(token) == ADMIN):
+            raise AuthError("unknown metrics token")
 
     def reader(self, authorization: str | None) -> str:
         """The role of an admin or viewer bearer token: both may read (the dashboard, read-only SQL)."""
