@@ -35,6 +35,7 @@ from edgeloop.ingest.query import check_query, readable, run_query, stream_query
 from edgeloop.ingest.compaction import compact_file
 from edgeloop.ingest.deletion import Deletion, apply
 from edgeloop.ingest.label_import import LabelRow, land_labels
+from edgeloop.ingest.legacy import Finding, legacy_values
 from edgeloop.ingest.store import connect, load_catalog, register_schema
 from edgeloop.schemas.model_schema import ModelSchema
 
@@ -160,6 +161,11 @@ class LocalAdmin:
 
     def catalog(self) -> Catalog:
         return load_catalog(self._con, adopt=False)
+
+    def legacy_values(self) -> list[Finding]:
+        """What an earlier version stored that today's checks refuse (``ingest/legacy.py``)."""
+        with translate_errors(None):
+            return legacy_values(self._con)
 
     def set_policy(self, model: str, text: str, source: str, devices: str | None, tag: str | None) -> dict[str, Any]:
         return self._write(lambda con: PolicyBook.set(con, self.catalog(), model, text, source=source, devices=devices, tag=tag))

@@ -14,6 +14,7 @@
                     --format label-studio|jsonl|csv --out FILE
     edgeloop-ingest feedback import FILE --format label-studio|jsonl|csv [--model M] [--source NAME]
     edgeloop-ingest delete --device NAME | --model M --before DATE | --where-hashed FIELD=VALUE [--yes] [--by NAME]
+    edgeloop-ingest migrate --to ducklake | --check
     edgeloop-ingest check-config | init-config [--systemd] | --version
 
 The config is --config, else $EDGELOOP_INGEST_CONFIG, else /etc/edgeloop/ingest.toml.
@@ -230,9 +231,13 @@ def _parser() -> argparse.ArgumentParser:
                          help="keep snapshots and files younger than this (in-flight commits and readers need them; default 3600)")
     migrate = commands.add_parser(
         "migrate", parents=[common],
-        help="copy the DuckDB store (store.db_path or --db) into the config's lake, ledger included; the server stopped",
+        help="--to ducklake: copy the DuckDB store (store.db_path or --db) into the config's lake, ledger included; "
+        "--check: list what an earlier version stored that today's checks refuse (exit 1 if any); the server stopped",
     )
-    migrate.add_argument("--to", choices=("ducklake",), required=True, help="the backend to copy into")
+    how = migrate.add_mutually_exclusive_group(required=True)
+    how.add_argument("--to", choices=("ducklake",), help="the backend to copy into")
+    how.add_argument("--check", action="store_true",
+                     help="list times outside years 1-9999 and schema numbers past 2^31-1 the database holds; changes nothing")
 
     report = commands.add_parser(
         "report", parents=[common, remote],
@@ -488,6 +493,8 @@ def _run(args: argparse.Namespace) -> int:
         return _schemas(args, config)
     if args.command == "policy":
         return _policy(args, config)
+    if args.command == "migrate" and args.check:
+        return _migrate_check(config)
     if args.command in ("compact", "migrate"):
         return _lake_command(args, config)
     if args.command == "label-queue":
@@ -614,6 +621,23 @@ def _lake_command(args: argparse.Namespace, config: IngestConfig) -> int:
     for table, rows in copied.items():
         print(f"{table}\t{rows}")
     print(f"copied {len(copied)} tables from {config.store.db_path} into the lake", file=sys.stderr)
+    return 0
+
+
+def _migrate_check(config: IngestConfig) -> int:
+    """``migrate --check``: one line per column or schema holding values today's checks refuse; exit 1 if any."""
+    admin = LocalAdmin(config.store.db_path, read_only=True, lake=config.store if config.store.backend == "ducklake" else None)
+    try:
+        findings = admin.legacy_values()
+    finally:
+        admin.close()
+    for finding in findings:
+        print(finding.line())
+    if findings:
+        print(f"{len(findings)} stored values are outside what this version accepts; reads tolerate them, "
+              "nothing was changed", file=sys.stderr)
+        return 1
+    print("nothing stored is outside what this version accepts", file=sys.stderr)
     return 0
 
 

@@ -51,7 +51,7 @@ def device_text(detail: dict[str, Any]) -> str:
         f"registered    {device['created_at']}" + (f"; revoked {device['revoked_at']}" if device["revoked_at"] else ""),
     ]
     if device["last_outcome"]:
-        lines.append(f"last sync     {device['last_outcome']} at {device['last_sync_at']}"
+        lines.append(f"last sync     {device['last_outcome']} at {device['last_sync_at'] or '-'}"
                      + (f": {device['last_error']}" if device["last_error"] else ""))
         lines.append(f"              last success {device['last_success_at'] or 'never'}; "
                      f"{device['failures_in_a_row'] or 0} failed in a row")

@@ -362,7 +362,7 @@ def readable(table: pa.Table, sql: str) -> pa.Table:
             table = table.set_column(index, table.field(index), pc.if_else(outside, pa.scalar(None, column.type), column))
     if nulled and _WARNINGS.due(frozenset(nulled)):
         log.warning("stored times outside years 1 to 9999 in UTC left out of a read (written before they were refused; "
-                    "`edgeloop-ingest sql` shows them)", extra={"columns": nulled, "query": " ".join(sql.split())[:200]})
+                    "`edgeloop-ingest migrate --check` lists them, SQL shows them)", extra={"columns": nulled, "query": " ".join(sql.split())[:200]})
     return table
 
 

@@ -128,10 +128,10 @@ async def test_a_stored_schema_past_the_bounds_is_listed_with_its_numbers_exact(
     _register_as_an_old_version(server.config.store.db_path, vibration)
     runner, url = await start_server(server.config)
     try:
-        async with aiohttp.ClientSession(headers={"Authorization": f"Bearer {server.admin_token}"}) as session:
-            async with session.get(f"{url}/v1/schemas") as response:
-                assert response.status == 200, await response.text()
-                schemas = {entry["model"]: entry for entry in (await response.json())["schemas"]}
+        headers = {"Authorization": f"Bearer {server.admin_token}"}
+        async with aiohttp.ClientSession(headers=headers) as session, session.get(f"{url}/v1/schemas") as response:
+            assert response.status == 200, await response.text()
+            schemas = {entry["model"]: entry for entry in (await response.json())["schemas"]}
     finally:
         await runner.cleanup()
     legacy = schemas["legacy"]
@@ -150,3 +150,25 @@ def test_schemas_list_prints_a_stored_schema_past_the_bounds(tmp_path, vibration
         result = cli("schemas", "list", "--db", db, "--format", fmt, check=False)
         assert result.returncode == 0 and "Traceback" not in result.stderr, result.stderr
         assert str(2**31) in result.stdout
+
+
+def test_migrate_check_lists_what_an_earlier_version_stored_and_changes_nothing(tmp_path, vibration):
+    """``migrate --check`` names every column holding such times and each schema number past 2^31 - 1, exits 1, writes nothing."""
+    import asyncio
+
+    server = asyncio.run(_landed(tmp_path, vibration))
+    db = str(server.config.store.db_path)
+    clean = cli("migrate", "--check", "--db", db, check=False)
+    assert clean.returncode == 0 and clean.stdout == "", clean.stderr
+    _write_as_an_old_version(server.config.store.db_path)
+    _register_as_an_old_version(server.config.store.db_path, vibration)
+    before = Path(db).read_bytes()
+    result = cli("migrate", "--check", "--db", db, check=False)
+    assert result.returncode == 1, result.stderr
+    found = {line.split(": ")[0] for line in result.stdout.splitlines()}
+    assert {"device_status.sent_at", "device_health.last_sync_at", "device_health.last_success_at", "batches.sealed_at",
+            "batches.sent_at", "vibration.created_at", "device_versions.last_created_at"} <= found, result.stdout
+    assert any(where.startswith("schema legacy") and where.endswith(" version") for where in found)
+    assert any(where.endswith(".max_bytes") for where in found)
+    assert "10000-01-01 00:00:00+00" in result.stdout
+    assert Path(db).read_bytes() == before
