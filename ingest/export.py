@@ -21,10 +21,11 @@ from typing import Any, BinaryIO, Literal
 import duckdb
 import orjson
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from edgeloop.durable import fsync_dir
 from edgeloop.errors import EdgeloopError, QueryFailed
-from edgeloop.ingest.query import UHUGEINT_TEXT
+from edgeloop.ingest.query import UHUGEINT_TEXT, text_columns
 from edgeloop.ingest.store import quote
 from edgeloop.schemas.model_schema import NAME_PATTERN
 
@@ -112,14 +113,16 @@ def exported_select(con: duckdb.DuckDBPyConnection, select: str, params: Sequenc
 
     UUIDs as text: Spark (4.0) refuses Parquet's 16-byte UUID type and readers that do not map it give
     raw bytes; text reads as the same string everywhere and joins with CSV, JSON and the label queue.
-    A UHUGEINT (or a column holding one) as text, as the Arrow stream sends it (``query.wide_as_text``).
+    A UHUGEINT, TIMETZ, BIT or BIGNUM (or a column holding one) as DuckDB's text, as the Arrow stream
+    sends it (``query.wide_as_text``).
     In Parquet a HUGEINT as DECIMAL(38, 0), the type the Arrow stream gives it: DuckDB would write a
     DOUBLE, rounding it past 2^53; one past 38 digits is refused instead.
     """
     described = con.execute(f"DESCRIBE {select}", list(params) if params else None).fetchall()
+    as_text = {name for name, _ in text_columns(described)}
     casts = []
     for name, kind, *_ in described:
-        if kind == "UUID" or "UHUGEINT" in kind:
+        if kind == "UUID" or name in as_text:
             casts.append(f"{quote(name)}::VARCHAR AS {quote(name)}")
         elif parquet and kind == "HUGEINT":
             casts.append(f"{quote(name)}::DECIMAL(38, 0) AS {quote(name)}")
@@ -370,6 +373,9 @@ def json_rows(batch: pa.RecordBatch) -> list[dict[str, Any]]:
         if field.metadata == UHUGEINT_TEXT:  # digits of a UHUGEINT: a number where it fits 64 bits, as a HUGEINT is
             columns.append([None if text is None else _whole(int(text)) for text in column.to_pylist()])
             continue
+        if pa.types.is_time(column.type) and _end_of_day(column):
+            columns.append(_as_text(column))  # TIME '24:00:00': Python's time wraps it to midnight
+            continue
         try:
             columns.append(column.to_pylist(maps_as_pydicts="lossy"))
         except (OverflowError, ValueError, pa.ArrowException):
@@ -377,6 +383,12 @@ def json_rows(batch: pa.RecordBatch) -> list[dict[str, Any]]:
             columns.append(_as_text(column))
     names = batch.schema.names
     return [dict(zip(names, values)) for values in zip(*columns)] if columns else [{} for _ in range(batch.num_rows)]
+
+
+def _end_of_day(column: pa.Array) -> bool:
+    """Whether a time column holds 24:00:00, which DuckDB's TIME allows and no Python time can be."""
+    unit = {"s": 1, "ms": 1_000, "us": 1_000_000, "ns": 1_000_000_000}[column.type.unit]
+    return bool(pc.any(pc.greater_equal(column.cast(pa.int64()), 86_400 * unit)).as_py())
 
 
 def _as_text(column: pa.Array) -> list[str | None]:
@@ -415,9 +427,11 @@ def json_default(value: Any) -> Any:
     if isinstance(value, pa.MonthDayNano):
         return interval_text(value)
     if isinstance(value, Decimal):
-        if value != value.to_integral_value():
-            return float(value)
-        return _whole(int(value))
+        if value == value.to_integral_value():
+            return _whole(int(value))
+        number = float(value)
+        # A DECIMAL(38, 12) has more digits than a double: its exact digits as text, as a wide whole number's.
+        return number if Decimal(repr(number)) == value else str(value)
     if isinstance(value, bytes):
         return value.hex()
     return str(value)

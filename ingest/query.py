@@ -30,6 +30,7 @@ from edgeloop.ingest.sql_functions import ALLOWED_FUNCTIONS, ALLOWED_TABLE_FUNCT
 from edgeloop.times import out_of_range
 
 __all__ = [
+    "DUCKDB_TYPE",
     "UHUGEINT_TEXT",
     "CheckedQuery",
     "check_query",
@@ -37,6 +38,7 @@ __all__ = [
     "readable",
     "run_query",
     "stream_query",
+    "text_columns",
     "wide_as_text",
 ]
 
@@ -407,28 +409,43 @@ def stream_query(
             timer.cancel()
 
 
-UHUGEINT_TEXT = {b"edgeloop.duckdb_type": b"UHUGEINT"}  # a text column holding a UHUGEINT's digits
+DUCKDB_TYPE = b"edgeloop.duckdb_type"  # field metadata: the DuckDB type a text column spells
+UHUGEINT_TEXT = {DUCKDB_TYPE: b"UHUGEINT"}
+# Types DuckDB's Arrow export does not carry: a UHUGEINT becomes a signed decimal128 (its maximum
+# reads -1), a TIMETZ a time without its offset, a BIT and a BIGNUM their internal bytes.
+_AS_TEXT = re.compile(r"\b(UHUGEINT|TIME WITH TIME ZONE|BIT|BIGNUM|VARINT)\b")
+
+
+def text_columns(described: Sequence[tuple[Any, ...]]) -> list[tuple[str, str]]:
+    """(name, DuckDB type) of the columns of a DESCRIBE that only their text spells right, alone or inside a list,
+    struct or map."""
+    return [(row[0], row[1]) for row in described if _AS_TEXT.search(row[1])]
 
 
 def wide_as_text(
     con: duckdb.DuckDBPyConnection, sql: str, params: Sequence[Any] | None = None
 ) -> tuple[str, Callable[[pa.Schema], pa.Schema]] | None:
-    """``sql`` with its UHUGEINT columns (and any column holding one) as text, and what marks them in its Arrow schema.
+    """``sql`` with the columns DuckDB's Arrow gets wrong as DuckDB's text, and what marks them in its Arrow schema.
 
-    None if it has none. DuckDB's Arrow export writes a UHUGEINT as a signed decimal128, so one past
-    2^127 - 1 (its maximum, 2^128 - 1) arrives as -1 in every format read from Arrow; its digits as
-    text are exact. A top-level one is marked (``UHUGEINT_TEXT``) so JSON writes it as a number again
-    where it fits 64 bits. A HUGEINT fits decimal128's 128 bits and is left as it is.
+    None if it has none. A UHUGEINT past 2^127 - 1 (its maximum is 2^128 - 1) would arrive as a
+    negative number, a TIMETZ without its offset, a BIT or a BIGNUM as bytes no reader decodes; as
+    DuckDB's text each is exact in every format. Each is marked with its DuckDB type
+    (``DUCKDB_TYPE``), so JSON writes a UHUGEINT as a number again where it fits 64 bits. A HUGEINT
+    fits decimal128's 128 bits and is left as it is.
     """
-    described = con.execute(f"DESCRIBE {sql}", list(params) if params else None).fetchall()
-    wide = [(row[0], row[1]) for row in described if "UHUGEINT" in row[1]]
-    if not wide:
+    try:
+        described = con.execute(f"DESCRIBE {sql}", list(params) if params else None).fetchall()
+    except duckdb.ParserException:  # a DESCRIBE or SHOW itself: its columns are names and types, never such values
         return None
-    casts = ", ".join(f"{_quote(name)}::VARCHAR AS {_quote(name)}" for name, _ in wide)
-    marked = {name for name, kind in wide if kind == "UHUGEINT"}
+    texts = text_columns(described)
+    if not texts:
+        return None
+    casts = ", ".join(f"{_quote(name)}::VARCHAR AS {_quote(name)}" for name, _ in texts)
+    kinds = dict(texts)
 
     def mark(schema: pa.Schema) -> pa.Schema:
-        return pa.schema([field.with_metadata(UHUGEINT_TEXT) if field.name in marked else field for field in schema])
+        return pa.schema([field.with_metadata({DUCKDB_TYPE: kinds[field.name].encode()}) if field.name in kinds else field
+                          for field in schema])
 
     return f"SELECT * REPLACE ({casts}) FROM ({sql})", mark
 

@@ -1,4 +1,4 @@
-"""Whole numbers past 64 bits (UHUGEINT, HUGEINT's extremes) come out exact in every result format, or not at all."""
+"""Result types DuckDB's Arrow gets wrong (UHUGEINT, HUGEINT's extremes, TIMETZ, BIT, BIGNUM) come out exact in every format, or not at all."""
 
 from __future__ import annotations
 
@@ -112,3 +112,44 @@ def test_the_sql_command_through_the_server_writes_wide_integers_exactly(tmp_pat
 
     values = next(csv.DictReader(io.StringIO(asyncio.run(run()))))
     assert values == {key: str(value) for key, value in EXACT.items()} | {"h_min": str(H_MIN + 1)}
+
+
+ODD_SQL = ("SELECT TIMETZ '12:00:00+05' AS tz, '0101'::BIT AS bits, "
+           "'123456789012345678901234567890123456789012345'::BIGNUM AS big, TIME '24:00:00' AS end_of_day, "
+           "99999999999999999999999999.123456789012::DECIMAL(38, 12) AS fine, 0.125::DECIMAL(10, 3) AS plain, "
+           "[TIMETZ '01:02:03-03:30'] AS tzs")
+ODD = {"tz": "12:00:00+05", "bits": "0101", "big": "123456789012345678901234567890123456789012345",
+       "end_of_day": "24:00:00", "fine": "99999999999999999999999999.123456789012", "plain": 0.125,
+       "tzs": "['01:02:03-03:30']"}
+
+
+async def test_types_duckdbs_arrow_gets_wrong_come_out_as_duckdb_spells_them(tmp_path):
+    """A TIMETZ keeps its offset, a BIT its bits, a BIGNUM its digits, TIME '24:00:00' its hour, a 38-digit decimal its digits."""
+    config = make_config(tmp_path)
+    runner, url = await start_server(config)
+    token = config.server.admin_token_file.read_text().strip()
+    try:
+        async with aiohttp.ClientSession(headers={"Authorization": f"Bearer {token}"}) as session:
+            async with session.post(f"{url}/v1/sql", json={"sql": ODD_SQL}, headers={"Accept": "application/json"}) as response:
+                assert response.status == 200, await response.text()
+                assert (await response.json())["rows"] == [ODD]
+            async with session.post(f"{url}/v1/sql", json={"sql": ODD_SQL}) as response:
+                assert response.status == 200, await response.text()
+                table = pa.ipc.open_stream(await response.read()).read_all()
+    finally:
+        await runner.cleanup()
+    row = table.to_pylist()[0]
+    assert {key: row[key] for key in ("tz", "bits", "big", "tzs")} == {key: ODD[key] for key in ("tz", "bits", "big", "tzs")}
+    assert table.schema.field("tz").metadata == {b"edgeloop.duckdb_type": b"TIME WITH TIME ZONE"}
+
+
+@pytest.mark.parametrize("fmt", ["csv", "parquet"])
+def test_the_sql_command_writes_those_types_as_duckdb_spells_them(tmp_path, fmt):
+    """``sql --format csv|parquet`` on the file writes a TIMETZ, BIT and BIGNUM as DuckDB's text, as the stream does."""
+    db = _database(tmp_path)
+    out = tmp_path / f"out.{fmt}"
+    sql = "SELECT TIMETZ '12:00:00+05' AS tz, '0101'::BIT AS bits, '123456789012345678901234567890'::BIGNUM AS big"
+    result = cli("sql", sql, "--db", db, "--format", fmt, "--out", str(out), check=False)
+    assert result.returncode == 0, result.stderr
+    row = pq.read_table(out).to_pylist()[0] if fmt == "parquet" else next(csv.DictReader(io.StringIO(out.read_text())))
+    assert row == {"tz": "12:00:00+05", "bits": "0101", "big": "123456789012345678901234567890"}
