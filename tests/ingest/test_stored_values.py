@@ -31,8 +31,12 @@ async def _landed(tmp_path: Path, vibration) -> Server:
             server = Server(url, config, session, runner.app)
             token = await server.add_device("pump-1")
             assert (await put_status(server, token, status_document()))[0] == 201
-            table, _ = ingest.make_table(vibration, predictions=3, start=datetime.now(UTC) - timedelta(hours=1))
+            start = datetime.now(UTC) - timedelta(hours=1)
+            table, ids = ingest.make_table(vibration, predictions=3, start=start)
             batch_id, body = ingest.seal(tmp_path, vibration, table)
+            assert (await server.put(batch_id, body, token))[0] == 201
+            labels, _ = ingest.make_table(vibration, feedback=[(ids[0], "normal", start), (ids[1], "cavitation", start)])
+            batch_id, body = ingest.seal(tmp_path, vibration, labels)
             assert (await server.put(batch_id, body, token))[0] == 201
     finally:
         await runner.cleanup()
@@ -53,6 +57,7 @@ def _write_as_an_old_version(db_path: Path) -> None:
                     f"last_status_at = '{FAR_FUTURE}'")
         con.execute(f"UPDATE batches SET sealed_at = '{FAR_FUTURE}', sent_at = '{FAR_PAST}'")
         con.execute(f"UPDATE vibration SET created_at = '{FAR_FUTURE}' WHERE rowid = 0")
+        con.execute(f"UPDATE vibration_feedback SET created_at = '{FAR_PAST}' WHERE rowid = 0")
         con.execute(f"UPDATE device_versions SET last_created_at = '{FAR_FUTURE}'")
         con.execute("CHECKPOINT")
     finally:
@@ -70,6 +75,7 @@ async def test_times_beyond_years_1_to_9999_in_stored_rows_never_make_a_read_fai
             for path in ("/dashboard", "/dashboard/devices", "/dashboard/devices/pump-1", "/dashboard/report?model=vibration",
                          "/v1/dashboard/overview", "/v1/dashboard/fleet", "/v1/dashboard/devices", "/v1/dashboard/data",
                          "/v1/dashboard/devices/pump-1", "/v1/dashboard/rollout/vibration", "/v1/dashboard/report/vibration",
+                         "/v1/dashboard/report/vibration?bucket=day", "/dashboard/report?model=vibration&bucket=week",
                          "/v1/schemas"):
                 async with session.get(url + path) as response:
                     assert response.status == 200, (path, await response.text())
@@ -88,7 +94,7 @@ async def test_times_beyond_years_1_to_9999_in_stored_rows_never_make_a_read_fai
     assert any("outside years 1 to 9999" in record.getMessage() and "last_sync_at" in str(record.__dict__)
                for record in caplog.records)
     # SQL shows the stored value itself, as DuckDB spells it.
-    assert rows == [{"sent_at": "0001-12-31 (BC) 19:00:00+00", "sealed_at": "10000-01-01 00:00:00+00"}]
+    assert rows == [{"sent_at": "0001-12-31 (BC) 19:00:00+00", "sealed_at": "10000-01-01 00:00:00+00"}] * 2
 
 
 def test_the_fleet_and_report_commands_answer_over_stored_times_beyond_year_9999(tmp_path, vibration):
