@@ -5,25 +5,21 @@ tool or a device's status document gives (a deletion's ``before``, a report's ``
 imported label's ``created_at``, a status's ``sent_at``) are checked here, one at a time,
 against the same bounds: years 1 to 9999 in UTC. Past them Python's ``datetime`` overflows on
 the first conversion, and DuckDB stores a time Arrow readers refuse. A database written before these
-checks may still hold such times: ``out_of_range`` finds them in a result, so a read leaves them out
-instead of failing on them.
+checks may still hold such times: ``ingest/query.py``'s ``readable`` finds them in a result, so a read
+leaves them out instead of failing on them.
 """
 
 from __future__ import annotations
 
 from datetime import UTC, datetime
 
-import pyarrow as pa
-import pyarrow.compute as pc
-
-__all__ = ["EARLIEST", "EARLIEST_TIME_S", "LATEST", "LATEST_TIME_S", "bounded", "out_of_range", "utc_time"]
+__all__ = ["EARLIEST", "EARLIEST_TIME_S", "LATEST", "LATEST_TIME_S", "bounded", "utc_time"]
 
 EARLIEST_TIME_S = -62135596800  # 0001-01-01T00:00:00Z
 LATEST_TIME_S = 253402300799  # 9999-12-31T23:59:59Z
 EARLIEST = datetime.min.replace(tzinfo=UTC)
 LATEST = datetime.max.replace(tzinfo=UTC)
 _RANGE = "years 1 to 9999 in UTC"
-_TICKS_PER_S = {"s": 1, "ms": 1_000, "us": 1_000_000, "ns": 1_000_000_000}
 
 
 def bounded(value: datetime) -> datetime:
@@ -43,19 +39,3 @@ def utc_time(text: str) -> datetime:
     except ValueError:
         raise ValueError(f"{text[:64]!r} is not an ISO 8601 time (or date)") from None
     return bounded(value)
-
-
-def out_of_range(column: pa.Array | pa.ChunkedArray) -> pa.Array | pa.ChunkedArray | None:
-    """A boolean mask of the column's times or dates outside years 1 to 9999 in UTC, or None if it has none (or holds none)."""
-    kind = column.type
-    if pa.types.is_timestamp(kind):
-        scale = _TICKS_PER_S[kind.unit]
-        low, high = EARLIEST_TIME_S * scale, min(LATEST_TIME_S * scale + scale - 1, 2**63 - 1)
-        ticks = column.cast(pa.int64())
-    elif pa.types.is_date32(kind) or pa.types.is_date64(kind):
-        low, high = EARLIEST_TIME_S // 86400, LATEST_TIME_S // 86400
-        ticks = column.cast(pa.int32()) if pa.types.is_date32(kind) else pc.divide(column.cast(pa.int64()), 86_400_000)
-    else:
-        return None
-    outside = pc.fill_null(pc.or_(pc.less(ticks, low), pc.greater(ticks, high)), False)
-    return outside if pc.any(outside).as_py() else None

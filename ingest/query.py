@@ -27,7 +27,7 @@ import pyarrow.compute as pc
 
 from edgeloop.errors import QueryFailed, QueryRefused, QueryTooExpensive, StoreClosed
 from edgeloop.ingest.sql_functions import ALLOWED_FUNCTIONS, ALLOWED_TABLE_FUNCTIONS
-from edgeloop.times import out_of_range
+from edgeloop.times import EARLIEST_TIME_S, LATEST_TIME_S
 
 __all__ = [
     "DUCKDB_TYPE",
@@ -348,6 +348,25 @@ class _Throttle:
 _WARNINGS = _Throttle(600.0)
 
 
+_TICKS_PER_S = {"s": 1, "ms": 1_000, "us": 1_000_000, "ns": 1_000_000_000}
+
+
+def _out_of_range(column: pa.Array | pa.ChunkedArray) -> pa.Array | pa.ChunkedArray | None:
+    """A boolean mask of the column's times or dates outside years 1 to 9999 in UTC, or None if it has none (or holds none)."""
+    kind = column.type
+    if pa.types.is_timestamp(kind):
+        scale = _TICKS_PER_S[kind.unit]
+        low, high = EARLIEST_TIME_S * scale, min(LATEST_TIME_S * scale + scale - 1, 2**63 - 1)
+        ticks = column.cast(pa.int64())
+    elif pa.types.is_date32(kind) or pa.types.is_date64(kind):
+        low, high = EARLIEST_TIME_S // 86400, LATEST_TIME_S // 86400
+        ticks = column.cast(pa.int32()) if pa.types.is_date32(kind) else pc.divide(column.cast(pa.int64()), 86_400_000)
+    else:
+        return None
+    outside = pc.fill_null(pc.or_(pc.less(ticks, low), pc.greater(ticks, high)), False)
+    return outside if pc.any(outside).as_py() else None
+
+
 def readable(table: pa.Table, sql: str) -> pa.Table:
     """``table`` with the times Python cannot hold (outside years 1 to 9999 in UTC) made null, and a warning naming them.
 
@@ -358,7 +377,7 @@ def readable(table: pa.Table, sql: str) -> pa.Table:
     nulled: dict[str, int] = {}
     for index, name in enumerate(table.column_names):
         column = table.column(index)
-        outside = out_of_range(column)
+        outside = _out_of_range(column)
         if outside is not None:
             nulled[name] = pc.sum(outside).as_py()
             table = table.set_column(index, table.field(index), pc.if_else(outside, pa.scalar(None, column.type), column))
