@@ -369,8 +369,8 @@ def _literal(text: str) -> str:
 def json_rows(batch: pa.RecordBatch) -> list[dict[str, Any]]:
     """A batch's rows as dicts of JSON-ready values; what Python cannot hold is spelt as DuckDB does."""
     columns: list[list[Any]] = []
-    for field, column in zip(batch.schema, batch.columns):
-        if field.metadata == UHUGEINT_TEXT:  # digits of a UHUGEINT: a number where it fits 64 bits, as a HUGEINT is
+    for spec, column in zip(batch.schema, batch.columns):
+        if spec.metadata == UHUGEINT_TEXT:  # digits of a UHUGEINT: a number where it fits 64 bits, as a HUGEINT is
             columns.append([None if text is None else _whole(int(text)) for text in column.to_pylist()])
             continue
         if pa.types.is_time(column.type) and _end_of_day(column):
