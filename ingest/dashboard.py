@@ -17,6 +17,7 @@ from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 from edgeloop.errors import QueryFailed
+from edgeloop.ingest.aggregate import MAX_COUNT
 from edgeloop.schemas.model_schema import NAME_PATTERN
 
 __all__ = ["MAX_DAYS", "Dashboard", "version_key"]
@@ -150,8 +151,10 @@ class Dashboard:
         """Records the devices dropped before sealing (sampling, rate caps, a full spool), by reason per day."""
         days = self.check_days(days)
         axis = _days(self._now(), days)
+        # Saturating at the landing's cap, as each count does: a database from before it may hold 2^62 per model.
         rows = self._query(
-            "SELECT day, reason, sum(records)::BIGINT AS records FROM drops_daily WHERE day >= ?::DATE GROUP BY ALL",
+            f"SELECT day, reason, least(sum(records::HUGEINT), {MAX_COUNT})::BIGINT AS records FROM drops_daily "
+            "WHERE day >= ?::DATE GROUP BY ALL",
             [axis[0].isoformat()],
         )
         index = {day: i for i, day in enumerate(axis)}

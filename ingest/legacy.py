@@ -7,6 +7,7 @@ they are rows the server accepted, and a guessed repair would change accepted da
 
     a time or date outside years 1 to 9999 in UTC (or DuckDB's ±infinity), in any table's column
     a registered schema whose version or a field's max_bytes is past 2^31 - 1
+    a day's drop count past ``aggregate.MAX_COUNT`` (counts were capped after devices sent 2^62)
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from dataclasses import dataclass
 
 import duckdb
 
+from edgeloop.ingest.aggregate import MAX_COUNT
 from edgeloop.ingest.store import quote
 from edgeloop.schemas.model_schema import MAX_INT32
 
@@ -64,6 +66,11 @@ def legacy_values(con: duckdb.DuckDBPyConnection) -> list[Finding]:
             if count:
                 findings.append(Finding(f"{table}.{column}", f"{count} value{'s' if count != 1 else ''} outside years 1 to 9999 in UTC (from "
                                         f"{earliest} to {latest}); the dashboard and commands leave them out, SQL shows them"))
+    if _has_table(con, "drops_daily"):  # a table here, a view of deltas on a lake
+        count, most = con.execute(f"SELECT count(*) FILTER (WHERE records > {MAX_COUNT}), max(records) FROM drops_daily").fetchone()
+        if count:
+            findings.append(Finding("drops_daily.records", f"{count} count{'s' if count != 1 else ''} past the cap of "
+                                    f"{MAX_COUNT} drops a day (up to {most}); the dashboard's sums saturate at it"))
     for fingerprint, text in con.execute("SELECT fingerprint, schema_json FROM schemas ORDER BY model, fingerprint").fetchall():
         try:
             raw = json.loads(text)
@@ -78,3 +85,8 @@ def legacy_values(con: duckdb.DuckDBPyConnection) -> list[Finding]:
                 findings.append(Finding(f"schema {raw.get('name')} ({fingerprint}) {name}",
                                         f"{value} is past 2^31 - 1 (a schema file is refused past it; the stored one is kept)"))
     return findings
+
+
+def _has_table(con: duckdb.DuckDBPyConnection, table: str) -> bool:
+    return bool(con.execute("SELECT count(*) FROM information_schema.tables WHERE table_catalog = current_database() "
+                            "AND table_schema = 'main' AND table_name = ?", [table]).fetchone()[0])

@@ -59,6 +59,9 @@ def _write_as_an_old_version(db_path: Path) -> None:
         con.execute(f"UPDATE vibration SET created_at = '{FAR_FUTURE}' WHERE rowid = 0")
         con.execute(f"UPDATE vibration_feedback SET created_at = '{FAR_PAST}' WHERE rowid = 0")
         con.execute(f"UPDATE device_versions SET last_created_at = '{FAR_FUTURE}'")
+        # Drop counts from before they were capped at 2^40: two models' counts for a day sum past 2^63 - 1.
+        con.execute(f"INSERT INTO drops_daily VALUES (current_date, 'vibration', 'sampled_out', {2**62}), "
+                    f"(current_date, 'image_classifier', 'sampled_out', {2**62})")
         con.execute("CHECKPOINT")
     finally:
         con.close()
@@ -176,5 +179,6 @@ def test_migrate_check_lists_what_an_earlier_version_stored_and_changes_nothing(
             "batches.sent_at", "vibration.created_at", "device_versions.last_created_at"} <= found, result.stdout
     assert any(where.startswith("schema legacy") and where.endswith(" version") for where in found)
     assert any(where.endswith(".max_bytes") for where in found)
+    assert "drops_daily.records" in found
     assert "10000-01-01 00:00:00+00" in result.stdout
     assert Path(db).read_bytes() == before
