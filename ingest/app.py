@@ -1006,16 +1006,17 @@ async def _resources(app: web.Application) -> AsyncIterator[None]:
     viewer = token_file(config.server.viewer_token_path, create=True, what="viewer")
     if viewer == token:
         raise ConfigError(f"{config.server.viewer_token_path}: the viewer token must differ from the admin token")
+    metrics_file = config.server.metrics_token_file
+    metrics_token = token_file(metrics_file, create=True, what="metrics") if metrics_file else None
     store = await loop.run_in_executor(None, lambda: store_class(config.store.db_path, config.store, on_landed=on_landed))
     app[STORE] = store
     if config.server.schemas_dir is not None:
         await _register_dir(store, config.server.schemas_dir)
-    metrics_token = config.server.metrics_token
     app[AUTH] = Authenticator(DeviceRegistry.live(store.cursor()), token, viewer, DeviceRegistry.revoked(store.cursor()),
-                              metrics_token=metrics_token.get_secret_value() if metrics_token else None)
+                              metrics_token=metrics_token)
     if metrics_token is None:
         log.warning("/metrics is open: anyone who reaches the port reads it, and its series name every device that "
-                    "uploads; set server.metrics_token to require a bearer token")
+                    "uploads; set server.metrics_token_file to require a bearer token")
     app[REFUSALS] = Refusals(store.call)
     state.policies = PolicyIndex.load(store.cursor())
     log.info("store open", extra={"db_path": str(config.store.db_path), "backend": config.store.backend})

@@ -149,7 +149,7 @@ class Authenticator:
             return
         token = bearer(authorization)
         if token is None:
-            raise AuthError("/metrics needs Authorization: Bearer <server.metrics_token>")
+            raise AuthError("/metrics needs Authorization: Bearer <the token in server.metrics_token_file>")
         digest = hash_token(token)
         if not (hmac.compare_digest(digest, self._metrics_hash) or self.role(token) == ADMIN):
             raise AuthError("unknown metrics token")
@@ -179,7 +179,7 @@ def admin_token(path: Path, *, create: bool = False) -> str:
 
 
 def token_file(path: Path, *, create: bool = False, what: str) -> str:
-    """Read a token file (``what``: admin or viewer); the server creates it (mode 0600) on first start."""
+    """Read a token file (``what``: admin, viewer or metrics); the server creates it (mode 0600) on first start."""
     if not path.exists():
         if not create:
             raise ConfigError(f"{path}: {what} token file does not exist (start the server once to create it)")
@@ -195,6 +195,9 @@ def token_file(path: Path, *, create: bool = False, what: str) -> str:
     token = read_text(path, what=f"the {what} token file").strip()
     if not token:
         raise ConfigError(f"{path}: the {what} token file is empty")
+    if not re.fullmatch(r"[!-~]{16,}", token):  # what a Bearer header can carry, and not guessable in a few tries
+        raise ConfigError(f"{path}: the {what} token must be 16 or more printable ASCII characters, no spaces "
+                          "(e.g. from `openssl rand -hex 32`)")
     if path.stat().st_mode & (stat.S_IROTH | stat.S_IWOTH):
         raise ConfigError(f"{path}: the {what} token file is readable or writable by everyone (chmod 600 {path})")
     return token

@@ -6,13 +6,12 @@ printed by ``edgeloop-ingest init-config``); a test keeps the two in step.
 
 from __future__ import annotations
 
-import re
 from importlib.resources import files
 from importlib.resources.abc import Traversable
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic import Field, model_validator
 
 from edgeloop.settings import MiB, Positive, PositiveInt, Settings, load_settings
 
@@ -30,8 +29,7 @@ class ServerSettings(Settings):
     tls_key_file: Path | None = None
     admin_token_file: Path = Path("/var/lib/edgeloop-ingest/admin.token")
     viewer_token_file: Path | None = None  # default: viewer.token beside admin_token_file
-    # What Prometheus sends as its bearer token; a secret, so never printed (SecretStr).
-    metrics_token: SecretStr | None = None
+    metrics_token_file: Path | None = None  # unset: /metrics is open
     session_ttl_s: Annotated[float, Field(ge=60, le=30 * 86400)] = 43_200.0
     max_sessions: PositiveInt = 1000
     schemas_dir: Path | None = None
@@ -45,13 +43,6 @@ class ServerSettings(Settings):
     line_max_bytes: PositiveInt = 256 * MiB
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     log_json: bool = True
-
-    @field_validator("metrics_token")
-    @classmethod
-    def _metrics_token(cls, value: SecretStr | None) -> SecretStr | None:
-        if value is not None and not re.fullmatch(r"[!-~]{16,}", value.get_secret_value()):
-            raise ValueError("at least 16 printable ASCII characters, no spaces (e.g. from `openssl rand -hex 32`)")
-        return value
 
     @model_validator(mode="after")
     def _tls_pair(self) -> ServerSettings:
