@@ -32,6 +32,11 @@ cpdef tuple _key_tail_scan(str text, Py_ssize_t low, Py_ssize_t high)
 @cython.locals(n=Py_ssize_t, i=Py_ssize_t, j=Py_ssize_t, last=Py_ssize_t, end=Py_ssize_t, char=Py_UCS4, after=Py_UCS4)
 cpdef list _digit_runs_scan(str text)
 
+cdef bint _ascii_word(Py_UCS4 char)
+
+@cython.locals(n=Py_ssize_t, i=Py_ssize_t, j=Py_ssize_t, m=Py_ssize_t, before=Py_UCS4, after=Py_UCS4)
+cpdef list _decimal_phones_scan(str text)
+
 @cython.locals(i=Py_ssize_t, j=Py_ssize_t, a=Py_UCS4, b=Py_UCS4)
 cpdef bint _secret_colon_scan(str text)
 

@@ -30,6 +30,11 @@ UUIDs and hex digests are masked before numbers are looked for, so no piece of t
 a card or a phone. A number glued to letters (``a716-4466554400``) is part of an identifier
 and is left alone too; one followed by a unit (``1234567890 ns``) or after ``#`` (an order number) is no
 national phone. A finding is a whole number or nothing: no card, SSN or phone is cut out of a longer run.
+A national number in a measurement's shape, an epoch second or millisecond, a count with thousands dots (581.542.170)
+or a bare number without the trunk prefix its country writes (581542170 for 0581-54 21 70), is a phone only where a
+phone word (tel, call, contact...) names it, as is one written like a decimal (10.969512, as Armenia writes them). An EAN
+check digit makes a bare 8- or 13-digit number a barcode only in a text with a barcode word (upc, ean, scanned), and a
+13-digit Visa number a barcode unless a card word names it.
 """
 
 from __future__ import annotations
@@ -695,6 +700,37 @@ def _digit_runs_scan(text: str) -> list[tuple[int, int]]:
     return spans
 
 
+def _ascii_word(char: str) -> bool:
+    return "0" <= char <= "9" or _letter(char) or char == "_"
+
+
+def _decimal_phones_scan(text: str) -> list[tuple[int, int]]:
+    """The spans of ``_DECIMAL_PHONE.finditer(text)`` in one pass: 1-4 ASCII digits after no ASCII word character, ".",
+    "+" or "-", then "." and 4-9 digits before no ASCII word character or "."."""
+    spans = []
+    n = len(text)
+    i = 0
+    while i < n:
+        if not ("0" <= text[i] <= "9"):
+            i += 1
+            continue
+        j = i + 1
+        while j < n and "0" <= text[j] <= "9":
+            j += 1
+        before = text[i - 1] if i else " "
+        if j - i <= 4 and _char(text, j) == "." and not (_ascii_word(before) or before == "." or before == "+" or before == "-"):
+            m = j + 1
+            while m < n and "0" <= text[m] <= "9":
+                m += 1
+            after = _char(text, m)
+            if 4 <= m - j - 1 <= 9 and not (_ascii_word(after) or after == "."):
+                spans.append((i, m))
+                i = m
+                continue
+        i = j  # no match opens inside this run of digits: each later digit has a digit before it
+    return spans
+
+
 def _secret_colon_scan(text: str) -> bool:
     """``_SECRET_COLON_HINT.search(text) is not None``: before some ":" and the whitespace before it, the two characters
     a secret's name ends with, in any case ("\u017f" is an "s" to IGNORECASE)."""
@@ -963,7 +999,7 @@ class Redactor:
         self.patterns = tuple(patterns)
         self.allow = tuple(allow)
         self.detector = detector
-        self._phones: dict[tuple[str, bool], bool] = {}
+        self._phones: dict[tuple[str, bool], int] = {}
         self._texts: dict[str, str] = {}
 
     def redact(self, text: str) -> str:
@@ -1208,6 +1244,8 @@ class Redactor:
         if not (_long_run_scan(text) if _IN_C else _LONG_RUN.search(text) is not None):
             return  # no run long enough for any kind
         mask = _lookalike_mask(text)
+        if mask & 32 and self.regions:
+            self._named_decimals(text, add)
         work = _LOOKALIKES(mask).sub(_blank, text) if mask else text
         runs = _digit_runs_scan(work) if _IN_C else [run.span() for run in _DIGIT_RUN.finditer(work) if run.end() - run.start() >= 6]
         for start, end in runs:
@@ -1230,6 +1268,17 @@ class Redactor:
                 # "order #123-456-7890" is an order's number; "took 1234567890 ns" a measurement, whatever its digits.
                 self._run(text, start, end, add, start > 0 and work[start - 1] == "#")
 
+    def _named_decimals(self, text: str, add: Callable[[tuple[int, int, str]], None]) -> None:
+        """Phones written like decimals (10.969512, as Armenia writes them), where a phone word names them: elsewhere
+        such a number is a reading, and it was masked as one."""
+        spans = _decimal_phones_scan(text) if _IN_C else [match.span() for match in _DECIMAL_PHONE.finditer(text)]
+        for start, end in spans:
+            if _phone_named(text, start):
+                piece = text[start:end]
+                known = self._phones.get((piece, False))
+                if (self._remember_phone(piece, False) if known is None else known) == _PHONE:
+                    add((start, end, "<PHONE>"))
+
     def _run(self, text: str, start: int, end: int, add: Callable[[tuple[int, int, str]], None], numbered: bool) -> None:
         """Find cards, SSNs and phones in one digit run: the longest valid piece from the left. After "#" (``numbered``)
         the run opens with no national phone; before a unit (_measured) it ends in none (a "+" number is a phone,
@@ -1238,11 +1287,13 @@ class Redactor:
         if chunk.isdigit() and chunk.isascii():  # one bare group, the commonest run: no grouping to weigh
             if 6 <= end - start <= 19:
                 # One group holds no SSN; an unseparated 13 digits with a GS1 check digit is an EAN-13 barcode.
-                kind = "<CARD>" if card_ok(chunk) and not (end - start == 13 and ean_ok(chunk)) else None
-                if kind is None and not numbered and not _measured(text, end):
+                kind = "<CARD>" if card_ok(chunk) and not (end - start == 13 and _barcode(text, chunk)) else None
+                if kind is None and not numbered and not _measured(text, end) and not _not_a_phone_here(text, chunk, start):
                     keyed = _after_key(text, start)
                     known = self._phones.get((chunk, keyed))
-                    kind = "<PHONE>" if (self._remember_phone(chunk, keyed) if known is None else known) else None
+                    if known is None:
+                        known = self._remember_phone(chunk, keyed)
+                    kind = "<PHONE>" if known == _PHONE or known and _phone_here(text, start, known) else None
                 if kind is not None:
                     add((start, end, kind))
             return
@@ -1273,13 +1324,13 @@ class Redactor:
                 if j == count and extension:
                     # What reads as an extension ("#0", "x12") after a card or SSN is not part of it.
                     core = _balanced(chunk[a:b])
-                    kind = self._card_or_ssn(core, sizes[i:j]) if digits >= 9 and core else None
+                    kind = self._card_or_ssn(text, core, sizes[i:j]) if digits >= 9 and core else None
                     b = len(chunk) if kind is None else b
                 piece = _balanced(chunk[a:b])
                 if not piece:
                     continue
                 if kind is None and digits >= 9:
-                    kind = self._card_or_ssn(piece, sizes[i:j])
+                    kind = self._card_or_ssn(text, piece, sizes[i:j])
                 whole = i == 0 and j == count
                 if kind is None and not whole and cuts is None:
                     # A phone is the whole run or a part of it cut at a space: "+49 30 1234567 12" may end in a
@@ -1291,13 +1342,17 @@ class Redactor:
                     (numbered and i == 0 or j == count and (measured := _measured(text, end) if measured is None else measured))
                     and not piece.lstrip("( ").startswith("+")
                 ):
-                    if tries < _MAX_PHONE_TRIES:
+                    if tries < _MAX_PHONE_TRIES and not (
+                        (len(piece) == 8 or len(piece) == 10 or len(piece) == 13)
+                        and _not_a_phone_here(text, piece, start + chunk.index(piece, a))
+                    ):
                         keyed = after_key and i == 0
                         known = self._phones.get((piece, keyed))
                         if known is None:
                             tries += 1
                             known = self._remember_phone(piece, keyed)
-                        kind = "<PHONE>" if known else None
+                        if known == _PHONE or known and _phone_here(text, start + chunk.index(piece, a), known):
+                            kind = "<PHONE>"
                 if kind is not None:
                     at = chunk.index(piece, a)
                     hit = (start + at, start + at + len(piece), kind)
@@ -1319,7 +1374,7 @@ class Redactor:
                 continue
             add(hit)
 
-    def _remember_phone(self, piece: str, after_key: bool) -> bool:
+    def _remember_phone(self, piece: str, after_key: bool) -> int:
         """``_phone``, kept for the next time the same piece comes (operators' numbers repeat)."""
         known = self._phone(piece, after_key)
         if len(self._phones) >= 4096:
@@ -1327,14 +1382,14 @@ class Redactor:
         self._phones[piece, after_key] = known
         return known
 
-    def _card_or_ssn(self, piece: str, sizes: list[int]) -> str | None:
+    def _card_or_ssn(self, text: str, piece: str, sizes: list[int]) -> str | None:
         count = sum(sizes)
         if 12 <= count <= 19 and "+" not in piece and "(" not in piece and "x" not in piece.lower():
             if len(sizes) == 1 or tuple(sizes) in _CARD_GROUPINGS:
                 digits = _NOT_DIGIT.sub("", piece)
                 if len(set(_DIGITS_ONLY.sub("", piece))) <= 1 and card_ok(digits):
-                    # An unseparated 13 digits that carries a GS1 check digit is an EAN-13 barcode.
-                    if not (len(sizes) == 1 and count == 13 and ean_ok(digits)):
+                    # An unseparated 13 digits that carries a GS1 check digit is an EAN-13 barcode, unless a card word names it.
+                    if not (len(sizes) == 1 and count == 13 and _barcode(text, digits)):
                         return "<CARD>"
         if count == 9 and len(sizes) == 3:
             ssn = _SSN.match(piece)
@@ -1342,8 +1397,10 @@ class Redactor:
                 return "<SSN>"
         return None
 
-    def _phone(self, piece: str, after_key: bool) -> bool:
-        """Whether libphonenumber calls the piece a valid number: international, or national in a declared region."""
+    def _phone(self, piece: str, after_key: bool) -> int:
+        """Whether libphonenumber calls the piece a valid number (international, or national in a declared region), and
+        how sure that makes it a phone: _PHONE, _NAMED_PHONE (a measurement's shape: a phone only where a phone word
+        names it), _UNLESS_BARCODE (an EAN check digit: a phone unless a barcode word is in the text), or 0."""
         if piece.isdigit() and piece.isascii():  # a bare run, the commonest candidate: nothing to strip
             body = piece
         else:
@@ -1352,42 +1409,147 @@ class Redactor:
         if not body.isascii():
             body = "".join(str(int(char)) for char in body)  # Bengali, Arabic-Indic... digits
         if not 6 <= len(body) <= 17:
-            return False
+            return 0
         lead = piece.lstrip("( ")
         if lead.startswith("+"):
-            return _international(body) or self._parse(piece, None)
+            return _PHONE if _international(body) or self._parse(piece, None) is not None else 0
         if lead.startswith("00") and len(body) > 9:
-            return _international(body[2:]) or self._parse("+" + lead[2:], None)
+            return _PHONE if _international(body[2:]) or self._parse("+" + lead[2:], None) is not None else 0
         if len(body) < 7 and " " not in piece:
-            return False
+            return 0
         bare = body == piece or piece.isdigit()
-        if bare and (len(body) in (8, 13) and ean_ok(body) or after_key):
-            return False  # an EAN-8 or EAN-13 barcode, or the value of key=value: a counter, an id
-        # An epoch second or millisecond (2017-2033) is a timestamp wherever it is.
-        if bare and len(body) in (10, 13) and body[0] == "1" and body[1] in "56789":
-            return False
+        if bare and after_key:
+            return 0  # the value of key=value: a counter, an id
         for region in self.regions:
-            if self._parse(piece, region):
-                return True
+            number = self._parse(piece, region)
+            if number is not None:
+                break
             # Its own country code without "+" or "00" ("573041833856" in Colombia).
             code = self._codes[region]
             if bare and body.startswith(code) and _international(body):
-                return True
-        return False
+                break
+        else:
+            return 0
+        # The shapes of measurements: an epoch second or millisecond (2001-2033), a number with thousands separators
+        # (581.542.170), and a bare number without the trunk prefix its country writes (581542170 for 0581-54 21 70).
+        if bare and (len(body) == 10 or len(body) == 13) and body[0] == "1" or _THOUSANDS.fullmatch(piece) is not None:
+            return _NAMED_PHONE
+        if bare and number is not None and _prefix_left_out(number, region, body):
+            return _NAMED_PHONE
+        if bare and len(body) in (8, 13) and ean_ok(body):
+            return _UNLESS_BARCODE
+        return _PHONE
 
-    def _parse(self, piece: str, region: str | None) -> bool:
+    def _parse(self, piece: str, region: str | None):
+        """The number libphonenumber reads in the piece when it calls it valid, else None."""
         phonenumbers = _phonenumbers()
         try:
             number = phonenumbers.parse(piece, region)
         except phonenumbers.NumberParseException:
-            return False
-        return _valid_number(number.country_code, phonenumbers.national_significant_number(number))
+            return None
+        if _valid_number(number.country_code, phonenumbers.national_significant_number(number)):
+            return number
+        return None
 
 
 _ANY_DIGIT = re.compile(r"\d")
 # "pkts=92786175", '"ts": 1764151755': a bare number that is the value of a key is a measurement or an id.
 _KEY_BEFORE = re.compile(r"\w(?:=|\": ?)$")
 _DIGITS_ONLY = re.compile(r"[\d()+]")
+
+
+# How sure a valid number makes a phone (Redactor._phone): surely, where a phone word names it, unless a barcode word is.
+_PHONE, _NAMED_PHONE, _UNLESS_BARCODE = 1, 2, 3
+_THOUSANDS = re.compile(r"[1-9]\d{0,2}(?:\.\d{3})+")  # 581.542.170: a count with thousands separators
+# Words that name a phone number, lower case; a word is a run of letters (phone_number is "phone", "number").
+_PHONE_WORDS = frozenset({
+    "tel", "tél", "tele", "telephone", "téléphone", "telefon", "telefone", "telefono", "teléfono", "telefoon", "telefonnummer",
+    "rufnummer", "puhelin", "tlf", "phone", "phones", "phonenumber", "ph", "mobile", "mobil", "mob", "mobileno", "cell",
+    "cellphone", "handy", "handynummer", "fax", "call", "called", "calling", "contact", "kontakt", "contacto", "whatsapp",
+    "sms", "dial", "ring", "telno", "phoneno", "тел", "телефон", "моб", "电话", "手机", "電話", "携帯", "전화", "휴대폰",
+})  # fmt: skip
+_BARCODE_WORDS = frozenset({"ean", "upc", "gtin", "barcode", "scan", "scanned", "scanner", "sku", "isbn", "plu", "article", "artikel"})
+_CARD_WORDS = frozenset({"card", "visa", "cc", "pan", "credit", "creditcard", "kredit", "kreditkarte", "carte", "tarjeta",
+                         "cartão", "karte", "kort", "kaart"})  # fmt: skip
+_WORD_OR_DIGIT = re.compile(r"[^\W\d_]+|\d")
+# A phone written like a decimal (10.969512, 333.74068: how Armenia writes them), found only where a phone word names it.
+_DECIMAL_PHONE = re.compile(r"(?<![\w.+-])\d{1,4}\.\d{4,9}(?![\w.])", re.ASCII)
+_TRUNK_FORMATS: dict[str, tuple] = {}  # bounded: one entry per region libphonenumber knows
+
+
+def _phone_named(text: str, at: int) -> bool:
+    """Whether a phone word is among the three words before the number that starts at ``at``, with no digit between
+    ("Tel.: ", "call back ", '"contact":"')."""
+    tokens = _WORD_OR_DIGIT.findall(text, max(0, at - 40), at)
+    for token in tokens[-1 : -4 : -1]:
+        if token.isdigit():
+            return False
+        if token.lower() in _PHONE_WORDS:
+            return True
+    return False
+
+
+def _named(text: str, words: frozenset[str]) -> bool:
+    """Whether any of ``words`` is a word of ``text``."""
+    for token in _WORD_OR_DIGIT.findall(text):
+        if token.lower() in words:
+            return True
+    return False
+
+
+def _not_a_phone_here(text: str, piece: str, at: int) -> bool:
+    """Whether a bare piece that starts at ``at`` is no phone whatever libphonenumber says (Redactor._phone would call
+    it _NAMED_PHONE or _UNLESS_BARCODE, and the text says no): an epoch second or millisecond no phone word names, or an
+    EAN barcode in a text with a barcode word. Asked before libphonenumber, which costs more."""
+    size = len(piece)
+    if not (size == 8 or size == 10 or size == 13) or not (piece.isascii() and piece.isdigit()):
+        return False
+    if size != 8 and piece[0] == "1":
+        return not _phone_named(text, at)
+    return size != 10 and ean_ok(piece) and _named(text, _BARCODE_WORDS)
+
+
+def _phone_here(text: str, at: int, strength: int) -> bool:
+    """Whether a number of this strength (_NAMED_PHONE or _UNLESS_BARCODE) that starts at ``at`` is a phone in ``text``."""
+    if strength == _NAMED_PHONE:
+        return _phone_named(text, at)
+    return not _named(text, _BARCODE_WORDS)
+
+
+def _barcode(text: str, digits: str) -> bool:
+    """Whether 13 unseparated digits are an EAN-13 barcode: they carry its check digit and no card word is in the text."""
+    return ean_ok(digits) and not _named(text, _CARD_WORDS)
+
+
+def _trunk_formats(region: str) -> tuple[str, tuple[tuple[re.Pattern[str] | None, re.Pattern[str], bool], ...]]:
+    """A region's trunk prefix and its national formats: (leading digits, pattern, whether the number is written with the
+    prefix: the format's rule carries it and does not call it optional), compiled once per region."""
+    known = _TRUNK_FORMATS.get(region)
+    if known is None:
+        metadata = _phonenumbers().PhoneMetadata.metadata_for_region(region)
+        prefix = (metadata.national_prefix or "") if metadata is not None else ""
+        forms = tuple(
+            (re.compile(form.leading_digits_pattern[-1]) if form.leading_digits_pattern else None, re.compile(form.pattern),
+             bool(prefix) and prefix in (form.national_prefix_formatting_rule or "") and not form.national_prefix_optional_when_formatting)
+            for form in (metadata.number_format if metadata is not None and prefix else ())
+        )  # fmt: skip
+        known = _TRUNK_FORMATS[region] = (prefix, forms)
+    return known
+
+
+def _prefix_left_out(number, region: str, body: str) -> bool:
+    """Whether ``body`` leaves out the trunk prefix its country writes before this national number: libphonenumber's
+    national format for it carries one (0581-54 21 70), and does not call it optional (India's mobiles, China's); a
+    number no format fits, where its formats carry one."""
+    prefix, forms = _trunk_formats(region)
+    if not prefix or body.startswith(prefix):
+        return False
+    national = _phonenumbers().national_significant_number(number)
+    for leading, pattern, written in forms:
+        if (leading is None or leading.match(national) is not None) and pattern.fullmatch(national) is not None:
+            return written
+    # A number no format fits (Germany's pagers): written with the prefix where any of its country's formats is.
+    return any(written for _, _, written in forms)
 
 
 def _measured(text: str, end: int) -> bool:

@@ -690,3 +690,40 @@ def test_a_value_opening_with_at_is_no_address():
     """In key=@value nothing is before the "@": no e-mail, so a secret parameter's value stays a secret."""
     assert Redactor().redact("password=@0.A user=bob") == "password=<SECRET> user=bob"
     assert Redactor().redact("to=@example.com") == "to=@example.com"
+
+
+@pytest.mark.parametrize(("text", "region"), [
+    ("581.542.170", "SE"), ("value 581.542.170 ok", "SE"), ("total 1.234.567 units", "DE"), ("n=12, 534.645.497 ok", "DE"),
+    ("1764201600", "CN"), ("1061855353", "CN"), ("created 1061855353 ok", "CN"), ("t 1061855353123 ok", "CN"),
+    ("581542170", "SE"), ("value 581542170 ok", "SE"), ("counter 534645497416", "DE"), ("seq 30123456", "AT"),
+])  # fmt: skip
+def test_bare_measurements_in_permissive_regions_are_kept(text, region):
+    """A bare or thousands-dotted number with no phone context, an epoch second or millisecond, or a national number
+    written without the trunk prefix its country writes, is a measurement even where libphonenumber calls it valid."""
+    assert Redactor(regions=[region]).redact(text) == text
+
+
+@pytest.mark.parametrize(("text", "expected", "region"), [
+    ("tel 581542170", "tel <PHONE>", "SE"), ("phone: 1061855353", "phone: <PHONE>", "CN"),
+    ("call back 10.969512, Աշոտ", "call back <PHONE>, Աշոտ", "AM"), ('{"contact":"91.208560"}', '{"contact":"<PHONE>"}', "AM"),
+    ("Tel.: 581.542.170", "Tel.: <PHONE>", "SE"), ("0581542170", "<PHONE>", "SE"), ("08-581 542 17", "<PHONE>", "SE"),
+    ("13812345678", "<PHONE>", "CN"), ("01061855353", "<PHONE>", "CN"), ("9876543210", "<PHONE>", "IN"),
+    ("46008589", "<PHONE>", "NO"), ("seen: 46008589", "seen: <PHONE>", "NO"), ("03012345678", "<PHONE>", "DE"),
+    ("202.555.0143", "<PHONE>", "US"), ("06.12.34.56.78", "<PHONE>", "FR"), ("+46 581 542 170", "<PHONE>", None),
+])  # fmt: skip
+def test_phones_written_as_their_country_writes_them_or_named_are_found(text, expected, region):
+    """A national number written with its trunk prefix or its country's grouping, or after a phone word (tel, call,
+    contact), is still a phone, also when it is written like a decimal."""
+    assert Redactor(regions=[region] if region else []).redact(text) == expected
+
+
+@pytest.mark.parametrize(("text", "expected", "region"), [
+    ("card 4516933528383", "card <CARD>", None), ('{"visa": "4727741589422"}', '{"visa": "<CARD>"}', None),
+    ("Kreditkarte 4516933528383 ok", "Kreditkarte <CARD> ok", None),
+    ("scanned 4516933528383", "scanned 4516933528383", None), ("upc 46008589 4006381333931", "upc 46008589 4006381333931", "NO"),
+    ('{"contact":"4516933528383"}', '{"contact":"4516933528383"}', None),
+])  # fmt: skip
+def test_thirteen_digit_visa_cards_are_found_where_named_and_barcodes_kept(text, expected, region):
+    """A 13-digit Visa number that also carries an EAN-13 check digit is a card where a card word names it, a barcode
+    elsewhere; an 8-digit number with an EAN-8 check digit is a barcode only where a barcode word is."""
+    assert Redactor(regions=[region] if region else []).redact(text) == expected

@@ -117,7 +117,7 @@ def _prescreens(module, text: str) -> tuple:
     run, and the digit runs of six characters or more."""
     return (module._token_mask_scan(text, False), module._token_mask_scan(text, True), module._lookalike_mask_scan(text),
             module._long_run_scan(text), module._digit_runs_scan(text), module._any_decimal(text), module._any_digit(text),
-            module._secret_colon_scan(text), module._secret_hints_scan(text))  # fmt: skip
+            module._secret_colon_scan(text), module._secret_hints_scan(text), module._decimal_phones_scan(text))  # fmt: skip
 
 
 def _by_regex(text: str) -> tuple:
@@ -127,7 +127,7 @@ def _by_regex(text: str) -> tuple:
     return (redact_module._token_mask(text, False), redact_module._token_mask(text, True), redact_module._lookalike_mask(text),
             redact_module._LONG_RUN.search(text) is not None, runs, redact_module._ANY_DIGIT.search(text) is not None,
             any(char.isdigit() for char in text), redact_module._SECRET_COLON_HINT.search(text) is not None,
-            redact_module._secret_hints(text))  # fmt: skip
+            redact_module._secret_hints(text), [match.span() for match in redact_module._DECIMAL_PHONE.finditer(text)])  # fmt: skip
 
 
 def test_character_scans_answer_as_the_regexes_on_the_corpus(compiled):
@@ -177,6 +177,7 @@ REGEX_BRANCHES = [
     redact_module._DATE_HINT.pattern,
     r"\d:\d\d",  # _TIME_HINT
     r"\d\.\d",  # _DECIMAL_HINT
+    r"\d{1,4}\.\d{4,9}",  # _DECIMAL_PHONE
     redact_module._LONG_RUN,  # compiled, with its IGNORECASE for "ext"
     redact_module._SECRET_COLON_HINT,  # compiled, with its IGNORECASE
     *["=", "%3", '":', "':", "earer", "asic ", "oken ", "ASIC ", "egotiate", "TLM ", "tlm ", ":uthorization",

@@ -61,15 +61,17 @@ def generated_pii(locale: str) -> list[tuple[str, str, str]]:
         except phonenumbers.NumberParseException:
             valid = False
         digits = sum(char.isdigit() for char in phone)
-        if valid and digits >= 7 and not phone.isdigit():  # the README's limits: bare runs may be counters or barcodes
+        # The README's limits: a bare run of 10 or 13 digits opening with 1 is an epoch time unless a phone word names it.
+        epoch = phone.isdigit() and len(phone) in (10, 13) and phone[0] == "1"
+        if valid and digits >= 7 and not epoch:
             values.append(("phone", phone, "<PHONE>"))
     return values
 
 
 @pytest.mark.parametrize("locale", LOCALES)
 def test_faker_values_of_every_kind_are_replaced_whole_in_many_locales(locale):
-    """Faker's e-mails, IPs, MACs, cards, IBANs, valid phones and NINOs of a locale become their placeholder whole,
-    with the text around them intact, in every context a device logs them in."""
+    """Faker's e-mails, IPs, MACs, cards, IBANs, valid phones (bare ones as the locale writes them too) and NINOs of a
+    locale become their placeholder whole, with the text around them intact, in every context a device logs them in."""
     redactor = Redactor(regions=[locale.split("_")[1]])
     rng = random.Random(locale)
     missed = []
@@ -134,6 +136,51 @@ def test_generated_measurements_are_never_rewritten(region):
     for _ in range(150):
         for text in measurements(rng):
             for context in ("{x}", "value {x} ok", '{{"v": "{x}"}}'):
+                sample = context.format(x=text)
+                if redactor.redact(sample) != sample:
+                    changed.append((sample, redactor.redact(sample)))
+    assert changed == []
+
+
+def counts(rng: random.Random) -> list[str]:
+    """Numbers a device logs that libphonenumber may call valid somewhere: counts with thousands separators (not an
+    IPv4's shape), epoch seconds and milliseconds of 2001-2033, and bare counts that open with no trunk prefix."""
+    while True:
+        dotted = f"{rng.randint(10**6, 10**12):,}".replace(",", ".")
+        if not (dotted.count(".") == 3 and all(int(part) <= 255 for part in dotted.split("."))):
+            break
+    seconds = rng.randint(10**9, 2 * 10**9 - 1)
+    while card_ok(count := str(rng.randint(10**6, 10**12))):  # Luhn and an issuer's range: a card (12 digits: Maestro)
+        pass
+    return [dotted, str(seconds), f"{seconds}{rng.randint(0, 999):03d}", count]
+
+
+@pytest.mark.parametrize("region", ["DE", "SE", "GB", "FR", "JP", "CH", "AT", "NL", "AU", "FI"])
+def test_generated_counts_in_regions_that_write_a_trunk_prefix_are_never_rewritten(region):
+    """In a country whose national numbers are written with a trunk prefix (0...), a thousands-dotted count, an epoch
+    time, or a bare count without that prefix stays as it is where no phone word names it."""
+    redactor = Redactor(regions=[region])
+    rng = random.Random(region)
+    changed = []
+    for _ in range(300):
+        for text in counts(rng):
+            for context in ("{x}", "value {x} ok", "id,{x},43.8\n", "counter {x}", '{{"n": "{x}"}}'):
+                sample = context.format(x=text)
+                if redactor.redact(sample) != sample:
+                    changed.append((sample, redactor.redact(sample)))
+    assert changed == []
+
+
+@pytest.mark.parametrize("region", ["US", "CN", "IN", "BR", "PL", "ES", "NO", "IT", "RU", "KR", "TR", "MX"])
+def test_generated_dotted_counts_and_epochs_are_never_rewritten_anywhere(region):
+    """Thousands-dotted counts and epoch seconds and milliseconds stay as they are in every region, also in those
+    whose bare national numbers are phones as they stand."""
+    redactor = Redactor(regions=[region])
+    rng = random.Random(region)
+    changed = []
+    for _ in range(300):
+        for text in counts(rng)[:3]:
+            for context in ("{x}", "value {x} ok", "id,{x},43.8\n"):
                 sample = context.format(x=text)
                 if redactor.redact(sample) != sample:
                     changed.append((sample, redactor.redact(sample)))
