@@ -4,7 +4,8 @@
 a column's values in one call, as the agent does) replaces::
 
     e-mail addresses, Unicode/IDN, quoted ("j s"@x.com), URL-encoded <EMAIL>
-      (jane%2Edoe%40x.com, also inside %22...%22)
+      (jane%2Edoe%40x.com, also inside %22...%22; encoded up to
+      four times: jane%2540x.com, %252540)
     phone numbers that libphonenumber calls valid: international   <PHONE>
       (+CC, 00CC) anywhere; national ones of the declared regions,
       with their extension (x12, ext. 12)
@@ -204,9 +205,11 @@ def nino_ok(prefix: str) -> bool:
 _EMAIL_LOCAL = frozenset("!#$%&'*+-./=?^_`{|}~")  # RFC 5322 atext, plus every Unicode letter and digit
 _ENCODED_LOCAL = frozenset("!#$'*+-.^_~")  # "%" opens an escape, which _encoded_local_start decodes
 _EMAIL_DOMAIN = re.compile(r"(?:[^\W_](?:[\w-]{0,61}[^\W_])?\.)+[^\W\d_](?:[\w-]{0,61}[^\W_])?")
-_AT = re.compile(r"@|%40", re.IGNORECASE)
+# An escape may be encoded again, up to _MAX_ENCODINGS times in all: %40, %2540, %252540 all end as "@".
+_MAX_ENCODINGS = 4
+_AT = re.compile(r"@|%(?:25){0,3}40", re.IGNORECASE)
 # A URL-encoded address's domain: its dots may be encoded too (example%2Ecom).
-_ENCODED_DOMAIN = re.compile(r"(?:[^\W_](?:[\w-]{0,61}[^\W_])?(?:\.|%2[Ee]))+[^\W\d_](?:[\w-]{0,61}[^\W_])?")
+_ENCODED_DOMAIN = re.compile(r"(?:[^\W_](?:[\w-]{0,61}[^\W_])?(?:\.|%(?:25){0,3}2[Ee]))+[^\W\d_](?:[\w-]{0,61}[^\W_])?")
 _ADDRESS_LITERAL = re.compile(r"\[(?:IPv6:[0-9A-Fa-f:.]{2,45}|\d{1,3}(?:\.\d{1,3}){3})\]")  # RFC 5321: jane@[192.0.2.1]
 
 # Each pattern opens with a plain character class, so the regex engine skips straight to where a
@@ -1077,7 +1080,7 @@ class Redactor:
             mask = _token_mask(text, has_digit)
             if mask:
                 self._tokens(text, mask, add)
-        if "@" in text or "%40" in text or "%40".upper() in text:
+        if "@" in text or "%40" in text or "2540" in text:  # "2540": %2540, %252540 (an escape encoded again)
             self._emails(text, add)
         if _ipv6_possible(text):
             self._ipv6(text, add)
@@ -1609,11 +1612,19 @@ def _encoded_local_char(char: str) -> bool:
     return char.isalnum() or char in _ENCODED_LOCAL or (char > "\x7f" and unicodedata.category(char)[0] == "M")
 
 
-def _escape_before(text: str, end: int) -> str:
-    """The character the "%XX" escape ending at ``end`` stands for, or "" where none ends there."""
-    if end < 3 or text[end - 3] != "%" or not (_hex(text[end - 2]) and _hex(text[end - 1])):
-        return ""
-    return chr(int(text[end - 2 : end], 16))
+def _escape_before(text: str, end: int) -> int:
+    """Where the "%XX" escape ending at ``end`` opens, also one encoded again ("%252E" is "%2E" is "."), or ``end``
+    where none ends there: at most _MAX_ENCODINGS decodings."""
+    if end < 3 or not (_hex(text[end - 2]) and _hex(text[end - 1])):
+        return end
+    start = end - 2
+    for _ in range(_MAX_ENCODINGS):
+        if text[start - 1] == "%":
+            return start - 1
+        if start < 3 or text[start - 2 : start] != "25":
+            break
+        start -= 2
+    return end
 
 
 def _encoded_local_start(text: str, end: int) -> int:
@@ -1621,12 +1632,13 @@ def _encoded_local_start(text: str, end: int) -> int:
     characters a local part holds (%2E, %2B, UTF-8's %D9%81); an escaped quote, space, "=", "&", "/" or "?" ends it, as a bare "%" does."""
     start = end
     while start > 0:
-        decoded = _escape_before(text, start)
-        if decoded:
+        opening = _escape_before(text, start)
+        if opening != start:
+            decoded = chr(int(text[start - 2 : start], 16))
             # A byte over 0x7f is part of a UTF-8 letter (%D9%81): Unicode local parts are addresses too.
             if not (decoded > "\x7f" or decoded.isalnum() or decoded in _ENCODED_LOCAL):
                 break
-            start -= 3
+            start = opening
         elif _encoded_local_char(text[start - 1]):
             start -= 1
         else:

@@ -727,3 +727,20 @@ def test_thirteen_digit_visa_cards_are_found_where_named_and_barcodes_kept(text,
     """A 13-digit Visa number that also carries an EAN-13 check digit is a card where a card word names it, a barcode
     elsewhere; an 8-digit number with an EAN-8 check digit is a barcode only where a barcode word is."""
     assert Redactor(regions=[region] if region else []).redact(text) == expected
+
+
+@pytest.mark.parametrize(("text", "expected"), [
+    ("jane%2540example.com", "<EMAIL>"), ("jane%252540example.com", "<EMAIL>"),
+    ("u=jane%252Edoe%252540example%252Ecom&y=2", "u=<EMAIL>&y=2"),
+    ("next=%252Fp%253Fuser%253Djane%252540example.com", "next=%252Fp%253Fuser%253D<EMAIL>"),
+    ("%25253Cjane%25252540example.com%25253E", "%25253C<EMAIL>%25253E"),
+])  # fmt: skip
+def test_emails_encoded_more_than_once_are_found(text, expected):
+    """An address URL-encoded twice or three times (%2540, %252540, %252E) is one <EMAIL>, its encoded neighbours kept."""
+    assert Redactor().redact(text) == expected
+
+
+def test_percent_signs_that_decode_to_no_address_are_kept():
+    """A "%25" that decodes to no "@" (50%2540 off, 100%25) is left alone."""
+    for text in ("50%2541 off", "load 100%25 now", "a%2540", "%2540example.com"):
+        assert Redactor().redact(text) == text
