@@ -18,7 +18,9 @@ a column's values in one call, as the agent does) replaces::
       Google, OpenAI/Anthropic, SendGrid, npm, PyPI, Twilio)
     URL credentials (user:pass@) and secret parameters              <SECRET>
       (?token=, password=, api_key=, Bearer ..., Basic user:pass,
-      Negotiate, NTLM, Digest's nonce/response, any Authorization)
+      Negotiate, NTLM, Digest's nonce/response, any Authorization,
+      <password>...</password>; "<" and ">" are part of a value
+      outside markup, and a closing tag ends one)
     US social security numbers (area/group/serial rules)            <SSN>
     UK national insurance numbers (prefix and suffix rules, any case) <NINO>
 
@@ -256,6 +258,12 @@ _KEY_TAIL = re.compile(r"[\w-]+$")
 # A value ends at a space, a quote, or a separator that ends it ("&lang=", ", ", ";path="): a generated password
 # holds "&", "#", "," and ";" too.
 _SECRET_VALUE = re.compile(r"(?:[^\s&,;\"'<>]|[&,;](?![&,;]*(?:[\s\"'<>]|$)|[\w.-]+=))+")
+# Outside markup "<" and ">" are a password's characters too ("ab<cd>ef"); only a closing tag ("</p>") ends it there.
+_SECRET_VALUE_TEXT = re.compile(r"(?:[^\s&,;\"'<]|<(?!/)|[&,;](?![&,;]*(?:[\s\"']|</|$)|[\w.-]+=))+")
+# A tag: in a text that has one before a secret's name, "<" and ">" are markup (a password's own are &lt; &gt;).
+_TAG = re.compile(r"</?[A-Za-z][\w:.-]*(?:\s[^<>]*)?/?>")
+# An XML or HTML element named after a secret: <password>hunter2</password>; its text runs to its own closing tag.
+_SECRET_ELEMENT = re.compile(rf"<({_SECRET_NAMES})(?:\s[^<>]*)?>([^\r\n]+?)</\1\s*>", re.IGNORECASE)
 # The value runs to the quote that opened it: "pa'ss" is one password.
 _SECRET_JSON = re.compile(rf"[\"']((?:{_SECRET_NAMES}))[\"']\s*:\s*(?:\"([^\"]+)\"|'([^']+)')", re.IGNORECASE)
 # How every _SECRET_NAMES name ends, then its closing quote and colon: the quote leads, so the engine skips to quotes.
@@ -291,6 +299,8 @@ _SECRET_COLON = re.compile(
     r"|private_?key|access_?token|refresh_?token|auth_?token|id_?token)\s*:\s*[\"']?((?:[^\s\"'<>,;]|[,;](?![,;]*(?:[\s\"'<>]|$)|[\w.-]+[=:]))+)",
     re.IGNORECASE,
 )
+# _SECRET_COLON's value where "<" and ">" are no markup (see _SECRET_VALUE_TEXT).
+_SECRET_COLON_TEXT = re.compile(r"(?:[^\s\"',;<]|<(?!/)|[,;](?![,;]*(?:[\s\"']|</|$)|[\w.-]+[=:]))+")
 # How every _SECRET_COLON name ends (passwo-rd, passw-d, passphra-se, k-ey, secr-et, tok-en) before its colon: most
 # texts with a ":" have none, and the case-blind alternation with its lookbehind costs a try at every position.
 _SECRET_COLON_HINT = re.compile(r"(?:rd|wd|se|ey|et|en)\s*:", re.IGNORECASE)
@@ -1072,7 +1082,13 @@ class Redactor:
                 add((match.start(1), match.end(1), "<SECRET>"))
         if ":" in text and (_secret_colon_scan(text) if _IN_C else _SECRET_COLON_HINT.search(text) is not None):
             for match in _SECRET_COLON.finditer(text):
-                add((match.start(1), match.end(1), "<SECRET>"))
+                end = match.end(1)
+                if ("<" in text or ">" in text) and not _markup_before(text, match.start()):
+                    end = _SECRET_COLON_TEXT.match(text, match.start(1)).end()  # "password: ab<cd>ef": one password
+                add((match.start(1), end, "<SECRET>"))
+        if "</" in text:
+            for match in _SECRET_ELEMENT.finditer(text):
+                add((match.start(2), match.end(2), "<SECRET>"))
         if "://" in text:
             for match in _URL_CREDENTIALS.finditer(text):
                 add((match.start(), match.end(), "<SECRET>"))
@@ -1166,7 +1182,7 @@ class Redactor:
                     group = 1 if quoted.group(1) is not None else 2
                     add((quoted.start(group), quoted.end(group), "<SECRET>"))
                     continue
-                value = _SECRET_VALUE.match(text, equals.end())
+                value = (_SECRET_VALUE if _markup_before(text, start) else _SECRET_VALUE_TEXT).match(text, equals.end())
                 if value is not None:
                     add((value.start(), value.end(), "<SECRET>"))
 
@@ -1478,6 +1494,11 @@ _WORD_OR_DIGIT = re.compile(r"[^\W\d_]+|\d")
 # A phone written like a decimal (10.969512, 333.74068: how Armenia writes them), found only where a phone word names it.
 _DECIMAL_PHONE = re.compile(r"(?<![\w.+-])\d{1,4}\.\d{4,9}(?![\w.])", re.ASCII)
 _TRUNK_FORMATS: dict[str, tuple] = {}  # bounded: one entry per region libphonenumber knows
+
+
+def _markup_before(text: str, at: int) -> bool:
+    """Whether a tag is in the text before ``at``: then "<" ends a secret's value, as markup escapes its own."""
+    return "<" in text and _TAG.search(text, 0, at) is not None
 
 
 def _phone_named(text: str, at: int) -> bool:

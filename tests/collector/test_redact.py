@@ -744,3 +744,25 @@ def test_percent_signs_that_decode_to_no_address_are_kept():
     """A "%25" that decodes to no "@" (50%2540 off, 100%25) is left alone."""
     for text in ("50%2541 off", "load 100%25 now", "a%2540", "%2540example.com"):
         assert Redactor().redact(text) == text
+@pytest.mark.parametrize(("text", "expected"), [
+    ("password=ab<cd>ef", "password=<SECRET>"), ("password=ab<cd>ef user=bob", "password=<SECRET> user=bob"),
+    ("token=a>b<c", "token=<SECRET>"), ("password: ab<cd>ef host: db1", "password: <SECRET> host: db1"),
+    ("<td>password=hunter2</td>", "<td>password=<SECRET></td>"), ("password=hunter2</p>", "password=<SECRET></p>"),
+    ("<password>hunter2</password>", "<password><SECRET></password>"),
+    ("<Password>a<b c</Password>", "<Password><SECRET></Password>"),
+    ('<api_key type="x">k-12345</api_key>', '<api_key type="x"><SECRET></api_key>'),
+    ("<cfg><client_secret>s3cr3t</client_secret><port>8080</port></cfg>",
+     "<cfg><client_secret><SECRET></client_secret><port>8080</port></cfg>"),
+])  # fmt: skip
+def test_secret_values_holding_angle_brackets_or_in_markup_are_redacted_whole(text, expected):
+    """Outside markup "<" and ">" are characters of a password; inside it (a tag before the key, or a closing tag) the
+    value ends at the tag; an XML/HTML element named after a secret has its text redacted."""
+    assert Redactor().redact(text) == expected
+
+
+@pytest.mark.parametrize("text", ["<port>8080</port>", "<token_count>12</token_count>", "<b>password</b> reset", "<password/>"])
+def test_elements_not_named_after_secrets_are_kept(text):
+    """Elements of other names, and a secret word as an element's text, stay as they are."""
+    assert Redactor().redact(text) == text
+
+

@@ -84,22 +84,24 @@ def test_faker_values_of_every_kind_are_replaced_whole_in_many_locales(locale):
     assert missed == []
 
 
-SECRET_CHARS = string.ascii_letters + string.digits + "!#$%&()*+,-./:;=?@[]^_{|}~"  # "<" and ">" end a value: markup
+SECRET_CHARS = string.ascii_letters + string.digits + "!#$%&()*+,-./:;<=>?@[]^_{|}~"
 
 
 @settings(max_examples=300, deadline=None)
 @given(password=st.text(SECRET_CHARS, min_size=1, max_size=24).filter(
-           lambda p: p[0] not in "&,;<>=" and p[-1] not in "&,;" and any(c.isalnum() for c in p)),
+           lambda p: p[0] not in "&,;<>=" and p[-1] not in "&,;" and "</" not in p and any(c.isalnum() for c in p)),
        name=st.sampled_from(["password", "passwd", "api_key", "client_secret", "Password", "access_token"]))  # fmt: skip
 def test_no_character_of_a_generated_password_is_left(password, name):
-    """Every character of a generated password (symbols included) is replaced: in key=value, quoted, after a colon,
-    and in a URL."""
+    """Every character of a generated password (symbols, "<" and ">" included: no markup is around it) is replaced: in
+    key=value, quoted, after a colon, in a URL, and as the text of an element named after it."""
     for before, after in ((f"{name}=", " user=bob"), (f'{name}="', '" user=bob'), (f"{name}: ", " host: db1")):
         out = Redactor().redact(before + password + after)
         if "=" in password or ":" in password:  # "pwd=a=b" and "pwd: a:b" are still secrets, maybe cut at the second
             assert "<SECRET>" in out
         else:
             assert out == before + "<SECRET>" + after
+    if "<" not in password:
+        assert Redactor().redact(f"<{name}>{password}</{name}>") == f"<{name}><SECRET></{name}>"
     if "@" not in password and ":" not in password and "/" not in password and "?" not in password:
         url = f"https://bob:{password}@db.example:5432/x"
         assert Redactor().redact(url) == "https://<SECRET>@db.example:5432/x"
