@@ -1284,8 +1284,11 @@ class Redactor:
                 end = space
             # Inside an IBAN, IP or key found already, whatever the run holds loses to it (see _settle).
             if start < end and not (found and any(a <= start and end <= b for a, b, _ in found)):
-                # "order #123-456-7890" is an order's number; "took 1234567890 ns" a measurement, whatever its digits.
-                self._run(text, start, end, add, start > 0 and work[start - 1] == "#")
+                # "order #123-456-7890" is an order's number; "took 1234567890 ns" a measurement, whatever its digits;
+                # "S/N 7126-8348-58" a serial number.
+                numbered = start > 0 and work[start - 1] == "#"
+                serial = not numbered and _serial_before(text, start)
+                self._run(text, start, end, add, numbered or serial, serial)
 
     def _named_decimals(self, text: str, add: Callable[[tuple[int, int, str]], None]) -> None:
         """Phones written like decimals (10.969512, as Armenia writes them), where a phone word names them: elsewhere
@@ -1298,15 +1301,19 @@ class Redactor:
                 if (self._remember_phone(piece, False) if known is None else known) == _PHONE:
                     add((start, end, "<PHONE>"))
 
-    def _run(self, text: str, start: int, end: int, add: Callable[[tuple[int, int, str]], None], numbered: bool) -> None:
-        """Find cards, SSNs and phones in one digit run: the longest valid piece from the left. After "#" (``numbered``)
-        the run opens with no national phone; before a unit (_measured) it ends in none (a "+" number is a phone,
-        Luhn and an issuer make a card, whatever is around them)."""
+    def _run(
+        self, text: str, start: int, end: int, add: Callable[[tuple[int, int, str]], None], numbered: bool, serial: bool
+    ) -> None:
+        """Find cards, SSNs and phones in one digit run: the longest valid piece from the left. After "#" or a serial
+        number's label (``numbered``) the run opens with no national phone, and after the label (``serial``) with no
+        card of 12 or 13 digits either; before a unit (_measured) it ends in no national phone (a "+" number is a phone,
+        Luhn and an issuer of 14 digits or more make a card, whatever is around them)."""
         chunk = text[start:end]
         if chunk.isdigit() and chunk.isascii():  # one bare group, the commonest run: no grouping to weigh
             if 6 <= end - start <= 19:
                 # One group holds no SSN; an unseparated 13 digits with a GS1 check digit is an EAN-13 barcode.
-                kind = "<CARD>" if card_ok(chunk) and not (end - start == 13 and _barcode(text, chunk)) else None
+                short = end - start <= 13
+                kind = "<CARD>" if card_ok(chunk) and not (short and serial or end - start == 13 and _barcode(text, chunk)) else None
                 if kind is None and not numbered and not _measured(text, end) and not _not_a_phone_here(text, chunk, start):
                     keyed = _after_key(text, start)
                     known = self._phones.get((chunk, keyed))
@@ -1343,13 +1350,13 @@ class Redactor:
                 if j == count and extension:
                     # What reads as an extension ("#0", "x12") after a card or SSN is not part of it.
                     core = _balanced(chunk[a:b])
-                    kind = self._card_or_ssn(text, core, sizes[i:j]) if digits >= 9 and core else None
+                    kind = self._card_or_ssn(text, core, sizes[i:j], serial and i == 0) if digits >= 9 and core else None
                     b = len(chunk) if kind is None else b
                 piece = _balanced(chunk[a:b])
                 if not piece:
                     continue
                 if kind is None and digits >= 9:
-                    kind = self._card_or_ssn(text, piece, sizes[i:j])
+                    kind = self._card_or_ssn(text, piece, sizes[i:j], serial and i == 0)
                 whole = i == 0 and j == count
                 if kind is None and not whole and cuts is None:
                     # A phone is the whole run or a part of it cut at a space: "+49 30 1234567 12" may end in a
@@ -1401,9 +1408,9 @@ class Redactor:
         self._phones[piece, after_key] = known
         return known
 
-    def _card_or_ssn(self, text: str, piece: str, sizes: list[int]) -> str | None:
+    def _card_or_ssn(self, text: str, piece: str, sizes: list[int], serial: bool) -> str | None:
         count = sum(sizes)
-        if 12 <= count <= 19 and "+" not in piece and "(" not in piece and "x" not in piece.lower():
+        if (14 if serial else 12) <= count <= 19 and "+" not in piece and "(" not in piece and "x" not in piece.lower():
             if len(sizes) == 1 or tuple(sizes) in _CARD_GROUPINGS:
                 digits = _NOT_DIGIT.sub("", piece)
                 if len(set(_DIGITS_ONLY.sub("", piece))) <= 1 and card_ok(digits):
@@ -1479,6 +1486,9 @@ _DIGITS_ONLY = re.compile(r"[\d()+]")
 
 # How sure a valid number makes a phone (Redactor._phone): surely, where a phone word names it, unless a barcode word is.
 _PHONE, _NAMED_PHONE, _UNLESS_BARCODE = 1, 2, 3
+_SERIAL_BEFORE = re.compile(
+    r"(?<![^\W\d_])(?:s/?n|serial(?:\s*(?:no|nr|number))?|p/?n|part(?:\s*(?:no|nr|number))?|lot|batch)\.?\s*[:=#]?\s*$", re.IGNORECASE
+)
 _THOUSANDS = re.compile(r"[1-9]\d{0,2}(?:\.\d{3})+")  # 581.542.170: a count with thousands separators
 # Words that name a phone number, lower case; a word is a run of letters (phone_number is "phone", "number").
 _PHONE_WORDS = frozenset({
@@ -1494,6 +1504,17 @@ _WORD_OR_DIGIT = re.compile(r"[^\W\d_]+|\d")
 # A phone written like a decimal (10.969512, 333.74068: how Armenia writes them), found only where a phone word names it.
 _DECIMAL_PHONE = re.compile(r"(?<![\w.+-])\d{1,4}\.\d{4,9}(?![\w.])", re.ASCII)
 _TRUNK_FORMATS: dict[str, tuple] = {}  # bounded: one entry per region libphonenumber knows
+
+
+def _serial_before(text: str, start: int) -> bool:
+    """Whether a serial number's label (S/N, SN, serial, P/N, part, lot, batch) ends where the run at ``start`` opens."""
+    at = start
+    while at > 0 and start - at < 4 and text[at - 1] in " :=#.\t":
+        at -= 1
+    # Each label ends in one of these letters: most runs are decided by the one character before them.
+    if at == 0 or text[at - 1] not in "nNlLtThHoOrR":
+        return False
+    return _SERIAL_BEFORE.search(text, max(0, start - 24), start) is not None
 
 
 def _markup_before(text: str, at: int) -> bool:

@@ -766,3 +766,16 @@ def test_elements_not_named_after_secrets_are_kept(text):
     assert Redactor().redact(text) == text
 
 
+
+
+@pytest.mark.parametrize(("text", "expected", "region"), [
+    ("S/N 7126-8348-58", "S/N 7126-8348-58", "US"), ("SN: 2025550143", "SN: 2025550143", "US"),
+    ("serial=573848058141", "serial=573848058141", None), ("Serial No. 0301234567", "Serial No. 0301234567", "DE"),
+    ("lot 202-555-0143", "lot 202-555-0143", "US"), ("P/N 5671-6700-1047", "P/N 5671-6700-1047", None),
+    ("serial 4111 1111 1111 1111", "serial <CARD>", None), ("S/N +1 202 555 0143", "S/N <PHONE>", None),
+    ("snap 2025550143", "snap <PHONE>", "US"), ("person 2025550143", "person <PHONE>", "US"),
+])  # fmt: skip
+def test_numbers_after_a_serial_label_are_serials(text, expected, region):
+    """After S/N, serial, P/N, part, lot or batch a number is a serial: no national phone nor a 12- or 13-digit card
+    (a "+" phone and a card of 14 digits or more are still found)."""
+    assert Redactor(regions=[region] if region else []).redact(text) == expected

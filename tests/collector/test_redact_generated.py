@@ -5,6 +5,7 @@ hex ids, sensor readings, coordinates, model names) are never rewritten."""
 from __future__ import annotations
 
 import datetime
+import hashlib
 import random
 import string
 import uuid
@@ -108,8 +109,8 @@ def test_no_character_of_a_generated_password_is_left(password, name):
 
 
 def measurements(rng: random.Random) -> list[str]:
-    """Strings a device logs that hold no person: versions, units, ISO dates and times, hex ids, readings, coordinates
-    and model names."""
+    """Strings a device logs that hold no person: versions, units, ISO dates and times, hex ids, readings, coordinates,
+    model names, durations, hashes and serial numbers."""
     moment = datetime.datetime(2001, 1, 1, tzinfo=datetime.UTC) + datetime.timedelta(seconds=rng.randint(0, 10**9))
     dotted = ".".join(str(rng.randint(0, 2099 if i == 0 else 999)) for i in range(rng.randint(2, 4)))
     value = rng.choice([f"{rng.uniform(0, 100000):.{rng.randint(0, 4)}f}", str(rng.randint(0, 10**10))])
@@ -126,13 +127,21 @@ def measurements(rng: random.Random) -> list[str]:
         rng.choice([f"{lat:.6f},{lon:.6f}", f"lat {lat:.7f} lon {lon:.7f}", f"POINT({lon:.6f} {lat:.6f})"]),
         rng.choice(["resnet50-v2.1", "yolov8n-1280", "efficientnet-b3_int8", "mobilenet_v3_large_1.0_224",
                     "llama-3.1-8b-q4_k_m", "ssd_mobilenet_v2_320x320_coco17", "det-v4.12.3+build.567", "sam2.1_hiera_l"]),
+        rng.choice([f"took {rng.randint(0, 23):02d}:{rng.randint(0, 59):02d}:{rng.randint(0, 59):02d}.{rng.randint(0, 999):03d}",
+                    f"PT{rng.randint(0, 99)}H{rng.randint(0, 59)}M{rng.randint(0, 59)}S", f"{rng.randint(0, 99)}h{rng.randint(0, 59)}m{rng.randint(0, 59)}s",
+                    f"uptime {rng.randint(0, 999)} days, {rng.randint(0, 23)}:{rng.randint(0, 59):02d}", f"{rng.randint(0, 10**10)} ms"]),
+        rng.choice([hashlib.md5(rng.randbytes(8)).hexdigest(), "sha256:" + hashlib.sha256(rng.randbytes(8)).hexdigest(),
+                    hashlib.sha1(rng.randbytes(8)).hexdigest()[:12]]),
+        rng.choice([f"SN: {rng.choice(string.ascii_uppercase)}{rng.randint(10**8, 10**10)}", f"S/N {rng.randint(1000, 9999)}-{rng.randint(1000, 9999)}-{rng.randint(10, 99)}",
+                    f"serial={rng.randint(10**9, 10**12)}", f"serial {''.join(rng.choices(string.ascii_uppercase + string.digits, k=12))}"]),
+        rng.choice(["{} dB", "{} dBm", "{}%", "{} rpm", "{} lux", "{} °C", "{} kg"]).format(rng.randint(10**6, 10**10)),
     ]  # fmt: skip
 
 
-@pytest.mark.parametrize("region", ["US", "GB", "DE", "FR", "IN", "BR", "JP", "CN", "SE", "PL", "ES", "CH"])
+@pytest.mark.parametrize("region", ["US", "GB", "DE", "FR", "IN", "BR", "JP", "CN", "SE", "PL", "ES", "CH", "AM", "NO"])
 def test_generated_measurements_are_never_rewritten(region):
     """Versions (named or suffixed), numbers before units, ISO dates and times, hex ids, key=value readings,
-    coordinates and model names stay exactly as they are, in every declared region."""
+    coordinates, model names, durations, hashes and serial numbers stay exactly as they are, in every declared region."""
     redactor = Redactor(regions=[region])
     rng = random.Random(region)
     changed = []
