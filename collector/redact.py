@@ -1092,10 +1092,10 @@ class Redactor:
         if "://" in text:
             for match in _URL_CREDENTIALS.finditer(text):
                 add((match.start(), match.end(), "<SECRET>"))
-        if has_digit or "-" in text:
-            mask = _token_mask(text, has_digit)
-            if mask:
-                self._tokens(text, mask, add)
+        # Whatever digits the text holds: an API key (AKIA + 16 letters) or a MAC (ab:cd:ef:...) may have none.
+        mask = _token_mask(text, has_digit)
+        if mask:
+            self._tokens(text, mask, add)
         if "@" in text or "%40" in text or "2540" in text:  # "2540": %2540, %252540 (an escape encoded again)
             self._emails(text, add)
         if _ipv6_possible(text):
@@ -1295,7 +1295,7 @@ class Redactor:
         such a number is a reading, and it was masked as one."""
         spans = _decimal_phones_scan(text) if _IN_C else [match.span() for match in _DECIMAL_PHONE.finditer(text)]
         for start, end in spans:
-            if _phone_named(text, start):
+            if end - start > 7 and _phone_named(text, start):  # seven digits at least, as every phone of this shape
                 piece = text[start:end]
                 known = self._phones.get((piece, False))
                 if (self._remember_phone(piece, False) if known is None else known) == _PHONE:
@@ -1486,9 +1486,9 @@ _DIGITS_ONLY = re.compile(r"[\d()+]")
 
 # How sure a valid number makes a phone (Redactor._phone): surely, where a phone word names it, unless a barcode word is.
 _PHONE, _NAMED_PHONE, _UNLESS_BARCODE = 1, 2, 3
-_SERIAL_BEFORE = re.compile(
-    r"(?<![^\W\d_])(?:s/?n|serial(?:\s*(?:no|nr|number))?|p/?n|part(?:\s*(?:no|nr|number))?|lot|batch)\.?\s*[:=#]?\s*$", re.IGNORECASE
-)
+_SERIAL_LABELS = frozenset({"s/n", "sn", "serial", "p/n", "pn", "part", "lot", "batch"})
+_SERIAL_WORDS = frozenset({"serial", "part"})  # those a "no", "nr" or "number" may follow
+_SERIAL_SUFFIXES = frozenset({"no", "nr", "number"})
 _THOUSANDS = re.compile(r"[1-9]\d{0,2}(?:\.\d{3})+")  # 581.542.170: a count with thousands separators
 # Words that name a phone number, lower case; a word is a run of letters (phone_number is "phone", "number").
 _PHONE_WORDS = frozenset({
@@ -1507,14 +1507,34 @@ _TRUNK_FORMATS: dict[str, tuple] = {}  # bounded: one entry per region libphonen
 
 
 def _serial_before(text: str, start: int) -> bool:
-    """Whether a serial number's label (S/N, SN, serial, P/N, part, lot, batch) ends where the run at ``start`` opens."""
-    at = start
-    while at > 0 and start - at < 4 and text[at - 1] in " :=#.\t":
-        at -= 1
+    """Whether a serial number's label (S/N, SN, serial [no], P/N, part [no], lot, batch) ends where the run at ``start``
+    opens, after at most three of " :=#."."""
+    end = _label_end(text, start)
     # Each label ends in one of these letters: most runs are decided by the one character before them.
-    if at == 0 or text[at - 1] not in "nNlLtThHoOrR":
+    if end == 0 or text[end - 1] not in "nNlLtThHoOrR":
         return False
-    return _SERIAL_BEFORE.search(text, max(0, start - 24), start) is not None
+    at = _word_start(text, end)
+    word = text[at:end].lower()
+    if word in _SERIAL_SUFFIXES:  # "serial no.", "part number": the label is the word before
+        end = _label_end(text, at)
+        at = _word_start(text, end)
+        return end < at + 7 and text[at:end].lower() in _SERIAL_WORDS
+    return word in _SERIAL_LABELS and (at == 0 or not text[at - 1].isalnum())
+
+
+def _label_end(text: str, start: int) -> int:
+    end = start
+    while end > 0 and start - end < 4 and text[end - 1] in " :=#.\t":
+        end -= 1
+    return end
+
+
+def _word_start(text: str, end: int) -> int:
+    """Where the word (letters and "/", 8 at most) that ends at ``end`` starts."""
+    at = end
+    while at > 0 and end - at < 8 and (text[at - 1].isalpha() or text[at - 1] == "/"):
+        at -= 1
+    return at
 
 
 def _markup_before(text: str, at: int) -> bool:

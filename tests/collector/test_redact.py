@@ -779,3 +779,13 @@ def test_numbers_after_a_serial_label_are_serials(text, expected, region):
     """After S/N, serial, P/N, part, lot or batch a number is a serial: no national phone nor a 12- or 13-digit card
     (a "+" phone and a card of 14 digits or more are still found)."""
     assert Redactor(regions=[region] if region else []).redact(text) == expected
+
+
+@pytest.mark.parametrize(("text", "expected"), [
+    ("mac ab:cd:ef:ab:cd:ef", "mac <MAC>"), ("key AKIAPSQOEFVEUISGIQAO here", "key <API_KEY> here"),
+    ("OCR: ACME sk_live_sKGBPhdBCsFwyHhfFAhFfAzu Berlin", "OCR: ACME <API_KEY> Berlin"),
+    ("token ghp_" + "a" * 36 + " ok", "token <API_KEY> ok"),
+])  # fmt: skip
+def test_keys_and_macs_without_a_decimal_digit_are_found(text, expected):
+    """An API key or a MAC address in a text with no decimal digit and no "-" is still found."""
+    assert Redactor().redact(text) == expected

@@ -4,6 +4,7 @@ hex ids, sensor readings, coordinates, model names) are never rewritten."""
 
 from __future__ import annotations
 
+import base64
 import datetime
 import hashlib
 import random
@@ -37,6 +38,35 @@ def nino(rng: random.Random) -> str:
     return value.lower() if rng.random() < 0.5 else value
 
 
+def ssn(rng: random.Random) -> str:
+    """A US SSN the SSA could issue: area not 000, 666 or 9xx, group not 00, serial not 0000."""
+    area = rng.choice([n for n in range(1, 900) if n != 666])
+    return f"{area:03d}-{rng.randint(1, 99):02d}-{rng.randint(1, 9999):04d}"
+
+
+def jwt(rng: random.Random) -> str:
+    """A JSON Web Token: base64url header and claims, and a signature."""
+    def b64(data: bytes) -> str:
+        return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+    claims = f'{{"sub":"{rng.getrandbits(32)}","exp":{rng.randint(10**9, 2 * 10**9)}}}'.encode()
+    header = b64(b'{"alg":"HS256","typ":"JWT"}')
+    return f"{header}.{b64(claims)}.{b64(rng.randbytes(32))}"
+
+
+def api_key(rng: random.Random) -> str:
+    """A key of a kind the README names: AWS key id, GitHub, Stripe, Slack, Google, OpenAI."""
+    def chars(alphabet: str, n: int) -> str:
+        return "".join(rng.choices(alphabet, k=n))
+
+    alnum = string.ascii_letters + string.digits
+    return rng.choice([
+        "AKIA" + chars(string.ascii_uppercase + string.digits, 16), "ghp_" + chars(alnum, 36),
+        "sk_live_" + chars(alnum, 24), "xoxb-" + chars(string.digits, 12) + "-" + chars(alnum, 24),
+        "AIza" + chars(alnum + "_-", 35), "sk-proj-" + chars(alnum + "_-", 48),
+    ])  # fmt: skip
+
+
 def generated_pii(locale: str) -> list[tuple[str, str, str]]:
     """(kind, value, placeholder) drawn by Faker in ``locale``: each value one a person or a system would write."""
     fake = faker.Faker(locale)
@@ -48,6 +78,7 @@ def generated_pii(locale: str) -> list[tuple[str, str, str]]:
         values += [("email", fake.email(), "<EMAIL>"), ("email", fake.free_email(), "<EMAIL>"),
                    ("ipv4", fake.ipv4_public(), "<IPV4>"), ("ipv6", fake.ipv6(), "<IPV6>"),
                    ("mac", fake.mac_address(), "<MAC>"), ("nino", nino(rng), "<NINO>")]  # fmt: skip
+        values += [("ssn", ssn(rng), "<SSN>"), ("jwt", jwt(rng), "<JWT>"), ("api_key", api_key(rng), "<API_KEY>")]
         number = fake.credit_card_number()
         if card_ok(number) and len(number) != 13:  # Faker's JCB 3500-3527 are no issuer's; 13 digits may be EANs
             values.append(("card", number, "<CARD>"))
@@ -73,7 +104,7 @@ def generated_pii(locale: str) -> list[tuple[str, str, str]]:
 @pytest.mark.parametrize("locale", LOCALES)
 def test_faker_values_of_every_kind_are_replaced_whole_in_many_locales(locale):
     """Faker's e-mails, IPs, MACs, cards, IBANs, valid phones (bare ones as the locale writes them too) and NINOs of a
-    locale become their placeholder whole, with the text around them intact, in every context a device logs them in."""
+    locale, and generated SSNs, JWTs and API keys, become their placeholder whole, with the text around them intact, in every context a device logs them in."""
     redactor = Redactor(regions=[locale.split("_")[1]])
     rng = random.Random(locale)
     missed = []
