@@ -363,7 +363,9 @@ def _measurement(text: str, finding: tuple[int, int, str]) -> bool:
     while end < len(text) and (text[end].isdecimal() or (text[end] == "." and text[end + 1:end + 2].isdecimal())):
         end += 1
     if _DOTTED_PARTS.fullmatch(text, start, end) is None:  # most findings: no dot, so no version
-        return False
+        # A named version with its build after "-" ("kernel 5.15.0-1051", "firmware 4.19.0-1024").
+        dotted = _DOTTED.match(text, start, end)
+        return dotted is not None and text[dotted.end()] == "-" and _VERSION_BEFORE.search(text, max(0, start - 24), start) is not None
     if _VERSION_AFTER.match(text, end) is not None:  # a suffix marks two parts as a version too (1605.934.dev0)
         return True
     return _DOTTED.fullmatch(text, start, end) is not None and _VERSION_BEFORE.search(text, max(0, start - 24), start) is not None
@@ -1149,7 +1151,9 @@ class Redactor:
                 if not start or not _glued(text[start - 1]) and text[start - 1] != "-":
                     found = (start, end, "<API_KEY>")
             elif kind == "ipv4":
-                if all(int(octet) <= 255 for octet in match.group().split(".")):
+                octets = [int(octet) for octet in match.group().split(".")]
+                # 0.x.x.x (this network, 0.0.0.0) and 255.x.x.x (netmasks, broadcast) are no host's address.
+                if all(octet <= 255 for octet in octets) and 0 < octets[0] < 255:
                     found = (start, end, "<IPV4>")
             elif kind == "nino":
                 if nino_ok(match.group()[:2]):
@@ -1314,12 +1318,13 @@ class Redactor:
                 # One group holds no SSN; an unseparated 13 digits with a GS1 check digit is an EAN-13 barcode.
                 short = end - start <= 13
                 kind = "<CARD>" if card_ok(chunk) and not (short and serial or end - start == 13 and _barcode(text, chunk)) else None
-                if kind is None and not numbered and not _measured(text, end) and not _not_a_phone_here(text, chunk, start):
-                    keyed = _after_key(text, start)
-                    known = self._phones.get((chunk, keyed))
-                    if known is None:
-                        known = self._remember_phone(chunk, keyed)
-                    kind = "<PHONE>" if known == _PHONE or known and _phone_here(text, start, known) else None
+                # The value of key=value is a counter or an id (Redactor._phone): no phone, so nothing to ask.
+                if kind is None and not numbered and not _measured(text, end) and not _after_key(text, start):
+                    if not _not_a_phone_here(text, chunk, start):
+                        known = self._phones.get((chunk, False))
+                        if known is None:
+                            known = self._remember_phone(chunk, False)
+                        kind = "<PHONE>" if known == _PHONE or known and _phone_here(text, start, known) else None
                 if kind is not None:
                     add((start, end, kind))
             return
@@ -1361,7 +1366,8 @@ class Redactor:
                 if kind is None and not whole and cuts is None:
                     # A phone is the whole run or a part of it cut at a space: "+49 30 1234567 12" may end in a
                     # reading, but "3512-1008" is not a phone inside "3512-1008-0977-7488" (nor in any card-shaped run).
-                    card_shaped = count >= 3 and sizes[0] == sizes[1] == sizes[2] == 4
+                    # Nor is a phone cut out of a count with thousands spaces ("44 083 147 632").
+                    card_shaped = count >= 3 and sizes[0] == sizes[1] == sizes[2] == 4 or _THOUSANDS_SPACED.fullmatch(chunk) is not None
                     cuts = set() if card_shaped else {0, count}
                     cuts.update(k for k in range(1, count) if not card_shaped and " " in chunk[groups[k - 1][1] : groups[k][0]])
                 if kind is None and (whole or i in cuts and j in cuts) and not (  # type: ignore[operator]
@@ -1460,7 +1466,7 @@ class Redactor:
         # (581.542.170), and a bare number without the trunk prefix its country writes (581542170 for 0581-54 21 70).
         if bare and (len(body) == 10 or len(body) == 13) and body[0] == "1" or _THOUSANDS.fullmatch(piece) is not None:
             return _NAMED_PHONE
-        if bare and number is not None and _prefix_left_out(number, region, body):
+        if (bare or _THOUSANDS_SPACED.fullmatch(piece) is not None) and number is not None and _prefix_left_out(number, region, body):
             return _NAMED_PHONE
         if bare and len(body) in (8, 13) and ean_ok(body):
             return _UNLESS_BARCODE
@@ -1490,6 +1496,7 @@ _SERIAL_LABELS = frozenset({"s/n", "sn", "serial", "p/n", "pn", "part", "lot", "
 _SERIAL_WORDS = frozenset({"serial", "part"})  # those a "no", "nr" or "number" may follow
 _SERIAL_SUFFIXES = frozenset({"no", "nr", "number"})
 _THOUSANDS = re.compile(r"[1-9]\d{0,2}(?:\.\d{3})+")  # 581.542.170: a count with thousands separators
+_THOUSANDS_SPACED = re.compile(r"[1-9]\d{0,2}(?:[ \u00a0]\d{3})+")  # 12 345 678: a count, or a phone in some countries
 # Words that name a phone number, lower case; a word is a run of letters (phone_number is "phone", "number").
 _PHONE_WORDS = frozenset({
     "tel", "tél", "tele", "telephone", "téléphone", "telefon", "telefone", "telefono", "teléfono", "telefoon", "telefonnummer",

@@ -789,3 +789,24 @@ def test_numbers_after_a_serial_label_are_serials(text, expected, region):
 def test_keys_and_macs_without_a_decimal_digit_are_found(text, expected):
     """An API key or a MAC address in a text with no decimal digit and no "-" is still found."""
     assert Redactor().redact(text) == expected
+
+
+@pytest.mark.parametrize(("text", "region"), [
+    ("bind 0.0.0.0:8080", None), ("mask 255.255.255.0", None), ("netmask=255.255.240.0", None), ("0.1.2.3", None),
+    ("firmware 4.19.0-1024", "NO"), ("kernel 5.15.0-1051-raspi", "DE"), ("fw: 2.3.1-4471 ok", "AM"),
+    ("rows 1 234 567", "DE"), ("rows 12 345 678", "SE"), ("total 581 542 170", "SE"), ("n=12 345 678 ok", "AM"),
+])  # fmt: skip
+def test_config_addresses_named_versions_and_spaced_counts_are_kept(text, region):
+    """The unspecified address and netmasks (0.x.x.x, 255.x.x.x: no host's), a named version with a build after "-",
+    and a count with thousands spaces in a country that writes its trunk prefix stay as they are."""
+    assert Redactor(regions=[region] if region else []).redact(text) == text
+
+
+@pytest.mark.parametrize(("text", "expected", "region"), [
+    ("from 10.0.0.1 via 1.1.1.1", "from <IPV4> via <IPV4>", None), ("fw 4.19.0 at 192.168.1.20", "fw 4.19.0 at <IPV4>", None),
+    ("08-581 542 17", "<PHONE>", "SE"), ("tel 581 542 170", "tel <PHONE>", "SE"), ("612 345 678", "<PHONE>", "ES"),
+    ("010 6185 5353", "<PHONE>", "CN"), ("2##-#####".replace("#", "5"), "<PHONE>", "AM"),
+])  # fmt: skip
+def test_addresses_and_phones_beside_those_rules_are_still_found(text, expected, region):
+    """Hosts' addresses, and phones grouped as their country groups them or named by a phone word, are still found."""
+    assert Redactor(regions=[region] if region else []).redact(text) == expected

@@ -186,8 +186,9 @@ def test_generated_measurements_are_never_rewritten(region):
 
 
 def counts(rng: random.Random) -> list[str]:
-    """Numbers a device logs that libphonenumber may call valid somewhere: counts with thousands separators (not an
-    IPv4's shape), epoch seconds and milliseconds of 2001-2033, and bare counts that open with no trunk prefix."""
+    """Numbers a device logs that libphonenumber may call valid somewhere: counts with thousands dots (not an IPv4's
+    shape), epoch seconds and milliseconds of 2001-2033, bare counts that open with no trunk prefix, and counts with
+    thousands spaces."""
     while True:
         dotted = f"{rng.randint(10**6, 10**12):,}".replace(",", ".")
         if not (dotted.count(".") == 3 and all(int(part) <= 255 for part in dotted.split("."))):
@@ -195,13 +196,14 @@ def counts(rng: random.Random) -> list[str]:
     seconds = rng.randint(10**9, 2 * 10**9 - 1)
     while card_ok(count := str(rng.randint(10**6, 10**12))):  # Luhn and an issuer's range: a card (12 digits: Maestro)
         pass
-    return [dotted, str(seconds), f"{seconds}{rng.randint(0, 999):03d}", count]
+    spaced = f"{rng.randint(10**5, 10**11):,}".replace(",", rng.choice([" ", "\u00a0"]))
+    return [dotted, str(seconds), f"{seconds}{rng.randint(0, 999):03d}", count, spaced]
 
 
 @pytest.mark.parametrize("region", ["DE", "SE", "GB", "FR", "JP", "CH", "AT", "NL", "AU", "FI"])
 def test_generated_counts_in_regions_that_write_a_trunk_prefix_are_never_rewritten(region):
-    """In a country whose national numbers are written with a trunk prefix (0...), a thousands-dotted count, an epoch
-    time, or a bare count without that prefix stays as it is where no phone word names it."""
+    """In a country whose national numbers are written with a trunk prefix (0...), a thousands-dotted or -spaced count,
+    an epoch time, or a bare count without that prefix stays as it is where no phone word names it."""
     redactor = Redactor(regions=[region])
     rng = random.Random(region)
     changed = []
