@@ -1315,7 +1315,8 @@ class Redactor:
         chunk = text[start:end]
         if chunk.isdigit() and chunk.isascii():  # one bare group, the commonest run: no grouping to weigh
             if 6 <= end - start <= 19:
-                # One group holds no SSN; an unseparated 13 digits with a GS1 check digit is an EAN-13 barcode.
+                # One group holds no SSN; an unseparated 13 digits with a GS1 check digit is an EAN-13 barcode unless a
+                # card word names it; after a serial's label 12 or 13 digits are the serial.
                 short = end - start <= 13
                 kind = "<CARD>" if card_ok(chunk) and not (short and serial or end - start == 13 and _barcode(text, chunk)) else None
                 # The value of key=value is a counter or an id (Redactor._phone): no phone, so nothing to ask.
@@ -1472,7 +1473,7 @@ class Redactor:
             return _UNLESS_BARCODE
         return _PHONE
 
-    def _parse(self, piece: str, region: str | None):
+    def _parse(self, piece: str, region: str | None):  # -> phonenumbers.PhoneNumber | None (imported lazily)
         """The number libphonenumber reads in the piece when it calls it valid, else None."""
         phonenumbers = _phonenumbers()
         try:
