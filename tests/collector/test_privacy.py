@@ -141,7 +141,8 @@ def phones(draw) -> str:
 
 pii = st.one_of(
     st.emails(),
-    st.ip_addresses(v=4).map(str),
+    # 0.x.x.x and 255.x.x.x (0.0.0.0, netmasks, broadcast) are no host's address and are kept (README).
+    st.ip_addresses(v=4).map(str).filter(lambda ip: ip.split(".")[0] not in ("0", "255")),
     # "::" names no one; a shortened address with no decimal digit ("::ffff:ffff:fffa") is left as a word would be
     # (README, what is missed), and test_hex_only_ipv6_is_found_written_in_full_only holds that rule.
     st.ip_addresses(v=6).map(str).filter(lambda ip: any(c.isdecimal() for c in ip) or ip.count(":") == 7),
@@ -163,7 +164,7 @@ def test_hex_only_ipv6_is_found_written_in_full_only():
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(before=words, secret=pii, after=words)
 @example(before="", secret="febf:ffff:ffff:ffff:ffff:ffff:ffff:fffa", after="")  # no decimal digit
-@example(before="AA000000000000000000", secret="0.0.0.0", after="")  # a failed IBAN candidate runs into the address
+@example(before="AA000000000000000000", secret="1.0.0.0", after="")  # a failed IBAN candidate runs into the address
 @example(before="", secret="4000000000000002", after="K")  # a unit spares national phones only
 @example(before="", secret="4000000000000002", after="#0")  # what reads as an extension is not part of the card
 @example(before="", secret="NO9386011117947", after="a")  # a lower-case word after an IBAN
