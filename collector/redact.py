@@ -1498,12 +1498,13 @@ _SERIAL_WORDS = frozenset({"serial", "part"})  # those a "no", "nr" or "number" 
 _SERIAL_SUFFIXES = frozenset({"no", "nr", "number"})
 _THOUSANDS = re.compile(r"[1-9]\d{0,2}(?:\.\d{3})+")  # 581.542.170: a count with thousands separators
 _THOUSANDS_SPACED = re.compile(r"[1-9]\d{0,2}(?:[ \u00a0]\d{3})+")  # 12 345 678: a count, or a phone in some countries
-# Words that name a phone number, lower case; a word is a run of letters (phone_number is "phone", "number").
+# Words that name a phone number, lower case; a word is a run of letters (phone_number is "phone", "number"). Not
+# "cell", "ring", "dial" or "ph": a battery's cell, a ring buffer, a dial's position and a pH are read before numbers.
 _PHONE_WORDS = frozenset({
     "tel", "tél", "tele", "telephone", "téléphone", "telefon", "telefone", "telefono", "teléfono", "telefoon", "telefonnummer",
-    "rufnummer", "puhelin", "tlf", "phone", "phones", "phonenumber", "ph", "mobile", "mobil", "mob", "mobileno", "cell",
-    "cellphone", "handy", "handynummer", "fax", "call", "called", "calling", "contact", "kontakt", "contacto", "whatsapp",
-    "sms", "dial", "ring", "telno", "phoneno", "тел", "телефон", "моб", "电话", "手机", "電話", "携帯", "전화", "휴대폰",
+    "rufnummer", "puhelin", "tlf", "phone", "phones", "phonenumber", "mobile", "mobil", "mob", "mobileno", "cellphone",
+    "handy", "handynummer", "fax", "call", "called", "calling", "contact", "kontakt", "contacto", "whatsapp", "sms",
+    "telno", "phoneno", "тел", "телефон", "моб", "电话", "手机", "電話", "携帯", "전화", "휴대폰",
 })  # fmt: skip
 _BARCODE_WORDS = frozenset({"ean", "upc", "gtin", "barcode", "scan", "scanned", "scanner", "sku", "isbn", "plu", "article", "artikel"})
 _CARD_WORDS = frozenset({"card", "visa", "cc", "pan", "credit", "creditcard", "kredit", "kreditkarte", "carte", "tarjeta",
