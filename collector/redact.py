@@ -1320,12 +1320,14 @@ class Redactor:
                 short = end - start <= 13
                 kind = "<CARD>" if card_ok(chunk) and not (short and serial or end - start == 13 and _barcode(text, chunk)) else None
                 # The value of key=value is a counter or an id (Redactor._phone): no phone, so nothing to ask.
-                if kind is None and not numbered and not _measured(text, end) and not _after_key(text, start):
-                    if not _not_a_phone_here(text, chunk, start):
-                        known = self._phones.get((chunk, False))
-                        if known is None:
-                            known = self._remember_phone(chunk, False)
-                        kind = "<PHONE>" if known == _PHONE or known and _phone_here(text, start, known) else None
+                if (
+                    kind is None and not numbered and not _measured(text, end) and not _after_key(text, start)
+                    and not _not_a_phone_here(text, chunk, start)
+                ):  # fmt: skip
+                    known = self._phones.get((chunk, False))
+                    if known is None:
+                        known = self._remember_phone(chunk, False)
+                    kind = "<PHONE>" if known == _PHONE or known and _phone_here(text, start, known) else None
                 if kind is not None:
                     add((start, end, kind))
             return
