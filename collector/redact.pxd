@@ -34,6 +34,9 @@ cpdef list _digit_runs_scan(str text)
 
 cdef bint _ascii_word(Py_UCS4 char)
 
+@cython.locals(low=Py_ssize_t, end=Py_ssize_t, start=Py_ssize_t, char=Py_UCS4)
+cpdef bint _phone_named(str text, Py_ssize_t at)
+
 @cython.locals(n=Py_ssize_t, i=Py_ssize_t, j=Py_ssize_t, m=Py_ssize_t, before=Py_UCS4, after=Py_UCS4)
 cpdef list _decimal_phones_scan(str text)
 

@@ -1317,12 +1317,12 @@ class Redactor:
             if 6 <= end - start <= 19:
                 # One group holds no SSN; an unseparated 13 digits with a GS1 check digit is an EAN-13 barcode unless a
                 # card word names it; after a serial's label 12 or 13 digits are the serial.
-                short = end - start <= 13
-                kind = "<CARD>" if card_ok(chunk) and not (short and serial or end - start == 13 and _barcode(text, chunk)) else None
+                size = end - start
+                kind = "<CARD>" if card_ok(chunk) and not (size <= 13 and serial or size == 13 and _barcode(text, chunk)) else None
                 # The value of key=value is a counter or an id (Redactor._phone): no phone, so nothing to ask.
                 if (
                     kind is None and not numbered and not _measured(text, end) and not _after_key(text, start)
-                    and not _not_a_phone_here(text, chunk, start)
+                    and not ((size == 8 or size == 10 or size == 13) and _not_a_phone_here(text, chunk, start))
                 ):  # fmt: skip
                     known = self._phones.get((chunk, False))
                     if known is None:
@@ -1467,9 +1467,10 @@ class Redactor:
             return 0
         # The shapes of measurements: an epoch second or millisecond (2001-2033), a number with thousands separators
         # (581.542.170), and a bare number without the trunk prefix its country writes (581542170 for 0581-54 21 70).
-        if bare and (len(body) == 10 or len(body) == 13) and body[0] == "1" or _THOUSANDS.fullmatch(piece) is not None:
+        if bare and (len(body) == 10 or len(body) == 13) and body[0] == "1" or "." in piece and _THOUSANDS.fullmatch(piece) is not None:
             return _NAMED_PHONE
-        if (bare or _THOUSANDS_SPACED.fullmatch(piece) is not None) and number is not None and _prefix_left_out(number, region, body):
+        spaced = not bare and (" " in piece or "\u00a0" in piece) and _THOUSANDS_SPACED.fullmatch(piece) is not None
+        if (bare or spaced) and number is not None and _prefix_left_out(number, region, body):
             return _NAMED_PHONE
         if bare and len(body) in (8, 13) and ean_ok(body):
             return _UNLESS_BARCODE
@@ -1554,14 +1555,26 @@ def _markup_before(text: str, at: int) -> bool:
 
 
 def _phone_named(text: str, at: int) -> bool:
-    """Whether a phone word is among the three words before the number that starts at ``at``, with no digit between
-    ("Tel.: ", "call back ", '"contact":"')."""
-    tokens = _WORD_OR_DIGIT.findall(text, max(0, at - 40), at)
-    for token in tokens[-1 : -4 : -1]:
-        if token.isdigit():
+    """Whether a phone word is among the three words (runs of letters) in the 40 characters before the number that
+    starts at ``at``, with no digit between ("Tel.: ", "call back ", '"contact":"')."""
+    low = at - 40 if at > 40 else 0
+    end = at
+    for _ in range(3):
+        while end > low:
+            char = text[end - 1]
+            if char.isalpha():
+                break
+            if char.isdecimal():
+                return False
+            end -= 1
+        if end == low:
             return False
-        if token.lower() in _PHONE_WORDS:
+        start = end - 1
+        while start > low and text[start - 1].isalpha():
+            start -= 1
+        if text[start:end].lower() in _PHONE_WORDS:
             return True
+        end = start
     return False
 
 
