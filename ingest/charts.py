@@ -3,12 +3,15 @@
 Every data point is an element carrying ``data-series``, ``data-x`` and ``data-value`` and a
 ``<title>`` (the browser's tooltip), so a reader, a screen reader and a test all see the numbers
 the chart was drawn from. Every label is escaped: versions and device names come from devices.
+A value that is not a finite number (a sum of huge finite weights overflows to infinity) is
+left out of the drawing and of the axis; the tables beside the charts show it as it is.
 """
 
 from __future__ import annotations
 
 import html
 import math
+import sys
 from collections.abc import Sequence
 
 __all__ = ["PALETTE", "bars", "interval_lines", "lines", "stacked_area"]
@@ -28,9 +31,28 @@ def _e(text: object) -> str:
     return html.escape(str(text), quote=True)
 
 
+def _drawn(value: float | None) -> bool:
+    return value is not None and math.isfinite(value)
+
+
+def _down(fraction: float) -> float:
+    """How far down the plot a point is (0 top, 1 bottom), held within a plot's height of it: a value far
+    below the axis (a huge negative error) would put it at an infinite coordinate."""
+    return min(max(fraction, -1.0), 2.0)
+
+
+def _stack(total: float) -> float:
+    """A stacked total held at the largest double: huge finite values may sum past it."""
+    return min(total, sys.float_info.max)
+
+
 def _fmt(value: float, percent: bool) -> str:
+    if not math.isfinite(value):
+        return str(value)
     if percent:
         return f"{100 * value:.1f}%"
+    if abs(value) >= 1e15:
+        return f"{value:.3g}"
     if value == int(value):
         return f"{int(value):,}"
     return f"{value:,.2f}"
@@ -38,13 +60,13 @@ def _fmt(value: float, percent: bool) -> str:
 
 def _nice_max(value: float) -> float:
     """The smallest 1, 2 or 5 × 10^k at or above value (axis tops that read well)."""
-    if value <= 0:
+    if not value > 0 or not math.isfinite(value):
         return 1.0
-    power = 10 ** math.floor(math.log10(value))
+    power = 10.0 ** math.floor(math.log10(value))
     for step in (1, 2, 5, 10):
         if step * power >= value:
             return step * power
-    return 10 * power
+    return value  # past the largest double's 1, 2, 5 step: the value itself tops the axis
 
 
 def _frame(kind: str, title: str, width: int, height: int, names: Sequence[str], body: list[str],
@@ -100,14 +122,15 @@ def stacked_area(title: str, x_labels: Sequence[str], series: Series, *, percent
     if not x_labels or not series:
         return _empty(title, width, height)
     plot_w, plot_h = width - LEFT - RIGHT, height - TOP - BOTTOM
-    totals = [sum(values[i] for _, values in series) for i in range(len(x_labels))]
+    shown = [(name, [v if _drawn(v) and v > 0 else 0.0 for v in values]) for name, values in series]
+    totals = [_stack(sum(values[i] for _, values in shown)) for i in range(len(x_labels))]
     y_top = 1.0 if percent else _nice_max(max(totals))
     below = [0.0] * len(x_labels)
     body: list[str] = []
     points: list[str] = []
-    for index, (name, values) in enumerate(series):
+    for index, ((name, values), (_, heights)) in enumerate(zip(series, shown)):
         colour = PALETTE[index % len(PALETTE)]
-        above = [b + v for b, v in zip(below, values)]
+        above = [_stack(b + v) for b, v in zip(below, heights)]
         xs = [LEFT + _x(i, len(x_labels), plot_w) for i in range(len(x_labels))]
         top = [TOP + plot_h * (1 - a / y_top) for a in above]
         bottom = [TOP + plot_h * (1 - b / y_top) for b in below]
@@ -121,6 +144,8 @@ def stacked_area(title: str, x_labels: Sequence[str], series: Series, *, percent
         body.append(f'<polygon class="band" data-series="{_e(name)}" points="{" ".join(outline)}" fill="{colour}" '
                     f'fill-opacity="0.75" stroke="{colour}"/>')
         for i, value in enumerate(values):
+            if not _drawn(value):
+                continue
             y = TOP + plot_h * (1 - above[i] / y_top)
             points.append(_point(name, x_labels[i], value, percent,
                                  f'<circle cx="{xs[i]:.1f}" cy="{y:.1f}" r="3" fill="{colour}"/>'))
@@ -133,7 +158,7 @@ def bars(title: str, x_labels: Sequence[str], series: Series, *, width: int = 72
     if not x_labels or not series:
         return _empty(title, width, height)
     plot_w, plot_h = width - LEFT - RIGHT, height - TOP - BOTTOM
-    totals = [sum(values[i] for _, values in series) for i in range(len(x_labels))]
+    totals = [_stack(sum(values[i] for _, values in series if _drawn(values[i]) and values[i] > 0)) for i in range(len(x_labels))]
     y_top = _nice_max(max(totals))
     slot = plot_w / len(x_labels)
     bar_w = max(2.0, slot * 0.7)
@@ -142,14 +167,15 @@ def bars(title: str, x_labels: Sequence[str], series: Series, *, width: int = 72
     for index, (name, values) in enumerate(series):
         colour = PALETTE[index % len(PALETTE)]
         for i, value in enumerate(values):
-            if value <= 0:
+            if not _drawn(value) or value <= 0:
                 continue
-            h = plot_h * value / y_top
-            y = TOP + plot_h * (1 - (below[i] + value) / y_top)
+            top = _stack(below[i] + value)
+            h = plot_h * ((top - below[i]) / y_top)
+            y = TOP + plot_h * (1 - top / y_top)
             x = LEFT + slot * i + (slot - bar_w) / 2
             body.append(_point(name, x_labels[i], value, False,
                                f'<rect x="{x:.1f}" y="{y:.1f}" width="{bar_w:.1f}" height="{h:.1f}" fill="{colour}"/>'))
-            below[i] += value
+            below[i] = top
     # Bar labels sit under each slot's centre, not on the line chart's grid.
     labels = [f'<text x="{LEFT + slot * (i + 0.5):.1f}" y="{height - 8}" text-anchor="middle" fill="{MUTED}" '
               f'font-size="11">{_e(label)}</text>'
@@ -163,17 +189,26 @@ def lines(title: str, x_labels: Sequence[str], series: Series, *, percent: bool 
     if not x_labels or not series:
         return _empty(title, width, height)
     plot_w, plot_h = width - LEFT - RIGHT, height - TOP - BOTTOM
-    y_top = 1.0 if percent else _nice_max(max((max(values) for _, values in series if values), default=0))
+    y_top = 1.0 if percent else _nice_max(max((v for _, values in series for v in values if _drawn(v)), default=0))
     body: list[str] = []
     points: list[str] = []
     for index, (name, values) in enumerate(series):
         colour = PALETTE[index % len(PALETTE)]
-        xy = [(LEFT + _x(i, len(x_labels), plot_w), TOP + plot_h * (1 - v / y_top)) for i, v in enumerate(values)]
+        xy = [(i, LEFT + _x(i, len(x_labels), plot_w), TOP + plot_h * _down(1 - v / y_top))
+              for i, v in enumerate(values) if _drawn(v)]
         body.append(f'<polyline data-series="{_e(name)}" fill="none" stroke="{colour}" stroke-width="2" '
-                    f'points="{" ".join(f"{x:.1f},{y:.1f}" for x, y in xy)}"/>')
-        points.extend(_point(name, x_labels[i], v, percent, f'<circle cx="{x:.1f}" cy="{y:.1f}" r="3" fill="{colour}"/>')
-                      for i, ((x, y), v) in enumerate(zip(xy, values)))
+                    f'points="{" ".join(f"{x:.1f},{y:.1f}" for _, x, y in xy)}"/>')
+        points.extend(_point(name, x_labels[i], values[i], percent, f'<circle cx="{x:.1f}" cy="{y:.1f}" r="3" fill="{colour}"/>')
+                      for i, x, y in xy)
     return _frame("lines", title, width, height, [name for name, _ in series], body + points, y_top, percent, x_labels)
+
+
+def _finite_interval(point: Interval | None) -> Interval | None:
+    """The point with its non-finite bounds dropped, or None (no point) if its value is not finite."""
+    if point is None or not _drawn(point[0]):
+        return None
+    value, low, high, note = point
+    return value, low if _drawn(low) else None, high if _drawn(high) else None, note
 
 
 def interval_lines(title: str, x_labels: Sequence[str], series: IntervalSeries, *, percent: bool = False,
@@ -183,18 +218,22 @@ def interval_lines(title: str, x_labels: Sequence[str], series: IntervalSeries, 
     With ``percent`` the axis spans from the lowest interval (rounded down to 10%) to 100%, so
     0.80 against 0.90 is not a hair's breadth apart; otherwise from 0 to the highest interval.
     """
+    series = [(name, [_finite_interval(p) for p in points]) for name, points in series]
     present = [p for _, points in series for p in points if p is not None]
     if not x_labels or not present:
         return _empty(title, width, height)
     plot_w, plot_h = width - LEFT - RIGHT, height - TOP - BOTTOM
     extremes = [v for value, low, high, _ in present for v in (value, low, high) if v is not None]
     if percent:
-        y_bottom, y_top = min(math.floor(min(extremes) * 10) / 10, 0.9), 1.0
+        lowest = min(extremes)
+        y_bottom = min(math.floor(lowest * 10) / 10 if math.isfinite(lowest * 10) else lowest, 0.9)
+        y_top = max(1.0, max(extremes))  # a share is at most 1; a value past it widens the axis, never leaves it
     else:
         y_bottom, y_top = 0.0, _nice_max(max(extremes))
 
     def y(v: float) -> float:
-        return TOP + plot_h * (1 - (v - y_bottom) / ((y_top - y_bottom) or 1.0))
+        # Halved so that no difference of two doubles overflows.
+        return TOP + plot_h * _down(1 - (v / 2 - y_bottom / 2) / ((y_top / 2 - y_bottom / 2) or 1.0))
 
     def runs(points: Sequence[Interval | None]) -> list[list[tuple[float, Interval]]]:
         """Consecutive x positions that have a point: each is drawn as one line and one band."""

@@ -7,6 +7,7 @@ escaped: they were sent by devices and are not trusted.
 from __future__ import annotations
 
 import math
+import sys
 from collections.abc import Sequence
 
 from edgeloop.ingest import charts
@@ -51,7 +52,8 @@ def _interval_chart(report: Report) -> str:
     points: list[tuple[str, Estimate, int]] = []
     for group in report.groups:
         estimate = group.accuracy if classification else group.mae
-        if estimate is not None and estimate.value is not None:
+        # Not drawn: an error that overflowed (a device's huge finite values); the table shows it.
+        if estimate is not None and estimate.value is not None and math.isfinite(estimate.value):
             points.append((group.key, estimate, group.labelled))
     if not points:
         return ""
@@ -59,14 +61,14 @@ def _interval_chart(report: Report) -> str:
         smallest = min(v for _, e, _ in points for v in (e.low, e.value) if v is not None)
         low_x, high_x = math.floor(smallest * 10) / 10, 1.0
     else:
-        values = [v for _, e, _ in points for v in (e.low, e.value, e.high) if v is not None]
-        low_x, high_x = 0.0, max(values) * 1.1 or 1.0
+        values = [v for _, e, _ in points for v in (e.low, e.value, e.high) if v is not None and math.isfinite(v)]
+        low_x, high_x = 0.0, min(max(values) * 1.1, sys.float_info.max) or 1.0
     label_w, width, row_h = 170, 800, 30
     plot_w = width - label_w - 160
     height = row_h * len(points) + 40
 
     def x(v: float) -> float:
-        return label_w + (v - low_x) / ((high_x - low_x) or 1.0) * plot_w
+        return label_w + min(max((v - low_x) / ((high_x - low_x) or 1.0), -0.1), 1.1) * plot_w
 
     parts = [f'<svg width="{width}" height="{height}" viewBox="0 0 {width} {height}" role="img" '
              f'aria-label="{"accuracy" if classification else "MAE"} per {escape(report.by)} with 95% intervals">']
@@ -77,7 +79,7 @@ def _interval_chart(report: Report) -> str:
     for index, (key, estimate, labelled) in enumerate(points):
         y = 25 + index * row_h
         parts.append(f'<text x="{label_w - 8}" y="{y + 4}" text-anchor="end">{escape(key)}</text>')
-        if estimate.low is not None and estimate.high is not None:
+        if estimate.low is not None and estimate.high is not None and math.isfinite(estimate.low) and math.isfinite(estimate.high):
             parts.append(f'<line x1="{x(estimate.low):.1f}" y1="{y}" x2="{x(estimate.high):.1f}" y2="{y}" '
                          f'stroke="{BLUE}" stroke-width="6" stroke-opacity=".3" stroke-linecap="round"/>')
         parts.append(f'<circle cx="{x(estimate.value or 0):.1f}" cy="{y}" r="5" fill="{BLUE}"/>')

@@ -16,6 +16,9 @@ from edgeloop.ingest import tallies
 from edgeloop.ingest.charts import bars, interval_lines, lines, stacked_area
 from edgeloop.ingest.dashboard import Dashboard, version_key
 from edgeloop.ingest.session import COOKIE, Sessions
+from edgeloop.schemas import ModelSchema
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from tests.ingest.conftest import make_table, seal
 
 NOW = datetime.now(UTC).replace(microsecond=0)
@@ -380,3 +383,65 @@ def test_interval_lines_break_at_gaps_and_carry_their_intervals():
     assert "&lt;v1&gt;" in svg and "<v1>" not in svg.replace('data-series="&lt;v1&gt;"', "")
     assert "n=12" in svg
     assert "no data yet" in interval_lines("t", ["w1"], [("v", [None])])
+
+
+REGRESSION = """
+name = "eta"
+version = 1
+prediction_field = "eta_min"
+truth_field = "actual_min"
+[outputs.eta_min]
+type = "float64"
+required = true
+[feedback.actual_min]
+type = "float64"
+"""
+
+
+async def test_sums_past_the_largest_double_leave_every_page_drawable(server, tmp_path, vibration):
+    """Finite values a device may send whose sums overflow (weights, errors near 1.8e308) never make a page a 500."""
+    token = await server.add_device("pump-1")
+    await land(server, tmp_path, vibration, token, version="1.0", predictions=3, weight=1.7e308)
+    async with server.session.post(f"{server.url}/v1/schemas", data=REGRESSION.encode(),
+                                   headers={"Authorization": f"Bearer {server.admin_token}"}) as r:
+        assert r.status == 201, await r.text()
+    schema = ModelSchema.from_toml(REGRESSION)
+    blank = {spec.name: None for spec in schema.stored_fields}
+    rows = []
+    for index, (predicted, truth) in enumerate([(1.7e308, -1.7e308), (1.0, 2.0), (-1.7e308, 1.7e308)]):
+        record_id, at = uuid.uuid4(), NOW - timedelta(hours=2, minutes=index)
+        envelope = {"model": "eta", "model_version": "1.0", "sample_weight": 1.0}
+        rows.append({**blank, **envelope, "record_id": record_id, "kind": "prediction", "created_at": at, "eta_min": predicted})
+        rows.append({**blank, **envelope, "record_id": uuid.uuid4(), "kind": "feedback", "created_at": at + timedelta(minutes=1),
+                     "prediction_id": record_id, "source": "gps", "actual_min": truth})
+    batch_id, body = seal(tmp_path / "eta", schema, pa.Table.from_pylist(rows, schema=schema.arrow_schema))
+    status, receipt, _ = await server.put(batch_id, body, token)
+    assert status == 201, receipt
+    async with aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True)) as session:
+        assert (await login(server, session, viewer_token(server))).status == 303
+        for path in ("/dashboard", "/dashboard/devices/pump-1", "/dashboard/report?model=vibration",
+                     "/dashboard/report?model=eta", "/dashboard/report?model=eta&by=device"):
+            async with session.get(server.url + path) as page:
+                assert page.status == 200, (path, await page.text())
+                for svg in _svgs(await page.text()):
+                    _assert_finite_coordinates(svg)
+
+
+def _assert_finite_coordinates(svg: ET.Element) -> None:
+    for element in svg.iter():
+        for name in ("x", "y", "x1", "x2", "y1", "y2", "cx", "cy", "width", "height", "points"):
+            assert not re.search(r"nan|inf", element.get(name, ""), flags=re.IGNORECASE), ET.tostring(svg, encoding="unicode")
+
+
+finite_or_not = st.floats(allow_nan=True, allow_infinity=True)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.tuples(st.text(st.characters(blacklist_categories=("Cc", "Cs")), max_size=5), st.lists(finite_or_not, min_size=3, max_size=3)), min_size=1, max_size=3))
+def test_every_chart_draws_any_double(series):
+    """Each chart draws any doubles (infinities, NaN, the largest finite ones) as well-formed SVG with no NaN in it."""
+    labels = ["a", "b", "c"]
+    intervals = [(name, [(v, v - 1, v + 1, "n") for v in values]) for name, values in series]
+    for svg in (bars("t", labels, series), stacked_area("t", labels, series), lines("t", labels, series),
+                interval_lines("t", labels, intervals), interval_lines("t", labels, intervals, percent=True)):
+        _assert_finite_coordinates(ET.fromstring(svg))
