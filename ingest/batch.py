@@ -27,6 +27,7 @@ import pyarrow.parquet as pq
 from edgeloop.errors import BatchRejected, SchemaError, ServerOverloaded
 from edgeloop.ingest.config import LimitSettings
 from edgeloop.ingest.pages import scan_pages
+from edgeloop.schemas.device_status import MAX_DROP_REASONS, NAME
 from edgeloop.schemas.envelope import BATCH_METADATA_KEYS, KINDS, OPTIONAL_ENVELOPE, with_declared_types
 from edgeloop.schemas.model_schema import FieldSpec, ModelSchema
 from edgeloop.times import EARLIEST_TIME_S, LATEST_TIME_S
@@ -448,6 +449,11 @@ def _check_rows(table: pa.Table, schema: ModelSchema) -> int:
 
 
 def _drops(text: str | None) -> dict[str, int]:
+    """The batch's drop counts as a status document would carry them: named reasons, at most 64 (the largest).
+
+    Anything else is left out, not refused: the rows are what matters, and each reason a device
+    made up would be a row in ``drops_daily`` and a series on the dashboard's chart.
+    """
     if not text:
         return {}
     try:
@@ -456,4 +462,6 @@ def _drops(text: str | None) -> dict[str, int]:
         return {}
     if not isinstance(value, dict):
         return {}
-    return {str(key): int(count) for key, count in value.items() if isinstance(count, int)}
+    counts = {key: count for key, count in value.items()
+              if NAME.fullmatch(key) and type(count) is int and count > 0}
+    return dict(sorted(counts.items(), key=lambda item: -item[1])[:MAX_DROP_REASONS])

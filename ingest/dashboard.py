@@ -25,6 +25,8 @@ __all__ = ["MAX_DAYS", "Dashboard", "version_key"]
 MAX_DAYS = 366
 MAX_DEVICE_BATCHES = 200  # the newest batches a device page lists
 MAX_BEHIND = 500  # devices listed as still on an older version (the count says how many in all)
+MAX_DROP_REASONS_SHOWN = 12  # the drops chart's series: the largest reasons, the rest summed as one
+OTHER_REASONS = "(other reasons)"  # not a reason's name (those are letters, digits and ._:+-)
 
 Query = Callable[[str, Sequence[Any]], list[dict[str, Any]]]
 
@@ -148,14 +150,21 @@ class Dashboard:
         return {"days": [day.isoformat() for day in axis], "rows_per_day": per_day, "coverage": coverage}
 
     def drops(self, days: int = 30) -> dict[str, Any]:
-        """Records the devices dropped before sealing (sampling, rate caps, a full spool), by reason per day."""
+        """Records the devices dropped before sealing (sampling, rate caps, a full spool), by reason per day.
+
+        The largest ``MAX_DROP_REASONS_SHOWN`` reasons of the window are named, the others summed as
+        ``OTHER_REASONS``: devices name the reasons, so there is no bound on how many there are.
+        """
         days = self.check_days(days)
         axis = _days(self._now(), days)
         # Saturating at the landing's cap, as each count does: a database from before it may hold 2^62 per model.
         rows = self._query(
-            f"SELECT day, reason, least(sum(records::HUGEINT), {MAX_COUNT})::BIGINT AS records FROM drops_daily "
-            "WHERE day >= ?::DATE GROUP BY ALL",
-            [axis[0].isoformat()],
+            f"WITH d AS (SELECT day, reason, least(sum(records::HUGEINT), {MAX_COUNT}) AS records FROM drops_daily "
+            "WHERE day >= ?::DATE GROUP BY ALL), "
+            "top AS (SELECT reason FROM d GROUP BY reason ORDER BY sum(records) DESC, reason LIMIT ?) "
+            "SELECT day, CASE WHEN reason IN (SELECT reason FROM top) THEN reason ELSE ? END AS reason, "
+            f"least(sum(records), {MAX_COUNT})::BIGINT AS records FROM d GROUP BY ALL",
+            [axis[0].isoformat(), MAX_DROP_REASONS_SHOWN, OTHER_REASONS],
         )
         index = {day: i for i, day in enumerate(axis)}
         reasons: dict[str, list[int]] = {}

@@ -17,7 +17,10 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstra
 from edgeloop.times import bounded
 
 __all__ = [
+    "MAX_COUNT",
+    "MAX_DROP_REASONS",
     "MAX_STATUS_BYTES",
+    "NAME",
     "DeviceStatus",
     "StatusDisk",
     "StatusClock",
@@ -33,6 +36,8 @@ MAX_STATUS_BYTES = 64 * 1024  # a real document is about 2 KB
 MAX_COUNT = 2**62
 STATUS_ID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
 
+MAX_DROP_REASONS = 64  # reasons one status document, or one batch's metadata, may count
+NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:+-]{0,63}")  # a drop reason, a counter: no markup, no spaces
 Name = Annotated[str, StringConstraints(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9][A-Za-z0-9._:+-]*$")]
 Text = Annotated[str, StringConstraints(max_length=1024)]
 Count = Annotated[int, Field(ge=0, le=MAX_COUNT)]
@@ -138,7 +143,7 @@ class DeviceStatus(_Part):
     models: Annotated[list[StatusModel], Field(max_length=256)] = []
     spool: StatusSpool
     journal: StatusJournal
-    drops: Annotated[dict[Name, Count], Field(max_length=64)] = {}  # by reason, since the last stored report
+    drops: Annotated[dict[Name, Count], Field(max_length=MAX_DROP_REASONS)] = {}  # by reason, since the last stored report
     sync: StatusSync
     disk: StatusDisk
     clock: StatusClock = StatusClock()

@@ -13,10 +13,13 @@ import pyarrow as pa
 import pytest
 
 from edgeloop.ingest import tallies
+from edgeloop.ingest.aggregate import MAX_COUNT
 from edgeloop.ingest.charts import bars, interval_lines, lines, stacked_area
-from edgeloop.ingest.dashboard import Dashboard, version_key
+from edgeloop.collector.config import SpoolSettings
+from edgeloop.collector.spool import Spool
+from edgeloop.ingest.dashboard import MAX_DROP_REASONS_SHOWN, OTHER_REASONS, Dashboard, version_key
 from edgeloop.ingest.session import COOKIE, Sessions
-from edgeloop.schemas import ModelSchema
+from edgeloop.schemas import EXAMPLES_DIR, ModelSchema, SchemaRegistry
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from tests.ingest.conftest import make_table, seal
@@ -445,3 +448,31 @@ def test_every_chart_draws_any_double(series):
     for svg in (bars("t", labels, series), stacked_area("t", labels, series), lines("t", labels, series),
                 interval_lines("t", labels, intervals), interval_lines("t", labels, intervals, percent=True)):
         _assert_finite_coordinates(ET.fromstring(svg))
+
+
+async def test_drop_reasons_from_batches_are_bounded_like_a_status_documents(server, tmp_path, vibration):
+    """A batch's drops keep at most 64 reasons named as a status document's are; the drops chart shows the largest few
+    and folds the rest."""
+    token = await server.add_device("pump-1")
+    image = SchemaRegistry.from_dir(EXAMPLES_DIR)["image_classifier"]
+    for index, schema in enumerate((vibration, image, vibration)):
+        spool = Spool(tmp_path / f"spool{index}", SpoolSettings(), agent_version="test-1")
+        for reason in range(100):
+            spool.count_drop(f"r{index}-{reason}", reason + 1)
+        spool.count_drop('<b onmouseover="x">', 5)
+        spool.count_drop("spool_full", 2**63 - 1)
+        batch = spool.write_batch(make_table(schema, predictions=1, start=NOW - timedelta(hours=1))[0], schema=schema)
+        status, receipt, _ = await server.put(batch.batch_id, batch.path.read_bytes(), token)
+        assert status == 201, receipt
+    stored = await server.sql("SELECT DISTINCT reason FROM drops_daily")
+    assert 64 < len(stored) <= 3 * 64 and all(re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._:+-]{0,63}", row["reason"]) for row in stored)
+    headers = {"Authorization": f"Bearer {viewer_token(server)}"}
+    async with server.session.get(f"{server.url}/v1/dashboard/fleet", headers=headers) as r:
+        assert r.status == 200, await r.text()
+        by_reason = (await r.json())["drops"]["by_reason"]
+    assert len(by_reason) == MAX_DROP_REASONS_SHOWN + 1 and "spool_full" in by_reason and OTHER_REASONS in by_reason
+    assert sum(by_reason["spool_full"]) == MAX_COUNT  # held at the tallies' largest, per model and day and summed
+    async with aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True)) as session:
+        assert (await login(server, session, viewer_token(server))).status == 303
+        async with session.get(f"{server.url}/dashboard") as page:
+            assert page.status == 200, await page.text()
