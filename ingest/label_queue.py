@@ -92,6 +92,20 @@ def _plain(value: Any) -> Any:
     return value
 
 
+# What a spreadsheet takes for the start of a formula (OWASP's list), as a cell's first character.
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+
+
+def _sheet_cell(value: Any) -> Any:
+    """A CSV cell a spreadsheet shows as text: device text starting like a formula gets a quote mark before it."""
+    if isinstance(value, list):
+        value = orjson.dumps(value).decode()
+    value = _plain(value)
+    if isinstance(value, str) and value.startswith(FORMULA_STARTS):
+        return "'" + value
+    return value
+
+
 def _extension(data: bytes) -> str:
     return next((ext for magic, ext in _MAGIC if data.startswith(magic)), ".bin")
 
@@ -146,7 +160,7 @@ def write_tasks(table: pa.Table, schema: ModelSchema, fmt: str, out: Path) -> di
         writer = csv.DictWriter(buffer, fieldnames=names, extrasaction="ignore")
         writer.writeheader()
         for row in rows:
-            writer.writerow({k: orjson.dumps(v).decode() if isinstance(v, list) else _plain(v) for k, v in row.items()})
+            writer.writerow({k: _sheet_cell(v) for k, v in row.items()})
         data = buffer.getvalue().encode()
     if binary:
         # The files first, so a task file never names a file that is not there.

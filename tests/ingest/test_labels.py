@@ -11,6 +11,8 @@ import duckdb
 import pyarrow as pa
 import pytest
 
+from edgeloop.ingest.label_import import read_labels
+from edgeloop.ingest.label_queue import write_tasks
 from edgeloop.schemas import EXAMPLES_DIR, SchemaRegistry
 from tests.ingest.conftest import cli, free_port, make_table, put_batch, seal, spawn_server, stop_server, write_config
 
@@ -443,3 +445,27 @@ def test_a_csv_that_cannot_be_read_unambiguously_is_one_error_naming_file_and_li
         read_labels(path, "csv", vibration)
     message = str(info.value)
     assert message.startswith(f"{path}:") and problem in message and "\n" not in message, message
+
+
+FORMULAS = ['=HYPERLINK("http://evil.example","open")', "+1+cmd|' /C calc'!A0", "-2+3", "@SUM(A1:A9)", "\t=1+1", "\r=1+1"]
+
+
+def test_a_csv_queue_hands_a_spreadsheet_no_formula_and_its_labels_still_import(tmp_path, vibration):
+    """Text from devices that a spreadsheet would run as a formula (=, +, -, @, tab or CR first) is written after a
+    quote mark in a CSV queue, so it shows as text; the labels filled in beside it read back by record_id."""
+    table, ids = make_table(vibration, predictions=len(FORMULAS))
+    table = _with(_with(table, "predicted_class", FORMULAS), "model_version", FORMULAS)
+    sheet = tmp_path / "queue.csv"
+    write_tasks(table, vibration, "csv", sheet)
+    with open(sheet, newline="") as handle:
+        records = list(csv.DictReader(handle))
+    for record, formula in zip(records, FORMULAS, strict=True):
+        assert record["predicted_class"] == record["model_version"] == "'" + formula
+        assert not any(value.startswith(("=", "+", "-", "@", "\t", "\r")) for value in record.values())
+        record["true_class"] = "ok"
+    with open(sheet, "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(records[0]))
+        writer.writeheader()
+        writer.writerows(records)
+    labels, errors = read_labels(sheet, "csv", vibration)
+    assert errors == [] and [(row.record_id, row.fields) for row in labels] == [(str(i), {"true_class": "ok"}) for i in ids]
