@@ -2,6 +2,13 @@
 
 from __future__ import annotations
 
+import re
+
+# Control characters (C0 with newline, DEL, C1) and the bidirectional overrides: on a terminal ESC
+# starts a sequence that can retitle the window, clear it or rewrite what is shown, CR rewrites
+# the line, and U+202E shows the text after it reversed.
+_UNPRINTABLE = re.compile("[\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]")
+
 
 def size(value: float | None, *, missing: str = "-") -> str:
     """``1536`` → ``1.5 KB`` (binary multiples, as df and du print them)."""
@@ -34,7 +41,13 @@ def ago(seconds: float | None, *, missing: str = "never") -> str:
     return missing if seconds is None else f"{duration(max(seconds, 0.0))} ago"
 
 
+def printable(text: str) -> str:
+    """``text`` as a terminal should show it: each control character as its escape (``\\x1b``), obeyed by none."""
+    return _UNPRINTABLE.sub(lambda match: match.group().encode("unicode_escape").decode("ascii"), text)
+
+
 def text_table(rows: list[list[str]]) -> str:
     """Left-aligned columns two spaces apart; the first row is the header."""
+    rows = [[printable(cell) for cell in row] for row in rows]
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     return "\n".join("  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip() for row in rows)

@@ -28,6 +28,7 @@ from edgeloop.errors import EdgeloopError, QueryFailed
 from edgeloop.ingest.query import UHUGEINT_TEXT, text_columns
 from edgeloop.ingest.store import quote
 from edgeloop.schemas.model_schema import NAME_PATTERN
+from edgeloop.units import printable
 
 __all__ = [
     "FORMATS",
@@ -464,6 +465,11 @@ def interval_text(value: Any) -> str:
 
 
 def _cell(value: Any) -> str:
+    """The text of one value in ``--format table``, made printable: text from devices reaches a terminal."""
+    return printable(_text(value))
+
+
+def _text(value: Any) -> str:
     if value is None:
         return ""
     if isinstance(value, datetime):
@@ -478,7 +484,7 @@ def _cell(value: Any) -> str:
 
 
 def _text_table(result: ResultStream, seen: Callable[[pa.RecordBatch], None]) -> str:
-    names: Sequence[str] = result.schema.names
+    names: Sequence[str] = [printable(name) for name in result.schema.names]
     rows: list[list[str]] = []
     total = 0
     for batch in result.batches:

@@ -10,7 +10,7 @@ from typing import Any
 
 import pyarrow as pa
 
-from edgeloop.units import ago, duration, size
+from edgeloop.units import ago, duration, printable, size
 
 __all__ = ["device_text", "fleet_table"]
 
@@ -93,7 +93,7 @@ def device_text(detail: dict[str, Any]) -> str:
         for entry in detail["recent_statuses"]:
             lines.append(f"  {entry['received_at']}  {entry['outcome']:8} backlog {entry['backlog_records']} rec"
                          + (f"  {_short(entry['error'])}" if entry["error"] else ""))
-    return "\n".join(lines)
+    return "\n".join(printable(line) for line in lines)  # versions, errors and agent versions come from the device
 
 
 def _short(text: str | None) -> str:

@@ -9,6 +9,7 @@ from typing import Any, Literal
 import orjson
 
 from edgeloop.ingest.report import Estimate, FieldDrift, Group, Report
+from edgeloop.units import printable
 
 __all__ = ["REPORT_FORMATS", "render_report"]
 
@@ -49,6 +50,7 @@ def estimate_text(estimate: Estimate | None, digits: int = 3) -> str:
 
 def _table(headers: Sequence[str], rows: Sequence[Sequence[str]], right: set[int] | None = None) -> list[str]:
     right = right if right is not None else set(range(1, len(headers)))
+    headers, rows = [printable(h) for h in headers], [[printable(c) for c in row] for row in rows]  # aligned as shown
     widths = [max([len(h)] + [len(row[i]) for row in rows]) for i, h in enumerate(headers)]
 
     def line(cells: Sequence[str]) -> str:
@@ -155,7 +157,7 @@ def render_text(report: Report) -> str:
         lines += _table(headers, rows, right={2, 3, 4, 5, 6})
     for note in report.notes:
         lines += ["", f"note: {note}"]
-    return "\n".join(lines) + "\n"
+    return "\n".join(printable(line) for line in lines) + "\n"  # group keys and notes carry device text
 
 
 def escape(value: Any) -> str:

@@ -12,6 +12,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from tests.ingest.conftest import (
+    BASE_TIME,
     CLI,
     cli,
     free_port,
@@ -209,3 +210,25 @@ def test_sql_into_a_pipe_its_reader_closed_ends_quietly(tmp_path):
         proc.stdout.close()  # before the child writes a byte
         _, stderr = proc.communicate(timeout=60)
         assert proc.returncode == 141 and stderr == b"", (fmt, proc.returncode, stderr)
+
+
+def test_device_text_reaches_a_terminal_with_its_control_characters_shown_not_obeyed(tmp_path, vibration):
+    """A model version a device sent with escape sequences (retitle, clear the screen, rewrite the line, reorder the
+    text) is printed by sql, fleet, devices show and report with those characters escaped, never raw."""
+    hostile = "2.0\x1b]0;owned\x07\x1b[2J\r\u202eevil\n1.0"
+    port = free_port()
+    config = write_config(tmp_path, port)
+    token = cli("devices", "add", "pump-1", "--config", str(config)).stdout.strip()
+    server = spawn_server(config, tmp_path / "server.log")
+    try:
+        table, ids = make_table(vibration, predictions=3, version=hostile)
+        feedback, _ = make_table(vibration, feedback=[(ids[0], "ok", BASE_TIME)], version=hostile)
+        for name, rows in (("p", table), ("f", feedback)):
+            assert put_batch(port, *seal(tmp_path / name, vibration, rows), token) == 201
+    finally:
+        stop_server(server)
+    for command in (["sql", "SELECT model_version FROM vibration"], ["fleet", "--versions"], ["devices", "show", "pump-1"],
+                    ["report", "--model", "vibration"], ["report", "--model", "vibration", "--by", "none"]):
+        out = cli(*command, "--config", str(config)).stdout
+        assert not any(c in out for c in "\x1b\x07\r\u202e"), (command, out)
+        assert "\\x1b" in out or command[-1] == "none", (command, out)
