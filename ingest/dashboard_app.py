@@ -49,6 +49,7 @@ log = logging.getLogger(__name__)
 
 SESSIONS = web.AppKey("sessions", Sessions)
 MAX_LOGIN_BODY_BYTES = 4096
+MAX_LOGIN_FIELDS = 4
 DEFAULT_DAYS = 30
 HEADERS = {
     # Pages are self-contained: inline CSS and SVG, no script, forms only to ourselves.
@@ -167,7 +168,10 @@ async def login(request: web.Request) -> web.Response:
     if request.content_type != "application/x-www-form-urlencoded":
         raise BatchRejected(415, "unsupported_media_type", "log in with a form (application/x-www-form-urlencoded)")
     body = await read_body(request, max_bytes=MAX_LOGIN_BODY_BYTES, timeout_s=request.app[CONFIG].server.body_timeout_s)
-    form = urllib.parse.parse_qs(body.decode("utf-8", "replace"), max_num_fields=4)
+    try:
+        form = urllib.parse.parse_qs(body.decode("utf-8", "replace"), max_num_fields=MAX_LOGIN_FIELDS)
+    except ValueError:  # more fields than that: parse_qs refuses them, and it was an unhandled error (a 500)
+        raise BatchRejected(400, "bad_form", f"a login form has at most {MAX_LOGIN_FIELDS} fields (token and next)") from None
     token = (form.get("token") or [""])[0].strip()
     next_path = _next_path((form.get("next") or [None])[0])
     role = request.app[AUTH].role(token)

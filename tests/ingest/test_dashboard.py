@@ -117,6 +117,16 @@ async def test_a_login_posted_from_another_site_is_refused(server):
         assert response.status == 303
 
 
+@pytest.mark.parametrize("body", [b"a=1&b=2&c=3&d=4&token=x", b"&" * 40, b"token=x&next=/dashboard&" * 3])
+async def test_a_login_form_with_more_fields_than_the_form_is_a_client_error(server, body):
+    """A login body of more fields than the form's token and next is 400 bad_form in the error shape (it was a 500)."""
+    async with server.session.post(f"{server.url}/dashboard/login", data=body, allow_redirects=False,
+                                   headers={"Content-Type": "application/x-www-form-urlencoded"}) as response:
+        assert response.status == 400, await response.text()
+        assert (await response.json())["error"]["code"] == "bad_form"
+        assert "Set-Cookie" not in response.headers
+
+
 @pytest.mark.parametrize("target", ["//evil.example/dashboard", "https://evil.example", "/dashboard\\@evil", "/v1/devices",
                                     "/dashboard\r\nSet-Cookie: edgeloop_session=fixed", "/dashboard\t/x", "/dashboardx",
                                     "/dashboard/../v1/devices", "/dashboard/\u2028"])
