@@ -31,7 +31,7 @@ __all__ = ["ADMIN", "VIEWER", "Authenticator", "DeviceRegistry", "admin_token", 
 
 TOKEN_PREFIX = "eld_"
 ADMIN, VIEWER = "admin", "viewer"
-DEVICE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+DEVICE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}\Z")  # \Z: "$" also matches before a final newline
 
 
 def new_token() -> str:

@@ -55,7 +55,7 @@ CREATE TABLE IF NOT EXISTS device_tags (
 
 POLICY_ROWS_SQL = "SELECT model, version, policy_json, devices, tag FROM policies"
 TAG_ROWS_SQL = "SELECT device, tag FROM device_tags"
-TAG = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$")
+TAG = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}\Z")  # \Z: "$" also matches before a final newline
 MAX_PATTERN_CHARS = 128
 MAX_TAGS_PER_DEVICE = 64
 MAX_NOTE_CHARS = 500

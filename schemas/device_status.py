@@ -60,7 +60,7 @@ class _Part(BaseModel):
 
 def is_status_id(text: str) -> bool:
     """A status id is a UUID in its canonical lower-case text form (the agent mints UUIDv7)."""
-    return STATUS_ID.match(text) is not None
+    return STATUS_ID.fullmatch(text) is not None  # not match: "$" also matches before a final newline
 
 
 class StatusModel(_Part):

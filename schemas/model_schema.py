@@ -58,7 +58,7 @@ NUMERIC_TYPES = frozenset({"int32", "int64", "float32", "float64"})
 FLOAT_TYPES = frozenset({"float32", "float64"})
 LABEL_TYPES = frozenset({"bool", "int32", "int64", "string"})
 TRUNCATE_UNITS = ("second", "minute", "hour", "day")
-NAME_PATTERN = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
+NAME_PATTERN = re.compile(r"^[a-z][a-z0-9_]{0,62}\Z")  # \Z: "$" also matches before a final newline
 MAX_INT32 = 2**31 - 1  # the catalog stores versions as INTEGER; JSON and Arrow readers hold no more than 64 bits
 
 ARROW_TYPES: dict[str, pa.DataType] = {

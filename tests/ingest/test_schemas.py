@@ -180,3 +180,21 @@ async def test_a_schema_number_too_big_to_store_is_422_and_the_catalog_still_rea
     _assert_error(body, "bad_schema")
     async with bare.session.get(f"{bare.url}/v1/schemas", headers={"Authorization": f"Bearer {bare.admin_token}"}) as response:
         assert response.status == 200 and (await response.json())["schemas"] == []
+
+
+@pytest.mark.parametrize("text", ['name = "eta\\n"\nversion = 1\n[outputs.y]\ntype = "float64"\n',
+                                  'name = "eta"\nversion = 1\n[outputs."y\\n"]\ntype = "float64"\n'])
+async def test_a_model_or_field_name_ending_in_a_newline_is_refused(bare, text):
+    """A name is the whole of its pattern: "eta\\n" (which `$` let through) is 422 bad_schema, not a second "eta"."""
+    status, body = await _push(bare, text)
+    assert status == 422 and body["error"]["code"] == "bad_schema", body
+
+
+async def test_a_device_name_or_tag_ending_in_a_newline_is_refused(server):
+    """Adding device "pump-1\\n" or tagging a device "pilot\\n" is 400, as any other name outside the pattern."""
+    headers = {"Authorization": f"Bearer {server.admin_token}"}
+    async with server.session.post(f"{server.url}/v1/devices", json={"name": "pump-1\n"}, headers=headers) as r:
+        assert r.status == 400, await r.text()
+    await server.add_device("pump-1")
+    async with server.session.post(f"{server.url}/v1/devices/pump-1/tags", json={"add": ["pilot\n"]}, headers=headers) as r:
+        assert r.status == 400 and (await r.json())["error"]["code"] == "bad_tag"
