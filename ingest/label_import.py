@@ -281,7 +281,10 @@ def land_labels(
     """
     if len(rows) > MAX_ROWS:
         raise BatchRejected(413, "too_many_rows", f"at most {MAX_ROWS} labels per call (the CLI sends parts)")
-    source_ = _text(source, "source") if source else None
+    try:
+        source_ = _text(source, "source") if source else None
+    except ValueError as exc:  # the sender's: a 400 (it was a 500) and one line in the CLI
+        raise BatchRejected(400, "bad_json", str(exc)) from None
     if not source_:
         raise BatchRejected(400, "bad_json", "source must be a non-empty string")
     feedback = {spec.name: spec for spec in schema.section("feedback")}

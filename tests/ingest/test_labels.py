@@ -469,3 +469,22 @@ def test_a_csv_queue_hands_a_spreadsheet_no_formula_and_its_labels_still_import(
         writer.writerows(records)
     labels, errors = read_labels(sheet, "csv", vibration)
     assert errors == [] and [(row.record_id, row.fields) for row in labels] == [(str(i), {"true_class": "ok"}) for i in ids]
+
+
+async def test_an_overlong_label_source_is_a_client_error_over_http_and_one_line_in_the_cli(server, tmp_path, vibration):
+    """A source over 1,024 characters is 400 bad_json from POST /v1/feedback (it was a 500) and one line from the CLI."""
+    headers = {"Authorization": f"Bearer {server.admin_token}"}
+    row = {"row": 1, "record_id": str(uuid.uuid4()), "fields": {"true_class": "ok"}}
+    async with server.session.post(f"{server.url}/v1/feedback/vibration", headers=headers,
+                                   json={"source": "s" * 1025, "tag": "t", "rows": [row]}) as response:
+        assert response.status == 400, await response.text()
+        assert (await response.json())["error"]["code"] == "bad_json"
+    sheet = tmp_path / "labels.csv"
+    sheet.write_text(f"record_id,true_class\n{uuid.uuid4()},ok\n")
+    (tmp_path / "cli").mkdir()
+    config = write_config(tmp_path / "cli", free_port())
+    stop_server(spawn_server(config, tmp_path / "server.log"))  # a database holding the example schemas
+    result = cli("feedback", "import", str(sheet), "--format", "csv", "--model", "vibration", "--source", "s" * 1025,
+                 "--config", str(config), check=False)
+    assert result.returncode != 0 and "Traceback" not in result.stderr and len(result.stderr.splitlines()) == 1, result.stderr
+    assert "source is over 1024 characters" in result.stderr
