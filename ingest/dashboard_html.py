@@ -13,6 +13,7 @@ from typing import Any
 
 from edgeloop import units
 from edgeloop.ingest import charts
+from edgeloop.ingest.dashboard import version_key
 from edgeloop.ingest.report import PERIODS, Report
 from edgeloop.ingest.report_html import CSS as REPORT_CSS
 from edgeloop.ingest.report_html import render_fragment
@@ -32,6 +33,24 @@ section { margin-bottom: 2.5rem; }
 """
 
 DASH = "—"  # what a cell shows for a value nobody reported
+MAX_CHANGES_SHOWN = 200  # a device's version changes listed: the last ones
+MAX_VERSIONS_SHOWN = 20  # per model in a version table: devices name versions, so there is no bound on how many
+
+
+def _newest_versions(rows: Sequence[dict[str, Any]], version: str = "model_version") -> tuple[list[dict[str, Any]], str]:
+    """Per model the ``MAX_VERSIONS_SHOWN`` newest versions' rows (in their order), and a note naming how many are left out."""
+    kept: dict[str, list[dict[str, Any]]] = {}
+    for row in rows:
+        kept.setdefault(row["model"], []).append(row)
+    shown: set[int] = set()
+    notes = []
+    for model, model_rows in kept.items():
+        newest = sorted(model_rows, key=lambda row: version_key(row[version]), reverse=True)[:MAX_VERSIONS_SHOWN]
+        shown.update(id(row) for row in newest)
+        if len(model_rows) > len(newest):
+            notes.append(f"{model}: {len(model_rows) - len(newest):,} more versions, older ones (the JSON endpoint lists all)")
+    note = f'<p class="note">{_e("; ".join(notes))}</p>' if notes else ""
+    return [row for row in rows if id(row) in shown], note
 
 
 def _e(value: object) -> str:
@@ -194,18 +213,19 @@ def data_section(data: dict[str, Any]) -> str:
     parts.append("<h3>Label coverage and sample weights per model and version</h3>")
     parts.append('<p class="note">coverage: share of predictions with feedback; weighted: sum of sample_weight, the '
                  "number of predictions the kept ones stand for.</p>")
+    coverage, left_out = _newest_versions(data["coverage"])
     parts.append(_table("coverage", ["model", "version", "predictions", "labelled", "coverage", "weighted count",
                                      "weighted coverage"], [
         ({"model": row["model"], "version": row["model_version"], "predictions": str(row["predictions"]),
           "labelled": str(row["labelled"]), "weighted": repr(row["weighted"])},
          [_e(row["model"]), _e(row["model_version"]), _num(row["predictions"]), _num(row["labelled"]),
           _pct(row["coverage"]), _num(row["weighted"], 1), _pct(row["weighted_coverage"])])
-        for row in data["coverage"]
-    ]))
-    labels = [f'{row["model"]} {row["model_version"]}' for row in data["coverage"]]
+        for row in coverage
+    ]) + left_out)
+    labels = [f'{row["model"]} {row["model_version"]}' for row in coverage]
     parts.append(charts.bars("raw vs sample-weighted count", labels, [
-        ("raw count", [float(row["predictions"]) for row in data["coverage"]]),
-        ("weighted beyond raw", [max(0.0, (row["weighted"] or 0.0) - row["predictions"]) for row in data["coverage"]]),
+        ("raw count", [float(row["predictions"]) for row in coverage]),
+        ("weighted beyond raw", [max(0.0, (row["weighted"] or 0.0) - row["predictions"]) for row in coverage]),
     ]))
     return "".join(parts)
 
@@ -226,6 +246,8 @@ def overview_page(models: Sequence[str], rollouts: Sequence[dict[str, Any]], fle
 
 def device_page(models: Sequence[str], name: str, detail: dict[str, Any]) -> str:
     device = detail["device"]
+    versions, left_out = _newest_versions(detail["versions"])
+    changes = detail["version_changes"][-MAX_CHANGES_SHOWN:]
     body = [
         f'<h1>Device {_e(name)}</h1><dl id="device-facts">'
         f'<dt>state</dt><dd data-state="{_e(device["state"])}">{_state(device["state"])}</dd>'
@@ -243,14 +265,15 @@ def device_page(models: Sequence[str], name: str, detail: dict[str, Any]) -> str
             ({"model": v["model"], "version": v["model_version"]},
              [_e(v["model"]), _e(v["model_version"]), _num(v["predictions"]), _num(v["feedback"]), _e(_when(v["first_seen"])),
               _e(_when(v["last_seen"]))])
-            for v in detail["versions"]
-        ]),
+            for v in versions
+        ]) + left_out,
         "<h2>Version changes (by the day of the first prediction on the new version)</h2>",
         _table("device-version-changes", ["model", "day", "from", "to"], [
             ({"model": v["model"], "version": v["to_version"]},
              [_e(v["model"]), _e(v["day"]), _e(v["from_version"] or "—"), _e(v["to_version"])])
-            for v in detail["version_changes"]
-        ]),
+            for v in changes
+        ]) + (f'<p class="note">the last {len(changes):,} of {len(detail["version_changes"]):,} (by model, then time)</p>'
+              if len(changes) < len(detail["version_changes"]) else ""),
         "<h2>Errors: refused uploads</h2>",
         _table("device-refusals", ["status", "code", "count", "first", "last"], [
             ({"code": r["code"]}, [_num(r["status"]), _e(r["code"]), _num(r["count"]), _e(_when(r["first_at"])),

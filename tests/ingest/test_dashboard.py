@@ -18,6 +18,7 @@ from edgeloop.ingest.charts import bars, interval_lines, lines, stacked_area
 from edgeloop.collector.config import SpoolSettings
 from edgeloop.collector.spool import Spool
 from edgeloop.ingest.dashboard import MAX_DROP_REASONS_SHOWN, OTHER_REASONS, Dashboard, version_key
+from edgeloop.ingest.dashboard_html import MAX_VERSIONS_SHOWN
 from edgeloop.ingest.session import COOKIE, Sessions
 from edgeloop.schemas import EXAMPLES_DIR, ModelSchema, SchemaRegistry
 from hypothesis import given, settings
@@ -486,3 +487,26 @@ async def test_drop_reasons_from_batches_are_bounded_like_a_status_documents(ser
         assert (await login(server, session, viewer_token(server))).status == 303
         async with session.get(f"{server.url}/dashboard") as page:
             assert page.status == 200, await page.text()
+
+
+async def test_a_device_sending_many_versions_leaves_the_pages_their_size(server, tmp_path, vibration):
+    """One batch whose rows carry 500 model versions lists the newest few per model on the overview and the device page,
+    says how many are left out, and the JSON keeps them all; each page stays small."""
+    token = await server.add_device("pump-1")
+    table, _ = make_table(vibration, predictions=500, start=NOW - timedelta(hours=2))
+    index = table.schema.get_field_index("model_version")
+    table = table.set_column(index, table.schema.field(index), pa.array([f"9.{n}" for n in range(500)], pa.string()))
+    batch_id, body = seal(tmp_path / "many", vibration, table)
+    status, receipt, _ = await server.put(batch_id, body, token)
+    assert status == 201, receipt
+    async with aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True)) as session:
+        assert (await login(server, session, viewer_token(server))).status == 303
+        for path, table_id in (("/dashboard", "coverage"), ("/dashboard/devices/pump-1", "device-versions")):
+            async with session.get(server.url + path) as page:
+                text = await page.text()
+            assert page.status == 200 and len(text) < 200_000, (path, len(text))
+            rows = re.search(rf'<table id="{table_id}">.*?</table>', text, flags=re.DOTALL).group()
+            assert rows.count("<tr data-") == MAX_VERSIONS_SHOWN and 'data-version="9.499"' in rows, path
+            assert f"{500 - MAX_VERSIONS_SHOWN} more versions" in text, path
+        async with session.get(f"{server.url}/v1/dashboard/data") as response:
+            assert len((await response.json())["coverage"]) == 500
