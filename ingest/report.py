@@ -73,6 +73,7 @@ BOOTSTRAP_DRAWS = 1_000
 PERIODS = ("auto", "day", "week", "month")
 Period = Literal["auto", "day", "week", "month"]
 MAX_PERIODS = 400  # points on one line: more than a chart can show, so a narrower window or a longer period
+MONTHS_DAYS = 30 * (MAX_PERIODS - 2)  # a span of days that holds fewer than MAX_PERIODS months
 MAX_POINTS = 20_000  # versions × periods
 DRIFT_TYPES = NUMERIC_TYPES | {"string", "bool"}
 # 1/p with p <= 1: anything else (a device's bug or a forgery) is left out and counted, not trusted.
@@ -755,6 +756,14 @@ def build_report(
     lasts = [row["last_at"] for row in summary if row["last_at"] is not None]
     if firsts and lasts:
         first, last = min(firsts), max(lasts)
+        if bucket == "auto" and since is None and (last - first).days > MONTHS_DAYS:
+            # Devices date their rows (year 1, year 9999): without a --since the series is the latest months to now.
+            end = min(last, until or now or datetime.now(UTC))
+            start = max(first, end - timedelta(days=MONTHS_DAYS))
+            report.notes.append(
+                f"the data spans {first.date()} to {last.date()}, more than {MAX_PERIODS} months: the series over time "
+                f"shows {start.date()} to {end.date()} (give --since and --until, or since and until, for another span)")
+            first, last = start, end
         report.over_time = _over_time(schema, rows, task, choose_period(bucket, first, last), first, last)
     if bad_weights:
         report.notes.append(f"{bad_weights} predictions with a sample_weight that is not a finite number >= 1 were left out")

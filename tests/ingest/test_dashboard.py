@@ -19,6 +19,7 @@ from edgeloop.collector.config import SpoolSettings
 from edgeloop.collector.spool import Spool
 from edgeloop.ingest.dashboard import MAX_DROP_REASONS_SHOWN, OTHER_REASONS, Dashboard, version_key
 from edgeloop.ingest.dashboard_html import MAX_VERSIONS_SHOWN
+from edgeloop.ingest.report import MAX_PERIODS
 from edgeloop.ingest.session import COOKIE, Sessions
 from edgeloop.schemas import EXAMPLES_DIR, ModelSchema, SchemaRegistry
 from hypothesis import given, settings
@@ -510,3 +511,28 @@ async def test_a_device_sending_many_versions_leaves_the_pages_their_size(server
             assert f"{500 - MAX_VERSIONS_SHOWN} more versions" in text, path
         async with session.get(f"{server.url}/v1/dashboard/data") as response:
             assert len((await response.json())["coverage"]) == 500
+
+
+async def test_one_device_dating_rows_at_year_1_and_9999_leaves_the_default_report_page_drawable(server, tmp_path, vibration):
+    """With labelled predictions created in years 1, now and 9999, the default field-performance page answers 200 with
+    a series of at most 400 months ending this month, and says so (it was 400: "more than 400 months")."""
+    token = await server.add_device("pump-1")
+    for index, start in enumerate((datetime(1, 1, 2, tzinfo=UTC), NOW - timedelta(hours=2), datetime(9999, 12, 30, tzinfo=UTC))):
+        table, ids = make_table(vibration, predictions=2, start=start)
+        feedback, _ = make_table(vibration, feedback=[(ids[0], "normal", start + timedelta(seconds=5))], start=start)
+        for name, rows in (("p", table), ("f", feedback)):
+            status, receipt, _ = await server.put(*seal(tmp_path / f"{name}{index}", vibration, rows), token)
+            assert status == 201, receipt
+    headers = {"Authorization": f"Bearer {viewer_token(server)}"}
+    async with server.session.get(f"{server.url}/v1/dashboard/report/vibration", headers=headers) as response:
+        assert response.status == 200, await response.text()
+        report = await response.json()
+    periods = report["over_time"]["periods"]
+    assert len(periods) <= MAX_PERIODS and periods[-1] == NOW.date().replace(day=1).isoformat()
+    assert any("more than 400 months" in note for note in report["notes"])
+    async with aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True)) as session:
+        assert (await login(server, session, viewer_token(server))).status == 303
+        async with session.get(f"{server.url}/dashboard/report?model=vibration") as page:
+            assert page.status == 200, await page.text()
+        async with session.get(f"{server.url}/dashboard/report?model=vibration&bucket=day") as page:
+            assert page.status == 400  # a period the sender chose still has its bound
