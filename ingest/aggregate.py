@@ -190,7 +190,7 @@ DEVICE_HEALTH = Aggregate("device_health", (("device", "VARCHAR"),), (
     Value("last_seen_at", TSTZ, "max"),
     Value("statuses", "BIGINT", "sum", not_null=True, default="0"),
     *(_latest_status(name, type_) for name, type_ in _STATUS_FIELDS),
-    Value("dropped", "BIGINT", "sum", not_null=True, default="0"),
+    Value("dropped", "BIGINT", "sum", cap=MAX_COUNT, not_null=True, default="0"),
     Value("last_upload_at", TSTZ, "max"),
     Value("batches", "BIGINT", "sum", not_null=True, default="0"),
     Value("rows", "BIGINT", "sum", not_null=True, default="0"),

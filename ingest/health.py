@@ -29,7 +29,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from edgeloop.errors import BatchRejected
-from edgeloop.ingest.aggregate import DEVICE_HEALTH, DEVICE_REFUSALS, LANDED_DAILY, STATUS_FIELDS, dropped_after, on_lake
+from edgeloop.ingest.aggregate import DEVICE_HEALTH, DEVICE_REFUSALS, LANDED_DAILY, MAX_COUNT, STATUS_FIELDS, dropped_after, on_lake
 from edgeloop.schemas.device_status import DeviceStatus
 
 __all__ = ["HEALTH_TABLES", "Refusals", "create_sql", "ensure_tables", "note_deleted", "note_landed", "prune_statuses", "store_status"]
@@ -196,7 +196,7 @@ def store_status(
         return 200, _receipt(status.status_id, device, earlier["received_at"], earlier["clock_offset_s"], "already_stored")
     offset_s = (received_at - status.sent_at).total_seconds()
     sync, spool = status.sync, status.spool
-    dropped = sum(status.drops.values())
+    dropped = min(sum(status.drops.values()), MAX_COUNT)  # each reason may count 2^62: their sum would overflow BIGINT
     document = orjson.dumps(status.model_dump(mode="json")).decode()
     con.execute(
         "INSERT INTO device_status VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",

@@ -13,6 +13,7 @@ import pytest
 import uuid_utils
 
 from edgeloop.ingest.app import STORE
+from edgeloop.ingest.aggregate import MAX_COUNT
 from edgeloop.ingest.fleet import StoreReader, device_detail, fleet_overview, fleet_summary, versions
 from edgeloop.ingest.health import prune_statuses
 from tests.ingest.conftest import make_table, seal
@@ -81,6 +82,20 @@ async def test_a_status_is_stored_as_history_and_the_device_is_alive(server):
     assert detail["status"]["status_id"] == second["status_id"] and len(detail["recent_statuses"]) == 2
     assert detail["status"]["models"][0]["versions"] == ["2.1.0", "2.0.0"]
     assert device_detail(reader(server), "nobody", now, server.config.fleet) is None
+
+
+async def test_drop_counts_at_their_bound_saturate_instead_of_failing_the_status(server):
+    """Each reason may count up to 2^62, so a status's total and a device's running total saturate at the drop cap, never a 500."""
+    token = await server.add_device("pump-1")
+    huge = {f"reason_{index}": 2**62 for index in range(4)}
+    code, body = await put_status(server, token, status_document(drops=huge))
+    assert code == 201, body
+    await asyncio.sleep(1.05)  # fleet.min_status_interval_s
+    assert (await put_status(server, token, status_document(drops=huge)))[0] == 201
+    rows = await server.sql("SELECT max(dropped) AS most FROM device_status")
+    assert rows[0]["most"] == MAX_COUNT
+    pump = fleet_overview(reader(server), datetime.now(UTC), server.config.fleet).to_pylist()[0]
+    assert pump["dropped"] == MAX_COUNT and pump["statuses"] == 2
 
 
 async def test_a_retried_status_is_idempotent_and_a_reused_id_with_other_content_conflicts(server):
