@@ -32,7 +32,7 @@ from typing import Any
 from edgeloop.ingest.admin import LocalAdmin
 from edgeloop.ingest.config import FleetSettings
 from edgeloop.ingest.fleet import device_detail, fleet_overview, fleet_summary, versions
-from edgeloop.ingest.store import connect
+from edgeloop.ingest.connection import connect
 
 __all__ = ["generate", "main", "measure"]
 

@@ -9,41 +9,43 @@ Both backends speak the ``Admin`` protocol and pass the same tests.
 
 from __future__ import annotations
 
-import http.client
 import itertools
 import json
 import os
-import ssl
 import threading
-import urllib.error
 import urllib.parse
-import urllib.request
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import duckdb
-import pyarrow as pa
 
 from edgeloop.errors import AuthError, DatabaseInUse, IngestError, QueryFailed, QueryRefused, QueryTooExpensive, StoreClosed, StoreError
-from edgeloop.ingest.auth import DeviceRegistry, admin_token
-from edgeloop.ingest.config import IngestConfig, StoreSettings
-from edgeloop.ingest.catalog import Catalog
+from edgeloop.ingest.connection import connect
 from edgeloop.ingest.export import ResultStream, exported_select
-from edgeloop.ingest.policies import PolicyBook
 from edgeloop.ingest.query import check_query, readable, run_query, stream_query, translate_errors
-from edgeloop.ingest.compaction import compact_file
-from edgeloop.ingest.deletion import Deletion, apply
-from edgeloop.ingest.label_import import LabelRow, land_labels
-from edgeloop.ingest.legacy import Finding, legacy_values
-from edgeloop.ingest.store import connect, load_catalog, register_schema
-from edgeloop.schemas.model_schema import ModelSchema
+
+# What only some commands use (Arrow, the schema models, the writer's modules, HTTP) is imported where it is used:
+# `sql` and `export` to a file start with DuckDB alone.
+if TYPE_CHECKING:
+    import urllib.error
+
+    import pyarrow as pa
+
+    from edgeloop.ingest.catalog import Catalog
+    from edgeloop.ingest.config import IngestConfig, StoreSettings
+    from edgeloop.ingest.deletion import Deletion
+    from edgeloop.ingest.label_import import LabelRow
+    from edgeloop.ingest.legacy import Finding
 
 __all__ = ["Admin", "LocalAdmin", "RemoteAdmin", "open_admin"]
+
+FINGERPRINTS_SQL = "SELECT model, schema_fingerprint FROM models ORDER BY model"
 
 
 class Admin(Protocol):
     def query(self, sql: str, params: Sequence[Any] = ()) -> pa.Table: ...
+    def fingerprints(self) -> dict[str, str]: ...
     def stream(self, sql: str, params: Sequence[Any] = (), *, export: bool = False) -> ResultStream: ...
     def add_device(self, name: str) -> str: ...
     def revoke_device(self, name: str) -> None: ...
@@ -120,6 +122,11 @@ class LocalAdmin:
     def query(self, sql: str, params: Sequence[Any] = ()) -> pa.Table:
         return run_query(self._con, sql, params, timeout_s=self._timeout_s)
 
+    def fingerprints(self) -> dict[str, str]:
+        """Each landed model's schema fingerprint, by name (without Arrow: an export's COPY needs none)."""
+        with translate_errors(None):
+            return dict(self._con.execute(FINGERPRINTS_SQL).fetchall())
+
     def stream(self, sql: str, params: Sequence[Any] = (), *, export: bool = False) -> ResultStream:
         """The rows as DuckDB produces them; an export is not stopped by ``sql_timeout_s``."""
         checked = check_query(self._con, sql)
@@ -150,32 +157,52 @@ class LocalAdmin:
         return result
 
     def add_device(self, name: str) -> str:
+        from edgeloop.ingest.auth import DeviceRegistry
+
         return self._write(lambda con: DeviceRegistry.add(con, name))
 
     def revoke_device(self, name: str) -> None:
+        from edgeloop.ingest.auth import DeviceRegistry
+
         self._write(lambda con: DeviceRegistry.revoke(con, name))
 
     def push_schema(self, text: str, source: str) -> dict[str, Any]:
+        from edgeloop.ingest.store import register_schema
+        from edgeloop.schemas.model_schema import ModelSchema
+
         schema = ModelSchema.from_toml(text, source=source)
         return self._write(lambda con: register_schema(con, schema, lake=self._lake is not None))
 
     def catalog(self) -> Catalog:
+        from edgeloop.ingest.store import load_catalog
+
         return load_catalog(self._con, adopt=False)
 
     def legacy_values(self) -> list[Finding]:
         """What an earlier version stored that today's checks refuse (``ingest/legacy.py``)."""
+        from edgeloop.ingest.legacy import legacy_values
+
         with translate_errors(None):
             return legacy_values(self._con)
 
     def set_policy(self, model: str, text: str, source: str, devices: str | None, tag: str | None) -> dict[str, Any]:
+        from edgeloop.ingest.policies import PolicyBook
+
         return self._write(lambda con: PolicyBook.set(con, self.catalog(), model, text, source=source, devices=devices, tag=tag))
 
     def rollback_policy(self, model: str, to: int | None) -> dict[str, Any]:
+        from edgeloop.ingest.policies import PolicyBook
+
         return self._write(lambda con: PolicyBook.rollback(con, self.catalog(), model, to))
 
     def tag_device(self, name: str, add: list[str], remove: list[str]) -> dict[str, Any]:
+        from edgeloop.ingest.policies import PolicyBook
+
         return self._write(lambda con: PolicyBook.tag(con, name, add, remove))
+
     def import_labels(self, model: str, source: str, tag: str, rows: list[LabelRow]) -> dict[str, Any]:
+        from edgeloop.ingest.label_import import land_labels
+
         schema = self.catalog().latest(model)
         if schema is None:
             raise StoreError(f"no model named {model!r} is registered")
@@ -184,6 +211,9 @@ class LocalAdmin:
 
     def delete(self, deletion: Deletion, *, execute: bool, by: str) -> dict[str, Any]:
         """Count or delete; a deletion then rewrites the file (this process holds it alone)."""
+        from edgeloop.ingest.compaction import compact_file
+        from edgeloop.ingest.deletion import apply
+
         catalog = self.catalog()
         result = self._write(lambda con: apply(con, deletion, catalog, execute=execute, by=by))
         if execute and self._lake is not None:
@@ -214,14 +244,19 @@ class RemoteAdmin:
         self.url = url.rstrip("/")
         self._token = token
         self._timeout_s = timeout_s
-        self._context: ssl.SSLContext | None = None
+        self._context = None
         if self.url.startswith("https://"):
+            import ssl
+
             self._context = ssl.create_default_context(cafile=str(ca_file) if ca_file else None)
             if ca_file:
                 # Trusting exactly the server's own certificate pins it; its name need not match the URL.
                 self._context.check_hostname = False
 
     def _open(self, method: str, path: str, payload: Any = None, *, raw: bytes | None = None) -> Any:
+        import urllib.error
+        import urllib.request
+
         data = raw if raw is not None else json.dumps(payload).encode() if payload is not None else None
         request = urllib.request.Request(
             self.url + path,
@@ -245,14 +280,23 @@ class RemoteAdmin:
             return response.headers.get_content_type(), response.read()
 
     def query(self, sql: str, params: Sequence[Any] = ()) -> pa.Table:
+        import pyarrow as pa
+
         result = self.stream(sql, params)
         try:
             return readable(pa.Table.from_batches(list(result.batches), schema=result.schema), sql)
         finally:
             result.close()
 
+    def fingerprints(self) -> dict[str, str]:
+        return {row["model"]: row["schema_fingerprint"] for row in self.query(FINGERPRINTS_SQL).to_pylist()}
+
     def stream(self, sql: str, params: Sequence[Any] = (), *, export: bool = False) -> ResultStream:
         """Read the server's Arrow stream batch by batch; its last message says whether the rows were cut."""
+        import http.client
+
+        import pyarrow as pa
+
         response = self._open("POST", "/v1/sql", {"sql": sql, "params": list(params), "export": export})
         try:
             reader = pa.ipc.open_stream(response)
@@ -297,6 +341,8 @@ class RemoteAdmin:
         self._request("DELETE", f"/v1/devices/{urllib.parse.quote(name, safe='')}")
 
     def push_schema(self, text: str, source: str) -> dict[str, Any]:
+        from edgeloop.schemas.model_schema import ModelSchema
+
         ModelSchema.from_toml(text, source=source)  # a bad file fails here, naming the file
         _, body = self._request("POST", "/v1/schemas", raw=text.encode())
         return json.loads(body)
@@ -313,6 +359,9 @@ class RemoteAdmin:
         return json.loads(self._request("POST", f"/v1/devices/{urllib.parse.quote(name, safe='')}/tags", payload)[1])
 
     def catalog(self) -> Catalog:
+        from edgeloop.ingest.catalog import Catalog
+        from edgeloop.schemas.model_schema import ModelSchema
+
         _, body = self._request("GET", "/v1/schemas")
         return Catalog(ModelSchema.from_canonical_json(json.dumps(entry["schema"])) for entry in json.loads(body)["schemas"])
 
@@ -372,5 +421,7 @@ def open_admin(config: IngestConfig, *, url: str | None = None, token_file: Path
                               write_to=write_to, max_value_bytes=config.limits.max_value_bytes)
         except DatabaseInUse:
             url = config.server.url
+    from edgeloop.ingest.auth import admin_token
+
     token = admin_token(token_file or config.server.admin_token_file)
     return RemoteAdmin(url, token, ca_file=ca_file or config.server.tls_cert_file)

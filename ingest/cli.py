@@ -24,7 +24,6 @@ Errors print one line on stderr and exit non-zero.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import csv
 import errno
 import getpass
@@ -33,25 +32,25 @@ import importlib.util
 import json
 import logging
 import os
-import signal
 import socket
 import sys
 import tempfile
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 if importlib.util.find_spec("duckdb") is None:  # a device install: the server extra is left out
     sys.exit("edgeloop-ingest: DuckDB is not installed; the server needs: pip install 'edgeloop[server]'")
 
-import orjson  # noqa: E402
-import pyarrow as pa  # noqa: E402
+import orjson
 
 from edgeloop import __version__
+from edgeloop.durable import write_durably
 from edgeloop.errors import ConfigError, EdgeloopError
 from edgeloop.ingest.admin import Admin, LocalAdmin, open_admin
-from edgeloop.ingest.catalog import diff
-from edgeloop.ingest.config import EXAMPLE_CONFIG, UNIT_FILE, IngestConfig, ServerSettings
+from edgeloop.ingest.choices import GROUPINGS, IMPORT_FORMATS, ORDERS, PERIODS, QUEUE_FORMATS, REPORT_FORMATS, STATES
+from edgeloop.ingest.connection import quote
 from edgeloop.ingest.export import (
     FORMATS,
     STDOUT,
@@ -63,20 +62,15 @@ from edgeloop.ingest.export import (
     training_query,
     write_result,
 )
-from edgeloop.ingest.policies import POLICY_ROWS_SQL, TAG_ROWS_SQL, PolicyIndex
-from edgeloop.ingest.fleet import STATES, device_detail, devices, fleet_overview, versions
-from edgeloop.ingest.fleet_view import device_text, fleet_table
-from edgeloop.ingest.deletion import Deletion
-from edgeloop.ingest.label_import import IMPORT_FORMATS, read_labels
-from edgeloop.ingest.label_queue import ORDERS, QUEUE_FORMATS, queue_query, write_tasks
-from edgeloop.ingest.report import GROUPINGS, PERIODS, build_report, declare, model_schema
-from edgeloop.ingest.report_view import REPORT_FORMATS, render_report
-from edgeloop.durable import write_durably
-from edgeloop.ingest.store import quote, table_columns
-from edgeloop.times import utc_time
-from edgeloop.schemas.model_schema import load_schema_file
-from edgeloop.logs import configure_logging
 from edgeloop.pipe import closed_pipe_exit
+from edgeloop.times import utc_time
+
+# Each command imports the rest where it runs: `sql` and `export` to a file start with DuckDB and the config alone,
+# without Arrow, aiohttp or the report and fleet modules (tests/test_layering.py holds them to it).
+if TYPE_CHECKING:
+    import pyarrow as pa
+
+    from edgeloop.ingest.config import IngestConfig, ServerSettings
 
 __all__ = ["main"]
 
@@ -322,6 +316,8 @@ def _positive(text: str) -> int:
 
 
 def _config(args: argparse.Namespace) -> IngestConfig:
+    from edgeloop.ingest.config import IngestConfig
+
     named = args.config or os.environ.get("EDGELOOP_INGEST_CONFIG")
     path = Path(named) if named else DEFAULT_CONFIG
     if not named and args.db and not path.exists():
@@ -364,6 +360,9 @@ def _check_can_listen(server: ServerSettings) -> None:
 
 async def _serve(config: IngestConfig) -> None:
     # The server's parts are imported here: an export or a query starts without aiohttp's import time.
+    import asyncio
+    import signal
+
     from aiohttp import web
 
     from edgeloop.ingest.app import create_app, create_runner, ssl_context
@@ -458,6 +457,8 @@ def _leave_after_read(args: argparse.Namespace) -> None:
 
 def _run(args: argparse.Namespace) -> int:
     if args.command == "init-config":
+        from edgeloop.ingest.config import EXAMPLE_CONFIG, UNIT_FILE
+
         sys.stdout.write((UNIT_FILE if args.systemd else EXAMPLE_CONFIG).read_text(encoding="utf-8"))
         return 0
     config = _config(args)
@@ -465,6 +466,10 @@ def _run(args: argparse.Namespace) -> int:
         print(_check_config(config))
         return 0
     if args.command == "serve":
+        import asyncio
+
+        from edgeloop.logs import configure_logging
+
         os.umask(os.umask(0o027) | 0o027)  # files DuckDB creates later (WAL, temp) stay out of others' reach
         configure_logging(config.server.log_level, json=config.server.log_json)
         asyncio.run(_serve(config))
@@ -485,6 +490,8 @@ def _run(args: argparse.Namespace) -> int:
             elif args.action == "show":
                 _show_device(admin, config, args)
             else:
+                from edgeloop.ingest.fleet import devices
+
                 _write(ResultStream.of(devices(admin, datetime.now(UTC), config.fleet)), args.format, args.out)
         finally:
             admin.close()
@@ -512,21 +519,28 @@ def _run(args: argparse.Namespace) -> int:
     try:
         if args.command == "sql":
             query = sys.stdin.read() if args.query == "-" else args.query
-            fingerprints = _fingerprints(admin) if args.format == "parquet" else {}
+            fingerprints = admin.fingerprints() if args.format == "parquet" else {}
             _emit(admin, query, [], args.format, args.out, fingerprints, export=False)
             _leave_after_read(args)
         elif args.command == "export":
-            fingerprints = _fingerprints(admin)
+            fingerprints = admin.fingerprints()
             if args.model not in fingerprints:
                 known = ", ".join(sorted(fingerprints)) or "none"
                 raise EdgeloopError(f"no model named {args.model!r} has landed (known: {known})")
-            truth = model_schema(admin, args.model).truth_field if args.labeled_only else None
+            truth = None
+            if args.labeled_only:
+                from edgeloop.ingest.report import model_schema
+
+                truth = model_schema(admin, args.model).truth_field
             sql, params = training_query(args.model, since=args.since, until=args.until, labeled_only=args.labeled_only,
                                          truth=truth)
             rows = _emit(admin, sql, params, args.format, args.out, fingerprints, export=True, model=args.model)
             print(f"exported {rows} rows of {args.model} to {'stdout' if args.out == STDOUT else args.out}", file=sys.stderr)
             _leave_after_read(args)
         elif args.command == "fleet":
+            from edgeloop.ingest.fleet import fleet_overview, versions
+            from edgeloop.ingest.fleet_view import fleet_table
+
             if args.versions:
                 _write(ResultStream.of(versions(admin, since=args.since)), args.format, args.out)
             else:
@@ -534,6 +548,9 @@ def _run(args: argparse.Namespace) -> int:
                 table = fleet_overview(admin, datetime.now(UTC), config.fleet, states=states or None)
                 _write(ResultStream.of(fleet_table(table) if args.format == "table" else table), args.format, args.out)
         elif args.command == "report":
+            from edgeloop.ingest.report import build_report, declare, model_schema
+            from edgeloop.ingest.report_view import render_report
+
             schema = declare(model_schema(admin, args.model), prediction=args.prediction, truth=args.truth,
                              confidence=args.confidence, task=args.task)
             result = build_report(
@@ -552,6 +569,8 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _policy(args: argparse.Namespace, config: IngestConfig) -> int:
+    from edgeloop.ingest.policies import POLICY_ROWS_SQL, TAG_ROWS_SQL, PolicyIndex
+
     admin = _admin(args, config, write=args.action in ("set", "rollback"))
     try:
         if args.action == "set":
@@ -595,6 +614,9 @@ def _target(receipt: dict) -> str:
 
 
 def _show_device(admin: Admin, config: IngestConfig, args: argparse.Namespace) -> None:
+    from edgeloop.ingest.fleet import device_detail
+    from edgeloop.ingest.fleet_view import device_text
+
     detail = device_detail(admin, args.name, datetime.now(UTC), config.fleet, history=args.history)
     if detail is None:
         raise EdgeloopError(f"no device named {args.name!r} (see `edgeloop-ingest devices list`)")
@@ -642,6 +664,12 @@ def _migrate_check(config: IngestConfig) -> int:
 
 
 def _schemas(args: argparse.Namespace, config: IngestConfig) -> int:
+    import pyarrow as pa
+
+    from edgeloop.ingest.catalog import diff
+    from edgeloop.ingest.store import table_columns
+    from edgeloop.schemas.model_schema import load_schema_file
+
     admin = _admin(args, config, write=args.action == "push")
     try:
         if args.action == "push":
@@ -699,6 +727,10 @@ def _schemas(args: argparse.Namespace, config: IngestConfig) -> int:
 
 
 def _label_queue(args: argparse.Namespace, config: IngestConfig) -> int:
+    import pyarrow as pa
+
+    from edgeloop.ingest.label_queue import queue_query, write_tasks
+
     admin = _admin(args, config)
     try:
         schema = admin.catalog().latest(args.model)
@@ -720,6 +752,8 @@ def _label_queue(args: argparse.Namespace, config: IngestConfig) -> int:
 
 
 def _feedback_import(args: argparse.Namespace, config: IngestConfig) -> int:
+    from edgeloop.ingest.label_import import read_labels
+
     admin = _admin(args, config, write=True)
     try:
         catalog = admin.catalog()
@@ -764,6 +798,8 @@ def _model_of(path: Path, fmt: str) -> str:
 
 
 def _delete(args: argparse.Namespace, config: IngestConfig) -> int:
+    from edgeloop.ingest.deletion import Deletion
+
     hashed = None
     if args.where_hashed is not None:
         field, sep, value = args.where_hashed.partition("=")
@@ -842,11 +878,6 @@ def _write(result: ResultStream, fmt: str, out: Path | None, *, metadata: dict[s
 def _shows_progress(out: Path | None) -> bool:
     """Progress goes to a terminal, and only while the rows go somewhere else."""
     return out is not None and out != STDOUT and sys.stderr.isatty()
-
-
-def _fingerprints(admin: Admin) -> dict[str, str]:
-    rows = admin.query("SELECT model, schema_fingerprint FROM models ORDER BY model").to_pylist()
-    return {row["model"]: row["schema_fingerprint"] for row in rows}
 
 
 def _footer(query: str, params: list, fingerprints: dict[str, str], tables: frozenset[str]) -> dict[str, str]:

@@ -24,7 +24,7 @@ import orjson
 from edgeloop.errors import BatchRejected
 from edgeloop.ingest import health, tallies
 from edgeloop.ingest.catalog import Catalog
-from edgeloop.ingest.store import quote
+from edgeloop.ingest.connection import quote
 from edgeloop.times import bounded
 from edgeloop.schemas.model_schema import NAME_PATTERN
 

@@ -16,19 +16,20 @@ from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from decimal import Decimal
 from pathlib import Path
-from typing import Any, BinaryIO, Literal
+from typing import TYPE_CHECKING, Any, BinaryIO, Literal
 
 import duckdb
 import orjson
-import pyarrow as pa
-import pyarrow.compute as pc
 
 from edgeloop.durable import fsync_dir
 from edgeloop.errors import EdgeloopError, QueryFailed
+from edgeloop.ingest.connection import quote
 from edgeloop.ingest.query import UHUGEINT_TEXT, text_columns
-from edgeloop.ingest.store import quote
-from edgeloop.schemas.model_schema import NAME_PATTERN
+from edgeloop.schemas.names import NAME_PATTERN
 from edgeloop.units import printable
+
+if TYPE_CHECKING:
+    import pyarrow as pa
 
 __all__ = [
     "FORMATS",
@@ -75,6 +76,7 @@ class ResultStream:
 
     def reader(self, on_batch: Callable[[pa.RecordBatch], None] | None = None) -> pa.RecordBatchReader:
         """The batches as a RecordBatchReader (what DuckDB scans), calling ``on_batch`` for each."""
+        import pyarrow as pa  # here and below: an export DuckDB writes itself (COPY) loads no Arrow
 
         def counted() -> Iterator[pa.RecordBatch]:
             for batch in self.batches:
@@ -369,6 +371,8 @@ def _literal(text: str) -> str:
 
 def json_rows(batch: pa.RecordBatch) -> list[dict[str, Any]]:
     """A batch's rows as dicts of JSON-ready values; what Python cannot hold is spelt as DuckDB does."""
+    import pyarrow as pa
+
     columns: list[list[Any]] = []
     for spec, column in zip(batch.schema, batch.columns):
         if spec.metadata == UHUGEINT_TEXT:  # digits of a UHUGEINT: a number where it fits 64 bits, as a HUGEINT is
@@ -388,11 +392,16 @@ def json_rows(batch: pa.RecordBatch) -> list[dict[str, Any]]:
 
 def _end_of_day(column: pa.Array) -> bool:
     """Whether a time column holds 24:00:00, which DuckDB's TIME allows and no Python time can be."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
     unit = {"s": 1, "ms": 1_000, "us": 1_000_000, "ns": 1_000_000_000}[column.type.unit]
     return bool(pc.any(pc.greater_equal(column.cast(pa.int64()), 86_400 * unit)).as_py())
 
 
 def _as_text(column: pa.Array) -> list[str | None]:
+    import pyarrow as pa
+
     con = duckdb.connect()
     try:
         return [row[0] for row in con.from_arrow(pa.table({"v": column})).select("v::VARCHAR").fetchall()]
@@ -425,6 +434,8 @@ def json_default(value: Any) -> Any:
         return value.astimezone(UTC).isoformat() if value.tzinfo else value.isoformat()
     if isinstance(value, date):
         return value.isoformat()
+    import pyarrow as pa
+
     if isinstance(value, pa.MonthDayNano):
         return interval_text(value)
     if isinstance(value, Decimal):
@@ -472,10 +483,16 @@ def _cell(value: Any) -> str:
 def _text(value: Any) -> str:
     if value is None:
         return ""
+    if isinstance(value, str):
+        return value
     if isinstance(value, datetime):
         return value.astimezone(UTC).isoformat(timespec="seconds") if value.tzinfo else value.isoformat(timespec="seconds")
     if isinstance(value, float):
         return f"{value:.6g}"
+    if isinstance(value, int):
+        return str(value)
+    import pyarrow as pa  # after the common cases: a table cell is formatted once per shown value
+
     if isinstance(value, pa.MonthDayNano):
         return interval_text(value)
     if isinstance(value, (list, dict, tuple)):

@@ -26,6 +26,7 @@ from typing import Any, Protocol
 import orjson
 import pyarrow as pa
 
+from edgeloop.ingest.choices import STATES
 from edgeloop.ingest.config import FleetSettings
 from edgeloop.ingest.query import CheckedQuery, readable, run_query, stream_query
 from edgeloop.ingest.store import Store, arrow_rows
@@ -40,8 +41,6 @@ __all__ = [
     "fleet_summary",
     "versions",
 ]
-
-STATES = ("ok", "late", "failing", "silent", "never_seen", "revoked")
 
 
 class Reader(Protocol):

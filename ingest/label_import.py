@@ -27,14 +27,15 @@ import pyarrow as pa
 
 from edgeloop.errors import BatchRejected, EdgeloopError
 from edgeloop.ingest import tallies
+from edgeloop.ingest.choices import IMPORT_FORMATS
 from edgeloop.ingest.aggregate import on_lake
-from edgeloop.ingest.store import add_feedback_column, quote
+from edgeloop.ingest.connection import quote
+from edgeloop.ingest.store import add_feedback_column
 from edgeloop.times import utc_time
 from edgeloop.schemas.model_schema import FieldSpec, ModelSchema
 
 __all__ = ["IMPORT_FORMATS", "LABEL_NAMESPACE", "MAX_ROWS", "LabelRow", "land_labels", "read_labels"]
 
-IMPORT_FORMATS = ("label-studio", "jsonl", "csv")
 MAX_ROWS = 50_000  # per call: the CLI sends a big file in parts of this many rows
 MAX_FILE_BYTES = 1024 * 1024 * 1024
 LABEL_NAMESPACE = uuid.UUID("5b0c3c4e-8f53-4d36-9a3f-2f1d7e0c4a11")

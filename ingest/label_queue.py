@@ -28,13 +28,12 @@ import pyarrow as pa
 
 from edgeloop.durable import write_durably
 from edgeloop.errors import EdgeloopError, QueryFailed
-from edgeloop.ingest.store import quote
+from edgeloop.ingest.choices import ORDERS, QUEUE_FORMATS
+from edgeloop.ingest.connection import quote
 from edgeloop.schemas.model_schema import ModelSchema
 
 __all__ = ["ORDERS", "QUEUE_FORMATS", "label_config", "queue_query", "write_tasks"]
 
-QUEUE_FORMATS = ("label-studio", "jsonl", "csv")
-ORDERS = ("oldest", "uncertainty")
 STRATEGY_COLUMN = "sampled_by"
 _MAGIC = ((b"\xff\xd8\xff", ".jpg"), (b"\x89PNG\r\n\x1a\n", ".png"), (b"GIF8", ".gif"), (b"RIFF", ".webp"))
 

@@ -42,7 +42,8 @@ from edgeloop.ingest.config import StoreSettings
 from edgeloop.ingest import health, tallies
 from edgeloop.ingest.aggregate import AGGREGATES
 from edgeloop.ingest.store import BOOTSTRAP as STORE_BOOTSTRAP
-from edgeloop.ingest.store import Store, _configure, _Job, load_catalog, quote, server_memory_limit_bytes
+from edgeloop.ingest.connection import configure, quote
+from edgeloop.ingest.store import Store, _Job, load_catalog, server_memory_limit_bytes
 from edgeloop.schemas.model_schema import ModelSchema
 
 __all__ = ["Claims", "LakeStore", "attach_sql", "compact", "connect_lake", "extension_path", "files_in_lake", "migrate"]
@@ -144,7 +145,7 @@ def connect_lake(
     # Only the lake's own files (and an export's one file) can be read or written by SQL from here on.
     allowed = [settings.data_path if settings.on_s3 else str(Path(settings.data_path or "").absolute()) + "/"]
     con.execute(f"SET allowed_directories = [{', '.join(_literal(path) for path in allowed)}]")
-    _configure(con, threads, read_only=read_only, write_to=write_to, lake=True, memory_limit_bytes=memory_limit_bytes)
+    configure(con, threads, read_only=read_only, write_to=write_to, lake=True, memory_limit_bytes=memory_limit_bytes)
     return con
 
 
@@ -467,7 +468,8 @@ def migrate(db_path: Path, settings: StoreSettings) -> dict[str, int]:
     The ledger comes along, so a device retrying a batch that landed before the move gets its 200.
     Returns the rows copied per table; refuses a lake that already holds batches.
     """
-    from edgeloop.ingest.store import connect, register_schema
+    from edgeloop.ingest.connection import connect
+    from edgeloop.ingest.store import register_schema
 
     source = connect(Path(db_path), read_only=True)
     if not settings.on_s3:

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import duckdb
 
 from edgeloop.ingest.aggregate import MAX_COUNT
-from edgeloop.ingest.store import quote
+from edgeloop.ingest.connection import quote
 from edgeloop.schemas.model_schema import MAX_INT32
 
 __all__ = ["Finding", "legacy_values"]

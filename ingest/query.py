@@ -6,7 +6,7 @@ views (or a CTE it defines); every function it calls must be in ``sql_functions`
 node of the tree must be of a kind this module knows. Anything else is refused before it
 runs, so a "SELECT" that calls ``enable_logging()``, ``checkpoint()`` or ``read_csv()``
 never reaches the executor. As defence in depth the connection itself runs with external
-access off, extensions off and its configuration locked (``store.connect``).
+access off, extensions off and its configuration locked (``connection.connect``).
 """
 
 from __future__ import annotations
@@ -14,20 +14,22 @@ from __future__ import annotations
 import difflib
 import logging
 import re
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import duckdb
 import orjson
-import pyarrow as pa
-import pyarrow.compute as pc
 
 from edgeloop.errors import QueryFailed, QueryRefused, QueryTooExpensive, StoreClosed
 from edgeloop.ingest.sql_functions import ALLOWED_FUNCTIONS, ALLOWED_TABLE_FUNCTIONS
 from edgeloop.times import EARLIEST_TIME_S, LATEST_TIME_S
+
+if TYPE_CHECKING:
+    import pyarrow as pa
 
 __all__ = [
     "DUCKDB_TYPE",
@@ -321,6 +323,8 @@ def run_query(
     con: duckdb.DuckDBPyConnection, sql: str, params: Sequence[Any] | None = None, *, timeout_s: float | None = None
 ) -> pa.Table:
     """Run one allowed SELECT and return its rows as Arrow; interrupted after ``timeout_s``."""
+    import pyarrow as pa  # here: a query written by DuckDB's own COPY (sql, export to a file) needs no Arrow
+
     batches = stream_query(con, sql, params, timeout_s=timeout_s)
     first = next(batches)
     return readable(pa.Table.from_batches([first, *batches], schema=first.schema), sql)
@@ -353,6 +357,9 @@ _TICKS_PER_S = {"s": 1, "ms": 1_000, "us": 1_000_000, "ns": 1_000_000_000}
 
 def _out_of_range(column: pa.Array | pa.ChunkedArray) -> pa.Array | pa.ChunkedArray | None:
     """A boolean mask of the column's times or dates outside years 1 to 9999 in UTC, or None if it has none (or holds none)."""
+    import pyarrow as pa  # here and below: a query DuckDB's own COPY writes to a file (sql, export) needs no Arrow
+    import pyarrow.compute as pc
+
     kind = column.type
     if pa.types.is_timestamp(kind):
         scale = _TICKS_PER_S[kind.unit]
@@ -374,6 +381,9 @@ def readable(table: pa.Table, sql: str) -> pa.Table:
     year 10000); read into Python they raise OverflowError, so one stored value would fail every
     page and command that reads its row. SQL (``/v1/sql``, ``sql``) still shows the value itself.
     """
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
     nulled: dict[str, int] = {}
     for index, name in enumerate(table.column_names):
         column = table.column(index)
@@ -400,6 +410,8 @@ def stream_query(
 
     The first item is always yielded (an empty batch for no rows) so the schema is known.
     """
+    import pyarrow as pa
+
     if checked is None or checked.sql != sql:
         checked = check_query(con, sql)
     expired = threading.Event()
@@ -463,6 +475,8 @@ def wide_as_text(
     kinds = dict(texts)
 
     def mark(schema: pa.Schema) -> pa.Schema:
+        import pyarrow as pa
+
         return pa.schema([field.with_metadata({DUCKDB_TYPE: kinds[field.name].encode()}) if field.name in kinds else field
                           for field in schema])
 
@@ -542,13 +556,15 @@ def _as_duckdb_error(exc: BaseException | None) -> duckdb.Error | None:
     """The DuckDB error ``exc`` is or carries in its message (from an Arrow reader); None if it is not DuckDB's or Arrow's."""
     if exc is None or isinstance(exc, duckdb.Error):
         return exc
-    if not isinstance(exc, (pa.ArrowException, OSError)):
+    arrow = sys.modules.get("pyarrow")  # not loaded (a COPY to a file): no error can be Arrow's
+    from_arrow = arrow is not None and isinstance(exc, arrow.ArrowException)
+    if not (from_arrow or isinstance(exc, OSError)):
         return None
     match = _DUCKDB_MESSAGE.match(str(exc).lstrip())
     if match is not None:
         return _SURFACED_KINDS.get(match.group(1), duckdb.Error)(str(exc))
     # Arrow's own complaint about a result it cannot hold is a failed query; another OSError is not ours to explain.
-    return duckdb.Error(str(exc)) if isinstance(exc, pa.ArrowException) else None
+    return duckdb.Error(str(exc)) if from_arrow else None
 
 
 def describe_error(exc: BaseException) -> str:

@@ -51,13 +51,13 @@ from pydantic import ValidationError
 
 from edgeloop.errors import EdgeloopError, QueryFailed
 from edgeloop.ingest.admin import Admin
-from edgeloop.ingest.store import quote
+from edgeloop.ingest.choices import GROUPINGS, PERIODS
+from edgeloop.ingest.connection import quote
 from edgeloop.times import EARLIEST
 from edgeloop.schemas.model_schema import NAME_PATTERN, NUMERIC_TYPES, ModelSchema
 
 __all__ = ["GROUPINGS", "PERIODS", "Report", "build_report", "model_schema"]
 
-GROUPINGS = ("model_version", "device", "none")
 Grouping = Literal["model_version", "device", "none"]
 Z95 = 1.959963984540054
 BUCKETS = 10
@@ -70,7 +70,6 @@ PSI_FLOOR = 1e-4  # an empty bin counts as this share, or PSI would be infinite
 MAX_CONFUSION_CELLS = 100_000
 MAX_VALUES = 1_000
 BOOTSTRAP_DRAWS = 1_000
-PERIODS = ("auto", "day", "week", "month")
 Period = Literal["auto", "day", "week", "month"]
 MAX_PERIODS = 400  # points on one line: more than a chart can show, so a narrower window or a longer period
 MONTHS_DAYS = 30 * (MAX_PERIODS - 2)  # a span of days that holds fewer than MAX_PERIODS months

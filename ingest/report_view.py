@@ -8,12 +8,12 @@ from typing import Any, Literal
 
 import orjson
 
+from edgeloop.ingest.choices import REPORT_FORMATS
 from edgeloop.ingest.report import Estimate, FieldDrift, Group, Report
 from edgeloop.units import printable
 
 __all__ = ["REPORT_FORMATS", "render_report"]
 
-REPORT_FORMATS = ("table", "json", "html")
 ReportFormat = Literal["table", "json", "html"]
 TEXT_CLASSES = 12  # per-class rows and confusion columns shown in a terminal; JSON and HTML have all
 

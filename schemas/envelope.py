@@ -5,19 +5,22 @@ Device-set columns travel in every sealed batch; landing columns are added by in
 
 from __future__ import annotations
 
-from typing import TypeVar
-
-import pyarrow as pa
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from edgeloop.errors import SchemaError
 
-T = TypeVar("T", pa.RecordBatch, pa.Table)
+# Arrow is imported where a batch is built or read: naming the columns (a config, a schema check) needs none.
+if TYPE_CHECKING:
+    import pyarrow as pa
+
+    ENVELOPE_COLUMNS: frozenset[str]  # every envelope and landing column's name (module __getattr__ below)
+
+T = TypeVar("T", "pa.RecordBatch", "pa.Table")
 
 __all__ = [
     "BATCH_METADATA_KEYS",
     "ENVELOPE_COLUMNS",
     "KINDS",
-    "LANDING_COLUMNS",
     "OPTIONAL_ENVELOPE",
     "envelope_arrow_fields",
     "landing_arrow_fields",
@@ -41,6 +44,8 @@ BATCH_METADATA_KEYS = {
 
 def envelope_arrow_fields() -> tuple[pa.Field, ...]:
     """Columns set on the device, in order, before the model's own fields."""
+    import pyarrow as pa
+
     return (
         pa.field("record_id", pa.uuid(), nullable=False),
         pa.field("kind", pa.string(), nullable=False),
@@ -61,6 +66,8 @@ OPTIONAL_ENVELOPE = ("sampled_by", "policy_version")
 
 def with_optional_columns(batch: T, schema: pa.Schema) -> T:
     """``batch`` with the optional envelope columns it lacks added as nulls, in ``schema``'s order."""
+    import pyarrow as pa
+
     missing = [name for name in OPTIONAL_ENVELOPE if batch.schema.get_field_index(name) < 0]
     if not missing:
         return batch
@@ -81,6 +88,7 @@ def with_declared_types(table: pa.Table, schema: pa.Schema) -> pa.Table:
     are left as read (a reader's dictionaries stay). A list column whose values are not the
     declared dim, or whose values are of another type, raises SchemaError naming it.
     """
+    import pyarrow as pa
     import pyarrow.compute as pc  # here, not at the top: 4 MB an idle agent would pay (it reads batches only to split or verify)
 
     for index, got in enumerate(table.schema):
@@ -109,6 +117,8 @@ def with_declared_types(table: pa.Table, schema: pa.Schema) -> pa.Table:
 
 def landing_arrow_fields() -> tuple[pa.Field, ...]:
     """Columns ingest adds when a batch lands."""
+    import pyarrow as pa
+
     return (
         pa.field("device", pa.string(), nullable=False),
         pa.field("batch_id", pa.string(), nullable=False),
@@ -117,6 +127,10 @@ def landing_arrow_fields() -> tuple[pa.Field, ...]:
     )
 
 
-ENVELOPE_COLUMNS = frozenset(f.name for f in envelope_arrow_fields()) | frozenset(
-    f.name for f in landing_arrow_fields()
-)
+def __getattr__(name: str) -> Any:
+    # ENVELOPE_COLUMNS is read from the Arrow fields on first use, so importing the envelope loads no Arrow.
+    if name == "ENVELOPE_COLUMNS":
+        value = frozenset(f.name for f in envelope_arrow_fields() + landing_arrow_fields())
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

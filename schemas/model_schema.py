@@ -37,16 +37,21 @@ import json
 import re
 import tomllib
 from collections.abc import Mapping
-from functools import cached_property
+from functools import cache, cached_property
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
-import pyarrow as pa
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from edgeloop.errors import SchemaError
-from edgeloop.schemas.envelope import ENVELOPE_COLUMNS, envelope_arrow_fields
+from edgeloop.schemas import envelope
+from edgeloop.schemas.names import NAME_PATTERN
 from edgeloop.settings import read_text
+
+# Arrow is imported where a schema becomes Arrow types: the agent's `status` reads its config (whose privacy
+# settings are a SchemaPrivacy) without it.
+if TYPE_CHECKING:
+    import pyarrow as pa
 
 __all__ = ["FieldSpec", "ModelSchema", "PrivacyRule", "RedactPattern", "SchemaPrivacy", "load_schema_file"]
 
@@ -58,19 +63,25 @@ NUMERIC_TYPES = frozenset({"int32", "int64", "float32", "float64"})
 FLOAT_TYPES = frozenset({"float32", "float64"})
 LABEL_TYPES = frozenset({"bool", "int32", "int64", "string"})
 TRUNCATE_UNITS = ("second", "minute", "hour", "day")
-NAME_PATTERN = re.compile(r"^[a-z][a-z0-9_]{0,62}\Z")  # \Z: "$" also matches before a final newline
 MAX_INT32 = 2**31 - 1  # the catalog stores versions as INTEGER; JSON and Arrow readers hold no more than 64 bits
 
-ARROW_TYPES: dict[str, pa.DataType] = {
-    "bool": pa.bool_(),
-    "int32": pa.int32(),
-    "int64": pa.int64(),
-    "float32": pa.float32(),
-    "float64": pa.float64(),
-    "string": pa.string(),
-    "timestamp": pa.timestamp("us", tz="UTC"),
-    "binary": pa.binary(),
-}
+
+
+@cache
+def arrow_types() -> dict[str, pa.DataType]:
+    """The Arrow type of each scalar field type."""
+    import pyarrow as pa
+
+    return {
+        "bool": pa.bool_(),
+        "int32": pa.int32(),
+        "int64": pa.int64(),
+        "float32": pa.float32(),
+        "float64": pa.float64(),
+        "string": pa.string(),
+        "timestamp": pa.timestamp("us", tz="UTC"),
+        "binary": pa.binary(),
+    }
 
 
 class PrivacyRule(BaseModel):
@@ -202,7 +213,7 @@ class FieldSpec(BaseModel):
     def _check_combination(self) -> FieldSpec:
         if not NAME_PATTERN.match(self.name):
             raise ValueError("field names are lower-case letters, digits and _ (starting with a letter)")
-        if self.name in ENVELOPE_COLUMNS:
+        if self.name in envelope.ENVELOPE_COLUMNS:
             raise ValueError(f"{self.name!r} is an envelope column and cannot be a field name")
         if self.type == "vector" and self.dim is None:
             raise ValueError("a vector field needs dim (its length)")
@@ -231,11 +242,13 @@ class FieldSpec(BaseModel):
     @property
     def arrow_type(self) -> pa.DataType:
         """The Arrow type of the stored column, after the privacy rule."""
+        import pyarrow as pa
+
         if self.privacy.action == "hash":
             return pa.string()
         if self.type == "vector":
             return pa.list_(pa.float32(), self.dim)
-        return ARROW_TYPES[self.type]
+        return arrow_types()[self.type]
 
     def canonical(self) -> dict[str, Any]:
         """What identifies this field in the fingerprint (descriptions do not count)."""
@@ -382,7 +395,9 @@ class ModelSchema(BaseModel):
     @cached_property
     def arrow_schema(self) -> pa.Schema:
         """The Arrow schema of a sealed batch: envelope columns, then stored fields."""
-        fields = list(envelope_arrow_fields())
+        import pyarrow as pa
+
+        fields = list(envelope.envelope_arrow_fields())
         fields.extend(pa.field(spec.name, spec.arrow_type, nullable=True) for spec in self.stored_fields)
         return pa.schema(fields)
 

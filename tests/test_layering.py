@@ -64,3 +64,60 @@ def test_the_ingest_command_without_duckdb_says_which_extra_to_install():
     assert done.stderr.strip().splitlines() == [
         "edgeloop-ingest: DuckDB is not installed; the server needs: pip install 'edgeloop[server]'"
     ]
+
+
+def loaded_by_command(tmp_path: Path, package: str, *args: str) -> set[str]:
+    """The top-level packages a fresh interpreter has loaded once one ``edgeloop-<package>`` command has run through."""
+    listing = tmp_path / "modules.txt"
+    code = (
+        "import sys\n"
+        f"from edgeloop.{package}.cli import main\n"
+        "try:\n"
+        f"    code = main({list(args)!r})\n"
+        "finally:\n"  # --help leaves main by SystemExit
+        f"    open({str(listing)!r}, 'w').write('\\n'.join({{n.partition('.')[0] for n, m in sys.modules.items() if m}}))\n"
+        "sys.exit(code)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, cwd=ROOT)
+    assert done.returncode == 0, done.stderr
+    return set(listing.read_text().split())
+
+
+@pytest.fixture
+def ingest_config(tmp_path: Path) -> Path:
+    """A config whose database has the vibration model registered (its tables and training view exist)."""
+    config = tmp_path / "ingest.toml"
+    config.write_text(f'[store]\ndb_path = "{tmp_path / "edgeloop.duckdb"}"\n')
+    pushed = subprocess.run(
+        [sys.executable, "-m", "edgeloop.ingest.cli", "schemas", "push", str(ROOT / "schemas/models/vibration.toml"),
+         "--config", str(config)],
+        capture_output=True, text=True, timeout=60, cwd=ROOT,
+    )
+    assert pushed.returncode == 0, pushed.stderr
+    return config
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["sql", "SELECT * FROM vibration", "--format", "csv", "--out", "{out}"],
+        ["sql", "SELECT * FROM vibration", "--format", "parquet", "--out", "{out}"],
+        ["export", "--model", "vibration", "--format", "parquet", "--out", "{out}"],
+        ["export", "--model", "vibration", "--format", "csv", "--out", "{out}"],
+    ],
+    ids=["sql-csv", "sql-parquet", "export-parquet", "export-csv"],
+)
+def test_sql_and_export_to_a_file_start_without_arrow_or_aiohttp(tmp_path, ingest_config, command):
+    """sql and export written to a file by DuckDB's COPY load neither pyarrow (nor numpy), aiohttp nor asyncio."""
+    out = tmp_path / "result"
+    loaded = loaded_by_command(tmp_path, "ingest", *[part.format(out=out) for part in command], "--config", str(ingest_config))
+    assert out.stat().st_size > 0
+    assert loaded & {"pyarrow", "numpy", "aiohttp", "asyncio"} == set()
+
+
+@pytest.mark.parametrize("command", [["--help"], ["sql", "--help"], ["export", "--help"], ["report", "--help"]])
+def test_ingest_help_loads_neither_arrow_nor_the_config_models(tmp_path, command):
+    """edgeloop-ingest's help, of a command too, loads neither pyarrow, aiohttp, asyncio nor pydantic."""
+    loaded = loaded_by_command(tmp_path, "ingest", *command)
+    assert loaded & {"pyarrow", "numpy", "aiohttp", "asyncio", "pydantic"} == set()
+

@@ -297,7 +297,7 @@ def test_a_database_from_before_the_aggregates_gets_them_filled_once(tmp_path, v
     """Opening a database whose rows landed before landed_daily and device_health existed fills both from them."""
     import duckdb
 
-    from edgeloop.ingest.store import connect
+    from edgeloop.ingest.connection import connect
     from tests.ingest.conftest import cli, free_port, put_batch, spawn_server, stop_server, write_config
 
     port = free_port()
