@@ -9,7 +9,6 @@ usage · 3 ``status``: the agent is not running (either way the spool is still r
 from __future__ import annotations
 
 import argparse
-import asyncio
 import os
 import stat
 import sys
@@ -86,6 +85,8 @@ def key_entropy_bits(key: bytes) -> float:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    import asyncio
+
     from edgeloop.collector.footprint import bound_allocator, keep_out_unused_modules
 
     keep_out_unused_modules()  # before anything imports pyarrow

@@ -221,6 +221,8 @@ class PrivacySettings(SchemaPrivacy):
     @field_validator("regions")
     @classmethod
     def _regions(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        if not value:
+            return value  # without loading libphonenumber's tables: `status` reads this config too
         import phonenumbers
 
         for region in value:

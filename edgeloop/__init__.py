@@ -12,16 +12,12 @@ sides import (and that imports neither side).
 
 from __future__ import annotations
 
-from importlib.metadata import PackageNotFoundError, version
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from edgeloop.collector.client import Client
 
-try:
-    __version__ = version("edgeloop")
-except PackageNotFoundError:  # running from a source tree that was never installed
-    __version__ = "0+unknown"
+    __version__: str
 
 __all__ = ["Client", "__version__"]
 
@@ -32,4 +28,14 @@ def __getattr__(name: str) -> Any:
         from edgeloop.collector.client import Client
 
         return Client
+    # The version too: importlib.metadata is a tenth of `edgeloop-collector status`'s start-up, which does not print it.
+    if name == "__version__":
+        from importlib.metadata import PackageNotFoundError, version
+
+        try:
+            found = version("edgeloop")
+        except PackageNotFoundError:  # running from a source tree that was never installed
+            found = "0+unknown"
+        globals()["__version__"] = found
+        return found
     raise AttributeError(f"module 'edgeloop' has no attribute {name!r}")

@@ -121,3 +121,16 @@ def test_ingest_help_loads_neither_arrow_nor_the_config_models(tmp_path, command
     loaded = loaded_by_command(tmp_path, "ingest", *command)
     assert loaded & {"pyarrow", "numpy", "aiohttp", "asyncio", "pydantic"} == set()
 
+
+def test_collector_status_of_a_running_agent_loads_no_arrow(tmp_path):
+    """edgeloop-collector status, answered by a running agent, loads neither pyarrow (nor numpy), aiohttp nor DuckDB."""
+    from tests.collector.conftest import AgentProcess, default_config
+
+    root = tmp_path / "agent"
+    root.mkdir()
+    agent = AgentProcess(root, default_config(root)).start()
+    try:
+        loaded = loaded_by_command(tmp_path, "collector", "status", "--json", "--config", str(agent.config_path))
+    finally:
+        agent.kill()
+    assert loaded & {"pyarrow", "numpy", "aiohttp", "duckdb"} == set()
