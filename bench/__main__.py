@@ -82,9 +82,7 @@ def main(argv: list[str] | None = None) -> int:
     # SIGTERM unwinds like Ctrl-C, so every server and agent a row started is stopped by its block.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     if args.readme is not None:
-        from bench.readme import regenerate
-
-        from bench.readme import RUN
+        from bench.readme import RUN, regenerate
 
         return regenerate(args.readme or [RUN, args.out / "latest.json"])
     names = {n.strip() for n in args.only.split(",") if n.strip()}

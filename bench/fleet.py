@@ -25,14 +25,14 @@ import statistics
 import tempfile
 import time
 from collections.abc import Callable
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from edgeloop.ingest.admin import LocalAdmin
 from edgeloop.ingest.config import FleetSettings
-from edgeloop.ingest.fleet import device_detail, fleet_overview, fleet_summary, versions
 from edgeloop.ingest.connection import connect
+from edgeloop.ingest.fleet import device_detail, fleet_overview, fleet_summary, versions
 
 __all__ = ["generate", "main", "measure"]
 

@@ -37,16 +37,16 @@ from edgeloop.collector.reporter import StatusReporter
 from edgeloop.collector.spool import Spool
 from edgeloop.errors import CollectorError, EdgeloopError
 from edgeloop.logs import RateLimitedLogger
-from edgeloop.settings import Settings
 from edgeloop.runner import GuardedRunner
 from edgeloop.schemas.registry import EXAMPLES_DIR, SchemaRegistry
+from edgeloop.settings import Settings
 
 if TYPE_CHECKING:
     from edgeloop.collector.notify import Notifier
     from edgeloop.collector.pipeline import Pipeline
     from edgeloop.collector.scheduler import SyncScheduler
 
-__all__ = ["Agent", "agent_version", "lock_state_dir"]
+__all__ = ["Agent", "lock_state_dir"]
 
 log = logging.getLogger(__name__)
 

@@ -22,8 +22,8 @@ import uuid_utils
 from edgeloop.collector.config import PolicySettings, PrivacySettings, SamplingSettings
 from edgeloop.collector.policies import Policies
 from edgeloop.collector.privacy import Privacy, load_detector, redactor_for
-from edgeloop.collector.redact import Redactor
 from edgeloop.collector.recent_ids import RecentIds
+from edgeloop.collector.redact import Redactor
 from edgeloop.collector.sampling import Sampler
 from edgeloop.schemas.model_schema import ModelSchema
 from edgeloop.schemas.records import UNSET_ID_MESSAGE, UNSET_IDS, LineValidator, RecordValidator

@@ -20,7 +20,16 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import duckdb
 
-from edgeloop.errors import AuthError, DatabaseInUse, IngestError, QueryFailed, QueryRefused, QueryTooExpensive, StoreClosed, StoreError
+from edgeloop.errors import (
+    AuthError,
+    DatabaseInUse,
+    IngestError,
+    QueryFailed,
+    QueryRefused,
+    QueryTooExpensive,
+    StoreClosed,
+    StoreError,
+)
 from edgeloop.ingest.connection import connect
 from edgeloop.ingest.export import ResultStream, exported_select
 from edgeloop.ingest.query import check_query, readable, run_query, stream_query, translate_errors

@@ -48,9 +48,9 @@ from edgeloop.errors import (
     AuthError,
     BatchRejected,
     ConfigError,
-    QueryFailed,
     DiskFull,
     Forbidden,
+    QueryFailed,
     QueryRefused,
     QueryTooExpensive,
     SchemaError,
@@ -62,11 +62,12 @@ from edgeloop.errors import (
 from edgeloop.ingest.auth import Authenticator, DeviceRegistry, admin_token, token_file
 from edgeloop.ingest.batch import EARLIEST_TIME_S, LATEST_TIME_S, check_batch_id, read_batch
 from edgeloop.ingest.config import IngestConfig
-from edgeloop.ingest.health import Refusals, prune_statuses, store_status
 from edgeloop.ingest.deletion import Deletion, apply
-from edgeloop.ingest.label_import import MAX_ROWS as MAX_LABEL_ROWS_PER_CALL, LabelRow, land_labels
-from edgeloop.ingest.metrics import Metrics
 from edgeloop.ingest.export import JSON_OPTIONS, json_default, json_rows, wide_ints_as_text
+from edgeloop.ingest.health import Refusals, prune_statuses, store_status
+from edgeloop.ingest.label_import import MAX_ROWS as MAX_LABEL_ROWS_PER_CALL
+from edgeloop.ingest.label_import import LabelRow, land_labels
+from edgeloop.ingest.metrics import Metrics
 from edgeloop.ingest.pacer import Pacer
 from edgeloop.ingest.policies import PolicyBook, PolicyIndex
 from edgeloop.ingest.query import check_query, stream_query

@@ -14,9 +14,9 @@ from __future__ import annotations
 
 import hashlib
 import uuid
-from dataclasses import dataclass, field
 from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext
+from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
@@ -275,25 +275,25 @@ def _value_cap(spec: FieldSpec | None, limits: LimitSettings) -> int:
 def _check_values(table: pa.Table, schema: ModelSchema, limits: LimitSettings) -> None:
     """String and binary values within their caps, times within years 1 to 9999, sample weights finite and at least 1."""
     details: list[dict[str, Any]] = []
-    for field in table.schema:
-        if not pa.types.is_dictionary(field.type):
+    for arrow_field in table.schema:
+        if not pa.types.is_dictionary(arrow_field.type):
             continue
-        cap = _value_cap(schema.field(field.name), limits)
+        cap = _value_cap(schema.field(arrow_field.name), limits)
         longest = 0
-        for chunk in table.column(field.name).chunks:
+        for chunk in table.column(arrow_field.name).chunks:
             longest = max(longest, pc.max(pc.binary_length(chunk.dictionary)).as_py() or 0)
         if longest > cap:
-            details.append({"column": field.name, "problem": f"a value of {longest} bytes is over the cap of {cap}",
+            details.append({"column": arrow_field.name, "problem": f"a value of {longest} bytes is over the cap of {cap}",
                             "bytes": longest, "limit": cap})
-    for field in table.schema:
-        if pa.types.is_timestamp(field.type):
-            scale = _PER_SECOND[field.type.unit]
-            ticks = pc.cast(table.column(field.name), pa.int64())
+    for arrow_field in table.schema:
+        if pa.types.is_timestamp(arrow_field.type):
+            scale = _PER_SECOND[arrow_field.type.unit]
+            ticks = pc.cast(table.column(arrow_field.name), pa.int64())
             early = pc.less(ticks, EARLIEST_TIME_S * scale)
             late = pc.greater(ticks, min(LATEST_TIME_S * scale + scale - 1, 2**63 - 2))
             outside = pc.sum(pc.or_(early, late)).as_py() or 0
             if outside:
-                details.append({"column": field.name, "problem": f"{outside} times are outside years 1 to 9999 in UTC "
+                details.append({"column": arrow_field.name, "problem": f"{outside} times are outside years 1 to 9999 in UTC "
                                 "(infinite, or past what readers of the table can hold)"})
     weights = table.column("sample_weight")
     # 1/p for a kept prediction (p <= 1), 1 for feedback: anything else no sampler could give.

@@ -40,8 +40,8 @@ from edgeloop.ingest.export import wide_ints_as_text
 from edgeloop.ingest.fleet import STATES, StoreReader, device_detail, fleet_overview, fleet_summary
 from edgeloop.ingest.report import GROUPINGS, PERIODS, Report, build_report, declare, model_schema
 from edgeloop.ingest.session import COOKIE, Sessions
-from edgeloop.times import utc_time
 from edgeloop.runner import read_body
+from edgeloop.times import utc_time
 
 __all__ = ["SESSIONS", "add_dashboard_routes"]
 

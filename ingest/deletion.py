@@ -25,8 +25,8 @@ from edgeloop.errors import BatchRejected
 from edgeloop.ingest import health, tallies
 from edgeloop.ingest.catalog import Catalog
 from edgeloop.ingest.connection import quote
-from edgeloop.times import bounded
 from edgeloop.schemas.model_schema import NAME_PATTERN
+from edgeloop.times import bounded
 
 __all__ = ["Deletion", "apply", "retention_deletions"]
 

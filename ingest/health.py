@@ -29,7 +29,15 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from edgeloop.errors import BatchRejected
-from edgeloop.ingest.aggregate import DEVICE_HEALTH, DEVICE_REFUSALS, LANDED_DAILY, MAX_COUNT, STATUS_FIELDS, dropped_after, on_lake
+from edgeloop.ingest.aggregate import (
+    DEVICE_HEALTH,
+    DEVICE_REFUSALS,
+    LANDED_DAILY,
+    MAX_COUNT,
+    STATUS_FIELDS,
+    dropped_after,
+    on_lake,
+)
 from edgeloop.schemas.device_status import DeviceStatus
 
 __all__ = ["HEALTH_TABLES", "Refusals", "create_sql", "ensure_tables", "note_deleted", "note_landed", "prune_statuses", "store_status"]

@@ -27,12 +27,12 @@ import pyarrow as pa
 
 from edgeloop.errors import BatchRejected, EdgeloopError
 from edgeloop.ingest import tallies
-from edgeloop.ingest.choices import IMPORT_FORMATS
 from edgeloop.ingest.aggregate import on_lake
+from edgeloop.ingest.choices import IMPORT_FORMATS
 from edgeloop.ingest.connection import quote
 from edgeloop.ingest.store import add_feedback_column
-from edgeloop.times import utc_time
 from edgeloop.schemas.model_schema import FieldSpec, ModelSchema
+from edgeloop.times import utc_time
 
 __all__ = ["IMPORT_FORMATS", "LABEL_NAMESPACE", "MAX_ROWS", "LabelRow", "land_labels", "read_labels"]
 

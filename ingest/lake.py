@@ -35,16 +35,16 @@ import duckdb
 import psycopg
 
 from edgeloop.errors import ConfigError, DiskFull, StoreBusy, StoreError
-from edgeloop.ingest.auth import DeviceRegistry
-from edgeloop.ingest.policies import POLICY_TABLES
-from edgeloop.settings import read_text
-from edgeloop.ingest.config import StoreSettings
 from edgeloop.ingest import health, tallies
 from edgeloop.ingest.aggregate import AGGREGATES
-from edgeloop.ingest.store import BOOTSTRAP as STORE_BOOTSTRAP
+from edgeloop.ingest.auth import DeviceRegistry
+from edgeloop.ingest.config import StoreSettings
 from edgeloop.ingest.connection import configure, quote
+from edgeloop.ingest.policies import POLICY_TABLES
+from edgeloop.ingest.store import BOOTSTRAP as STORE_BOOTSTRAP
 from edgeloop.ingest.store import Store, _Job, load_catalog, server_memory_limit_bytes
 from edgeloop.schemas.model_schema import ModelSchema
+from edgeloop.settings import read_text
 
 __all__ = ["Claims", "LakeStore", "attach_sql", "compact", "connect_lake", "extension_path", "files_in_lake", "migrate"]
 

@@ -53,8 +53,8 @@ from edgeloop.errors import EdgeloopError, QueryFailed
 from edgeloop.ingest.admin import Admin
 from edgeloop.ingest.choices import GROUPINGS, PERIODS
 from edgeloop.ingest.connection import quote
-from edgeloop.times import EARLIEST
 from edgeloop.schemas.model_schema import NAME_PATTERN, NUMERIC_TYPES, ModelSchema
+from edgeloop.times import EARLIEST
 
 __all__ = ["GROUPINGS", "PERIODS", "Report", "build_report", "model_schema"]
 
@@ -492,7 +492,10 @@ def _regression(group: Group, row: dict[str, Any]) -> None:
     group.bias = mean(row["sum_e"], row["sum_e2"], weight, weight2, n)
     group.mae = headline("regression", row)
     mse = mean(row["sum_e2"], row["sum_e4"], weight, weight2, n)
-    root = (lambda v: None if v is None else math.sqrt(max(v, 0.0)))
+
+    def root(v: float | None) -> float | None:
+        return None if v is None else math.sqrt(max(v, 0.0))
+
     group.rmse = Estimate(root(mse.value), root(mse.low), root(mse.high), n, mse.n_eff)
 
 
@@ -534,7 +537,9 @@ def period_starts(period: str, first: date, last: date) -> list[date]:
 def _over_time(schema: ModelSchema, rows: Rows, task: str, period: Literal["day", "week", "month"],
                first: datetime, last: datetime) -> OverTime:
     """The headline figure per version per period, from the same aggregate and interval as the per-version one."""
-    utc_day = (lambda value: value.astimezone(UTC).date())
+    def utc_day(value: datetime) -> date:
+        return value.astimezone(UTC).date()
+
     axis = period_starts(period, utc_day(first), utc_day(last))  # bounds the work before the query runs
     by_version: dict[str, list[Point]] = {}
     for row in _summary(schema, rows, "model_version", period):

@@ -30,8 +30,8 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from concurrent.futures import Future
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -51,12 +51,12 @@ from edgeloop.errors import (
     StoreClosed,
     StoreError,
 )
-from edgeloop.ingest.batch import RESERVED_SUFFIXES, RESERVED_TABLES, UploadedBatch
 from edgeloop.ingest import health, tallies
+from edgeloop.ingest.batch import RESERVED_SUFFIXES, RESERVED_TABLES, UploadedBatch
 from edgeloop.ingest.catalog import Catalog
 from edgeloop.ingest.compaction import compact_file
-from edgeloop.ingest.connection import connect, quote
 from edgeloop.ingest.config import StoreSettings
+from edgeloop.ingest.connection import connect, quote
 from edgeloop.schemas.model_schema import FieldSpec, ModelSchema
 
 __all__ = ["Landing", "Store", "add_feedback_column", "load_catalog", "register_schema"]
@@ -796,8 +796,8 @@ def load_catalog(con: duckdb.DuckDBPyConnection, *, adopt: bool = True) -> Catal
         rows = con.execute("SELECT schema_json FROM models").fetchall()
         if rows and adopt:
             con.execute(
-                f"INSERT INTO schemas SELECT schema_fingerprint, model, "
-                f"coalesce(try_cast(json_extract(schema_json, '$.version') AS INTEGER), 1), schema_json, now() FROM models"
+                "INSERT INTO schemas SELECT schema_fingerprint, model, "
+                "coalesce(try_cast(json_extract(schema_json, '$.version') AS INTEGER), 1), schema_json, now() FROM models"
             )
             log.info("adopted the schemas of models landed before registration", extra={"models": len(rows)})
     return Catalog(ModelSchema.from_canonical_json(text) for (text,) in rows)

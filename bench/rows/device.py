@@ -23,7 +23,21 @@ from pathlib import Path
 from typing import Any
 
 from bench.clients import run_sdk
-from bench.harness import ROOT, Agent, Bench, Goal, IngestServer, ProcessWatch, Row, agent_config, free_port, port_open, process, python_module, wait_for
+from bench.harness import (
+    ROOT,
+    Agent,
+    Bench,
+    Goal,
+    IngestServer,
+    ProcessWatch,
+    Row,
+    agent_config,
+    free_port,
+    port_open,
+    process,
+    python_module,
+    wait_for,
+)
 from bench.records import dumps, simulated, write_ndjson
 
 NUMBERS = (2, 6)

@@ -17,7 +17,18 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from bench.harness import LOOPBACK, Bench, Goal, Row, Unavailable, debian_binary, free_port, port_open, process, wait_for
+from bench.harness import (
+    LOOPBACK,
+    Bench,
+    Goal,
+    Row,
+    Unavailable,
+    debian_binary,
+    free_port,
+    port_open,
+    process,
+    wait_for,
+)
 from bench.records import dumps, json_rows, sealed_table, simulated
 from bench.simulator import MODELS
 

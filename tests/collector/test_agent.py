@@ -11,8 +11,8 @@ from collections import Counter
 import pyarrow.parquet as pq
 import uuid_utils
 
-from edgeloop.collector.journal import FRAME_HEADER
 from bench.simulator import SimulatedModel
+from edgeloop.collector.journal import FRAME_HEADER
 from edgeloop.errors import AgentUnavailableError
 
 

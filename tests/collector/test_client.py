@@ -7,8 +7,8 @@ import time
 
 import pyarrow.parquet as pq
 
-from edgeloop.collector import Client
 from bench.simulator import SimulatedModel
+from edgeloop.collector import Client
 
 
 def _log(client: Client, records) -> list[str]:

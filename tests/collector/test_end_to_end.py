@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import hmac
 
+from bench.simulator import SimulatedModel
 from edgeloop.collector.client import Client
 from edgeloop.collector.privacy import canonical_bytes
-from bench.simulator import SimulatedModel
 from tests.collector.conftest import FLEET_KEY
 
 

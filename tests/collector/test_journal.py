@@ -9,10 +9,10 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
+from bench.simulator import SimulatedModel
 from edgeloop.collector.config import SamplingSettings, SpoolSettings
 from edgeloop.collector.journal import Journal, read_segment
 from edgeloop.collector.pipeline import Pipeline
-from bench.simulator import SimulatedModel
 from edgeloop.collector.spool import Spool
 from edgeloop.schemas import EXAMPLES_DIR, SchemaRegistry
 from tests.collector.conftest import FLEET_KEY

@@ -9,17 +9,16 @@ import random
 import string
 from datetime import UTC, datetime
 
+import phonenumbers
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-import phonenumbers
 from hypothesis import HealthCheck, assume, example, given, settings
 from hypothesis import strategies as st
 
 from edgeloop.collector.privacy import Privacy, canonical_bytes
 from edgeloop.collector.redact import _IBAN_LENGTHS as IBAN_LENGTHS
 from edgeloop.collector.redact import Redactor, iban_ok, luhn_ok
-
 from edgeloop.errors import ConfigError
 from edgeloop.schemas import FieldSpec
 

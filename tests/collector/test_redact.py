@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import json
 import re
-from contextlib import contextmanager
 from collections import Counter
+from contextlib import contextmanager
 from pathlib import Path
 
 import phonenumbers

@@ -15,9 +15,10 @@ from urllib.parse import quote
 import faker
 import phonenumbers
 import pytest
-from edgeloop.collector.redact import _IBAN_LENGTHS, Redactor, card_ok
 from hypothesis import given, settings
 from hypothesis import strategies as st
+
+from edgeloop.collector.redact import _IBAN_LENGTHS, Redactor, card_ok
 
 LOCALES = ("en_US", "en_GB", "de_DE", "fr_FR", "es_ES", "it_IT", "nl_NL", "pl_PL", "pt_BR", "ja_JP", "ru_RU", "tr_TR",
            "en_IN", "zh_CN", "ar_AE", "sv_SE", "no_NO", "fi_FI", "da_DK", "cs_CZ", "uk_UA", "el_GR", "he_IL", "ko_KR",

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import shutil
-from pathlib import Path
 
 from edgeloop.collector.sync import Syncer
 from tests.collector.sync_peer import make_batch, make_spool, sync_settings

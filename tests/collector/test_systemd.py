@@ -130,7 +130,7 @@ def test_notifier_reaches_an_abstract_socket():
         notifier = Notifier.from_env({"NOTIFY_SOCKET": "@" + name})
         assert notifier.ready()
         assert sock.recv(4096) == b"READY=1"
-    
+
 
 @pytest.mark.parametrize(
     ("env", "interval_s"),

@@ -17,7 +17,16 @@ from typing import Any
 import pytest
 
 from edgeloop.schemas import EXAMPLES_DIR, SchemaRegistry
-from tests.ingest.conftest import call_json, free_port, make_table, put_batch, seal, spawn_server, stop_server, write_config
+from tests.ingest.conftest import (
+    call_json,
+    free_port,
+    make_table,
+    put_batch,
+    seal,
+    spawn_server,
+    stop_server,
+    write_config,
+)
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = [

@@ -15,7 +15,6 @@ import uuid
 from pathlib import Path
 
 import psutil
-import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 

@@ -284,7 +284,9 @@ def _feedback_store(tmp_path, schema):
 
 def _view(store, sql: str) -> list[tuple]:
     """Rows of a query on a read cursor, through Arrow (timestamps with their zone, no pytz)."""
-    plain = (lambda v: uuid.UUID(v) if isinstance(v, str) and len(v) == 36 and v.count("-") == 4 else v)
+    def plain(v):
+        return uuid.UUID(v) if isinstance(v, str) and len(v) == 36 and v.count("-") == 4 else v
+
     return [tuple(plain(v) for v in row.values()) for row in store.cursor().execute(sql).to_arrow_table().to_pylist()]
 
 
@@ -421,7 +423,9 @@ def test_export_labeled_only_leaves_out_predictions_with_only_a_comment(tmp_path
     out = tmp_path / "train.parquet"
     cli("export", "--model", "vibration", "--labeled-only", "--out", str(out), "--config", str(path))
     rows = pq.read_table(out, columns=["record_id", "true_class", "repair_cost_eur"]).to_pylist()
-    as_uuid = (lambda v: uuid.UUID(bytes=v) if isinstance(v, bytes) else uuid.UUID(str(v)))
+    def as_uuid(v):
+        return uuid.UUID(bytes=v) if isinstance(v, bytes) else uuid.UUID(str(v))
+
     assert [(as_uuid(row["record_id"]), row["true_class"], row["repair_cost_eur"]) for row in rows] == [(ids[0], "normal", 3.0)]
 
 

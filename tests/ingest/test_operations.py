@@ -13,7 +13,17 @@ import duckdb
 
 from edgeloop import __version__
 from edgeloop.ingest.config import EXAMPLE_CONFIG, UNIT_FILE, IngestConfig
-from tests.ingest.conftest import CLI, cli, free_port, make_table, put_batch, seal, spawn_server, stop_server, write_config
+from tests.ingest.conftest import (
+    CLI,
+    cli,
+    free_port,
+    make_table,
+    put_batch,
+    seal,
+    spawn_server,
+    stop_server,
+    write_config,
+)
 
 
 def run(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:

@@ -510,7 +510,9 @@ def test_a_week_with_few_labels_gets_a_wider_interval(rollout):
     series = {s.version: s for s in _report(rollout).over_time.series}["2.1.0"]
     canary, *full = series.points
     assert canary.start == _weeks(5)[1] and canary.estimate.n < 60
-    width = (lambda e: e.high - e.low)
+    def width(e):
+        return e.high - e.low
+
     assert all(width(canary.estimate) > 2.5 * width(point.estimate) for point in full)
     assert all(canary.estimate.n < point.estimate.n for point in full)
 

@@ -6,7 +6,17 @@ import os
 
 from edgeloop.ingest.config import StoreSettings
 from edgeloop.ingest.store import server_memory_limit_bytes
-from tests.ingest.conftest import call_json, cli, free_port, make_table, put_batch, seal, spawn_server, stop_server, write_config
+from tests.ingest.conftest import (
+    call_json,
+    cli,
+    free_port,
+    make_table,
+    put_batch,
+    seal,
+    spawn_server,
+    stop_server,
+    write_config,
+)
 
 MiB = 1024 * 1024
 # 50 million 9-character strings and their commas: one 500 MB value, in memory DuckDB counts.

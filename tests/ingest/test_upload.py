@@ -9,7 +9,6 @@ import time
 import uuid
 from datetime import UTC, datetime, timedelta
 
-import aiohttp
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest

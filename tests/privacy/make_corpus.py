@@ -27,6 +27,7 @@ from urllib.parse import quote
 
 import faker
 import phonenumbers
+
 from edgeloop.collector.redact import _IBAN_LENGTHS as IBAN_LENGTHS
 
 OUT = Path(__file__).with_name("corpus.jsonl")
