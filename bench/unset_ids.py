@@ -22,14 +22,14 @@ import time
 from unittest import mock
 
 import orjson
+from pydantic import TypeAdapter
+
+from bench.simulator import SimulatedModel
 from edgeloop.collector.config import SamplingSettings
 from edgeloop.collector.pipeline import Pipeline
 from edgeloop.schemas import records as record_types
 from edgeloop.schemas.records import UNSET_IDS, LineValidator
 from edgeloop.schemas.registry import EXAMPLES_DIR, SchemaRegistry
-from pydantic import TypeAdapter
-
-from bench.simulator import SimulatedModel
 
 KEY = b"0123456789abcdef-bench-fleet-key"
 

@@ -14,6 +14,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import uuid_utils
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from bench.simulator import SimulatedModel
 from edgeloop.collector import scheduler as scheduler_module
 from edgeloop.collector import sync as sync_module
 from edgeloop.collector.config import SamplingRule, SamplingSettings, SpoolSettings
@@ -22,10 +26,6 @@ from edgeloop.collector.scheduler import SyncScheduler
 from edgeloop.collector.spool import BatchIds, Spool
 from edgeloop.collector.sync import Syncer
 from edgeloop.schemas import EXAMPLES_DIR, SchemaRegistry
-from hypothesis import given, settings
-from hypothesis import strategies as st
-
-from bench.simulator import SimulatedModel
 from tests.collector.conftest import FLEET_KEY
 from tests.collector.sync_peer import IngestPeer, make_batch, make_spool, sync_settings
 
