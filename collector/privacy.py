@@ -61,7 +61,6 @@ def canonical_bytes(value: Any) -> bytes:
 def load_detector(target: str) -> Detector:
     """Import ``package.module:callable``, the model-based detector the device runs under ``redact``."""
     import importlib
-
     import sys
 
     # The agent keeps numpy out only to save its own memory; a detector (spaCy, Presidio) may need it.

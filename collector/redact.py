@@ -49,11 +49,10 @@ import re
 import unicodedata
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import Literal
-from urllib.parse import unquote
-
 from functools import cache
 from types import ModuleType
+from typing import Literal
+from urllib.parse import unquote
 
 try:
     import cython

@@ -11,19 +11,19 @@ import aiohttp
 import duckdb
 import pyarrow as pa
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
+from edgeloop.collector.config import SpoolSettings
+from edgeloop.collector.spool import Spool
 from edgeloop.ingest import tallies
 from edgeloop.ingest.aggregate import MAX_COUNT
 from edgeloop.ingest.charts import bars, interval_lines, lines, stacked_area
-from edgeloop.collector.config import SpoolSettings
-from edgeloop.collector.spool import Spool
 from edgeloop.ingest.dashboard import MAX_DROP_REASONS_SHOWN, OTHER_REASONS, Dashboard, version_key
 from edgeloop.ingest.dashboard_html import MAX_VERSIONS_SHOWN
 from edgeloop.ingest.report import MAX_PERIODS
 from edgeloop.ingest.session import COOKIE, Sessions
 from edgeloop.schemas import EXAMPLES_DIR, ModelSchema, SchemaRegistry
-from hypothesis import given, settings
-from hypothesis import strategies as st
 from tests.ingest.conftest import make_table, seal
 
 NOW = datetime.now(UTC).replace(microsecond=0)

@@ -12,8 +12,8 @@ import orjson
 import pytest
 import uuid_utils
 
-from edgeloop.ingest.app import STORE
 from edgeloop.ingest.aggregate import MAX_COUNT
+from edgeloop.ingest.app import STORE
 from edgeloop.ingest.fleet import StoreReader, device_detail, fleet_overview, fleet_summary, versions
 from edgeloop.ingest.health import prune_statuses
 from tests.ingest.conftest import make_table, seal
