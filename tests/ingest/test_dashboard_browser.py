@@ -27,6 +27,7 @@ from tests.ingest.conftest import (
     stop_server,
     write_config,
 )
+from tests.ingest.test_health import status_document
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = [
@@ -97,12 +98,16 @@ def fleet(tmp_path):
         while _state(base, viewer, "pump-silent") != "silent":
             assert time.monotonic() < deadline, "pump-silent never turned silent"
             time.sleep(0.5)
-        # The others' last batches arrive now: they are heard from within the window.
+        # The others' last batches arrive now, and each declares an hour's sync window: they stay heard from
+        # however long a loaded machine takes to start Chromium and walk the pages (the default window is 10 s).
         for device, batches in plan.items():
             if device != "pump-silent":
                 version, predictions, labelled, days_ago, weight = batches[-1]
                 _land(port, tmp_path, schema, tokens[device], version, predictions, labelled,
                       now - timedelta(days=days_ago, hours=2), weight)
+                document = status_document(drops={})
+                status, body = call_json(f"{base}/v1/status/{document['status_id']}", tokens[device], "PUT", document)
+                assert status == 201, body
         yield base, admin, viewer, now
     finally:
         stop_server(process)
