@@ -312,6 +312,8 @@ def _positive(text: str) -> int:
         raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
     if value < 1:
         raise argparse.ArgumentTypeError(f"{text!r} is not positive")
+    if value >= 2**63:  # DuckDB's LIMIT is a BIGINT
+        raise argparse.ArgumentTypeError(f"{text!r} is past the largest count, 2^63 - 1")
     return value
 
 

@@ -492,3 +492,14 @@ async def test_an_overlong_label_source_is_a_client_error_over_http_and_one_line
                  "--config", str(config), check=False)
     assert result.returncode != 0 and "Traceback" not in result.stderr and len(result.stderr.splitlines()) == 1, result.stderr
     assert "source is over 1024 characters" in result.stderr
+
+
+@pytest.mark.parametrize("limit", ["0", "-3", "ten", str(2**63), str(10**30)])
+def test_a_label_queue_limit_that_is_no_count_is_a_usage_line(tmp_path, limit):
+    """--limit must be a whole number from 1 to 2^63-1: anything else is one usage line (exit 2), before the database."""
+    config = write_config(tmp_path, free_port())
+    result = cli("label-queue", "--model", "vibration", "--format", "jsonl", "--limit", limit,
+                 "--out", str(tmp_path / "queue.jsonl"), "--config", str(config), check=False)
+    assert result.returncode == 2, result.stderr
+    assert "--limit" in result.stderr and "Traceback" not in result.stderr
+    assert not (tmp_path / "queue.jsonl").exists()
