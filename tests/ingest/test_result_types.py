@@ -24,21 +24,27 @@ WIDE_SQL = (f"SELECT {U_MAX}::UHUGEINT AS u_max, 5::UHUGEINT AS u_small, {H_MAX}
 EXACT = {"u_max": str(U_MAX), "u_small": 5, "h_max": str(H_MAX), "h_min": str(H_MIN), "u_list": f"[{U_MAX}]"}
 
 
-async def test_sql_over_http_gives_wide_integers_exactly_in_json_and_arrow(tmp_path):
-    """POST /v1/sql writes UHUGEINT's maximum and HUGEINT's extremes exactly: JSON as digits, Arrow as text or decimal."""
+async def _json_and_arrow(tmp_path, sql: str) -> tuple[list[dict], pa.Table]:
+    """``sql`` through POST /v1/sql of a fresh server, once as JSON (its rows) and once as an Arrow stream."""
     config = make_config(tmp_path)
     runner, url = await start_server(config)
     token = config.server.admin_token_file.read_text().strip()
     try:
         async with aiohttp.ClientSession(headers={"Authorization": f"Bearer {token}"}) as session:
-            async with session.post(f"{url}/v1/sql", json={"sql": WIDE_SQL}, headers={"Accept": "application/json"}) as response:
+            async with session.post(f"{url}/v1/sql", json={"sql": sql}, headers={"Accept": "application/json"}) as response:
                 assert response.status == 200, await response.text()
-                assert (await response.json())["rows"] == [EXACT]
-            async with session.post(f"{url}/v1/sql", json={"sql": WIDE_SQL}) as response:
+                rows = (await response.json())["rows"]
+            async with session.post(f"{url}/v1/sql", json={"sql": sql}) as response:
                 assert response.status == 200, await response.text()
-                table = pa.ipc.open_stream(await response.read()).read_all()
+                return rows, pa.ipc.open_stream(await response.read()).read_all()
     finally:
         await runner.cleanup()
+
+
+async def test_sql_over_http_gives_wide_integers_exactly_in_json_and_arrow(tmp_path):
+    """POST /v1/sql writes UHUGEINT's maximum and HUGEINT's extremes exactly: JSON as digits, Arrow as text or decimal."""
+    rows, table = await _json_and_arrow(tmp_path, WIDE_SQL)
+    assert rows == [EXACT]
     row = table.to_pylist()[0]
     assert row["u_max"] == str(U_MAX) and int(row["u_small"]) == 5 and row["u_list"] == f"[{U_MAX}]"
     assert int(row["h_max"]) == H_MAX and int(row["h_min"]) == H_MIN
@@ -125,19 +131,8 @@ ODD = {"tz": "12:00:00+05", "bits": "0101", "big": "1234567890123456789012345678
 
 async def test_types_duckdbs_arrow_gets_wrong_come_out_as_duckdb_spells_them(tmp_path):
     """A TIMETZ keeps its offset, a BIT its bits, a BIGNUM its digits, TIME '24:00:00' its hour, a 38-digit decimal its digits."""
-    config = make_config(tmp_path)
-    runner, url = await start_server(config)
-    token = config.server.admin_token_file.read_text().strip()
-    try:
-        async with aiohttp.ClientSession(headers={"Authorization": f"Bearer {token}"}) as session:
-            async with session.post(f"{url}/v1/sql", json={"sql": ODD_SQL}, headers={"Accept": "application/json"}) as response:
-                assert response.status == 200, await response.text()
-                assert (await response.json())["rows"] == [ODD]
-            async with session.post(f"{url}/v1/sql", json={"sql": ODD_SQL}) as response:
-                assert response.status == 200, await response.text()
-                table = pa.ipc.open_stream(await response.read()).read_all()
-    finally:
-        await runner.cleanup()
+    rows, table = await _json_and_arrow(tmp_path, ODD_SQL)
+    assert rows == [ODD]
     row = table.to_pylist()[0]
     assert {key: row[key] for key in ("tz", "bits", "big", "tzs")} == {key: ODD[key] for key in ("tz", "bits", "big", "tzs")}
     assert table.schema.field("tz").metadata == {b"edgeloop.duckdb_type": b"TIME WITH TIME ZONE"}
