@@ -17,6 +17,30 @@ BATCHES = 48
 ROWS = 1500
 
 
+def _kill_once_landed(server, batches: list[tuple[str, bytes]], upload, *, landed: int, workers: int) -> None:
+    """Upload ``batches`` from ``workers`` threads (``upload`` returns the status) and SIGKILL the server once
+    ``landed`` of them have had their 201, the rest still in flight; returns when every upload has ended."""
+    created = 0
+    enough = threading.Event()
+    lock = threading.Lock()
+
+    def counted(item: tuple[str, bytes]) -> None:
+        nonlocal created
+        status = upload(item)
+        with lock:
+            created += status == 201
+            if created >= landed:
+                enough.set()
+
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        futures = [pool.submit(counted, item) for item in batches]
+        assert enough.wait(30), "nothing landed"
+        server.send_signal(signal.SIGKILL)
+        server.wait(10)
+        for future in futures:
+            future.result()
+
+
 def test_sigkill_mid_upload_then_retry_lands_each_batch_once(tmp_path, vibration):
     """After SIGKILL with many uploads in flight and a restart, retrying every upload lands each batch exactly once."""
     port = free_port()
@@ -24,22 +48,14 @@ def test_sigkill_mid_upload_then_retry_lands_each_batch_once(tmp_path, vibration
     token = cli("devices", "add", "pump-1", "--config", str(config)).stdout.strip()
     batches = [seal(tmp_path / "spool", vibration, make_table(vibration, predictions=ROWS)[0]) for _ in range(BATCHES)]
     server = spawn_server(config, tmp_path / "server.log")
-    landed = threading.Event()
     results: list[int | None] = []
 
-    def upload(item: tuple[str, bytes]) -> None:
+    def upload(item: tuple[str, bytes]) -> int | None:
         status = put_batch(port, *item, token)
         results.append(status)
-        if status == 201 and len([r for r in results if r == 201]) >= 3:
-            landed.set()
+        return status
 
-    with ThreadPoolExecutor(max_workers=24) as pool:
-        futures = [pool.submit(upload, item) for item in batches]
-        assert landed.wait(30), f"nothing landed: {results}"
-        server.send_signal(signal.SIGKILL)
-        server.wait(10)
-        for future in futures:
-            future.result()
+    _kill_once_landed(server, batches, upload, landed=3, workers=24)
     assert None in results, "the kill came too late: no upload was in flight"
     server = spawn_server(config, tmp_path / "server2.log")
     try:
@@ -91,20 +107,12 @@ def test_sigkill_keeps_each_acknowledged_batch_with_its_receipt_time_and_feedbac
         batches += [seal(tmp_path / f"f{index}", vibration, feedback), seal(tmp_path / f"p{index}", vibration, predictions)]
     server = spawn_server(config, tmp_path / "server.log")
     receipts: dict[str, tuple[int | None, dict]] = {}
-    landed = threading.Event()
 
-    def upload(item: tuple[str, bytes]) -> None:
+    def upload(item: tuple[str, bytes]) -> int | None:
         receipts[item[0]] = _put(port, *item, token)
-        if sum(status == 201 for status, _ in receipts.values()) >= 6:
-            landed.set()
+        return receipts[item[0]][0]
 
-    with ThreadPoolExecutor(max_workers=16) as pool:
-        futures = [pool.submit(upload, item) for item in batches]
-        assert landed.wait(30), f"nothing landed: {receipts}"
-        server.send_signal(signal.SIGKILL)
-        server.wait(10)
-        for future in futures:
-            future.result()
+    _kill_once_landed(server, batches, upload, landed=6, workers=16)
     acknowledged = {batch_id: receipt["received_at"] for batch_id, (status, receipt) in receipts.items() if status == 201}
     assert len(acknowledged) < len(batches), "the kill came too late: every upload was answered"
     server = spawn_server(config, tmp_path / "server2.log")
