@@ -16,7 +16,6 @@ import logging
 import re
 import sys
 import threading
-import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -26,6 +25,7 @@ import orjson
 
 from edgeloop.errors import QueryFailed, QueryRefused, QueryTooExpensive, StoreClosed
 from edgeloop.ingest.sql_functions import ALLOWED_FUNCTIONS, ALLOWED_TABLE_FUNCTIONS
+from edgeloop.logs import RateLimitedLogger
 from edgeloop.times import EARLIEST_TIME_S, LATEST_TIME_S
 
 if TYPE_CHECKING:
@@ -330,26 +330,7 @@ def run_query(
     return readable(pa.Table.from_batches([first, *batches], schema=first.schema), sql)
 
 
-class _Throttle:
-    """Says a warning about the same thing is due at most once per ``every_s``: each page read would repeat it."""
-
-    def __init__(self, every_s: float) -> None:
-        self.every_s = every_s
-        self._lock = threading.Lock()
-        self._last: dict[Any, float] = {}
-
-    def due(self, key: Any) -> bool:
-        now = time.monotonic()
-        with self._lock:
-            if now - self._last.get(key, float("-inf")) < self.every_s:
-                return False
-            if len(self._last) > 1000:
-                self._last.clear()
-            self._last[key] = now
-            return True
-
-
-_WARNINGS = _Throttle(600.0)
+_WARNINGS = RateLimitedLogger(log, 600.0)  # each page read would repeat it
 
 
 _TICKS_PER_S = {"s": 1, "ms": 1_000, "us": 1_000_000, "ns": 1_000_000_000}
@@ -391,9 +372,11 @@ def readable(table: pa.Table, sql: str) -> pa.Table:
         if outside is not None:
             nulled[name] = pc.sum(outside).as_py()
             table = table.set_column(index, table.field(index), pc.if_else(outside, pa.scalar(None, column.type), column))
-    if nulled and _WARNINGS.due(frozenset(nulled)):
-        log.warning("stored times outside years 1 to 9999 in UTC left out of a read (written before they were refused; "
-                    "`edgeloop-ingest migrate --check` lists them, SQL shows them)", extra={"columns": nulled, "query": " ".join(sql.split())[:200]})
+    if nulled:
+        _WARNINGS.log(logging.WARNING, ",".join(sorted(nulled)),
+                      "stored times outside years 1 to 9999 in UTC left out of a read (written before they were refused; "
+                      "`edgeloop-ingest migrate --check` lists them, SQL shows them)",
+                      columns=nulled, query=" ".join(sql.split())[:200])
     return table
 
 
