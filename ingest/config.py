@@ -32,6 +32,9 @@ class ServerSettings(Settings):
     metrics_token_file: Path | None = None  # unset: /metrics is open
     session_ttl_s: Annotated[float, Field(ge=60, le=30 * 86400)] = 43_200.0
     max_sessions: PositiveInt = 1000
+    max_sessions_per_address: PositiveInt = 32
+    login_failures_burst: PositiveInt = 10
+    login_failure_refill_s: Annotated[float, Field(gt=0, le=86400)] = 60.0
     schemas_dir: Path | None = None
     shutdown_timeout_s: Positive = 30.0
     max_connections: PositiveInt = 4096

@@ -13,14 +13,15 @@
 
 Pages need a session (else 303 to the login page); the JSON endpoints take the session cookie or
 ``Authorization: Bearer`` with the viewer or admin token (else 401). Nothing here changes data
-but a session: state changes are POST only, the cookie is SameSite=Strict, and a POST whose
-Origin is another site is refused (403), so another site cannot log a browser in or out.
+but a session: state changes are POST only, the cookie is SameSite=Strict, and a POST another
+site sent (by Origin or Sec-Fetch-Site) is refused (403), so another site cannot log a browser in or out.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import re
 import urllib.parse
 from collections.abc import Callable
@@ -38,16 +39,18 @@ from edgeloop.ingest.app import AUTH, CONFIG, STATE, STORE, answer_expect
 from edgeloop.ingest.dashboard import MAX_DAYS, Dashboard
 from edgeloop.ingest.export import wide_ints_as_text
 from edgeloop.ingest.fleet import STATES, StoreReader, device_detail, fleet_overview, fleet_summary
+from edgeloop.ingest.login_limit import FailedLogins
 from edgeloop.ingest.report import GROUPINGS, PERIODS, Report, build_report, declare, model_schema
-from edgeloop.ingest.session import COOKIE, Sessions
+from edgeloop.ingest.session import COOKIE, Sessions, client_key
 from edgeloop.runner import read_body
 from edgeloop.times import utc_time
 
-__all__ = ["SESSIONS", "add_dashboard_routes"]
+__all__ = ["FAILED_LOGINS", "SESSIONS", "add_dashboard_routes"]
 
 log = logging.getLogger(__name__)
 
 SESSIONS = web.AppKey("sessions", Sessions)
+FAILED_LOGINS = web.AppKey("failed_logins", FailedLogins)
 MAX_LOGIN_BODY_BYTES = 4096
 MAX_LOGIN_FIELDS = 4
 DEFAULT_DAYS = 30
@@ -85,13 +88,42 @@ async def _read(request: web.Request, work: Callable[[], T]) -> T:
         state.sql_running -= 1
 
 
+class _TooManyFailures(Exception):
+    def __init__(self, wait_s: float) -> None:
+        super().__init__(wait_s)
+        self.retry_after_s = max(1, math.ceil(wait_s))
+
+
+def _take_try(request: web.Request) -> None:
+    """Take one of the client's tries at a token, before the token is read: refused once its failures used them up."""
+    if wait_s := request.app[FAILED_LOGINS].attempt(client_key(request.remote)):
+        log.info("dashboard login limited", extra={"peer": request.remote, "retry_after_s": round(wait_s, 1)})
+        raise _TooManyFailures(wait_s)
+
+
+def _check_token(request: web.Request, check: Callable[[], T]) -> T:
+    """``check()`` (a token's role, or AuthError) as one of the client's tries; a right token gives its try back."""
+    _take_try(request)
+    result = check()
+    request.app[FAILED_LOGINS].succeeded(client_key(request.remote))
+    return result
+
+
+def _too_many(exc: _TooManyFailures) -> web.Response:
+    body = orjson.dumps({"error": {
+        "code": "too_many_requests", "details": {"retry_after_s": exc.retry_after_s},
+        "message": f"too many failed logins from this address; retry in {exc.retry_after_s} s"}})
+    return web.Response(status=429, body=body, content_type="application/json",
+                        headers={"Retry-After": str(exc.retry_after_s), "Cache-Control": "no-store"})
+
+
 def _role(request: web.Request) -> str | None:
-    """The role of the request's session cookie or bearer token, or None."""
+    """The role of the request's session cookie or bearer token, or None; a wrong bearer token is a failed login."""
     session = request.app[SESSIONS].get(request.cookies.get(COOKIE))
     if session is not None:
         return session.role
-    if request.headers.get("Authorization"):
-        return request.app[AUTH].reader(request.headers.get("Authorization"))
+    if header := request.headers.get("Authorization"):
+        return _check_token(request, lambda: request.app[AUTH].reader(header))
     return None
 
 
@@ -138,13 +170,32 @@ def _days(request: web.Request) -> int:
     return Dashboard.check_days(days)
 
 
+# Sec-Fetch-Site values a browser sends for our own pages' posts ("none": the user's own action, never a page's).
+_OWN_SITE = ("same-origin", "none")
+
+
 def _same_origin(request: web.Request) -> None:
-    """Refuse a state-changing POST sent by a page of another site (login CSRF)."""
-    origin = request.headers.get("Origin")
-    if origin is None or origin == "null" and request.headers.get("Sec-Fetch-Site") in (None, "same-origin"):
+    """Refuse a state-changing POST sent by a page of another site (login CSRF).
+
+    A browser says who sent a post in ``Sec-Fetch-Site`` (current ones) and ``Origin``. Our pages'
+    ``Referrer-Policy: no-referrer`` makes a browser send ``Origin: null`` for their own forms, and so do
+    sandboxed frames and data: URLs of any site: ``null`` passes only when ``Sec-Fetch-Site`` vouches for it.
+    Neither header: a client that is not a browser (curl), which no other site can drive.
+    """
+    origin, site = request.headers.get("Origin"), request.headers.get("Sec-Fetch-Site")
+    if site is not None and site not in _OWN_SITE:
+        raise Forbidden(f"a form from another site (Sec-Fetch-Site: {site[:40]!r}) may not post to this server")
+    if origin is None:
         return
-    parsed = urllib.parse.urlsplit(origin)
-    if parsed.netloc != request.host:
+    if origin == "null":
+        if site is None:
+            raise Forbidden("a form from an opaque origin (Origin: null, no Sec-Fetch-Site) may not post to this server")
+        return
+    try:
+        netloc = urllib.parse.urlsplit(origin).netloc
+    except ValueError:  # "http://[x": not an origin a browser sends
+        netloc = None
+    if netloc != request.host:
         raise Forbidden(f"a form from {origin[:100]!r} may not post to this server")
 
 
@@ -167,6 +218,13 @@ async def login(request: web.Request) -> web.Response:
     _same_origin(request)
     if request.content_type != "application/x-www-form-urlencoded":
         raise BatchRejected(415, "unsupported_media_type", "log in with a form (application/x-www-form-urlencoded)")
+    try:
+        _take_try(request)
+    except _TooManyFailures as exc:
+        message = f"Too many failed logins from your address: try again in {exc.retry_after_s} s."
+        response = _html(pages.login_page(error=message, next_path=_next_path(request.query.get("next"))), 429)
+        response.headers["Retry-After"] = str(exc.retry_after_s)
+        return response
     body = await read_body(request, max_bytes=MAX_LOGIN_BODY_BYTES, timeout_s=request.app[CONFIG].server.body_timeout_s)
     try:
         form = urllib.parse.parse_qs(body.decode("utf-8", "replace"), max_num_fields=MAX_LOGIN_FIELDS)
@@ -178,8 +236,9 @@ async def login(request: web.Request) -> web.Response:
     if role is None:
         log.info("dashboard login refused", extra={"peer": request.remote})
         return _html(pages.login_page(error="That token is neither the viewer nor the admin token.", next_path=next_path), 401)
+    request.app[FAILED_LOGINS].succeeded(client_key(request.remote))
     sessions = request.app[SESSIONS]
-    session_id = sessions.create(role)
+    session_id = sessions.create(role, client_key(request.remote))
     log.info("dashboard login", extra={"role": role, "peer": request.remote})
     response = _redirect(next_path)
     response.set_cookie(
@@ -412,22 +471,34 @@ async def dashboard_root(request: web.Request) -> web.Response:
     return _redirect("/dashboard")
 
 
+def _limited(handler: Callable[[web.Request], Any]) -> Callable[[web.Request], Any]:
+    """``handler``, answering a client whose wrong tokens used up its tries 429 with Retry-After, in the one error shape."""
+    async def limited(request: web.Request) -> web.Response:
+        try:
+            return await handler(request)
+        except _TooManyFailures as exc:
+            return _too_many(exc)
+    return limited
+
+
 def add_dashboard_routes(app: web.Application) -> None:
-    """The login, the pages and their JSON endpoints; sessions live in the app's memory."""
+    """The login, the pages and their JSON endpoints; sessions and failed logins live in the app's memory."""
     server = app[CONFIG].server
-    app[SESSIONS] = Sessions(ttl_s=server.session_ttl_s, max_sessions=server.max_sessions)
-    app.router.add_get("/dashboard/login", login_form, expect_handler=answer_expect)
-    app.router.add_post("/dashboard/login", login, expect_handler=answer_expect)
-    app.router.add_post("/dashboard/logout", logout, expect_handler=answer_expect)
-    app.router.add_get("/dashboard", overview, expect_handler=answer_expect)
-    app.router.add_get("/dashboard/", dashboard_root, expect_handler=answer_expect)
-    app.router.add_get("/dashboard/devices", devices_page, expect_handler=answer_expect)
-    app.router.add_get("/dashboard/devices/{name}", device_page, expect_handler=answer_expect)
-    app.router.add_get("/dashboard/report", report_page, expect_handler=answer_expect)
-    app.router.add_get("/v1/dashboard/overview", api_overview, expect_handler=answer_expect)
-    app.router.add_get("/v1/dashboard/rollout/{model}", api_rollout, expect_handler=answer_expect)
-    app.router.add_get("/v1/dashboard/data", api_data, expect_handler=answer_expect)
-    app.router.add_get("/v1/dashboard/fleet", api_fleet, expect_handler=answer_expect)
-    app.router.add_get("/v1/dashboard/devices", api_devices, expect_handler=answer_expect)
-    app.router.add_get("/v1/dashboard/devices/{name}", api_device, expect_handler=answer_expect)
-    app.router.add_get("/v1/dashboard/report/{model}", api_report, expect_handler=answer_expect)
+    app[FAILED_LOGINS] = FailedLogins(burst=server.login_failures_burst, refill_s=server.login_failure_refill_s)
+    app[SESSIONS] = Sessions(ttl_s=server.session_ttl_s, max_sessions=server.max_sessions,
+                             max_per_client=server.max_sessions_per_address)
+    app.router.add_get("/dashboard/login", _limited(login_form), expect_handler=answer_expect)
+    app.router.add_post("/dashboard/login", _limited(login), expect_handler=answer_expect)
+    app.router.add_post("/dashboard/logout", _limited(logout), expect_handler=answer_expect)
+    app.router.add_get("/dashboard", _limited(overview), expect_handler=answer_expect)
+    app.router.add_get("/dashboard/", _limited(dashboard_root), expect_handler=answer_expect)
+    app.router.add_get("/dashboard/devices", _limited(devices_page), expect_handler=answer_expect)
+    app.router.add_get("/dashboard/devices/{name}", _limited(device_page), expect_handler=answer_expect)
+    app.router.add_get("/dashboard/report", _limited(report_page), expect_handler=answer_expect)
+    app.router.add_get("/v1/dashboard/overview", _limited(api_overview), expect_handler=answer_expect)
+    app.router.add_get("/v1/dashboard/rollout/{model}", _limited(api_rollout), expect_handler=answer_expect)
+    app.router.add_get("/v1/dashboard/data", _limited(api_data), expect_handler=answer_expect)
+    app.router.add_get("/v1/dashboard/fleet", _limited(api_fleet), expect_handler=answer_expect)
+    app.router.add_get("/v1/dashboard/devices", _limited(api_devices), expect_handler=answer_expect)
+    app.router.add_get("/v1/dashboard/devices/{name}", _limited(api_device), expect_handler=answer_expect)
+    app.router.add_get("/v1/dashboard/report/{model}", _limited(api_report), expect_handler=answer_expect)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import re
 import uuid
 import xml.etree.ElementTree as ET
@@ -13,6 +14,7 @@ import pyarrow as pa
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from yarl import URL
 
 from edgeloop.collector.config import SpoolSettings
 from edgeloop.collector.spool import Spool
@@ -20,7 +22,9 @@ from edgeloop.ingest import tallies
 from edgeloop.ingest.aggregate import MAX_COUNT
 from edgeloop.ingest.charts import bars, interval_lines, lines, stacked_area
 from edgeloop.ingest.dashboard import MAX_DROP_REASONS_SHOWN, OTHER_REASONS, Dashboard, version_key
+from edgeloop.ingest.dashboard_app import SESSIONS
 from edgeloop.ingest.dashboard_html import MAX_VERSIONS_SHOWN
+from edgeloop.ingest.login_limit import FailedLogins
 from edgeloop.ingest.report import MAX_PERIODS
 from edgeloop.ingest.session import COOKIE, Sessions
 from edgeloop.schemas import EXAMPLES_DIR, ModelSchema, SchemaRegistry
@@ -117,6 +121,33 @@ async def test_a_login_posted_from_another_site_is_refused(server):
         assert (await response.json())["error"]["code"] == "forbidden"
         response = await login(server, session, viewer_token(server), Origin=server.url)
         assert response.status == 303
+
+
+@pytest.mark.parametrize("headers", [{"Origin": "null"}, {"Origin": "null", "Sec-Fetch-Site": "cross-site"},
+                                     {"Sec-Fetch-Site": "cross-site"}, {"Sec-Fetch-Site": "same-site"},
+                                     {"Origin": "SERVER", "Sec-Fetch-Site": "cross-site"}, {"Origin": "http://[::1"}])
+async def test_a_post_from_an_opaque_or_cross_site_sender_is_refused(server, headers):
+    """Login and logout posted with Origin: null that no Sec-Fetch-Site: same-origin vouches for, that the browser
+    says another site sent, or with an Origin that is no URL, are 403 forbidden in the error shape (Origin: null
+    alone was accepted, an unparsable Origin was a 500)."""
+    headers = {key: server.url if value == "SERVER" else value for key, value in headers.items()}
+    async with aiohttp.ClientSession() as session:
+        response = await login(server, session, viewer_token(server), **headers)
+        assert response.status == 403, await response.text()
+        assert (await response.json())["error"]["code"] == "forbidden" and "Set-Cookie" not in response.headers
+        async with session.post(f"{server.url}/dashboard/logout", headers=headers, allow_redirects=False) as out:
+            assert out.status == 403
+
+
+@pytest.mark.parametrize("headers", [{}, {"Origin": "null", "Sec-Fetch-Site": "same-origin"},
+                                     {"Origin": "SERVER", "Sec-Fetch-Site": "same-origin"}, {"Sec-Fetch-Site": "none"}])
+async def test_a_post_from_our_own_pages_or_a_client_that_is_no_browser_logs_in(server, headers):
+    """A same-origin form post (Origin: null under our no-referrer policy, vouched for by Sec-Fetch-Site) and a client
+    sending neither header (curl) log in."""
+    headers = {key: server.url if value == "SERVER" else value for key, value in headers.items()}
+    async with aiohttp.ClientSession() as session:
+        response = await login(server, session, viewer_token(server), **headers)
+        assert response.status == 303, await response.text()
 
 
 @pytest.mark.parametrize("body", [b"a=1&b=2&c=3&d=4&token=x", b"&" * 40, b"token=x&next=/dashboard&" * 3])
@@ -248,6 +279,103 @@ def test_sessions_expire_on_the_server_and_stay_bounded():
     a, b, c = (sessions.create("viewer") for _ in range(3))
     assert sessions.get(a) is None and sessions.get(b) and sessions.get(c)
     assert sessions.get("x" * 10_000) is None and sessions.get("") is None
+
+
+def _from(address: str) -> aiohttp.ClientSession:
+    """A client whose connections come from ``address`` (any 127.x.y.z reaches the server on 127.0.0.1)."""
+    return aiohttp.ClientSession(connector=aiohttp.TCPConnector(local_addr=(address, 0)),
+                                 cookie_jar=aiohttp.CookieJar(unsafe=True))
+
+
+async def _logged_in(server, session: aiohttp.ClientSession) -> bool:
+    async with session.get(f"{server.url}/dashboard/devices", allow_redirects=False) as page:
+        return page.status == 200
+
+
+async def test_logging_in_over_and_over_ends_only_ones_own_sessions(make_server):
+    """A viewer logging in far past server.max_sessions from one address ends only that address's oldest sessions:
+    an admin's session and another address's viewer session live on (they were evicted as the oldest)."""
+    server = await make_server(server={"max_sessions": 4, "max_sessions_per_address": 2})
+    async with _from("127.0.0.2") as other, _from("127.0.0.1") as admin:
+        assert (await login(server, other, viewer_token(server))).status == 303
+        assert (await login(server, admin, server.admin_token)).status == 303
+        mine = []
+        for _ in range(12):
+            async with _from("127.0.0.1") as session:
+                assert (await login(server, session, viewer_token(server))).status == 303
+                mine.append(session.cookie_jar.filter_cookies(URL(server.url))[COOKIE].value)
+        assert await _logged_in(server, other) and await _logged_in(server, admin)
+        sessions = server.app[SESSIONS]
+        assert [sessions.get(session_id) is not None for session_id in mine] == [False] * 10 + [True] * 2
+        assert len(sessions) == 4
+
+
+def test_sessions_stay_bounded_per_role_and_per_address():
+    """Each role holds at most max_sessions, each address at most max_per_client of a role's; admin sessions never
+    make room for viewer ones."""
+    sessions = Sessions(ttl_s=60, max_sessions=3, max_per_client=2, clock=lambda: 0.0)
+    admin = sessions.create("admin", "10.0.0.1")
+    viewers = [sessions.create("viewer", f"10.0.0.{n}") for n in range(2, 8)]
+    assert sessions.get(admin).role == "admin"
+    assert [sessions.get(v) is not None for v in viewers] == [False, False, False, True, True, True]
+    assert len(sessions) == 4
+
+
+async def test_failed_logins_from_one_address_are_limited_and_never_block_another(make_server):
+    """Past server.login_failures_burst wrong tokens an address gets the login form with 429 and Retry-After, a right
+    token from it too, until a failure's worth refills; another address still logs in and has its own allowance."""
+    server = await make_server(server={"login_failures_burst": 3, "login_failure_refill_s": 600})
+    async with _from("127.0.0.3") as guesser, _from("127.0.0.1") as user:
+        for _ in range(3):
+            assert (await login(server, guesser, "eld_wrong")).status == 401
+        for token in ("eld_wrong", viewer_token(server)):
+            response = await login(server, guesser, token)
+            assert response.status == 429 and 0 < int(response.headers["Retry-After"]) <= 600
+            assert response.content_type == "text/html" and 'role="alert"' in await response.text()
+            assert "Set-Cookie" not in response.headers
+        assert (await login(server, user, "eld_wrong")).status == 401
+        assert (await login(server, user, viewer_token(server))).status == 303
+
+
+async def test_concurrent_wrong_logins_get_no_more_tries_than_the_burst(make_server):
+    """Twenty wrong logins sent at once from one address get exactly login_failures_burst 401s; the rest are 429."""
+    server = await make_server(server={"login_failures_burst": 3, "login_failure_refill_s": 600})
+    async with _from("127.0.0.4") as guesser:
+        responses = await asyncio.gather(*(login(server, guesser, f"eld_wrong{n}") for n in range(20)))
+    assert sorted(r.status for r in responses) == [401] * 3 + [429] * 17
+
+
+async def test_wrong_bearer_tokens_on_the_dashboard_api_share_the_limit(make_server):
+    """Wrong bearer tokens on /v1/dashboard/* count as failed logins: past the burst 429 too_many_requests in the one error
+    shape with Retry-After; the right token from another address is served."""
+    server = await make_server(server={"login_failures_burst": 2, "login_failure_refill_s": 600})
+    url = f"{server.url}/v1/dashboard/data"
+    async with _from("127.0.0.5") as guesser, _from("127.0.0.1") as user:
+        for status in (401, 401, 429, 429):
+            async with guesser.get(url, headers={"Authorization": "Bearer eld_wrong"}) as response:
+                assert response.status == status
+                error = (await response.json())["error"]
+        assert error["code"] == "too_many_requests" and error["details"]["retry_after_s"] == int(response.headers["Retry-After"])
+        async with user.get(url, headers={"Authorization": f"Bearer {viewer_token(server)}"}) as response:
+            assert response.status == 200
+
+
+def test_failed_logins_refill_and_stay_bounded():
+    """An address's failures refill one per refill_s up to the burst; a right login gives back its try; at most
+    max_clients addresses are tracked."""
+    now = [0.0]
+    limit = FailedLogins(burst=2, refill_s=10, max_clients=3, clock=lambda: now[0])
+    assert limit.attempt("a") == 0 and limit.attempt("a") == 0
+    assert limit.attempt("a") == pytest.approx(10)
+    now[0] = 4
+    assert limit.attempt("a") == pytest.approx(6)
+    now[0] = 10
+    assert limit.attempt("a") == 0
+    limit.succeeded("a")
+    assert limit.attempt("a") == 0 and limit.attempt("a") > 0
+    for client in "bcdefg":
+        limit.attempt(client)
+    assert len(limit) == 3
 
 
 def test_charts_carry_their_numbers_and_escape_labels():
