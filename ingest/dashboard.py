@@ -20,11 +20,12 @@ from edgeloop.errors import QueryFailed
 from edgeloop.ingest.aggregate import MAX_COUNT
 from edgeloop.schemas.model_schema import NAME_PATTERN
 
-__all__ = ["MAX_DAYS", "Dashboard", "version_key"]
+__all__ = ["MAX_DAYS", "MAX_GROUPS_SHOWN", "Dashboard", "version_key"]
 
 MAX_DAYS = 366
 MAX_DEVICE_BATCHES = 200  # the newest batches a device page lists
 MAX_BEHIND = 500  # devices listed as still on an older version (the count says how many in all)
+MAX_GROUPS_SHOWN = 20  # versions (or devices) one field report shows: devices name versions, so there is no bound
 MAX_DROP_REASONS_SHOWN = 12  # the drops chart's series: the largest reasons, the rest summed as one
 OTHER_REASONS = "(other reasons)"  # not a reason's name (those are letters, digits and ._:+-)
 

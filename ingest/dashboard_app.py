@@ -6,9 +6,10 @@
     GET  /dashboard                  overview: rollout per model, fleet health, data
     GET  /dashboard/devices?state=&offset=   every device (or one state's), 200 a page
     GET  /dashboard/devices/{name}   one device
-    GET  /dashboard/report?model=&since=&until=&by=&bucket=&days=
+    GET  /dashboard/report?model=&since=&until=&by=&bucket=&version=&offset=&days=
                                      field performance of a model: the report (accuracy or MAE per
-                                     version over time, calibration, drift) and the versions' rollout
+                                     version over time, calibration, drift) and the versions' rollout;
+                                     the 20 versions with the most predictions from offset on
     GET  /v1/dashboard/{overview,rollout/{model},data,fleet,devices,devices/{name},report/{model}}   the same as JSON
 
 Pages need a session (else 303 to the login page); the JSON endpoints take the session cookie or
@@ -36,7 +37,7 @@ from aiohttp import web
 from edgeloop.errors import AuthError, BatchRejected, EdgeloopError, Forbidden, QueryFailed, StoreBusy
 from edgeloop.ingest import dashboard_html as pages
 from edgeloop.ingest.app import AUTH, CONFIG, STATE, STORE, answer_expect
-from edgeloop.ingest.dashboard import MAX_DAYS, Dashboard
+from edgeloop.ingest.dashboard import MAX_DAYS, MAX_GROUPS_SHOWN, Dashboard
 from edgeloop.ingest.export import wide_ints_as_text
 from edgeloop.ingest.fleet import STATES, StoreReader, device_detail, fleet_overview, fleet_summary
 from edgeloop.ingest.login_limit import FailedLogins
@@ -54,6 +55,9 @@ FAILED_LOGINS = web.AppKey("failed_logins", FailedLogins)
 MAX_LOGIN_BODY_BYTES = 4096
 MAX_LOGIN_FIELDS = 4
 DEFAULT_DAYS = 30
+MAX_OFFSET = 10_000_000
+MAX_VERSION_CHARS = 256
+REPORT_QUERY = ("since", "until", "by", "bucket", "version", "offset")
 HEADERS = {
     # Pages are self-contained: inline CSS and SVG, no script, forms only to ourselves.
     "Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline'; img-src 'self' data:; "
@@ -341,13 +345,27 @@ def _report(app: web.Application, model: str, query: dict[str, str]) -> Any:
     bucket = query.get("bucket") or "auto"
     if bucket not in PERIODS:
         raise QueryFailed(f"bucket must be one of {', '.join(PERIODS)}")
+    version, offset = query.get("version") or None, _offset(query.get("offset"))
+    if version is not None and len(version) > MAX_VERSION_CHARS:
+        raise QueryFailed(f"version is at most {MAX_VERSION_CHARS} characters")
     try:
         schema = declare(model_schema(reader, model))
     except (QueryFailed, StoreBusy):
         raise
     except EdgeloopError as exc:
         raise QueryFailed(str(exc)) from exc
-    return build_report(reader, schema, since=since, until=until, by=by, bucket=bucket)  # type: ignore[arg-type]
+    return build_report(reader, schema, since=since, until=until, by=by, bucket=bucket,  # type: ignore[arg-type]
+                        version=version, max_groups=MAX_GROUPS_SHOWN, offset=offset)
+
+
+def _offset(text: str | None) -> int:
+    try:
+        offset = int(text or "0")
+    except ValueError:
+        raise QueryFailed("offset must be a whole number") from None
+    if not 0 <= offset <= MAX_OFFSET:
+        raise QueryFailed(f"offset must be 0 to {MAX_OFFSET:,}")
+    return offset
 
 
 def _timestamp(text: str | None, name: str) -> datetime | None:
@@ -375,13 +393,7 @@ def _listing_query(request: web.Request) -> tuple[str | None, int]:
     state = request.query.get("state") or None
     if state is not None and state not in STATES:
         raise QueryFailed(f"state must be one of {', '.join(STATES)}")
-    try:
-        offset = int(request.query.get("offset", "0"))
-    except ValueError:
-        raise QueryFailed("offset must be a whole number") from None
-    if not 0 <= offset <= 10_000_000:
-        raise QueryFailed("offset must be 0 to 10,000,000")
-    return state, offset
+    return state, _offset(request.query.get("offset"))
 
 
 async def devices_page(request: web.Request) -> web.Response:
@@ -413,10 +425,11 @@ async def report_page(request: web.Request) -> web.Response:
     if (login_first := _page_or_login(request)) is not None:
         return login_first
     model = request.query.get("model", "")
-    query = {key: request.query.get(key, "") for key in ("since", "until", "by", "bucket")}
+    query = {key: request.query.get(key, "") for key in REPORT_QUERY}
     board = _dashboard(request.app)
     if "days" in request.query:
         _days(request)  # a bad days is the sender's error before any work
+        query["days"] = request.query["days"]
 
     def facts() -> tuple[list[str], Report, dict[str, Any]]:
         report = _report(request.app, model, query)
@@ -462,7 +475,7 @@ async def api_device(request: web.Request) -> web.Response:
 async def api_report(request: web.Request) -> web.Response:
     _require_reader(request)
     model = request.match_info["model"]
-    query = {key: request.query.get(key, "") for key in ("since", "until", "by", "bucket")}
+    query = {key: request.query.get(key, "") for key in REPORT_QUERY}
     report = await _read(request, lambda: _report(request.app, model, query))
     return _json(report.to_dict())
 

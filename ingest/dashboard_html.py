@@ -13,8 +13,8 @@ from typing import Any
 
 from edgeloop import units
 from edgeloop.ingest import charts
-from edgeloop.ingest.dashboard import version_key
-from edgeloop.ingest.report import PERIODS, Report
+from edgeloop.ingest.dashboard import MAX_GROUPS_SHOWN, version_key
+from edgeloop.ingest.report import GROUP_NAMES, PERIODS, Report
 from edgeloop.ingest.report_html import CSS as REPORT_CSS
 from edgeloop.ingest.report_html import render_fragment
 
@@ -330,7 +330,8 @@ def report_page(models: Sequence[str], report: Report, query: dict[str, str], ro
     --format html`` (accuracy or MAE per version over time, calibration, drift) with the versions' rollout."""
     fields = "".join(
         f'<label>{_e(label)} <input name="{name}" value="{_e(query.get(name, ""))}" placeholder="{_e(hint)}"></label> '
-        for name, label, hint in (("since", "since", "2026-10-08"), ("until", "until", "now"))
+        for name, label, hint in (("since", "since", "2026-10-08"), ("until", "until", "now"),
+                                  ("version", "version", "all"))
     )
     by = query.get("by", "model_version")
     options = "".join(f'<option value="{v}"{" selected" if v == by else ""}>{v}</option>' for v in ("model_version", "device", "none"))
@@ -341,5 +342,26 @@ def report_page(models: Sequence[str], report: Report, query: dict[str, str], ro
             f'<label>per <select name="bucket">{periods}</select></label> <button type="submit">show</button></form>')
     section = (f'<section id="rollout"><h2>Rollout: devices per version, last {len(rollout["days"])} days</h2>'
                f"{rollout_section(rollout)}</section>")
-    return _page(f"edgeloop: field performance of {report.model}", form + render_fragment(report, after_over_time=section),
-                 models=models)
+    return _page(f"edgeloop: field performance of {report.model}",
+                 form + _more_groups(report, query) + render_fragment(report, after_over_time=section), models=models)
+
+
+def _more_groups(report: Report, query: dict[str, str]) -> str:
+    """How many groups this page leaves out, with links to the pages before and after (same query, another offset)."""
+    shown, offset, total = len(report.groups), report.groups_offset, report.groups_total
+    if offset == 0 and shown >= total:
+        return ""
+    names = GROUP_NAMES.get(report.by, "groups")
+
+    def link(text: str, to: int) -> str:
+        params = {"model": report.model, **{k: v for k, v in query.items() if v and k != "offset"}, "offset": str(to)}
+        return f'<a href="/dashboard/report?{_e(urllib.parse.urlencode(params))}">{_e(text)}</a>'
+
+    links = []
+    if offset > 0:
+        links.append(link(f"the previous {min(offset, MAX_GROUPS_SHOWN):,}", max(0, offset - MAX_GROUPS_SHOWN)))
+    if offset + shown < total:
+        links.append(link(f"the next {min(total - offset - shown, MAX_GROUPS_SHOWN):,}", offset + shown))
+    more = total - shown
+    return (f'<p class="note" id="more-groups">{names} {offset + 1 if shown else 0:,}-{offset + shown:,} of {total:,} '
+            f'(most predictions first); {more:,} more {names} · {" · ".join(links)} · or name one in "version"</p>')

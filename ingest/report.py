@@ -39,7 +39,7 @@ from __future__ import annotations
 import math
 import random
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any, Literal
@@ -201,6 +201,11 @@ class Report:
     drift: list[FieldDrift] = field(default_factory=list)
     over_time: OverTime | None = None
     notes: list[str] = field(default_factory=list)
+    version: str | None = None  # the one model version asked for, or None for all
+    groups_total: int = 0  # groups in the window; ``groups`` holds those from ``groups_offset`` on, at most max_groups
+    groups_offset: int = 0
+    collected_total: int = 0  # over every group, shown or not
+    labelled_total: int = 0
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -315,6 +320,11 @@ class Rows:
     relation: str
     since: datetime | None = None
     until: datetime | None = None
+    filters: tuple[tuple[str, tuple[str, ...]], ...] = ()  # (our column name, the values it may hold)
+
+    def only(self, column: str, values: Sequence[str]) -> Rows:
+        """These rows where ``column`` (a name of ours, never the sender's) is one of ``values``."""
+        return replace(self, filters=(*self.filters, (column, tuple(values))))
 
     def where(self, *more: str) -> tuple[str, list[Any]]:
         clauses, params = [], []
@@ -324,6 +334,9 @@ class Rows:
         if self.until is not None:
             clauses.append("created_at < ?::TIMESTAMPTZ")
             params.append(self.until.isoformat())
+        for column, values in self.filters:
+            clauses.append(f"list_contains(?::VARCHAR[], {column}::VARCHAR)")
+            params.append(list(values))
         clauses.extend(more)
         return (" WHERE " + " AND ".join(clauses) if clauses else ""), params
 
@@ -709,8 +722,16 @@ def build_report(
     reference_path: Path | None = None,
     now: datetime | None = None,
     bucket: Period = "auto",
+    version: str | None = None,
+    max_groups: int | None = None,
+    offset: int = 0,
 ) -> Report:
-    """Compute the field report of a model whose schema declares what to compare (see ``declare``)."""
+    """Compute the field report of a model whose schema declares what to compare (see ``declare``).
+
+    ``version``: only that model version's rows. ``max_groups``: only that many groups from ``offset`` on, those
+    with the most predictions first, and the series over time of only their versions (of the versions with the
+    most predictions when not grouped by version); the totals still count every group.
+    """
     if by not in GROUPINGS:
         raise QueryFailed(f"--by must be one of {', '.join(GROUPINGS)}")
     if bucket not in PERIODS:
@@ -718,16 +739,26 @@ def build_report(
     if since is not None and until is not None and since >= until:
         raise QueryFailed(f"since ({since.isoformat()}) must be before until ({until.isoformat()})")
     training = quote(schema.name + "_training")
-    rows = Rows(admin.query, training, since, until)
+    scope: tuple[tuple[str, tuple[str, ...]], ...] = (("model_version", (version,)),) if version is not None else ()
+    rows = Rows(admin.query, training, since, until, scope)
     task = schema.comparison_task or "classification"
     report = Report(
         model=schema.name, task=task, prediction_field=schema.prediction_field or "",
         truth_field=schema.truth_field or "", confidence_field=schema.confidence_field if task == "classification" else None,
-        by=by, since=_timestamp_text(since), until=_timestamp_text(until), weighted=True, groups=[],
+        by=by, since=_timestamp_text(since), until=_timestamp_text(until), weighted=True, groups=[], version=version,
     )
-    summary = _summary(schema, rows, by)
+    every = _summary(schema, rows, by)
+    report.groups_total, report.groups_offset = len(every), offset
+    report.collected_total = sum(row["collected"] for row in every)
+    report.labelled_total = sum(row["labelled"] for row in every)
+    bad_weights = sum(row["bad_weights"] for row in every)
+    summary = every[offset:]
+    if max_groups is not None:
+        summary = sorted(every, key=lambda row: (-row["collected"], row["grp"] or ""))[offset:offset + max_groups]
+        _shown_note(report, by, summary)
+    if len(summary) < len(every) and by != "none":
+        rows = rows.only(_group_expression(by), [row["grp"] for row in summary])
     groups: dict[str, Group] = {}
-    bad_weights = 0
     for row in summary:
         group = Group(
             key=row["grp"], collected=row["collected"], labelled=row["labelled"],
@@ -736,7 +767,6 @@ def build_report(
             devices=row["devices"], first_at=_timestamp_text(row["first_at"]), last_at=_timestamp_text(row["last_at"]),
         )
         groups[group.key] = group
-        bad_weights += row["bad_weights"]
         if task == "regression":
             _regression(group, row)
         elif row["labelled"]:
@@ -768,7 +798,10 @@ def build_report(
                 f"the data spans {first.date()} to {last.date()}, more than {MAX_PERIODS} months: the series over time "
                 f"shows {start.date()} to {end.date()} (give --since and --until, or since and until, for another span)")
             first, last = start, end
-        report.over_time = _over_time(schema, rows, task, choose_period(bucket, first, last), first, last)
+        series_rows = rows
+        if max_groups is not None and by != "model_version":
+            series_rows = rows.only("model_version", _top_versions(rows, max_groups))
+        report.over_time = _over_time(schema, series_rows, task, choose_period(bucket, first, last), first, last)
     if bad_weights:
         report.notes.append(f"{bad_weights} predictions with a sample_weight that is not a finite number >= 1 were left out")
     if not groups:
@@ -777,10 +810,10 @@ def build_report(
     # Drift needs no labels: read the predictions table, not the view that joins each one to its feedback.
     predictions = quote(schema.name)
     reference, closer = _reference(schema, admin, predictions, since, until, reference_since, reference_until,
-                                   reference_path, now, report)
+                                   reference_path, now, report, scope)
     try:
         if reference is not None:
-            window = Rows(admin.query, predictions, since, until)
+            window = Rows(admin.query, predictions, since, until, scope)
             for name, section, kind in _drift_fields(schema):
                 measure = _numeric_drift if kind == "numeric" else _categorical_drift
                 report.drift.append(measure(reference, window, name, section))
@@ -792,7 +825,8 @@ def build_report(
 
 def _reference(schema: ModelSchema, admin: Admin, relation: str, since: datetime | None, until: datetime | None,
                reference_since: datetime | None, reference_until: datetime | None, reference_path: Path | None,
-               now: datetime | None, report: Report) -> tuple[Rows | None, duckdb.DuckDBPyConnection | None]:
+               now: datetime | None, report: Report,
+               scope: tuple[tuple[str, tuple[str, ...]], ...] = ()) -> tuple[Rows | None, duckdb.DuckDBPyConnection | None]:
     """Where drift compares against: a named export, a date range, or the window of equal length before --since."""
     if reference_path is not None:
         if reference_since or reference_until:
@@ -814,5 +848,28 @@ def _reference(schema: ModelSchema, admin: Admin, relation: str, since: datetime
             reference_since = EARLIEST
         reference_until = since
     report.reference = f"{_timestamp_text(reference_since) or 'the start'} .. {_timestamp_text(reference_until) or 'now'}"
-    return Rows(admin.query, relation, reference_since, reference_until), None
+    return Rows(admin.query, relation, reference_since, reference_until, scope), None
+
+
+GROUP_NAMES = {"model_version": "versions", "device": "devices", "none": "groups"}
+
+
+def _shown_note(report: Report, by: str, shown: list[dict[str, Any]]) -> None:
+    """Say which groups a capped report shows, and what the others hold, so its totals stay those of all."""
+    if len(shown) == report.groups_total:
+        return
+    collected = sum(row["collected"] for row in shown)
+    first = report.groups_offset + 1
+    report.notes.append(
+        f"showing {GROUP_NAMES[by]} {first:,}-{report.groups_offset + len(shown):,} of {report.groups_total:,} "
+        f"(those with the most predictions first): they hold {collected:,} of the window's "
+        f"{report.collected_total:,} predictions")
+
+
+def _top_versions(rows: Rows, limit: int) -> list[str]:
+    """The ``limit`` model versions with the most rows."""
+    where, params = rows.where()
+    sql = (f"SELECT model_version::VARCHAR AS version FROM {rows.relation}{where} GROUP BY 1 "
+           f"ORDER BY count(*) DESC, 1 LIMIT {int(limit)}")
+    return rows.query(sql, params).column("version").to_pylist()
 
