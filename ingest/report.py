@@ -804,7 +804,7 @@ def build_report(
         report.over_time = _over_time(schema, series_rows, task, choose_period(bucket, first, last), first, last)
     if bad_weights:
         report.notes.append(f"{bad_weights} predictions with a sample_weight that is not a finite number >= 1 were left out")
-    if not groups:
+    if not every:
         report.notes.append("no predictions in this window")
 
     # Drift needs no labels: read the predictions table, not the view that joins each one to its feedback.
@@ -857,6 +857,10 @@ GROUP_NAMES = {"model_version": "versions", "device": "devices", "none": "groups
 def _shown_note(report: Report, by: str, shown: list[dict[str, Any]]) -> None:
     """Say which groups a capped report shows, and what the others hold, so its totals stay those of all."""
     if len(shown) == report.groups_total:
+        return
+    if not shown:
+        report.notes.append(f"offset {report.groups_offset:,} is past the last of the window's "
+                            f"{report.groups_total:,} {GROUP_NAMES[by]}")
         return
     collected = sum(row["collected"] for row in shown)
     first = report.groups_offset + 1

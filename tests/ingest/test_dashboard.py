@@ -685,6 +685,9 @@ async def test_a_model_with_hundreds_of_versions_leaves_the_report_page_small(se
         async with session.get(f"{server.url}/v1/dashboard/report/vibration?offset=290") as response:
             last = await response.json()
         assert len(last["groups"]) == 10 and last["groups_offset"] == 290 and last["groups_total"] == 300
+        async with session.get(f"{server.url}/v1/dashboard/report/vibration?offset=300") as response:
+            past = await response.json()
+        assert past["groups"] == [] and past["notes"][0] == "offset 300 is past the last of the window's 300 versions"
         async with session.get(f"{server.url}/dashboard/report?model=vibration&version=1.7.0") as page:
             text = await page.text()
         assert page.status == 200 and text.count('aria-label="reliability diagram of ') == 1
