@@ -20,12 +20,13 @@ from edgeloop.errors import QueryFailed
 from edgeloop.ingest.aggregate import MAX_COUNT
 from edgeloop.schemas.model_schema import NAME_PATTERN
 
-__all__ = ["MAX_DAYS", "MAX_GROUPS_SHOWN", "Dashboard", "version_key"]
+__all__ = ["MAX_DAYS", "MAX_GROUPS_SHOWN", "MAX_ROLLOUT_VERSIONS", "Dashboard", "version_key"]
 
 MAX_DAYS = 366
 MAX_DEVICE_BATCHES = 200  # the newest batches a device page lists
 MAX_BEHIND = 500  # devices listed as still on an older version (the count says how many in all)
 MAX_GROUPS_SHOWN = 20  # versions (or devices) one field report shows: devices name versions, so there is no bound
+MAX_ROLLOUT_VERSIONS = 12  # a rollout's series: the versions most devices run (the newest always), the rest summed as one
 MAX_DROP_REASONS_SHOWN = 12  # the drops chart's series: the largest reasons, the rest summed as one
 OTHER_REASONS = "(other reasons)"  # not a reason's name (those are letters, digits and ._:+-)
 
@@ -66,6 +67,10 @@ class Dashboard:
 
     def rollout(self, model: str, days: int = 30) -> dict[str, Any]:
         """Share of devices on each version per day, and the devices not on the newest version.
+
+        Devices name versions, so there may be thousands: the ``MAX_ROLLOUT_VERSIONS`` most devices run
+        now (then at their peak in the window; the newest always) are named, the others summed as
+        ``other_versions``, so each day's shares still add up to one.
 
         Read from the tallies ``version_changes`` and ``device_versions``: a device is on the
         version of its newest prediction (by ``created_at``) from the day it made its first one
@@ -108,6 +113,16 @@ class Dashboard:
                 running += change
                 counts[version][i] = running
         totals = [sum(counts[v][i] for v in versions) for i in range(len(axis))]
+        versions_total = len(versions)
+        shown = set(sorted(versions, key=lambda v: (v != newest, -on_version.get(v, 0), -max(counts[v]), version_key(v)))
+                    [:MAX_ROLLOUT_VERSIONS])
+        others = [v for v in versions if v not in shown]
+        other = None
+        if others:
+            other_counts = [sum(counts[v][i] for v in others) for i in range(len(axis))]
+            other = {"versions": len(others), "devices_now": sum(on_version.get(v, 0) for v in others),
+                     "devices_per_day": other_counts, "share_per_day": [n / t if t else 0.0 for n, t in zip(other_counts, totals)]}
+            versions = [v for v in versions if v in shown]
         return {
             "model": model,
             "days": [day.isoformat() for day in axis],
@@ -117,6 +132,8 @@ class Dashboard:
             "devices_per_day": counts,
             "share_per_day": {v: [n / t if t else 0.0 for n, t in zip(counts[v], totals)] for v in versions},
             "devices_on_version": {v: on_version.get(v, 0) for v in versions},
+            "versions_total": versions_total,
+            "other_versions": other,
             "upgraded": bool(on_version) and not behind_total,
             "behind": behind,
             "behind_total": behind_total,

@@ -130,14 +130,16 @@ def rollout_section(rollout: dict[str, Any]) -> str:
         return f'<div class="model" id="rollout-{_e(model)}"><h3>{_e(model)}</h3><p class="note">no predictions yet</p></div>'
     # The chart starts on the first day a device ran the model: the days before it have no share to show.
     first = next((i for i, n in enumerate(rollout["devices"]) if n), len(rollout["days"]) - 1)
-    chart = charts.stacked_area(
-        f"{model}: share of devices on each version", rollout["days"][first:],
-        [(v, rollout["share_per_day"][v][first:]) for v in versions], percent=True,
-    )
-    counts = _table(f"versions-{model}", ["version", "devices now"], [
-        ({"model": model, "version": v, "devices": str(n)}, [_e(v) + (" (newest)" if v == rollout["newest"] else ""), _num(n)])
-        for v, n in sorted(rollout["devices_on_version"].items(), key=lambda item: item[0] == rollout["newest"], reverse=True)
-    ])
+    series = [(v, rollout["share_per_day"][v][first:]) for v in versions]
+    rows = [({"model": model, "version": v, "devices": str(n)}, [_e(v) + (" (newest)" if v == rollout["newest"] else ""), _num(n)])
+            for v, n in sorted(rollout["devices_on_version"].items(), key=lambda item: item[0] == rollout["newest"], reverse=True)]
+    if other := rollout.get("other_versions"):
+        name = f"({other['versions']:,} other versions)"
+        series.append((name, other["share_per_day"][first:]))
+        rows.append(({"model": model, "other-versions": str(other["versions"]), "devices": str(other["devices_now"])},
+                     [_e(name), _num(other["devices_now"])]))
+    chart = charts.stacked_area(f"{model}: share of devices on each version", rollout["days"][first:], series, percent=True)
+    counts = _table(f"versions-{model}", ["version", "devices now"], rows)
     if rollout["upgraded"]:
         verdict = f'<p class="good" data-upgraded="true">every active device runs {_e(rollout["newest"])}</p>'
     else:

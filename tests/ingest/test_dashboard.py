@@ -21,7 +21,14 @@ from edgeloop.collector.spool import Spool
 from edgeloop.ingest import tallies
 from edgeloop.ingest.aggregate import MAX_COUNT
 from edgeloop.ingest.charts import bars, interval_lines, lines, stacked_area
-from edgeloop.ingest.dashboard import MAX_DROP_REASONS_SHOWN, MAX_GROUPS_SHOWN, OTHER_REASONS, Dashboard, version_key
+from edgeloop.ingest.dashboard import (
+    MAX_DROP_REASONS_SHOWN,
+    MAX_GROUPS_SHOWN,
+    MAX_ROLLOUT_VERSIONS,
+    OTHER_REASONS,
+    Dashboard,
+    version_key,
+)
 from edgeloop.ingest.dashboard_app import SESSIONS
 from edgeloop.ingest.dashboard_html import MAX_VERSIONS_SHOWN
 from edgeloop.ingest.login_limit import FailedLogins
@@ -639,6 +646,32 @@ async def test_a_device_sending_many_versions_leaves_the_pages_their_size(server
             assert f"{500 - MAX_VERSIONS_SHOWN} more versions" in text, path
         async with session.get(f"{server.url}/v1/dashboard/data") as response:
             assert len((await response.json())["coverage"]) == 500
+
+
+async def test_a_fleet_on_many_versions_draws_the_largest_and_sums_the_rest(server, tmp_path, vibration):
+    """With 30 devices each on its own version the rollout (JSON and chart) names the MAX_ROLLOUT_VERSIONS versions
+    most devices run, the newest among them, and sums the others as one series, so each day's shares still add to 1."""
+    tokens = {f"pump-{n:02}": await server.add_device(f"pump-{n:02}") for n in range(30)}
+    for n, token in enumerate(tokens.values()):
+        await land(server, tmp_path, vibration, token, version=f"3.{n % 27}.0", predictions=1)
+    headers = {"Authorization": f"Bearer {viewer_token(server)}"}
+    async with server.session.get(f"{server.url}/v1/dashboard/rollout/vibration?days=3", headers=headers) as r:
+        rollout = await r.json()
+    assert len(rollout["versions"]) == MAX_ROLLOUT_VERSIONS and rollout["newest"] == "3.26.0" in rollout["versions"]
+    assert {"3.0.0", "3.1.0", "3.2.0"} <= set(rollout["versions"])  # each runs on two devices
+    other = rollout["other_versions"]
+    assert other["versions"] == 27 - MAX_ROLLOUT_VERSIONS and rollout["versions_total"] == 27
+    assert other["devices_now"] + sum(rollout["devices_on_version"].values()) == 30 == rollout["devices"][-1]
+    assert sum(rollout["share_per_day"][v][-1] for v in rollout["versions"]) + other["share_per_day"][-1] == pytest.approx(1)
+    async with aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True)) as session:
+        assert (await login(server, session, viewer_token(server))).status == 303
+        async with session.get(f"{server.url}/dashboard?days=3") as page:
+            text = await page.text()
+    (chart,) = [svg for svg in _svgs(text) if "chart-area" in svg.get("class", "")]
+    series = {g.get("data-series") for g in chart.iter("{http://www.w3.org/2000/svg}g") if g.get("class") == "point"}
+    assert len(series) == MAX_ROLLOUT_VERSIONS + 1 and f"({27 - MAX_ROLLOUT_VERSIONS} other versions)" in series
+    rows = re.search(r'<table id="versions-vibration">.*?</table>', text, flags=re.DOTALL).group()
+    assert rows.count("<tr data-") == MAX_ROLLOUT_VERSIONS + 1
 
 
 async def _land_versions(server, tmp_path, schema, token: str, rows_per_version: dict[str, int]) -> None:
