@@ -18,6 +18,8 @@ __all__ = ["CSS", "render_fragment", "render_html"]
 
 INK, MUTED, GRID = "#1f2933", "#6b7280", "#e5e7eb"
 BLUE, ORANGE, RED, AMBER, GREEN = "#2563eb", "#ea580c", "#dc2626", "#d97706", "#16a34a"
+MAX_CLASSES_SHOWN = 20  # per version, the largest classes by support: a device's predictions name the classes
+OTHER = "(other)"
 FLAG_COLOURS = {"drift": RED, "watch": AMBER, "stable": GREEN, "too few": MUTED}
 
 CSS = f"""
@@ -175,20 +177,32 @@ def _drift_chart(drift: FieldDrift) -> str:
 
 
 def _confusion_html(group: Group) -> str:
-    """The confusion matrix with each cell shaded by its share of its true class's row."""
+    """The confusion matrix of the largest classes, the rest summed as one row and column, each cell shaded by its
+    share of its true class's row: a square over every label grows with the square of a device's class names."""
     support = {c.label: c.support for c in group.classes}
-    labels = sorted(group.confusion, key=lambda label: (-support.get(label, 0), label))
-    head = "".join(f"<th>{escape(p)}</th>" for p in labels)
+    ranked = sorted(group.confusion, key=lambda label: (-support.get(label, 0), label))
+    labels, rest = ranked[:MAX_CLASSES_SHOWN], set(ranked[MAX_CLASSES_SHOWN:])
+
+    def counts(truths: list[str]) -> list[int]:
+        """The row of these true classes: a count per shown prediction, then the rest's."""
+        row = [0] * (len(labels) + 1) if rest else [0] * len(labels)
+        column = {label: i for i, label in enumerate(labels)}
+        for truth in truths:
+            for pred, count in group.confusion.get(truth, {}).items():
+                row[column.get(pred, len(labels))] += count
+        return row
+
+    head = "".join(f"<th>{escape(p)}</th>" for p in labels) + (f"<th>{escape(OTHER)}</th>" if rest else "")
     rows = []
-    for truth in labels:
-        row = group.confusion.get(truth, {})
-        total = sum(row.values()) or 1
+    named = [(truth, [truth]) for truth in labels] + ([(OTHER, sorted(rest))] if rest else [])
+    for index, (name, truths) in enumerate(named):
+        row = counts(truths)
+        total = sum(row) or 1
         cells = []
-        for pred in labels:
-            count = row.get(pred, 0)
-            colour = "22,163,74" if pred == truth else "220,38,38"
+        for column, count in enumerate(row):
+            colour = "22,163,74" if column == index and name != OTHER else "220,38,38"
             cells.append(f'<td style="background: rgba({colour},{0.75 * count / total:.2f})">{count:,}</td>')
-        rows.append(f"<tr><th>{escape(truth)}</th>{''.join(cells)}</tr>")
+        rows.append(f"<tr><th>{escape(name)}</th>{''.join(cells)}</tr>")
     return f"<table><thead><tr><th>truth \\ predicted</th>{head}</tr></thead><tbody>{''.join(rows)}</tbody></table>"
 
 
@@ -196,9 +210,12 @@ def _group_html(group: Group) -> str:
     parts = [f"<h3>{escape(group.key)}</h3>"]
     ranked = sorted(group.classes, key=lambda c: (-c.support, c.label))
     rows = [[c.label, f"{c.support:,}", estimate_text(c.precision), estimate_text(c.recall), estimate_text(c.f1)]
-            for c in ranked]
+            for c in ranked[:MAX_CLASSES_SHOWN]]
     parts.append('<div class="grid"><div>')
     parts.append(_table(["class", "support", "precision", "recall", "F1"], rows))
+    if len(ranked) > MAX_CLASSES_SHOWN:
+        parts.append(f"<p class=note>the {MAX_CLASSES_SHOWN} classes with the most labelled records; "
+                     f"{len(ranked) - MAX_CLASSES_SHOWN:,} more classes in the JSON (--format json)</p>")
     parts.append("<p class=note>Confusion matrix, labelled records (rows: truth, columns: prediction):</p>")
     parts.append(_confusion_html(group))
     parts.append("</div>")

@@ -15,7 +15,7 @@ from edgeloop.units import printable
 __all__ = ["REPORT_FORMATS", "render_report"]
 
 ReportFormat = Literal["table", "json", "html"]
-TEXT_CLASSES = 12  # per-class rows and confusion columns shown in a terminal; JSON and HTML have all
+TEXT_CLASSES = 12  # per-class rows and confusion columns shown in a terminal (HTML: 20); JSON has all
 
 
 def render_report(report: Report, fmt: ReportFormat) -> bytes:
@@ -103,7 +103,7 @@ def _classes_text(group: Group) -> list[str]:
             for c in ranked[:TEXT_CLASSES]]
     lines = _table(["class", "support", "precision", "recall", "F1"], rows)
     if len(ranked) > TEXT_CLASSES:
-        lines.append(f"({len(ranked) - TEXT_CLASSES} more classes in --format json or html)")
+        lines.append(f"({len(ranked) - TEXT_CLASSES} more classes in --format json)")
     return lines
 
 

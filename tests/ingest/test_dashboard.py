@@ -33,6 +33,7 @@ from edgeloop.ingest.dashboard_app import SESSIONS
 from edgeloop.ingest.dashboard_html import MAX_VERSIONS_SHOWN
 from edgeloop.ingest.login_limit import FailedLogins
 from edgeloop.ingest.report import MAX_PERIODS
+from edgeloop.ingest.report_html import MAX_CLASSES_SHOWN
 from edgeloop.ingest.session import COOKIE, Sessions
 from edgeloop.schemas import EXAMPLES_DIR, ModelSchema, SchemaRegistry
 from tests.ingest.conftest import make_table, seal
@@ -672,6 +673,32 @@ async def test_a_fleet_on_many_versions_draws_the_largest_and_sums_the_rest(serv
     assert len(series) == MAX_ROLLOUT_VERSIONS + 1 and f"({27 - MAX_ROLLOUT_VERSIONS} other versions)" in series
     rows = re.search(r'<table id="versions-vibration">.*?</table>', text, flags=re.DOTALL).group()
     assert rows.count("<tr data-") == MAX_ROLLOUT_VERSIONS + 1
+
+
+async def test_a_model_predicting_hundreds_of_classes_leaves_the_report_page_small(server, tmp_path, vibration):
+    """With 400 distinct predicted classes the report page lists the MAX_CLASSES_SHOWN largest classes and a confusion
+    matrix of them plus one "(other)" row and column that keeps every count, and the JSON keeps all 401 classes."""
+    token = await server.add_device("pump-1")
+    table, ids = make_table(vibration, predictions=400, start=NOW - timedelta(hours=3))
+    index = table.schema.get_field_index("predicted_class")
+    table = table.set_column(index, table.schema.field(index), pa.array([f"class-{n}" for n in range(400)], pa.string()))
+    feedback, _ = make_table(vibration, feedback=[(record_id, "normal", NOW - timedelta(hours=2)) for record_id in ids])
+    for name, rows in (("p", table), ("f", feedback)):
+        status, receipt, _ = await server.put(*seal(tmp_path / name, vibration, rows), token)
+        assert status == 201, receipt
+    async with aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True)) as session:
+        assert (await login(server, session, viewer_token(server))).status == 303
+        async with session.get(f"{server.url}/dashboard/report?model=vibration") as page:
+            text = await page.text()
+        async with session.get(f"{server.url}/v1/dashboard/report/vibration") as response:
+            (group,) = (await response.json())["groups"]
+    assert page.status == 200 and len(text.encode()) < 200_000, len(text.encode())
+    assert len(group["classes"]) == 401
+    matrix = re.search(r"<table><thead><tr><th>truth \\ predicted</th>.*?</table>", text, flags=re.DOTALL).group()
+    assert matrix.count("<tr>") == MAX_CLASSES_SHOWN + 2 and "(other)" in matrix  # the header, the classes, the rest
+    cells = [int(n.replace(",", "")) for n in re.findall(r"<td[^>]*>([\d,]+)</td>", matrix)]
+    assert sum(cells) == 400
+    assert f"{401 - MAX_CLASSES_SHOWN} more classes" in text
 
 
 async def _land_versions(server, tmp_path, schema, token: str, rows_per_version: dict[str, int]) -> None:
