@@ -20,10 +20,11 @@ from edgeloop.errors import QueryFailed
 from edgeloop.ingest.aggregate import MAX_COUNT
 from edgeloop.schemas.model_schema import NAME_PATTERN
 
-__all__ = ["MAX_DAYS", "MAX_GROUPS_SHOWN", "MAX_ROLLOUT_VERSIONS", "Dashboard", "version_key"]
+__all__ = ["MAX_DAYS", "MAX_GROUPS_SHOWN", "MAX_ROLLOUT_VERSIONS", "MAX_VERSION_CHANGES", "Dashboard", "version_key"]
 
 MAX_DAYS = 366
 MAX_DEVICE_BATCHES = 200  # the newest batches a device page lists
+MAX_VERSION_CHANGES = 200  # the newest version changes a device page lists (the count says how many in all)
 MAX_BEHIND = 500  # devices listed as still on an older version (the count says how many in all)
 MAX_GROUPS_SHOWN = 20  # versions (or devices) one field report shows: devices name versions, so there is no bound
 MAX_ROLLOUT_VERSIONS = 12  # a rollout's series: the versions most devices run (the newest always), the rest summed as one
@@ -200,9 +201,12 @@ class Dashboard:
             [name, MAX_DEVICE_BATCHES],
         )
 
-    def version_changes(self, name: str) -> list[dict[str, Any]]:
-        """Each change of a device's model version, oldest first."""
-        return self._query(
-            "SELECT model, day, from_version, to_version FROM version_changes WHERE device = ? ORDER BY model, changed_at",
-            [name],
+    def version_changes(self, name: str) -> tuple[list[dict[str, Any]], int]:
+        """A device's newest ``MAX_VERSION_CHANGES`` changes of model version, oldest first, and how many it made in all."""
+        newest = self._query(
+            "SELECT model, day, from_version, to_version FROM version_changes WHERE device = ? "
+            "ORDER BY changed_at DESC, model DESC LIMIT ?",
+            [name, MAX_VERSION_CHANGES],
         )
+        total = self._query("SELECT count(*) AS n FROM version_changes WHERE device = ?", [name])[0]["n"]
+        return newest[::-1], total

@@ -322,7 +322,8 @@ def _device(app: web.Application, board: Dashboard, name: str) -> dict[str, Any]
     detail = device_detail(_reader(app), name, datetime.now(UTC), app[CONFIG].fleet)
     if detail is None:
         raise LookupError(name)
-    return {**detail, "version_changes": board.version_changes(name), "recent_batches": board.batches(name)}
+    changes, changes_total = board.version_changes(name)
+    return {**detail, "version_changes": changes, "version_changes_total": changes_total, "recent_batches": board.batches(name)}
 
 
 async def device_page(request: web.Request) -> web.Response:

@@ -33,7 +33,6 @@ section { margin-bottom: 2.5rem; }
 """
 
 DASH = "—"  # what a cell shows for a value nobody reported
-MAX_CHANGES_SHOWN = 200  # a device's version changes listed: the last ones
 MAX_VERSIONS_SHOWN = 20  # per model in a version table: devices name versions, so there is no bound on how many
 
 
@@ -249,7 +248,7 @@ def overview_page(models: Sequence[str], rollouts: Sequence[dict[str, Any]], fle
 def device_page(models: Sequence[str], name: str, detail: dict[str, Any]) -> str:
     device = detail["device"]
     versions, left_out = _newest_versions(detail["versions"])
-    changes = detail["version_changes"][-MAX_CHANGES_SHOWN:]
+    changes, changes_total = detail["version_changes"], detail["version_changes_total"]
     body = [
         f'<h1>Device {_e(name)}</h1><dl id="device-facts">'
         f'<dt>state</dt><dd data-state="{_e(device["state"])}">{_state(device["state"])}</dd>'
@@ -274,8 +273,7 @@ def device_page(models: Sequence[str], name: str, detail: dict[str, Any]) -> str
             ({"model": v["model"], "version": v["to_version"]},
              [_e(v["model"]), _e(v["day"]), _e(v["from_version"] or "—"), _e(v["to_version"])])
             for v in changes
-        ]) + (f'<p class="note">the last {len(changes):,} of {len(detail["version_changes"]):,} (by model, then time)</p>'
-              if len(changes) < len(detail["version_changes"]) else ""),
+        ]) + (f'<p class="note">the last {len(changes):,} of {changes_total:,}</p>' if len(changes) < changes_total else ""),
         "<h2>Errors: refused uploads</h2>",
         _table("device-refusals", ["status", "code", "count", "first", "last"], [
             ({"code": r["code"]}, [_num(r["status"]), _e(r["code"]), _num(r["count"]), _e(_when(r["first_at"])),

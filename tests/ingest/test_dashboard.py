@@ -20,11 +20,13 @@ from edgeloop.collector.config import SpoolSettings
 from edgeloop.collector.spool import Spool
 from edgeloop.ingest import tallies
 from edgeloop.ingest.aggregate import MAX_COUNT
+from edgeloop.ingest.app import STORE
 from edgeloop.ingest.charts import bars, interval_lines, lines, stacked_area
 from edgeloop.ingest.dashboard import (
     MAX_DROP_REASONS_SHOWN,
     MAX_GROUPS_SHOWN,
     MAX_ROLLOUT_VERSIONS,
+    MAX_VERSION_CHANGES,
     OTHER_REASONS,
     Dashboard,
     version_key,
@@ -436,6 +438,30 @@ def test_rollout_carries_each_device_on_its_version_until_it_changes(tmp_path):
     assert rollout["devices_per_day"] == {"1.0": [1, 2, 1, 1], "2.0": [1, 1, 2, 2]}
     assert rollout["share_per_day"]["2.0"] == [0.5, 1 / 3, 2 / 3, 2 / 3]
     assert [row["device"] for row in rollout["behind"]] == ["b"] and rollout["newest"] == "2.0"
+
+
+async def test_a_device_changing_versions_thousands_of_times_leaves_its_page_small(server, vibration):
+    """A device with 3,000 version changes gets the newest MAX_VERSION_CHANGES of them, oldest first, and their count,
+    on its JSON and its page (the JSON listed every change)."""
+    await server.add_device("pump-1")
+    store = server.app[STORE]
+    base = datetime(2020, 1, 1, tzinfo=UTC)
+    rows = [("pump-1", "vibration", (base + timedelta(hours=n)).date(), f"1.{n}" if n else None, f"1.{n + 1}",
+             base + timedelta(hours=n)) for n in range(3000)]
+    await asyncio.wrap_future(store.call(lambda con: con.executemany(  # as 3,000 landings that each changed its version
+        "INSERT INTO version_changes (device, model, day, from_version, to_version, changed_at) VALUES (?, ?, ?, ?, ?, ?)",
+        rows)))
+    headers = {"Authorization": f"Bearer {viewer_token(server)}"}
+    async with server.session.get(f"{server.url}/v1/dashboard/devices/pump-1", headers=headers) as r:
+        device = await r.json()
+    assert device["version_changes_total"] == 3000
+    assert [c["to_version"] for c in device["version_changes"]] == [f"1.{n + 1}" for n in range(3000 - MAX_VERSION_CHANGES, 3000)]
+    async with aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True)) as session:
+        assert (await login(server, session, viewer_token(server))).status == 303
+        async with session.get(f"{server.url}/dashboard/devices/pump-1") as page:
+            text = await page.text()
+    table = re.search(r'<table id="device-version-changes">.*?</table>', text, flags=re.DOTALL).group()
+    assert table.count("<tr data-") == MAX_VERSION_CHANGES and f"the last {MAX_VERSION_CHANGES} of 3,000" in text
 
 
 async def test_the_device_list_pages_and_filters_by_state(server, tmp_path, vibration):
