@@ -263,6 +263,18 @@ _SECRET_VALUE_TEXT = re.compile(r"(?:[^\s&,;\"'<]|<(?!/)|[&,;](?![&,;]*(?:[\s\"'
 _TAG = re.compile(r"</?[A-Za-z][\w:.-]*(?:\s[^<>]*)?/?>")
 # An XML or HTML element named after a secret: <password>hunter2</password>; its text runs to its own closing tag.
 _SECRET_ELEMENT = re.compile(rf"<({_SECRET_NAMES})(?:\s[^<>]*)?>([^\r\n]+?)</\1\s*>", re.IGNORECASE)
+# A form field named as a secret: <input name="password" value="...">, {"name": "api_key", "value": "..."}. The name
+# ends in a secret's name as a word (new_password, user[password], confirmPassword); type="password" is one whatever its name.
+_FORM_TAG = re.compile(r"<[A-Za-z][\w:.-]*\s[^<>]*>")
+_ATTRIBUTE = re.compile(r"([\w:.-]+)\s*=\s*(?:\"([^\"]*)\"|'([^']*)'|([^\s\"'=<>`]+))")
+_FIELD_NAME = re.compile(rf"(?:^|[^a-z0-9])(?:{_SECRET_NAMES})\]?$")
+_CAMEL = re.compile(r"(?<=[a-z0-9])(?=[A-Z])")
+_FIELD_VALUE = r"""(?:"([^"\r\n]*)"|'([^'\r\n]*)'|([^\s"',}\]]+))"""
+_FORM_JSON = re.compile(
+    rf"""(["'])name\1\s*:\s*(["'])([^"'\r\n]{{1,64}})\2\s*,\s*(["'])value\4\s*:\s*{_FIELD_VALUE}"""
+    rf"""|(["'])value\8\s*:\s*{_FIELD_VALUE}\s*,\s*(["'])name\12\s*:\s*(["'])([^"'\r\n]{{1,64}})\13""",
+    re.IGNORECASE,
+)
 # The value runs to the quote that opened it: "pa'ss" is one password.
 _SECRET_JSON = re.compile(rf"[\"']((?:{_SECRET_NAMES}))[\"']\s*:\s*(?:\"([^\"]+)\"|'([^']+)')", re.IGNORECASE)
 # How every _SECRET_NAMES name ends, then its closing quote and colon: the quote leads, so the engine skips to quotes.
@@ -1063,6 +1075,8 @@ class Redactor:
         hints = _secret_hints_scan(text) if _IN_C else _secret_hints(text)
         if hints & _PARAMS_HINT:
             self._secret_params(text, add)
+            if "alue" in text or "ALUE" in text:
+                _form_fields(text, add)
             if _SECRET_JSON_HINT.search(text) is not None:
                 for match in _SECRET_JSON.finditer(text):
                     group = 2 if match.group(2) is not None else 3
@@ -1546,6 +1560,38 @@ def _word_start(text: str, end: int) -> int:
     while at > 0 and end - at < 8 and (text[at - 1].isalpha() or text[at - 1] == "/"):
         at -= 1
     return at
+
+
+def _secret_field(name: str) -> bool:
+    """Whether a form field's name is a secret's: it ends in one as a word, in any case (confirmPassword, user[password])."""
+    return _FIELD_NAME.search(_CAMEL.sub("_", name).lower()) is not None
+
+
+def _form_fields(text: str, add: Callable[[tuple[int, int, str]], None]) -> None:
+    """The values of form fields named as secrets, or of type password: in markup tags and JSON name/value pairs."""
+    if "<" in text:
+        for tag in _FORM_TAG.finditer(text):
+            attributes = {match.group(1).lower(): match for match in _ATTRIBUTE.finditer(tag.group())}
+            value, name, kind = attributes.get("value"), attributes.get("name"), attributes.get("type")
+            if value is None or not (
+                name is not None and _secret_field(_attribute(name)) or kind is not None and _attribute(kind).lower() == "password"
+            ):
+                continue
+            group = next(group for group in (2, 3, 4) if value.group(group) is not None)
+            if value.end(group) > value.start(group):
+                add((tag.start() + value.start(group), tag.start() + value.end(group), "<SECRET>"))
+    if ":" in text:
+        for pair in _FORM_JSON.finditer(text):
+            name, first = (pair.group(3), 5) if pair.group(3) is not None else (pair.group(14), 9)
+            if _secret_field(name):
+                group = next(group for group in (first, first + 1, first + 2) if pair.group(group) is not None)
+                if pair.end(group) > pair.start(group):
+                    add((pair.start(group), pair.end(group), "<SECRET>"))
+
+
+def _attribute(match: re.Match[str]) -> str:
+    """An attribute's value, whichever way it is quoted."""
+    return match.group(2) if match.group(2) is not None else match.group(3) if match.group(3) is not None else match.group(4)
 
 
 def _markup_before(text: str, at: int) -> bool:

@@ -810,3 +810,32 @@ def test_config_addresses_named_versions_and_spaced_counts_are_kept(text, region
 def test_addresses_and_phones_beside_those_rules_are_still_found(text, expected, region):
     """Hosts' addresses, and phones grouped as their country groups them or named by a phone word, are still found."""
     assert Redactor(regions=[region] if region else []).redact(text) == expected
+
+
+@pytest.mark.parametrize(("text", "expected"), [
+    ('<input type="password" name="password" value="hunter2">', '<input type="password" name="password" value="<SECRET>">'),
+    ("<input name=\"api_key\" value='abc123'>", "<input name=\"api_key\" value='<SECRET>'>"),
+    ('<input value="s3cr3t!" name="passwd" />', '<input value="<SECRET>" name="passwd" />'),
+    ('<input type="password" name="pw1" value="hunter2">', '<input type="password" name="pw1" value="<SECRET>">'),
+    ("<INPUT TYPE=password NAME=login VALUE=hunter2>", "<INPUT TYPE=password NAME=login VALUE=<SECRET>>"),
+    ('<input type="hidden" name="csrf_token" value="a1b2c3">', '<input type="hidden" name="csrf_token" value="<SECRET>">'),
+    ('<param name="client_secret" value="xyz-987"/>', '<param name="client_secret" value="<SECRET>"/>'),
+    ('{"name":"password","value":"hunter2"}', '{"name":"password","value":"<SECRET>"}'),
+    ('{"name": "api_key", "value": "abc123"}', '{"name": "api_key", "value": "<SECRET>"}'),
+    ('{"value": "hunter2", "name": "Password"}', '{"value": "<SECRET>", "name": "Password"}'),
+    ("{'name': 'access_token', 'value': 'tok.en'}", "{'name': 'access_token', 'value': '<SECRET>'}"),
+])  # fmt: skip
+def test_form_fields_named_as_secrets_lose_their_value(text, expected):
+    """An HTML/XML form field or a JSON name/value pair named as a secret (or of type password) has its value replaced."""
+    assert Redactor().redact(text) == expected
+
+
+@pytest.mark.parametrize("text", [
+    '<input name="temperature" value="21.5">', '<input type="text" name="username" value="bob">',
+    '<input type="number" name="rpm" value="2977"><input type="password" name="password">',
+    '{"name":"temperature","value":"21.5"}', '{"name": "rpm", "value": 2977}', '<option value="key">key</option>',
+    '{"name": "password_policy_min_length", "value": "12"}',
+])  # fmt: skip
+def test_form_fields_of_other_names_keep_their_value(text):
+    """A form field or a JSON name/value pair named after anything but a secret keeps its value."""
+    assert Redactor().redact(text) == text
