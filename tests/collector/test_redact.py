@@ -839,3 +839,35 @@ def test_form_fields_named_as_secrets_lose_their_value(text, expected):
 def test_form_fields_of_other_names_keep_their_value(text):
     """A form field or a JSON name/value pair named after anything but a secret keeps its value."""
     assert Redactor().redact(text) == text
+
+
+@pytest.mark.parametrize(("text", "expected", "region"), [
+    ("phone=2025550123", "phone=<PHONE>", "US"), ('{"phone": 2025550123}', '{"phone": <PHONE>}', "US"),
+    ("tlf=98765432", "tlf=<PHONE>", "NO"), ('"mobile": 9876543210', '"mobile": <PHONE>', "IN"),
+    ("tel=0581542170", "tel=<PHONE>", "DE"),
+])  # fmt: skip
+def test_a_number_keyed_by_a_phone_word_is_a_phone(text, expected, region):
+    """The value of key=value or "key": value is a phone where the key is a phone word, though other keys' values are ids."""
+    assert Redactor(regions=[region]).redact(text) == expected
+
+
+@pytest.mark.parametrize(("text", "region"), [
+    ("id: 98765432", "NO"), ("ID 98765432", "NO"), ("device_id: 98765432", "NO"), ("userId: 41234567", "DK"),
+    ("order no: 98765432", "NO"), ("ref 2025550123", "US"), ("seq: 9876543210", "IN"), ("id: 612345678", "ES"),
+    ("ticket# 98765432", "NO"), ("count: 98765432", "NO"), ("nr. 98765432", "NO"),
+])  # fmt: skip
+def test_a_bare_number_labelled_as_an_id_or_count_is_no_phone(text, region):
+    """A bare national-length number after an id's or a count's label (id, no, ref, seq, count...) stays as it is."""
+    assert Redactor(regions=[region]).redact(text) == text
+
+
+@pytest.mark.parametrize(("text", "expected", "region"), [
+    ("tlf 98765432", "tlf <PHONE>", "NO"), ("+47 987 65 432", "<PHONE>", "NO"), ("98765432", "<PHONE>", "NO"),
+    ("ring meg på 987 65 432", "ring meg på <PHONE>", "NO"), ("id: +47 987 65 432", "id: <PHONE>", "NO"),
+    ("1800 425 1234", "<PHONE>", "IN"), ("18004251234", "<PHONE>", "IN"), ("+91 98765 43210", "<PHONE>", "IN"),
+    ("toll free 1800-425-1234", "toll free <PHONE>", "IN"), ("helpline: 18004251234", "helpline: <PHONE>", "IN"),
+    ("ts=1764201600", "ts=1764201600", "IN"), ("at 1764201600 ok", "at 1764201600 ok", "IN"), ("1764201600", "1764201600", "IN"),
+])  # fmt: skip
+def test_phones_without_trunk_prefix_and_indian_toll_free_are_found_and_epochs_kept(text, expected, region):
+    """Norway's bare or grouped numbers and India's toll-free and mobile numbers are phones; a bare epoch second is not."""
+    assert Redactor(regions=[region]).redact(text) == expected
