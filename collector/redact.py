@@ -1449,11 +1449,13 @@ class Redactor:
         """Whether libphonenumber calls the piece a valid number (international, or national in a declared region), and
         how sure that makes it a phone: _PHONE, _NAMED_PHONE (a measurement's shape: a phone only where a phone word
         names it), _UNLESS_BARCODE (an EAN check digit: a phone unless a barcode word is in the text), or 0."""
+        core = piece  # the piece without its extension
         if piece.isdigit() and piece.isascii():  # a bare run, the commonest candidate: nothing to strip
             body = piece
         else:
             extension = _extension(piece)
-            body = _NOT_DIGIT.sub("", piece[: extension.start()] if extension else piece)
+            core = piece[: extension.start()] if extension else piece
+            body = _NOT_DIGIT.sub("", core)
         if not body.isascii():
             body = "".join(str(int(char)) for char in body)  # Bengali, Arabic-Indic... digits
         if not 6 <= len(body) <= 17:
@@ -1465,7 +1467,7 @@ class Redactor:
             return _PHONE if _international(body[2:]) or self._parse("+" + lead[2:], None) is not None else 0
         if len(body) < 7 and " " not in piece:
             return 0
-        bare = body == piece or piece.isdigit()
+        bare = body == core or core.isdigit()  # "4165457897392 x2": a bare number before a quantity is bare still
         if bare and after_key:
             return 0  # the value of key=value: a counter, an id
         for region in self.regions:
@@ -1526,8 +1528,16 @@ _PHONE_WORDS = frozenset({
     "telno", "phoneno", "тел", "телефон", "моб", "电话", "手机", "電話", "携帯", "전화", "휴대폰",
 })  # fmt: skip
 _BARCODE_WORDS = frozenset({"ean", "upc", "gtin", "barcode", "scan", "scanned", "scanner", "sku", "isbn", "plu", "article", "artikel"})
-_CARD_WORDS = frozenset({"card", "visa", "cc", "pan", "credit", "creditcard", "kredit", "kreditkarte", "carte", "tarjeta",
-                         "cartão", "karte", "kort", "kaart"})  # fmt: skip
+# Words that name a payment card or a payment, lower case, in the languages of Faker's locales; a word is a run of letters
+# (card_number is "card", "number"; cardNumber is "cardnumber"), so compounds are listed whole.
+_CARD_WORDS = frozenset({
+    "card", "cards", "cardnumber", "cardno", "cardnum", "visa", "mastercard", "amex", "maestro", "cc", "ccn", "ccnum",
+    "pan", "credit", "creditcard", "debit", "debitcard", "payment", "paid", "pay", "kredit", "kreditkarte", "karte",
+    "kartennummer", "zahlung", "carte", "paiement", "tarjeta", "pago", "cartão", "cartao", "pagamento", "carta", "kort",
+    "kortnummer", "kortti", "betaling", "betalning", "maksu", "kaart", "kaartnummer", "kart", "kartı", "kredi", "karta",
+    "kartu", "płatność", "platba", "platební", "karty", "kartya", "kártya", "κάρτα", "карта", "карты", "картка", "оплата",
+    "بطاقة", "כרטיס", "thẻ", "卡", "卡号", "信用卡", "银行卡", "銀行卡", "カード", "クレジットカード", "카드", "신용카드", "카드번호",
+})  # fmt: skip
 _WORD_OR_DIGIT = re.compile(r"[^\W\d_]+|\d")
 # A phone written like a decimal (10.969512, 333.74068: how Armenia writes them), found only where a phone word names it.
 _DECIMAL_PHONE = re.compile(r"(?<![\w.+-])\d{1,4}\.\d{4,9}(?![\w.])", re.ASCII)

@@ -871,3 +871,31 @@ def test_a_bare_number_labelled_as_an_id_or_count_is_no_phone(text, region):
 def test_phones_without_trunk_prefix_and_indian_toll_free_are_found_and_epochs_kept(text, expected, region):
     """Norway's bare or grouped numbers and India's toll-free and mobile numbers are phones; a bare epoch second is not."""
     assert Redactor(regions=[region]).redact(text) == expected
+
+
+VISA_13 = "4165457897392"  # Luhn and a GS1 check digit both: a Visa card or an EAN-13 barcode
+
+
+@pytest.mark.parametrize("text", [
+    "visa {}", "cardNumber={}", "card_number: {}", "ccnum={}", "payment {}", "kart {}", "karta: {}", "kortti {}",
+    "Kartennummer {}", "pago con tarjeta {}", "carta {}", "cartão {}", "amex {}", "mastercard {}", "paid with {}",
+    "карта {}", "カード {}", "카드 {}", "卡号 {}", "tarjeta de crédito {}", "betaling {}",
+])  # fmt: skip
+def test_a_13_digit_visa_named_by_a_card_word_in_any_language_is_a_card(text):
+    """A 13-digit Visa number that also carries an EAN check digit is a card where a card or payment word of any of many
+    languages names it."""
+    assert Redactor().redact(text.format(VISA_13)) == text.format("<CARD>")
+
+
+@pytest.mark.parametrize("separator", ["-", " "])
+def test_a_13_digit_visa_grouped_4_4_5_is_a_card(separator):
+    """A 13-digit Visa number grouped 4-4-5 as a card is written is a card, whatever check digit it carries."""
+    text = "paid " + separator.join((VISA_13[:4], VISA_13[4:8], VISA_13[8:])) + " ok"
+    assert Redactor(regions=["DE"]).redact(text) == "paid <CARD> ok"
+
+
+@pytest.mark.parametrize("text", ["{}", "EAN {}", "scanned {} ok", "sku={}", "item {} x2", "discarded {}", "cardio {}"])
+def test_a_bare_13_digit_barcode_stays_without_a_card_word(text):
+    """A bare 13-digit number that carries an EAN check digit stays a barcode where no card word names it, also before a
+    quantity that reads like an extension (x2)."""
+    assert Redactor(regions=["DE"]).redact(text.format(VISA_13)) == text.format(VISA_13)
