@@ -348,6 +348,7 @@ _VERSION_BEFORE = re.compile(
 )
 _DOTTED = re.compile(r"\d+(?:\.\d+){2,}")
 _DOTTED_PARTS = re.compile(r"\d+(?:\.\d+)+")
+_DOTTED_SHORT = re.compile(r"\d{1,3}(?:\.\d{1,3}){2,}")
 # What follows a version and nothing else: a PEP 440 local part (+cu121) or a pre-release (-rc1, .dev0, -SNAPSHOT).
 _VERSION_AFTER = re.compile(r"\+[A-Za-z]|[-.]?(?:rc|alpha|beta|dev|pre|post|snapshot)(?![A-Za-z])", re.IGNORECASE)
 _COMPACT_DATE = re.compile(r"(?:19[7-9]\d|20\d\d)(?:0[1-9]|1[0-2])(?:0[1-9]|[12]\d|3[01])")
@@ -1485,7 +1486,11 @@ class Redactor:
         if bare and (len(body) == 10 or len(body) == 13) and body[0] == "1" or "." in piece and _THOUSANDS.fullmatch(piece) is not None:
             return _NAMED_PHONE
         spaced = not bare and (" " in piece or "\u00a0" in piece) and _THOUSANDS_SPACED.fullmatch(piece) is not None
-        if (bare or spaced) and number is not None and _prefix_left_out(number, region, body):
+        # 12.17.696: a version's or a reading's shape (no group of four); with three groups, a version's in every country.
+        dotted = not bare and piece.count(".") >= 2 and _DOTTED_SHORT.fullmatch(core) is not None
+        if dotted and core.count(".") == 2:
+            return _NAMED_PHONE
+        if (bare or spaced or dotted) and number is not None and _prefix_left_out(number, region, body):
             return _NAMED_PHONE
         if bare and len(body) in (8, 13) and ean_ok(body):
             return _UNLESS_BARCODE

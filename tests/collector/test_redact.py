@@ -899,3 +899,23 @@ def test_a_bare_13_digit_barcode_stays_without_a_card_word(text):
     """A bare 13-digit number that carries an EAN check digit stays a barcode where no card word names it, also before a
     quantity that reads like an extension (x2)."""
     assert Redactor(regions=["DE"]).redact(text.format(VISA_13)) == text.format(VISA_13)
+
+
+@pytest.mark.parametrize(("text", "region"), [
+    ("20.17.650", "LI"), ("value 12.17.696 ok", "AT"), ('{"v": "14.14.109"}', "FI"), ("20.16.249", "DE"),
+    ("20.20.136", "BG"), ("987.65.432", "NO"), ("12.17.696.5", "AT"), ("build 10.555.123", "AM"),
+])  # fmt: skip
+def test_a_dotted_number_in_a_versions_shape_is_no_phone_unless_named(text, region):
+    """Three dotted groups of at most three digits (a version), or more where the country writes a trunk prefix the number
+    lacks, stay as they are where no phone word names them."""
+    assert Redactor(regions=[region]).redact(text) == text
+
+
+@pytest.mark.parametrize(("text", "expected", "region"), [
+    ("tel 20.17.650", "tel <PHONE>", "LI"), ("Tel. 12.17.696", "Tel. <PHONE>", "AT"), ("tlf 987.65.432", "tlf <PHONE>", "NO"),
+    ("201.555.0123", "<PHONE>", "US"), ("379.354.6019", "<PHONE>", "PK"), ("01.23.45.67.89", "<PHONE>", "FR"),
+    ("0581.54.21.70", "<PHONE>", "DE"),
+])  # fmt: skip
+def test_dotted_phones_in_their_countrys_shape_or_named_are_found(text, expected, region):
+    """A phone written with dots as its country groups it (a group of four, or its trunk prefix), or named, is found."""
+    assert Redactor(regions=[region]).redact(text) == expected
