@@ -1493,7 +1493,9 @@ class Redactor:
         if (bare or spaced or dotted) and number is not None and _prefix_left_out(number, region, body):
             return _NAMED_PHONE
         if bare and len(body) in (8, 13) and ean_ok(body):
-            return _UNLESS_BARCODE
+            # 13 bare digits are written by shops' scanners every day, by people for a phone (a country code without "+")
+            # seldom: an EAN-13's are a phone where a phone word names them; 8 are how some countries write every phone.
+            return _NAMED_PHONE if len(body) == 13 else _UNLESS_BARCODE
         return _PHONE
 
     def _parse(self, piece: str, region: str | None):  # -> phonenumbers.PhoneNumber | None (imported lazily)

@@ -919,3 +919,13 @@ def test_a_dotted_number_in_a_versions_shape_is_no_phone_unless_named(text, regi
 def test_dotted_phones_in_their_countrys_shape_or_named_are_found(text, expected, region):
     """A phone written with dots as its country groups it (a group of four, or its trunk prefix), or named, is found."""
     assert Redactor(regions=[region]).redact(text) == expected
+
+
+@pytest.mark.parametrize(("text", "expected", "region"), [
+    ("5555918305440", "5555918305440", "BR"), ("qty 2 item 5555918305440", "qty 2 item 5555918305440", "BR"),
+    ("tel 5555918305440", "tel <PHONE>", "BR"), ("+55 5591830 5440", "<PHONE>", "BR"),
+])  # fmt: skip
+def test_a_bare_13_digit_ean_that_opens_with_the_country_code_is_a_phone_only_where_named(text, expected, region):
+    """Thirteen bare digits with a GS1 check digit are a barcode, though they read as a phone with its country code
+    and no "+", unless a phone word names them."""
+    assert Redactor(regions=[region]).redact(text) == expected
