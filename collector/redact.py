@@ -1305,7 +1305,8 @@ class Redactor:
                 # "order #123-456-7890" is an order's number; "took 1234567890 ns" a measurement, whatever its digits;
                 # "S/N 7126-8348-58" a serial number.
                 numbered = start > 0 and work[start - 1] == "#"
-                serial = not numbered and _serial_before(text, start)
+                # After an id's label ("device_id=", "id: ") as after a serial's, the number is the id.
+                serial = not numbered and (_serial_before(text, start) or _id_label(text, start) and not _phone_named(text, start))
                 self._run(text, start, end, add, numbered or serial, serial)
 
     def _named_decimals(self, text: str, add: Callable[[tuple[int, int, str]], None]) -> None:

@@ -854,10 +854,12 @@ def test_a_number_keyed_by_a_phone_word_is_a_phone(text, expected, region):
 @pytest.mark.parametrize(("text", "region"), [
     ("id: 98765432", "NO"), ("ID 98765432", "NO"), ("device_id: 98765432", "NO"), ("userId: 41234567", "DK"),
     ("order no: 98765432", "NO"), ("ref 2025550123", "US"), ("seq: 9876543210", "IN"), ("id: 612345678", "ES"),
-    ("ticket# 98765432", "NO"), ("count: 98765432", "NO"), ("nr. 98765432", "NO"),
+    ("ticket# 98765432", "NO"), ("count: 98765432", "NO"), ("nr. 98765432", "NO"), ("device_id=574155679768", "DE"),
+    ("id: 5741556797680", "BR"),
 ])  # fmt: skip
 def test_a_bare_number_labelled_as_an_id_or_count_is_no_phone(text, region):
-    """A bare national-length number after an id's or a count's label (id, no, ref, seq, count...) stays as it is."""
+    """A bare national-length number after an id's or a count's label (id, no, ref, seq, count...) stays as it is, as
+    does a 12- or 13-digit one that Luhn and a Maestro range would make a short card."""
     assert Redactor(regions=[region]).redact(text) == text
 
 

@@ -8,6 +8,7 @@ import base64
 import datetime
 import hashlib
 import random
+import re
 import string
 import uuid
 from urllib.parse import quote
@@ -15,14 +16,21 @@ from urllib.parse import quote
 import faker
 import phonenumbers
 import pytest
+from faker.config import AVAILABLE_LOCALES
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from edgeloop.collector.redact import _IBAN_LENGTHS, Redactor, card_ok
+from edgeloop.collector.redact import _IBAN_LENGTHS, Redactor, card_ok, ean_ok
 
 LOCALES = ("en_US", "en_GB", "de_DE", "fr_FR", "es_ES", "it_IT", "nl_NL", "pl_PL", "pt_BR", "ja_JP", "ru_RU", "tr_TR",
            "en_IN", "zh_CN", "ar_AE", "sv_SE", "no_NO", "fi_FI", "da_DK", "cs_CZ", "uk_UA", "el_GR", "he_IL", "ko_KR",
            "en_AU", "de_CH", "hu_HU", "ro_RO", "th_TH", "vi_VN")  # fmt: skip
+# Every locale Faker has (fr_QC is a deprecated alias of fr_CA), and the phone regions they name.
+EVERY_LOCALE = tuple(locale for locale in AVAILABLE_LOCALES if locale != "fr_QC")
+EVERY_REGION = tuple(sorted({
+    locale.split("_")[1] for locale in EVERY_LOCALE
+    if "_" in locale and phonenumbers.PhoneMetadata.metadata_for_region(locale.split("_")[1]) is not None
+}))  # fmt: skip
 CONTEXTS = ("{x}", "note: {x} (retry 2)", '{{"contact": "{x}", "rpm": 2977}}', "id,{x},43.8\n", "OCR: ACME {x} Berlin")
 PER_KIND = 12
 
@@ -250,3 +258,86 @@ def test_faker_emails_url_encoded_up_to_three_times_are_replaced_whole(locale):
         if Redactor().redact(text) != "GET https://x.example/u?email=<EMAIL>&lang=de":
             missed.append((value, text, Redactor().redact(text)))
     assert missed == []
+
+
+DECIMAL_SHAPED = re.compile(r"\d{1,4}\.\d{4,9}")
+
+
+def every_kind(locale: str, per_kind: int) -> list[tuple[str, str, str]]:
+    """(kind, value, placeholder): Faker's phones, cards, e-mails, IPs and IBANs of ``locale``, and SSNs in en_US, less
+    what README's privacy section says stays (bare epoch-shaped phones, 13-digit cards)."""
+    fake = faker.Faker(locale)
+    fake.seed_instance(locale)
+    region = locale.split("_")[1] if "_" in locale else None
+    values: list[tuple[str, str, str]] = []
+    for _ in range(per_kind):
+        values += [("email", fake.email(), "<EMAIL>"), ("ipv4", fake.ipv4_public(), "<IPV4>"), ("ipv6", fake.ipv6(), "<IPV6>")]
+        if locale == "en_US":
+            values.append(("ssn", fake.ssn(), "<SSN>"))
+        number = fake.credit_card_number()
+        if card_ok(number) and len(number) != 13:
+            values.append(("card", number, "<CARD>"))
+        iban = fake.iban() if hasattr(fake, "iban") else ""
+        if _IBAN_LENGTHS.get(iban[:2]) == len(iban):
+            values.append(("iban", iban, "<IBAN>"))
+        try:
+            phone = fake.phone_number()
+            valid = region is not None and phonenumbers.is_valid_number(phonenumbers.parse(phone, region))
+        except (AttributeError, phonenumbers.NumberParseException):  # Faker has no phones for en_PH, fil_PH, tl_PH
+            phone, valid = "", False
+        epoch = phone.isdigit() and len(phone) in (10, 13) and phone[0] == "1"
+        decimal = DECIMAL_SHAPED.fullmatch(phone) is not None  # Armenia's 265.96390: a phone only where a phone word names it
+        if valid and sum(char.isdigit() for char in phone) >= 7 and not epoch and not decimal:
+            values.append(("phone", phone, "<PHONE>"))
+    return values
+
+
+@pytest.mark.parametrize("locale", EVERY_LOCALE)
+def test_faker_values_of_every_locale_faker_has_are_replaced_whole(locale):
+    """Faker's phones, cards, e-mails, IPv4s, IPv6s and IBANs in every locale Faker has (SSNs in en_US) become their
+    placeholder whole, with the text around them intact, in the contexts a device logs them in."""
+    region = locale.split("_")[1] if "_" in locale else None
+    redactor = Redactor(regions=[region] if region in EVERY_REGION else [])
+    rng = random.Random(locale)
+    missed = []
+    for kind, value, placeholder in every_kind(locale, 6):
+        context = rng.choice(CONTEXTS)
+        text, expected = context.format(x=value), context.format(x=placeholder)
+        if redactor.redact(text) != expected:
+            missed.append((kind, text, redactor.redact(text)))
+    assert missed == []
+
+
+def with_check_digit(digits: str) -> str:
+    """``digits`` and the GS1 check digit that makes them a barcode."""
+    total = sum((ord(d) - 48) * (3 if i % 2 else 1) for i, d in enumerate(reversed(digits), start=1))
+    return digits + str((10 - total % 10) % 10)
+
+
+def look_alikes(rng: random.Random) -> list[str]:
+    """More of what a device logs that holds no person: barcodes, semantic versions, readings with thousands dots, ids
+    and counters after their labels, ISO durations."""
+    while card_ok(ean := with_check_digit(str(rng.randint(10**11, 10**12 - 1)))):
+        pass
+    assert ean_ok(ean)
+    return [
+        ean, f"EAN {with_check_digit(str(rng.randint(10**6, 10**7 - 1)))}", f"{rng.randint(0, 25)}.{rng.randint(0, 25)}.{rng.randint(0, 999)}",
+        f"{rng.randint(1, 99)}.{rng.randint(100, 999)}.{rng.randint(100, 999)}", f"{rng.uniform(-50, 50):.{rng.randint(1, 6)}f} °C",
+        f"id: {rng.randint(10**6, 10**9)}", f"device_id={rng.randint(10**6, 10**12)}", f"seq {rng.randint(10**6, 10**10)}",
+        f"P{rng.randint(0, 9)}DT{rng.randint(0, 23)}H{rng.randint(0, 59)}M", f"{rng.randint(10**5, 10**9)} bytes",
+    ]  # fmt: skip
+
+
+@pytest.mark.parametrize("region", EVERY_REGION)
+def test_generated_measurements_are_never_rewritten_in_any_region_faker_has(region):
+    """Measurements, counts, barcodes, versions and labelled ids stay exactly as they are in every region of Faker's locales."""
+    redactor = Redactor(regions=[region])
+    rng = random.Random(region)
+    changed = []
+    for _ in range(25):
+        for text in measurements(rng) + counts(rng)[:3] + look_alikes(rng):
+            for context in ("{x}", "value {x} ok", '{{"v": "{x}"}}'):
+                sample = context.format(x=text)
+                if redactor.redact(sample) != sample:
+                    changed.append((sample, redactor.redact(sample)))
+    assert changed == []
