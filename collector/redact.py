@@ -1523,8 +1523,7 @@ _SERIAL_LABELS = frozenset({"s/n", "sn", "serial", "p/n", "pn", "part", "lot", "
 _SERIAL_WORDS = frozenset({"serial", "part"})  # those a "no", "nr" or "number" may follow
 _SERIAL_SUFFIXES = frozenset({"no", "nr", "number"})
 # Labels of ids and counts: a bare number after one is no phone unless a phone word names it ("tel. no. 98765432").
-_ID_WORDS = frozenset({"id", "ids", "uid", "guid", "no", "nr", "num", "ref", "seq", "count", "cnt", "idx", "index",
-                       "ticket", "order", "invoice", "case", "job", "run", "txn", "tx", "session"})  # fmt: skip
+_ID_WORDS = frozenset({"id", "uid", "guid", "no", "nr", "ref", "seq", "count", "cnt", "ticket", "order"})
 _THOUSANDS = re.compile(r"[1-9]\d{0,2}(?:\.\d{3})+")  # 581.542.170: a count with thousands separators
 _THOUSANDS_SPACED = re.compile(r"[1-9]\d{0,2}(?:[ \u00a0]\d{3})+")  # 12 345 678: a count, or a phone in some countries
 # Words that name a phone number, lower case; a word is a run of letters (phone_number is "phone", "number"). Not
@@ -1730,18 +1729,22 @@ def _extension(piece: str) -> re.Match[str] | None:
 
 
 def _after_key(text: str, start: int) -> bool:
-    """Whether what ends at ``start`` is a key (``pkts=``, ``"ts": ``) or an id's or a count's label (``id: ``,
-    ``order no. ``, ``seq ``) that no phone word names: what follows is a counter or an id, not a phone."""
-    if start == 0 or text[start - 1] not in "=: #.\t":  # most runs are decided by one character
-        return False
-    keyed = _KEY_BEFORE.search(text, max(0, start - 5), start) is not None  # 5: its longest match
-    return (keyed or _id_label(text, start)) and not _phone_named(text, start)
+    """Whether what ends at ``start`` is a key (``pkts=``, ``"ts": ``) that no phone word names: what follows is a
+    counter or an id, not a phone (an id's label, "id: ", is _id_label's)."""
+    # _KEY_BEFORE ends in "=", ":" or " ", so most runs are decided by one character.
+    return (
+        start > 0 and text[start - 1] in "=: " and _KEY_BEFORE.search(text, max(0, start - 5), start) is not None  # 5: its longest match
+        and not _phone_named(text, start)
+    )  # fmt: skip
 
 
 def _id_label(text: str, start: int) -> bool:
     """Whether an id's or a count's label (id, device_id, userId, no, nr, ref, seq, count...) ends where the run at
     ``start`` opens, after at most three of " :=#."."""
     end = _label_end(text, start)
+    # Each label ends in one of these letters: most runs are decided by the one character before them.
+    if end == 0 or text[end - 1] not in "dDoOrRqQtTfF":
+        return False
     at = end
     while at > 0 and end - at < 24 and (text[at - 1].isalpha() or text[at - 1] == "_" or text[at - 1] == "-"):
         at -= 1
