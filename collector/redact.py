@@ -19,8 +19,10 @@ a column's values in one call, as the agent does) replaces::
     URL credentials (user:pass@) and secret parameters              <SECRET>
       (?token=, password=, api_key=, Bearer ..., Basic user:pass,
       Negotiate, NTLM, Digest's nonce/response, any Authorization,
-      <password>...</password>; "<" and ">" are part of a value
-      outside markup, and a closing tag ends one)
+      <password>...</password>, the value of a form field named
+      as a secret or of type password: <input name="password"
+      value="...">, {"name": "api_key", "value": "..."}; "<" and
+      ">" are part of a value outside markup, and a closing tag ends one)
     US social security numbers (area/group/serial rules)            <SSN>
     UK national insurance numbers (prefix and suffix rules, any case) <NINO>
 
@@ -32,12 +34,15 @@ alone: a measurement is never rewritten because it looks like a number. Dates, d
 UUIDs and hex digests are masked before numbers are looked for, so no piece of them becomes
 a card or a phone. A number glued to letters (``a716-4466554400``) is part of an identifier
 and is left alone too; one followed by a unit (``1234567890 ns``) or after ``#`` (an order number) is no
-national phone. A finding is a whole number or nothing: no card, SSN or phone is cut out of a longer run.
-A national number in a measurement's shape, an epoch second or millisecond, a count with thousands dots (581.542.170)
-or a bare number without the trunk prefix its country writes (581542170 for 0581-54 21 70), is a phone only where a
-phone word (tel, call, contact...) names it, as is one written like a decimal (10.969512, as Armenia writes them). An EAN
-check digit makes a bare 8- or 13-digit number a barcode only in a text with a barcode word (upc, ean, scanned), and a
-13-digit Visa number a barcode unless a card word names it.
+national phone, nor one after an id's label (``id: 98765432``, ``device_id=``) unless a phone word names it; the value of
+``key=`` is a counter unless the key is a phone word (``phone=...``). A finding is a whole number or nothing: no card, SSN
+or phone is cut out of a longer run.
+A national number in a measurement's shape, an epoch second or millisecond, a count with thousands dots (581.542.170),
+a bare number without the trunk prefix its country writes (581542170 for 0581-54 21 70), a dotted version's shape
+(12.17.696) or 13 bare digits with an EAN check digit, is a phone only where a phone word (tel, call, contact...) names
+it, as is one written like a decimal (10.969512, as Armenia writes them). An EAN check digit makes a bare 8-digit number a
+barcode only in a text with a barcode word (upc, ean, scanned), and a 13-digit Visa number a barcode unless a card or
+payment word of many languages names it.
 """
 
 from __future__ import annotations
