@@ -13,7 +13,6 @@ import os
 import stat
 import sys
 import tempfile
-import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -247,7 +246,7 @@ def _offline_status(config: CollectorConfig | None, socket_path: Path, why: str)
         "records": sum(batch.rows for batch in batches),
         "bytes": sum(batch.bytes for batch in batches),
         "unreadable": unreadable,
-        "oldest_record_age_s": round(batches[0].age_s(), 3) if batches else None,
+        "oldest_record_age_s": round(max(batch.age_s() for batch in batches), 3) if batches else None,
         "rejected": len(list((state / "rejected").glob("*.parquet"))),
         "quarantined": sum(1 for _ in (state / "quarantine").glob("*")),
         "budget_bytes": config.spool.max_bytes,
@@ -313,7 +312,7 @@ def cmd_spool_list(args: argparse.Namespace) -> int:
     from edgeloop.collector.spool import describe_batch
 
     config = _config(args)
-    state, now = config.agent.state_dir, time.time()
+    state = config.agent.state_dir
     rows: list[dict[str, Any]] = []
     for folder, where in (("batches", "pending"), ("rejected", "rejected")):
         for path in sorted((state / folder).glob("*.parquet")):
@@ -327,7 +326,7 @@ def cmd_spool_list(args: argparse.Namespace) -> int:
                     model=batch.model,
                     rows=batch.rows,
                     bytes=batch.bytes,
-                    age_s=round(batch.age_s(now), 1),
+                    age_s=round(batch.age_s(), 1),
                 )
             if where == "rejected":
                 reason = path.with_name(f"{path.stem}.error.json")

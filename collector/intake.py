@@ -34,9 +34,9 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 import orjson
-import uuid_utils
 from aiohttp import web
 
+from edgeloop.collector.bootclock import uptime_s
 from edgeloop.collector.budget import DEFAULT_SLICE_BYTES, MemoryBudget
 from edgeloop.collector.config import CollectorConfig
 from edgeloop.collector.journal import Journal
@@ -407,12 +407,8 @@ def status_report(app: web.Application) -> dict[str, Any]:
     spool, journal, scheduler = app[SPOOL], app[JOURNAL], app[SCHEDULER]
     spool_stats = spool.stats()
     journal_stats = journal.stats()
-    now_ms = time.time() * 1000
     pending = spool.pending()
-    candidates = [uuid_utils.UUID(pending[0].batch_id).timestamp] if pending else []
-    if journal_stats["oldest_record_ms"] is not None:
-        candidates.append(journal_stats["oldest_record_ms"])
-    oldest_ms = min(candidates, default=None)
+    ages = [age for age in (spool.oldest_age_s() if pending else None, journal_stats["oldest_record_age_s"]) if age is not None]
     info = app[INFO]
     return {
         "agent": {
@@ -420,7 +416,7 @@ def status_report(app: web.Application) -> dict[str, Any]:
             "version": info["version"],
             "pid": os.getpid(),
             "started_at": info["started_at"],
-            "uptime_s": round(time.time() - info["started_monotonic_epoch"], 3),
+            "uptime_s": round(uptime_s() - info["started_uptime_s"], 3),
             "socket": str(app[CONFIG].agent.socket),
             "recovery": info.get("recovery"),
             "reloads": info.get("reloads", 0),
@@ -428,8 +424,7 @@ def status_report(app: web.Application) -> dict[str, Any]:
         },
         "spool": {
             **spool_stats,
-            # Ids minted under a clock since set back are younger than nothing, not negative.
-            "oldest_record_age_s": None if oldest_ms is None else round(max(0.0, now_ms - oldest_ms) / 1000, 3),
+            "oldest_record_age_s": round(max(ages), 3) if ages else None,  # on the boot clock: see Spool
             "models": _per_model(pending),
         },
         "journal": {**journal_stats, "bytes_on_disk": spool.journal_bytes()},
@@ -573,11 +568,10 @@ def create_app(
     app[REPORTER] = reporter
     app[INTAKE_OPEN] = asyncio.Event()
     app[INTAKE_OPEN].set()
-    now = time.time()
     app[INFO] = {
         "version": "unknown",
-        "started_at": datetime.fromtimestamp(now, UTC).isoformat(),
-        "started_monotonic_epoch": now,
+        "started_at": datetime.now(UTC).isoformat(),
+        "started_uptime_s": uptime_s(),
         **(info or {}),
     }
     app.cleanup_ctx.append(_scheduler_ctx)  # registered first, so it stops last

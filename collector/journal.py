@@ -49,7 +49,6 @@ from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
-import uuid_utils
 
 from edgeloop.collector.config import SpoolSettings
 from edgeloop.collector.metrics import Metrics
@@ -407,6 +406,7 @@ class Journal:
                     self._discard(segment)
 
     def _discard(self, segment: Segment) -> None:
+        self.spool.forget_id(segment.segment_id)
         try:
             if segment.fd >= 0:
                 os.close(segment.fd)
@@ -538,7 +538,9 @@ class Journal:
 
     def stats(self) -> dict[str, Any]:
         segments = [*self._active.values(), *self._closing.values(), *self._unsealed]
-        oldest = min((uuid_utils.UUID(s.segment_id).timestamp for s in segments), default=None)
+        # Ages on the boot clock (see Spool.id_age_s); the wall time is today's clock minus the age.
+        age_s = max((self.spool.id_age_s(s.segment_id) for s in segments), default=None)
+        oldest = None if age_s is None else round(time.time() * 1000 - age_s * 1000)
         since = self.write_error_since
         return {
             "writable": self.write_error is None,
@@ -550,6 +552,7 @@ class Journal:
             "records": sum(segment.rows for segment in segments),
             "bytes": sum(segment.bytes for segment in segments),
             "oldest_record_ms": oldest,
+            "oldest_record_age_s": None if age_s is None else round(age_s, 3),
             "fsyncs": self.fsyncs,
         }
 

@@ -94,7 +94,7 @@ class StatusReporter:
             self._failures_in_a_row += 1
         spool_stats = self.spool.stats()
         journal = self.journal.stats()
-        oldest = _oldest_age_s(self.spool, journal, now)
+        oldest = _oldest_age_s(self.spool, journal)
         totals = Counter(spool_stats["drops_total"])
         drops = {reason: count - self._reported_drops[reason] for reason, count in totals.items()
                  if count > self._reported_drops[reason]}
@@ -176,13 +176,10 @@ def _rule(rule: Any) -> dict[str, Any]:
             "max_per_hour": rule.max_per_hour}
 
 
-def _oldest_age_s(spool: Spool, journal: dict[str, Any], now: datetime) -> float | None:
-    pending = spool.pending()
-    candidates = [uuid_utils.UUID(pending[0].batch_id).timestamp] if pending else []
-    if journal["oldest_record_ms"] is not None:
-        candidates.append(journal["oldest_record_ms"])
-    oldest_ms = min(candidates, default=None)
-    return None if oldest_ms is None else max(0.0, round(now.timestamp() - oldest_ms / 1000, 3))
+def _oldest_age_s(spool: Spool, journal: dict[str, Any]) -> float | None:
+    """The oldest waiting record's age, on the boot clock (see Spool): never negative, never decades."""
+    ages = [age for age in (spool.oldest_age_s() if spool.pending() else None, journal["oldest_record_age_s"]) if age is not None]
+    return round(max(ages), 3) if ages else None
 
 
 def sync_window_s(settings: SyncSettings) -> float:

@@ -12,7 +12,11 @@ Layout under the agent's state directory::
 A batch id is a UUIDv7, so sorting ids sorts batches by age: ``BatchIds`` mints each one
 past every id the spool and journal hold, whatever the wall clock does (a clock set back by
 NTP, a Pi without an RTC booting in 1970 or 2038), so sync order and ``drop_oldest`` follow
-the order batches were made in. Every file lands through
+the order batches were made in. Ages are not read from ids: a batch's age counts on the
+boot clock (``bootclock``) from when its id was minted, saved in its metadata with the boot
+id, so a clock stepped either way while the agent runs or between restarts changes no age; a
+batch from an earlier boot takes its age from the wall clock, counted from now (with a
+warning) when its id is in the future or from before the clock was set. Every file lands through
 ``write_durably``; a batch leaves ``batches/`` only by ``acknowledge``, ``reject``,
 ``split`` or the ``drop_oldest`` full-disk policy.
 
@@ -35,7 +39,7 @@ import time
 from collections import Counter
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -44,6 +48,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import uuid_utils
 
+from edgeloop.collector.bootclock import boot_id, uptime_s, wall_age_s
 from edgeloop.collector.config import SpoolSettings
 from edgeloop.durable import fsync_dir, move_durably, write_durably
 from edgeloop.errors import CollectorError, SchemaError
@@ -133,16 +138,18 @@ class SealedBatch:
     rows: int
     bytes: int
     schema_fingerprint: str
+    made_uptime_s: float = 0.0  # when its id was minted, on this boot's clock (negative: before this boot)
+    wall_clock_wrong: bool = False  # from an earlier boot, stamped in the future or before the clock was set
 
     @property
     def created_at(self) -> datetime:
-        """When the batch id was minted (from the UUIDv7 timestamp)."""
+        """When the batch id was minted by the wall clock of the time (from the UUIDv7 timestamp); wrong if that clock was."""
         millis = uuid_utils.UUID(self.batch_id).timestamp
         return datetime.fromtimestamp(millis / 1000, UTC)
 
-    def age_s(self, now_s: float | None = None) -> float:
-        """Seconds since the id was minted; 0, not negative, for an id minted under a clock since set back."""
-        return max(0.0, (time.time() if now_s is None else now_s) - self.created_at.timestamp())
+    def age_s(self, now_uptime_s: float | None = None) -> float:
+        """Seconds since the id was minted, on the boot clock: a wall clock stepped either way changes nothing."""
+        return max(0.0, (uptime_s() if now_uptime_s is None else now_uptime_s) - self.made_uptime_s)
 
 
 class Spool:
@@ -168,6 +175,7 @@ class Spool:
         self._reserve_held = _allocated(self.reserve_path)
         self.disk_full_since: float | None = None  # a write met ENOSPC and none has succeeded since
         self._batches: dict[str, SealedBatch] = {}
+        self._minted: dict[str, float] = {}  # ids minted by this process, not sealed yet -> uptime at minting
         self.ids = BatchIds()
         self.drops: Counter[str] = Counter()  # since the last sealed batch; travels in its metadata
         self.drops_total: Counter[str] = Counter()  # since the agent started
@@ -190,6 +198,12 @@ class Spool:
             self._batches[batch.batch_id] = batch
             self.ids.observe(batch.batch_id)
         fsync_dir(self.batches_dir)
+        wrong = [batch for batch in self._batches.values() if batch.wall_clock_wrong]
+        if wrong:
+            log.warning(
+                "batches from an earlier boot were stamped by a wrong wall clock: their age is counted from now",
+                extra={"batches": len(wrong), "stamped": sorted({batch.created_at.isoformat() for batch in wrong})[:3]},
+            )
 
     def write_batch(
         self,
@@ -197,13 +211,17 @@ class Spool:
         *,
         schema: ModelSchema,
         batch_id: str | None = None,
+        made_uptime_s: float | None = None,
     ) -> SealedBatch:
         """Seal ``table`` as a zstd Parquet batch file, durably; the pending drop counts go with it.
 
         ``table`` may also be an iterable of record batches (typed as ``schema.arrow_schema``),
         written a row group at a time so sealing a large journal segment holds little memory.
+        The batch is as old as its id (``made_uptime_s`` on the boot clock, if given, says otherwise).
         """
         batch_id = batch_id or self.new_batch_id()
+        # Rounded as the metadata keeps it, so the batch read back from disk is this one.
+        made_uptime_s = round(self.id_made_uptime_s(batch_id) if made_uptime_s is None else made_uptime_s, 3)
         with self._lock:
             drops, self.drops = self.drops, Counter()
         metadata = {
@@ -214,6 +232,7 @@ class Spool:
             BATCH_METADATA_KEYS["agent_version"]: self.agent_version.encode(),
             BATCH_METADATA_KEYS["drops"]: orjson.dumps(dict(drops)),
             BATCH_METADATA_KEYS["sealed_at"]: datetime.now(UTC).isoformat().encode(),
+            BATCH_METADATA_KEYS["made"]: orjson.dumps({"boot_id": boot_id(), "uptime_s": made_uptime_s}),
         }
         path = self.batches_dir / f"{batch_id}.parquet"
         rows = 0
@@ -261,14 +280,33 @@ class Spool:
             with self._lock:
                 self.drops.update(drops)  # not sealed: keep counting them for the next batch
             raise
-        batch = SealedBatch(batch_id, path, schema.name, rows, path.stat().st_size, schema.fingerprint)
+        batch = SealedBatch(batch_id, path, schema.name, rows, path.stat().st_size, schema.fingerprint, made_uptime_s)
         with self._lock:
             self._batches[batch_id] = batch
+            self._minted.pop(batch_id, None)
         return batch
 
     def new_batch_id(self) -> str:
         """An id for a new batch (or journal segment) that sorts after every one the spool has."""
-        return self.ids.mint()
+        batch_id = self.ids.mint()
+        with self._lock:
+            self._minted[batch_id] = uptime_s()
+        return batch_id
+
+    def forget_id(self, batch_id: str) -> None:
+        """An id minted here will not be sealed (its segment was empty)."""
+        with self._lock:
+            self._minted.pop(batch_id, None)
+
+    def id_made_uptime_s(self, batch_id: str) -> float:
+        """When ``batch_id`` was minted, on this boot's clock; an id of an earlier run by its wall time (see ``_made``)."""
+        with self._lock:
+            made = self._minted.get(batch_id)
+        return made if made is not None else _made(batch_id, None)[0]
+
+    def id_age_s(self, batch_id: str) -> float:
+        """Seconds since ``batch_id`` was minted (a journal segment's: its oldest record's), on the boot clock."""
+        return max(0.0, uptime_s() - self.id_made_uptime_s(batch_id))
 
     def pending(self) -> list[SealedBatch]:
         """Sealed batches waiting for upload, oldest first."""
@@ -316,7 +354,7 @@ class Spool:
         half = table.num_rows // 2
         # Both halves are durable before the original goes, so a crash here duplicates, never loses.
         halves = [
-            self.write_batch(part.replace_schema_metadata(None), schema=schema)
+            self.write_batch(part.replace_schema_metadata(None), schema=schema, made_uptime_s=batch.made_uptime_s)
             for part in (table.slice(0, half), table.slice(half))
         ]
         self.acknowledge(batch_id)
@@ -328,7 +366,7 @@ class Spool:
         self.count_drop("quarantined_file")
         target = self.quarantine_dir / path.name
         if target.exists():
-            target = self.quarantine_dir / f"{path.name}.{self.new_batch_id()}"
+            target = self.quarantine_dir / f"{path.name}.{self.ids.mint()}"
         return move_durably(path, target)
 
     def count_drop(self, reason: str, count: int = 1) -> None:
@@ -435,9 +473,9 @@ class Spool:
         return sorted(self.rejected_dir.glob("*.parquet"))
 
     def oldest_age_s(self) -> float:
-        """Seconds since the oldest waiting batch was sealed; 0 when nothing waits."""
-        pending = self.pending()
-        return pending[0].age_s() if pending else 0.0
+        """Seconds since the oldest waiting batch's id was minted, on the boot clock; 0 when nothing waits."""
+        now = uptime_s()
+        return max((batch.age_s(now) for batch in self.pending()), default=0.0)
 
     def requeue(self, batch_id: str) -> SealedBatch:
         """Move a rejected batch back to the pending spool (the next sync sends it); raises CollectorError."""
@@ -466,7 +504,8 @@ class Spool:
     def stats(self) -> dict[str, Any]:
         """What ``status`` reports about the spool; every number read from disk or counters now."""
         pending = self.pending()
-        oldest = pending[0].created_at if pending else None
+        # On today's wall clock, from the age: never in the future, whatever clock stamped the id.
+        oldest = datetime.now(UTC) - timedelta(seconds=self.oldest_age_s()) if pending else None
         return {
             "batches": len(pending),
             "records": sum(batch.rows for batch in pending),
@@ -543,6 +582,7 @@ def _describe(path: Path) -> SealedBatch:
     batch_id = kv[BATCH_METADATA_KEYS["batch_id"]].decode()
     if f"{batch_id}.parquet" != path.name:
         raise ValueError(f"file name does not match batch id {batch_id}")
+    made_uptime_s, wrong = _made(batch_id, kv.get(BATCH_METADATA_KEYS["made"]))
     return SealedBatch(
         batch_id=batch_id,
         path=path,
@@ -550,7 +590,30 @@ def _describe(path: Path) -> SealedBatch:
         rows=meta.num_rows,
         bytes=os.path.getsize(path),
         schema_fingerprint=kv[BATCH_METADATA_KEYS["schema_fingerprint"]].decode(),
+        made_uptime_s=made_uptime_s,
+        wall_clock_wrong=wrong,
     )
+
+
+def _made(batch_id: str, made: bytes | None) -> tuple[float, bool]:
+    """When an id was minted on this boot's clock, and whether the wall clock that stamped it was wrong.
+
+    Saved on this boot: the uptime saved. Otherwise (an earlier boot, an older agent's file, a
+    segment a crash left) the id's wall time, unless that is in the future or from before the
+    clock was set: then it counts from now.
+    """
+    now = uptime_s()
+    try:
+        saved = orjson.loads(made) if made else None
+        if isinstance(saved, dict) and saved.get("boot_id") == boot_id():
+            return min(float(saved["uptime_s"]), now), False
+    except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
+        pass  # unreadable: the wall clock is all there is
+    try:
+        age = wall_age_s(uuid_utils.UUID(batch_id).timestamp / 1000)
+    except ValueError:
+        return now, False
+    return (now, True) if age is None else (now - age, False)
 
 
 def _allocated(path: Path) -> int:

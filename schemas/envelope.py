@@ -39,6 +39,7 @@ BATCH_METADATA_KEYS = {
     "agent_version": b"edgeloop.agent_version",
     "drops": b"edgeloop.drops",  # JSON {reason: count} since the previous batch
     "sealed_at": b"edgeloop.sealed_at",  # RFC 3339 UTC, device clock
+    "made": b"edgeloop.made",  # JSON {boot_id, uptime_s}: when the id was minted, on the device's boot clock
 }
 
 

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import os
+import subprocess
+import sys
 import time
 from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
@@ -349,3 +352,66 @@ def test_batches_sealed_under_a_clock_since_set_back_are_not_reported_negative_a
     assert 0 <= orjson.loads(offline.stdout)["spool"]["oldest_record_age_s"] < 60, offline
     listed = agent.cli("spool", "list", "--json")
     assert [0 <= entry["age_s"] < 60 for entry in orjson.loads(listed.stdout)] == [True], listed
+
+
+def _stepped_agent(agent_factory, offset_s: float, **sections):
+    """An agent whose wall clock is ``offset_s`` off until the test writes another offset to ``clock``, on boot ``boot-a``."""
+    agent = agent_factory(**sections)
+    clock = agent.root / "clock"
+    clock.write_text(str(offset_s))
+    agent.env = {"PYTHONPATH": str(SHIM), "EDGELOOP_TEST_CLOCK_FILE": str(clock), "EDGELOOP_TEST_BOOT_ID": "boot-a"}
+    return agent, clock
+
+
+def _ages(agent) -> dict[str, float]:
+    """Every age and time the agent reports of its oldest batch, as seconds before real now."""
+    status = agent.status()
+    spool = status["spool"]
+    real_now = datetime.now(UTC)
+    metric = next(line for line in agent.metrics().splitlines() if line.startswith("edgeloop_spool_oldest_batch_age_seconds "))
+    return {
+        "status": spool["oldest_record_age_s"],
+        "oldest_batch_at": (real_now - datetime.fromisoformat(spool["oldest_batch_at"])).total_seconds(),
+        "metric": float(metric.split()[-1]),
+        "uptime": status["agent"]["uptime_s"],
+    }
+
+
+@pytest.mark.parametrize("offset_s", [12 * YEAR_S, -56 * YEAR_S], ids=["2038-then-back", "1970-then-forward"])
+def test_a_clock_corrected_while_the_agent_runs_leaves_batch_ages_true(agent_factory, offset_s):
+    """A batch sealed under a clock in 2038 (or 1970) that NTP then corrects reads its real age in status and metrics, never negative or decades, through a restart."""
+    agent, clock = _stepped_agent(agent_factory, offset_s)
+    agent.start()
+    assert agent.post_records(_records(1))[0] == 200
+    agent.flush()
+    clock.write_text("0")  # NTP steps the clock to the right time
+    time.sleep(1.5)
+    for name, age in _ages(agent).items():
+        assert 1.0 <= age < 60, (name, age)
+    agent.kill()  # a crash, then systemd starts it again on the same boot
+    agent.start()
+    for name, age in _ages(agent).items():
+        if name != "uptime":
+            assert 1.0 <= age < 60, (name, age)
+    listed = subprocess.run(  # the CLI on the same device: same boot, same clock
+        [sys.executable, "-m", "edgeloop.collector.cli", "spool", "list", "--json", "--config", str(agent.config_path)],
+        capture_output=True, text=True, timeout=60, env={**os.environ, **agent.env},
+    )
+    assert [1.0 <= entry["age_s"] < 60 for entry in orjson.loads(listed.stdout)] == [True], listed
+
+
+@pytest.mark.parametrize("offset_s", [12 * YEAR_S, -56 * YEAR_S], ids=["2038", "1970"])
+def test_batches_stamped_by_a_wrong_clock_before_a_reboot_count_their_age_from_the_start(agent_factory, offset_s):
+    """After a reboot, a batch whose id says 2038 (or 1970) is reported as made when the agent started, with a warning, not in the future or decades ago."""
+    agent, clock = _stepped_agent(agent_factory, offset_s)
+    agent.start()
+    assert agent.post_records(_records(1))[0] == 200
+    assert agent.stop() == 0
+    clock.write_text("0")
+    agent.env["EDGELOOP_TEST_BOOT_ID"] = "boot-b"
+    agent.start()
+    time.sleep(1.0)
+    ages = _ages(agent)
+    for name, age in ages.items():
+        assert 0.5 <= age < 60, (name, age)
+    assert "wall clock" in agent.log() and "counted from now" in agent.log(), agent.log()
