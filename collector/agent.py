@@ -112,7 +112,8 @@ class Agent:
             recovery["recent_ids"] = await asyncio.to_thread(recent.load, spool, journal.unsealed_segments())
             policies = Policies(self.config.policy, self.config.sampling, agent.state_dir)
             pipeline = Pipeline(
-                registry, self.config.sampling, self.fleet_key, self.config.privacy, recent=recent, policies=policies
+                registry, self.config.sampling, self.fleet_key, self.config.privacy, recent=recent, policies=policies,
+                state_dir=agent.state_dir,
             )
             reporter = StatusReporter(
                 spool=spool, journal=journal, sync=self.config.sync, registry=lambda: pipeline.registry,

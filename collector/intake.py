@@ -305,6 +305,7 @@ async def _post_records(request: web.Request) -> web.Response:
     )
     if isinstance(processed, web.Response):
         return processed
+    await app[PIPELINE].sampler.save()  # the quota counts this request spent, before it is answered
     count = processed.count
     processed.results.sort(key=lambda result: result["index"])
     results, invalid, drops = processed.results, processed.invalid, processed.drops

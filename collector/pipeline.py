@@ -14,6 +14,7 @@ from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
@@ -125,9 +126,11 @@ class Pipeline:
         *,
         recent: RecentIds | None = None,
         policies: Policies | None = None,
+        state_dir: Path | None = None,
     ) -> None:
+        """``state_dir``, if given, keeps the quota windows' counts across a restart (see ``Sampler.save``)."""
         self.registry = registry
-        self.sampler = Sampler(sampling.seed)
+        self.sampler = Sampler(sampling.seed, state_dir=state_dir)
         self.policies = policies if policies is not None else Policies(PolicySettings(remote="forbid"), sampling)
         self.sampler.apply(self.policies.resolve(registry))
         self.privacy_settings = privacy or PrivacySettings()

@@ -11,7 +11,11 @@ Quotas (per minute, hour or day, per strategy and over the whole policy) are fix
 of that length on the device's uptime clock (``CLOCK_BOOTTIME``: it never goes back and counts
 while the device sleeps), not the wall clock: an NTP step back would re-open an hour already
 spent, and a clock that boots in 2038 and is then corrected would count one real hour in three
-windows. A strategy over its quota does not
+windows. The windows' counts are saved to ``<state_dir>/quotas.json`` (with the boot id) before
+the request that spent them is answered, so an agent that crashes and is restarted (systemd
+``Restart=``) within a window keeps its count: a crash loop sends no more than the quota. A
+reboot starts every window again (uptime starts again at 0, and the saved counts belong to
+the boot that counted them). A strategy over its quota does not
 select; a prediction that no strategy may select any more, or that the policy's own quota
 refuses, is dropped as ``rate_capped``. Quotas bias the weights and are not corrected: in
 a window where one binds, the kept records are the window's first ones and their weights
@@ -28,27 +32,31 @@ The RNG is seeded from ``sampling.seed`` when given, for reproducible tests and 
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import math
 import random
-import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
+import orjson
+
+from edgeloop.collector.bootclock import boot_id, uptime_s
 from edgeloop.collector.config import SamplingRule
+from edgeloop.durable import write_durably
+from edgeloop.logs import RateLimitedLogger
 from edgeloop.schemas.policy import ConfidenceBelow, Policy, PolicyRules, RandomStrategy
 
-__all__ = ["InForce", "RATE_CAPPED", "SAMPLED_OUT", "Sampler", "legacy_policy"]
+__all__ = ["InForce", "QUOTAS_FILE", "RATE_CAPPED", "SAMPLED_OUT", "Sampler", "legacy_policy"]
+
+log = logging.getLogger(__name__)
 
 SAMPLED_OUT = "sampled_out"
 RATE_CAPPED = "rate_capped"
+QUOTAS_FILE = "quotas.json"  # in the state dir: the quota windows' counts, for a restart on the same boot
 _POLICY = ""  # the quota key of the whole policy (strategy names are never empty)
-_UPTIME = getattr(time, "CLOCK_BOOTTIME", time.CLOCK_MONOTONIC)
-
-
-def uptime_s() -> float:
-    """Seconds on a clock that only moves forward, whatever the wall clock does."""
-    return time.clock_gettime(_UPTIME)
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,11 +79,67 @@ def legacy_policy(rule: SamplingRule) -> Policy:
 class Sampler:
     """Decides, per valid record, keep (weight and selecting strategies) or drop (the reason)."""
 
-    def __init__(self, seed: int | None = None, *, clock: Callable[[], float] = uptime_s) -> None:
+    def __init__(
+        self, seed: int | None = None, *, clock: Callable[[], float] = uptime_s, state_dir: Path | None = None
+    ) -> None:
         self._rng = random.Random(seed)
         self._clock = clock
         self._policies: Mapping[str, InForce] = {}
         self._windows: dict[tuple[str, str, int], tuple[int, int]] = {}  # (model, strategy, window s) -> (window, kept)
+        self._path = state_dir / QUOTAS_FILE if state_dir is not None else None
+        self._unsaved = False  # a count changed since the last save began
+        self._saving: asyncio.Lock | None = None
+        self._errors = RateLimitedLogger(log)
+        if self._path is not None:
+            self._load(self._path)
+
+    def _load(self, path: Path) -> None:
+        """Take the counts an earlier run of this boot saved; anything else starts the windows afresh."""
+        try:
+            saved = orjson.loads(path.read_bytes())
+        except FileNotFoundError:
+            return
+        except (OSError, orjson.JSONDecodeError) as exc:
+            log.warning("cannot read the saved quota counts; the windows start again", extra={"path": str(path), "error": str(exc)})
+            return
+        if not isinstance(saved, dict) or saved.get("boot_id") != boot_id():
+            log.info("quota windows start again: the device rebooted since they were counted")
+            return
+        windows = saved.get("windows")
+        for entry in windows if isinstance(windows, list) else ():
+            if (isinstance(entry, list) and len(entry) == 5 and all(isinstance(v, str) for v in entry[:2])
+                    and all(isinstance(v, int) and not isinstance(v, bool) for v in entry[2:]) and entry[2] > 0):
+                model, name, length_s, window, kept = entry
+                self._windows[(model, name, length_s)] = (window, kept)
+
+    async def save(self) -> None:
+        """Write the windows' counts durably if they changed; returns once this call's changes are on disk.
+
+        Saves in flight are one at a time; a call that waited finds its changes saved by the one
+        before if they were made before it began (a group commit, as the journal's fsync).
+        A save that fails is logged (rate-limited) and retried by the next call: records are not
+        refused for a counter.
+        """
+        if self._path is None or not self._unsaved:
+            return
+        if self._saving is None:
+            self._saving = asyncio.Lock()
+        async with self._saving:
+            if not self._unsaved:
+                return
+            payload, self._unsaved = self._snapshot(), False
+            try:
+                await asyncio.to_thread(write_durably, self._path, payload, mode=0o600)
+            except OSError as exc:
+                self._unsaved = True
+                self._errors.log(logging.WARNING, "save", "cannot save the quota counts", error=str(exc))
+
+    def _snapshot(self) -> bytes:
+        """The counts of the windows still open (a closed one can never count again)."""
+        now_s = int(self._clock())
+        windows = [[model, name, length_s, window, kept]
+                   for (model, name, length_s), (window, kept) in self._windows.items() if window == now_s // length_s]
+        return orjson.dumps({"boot_id": boot_id(), "windows": windows})
 
     def apply(self, policies: Mapping[str, InForce]) -> None:
         """Swap in new policies whole; the random stream and the quota windows go on (by strategy name)."""
@@ -167,3 +231,4 @@ class Sampler:
             window, kept = self._windows.get(key, (-1, 0))
             current = now_s // length_s
             self._windows[key] = (current, kept + kept_now if window == current else kept_now)
+        self._unsaved = True

@@ -415,3 +415,29 @@ def test_batches_stamped_by_a_wrong_clock_before_a_reboot_count_their_age_from_t
     for name, age in ages.items():
         assert 0.5 <= age < 60, (name, age)
     assert "wall clock" in agent.log() and "counted from now" in agent.log(), agent.log()
+
+
+def _accepted(agent, seed: int, rows: int) -> int:
+    records = _records(seed, rows)
+    status, body = agent.post_records(records)
+    assert status == 200, body
+    return body["accepted"]
+
+
+def test_an_hourly_quota_spent_before_a_crash_stays_spent_after_the_restart(agent_factory):
+    """An agent killed with SIGKILL and restarted by systemd within the hour keeps the hour's count, so a crash loop sends no more than max_per_hour; a reboot starts it again."""
+    if time.clock_gettime(time.CLOCK_BOOTTIME) % 3600 > 3540:
+        time.sleep(3600 - time.clock_gettime(time.CLOCK_BOOTTIME) % 3600 + 1)  # the test runs inside one hour window
+    agent, _ = _stepped_agent(agent_factory, 0.0, sampling={"default": {"max_per_hour": 10}})
+    agent.start()
+    assert _accepted(agent, 1, 6) == 6
+    kept = 6
+    for run in range(3):  # Restart=on-failure: crash, start, crash again
+        agent.kill()
+        agent.start()
+        kept += _accepted(agent, 10 + run, 6)
+    assert kept == 10
+    agent.kill()
+    agent.env["EDGELOOP_TEST_BOOT_ID"] = "boot-b"  # the device rebooted: uptime windows start again
+    agent.start()
+    assert _accepted(agent, 20, 6) == 6

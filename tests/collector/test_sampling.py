@@ -7,6 +7,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from edgeloop.collector.bootclock import boot_id
 from edgeloop.collector.config import SamplingRule
 from edgeloop.collector.sampling import RATE_CAPPED, SAMPLED_OUT, InForce, Sampler, legacy_policy
 from edgeloop.schemas.model_schema import ModelSchema
@@ -199,3 +200,27 @@ def test_legacy_rule_and_its_policy_keep_the_same_records_with_the_same_weights(
             assert weight == 1.0
         else:
             assert weight in (SAMPLED_OUT, pytest.approx(5.0))
+
+
+@pytest.mark.parametrize("saved", [b"\x00not json", b"[]", b'{"boot_id": "other-boot", "windows": [["m", "", 3600, 0, 99]]}',
+                                   b'{"boot_id": "BOOT", "windows": [["m", "", "x", null, 1], "junk", ["m", "", 0, 0, 9]]}',
+                                   b'{"boot_id": "BOOT", "windows": 7}'])
+def test_unreadable_or_other_boot_quota_counts_start_the_windows_afresh(tmp_path, saved):
+    """A quotas.json that is not JSON, is from another boot or holds junk entries is ignored: the sampler starts with fresh windows."""
+    (tmp_path / "quotas.json").write_bytes(saved.replace(b"BOOT", boot_id().encode()))
+    s = Sampler(1, state_dir=tmp_path, clock=lambda: NOW)
+    s.apply({"m": InForce("test", legacy_policy(SamplingRule(max_per_hour=5)).check(SCHEMA))})
+    outcomes, _, _ = s.decide("m", confident(8))
+    assert sum(isinstance(o, float) for o in outcomes) == 5
+
+
+async def test_quota_counts_saved_are_read_back_by_the_next_sampler_on_the_same_boot(tmp_path):
+    """The counts a sampler saves are the next one's (a restart), so the window's remaining budget carries over."""
+    policy = {"m": InForce("test", legacy_policy(SamplingRule(max_per_hour=5)).check(SCHEMA))}
+    first = Sampler(1, state_dir=tmp_path, clock=lambda: NOW)
+    first.apply(policy)
+    assert sum(isinstance(o, float) for o in first.decide("m", confident(3))[0]) == 3
+    await first.save()
+    second = Sampler(2, state_dir=tmp_path, clock=lambda: NOW)
+    second.apply(policy)
+    assert sum(isinstance(o, float) for o in second.decide("m", confident(8))[0]) == 2
