@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
@@ -15,6 +16,8 @@ from prometheus_client import (
     ProcessCollector,
 )
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
+
+from edgeloop.collector.bootclock import uptime_s
 
 if TYPE_CHECKING:
     from edgeloop.collector.sync import SyncResult
@@ -125,7 +128,15 @@ class Metrics:
             if read is not None:
                 gauge.set_function(read)
 
-    def count_sync(self, result: SyncResult, *, ended_at_s: float) -> None:
+    def note_sync_started(self) -> None:
+        self._at(self.sync_last_attempt, uptime_s())
+
+    @staticmethod
+    def _at(gauge: Gauge, at_uptime_s: float) -> None:
+        """Expose a moment as today's Unix time minus its age on the boot clock: a clock NTP steps since moves it too."""
+        gauge.set_function(lambda: time.time() - (uptime_s() - at_uptime_s))
+
+    def count_sync(self, result: SyncResult) -> None:
         """Account one finished sync run."""
         self.syncs.labels(result.outcome).inc()
         for kind, count in (
@@ -141,7 +152,7 @@ class Metrics:
         self.sync_uploaded_rows.inc(result.rows)
         self.sync_retries.inc(result.retries)
         if result.outcome == "ok":
-            self.sync_last_success.set(ended_at_s)
+            self._at(self.sync_last_success, uptime_s())
 
     def exposition(self) -> bytes:
         return generate_latest(self.registry)

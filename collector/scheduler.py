@@ -233,7 +233,7 @@ class SyncScheduler:
     async def _sync(self, trigger: str) -> SyncResult:
         log.info("sync starting", extra={"trigger": trigger, "batches_pending": len(self.spool.pending())})
         if self.metrics is not None:
-            self.metrics.sync_last_attempt.set(time.time())
+            self.metrics.note_sync_started()
         try:
             if self.before_sync is not None:
                 try:
@@ -246,7 +246,7 @@ class SyncScheduler:
             result = SyncResult(outcome="failed", reason=f"internal error: {type(exc).__name__}: {exc}")
         self._last_result = result
         if self.metrics is not None:
-            self.metrics.count_sync(result, ended_at_s=time.time())
+            self.metrics.count_sync(result)
         if result.outcome == "ok":
             self._last_success_at = datetime.now(UTC)
             self._retries = 0

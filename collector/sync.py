@@ -35,13 +35,14 @@ import time
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import asdict, dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, BinaryIO, Literal, TypeVar
 
 import aiohttp
 import orjson
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_after_attempt, wait_random_exponential
 
+from edgeloop.collector.bootclock import uptime_s
 from edgeloop.collector.config import SyncSettings
 from edgeloop.collector.reporter import StatusReporter
 from edgeloop.collector.spool import SealedBatch, Spool
@@ -88,15 +89,23 @@ class SyncResult:
     bytes: int = 0
     throttled_s: float = 0.0
     duration_s: float = 0.0
-    started_at: datetime = field(default_factory=lambda: datetime.now(UTC))
+    started_at: datetime = field(default_factory=lambda: datetime.now(UTC))  # set again from the boot clock at the end
+    started_uptime_s: float = field(default_factory=uptime_s)
     report: str | None = None  # the status report: "stored", "already_stored", or why it was not
 
     @property
     def landed(self) -> int:
         return self.uploaded + self.already_present
 
+    def measure(self) -> None:
+        """Time the run on the boot clock so far; ``started_at`` is now minus that, whatever the wall clock did meanwhile."""
+        duration_s = max(0.0, uptime_s() - self.started_uptime_s)
+        self.duration_s = round(duration_s, 3)
+        self.started_at = datetime.now(UTC) - timedelta(seconds=duration_s)
+
     def as_dict(self) -> dict[str, Any]:
         data = asdict(self)
+        del data["started_uptime_s"]
         data["started_at"] = self.started_at.isoformat()
         return data
 
@@ -159,11 +168,10 @@ class Syncer:
     async def run_once(self) -> SyncResult:
         """Upload every pending batch, oldest first; never raises for a failed upload."""
         result = SyncResult()
-        started = time.monotonic()
         try:
             await self._run(result)
         finally:
-            result.duration_s = round(time.monotonic() - started, 3)
+            result.measure()
             if self.reporter is not None and result.report is None:
                 self.reporter.unreported(result.outcome)
         level = logging.INFO if result.outcome in ("ok", "skipped") else logging.WARNING
@@ -226,7 +234,7 @@ class Syncer:
         """Send the status document about this run; a failure is logged and carried into the next report."""
         reporter = self.reporter
         assert reporter is not None
-        result.duration_s = round((datetime.now(UTC) - result.started_at).total_seconds(), 3)
+        result.measure()
         document: dict[str, Any] | None = None
         try:
             document = await asyncio.to_thread(reporter.document, result)

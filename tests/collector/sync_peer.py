@@ -102,6 +102,7 @@ class IngestPeer:
     landed: dict[str, str] = field(default_factory=dict)  # batch id → body sha256
     lands: Counter[str] = field(default_factory=Counter)  # batch id → times answered 201
     requests: list[dict[str, Any]] = field(default_factory=list)
+    statuses: list[dict[str, Any]] = field(default_factory=list)  # the status documents devices sent
     url: str = ""
     _runner: web.AppRunner | None = None
     _port: int = 0
@@ -109,6 +110,7 @@ class IngestPeer:
     async def start(self, port: int = 0) -> IngestPeer:
         app = web.Application(client_max_size=1024**3)
         app.router.add_put("/v1/batches/{batch_id}", self._put, expect_handler=_defer_continue)
+        app.router.add_put("/v1/status/{status_id}", self._status)
         self._runner = web.AppRunner(app, shutdown_timeout=0.5)
         await self._runner.setup()
         site = web.TCPSite(self._runner, "127.0.0.1", port or self._port)
@@ -121,6 +123,10 @@ class IngestPeer:
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
+
+    async def _status(self, request: web.Request) -> web.Response:
+        self.statuses.append(await request.json())
+        return web.json_response({"status_id": request.match_info["status_id"]}, status=201)
 
     async def _put(self, request: web.Request) -> web.StreamResponse:
         batch_id = request.match_info["batch_id"]

@@ -441,3 +441,49 @@ def test_an_hourly_quota_spent_before_a_crash_stays_spent_after_the_restart(agen
     agent.env["EDGELOOP_TEST_BOOT_ID"] = "boot-b"  # the device rebooted: uptime windows start again
     agent.start()
     assert _accepted(agent, 20, 6) == 6
+
+
+@pytest.mark.parametrize("offset_s", [12 * YEAR_S, -56 * YEAR_S], ids=["2038-then-back", "1970-then-forward"])
+async def test_a_clock_stepped_during_a_sync_leaves_its_duration_and_times_true(ingest, sync_spool, tmp_path, monkeypatch, offset_s):
+    """A sync that NTP corrects the clock under reports its real duration to the server, and metrics its start and end as today's times."""
+    from types import SimpleNamespace
+
+    from edgeloop.collector.journal import Journal
+    from edgeloop.collector.metrics import Metrics
+    from edgeloop.collector.reporter import StatusReporter
+
+    registry = SchemaRegistry.from_dir(EXAMPLES_DIR)
+    make_batch(sync_spool)
+    offset = [offset_s]
+    real_time = time.time
+
+    class Stepped(dt.datetime):
+        @classmethod
+        def now(cls, tz=None):
+            return dt.datetime.now(tz) + timedelta(seconds=offset[0])
+
+    monkeypatch.setattr(sync_module, "datetime", Stepped)
+    monkeypatch.setattr(scheduler_module, "time", SimpleNamespace(time=lambda: real_time() + offset[0], monotonic=time.monotonic))
+    settings = sync_settings(ingest.url, tmp_path)
+    reporter = StatusReporter(
+        spool=sync_spool, journal=Journal(sync_spool, registry, sync_spool.settings), sync=settings,
+        registry=lambda: registry, sampling=SamplingSettings, agent_version="test",
+    )
+    metrics = Metrics()
+    scheduler = SyncScheduler(settings, sync_spool, agent_version="test", reporter=reporter, metrics=metrics)
+    run = scheduler.syncer._run
+
+    async def stepped_run(result):
+        await asyncio.sleep(0.2)
+        offset[0] = 0.0  # NTP steps the clock right while the sync runs
+        await run(result)
+
+    scheduler.syncer._run = stepped_run
+    result = await scheduler.sync_now(wait=True)
+    assert result["outcome"] == "ok", result
+    [document] = ingest.statuses
+    assert 0.2 <= document["sync"]["duration_s"] < 30, document["sync"]
+    exposed = {line.split()[0]: float(line.split()[1]) for line in metrics.exposition().decode().splitlines()
+               if line.startswith("edgeloop_sync_last_")}
+    for name, value in exposed.items():
+        assert abs(real_time() - value) < 30, (name, value)
