@@ -10,9 +10,10 @@ are measured on it; a time from an earlier boot can only be read from the wall c
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 from datetime import UTC, datetime
 
-__all__ = ["UNSET_BEFORE", "boot_id", "uptime_s", "wall_age_s"]
+__all__ = ["UNSET_BEFORE", "Moment", "boot_id", "uptime_s", "wall_age_s"]
 
 _UPTIME = getattr(time, "CLOCK_BOOTTIME", time.CLOCK_MONOTONIC)
 _BOOT_ID_PATH = "/proc/sys/kernel/random/boot_id"
@@ -38,6 +39,32 @@ def boot_id() -> str:
 
 
 _boot_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Moment:
+    """A moment of this boot, read on both clocks, so it can be told on today's wall clock."""
+
+    wall_s: float
+    uptime_s: float
+
+    @classmethod
+    def now(cls) -> Moment:
+        return cls(time.time(), uptime_s())
+
+    def age_s(self) -> float:
+        return max(0.0, uptime_s() - self.uptime_s)
+
+    def unix_s(self) -> float:
+        """When it was, on today's wall clock: as stamped, unless the clock was stepped since (then now minus its age)."""
+        age_s, now_s = self.age_s(), time.time()
+        # NTP slews a clock by at most 500 ppm; a bigger gap between the two clocks is a step.
+        if abs(now_s - self.wall_s - age_s) <= 1.0 + age_s / 1000:
+            return self.wall_s
+        return now_s - age_s
+
+    def at(self) -> datetime:
+        return datetime.fromtimestamp(self.unix_s(), UTC)
 
 
 def wall_age_s(wall_s: float, now_s: float | None = None) -> float | None:

@@ -36,7 +36,7 @@ from typing import TYPE_CHECKING, Any
 import orjson
 from aiohttp import web
 
-from edgeloop.collector.bootclock import uptime_s
+from edgeloop.collector.bootclock import Moment
 from edgeloop.collector.budget import DEFAULT_SLICE_BYTES, MemoryBudget
 from edgeloop.collector.config import CollectorConfig
 from edgeloop.collector.journal import Journal
@@ -416,8 +416,8 @@ def status_report(app: web.Application) -> dict[str, Any]:
             "running": True,
             "version": info["version"],
             "pid": os.getpid(),
-            "started_at": info["started_at"],
-            "uptime_s": round(uptime_s() - info["started_uptime_s"], 3),
+            "started_at": info["started"].at().isoformat(),
+            "uptime_s": round(info["started"].age_s(), 3),
             "socket": str(app[CONFIG].agent.socket),
             "recovery": info.get("recovery"),
             "reloads": info.get("reloads", 0),
@@ -571,8 +571,7 @@ def create_app(
     app[INTAKE_OPEN].set()
     app[INFO] = {
         "version": "unknown",
-        "started_at": datetime.now(UTC).isoformat(),
-        "started_uptime_s": uptime_s(),
+        "started": Moment.now(),
         **(info or {}),
     }
     app.cleanup_ctx.append(_scheduler_ctx)  # registered first, so it stops last

@@ -44,12 +44,12 @@ import zlib
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
 
+from edgeloop.collector.bootclock import Moment
 from edgeloop.collector.config import SpoolSettings
 from edgeloop.collector.metrics import Metrics
 from edgeloop.collector.spool import SealedBatch, Spool, is_batch_id, is_space_error
@@ -172,7 +172,7 @@ class Journal:
         self._synced = 0  # appends covered by a finished fsync
         self._lost_through = 0  # appends up to this one met a failed fsync: never acknowledged
         self.write_error: str | None = None  # why the journal could not be written, until a write works again
-        self.write_error_since: float | None = None
+        self.write_error_since: Moment | None = None
         self._fsync_task: asyncio.Task[None] | None = None
         self._seals: set[asyncio.Task[SealedBatch | None]] = set()
         self._fsync_pool = ThreadPoolExecutor(1, thread_name_prefix="journal-fsync")
@@ -419,7 +419,7 @@ class Journal:
         """The state dir refused a write: ``stats`` says so until a journal fsync works again."""
         reason = f"{errno.errorcode.get(exc.errno or 0, 'error')}: {exc.strerror or exc}"
         if self.write_error is None:
-            self.write_error_since = time.time()
+            self.write_error_since = Moment.now()
             log.error("the journal cannot be written: refusing records until it can", extra={"error": reason})
         self.write_error = reason
 
@@ -545,7 +545,7 @@ class Journal:
         return {
             "writable": self.write_error is None,
             "write_error": self.write_error,
-            "write_error_since": None if since is None else datetime.fromtimestamp(since, UTC).isoformat(),
+            "write_error_since": None if since is None else since.at().isoformat(),
             "open_segments": len(self._active),
             "sealing_segments": len(self._closing),
             "unsealed_segments": len(self._unsealed),

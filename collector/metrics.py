@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
@@ -17,7 +16,7 @@ from prometheus_client import (
 )
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 
-from edgeloop.collector.bootclock import uptime_s
+from edgeloop.collector.bootclock import Moment
 
 if TYPE_CHECKING:
     from edgeloop.collector.sync import SyncResult
@@ -129,12 +128,7 @@ class Metrics:
                 gauge.set_function(read)
 
     def note_sync_started(self) -> None:
-        self._at(self.sync_last_attempt, uptime_s())
-
-    @staticmethod
-    def _at(gauge: Gauge, at_uptime_s: float) -> None:
-        """Expose a moment as today's Unix time minus its age on the boot clock: a clock NTP steps since moves it too."""
-        gauge.set_function(lambda: time.time() - (uptime_s() - at_uptime_s))
+        self.sync_last_attempt.set_function(Moment.now().unix_s)  # a clock NTP steps since moves it too
 
     def count_sync(self, result: SyncResult) -> None:
         """Account one finished sync run."""
@@ -152,7 +146,7 @@ class Metrics:
         self.sync_uploaded_rows.inc(result.rows)
         self.sync_retries.inc(result.retries)
         if result.outcome == "ok":
-            self._at(self.sync_last_success, uptime_s())
+            self.sync_last_success.set_function(Moment.now().unix_s)
 
     def exposition(self) -> bytes:
         return generate_latest(self.registry)

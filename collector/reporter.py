@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 import uuid_utils
 from apscheduler.triggers.cron import CronTrigger
 
+from edgeloop.collector.bootclock import Moment
 from edgeloop.collector.config import SamplingSettings, SyncSettings
 from edgeloop.collector.journal import Journal
 from edgeloop.collector.spool import Spool
@@ -50,7 +51,6 @@ class StatusReporter:
         registry: Callable[[], SchemaRegistry],
         sampling: Callable[[], SamplingSettings],
         agent_version: str,
-        started_at: datetime | None = None,
         next_sync_at: Callable[[], str | None] | None = None,
         policies: Callable[[], dict[str, str]] | None = None,
     ) -> None:
@@ -61,7 +61,7 @@ class StatusReporter:
         self._sampling = sampling
         self._policies = policies  # model → the sampling policy version it runs (server:<n>, file:…, config:…)
         self.agent_version = agent_version
-        self.started_at = started_at or datetime.now(UTC)
+        self._started = Moment.now()
         self.next_sync_at = next_sync_at  # set by the scheduler once it runs
         self._lock = threading.Lock()
         self._versions: dict[str, dict[str, int]] = {}  # model → version → order last logged
@@ -69,7 +69,7 @@ class StatusReporter:
         self._reported_drops: Counter[str] = Counter()  # drops_total as of the last stored report
         self._unreported: Counter[str] = Counter()  # sync outcomes since the last stored report
         self._failures_in_a_row = 0
-        self._last_success_at: datetime | None = None
+        self._last_success_at: Moment | None = None
         self.last_offset_s: float | None = None
         self.last_report: dict[str, Any] | None = None  # what `status` shows: when, id, and how it went
 
@@ -89,7 +89,7 @@ class StatusReporter:
         now = datetime.now(UTC)
         if result.outcome == "ok":
             self._failures_in_a_row = 0
-            self._last_success_at = now
+            self._last_success_at = Moment.now()
         elif result.outcome in ("failed", "partial"):
             self._failures_in_a_row += 1
         spool_stats = self.spool.stats()
@@ -107,7 +107,7 @@ class StatusReporter:
             "status_id": str(uuid_utils.uuid7()),
             "sent_at": now.isoformat(),
             "agent_version": self.agent_version[:64],
-            "started_at": self.started_at.isoformat(),
+            "started_at": self._started.at().isoformat(),
             "models": [
                 {"model": schema.name, "schema_fingerprint": schema.fingerprint, "versions": versions.get(schema.name, [])}
                 for schema in list(registry)[:256]
@@ -129,7 +129,7 @@ class StatusReporter:
                 "failed": result.failed, "bytes": result.bytes, "rows": result.rows,
                 "window_s": self.window_s,
                 "next_sync_at": self.next_sync_at() if self.next_sync_at else None,
-                "last_success_at": self._last_success_at.isoformat() if self._last_success_at else None,
+                "last_success_at": self._last_success_at.at().isoformat() if self._last_success_at else None,
                 "failures_in_a_row": self._failures_in_a_row,
                 "since_last_report": dict(self._unreported + Counter({result.outcome: 1})),
             },

@@ -43,6 +43,7 @@ from apscheduler.triggers.cron import CronTrigger
 from apscheduler.triggers.date import DateTrigger
 from apscheduler.triggers.interval import IntervalTrigger
 
+from edgeloop.collector.bootclock import Moment
 from edgeloop.collector.config import SyncSettings
 from edgeloop.collector.metrics import Metrics
 from edgeloop.collector.reporter import StatusReporter
@@ -88,7 +89,7 @@ class SyncScheduler:
         self._high_water_not_before = 0.0
         self.metrics = metrics
         self._retries = 0  # failed syncs in a row since the last scheduled or successful one
-        self._last_success_at: datetime | None = None
+        self._last_success_at: Moment | None = None
         self._clock_watch: asyncio.Task[None] | None = None
         self._errors = RateLimitedLogger(log)
 
@@ -210,7 +211,7 @@ class SyncScheduler:
             "next_sync_at": self._next_sync_at(),
             "retry_at": self._retry_at(),
             "retries_in_a_row": self._retries,
-            "last_success_at": self._last_success_at.isoformat() if self._last_success_at else None,
+            "last_success_at": self._last_success_at.at().isoformat() if self._last_success_at else None,
             "running": self.running,
             "batches_pending": len(self.spool.pending()),
             "batches_rejected": len(self.spool.rejected()),
@@ -248,7 +249,7 @@ class SyncScheduler:
         if self.metrics is not None:
             self.metrics.count_sync(result)
         if result.outcome == "ok":
-            self._last_success_at = datetime.now(UTC)
+            self._last_success_at = Moment.now()
             self._retries = 0
             self._cancel_retry()
         elif trigger in ("schedule", "retry", "high_water"):

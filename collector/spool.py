@@ -48,7 +48,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import uuid_utils
 
-from edgeloop.collector.bootclock import boot_id, uptime_s, wall_age_s
+from edgeloop.collector.bootclock import Moment, boot_id, uptime_s, wall_age_s
 from edgeloop.collector.config import SpoolSettings
 from edgeloop.durable import fsync_dir, move_durably, write_durably
 from edgeloop.errors import CollectorError, SchemaError
@@ -173,7 +173,7 @@ class Spool:
             folder.mkdir(parents=True, exist_ok=True)
         self._lock = threading.RLock()
         self._reserve_held = _allocated(self.reserve_path)
-        self.disk_full_since: float | None = None  # a write met ENOSPC and none has succeeded since
+        self.disk_full_since: Moment | None = None  # a write met ENOSPC and none has succeeded since
         self._batches: dict[str, SealedBatch] = {}
         self._minted: dict[str, float] = {}  # ids minted by this process, not sealed yet -> uptime at minting
         self.ids = BatchIds()
@@ -446,7 +446,7 @@ class Spool:
 
     def note_disk_full(self) -> None:
         if self.disk_full_since is None:
-            self.disk_full_since = time.time()
+            self.disk_full_since = Moment.now()
             log.error("disk full", extra={"free_bytes": self.free_disk_bytes()})
 
     def note_disk_ok(self) -> None:
@@ -463,7 +463,7 @@ class Spool:
         since = self.disk_full_since
         return {
             "full": since is not None,
-            "full_since": None if since is None else datetime.fromtimestamp(since, UTC).isoformat(),
+            "full_since": None if since is None else since.at().isoformat(),
             "free_bytes": self.free_disk_bytes(),
             "seal_reserve_bytes": self.settings.seal_reserve_bytes,
             "seal_reserve_held_bytes": self._reserve_held,

@@ -35,14 +35,14 @@ import time
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import asdict, dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any, BinaryIO, Literal, TypeVar
 
 import aiohttp
 import orjson
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_after_attempt, wait_random_exponential
 
-from edgeloop.collector.bootclock import uptime_s
+from edgeloop.collector.bootclock import Moment
 from edgeloop.collector.config import SyncSettings
 from edgeloop.collector.reporter import StatusReporter
 from edgeloop.collector.spool import SealedBatch, Spool
@@ -89,8 +89,8 @@ class SyncResult:
     bytes: int = 0
     throttled_s: float = 0.0
     duration_s: float = 0.0
-    started_at: datetime = field(default_factory=lambda: datetime.now(UTC))  # set again from the boot clock at the end
-    started_uptime_s: float = field(default_factory=uptime_s)
+    started_at: datetime = field(default_factory=lambda: datetime.now(UTC))  # told again by ``measure``
+    started: Moment = field(default_factory=Moment.now)
     report: str | None = None  # the status report: "stored", "already_stored", or why it was not
 
     @property
@@ -99,13 +99,12 @@ class SyncResult:
 
     def measure(self) -> None:
         """Time the run on the boot clock so far; ``started_at`` is now minus that, whatever the wall clock did meanwhile."""
-        duration_s = max(0.0, uptime_s() - self.started_uptime_s)
-        self.duration_s = round(duration_s, 3)
-        self.started_at = datetime.now(UTC) - timedelta(seconds=duration_s)
+        self.duration_s = round(self.started.age_s(), 3)
+        self.started_at = self.started.at()
 
     def as_dict(self) -> dict[str, Any]:
         data = asdict(self)
-        del data["started_uptime_s"]
+        del data["started"]
         data["started_at"] = self.started_at.isoformat()
         return data
 

@@ -374,6 +374,7 @@ def _ages(agent) -> dict[str, float]:
         "oldest_batch_at": (real_now - datetime.fromisoformat(spool["oldest_batch_at"])).total_seconds(),
         "metric": float(metric.split()[-1]),
         "uptime": status["agent"]["uptime_s"],
+        "started_at": (real_now - datetime.fromisoformat(status["agent"]["started_at"])).total_seconds(),
     }
 
 
@@ -391,7 +392,7 @@ def test_a_clock_corrected_while_the_agent_runs_leaves_batch_ages_true(agent_fac
     agent.kill()  # a crash, then systemd starts it again on the same boot
     agent.start()
     for name, age in _ages(agent).items():
-        if name != "uptime":
+        if name not in ("uptime", "started_at"):
             assert 1.0 <= age < 60, (name, age)
     listed = subprocess.run(  # the CLI on the same device: same boot, same clock
         [sys.executable, "-m", "edgeloop.collector.cli", "spool", "list", "--json", "--config", str(agent.config_path)],
@@ -487,3 +488,21 @@ async def test_a_clock_stepped_during_a_sync_leaves_its_duration_and_times_true(
                if line.startswith("edgeloop_sync_last_")}
     for name, value in exposed.items():
         assert abs(real_time() - value) < 30, (name, value)
+
+
+@pytest.mark.parametrize("offset_s", [12 * YEAR_S, -56 * YEAR_S], ids=["2038-then-back", "1970-then-forward"])
+def test_since_times_noted_under_a_clock_since_corrected_read_as_today(tmp_path, monkeypatch, offset_s):
+    """A full disk and a journal write error noted under a clock NTP then corrects are reported as since a moment ago, not since 2038 or 1970."""
+    import errno
+
+    from edgeloop.collector.journal import Journal
+
+    registry = SchemaRegistry.from_dir(EXAMPLES_DIR)
+    spool = make_spool(tmp_path / "state")
+    journal = Journal(spool, registry, spool.settings)
+    _clock(monkeypatch, offset_s)
+    spool.note_disk_full()
+    journal.note_write_error(OSError(errno.EROFS, "Read-only file system"))
+    monkeypatch.undo()
+    for since in (spool.disk_status()["full_since"], journal.stats()["write_error_since"]):
+        assert timedelta(0) <= datetime.now(UTC) - datetime.fromisoformat(since) < timedelta(seconds=30), since
