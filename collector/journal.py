@@ -8,7 +8,9 @@ A segment is a run of frames, ``[u32 length][u32 crc32][payload]`` (little-endia
 payload the Arrow IPC stream of one RecordBatch, already through privacy and sampling. The
 first frame's Arrow schema metadata carries the model schema the segment was written under
 (``edgeloop.schema``, its canonical JSON), so a segment is sealed with that schema even if
-the schema file changed, or went away, before the seal (a crash, then an edit).
+the schema file changed, or went away, before the seal (a crash, then an edit); and when the
+segment was opened (``edgeloop.made``: boot id and uptime), so a batch sealed from it after a
+crash is as old as its records, whatever the wall clock did meanwhile.
 
 Appending is a plain write into the page cache on the event loop; a request is
 acknowledged only after a *group* fsync that covers its appends: one fsync (in a thread)
@@ -66,6 +68,7 @@ log = logging.getLogger(__name__)
 
 FRAME_HEADER = struct.Struct("<II")
 SCHEMA_KEY = BATCH_METADATA_KEYS["schema"]
+MADE_KEY = BATCH_METADATA_KEYS["made"]
 MAX_FRAME_BYTES = 1 << 30  # a longer length field is garbage, not a frame
 
 
@@ -235,7 +238,8 @@ class Journal:
                 for _ in reader:  # no whole frame: only a torn tail to measure
                     pass
             else:
-                batch, reader = self._write_segment(path, schema, segment_id, tolerant=True)
+                made_uptime_s = self.spool.id_made_uptime_s(segment_id, (first.schema.metadata or {}).get(MADE_KEY))
+                batch, reader = self._write_segment(path, schema, segment_id, tolerant=True, made_uptime_s=made_uptime_s)
         except Exception as exc:
             if is_space_error(exc) or (isinstance(exc, OSError) and not isinstance(exc, pa.ArrowException)):
                 self._leave_for_later(model, schema, path, exc)  # the disk's fault, not the data's
@@ -270,14 +274,16 @@ class Journal:
         self._unsealed.append(segment)
 
     def _write_segment(
-        self, path: Path, schema: ModelSchema, batch_id: str, *, tolerant: bool
+        self, path: Path, schema: ModelSchema, batch_id: str, *, tolerant: bool, made_uptime_s: float | None = None
     ) -> tuple[SealedBatch, SegmentReader]:
         """Seal a segment file into a batch; on a full disk, once more with the seal reserve's space."""
         for attempt in (1, 2):
             reader = SegmentReader(path)
             frames = iter(reader) if tolerant else _whole(reader)
             try:
-                batch = self.spool.write_batch(_checked(frames, schema.arrow_schema), schema=schema, batch_id=batch_id)
+                batch = self.spool.write_batch(
+                    _checked(frames, schema.arrow_schema), schema=schema, batch_id=batch_id, made_uptime_s=made_uptime_s
+                )
             except Exception as exc:
                 if not is_space_error(exc):
                     raise
@@ -307,7 +313,10 @@ class Journal:
             self.note_write_error(exc)
             raise
         if not segment.rows:
-            batch = batch.replace_schema_metadata({SCHEMA_KEY: schema.canonical_json().encode()})
+            # When the segment was opened goes with it: a crash later, its batch is still as old as its records.
+            batch = batch.replace_schema_metadata(
+                {SCHEMA_KEY: schema.canonical_json().encode(), MADE_KEY: self.spool.made_stamp(segment.segment_id)}
+            )
         buffers = encode_frame(batch)
         size = sum(len(memoryview(buf)) for buf in buffers)
         try:

@@ -232,7 +232,7 @@ class Spool:
             BATCH_METADATA_KEYS["agent_version"]: self.agent_version.encode(),
             BATCH_METADATA_KEYS["drops"]: orjson.dumps(dict(drops)),
             BATCH_METADATA_KEYS["sealed_at"]: datetime.now(UTC).isoformat().encode(),
-            BATCH_METADATA_KEYS["made"]: orjson.dumps({"boot_id": boot_id(), "uptime_s": made_uptime_s}),
+            BATCH_METADATA_KEYS["made"]: orjson.dumps({"boot_id": boot_id(), "uptime_s": made_uptime_s}),  # see _made
         }
         path = self.batches_dir / f"{batch_id}.parquet"
         rows = 0
@@ -298,11 +298,15 @@ class Spool:
         with self._lock:
             self._minted.pop(batch_id, None)
 
-    def id_made_uptime_s(self, batch_id: str) -> float:
-        """When ``batch_id`` was minted, on this boot's clock; an id of an earlier run by its wall time (see ``_made``)."""
+    def id_made_uptime_s(self, batch_id: str, stamp: bytes | None = None) -> float:
+        """When ``batch_id`` was minted, on this boot's clock; an id of an earlier run by its ``stamp``, else its wall time (see ``_made``)."""
         with self._lock:
             made = self._minted.get(batch_id)
-        return made if made is not None else _made(batch_id, None)[0]
+        return made if made is not None else _made(batch_id, stamp)[0]
+
+    def made_stamp(self, batch_id: str) -> bytes:
+        """When ``batch_id`` was minted, as the boot id and uptime (a batch's ``edgeloop.made``; a journal segment's too)."""
+        return orjson.dumps({"boot_id": boot_id(), "uptime_s": round(self.id_made_uptime_s(batch_id), 3)})
 
     def id_age_s(self, batch_id: str) -> float:
         """Seconds since ``batch_id`` was minted (a journal segment's: its oldest record's), on the boot clock."""
@@ -598,8 +602,8 @@ def _describe(path: Path) -> SealedBatch:
 def _made(batch_id: str, made: bytes | None) -> tuple[float, bool]:
     """When an id was minted on this boot's clock, and whether the wall clock that stamped it was wrong.
 
-    Saved on this boot: the uptime saved. Otherwise (an earlier boot, an older agent's file, a
-    segment a crash left) the id's wall time, unless that is in the future or from before the
+    Saved on this boot: the uptime saved. Otherwise (an earlier boot, an older agent's file or
+    segment) the id's wall time, unless that is in the future or from before the
     clock was set: then it counts from now.
     """
     now = uptime_s()

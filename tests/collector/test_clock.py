@@ -506,3 +506,17 @@ def test_since_times_noted_under_a_clock_since_corrected_read_as_today(tmp_path,
     monkeypatch.undo()
     for since in (spool.disk_status()["full_since"], journal.stats()["write_error_since"]):
         assert timedelta(0) <= datetime.now(UTC) - datetime.fromisoformat(since) < timedelta(seconds=30), since
+
+
+def test_records_a_crash_left_in_the_journal_keep_their_age_through_a_clock_correction(agent_factory):
+    """Records journaled under a clock in 2038, then a crash and a restart on the same boot with the clock right, report the age they have, not an age from the restart."""
+    agent, clock = _stepped_agent(agent_factory, 12 * YEAR_S)
+    agent.start()
+    assert agent.post_records(_records(1))[0] == 200
+    time.sleep(4.0)
+    agent.kill()  # the segment is still open: recovery seals it
+    clock.write_text("0")
+    agent.start()
+    status = agent.status()
+    assert status["agent"]["recovery"]["sealed"] == 1, status["agent"]["recovery"]
+    assert 4.0 <= status["spool"]["oldest_record_age_s"] < 60, status["spool"]
