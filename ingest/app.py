@@ -942,7 +942,9 @@ async def post_deletion(request: web.Request) -> web.Response:
         raise BatchRejected(400, "bad_deletion", '"execute" is true or false and "by" a name')
     deletion = Deletion.from_json(payload)
     store = request.app[STORE]
-    result = await asyncio.wrap_future(store.call(lambda con: apply(con, deletion, store.catalog, execute=execute, by=by)))
+    keep_days = request.app[CONFIG].store.tombstone_days
+    result = await asyncio.wrap_future(store.call(
+        lambda con: apply(con, deletion, store.catalog, execute=execute, by=by, tombstone_days=keep_days)))
     if execute and store.lake:  # no file of ours to rewrite: the lake's own compact expires the snapshots
         result["file_note"] = "a lake keeps deleted rows in older snapshots until `edgeloop-ingest compact` expires them"
         log.info("rows deleted", extra=result)
@@ -994,11 +996,12 @@ async def _resources(app: web.Application) -> AsyncIterator[None]:
     store_class = app[_STORE_CLASS]
     metrics_ = app[METRICS]
 
-    def on_landed(landed: list[tuple[Landing, int, float]]) -> None:
-        for landing, duplicates, _ in landed:
+    def on_landed(landed: list[tuple[Landing, dict[str, Any], float]]) -> None:
+        for landing, receipt, _ in landed:
             metrics_.batches.labels(landing.batch.model).inc()
-            metrics_.rows.labels(landing.batch.model).inc(landing.batch.rows - duplicates)
-            metrics_.duplicates.labels(landing.batch.model).inc(duplicates)
+            metrics_.rows.labels(landing.batch.model).inc(landing.batch.rows - receipt["duplicates"] - receipt["erased"])
+            metrics_.duplicates.labels(landing.batch.model).inc(receipt["duplicates"])
+            metrics_.erased.labels(landing.batch.model).inc(receipt["erased"])
         metrics_.commit_seconds.observe(landed[0][2])
         metrics_.group_batches.observe(len(landed))
         state.pacer.landed(len(landed), more_waiting=app[STORE].queued + state.admitting > len(landed))

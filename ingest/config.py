@@ -118,6 +118,7 @@ class StoreSettings(Settings):
     retention_days: PositiveInt | None = None
     retention_days_by_model: dict[str, PositiveInt] = {}
     retention_interval_s: Positive = 86400.0
+    tombstone_days: PositiveInt = 90
 
 
 class LimitSettings(Settings):

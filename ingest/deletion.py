@@ -8,6 +8,16 @@ it. ``apply`` counts per table (a dry run) or deletes and writes one row to the 
 audit table, in the caller's transaction on the one writer. The bytes are only gone from the
 file once it is rewritten (``ingest/compaction.py``): DuckDB leaves deleted values in freed
 blocks, and a CHECKPOINT alone does not clear them (measured on DuckDB 1.5).
+
+A deletion also holds against what devices still have in their spools: a ``--where-hashed``
+deletion leaves a row in ``erasures`` (the pseudonym's sha256), and a ``--device`` or
+``--where-hashed`` one the deleted predictions' record ids in ``tombstones`` (for
+``store.tombstone_days``). The writer's ``Guard`` leaves out, when they land later, the rows
+holding an erased pseudonym and the feedback on a tombstoned prediction, counted as ``erased``.
+A ``--before`` deletion leaves no tombstones: it may remove millions of rows, and feedback
+has no time of its prediction to compare with the cut-off (a label on an aged-out prediction
+lands, is in no ``<model>_training`` row, and ages out by its own ``created_at``).
+A ``--device`` deletion is no revocation: the device's later rows are new data.
 """
 
 from __future__ import annotations
@@ -20,6 +30,8 @@ from typing import Any
 
 import duckdb
 import orjson
+import pyarrow as pa
+import pyarrow.compute as pc
 
 from edgeloop.errors import BatchRejected
 from edgeloop.ingest import health, tallies
@@ -28,7 +40,7 @@ from edgeloop.ingest.connection import quote
 from edgeloop.schemas.model_schema import NAME_PATTERN
 from edgeloop.times import bounded
 
-__all__ = ["Deletion", "apply", "retention_deletions"]
+__all__ = ["Deletion", "Guard", "apply", "retention_deletions"]
 
 REASONS = ("manual", "retention")
 MAX_TEXT = 1024
@@ -142,11 +154,16 @@ def _hashed_fields(catalog: Catalog, model: str) -> set[str]:
     return {spec.name for schema in catalog if schema.name == model for spec in schema.fields if spec.privacy.action == "hash"}
 
 
-def apply(con: duckdb.DuckDBPyConnection, deletion: Deletion, catalog: Catalog, *, execute: bool, by: str) -> dict[str, Any]:
+def apply(con: duckdb.DuckDBPyConnection, deletion: Deletion, catalog: Catalog, *, execute: bool, by: str,
+          tombstone_days: int | None = None) -> dict[str, Any]:
     """Count (``execute=False``) or delete the matching rows, per table; a deletion writes its audit row.
 
-    Runs in the caller's transaction. Feedback whose prediction is deleted is deleted with it.
+    Runs in the caller's transaction. Feedback whose prediction is deleted is deleted with it. An executed
+    deletion records what keeps it from being undone by later uploads (its erasure, its tombstones) and
+    removes the tombstones older than ``tombstone_days`` (when given).
     """
+    deletion_id = str(uuid.uuid4()) if execute else None
+    deleted_at = datetime.now(UTC)
     models = _models(con, deletion, catalog)
     if deletion.hashed is not None:
         field = deletion.hashed[0]
@@ -191,6 +208,9 @@ def apply(con: duckdb.DuckDBPyConnection, deletion: Deletion, catalog: Catalog, 
                     con.execute(f"DELETE FROM {quote(feedback)} WHERE {feedback_where}", params)
                 if doomed:
                     con.execute(f"DELETE FROM {quote(predictions)} WHERE record_id IN (SELECT record_id FROM temp.__edgeloop_doomed)")
+                if doomed and deletion.before is None:  # why --before keeps none: the module's docstring
+                    con.execute("INSERT INTO tombstones SELECT ?, record_id, ?, ? FROM temp.__edgeloop_doomed",
+                                [model, deletion_id, deleted_at])
                 if doomed or counts.get(feedback):
                     tallies.rebuild(con, model)  # the dashboard's label coverage counts what is left
     total = sum(counts.values())
@@ -199,13 +219,99 @@ def apply(con: duckdb.DuckDBPyConnection, deletion: Deletion, catalog: Catalog, 
         "executed": execute, "deletion_id": None,
     }
     if execute:
-        result["deletion_id"] = str(uuid.uuid4())
+        result["deletion_id"] = deletion_id
         con.execute(
             "INSERT INTO deletions VALUES (?, ?, ?, ?, ?, ?, ?)",
-            [result["deletion_id"], datetime.now(UTC), by[:MAX_TEXT], deletion.reason, result["predicate"], total,
+            [deletion_id, deleted_at, by[:MAX_TEXT], deletion.reason, result["predicate"], total,
              orjson.dumps(counts, option=orjson.OPT_SORT_KEYS).decode()],
         )
+        if deletion.hashed is not None:  # also when nothing has landed yet: the person's rows may still be on a device
+            con.execute("INSERT INTO erasures VALUES (?, ?, ?, ?, ?)",
+                        [deletion_id, deletion.model, deletion.hashed[0], _digest(deletion.hashed[1]), deleted_at])
+        if tombstone_days is not None:
+            con.execute("DELETE FROM tombstones WHERE deleted_at < ?", [deleted_at - timedelta(days=tombstone_days)])
     return result
+
+
+def _digest(pseudonym: str) -> str:
+    return hashlib.sha256(pseudonym.encode()).hexdigest()
+
+
+class Guard:
+    """What executed deletions leave out of later landings: rows holding an erased pseudonym, feedback on a
+    tombstoned prediction. The writer holds one and keeps it current (``current``), so a landing of a model
+    with neither pays a dict lookup per table; the rows left out are counted per batch, as duplicates are.
+    """
+
+    def __init__(self, erasures: list[tuple[str | None, str, str]], tombstoned: set[str], deletions: int,
+                 tombstone_days: int) -> None:
+        self._erasures = erasures  # (model or None for every model, field, pseudonym sha256)
+        self._tombstoned = tombstoned  # models with tombstones (some may have expired since: the query filters)
+        self._deletions = deletions  # rows of the audit when loaded: another deletion makes this guard stale
+        self._tombstone_days = tombstone_days
+        self._fields: dict[str, dict[str, frozenset[str]]] = {}  # model → field → erased digests, built on demand
+
+    @classmethod
+    def load(cls, con: duckdb.DuckDBPyConnection, tombstone_days: int) -> Guard:
+        erasures = [tuple(row) for row in con.execute("SELECT model, field, pseudonym_sha256 FROM erasures").fetchall()]
+        tombstoned = {row[0] for row in con.execute("SELECT DISTINCT model FROM tombstones").fetchall()}
+        deletions = con.execute("SELECT count(*) FROM deletions").fetchone()[0]
+        return cls(erasures, tombstoned, deletions, tombstone_days)  # type: ignore[arg-type]
+
+    def current(self, con: duckdb.DuckDBPyConnection) -> Guard:
+        """This guard, or a new one if a deletion ran since it was loaded (one count of the small audit table)."""
+        if con.execute("SELECT count(*) FROM deletions").fetchone()[0] == self._deletions:
+            return self
+        return Guard.load(con, self._tombstone_days)
+
+    def _erased_fields(self, model: str) -> dict[str, frozenset[str]]:
+        fields = self._fields.get(model)
+        if fields is None:
+            merged: dict[str, set[str]] = {}
+            for scope, field, digest in self._erasures:
+                if scope is None or scope == model:
+                    merged.setdefault(field, set()).add(digest)
+            fields = self._fields[model] = {field: frozenset(digests) for field, digests in merged.items()}
+        return fields
+
+    def left_out(self, con: duckdb.DuckDBPyConnection, model: str, kind: str, rows: pa.Table,
+                 erased: dict[str, int]) -> pa.Table:
+        """``rows`` (of one model and kind, with ``batch_id``) without those a deletion covers; counts them per batch."""
+        fields = self._erased_fields(model)
+        tombstoned = kind == "feedback" and model in self._tombstoned
+        if not fields and not tombstoned:
+            return rows
+        hit: Any = None
+        for field, digests in fields.items():
+            if field not in rows.column_names:
+                continue
+            column = rows.column(field)
+            if column.type != pa.string():
+                column = column.cast(pa.string())
+            matched = [value for value in pc.unique(column).to_pylist() if value is not None and _digest(value) in digests]
+            if matched:
+                mask = pc.fill_null(pc.is_in(column, value_set=pa.array(matched, pa.string())), False)
+                hit = mask if hit is None else pc.or_(hit, mask)
+        if tombstoned and "prediction_id" in rows.column_names:
+            mask = self._on_tombstones(con, model, rows)
+            hit = mask if hit is None else pc.or_(hit, mask)
+        if hit is None or not pc.any(hit).as_py():
+            return rows
+        for entry in pc.value_counts(rows.column("batch_id").filter(hit)).to_pylist():
+            erased[entry["values"]] = erased.get(entry["values"], 0) + entry["counts"]
+        return rows.filter(pc.invert(hit))
+
+    def _on_tombstones(self, con: duckdb.DuckDBPyConnection, model: str, rows: pa.Table) -> Any:
+        """Which feedback rows name a prediction tombstoned less than ``tombstone_days`` ago."""
+        keys = pa.table({"prediction_id": rows.column("prediction_id"), "__row": pa.array(range(rows.num_rows), pa.int64())})
+        since = datetime.now(UTC) - timedelta(days=self._tombstone_days)
+        tallies.copy_to_temp(con, "__edgeloop_fed", keys)
+        with tallies.dropped_after(con, "__edgeloop_fed"):
+            found = con.execute(
+                "SELECT DISTINCT k.__row FROM temp.__edgeloop_fed AS k JOIN tombstones AS t ON t.record_id = k.prediction_id "
+                "WHERE t.model = ? AND t.deleted_at >= ?", [model, since],
+            ).to_arrow_table().column("__row")
+        return pc.is_in(keys.column("__row"), value_set=found.combine_chunks())
 
 
 def retention_deletions(catalog: Catalog, days: int | None, days_by_model: dict[str, int], now: datetime) -> list[Deletion]:

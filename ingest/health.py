@@ -75,7 +75,7 @@ _AGGREGATES = (DEVICE_HEALTH, DEVICE_REFUSALS, LANDED_DAILY)
 # One row per device of the ledger rows in ``source``.
 _DEVICE_LANDINGS = """
 SELECT device, min(received_at) AS first_seen_at, max(received_at) AS last_seen_at, max(received_at) AS last_upload_at,
-       count(*) AS batches, sum(rows - duplicates)::BIGINT AS rows
+       count(*) AS batches, sum(rows - duplicates - erased)::BIGINT AS rows
 FROM {source} GROUP BY device
 """
 _LANDING_COLUMNS = ("device", "first_seen_at", "last_seen_at", "last_upload_at", "batches", "rows")
@@ -155,7 +155,7 @@ def note_landed(con: duckdb.DuckDBPyConnection, inserted: list[tuple[str, str, p
             con.execute(LANDED_DAILY.add(_DAILY.format(source="__edgeloop_landed"), lake))
         finally:
             con.unregister("__edgeloop_landed")
-    con.register("__edgeloop_landed_ledger", ledger.select(["device", "received_at", "rows", "duplicates"]))
+    con.register("__edgeloop_landed_ledger", ledger.select(["device", "received_at", "rows", "duplicates", "erased"]))
     try:
         con.execute(DEVICE_HEALTH.add(_DEVICE_LANDINGS.format(source="__edgeloop_landed_ledger"), lake, _LANDING_COLUMNS))
     finally:

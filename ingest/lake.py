@@ -315,6 +315,7 @@ class LakeStore(Store):
         catalog = load_catalog(cur, adopt=False)
         with self._catalog_lock:
             self.catalog = catalog
+        self._guard = self._guard.current(cur)  # another replica may have run a deletion
         return DeviceRegistry.live(cur)
 
     def schema_for(self, fingerprint: str) -> ModelSchema | None:

@@ -28,6 +28,10 @@ class Metrics:
             "edgeloop_ingest_duplicate_rows", "Rows left out because their record id had already landed", ["model"],
             registry=self.registry,
         )
+        self.erased = Counter(
+            "edgeloop_ingest_erased_rows", "Rows left out because an executed deletion covers them (an erased pseudonym, "
+            "feedback on a deleted prediction)", ["model"], registry=self.registry,
+        )
         self.replays = Counter("edgeloop_ingest_replays", "Uploads answered with an earlier receipt", registry=self.registry)
         self.rejects = Counter("edgeloop_ingest_rejects", "Uploads refused, by error code", ["code"], registry=self.registry)
         self.landing_seconds = Histogram(

@@ -52,7 +52,8 @@ class Retention:
             done = []
             for deletion in deletions:
                 if apply(con, deletion, store.catalog, execute=False, by=BY)["rows"]:
-                    done.append(apply(con, deletion, store.catalog, execute=True, by=BY))
+                    done.append(apply(con, deletion, store.catalog, execute=True, by=BY,
+                                      tombstone_days=self.settings.tombstone_days))
             return done
 
         results = await asyncio.wrap_future(store.call(run))

@@ -57,6 +57,7 @@ from edgeloop.ingest.catalog import Catalog
 from edgeloop.ingest.compaction import compact_file
 from edgeloop.ingest.config import StoreSettings
 from edgeloop.ingest.connection import connect, quote
+from edgeloop.ingest.deletion import Guard
 from edgeloop.schemas.model_schema import FieldSpec, ModelSchema
 
 __all__ = ["Landing", "Store", "add_feedback_column", "load_catalog", "register_schema"]
@@ -109,10 +110,13 @@ CREATE TABLE IF NOT EXISTS batches (
     received_at {TSTZ} NOT NULL,
     landed_at {TSTZ} NOT NULL,
     clock_offset_s DOUBLE,
-    duplicates BIGINT NOT NULL DEFAULT 0
+    duplicates BIGINT NOT NULL DEFAULT 0,
+    erased BIGINT NOT NULL DEFAULT 0
 );
 -- rows of the batch left out because their record id had already landed (ledgers from before it count 0)
 ALTER TABLE batches ADD COLUMN IF NOT EXISTS duplicates BIGINT DEFAULT 0;
+-- rows of the batch left out because an executed deletion covers them (ingest/deletion.py)
+ALTER TABLE batches ADD COLUMN IF NOT EXISTS erased BIGINT DEFAULT 0;
 CREATE TABLE IF NOT EXISTS models (
     model VARCHAR PRIMARY KEY,
     schema_fingerprint VARCHAR NOT NULL,
@@ -136,11 +140,26 @@ CREATE TABLE IF NOT EXISTS deletions (
     rows BIGINT NOT NULL,
     tables VARCHAR NOT NULL
 );
+-- a person's erasure (--where-hashed) holds against later uploads: the pseudonym's sha256, not the pseudonym
+CREATE TABLE IF NOT EXISTS erasures (
+    deletion_id VARCHAR NOT NULL,
+    model VARCHAR,
+    field VARCHAR NOT NULL,
+    pseudonym_sha256 VARCHAR NOT NULL,
+    erased_at {TSTZ} NOT NULL
+);
+-- record ids of predictions deleted by --device or --where-hashed: later feedback on them is left out
+CREATE TABLE IF NOT EXISTS tombstones (
+    model VARCHAR NOT NULL,
+    record_id UUID NOT NULL,
+    deletion_id VARCHAR NOT NULL,
+    deleted_at {TSTZ} NOT NULL
+);
 """
 
 RECEIPT_COLUMNS = (
     "batch_id", "device", "model", "sha256", "rows", "bytes", "schema_fingerprint",
-    "received_at", "landed_at", "clock_offset_s", "duplicates",
+    "received_at", "landed_at", "clock_offset_s", "duplicates", "erased",
 )
 
 
@@ -222,7 +241,7 @@ class Store:
         path: Path,
         settings: StoreSettings,
         *,
-        on_landed: Callable[[list[tuple[Landing, int, float]]], None] | None = None,
+        on_landed: Callable[[list[tuple[Landing, dict[str, Any], float]]], None] | None = None,
     ) -> None:
         self.path = Path(path)
         self.settings = settings
@@ -233,6 +252,7 @@ class Store:
             tallies.ensure_tables(self._con)
         _widen_envelopes(self._con, {schema.name for schema in self.catalog})
         self._columns = self._load_columns()
+        self._guard = Guard.load(self._con, settings.tombstone_days)  # what executed deletions leave out of landings
         self._truths: dict[str, str | None] = {}  # model → tallies.labelled_by; emptied by every schema change
         self._reader_root = self._new_cursor(self._con)  # cursors for other threads branch off this one
         self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
@@ -512,6 +532,10 @@ class Store:
             self._columns = self._load_columns()  # the call may have changed tables before failing
             call.future.set_exception(exc)
             return
+        try:
+            self._guard = self._guard.current(con)  # a call may have run a deletion
+        except duckdb.Error as exc:  # the call did commit; the count differs from the old guard's, so the next call reloads
+            log.error("reading what deletions leave out failed; the next call reads it again", extra={"error": str(exc)})
         if call.after_commit is not None:
             call.after_commit(result)
         call.future.set_result(result)
@@ -591,7 +615,7 @@ class Store:
         self._failing = None
         if self._on_landed:  # before the answers, so a caller that has its 201 sees it counted
             try:
-                self._on_landed([(job.landing, receipt["duplicates"], elapsed) for job, receipt in zip(jobs, receipts)])
+                self._on_landed([(job.landing, receipt, elapsed) for job, receipt in zip(jobs, receipts)])
             except Exception:
                 log.exception("the on_landed hook failed; the batches did land")
         by_id = {job.landing.batch.batch_id: receipt for job, receipt in zip(jobs, receipts)}
@@ -681,16 +705,17 @@ class Store:
         """
         landed_at = datetime.now(UTC)
         duplicates: dict[str, int] = {}
+        erased: dict[str, int] = {}  # batch id → rows an executed deletion covers (``Guard``)
         tallied: dict[str, tuple[list[pa.Table], list[pa.Table]]] = {}  # model → new predictions, new feedback
         landed: list[tuple[str, str, pa.Table]] = []  # (model, kind, new rows), for the fleet aggregates
         con.execute("BEGIN TRANSACTION")
         try:
             step = list(jobs)
             while step:
-                self._insert_rows(con, step, duplicates, tallied, landed)
+                self._insert_rows(con, step, duplicates, erased, tallied, landed)
                 step = self._top_up(con, jobs)
             self._tally(con, jobs, tallied, landed_at)
-            ledger = _ledger(jobs, landed_at, duplicates)
+            ledger = _ledger(jobs, landed_at, duplicates, erased)
             con.register("__edgeloop_ledger", ledger)
             try:
                 con.execute("INSERT INTO batches BY NAME SELECT * FROM __edgeloop_ledger")
@@ -703,7 +728,7 @@ class Store:
             raise
         return [_receipt_row({name: ledger.column(name)[index].as_py() for name in RECEIPT_COLUMNS}) for index in range(len(jobs))]
 
-    def _insert_rows(self, con: duckdb.DuckDBPyConnection, jobs: list[_Job], duplicates: dict[str, int],
+    def _insert_rows(self, con: duckdb.DuckDBPyConnection, jobs: list[_Job], duplicates: dict[str, int], erased: dict[str, int],
                      tallied: dict[str, tuple[list[pa.Table], list[pa.Table]]], landed: list[tuple[str, str, pa.Table]]) -> None:
         """Insert the new rows of ``jobs`` into the open transaction (rows of earlier steps count as landed)."""
         by_shape: dict[tuple[str, str], list[pa.Table]] = {}
@@ -725,6 +750,9 @@ class Store:
                 if not count:
                     continue  # skip a scan that would select nothing
                 rows = combined if count == combined.num_rows else combined.filter(pc.equal(combined.column("kind").cast(pa.string()), kind))
+                rows = self._guard.left_out(con, model, kind, rows, erased)
+                if not rows.num_rows:
+                    continue
                 rows = _new_rows(con, table, rows, duplicates, span)
                 if not rows.num_rows:
                     continue
@@ -968,11 +996,11 @@ LEDGER_SCHEMA = pa.schema([
     ("schema_fingerprint", pa.string()), ("agent_version", pa.string()), ("drops", pa.string()),
     ("sealed_at", pa.timestamp("us", tz="UTC")), ("sent_at", pa.timestamp("us", tz="UTC")),
     ("received_at", pa.timestamp("us", tz="UTC")), ("landed_at", pa.timestamp("us", tz="UTC")),
-    ("clock_offset_s", pa.float64()), ("duplicates", pa.int64()),
+    ("clock_offset_s", pa.float64()), ("duplicates", pa.int64()), ("erased", pa.int64()),
 ])
 
 
-def _ledger(jobs: list[_Job], landed_at: datetime, duplicates: dict[str, int]) -> pa.Table:
+def _ledger(jobs: list[_Job], landed_at: datetime, duplicates: dict[str, int], erased: dict[str, int]) -> pa.Table:
     rows = []
     for job in jobs:
         landing, batch = job.landing, job.landing.batch
@@ -983,6 +1011,7 @@ def _ledger(jobs: list[_Job], landed_at: datetime, duplicates: dict[str, int]) -
             "drops": orjson.dumps(batch.drops).decode(), "sealed_at": _timestamp_or_none(batch.sealed_at),
             "sent_at": landing.sent_at, "received_at": landing.received_at, "landed_at": landed_at,
             "clock_offset_s": landing.clock_offset_s, "duplicates": duplicates.get(batch.batch_id, 0),
+            "erased": erased.get(batch.batch_id, 0),
         })
     return pa.Table.from_pylist(rows, schema=LEDGER_SCHEMA)
 
