@@ -32,6 +32,7 @@ import importlib.util
 import json
 import logging
 import os
+import shlex
 import socket
 import sys
 import tempfile
@@ -830,6 +831,9 @@ def _delete(args: argparse.Namespace, config: IngestConfig) -> int:
               f"({result['file_bytes_before']} -> {result['file_bytes_after']} bytes)")
     else:
         print("nothing was deleted: run again with --yes to delete these rows")
+    if args.device is not None:
+        print(f"hint: a deletion is no revocation: what {args.device} uploads later lands as new data; to refuse it: "
+              f"edgeloop-ingest devices revoke {shlex.quote(args.device)}")
     return 0
 
 
