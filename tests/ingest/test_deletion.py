@@ -15,6 +15,7 @@ import pyarrow as pa
 import pytest
 
 from edgeloop.collector.privacy import Privacy
+from edgeloop.ingest.app import STORE
 from edgeloop.ingest.deletion import Deletion, apply
 from edgeloop.ingest.retention import Retention
 from edgeloop.ingest.store import Store
@@ -59,7 +60,8 @@ def _file_holds(db, marker: str) -> bool:
 
 def test_delete_device_dry_run_then_yes_removes_rows_audits_and_clears_the_file(tmp_path, vibration):
     """A device's deletion counts per table first, then removes its rows and the labels on them, leaves an audit row,
-    and the deleted values can no longer be found in the database file; a replayed batch does not bring them back."""
+    and the deleted values can no longer be found in the database file; a replayed batch does not bring them back, and
+    the device, not revoked (the output hints at it), lands what it sends later as new data."""
     port = free_port()
     config = write_config(tmp_path, port)
     token_1 = cli("devices", "add", "pump-1", "--config", str(config)).stdout.strip()
@@ -88,6 +90,7 @@ def test_delete_device_dry_run_then_yes_removes_rows_audits_and_clears_the_file(
 
         done = cli("delete", "--device", "pump-1", "--yes", "--by", "dpo@example.com", "--config", str(config))
         assert "deleted 51 rows" in done.stdout and "recorded as deletion" in done.stdout
+        assert "lands as new data" in done.stdout and "devices revoke pump-1" in done.stdout  # no revocation
         rows = cli("sql", "SELECT device, count(*) AS n FROM vibration GROUP BY 1", "--format", "json",
                    "--config", str(config)).stdout
         assert [json.loads(line) for line in rows.splitlines()] == [{"device": "pump-2", "n": 30}]
@@ -337,3 +340,127 @@ async def test_after_a_deletion_and_retention_the_fleet_counts_leave_out_the_del
         data = await response.json()
     remaining = await server.sql("SELECT (SELECT count(*) FROM vibration) + (SELECT count(*) FROM vibration_feedback) AS n")
     assert sum(data["rows_per_day"]["vibration"]) == remaining[0]["n"] > 0
+
+
+async def _delete(server, **deletion) -> dict:
+    async with server.session.post(f"{server.url}/v1/deletions", json={**deletion, "execute": True},
+                                   headers={"Authorization": f"Bearer {server.admin_token}"}) as response:
+        assert response.status == 200, await response.text()
+        return await response.json()
+
+
+async def _metric(server, name: str) -> str:
+    async with server.session.get(f"{server.url}/metrics") as response:
+        return next((line for line in (await response.text()).splitlines() if line.startswith(name)), "")
+
+
+async def test_an_erasure_holds_against_rows_uploaded_after_it(server, tmp_path, vibration):
+    """Rows holding a pseudonym erased by --where-hashed that arrive after the erasure are left out, counted as erased
+    in the receipt, the ledger and a metric, and never stored; a replay answers the same receipt."""
+    token = await server.add_device("pump-1")
+    key = secrets.token_bytes(32)
+    jane, john = Privacy(key).hash("jane.roe@plant.example.com"), Privacy(key).hash("john@plant.example.com")
+    early, _ = make_table(vibration, predictions=8)
+    early = _with(early, "operator_email", [jane if i % 2 else john for i in range(8)])
+    batch_id, body = seal(tmp_path / "early", vibration, early)
+    assert (await server.put(batch_id, body, token))[0] == 201
+    done = await _delete(server, where_hashed={"field": "operator_email", "value": jane})
+    assert done["tables"]["vibration"] == 4
+    # The device was offline: its spool still holds more of jane's rows, sealed before or after the erasure.
+    late, _ = make_table(vibration, predictions=10)
+    late = _with(late, "operator_email", [jane if i < 3 else john for i in range(10)])
+    batch_id, body = seal(tmp_path / "late", vibration, late)
+    status, receipt, _ = await server.put(batch_id, body, token)
+    assert status == 201 and receipt["erased"] == 3 and receipt["duplicates"] == 0, receipt
+    assert await server.sql("SELECT count(*) AS n FROM vibration WHERE operator_email = ?", [jane]) == [{"n": 0}]
+    assert await server.sql("SELECT count(*) AS n FROM vibration") == [{"n": 4 + 7}]
+    ledger = await server.sql("SELECT rows, erased FROM batches WHERE batch_id = ?", [batch_id])
+    assert ledger == [{"rows": 10, "erased": 3}]
+    status, again, _ = await server.put(batch_id, body, token)  # the same batch again: the original receipt
+    assert status == 200 and {**again, "status": "landed"} == receipt
+    assert (await _metric(server, 'edgeloop_ingest_erased_rows_total{model="vibration"}')).endswith(" 3.0")
+    assert (await _metric(server, 'edgeloop_ingest_rows_landed_total{model="vibration"}')).endswith(" 15.0")
+    health = await server.sql("SELECT rows FROM device_health WHERE device = 'pump-1'")
+    assert health == [{"rows": 4 + 7}]  # what the table holds, erased rows not counted as landed
+
+
+async def test_an_erasure_before_anything_landed_holds_and_is_kept_without_the_pseudonym(server, tmp_path, vibration):
+    """An erasure that matched no row yet still holds for rows uploaded later, and the database keeps only the
+    pseudonym's sha256 for it, not the pseudonym."""
+    token = await server.add_device("pump-1")
+    jane = Privacy(secrets.token_bytes(32)).hash("jane.roe@plant.example.com")
+    done = await _delete(server, where_hashed={"field": "operator_email", "value": jane})
+    assert done["rows"] == 0
+    table, _ = make_table(vibration, predictions=5)
+    table = _with(table, "operator_email", [jane] * 5)
+    batch_id, body = seal(tmp_path / "a", vibration, table)
+    status, receipt, _ = await server.put(batch_id, body, token)
+    assert status == 201 and receipt["erased"] == 5
+    assert await server.sql("SELECT count(*) AS n FROM vibration") == [{"n": 0}]
+    kept = await server.sql("SELECT model, field, pseudonym_sha256 FROM erasures")
+    assert kept == [{"model": None, "field": "operator_email", "pseudonym_sha256": hashlib.sha256(jane.encode()).hexdigest()}]
+
+
+@pytest.mark.parametrize("kind", ["device", "where_hashed"])
+async def test_feedback_on_a_deleted_prediction_is_left_out_when_it_lands_later(server, tmp_path, vibration, kind):
+    """Feedback that arrives after its prediction was deleted (by --device or --where-hashed) is left out and counted
+    as erased, while feedback on a kept prediction in the same batch lands."""
+    tokens = {name: await server.add_device(name) for name in ("pump-1", "pump-2")}
+    jane = Privacy(secrets.token_bytes(32)).hash("jane.roe@plant.example.com")
+    doomed, doomed_ids = make_table(vibration, predictions=6)
+    doomed = _with(doomed, "operator_email", [jane] * 6)
+    kept, kept_ids = make_table(vibration, predictions=4)
+    for name, rows, device in (("a", doomed, "pump-1"), ("b", kept, "pump-2")):
+        batch_id, body = seal(tmp_path / name, vibration, rows)
+        assert (await server.put(batch_id, body, tokens[device]))[0] == 201
+    deletion = {"device": "pump-1"} if kind == "device" else {"where_hashed": {"field": "operator_email", "value": jane}}
+    done = await _delete(server, **deletion)
+    assert done["tables"]["vibration"] == 6
+    assert await server.sql("SELECT count(*) AS n FROM tombstones") == [{"n": 6}]
+    at = datetime(2025, 7, 1, tzinfo=UTC)
+    labels, _ = make_table(vibration, feedback=[(doomed_ids[0], "bad", at), (doomed_ids[1], "bad", at), (kept_ids[0], "ok", at)])
+    batch_id, body = seal(tmp_path / "c", vibration, labels)
+    status, receipt, _ = await server.put(batch_id, body, tokens["pump-2"])
+    assert status == 201 and receipt["erased"] == 2, receipt
+    rows = await server.sql("SELECT prediction_id::VARCHAR AS p FROM vibration_feedback")
+    assert rows == [{"p": str(kept_ids[0])}]
+    assert await server.sql("SELECT count(*) AS n FROM vibration_feedback f ANTI JOIN vibration p "
+                            "ON p.record_id = f.prediction_id") == [{"n": 0}]
+
+
+async def test_tombstones_expire_after_tombstone_days(make_server, tmp_path, vibration):
+    """A tombstone older than store.tombstone_days no longer holds feedback back, and the next deletion removes it."""
+    server = await make_server(store={"tombstone_days": 2})
+    token = await server.add_device("pump-1")
+    other = await server.add_device("pump-2")
+    table, ids = make_table(vibration, predictions=3)
+    batch_id, body = seal(tmp_path / "a", vibration, table)
+    assert (await server.put(batch_id, body, token))[0] == 201
+    await _delete(server, device="pump-1")
+    store = server.app[STORE]
+    await asyncio.wrap_future(store.call(lambda con: con.execute(
+        "UPDATE tombstones SET deleted_at = deleted_at - INTERVAL 3 DAY WHERE record_id = ?", [str(ids[0])])))
+    at = datetime(2025, 7, 1, tzinfo=UTC)
+    labels, _ = make_table(vibration, feedback=[(ids[0], "late", at), (ids[1], "late", at)])
+    batch_id, body = seal(tmp_path / "b", vibration, labels)
+    status, receipt, _ = await server.put(batch_id, body, other)
+    assert status == 201 and receipt["erased"] == 1, receipt  # ids[1]'s tombstone is fresh, ids[0]'s expired
+    await _delete(server, device="pump-3")
+    assert await server.sql("SELECT record_id::VARCHAR AS r FROM tombstones ORDER BY 1") == [
+        {"r": r} for r in sorted(str(i) for i in ids[1:])]
+
+
+async def test_a_before_deletion_keeps_no_tombstones_and_late_feedback_stays_out_of_training(server, tmp_path, vibration):
+    """A --before deletion (retention's kind) writes no tombstones: late feedback on an aged-out prediction lands
+    (it ages out by its own time) but joins no row of <model>_training."""
+    token = await server.add_device("pump-1")
+    old, ids = make_table(vibration, predictions=5, start=datetime(2024, 1, 1, tzinfo=UTC))
+    batch_id, body = seal(tmp_path / "a", vibration, old)
+    assert (await server.put(batch_id, body, token))[0] == 201
+    await _delete(server, model="vibration", before="2025-01-01T00:00:00+00:00", reason="retention")
+    assert await server.sql("SELECT count(*) AS n FROM tombstones") == [{"n": 0}]
+    labels, _ = make_table(vibration, feedback=[(ids[0], "late", datetime(2025, 7, 1, tzinfo=UTC))])
+    batch_id, body = seal(tmp_path / "b", vibration, labels)
+    status, receipt, _ = await server.put(batch_id, body, token)
+    assert status == 201 and receipt["erased"] == 0
+    assert await server.sql("SELECT count(feedback_id) AS n FROM vibration_training") == [{"n": 0}]
