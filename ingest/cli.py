@@ -293,7 +293,8 @@ def _parser() -> argparse.ArgumentParser:
         help="delete a device's rows, a model's rows before a date, or a person's (dry run unless --yes)",
         description="Count, and with --yes delete, the rows a predicate matches in every model table (feedback on a "
         "deleted prediction goes with it). Every deletion is recorded in the deletions table (who, when, what, rows) "
-        "and the database file is rewritten so the rows cannot be read back from it.",
+        "and the database file is rewritten so the rows cannot be read back from it. The deletion holds against records "
+        "devices upload later (README, Deleting data); deleting a device's rows does not revoke it.",
     )
     which = delete.add_mutually_exclusive_group(required=True)
     which.add_argument("--device", help="every row this device sent")

@@ -19,6 +19,8 @@ Tables (see ``ingest/__init__.py`` for the user-facing description)::
     device_status, device_health, device_refusals, landed_daily
                        device health and fleet aggregates (see ``ingest/health.py``)
     deletions          the audit of every deletion (see ``ingest/deletion.py``)
+    erasures, tombstones
+                       what keeps a deletion from being undone by later uploads (``deletion.Guard``)
 """
 
 from __future__ import annotations
