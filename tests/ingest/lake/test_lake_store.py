@@ -1,4 +1,4 @@
-"""The DuckLake store passes the DuckDB store's upload, deduplication and field performance page tests (the ``server`` fixture is a lake here)."""
+"""The DuckLake store passes the DuckDB store's upload, deduplication, deletions-hold and field performance page tests (the ``server`` fixture is a lake here)."""
 
 from tests.ingest.test_dashboard import (  # noqa: F401
     test_the_field_performance_page_has_the_series_the_calibration_plot_and_the_rollout,
@@ -8,6 +8,13 @@ from tests.ingest.test_dedup import (  # noqa: F401
     test_feedback_ids_are_deduplicated_in_their_own_table,
     test_partial_overlap_and_repeats_inside_one_batch,
     test_same_record_ids_in_two_batches_land_once,
+)
+from tests.ingest.test_deletion import (  # noqa: F401
+    test_a_before_deletion_keeps_no_tombstones_and_late_feedback_stays_out_of_training,
+    test_an_erasure_before_anything_landed_holds_and_is_kept_without_the_pseudonym,
+    test_an_erasure_holds_against_rows_uploaded_after_it,
+    test_feedback_on_a_deleted_prediction_is_left_out_when_it_lands_later,
+    test_tombstones_expire_after_tombstone_days,
 )
 from tests.ingest.test_upload import (  # noqa: F401
     test_bad_bodies_and_ids_are_400,
