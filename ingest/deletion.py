@@ -14,9 +14,9 @@ deletion leaves a row in ``erasures`` (the pseudonym's sha256), and a ``--device
 ``--where-hashed`` one the deleted predictions' record ids in ``tombstones`` (for
 ``store.tombstone_days``). The writer's ``Guard`` leaves out, when they land later, the rows
 holding an erased pseudonym and the feedback on a tombstoned prediction, counted as ``erased``.
-A ``--before`` deletion leaves no tombstones: it may remove millions of rows, and feedback
-has no time of its prediction to compare with the cut-off (a label on an aged-out prediction
-lands, is in no ``<model>_training`` row, and ages out by its own ``created_at``).
+A ``--before`` deletion leaves no tombstones: it may remove millions of rows. Instead, with a
+retention set, feedback whose prediction id is a UUIDv7 (as the SDK mints them) from before
+the model's retention cut-off, and whose prediction the table no longer holds, is left out too.
 A ``--device`` deletion is no revocation: the device's later rows are new data.
 """
 
@@ -36,6 +36,7 @@ import pyarrow.compute as pc
 from edgeloop.errors import BatchRejected
 from edgeloop.ingest import health, tallies
 from edgeloop.ingest.catalog import Catalog
+from edgeloop.ingest.config import StoreSettings
 from edgeloop.ingest.connection import quote
 from edgeloop.schemas.model_schema import NAME_PATTERN
 from edgeloop.times import bounded
@@ -244,25 +245,25 @@ class Guard:
     """
 
     def __init__(self, erasures: list[tuple[str | None, str, str]], tombstoned: set[str], deletions: int,
-                 tombstone_days: int) -> None:
+                 settings: StoreSettings) -> None:
         self._erasures = erasures  # (model or None for every model, field, pseudonym sha256)
         self._tombstoned = tombstoned  # models with tombstones (some may have expired since: the query filters)
         self._deletions = deletions  # rows of the audit when loaded: another deletion makes this guard stale
-        self._tombstone_days = tombstone_days
+        self._settings = settings
         self._fields: dict[str, dict[str, frozenset[str]]] = {}  # model → field → erased digests, built on demand
 
     @classmethod
-    def load(cls, con: duckdb.DuckDBPyConnection, tombstone_days: int) -> Guard:
+    def load(cls, con: duckdb.DuckDBPyConnection, settings: StoreSettings) -> Guard:
         erasures = [tuple(row) for row in con.execute("SELECT model, field, pseudonym_sha256 FROM erasures").fetchall()]
         tombstoned = {row[0] for row in con.execute("SELECT DISTINCT model FROM tombstones").fetchall()}
         deletions = con.execute("SELECT count(*) FROM deletions").fetchone()[0]
-        return cls(erasures, tombstoned, deletions, tombstone_days)  # type: ignore[arg-type]
+        return cls(erasures, tombstoned, deletions, settings)  # type: ignore[arg-type]
 
     def current(self, con: duckdb.DuckDBPyConnection) -> Guard:
         """This guard, or a new one if a deletion ran since it was loaded (one count of the small audit table)."""
         if con.execute("SELECT count(*) FROM deletions").fetchone()[0] == self._deletions:
             return self
-        return Guard.load(con, self._tombstone_days)
+        return Guard.load(con, self._settings)
 
     def _erased_fields(self, model: str) -> dict[str, frozenset[str]]:
         fields = self._fields.get(model)
@@ -278,8 +279,10 @@ class Guard:
                  erased: dict[str, int]) -> pa.Table:
         """``rows`` (of one model and kind, with ``batch_id``) without those a deletion covers; counts them per batch."""
         fields = self._erased_fields(model)
-        tombstoned = kind == "feedback" and model in self._tombstoned
-        if not fields and not tombstoned:
+        feedback = kind == "feedback" and "prediction_id" in rows.column_names
+        tombstoned = feedback and model in self._tombstoned
+        retention_days = self._settings.retention_days_by_model.get(model, self._settings.retention_days) if feedback else None
+        if not fields and not tombstoned and not retention_days:
             return rows
         hit: Any = None
         for field, digests in fields.items():
@@ -292,9 +295,13 @@ class Guard:
             if matched:
                 mask = pc.fill_null(pc.is_in(column, value_set=pa.array(matched, pa.string())), False)
                 hit = mask if hit is None else pc.or_(hit, mask)
-        if tombstoned and "prediction_id" in rows.column_names:
+        if tombstoned:
             mask = self._on_tombstones(con, model, rows)
             hit = mask if hit is None else pc.or_(hit, mask)
+        if retention_days:
+            mask = _aged_out(con, model, rows, retention_days)
+            if mask is not None:
+                hit = mask if hit is None else pc.or_(hit, mask)
         if hit is None or not pc.any(hit).as_py():
             return rows
         for entry in pc.value_counts(rows.column("batch_id").filter(hit)).to_pylist():
@@ -304,7 +311,7 @@ class Guard:
     def _on_tombstones(self, con: duckdb.DuckDBPyConnection, model: str, rows: pa.Table) -> Any:
         """Which feedback rows name a prediction tombstoned less than ``tombstone_days`` ago."""
         keys = pa.table({"prediction_id": rows.column("prediction_id"), "__row": pa.array(range(rows.num_rows), pa.int64())})
-        since = datetime.now(UTC) - timedelta(days=self._tombstone_days)
+        since = datetime.now(UTC) - timedelta(days=self._settings.tombstone_days)
         tallies.copy_to_temp(con, "__edgeloop_fed", keys)
         with tallies.dropped_after(con, "__edgeloop_fed"):
             found = con.execute(
@@ -322,3 +329,29 @@ def retention_deletions(catalog: Catalog, days: int | None, days_by_model: dict[
         if keep:
             deletions.append(Deletion(model=model, before=now - timedelta(days=keep), reason="retention"))
     return deletions
+
+
+def _aged_out(con: duckdb.DuckDBPyConnection, model: str, rows: pa.Table, days: int) -> Any:
+    """Which feedback rows name a prediction past the model's retention that ``model`` no longer holds, or None.
+
+    A UUIDv7 id carries its prediction's time (ids of other versions are let through); a prediction still
+    held (retention has not run yet) keeps its feedback, and both go at the next run.
+    """
+    cutoff_ms = int((datetime.now(UTC) - timedelta(days=days)).timestamp() * 1000)
+    if cutoff_ms <= 0:
+        return None
+    ids = rows.column("prediction_id")
+    raw = pa.chunked_array([getattr(chunk, "storage", chunk) for chunk in ids.chunks]).cast(pa.binary())
+    version = pc.binary_slice(raw, 6, 7)  # the high nibble of byte 6 is the UUID's version
+    v7 = pc.and_(pc.greater_equal(version, pa.scalar(b"\x70", pa.binary())), pc.less_equal(version, pa.scalar(b"\x7f", pa.binary())))
+    old = pc.less(pc.binary_slice(raw, 0, 6), pa.scalar(cutoff_ms.to_bytes(6, "big"), pa.binary()))
+    candidates = pc.fill_null(pc.and_(v7, old), False)
+    if not pc.any(candidates).as_py():
+        return None
+    keys = pa.table({"prediction_id": ids, "__row": pa.array(range(rows.num_rows), pa.int64())})
+    tallies.copy_to_temp(con, "__edgeloop_aged", keys.filter(candidates))
+    with tallies.dropped_after(con, "__edgeloop_aged"):
+        held = con.execute(
+            f"SELECT DISTINCT k.__row FROM temp.__edgeloop_aged AS k JOIN {quote(model)} AS p ON p.record_id = k.prediction_id"
+        ).to_arrow_table().column("__row")
+    return pc.and_(candidates, pc.invert(pc.is_in(keys.column("__row"), value_set=held.combine_chunks())))

@@ -254,7 +254,7 @@ class Store:
             tallies.ensure_tables(self._con)
         _widen_envelopes(self._con, {schema.name for schema in self.catalog})
         self._columns = self._load_columns()
-        self._guard = Guard.load(self._con, settings.tombstone_days)  # what executed deletions leave out of landings
+        self._guard = Guard.load(self._con, settings)  # what executed deletions leave out of landings
         self._truths: dict[str, str | None] = {}  # model → tallies.labelled_by; emptied by every schema change
         self._reader_root = self._new_cursor(self._con)  # cursors for other threads branch off this one
         self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()

@@ -16,9 +16,10 @@ import pytest
 
 from edgeloop.collector.privacy import Privacy
 from edgeloop.ingest.app import STORE
+from edgeloop.ingest.batch import read_batch
 from edgeloop.ingest.deletion import Deletion, apply
 from edgeloop.ingest.retention import Retention
-from edgeloop.ingest.store import Store
+from edgeloop.ingest.store import Landing, Store
 from tests.ingest.conftest import (
     cli,
     free_port,
@@ -451,8 +452,8 @@ async def test_tombstones_expire_after_tombstone_days(make_server, tmp_path, vib
 
 
 async def test_a_before_deletion_keeps_no_tombstones_and_late_feedback_stays_out_of_training(server, tmp_path, vibration):
-    """A --before deletion (retention's kind) writes no tombstones: late feedback on an aged-out prediction lands
-    (it ages out by its own time) but joins no row of <model>_training."""
+    """A --before deletion writes no tombstones: without a retention set, late feedback on a prediction it deleted
+    lands but joins no row of <model>_training."""
     token = await server.add_device("pump-1")
     old, ids = make_table(vibration, predictions=5, start=datetime(2024, 1, 1, tzinfo=UTC))
     batch_id, body = seal(tmp_path / "a", vibration, old)
@@ -464,3 +465,44 @@ async def test_a_before_deletion_keeps_no_tombstones_and_late_feedback_stays_out
     status, receipt, _ = await server.put(batch_id, body, token)
     assert status == 201 and receipt["erased"] == 0
     assert await server.sql("SELECT count(feedback_id) AS n FROM vibration_training") == [{"n": 0}]
+
+
+def _uuid7(at: datetime) -> uuid.UUID:
+    """A UUIDv7 minted at ``at``, as the SDK mints record ids."""
+    raw = bytearray(int(at.timestamp() * 1000).to_bytes(6, "big") + secrets.token_bytes(10))
+    raw[6], raw[8] = 0x70 | (raw[6] & 0x0F), 0x80 | (raw[8] & 0x3F)
+    return uuid.UUID(bytes=bytes(raw))
+
+
+def _land(store: Store, tmp_path, schema, table: pa.Table) -> dict:
+    batch_id, body = seal(tmp_path, schema, table)
+    batch = read_batch(body, batch_id=batch_id, limits=make_config(tmp_path).limits, schema_for=store.catalog.get)
+    status, receipt = store.submit(Landing(batch, "pump-1", datetime.now(UTC))).result(30)
+    assert status == 201, receipt
+    return receipt
+
+
+def test_feedback_on_a_prediction_gone_past_retention_is_left_out(tmp_path, vibration):
+    """With a retention set, feedback naming a UUIDv7 prediction id from before the model's cut-off lands while the
+    prediction is held and is left out (counted as erased) once it is gone; ids of other UUID versions go through."""
+    config = make_config(tmp_path, store={"retention_days_by_model": {"vibration": 30}})
+    store = Store(config.store.db_path, config.store)
+    try:
+        store.register(vibration).result(30)
+        then = datetime.now(UTC) - timedelta(days=40)
+        old, _ = make_table(vibration, predictions=2, start=then)
+        gone, held = _uuid7(then), _uuid7(then + timedelta(seconds=1))
+        old = _with(old, "record_id", [gone, held])  # created at then and a second later
+        _land(store, tmp_path / "a", vibration, old)
+        aged = Deletion(model="vibration", before=then + timedelta(milliseconds=500), reason="retention")
+        assert store.call(lambda con: apply(con, aged, store.catalog, execute=True, by="retention")).result(30)["rows"] == 1
+        fresh = _uuid7(datetime.now(UTC))  # a prediction not landed yet, inside the retention: its label waits for it
+        at = datetime.now(UTC)
+        labels, _ = make_table(vibration, feedback=[(held, "ok", at), (gone, "late", at), (uuid.uuid4(), "v4", at),
+                                                    (fresh, "early", at)])
+        receipt = _land(store, tmp_path / "b", vibration, labels)
+        assert receipt["erased"] == 1
+        landed = {row[0] for row in store.cursor().execute("SELECT prediction_id FROM vibration_feedback").fetchall()}
+        assert gone not in landed and {held, fresh} <= landed and len(landed) == 3
+    finally:
+        store.close()
