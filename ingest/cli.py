@@ -36,7 +36,6 @@ import shlex
 import socket
 import sys
 import tempfile
-from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -69,7 +68,6 @@ from edgeloop.times import utc_time
 # Each command imports the rest where it runs: `sql` and `export` to a file start with DuckDB and the config alone,
 # without Arrow, aiohttp or the report and fleet modules (tests/test_layering.py holds them to it).
 if TYPE_CHECKING:
-    import pyarrow as pa
 
     from edgeloop.ingest.config import IngestConfig, ServerSettings
 
@@ -854,25 +852,10 @@ def _emit(admin: Admin, sql: str, params: list, fmt: str, out: Path | None, fing
     result = admin.stream(sql, params, export=export)
     tables = result.tables | ({model} if model else set())
     metadata = _footer(sql, params, fingerprints, frozenset(tables)) if fmt == "parquet" else None
-    read = [0]
-    result.batches = _counted(result.batches, read)
-    try:
-        rows = _write(result, fmt, out, metadata=metadata, progress=progress)
-    except EdgeloopError as exc:
-        if read[0] and fmt != "table" and (out is None or out == STDOUT):
-            # Rows already went down the pipe: say so, or a reader that misses the exit status takes them as the result.
-            raise EdgeloopError(f"{exc} (stdout has only part of the result: up to the {read[0]:,} rows read before "
-                                "the error; do not use it)") from exc
-        raise
+    rows = _write(result, fmt, out, metadata=metadata, progress=progress)  # stdout gets all of it or nothing
     if result.truncated:
         print(f"edgeloop-ingest: the result is truncated: {result.truncated_reason}", file=sys.stderr)
     return rows
-
-
-def _counted(batches: Iterator[pa.RecordBatch], read: list[int]) -> Iterator[pa.RecordBatch]:
-    for batch in batches:
-        read[0] += batch.num_rows
-        yield batch
 
 
 def _write(result: ResultStream, fmt: str, out: Path | None, *, metadata: dict[str, str] | None = None,

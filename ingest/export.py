@@ -10,6 +10,8 @@ place once complete and fsynced; ``-`` means stdout.
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -204,26 +206,66 @@ def write_result(
         if progress:
             progress.add(batch.num_rows)
 
+    # A stream can fail after rows have come: stdout gets the result from a spool file once it is whole, or nothing.
+    spool = _spool_file() if fmt != "table" and (out is None or out == STDOUT) else None
     try:
+        target = spool or out
         if fmt == "table":
             text = _text_table(result, seen)
             _to_text_sink(out, stdout, text.encode())
         elif fmt == "json":
-            _to_sink(out, stdout, lambda handle: _write_json(result, handle, seen))
+            _to_sink(target, stdout, lambda handle: _write_json(result, handle, seen))
         else:
             source, failed = _failure_kept(result.batches)
             result.batches = source
+            if fmt == "csv":
+                result.schema, result.batches = _hugeints_as_text(result.schema, source)
             try:
-                _copy(result.reader(seen), fmt, out, stdout, metadata if fmt == "parquet" else None)
+                _copy(result.reader(seen), fmt, target, stdout, metadata if fmt == "parquet" else None)
             except QueryFailed:
                 if failed:  # DuckDB's COPY read the rows: its error wraps the stream's, whose code and message count
                     raise failed[0] from None
                 raise
+        if spool is not None:
+            _spool_to(spool, stdout)
     finally:
+        if spool is not None:
+            spool.unlink(missing_ok=True)
         result.close()
     if progress:
         progress.finish()
     return counter[0]
+
+
+def _spool_file() -> Path:
+    """An empty file of our own in the temp directory (``TMPDIR``) that holds a result bound for stdout."""
+    fd, name = tempfile.mkstemp(prefix="edgeloop-result-")
+    os.close(fd)
+    return Path(name)
+
+
+def _spool_to(spool: Path, stdout: Any) -> None:
+    stdout.flush()
+    with open(spool, "rb") as handle:
+        shutil.copyfileobj(handle, stdout.buffer if hasattr(stdout, "buffer") else _TextAsBinary(stdout))
+    stdout.flush()
+
+
+def _hugeints_as_text(schema: pa.Schema, batches: Iterator[pa.RecordBatch]) -> tuple[pa.Schema, Iterator[pa.RecordBatch]]:
+    """Each HUGEINT column (a DECIMAL(38, 0) in the server's stream) as its digits: DuckDB's Arrow scan refuses -2^127."""
+    import pyarrow as pa
+
+    wide = {i for i, kind in enumerate(schema.types) if pa.types.is_decimal(kind) and kind.scale == 0}
+    if not wide:
+        return schema, batches
+    texts = pa.schema([schema.field(i).with_type(pa.string()) if i in wide else schema.field(i) for i in range(len(schema))])
+
+    def cast() -> Iterator[pa.RecordBatch]:
+        for batch in batches:
+            columns = [column.cast(pa.string()) if i in wide else column for i, column in enumerate(batch.columns)]
+            yield pa.RecordBatch.from_arrays(columns, schema=texts)
+
+    return texts, cast()
 
 
 def _failure_kept(batches: Iterator[pa.RecordBatch]) -> tuple[Iterator[pa.RecordBatch], list[EdgeloopError]]:

@@ -148,3 +148,39 @@ def test_the_sql_command_writes_those_types_as_duckdb_spells_them(tmp_path, fmt)
     assert result.returncode == 0, result.stderr
     row = pq.read_table(out).to_pylist()[0] if fmt == "parquet" else next(csv.DictReader(io.StringIO(out.read_text())))
     assert row == {"tz": "12:00:00+05", "bits": "0101", "big": "123456789012345678901234567890"}
+
+
+def _sql_through_server(tmp_path, *queries: tuple[str, str]) -> list:
+    """Each (sql, format) through ``sql --url`` of one fresh server, to stdout: the finished processes."""
+
+    async def run() -> list:
+        config = make_config(tmp_path)
+        runner, url = await start_server(config)
+        try:
+            config_path = write_config(tmp_path, 0)
+            return [await asyncio.to_thread(cli, "sql", sql, "--config", str(config_path), "--url", url, "--admin-token-file",
+                                            str(config.server.admin_token_file), "--format", fmt, check=False)
+                    for sql, fmt in queries]
+        finally:
+            await runner.cleanup()
+
+    return asyncio.run(run())
+
+
+def test_the_sql_command_through_the_server_writes_hugeints_minimum_as_csv(tmp_path):
+    """``sql --url --format csv`` writes HUGEINT's minimum, -2^127, exactly, after every row before it."""
+    sql = f"SELECT range AS n, CASE WHEN range = 99999 THEN ({H_MIN})::HUGEINT ELSE range::HUGEINT END AS h FROM range(100000)"
+    (result,) = _sql_through_server(tmp_path, (sql, "csv"))
+    assert result.returncode == 0, result.stderr
+    rows = list(csv.DictReader(io.StringIO(result.stdout)))
+    assert len(rows) == 100000 and rows[0] == {"n": "0", "h": "0"} and rows[-1] == {"n": "99999", "h": str(H_MIN)}
+
+
+def test_a_result_that_fails_midway_through_the_server_writes_no_row_to_stdout(tmp_path):
+    """A query through ``sql --url`` that fails after rows have streamed exits 1 with one line and nothing on stdout, in every format."""
+    sql = "SELECT range AS n, CASE WHEN range < 150000 THEN 'ok' ELSE error('stopped at ' || range) END AS s FROM range(150001)"
+    results = _sql_through_server(tmp_path, *((sql, fmt) for fmt in ("csv", "json", "parquet")))
+    for result in results:
+        assert result.returncode == 1, result.stderr
+        assert len(result.stderr.strip().splitlines()) == 1 and "stopped at 150000" in result.stderr, result.stderr
+        assert result.stdout == ""
