@@ -97,6 +97,9 @@ def _out_path(text: str) -> Path:
     folder = path.parent if str(path.parent) else Path(".")
     if path.is_dir():
         raise argparse.ArgumentTypeError(f"{text} is a folder: give a file name in it")
+    if path.exists() and not path.is_file():  # the rename into place would replace a FIFO or a device (/dev/null)
+        raise argparse.ArgumentTypeError(f"{text} is not a regular file (a FIFO, socket or device): use --out - and "
+                                         "redirect stdout to it")
     if not folder.is_dir():
         raise argparse.ArgumentTypeError(f"{text}: the folder {folder} does not exist")
     if not os.access(folder, os.W_OK | os.X_OK):

@@ -361,6 +361,8 @@ def _into_place(out: Path, write: Callable[[Path], None]) -> None:
             os.fsync(fd)
         finally:
             os.close(fd)
+        if out.exists() and not out.is_file():  # made since --out was checked: a rename would replace the FIFO or device
+            raise EdgeloopError(f"{out} is not a regular file (a FIFO, socket or device): nothing was written to it")
         os.replace(tmp, out)
     except BaseException:
         tmp.unlink(missing_ok=True)

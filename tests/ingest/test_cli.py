@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
+import socket
+import stat
 import subprocess
 import uuid
 from datetime import UTC, datetime, timedelta
@@ -197,6 +200,37 @@ def test_an_out_path_that_cannot_be_written_is_one_line(tmp_path, command, where
     assert result.returncode != 0 and "Traceback" not in result.stderr, result.stderr
     assert result.stderr.strip().splitlines()[-1].startswith(("edgeloop-ingest", "usage")), result.stderr
     assert str(out) in result.stderr
+    assert sorted(path.name for path in tmp_path.iterdir() if path.name.startswith(".")) == []  # no temp file left
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["sql", "SELECT 1 AS one", "--format", "csv"],
+        ["sql", "SELECT 1 AS one", "--format", "json"],
+        ["export", "--model", "vibration", "--format", "parquet"],
+        ["label-queue", "--model", "vibration", "--format", "jsonl"],
+    ],
+)
+@pytest.mark.parametrize("kind", ["a FIFO", "a socket", "a link to a FIFO"])
+def test_an_out_path_that_is_no_regular_file_is_refused_and_left_as_it_was(tmp_path, command, kind):
+    """An --out naming a FIFO, socket or device (or a link to one) is one usage line: it was renamed over, as root even /dev/null."""
+    config = write_config(tmp_path, free_port())
+    cli("devices", "add", "pump-1", "--config", str(config))  # creates the database
+    special = tmp_path / "special"
+    if kind == "a socket":
+        with socket.socket(socket.AF_UNIX) as listener:
+            listener.bind(str(special))  # the socket file stays after the socket is closed
+    else:
+        os.mkfifo(special)
+    out = special if kind != "a link to a FIFO" else tmp_path / "link"
+    if kind == "a link to a FIFO":
+        out.symlink_to(special)
+    result = cli(*command, "--out", str(out), "--config", str(config), check=False)
+    assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
+    assert result.stderr.strip().splitlines()[-1].startswith("usage") or "not a regular file" in result.stderr
+    assert f"{out} is not a regular file" in result.stderr, result.stderr
+    assert not stat.S_ISREG(special.lstat().st_mode) and (out == special or out.is_symlink())
     assert sorted(path.name for path in tmp_path.iterdir() if path.name.startswith(".")) == []  # no temp file left
 
 
