@@ -153,6 +153,8 @@ class Aggregate:
         before = con.execute(f"SELECT count(*) FROM {table}").fetchone()[0]
         con.execute(f"CREATE OR REPLACE TEMP TABLE __edgeloop_folded AS {self.merged_select()}")
         with dropped_after(con, "__edgeloop_folded"):
+            if con.execute("SELECT count(*) FROM temp.__edgeloop_folded").fetchone()[0] == before:
+                return 0  # one row per key already: a rewrite would only add a data file and a delete file to the lake
             con.execute(f"DELETE FROM {table}")
             con.execute(f"INSERT INTO {table} BY NAME SELECT * FROM temp.__edgeloop_folded")
             after = con.execute("SELECT count(*) FROM temp.__edgeloop_folded").fetchone()[0]

@@ -31,6 +31,7 @@ import hashlib
 import importlib.util
 import json
 import logging
+import math
 import os
 import shlex
 import socket
@@ -105,6 +106,20 @@ def _out_path(text: str) -> Path:
     if not os.access(folder, os.W_OK | os.X_OK):
         raise argparse.ArgumentTypeError(f"{text}: the folder {folder} is not writable")
     return path
+
+
+MAX_KEEP_S = 100 * 365 * 86400.0  # an INTERVAL DuckDB spells; NaN, infinity or 1e300 reached it as a conversion error
+
+
+def _keep_s(text: str) -> float:
+    """A --keep-s: a finite number of seconds from 0 to 100 years."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not 0 <= value <= MAX_KEEP_S:  # NaN fails both
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds from 0 to {MAX_KEEP_S:.0f} (100 years)")
+    return value
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -223,7 +238,7 @@ def _parser() -> argparse.ArgumentParser:
         "compact", parents=[common],
         help='a lake (store.backend = "ducklake"): merge small files, expire old snapshots, delete unneeded files',
     )
-    compact.add_argument("--keep-s", type=float, default=3600.0,
+    compact.add_argument("--keep-s", type=_keep_s, default=3600.0,
                          help="keep snapshots and files younger than this (in-flight commits and readers need them; default 3600)")
     migrate = commands.add_parser(
         "migrate", parents=[common],
@@ -637,11 +652,10 @@ def _lake_command(args: argparse.Namespace, config: IngestConfig) -> int:
     from edgeloop.ingest.lake import compact, migrate  # the lake extra's dependencies
 
     if args.command == "compact":
-        if args.keep_s < 0:
-            raise ConfigError("--keep-s must be 0 or more seconds")
         result = compact(config.store, keep_s=args.keep_s)
         recounted = "; label coverage counted again by the current rule" if result["coverage_recounted"] else ""
-        print(f"compacted the lake: {result['files_before']} files before, {result['files_after']} after{recounted}",
+        folded = f"; {result['deltas_folded']} aggregate delta rows folded" if result["deltas_folded"] else ""
+        print(f"compacted the lake: {result['files_before']} files before, {result['files_after']} after{folded}{recounted}",
               file=sys.stderr)
         return 0
     copied = migrate(config.store.db_path, config.store)

@@ -442,7 +442,7 @@ def compact(settings: StoreSettings, *, keep_s: float = 3600.0) -> dict[str, int
     try:
         # A lake whose label coverage an older version counted (any feedback as a label) is counted again, once.
         recounted = _retrying(con, tallies.recount_coverage, "counting the label coverage again")
-        folded = fold(con)
+        folded = fold(con)  # before the flush: deltas still inlined in the catalog fold there, leaving no file with deletes
         # Rows small commits kept in the catalog go to files first: "before" counts them as files too.
         con.execute(f"CALL ducklake_flush_inlined_data('{LAKE}')").to_arrow_table()
         before = files_in_lake(con)

@@ -185,3 +185,28 @@ def test_report_on_a_lake_is_the_same_through_a_replica_attached_and_from_the_fi
     assert running == attached == from_file
     assert {group["key"] for group in from_file["groups"]} == {"2.0.3", "2.1.0", "2.2.0-rc1"}
     assert page.read_text().startswith("<!DOCTYPE html>")
+
+
+async def test_compact_run_again_adds_no_file(server, lake, tmp_path, vibration):
+    """A second and third `compact` with nothing landed between leave the lake's files as the first left them, and
+    says so (the fold rewrote every aggregate each run, adding a data file and a delete file per aggregate)."""
+    token = await server.add_device("pump-1")
+    await land(server, tmp_path, vibration, token, 8)
+    config = write_lake_config(tmp_path, lake)
+    data = tmp_path / "lake-data"
+    counts = []
+    for _ in range(3):
+        result = cli("compact", "--keep-s", "0", "--config", config)
+        before, after = [int(word) for word in result.stderr.split() if word.isdigit()][:2]
+        counts.append((before, after, len(list(data.rglob("*.parquet")))))
+    first, *again = counts
+    assert first[1] < first[0], counts
+    assert again == [(first[1], first[1], first[2])] * 2, counts
+    assert "delta rows folded" not in result.stderr, result.stderr
+
+
+@pytest.mark.parametrize("keep", ["nan", "inf", "-inf", "1e300", "-1"])
+def test_a_compact_keep_s_that_is_no_duration_is_a_usage_line(tmp_path, keep):
+    """--keep-s must be a finite number of seconds from 0 to 100 years: anything else is one usage line (exit 2)."""
+    result = cli("compact", "--keep-s", keep, "--config", str(tmp_path / "none.toml"), check=False)
+    assert result.returncode == 2 and "--keep-s" in result.stderr and "Traceback" not in result.stderr, result.stderr
