@@ -117,7 +117,8 @@ class StoreSettings(Settings):
         return self.lake_group_commit_delay_s if self.backend == "ducklake" else self.group_commit_delay_s
     retention_days: PositiveInt | None = None
     retention_days_by_model: dict[str, PositiveInt] = {}
-    retention_interval_s: Positive = 86400.0
+    # Finite and at most 10 years: APScheduler's interval is a timedelta, which inf or 1e300 overflowed at start.
+    retention_interval_s: Annotated[float, Field(gt=0, le=10 * 365 * 86400, allow_inf_nan=False)] = 86400.0
     tombstone_days: PositiveInt = 90
 
 

@@ -39,7 +39,7 @@ from edgeloop.ingest.catalog import Catalog
 from edgeloop.ingest.config import StoreSettings
 from edgeloop.ingest.connection import quote
 from edgeloop.schemas.model_schema import NAME_PATTERN
-from edgeloop.times import bounded
+from edgeloop.times import EARLIEST, bounded
 
 __all__ = ["Deletion", "Guard", "apply", "retention_deletions"]
 
@@ -326,7 +326,7 @@ def retention_deletions(catalog: Catalog, days: int | None, days_by_model: dict[
     deletions = []
     for model in sorted({schema.name for schema in catalog}):
         keep = days_by_model.get(model, days)
-        if keep:
+        if keep and keep <= (now - EARLIEST).days:  # a cutoff before year 1: nothing is that old, and timedelta overflows
             deletions.append(Deletion(model=model, before=now - timedelta(days=keep), reason="retention"))
     return deletions
 

@@ -20,6 +20,7 @@ from edgeloop.ingest.batch import read_batch
 from edgeloop.ingest.deletion import Deletion, apply
 from edgeloop.ingest.retention import Retention
 from edgeloop.ingest.store import Landing, Store
+from edgeloop.schemas import EXAMPLES_DIR, SchemaRegistry
 from tests.ingest.conftest import (
     cli,
     free_port,
@@ -506,3 +507,33 @@ def test_feedback_on_a_prediction_gone_past_retention_is_left_out(tmp_path, vibr
         assert gone not in landed and {held, fresh} <= landed and len(landed) == 3
     finally:
         store.close()
+
+
+async def test_a_retention_longer_than_the_calendar_keeps_its_model_and_others_still_expire(tmp_path, vibration):
+    """A model whose retention_days reaches before year 1 keeps every row, and retention still runs for the other models
+    (its cutoff overflowed, and the run failed for every model, every day)."""
+    image = SchemaRegistry.from_dir(EXAMPLES_DIR)["image_classifier"]
+    config = make_config(tmp_path, store={"retention_days": 30, "retention_days_by_model": {"image_classifier": 10**7}})
+    store = Store(config.store.db_path, config.store)
+    try:
+        for schema in [vibration, image]:
+            await asyncio.wrap_future(store.register(schema))
+        now = datetime(2025, 8, 1, tzinfo=UTC)
+        _insert(store, "vibration", make_table(vibration, predictions=4, start=now - timedelta(days=40))[0])
+        _insert(store, "image_classifier", make_table(image, predictions=3, start=now - timedelta(days=40))[0])
+        results = await Retention(store, config.store).run_once(now)
+        assert [(r["reason"], r["rows"]) for r in results] == [("retention", 4)]
+        cur = store.cursor()
+        assert cur.execute("SELECT count(*) FROM image_classifier").fetchone()[0] == 3
+    finally:
+        store.close()
+
+
+@pytest.mark.parametrize("value", ["inf", "nan", "1e300"])
+def test_a_retention_interval_that_is_no_duration_is_refused_at_start(tmp_path, value):
+    """store.retention_interval_s must be a finite number of seconds (at most 10 years): inf or 1e300 is a one-line error."""
+    config = write_config(tmp_path, free_port())
+    config.write_text(config.read_text() + f"retention_days = 30\nretention_interval_s = {value}\n")
+    result = cli("serve", "--config", str(config), check=False, timeout=30)
+    assert result.returncode != 0 and "Traceback" not in result.stderr, result.stderr
+    assert "retention_interval_s" in result.stderr, result.stderr
