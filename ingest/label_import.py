@@ -16,6 +16,7 @@ import csv
 import io
 import math
 import uuid
+from collections import Counter
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -125,7 +126,7 @@ def _read_csv(path: Path, text: str) -> list[tuple[int, dict[str, Any]]]:
     reader = csv.DictReader(io.StringIO(text, newline=""), strict=True)
     try:
         header = reader.fieldnames or []
-        twice = sorted({name for name in header if header.count(name) > 1})
+        twice = sorted(name for name, count in Counter(header).items() if count > 1)  # linear: a header may be huge
         if twice:
             raise EdgeloopError(f"{path}:1: column {', '.join(twice)} appears twice in the header")
         return [(index, {k: v for k, v in record.items() if k is not None and v not in ("", None)})

@@ -503,3 +503,16 @@ def test_a_label_queue_limit_that_is_no_count_is_a_usage_line(tmp_path, limit):
     assert result.returncode == 2, result.stderr
     assert "--limit" in result.stderr and "Traceback" not in result.stderr
     assert not (tmp_path / "queue.jsonl").exists()
+
+
+def test_a_csv_with_a_million_columns_is_read_in_linear_time(tmp_path, vibration):
+    """A label CSV whose header has a million columns is read in seconds (the duplicate-column check was quadratic and hung)."""
+    import time
+
+    record = uuid.uuid4()
+    path = tmp_path / "wide.csv"
+    path.write_text("record_id,true_class," + ",".join(f"c{n}" for n in range(1_000_000)) + f"\n{record},ok\n")
+    started = time.monotonic()
+    rows, errors = read_labels(path, "csv", vibration)
+    assert time.monotonic() - started < 20
+    assert errors == [] and [(row.record_id, row.fields) for row in rows] == [(str(record), {"true_class": "ok"})]
