@@ -22,7 +22,7 @@ from yarl import URL
 from edgeloop.errors import ConfigError, PolicyError
 from edgeloop.schemas.model_schema import SchemaPrivacy
 from edgeloop.schemas.registry import SchemaRegistry
-from edgeloop.settings import MiB, PositiveInt, Settings, load_settings, read_text
+from edgeloop.settings import MAX_SECONDS, MiB, PositiveInt, Seconds, Settings, load_settings, read_text
 
 __all__ = [
     "AgentSettings",
@@ -39,10 +39,6 @@ __all__ = [
     "SpoolSettings",
     "SyncSettings",
 ]
-
-# A duration past a year is a typo (1e300 would overflow the timers and crash the agent at start).
-MAX_SECONDS = 366 * 86400
-Seconds = Annotated[float, Field(gt=0, le=MAX_SECONDS)]
 
 # One source: the installer, init-config and the settings table all read these files.
 EXAMPLE_CONFIG: Traversable = files("edgeloop.collector") / "share" / "collector.example.toml"

@@ -10,15 +10,18 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from edgeloop.errors import ConfigError
 
-__all__ = ["MiB", "Positive", "PositiveInt", "Settings", "load_settings", "read_text"]
+__all__ = ["MAX_SECONDS", "MiB", "PositiveInt", "Seconds", "Settings", "load_settings", "read_text"]
 
 MiB = 1024 * 1024
-Positive = Annotated[float, Field(gt=0)]
 PositiveInt = Annotated[int, Field(gt=0)]
+# A duration past a year is a typo (1e300 would overflow the timers and crash the process at start).
+MAX_SECONDS = 366 * 86400
+Seconds = Annotated[float, Field(gt=0, le=MAX_SECONDS)]
 
 
 class Settings(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    # No setting means "forever" by inf, and nan compares false with every bound: both are typos.
+    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
 
 
 SettingsT = TypeVar("SettingsT", bound=BaseModel)

@@ -13,7 +13,7 @@ from typing import Annotated, Literal
 
 from pydantic import Field, model_validator
 
-from edgeloop.settings import MiB, Positive, PositiveInt, Settings, load_settings
+from edgeloop.settings import MAX_SECONDS, MiB, PositiveInt, Seconds, Settings, load_settings
 
 __all__ = ["EXAMPLE_CONFIG", "FleetSettings", "IngestConfig", "LimitSettings", "ServerSettings", "StoreSettings", "UNIT_FILE"]
 
@@ -36,10 +36,10 @@ class ServerSettings(Settings):
     login_failures_burst: PositiveInt = 10
     login_failure_refill_s: Annotated[float, Field(gt=0, le=86400)] = 60.0
     schemas_dir: Path | None = None
-    shutdown_timeout_s: Positive = 30.0
+    shutdown_timeout_s: Seconds = 30.0
     max_connections: PositiveInt = 4096
-    idle_timeout_s: Positive = 30.0
-    body_timeout_s: Positive = 60.0
+    idle_timeout_s: Seconds = 30.0
+    body_timeout_s: Seconds = 60.0
     retry_after_s: PositiveInt = 2
     retry_after_max_s: PositiveInt = 60
     admit_wait_s: Annotated[float, Field(ge=0, le=60)] = 30.0
@@ -73,7 +73,7 @@ class StoreSettings(Settings):
     group_commit_max_batches: PositiveInt = 32
     group_commit_delay_s: Annotated[float, Field(ge=0, le=1)] = 0.002
     threads: PositiveInt | None = None  # DuckDB worker threads; default: one per core but one (at least one)
-    sql_timeout_s: Positive = 60.0
+    sql_timeout_s: Seconds = 60.0
     memory_limit_bytes: PositiveInt | None = None  # DuckDB's memory_limit; default: half the machine's (or cgroup's) memory
     spill_max_bytes: PositiveInt | None = None  # DuckDB's max_temp_directory_size; default: half the disk's free space less the reserve
     reserve_free_bytes: Annotated[int, Field(ge=0)] = 256 * MiB
@@ -85,8 +85,8 @@ class StoreSettings(Settings):
     data_path: str | None = None  # ducklake: where the lake's Parquet files go (a directory or s3://bucket/prefix)
     lake_group_commit_max_batches: PositiveInt = 256
     lake_group_commit_delay_s: Annotated[float, Field(ge=0, le=60)] = 1.0
-    lake_claim_timeout_s: Positive = 60.0
-    lake_refresh_s: Positive = 1.0
+    lake_claim_timeout_s: Seconds = 60.0
+    lake_refresh_s: Seconds = 1.0
     lake_max_retry_count: PositiveInt = 100
     s3_region: str | None = None
     s3_endpoint: str | None = None
@@ -118,7 +118,7 @@ class StoreSettings(Settings):
     retention_days: PositiveInt | None = None
     retention_days_by_model: dict[str, PositiveInt] = {}
     # Finite and at most 10 years: APScheduler's interval is a timedelta, which inf or 1e300 overflowed at start.
-    retention_interval_s: Annotated[float, Field(gt=0, le=10 * 365 * 86400, allow_inf_nan=False)] = 86400.0
+    retention_interval_s: Annotated[float, Field(gt=0, le=10 * 365 * 86400)] = 86400.0
     tombstone_days: PositiveInt = 90
 
 
@@ -132,11 +132,11 @@ class LimitSettings(Settings):
 
 
 class FleetSettings(Settings):
-    default_sync_window_s: Positive = 86400.0  # a device that has not declared how often it syncs
-    grace_s: Annotated[float, Field(ge=0)] = 900.0
-    silent_after_windows: Annotated[float, Field(ge=1)] = 3.0
+    default_sync_window_s: Seconds = 86400.0  # a device that has not declared how often it syncs
+    grace_s: Annotated[float, Field(ge=0, le=MAX_SECONDS)] = 900.0
+    silent_after_windows: Annotated[float, Field(ge=1, le=10_000)] = 3.0
     status_retention_days: PositiveInt = 30
-    min_status_interval_s: Annotated[float, Field(ge=0)] = 1.0
+    min_status_interval_s: Annotated[float, Field(ge=0, le=MAX_SECONDS)] = 1.0
 
 
 class IngestConfig(Settings):
