@@ -16,6 +16,7 @@
     └── IngestError                 server-side failures
         ├── AuthError               unknown or revoked device token
         │   └── Forbidden           a known token that may not do this (the viewer token on an admin route)
+        ├── TooManyFailures         an address's wrong tokens used up its tries: retry later (429)
         ├── BatchRejected           an upload that cannot be landed (carries HTTP status)
         ├── QueryRefused            a SQL statement that is not read-only
         ├── QueryFailed             a read-only statement DuckDB could not run
@@ -32,6 +33,7 @@ Foreign exceptions are translated at the boundary with ``raise ... from exc``.
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 __all__ = [
@@ -61,6 +63,7 @@ __all__ = [
     "StoreError",
     "SyncError",
     "ThrottledError",
+    "TooManyFailures",
 ]
 
 
@@ -143,6 +146,14 @@ class AuthError(IngestError):
 
 class Forbidden(AuthError):
     """A known token that may not do this: the read-only viewer token on an admin route (403)."""
+
+
+class TooManyFailures(IngestError):
+    """A client address's wrong tokens used up its tries (``ingest/login_limit.py``): retry in ``retry_after_s`` (429)."""
+
+    def __init__(self, wait_s: float) -> None:
+        self.retry_after_s = max(1, math.ceil(wait_s))
+        super().__init__(f"too many wrong tokens from this address; retry in {self.retry_after_s} s")
 
 
 class BatchRejected(IngestError):

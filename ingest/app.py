@@ -37,7 +37,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
 
 import orjson
 import pyarrow as pa
@@ -58,6 +58,7 @@ from edgeloop.errors import (
     StoreBusy,
     StoreClosed,
     StoreError,
+    TooManyFailures,
 )
 from edgeloop.ingest.auth import Authenticator, DeviceRegistry, admin_token, token_file
 from edgeloop.ingest.batch import EARLIEST_TIME_S, LATEST_TIME_S, check_batch_id, read_batch
@@ -67,20 +68,24 @@ from edgeloop.ingest.export import JSON_OPTIONS, json_default, json_rows, wide_i
 from edgeloop.ingest.health import Refusals, prune_statuses, store_status
 from edgeloop.ingest.label_import import MAX_ROWS as MAX_LABEL_ROWS_PER_CALL
 from edgeloop.ingest.label_import import LabelRow, land_labels
+from edgeloop.ingest.login_limit import FailedLogins
 from edgeloop.ingest.metrics import Metrics
 from edgeloop.ingest.pacer import Pacer
 from edgeloop.ingest.policies import PolicyBook, PolicyIndex
 from edgeloop.ingest.query import check_query, stream_query
 from edgeloop.ingest.retention import Retention
+from edgeloop.ingest.session import client_key
 from edgeloop.ingest.store import Landing, Store
+from edgeloop.logs import RateLimitedLogger
 from edgeloop.runner import GuardedRunner, read_body
 from edgeloop.schemas.device_status import MAX_STATUS_BYTES, DeviceStatus, is_status_id
 from edgeloop.schemas.model_schema import ModelSchema
 from edgeloop.schemas.registry import SchemaRegistry
 
-__all__ = ["CONFIG", "METRICS", "STORE", "create_app", "create_runner", "ssl_context"]
+__all__ = ["CONFIG", "DEVICE_FAILURES", "FAILED_LOGINS", "METRICS", "STORE", "create_app", "create_runner", "ssl_context"]
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 PARQUET_TYPES = frozenset({"application/vnd.apache.parquet", "application/octet-stream"})
 ARROW_STREAM = "application/vnd.apache.arrow.stream"
@@ -100,6 +105,7 @@ class _State:
     policies: PolicyIndex = PolicyIndex()  # rebuilt on the writer after each policy or tag change
     last_status: dict[str, tuple[float, str]] = field(default_factory=dict)  # device → (monotonic time, status id)
     pruned_at: float = float("-inf")  # monotonic time the status history was last pruned
+    refused_log: RateLimitedLogger = field(default_factory=lambda: RateLimitedLogger(log))  # wrong tokens: a line a minute
 
 
 CONFIG = web.AppKey("config", IngestConfig)
@@ -108,6 +114,8 @@ AUTH = web.AppKey("auth", Authenticator)
 METRICS = web.AppKey("metrics", Metrics)
 STATE = web.AppKey("state", _State)
 REFUSALS = web.AppKey("refusals", Refusals)
+FAILED_LOGINS = web.AppKey("failed_logins", FailedLogins)  # wrong admin, viewer and metrics tokens (people's), per address
+DEVICE_FAILURES = web.AppKey("device_failures", FailedLogins)  # wrong device tokens, per address
 DEVICE = web.RequestKey("device", str)  # the authenticated device, for counting its refused uploads
 UNINVITED = web.RequestKey("uninvited", bool)  # sent Expect: 100-continue and not yet told to send its body
 CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
@@ -132,6 +140,7 @@ def _json(status: int, value: Any) -> web.Response:
 async def error_middleware(request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]) -> web.StreamResponse:
     """Turn every failure into the one error shape; count upload rejects by code."""
     retry = {"Retry-After": str(request.app[CONFIG].server.retry_after_s)}
+    wrong_token = False
     try:
         if request.get(UNINVITED) and request.headers.get("Expect", "").lower() != "100-continue":
             raise BatchRejected(417, "expectation_failed", f"Expect: {request.headers['Expect']!r} is not supported; only 100-continue")
@@ -142,6 +151,11 @@ async def error_middleware(request: web.Request, handler: Callable[[web.Request]
         response = _error(403, "forbidden", str(exc))
     except AuthError as exc:
         response = _error(401, "unauthorized", str(exc), headers={"WWW-Authenticate": "Bearer"})
+        wrong_token = True
+    except TooManyFailures as exc:
+        wait = {"Retry-After": str(exc.retry_after_s)}
+        response = _error(429, "too_many_requests", str(exc), {"retry_after_s": exc.retry_after_s}, headers=wait)
+        wrong_token = True
     except StoreBusy as exc:
         state = request.app[STATE]
         backlog = (request.app[STORE].queued if STORE in request.app else 0) + state.admitting + len(state.waiters)
@@ -184,10 +198,14 @@ async def error_middleware(request: web.Request, handler: Callable[[web.Request]
         response = _error(500, "internal", f"internal error: {type(exc).__name__}")
     if request.get(UNINVITED):
         response.force_close()  # its body was never asked for: the connection cannot carry another request
+    if wrong_token:  # a flood of them must not fill the disk: one line a minute per status, counting the rest
+        request.app[STATE].refused_log.log(logging.INFO, str(response.status), "wrong token refused", status=response.status,
+                                           path=request.path[:100], peer=request.remote)
     if request.match_info.route.name == "put_batch":
         payload = orjson.loads(response.body)  # type: ignore[arg-type]
         request.app[METRICS].rejects.labels(payload["error"]["code"]).inc()
         _count_refusal(request, response.status, payload["error"]["code"])
+    if request.match_info.route.name == "put_batch" and not wrong_token:
         log.info(
             "upload refused",
             extra={
@@ -215,6 +233,39 @@ def _count_refusal(request: web.Request, status: int, code: str) -> None:
         request.app[REFUSALS].add(device, status, code)
 
 
+def _device(request: web.Request) -> str:
+    """The device whose token the request bears; only a wrong token is charged to its address (``DEVICE_FAILURES``).
+
+    A right token never touches the limit (no lock, nothing allocated on the upload path), so a
+    device behind the same NAT as a misconfigured one syncs on while the other gets 429.
+    """
+    try:
+        return request.app[AUTH].device(request.headers.get("Authorization"))
+    except AuthError:
+        if wait_s := request.app[DEVICE_FAILURES].attempt(client_key(request.remote)):
+            raise TooManyFailures(wait_s) from None
+        raise
+
+
+def _operator(request: web.Request, check: Callable[[], T]) -> T:
+    """``check()`` of an admin, viewer or metrics token as one of the address's tries (``FAILED_LOGINS``), as on the login form.
+
+    The try is taken before the token is looked at, so tries sent at once get no more than the
+    burst and an address past it is refused whatever it sends (a person may have chosen the token);
+    a right token, or a known one refused for its role (403), gives its try back.
+    """
+    failures, client = request.app[FAILED_LOGINS], client_key(request.remote)
+    if wait_s := failures.attempt(client):
+        raise TooManyFailures(wait_s)
+    try:
+        result = check()
+    except Forbidden:
+        failures.succeeded(client)
+        raise
+    failures.succeeded(client)
+    return result
+
+
 async def put_batch(request: web.Request) -> web.Response:
     received_at = datetime.now(UTC)
     started = time.perf_counter()
@@ -222,7 +273,7 @@ async def put_batch(request: web.Request) -> web.Response:
     config, store, state = app[CONFIG], app[STORE], app[STATE]
     if state.draining:
         raise StoreClosed("the server is shutting down; retry later")
-    device = request[DEVICE] = app[AUTH].device(request.headers.get("Authorization"))
+    device = request[DEVICE] = _device(request)
     batch_id = check_batch_id(request.match_info["batch_id"])
     if request.content_type not in PARQUET_TYPES:
         raise BatchRejected(
@@ -402,7 +453,7 @@ async def put_status(request: web.Request) -> web.Response:
     config, store, state = app[CONFIG], app[STORE], app[STATE]
     if state.draining:
         raise StoreClosed("the server is shutting down; retry later")
-    device = app[AUTH].device(request.headers.get("Authorization"))
+    device = _device(request)
     status_id = request.match_info["status_id"]
     if not is_status_id(status_id):
         raise BatchRejected(400, "bad_status_id", f"{status_id[:64]!r} is not a status id (a UUID in lower-case text)")
@@ -505,15 +556,14 @@ async def healthz(request: web.Request) -> web.Response:
 
 
 async def metrics(request: web.Request) -> web.Response:
-    request.app[AUTH].metrics(request.headers.get("Authorization"))  # its series name the fleet's devices
+    if request.app[CONFIG].server.metrics_token_file is not None:  # its series name the fleet's devices
+        _operator(request, lambda: request.app[AUTH].metrics(request.headers.get("Authorization")))
     return web.Response(body=request.app[METRICS].render(), content_type="text/plain", charset="utf-8")
 
 
 async def _admin_json(request: web.Request, *, read_only: bool = False, max_bytes: int = 0) -> dict[str, Any]:
-    if read_only:
-        request.app[AUTH].reader(request.headers.get("Authorization"))
-    else:
-        request.app[AUTH].admin(request.headers.get("Authorization"))
+    header = request.headers.get("Authorization")
+    _operator(request, lambda: request.app[AUTH].reader(header) if read_only else request.app[AUTH].admin(header))
     try:
         value = orjson.loads(await _read_small(request, max_bytes or MAX_ADMIN_BODY_BYTES))
     except orjson.JSONDecodeError as exc:
@@ -798,7 +848,7 @@ async def _read_small(request: web.Request, max_bytes: int) -> bytes:
 
 async def post_schema(request: web.Request) -> web.Response:
     """Register a model schema file (its TOML text); 201 when new, 200 when already registered, 409 when incompatible."""
-    request.app[AUTH].admin(request.headers.get("Authorization"))
+    _operator(request, lambda: request.app[AUTH].admin(request.headers.get("Authorization")))
     if request.content_length is not None and request.content_length > MAX_SCHEMA_BYTES:
         raise BatchRejected(413, "too_large", f"a schema file is at most {MAX_SCHEMA_BYTES} bytes")
     try:
@@ -814,7 +864,7 @@ async def post_schema(request: web.Request) -> web.Response:
 
 
 async def get_schemas(request: web.Request) -> web.Response:
-    request.app[AUTH].admin(request.headers.get("Authorization"))
+    _operator(request, lambda: request.app[AUTH].admin(request.headers.get("Authorization")))
     schemas = sorted(request.app[STORE].catalog, key=lambda schema: (schema.name, schema.version))
     return _json(200, {"schemas": [
         # With the comparison declarations, so a CLI through the server sees the schema the file would give it.
@@ -835,7 +885,7 @@ async def post_device(request: web.Request) -> web.Response:
 
 
 async def delete_device(request: web.Request) -> web.Response:
-    request.app[AUTH].admin(request.headers.get("Authorization"))
+    _operator(request, lambda: request.app[AUTH].admin(request.headers.get("Authorization")))
     name = request.match_info["name"]
     await _device_change(request, lambda con: DeviceRegistry.revoke(con, name))
     log.info("device revoked", extra={"device": name})
@@ -861,7 +911,7 @@ async def _device_change(request: web.Request, change: Callable[[Any], Any]) -> 
 
 async def get_policies(request: web.Request) -> web.Response:
     """The sampling policies that apply to the calling device, one per model; 304 when its ETag is current."""
-    device = request.app[AUTH].device(request.headers.get("Authorization"))
+    device = _device(request)
     document, etag = request.app[STATE].policies.for_device(device)
     if request.headers.get("If-None-Match") == etag:
         return web.Response(status=304, headers={"ETag": etag})
@@ -1095,6 +1145,9 @@ def create_app(config: IngestConfig, *, store_class: type[Store] | None = None) 
         store_class = LakeStore
     app = web.Application(middlewares=[error_middleware], client_max_size=config.limits.max_body_bytes)
     app[CONFIG] = config
+    server = config.server
+    app[FAILED_LOGINS] = FailedLogins(burst=server.login_failures_burst, refill_s=server.login_failure_refill_s)
+    app[DEVICE_FAILURES] = FailedLogins(burst=server.login_failures_burst, refill_s=server.login_failure_refill_s)
     app[STATE] = _State(Pacer(default_s=config.server.retry_after_s, max_s=config.server.retry_after_max_s))
     app[_STORE_CLASS] = store_class or Store
     app[METRICS] = Metrics(lambda: app[STORE].queued if STORE in app else 0, lambda: (len(app[STATE].waiters), app[STATE].line_bytes))

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import math
 import re
 import urllib.parse
 from collections.abc import Callable
@@ -34,13 +33,12 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from aiohttp import web
 
-from edgeloop.errors import AuthError, BatchRejected, EdgeloopError, Forbidden, QueryFailed, StoreBusy
+from edgeloop.errors import AuthError, BatchRejected, EdgeloopError, Forbidden, QueryFailed, StoreBusy, TooManyFailures
 from edgeloop.ingest import dashboard_html as pages
-from edgeloop.ingest.app import AUTH, CONFIG, STATE, STORE, answer_expect
+from edgeloop.ingest.app import AUTH, CONFIG, FAILED_LOGINS, STATE, STORE, answer_expect
 from edgeloop.ingest.dashboard import MAX_DAYS, MAX_GROUPS_SHOWN, Dashboard
 from edgeloop.ingest.export import wide_ints_as_text
 from edgeloop.ingest.fleet import STATES, StoreReader, device_detail, fleet_overview, fleet_summary
-from edgeloop.ingest.login_limit import FailedLogins
 from edgeloop.ingest.report import GROUPINGS, PERIODS, Report, build_report, declare, model_schema
 from edgeloop.ingest.session import COOKIE, Sessions, client_key
 from edgeloop.runner import read_body
@@ -51,7 +49,6 @@ __all__ = ["FAILED_LOGINS", "SESSIONS", "add_dashboard_routes"]
 log = logging.getLogger(__name__)
 
 SESSIONS = web.AppKey("sessions", Sessions)
-FAILED_LOGINS = web.AppKey("failed_logins", FailedLogins)
 MAX_LOGIN_BODY_BYTES = 4096
 MAX_LOGIN_FIELDS = 4
 DEFAULT_DAYS = 30
@@ -92,17 +89,12 @@ async def _read(request: web.Request, work: Callable[[], T]) -> T:
         state.sql_running -= 1
 
 
-class _TooManyFailures(Exception):
-    def __init__(self, wait_s: float) -> None:
-        super().__init__(wait_s)
-        self.retry_after_s = max(1, math.ceil(wait_s))
-
-
 def _take_try(request: web.Request) -> None:
     """Take one of the client's tries at a token, before the token is read: refused once its failures used them up."""
     if wait_s := request.app[FAILED_LOGINS].attempt(client_key(request.remote)):
-        log.info("dashboard login limited", extra={"peer": request.remote, "retry_after_s": round(wait_s, 1)})
-        raise _TooManyFailures(wait_s)
+        request.app[STATE].refused_log.log(logging.INFO, "login limited", "dashboard login limited", peer=request.remote,
+                                           retry_after_s=round(wait_s, 1))
+        raise TooManyFailures(wait_s)
 
 
 def _check_token(request: web.Request, check: Callable[[], T]) -> T:
@@ -113,7 +105,7 @@ def _check_token(request: web.Request, check: Callable[[], T]) -> T:
     return result
 
 
-def _too_many(exc: _TooManyFailures) -> web.Response:
+def _too_many(exc: TooManyFailures) -> web.Response:
     body = orjson.dumps({"error": {
         "code": "too_many_requests", "details": {"retry_after_s": exc.retry_after_s},
         "message": f"too many failed logins from this address; retry in {exc.retry_after_s} s"}})
@@ -224,7 +216,7 @@ async def login(request: web.Request) -> web.Response:
         raise BatchRejected(415, "unsupported_media_type", "log in with a form (application/x-www-form-urlencoded)")
     try:
         _take_try(request)
-    except _TooManyFailures as exc:
+    except TooManyFailures as exc:
         message = f"Too many failed logins from your address: try again in {exc.retry_after_s} s."
         response = _html(pages.login_page(error=message, next_path=_next_path(request.query.get("next"))), 429)
         response.headers["Retry-After"] = str(exc.retry_after_s)
@@ -238,7 +230,7 @@ async def login(request: web.Request) -> web.Response:
     next_path = _next_path((form.get("next") or [None])[0])
     role = request.app[AUTH].role(token)
     if role is None:
-        log.info("dashboard login refused", extra={"peer": request.remote})
+        request.app[STATE].refused_log.log(logging.INFO, "login refused", "dashboard login refused", peer=request.remote)
         return _html(pages.login_page(error="That token is neither the viewer nor the admin token.", next_path=next_path), 401)
     request.app[FAILED_LOGINS].succeeded(client_key(request.remote))
     sessions = request.app[SESSIONS]
@@ -490,7 +482,7 @@ def _limited(handler: Callable[[web.Request], Any]) -> Callable[[web.Request], A
     async def limited(request: web.Request) -> web.Response:
         try:
             return await handler(request)
-        except _TooManyFailures as exc:
+        except TooManyFailures as exc:
             return _too_many(exc)
     return limited
 
@@ -498,7 +490,6 @@ def _limited(handler: Callable[[web.Request], Any]) -> Callable[[web.Request], A
 def add_dashboard_routes(app: web.Application) -> None:
     """The login, the pages and their JSON endpoints; sessions and failed logins live in the app's memory."""
     server = app[CONFIG].server
-    app[FAILED_LOGINS] = FailedLogins(burst=server.login_failures_burst, refill_s=server.login_failure_refill_s)
     app[SESSIONS] = Sessions(ttl_s=server.session_ttl_s, max_sessions=server.max_sessions,
                              max_per_client=server.max_sessions_per_address)
     app.router.add_get("/dashboard/login", _limited(login_form), expect_handler=answer_expect)
