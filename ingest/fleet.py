@@ -31,7 +31,10 @@ from edgeloop.ingest.config import FleetSettings
 from edgeloop.ingest.query import CheckedQuery, readable, run_query, stream_query
 from edgeloop.ingest.store import Store, arrow_rows
 
+MAX_DEVICE_VERSIONS = 20  # per model in a device's detail, as its page shows
+
 __all__ = [
+    "MAX_DEVICE_VERSIONS",
     "STATES",
     "Reader",
     "StoreReader",
@@ -143,7 +146,8 @@ def devices(reader: Reader, now: datetime, settings: FleetSettings) -> pa.Table:
 
 
 def device_detail(reader: Reader, name: str, now: datetime, settings: FleetSettings, *, history: int = 20) -> dict[str, Any] | None:
-    """One device: its overview row, its latest status document, its recent statuses, refusals and model versions.
+    """One device: its overview row, its latest status document, its recent statuses, refusals and model versions
+    (per model the ``MAX_DEVICE_VERSIONS`` last landed, and in ``versions_total`` how many it ever landed).
 
     None if no device has that name.
     """
@@ -161,17 +165,22 @@ def device_detail(reader: Reader, name: str, now: datetime, settings: FleetSetti
     refusals = reader.query(
         "SELECT status, code, count, first_at, last_at FROM device_refusals WHERE device = ? ORDER BY last_at DESC", [name]
     )
-    used = reader.query(
+    # Devices name their versions, so there is no bound on how many: per model the last landed, and a count of all.
+    used = arrow_rows(reader.query(
+        "SELECT model, model_version, predictions, feedback, first_seen, last_seen, versions_total FROM ("
         "SELECT model, model_version, sum(predictions)::BIGINT AS predictions, sum(feedback)::BIGINT AS feedback, "
-        "min(first_at) AS first_seen, max(last_at) AS last_seen FROM landed_daily WHERE device = ? "
-        "GROUP BY model, model_version ORDER BY model, last_seen DESC", [name]
-    )
+        "min(first_at) AS first_seen, max(last_at) AS last_seen, count(*) OVER (PARTITION BY model) AS versions_total, "
+        "row_number() OVER (PARTITION BY model ORDER BY max(last_at) DESC, model_version DESC) AS newest "
+        "FROM landed_daily WHERE device = ? GROUP BY model, model_version) WHERE newest <= ? "
+        "ORDER BY model, last_seen DESC, model_version DESC", [name, MAX_DEVICE_VERSIONS]
+    ))
     return {
         "device": arrow_rows(row)[0],
         "status": orjson.loads(latest[0]["document"]) if latest else None,
         "recent_statuses": arrow_rows(recent),
         "refusals": arrow_rows(refusals),
-        "versions": arrow_rows(used),
+        "versions": [{key: value for key, value in row.items() if key != "versions_total"} for row in used],
+        "versions_total": {row["model"]: row["versions_total"] for row in used},
     }
 
 
