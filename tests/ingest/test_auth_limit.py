@@ -24,9 +24,7 @@ def _from(address: str) -> aiohttp.ClientSession:
 async def _call(session, method: str, url: str, token: str, **kwargs) -> tuple[int, dict | None, dict]:
     headers = {"Authorization": f"Bearer {token}", **kwargs.pop("headers", {})}
     async with session.request(method, url, headers=headers, **kwargs) as response:
-        body = await response.read()
         parsed = await response.json(content_type=None) if response.content_type == "application/json" else None
-        del body
         return response.status, parsed, dict(response.headers)
 
 
