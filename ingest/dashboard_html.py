@@ -247,11 +247,11 @@ def overview_page(models: Sequence[str], rollouts: Sequence[dict[str, Any]], fle
 
 def device_page(models: Sequence[str], name: str, detail: dict[str, Any]) -> str:
     device = detail["device"]
-    versions, _ = _newest_versions(detail["versions"])  # the detail holds the last landed: the note counts from its totals
+    versions, _ = _newest_versions(detail["versions"])  # the detail holds only the newest: the note counts from its totals
     shown = {row["model"]: 0 for row in versions}
     for row in versions:
         shown[row["model"]] += 1
-    notes = [f"{model}: {total - shown.get(model, 0):,} more versions, landed longer ago"
+    notes = [f"{model}: {total - shown.get(model, 0):,} more versions, older ones"
              for model, total in detail.get("versions_total", {}).items() if total > shown.get(model, 0)]
     left_out = f'<p class="note">{_e("; ".join(notes))}</p>' if notes else ""
     changes, changes_total = detail["version_changes"], detail["version_changes_total"]

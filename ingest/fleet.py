@@ -28,6 +28,7 @@ import pyarrow as pa
 
 from edgeloop.ingest.choices import STATES
 from edgeloop.ingest.config import FleetSettings
+from edgeloop.ingest.dashboard import version_key
 from edgeloop.ingest.query import CheckedQuery, readable, run_query, stream_query
 from edgeloop.ingest.store import Store, arrow_rows
 
@@ -147,7 +148,7 @@ def devices(reader: Reader, now: datetime, settings: FleetSettings) -> pa.Table:
 
 def device_detail(reader: Reader, name: str, now: datetime, settings: FleetSettings, *, history: int = 20) -> dict[str, Any] | None:
     """One device: its overview row, its latest status document, its recent statuses, refusals and model versions
-    (per model the ``MAX_DEVICE_VERSIONS`` last landed, and in ``versions_total`` how many it ever landed).
+    (per model the ``MAX_DEVICE_VERSIONS`` newest, and in ``versions_total`` how many it ever landed).
 
     None if no device has that name.
     """
@@ -165,22 +166,25 @@ def device_detail(reader: Reader, name: str, now: datetime, settings: FleetSetti
     refusals = reader.query(
         "SELECT status, code, count, first_at, last_at FROM device_refusals WHERE device = ? ORDER BY last_at DESC", [name]
     )
-    # Devices name their versions, so there is no bound on how many: per model the last landed, and a count of all.
     used = arrow_rows(reader.query(
-        "SELECT model, model_version, predictions, feedback, first_seen, last_seen, versions_total FROM ("
         "SELECT model, model_version, sum(predictions)::BIGINT AS predictions, sum(feedback)::BIGINT AS feedback, "
-        "min(first_at) AS first_seen, max(last_at) AS last_seen, count(*) OVER (PARTITION BY model) AS versions_total, "
-        "row_number() OVER (PARTITION BY model ORDER BY max(last_at) DESC, model_version DESC) AS newest "
-        "FROM landed_daily WHERE device = ? GROUP BY model, model_version) WHERE newest <= ? "
-        "ORDER BY model, last_seen DESC, model_version DESC", [name, MAX_DEVICE_VERSIONS]
+        "min(first_at) AS first_seen, max(last_at) AS last_seen FROM landed_daily WHERE device = ? "
+        "GROUP BY model, model_version ORDER BY model, last_seen DESC", [name]
     ))
+    # Devices name their versions, so there is no bound on how many: per model the newest (as people read versions).
+    totals: dict[str, int] = {}
+    for entry in used:
+        totals[entry["model"]] = totals.get(entry["model"], 0) + 1
+    newest = {id(entry) for model in totals for entry in sorted(
+        (entry for entry in used if entry["model"] == model), key=lambda entry: version_key(entry["model_version"]),
+        reverse=True)[:MAX_DEVICE_VERSIONS]}
     return {
         "device": arrow_rows(row)[0],
         "status": orjson.loads(latest[0]["document"]) if latest else None,
         "recent_statuses": arrow_rows(recent),
         "refusals": arrow_rows(refusals),
-        "versions": [{key: value for key, value in row.items() if key != "versions_total"} for row in used],
-        "versions_total": {row["model"]: row["versions_total"] for row in used},
+        "versions": [entry for entry in used if id(entry) in newest],
+        "versions_total": totals,
     }
 
 

@@ -339,19 +339,19 @@ def test_the_fleet_benchmark_runs_its_queries_and_the_naive_ones_on_a_small_flee
 
 
 async def test_a_device_that_ran_thousands_of_versions_gets_a_small_detail(server):
-    """A device that landed rows of 3,000 versions of a model gets the MAX_DEVICE_VERSIONS last landed of them and their
+    """A device that landed rows of 3,000 versions of a model gets the MAX_DEVICE_VERSIONS newest of them and their
     count in its detail (JSON and CLI), not all 3,000."""
     from edgeloop.ingest.fleet import MAX_DEVICE_VERSIONS
 
     await server.add_device("pump-1")
     base = datetime(2020, 1, 1, tzinfo=UTC)
-    rows = [(base.date(), "vibration", f"1.{n}", "", "pump-1", 1, 0, base + timedelta(hours=n), base + timedelta(hours=n))
-            for n in range(3000)]
+    rows = [(base.date(), "vibration", f"1.{n}", "", "pump-1", 1, 0, base - timedelta(hours=n), base - timedelta(hours=n))
+            for n in range(3000)]  # the newest versions landed first: newest is by version, not by landing
     await asyncio.wrap_future(server.app[STORE].call(lambda con: con.executemany(  # as 3,000 landings, each a new version
         "INSERT INTO landed_daily (day, model, model_version, policy_version, device, predictions, feedback, first_at, last_at) "
         "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)))
     detail = device_detail(reader(server), "pump-1", datetime.now(UTC), server.config.fleet)
-    assert [v["model_version"] for v in detail["versions"]] == [f"1.{n}" for n in range(2999, 2999 - MAX_DEVICE_VERSIONS, -1)]
+    assert sorted(v["model_version"] for v in detail["versions"]) == sorted(f"1.{n}" for n in range(3000 - MAX_DEVICE_VERSIONS, 3000))
     assert detail["versions_total"] == {"vibration": 3000}
     viewer = server.config.server.viewer_token_path.read_text().strip()
     async with server.session.get(f"{server.url}/v1/dashboard/devices/pump-1",

@@ -52,7 +52,7 @@ async def test_sql_export_fleet_and_devices_read_and_change_the_lake_while_a_rep
     batch_id, body = seal(tmp_path / "late", vibration, make_table(vibration, predictions=3)[0])
     for _ in range(200):  # the replica re-reads tokens every lake_refresh_s
         status, _, _ = await server.put(batch_id, body, new_token)
-        if status != 401:
+        if status not in (401, 429):  # 429: this address used up its wrong tries; the right token still passes
             break
         await asyncio.sleep(0.05)
     assert status == 201
