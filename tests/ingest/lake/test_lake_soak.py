@@ -141,6 +141,7 @@ def run_failover(group: list[Replica], tmp_path: Path, schema, *, devices: int, 
     return figures
 
 
+@pytest.mark.timeout(300)  # 4 kills and restarts took 80 s on a loaded 2-core box, and teardown stops 3 replicas
 def test_replicas_killed_in_turn_lose_and_duplicate_no_batch(replicas, tmp_path, vibration):
     """10 devices fail over between 3 replicas while each is SIGKILLed and restarted in turn: every batch lands exactly once."""
     group = replicas(3, lake_group_commit_delay_s=0.2)

@@ -131,8 +131,12 @@ def replicas(postgres, tmp_path):
         return group
 
     yield start
-    for replica in started:
-        replica.stop()
+    try:
+        for replica in started:
+            replica.stop()
+    finally:  # a stop cut short (the test's timeout) must not leave the other replicas running into the next test
+        for replica in started:
+            replica.kill()
 
 
 def wait_for(condition, timeout_s: float = 30, what: str = "condition") -> None:
