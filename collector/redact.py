@@ -1245,8 +1245,8 @@ class Redactor:
             key = -1 if quoted else text.rfind("=", start, at.start())
             if key != -1 and key + 1 < at.start():
                 start = key + 1
-            elif key != -1 and key > start and (text[key - 1].isalnum() or text[key - 1] in "_-"):
-                continue  # "password=@0.A": a key's value with no local part is no address ("=@a.io" alone is one)
+            elif key != -1 and key > start and (text[key - 1].isalnum() or text[key - 1] in "_-") and _is_key(text, start, key):
+                continue  # "password=@0.A": a key's value with no local part is no address ("=@a.io", "0=@a.io" are ones)
             domain = _EMAIL_DOMAIN.match(text, at.end()) or _ADDRESS_LITERAL.match(text, at.end())
             if domain is not None:
                 add((start, domain.end(), "<EMAIL>"))
@@ -1758,6 +1758,12 @@ def _id_label(text: str, start: int) -> bool:
     word = text[at:end]
     low = word.lower()
     return low in _ID_WORDS or low.endswith(("_id", "-id")) or word.endswith("Id") and len(word) > 2 and word[-3].islower()
+
+
+def _is_key(text: str, start: int, end: int) -> bool:
+    """Whether ``text[start:end]``, before an "=", reads as a parameter's name: it opens with a letter or "_" ("0=" does not)."""
+    name = text[start:end].rsplit("&", 1)[-1].rsplit("?", 1)[-1]
+    return bool(name) and (name[0].isalpha() or name[0] == "_")
 
 
 def _local_char(char: str) -> bool:

@@ -138,8 +138,18 @@ def phones(draw) -> str:
     return phonenumbers.format_number(number, style)
 
 
+def _named_parameter(local: str) -> bool:
+    """A local part ending in "=" after text that reads as a parameter's name (``redact._is_key``): "to=", not "0="."""
+    if not local.endswith("="):
+        return False
+    name = local[:-1].rsplit("=", 1)[-1].rsplit("&", 1)[-1].rsplit("?", 1)[-1]
+    return bool(name) and (name[0].isalpha() or name[0] == "_")
+
+
 pii = st.one_of(
-    st.emails(),
+    # "to=@example.com" reads as a parameter and its value, by design (test_a_value_opening_with_at_is_no_address):
+    # an address whose local part is a name and "=" is left to that rule.
+    st.emails().filter(lambda email: not _named_parameter(email.rsplit("@", 1)[0])),
     # 0.x.x.x and 255.x.x.x (0.0.0.0, netmasks, broadcast) are no host's address and are kept (README).
     st.ip_addresses(v=4).map(str).filter(lambda ip: ip.split(".")[0] not in ("0", "255")),
     # "::" names no one; a shortened address with no decimal digit ("::ffff:ffff:fffa") is left as a word would be

@@ -692,6 +692,12 @@ def test_a_value_opening_with_at_is_no_address():
     assert Redactor().redact("to=@example.com") == "to=@example.com"
 
 
+@pytest.mark.parametrize("address", ["0=@A.Af", "12=@example.com", "x 0=@a.io y"])
+def test_an_address_whose_local_part_ends_in_equals_after_no_name_is_an_address(address):
+    """Before "=@", text that opens with no letter is no parameter's name: "0=@A.Af" is an address, found whole."""
+    assert "@" not in Redactor().redact(address)
+
+
 @pytest.mark.parametrize(("text", "region"), [
     ("581.542.170", "SE"), ("value 581.542.170 ok", "SE"), ("total 1.234.567 units", "DE"), ("n=12, 534.645.497 ok", "DE"),
     ("1764201600", "CN"), ("1061855353", "CN"), ("created 1061855353 ok", "CN"), ("t 1061855353123 ok", "CN"),
