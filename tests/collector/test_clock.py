@@ -192,8 +192,8 @@ async def test_a_clock_set_back_does_not_put_off_the_scheduled_sync(ingest, sync
         _shift_schedule_clock(clock, offset_s)
         scheduler, runs = await _started(ingest.url, tmp_path, sync_spool, interval_s=0.5, jitter_s=0)
     try:
-        for _ in range(100):
-            if len(ingest.landed) == 2:
+        for _ in range(100):  # landed on the peer, then removed from the spool once the agent reads the 201
+            if len(ingest.landed) == 2 and sync_spool.pending() == []:
                 break
             await asyncio.sleep(0.05)
         assert len(ingest.landed) == 2 and sync_spool.pending() == [] and runs[0] == "schedule"
