@@ -290,7 +290,6 @@ async def post_records(request: web.Request) -> web.Response:
 async def _post_records(request: web.Request) -> web.Response:
     app = request.app
     config, journal, spool, metrics = app[CONFIG], app[JOURNAL], app[SPOOL], app[METRICS]
-    recent = app[PIPELINE].recent
     want = request.query.get("results", "all")
     if want not in ("all", "errors", "none"):
         return error_response(400, "bad_request", "results must be 'all', 'errors' or 'none'")
@@ -315,47 +314,12 @@ async def _post_records(request: web.Request) -> web.Response:
     frames = [(model, batch) for model, batch in processed.batches().items() if batch.num_rows]
 
     if frames:
-        incoming = sum(batch.get_total_buffer_size() for _, batch in frames)
-        if spool.reserve_held_bytes < config.spool.seal_reserve_bytes:
-            spool.ensure_reserve()  # the seal reserve comes before new records
-        try:
-            room = spool.make_room(incoming, journal_bytes=journal.bytes)
-        except OSError as exc:  # drop_oldest could not remove a batch: the state dir refuses writes
-            journal.note_write_error(exc)
-            return _journal_unavailable(exc)
-        if not room:
-            details = {
-                "budget_bytes": config.spool.max_bytes,
-                "reserve_free_bytes": config.spool.reserve_free_bytes,
-                "free_bytes": spool.free_disk_bytes(),
-            }
-            if spool.free_disk_bytes() - incoming < config.spool.reserve_free_bytes:
-                spool.note_disk_full()
-                _count(spool, metrics, {"disk_full": accepted})
-                return error_response(507, "disk_full", "the disk is full; records already accepted are kept", details)
-            _count(spool, metrics, {"spool_full": accepted})
-            return error_response(
-                507, "spool_full", "the spool is full (byte budget) and the policy is reject_new", details
-            )
-        try:
-            seq = 0
-            for model, batch in frames:
-                seq = journal.append(model, batch)
-                recent.add(processed.keys[model])  # in the journal now: a resend of these is a duplicate
-            await journal.commit(seq)
-            spool.note_disk_ok()
-        except OSError as exc:
-            for model, _ in frames:  # refused: a resend is stored, not answered as a duplicate of a frame that is lost
-                recent.discard(processed.keys[model])
-            if exc.errno in (errno.ENOSPC, errno.EDQUOT):
-                spool.note_disk_full()
-                _count(spool, metrics, {"disk_full": accepted})
-                return error_response(
-                    507, "disk_full", f"the disk is full ({exc.strerror}); records already accepted are kept"
-                )
-            log.error("journal write failed", extra={"error": repr(exc)})
-            return _journal_unavailable(exc)
-
+        refused = await _journal_records(app, processed, frames, accepted)
+        if refused is not None:
+            sampler = app[PIPELINE].sampler
+            sampler.refund(processed.charges)  # not stored: the quota is the resend's to spend
+            await sampler.save()
+            return refused
     elif duplicates:
         try:
             await journal.commit()  # the first copy may still wait for its fsync: answer only once it is durable
@@ -387,6 +351,55 @@ async def _post_records(request: web.Request) -> web.Response:
         answer = {"error": {"code": "all_invalid", "message": "no record in the request is valid", "details": answer}}
         return json_response(answer, 422)
     return json_response(answer)
+
+
+async def _journal_records(
+    app: web.Application, processed: RequestRecords, frames: list[tuple[str, Any]], accepted: int
+) -> web.Response | None:
+    """Append the kept records to the journal and fsync them; the refusal to answer instead, if they are not stored."""
+    config, journal, spool, metrics = app[CONFIG], app[JOURNAL], app[SPOOL], app[METRICS]
+    recent = app[PIPELINE].recent
+    incoming = sum(batch.get_total_buffer_size() for _, batch in frames)
+    if spool.reserve_held_bytes < config.spool.seal_reserve_bytes:
+        spool.ensure_reserve()  # the seal reserve comes before new records
+    try:
+        room = spool.make_room(incoming, journal_bytes=journal.bytes)
+    except OSError as exc:  # drop_oldest could not remove a batch: the state dir refuses writes
+        journal.note_write_error(exc)
+        return _journal_unavailable(exc)
+    if not room:
+        details = {
+            "budget_bytes": config.spool.max_bytes,
+            "reserve_free_bytes": config.spool.reserve_free_bytes,
+            "free_bytes": spool.free_disk_bytes(),
+        }
+        if spool.free_disk_bytes() - incoming < config.spool.reserve_free_bytes:
+            spool.note_disk_full()
+            _count(spool, metrics, {"disk_full": accepted})
+            return error_response(507, "disk_full", "the disk is full; records already accepted are kept", details)
+        _count(spool, metrics, {"spool_full": accepted})
+        return error_response(
+            507, "spool_full", "the spool is full (byte budget) and the policy is reject_new", details
+        )
+    try:
+        seq = 0
+        for model, batch in frames:
+            seq = journal.append(model, batch)
+            recent.add(processed.keys[model])  # in the journal now: a resend of these is a duplicate
+        await journal.commit(seq)
+        spool.note_disk_ok()
+    except OSError as exc:
+        for model, _ in frames:  # refused: a resend is stored, not answered as a duplicate of a frame that is lost
+            recent.discard(processed.keys[model])
+        if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            spool.note_disk_full()
+            _count(spool, metrics, {"disk_full": accepted})
+            return error_response(
+                507, "disk_full", f"the disk is full ({exc.strerror}); records already accepted are kept"
+            )
+        log.error("journal write failed", extra={"error": repr(exc)})
+        return _journal_unavailable(exc)
+    return None
 
 
 def _journal_unavailable(exc: OSError) -> web.Response:

@@ -25,7 +25,7 @@ from edgeloop.collector.policies import Policies
 from edgeloop.collector.privacy import Privacy, load_detector, redactor_for
 from edgeloop.collector.recent_ids import RecentIds
 from edgeloop.collector.redact import Redactor
-from edgeloop.collector.sampling import Sampler
+from edgeloop.collector.sampling import Charge, Sampler
 from edgeloop.schemas.model_schema import ModelSchema
 from edgeloop.schemas.records import UNSET_ID_MESSAGE, UNSET_IDS, LineValidator, RecordValidator
 from edgeloop.schemas.registry import SchemaRegistry
@@ -53,6 +53,8 @@ class ProcessedRecords:
     """Model name -> the RecentIds keys of its kept records, to remember once they are journaled."""
     duplicates: Counter[str] = field(default_factory=Counter)
     """Records whose id was accepted before (or earlier in the request), by model: not stored again."""
+    charges: list[Charge] = field(default_factory=list)
+    """What the kept records were charged against the sampling quotas, to ``Sampler.refund`` if they are refused."""
 
     @property
     def accepted(self) -> int:
@@ -79,6 +81,8 @@ class RequestRecords:
     seen: set[bytes] = field(default_factory=set)
     """RecentIds keys of the request's records so far: an id twice in one request is stored once."""
     keys: dict[str, list[bytes]] = field(default_factory=dict)
+    charges: list[Charge] = field(default_factory=list)
+    """What the request's kept records were charged against the sampling quotas."""
     _parts: dict[str, list[pa.RecordBatch]] = field(default_factory=dict)
 
     def absorb(self, part: ProcessedRecords, positions: Sequence[int]) -> None:
@@ -97,6 +101,7 @@ class RequestRecords:
                 self.results.append({**result, "index": positions[result["index"]]})
         self.drops.update(part.drops)
         self.duplicates.update(part.duplicates)
+        self.charges += part.charges
 
     def refuse(self, index: int, field: str, message: str) -> None:
         """Count record ``index`` invalid before it reached the pipeline (an NDJSON line that is not JSON)."""
@@ -282,7 +287,7 @@ class Pipeline:
         if not good:
             return
 
-        decisions, selected_by, version = self.sampler.decide(schema.name, good)
+        decisions, selected_by, version = self.sampler.decide(schema.name, good, charges=processed.charges)
 
         kept: list[dict[str, Any]] = []
         weights: list[float] = []

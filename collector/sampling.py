@@ -23,6 +23,11 @@ under-count it (a correct weight would need the window's final count, only known
 window's records are on disk). The drop counts travel in every batch's metadata, so an
 analyst sees which windows were capped; where no quota binds, weights are exact.
 
+A quota counts records kept, not records selected: ``decide`` notes what it charged each
+window in the caller's ``charges``, and a request the agent then refuses (the journal cannot
+be written, the disk or the spool is full) has it given back with ``refund``, so the app's
+resend, once the disk recovers, is not capped by records that were never stored.
+
 The legacy per-model keys (``keep_rate``, ``always_keep_below_confidence``,
 ``max_per_hour``) are the policy ``legacy_policy`` builds: a ``random`` strategy named
 ``keep_rate``, a ``confidence_below`` named ``uncertain`` and the policy quota ``per_hour``.
@@ -49,7 +54,7 @@ from edgeloop.durable import write_durably
 from edgeloop.logs import RateLimitedLogger
 from edgeloop.schemas.policy import ConfidenceBelow, Policy, PolicyRules, RandomStrategy
 
-__all__ = ["InForce", "QUOTAS_FILE", "RATE_CAPPED", "SAMPLED_OUT", "Sampler", "legacy_policy"]
+__all__ = ["Charge", "InForce", "QUOTAS_FILE", "RATE_CAPPED", "SAMPLED_OUT", "Sampler", "legacy_policy"]
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +62,8 @@ SAMPLED_OUT = "sampled_out"
 RATE_CAPPED = "rate_capped"
 QUOTAS_FILE = "quotas.json"  # in the state dir: the quota windows' counts, for a restart on the same boot
 _POLICY = ""  # the quota key of the whole policy (strategy names are never empty)
+
+Charge = tuple[tuple[str, str, int], int, int]  # (model, strategy, window length s), window, records charged
 
 
 @dataclass(frozen=True, slots=True)
@@ -150,11 +157,13 @@ class Sampler:
         return in_force.version if in_force is not None else None
 
     def decide(
-        self, model: str, records: Sequence[dict[str, Any]], now_s: float | None = None
+        self, model: str, records: Sequence[dict[str, Any]], now_s: float | None = None,
+        charges: list[Charge] | None = None,
     ) -> tuple[list[float | str], list[str | None], str | None]:
         """Per record its sample_weight (kept) or drop reason, and the strategies that selected it; the policy version.
 
         ``now_s`` is a time on the sampler's clock (default: now), which places the quota windows.
+        What the kept records were charged is appended to ``charges``, for ``refund`` if they are not stored.
         """
         in_force = self._policies.get(model)
         if in_force is None:  # no policy for the model: keep everything as it comes
@@ -212,9 +221,9 @@ class Sampler:
             selected_by.append(joined)
         for i, (name, _, quotas, _) in indexed:
             if quotas and used[i]:
-                self._count(model, name, quotas, now_s, used[i])
+                self._count(model, name, quotas, now_s, used[i], charges)
         if rules.quotas and policy_used:
-            self._count(model, _POLICY, rules.quotas, now_s, policy_used)
+            self._count(model, _POLICY, rules.quotas, now_s, policy_used, charges)
         return outcomes, selected_by, in_force.version
 
     def _budget(self, model: str, name: str, quotas: tuple[tuple[int, int], ...], now_s: int) -> float:
@@ -225,10 +234,26 @@ class Sampler:
             budget = min(budget, most - (kept if window == now_s // length_s else 0))
         return budget
 
-    def _count(self, model: str, name: str, quotas: tuple[tuple[int, int], ...], now_s: int, kept_now: int) -> None:
+    def refund(self, charges: Sequence[Charge]) -> None:
+        """Give back what ``decide`` charged for records that were not stored after all (their request was refused).
+
+        A window that closed since keeps its count: it can never count again anyway.
+        """
+        for key, window, charged in charges:
+            current, kept = self._windows.get(key, (-1, 0))
+            if current == window:
+                self._windows[key] = (window, max(0, kept - charged))
+                self._unsaved = True
+
+    def _count(
+        self, model: str, name: str, quotas: tuple[tuple[int, int], ...], now_s: int, kept_now: int,
+        charges: list[Charge] | None,
+    ) -> None:
         for length_s, _ in quotas:
             key = (model, name, length_s)
             window, kept = self._windows.get(key, (-1, 0))
             current = now_s // length_s
             self._windows[key] = (current, kept + kept_now if window == current else kept_now)
+            if charges is not None:
+                charges.append((key, current, kept_now))
         self._unsaved = True

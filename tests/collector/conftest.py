@@ -42,6 +42,7 @@ from tests.ingest.conftest import write_config as write_ingest_config
 
 FLEET_KEY = b"0123456789abcdef-test-fleet-key!"
 ROOT = Path(__file__).resolve().parents[2]
+FAULT_SHIM = Path(__file__).parent / "fault_shim"
 
 
 def toml_dumps(config: dict[str, Any], prefix: str = "") -> str:
@@ -215,6 +216,14 @@ class AgentProcess:
             table = with_declared_types(pq.read_table(path), schema.arrow_schema)
             tables.setdefault(schema.name, []).append(table.replace_schema_metadata(None))
         return {model: pa.concat_tables(parts) for model, parts in tables.items()}
+
+
+def inject_faults(agent: AgentProcess) -> Path:
+    """Make ``agent``'s state dir fail while the returned file exists; it names the errno (EROFS, ENOSPC, EIO: see fault_shim)."""
+    fault = agent.root / "fault"
+    agent.env = {**agent.env, "PYTHONPATH": str(FAULT_SHIM), "EDGELOOP_TEST_FAULT_FILE": str(fault),
+                 "EDGELOOP_TEST_FAULT_DIR": str(agent.state_dir)}
+    return fault
 
 
 def run_cli(*args: str, timeout_s: float = 60.0) -> subprocess.CompletedProcess[str]:

@@ -29,7 +29,7 @@ from edgeloop.collector.scheduler import SyncScheduler
 from edgeloop.collector.spool import BatchIds, Spool
 from edgeloop.collector.sync import Syncer
 from edgeloop.schemas import EXAMPLES_DIR, SchemaRegistry
-from tests.collector.conftest import FLEET_KEY
+from tests.collector.conftest import FLEET_KEY, inject_faults
 from tests.collector.sync_peer import IngestPeer, make_batch, make_spool, sync_settings
 
 DAY_S = 86_400
@@ -241,15 +241,10 @@ async def test_a_clock_jumping_56_years_forward_runs_the_missed_sync_once(ingest
         await scheduler.shutdown()
 
 
-FAULT_SHIM = Path(__file__).parent / "fault_shim"
-
-
 def _faulty_agent(agent_factory):
     """An agent whose state dir fails (``fault.write_text("EROFS")``) and recovers (``fault.unlink()``) while it runs."""
     agent = agent_factory(spool={"seal_max_rows": 1000, "seal_max_age_s": 0.5})
-    fault = agent.root / "fault"
-    agent.env = {"PYTHONPATH": str(FAULT_SHIM), "EDGELOOP_TEST_FAULT_FILE": str(fault),
-                 "EDGELOOP_TEST_FAULT_DIR": str(agent.state_dir)}
+    fault = inject_faults(agent)
     return agent.start(), fault
 
 
