@@ -122,7 +122,7 @@ class Agent:
             )
             scheduler = SyncScheduler(
                 self.config.sync, spool, agent_version=self.version, before_sync=journal.flush, metrics=self.metrics,
-                reporter=reporter,
+                reporter=reporter, state_dir=agent.state_dir,
             )
 
             async def fetch_policies(session: Any, token: str) -> str:
@@ -206,6 +206,9 @@ class Agent:
         log.info("policies applied", extra={"versions": pipeline.policy_status()["models"]})
 
     async def _first_fetch(self, scheduler: SyncScheduler, fetch: Callable[[Any, str], Awaitable[str]]) -> None:
+        if scheduler.backing_off:  # ingest was failing before the restart: the retry fetches them, not every start
+            log.info("policy fetch at start-up skipped: sync is backing off; the retry fetches them")
+            return
         try:
             outcome = await asyncio.wait_for(scheduler.syncer.contact(fetch), self.config.sync.request_timeout_s)
         except (EdgeloopError, TimeoutError) as exc:

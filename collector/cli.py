@@ -252,7 +252,29 @@ def _offline_status(config: CollectorConfig | None, socket_path: Path, why: str)
         "budget_bytes": config.spool.max_bytes,
     }
     report["journal"] = {"segments": len(journal), "bytes_on_disk": sum(path.stat().st_size for path in journal)}
+    report["sync"] = _offline_sync(config)
     return report
+
+
+def _offline_sync(config: CollectorConfig) -> dict[str, Any]:
+    """What the agent's last run saved of sync (its backoff, its last result): true until the agent runs again."""
+    from edgeloop.collector.sync_state import SYNC_STATE_FILE, SyncState
+
+    settings = config.sync
+    saved = SyncState.load(config.agent.state_dir / SYNC_STATE_FILE)
+    last = saved.last_result
+    return {
+        "enabled": settings.enabled,
+        "configured": settings.enabled and settings.url is not None,
+        "url": settings.url,
+        "last_sync_at": last.get("started_at") if last else None,
+        "last_result": last,
+        "next_sync_at": saved.next_sync_at,
+        "retry_at": saved.retry_at,
+        "retries_in_a_row": saved.failures_in_a_row,
+        "last_success_at": saved.last_success_at,
+        "running": False,
+    }
 
 
 def _lock_holder(lock_file: Path) -> int | None:
@@ -553,11 +575,13 @@ def _format_status(report: dict[str, Any]) -> str:
                 f"sync       last {sync.get('last_sync_at') or 'never'} ({outcome or '-'}), "
                 f"next {sync.get('next_sync_at') or '-'}" + (", running now" if sync.get("running") else "")
             )
-            if sync.get("retry_at"):
+            if sync.get("retry_at") or sync.get("retries_in_a_row"):
                 lines.append(
-                    f"           retrying at {sync['retry_at']} (failed {sync['retries_in_a_row']} in a row; "
-                    f"last success {sync.get('last_success_at') or 'never since the agent started'})"
+                    f"           retrying at {sync.get('retry_at') or 'the next sync'} (failed {sync['retries_in_a_row']} "
+                    f"in a row; last success {sync.get('last_success_at') or 'never'})"
                 )
+            if isinstance(last, dict) and last.get("outcome") not in ("ok", "skipped") and last.get("reason"):
+                lines.append(f"           last error: {last['reason']}")
     policies = report.get("policies")
     if policies:
         running = ", ".join(f"{model} {version}" for model, version in sorted(policies["models"].items())) or "-"

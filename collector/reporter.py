@@ -70,8 +70,38 @@ class StatusReporter:
         self._unreported: Counter[str] = Counter()  # sync outcomes since the last stored report
         self._failures_in_a_row = 0
         self._last_success_at: Moment | None = None
+        self._last_success_text: str | None = None  # a success before the agent's restart, as it was told then
         self.last_offset_s: float | None = None
         self.last_report: dict[str, Any] | None = None  # what `status` shows: when, id, and how it went
+
+    def state(self) -> dict[str, Any]:
+        """What the next report and ``status`` need after a restart (the scheduler saves it in sync.json)."""
+        return {
+            "failures_in_a_row": self._failures_in_a_row,
+            "last_success_at": self._last_success_at.at().isoformat() if self._last_success_at else self._last_success_text,
+            "last_offset_s": self.last_offset_s,
+            "last_report": self.last_report,
+            "unreported": dict(self._unreported),
+        }
+
+    def restore(self, state: dict[str, Any]) -> None:
+        """Take up what an earlier run of the agent saved with ``state``; values of the wrong type are left out."""
+        failures = state.get("failures_in_a_row")
+        if isinstance(failures, int) and not isinstance(failures, bool) and failures >= 0:
+            self._failures_in_a_row = failures
+        success = state.get("last_success_at")
+        if isinstance(success, str):
+            self._last_success_text = success
+        offset = state.get("last_offset_s")
+        if isinstance(offset, int | float) and not isinstance(offset, bool):
+            self.last_offset_s = float(offset)
+        report = state.get("last_report")
+        if isinstance(report, dict):
+            self.last_report = report
+        unreported = state.get("unreported")
+        if isinstance(unreported, dict):
+            self._unreported = Counter({str(k): v for k, v in unreported.items()
+                                        if isinstance(v, int) and not isinstance(v, bool) and v > 0})
 
     def note_versions(self, model: str, versions: Iterable[str]) -> None:
         """The app logged records of these versions of ``model`` (called by intake; cheap)."""
@@ -129,7 +159,7 @@ class StatusReporter:
                 "failed": result.failed, "bytes": result.bytes, "rows": result.rows,
                 "window_s": self.window_s,
                 "next_sync_at": self.next_sync_at() if self.next_sync_at else None,
-                "last_success_at": self._last_success_at.at().isoformat() if self._last_success_at else None,
+                "last_success_at": self._last_success_at.at().isoformat() if self._last_success_at else self._last_success_text,
                 "failures_in_a_row": self._failures_in_a_row,
                 "since_last_report": dict(self._unreported + Counter({result.outcome: 1})),
             },

@@ -23,6 +23,14 @@ gate said no, a 5xx — is retried within the same window: after ``retry_initial
 doubling up to ``retry_max_s`` (minutes, then hours), each wait drawn from its upper half so
 a fleet that failed together does not retry together. A retry that would land after the next
 scheduled sync is not made: that sync is the retry. ``status`` says when the retry is.
+
+The backoff survives a restart (``collector/sync_state.py``): an agent started during an
+outage keeps its failures in a row, and its retry when it is still ahead; a retry whose time
+passed while the agent was down is drawn again from now at the same backoff, so a fleet
+rebooted together after a power cut spreads its retries rather than retrying at once. While
+backing off the agent skips its start-up policy fetch (the retry fetches them), and a
+high-water sync waits as it did before the restart. The next scheduled sync is kept too, so
+an agent restarted more often than its ``interval_s`` still syncs.
 """
 
 from __future__ import annotations
@@ -35,6 +43,7 @@ import random
 import time
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
@@ -49,6 +58,7 @@ from edgeloop.collector.metrics import Metrics
 from edgeloop.collector.reporter import StatusReporter
 from edgeloop.collector.spool import Spool
 from edgeloop.collector.sync import NOT_CONFIGURED, Syncer, SyncResult
+from edgeloop.collector.sync_state import SYNC_STATE_FILE, SyncState
 from edgeloop.errors import SyncError
 from edgeloop.logs import RateLimitedLogger
 
@@ -73,7 +83,9 @@ class SyncScheduler:
         before_sync: Callable[[], Awaitable[Any]] | None = None,
         metrics: Metrics | None = None,
         reporter: StatusReporter | None = None,
+        state_dir: Path | None = None,
     ) -> None:
+        """``state_dir``, if given, keeps the backoff and the last results across a restart (``sync.json``)."""
         self.settings = settings
         self.spool = spool
         # The agent seals its open journal segments here, so a sync sends everything logged so far.
@@ -88,10 +100,15 @@ class SyncScheduler:
         self._last_result: SyncResult | None = None
         self._high_water_not_before = 0.0
         self.metrics = metrics
-        self._retries = 0  # failed syncs in a row since the last scheduled or successful one
-        self._last_success_at: Moment | None = None
         self._clock_watch: asyncio.Task[None] | None = None
         self._errors = RateLimitedLogger(log)
+        self.reporter = reporter
+        self._state_path = state_dir / SYNC_STATE_FILE if state_dir is not None else None
+        self._state = SyncState.load(self._state_path) if self._state_path is not None else SyncState()
+        if reporter is not None:
+            reporter.restore(self._state.report)
+        self._retries = self._state.failures_in_a_row  # failed syncs in a row since the last successful one
+        self._last_success_at: Moment | None = None
 
     @property
     def configured(self) -> bool:
@@ -103,7 +120,7 @@ class SyncScheduler:
         if not self.configured:
             log.info("sync is not configured: no scheduled sync", extra={"enabled": self.settings.enabled})
             return
-        self.jitter_offset_s = self._draw_offset_s()
+        self.jitter_offset_s = self._offset_s()
         self._scheduler = AsyncIOScheduler(timezone=self.settings.timezone)
         self._scheduler.add_job(
             self._scheduled_sync,
@@ -115,8 +132,42 @@ class SyncScheduler:
             misfire_grace_time=None,  # a sync missed while the device slept runs once when it wakes
         )
         self._scheduler.start()
+        self._resume()
+        await self._save_state(None)  # the offset drawn and the next sync, for a restart before any sync
         self._clock_watch = self._loop.create_task(self._watch_clock(), name="edgeloop-sync-clock")
-        log.info("sync scheduled", extra={"next_sync_at": self._next_sync_at(), "jitter_offset_s": self.jitter_offset_s})
+        log.info("sync scheduled", extra={"next_sync_at": self._next_sync_at(), "jitter_offset_s": self.jitter_offset_s,
+                                          "retry_at": self._retry_at(), "retries_in_a_row": self._retries})
+
+    @property
+    def backing_off(self) -> bool:
+        """Whether the last syncs failed and the retry (or the next scheduled sync) is still to come."""
+        return self._retries > 0
+
+    def _resume(self) -> None:
+        """Take up the schedule an earlier run of the agent left: its next sync, its retry, its high-water pause."""
+        state, now = self._state, datetime.now(UTC)
+        job = self._scheduler.get_job(JOB_ID) if self._scheduler is not None else None
+        saved_next = _parse(state.next_sync_at)
+        if job is not None and job.next_run_time is not None and saved_next is not None:
+            # Earlier than the schedule from now, and still ahead: an interval that a restart must not push back.
+            if now < saved_next < job.next_run_time:
+                job.modify(next_run_time=saved_next)
+        not_before = _parse(state.high_water_not_before)
+        if not_before is not None and now < not_before <= now + timedelta(seconds=self.settings.backoff_max_s):
+            self._high_water_not_before = time.monotonic() + (not_before - now).total_seconds()
+        if not self._retries:
+            return
+        saved_retry = _parse(state.retry_at)
+        if saved_retry is None:
+            return  # the next scheduled sync is the retry
+        if now < saved_retry <= now + timedelta(seconds=self.settings.retry_max_s):
+            when = saved_retry
+        else:  # due while the agent was down (or saved under a clock set wrong): a fresh draw from now
+            when = now + timedelta(seconds=self._retry_delay_s())
+        self._add_retry(when)
+        log.info("sync backoff carried over from before the restart",
+                 extra={"retries_in_a_row": self._retries, "retry_at": self._retry_at(),
+                        "last_error": (state.last_result or {}).get("reason")})
 
     async def shutdown(self) -> None:
         """Stop scheduling and cancel a running sync; an interrupted batch stays in the spool."""
@@ -199,19 +250,20 @@ class SyncScheduler:
                 loop.call_soon_threadsafe(self._check_high_water)
 
     def status(self) -> dict[str, Any]:
-        last = self._last_result
+        last = self._last_result.as_dict() if self._last_result is not None else self._state.last_result
+        last_success = self._last_success_at.at().isoformat() if self._last_success_at else self._state.last_success_at
         status: dict[str, Any] = {
             "enabled": self.settings.enabled,
             "configured": self.configured,
             "url": self.settings.url,
             "schedule": self._describe_schedule(),
             "jitter_offset_s": round(self.jitter_offset_s, 3),
-            "last_sync_at": last.started_at.isoformat() if last else None,
-            "last_result": last.as_dict() if last else None,
+            "last_sync_at": last.get("started_at") if last else None,
+            "last_result": last,
             "next_sync_at": self._next_sync_at(),
             "retry_at": self._retry_at(),
             "retries_in_a_row": self._retries,
-            "last_success_at": self._last_success_at.at().isoformat() if self._last_success_at else None,
+            "last_success_at": last_success,
             "running": self.running,
             "batches_pending": len(self.spool.pending()),
             "batches_rejected": len(self.spool.rejected()),
@@ -257,30 +309,62 @@ class SyncScheduler:
         if trigger == "high_water" and result.outcome != "ok":
             # Without this, every seal while ingest is down would start another doomed sync.
             self._high_water_not_before = time.monotonic() + self.settings.backoff_max_s
+        await self._save_state(result)
         return result
+
+    async def _save_state(self, result: SyncResult | None) -> None:
+        """Write what a restart needs of this sync: the backoff, the result, the report's memory."""
+        path = self._state_path
+        if path is None:
+            return
+        state = self._state
+        state.failures_in_a_row = self._retries
+        state.retry_at = self._retry_at()
+        if result is not None:
+            state.last_result = result.as_dict()
+        if self._last_success_at is not None:
+            state.last_success_at = self._last_success_at.at().isoformat()
+        pause_s = self._high_water_not_before - time.monotonic()
+        state.high_water_not_before = (datetime.now(UTC) + timedelta(seconds=pause_s)).isoformat() if pause_s > 0 else None
+        state.next_sync_at = self._next_sync_at()
+        if self.reporter is not None:
+            state.report = self.reporter.state()
+        await asyncio.to_thread(state.save, path, self._errors)
 
     def _schedule_retry(self, result: SyncResult) -> None:
         """After a failed sync, try again sooner than the next scheduled one: minutes, then hours."""
         scheduler = self._scheduler
         if scheduler is None or not scheduler.running:
             return
-        settings = self.settings
         self._retries += 1
-        delay_s = min(settings.retry_max_s, settings.retry_initial_s * 2 ** (self._retries - 1))
-        delay_s = random.uniform(delay_s / 2, delay_s)
-        when = datetime.now(UTC) + timedelta(seconds=delay_s)
+        when = datetime.now(UTC) + timedelta(seconds=self._retry_delay_s())
+        if not self._add_retry(when):
+            log.info("sync failed: the next scheduled sync retries it",
+                     extra={"reason": result.reason, "next_sync_at": self._next_sync_at()})
+            return
+        log.warning("sync did not send everything: retrying",
+                    extra={"reason": result.reason, "retry_at": when.isoformat(), "retries_in_a_row": self._retries})
+
+    def _retry_delay_s(self) -> float:
+        """The wait before the next retry at the current backoff, drawn from its upper half."""
+        settings = self.settings
+        delay_s = min(settings.retry_max_s, settings.retry_initial_s * 2 ** (max(self._retries, 1) - 1))
+        return random.uniform(delay_s / 2, delay_s)
+
+    def _add_retry(self, when: datetime) -> bool:
+        """Schedule the retry at ``when``; False (and no retry) if the next scheduled sync comes first: it is the retry."""
+        scheduler = self._scheduler
+        if scheduler is None or not scheduler.running:
+            return False
         job = scheduler.get_job(JOB_ID)
         if job is not None and job.next_run_time is not None and when >= job.next_run_time:
             self._cancel_retry()
-            log.info("sync failed: the next scheduled sync retries it",
-                     extra={"reason": result.reason, "next_sync_at": job.next_run_time.isoformat()})
-            return
+            return False
         scheduler.add_job(
             self._retry_sync, DateTrigger(when), id=RETRY_JOB_ID, name="sync retry",
             replace_existing=True, misfire_grace_time=None,
         )
-        log.warning("sync did not send everything: retrying",
-                    extra={"reason": result.reason, "retry_at": when.isoformat(), "retries_in_a_row": self._retries})
+        return True
 
     def _cancel_retry(self) -> None:
         scheduler = self._scheduler
@@ -324,7 +408,22 @@ class SyncScheduler:
             return min(self.settings.jitter_s, self.settings.interval_s)
         return self.settings.jitter_s
 
-    def _draw_offset_s(self) -> float:
+    def _offset_s(self) -> float:
+        """The device's offset in the window: from seed and token, or a random draw kept across restarts."""
+        window = self._window_s()
+        state = self._state
+        offset = self._draw_offset_s()
+        if offset is None:  # random: the draw an earlier start made in the same window, so the device keeps its place
+            if state.jitter_window_s == window and state.jitter_offset_s is not None and state.jitter_offset_s <= window:
+                return state.jitter_offset_s
+            offset = random.SystemRandom().uniform(0, window)
+            state.jitter_window_s, state.jitter_offset_s = window, offset
+        else:
+            state.jitter_window_s = state.jitter_offset_s = None
+        return offset
+
+    def _draw_offset_s(self) -> float | None:
+        """The offset seed and token give; None when neither is there (the offset is then random)."""
         window = self._window_s()
         if window <= 0:
             return 0.0
@@ -337,7 +436,7 @@ class SyncScheduler:
         except SyncError:
             pass
         if not material:
-            return random.SystemRandom().uniform(0, window)
+            return None
         seed = int.from_bytes(hashlib.sha256(b"\0".join(material)).digest()[:8], "big")
         return random.Random(seed).uniform(0, window)
 
@@ -350,6 +449,10 @@ class SyncScheduler:
         if self.settings.interval_s is not None:
             return f"every {self.settings.interval_s:g}s"
         return f"cron {self.settings.schedule!r} {self.settings.timezone}"
+
+
+def _parse(stamp: str | None) -> datetime | None:
+    return datetime.fromisoformat(stamp) if stamp is not None else None
 
 
 class OffsetTrigger(BaseTrigger):
