@@ -316,9 +316,7 @@ async def _post_records(request: web.Request) -> web.Response:
     if frames:
         refused = await _journal_records(app, processed, frames, accepted)
         if refused is not None:
-            sampler = app[PIPELINE].sampler
-            sampler.refund(processed.charges)  # not stored: the quota is the resend's to spend
-            await sampler.save()
+            await app[PIPELINE].sampler.save()
             return refused
     elif duplicates:
         try:
@@ -356,9 +354,21 @@ async def _post_records(request: web.Request) -> web.Response:
 async def _journal_records(
     app: web.Application, processed: RequestRecords, frames: list[tuple[str, Any]], accepted: int
 ) -> web.Response | None:
-    """Append the kept records to the journal and fsync them; the refusal to answer instead, if they are not stored."""
+    """Append the kept records to the journal and fsync them; the refusal to answer instead, if they are not stored.
+
+    Records refused give back what they were charged (their quota, their remembered ids), so
+    the app's resend is kept. A model's frame written before another model's write failed
+    stays in the journal (the next fsync makes it durable): its ids stay remembered, so the
+    resend of those records is answered as a duplicate once they are synced, not stored twice.
+    """
     config, journal, spool, metrics = app[CONFIG], app[JOURNAL], app[SPOOL], app[METRICS]
-    recent = app[PIPELINE].recent
+    recent, sampler = app[PIPELINE].recent, app[PIPELINE].sampler
+
+    def refuse(models: set[str]) -> None:
+        for model in models:
+            recent.discard(processed.keys[model])
+        sampler.refund([charge for charge in processed.charges if charge[0][0] in models])
+
     incoming = sum(batch.get_total_buffer_size() for _, batch in frames)
     if spool.reserve_held_bytes < config.spool.seal_reserve_bytes:
         spool.ensure_reserve()  # the seal reserve comes before new records
@@ -366,8 +376,10 @@ async def _journal_records(
         room = spool.make_room(incoming, journal_bytes=journal.bytes)
     except OSError as exc:  # drop_oldest could not remove a batch: the state dir refuses writes
         journal.note_write_error(exc)
+        refuse({model for model, _ in frames})
         return _journal_unavailable(exc)
     if not room:
+        refuse({model for model, _ in frames})
         details = {
             "budget_bytes": config.spool.max_bytes,
             "reserve_free_bytes": config.spool.reserve_free_bytes,
@@ -381,19 +393,21 @@ async def _journal_records(
         return error_response(
             507, "spool_full", "the spool is full (byte budget) and the policy is reject_new", details
         )
+    lost = {model for model, _ in frames}  # until written: a failed append loses its frame and the ones after it
     try:
         seq = 0
         for model, batch in frames:
             seq = journal.append(model, batch)
+            lost.discard(model)
             recent.add(processed.keys[model])  # in the journal now: a resend of these is a duplicate
+        lost = {model for model, _ in frames}  # a failed fsync loses every frame not synced before it
         await journal.commit(seq)
         spool.note_disk_ok()
     except OSError as exc:
-        for model, _ in frames:  # refused: a resend is stored, not answered as a duplicate of a frame that is lost
-            recent.discard(processed.keys[model])
+        refuse(lost)
         if exc.errno in (errno.ENOSPC, errno.EDQUOT):
             spool.note_disk_full()
-            _count(spool, metrics, {"disk_full": accepted})
+            _count(spool, metrics, {"disk_full": sum(batch.num_rows for model, batch in frames if model in lost)})
             return error_response(
                 507, "disk_full", f"the disk is full ({exc.strerror}); records already accepted are kept"
             )

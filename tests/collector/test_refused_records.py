@@ -64,3 +64,26 @@ def test_records_refused_by_a_full_spool_spend_no_quota(agent_factory):
     agent.start()
     status, body = agent.post_records(_records(1, 20))
     assert status == 200 and body["accepted"] == 20 and body["sampled_out"] == 0, body
+
+
+def test_a_request_refused_after_one_models_records_reached_the_journal_keeps_them_once(agent_factory):
+    """When one model's journal refuses a write after another model's records of the same request were written, the resend stores each record once: those written are duplicates of it, the rest are new."""
+    _in_one_hour_window()
+    agent = agent_factory(sampling={"models": {"vibration": {"max_per_hour": 10}}})
+    fault = inject_faults(agent)
+    agent.env["EDGELOOP_TEST_FAULT_DIR"] = str(agent.state_dir / "journal" / "image_classifier")  # only its segments fail
+    agent.start()
+    vibration, images = _records(1, 5), list(SimulatedModel("image_classifier", seed=2).predictions(5))
+    fault.write_text("ENOSPC")
+    status, body = agent.post_records(vibration + images)  # vibration's frame is written, image_classifier's is not
+    assert status == 507 and body["error"]["code"] == "disk_full", body
+    fault.unlink()
+    status, body = agent.post_records(vibration + images)
+    assert status == 200 and body["accepted"] == 10 and body["duplicates"] == 5 and body["sampled_out"] == 0, body
+    status, body = agent.post_records(_records(3, 10))  # the five written spent the hour's quota of ten
+    assert status == 200 and body["accepted"] == 5, body
+    assert agent.stop() == 0
+    stored = agent.read_batches()
+    vibration_ids = [str(v) for v in stored["vibration"]["record_id"].to_pylist()]
+    assert len(vibration_ids) == len(set(vibration_ids)) == 10, vibration_ids
+    assert sorted(str(v) for v in stored["image_classifier"]["record_id"].to_pylist()) == sorted(r["record_id"] for r in images)
