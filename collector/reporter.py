@@ -82,6 +82,7 @@ class StatusReporter:
             "last_offset_s": self.last_offset_s,
             "last_report": self.last_report,
             "unreported": dict(self._unreported),
+            "versions": self.versions(),
         }
 
     def restore(self, state: dict[str, Any]) -> None:
@@ -98,6 +99,11 @@ class StatusReporter:
         report = state.get("last_report")
         if isinstance(report, dict):
             self.last_report = report
+        versions = state.get("versions")
+        if isinstance(versions, dict):
+            for model, known in versions.items():
+                if isinstance(known, list) and all(isinstance(version, str) for version in known):
+                    self.note_versions(str(model), reversed(known[:MAX_VERSIONS]))  # oldest first: the newest ends last
         unreported = state.get("unreported")
         if isinstance(unreported, dict):
             self._unreported = Counter({str(k): v for k, v in unreported.items()

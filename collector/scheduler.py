@@ -109,6 +109,13 @@ class SyncScheduler:
             reporter.restore(self._state.report)
         self._retries = self._state.failures_in_a_row  # failed syncs in a row since the last successful one
         self._last_success_at: Moment | None = None
+        if metrics is not None:  # an alert on the time since the last success must not fire for a restart
+            last = self._state.last_result
+            for gauge, stamp in ((metrics.sync_last_attempt, last.get("started_at") if last else None),
+                                 (metrics.sync_last_success, self._state.last_success_at)):
+                when = _parse(stamp) if isinstance(stamp, str) else None
+                if when is not None:
+                    gauge.set(when.timestamp())
 
     @property
     def configured(self) -> bool:
@@ -452,7 +459,12 @@ class SyncScheduler:
 
 
 def _parse(stamp: str | None) -> datetime | None:
-    return datetime.fromisoformat(stamp) if stamp is not None else None
+    """A saved wall-clock time; None for none, or for one that is not an ISO time with its zone."""
+    try:
+        when = datetime.fromisoformat(stamp) if stamp is not None else None
+    except ValueError:
+        return None
+    return when if when is not None and when.tzinfo is not None else None
 
 
 class OffsetTrigger(BaseTrigger):

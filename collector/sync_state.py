@@ -9,7 +9,7 @@ every sync, holds the failures in a row, when the retry is due, the last result 
 success, when a high-water sync may run again, the next scheduled sync, a random jitter
 offset (drawn when there is neither seed nor token) and what the status report carries
 (failures in a row, last success, the server's clock offset, the last report, the outcomes
-not reported yet). Times are wall-clock ISO strings: a boot-clock time means nothing after
+not reported yet, the model versions the app logged). Times are wall-clock ISO strings: a boot-clock time means nothing after
 a reboot. A file that cannot be read starts afresh (logged); one that cannot be written is
 logged (rate-limited) and written again after the next sync.
 """

@@ -140,4 +140,8 @@ def test_status_after_a_restart_shows_the_last_sync_and_report(agent_factory, in
         assert after["sync"][key] == before["sync"][key], key
     assert after["health"]["clock"]["last_offset_s"] == before["health"]["clock"]["last_offset_s"]
     assert after["health"]["last_report"] == before["health"]["last_report"]
+    assert after["health"]["models"] == before["health"]["models"]  # the model versions the app logged
+    success = datetime.fromisoformat(before["sync"]["last_success_at"]).timestamp()
+    metric = next(line for line in agent.metrics().splitlines() if line.startswith("edgeloop_sync_last_success_timestamp_seconds "))
+    assert abs(float(metric.split()[-1]) - success) < 1.0, metric
     assert agent.stop() == 0
