@@ -8,7 +8,8 @@ The server's answer is checked with the rules the server used (``Policy.check`` 
 this device's schemas) and taken whole or not at all, then written durably to
 ``<state_dir>/policies.json`` before it applies: a restart, offline or not, runs the last
 policies the device accepted. Each applied policy reports a version: ``server:<n>``,
-``file:<digest>`` or ``config:<digest>``.
+``file:<digest>`` or ``config:<digest>``. When the last fetch was and how it went is saved
+there too, so ``status`` after a restart still says it.
 """
 
 from __future__ import annotations
@@ -84,8 +85,7 @@ class Policies:
             self.etag = etag
             return False
         if self._path is not None:
-            state = {"etag": etag, "policies": _document(remote)}
-            write_durably(self._path, orjson.dumps(state), mode=0o600)
+            write_durably(self._path, self._state(remote, etag, self.last_fetch), mode=0o600)
         self.remote, self.etag = remote, etag
         log.info("server policies accepted", extra={"versions": {m: v for m, (v, _) in remote.items()}})
         return True
@@ -94,7 +94,16 @@ class Policies:
         """Ask the server for this device's policies; returns what happened, in a word. Never raises for the server's answer."""
         outcome = await self._fetch(session, url, token, registry)
         self.last_fetch = {"at": datetime.now(UTC).isoformat(), "outcome": outcome}
+        if self._path is not None and self.settings.remote == "allow":
+            try:
+                write_durably(self._path, self._state(self.remote, self.etag, self.last_fetch), mode=0o600)
+            except OSError as exc:  # the policies in force are saved already; only the fetch's time is not
+                log.warning("cannot save when the policies were fetched", extra={"path": str(self._path), "error": str(exc)})
         return outcome
+
+    @staticmethod
+    def _state(remote: dict[str, tuple[int, Policy]], etag: str | None, last_fetch: dict[str, Any] | None) -> bytes:
+        return orjson.dumps({"etag": etag, "policies": _document(remote), "last_fetch": last_fetch})
 
     async def _fetch(self, session: aiohttp.ClientSession, url: str, token: str, registry: SchemaRegistry) -> str:
         if self.settings.remote == "forbid":
@@ -128,6 +137,9 @@ class Policies:
             state = orjson.loads(path.read_bytes())
             self.remote = _parse_stored(state["policies"])
             self.etag = state.get("etag")
+            last_fetch = state.get("last_fetch")
+            if isinstance(last_fetch, dict) and all(isinstance(last_fetch.get(key), str) for key in ("at", "outcome")):
+                self.last_fetch = {"at": last_fetch["at"], "outcome": last_fetch["outcome"]}
         except FileNotFoundError:
             return
         except (OSError, ValueError, KeyError, TypeError, PolicyError) as exc:

@@ -145,3 +145,17 @@ def test_status_after_a_restart_shows_the_last_sync_and_report(agent_factory, in
     metric = next(line for line in agent.metrics().splitlines() if line.startswith("edgeloop_sync_last_success_timestamp_seconds "))
     assert abs(float(metric.split()[-1]) - success) < 1.0, metric
     assert agent.stop() == 0
+
+
+def test_status_after_a_restart_shows_when_policies_were_last_fetched(agent_factory, ingest):
+    """After a restart that fetches no policies (sync off, or backing off), status still says when the last fetch was and how it went."""
+    agent = agent_factory(sync={"enabled": True, "url": ingest.url, "token_file": str(ingest.token_file), "jitter_s": 0.0}).start()
+    result = agent.cli("sync", "--wait", "--json")
+    assert result.returncode == 0, result.stderr
+    before = agent.status()["policies"]["last_fetch"]
+    assert before is not None and before["outcome"] in ("updated", "unchanged"), before
+    agent.kill()
+    agent.config["sync"]["enabled"] = False  # the device is taken offline
+    agent.start()
+    assert agent.status()["policies"]["last_fetch"] == before
+    assert agent.stop() == 0
