@@ -159,3 +159,24 @@ def test_status_after_a_restart_shows_when_policies_were_last_fetched(agent_fact
     agent.start()
     assert agent.status()["policies"]["last_fetch"] == before
     assert agent.stop() == 0
+
+
+@pytest.mark.parametrize("saved", [
+    b"{not json",
+    b'["a list"]',
+    orjson.dumps({"failures_in_a_row": "3", "retry_at": "yesterday", "next_sync_at": "2026-01-01T00:00:00",
+                  "last_result": [1], "jitter_offset_s": -5, "report": {"last_offset_s": "x", "versions": {"vibration": [1]},
+                                                                         "unreported": {"failed": True}}}),
+    orjson.dumps({"failures_in_a_row": 2, "retry_at": None, "last_result": {"started_at": "garbage", "outcome": 7}}),
+], ids=["not-json", "not-an-object", "wrong-types", "odd-result"])
+def test_an_unreadable_sync_state_starts_sync_afresh(agent_factory, ingest_down, saved):
+    """A sync.json that is not JSON or holds values of the wrong types (a hand edit) does not stop the agent: what cannot be read is left out."""
+    url, token = ingest_down
+    agent = _outage_agent(agent_factory, url, token)
+    agent.state_dir.mkdir(parents=True)
+    (agent.state_dir / "sync.json").write_bytes(saved)
+    agent.start()
+    sync = agent.status()["sync"]
+    assert sync["retry_at"] is None and sync["retries_in_a_row"] in (0, 2), sync
+    assert agent.cli("status").returncode == 0
+    assert agent.stop() == 0
