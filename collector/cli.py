@@ -588,7 +588,7 @@ def _format_status(report: dict[str, Any]) -> str:
         fetched = policies.get("last_fetch") or {}
         lines.append(
             f"policies   {running}; remote {policies['remote']}, last fetch "
-            + (f"{fetched['at']} ({fetched['outcome']})" if fetched else "never since the agent started")
+            + (f"{fetched['at']} ({fetched['outcome']})" if fetched else "never")
         )
     health = report.get("health")
     if health:
