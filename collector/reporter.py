@@ -123,11 +123,7 @@ class StatusReporter:
     def document(self, result: SyncResult) -> dict[str, Any]:
         """A new status document about now and the sync ``result`` (its upload part done)."""
         now = datetime.now(UTC)
-        if result.outcome == "ok":
-            self._failures_in_a_row = 0
-            self._last_success_at = Moment.now()
-        elif result.outcome in ("failed", "partial"):
-            self._failures_in_a_row += 1
+        self._note_outcome(result.outcome)
         spool_stats = self.spool.stats()
         journal = self.journal.stats()
         oldest = _oldest_age_s(self.spool, journal)
@@ -191,8 +187,17 @@ class StatusReporter:
                             "sent_at": document["sent_at"] if document else None, "stored": False, "error": error}
 
     def unreported(self, outcome: str) -> None:
-        """A sync ran that sent no report (skipped by only_if, not configured)."""
+        """A sync ran that sent no report (skipped by only_if, not configured, ingest unreachable)."""
         self._unreported[outcome] += 1
+        self._note_outcome(outcome)
+
+    def _note_outcome(self, outcome: str) -> None:
+        """Count a sync in the failures in a row, whether its report could be sent or not."""
+        if outcome == "ok":
+            self._failures_in_a_row = 0
+            self._last_success_at = Moment.now()
+        elif outcome in ("failed", "partial"):
+            self._failures_in_a_row += 1
 
     def sampling(self) -> dict[str, Any]:
         """The sampling rules in force (after any reload)."""

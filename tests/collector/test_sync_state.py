@@ -12,6 +12,12 @@ import orjson
 import pytest
 
 from bench.simulator import SimulatedModel
+from edgeloop.collector.config import SamplingSettings
+from edgeloop.collector.journal import Journal
+from edgeloop.collector.reporter import StatusReporter
+from edgeloop.collector.sync import Syncer
+from edgeloop.schemas import EXAMPLES_DIR, SchemaRegistry
+from tests.collector.sync_peer import IngestPeer, make_batch, spool, sync_settings  # noqa: F401 (fixtures)
 from tests.ingest.conftest import free_port
 
 
@@ -180,3 +186,27 @@ def test_an_unreadable_sync_state_starts_sync_afresh(agent_factory, ingest_down,
     assert sync["retry_at"] is None and sync["retries_in_a_row"] in (0, 2), sync
     assert agent.cli("status").returncode == 0
     assert agent.stop() == 0
+
+
+async def test_the_report_counts_failures_that_could_send_no_report(spool, tmp_path):
+    """Syncs that failed without reaching ingest count in the next report's failures_in_a_row, as the ones that reached it do."""
+    registry = SchemaRegistry.from_dir(EXAMPLES_DIR)
+    port = free_port()
+    settings = sync_settings(f"http://127.0.0.1:{port}", tmp_path, max_attempts=1)
+    reporter = StatusReporter(
+        spool=spool, journal=Journal(spool, registry, spool.settings), sync=settings,
+        registry=lambda: registry, sampling=SamplingSettings, agent_version="test",
+    )
+    syncer = Syncer(settings, spool, agent_version="test", reporter=reporter)
+    make_batch(spool)
+    for _ in range(2):  # ingest down: no report can be sent
+        assert (await syncer.run_once()).outcome == "failed"
+    peer = await IngestPeer().start(port=port)
+    try:
+        peer.script.append(500)  # up, but the upload fails: this run's report is sent
+        assert (await syncer.run_once()).outcome == "failed"
+        [document] = peer.statuses
+        assert document["sync"]["failures_in_a_row"] == 3, document["sync"]
+        assert document["sync"]["since_last_report"] == {"failed": 3}, document["sync"]
+    finally:
+        await peer.stop()
