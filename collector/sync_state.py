@@ -17,12 +17,19 @@ logged (rate-limited) and written again after the next sync.
 from __future__ import annotations
 
 import logging
-from dataclasses import asdict, dataclass, field, fields
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
-import orjson
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    ValidatorFunctionWrapHandler,
+    field_validator,
+)
 
 from edgeloop.durable import write_durably
 from edgeloop.logs import RateLimitedLogger
@@ -34,58 +41,54 @@ log = logging.getLogger(__name__)
 SYNC_STATE_FILE = "sync.json"
 
 
-@dataclass
-class SyncState:
+def _aware(stamp: str) -> str:
+    if datetime.fromisoformat(stamp).tzinfo is None:
+        raise ValueError("a saved time needs its zone")
+    return stamp
+
+
+WallTime = Annotated[str, AfterValidator(_aware)]  # an ISO wall-clock time with its zone, kept as written
+Seconds = Annotated[float, Field(ge=0, allow_inf_nan=False)]
+
+
+class SyncState(BaseModel):
     """The sync schedule's and the status report's memory; ``load`` and ``save`` it in the state dir."""
 
-    failures_in_a_row: int = 0  # scheduled, retry and high-water syncs that failed since the last success
-    retry_at: str | None = None
+    model_config = {"strict": True}  # a hand edit's true is not 1, its "5" not 5
+
+    failures_in_a_row: Annotated[int, Field(ge=0)] = 0  # scheduled, retry and high-water syncs that failed since the last success
+    retry_at: WallTime | None = None
     last_result: dict[str, Any] | None = None  # SyncResult.as_dict() of the last sync
-    last_success_at: str | None = None
-    high_water_not_before: str | None = None
-    next_sync_at: str | None = None
-    jitter_window_s: float | None = None  # the window a random offset was drawn in (None: the offset is not random)
-    jitter_offset_s: float | None = None
-    report: dict[str, Any] = field(default_factory=dict)  # StatusReporter.state()
+    last_success_at: WallTime | None = None
+    high_water_not_before: WallTime | None = None
+    next_sync_at: WallTime | None = None
+    jitter_window_s: Seconds | None = None  # the window a random offset was drawn in (None: the offset is not random)
+    jitter_offset_s: Seconds | None = None
+    report: dict[str, Any] = Field(default_factory=dict)  # StatusReporter.state()
+
+    @field_validator("*", mode="wrap")
+    @classmethod
+    def _or_default(cls, value: Any, handler: ValidatorFunctionWrapHandler, info: ValidationInfo) -> Any:
+        """A saved value of the wrong type (a hand edit, an older agent) is forgotten, not the whole file."""
+        try:
+            return handler(value)
+        except ValidationError:
+            return cls.model_fields[info.field_name].get_default(call_default_factory=True)
 
     @classmethod
     def load(cls, path: Path) -> SyncState:
         """The state saved at ``path``; a fresh one if there is none or it cannot be read."""
         try:
-            saved = orjson.loads(path.read_bytes())
+            return cls.model_validate_json(path.read_bytes())
         except FileNotFoundError:
             return cls()
-        except (OSError, orjson.JSONDecodeError) as exc:
+        except (OSError, ValidationError) as exc:  # not JSON, or not an object
             log.warning("cannot read the saved sync state; sync starts afresh", extra={"path": str(path), "error": str(exc)})
             return cls()
-        if not isinstance(saved, dict):
-            return cls()
-        state = cls()
-        for spec in fields(cls):
-            value = saved.get(spec.name)
-            if value is not None and _fits(spec.name, value):
-                setattr(state, spec.name, value)
-        return state
 
     def save(self, path: Path, errors: RateLimitedLogger) -> None:
         """Write the state durably; a failure is logged (rate-limited): the next sync writes it again."""
         try:
-            write_durably(path, orjson.dumps(asdict(self)), mode=0o600)
+            write_durably(path, self.model_dump_json().encode(), mode=0o600)
         except OSError as exc:
             errors.log(logging.WARNING, "sync-state", "cannot save the sync state", path=str(path), error=str(exc))
-
-
-def _fits(name: str, value: Any) -> bool:
-    """A saved value of the type its field holds (a hand edit or an older agent may have written anything)."""
-    if name == "failures_in_a_row":
-        return isinstance(value, int) and not isinstance(value, bool) and value >= 0
-    if name in ("jitter_window_s", "jitter_offset_s"):
-        return isinstance(value, int | float) and not isinstance(value, bool) and value >= 0
-    if name in ("last_result", "report"):
-        return isinstance(value, dict)
-    if not isinstance(value, str):
-        return False
-    try:
-        return datetime.fromisoformat(value).tzinfo is not None
-    except ValueError:
-        return False
