@@ -159,6 +159,12 @@ class SyncScheduler:
             # Earlier than the schedule from now, and still ahead: an interval that a restart must not push back.
             if now < saved_next < job.next_run_time:
                 job.modify(next_run_time=saved_next)
+            # Missed while the agent was down (a device switched off every night would never sync): run it soon,
+            # spread like a first retry so a fleet powered on together does not sync at once (systemd's Persistent=).
+            elif saved_next <= now and not (self._retries and state.retry_at):  # a retry still due is the catch-up
+                job.modify(next_run_time=now + timedelta(seconds=random.uniform(0, self.settings.retry_initial_s)))
+                log.info("a scheduled sync was missed while the agent was down: it runs soon",
+                         extra={"missed_at": state.next_sync_at, "next_sync_at": self._next_sync_at()})
         not_before = _parse(state.high_water_not_before)
         if not_before is not None and now < not_before <= now + timedelta(seconds=self.settings.backoff_max_s):
             self._high_water_not_before = time.monotonic() + (not_before - now).total_seconds()

@@ -210,3 +210,47 @@ async def test_the_report_counts_failures_that_could_send_no_report(spool, tmp_p
         assert document["sync"]["since_last_report"] == {"failed": 3}, document["sync"]
     finally:
         await peer.stop()
+
+
+def test_a_scheduled_sync_missed_while_the_agent_was_down_runs_soon_after_it_starts(agent_factory, ingest):
+    """A nightly sync whose time passed while the agent was down (a device off every night) runs within retry_initial_s of the next start, and a restart before it keeps its time."""
+    sync = {"enabled": True, "url": ingest.url, "token_file": str(ingest.token_file), "schedule": "0 2 * * *",
+            "jitter_s": 0.0, "retry_initial_s": 3600}
+    agent = agent_factory(sync=sync).start()
+    assert agent.post_records(_records(1))[0] == 200
+    assert agent.stop() == 0
+    state_file = agent.state_dir / "sync.json"
+    state = orjson.loads(state_file.read_bytes())
+    assert _seconds_until(state["next_sync_at"]) > 0  # the night's sync, still ahead
+    state["next_sync_at"] = (datetime.now(UTC) - timedelta(hours=3)).isoformat()
+    state_file.write_bytes(orjson.dumps(state))  # the device was off at 02:00
+    agent.start()
+    catch_up = agent.status()["sync"]["next_sync_at"]
+    assert 0 <= _seconds_until(catch_up) <= 3600, catch_up  # within retry_initial_s, not tomorrow night
+    agent.kill()
+    agent.start()  # a crash before the catch-up: the same time, not a new draw and not tomorrow
+    assert agent.status()["sync"]["next_sync_at"] == catch_up
+    assert agent.stop() == 0
+    state = orjson.loads(state_file.read_bytes())
+    state["next_sync_at"] = (datetime.now(UTC) - timedelta(hours=3)).isoformat()
+    state_file.write_bytes(orjson.dumps(state))
+    agent.config["sync"]["retry_initial_s"] = 1.0
+    agent.start()
+    for _ in range(200):
+        last = agent.status()["sync"]["last_result"]
+        if last and last.get("outcome") == "ok" and last.get("uploaded") == 1:
+            break
+        time.sleep(0.05)
+    else:
+        raise AssertionError(agent.status()["sync"])
+    assert agent.stop() == 0
+
+
+def test_a_first_start_makes_no_catch_up_sync(agent_factory, ingest):
+    """An agent started for the first time waits for its schedule: nothing was missed."""
+    sync = {"enabled": True, "url": ingest.url, "token_file": str(ingest.token_file), "schedule": "0 2 * * *",
+            "jitter_s": 0.0, "retry_initial_s": 1.0}
+    agent = agent_factory(sync=sync).start()
+    scheduled = datetime.fromisoformat(agent.status()["sync"]["next_sync_at"]).astimezone(UTC)
+    assert (scheduled.hour, scheduled.minute, scheduled.second) == (2, 0, 0), scheduled
+    assert agent.stop() == 0
