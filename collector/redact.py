@@ -81,6 +81,8 @@ __all__ = [
 PLACEHOLDERS = (
     "<EMAIL>", "<PHONE>", "<CARD>", "<IBAN>", "<IPV4>", "<IPV6>", "<MAC>",
     "<JWT>", "<API_KEY>", "<SECRET>", "<SSN>", "<NINO>",
+    "<AADHAAR>", "<CPF>", "<CNPJ>", "<DNI>", "<NIE>", "<CODICE_FISCALE>", "<PESEL>", "<BSN>", "<PERSONNUMMER>", "<HETU>",
+    "<CPR>", "<RESIDENT_ID>", "<NRIC>", "<RRN>", "<TFN>", "<MEDICARE>",
 )  # fmt: skip
 
 Detector = Callable[[str], Iterable[tuple[int, int, str]]]
@@ -204,6 +206,321 @@ def nino_ok(prefix: str) -> bool:
     BG GB KN NK NT TN ZZ are never issued."""
     prefix = prefix.upper()
     return prefix[0] in _NINO_FIRST and prefix[1] in _NINO_SECOND and prefix not in _NINO_NOT_ISSUED
+
+
+# National identity numbers: each carries a check digit (or letter), so a reading of the same shape passes 1 in 10 to
+# 1 in 31 and, for the bare digit runs, only where its country is declared (see _NATIONAL_IDS).
+_VERHOEFF_D = (
+    (0, 1, 2, 3, 4, 5, 6, 7, 8, 9), (1, 2, 3, 4, 0, 6, 7, 8, 9, 5), (2, 3, 4, 0, 1, 7, 8, 9, 5, 6),
+    (3, 4, 0, 1, 2, 8, 9, 5, 6, 7), (4, 0, 1, 2, 3, 9, 5, 6, 7, 8), (5, 9, 8, 7, 6, 0, 4, 3, 2, 1),
+    (6, 5, 9, 8, 7, 1, 0, 4, 3, 2), (7, 6, 5, 9, 8, 2, 1, 0, 4, 3), (8, 7, 6, 5, 9, 3, 2, 1, 0, 4),
+    (9, 8, 7, 6, 5, 4, 3, 2, 1, 0),
+)  # fmt: skip
+_VERHOEFF_P = (
+    (0, 1, 2, 3, 4, 5, 6, 7, 8, 9), (1, 5, 7, 6, 2, 8, 3, 0, 9, 4), (5, 8, 0, 3, 7, 9, 6, 1, 4, 2),
+    (8, 9, 1, 6, 0, 4, 3, 5, 2, 7), (9, 4, 5, 3, 1, 2, 6, 8, 7, 0), (4, 2, 8, 6, 5, 7, 3, 9, 0, 1),
+    (2, 7, 9, 3, 8, 0, 6, 4, 1, 5), (7, 0, 4, 6, 9, 1, 3, 2, 5, 8),
+)  # fmt: skip
+
+
+def _weighted(digits: str, weights: Sequence[int]) -> int:
+    """The sum of each digit times its weight."""
+    return sum((ord(digit) - 48) * weight for digit, weight in zip(digits, weights))
+
+
+def _date_ok(year: int, month: int, day: int) -> bool:
+    """Whether the day exists (a leap day only in a leap year)."""
+    if not 1 <= month <= 12 or day < 1:
+        return False
+    if month == 2:
+        return day <= (29 if year % 4 == 0 and (year % 100 != 0 or year % 400 == 0) else 28)
+    return day <= (30 if month in (4, 6, 9, 11) else 31)
+
+
+def aadhaar_ok(digits: str) -> bool:
+    """India's Aadhaar (UIDAI): 12 digits, not opening with 0 or 1, Verhoeff check digit."""
+    if len(digits) != 12 or digits[0] in "01" or digits == digits[::-1]:  # UIDAI issues no palindrome
+        return False
+    check = 0
+    for position, char in enumerate(reversed(digits)):
+        check = _VERHOEFF_D[check][_VERHOEFF_P[position % 8][ord(char) - 48]]
+    return check == 0
+
+
+def cpf_ok(digits: str) -> bool:
+    """Brazil's CPF: 11 digits, not all alike, two mod-11 check digits."""
+    if len(digits) != 11 or digits == digits[0] * 11:
+        return False
+    first = _weighted(digits[:9], range(10, 1, -1)) * 10 % 11 % 10
+    second = _weighted(digits[:10], range(11, 1, -1)) * 10 % 11 % 10
+    return ord(digits[9]) - 48 == first and ord(digits[10]) - 48 == second
+
+
+_CNPJ_WEIGHTS = (6, 5, 4, 3, 2, 9, 8, 7, 6, 5, 4, 3, 2)
+
+
+def cnpj_ok(digits: str) -> bool:
+    """Brazil's CNPJ: 14 digits, not all alike, two mod-11 check digits."""
+    if len(digits) != 14 or digits == digits[0] * 14:
+        return False
+    for size in (12, 13):
+        remainder = _weighted(digits[:size], _CNPJ_WEIGHTS[13 - size :]) % 11
+        if ord(digits[size]) - 48 != (0 if remainder < 2 else 11 - remainder):
+            return False
+    return True
+
+
+_DNI_LETTERS = "TRWAGMYFPDXBNJZSQVHLCKE"
+
+
+def dni_ok(number: str) -> bool:
+    """Spain's DNI (8 digits and a control letter) or NIE (X, Y or Z, 7 digits and the letter), in any case."""
+    number = number.upper()
+    if len(number) != 9 or not number[1:8].isdigit() or not number[8].isalpha():
+        return False
+    lead = number[0]
+    if lead in "XYZ":
+        lead = str("XYZ".index(lead))
+    elif not lead.isdigit():
+        return False
+    return _DNI_LETTERS[int(lead + number[1:8]) % 23] == number[8]
+
+
+_FISCAL_ODD = {char: value for chars, value in (
+    ("0A", 1), ("1B", 0), ("2C", 5), ("3D", 7), ("4E", 9), ("5F", 13), ("6G", 15), ("7H", 17), ("8I", 19), ("9J", 21),
+    ("K", 2), ("L", 4), ("M", 18), ("N", 20), ("O", 11), ("P", 3), ("Q", 6), ("R", 8), ("S", 12), ("T", 14), ("U", 16),
+    ("V", 10), ("W", 22), ("X", 25), ("Y", 24), ("Z", 23),
+) for char in chars}  # fmt: skip
+
+
+def fiscal_code_ok(code: str) -> bool:
+    """Italy's codice fiscale: 16 characters in its letters-and-digits pattern, and its check letter (any case)."""
+    code = code.upper()
+    if _FISCAL_CODE_SHAPE.fullmatch(code) is None:
+        return False
+    total = 0
+    for position, char in enumerate(code[:15]):
+        if position % 2 == 0:
+            total += _FISCAL_ODD[char]
+        else:
+            total += ord(char) - (48 if char.isdigit() else 65)
+    return chr(65 + total % 26) == code[15]
+
+
+_PESEL_WEIGHTS = (1, 3, 7, 9, 1, 3, 7, 9, 1, 3)
+
+
+def pesel_ok(digits: str) -> bool:
+    """Poland's PESEL: 11 digits, a birth date (its month carries the century), check digit of weights 1-3-7-9."""
+    if len(digits) != 11 or not digits.isdigit():
+        return False
+    month = int(digits[2:4])
+    century = (1900, 2000, 2100, 2200, 1800)[month // 20]
+    if not _date_ok(century + int(digits[:2]), month % 20, int(digits[4:6])):
+        return False
+    return (10 - _weighted(digits[:10], _PESEL_WEIGHTS) % 10) % 10 == ord(digits[10]) - 48
+
+
+def bsn_ok(digits: str) -> bool:
+    """The Netherlands' BSN: 9 digits passing the 11-proof (weights 9..2, the last -1)."""
+    if len(digits) != 9 or digits[:8] == "00000000":
+        return False
+    return (_weighted(digits[:8], range(9, 1, -1)) - (ord(digits[8]) - 48)) % 11 == 0
+
+
+def personnummer_ok(digits: str) -> bool:
+    """Sweden's personnummer or samordningsnummer (day + 60): YYMMDDNNNN or YYYYMMDDNNNN, a date, Luhn on the last 10."""
+    if len(digits) == 12:
+        year, digits = int(digits[:4]), digits[2:]
+        if not 1800 <= year <= 2099:
+            return False
+    elif len(digits) == 10:
+        year = 2000 + int(digits[:2])  # any century: a leap day only in a year that ends in a leap pair
+    else:
+        return False
+    day = int(digits[4:6])
+    return _date_ok(year, int(digits[2:4]), day - 60 if day > 60 else day) and luhn_ok(digits)
+
+
+_HETU_CENTURIES = {"+": 1800, "-": 1900, "U": 1900, "V": 1900, "W": 1900, "X": 1900, "Y": 1900,
+                   "A": 2000, "B": 2000, "C": 2000, "D": 2000, "E": 2000, "F": 2000}  # fmt: skip
+_HETU_CHECKS = "0123456789ABCDEFHJKLMNPRSTUVWXY"
+
+
+def hetu_ok(code: str) -> bool:
+    """Finland's henkilötunnus: DDMMYY, a century sign, an individual number 002-899 and its mod-31 check (any case)."""
+    code = code.upper()
+    century = _HETU_CENTURIES.get(code[6:7]) if len(code) == 11 else None
+    if century is None or not (code[:6].isdigit() and code[7:10].isdigit()) or not 2 <= int(code[7:10]) <= 899:
+        return False
+    if not _date_ok(century + int(code[4:6]), int(code[2:4]), int(code[:2])):
+        return False
+    return _HETU_CHECKS[int(code[:6] + code[7:10]) % 31] == code[10]
+
+
+_CPR_WEIGHTS = (4, 3, 2, 7, 6, 5, 4, 3, 2, 1)
+
+
+def cpr_ok(digits: str) -> bool:
+    """Denmark's CPR: DDMMYY and four digits, a date and the mod-11 check of the numbers issued before 2007."""
+    if len(digits) != 10 or not _date_ok(2000, int(digits[2:4]), int(digits[:2])):
+        return False
+    return _weighted(digits, _CPR_WEIGHTS) % 11 == 0
+
+
+_RESIDENT_WEIGHTS = (7, 9, 10, 5, 8, 4, 2, 1, 6, 3, 7, 9, 10, 5, 8, 4, 2)
+
+
+def resident_id_ok(code: str) -> bool:
+    """China's resident identity number: 6-digit area, birth date YYYYMMDD, 3 digits and the ISO 7064 mod 11-2 check (0-9, X)."""
+    code = code.upper()
+    if len(code) != 18 or not code[:17].isdigit() or code[0] not in "12345678":
+        return False
+    if not (1900 <= int(code[6:10]) <= 2099 and _date_ok(int(code[6:10]), int(code[10:12]), int(code[12:14]))):
+        return False
+    return "10X98765432"[_weighted(code[:17], _RESIDENT_WEIGHTS) % 11] == code[17]
+
+
+_NRIC_WEIGHTS = (2, 7, 6, 5, 4, 3, 2)
+_NRIC_CHECKS = {"S": (0, "JZIHGFEDCBA"), "T": (4, "JZIHGFEDCBA"), "F": (0, "XWUTRQPNMLK"), "G": (4, "XWUTRQPNMLK"),
+                "M": (3, "XWUTRQPNJLK")}  # fmt: skip
+
+
+def nric_ok(code: str) -> bool:
+    """Singapore's NRIC or FIN: S, T, F, G or M, 7 digits and the check letter (any case)."""
+    code = code.upper()
+    series = _NRIC_CHECKS.get(code[:1]) if len(code) == 9 else None
+    if series is None or not code[1:8].isdigit():
+        return False
+    offset, letters = series
+    return letters[(offset + _weighted(code[1:8], _NRIC_WEIGHTS)) % 11] == code[8]
+
+
+_RRN_WEIGHTS = (2, 3, 4, 5, 6, 7, 8, 9, 2, 3, 4, 5)
+_RRN_CENTURIES = {"9": 1800, "0": 1800, "1": 1900, "2": 1900, "5": 1900, "6": 1900, "3": 2000, "4": 2000, "7": 2000, "8": 2000}
+
+
+def rrn_ok(digits: str) -> bool:
+    """Korea's resident registration number: YYMMDD, a sex/century digit, 5 digits and the mod-11 check digit (issued
+    until October 2020)."""
+    if len(digits) != 13 or not digits.isdigit():
+        return False
+    if not _date_ok(_RRN_CENTURIES[digits[6]] + int(digits[:2]), int(digits[2:4]), int(digits[4:6])):
+        return False
+    return (11 - _weighted(digits[:12], _RRN_WEIGHTS) % 11) % 10 == ord(digits[12]) - 48
+
+
+_TFN_WEIGHTS = (1, 4, 3, 7, 5, 8, 6, 9, 10)
+
+
+def tfn_ok(digits: str) -> bool:
+    """Australia's tax file number: 9 digits whose weighted sum (1, 4, 3, 7, 5, 8, 6, 9, 10) is a multiple of 11."""
+    return len(digits) == 9 and digits != "000000000" and _weighted(digits, _TFN_WEIGHTS) % 11 == 0
+
+
+_MEDICARE_WEIGHTS = (1, 3, 7, 9, 1, 3, 7, 9)
+
+
+def medicare_ok(digits: str) -> bool:
+    """Australia's Medicare card number: 10 digits (11 with the holder's reference), opening with 2-6, the ninth the
+    check digit of weights 1-3-7-9, an issue number 1-9 after it."""
+    if len(digits) not in (10, 11) or digits[0] not in "23456" or digits[9] == "0" or (len(digits) == 11 and digits[10] == "0"):
+        return False
+    return _weighted(digits[:8], _MEDICARE_WEIGHTS) % 10 == ord(digits[8]) - 48
+
+
+# -- national identity numbers --------------------------------------------------------------------
+
+# A run of digits with the separators these numbers are written with, opening after no word character or after one
+# letter that opens the number (X1234567L), and ending before no word character or before one letter (12345678Z).
+_ID_RUN = re.compile(r"[0-9](?:(?<![\w+][0-9])|(?<=(?<!\w)[A-Za-z][0-9]))[0-9 ./-]*[0-9](?=(?:-?[A-Za-z])?(?!\w))")
+_ID_GROUP = re.compile(r"[0-9]+")
+_ID_SEPARATORS = re.compile(r"[ ./+-]")
+_NOT_SPACE = re.compile(r"[^ ]+")
+# Finland's henkilötunnus: its century sign may be a letter, which ends an _ID_RUN.
+_HETU = re.compile(r"[0-9](?<![\w+][0-9])[0-9]{5}[-+A-FU-Ya-fu-y][0-9]{3}[0-9A-Ya-y](?!\w)")
+# Italy's codice fiscale: six letters, then its digits lead, as letters would be tried at nearly every position.
+_FISCAL_CODE = re.compile(r"[0-9](?<=(?<!\w)[A-Za-z]{6}[0-9])[0-9][A-EHLMPRSTa-ehlmprst][0-9]{2}[A-Za-z][0-9]{3}[A-Za-z](?!\w)")
+# Its letters-and-digits pattern, digits replaced by letters too (omocodia), upper case.
+_FISCAL_CODE_SHAPE = re.compile(r"[A-Z]{6}[0-9L-V]{2}[ABCDEHLMPRST][0-9L-V]{2}[A-Z][0-9L-V]{3}[A-Z]")
+
+
+@dataclass(frozen=True)
+class _IdKind:
+    """One national number: its placeholder, its check, the country whose declaration finds it bare (None: found
+    always, its form is strong enough), and the words that name it."""
+
+    placeholder: str
+    check: Callable[[str], bool]
+    region: str | None = None
+    words: frozenset[str] = frozenset()
+
+
+_CPF = _IdKind("<CPF>", cpf_ok)
+_CPF_BARE = _IdKind("<CPF>", cpf_ok, "BR", frozenset({"cpf"}))
+_CNPJ = _IdKind("<CNPJ>", cnpj_ok)
+_CNPJ_BARE = _IdKind("<CNPJ>", cnpj_ok, "BR", frozenset({"cnpj"}))
+_DNI = _IdKind("<DNI>", dni_ok)
+_NIE = _IdKind("<NIE>", dni_ok)
+_NRIC = _IdKind("<NRIC>", nric_ok)
+_RESIDENT_ID = _IdKind("<RESIDENT_ID>", resident_id_ok)
+_RRN = _IdKind("<RRN>", rrn_ok)
+_RRN_BARE = _IdKind("<RRN>", rrn_ok, "KR", frozenset({"rrn", "주민등록번호", "주민번호"}))
+_PESEL = _IdKind("<PESEL>", pesel_ok, "PL", frozenset({"pesel"}))
+_BSN = _IdKind("<BSN>", bsn_ok, "NL", frozenset({"bsn", "burgerservicenummer", "sofinummer"}))
+_PERSONNUMMER = _IdKind("<PERSONNUMMER>", personnummer_ok, "SE", frozenset({"personnummer", "personnr", "samordningsnummer"}))
+_CPR = _IdKind("<CPR>", cpr_ok, "DK", frozenset({"cpr", "cprnr", "personnummer"}))
+_AADHAAR = _IdKind("<AADHAAR>", aadhaar_ok, "IN", frozenset({"aadhaar", "aadhar", "uidai"}))
+_TFN = _IdKind("<TFN>", tfn_ok, "AU", frozenset({"tfn"}))
+_MEDICARE = _IdKind("<MEDICARE>", medicare_ok, "AU", frozenset({"medicare"}))
+_HETU_KIND = _IdKind("<HETU>", hetu_ok)
+_FISCAL_KIND = _IdKind("<CODICE_FISCALE>", fiscal_code_ok)
+
+# How each number is written: its groups of digits and their separators ("3.3.3-2"), "L" for a letter that opens or
+# closes it. The strong forms (a separator pattern or letters of their own, or 18 digits with a birth date) are found
+# always; the bare and spaced ones pass a check digit 1 in 10 or 11 by chance, so only where their country is declared
+# in privacy.regions or a word of their own names them.
+_NATIONAL_IDS: dict[str, tuple[_IdKind, ...]] = {
+    "3.3.3-2": (_CPF,), "9-2": (_CPF,), "11": (_CPF_BARE, _PESEL, _MEDICARE),
+    "2.3.3/4-2": (_CNPJ,), "14": (_CNPJ_BARE,),
+    "8L": (_DNI,), "8-L": (_DNI,), "L7L": (_NIE, _NRIC),
+    "18": (_RESIDENT_ID,), "17L": (_RESIDENT_ID,),
+    "6-7": (_RRN,), "13": (_RRN_BARE,),
+    "6-4": (_PERSONNUMMER, _CPR), "6+4": (_PERSONNUMMER,), "8-4": (_PERSONNUMMER,), "10": (_PERSONNUMMER, _CPR, _MEDICARE),
+    "12": (_PERSONNUMMER, _AADHAAR), "4 4 4": (_AADHAAR,), "4-4-4": (_AADHAAR,),
+    "9": (_BSN, _TFN), "4.2.3": (_BSN,), "3 3 3": (_TFN,),
+    "4 5 1": (_MEDICARE,), "4 5 1 1": (_MEDICARE,), "4 5 1-1": (_MEDICARE,),
+}  # fmt: skip
+# The forms found whatever is around them: one may be cut out of a run at a space ("CPF 123.456.789-09 2 itens").
+_STRONG_FORMS = frozenset(shape for shape, kinds in _NATIONAL_IDS.items() if all(kind.region is None for kind in kinds))
+
+
+def _id_shape(text: str, start: int, end: int, lead: bool, tail: int) -> str:
+    """The form of the run text[start:end]: its digit groups as their lengths, its separators, "L" for a letter before
+    it (``lead``) and after it (``tail``: 1 for "Z", 2 for "-Z")."""
+    shape = _ID_GROUP.sub(lambda group: str(group.end() - group.start()), text[start:end])
+    return ("L" if lead else "") + shape + ("", "L", "-L")[tail]
+
+
+def _named_before(text: str, at: int, words: frozenset[str]) -> bool:
+    """Whether one of ``words`` is among the three words (runs of letters) in the 40 characters before ``at``, with no
+    digit between (``_phone_named`` for any words)."""
+    low = at - 40 if at > 40 else 0
+    end = at
+    for _ in range(3):
+        while end > low and not text[end - 1].isalpha():
+            if text[end - 1].isdecimal():
+                return False
+            end -= 1
+        if end == low:
+            return False
+        start = end - 1
+        while start > low and text[start - 1].isalpha():
+            start -= 1
+        if text[start:end].lower() in words:
+            return True
+        end = start
+    return False
 
 
 # -- patterns -------------------------------------------------------------------------------------
@@ -1133,7 +1450,16 @@ class Redactor:
                     raise ValueError(f"the detector returned span {start}..{end} outside a text of {len(text)}")
                 extra.append((start, end, f"<{str(label).upper()}>"))
         if has_digit:
-            self._numbers(text, _settle(found + extra) if found or extra else found, add)
+            # A run of six digits and separators or more: what every kind of number below needs (a codice fiscale aside).
+            long_run = _long_run_scan(text) if _IN_C else _LONG_RUN.search(text) is not None
+            if long_run:
+                self._national_ids(text, add)
+            if len(text) >= 16:
+                for match in _FISCAL_CODE.finditer(text):
+                    if fiscal_code_ok(text[match.start() - 6 : match.end()]):
+                        add((match.start() - 6, match.end(), "<CODICE_FISCALE>"))
+            if long_run:
+                self._numbers(text, _settle(found + extra) if found or extra else found, add)
         found += extra
         if not found:
             return found
@@ -1184,6 +1510,61 @@ class Redactor:
             # A candidate that fails its check may have swallowed the start of the next one ("AA0000... 1.2.3.4"
             # is an IBAN candidate up to the "1"): go on from just after its start, not from its end.
             match = pattern.search(text, found[1] if found is not None else start + 1)
+
+    def _national_ids(self, text: str, add: Callable[[tuple[int, int, str]], None]) -> None:
+        """National identity numbers in the forms of _NATIONAL_IDS, and Finland's HETUs: a run of digits, its form, its check."""
+        for match in _ID_RUN.finditer(text):
+            start, end = match.span()
+            lead = start > 0 and text[start - 1].isalpha()  # an ASCII letter: the regex let no other one before
+            tail = 0  # how far a closing letter reaches past the run: "Z" or "-Z"
+            if end < len(text) and text[end].isalpha():
+                tail = 1
+            elif end + 1 < len(text) and text[end] == "-" and text[end + 1].isalpha() and (
+                end + 2 == len(text) or not (text[end + 2].isalnum() or text[end + 2] == "_")
+            ):
+                tail = 2
+            found = self._national_id(text, start - lead, end + tail, _id_shape(text, start, end, lead, tail))
+            if found is None and " " in text[start:end]:
+                # A strong form is what it is beside any group a space sets apart: try each piece of the run.
+                pieces = [piece.span() for piece in _NOT_SPACE.finditer(text, start, end)]
+                for index, (a, b) in enumerate(pieces):
+                    first, last = index == 0 and lead, tail if index == len(pieces) - 1 else 0
+                    shape = _id_shape(text, a, b, first, last)
+                    if shape in _STRONG_FORMS:
+                        found = self._national_id(text, a - first, b + last, shape)
+                        if found is not None:
+                            add(found)
+                continue
+            if found is not None:
+                add(found)
+        for match in _HETU.finditer(text):
+            if hetu_ok(match.group()):
+                add((match.start(), match.end(), "<HETU>"))
+
+    def _national_id(self, text: str, start: int, end: int, shape: str) -> tuple[int, int, str] | None:
+        """The finding for text[start:end] of the form ``shape``: the first of its kinds whose check passes where it is
+        found (its country declared or its name before it, and for a bare number none of a phone's measurement rules)."""
+        kinds = _NATIONAL_IDS.get(shape)
+        if kinds is None:
+            return None
+        value = _ID_SEPARATORS.sub("", text[start:end])
+        for kind in kinds:
+            named = False
+            if kind.region is not None and kind.region not in self.regions:
+                named = _named_before(text, start, kind.words)
+                if not named:
+                    continue
+            if not kind.check(value):
+                continue
+            if kind.region is not None and not named and not _named_before(text, start, kind.words) and (
+                text[start - 1 : start] == "#" or _measured(text, end) or _after_key(text, start)
+                or _serial_before(text, start) or _id_label(text, start)
+                or _VERSION_BEFORE.search(text, max(0, start - 24), start) is not None
+                or (len(value) == 10 or len(value) == 13) and value[0] == "1" and end - start == len(value)
+            ):  # fmt: skip
+                continue  # as for phones: after "#", a key, a label (serial, id, version), before a unit, or an epoch time
+            return (start, end, kind.placeholder)
+        return None
 
     def _secret_params(self, text: str, add: Callable[[tuple[int, int, str]], None]) -> None:
         for equals in _EQUALS.finditer(text):
@@ -1282,9 +1663,7 @@ class Redactor:
                     break
 
     def _numbers(self, text: str, found: list[tuple[int, int, str]], add: Callable[[tuple[int, int, str]], None]) -> None:
-        """Cards, SSNs and phones: digit runs outside look-alikes, checked group by group."""
-        if not (_long_run_scan(text) if _IN_C else _LONG_RUN.search(text) is not None):
-            return  # no run long enough for any kind
+        """Cards, SSNs and phones: digit runs outside look-alikes, checked group by group (in a text with a long run)."""
         mask = _lookalike_mask(text)
         if mask & 32 and self.regions:
             self._named_decimals(text, add)
@@ -1982,3 +2361,6 @@ if _fast is not None:
     redact = _fast.redact
     luhn_ok, iban_ok, card_ok = _fast.luhn_ok, _fast.iban_ok, _fast.card_ok
     ssn_ok, nino_ok = _fast.ssn_ok, _fast.nino_ok
+    aadhaar_ok, cpf_ok, cnpj_ok, dni_ok, fiscal_code_ok = _fast.aadhaar_ok, _fast.cpf_ok, _fast.cnpj_ok, _fast.dni_ok, _fast.fiscal_code_ok
+    pesel_ok, bsn_ok, personnummer_ok, hetu_ok, cpr_ok = _fast.pesel_ok, _fast.bsn_ok, _fast.personnummer_ok, _fast.hetu_ok, _fast.cpr_ok
+    resident_id_ok, nric_ok, rrn_ok, tfn_ok, medicare_ok = _fast.resident_id_ok, _fast.nric_ok, _fast.rrn_ok, _fast.tfn_ok, _fast.medicare_ok
