@@ -14,8 +14,11 @@ cdef Py_UCS4 _char(str text, Py_ssize_t index)
 @cython.locals(pair=int, suffix=Py_UCS4, after=Py_UCS4)
 cdef bint _nino_tail(str text, Py_ssize_t at)
 
+@cython.locals(offset=Py_ssize_t, char=Py_UCS4)
+cdef bint _fiscal_tail(str text, Py_ssize_t at)
+
 @cython.locals(i=Py_ssize_t, char=Py_UCS4, after=Py_UCS4, dots=Py_ssize_t, colons=Py_ssize_t, dashes=Py_ssize_t,
-               jwt=bint, key=bint, mac=bint, nino=bint, iban=bint, mask=long)
+               jwt=bint, key=bint, mac=bint, nino=bint, iban=bint, fiscal=bint, mask=long)
 cpdef long _token_mask_scan(str text, bint has_digit)
 
 @cython.locals(i=Py_ssize_t, char=Py_UCS4, after=Py_UCS4, previous=Py_UCS4, dots=Py_ssize_t, dashes=Py_ssize_t,
@@ -58,3 +61,12 @@ cpdef bint _any_digit(str text)
 
 @cython.locals(char=Py_UCS4)
 cpdef bint _any_decimal(str text)
+
+cdef bint _word(Py_UCS4 char)
+
+@cython.locals(char=Py_UCS4)
+cdef bint _id_run_end(str text, Py_ssize_t at)
+
+@cython.locals(n=Py_ssize_t, i=Py_ssize_t, j=Py_ssize_t, k=Py_ssize_t, end=Py_ssize_t, char=Py_UCS4, before=Py_UCS4,
+               sign=Py_UCS4, check=Py_UCS4)
+cpdef list _id_runs_scan(str text)

@@ -25,6 +25,12 @@ a column's values in one call, as the agent does) replaces::
       ">" are part of a value outside markup, and a closing tag ends one)
     US social security numbers (area/group/serial rules)            <SSN>
     UK national insurance numbers (prefix and suffix rules, any case) <NINO>
+    national identity numbers by their check digit or letter:       <CPF> <CNPJ> <DNI>
+      Brazil's CPF/CNPJ, Spain's DNI/NIE, Italy's codice fiscale,   <NIE> <CODICE_FISCALE>
+      Finland's HETU, China's resident id, Singapore's NRIC/FIN,    <HETU> <RESIDENT_ID>
+      Korea's RRN anywhere in their written forms; bare digit runs  <NRIC> <RRN> <AADHAAR>
+      (Aadhaar, PESEL, BSN, personnummer, CPR, TFN, Medicare, and   <PESEL> <BSN> <CPR>
+      CPF, CNPJ, RRN bare) only in the declared regions or named    <PERSONNUMMER> <TFN> <MEDICARE>
 
 plus custom patterns from the configuration and, optionally, the spans a model-based
 detector returns (names, street addresses: nothing here finds those).
@@ -432,14 +438,16 @@ def medicare_ok(digits: str) -> bool:
 # -- national identity numbers --------------------------------------------------------------------
 
 # A run of digits with the separators these numbers are written with, opening after no word character or after one
-# letter that opens the number (X1234567L), and ending before no word character or before one letter (12345678Z).
-_ID_RUN = re.compile(r"[0-9](?:(?<![\w+][0-9])|(?<=(?<!\w)[A-Za-z][0-9]))[0-9 ./-]*[0-9](?=(?:-?[A-Za-z])?(?!\w))")
-_ID_GROUP = re.compile(r"[0-9]+")
-_ID_SEPARATORS = re.compile(r"[ ./+-]")
+# letter that opens the number (X1234567L), and ending before no word character or before one letter (12345678Z); or
+# Finland's henkilötunnus with a letter for its century sign (131052A308T), which would end a run.
+_ID_RUN = re.compile(
+    r"[0-9](?:(?<![\w+][0-9])|(?<=(?<!\w)[A-Za-z][0-9]))"
+    r"(?:(?P<hetu>[0-9]{5}[A-FU-Ya-fu-y][0-9]{3}[0-9A-Ya-y](?!\w))|[0-9 ./+-]*[0-9](?=(?:-?[A-Za-z])?(?!\w)))"
+)
+_ID_SEPARATORS = str.maketrans("", "", " ./+-")
 _NOT_SPACE = re.compile(r"[^ ]+")
-# Finland's henkilötunnus: its century sign may be a letter, which ends an _ID_RUN.
-_HETU = re.compile(r"[0-9](?<![\w+][0-9])[0-9]{5}[-+A-FU-Ya-fu-y][0-9]{3}[0-9A-Ya-y](?!\w)")
-# Italy's codice fiscale: six letters, then its digits lead, as letters would be tried at nearly every position.
+_SHAPE_DIGITS = str.maketrans("123456789", "000000000")  # a run's form: its digits as 0, its separators as they are
+# Italy's codice fiscale (one of _TOKENS): six letters, then its digits lead, as letters would be tried at nearly every position.
 _FISCAL_CODE = re.compile(r"[0-9](?<=(?<!\w)[A-Za-z]{6}[0-9])[0-9][A-EHLMPRSTa-ehlmprst][0-9]{2}[A-Za-z][0-9]{3}[A-Za-z](?!\w)")
 # Its letters-and-digits pattern, digits replaced by letters too (omocodia), upper case.
 _FISCAL_CODE_SHAPE = re.compile(r"[A-Z]{6}[0-9L-V]{2}[ABCDEHLMPRST][0-9L-V]{2}[A-Z][0-9L-V]{3}[A-Z]")
@@ -448,12 +456,13 @@ _FISCAL_CODE_SHAPE = re.compile(r"[A-Z]{6}[0-9L-V]{2}[ABCDEHLMPRST][0-9L-V]{2}[A
 @dataclass(frozen=True)
 class _IdKind:
     """One national number: its placeholder, its check, the country whose declaration finds it bare (None: found
-    always, its form is strong enough), and the words that name it."""
+    always, its form is strong enough), the words that name it, and whether its check reads the separators too."""
 
     placeholder: str
     check: Callable[[str], bool]
     region: str | None = None
     words: frozenset[str] = frozenset()
+    raw: bool = False
 
 
 _CPF = _IdKind("<CPF>", cpf_ok)
@@ -473,54 +482,59 @@ _CPR = _IdKind("<CPR>", cpr_ok, "DK", frozenset({"cpr", "cprnr", "personnummer"}
 _AADHAAR = _IdKind("<AADHAAR>", aadhaar_ok, "IN", frozenset({"aadhaar", "aadhar", "uidai"}))
 _TFN = _IdKind("<TFN>", tfn_ok, "AU", frozenset({"tfn"}))
 _MEDICARE = _IdKind("<MEDICARE>", medicare_ok, "AU", frozenset({"medicare"}))
-_HETU_KIND = _IdKind("<HETU>", hetu_ok)
-_FISCAL_KIND = _IdKind("<CODICE_FISCALE>", fiscal_code_ok)
+_HETU_KIND = _IdKind("<HETU>", hetu_ok, raw=True)  # its century sign is a separator
 
 # How each number is written: its groups of digits and their separators ("3.3.3-2"), "L" for a letter that opens or
 # closes it. The strong forms (a separator pattern or letters of their own, or 18 digits with a birth date) are found
 # always; the bare and spaced ones pass a check digit 1 in 10 or 11 by chance, so only where their country is declared
 # in privacy.regions or a word of their own names them.
-_NATIONAL_IDS: dict[str, tuple[_IdKind, ...]] = {
+_ID_FORMS: dict[str, tuple[_IdKind, ...]] = {
     "3.3.3-2": (_CPF,), "9-2": (_CPF,), "11": (_CPF_BARE, _PESEL, _MEDICARE),
     "2.3.3/4-2": (_CNPJ,), "14": (_CNPJ_BARE,),
     "8L": (_DNI,), "8-L": (_DNI,), "L7L": (_NIE, _NRIC),
     "18": (_RESIDENT_ID,), "17L": (_RESIDENT_ID,),
     "6-7": (_RRN,), "13": (_RRN_BARE,),
-    "6-4": (_PERSONNUMMER, _CPR), "6+4": (_PERSONNUMMER,), "8-4": (_PERSONNUMMER,), "10": (_PERSONNUMMER, _CPR, _MEDICARE),
+    "6-4": (_PERSONNUMMER, _CPR, _HETU_KIND), "6+4": (_PERSONNUMMER, _HETU_KIND), "6-3L": (_HETU_KIND,), "6+3L": (_HETU_KIND,),
+    "8-4": (_PERSONNUMMER,), "10": (_PERSONNUMMER, _CPR, _MEDICARE),
     "12": (_PERSONNUMMER, _AADHAAR), "4 4 4": (_AADHAAR,), "4-4-4": (_AADHAAR,),
     "9": (_BSN, _TFN), "4.2.3": (_BSN,), "3 3 3": (_TFN,),
     "4 5 1": (_MEDICARE,), "4 5 1 1": (_MEDICARE,), "4 5 1-1": (_MEDICARE,),
 }  # fmt: skip
+# The same forms as a run reads through _SHAPE_DIGITS ("000.000.000-00"), so a run's form is looked up, not worked out.
+_NATIONAL_IDS = {re.sub(r"\d+", lambda group: "0" * int(group.group()), shape): kinds for shape, kinds in _ID_FORMS.items()}
 # The forms found whatever is around them: one may be cut out of a run at a space ("CPF 123.456.789-09 2 itens").
 _STRONG_FORMS = frozenset(shape for shape, kinds in _NATIONAL_IDS.items() if all(kind.region is None for kind in kinds))
+# Every word that names a number found bare: one look at the words before a run for all of its kinds.
+_ID_NAMES = frozenset(word for kinds in _ID_FORMS.values() for kind in kinds for word in kind.words)
+_LONGEST_FORM = max(len(shape) for shape in _NATIONAL_IDS)
 
 
 def _id_shape(text: str, start: int, end: int, lead: bool, tail: int) -> str:
-    """The form of the run text[start:end]: its digit groups as their lengths, its separators, "L" for a letter before
-    it (``lead``) and after it (``tail``: 1 for "Z", 2 for "-Z")."""
-    shape = _ID_GROUP.sub(lambda group: str(group.end() - group.start()), text[start:end])
-    return ("L" if lead else "") + shape + ("", "L", "-L")[tail]
+    """The form of the run text[start:end]: its digits as 0, its separators, "L" for a letter before it (``lead``) and
+    after it (``tail``: 1 for "Z", 2 for "-Z")."""
+    return ("L" if lead else "") + text[start:end].translate(_SHAPE_DIGITS) + ("", "L", "-L")[tail]
 
 
-def _named_before(text: str, at: int, words: frozenset[str]) -> bool:
-    """Whether one of ``words`` is among the three words (runs of letters) in the 40 characters before ``at``, with no
-    digit between (``_phone_named`` for any words)."""
+def _name_before(text: str, at: int) -> str:
+    """The word of _ID_NAMES among the three words (runs of letters) in the 40 characters before ``at`` with no digit
+    between (as ``_phone_named`` looks for a phone word), or ""."""
     low = at - 40 if at > 40 else 0
     end = at
     for _ in range(3):
         while end > low and not text[end - 1].isalpha():
             if text[end - 1].isdecimal():
-                return False
+                return ""
             end -= 1
         if end == low:
-            return False
+            return ""
         start = end - 1
         while start > low and text[start - 1].isalpha():
             start -= 1
-        if text[start:end].lower() in words:
-            return True
+        word = text[start:end].lower()
+        if word in _ID_NAMES:
+            return word
         end = start
-    return False
+    return ""
 
 
 # -- patterns -------------------------------------------------------------------------------------
@@ -730,9 +744,10 @@ class _Alternation:
 
 _TOKENS = _Alternation("", [
     f"(?P<{name}>{pattern.pattern})".replace("([:-])(?:[0-9A-Fa-f]{2}\\1)", "(?P<macsep>[:-])(?:[0-9A-Fa-f]{2}(?P=macsep))")
-    for name, pattern in (("jwt", _JWT), ("api_key", _API_KEY), ("mac", _MAC), ("ipv4", _IPV4), ("iban", _IBAN), ("nino", _NINO))
+    for name, pattern in (("jwt", _JWT), ("api_key", _API_KEY), ("mac", _MAC), ("ipv4", _IPV4), ("iban", _IBAN), ("nino", _NINO),
+                          ("fiscal", _FISCAL_CODE))
 ])  # fmt: skip
-_JWT_BIT, _API_KEY_BIT, _MAC_BIT, _IPV4_BIT, _IBAN_BIT, _NINO_BIT = 1, 2, 4, 8, 16, 32
+_JWT_BIT, _API_KEY_BIT, _MAC_BIT, _IPV4_BIT, _IBAN_BIT, _NINO_BIT, _FISCAL_BIT = 1, 2, 4, 8, 16, 32, 64
 # What every API key holds (the AWS ids are A??A): a text with none of these holds no key.
 _API_KEY_HINT = re.compile(r"A[A-Z][A-Z]A|gh|github_pat_|glpat-|k_|whsec_|xox|AIza|sk-|SG\.|npm_|pypi-|SK|hooks|-----BEGIN")
 # A middle of a MAC ("0:1a:2b:" or ".2b3c."); each hint here opens with a rare character, which the engine skips to.
@@ -740,6 +755,8 @@ _MAC_HINT = re.compile(r"[:.-](?:(?<=[:-])[0-9A-Fa-f]{2}[:-][0-9A-Fa-f]{2}[:-]|(
 # How a NINO ends: its digits lead, as letters in any case before them would be tried at nearly every position; they
 # open a run of digits (a letter or a space is before them), so a scan weighs only a run's first digit.
 _NINO_HINT = re.compile(r"\d(?<!\d\d)\d ?\d\d ?\d\d ?[A-Da-d](?!\w)")
+# The digits of a codice fiscale after its letters (its first six are the token's to check).
+_FISCAL_HINT = re.compile(r"[0-9](?<=[A-Za-z][0-9])[0-9][A-EHLMPRSTa-ehlmprst][0-9]{2}[A-Za-z][0-9]{3}[A-Za-z]")
 _IBAN_HINT = re.compile(r"(?<![^\W\d_])[A-Za-z][A-Za-z]\d\d(?:[ ]?[A-Za-z0-9]{4}){2}")  # how an IBAN opens, in any case
 
 
@@ -758,6 +775,8 @@ def _token_mask(text: str, has_digit: bool) -> int:
             mask |= _IPV4_BIT
         if _NINO_HINT.search(text) is not None:
             mask |= _NINO_BIT
+        if _FISCAL_HINT.search(text) is not None:
+            mask |= _FISCAL_BIT
         if _IBAN_HINT.search(text) is not None:
             mask |= _IBAN_BIT
     return mask
@@ -864,10 +883,23 @@ def _nino_tail(text: str, at: int) -> bool:
     return not (after.isalnum() or after == "_")
 
 
+def _fiscal_tail(text: str, at: int) -> bool:
+    """Whether _FISCAL_HINT matches at ``at`` (the letter before is the caller's): 2 digits, a month's letter, 2 digits,
+    a letter, 3 digits, a letter; ASCII all."""
+    for offset in (0, 1, 3, 4, 6, 7, 8):
+        char = _char(text, at + offset)
+        if not ("0" <= char <= "9"):
+            return False
+    char = _char(text, at + 2)
+    if char not in "ABCDEHLMPRSTabcdehlmprst":
+        return False
+    return _letter(_char(text, at + 5)) and _letter(_char(text, at + 9))
+
+
 def _token_mask_scan(text: str, has_digit: bool) -> int:
-    """``_token_mask`` in one pass: the counts, "eyJ", _API_KEY_HINT, _MAC_HINT, _NINO_HINT and _IBAN_HINT at each character."""
+    """``_token_mask`` in one pass: the counts, "eyJ", _API_KEY_HINT, _MAC_HINT, _NINO_HINT, _FISCAL_HINT and _IBAN_HINT at each character."""
     dots = colons = dashes = 0
-    jwt = key = mac = nino = iban = False
+    jwt = key = mac = nino = iban = fiscal = False
     for i in range(len(text)):
         char = text[i]
         if not iban and has_digit and _letter(char) and _letter(_char(text, i + 1)) and _char(text, i + 2).isdecimal() and (
@@ -918,8 +950,12 @@ def _token_mask_scan(text: str, has_digit: bool) -> int:
                 key = text.startswith("hooks", i)
         elif char == "e" and not jwt:
             jwt = text.startswith("eyJ", i)
-        elif not nino and has_digit and _decimal(char) and (i == 0 or not _decimal(text[i - 1])):
-            nino = _nino_tail(text, i)  # last: a digit reaches here through comparisons every character makes anyway
+        elif has_digit and _decimal(char) and (i == 0 or not _decimal(text[i - 1])):
+            # last: a digit reaches here through comparisons every character makes anyway
+            if not nino:
+                nino = _nino_tail(text, i)
+            if not fiscal and i > 0 and _letter(text[i - 1]):
+                fiscal = _fiscal_tail(text, i)
     mask = _JWT_BIT if jwt else 0
     if key:
         mask |= _API_KEY_BIT
@@ -930,6 +966,8 @@ def _token_mask_scan(text: str, has_digit: bool) -> int:
             mask |= _IPV4_BIT
         if nino:
             mask |= _NINO_BIT
+        if fiscal:
+            mask |= _FISCAL_BIT
         if iban:
             mask |= _IBAN_BIT
     return mask
@@ -1186,6 +1224,67 @@ def _secret_hints_scan(text: str) -> int:
     if digest:
         hints |= _DIGEST_HINT
     return hints
+
+
+def _word(char: str) -> bool:
+    """What the regex engine's \\w is: a letter or digit of any script, or "_"."""
+    return char.isalnum() or char == "_"
+
+
+def _id_run_end(text: str, at: int) -> bool:
+    """Whether _ID_RUN's closing lookahead holds at ``at``: no word character ("-" is none), or one ASCII letter before none."""
+    char = _char(text, at)
+    if _letter(char):
+        return not _word(_char(text, at + 1))
+    return not _word(char)
+
+
+def _id_runs_scan(text: str) -> list[tuple[int, int, bool]]:
+    """The matches of ``_ID_RUN.finditer(text)`` in one pass, as (start, end, whether it is a lettered HETU): from a
+    digit after no word character or "+" (or after one ASCII letter after none), a lettered HETU, else the longest
+    run of digits and " ./+-" that ends in a digit where _id_run_end holds."""
+    spans = []
+    n = len(text)
+    i = 0
+    while i < n:
+        char = text[i]
+        if not ("0" <= char <= "9"):
+            i += 1
+            continue
+        before = text[i - 1] if i else " "
+        if _word(before) or before == "+":
+            if not (_letter(before) and (i < 2 or not _word(text[i - 2]))):
+                i += 1
+                continue
+        # A HETU with a letter for its century sign: 5 digits, the sign, 3 digits, the check, no word character.
+        j = i + 1
+        while j < i + 6 and "0" <= _char(text, j) <= "9":
+            j += 1
+        sign = _char(text, i + 6)
+        check = _char(text, i + 10)
+        if j == i + 6 and ("A" <= sign <= "F" or "U" <= sign <= "Y" or "a" <= sign <= "f" or "u" <= sign <= "y") and (
+            "0" <= _char(text, i + 7) <= "9" and "0" <= _char(text, i + 8) <= "9" and "0" <= _char(text, i + 9) <= "9"
+        ) and ("0" <= check <= "9" or "A" <= check <= "Y" or "a" <= check <= "y") and not _word(_char(text, i + 11)):
+            spans.append((i, i + 11, True))
+            i += 11
+            continue
+        j = i + 1
+        while j < n and ("0" <= text[j] <= "9" or text[j] == " " or text[j] == "." or text[j] == "/" or text[j] == "+"
+                         or text[j] == "-"):  # fmt: skip
+            j += 1
+        end = -1
+        k = j
+        while k > i + 1:  # the greedy run gives back to its last digit where the lookahead holds (two digits at least)
+            if "0" <= text[k - 1] <= "9" and _id_run_end(text, k):
+                end = k
+                break
+            k -= 1
+        if end == -1:
+            i += 1
+            continue
+        spans.append((i, end, False))
+        i = end
+    return spans
 
 
 def _any_digit(text: str) -> bool:
@@ -1450,14 +1549,10 @@ class Redactor:
                     raise ValueError(f"the detector returned span {start}..{end} outside a text of {len(text)}")
                 extra.append((start, end, f"<{str(label).upper()}>"))
         if has_digit:
-            # A run of six digits and separators or more: what every kind of number below needs (a codice fiscale aside).
+            # A run of six digits and separators or more: what every kind of number below needs.
             long_run = _long_run_scan(text) if _IN_C else _LONG_RUN.search(text) is not None
             if long_run:
                 self._national_ids(text, add)
-            if len(text) >= 16:
-                for match in _FISCAL_CODE.finditer(text):
-                    if fiscal_code_ok(text[match.start() - 6 : match.end()]):
-                        add((match.start() - 6, match.end(), "<CODICE_FISCALE>"))
             if long_run:
                 self._numbers(text, _settle(found + extra) if found or extra else found, add)
         found += extra
@@ -1473,7 +1568,7 @@ class Redactor:
     # -- kinds ------------------------------------------------------------------------------------
 
     def _tokens(self, text: str, mask: int, add: Callable[[tuple[int, int, str]], None]) -> None:
-        """JWTs, API keys, MACs, IPv4s, IBANs and NINOs: one regex, then each kind's check."""
+        """JWTs, API keys, MACs, IPv4s, IBANs, NINOs and codici fiscali: one regex, then each kind's check."""
         pattern = _TOKENS(mask)
         match = pattern.search(text)
         while match is not None:
@@ -1503,6 +1598,9 @@ class Redactor:
             elif kind == "nino":
                 if nino_ok(match.group()[:2]):
                     found = (start, end, "<NINO>")
+            elif kind == "fiscal":
+                if fiscal_code_ok(text[start - 6 : end]):  # the match opens at its digits, after six letters
+                    found = (start - 6, end, "<CODICE_FISCALE>")
             else:
                 found = (start, end, f"<{kind.upper()}>")  # type: ignore[union-attr]
             if found is not None:
@@ -1512,10 +1610,16 @@ class Redactor:
             match = pattern.search(text, found[1] if found is not None else start + 1)
 
     def _national_ids(self, text: str, add: Callable[[tuple[int, int, str]], None]) -> None:
-        """National identity numbers in the forms of _NATIONAL_IDS, and Finland's HETUs: a run of digits, its form, its check."""
-        for match in _ID_RUN.finditer(text):
-            start, end = match.span()
+        """National identity numbers in the forms of _NATIONAL_IDS: a run of digits, its form, its check."""
+        runs = _id_runs_scan(text) if _IN_C else [(*match.span(), match.group("hetu") is not None) for match in _ID_RUN.finditer(text)]
+        for start, end, hetu in runs:
             lead = start > 0 and text[start - 1].isalpha()  # an ASCII letter: the regex let no other one before
+            if hetu:
+                if not lead and hetu_ok(text[start:end]):
+                    add((start, end, "<HETU>"))
+                continue
+            if end - start < 7 or end - start > _LONGEST_FORM and " " not in text[start:end]:
+                continue  # shorter than a NIE's 7 digits, or longer than any form and no pieces to try
             tail = 0  # how far a closing letter reaches past the run: "Z" or "-Z"
             if end < len(text) and text[end].isalpha():
                 tail = 1
@@ -1537,9 +1641,6 @@ class Redactor:
                 continue
             if found is not None:
                 add(found)
-        for match in _HETU.finditer(text):
-            if hetu_ok(match.group()):
-                add((match.start(), match.end(), "<HETU>"))
 
     def _national_id(self, text: str, start: int, end: int, shape: str) -> tuple[int, int, str] | None:
         """The finding for text[start:end] of the form ``shape``: the first of its kinds whose check passes where it is
@@ -1547,16 +1648,19 @@ class Redactor:
         kinds = _NATIONAL_IDS.get(shape)
         if kinds is None:
             return None
-        value = _ID_SEPARATORS.sub("", text[start:end])
+        value = text[start:end].translate(_ID_SEPARATORS)
+        name: str | None = None  # the word of _ID_NAMES before the run, or "" for none: looked for once, when needed
         for kind in kinds:
             named = False
-            if kind.region is not None and kind.region not in self.regions:
-                named = _named_before(text, start, kind.words)
-                if not named:
+            if kind.region is not None:
+                if name is None:
+                    name = _name_before(text, start)
+                named = name in kind.words
+                if not named and kind.region not in self.regions:
                     continue
-            if not kind.check(value):
+            if not kind.check(text[start:end] if kind.raw else value):
                 continue
-            if kind.region is not None and not named and not _named_before(text, start, kind.words) and (
+            if kind.region is not None and not named and (
                 text[start - 1 : start] == "#" or _measured(text, end) or _after_key(text, start)
                 or _serial_before(text, start) or _id_label(text, start)
                 or _VERSION_BEFORE.search(text, max(0, start - 24), start) is not None

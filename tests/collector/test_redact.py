@@ -216,7 +216,7 @@ def every_branch_tried():
     with pytest.MonkeyPatch.context() as patch:
         # The compiled build (what Redactor is where it was built) looks its module's globals up as Python does.
         for module in filter(None, (redact_module, redact_module._fast)):
-            patch.setattr(module, "_token_mask", lambda text, has_digit: (1 << 6) - 1)
+            patch.setattr(module, "_token_mask", lambda text, has_digit: (1 << 7) - 1)
             patch.setattr(module, "_lookalike_mask", lambda text: (1 << 7) - 1)
             patch.setattr(module, "_ipv6_possible", lambda text: True)
         yield

@@ -66,6 +66,8 @@ PIECES = [
     "2026-11-26", "26.11.2026", "12:30:45.123", "48.856613", "-0.5", "1764151755", "1764151755123",
     "4006381333931", "550e8400-e29b-41d4-a716-446655440000", "d41d8cd98f00b204e9800998ecf8427e", "10.0.0.1",
     "2001:db8::1", "00:1a:2b:3c:4d:5e", "jane@x.de", "pkts=92786175", '"ts": 1764151755', "ext. 12", "SKU-4471-0032",
+    "123.456.789-09", "12.345.678/0001-95", "12345678Z", "X1234567L", "S1234567D", "RSSMRA85T10A562S", "131052-308T",
+    "11010519491231002X", "900101-1234568", "44051401359", "123456782", "2345 6789 0124", "811218-9876", "2123 45670 1",
 ]  # fmt: skip
 
 
@@ -83,7 +85,7 @@ def texts(draw: st.DrawFn) -> str:
 
 
 @settings(max_examples=200, deadline=None)
-@given(text=texts(), region=st.sampled_from(["US", "DE", "IN", "GB", "BD", "EG", "FR", "BR"]))
+@given(text=texts(), region=st.sampled_from(["US", "DE", "IN", "GB", "BD", "EG", "FR", "BR", "PL", "NL", "SE", "DK", "KR", "AU"]))
 def test_generated_digits_and_separators_get_the_same_answer(compiled, text, region):
     """Generated digit runs, separators, Unicode digits and look-alikes: the compiled redactor finds what the pure one finds."""
     assert compiled.Redactor(regions=[region]).find(text) == PURE(regions=[region]).find(text)
@@ -117,7 +119,8 @@ def _prescreens(module, text: str) -> tuple:
     run, and the digit runs of six characters or more."""
     return (module._token_mask_scan(text, False), module._token_mask_scan(text, True), module._lookalike_mask_scan(text),
             module._long_run_scan(text), module._digit_runs_scan(text), module._any_decimal(text), module._any_digit(text),
-            module._secret_colon_scan(text), module._secret_hints_scan(text), module._decimal_phones_scan(text))  # fmt: skip
+            module._secret_colon_scan(text), module._secret_hints_scan(text), module._decimal_phones_scan(text),
+            module._id_runs_scan(text))  # fmt: skip
 
 
 def _by_regex(text: str) -> tuple:
@@ -127,7 +130,8 @@ def _by_regex(text: str) -> tuple:
     return (redact_module._token_mask(text, False), redact_module._token_mask(text, True), redact_module._lookalike_mask(text),
             redact_module._LONG_RUN.search(text) is not None, runs, redact_module._ANY_DIGIT.search(text) is not None,
             any(char.isdigit() for char in text), redact_module._SECRET_COLON_HINT.search(text) is not None,
-            redact_module._secret_hints(text), [match.span() for match in redact_module._DECIMAL_PHONE.finditer(text)])  # fmt: skip
+            redact_module._secret_hints(text), [match.span() for match in redact_module._DECIMAL_PHONE.finditer(text)],
+            [(*match.span(), match.group("hetu") is not None) for match in redact_module._ID_RUN.finditer(text)])  # fmt: skip
 
 
 def test_character_scans_answer_as_the_regexes_on_the_corpus(compiled):
@@ -137,7 +141,7 @@ def test_character_scans_answer_as_the_regexes_on_the_corpus(compiled):
     assert differ == []
 
 
-SCAN_CHARS = "0123456789²٣ +-().:/#_xXeE\u00a0AGKSIzaeyJghkpsnwo-BEGINabcdefABCDEFt§rRwWdDYTN\t\u2003\u017f=%3\"'uUlLMiIgG"
+SCAN_CHARS = "0123456789²٣ +-().:/#_xXeE\u00a0AGKSIzaeyJghkpsnwo-BEGINabcdefABCDEFt§rRwWdDYTN\t\u2003\u017f=%3\"'uUlLMiIgG""ZVvé"
 
 
 @settings(max_examples=300, deadline=None)
