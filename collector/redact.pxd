@@ -70,3 +70,6 @@ cdef bint _id_run_end(str text, Py_ssize_t at)
 @cython.locals(n=Py_ssize_t, i=Py_ssize_t, j=Py_ssize_t, k=Py_ssize_t, end=Py_ssize_t, char=Py_UCS4, before=Py_UCS4,
                sign=Py_UCS4, check=Py_UCS4)
 cpdef list _id_runs_scan(str text)
+
+@cython.locals(low=Py_ssize_t, end=Py_ssize_t, start=Py_ssize_t)
+cpdef str _name_before(str text, Py_ssize_t at)

@@ -509,6 +509,17 @@ _ID_NAMES = frozenset(word for kinds in _ID_FORMS.values() for kind in kinds for
 _LONGEST_FORM = max(len(shape) for shape in _NATIONAL_IDS)
 
 
+def _id_runs(text: str) -> list[tuple[int, int, bool]]:
+    """(start, end, whether it is a lettered HETU) of each _ID_RUN match that could be a form: 7 characters or more, as
+    a NIE's digits are."""
+    runs = []
+    for match in _ID_RUN.finditer(text):
+        hetu = match.group("hetu") is not None
+        if hetu or match.end() - match.start() >= 7:
+            runs.append((match.start(), match.end(), hetu))
+    return runs
+
+
 def _id_shape(text: str, start: int, end: int, lead: bool, tail: int) -> str:
     """The form of the run text[start:end]: its digits as 0, its separators, "L" for a letter before it (``lead``) and
     after it (``tail``: 1 for "Z", 2 for "-Z")."""
@@ -1240,9 +1251,9 @@ def _id_run_end(text: str, at: int) -> bool:
 
 
 def _id_runs_scan(text: str) -> list[tuple[int, int, bool]]:
-    """The matches of ``_ID_RUN.finditer(text)`` in one pass, as (start, end, whether it is a lettered HETU): from a
-    digit after no word character or "+" (or after one ASCII letter after none), a lettered HETU, else the longest
-    run of digits and " ./+-" that ends in a digit where _id_run_end holds."""
+    """``_id_runs(text)`` in one pass: from a digit after no word character or "+" (or after one ASCII letter after
+    none), a lettered HETU, else the longest run of digits and " ./+-" that ends in a digit where _id_run_end holds,
+    when it is 7 characters or more."""
     spans = []
     n = len(text)
     i = 0
@@ -1282,7 +1293,8 @@ def _id_runs_scan(text: str) -> list[tuple[int, int, bool]]:
         if end == -1:
             i += 1
             continue
-        spans.append((i, end, False))
+        if end - i >= 7:
+            spans.append((i, end, False))
         i = end
     return spans
 
@@ -1611,15 +1623,15 @@ class Redactor:
 
     def _national_ids(self, text: str, add: Callable[[tuple[int, int, str]], None]) -> None:
         """National identity numbers in the forms of _NATIONAL_IDS: a run of digits, its form, its check."""
-        runs = _id_runs_scan(text) if _IN_C else [(*match.span(), match.group("hetu") is not None) for match in _ID_RUN.finditer(text)]
+        runs = _id_runs_scan(text) if _IN_C else _id_runs(text)
         for start, end, hetu in runs:
             lead = start > 0 and text[start - 1].isalpha()  # an ASCII letter: the regex let no other one before
             if hetu:
                 if not lead and hetu_ok(text[start:end]):
                     add((start, end, "<HETU>"))
                 continue
-            if end - start < 7 or end - start > _LONGEST_FORM and " " not in text[start:end]:
-                continue  # shorter than a NIE's 7 digits, or longer than any form and no pieces to try
+            if end - start > _LONGEST_FORM and " " not in text[start:end]:
+                continue  # longer than any form, and no pieces to try
             tail = 0  # how far a closing letter reaches past the run: "Z" or "-Z"
             if end < len(text) and text[end].isalpha():
                 tail = 1

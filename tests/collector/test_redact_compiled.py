@@ -131,7 +131,7 @@ def _by_regex(text: str) -> tuple:
             redact_module._LONG_RUN.search(text) is not None, runs, redact_module._ANY_DIGIT.search(text) is not None,
             any(char.isdigit() for char in text), redact_module._SECRET_COLON_HINT.search(text) is not None,
             redact_module._secret_hints(text), [match.span() for match in redact_module._DECIMAL_PHONE.finditer(text)],
-            [(*match.span(), match.group("hetu") is not None) for match in redact_module._ID_RUN.finditer(text)])  # fmt: skip
+            redact_module._id_runs(text))  # fmt: skip
 
 
 def test_character_scans_answer_as_the_regexes_on_the_corpus(compiled):
