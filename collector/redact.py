@@ -214,8 +214,8 @@ def nino_ok(prefix: str) -> bool:
     return prefix[0] in _NINO_FIRST and prefix[1] in _NINO_SECOND and prefix not in _NINO_NOT_ISSUED
 
 
-# National identity numbers: each carries a check digit (or letter), so a reading of the same shape passes 1 in 10 to
-# 1 in 31 and, for the bare digit runs, only where its country is declared (see _NATIONAL_IDS).
+# National identity numbers: each carries a check digit or letter, which a reading of the same shape passes by chance
+# 1 in 10 to 1 in 31, so bare digit runs are looked for only where their country is declared (see _NATIONAL_IDS).
 _VERHOEFF_D = (
     (0, 1, 2, 3, 4, 5, 6, 7, 8, 9), (1, 2, 3, 4, 0, 6, 7, 8, 9, 5), (2, 3, 4, 0, 1, 7, 8, 9, 5, 6),
     (3, 4, 0, 1, 2, 8, 9, 5, 6, 7), (4, 0, 1, 2, 3, 9, 5, 6, 7, 8), (5, 9, 8, 7, 6, 0, 4, 3, 2, 1),
