@@ -29,7 +29,7 @@ import threading
 import time
 import weakref
 from collections import Counter, deque
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -110,6 +110,17 @@ def _default(value: Any) -> Any:
     return str(value)
 
 
+def _wire_time(value: datetime | float | None) -> Any:
+    """``created_at`` as the agent reads it: a datetime as UTC text (a naive one is the app's local time, as Python reads it)."""
+    if isinstance(value, datetime):
+        try:
+            # orjson writes a naive datetime without an offset (the agent's UTC) and rounds a seconds offset to minutes.
+            return value.astimezone(UTC).isoformat()
+        except (OverflowError, ValueError, TypeError):  # past year 9999 (or before 1) in UTC: the agent says so
+            return value
+    return value
+
+
 _InFlight = tuple[_UnixConnection, list[dict[str, Any]], list[threading.Event]]
 
 
@@ -188,7 +199,7 @@ class Client:
     ) -> str:
         """Queue one prediction; returns its record id at once (a UUIDv7 unless given).
 
-        ``created_at`` (a datetime or epoch seconds) defaults to now, on the app's clock.
+        ``created_at`` (a datetime or epoch seconds) defaults to now, on the app's clock; a naive datetime is local time.
         """
         record_id = record_id or str(uuid_utils.uuid7())
         record = {
@@ -196,7 +207,7 @@ class Client:
             "model": model,
             "model_version": model_version,
             "record_id": record_id,
-            "created_at": time.time() if created_at is None else created_at,
+            "created_at": time.time() if created_at is None else _wire_time(created_at),
             "inputs": inputs,
             "outputs": outputs,
         }
@@ -215,7 +226,7 @@ class Client:
     ) -> str:
         """Queue ground truth for an earlier prediction; returns the feedback record's id.
 
-        ``created_at`` (a datetime or epoch seconds) defaults to now, on the app's clock.
+        ``created_at`` (a datetime or epoch seconds) defaults to now, on the app's clock; a naive datetime is local time.
         """
         record_id = str(uuid_utils.uuid7())
         record = {
@@ -223,7 +234,7 @@ class Client:
             "model": model,
             "model_version": model_version,
             "record_id": record_id,
-            "created_at": time.time() if created_at is None else created_at,
+            "created_at": time.time() if created_at is None else _wire_time(created_at),
             "prediction_id": str(prediction_id),
             "feedback": feedback,
         }

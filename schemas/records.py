@@ -19,17 +19,29 @@ from __future__ import annotations
 
 import base64
 import binascii
+import re
 import sys
 from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, Literal, Union
 from uuid import UUID
 
-from pydantic import AfterValidator, BeforeValidator, ConfigDict, Field, Strict, TypeAdapter, ValidationError
+from pydantic import (
+    AfterValidator,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    GetCoreSchemaHandler,
+    Strict,
+    TypeAdapter,
+    ValidationError,
+)
+from pydantic_core import PydanticCustomError, core_schema
 from typing_extensions import NotRequired, Required, TypedDict
 
 from edgeloop.schemas.model_schema import FieldSpec, ModelSchema
+from edgeloop.times import EARLIEST_TIME_S, LATEST_TIME_S
 
 __all__ = ["LineValidator", "RecordIssue", "RecordValidator"]
 
@@ -86,7 +98,44 @@ def _max_bytes(limit: int):
 
 # Lax mode parses RFC 3339 text, epoch seconds and UUID text in Rust, several times faster
 # than a Python before-validator; every other type stays strict.
-Timestamp = Annotated[datetime, Strict(False), AfterValidator(_utc)]
+_Time = Annotated[datetime, Strict(False), AfterValidator(_utc)]
+_TIME = TypeAdapter(_Time)
+_LEAP_SECOND = re.compile(r"(\d{4}-\d\d-\d\d[Tt ]\d\d:\d\d):60(?:[.,]\d+)?(.*)", re.ASCII | re.DOTALL)
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+EARLIEST_US = EARLIEST_TIME_S * 1_000_000
+LATEST_US = (LATEST_TIME_S + 1) * 1_000_000 - 1
+
+
+def _late_time(value: Any) -> datetime:
+    """A time Rust's parser refused that is still one: a leap second, or epoch micro- or nanoseconds; else its error."""
+    if isinstance(value, str) and (leap := _LEAP_SECOND.fullmatch(value.strip())):
+        # 23:59:60 (RFC 3339's leap second) is the last microsecond of its minute: the same day, after every :59.
+        value = f"{leap[1]}:59.999999{leap[2]}"
+    elif isinstance(value, (int, float)) and not isinstance(value, bool) and abs(value) < 1e22:
+        # Pydantic takes numbers over 2e10 as milliseconds up to year 9999; past it, microseconds, then nanoseconds.
+        for per_us in (1, 1_000):
+            us = round(value / per_us) if isinstance(value, float) else value // per_us
+            if EARLIEST_US <= us <= LATEST_US:
+                return _EPOCH + timedelta(microseconds=us)
+    try:
+        return _TIME.validate_python(value)
+    except ValidationError as exc:
+        error = exc.errors(include_url=False)[0]
+        raise PydanticCustomError("time", error["msg"].removeprefix("Value error, ")) from None
+
+
+class _LateTime:
+    """Pydantic's own datetime parse first (Rust, every record), then ``_late_time`` only for what it refused."""
+
+    @classmethod
+    def __get_pydantic_core_schema__(cls, source: Any, handler: GetCoreSchemaHandler) -> core_schema.CoreSchema:
+        return core_schema.union_schema(
+            [(handler.generate_schema(_Time), "time"), (core_schema.no_info_plain_validator_function(_late_time), "late")],
+            mode="left_to_right",
+        )
+
+
+Timestamp = Annotated[datetime, _LateTime]
 
 
 UNSET_ID_MESSAGE = "the nil (all zeros) or max (all ones) UUID names no record: an unset default?"
@@ -236,8 +285,10 @@ def _issues(exc: ValidationError) -> list[RecordIssue]:
     for error in exc.errors(include_url=False):
         loc = list(error["loc"])
         index = loc.pop(0)
-        if index in first:
-            continue
+        if index in first or loc[-1:] == ["time"]:
+            continue  # a time's first parse: its second (``_late_time``) says why, or took it
+        if loc[-1:] == ["late"]:
+            loc.pop()
         if loc and loc[0] in ("prediction", "feedback"):
             loc.pop(0)  # the union's tag adds nothing for the reader
         field = ".".join(str(part) for part in loc) or "record"
