@@ -11,15 +11,37 @@ leaves them out instead of failing on them.
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime
 
-__all__ = ["EARLIEST", "EARLIEST_TIME_S", "LATEST", "LATEST_TIME_S", "bounded", "utc_time"]
+__all__ = ["EARLIEST", "EARLIEST_TIME_S", "LATEST", "LATEST_TIME_S", "bounded", "from_iso", "past_leap_second", "utc_time"]
 
 EARLIEST_TIME_S = -62135596800  # 0001-01-01T00:00:00Z
 LATEST_TIME_S = 253402300799  # 9999-12-31T23:59:59Z
 EARLIEST = datetime.min.replace(tzinfo=UTC)
 LATEST = datetime.max.replace(tzinfo=UTC)
 _RANGE = "years 1 to 9999 in UTC"
+_LEAP_SECOND = re.compile(r"(\d{4}-\d\d-\d\d[Tt ]\d\d:\d\d):60(?:[.,]\d+)?(.*)", re.ASCII | re.DOTALL)
+
+
+def past_leap_second(text: str) -> str:
+    """``text`` with RFC 3339's leap second (``23:59:60``, any fraction) as the last microsecond of its minute.
+
+    Python and DuckDB hold no second 60; this keeps the time on its day and after every ``:59`` of its minute.
+    """
+    leap = _LEAP_SECOND.fullmatch(text.strip())
+    return f"{leap[1]}:59.999999{leap[2]}" if leap else text
+
+
+def from_iso(text: str) -> datetime:
+    """``datetime.fromisoformat`` that also reads a leap second (``past_leap_second``); ValueError as it raises."""
+    try:
+        return datetime.fromisoformat(text.strip())
+    except ValueError:
+        leap = past_leap_second(text)
+        if leap is text:
+            raise
+        return datetime.fromisoformat(leap)
 
 
 def bounded(value: datetime) -> datetime:
@@ -35,7 +57,7 @@ def bounded(value: datetime) -> datetime:
 def utc_time(text: str) -> datetime:
     """An ISO 8601 date or time (``Z`` allowed; no zone is UTC) as an aware UTC time; ValueError saying why not."""
     try:
-        value = datetime.fromisoformat(text.strip())
+        value = from_iso(text)
     except ValueError:
         raise ValueError(f"{text[:64]!r} is not an ISO 8601 time (or date)") from None
     return bounded(value)

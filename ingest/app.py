@@ -81,6 +81,7 @@ from edgeloop.runner import GuardedRunner, read_body
 from edgeloop.schemas.device_status import MAX_STATUS_BYTES, DeviceStatus, is_status_id
 from edgeloop.schemas.model_schema import ModelSchema
 from edgeloop.schemas.registry import SchemaRegistry
+from edgeloop.times import from_iso
 
 __all__ = ["CONFIG", "DEVICE_FAILURES", "FAILED_LOGINS", "METRICS", "STORE", "create_app", "create_runner", "ssl_context"]
 
@@ -523,7 +524,7 @@ def _sent_at(value: str | None) -> datetime | None:
     if value is None:
         return None
     try:
-        parsed = datetime.fromisoformat(value.strip())
+        parsed = from_iso(value)
         parsed = parsed.astimezone(UTC) if parsed.tzinfo is not None else None
     except (ValueError, OverflowError):  # year 1 east of UTC, or year 9999 west of it
         parsed = None

@@ -61,6 +61,7 @@ from edgeloop.ingest.config import StoreSettings
 from edgeloop.ingest.connection import connect, quote
 from edgeloop.ingest.deletion import Guard
 from edgeloop.schemas.model_schema import FieldSpec, ModelSchema
+from edgeloop.times import from_iso
 
 __all__ = ["Landing", "Store", "add_feedback_column", "load_catalog", "register_schema"]
 
@@ -1063,7 +1064,7 @@ def _timestamp_or_none(text: str | None) -> datetime | None:
     if not text:
         return None
     try:
-        value = datetime.fromisoformat(text)
+        value = from_iso(text)
         # Year 1 east of UTC or 9999 west of it: a time no reader of the ledger could hold.
         return value.astimezone(UTC) if value.tzinfo else value.replace(tzinfo=UTC)
     except (ValueError, OverflowError):

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import re
 import sys
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -41,7 +40,7 @@ from pydantic_core import PydanticCustomError, core_schema
 from typing_extensions import NotRequired, Required, TypedDict
 
 from edgeloop.schemas.model_schema import FieldSpec, ModelSchema
-from edgeloop.times import EARLIEST_TIME_S, LATEST_TIME_S
+from edgeloop.times import EARLIEST_TIME_S, LATEST_TIME_S, past_leap_second
 
 __all__ = ["LineValidator", "RecordIssue", "RecordValidator"]
 
@@ -100,7 +99,6 @@ def _max_bytes(limit: int):
 # than a Python before-validator; every other type stays strict.
 _Time = Annotated[datetime, Strict(False), AfterValidator(_utc)]
 _TIME = TypeAdapter(_Time)
-_LEAP_SECOND = re.compile(r"(\d{4}-\d\d-\d\d[Tt ]\d\d:\d\d):60(?:[.,]\d+)?(.*)", re.ASCII | re.DOTALL)
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 EARLIEST_US = EARLIEST_TIME_S * 1_000_000
 LATEST_US = (LATEST_TIME_S + 1) * 1_000_000 - 1
@@ -108,9 +106,8 @@ LATEST_US = (LATEST_TIME_S + 1) * 1_000_000 - 1
 
 def _late_time(value: Any) -> datetime:
     """A time Rust's parser refused that is still one: a leap second, or epoch micro- or nanoseconds; else its error."""
-    if isinstance(value, str) and (leap := _LEAP_SECOND.fullmatch(value.strip())):
-        # 23:59:60 (RFC 3339's leap second) is the last microsecond of its minute: the same day, after every :59.
-        value = f"{leap[1]}:59.999999{leap[2]}"
+    if isinstance(value, str):
+        value = past_leap_second(value)
     elif isinstance(value, (int, float)) and not isinstance(value, bool) and abs(value) < 1e22:
         # Pydantic takes numbers over 2e10 as milliseconds up to year 9999; past it, microseconds, then nanoseconds.
         for per_us in (1, 1_000):

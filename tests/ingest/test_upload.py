@@ -524,6 +524,21 @@ async def test_a_sent_at_no_clock_reads_is_400(server, tmp_path, vibration, sent
     _assert_error(error, "bad_sent_at")
 
 
+async def test_a_leap_second_sent_at_and_sealed_at_are_times(server, tmp_path, vibration):
+    """RFC 3339's leap second (23:59:60) in X-Edgeloop-Sent-At and the footer's sealed_at is read as :59.999999, not refused or lost."""
+    token = await server.add_device("pump-1")
+    batch_id, body = seal(tmp_path, vibration, make_table(vibration, predictions=1)[0])
+    parquet = pq.ParquetFile(io.BytesIO(body))
+    metadata = {**parquet.metadata.metadata, b"edgeloop.sealed_at": b"2016-12-31T23:59:60.5Z"}
+    out = io.BytesIO()
+    pq.write_table(parquet.read().replace_schema_metadata(metadata), out, compression="zstd")
+    status, receipt, _ = await server.put(batch_id, out.getvalue(), token, headers={"X-Edgeloop-Sent-At": "2017-01-01T05:44:60+05:45"})
+    assert status == 201, receipt
+    rows = await server.sql("SELECT strftime(sealed_at, '%Y-%m-%dT%H:%M:%S.%f') AS sealed, "
+                            "strftime(sent_at, '%Y-%m-%dT%H:%M:%S.%f') AS sent FROM batches")
+    assert rows == [{"sealed": "2016-12-31T23:59:59.999999", "sent": "2016-12-31T23:59:59.999999"}]
+
+
 @pytest.mark.parametrize("sealed_at", ["0001-01-01T00:00:00+01:00", "9999-12-31T23:59:59-01:00", "not a time"])
 async def test_a_sealed_at_no_reader_holds_lands_as_unknown(server, tmp_path, vibration, sealed_at):
     """A batch whose footer's sealed_at is outside years 1-9999 once in UTC lands with sealed_at NULL, and the ledger stays readable."""
