@@ -33,7 +33,7 @@ from edgeloop.ingest.choices import IMPORT_FORMATS
 from edgeloop.ingest.connection import quote
 from edgeloop.ingest.store import add_feedback_column
 from edgeloop.schemas.model_schema import FieldSpec, ModelSchema
-from edgeloop.times import utc_time
+from edgeloop.times import from_iso, utc_time
 
 __all__ = ["IMPORT_FORMATS", "LABEL_NAMESPACE", "MAX_ROWS", "LabelRow", "land_labels", "read_labels"]
 
@@ -257,7 +257,7 @@ def _timestamp(value: Any, name: str) -> datetime:
     except ValueError as exc:
         raise ValueError(f"{name}: {exc}") from None
     # The offset as written is kept: it is part of each label's record id, so a file imported again adds nothing.
-    parsed = datetime.fromisoformat(value.strip())
+    parsed = from_iso(value)
     return parsed if parsed.tzinfo else instant
 
 

@@ -516,3 +516,23 @@ def test_a_csv_with_a_million_columns_is_read_in_linear_time(tmp_path, vibration
     rows, errors = read_labels(path, "csv", vibration)
     assert time.monotonic() - started < 20
     assert errors == [] and [(row.record_id, row.fields) for row in rows] == [(str(record), {"true_class": "ok"})]
+
+
+def test_a_label_stamped_in_a_leap_second_imports_at_the_last_microsecond_of_its_minute(tmp_path, vibration):
+    """A label file's created_at of 23:59:60 (RFC 3339's leap second, as the agent takes it) imports as 23:59:59.999999, not a row error."""
+    port = free_port()
+    config = write_config(tmp_path, port)
+    token = cli("devices", "add", "pump-1", "--config", str(config)).stdout.strip()
+    server = spawn_server(config, tmp_path / "server.log")
+    try:
+        table, ids = make_table(vibration, predictions=1)
+        batch_id, body = seal(tmp_path / "a", vibration, table)
+        assert put_batch(port, batch_id, body, token) == 201
+    finally:
+        stop_server(server)
+    labels = tmp_path / "labels.jsonl"
+    labels.write_text(json.dumps({"record_id": str(ids[0]), "true_class": "ok", "created_at": "2017-01-01T05:44:60.5+05:45"}) + "\n")
+    result = cli("feedback", "import", str(labels), "--format", "jsonl", "--model", "vibration", "--config", str(config), check=False)
+    assert result.returncode == 0 and "imported 1 labels" in result.stderr, result.stderr
+    rows = _sql(config, "SELECT strftime(feedback_created_at, '%Y-%m-%dT%H:%M:%S.%f') AS at FROM vibration_training")
+    assert rows == [{"at": "2016-12-31T23:59:59.999999"}]
