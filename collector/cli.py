@@ -165,9 +165,8 @@ def cmd_init_config(args: argparse.Namespace) -> int:
 
 def cmd_pseudonym(args: argparse.Namespace) -> int:
     """Print the HMAC the `hash` rule stores for VALUE, so an operator can find a person's rows."""
-    from datetime import datetime
-
     from edgeloop.collector.privacy import Privacy
+    from edgeloop.times import from_iso
 
     config = _config(args)
     key = read_fleet_key(config.agent.key_file)
@@ -178,7 +177,7 @@ def cmd_pseudonym(args: argparse.Namespace) -> int:
             "int": int,
             "float": float,
             "bool": lambda text: {"true": True, "false": False}[text.lower()],
-            "timestamp": datetime.fromisoformat,
+            "timestamp": from_iso,  # a leap second as the agent reads it
         }[args.type](raw)
     except (ValueError, KeyError):
         raise _Failure(f"{raw!r} is not a {args.type}") from None

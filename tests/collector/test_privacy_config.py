@@ -199,6 +199,16 @@ def test_pseudonym_prints_what_the_device_stores(agent_factory):
     assert "is not a int" in one_line_error(agent.cli("pseudonym", "--type", "int", "x"))
 
 
+def test_a_timestamp_pseudonym_reads_a_leap_second_as_the_agent_does(agent_factory):
+    """`pseudonym --type timestamp` of a leap second prints the hash of :59.999999 (what the agent stores), the same in any offset."""
+    agent = agent_factory()
+    leap = agent.cli("pseudonym", "--type", "timestamp", "2016-12-31T23:59:60Z")
+    assert leap.returncode == 0, leap.stderr
+    expected = hmac.new(FLEET_KEY, b"2016-12-31T23:59:59.999999+00:00", hashlib.sha256).hexdigest()
+    assert leap.stdout.strip() == expected
+    assert agent.cli("pseudonym", "--type", "timestamp", "2017-01-01T05:44:60+05:45").stdout.strip() == expected
+
+
 def test_pseudonym_without_a_config_is_one_line(tmp_path):
     """`pseudonym` with a missing config file is a one-line error, exit 1."""
     assert "cannot read" in one_line_error(run_cli("pseudonym", "x", "--config", str(tmp_path / "nope.toml")))
