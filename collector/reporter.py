@@ -62,6 +62,7 @@ class StatusReporter:
         self._policies = policies  # model → the sampling policy version it runs (server:<n>, file:…, config:…)
         self.agent_version = agent_version
         self._started = Moment.now()
+        self._run_id = str(uuid_utils.uuid4())  # not in the state dir: a copy of that (a golden image) must not copy it
         self.next_sync_at = next_sync_at  # set by the scheduler once it runs
         self._lock = threading.Lock()
         self._versions: dict[str, dict[str, int]] = {}  # model → version → order last logged
@@ -140,6 +141,7 @@ class StatusReporter:
             "sent_at": now.isoformat(),
             "agent_version": self.agent_version[:64],
             "started_at": self._started.at().isoformat(),
+            "run_id": self._run_id,
             "models": [
                 {"model": schema.name, "schema_fingerprint": schema.fingerprint, "versions": versions.get(schema.name, [])}
                 for schema in list(registry)[:256]

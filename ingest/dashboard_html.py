@@ -266,7 +266,10 @@ def device_page(models: Sequence[str], name: str, detail: dict[str, Any]) -> str
         f"{_e(units.size(device['backlog_bytes'], missing=DASH))}</dd>"
         f"<dt>clock offset</dt><dd>{_num(device['clock_offset_s'], 1)} s</dd>"
         f"<dt>registered</dt><dd>{_e(_when(device['created_at']))}</dd>"
-        f"<dt>batches landed</dt><dd>{_num(device['batches'])}</dd><dt>rows landed</dt><dd>{_num(device['rows'])}</dd></dl>",
+        f"<dt>batches landed</dt><dd>{_num(device['batches'])}</dd><dt>rows landed</dt><dd>{_num(device['rows'])}</dd></dl>"
+        + ('<p class="note" id="shared-token">Two agents\' runs alternate under this name (a state dir copied to another '
+           "machine, e.g. one SD-card image on several devices?): give each its own name and token.</p>"
+           if detail.get("shared_token") else ""),
         "<h2>Model versions</h2>",
         _table("device-versions", ["model", "version", "predictions", "feedback", "first landed", "last landed"], [
             ({"model": v["model"], "version": v["model_version"]},

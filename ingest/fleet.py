@@ -29,10 +29,12 @@ import pyarrow as pa
 from edgeloop.ingest.choices import STATES
 from edgeloop.ingest.config import FleetSettings
 from edgeloop.ingest.dashboard import version_key
+from edgeloop.ingest.health import shared_token
 from edgeloop.ingest.query import CheckedQuery, readable, run_query, stream_query
 from edgeloop.ingest.store import Store, arrow_rows
 
 MAX_DEVICE_VERSIONS = 20  # per model in a device's detail, as its page shows
+MAX_RUN_STATUSES = 200  # a device's newest statuses whose run ids tell whether two agents share its token
 
 __all__ = [
     "MAX_DEVICE_VERSIONS",
@@ -166,6 +168,10 @@ def device_detail(reader: Reader, name: str, now: datetime, settings: FleetSetti
     refusals = reader.query(
         "SELECT status, code, count, first_at, last_at FROM device_refusals WHERE device = ? ORDER BY last_at DESC", [name]
     )
+    runs = reader.query(
+        "SELECT run_id FROM (SELECT json_extract_string(document, '$.run_id') AS run_id, received_at FROM device_status "
+        "WHERE device = ? ORDER BY received_at DESC LIMIT ?) ORDER BY received_at", [name, MAX_RUN_STATUSES]
+    ).column("run_id").to_pylist()
     used = arrow_rows(reader.query(
         "SELECT model, model_version, sum(predictions)::BIGINT AS predictions, sum(feedback)::BIGINT AS feedback, "
         "min(first_at) AS first_seen, max(last_at) AS last_seen FROM landed_daily WHERE device = ? "
@@ -183,6 +189,7 @@ def device_detail(reader: Reader, name: str, now: datetime, settings: FleetSetti
         "status": orjson.loads(latest[0]["document"]) if latest else None,
         "recent_statuses": arrow_rows(recent),
         "refusals": arrow_rows(refusals),
+        "shared_token": shared_token(runs),
         "versions": [entry for entry in used if id(entry) in newest],
         "versions_total": totals,
     }

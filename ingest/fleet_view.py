@@ -83,6 +83,9 @@ def device_text(detail: dict[str, Any]) -> str:
                  + (f" (last report: {', '.join(f'{k} {v}' for k, v in status['drops'].items())})"
                     if status and status["drops"] else ""))
     lines.append(f"refused       {device['refused'] or 0} uploads")
+    if detail.get("shared_token"):
+        lines.append("shared token  two agents' runs alternate under this name (a state dir copied to another machine, "
+                     "e.g. one SD-card image on several devices?): give each its own name and token")
     for refusal in detail["refusals"]:
         lines.append(f"              {refusal['count']} x {refusal['status']} {refusal['code']} (last {refusal['last_at']})")
     for version in detail["versions"]:

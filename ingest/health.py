@@ -40,7 +40,8 @@ from edgeloop.ingest.aggregate import (
 )
 from edgeloop.schemas.device_status import DeviceStatus
 
-__all__ = ["HEALTH_TABLES", "Refusals", "create_sql", "ensure_tables", "note_deleted", "note_landed", "prune_statuses", "store_status"]
+__all__ = ["HEALTH_TABLES", "Refusals", "create_sql", "ensure_tables", "note_deleted", "note_landed", "prune_statuses", "shared_token",
+           "store_status"]
 
 log = logging.getLogger(__name__)
 
@@ -212,6 +213,10 @@ def store_status(
          sync.outcome, sync.error, sync.window_s, spool.batches, spool.records, spool.bytes, spool.oldest_record_age_s,
          dropped, status.disk.free_bytes, status.disk.full, document],
     )
+    if status.run_id is not None and _run_came_back(con, device, status.run_id):
+        log.warning("two agents send with one device's token: their runs alternate (a state dir copied to another "
+                    "machine, e.g. one SD-card image on several devices?); give each its own name and token",
+                    extra={"device": device, "run_id": status.run_id})
     latest = [
         received_at, status.sent_at, status.status_id, status.agent_version, sync.window_s, sync.outcome, sync.error,
         sync.started_at, sync.last_success_at, sync.failures_in_a_row, spool.batches, spool.records, spool.bytes,
@@ -221,6 +226,31 @@ def store_status(
     _add_device_row(con, {"device": device, "first_seen_at": received_at, "last_seen_at": received_at, "statuses": 1,
                           "dropped": dropped, **dict(zip(STATUS_FIELDS, latest))})
     return 201, _receipt(status.status_id, device, received_at, offset_s, "stored")
+
+
+def _run_came_back(con: duckdb.DuckDBPyConnection, device: str, run_id: str) -> bool:
+    """Whether ``run_id`` was stored before another run's status: one agent's runs follow each other and never return."""
+    found = con.execute(
+        "SELECT count(*) FROM device_status WHERE device = $1 AND json_extract_string(document, '$.run_id') = $2 "
+        "AND received_at < (SELECT max(received_at) FROM device_status WHERE device = $1 "
+        "AND json_extract_string(document, '$.run_id') <> $2)", [device, run_id],
+    ).fetchone()
+    return bool(found and found[0])
+
+
+def shared_token(run_ids: list[str | None]) -> bool:
+    """Whether statuses' run ids (oldest first) alternate: a run that comes back after another is a second agent."""
+    superseded: set[str] = set()
+    current = None
+    for run_id in run_ids:
+        if run_id is None or run_id == current:
+            continue
+        if run_id in superseded:
+            return True
+        if current is not None:
+            superseded.add(current)
+        current = run_id
+    return False
 
 
 def _add_device_row(con: duckdb.DuckDBPyConnection, values: dict[str, Any]) -> None:

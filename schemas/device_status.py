@@ -140,6 +140,8 @@ class DeviceStatus(_Part):
     sent_at: Time
     agent_version: Annotated[str, StringConstraints(min_length=1, max_length=64)]
     started_at: Time
+    # Minted at each agent start, kept nowhere: two that alternate under one token are two machines (a cloned state dir).
+    run_id: Annotated[str, StringConstraints(pattern=STATUS_ID.pattern)] | None = None
     models: Annotated[list[StatusModel], Field(max_length=256)] = []
     spool: StatusSpool
     journal: StatusJournal

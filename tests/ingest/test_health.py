@@ -365,3 +365,28 @@ async def test_a_device_that_ran_thousands_of_versions_gets_a_small_detail(serve
         async with session.get(f"{server.url}/dashboard/devices/pump-1") as page:
             text = await page.text()
     assert f"vibration: {3000 - MAX_DEVICE_VERSIONS:,} more versions" in text
+
+
+async def test_run_ids_that_alternate_mark_a_shared_token_and_restarts_do_not(server, caplog):
+    """Statuses whose run ids come back after another run (two agents, one token) set shared_token, log it and show on the page;
+    runs that only follow each other (restarts) and documents without a run id do not."""
+    from edgeloop.ingest.dashboard_html import device_page
+
+    clones = await server.add_device("pump-1")
+    restarted = await server.add_device("pump-2")
+    first, second, third = (str(uuid_utils.uuid4()) for _ in range(3))
+    for token, runs in ((clones, [first, second, first]), (restarted, [None, first, second, third])):
+        for run_id in runs:
+            document = status_document() if run_id is None else status_document(run_id=run_id)
+            assert (await put_status(server, token, document))[0] == 201
+            await asyncio.sleep(1.05)  # fleet.min_status_interval_s
+    now = datetime.now(UTC)
+    shared = device_detail(reader(server), "pump-1", now, server.config.fleet)
+    alone = device_detail(reader(server), "pump-2", now, server.config.fleet)
+    assert shared["shared_token"] is True and alone["shared_token"] is False
+    warned = [record for record in caplog.records if "two agents send with one device's token" in record.getMessage()]
+    assert [record.device for record in warned] == ["pump-1"]
+    assert 'id="shared-token"' in device_page([], "pump-1", {**shared, "version_changes": [], "version_changes_total": 0,
+                                                             "recent_batches": []})
+    assert 'id="shared-token"' not in device_page([], "pump-2", {**alone, "version_changes": [], "version_changes_total": 0,
+                                                                "recent_batches": []})
