@@ -3,7 +3,8 @@
 One ``Syncer.run_once`` is one sync. It asks the ``only_if`` gate, reads the device token,
 then PUTs every pending batch and lets the server's answer decide the batch's fate::
 
-    201 / 200              landed / already landed   → acknowledge: the batch leaves the spool
+    201 / 200 + receipt    landed / already landed   → acknowledge: the batch leaves the spool
+    201 / 200 without one  not ingest (a portal)     → stop the run, keep every batch
     413                    too large                 → split in halves, upload the halves
     401, 403               this device is refused    → stop the run, keep every batch
     404, 405, 3xx, odd 2xx the URL is wrong          → stop the run, keep every batch
@@ -13,7 +14,9 @@ then PUTs every pending batch and lets the server's answer decide the batch's fa
     TLS failure            certificate not trusted   → stop the run at once, keep every batch
     429 / 503              throttled                 → the whole run pauses for Retry-After
 
-Uploads are sequential, so one pause or one bandwidth cap holds for the whole run.
+Uploads are sequential, so one pause or one bandwidth cap holds for the whole run. A receipt
+is what ``Answer.receipt_problem`` accepts (this batch's id, sha256, bytes and rows), and every
+answer is read by ``Answer.read``, within the bounds ``collector/answer.py`` lists.
 
 After the uploads, even when there was nothing to upload, the run sends the device's status
 document (``collector/reporter.py``) with its real outcome: ``PUT /v1/status/{status_id}``,
@@ -26,6 +29,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import email.utils
+import hashlib
 import logging
 import os
 import signal
@@ -42,6 +46,7 @@ import aiohttp
 import orjson
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_after_attempt, wait_random_exponential
 
+from edgeloop.collector.answer import IDENTITY, Answer
 from edgeloop.collector.bootclock import Moment
 from edgeloop.collector.config import SyncSettings
 from edgeloop.collector.reporter import StatusReporter
@@ -59,7 +64,7 @@ PARQUET_MEDIA_TYPE = "application/vnd.apache.parquet"
 SENT_AT_HEADER = "X-Edgeloop-Sent-At"
 NOT_CONFIGURED = "sync is not configured"
 CHUNK_BYTES = 64 * 1024
-MAX_ERROR_BODY_BYTES = 64 * 1024
+MAX_ANSWER_BYTES = 64 * 1024  # a receipt or an error: well under 1 KiB from ingest
 STATUS_TIMEOUT_S = 30.0
 
 Outcome = Literal["ok", "partial", "skipped", "failed"]
@@ -245,8 +250,8 @@ class Syncer:
                 timeout=aiohttp.ClientTimeout(total=min(self.settings.request_timeout_s, STATUS_TIMEOUT_S)),
                 allow_redirects=False,
             ) as response:
-                status = response.status
-                body = await _read_body(response)
+                answer = await Answer.read(response, MAX_ANSWER_BYTES)
+                status, body = answer.status, answer.shown
         except (aiohttp.ClientError, TimeoutError, OSError) as exc:
             error = f"status report failed: {type(exc).__name__}: {exc}"
         except Exception as exc:  # building the document must never fail the sync
@@ -350,6 +355,12 @@ class Syncer:
             )
             result.failed += 1 + len(queue)
             return f"device not allowed: ingest answered {exc.status}"
+        if 200 <= exc.status < 300:
+            log.error("ingest's answer does not prove the batch landed: sync stopped, every batch kept; check sync.url "
+                      "(a captive portal or a proxy answers this way)",
+                      extra={"status": exc.status, "url": url, "batch_id": batch.batch_id, "error": str(exc)})
+            result.failed += 1 + len(queue)
+            return f"unexpected answer {exc.status} from {url}: {exc}"
         if exc.status in _WRONG_ENDPOINT or not 400 <= exc.status < 500:
             log.error("ingest answered an unexpected status: sync stopped, check sync.url",
                       extra={"status": exc.status, "url": url})
@@ -413,26 +424,32 @@ class Syncer:
                 SENT_AT_HEADER: datetime.now(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z"),
             }
             budget_s = settings.request_timeout_s + (size / pacer.rate if pacer else 0.0)
+            sent = hashlib.sha256()
             # A large body waits for ingest's 100 Continue (up to expect_continue_timeout_s): a refused or queued upload does not spend it.
             try:
                 async with session.put(
                     url,
-                    data=_chunks(handle, pacer),
+                    data=_chunks(handle, pacer, sent),
                     headers=headers,
                     timeout=aiohttp.ClientTimeout(total=budget_s),
                     allow_redirects=False,
                     expect100=size >= settings.expect_continue_bytes,
                 ) as response:
-                    status = response.status
-                    body = await _read_body(response)
+                    answer = await Answer.read(response, MAX_ANSWER_BYTES)
+                    status, body = answer.status, answer.shown
                     retry_after = response.headers.get("Retry-After")
                     server_date = response.headers.get("Date")
             except (aiohttp.ClientError, TimeoutError, OSError) as exc:
                 raise RetryableUploadError(f"PUT {url}: {type(exc).__name__}: {exc}") from exc
+            if status in (200, 201):
+                # The file's digest: what was sent, or the whole file when the answer came before the body was out.
+                digest = sent.hexdigest() if handle.tell() == size else await asyncio.to_thread(_file_sha256, handle)
+                problem = answer.receipt_problem(batch_id=batch.batch_id, sha256=digest, size=size, rows=batch.rows)
+                if problem is None:
+                    return status
+                raise RejectedBatchError(f"the answer does not prove the batch landed: {problem}", status=status, body=body)
         finally:
             handle.close()
-        if status in (200, 201):
-            return status
         message = f"PUT {url}: {status} {_error_message(body)}"
         if status in (429, 503):
             raise ThrottledError(message, retry_after_s=_retry_after_s(retry_after, server_date))
@@ -448,10 +465,14 @@ class Syncer:
                 ssl_context = ssl.create_default_context(cafile=str(ca_file))
             except (OSError, ssl.SSLError) as exc:
                 raise SyncError(f"cannot load sync.ca_file {ca_file}: {exc}") from exc
+        # The bounds of collector/answer.py: every request's time, no inflating, no proxy or .netrc from the environment.
         return aiohttp.ClientSession(
             connector=aiohttp.TCPConnector(ssl=ssl_context, limit=1),
             request_class=_ContinueWithin.within(self.settings.expect_continue_timeout_s),
-            headers={"User-Agent": f"edgeloop-collector/{self.agent_version}"},
+            headers={"User-Agent": f"edgeloop-collector/{self.agent_version}", **IDENTITY},
+            timeout=aiohttp.ClientTimeout(total=self.settings.request_timeout_s),
+            auto_decompress=False,
+            trust_env=False,
         )
 
     async def _ask_gate(self, command: str) -> str | None:
@@ -498,23 +519,20 @@ class _Pacer:
             await asyncio.sleep(delay)
 
 
-async def _chunks(handle: BinaryIO, pacer: _Pacer | None) -> AsyncIterator[bytes]:
-    """The request body: the batch file in chunks, each held back until the cap allows it."""
+async def _chunks(handle: BinaryIO, pacer: _Pacer | None, sent: Any) -> AsyncIterator[bytes]:
+    """The request body: the batch file in chunks, each held back until the cap allows it, hashed into ``sent``."""
     size = min(CHUNK_BYTES, max(1024, pacer.rate // 10)) if pacer else CHUNK_BYTES
     while chunk := handle.read(size):
+        sent.update(chunk)
         # Pace before yielding: aiohttp stops iterating once Content-Length bytes are out.
         if pacer is not None:
             await pacer.pace(len(chunk))
         yield chunk
 
 
-async def _read_body(response: aiohttp.ClientResponse) -> Any:
-    """The server's answer as JSON if it is JSON, else as (truncated) text."""
-    raw = await response.content.read(MAX_ERROR_BODY_BYTES)
-    try:
-        return orjson.loads(raw)
-    except orjson.JSONDecodeError:
-        return raw.decode("utf-8", "replace")
+def _file_sha256(handle: BinaryIO) -> str:
+    handle.seek(0)
+    return hashlib.file_digest(handle, "sha256").hexdigest()
 
 
 def _error_code(body: Any) -> str | None:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import io
 import os
 import uuid
 from collections import Counter, deque
@@ -17,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 from aiohttp import web
 
@@ -87,14 +89,14 @@ async def _defer_continue(request: web.Request) -> None:
     request[EXPECTING] = True
 
 
-Action = int | str | tuple[int, dict[str, str]] | Callable[[web.Request], Awaitable[web.StreamResponse]]
+Action = None | int | str | tuple[int, dict[str, str]] | Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
 @dataclass
 class IngestPeer:
     """Speaks the ingest upload contract; ``script`` holds the answers to give before landing normally.
 
-    An action is a status (sent with the one error shape), ``(status, headers)``, ``"drop"``
+    An action is None (land normally), a status (sent with the one error shape), ``(status, headers)``, ``"drop"``
     (read part of the body, then cut the connection) or a handler of its own.
     """
 
@@ -166,7 +168,20 @@ class IngestPeer:
             return web.json_response(error, status=status, headers=headers)
         digest = hashlib.sha256(body).hexdigest()
         if batch_id in self.landed:
-            return web.json_response({"batch_id": batch_id, "duplicate": True}, status=200)
+            return web.json_response(receipt(batch_id, body, "already_landed"), status=200)
         self.landed[batch_id] = digest
         self.lands[batch_id] += 1
-        return web.json_response({"batch_id": batch_id}, status=201)
+        return web.json_response(receipt(batch_id, body, "landed"), status=201)
+
+
+def receipt(batch_id: str, body: bytes, status: str = "landed") -> dict[str, Any]:
+    """The receipt ingest answers for ``body`` landed as ``batch_id`` (the fields a device checks, and a few more)."""
+    return {
+        "batch_id": batch_id,
+        "sha256": hashlib.sha256(body).hexdigest(),
+        "rows": pq.ParquetFile(io.BytesIO(body)).metadata.num_rows,
+        "bytes": len(body),
+        "device": "test-device",
+        "clock_offset_s": 0.0,
+        "status": status,
+    }

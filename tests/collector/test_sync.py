@@ -13,7 +13,7 @@ import pytest
 
 from edgeloop.collector.sync import NOT_CONFIGURED, PARQUET_MEDIA_TYPE, Syncer
 from edgeloop.errors import RetryableUploadError
-from tests.collector.sync_peer import TOKEN, make_batch, peer, spool, sync_settings  # noqa: F401 (fixtures)
+from tests.collector.sync_peer import TOKEN, make_batch, peer, receipt, spool, sync_settings  # noqa: F401 (fixtures)
 
 
 def syncer(spool, tmp_path, url, **overrides):
@@ -251,7 +251,8 @@ async def test_a_large_batch_asks_before_sending_and_a_refusal_costs_no_body(pee
     """Batches of expect_continue_bytes or more wait for 100 Continue: a 429 refuses one before its body is sent, and the sync pauses and lands it; smaller ones go at once."""
     small, large = make_batch(spool, rows=2), make_batch(spool, rows=10, thumbnail_bytes=20_000)
     assert small.bytes < 50_000 <= large.bytes
-    peer.script.extend([200, (429, {"Retry-After": "1"})])  # the small one "already landed"; the large one refused once
+    peer.landed[small.batch_id] = "earlier"  # the small one already landed (its 200 carries the receipt)
+    peer.script.extend([None, (429, {"Retry-After": "1"})])  # the large one refused once
     result = await syncer(spool, tmp_path, peer.url, expect_continue_bytes=50_000).run_once()
     assert (result.outcome, result.uploaded, result.already_present) == ("ok", 1, 1) and result.throttled_s >= 1
     first, refused, landed = peer.requests
@@ -272,7 +273,7 @@ async def test_a_large_batch_is_sent_after_expect_continue_timeout_s_when_no_100
         fields = {name.lower(): value.strip() for name, _, value in (line.partition(":") for line in head.split("\r\n")[1:])}
         seen["expect"] = fields.get("expect")
         seen["body"] = await reader.readexactly(int(fields["content-length"]))
-        answer = orjson.dumps({"batch_id": batch.batch_id, "status": "landed"})
+        answer = orjson.dumps(receipt(batch.batch_id, seen["body"]))
         writer.write(b"HTTP/1.1 201 Created\r\nContent-Type: application/json\r\nConnection: close\r\n"
                      b"Content-Length: %d\r\n\r\n%s" % (len(answer), answer))
         await writer.drain()

@@ -1,0 +1,339 @@
+"""The agent's sync against a hostile or broken server: a captive portal, a compromised ingest, a proxy, a bug.
+
+Each server here is real (aiohttp or raw asyncio on 127.0.0.1); what the agent may not do
+whatever it is answered: lose a spooled batch, send its token to another origin or through a
+proxy it was not told about, read without a bound, wait without a bound, or take steering
+that is out of range.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gzip
+import time
+import tracemalloc
+import zlib
+from collections.abc import Awaitable, Callable
+
+import orjson
+import pytest
+from aiohttp import web
+
+from edgeloop.collector.sync import Syncer
+from edgeloop.schemas.registry import EXAMPLES_DIR, SchemaRegistry
+from tests.collector.sync_peer import TOKEN, make_batch, peer, receipt, spool, sync_settings  # noqa: F401 (fixtures)
+from tests.sockets import listen_on_loopback
+
+REGISTRY = SchemaRegistry.from_dir(EXAMPLES_DIR)
+BAND = {"strategies": {"boundary": {"type": "confidence_band", "threshold": 0.5, "epsilon": 0.1}}}
+
+
+def syncer(spool, tmp_path, url, **overrides):
+    return Syncer(sync_settings(url, tmp_path, **overrides), spool, agent_version="test")
+
+
+class Recorder:
+    """A server on another origin that records every request it gets and answers 200."""
+
+    def __init__(self) -> None:
+        self.seen: list[dict[str, str | None]] = []
+        self.runner: web.AppRunner | None = None
+        self.url = ""
+        self.answer: Callable[[web.Request], Awaitable[web.StreamResponse]] | None = None
+
+    async def start(self) -> Recorder:
+        async def handler(request: web.Request) -> web.StreamResponse:
+            self.seen.append({"path": request.path_qs, "authorization": request.headers.get("Authorization")})
+            await request.read()
+            if self.answer is not None:
+                return await self.answer(request)
+            return web.json_response({"ok": True})
+
+        app = web.Application()
+        app.router.add_route("*", "/{tail:.*}", handler)
+        self.runner = web.AppRunner(app, shutdown_timeout=0.2)
+        self.url = await listen_on_loopback(self.runner)
+        return self
+
+    async def stop(self) -> None:
+        assert self.runner is not None
+        await self.runner.cleanup()
+
+
+@pytest.fixture
+async def elsewhere():
+    recorder = await Recorder().start()
+    yield recorder
+    await recorder.stop()
+
+
+class RawServer:
+    """A TCP server on 127.0.0.1 whose ``handle(reader, writer)`` writes whatever bytes it likes."""
+
+    def __init__(self, handle: Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]) -> None:
+        self.handle = handle
+        self.connections = 0
+        self.writers: set[asyncio.StreamWriter] = set()
+        self.server: asyncio.Server | None = None
+        self.url = ""
+
+    async def start(self) -> RawServer:
+        async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            self.connections += 1
+            self.writers.add(writer)
+            try:
+                await self.handle(reader, writer)
+            except (ConnectionError, asyncio.IncompleteReadError):
+                pass
+            finally:
+                self.writers.discard(writer)
+                writer.close()
+
+        self.server = await asyncio.start_server(serve, "127.0.0.1", 0)
+        self.url = f"http://127.0.0.1:{self.server.sockets[0].getsockname()[1]}"
+        return self
+
+    async def stop(self) -> None:
+        assert self.server is not None
+        self.server.close()
+        for writer in list(self.writers):  # Python 3.11 has no Server.close_clients
+            writer.transport.abort()
+        await self.server.wait_closed()
+
+
+async def read_request(reader: asyncio.StreamReader) -> bytes:
+    """Read one request's head and its Content-Length body; returns the body."""
+    head = await reader.readuntil(b"\r\n\r\n")
+    length = 0
+    for line in head.split(b"\r\n"):
+        name, _, value = line.partition(b":")
+        if name.strip().lower() == b"content-length":
+            length = int(value)
+    return await reader.readexactly(length) if length else b""
+
+
+def batch_receipt(batch, **changes):
+    return receipt(batch.batch_id, batch.path.read_bytes()) | changes
+
+
+# -- redirects and proxies: the token stays with sync.url ---------------------------------------
+
+
+@pytest.mark.parametrize("status", [301, 302, 303, 307, 308])
+async def test_an_upload_redirect_is_not_followed_and_the_token_stays_home(spool, tmp_path, elsewhere, status):
+    """A 3xx to an upload (to another origin) is not followed: nothing reaches the target, every batch stays spooled."""
+
+    async def handler(request: web.Request) -> web.StreamResponse:
+        await request.read()
+        return web.Response(status=status, headers={"Location": f"{elsewhere.url}/steal{request.path}"})
+
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", handler)
+    runner = web.AppRunner(app, shutdown_timeout=0.2)
+    url = await listen_on_loopback(runner)
+    try:
+        batches = [make_batch(spool) for _ in range(2)]
+        result = await syncer(spool, tmp_path, url).run_once()
+    finally:
+        await runner.cleanup()
+    assert elsewhere.seen == []
+    assert result.outcome == "failed" and result.reason.startswith(f"unexpected answer {status}")
+    assert [b.batch_id for b in spool.pending()] == [b.batch_id for b in batches]
+
+
+async def test_proxy_variables_in_the_environment_are_not_used(peer, spool, tmp_path, monkeypatch):
+    """HTTP_PROXY, HTTPS_PROXY, ALL_PROXY set (not by the operator's config) carry nothing: the batch goes to sync.url."""
+
+    async def proxy(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.read(65536)
+
+    trap = await RawServer(proxy).start()
+    for name in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy", "all_proxy"):
+        monkeypatch.setenv(name, trap.url)
+    monkeypatch.delenv("NO_PROXY", raising=False)
+    monkeypatch.delenv("no_proxy", raising=False)
+    try:
+        batch = make_batch(spool)
+        result = await syncer(spool, tmp_path, peer.url).run_once()
+    finally:
+        await trap.stop()
+    assert trap.connections == 0
+    assert result.outcome == "ok" and list(peer.landed) == [batch.batch_id]
+
+
+# -- receipts: a batch leaves the spool only for a receipt that names it --------------------------
+
+
+RECEIPTS = {
+    "portal-html": lambda batch: web.Response(status=200, text="<html>Welcome to Hotel Wi-Fi</html>", content_type="text/html"),
+    "empty-201": lambda batch: web.Response(status=201),
+    "json-list": lambda batch: web.json_response([batch_receipt(batch)], status=201),
+    "json-null": lambda batch: web.json_response(None, status=201),
+    "other-batch": lambda batch: web.json_response(batch_receipt(batch, batch_id="0190f0f0-0000-7000-8000-000000000000"), status=201),
+    "wrong-rows": lambda batch: web.json_response(batch_receipt(batch, rows=batch.rows + 1), status=201),
+    "rows-as-text": lambda batch: web.json_response(batch_receipt(batch, rows=str(batch.rows)), status=201),
+    "wrong-sha256": lambda batch: web.json_response(batch_receipt(batch, sha256="0" * 64), status=201),
+    "wrong-bytes": lambda batch: web.json_response(batch_receipt(batch, bytes=1), status=201),
+    "never-had-200": lambda batch: web.json_response({"batch_id": batch.batch_id, "status": "already_landed"}, status=200),
+    "gzip-receipt": lambda batch: web.Response(
+        status=201, body=gzip.compress(orjson.dumps(batch_receipt(batch))),
+        headers={"Content-Encoding": "gzip", "Content-Type": "application/json"},
+    ),
+}
+
+
+@pytest.mark.parametrize("kind", list(RECEIPTS))
+async def test_a_2xx_that_does_not_prove_the_batch_landed_keeps_it_spooled(spool, tmp_path, kind):
+    """A 200/201 whose body is not this batch's receipt (id, sha256, bytes, rows) stops the sync and keeps every batch."""
+    batches = [make_batch(spool) for _ in range(2)]
+    by_id = {batch.batch_id: batch for batch in batches}
+
+    async def handler(request: web.Request) -> web.StreamResponse:
+        await request.read()
+        return RECEIPTS[kind](by_id[request.match_info["batch_id"]])
+
+    app = web.Application()
+    app.router.add_put("/v1/batches/{batch_id}", handler)
+    runner = web.AppRunner(app, shutdown_timeout=0.2)
+    url = await listen_on_loopback(runner)
+    try:
+        result = await syncer(spool, tmp_path, url).run_once()
+    finally:
+        await runner.cleanup()
+    assert (result.outcome, result.uploaded, result.already_present) == ("failed", 0, 0)
+    assert result.reason.startswith("unexpected answer 20") and "does not prove" in result.reason
+    assert [b.batch_id for b in spool.pending()] == list(by_id) and spool.rejected() == []
+
+
+async def test_a_true_receipt_for_a_batch_the_server_already_had_acknowledges_it(peer, spool, tmp_path):
+    """The receipt rule takes the real answers: 201 landed and 200 already landed both let the batch go."""
+    make_batch(spool)
+    second = make_batch(spool)
+    peer.landed[second.batch_id] = "earlier"
+    result = await syncer(spool, tmp_path, peer.url).run_once()
+    assert (result.outcome, result.uploaded, result.already_present) == ("ok", 1, 1)
+    assert spool.pending() == []
+
+
+async def test_a_server_that_closes_after_the_body_leaves_the_batch_to_retry(peer, spool, tmp_path):
+    """A connection closed after the whole body, before any answer, is retried; the batch lands once and only then leaves."""
+    batch = make_batch(spool)
+
+    async def hang_up(request: web.Request) -> web.StreamResponse:
+        await request.read()
+        assert request.transport is not None
+        request.transport.close()
+        return web.Response(status=500)
+
+    peer.script.extend([hang_up, hang_up])
+    result = await syncer(spool, tmp_path, peer.url).run_once()
+    assert (result.outcome, result.uploaded, result.retries) == ("ok", 1, 2)
+    assert peer.lands[batch.batch_id] == 1 and spool.pending() == []
+
+
+# -- bounds on what is read and how long it takes ---------------------------------------------------
+
+
+def gzip_bomb(mebibytes: int) -> bytes:
+    packer = zlib.compressobj(9, zlib.DEFLATED, 31)
+    block = b"0" * (1 << 20)
+    return b"".join(packer.compress(block) for _ in range(mebibytes)) + packer.flush()
+
+
+async def test_a_gzip_bomb_answer_is_never_inflated(spool, tmp_path):
+    """A 201 whose body is 1 MiB of gzip inflating to 1 GiB is not inflated: memory stays small, the batch stays."""
+    bomb = gzip_bomb(1024)
+
+    async def handler(request: web.Request) -> web.StreamResponse:
+        await request.read()
+        return web.Response(status=201, body=bomb, headers={"Content-Encoding": "gzip", "Content-Type": "application/json"})
+
+    app = web.Application()
+    app.router.add_put("/v1/batches/{batch_id}", handler)
+    runner = web.AppRunner(app, shutdown_timeout=0.2)
+    url = await listen_on_loopback(runner)
+    batch = make_batch(spool)
+    tracemalloc.start()
+    try:
+        result = await syncer(spool, tmp_path, url).run_once()
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+        await runner.cleanup()
+    assert peak < 16 * 2**20
+    assert result.outcome == "failed" and "Content-Encoding" in result.reason
+    assert [b.batch_id for b in spool.pending()] == [batch.batch_id]
+
+
+@pytest.mark.parametrize("shape", ["content-length", "chunked-forever"])
+async def test_a_huge_or_endless_answer_is_read_to_a_bound(spool, tmp_path, shape):
+    """A 201 announcing 10^12 bytes, or chunked without end, is read to a bound and not taken as a receipt."""
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await read_request(reader)
+        if shape == "content-length":
+            writer.write(b"HTTP/1.1 201 Created\r\nContent-Type: application/json\r\nContent-Length: 1000000000000\r\n\r\n{")
+        else:
+            writer.write(b"HTTP/1.1 201 Created\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n")
+        chunk = b"10000\r\n" + b"[" * 0x10000 + b"\r\n"
+        for _ in range(4096):  # up to 256 MiB, unless the agent hangs up first
+            writer.write(chunk if shape == "chunked-forever" else b"[" * 0x10000)
+            await writer.drain()
+
+    server = await RawServer(handle).start()
+    batch = make_batch(spool)
+    started = time.monotonic()
+    try:
+        result = await syncer(spool, tmp_path, server.url).run_once()
+    finally:
+        await server.stop()
+    assert time.monotonic() - started < 10
+    assert result.outcome == "failed" and "does not prove" in result.reason
+    assert [b.batch_id for b in spool.pending()] == [batch.batch_id]
+
+
+@pytest.mark.parametrize("shape", ["one-huge-header", "many-headers"])
+async def test_huge_headers_fail_the_attempt_and_keep_the_batch(spool, tmp_path, shape):
+    """A 1 MiB header or 10,000 headers are refused by the parser: the upload fails, is retried, and the batch stays."""
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await read_request(reader)
+        writer.write(b"HTTP/1.1 201 Created\r\n")
+        if shape == "one-huge-header":
+            writer.write(b"X-Pad: " + b"a" * 2**20 + b"\r\n")
+        else:
+            writer.write(b"".join(b"X-Pad-%d: a\r\n" % i for i in range(10_000)))
+        writer.write(b"Content-Length: 0\r\n\r\n")
+        await writer.drain()
+
+    server = await RawServer(handle).start()
+    batch = make_batch(spool)
+    try:
+        result = await syncer(spool, tmp_path, server.url, max_attempts=2).run_once()
+    finally:
+        await server.stop()
+    assert result.outcome == "failed" and result.failed == 1 and result.retries == 1
+    assert [b.batch_id for b in spool.pending()] == [batch.batch_id]
+
+
+async def trickle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    """Answer a byte every 0.2 s, for ever: headers first, then a body that never ends."""
+    await read_request(reader)
+    for byte in b"HTTP/1.1 201 Created\r\nContent-Type: application/json\r\nContent-Length: 100000\r\n\r\n" + b" " * 100_000:
+        writer.write(bytes([byte]))
+        await writer.drain()
+        await asyncio.sleep(0.2)
+
+
+async def test_a_trickled_upload_answer_is_cut_by_request_timeout_s(spool, tmp_path):
+    """An answer trickled a byte at a time is cut at request_timeout_s per attempt: the run ends, the batch stays."""
+    server = await RawServer(trickle).start()
+    batch = make_batch(spool)
+    started = time.monotonic()
+    try:
+        result = await syncer(spool, tmp_path, server.url, request_timeout_s=1.0, max_attempts=2).run_once()
+    finally:
+        await server.stop()
+    assert time.monotonic() - started < 5
+    assert result.outcome == "failed" and "TimeoutError" in result.reason
+    assert [b.batch_id for b in spool.pending()] == [batch.batch_id]
