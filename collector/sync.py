@@ -31,6 +31,7 @@ import contextlib
 import email.utils
 import hashlib
 import logging
+import math
 import os
 import signal
 import ssl
@@ -284,15 +285,22 @@ class Syncer:
                 continue  # the same: the file went between the check and the open
             except ThrottledError as exc:
                 throttles += 1
-                wait_s = exc.retry_after_s
-                if wait_s is None or wait_s < 0:
-                    wait_s = min(settings.backoff_max_s, settings.backoff_initial_s * 2 ** (throttles - 1))
+                asked_s = exc.retry_after_s
+                # Throttled again without a batch landing: wait at least the doubling backoff, whatever
+                # Retry-After said (0, negative, in the past), so a server that throttles for ever ends the run.
+                floor_s = min(settings.backoff_max_s, settings.backoff_initial_s * 2.0 ** min(throttles - 1, 64))
+                if asked_s is None:
+                    wait_s = floor_s
+                else:
+                    wait_s = asked_s if throttles == 1 else max(asked_s, floor_s)
                 if result.throttled_s + wait_s > settings.max_throttle_wait_s:
                     # Waiting less than asked would only earn another 429; the next sync resumes.
                     result.failed += 1 + len(queue)
+                    asked = "" if asked_s is None else f"asked to wait {asked_s:.0f}s, "
                     return (
-                        f"server throttled: asked to wait {wait_s:.0f}s, over the "
-                        f"{settings.max_throttle_wait_s:.0f}s max_throttle_wait_s for one sync"
+                        f"server throttled {throttles} time(s) ({asked}paused {result.throttled_s:.1f}s): "
+                        f"waiting {wait_s:.0f}s more is over the {settings.max_throttle_wait_s:.0f}s "
+                        "max_throttle_wait_s for one sync"
                     )
                 log.warning("server throttled: pausing the sync", extra={"wait_s": wait_s, "batch_id": batch.batch_id})
                 await asyncio.sleep(wait_s)
@@ -558,9 +566,11 @@ def _retry_after_s(value: str | None, server_date: str | None = None) -> float |
         return None
     value = value.strip()
     try:
-        return max(0.0, float(value))
+        seconds = float(value)
     except ValueError:
         pass
+    else:
+        return None if math.isnan(seconds) else max(0.0, seconds)
     when = _http_date(value)
     if when is None:
         return None

@@ -14,6 +14,8 @@ import time
 import tracemalloc
 import zlib
 from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime, timedelta
+from email.utils import format_datetime
 
 import orjson
 import pytest
@@ -337,3 +339,49 @@ async def test_a_trickled_upload_answer_is_cut_by_request_timeout_s(spool, tmp_p
     assert time.monotonic() - started < 5
     assert result.outcome == "failed" and "TimeoutError" in result.reason
     assert [b.batch_id for b in spool.pending()] == [batch.batch_id]
+
+
+# -- Retry-After: every throttle is bounded, whatever the server says --------------------------------
+
+
+def http_date_in(seconds: float) -> str:
+    return format_datetime(datetime.now(UTC) + timedelta(seconds=seconds), usegmt=True)
+
+
+@pytest.mark.parametrize(
+    "retry_after",
+    ["0", "-5", "nan", "0.0001", "-inf", "garbage", "past-date", None],
+)
+@pytest.mark.parametrize("status", [429, 503])
+async def test_throttled_forever_ends_the_sync_within_max_throttle_wait_s(peer, spool, tmp_path, status, retry_after):
+    """429/503 for ever, with a Retry-After of 0, negative, NaN, tiny, garbage or past, ends the run within its budget."""
+    value = http_date_in(-3600) if retry_after == "past-date" else retry_after
+    headers = {} if value is None else {"Retry-After": value}
+    peer.script.extend([(status, headers)] * 10_000)
+    batches = [make_batch(spool) for _ in range(2)]
+    sync = syncer(spool, tmp_path, peer.url, backoff_initial_s=0.05, backoff_max_s=0.4, max_throttle_wait_s=2.0)
+    result = await asyncio.wait_for(sync.run_once(), 30)
+    assert result.outcome == "failed" and result.reason.startswith("server throttled") and result.failed == 2
+    assert len(peer.requests) < 40 and result.throttled_s <= 2.0
+    assert [b.batch_id for b in spool.pending()] == [b.batch_id for b in batches]
+
+
+@pytest.mark.parametrize("retry_after", ["1e30", "inf", "99999999999999999999999", "future-date"])
+async def test_a_retry_after_past_the_budget_ends_the_sync_at_once(peer, spool, tmp_path, retry_after):
+    """A Retry-After of 10^30, inf, a 23-digit number or a date years ahead ends the run at once, keeping every batch."""
+    value = http_date_in(10 * 365 * 86400) if retry_after == "future-date" else retry_after
+    peer.script.append((429, {"Retry-After": value}))
+    batch = make_batch(spool)
+    started = time.monotonic()
+    result = await syncer(spool, tmp_path, peer.url, max_throttle_wait_s=5.0).run_once()
+    assert time.monotonic() - started < 3
+    assert result.outcome == "failed" and "over the 5s max_throttle_wait_s" in result.reason
+    assert [b.batch_id for b in spool.pending()] == [batch.batch_id]
+
+
+async def test_a_fractional_retry_after_is_waited_as_told(peer, spool, tmp_path):
+    """Retry-After: 0.5 (not RFC delta-seconds, but unambiguous) pauses half a second, then the batch lands."""
+    peer.script.append((429, {"Retry-After": "0.5"}))
+    batch = make_batch(spool)
+    result = await syncer(spool, tmp_path, peer.url).run_once()
+    assert result.outcome == "ok" and result.throttled_s == 0.5 and list(peer.landed) == [batch.batch_id]
