@@ -22,6 +22,7 @@ from typing import Any
 import aiohttp
 import orjson
 
+from edgeloop.collector.answer import Answer
 from edgeloop.collector.config import PolicySettings, SamplingSettings
 from edgeloop.collector.sampling import InForce, legacy_policy
 from edgeloop.durable import write_durably
@@ -112,22 +113,25 @@ class Policies:
         if self.etag:
             headers["If-None-Match"] = self.etag
         try:
-            async with session.get(f"{url}/v1/policies", headers=headers) as response:
+            # Never redirected: steering comes from sync.url's origin or not at all. The session bounds the time.
+            async with session.get(f"{url}/v1/policies", headers=headers, allow_redirects=False) as response:
                 if response.status == 304:
                     return "unchanged"
                 if response.status == 404:
                     return "unsupported"  # a server from before policies
-                body = await response.content.read(MAX_DOCUMENT_BYTES + 1)
-                if response.status != 200:
-                    log.warning("policy fetch refused", extra={"status": response.status, "body": body[:200].decode("utf-8", "replace")})
-                    return f"failed: HTTP {response.status}"
-                if len(body) > MAX_DOCUMENT_BYTES:
-                    raise PolicyError(f"the policy document is over {MAX_DOCUMENT_BYTES} bytes")
-                changed = self.accept(orjson.loads(body), response.headers.get("ETag"), registry)
+                answer = await Answer.read(response, MAX_DOCUMENT_BYTES)
+            if answer.status != 200:
+                log.warning("policy fetch refused", extra={"status": answer.status, "body": str(answer.shown)[:200]})
+                return f"failed: HTTP {answer.status}"
+            if answer.problem is not None:
+                raise PolicyError(f"the policy document is {answer.problem}")
+            if isinstance(answer.body, str):
+                raise PolicyError(f"the policy document is not JSON: {answer.body[:80]!r}")
+            changed = self.accept(answer.body, answer.headers.get("ETag"), registry)
         except (aiohttp.ClientError, TimeoutError) as exc:
             log.warning("policy fetch failed; running on the policies in force", extra={"error": repr(exc)})
             return f"failed: {exc!r}"
-        except (PolicyError, orjson.JSONDecodeError) as exc:
+        except PolicyError as exc:
             log.error("server policies refused; running on the policies in force", extra={"error": str(exc)})
             return f"refused: {exc}"
         return "updated" if changed else "unchanged"

@@ -16,11 +16,14 @@ import zlib
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
+from pathlib import Path
 
 import orjson
 import pytest
 from aiohttp import web
 
+from edgeloop.collector.config import PolicySettings, SamplingSettings
+from edgeloop.collector.policies import Policies
 from edgeloop.collector.sync import Syncer
 from edgeloop.schemas.registry import EXAMPLES_DIR, SchemaRegistry
 from tests.collector.sync_peer import TOKEN, make_batch, peer, receipt, spool, sync_settings  # noqa: F401 (fixtures)
@@ -141,6 +144,32 @@ async def test_an_upload_redirect_is_not_followed_and_the_token_stays_home(spool
     assert elsewhere.seen == []
     assert result.outcome == "failed" and result.reason.startswith(f"unexpected answer {status}")
     assert [b.batch_id for b in spool.pending()] == [b.batch_id for b in batches]
+
+
+@pytest.mark.parametrize("status", [301, 302, 307, 308])
+async def test_the_policy_fetch_follows_no_redirect(spool, tmp_path, elsewhere, status):
+    """A 3xx to GET /v1/policies is not followed: another origin can neither see the token nor steer the device."""
+    elsewhere.answer = lambda request: _json({"policies": {"vibration": {"version": 9, "policy": BAND}}})
+
+    async def handler(request: web.Request) -> web.StreamResponse:
+        return web.Response(status=status, headers={"Location": f"{elsewhere.url}/v1/policies"})
+
+    app = web.Application()
+    app.router.add_get("/v1/policies", handler)
+    runner = web.AppRunner(app, shutdown_timeout=0.2)
+    url = await listen_on_loopback(runner)
+    policies = Policies(PolicySettings(), SamplingSettings(), tmp_path)
+    sync = syncer(spool, tmp_path, url)
+    try:
+        outcome = await sync.contact(lambda session, token: policies.fetch(session, url, token, REGISTRY))
+    finally:
+        await runner.cleanup()
+    assert elsewhere.seen == []
+    assert outcome == f"failed: HTTP {status}" and policies.remote == {}
+
+
+async def _json(document) -> web.Response:
+    return web.json_response(document)
 
 
 async def test_proxy_variables_in_the_environment_are_not_used(peer, spool, tmp_path, monkeypatch):
@@ -341,6 +370,22 @@ async def test_a_trickled_upload_answer_is_cut_by_request_timeout_s(spool, tmp_p
     assert [b.batch_id for b in spool.pending()] == [batch.batch_id]
 
 
+async def test_a_trickled_policy_answer_is_cut_by_request_timeout_s(spool, tmp_path):
+    """The policy fetch of every sync is bounded by sync.request_timeout_s too, not aiohttp's 5-minute default."""
+    server = await RawServer(trickle).start()
+    policies = Policies(PolicySettings(), SamplingSettings(), tmp_path)
+    sync = syncer(spool, tmp_path, server.url, request_timeout_s=1.0)
+    started = time.monotonic()
+    try:
+        outcome = await asyncio.wait_for(
+            sync.contact(lambda session, token: policies.fetch(session, server.url, token, REGISTRY)), 30
+        )
+    finally:
+        await server.stop()
+    assert time.monotonic() - started < 5
+    assert outcome.startswith("failed") and policies.remote == {}
+
+
 # -- Retry-After: every throttle is bounded, whatever the server says --------------------------------
 
 
@@ -385,3 +430,79 @@ async def test_a_fractional_retry_after_is_waited_as_told(peer, spool, tmp_path)
     batch = make_batch(spool)
     result = await syncer(spool, tmp_path, peer.url).run_once()
     assert result.outcome == "ok" and result.throttled_s == 0.5 and list(peer.landed) == [batch.batch_id]
+
+
+# -- steering: what the server may change on the device ------------------------------------------------
+
+
+HOSTILE_POLICIES = {
+    "rate-above-1": {"strategies": {"all": {"type": "random", "rate": 1.5}}},
+    "rate-negative": {"strategies": {"all": {"type": "random", "rate": -0.1}}},
+    "rate-as-object": {"strategies": {"all": {"type": "random", "rate": {"value": 1}}}},
+    "quota-10^18": {"per_hour": 10**18, "strategies": {"all": {"type": "random", "rate": 1.0}}},
+    "quota-negative": {"strategies": {"all": {"type": "random", "rate": 1.0, "per_minute": -1}}},
+    "unknown-strategy-field": {"strategies": {"all": {"type": "random", "rate": 1.0, "redact": False}}},
+    "privacy-off": {"privacy": {"redact": False}, "strategies": {"all": {"type": "random", "rate": 1.0}}},
+    "unknown-type": {"strategies": {"all": {"type": "everything"}}},
+    "not-an-object": ["random"],
+}
+
+
+@pytest.mark.parametrize("kind", list(HOSTILE_POLICIES))
+async def test_steering_out_of_range_or_of_the_wrong_type_is_refused_whole(tmp_path, kind):
+    """A policy with a rate past 1, a quota of 10^30, an unknown field (redact = false) is refused: the last one runs."""
+    policies = Policies(PolicySettings(), SamplingSettings(), tmp_path)
+    policies.accept({"policies": {"vibration": {"version": 1, "policy": BAND}}}, None, REGISTRY)
+    body = orjson.dumps({"policies": {"vibration": {"version": 2, "policy": HOSTILE_POLICIES[kind]}}})
+    got = await _fetch_from(tmp_path, policies, body)
+    assert got.startswith("refused") or got.startswith("failed"), got
+    assert policies.resolve(REGISTRY)["vibration"].version == "server:1"
+
+
+@pytest.mark.parametrize(
+    "document",
+    [
+        b'{"policies": {"vibration": {"version": 2, "policy": {"strategies": {"all": {"type": "random", "rate": NaN}}}}}}',
+        b'{"policies": {"vibration": {"version": 1e30, "policy": {}}}}',
+        b'{"policies": {"vibration": {"version": 2, "policy": {"per_hour": 1000000000000000000000000000000, "strategies": {}}}}}',
+        b'{"policies": {"vibration": {"version": true, "policy": {}}}}',
+        b'{"policies": {"vibration": {"version": 2, "policy": {"strategies": {"hot": {"type": "drift", "field": "rpm", "max": 1e400}}}}}}',
+        b'{"policies": []}',
+        b"\xff\xfe not json",
+    ],
+    ids=["nan", "version-float", "quota-10^30", "version-bool", "bound-inf", "policies-list", "not-json"],
+)
+async def test_a_policy_document_that_is_not_valid_json_or_shape_is_refused(tmp_path, document):
+    """NaN, 1e400, a float or bool version, a list, bytes that are not JSON: refused; the policy in force stays."""
+    policies = Policies(PolicySettings(), SamplingSettings(), tmp_path)
+    policies.accept({"policies": {"vibration": {"version": 1, "policy": BAND}}}, None, REGISTRY)
+    got = await _fetch_from(tmp_path, policies, document)
+    assert got.startswith("refused"), got
+    assert policies.resolve(REGISTRY)["vibration"].version == "server:1"
+
+
+async def test_a_policy_for_a_model_the_device_does_not_run_is_ignored(tmp_path):
+    """A policy for a schema this device does not know changes nothing here (it is not an error either)."""
+    policies = Policies(PolicySettings(), SamplingSettings(), tmp_path)
+    document = orjson.dumps({"policies": {"no_such_model": {"version": 7, "policy": BAND}}})
+    got = await _fetch_from(tmp_path, policies, document)
+    assert got == "unchanged" and policies.remote == {}
+
+
+async def _fetch_from(tmp_path: Path, policies: Policies, body: bytes) -> str:
+    async def handler(request: web.Request) -> web.StreamResponse:
+        return web.Response(body=body, content_type="application/json")
+
+    app = web.Application()
+    app.router.add_get("/v1/policies", handler)
+    runner = web.AppRunner(app, shutdown_timeout=0.2)
+    url = await listen_on_loopback(runner)
+    spool_dir = tmp_path / "fetch-state"
+    from tests.collector.sync_peer import make_spool
+
+    sync = syncer(make_spool(spool_dir), tmp_path, url)
+    try:
+        return await sync.contact(lambda session, token: policies.fetch(session, url, token, REGISTRY))
+    finally:
+        await runner.cleanup()
+
