@@ -20,11 +20,13 @@ from typing import TYPE_CHECKING, Any
 
 import uuid_utils
 from apscheduler.triggers.cron import CronTrigger
+from pydantic import ValidationError
 
 from edgeloop.collector.bootclock import Moment
 from edgeloop.collector.config import SamplingSettings, SyncSettings
 from edgeloop.collector.journal import Journal
 from edgeloop.collector.spool import Spool
+from edgeloop.schemas.device_status import StatusClock
 from edgeloop.schemas.registry import SchemaRegistry
 
 if TYPE_CHECKING:
@@ -177,8 +179,12 @@ class StatusReporter:
         """The server stored ``document``: its drops and outcomes are reported."""
         self._reported_drops.update(document["drops"])
         self._unreported.clear()
-        if isinstance(receipt, dict) and isinstance(receipt.get("clock_offset_s"), int | float):
-            self.last_offset_s = float(receipt["clock_offset_s"])
+        offset = receipt.get("clock_offset_s") if isinstance(receipt, dict) else None
+        if offset is not None:
+            try:  # by the contract's own bound: a wild value kept here would make every later report invalid
+                self.last_offset_s = StatusClock.model_validate({"last_offset_s": offset}, strict=True).last_offset_s
+            except ValidationError:
+                log.warning("the status answer's clock_offset_s is out of range: not kept", extra={"clock_offset_s": str(offset)[:40]})
         self.last_report = {"status_id": document["status_id"], "sent_at": document["sent_at"], "stored": True,
                             "error": None}
 

@@ -506,3 +506,49 @@ async def _fetch_from(tmp_path: Path, policies: Policies, body: bytes) -> str:
     finally:
         await runner.cleanup()
 
+
+
+# -- the status report's answer: what the device keeps of it ------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [
+        b'{"status": "stored", "clock_offset_s": 1e300}',
+        b'{"status": "stored", "clock_offset_s": -1000000000000000000000000000000}',
+        b'{"status": "stored", "clock_offset_s": true}',
+        b'{"status": "stored", "clock_offset_s": 18446744073709551615}',
+    ],
+    ids=["1e300", "-10^30", "true", "2^64-1"],
+)
+async def test_a_status_answer_out_of_range_does_not_poison_the_next_reports(spool, tmp_path, answer):
+    """A clock_offset_s of 1e300, -10^30, true or 2^64 in a status answer is not kept: the next report stays valid."""
+    from edgeloop.collector.journal import Journal
+    from edgeloop.collector.reporter import StatusReporter
+    from edgeloop.schemas.device_status import DeviceStatus
+
+    documents: list[bytes] = []
+
+    async def status(request: web.Request) -> web.StreamResponse:
+        documents.append(await request.read())
+        return web.Response(status=201, body=answer, content_type="application/json")
+
+    app = web.Application()
+    app.router.add_put("/v1/status/{status_id}", status)
+    runner = web.AppRunner(app, shutdown_timeout=0.2)
+    url = await listen_on_loopback(runner)
+    settings = sync_settings(url, tmp_path)
+    reporter = StatusReporter(
+        spool=spool, journal=Journal(spool, REGISTRY, spool.settings), sync=settings,
+        registry=lambda: REGISTRY, sampling=SamplingSettings, agent_version="test",
+    )
+    sync = Syncer(settings, spool, agent_version="test", reporter=reporter)
+    try:
+        for _ in range(2):
+            assert (await sync.run_once()).outcome == "ok"
+    finally:
+        await runner.cleanup()
+    assert len(documents) == 2
+    for document in documents:
+        DeviceStatus.model_validate_json(document)  # what ingest checks before it stores a report
+    assert reporter.last_offset_s is None
