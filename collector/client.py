@@ -38,6 +38,7 @@ import uuid_utils
 from tenacity import RetryError, Retrying, retry_if_exception_type, stop_when_event_set, wait_exponential_jitter
 
 from edgeloop.errors import AgentUnavailableError
+from edgeloop.logs import RateLimitedLogger
 
 __all__ = ["Client", "call_agent"]
 
@@ -47,6 +48,7 @@ RETRY_STATUSES = frozenset({500, 502, 503, 504})
 RECORDS_PATH = "/v1/records?results=errors"  # the SDK mints record ids: only errors need an answer
 REQUESTS_IN_FLIGHT = 3  # with two, one fsync often answered both and the agent waited for the next body
 NDJSON = "application/x-ndjson"  # record per line: the agent holds only a slice of a batch as Python objects
+MAX_ANSWER_BYTES = 16 * 1024 * 1024  # the agent's answer to one batch is far smaller, unless it is not the agent
 
 
 class _UnixConnection(http.client.HTTPConnection):
@@ -74,10 +76,19 @@ def _request(
     try:
         conn.request(method, path, body=body, headers=headers)
         response = conn.getresponse()
-        return response.status, response.read()
+        return response.status, _read(conn, response)
     except (OSError, http.client.HTTPException) as exc:
         conn.close()
         raise AgentUnavailableError(f"agent at {conn.socket_path} does not answer: {exc}") from exc
+
+
+def _read(conn: _UnixConnection, response: http.client.HTTPResponse) -> bytes | None:
+    """The answer's body, or None past MAX_ANSWER_BYTES (then the connection is closed: the rest is unread)."""
+    raw = response.read(MAX_ANSWER_BYTES + 1)
+    if len(raw) <= MAX_ANSWER_BYTES:
+        return raw
+    conn.close()
+    return None
 
 
 def call_agent(
@@ -95,6 +106,8 @@ def call_agent(
         status, raw = _request(conn, method, path, payload, "application/json")
     finally:
         conn.close()
+    if raw is None:
+        return status, f"an answer over {MAX_ANSWER_BYTES} bytes"
     try:
         return status, orjson.loads(raw)
     except orjson.JSONDecodeError:
@@ -129,7 +142,8 @@ class Client:
 
     ``stats()`` tells what happened to them: sent, invalid (refused by the agent's schema
     check), dropped by reason (``buffer_full``, ``agent_unavailable`` at close, ``spool_full``,
-    ``too_large``, ``rejected``, ``closed``) and still buffered (queued, or being retried while
+    ``too_large``, ``rejected``, ``closed``, ``bad_answer``: a 200/422 that is not the agent's
+    answer, or over MAX_ANSWER_BYTES) and still buffered (queued, or being retried while
     the agent is down).
     """
 
@@ -169,6 +183,7 @@ class Client:
         self._taken = 0  # records out of the buffer whose fate the agent has not told yet
         self._dropped: Counter[str] = Counter()
         self._first_errors: deque[dict[str, Any]] = deque(maxlen=10)
+        self._errors = RateLimitedLogger(log)
         # The agent's body bound (its memory budget decides it), learnt from its first 413: later
         # batches are cut to fit before they are sent, instead of each being refused and halved.
         self._max_body_bytes: int | None = None
@@ -412,7 +427,7 @@ class Client:
     def _receive(self, conn: _UnixConnection, batch: list[dict[str, Any]]) -> None:
         try:
             response = conn.getresponse()
-            status, raw = response.status, response.read()
+            status, raw = response.status, _read(conn, response)
         except (OSError, http.client.HTTPException):
             conn.close()
             self._deliver(batch)  # unknown whether it landed: resend (the agent keeps the first copy's ids)
@@ -457,11 +472,15 @@ class Client:
             return
         self._settle(batch, status, raw)
 
-    def _settle(self, batch: list[dict[str, Any]], status: int, raw: bytes) -> None:
+    def _settle(self, batch: list[dict[str, Any]], status: int, raw: bytes | None) -> None:
         """Count what the agent said about a batch."""
         if status == 200 or status == 422:
-            answer = orjson.loads(raw)
-            counts = answer if status == 200 else answer["error"]["details"]
+            counts = _counts(status, raw)
+            if counts is None:  # not the agent's answer: whether the records landed is unknown
+                self._errors.log(logging.WARNING, "bad-answer", "edgeloop client: the agent's answer is unreadable",
+                                 status=status, body=(raw or b"")[:200])
+                self._drop("bad_answer", len(batch))
+                return
             with self._lock:
                 self._sent += counts["accepted"] + counts["sampled_out"]
                 self._invalid += counts["invalid"]
@@ -477,7 +496,7 @@ class Client:
         elif status == 507:
             self._drop("spool_full", len(batch))
         else:
-            log.warning("edgeloop client: agent refused a batch", extra={"status": status, "body": raw[:500]})
+            log.warning("edgeloop client: agent refused a batch", extra={"status": status, "body": (raw or b"")[:500]})
             self._drop("rejected", len(batch))
 
     def _over_limit(self, batch: list[dict[str, Any]], body: bytes) -> bool:
@@ -489,22 +508,36 @@ class Client:
         self._batch_records = min(self._batch_records, fits)
         return True
 
-    def _learn_limit(self, raw: bytes) -> None:
+    def _learn_limit(self, raw: bytes | None) -> None:
         """Take the body bound from a 413 ``too_large`` answer (``details.limit``)."""
         try:
             error = orjson.loads(raw)["error"]
             limit = error["details"]["limit"] if error["code"] == "too_large" else None
         except (orjson.JSONDecodeError, KeyError, TypeError):
             return
-        if isinstance(limit, int) and limit > 0:
+        if type(limit) is int and limit > 0:
             self._max_body_bytes = limit
 
-    def _post(self, body: bytes) -> tuple[int, bytes]:
+    def _post(self, body: bytes) -> tuple[int, bytes | None]:
         status, raw = _request(self._conns[0], "POST", RECORDS_PATH, body, NDJSON)
         if status in RETRY_STATUSES:
             raise AgentUnavailableError(f"agent answered {status}")
         return status, raw
 
+
+
+def _counts(status: int, raw: bytes | None) -> dict[str, Any] | None:
+    """The agent's counts for a batch (200, or 422's details), or None when the answer is not that shape."""
+    try:
+        answer = orjson.loads(raw)  # type: ignore[arg-type]
+        counts = answer if status == 200 else answer["error"]["details"]
+        numbers = [counts[key] for key in ("accepted", "sampled_out", "invalid")]
+        results = counts["results"]
+    except (ValueError, TypeError, KeyError):
+        return None
+    if all(type(n) is int and n >= 0 for n in numbers) and isinstance(results, list):
+        return counts
+    return None
 
 
 _CLIENTS: weakref.WeakSet[Client] = weakref.WeakSet()
