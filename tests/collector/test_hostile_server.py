@@ -79,6 +79,7 @@ class RawServer:
         self.handle = handle
         self.connections = 0
         self.writers: set[asyncio.StreamWriter] = set()
+        self.tasks: set[asyncio.Task[None]] = set()
         self.server: asyncio.Server | None = None
         self.url = ""
 
@@ -86,9 +87,12 @@ class RawServer:
         async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
             self.connections += 1
             self.writers.add(writer)
+            task = asyncio.current_task()
+            assert task is not None
+            self.tasks.add(task)
             try:
                 await self.handle(reader, writer)
-            except (ConnectionError, asyncio.IncompleteReadError):
+            except (ConnectionError, asyncio.IncompleteReadError, asyncio.CancelledError):
                 pass
             finally:
                 self.writers.discard(writer)
@@ -103,6 +107,9 @@ class RawServer:
         self.server.close()
         for writer in list(self.writers):  # Python 3.11 has no Server.close_clients
             writer.transport.abort()
+        for task in list(self.tasks):  # ended here, not cancelled by the loop's teardown (which logs an error)
+            task.cancel()
+        await asyncio.gather(*self.tasks, return_exceptions=True)
         await self.server.wait_closed()
 
 
