@@ -24,6 +24,7 @@ Errors print one line on stderr and exit non-zero.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import csv
 import errno
 import getpass
@@ -58,8 +59,8 @@ from edgeloop.ingest.export import (
     Progress,
     ResultStream,
     copy_result,
+    copy_target,
     parquet_metadata,
-    target_path,
     training_query,
     write_result,
 )
@@ -533,10 +534,11 @@ def _run(args: argparse.Namespace) -> int:
     copies = args.command in ("sql", "export") and args.format in ("csv", "parquet")
     if copies and args.format == "parquet" and (args.out is None or args.out == STDOUT) and sys.stdout.isatty():
         raise EdgeloopError("--format parquet is binary: give --out FILE, or --out - and redirect stdout")
-    # With the server stopped, DuckDB writes CSV and Parquet itself, to this one path only.
-    admin = open_admin(config, url=args.url, token_file=args.admin_token_file, ca_file=args.ca_file,
-                       write_to=target_path(args.out) if copies else None)
-    try:
+    with contextlib.ExitStack() as stack:
+        # With the server stopped, DuckDB writes CSV and Parquet itself, to this one path only (for stdout a spool file).
+        write_to = stack.enter_context(copy_target(args.out)) if copies else None
+        admin = open_admin(config, url=args.url, token_file=args.admin_token_file, ca_file=args.ca_file, write_to=write_to)
+        stack.callback(admin.close)
         if args.command == "sql":
             query = sys.stdin.read() if args.query == "-" else args.query
             fingerprints = admin.fingerprints() if args.format == "parquet" else {}
@@ -583,8 +585,6 @@ def _run(args: argparse.Namespace) -> int:
             else:
                 write_durably(args.out, data)
                 print(f"wrote the {args.format} report of {args.model} to {args.out}", file=sys.stderr)
-    finally:
-        admin.close()
     return 0
 
 
@@ -861,7 +861,8 @@ def _emit(admin: Admin, sql: str, params: list, fmt: str, out: Path | None, fing
         metadata = _footer(sql, params, fingerprints, tables | ({model} if model else set())) if fmt == "parquet" else None
         progress = Progress(sys.stderr) if _shows_progress(out) else None
         return copy_result(lambda options, on_progress: admin.copy(sql, params, options, on_progress),
-                           fmt, out, sys.stdout, metadata=metadata, progress=progress)  # type: ignore[arg-type]
+                           fmt, out, sys.stdout, spool=admin.write_to, metadata=metadata,
+                           progress=progress)  # type: ignore[arg-type]
     progress = None
     if export and _shows_progress(out):
         total = admin.query(f"SELECT count(*) AS n FROM ({sql})", params).column("n")[0].as_py()

@@ -14,6 +14,7 @@ import shutil
 import tempfile
 import time
 from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from decimal import Decimal
@@ -40,6 +41,7 @@ __all__ = [
     "STDOUT",
     "copy_options",
     "copy_result",
+    "copy_target",
     "exported_select",
     "target_path",
     "Progress",
@@ -298,18 +300,25 @@ def copy_result(
     out: Path | None,
     stdout: Any,
     *,
+    spool: Path | None = None,
     metadata: dict[str, str] | None = None,
     progress: Progress | None = None,
 ) -> int:
-    """Let the database itself COPY the result to ``target_path(out)``, then put it in place; the rows."""
+    """Let the database itself COPY the result to its one path, then put it in place; the rows.
+
+    The path is ``target_path(out)`` for a file; for stdout it is ``spool`` (from ``copy_target``), copied to
+    stdout once the COPY has finished: a query that fails after its first rows prints nothing, as ``write_result``.
+    """
     rows = [0]
 
     def write(_: Path) -> None:
         rows[0] = copy(copy_options(fmt, metadata), progress.percent if progress else None)
 
     if out is None or out == STDOUT:
-        stdout.flush()
-        write(target_path(out))
+        if spool is None:
+            raise ValueError("a COPY bound for stdout needs its spool file (copy_target)")
+        write(spool)
+        _spool_to(spool, stdout)
     else:
         _into_place(out, write)
     if progress:
@@ -344,11 +353,23 @@ def _copy(reader: pa.RecordBatchReader, fmt: Format, out: Path | None, stdout: A
     _into_place(out, copy_to)
 
 
-def target_path(out: Path | None) -> Path:
-    """Where a CSV or Parquet result is first written: a temp file beside ``out``, or stdout."""
-    if out is None or out == STDOUT:
-        return Path("/dev/stdout")
+def target_path(out: Path) -> Path:
+    """Where a CSV or Parquet result bound for the file ``out`` is first written: a temp file beside it."""
     return out.with_name(f".{out.name}.tmp-{os.getpid()}")
+
+
+@contextmanager
+def copy_target(out: Path | None) -> Iterator[Path]:
+    """The one path the database's own COPY may write: ``target_path(out)``, or for stdout a spool file of ours
+    (removed on leaving), so stdout gets the whole result or nothing."""
+    if out is not None and out != STDOUT:
+        yield target_path(out)
+        return
+    spool = _spool_file()
+    try:
+        yield spool
+    finally:
+        spool.unlink(missing_ok=True)
 
 
 def _into_place(out: Path, write: Callable[[Path], None]) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import subprocess
 
 import aiohttp
@@ -15,7 +16,16 @@ from edgeloop.errors import QueryTooExpensive, StoreClosed, StoreError
 from edgeloop.ingest.admin import RemoteAdmin
 from edgeloop.ingest.app import STORE
 from edgeloop.ingest.store import Store
-from tests.ingest.conftest import cli, free_port, make_config, spawn_server, start_server, stop_server, write_config
+from tests.ingest.conftest import (
+    CLI,
+    cli,
+    free_port,
+    make_config,
+    spawn_server,
+    start_server,
+    stop_server,
+    write_config,
+)
 from tests.sockets import listen_on_loopback
 
 ARROW = "application/vnd.apache.arrow.stream"
@@ -241,3 +251,27 @@ def test_the_cli_says_a_query_stopped_mid_stream_failed_in_one_line_and_leaves_n
         assert "Traceback" not in run.stderr, (name, run.stderr)
         assert run.stdout == "", (name, "rows read before the timeout reached stdout")
     assert sorted(path.name for path in tmp_path.glob("*out*")) == [], "an --out file (or its temp file) was left"
+
+
+# Its first 300,000 rows are fine; row 300,000 cannot be cast, so the query fails after DuckDB has produced rows.
+FINE_THEN_FAILING = ("SELECT CASE WHEN i < 300000 THEN i ELSE CAST('x' || i::VARCHAR AS INTEGER) END AS v "
+                     "FROM range(400000) AS t(i)")
+
+
+@pytest.mark.parametrize("fmt", ["csv", "parquet", "json", "table"])
+def test_a_local_query_failing_after_its_first_rows_prints_nothing_and_one_line(tmp_path, fmt):
+    """`edgeloop-ingest sql` on a stopped server's file whose query fails after its first rows exits 1 with one line, prints no row to stdout and leaves no spool file, in every format."""
+    config = write_config(tmp_path, free_port())
+    cli("devices", "add", "pump-1", "--config", str(config))  # makes the database file
+    spool_dir = tmp_path / "tmp"
+    spool_dir.mkdir()
+    run = subprocess.run(
+        [*CLI, "sql", "--config", str(config), "--format", fmt, "--out", "-", FINE_THEN_FAILING],
+        capture_output=True, timeout=120, env={**os.environ, "TMPDIR": str(spool_dir)},
+    )
+    assert run.returncode == 1, run.stderr
+    stderr = run.stderr.decode()
+    assert stderr.count("\n") == 1 and stderr.startswith("edgeloop-ingest: ") and "Traceback" not in stderr, stderr
+    assert "Could not convert" in stderr or "conversion" in stderr.lower(), stderr
+    assert run.stdout == b"", f"{len(run.stdout)} bytes of a failed result reached stdout"
+    assert list(spool_dir.iterdir()) == []
