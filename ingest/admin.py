@@ -76,8 +76,9 @@ class LocalAdmin:
     """
 
     def __init__(self, path: Path, *, read_only: bool, timeout_s: float | None = None, write_to: Path | None = None,
-                 lake: StoreSettings | None = None, max_value_bytes: int = 8 * 1024 * 1024) -> None:
+                 lake: StoreSettings | None = None, max_value_bytes: int = 8 * 1024 * 1024, tombstone_days: int = 90) -> None:
         self._lake = lake
+        self._tombstone_days = tombstone_days  # store.tombstone_days: a deletion here expires them as the server's does
         self._path = Path(path)
         self._read_only = read_only
         if lake is None:
@@ -224,7 +225,8 @@ class LocalAdmin:
         from edgeloop.ingest.deletion import apply
 
         catalog = self.catalog()
-        result = self._write(lambda con: apply(con, deletion, catalog, execute=execute, by=by))
+        result = self._write(lambda con: apply(con, deletion, catalog, execute=execute, by=by,
+                                                    tombstone_days=self._tombstone_days))
         if execute and self._lake is not None:
             result["file_note"] = "a lake keeps deleted rows in older snapshots until `edgeloop-ingest compact` expires them"
         elif execute:
@@ -423,11 +425,12 @@ def open_admin(config: IngestConfig, *, url: str | None = None, token_file: Path
     """
     if url is None and config.store.backend == "ducklake":
         return LocalAdmin(config.store.db_path, read_only=not write, timeout_s=config.store.sql_timeout_s,
-                          write_to=write_to, lake=config.store)
+                          write_to=write_to, lake=config.store, tombstone_days=config.store.tombstone_days)
     if url is None:
         try:
             return LocalAdmin(config.store.db_path, read_only=not write, timeout_s=config.store.sql_timeout_s,
-                              write_to=write_to, max_value_bytes=config.limits.max_value_bytes)
+                              write_to=write_to, max_value_bytes=config.limits.max_value_bytes,
+                              tombstone_days=config.store.tombstone_days)
         except DatabaseInUse:
             url = config.server.url
     from edgeloop.ingest.auth import admin_token

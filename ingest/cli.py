@@ -847,6 +847,10 @@ def _delete(args: argparse.Namespace, config: IngestConfig) -> int:
               f"({result['file_bytes_before']} -> {result['file_bytes_after']} bytes)")
     else:
         print("nothing was deleted: run again with --yes to delete these rows")
+    if result.get("tombstones_until"):
+        held = "is left out" if args.yes else "would be left out"
+        print(f"feedback that arrives later on the deleted predictions {held} until {result['tombstones_until'][:19]}Z "
+              "(store.tombstone_days); any later deletion then removes their tombstones")
     if args.device is not None:
         print(f"hint: a deletion is no revocation: what {args.device} uploads later lands as new data; to refuse it: "
               f"edgeloop-ingest devices revoke {shlex.quote(args.device)}")

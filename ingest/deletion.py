@@ -41,7 +41,7 @@ from edgeloop.ingest.connection import quote
 from edgeloop.schemas.model_schema import NAME_PATTERN
 from edgeloop.times import EARLIEST, bounded
 
-__all__ = ["Deletion", "Guard", "apply", "retention_deletions"]
+__all__ = ["Deletion", "Guard", "apply", "expire_tombstones", "retention_deletions"]
 
 REASONS = ("manual", "retention")
 MAX_TEXT = 1024
@@ -156,12 +156,14 @@ def _hashed_fields(catalog: Catalog, model: str) -> set[str]:
 
 
 def apply(con: duckdb.DuckDBPyConnection, deletion: Deletion, catalog: Catalog, *, execute: bool, by: str,
-          tombstone_days: int | None = None) -> dict[str, Any]:
+          tombstone_days: int) -> dict[str, Any]:
     """Count (``execute=False``) or delete the matching rows, per table; a deletion writes its audit row.
 
     Runs in the caller's transaction. Feedback whose prediction is deleted is deleted with it. An executed
     deletion records what keeps it from being undone by later uploads (its erasure, its tombstones) and
-    removes the tombstones older than ``tombstone_days`` (when given).
+    removes the tombstones older than ``tombstone_days``: every path that deletes (the server, the CLI on a
+    stopped server's file, retention) expires them, so none needs the server to run. ``tombstones_until``
+    says when this deletion's own tombstones stop holding (None when it wrote none).
     """
     deletion_id = str(uuid.uuid4()) if execute else None
     deleted_at = datetime.now(UTC)
@@ -217,8 +219,10 @@ def apply(con: duckdb.DuckDBPyConnection, deletion: Deletion, catalog: Catalog, 
     total = sum(counts.values())
     result: dict[str, Any] = {
         "predicate": deletion.describe(), "reason": deletion.reason, "tables": counts, "rows": total,
-        "executed": execute, "deletion_id": None,
+        "executed": execute, "deletion_id": None, "tombstones_until": None,
     }
+    if deletion.before is None and any(counts.get(model) for model in models):  # its predictions' tombstones
+        result["tombstones_until"] = (deleted_at + timedelta(days=tombstone_days)).isoformat()
     if execute:
         result["deletion_id"] = deletion_id
         con.execute(
@@ -229,9 +233,14 @@ def apply(con: duckdb.DuckDBPyConnection, deletion: Deletion, catalog: Catalog, 
         if deletion.hashed is not None:  # also when nothing has landed yet: the person's rows may still be on a device
             con.execute("INSERT INTO erasures VALUES (?, ?, ?, ?, ?)",
                         [deletion_id, deletion.model, deletion.hashed[0], _digest(deletion.hashed[1]), deleted_at])
-        if tombstone_days is not None:
-            con.execute("DELETE FROM tombstones WHERE deleted_at < ?", [deleted_at - timedelta(days=tombstone_days)])
+        expire_tombstones(con, tombstone_days, now=deleted_at)
     return result
+
+
+def expire_tombstones(con: duckdb.DuckDBPyConnection, tombstone_days: int, *, now: datetime | None = None) -> int:
+    """Remove the tombstones older than ``tombstone_days`` (they no longer hold anything back); how many went."""
+    cutoff = (now or datetime.now(UTC)) - timedelta(days=tombstone_days)
+    return con.execute("DELETE FROM tombstones WHERE deleted_at < ?", [cutoff]).fetchone()[0]
 
 
 def _digest(pseudonym: str) -> str:

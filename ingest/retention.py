@@ -51,7 +51,7 @@ class Retention:
         def run(con: Any) -> list[dict[str, Any]]:
             done = []
             for deletion in deletions:
-                if apply(con, deletion, store.catalog, execute=False, by=BY)["rows"]:
+                if apply(con, deletion, store.catalog, execute=False, by=BY, tombstone_days=self.settings.tombstone_days)["rows"]:
                     done.append(apply(con, deletion, store.catalog, execute=True, by=BY,
                                       tombstone_days=self.settings.tombstone_days))
             return done

@@ -227,8 +227,8 @@ def test_apply_counts_match_what_a_deletion_removes(tmp_path, vibration):
                          Deletion(hashed=("operator_email", Privacy(key).hash("p1")))]:
             before = store.cursor().execute(
                 "SELECT (SELECT count(*) FROM vibration), (SELECT count(*) FROM vibration_feedback)").fetchone()
-            counted = store.call(lambda con: apply(con, deletion, catalog, execute=False, by="t")).result()
-            done = store.call(lambda con: apply(con, deletion, catalog, execute=True, by="t")).result()
+            counted = store.call(lambda con: apply(con, deletion, catalog, execute=False, by="t", tombstone_days=90)).result()
+            done = store.call(lambda con: apply(con, deletion, catalog, execute=True, by="t", tombstone_days=90)).result()
             after = store.cursor().execute(
                 "SELECT (SELECT count(*) FROM vibration), (SELECT count(*) FROM vibration_feedback)").fetchone()
             assert counted["tables"] == done["tables"]
@@ -496,7 +496,7 @@ def test_feedback_on_a_prediction_gone_past_retention_is_left_out(tmp_path, vibr
         old = _with(old, "record_id", [gone, held])  # created at then and a second later
         _land(store, tmp_path / "a", vibration, old)
         aged = Deletion(model="vibration", before=then + timedelta(milliseconds=500), reason="retention")
-        assert store.call(lambda con: apply(con, aged, store.catalog, execute=True, by="retention")).result(30)["rows"] == 1
+        assert store.call(lambda con: apply(con, aged, store.catalog, execute=True, by="retention", tombstone_days=90)).result(30)["rows"] == 1
         fresh = _uuid7(datetime.now(UTC))  # a prediction not landed yet, inside the retention: its label waits for it
         at = datetime.now(UTC)
         labels, _ = make_table(vibration, feedback=[(held, "ok", at), (gone, "late", at), (uuid.uuid4(), "v4", at),
@@ -537,3 +537,28 @@ def test_a_retention_interval_that_is_no_duration_is_refused_at_start(tmp_path, 
     result = cli("serve", "--config", str(config), check=False, timeout=30)
     assert result.returncode != 0 and "Traceback" not in result.stderr, result.stderr
     assert "retention_interval_s" in result.stderr, result.stderr
+
+
+def test_a_deletion_on_a_stopped_servers_file_expires_old_tombstones_and_says_until_when(tmp_path, vibration):
+    """`edgeloop-ingest delete --yes` on a stopped server's file removes tombstones older than store.tombstone_days, as the server's deletions do, and prints until when its own hold."""
+    port = free_port()
+    config = write_config(tmp_path, port)
+    config.write_text(config.read_text() + "tombstone_days = 5\n")  # [store] is the file's last table
+    token = cli("devices", "add", "pump-1", "--config", str(config)).stdout.strip()
+    table, _ = make_table(vibration, predictions=4)
+    server = spawn_server(config, tmp_path / "server.log")
+    try:
+        batch_id, body = seal(tmp_path / "a", vibration, table)
+        assert put_batch(port, batch_id, body, token) == 201
+    finally:
+        stop_server(server)
+    first = cli("delete", "--device", "pump-1", "--yes", "--config", str(config))
+    until = (datetime.now(UTC) + timedelta(days=5)).strftime("%Y-%m-%d")
+    assert f"left out until {until}" in first.stdout and "store.tombstone_days" in first.stdout, first.stdout
+    db = tmp_path / "ingest.duckdb"
+    with duckdb.connect(str(db)) as con:  # the first deletion's tombstones, made six days old
+        assert con.execute("SELECT count(*) FROM tombstones").fetchone()[0] == 4
+        con.execute("UPDATE tombstones SET deleted_at = deleted_at - INTERVAL 6 DAY")
+    cli("delete", "--device", "pump-2", "--yes", "--config", str(config))
+    with duckdb.connect(str(db), read_only=True) as con:
+        assert con.execute("SELECT count(*) FROM tombstones").fetchone()[0] == 0
