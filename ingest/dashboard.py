@@ -20,7 +20,8 @@ from edgeloop.errors import QueryFailed
 from edgeloop.ingest.aggregate import MAX_COUNT
 from edgeloop.schemas.model_schema import NAME_PATTERN
 
-__all__ = ["MAX_DAYS", "MAX_GROUPS_SHOWN", "MAX_ROLLOUT_VERSIONS", "MAX_VERSION_CHANGES", "Dashboard", "version_key"]
+__all__ = ["MAX_DAYS", "MAX_GROUPS_SHOWN", "MAX_ROLLOUT_VERSIONS", "MAX_VERSION_CHANGES", "Dashboard", "version_key",
+           "version_key_sql"]
 
 MAX_DAYS = 366
 MAX_DEVICE_BATCHES = 200  # the newest batches a device page lists
@@ -35,9 +36,25 @@ Query = Callable[[str, Sequence[Any]], list[dict[str, Any]]]
 
 
 def version_key(version: str) -> tuple[tuple[Any, ...], ...]:
-    """Order versions as people read them: 2.10.0 after 2.9.1, and 2.2.0-rc1 after 2.1.9 but before 2.2.0."""
-    parts = [(2, int(part)) if part.isdigit() else (0, part) for part in re.findall(r"\d+|[A-Za-z]+", version)]
+    """Order versions as people read them: 2.10.0 after 2.9.1, and 2.2.0-rc1 after 2.1.9 but before 2.2.0.
+
+    ``version_key_sql`` orders the same in SQL; both read ASCII digits and letters only.
+    """
+    parts = [(2, int(part)) if part[0] in "0123456789" else (0, part) for part in re.findall(r"[0-9]+|[A-Za-z]+", version)]
     return (*parts, (1,))  # the end of a version ranks above a suffix (rc) and below another number
+
+
+def version_key_sql(column: str) -> str:
+    """A DuckDB expression over the VARCHAR ``column`` that sorts as ``version_key`` does (a list of structs).
+
+    A number is compared by its length without leading zeros, then by its digits: as ``int`` does, at any length.
+    """
+    return (
+        f"list_concat(list_transform(regexp_extract_all({column}, '[0-9]+|[A-Za-z]+'), part -> "
+        "CASE WHEN regexp_full_match(part, '[0-9]+') "
+        "THEN {'rank': 2, 'digits': length(ltrim(part, '0')), 'text': ltrim(part, '0')} "
+        "ELSE {'rank': 0, 'digits': 0, 'text': part} END), [{'rank': 1, 'digits': 0, 'text': ''}])"
+    )
 
 
 def _days(now: datetime, days: int) -> list[date]:

@@ -28,7 +28,7 @@ import pyarrow as pa
 
 from edgeloop.ingest.choices import STATES
 from edgeloop.ingest.config import FleetSettings
-from edgeloop.ingest.dashboard import version_key
+from edgeloop.ingest.dashboard import version_key_sql
 from edgeloop.ingest.health import shared_token
 from edgeloop.ingest.query import CheckedQuery, readable, run_query, stream_query
 from edgeloop.ingest.store import Store, arrow_rows
@@ -172,25 +172,24 @@ def device_detail(reader: Reader, name: str, now: datetime, settings: FleetSetti
         "SELECT run_id FROM (SELECT json_extract_string(document, '$.run_id') AS run_id, received_at FROM device_status "
         "WHERE device = ? ORDER BY received_at DESC LIMIT ?) ORDER BY received_at", [name, MAX_RUN_STATUSES]
     ).column("run_id").to_pylist()
+    # Devices name their versions, so there is no bound on how many: per model the newest (as people read versions)
+    # and the count, so a device that ran thousands of versions costs its page as much as one that ran twenty.
     used = arrow_rows(reader.query(
-        "SELECT model, model_version, sum(predictions)::BIGINT AS predictions, sum(feedback)::BIGINT AS feedback, "
-        "min(first_at) AS first_seen, max(last_at) AS last_seen FROM landed_daily WHERE device = ? "
-        "GROUP BY model, model_version ORDER BY model, last_seen DESC", [name]
+        "SELECT * EXCLUDE (newness) FROM (SELECT *, count(*) OVER (PARTITION BY model) AS total, "
+        f"row_number() OVER (PARTITION BY model ORDER BY {version_key_sql('model_version')} DESC, last_seen DESC) "
+        "AS newness FROM (SELECT model, model_version, sum(predictions)::BIGINT AS predictions, "
+        "sum(feedback)::BIGINT AS feedback, min(first_at) AS first_seen, max(last_at) AS last_seen FROM landed_daily "
+        "WHERE device = ? GROUP BY model, model_version)) WHERE newness <= ? ORDER BY model, last_seen DESC",
+        [name, MAX_DEVICE_VERSIONS],
     ))
-    # Devices name their versions, so there is no bound on how many: per model the newest (as people read versions).
-    totals: dict[str, int] = {}
-    for entry in used:
-        totals[entry["model"]] = totals.get(entry["model"], 0) + 1
-    newest = {id(entry) for model in totals for entry in sorted(
-        (entry for entry in used if entry["model"] == model), key=lambda entry: version_key(entry["model_version"]),
-        reverse=True)[:MAX_DEVICE_VERSIONS]}
+    totals = {entry["model"]: entry.pop("total") for entry in used}
     return {
         "device": arrow_rows(row)[0],
         "status": orjson.loads(latest[0]["document"]) if latest else None,
         "recent_statuses": arrow_rows(recent),
         "refusals": arrow_rows(refusals),
         "shared_token": shared_token(runs),
-        "versions": [entry for entry in used if id(entry) in newest],
+        "versions": used,
         "versions_total": totals,
     }
 

@@ -390,3 +390,37 @@ async def test_run_ids_that_alternate_mark_a_shared_token_and_restarts_do_not(se
                                                              "recent_batches": []})
     assert 'id="shared-token"' not in device_page([], "pump-2", {**alone, "version_changes": [], "version_changes_total": 0,
                                                                 "recent_batches": []})
+
+
+TRICKY_VERSIONS = ["1.10.0", "1.9.1", "2.2.0-rc1", "2.2.0", "2.2.0-rc10", "2.2.0-rc2", "v3", "3", "3a", "0003.1",
+                   "99999999999999999999999999999999999999999999.0", "100000000000000000000000000000000000000000000",
+                   "release", "Release", "2.2", "2.2.0.0", "2.2.0+build7", "ß2", "2.٣"]
+
+
+async def test_a_device_detail_reads_only_the_versions_it_shows_the_newest_as_people_read_them(server):
+    """device_detail reads at most MAX_DEVICE_VERSIONS version rows per model however many the device ran, the newest by version_key, and versions_total still counts every one."""
+    from edgeloop.ingest.dashboard import version_key
+    from edgeloop.ingest.fleet import MAX_DEVICE_VERSIONS
+
+    await server.add_device("pump-1")
+    base = datetime(2020, 1, 1, tzinfo=UTC)
+    names = {"vibration": TRICKY_VERSIONS + [f"0.{n}" for n in range(2000)], "other": [f"1.{n}" for n in range(30)]}
+    rows = [(base.date(), model, version, "", "pump-1", 1, 0, base - timedelta(hours=n), base - timedelta(hours=n))
+            for model, listed in names.items() for n, version in enumerate(listed)]
+    await asyncio.wrap_future(server.app[STORE].call(lambda con: con.executemany(
+        "INSERT INTO landed_daily (day, model, model_version, policy_version, device, predictions, feedback, first_at, last_at) "
+        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)))
+    read: list[int] = []
+
+    class Counting(StoreReader):
+        def query(self, sql, params=()):
+            table = super().query(sql, params)
+            read.append(table.num_rows)
+            return table
+
+    detail = device_detail(Counting(server.app[STORE]), "pump-1", datetime.now(UTC), server.config.fleet)
+    assert max(read) <= 2 * MAX_DEVICE_VERSIONS, read
+    assert detail["versions_total"] == {"vibration": len(names["vibration"]), "other": 30}
+    for model, listed in names.items():
+        shown = [entry["model_version"] for entry in detail["versions"] if entry["model"] == model]
+        assert set(shown) == set(sorted(listed, key=version_key)[-MAX_DEVICE_VERSIONS:]), model  # no tie at the cut
