@@ -3,18 +3,22 @@
 from __future__ import annotations
 
 import json
+import secrets
 import signal
 import subprocess
 import threading
 import time
 import urllib.error
 import urllib.request
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import duckdb
+import pyarrow as pa
 import pytest
 
+from edgeloop.collector.privacy import Privacy
 from edgeloop.ingest.config import StoreSettings
 from edgeloop.ingest.lake import connect_lake
 from edgeloop.schemas import EXAMPLES_DIR, ModelSchema
@@ -346,3 +350,43 @@ def test_fleet_health_and_dashboard_through_two_replicas_match_sql_over_the_lake
     check()
     deltas = sql_on(a)("SELECT (SELECT count(*) FROM landed_daily_deltas) AS deltas, (SELECT count(*) FROM landed_daily) AS keys")
     assert deltas[0]["deltas"] == deltas[0]["keys"] > 0  # compact folded each key's deltas into one row
+
+
+def test_an_erasure_on_one_replica_holds_on_another_after_lake_refresh_s(replicas, tmp_path, vibration):
+    """A --where-hashed erasure made through replica A is held by replica B from its next lake_refresh_s: B answers a retried erased batch from the ledger without landing it again, and leaves the erased person's rows and the feedback on the deleted predictions out of a new batch."""
+    refresh_s = 0.5
+    a, b = replicas(2, lake_refresh_s=refresh_s)
+    token = a.add_device("pump-1")
+    wait_for(lambda: b.knows(token), what="the token to reach the other replica")
+    privacy = Privacy(secrets.token_bytes(32))
+    jane, john = privacy.hash("jane.roe@plant.example.com"), privacy.hash("john@plant.example.com")
+
+    def with_people(rows: pa.Table, people: list[str]) -> pa.Table:
+        index = rows.schema.get_field_index("operator_email")
+        return rows.set_column(index, rows.schema.field(index), pa.array(people, rows.schema.field(index).type))
+
+    first, first_ids = make_table(vibration, predictions=6)
+    first = with_people(first, [jane, jane, jane, john, john, john])
+    erased_batch, erased_body = seal(tmp_path / "a", vibration, first)
+    assert a.put(erased_batch, erased_body, token)[0] == 201
+    status, done = a.request("POST", "/v1/deletions", json.dumps(
+        {"where_hashed": {"field": "operator_email", "value": jane}, "execute": True, "by": "dpo"}).encode())
+    assert status == 200 and done["tables"]["vibration"] == 3, done
+    time.sleep(refresh_s * 4)  # B re-reads the lake at least once
+
+    status, answer = b.put(erased_batch, erased_body, token)  # its ack was lost: the device sends it again, to B
+    assert status == 200, answer
+    later, _ = make_table(vibration, predictions=4)
+    later = with_people(later, [jane, john, jane, john])
+    batch_id, body = seal(tmp_path / "b", vibration, later)
+    status, receipt = b.put(batch_id, body, token)
+    assert status == 201 and receipt["erased"] == 2, receipt
+    at = datetime(2025, 7, 1, tzinfo=UTC)
+    labels, _ = make_table(vibration, feedback=[(first_ids[0], "bad", at), (first_ids[3], "ok", at)])
+    batch_id, body = seal(tmp_path / "c", vibration, labels)
+    status, receipt = b.put(batch_id, body, token)
+    assert status == 201 and receipt["erased"] == 1, receipt  # the label on jane's deleted prediction
+    with lake_reader(b) as con:
+        assert con.execute("SELECT count(*) FROM vibration WHERE operator_email = ?", [jane]).fetchone()[0] == 0
+        assert con.execute("SELECT count(*) FROM vibration").fetchone()[0] == 5
+        assert con.execute("SELECT prediction_id::VARCHAR FROM vibration_feedback").fetchall() == [(str(first_ids[3]),)]
