@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import html
 import re
 
 # Control characters (C0 with newline, DEL, C1) and the bidirectional overrides: on a terminal ESC
@@ -44,6 +45,12 @@ def ago(seconds: float | None, *, missing: str = "never") -> str:
 def printable(text: str) -> str:
     """``text`` as a terminal should show it: each control character as its escape (``\\x1b``), obeyed by none."""
     return _UNPRINTABLE.sub(lambda match: match.group().encode("unicode_escape").decode("ascii"), text)
+
+
+def html_text(value: object) -> str:
+    """``value`` as HTML text or an attribute's value: markup escaped, and each control character and bidi
+    override shown as its escape, as ``printable`` shows it (a browser drops NUL and hides the rest)."""
+    return html.escape(printable("" if value is None else str(value)), quote=True)
 
 
 def text_table(rows: list[list[str]]) -> str:

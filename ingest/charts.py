@@ -9,10 +9,11 @@ left out of the drawing and of the axis; the tables beside the charts show it as
 
 from __future__ import annotations
 
-import html
 import math
 import sys
 from collections.abc import Sequence
+
+from edgeloop.units import html_text
 
 __all__ = ["PALETTE", "bars", "interval_lines", "lines", "stacked_area"]
 
@@ -28,7 +29,7 @@ IntervalSeries = Sequence[tuple[str, Sequence[Interval | None]]]
 
 
 def _e(text: object) -> str:
-    return html.escape(str(text), quote=True)
+    return html_text(str(text))
 
 
 def _drawn(value: float | None) -> bool:

@@ -5,7 +5,6 @@ Every value that came from devices (names, versions, errors, drop reasons) is es
 
 from __future__ import annotations
 
-import html
 import urllib.parse
 from collections.abc import Sequence
 from datetime import datetime
@@ -53,7 +52,7 @@ def _newest_versions(rows: Sequence[dict[str, Any]], version: str = "model_versi
 
 
 def _e(value: object) -> str:
-    return html.escape("" if value is None else str(value), quote=True)
+    return units.html_text(value)
 
 
 def _when(value: Any) -> str:

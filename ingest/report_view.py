@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import html
 from collections.abc import Sequence
 from typing import Any, Literal
 
@@ -10,7 +9,7 @@ import orjson
 
 from edgeloop.ingest.choices import REPORT_FORMATS
 from edgeloop.ingest.report import Estimate, FieldDrift, Group, Report
-from edgeloop.units import printable
+from edgeloop.units import html_text, printable
 
 __all__ = ["REPORT_FORMATS", "render_report"]
 
@@ -161,4 +160,4 @@ def render_text(report: Report) -> str:
 
 
 def escape(value: Any) -> str:
-    return html.escape(str(value), quote=True)
+    return html_text(str(value))

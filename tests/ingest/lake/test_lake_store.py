@@ -1,5 +1,8 @@
-"""The DuckLake store passes the DuckDB store's upload, deduplication, deletions-hold and field performance page tests (the ``server`` fixture is a lake here)."""
+"""The DuckLake store passes the DuckDB store's upload, deduplication, deletions-hold, control-character and field performance page tests (the ``server`` fixture is a lake here)."""
 
+from tests.ingest.test_control_text import (  # noqa: F401
+    test_control_characters_are_stored_as_sent_and_shown_escaped_on_every_dashboard_page,
+)
 from tests.ingest.test_dashboard import (  # noqa: F401
     test_the_field_performance_page_has_the_series_the_calibration_plot_and_the_rollout,
 )
