@@ -66,6 +66,7 @@ from edgeloop.ingest.export import (
 )
 from edgeloop.pipe import closed_pipe_exit
 from edgeloop.times import utc_time
+from edgeloop.units import printable
 
 # Each command imports the rest where it runs: `sql` and `export` to a file start with DuckDB and the config alone,
 # without Arrow, aiohttp or the report and fleet modules (tests/test_layering.py holds them to it).
@@ -792,7 +793,7 @@ def _feedback_import(args: argparse.Namespace, config: IngestConfig) -> int:
     finally:
         admin.close()
     for error in sorted(errors, key=lambda error: error["row"]):
-        print(f"{args.file}:{error['row']}: {error['error']}", file=sys.stderr)
+        print(printable(f"{args.file}:{error['row']}: {error['error']}"), file=sys.stderr)  # it quotes the file's text
     print(f"imported {imported} labels of {model} from {args.file} ({duplicates} already there"
           f"{f', {len(errors)} rows refused' if errors else ''})", file=sys.stderr)
     return 1 if errors else 0
@@ -907,7 +908,7 @@ def main(argv: list[str] | None = None) -> int:
             _leave(code)
         return code
     except EdgeloopError as exc:
-        print(f"edgeloop-ingest: {' '.join(str(exc).split())}", file=sys.stderr)
+        print(f"edgeloop-ingest: {printable(' '.join(str(exc).split()))}", file=sys.stderr)  # it may quote sent text
         return 1
     except BrokenPipeError:  # the reader of stdout went away (| head): nothing to say to anyone
         return closed_pipe_exit()

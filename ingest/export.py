@@ -248,9 +248,22 @@ def _spool_file() -> Path:
 
 def _spool_to(spool: Path, stdout: Any) -> None:
     stdout.flush()
+    sink = stdout.buffer if hasattr(stdout, "buffer") else _TextAsBinary(stdout)
     with open(spool, "rb") as handle:
-        shutil.copyfileobj(handle, stdout.buffer if hasattr(stdout, "buffer") else _TextAsBinary(stdout))
+        if _is_terminal(stdout):  # text from devices and labellers reaches a person: its controls shown, not obeyed
+            for line in handle:
+                body = line.rstrip(b"\n")
+                sink.write(printable(body.decode("utf-8", "replace")).encode() + line[len(body):])
+        else:  # a pipe or a file gets the result byte for byte
+            shutil.copyfileobj(handle, sink)
     stdout.flush()
+
+
+def _is_terminal(stream: Any) -> bool:
+    try:
+        return bool(stream.isatty())
+    except (AttributeError, ValueError):
+        return False
 
 
 def _hugeints_as_text(schema: pa.Schema, batches: Iterator[pa.RecordBatch]) -> tuple[pa.Schema, Iterator[pa.RecordBatch]]:
