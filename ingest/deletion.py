@@ -41,7 +41,7 @@ from edgeloop.ingest.connection import quote
 from edgeloop.schemas.model_schema import NAME_PATTERN
 from edgeloop.times import EARLIEST, bounded
 
-__all__ = ["Deletion", "Guard", "apply", "expire_tombstones", "retention_deletions"]
+__all__ = ["Deletion", "Guard", "apply", "retention_deletions"]
 
 REASONS = ("manual", "retention")
 MAX_TEXT = 1024
@@ -233,11 +233,11 @@ def apply(con: duckdb.DuckDBPyConnection, deletion: Deletion, catalog: Catalog, 
         if deletion.hashed is not None:  # also when nothing has landed yet: the person's rows may still be on a device
             con.execute("INSERT INTO erasures VALUES (?, ?, ?, ?, ?)",
                         [deletion_id, deletion.model, deletion.hashed[0], _digest(deletion.hashed[1]), deleted_at])
-        expire_tombstones(con, tombstone_days, now=deleted_at)
+        _expire_tombstones(con, tombstone_days, now=deleted_at)
     return result
 
 
-def expire_tombstones(con: duckdb.DuckDBPyConnection, tombstone_days: int, *, now: datetime | None = None) -> int:
+def _expire_tombstones(con: duckdb.DuckDBPyConnection, tombstone_days: int, *, now: datetime | None = None) -> int:
     """Remove the tombstones older than ``tombstone_days`` (they no longer hold anything back); how many went."""
     cutoff = (now or datetime.now(UTC)) - timedelta(days=tombstone_days)
     return con.execute("DELETE FROM tombstones WHERE deleted_at < ?", [cutoff]).fetchone()[0]
