@@ -330,8 +330,11 @@ def copy_result(
     if out is None or out == STDOUT:
         if spool is None:
             raise ValueError("a COPY bound for stdout needs its spool file (copy_target)")
-        write(spool)
-        _spool_to(spool, stdout)
+        try:
+            write(spool)
+            _spool_to(spool, stdout)
+        finally:  # here, not only in copy_target: the CLI may end its process without teardown once the rows are out
+            spool.unlink(missing_ok=True)
     else:
         _into_place(out, write)
     if progress:

@@ -260,7 +260,7 @@ FINE_THEN_FAILING = ("SELECT CASE WHEN i < 300000 THEN i ELSE CAST('x' || i::VAR
 
 @pytest.mark.parametrize("fmt", ["csv", "parquet", "json", "table"])
 def test_a_local_query_failing_after_its_first_rows_prints_nothing_and_one_line(tmp_path, fmt):
-    """`edgeloop-ingest sql` on a stopped server's file whose query fails after its first rows exits 1 with one line, prints no row to stdout and leaves no spool file, in every format."""
+    """`edgeloop-ingest sql` on a stopped server's file whose query fails after its first rows exits 1 with one line, prints no row to stdout and leaves no spool file, in every format; one that succeeds prints it all and leaves no spool file either."""
     config = write_config(tmp_path, free_port())
     cli("devices", "add", "pump-1", "--config", str(config))  # makes the database file
     spool_dir = tmp_path / "tmp"
@@ -275,3 +275,10 @@ def test_a_local_query_failing_after_its_first_rows_prints_nothing_and_one_line(
     assert "Could not convert" in stderr or "conversion" in stderr.lower(), stderr
     assert run.stdout == b"", f"{len(run.stdout)} bytes of a failed result reached stdout"
     assert list(spool_dir.iterdir()) == []
+    whole = subprocess.run(
+        [*CLI, "sql", "--config", str(config), "--format", fmt, "--out", "-", "SELECT i FROM range(300000) AS t(i)"],
+        capture_output=True, timeout=120, env={**os.environ, "TMPDIR": str(spool_dir)},
+    )
+    assert whole.returncode == 0, whole.stderr
+    assert b"(300000 rows" in whole.stdout if fmt == "table" else len(whole.stdout) > 300_000  # a table shows 10,000
+    assert list(spool_dir.iterdir()) == []  # the process ends without teardown once the rows are out: the spool went first
