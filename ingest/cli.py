@@ -540,6 +540,8 @@ def _run(args: argparse.Namespace) -> int:
         write_to = stack.enter_context(copy_target(args.out)) if copies else None
         admin = open_admin(config, url=args.url, token_file=args.admin_token_file, ca_file=args.ca_file, write_to=write_to)
         stack.callback(admin.close)
+        if write_to is not None and not isinstance(admin, LocalAdmin):  # the server's stream is spooled by write_result
+            write_to.unlink(missing_ok=True)  # now: a read ends the process without teardown
         if args.command == "sql":
             query = sys.stdin.read() if args.query == "-" else args.query
             fingerprints = admin.fingerprints() if args.format == "parquet" else {}

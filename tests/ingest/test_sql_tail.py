@@ -282,3 +282,23 @@ def test_a_local_query_failing_after_its_first_rows_prints_nothing_and_one_line(
     assert whole.returncode == 0, whole.stderr
     assert b"(300000 rows" in whole.stdout if fmt == "table" else len(whole.stdout) > 300_000  # a table shows 10,000
     assert list(spool_dir.iterdir()) == []  # the process ends without teardown once the rows are out: the spool went first
+
+
+def test_a_result_from_the_server_leaves_no_spool_file_in_any_format(tmp_path):
+    """`edgeloop-ingest sql --url` prints the whole result to stdout in every format and leaves no spool file in TMPDIR."""
+    port = free_port()
+    config = write_config(tmp_path, port)
+    server = spawn_server(config, tmp_path / "server.log")
+    spool_dir = tmp_path / "tmp"
+    spool_dir.mkdir()
+    try:
+        for fmt in ("csv", "parquet", "json", "table"):
+            run = subprocess.run(
+                [*CLI, "sql", "--config", str(config), "--url", f"http://127.0.0.1:{port}", "--format", fmt, "--out", "-",
+                 "SELECT i FROM range(1000) AS t(i)"],
+                capture_output=True, timeout=120, env={**os.environ, "TMPDIR": str(spool_dir)},
+            )
+            assert run.returncode == 0 and run.stdout, (fmt, run.stderr)
+            assert list(spool_dir.iterdir()) == [], fmt
+    finally:
+        stop_server(server)
