@@ -478,7 +478,13 @@ def _requeue_offline(config: CollectorConfig, batch_ids: list[str] | None) -> li
 def _config(args: argparse.Namespace) -> CollectorConfig:
     from edgeloop.collector.config import CollectorConfig
 
-    return CollectorConfig.load(args.config)
+    path = Path(args.config)
+    if not path.exists():
+        raise _Failure(
+            f"{path}: no such config file (give --config FILE or $EDGELOOP_CONFIG; "
+            f"`edgeloop-collector init-config > {DEFAULT_CONFIG}` writes one)"
+        )
+    return CollectorConfig.load(path)
 
 
 def _socket_and_config(args: argparse.Namespace, *, need_config: bool) -> tuple[Path, CollectorConfig | None]:
@@ -497,8 +503,37 @@ def _socket_and_config(args: argparse.Namespace, *, need_config: bool) -> tuple[
 
 def _call(socket_path: Path, method: str, path: str, body: Any = None, *, timeout_s: float) -> tuple[int, Any]:
     from edgeloop.collector.client import call_agent
+    from edgeloop.errors import AgentUnavailableError
 
-    return call_agent(socket_path, method, path, body, timeout_s=timeout_s)
+    try:
+        return call_agent(socket_path, method, path, body, timeout_s=timeout_s)
+    except AgentUnavailableError as exc:
+        # A socket this user may not open is no stopped or hung agent: say whose it is.
+        if isinstance(exc.__cause__, PermissionError):
+            raise _Failure(_denied_line(socket_path, "cannot talk to the agent at")) from exc
+        raise
+
+
+def _denied_line(path: Path, doing: str) -> str:
+    """One line for a file of the agent's that this user may not use, naming its owner and group."""
+    import getpass
+    import grp
+    import pwd
+
+    for existing in (path, *path.parents):  # the nearest one this user may stat: a file under a closed folder is not
+        try:
+            info = existing.stat()
+            owner = pwd.getpwuid(info.st_uid).pw_name
+            group = grp.getgrgid(info.st_gid).gr_name
+            break
+        except (OSError, KeyError):
+            continue
+    else:
+        return f"{doing} {path}: permission denied for user {getpass.getuser()} (try sudo)"
+    return (
+        f"{doing} {path}: permission denied for user {getpass.getuser()} ({existing} belongs to {owner}:{group}):"
+        f" run it with sudo, or as a member of group {group}"
+    )
 
 
 def _error_line(status_code: int, answer: Any) -> str:
@@ -760,6 +795,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         from edgeloop.pipe import closed_pipe_exit
 
         return closed_pipe_exit()
+    except PermissionError as exc:
+        _error(_denied_line(Path(exc.filename), "cannot use") if exc.filename else str(exc))
+        return EXIT_ERROR
     except (EdgeloopError, OSError) as exc:
         _error(str(exc))
         return EXIT_ERROR

@@ -122,15 +122,18 @@ class Policies:
                 answer = await Answer.read(response, MAX_DOCUMENT_BYTES)
             if answer.status != 200:
                 log.warning("policy fetch refused", extra={"status": answer.status, "body": str(answer.shown)[:200]})
-                return f"failed: HTTP {answer.status}"
+                hint = " (check sync.token_file)" if answer.status in (401, 403) else ""
+                return f"failed: HTTP {answer.status}{hint}"
             if answer.problem is not None:
                 raise PolicyError(f"the policy document is {answer.problem}")
             if isinstance(answer.body, str):
                 raise PolicyError(f"the policy document is not JSON: {answer.body[:80]!r}")
             changed = self.accept(answer.body, answer.headers.get("ETag"), registry)
         except (aiohttp.ClientError, TimeoutError) as exc:
-            log.warning("policy fetch failed; running on the policies in force", extra={"error": repr(exc)})
-            return f"failed: {exc!r}"
+            # aiohttp's repr is its connection key; its text names the host and the cause a person can act on.
+            error = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+            log.warning("policy fetch failed; running on the policies in force", extra={"error": error})
+            return f"failed: {error}"
         except PolicyError as exc:
             log.error("server policies refused; running on the policies in force", extra={"error": str(exc)})
             return f"refused: {exc}"

@@ -362,7 +362,7 @@ class Syncer:
                 extra={"status": exc.status, "error": exc.body, "url": url},
             )
             result.failed += 1 + len(queue)
-            return f"device not allowed: ingest answered {exc.status}"
+            return f"device not allowed: ingest answered {exc.status} (check sync.token_file and `edgeloop-ingest devices list`)"
         if 200 <= exc.status < 300:
             log.error("ingest's answer does not prove the batch landed: sync stopped, every batch kept; check sync.url "
                       "(a captive portal or a proxy answers this way)",

@@ -5,7 +5,10 @@ from __future__ import annotations
 import json
 import os
 import secrets
+import shutil
 import signal
+import subprocess
+import sys
 
 import pyarrow.parquet as pq
 import pytest
@@ -320,3 +323,71 @@ def test_status_into_a_pipe_its_reader_closed_ends_quietly(agent_factory):
     proc.stdout.close()  # before the child writes a byte
     _, stderr = proc.communicate(timeout=60)
     assert proc.returncode == 141 and stderr == b"", stderr
+
+
+def test_status_after_a_failed_sync_says_why_and_the_policy_fetch_in_words(agent_factory, tmp_path):
+    """After a sync to a server that is down, status names the cause in its text, and the policy fetch's outcome is
+    the error's text, not aiohttp's repr of its connection key."""
+    from tests.ingest.conftest import free_port
+
+    token = tmp_path / "device.token"
+    token.write_text("some-device-token\n")
+    token.chmod(0o600)
+    url = f"http://127.0.0.1:{free_port()}"
+    agent = agent_factory(sync={"enabled": True, "url": url, "token_file": str(token), "max_attempts": 1}).start()
+    assert agent.post_records(list(SimulatedModel("vibration", seed=2).predictions(5)))[0] == 200
+    assert "ingest unreachable" in _one_line_error(agent.cli("sync", "--wait"))
+    human = agent.cli("status")
+    assert human.returncode == 0, human.stderr
+    sync_lines = human.stdout.split("sync       ", 1)[1].splitlines()
+    under = [line for line in sync_lines[1:] if line.startswith("           ")]
+    assert "(failed)" in sync_lines[0] and any("ingest unreachable" in line for line in under), human.stdout
+    outcome = json.loads(agent.cli("status", "--json").stdout)["policies"]["last_fetch"]["outcome"]
+    assert outcome.startswith("failed: ClientConnectorError: Cannot connect to host"), outcome
+    assert "ConnectionKey(" not in human.stdout + outcome
+
+
+def _as_an_unprivileged_user() -> list[str]:
+    """A command prefix that makes permission bits bind: as root, setpriv drops the capabilities that ignore them."""
+    if os.geteuid() != 0:
+        return []
+    if shutil.which("setpriv") is None:
+        pytest.skip("root without setpriv: file permissions cannot be made to bind")
+    return ["setpriv", "--bounding-set", "-dac_override,-dac_read_search,-fowner"]
+
+
+def test_commands_on_an_agent_this_user_may_not_reach_say_so_and_how(agent_factory):
+    """status, sync and run by a user who may not open the agent's socket or state dir give one line naming the
+    path, its owner and group and sudo, never 'not answering', a hung agent or an errno."""
+    agent = agent_factory().start()
+    prefix = _as_an_unprivileged_user()
+    os.chown(agent.socket, 0 if prefix else os.getuid(), os.getgid())
+    try:
+        agent.socket.chmod(0o000)
+        agent.state_dir.chmod(0o000)
+        for command in (["status"], ["status", "--json"], ["sync", "--wait"], ["flush"]):
+            result = subprocess.run([*prefix, *_cli_argv(agent, *command)], capture_output=True, text=True, timeout=60)
+            line = _one_line_error(result)
+            assert f"{agent.socket}: permission denied for user" in line and "sudo" in line, (command, line)
+            assert "[Errno" not in line and "NOT ANSWERING" not in result.stdout
+        agent.socket.chmod(0o660)
+        agent.stop()
+        run = subprocess.run([*prefix, *_cli_argv(agent, "run")], capture_output=True, text=True, timeout=60)
+        line = _one_line_error(run)
+        assert str(agent.state_dir) in line and "permission denied for user" in line and "[Errno" not in line, line
+        status = subprocess.run([*prefix, *_cli_argv(agent, "status")], capture_output=True, text=True, timeout=60)
+        line = _one_line_error(status)
+        assert str(agent.state_dir) in line and "belongs to" in line and "[Errno" not in line, line
+    finally:
+        agent.state_dir.chmod(0o750)
+
+
+def _cli_argv(agent, *args: str) -> list[str]:
+    return [sys.executable, "-m", "edgeloop.collector.cli", *args, "--config", str(agent.write_config())]
+
+
+def test_a_missing_config_says_how_to_make_one():
+    """A collector command with no config file is one line naming the file, --config, $EDGELOOP_CONFIG and init-config."""
+    result = run_cli("status", "--config", "/nonexistent/collector.toml")
+    line = _one_line_error(result)
+    assert "/nonexistent/collector.toml: no such config file" in line and "init-config" in line, line
