@@ -467,8 +467,11 @@ class Client:
         )
         try:
             status, raw = retrying(self._post, body)
-        except RetryError:
+        except RetryError as exc:
             self._drop("agent_unavailable", len(batch))
+            # Else a wrong socket path or a socket this user may not open loses every record without a word.
+            log.warning("edgeloop client: %d records dropped at close: the agent at %s never answered (%s)",
+                        len(batch), self.socket_path, exc.last_attempt.exception())
             return
         self._settle(batch, status, raw)
 

@@ -219,3 +219,24 @@ def test_sdk_learns_the_agents_body_bound_from_its_first_413(agent_factory):
     assert stats["sent"] == 5_000 and stats["dropped"] == {}, stats
     assert 1 <= _requests_answered(agent, "413") <= 2  # the SDK keeps two requests in flight; both may be sent before the first 413 returns
     assert _requests_answered(agent, "200") >= 5_000 * 540 // 100_000
+
+
+def test_records_dropped_at_close_for_an_agent_never_reached_are_said_on_stderr(tmp_path):
+    """An app with no logging set up that logs to a socket nobody answers on (a wrong path, no permission) is told
+    on stderr at close how many records were dropped and which socket never answered."""
+    import subprocess
+    import sys
+
+    socket_path = tmp_path / "wrong" / "agent.sock"
+    app = (
+        "from edgeloop import Client\n"
+        f"client = Client({str(socket_path)!r}, retry_max_s=0.05)\n"
+        "client.log_prediction('vibration', '2.1.0', inputs={}, outputs={'predicted_class': 'x', 'confidence': 0.5})\n"
+        "client.close(timeout_s=0.5)\n"
+        "print(client.stats()['dropped'])\n"
+    )
+    result = subprocess.run([sys.executable, "-c", app], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "{'agent_unavailable': 1}"
+    assert f"1 records dropped at close: the agent at {socket_path} never answered" in result.stderr, result.stderr
+    assert "No such file or directory" in result.stderr and "Traceback" not in result.stderr
