@@ -59,6 +59,26 @@ def test_the_command_is_on_path_after_install(tmp_path):
     assert (root / os.readlink(link).lstrip("/")).samefile(command)
 
 
+def test_the_closing_line_asks_only_for_the_sync_settings_still_missing(tmp_path):
+    """The collector installer's last line asks to set [sync] url and token_file only while they are unset, and the
+    config it writes from --ingest-url and --token-file loads with both set."""
+    bare = install("install-collector", "--prefix", str(tmp_path / "bare"), "--user", ME, "--no-venv")
+    assert bare.returncode == 0, bare.stderr
+    assert "set [sync] url token_file in /etc/edgeloop/collector.toml" in bare.stderr.splitlines()[-1]
+    token = tmp_path / "pump.token"
+    token.write_text("a-device-token\n")
+    root = tmp_path / "enrolled"
+    done = install("install-collector", "--prefix", str(root), "--user", ME, "--no-venv",
+                   "--ingest-url", "https://ingest.example.com:8443", "--token-file", str(token))
+    assert done.returncode == 0, done.stderr
+    last = done.stderr.splitlines()[-1]
+    assert "done: check with: sudo edgeloop-collector status" in last and "set [sync]" not in last, last
+    from edgeloop.collector.config import CollectorConfig
+
+    sync = CollectorConfig.load(root / "etc" / "edgeloop" / "collector.toml").sync
+    assert sync.url == "https://ingest.example.com:8443" and str(sync.token_file) == "/etc/edgeloop/device.token"
+
+
 def test_upgrade_keeps_config_key_token_and_spool(tmp_path):
     """Re-running the installer (a newer version) replaces the unit but keeps the config, key, token and spool."""
     root = tmp_path / "root"
