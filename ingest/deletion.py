@@ -83,8 +83,11 @@ class Deletion:
             field, value = self.hashed
             if not NAME_PATTERN.match(field):
                 raise _refuse(f"{field!r} is not a field name")
-            if not (0 < len(value) <= MAX_TEXT):
-                raise _refuse("a pseudonym is 1 to 1024 characters (what `edgeloop-collector pseudonym` prints)")
+            # The `hash` rule stores HMAC-SHA256 as 64 lower-case hex digits: anything else (the README's elided
+            # '8369e634…', a raw e-mail) matches no row and would be audited and erased for good as if it had.
+            if len(value) != 64 or value.strip("0123456789abcdef"):
+                raise _refuse(f"{value[:80]!r} is no pseudonym: give the 64 hex digits `edgeloop-collector pseudonym "
+                              "VALUE` prints on a device")
         if self.reason not in REASONS:
             raise _refuse(f"reason must be one of {', '.join(REASONS)}")
 

@@ -156,7 +156,7 @@ def test_delete_where_hashed_matches_what_the_device_stores_with_the_server_stop
         assert con.execute("SELECT rows, reason FROM deletions").fetchall() == [(5, "manual")]
         predicate = con.execute("SELECT predicate FROM deletions").fetchone()[0]
         assert hashlib.sha256(jane.encode()).hexdigest() in predicate  # the audit proves which pseudonym, not holds it
-    unknown = cli("delete", "--where-hashed", "note=abc", "--config", str(config), check=False)
+    unknown = cli("delete", "--where-hashed", f"note={jane}", "--config", str(config), check=False)
     assert unknown.returncode == 1 and unknown.stderr.count("\n") == 1 and "pseudonymizes" in unknown.stderr
 
 
@@ -166,6 +166,9 @@ def test_delete_where_hashed_matches_what_the_device_stores_with_the_server_stop
         (["--before", "2025-01-01"], "--before needs --model"),
         (["--device", "x", "--model", "nope"], "no model named 'nope'"),
         (["--where-hashed", "operator_email"], "FIELD=VALUE"),
+        (["--where-hashed", "operator_email=8369e634…"], "is no pseudonym: give the 64 hex digits"),
+        (["--where-hashed", "operator_email=jane.roe@plant.example.com"], "is no pseudonym"),
+        (["--where-hashed", f"operator_email={'A' * 64}"], "is no pseudonym"),
     ],
 )
 def test_bad_deletions_are_one_line(tmp_path, args, message):
