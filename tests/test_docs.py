@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
+import re
+import shlex
 import subprocess
 import sys
+import tomllib
 from pathlib import Path
 
 from pydantic import BaseModel
@@ -50,3 +55,90 @@ def test_readme_commands_exist():
                    "scripts/compare-evidently"):
         assert f"./{script}" in README
         assert (ROOT / script).stat().st_mode & 0o111, script
+
+
+def _blocks(language: str) -> list[str]:
+    """The README's fenced code blocks in one language."""
+    return re.findall(rf"```{language}\n(.*?)```", README, re.S)
+
+
+def _command_lines() -> list[tuple[str, list[str]]]:
+    """Each ``edgeloop-collector``/``edgeloop-ingest`` invocation in the README's shell blocks, as (command, argv):
+    ``sudo`` and comments dropped, ``[optional]`` brackets opened, one entry per command of a ``|`` alternation."""
+    found = []
+    for block in _blocks("sh"):
+        for line in block.splitlines():
+            match = re.match(r"\s*\(?(?:umask \d+; )?(?:sudo\s+)?(edgeloop-(?:collector|ingest))\s+(.*)", line)
+            if not match:
+                continue
+            command, rest = match.groups()
+            tokens = shlex.split(rest.replace("[", "").replace("]", "").replace(")", " "), comments=True)
+            parts: list[list[str]] = [[]]
+            for token in tokens:
+                if token in ("|", ">", "<", "2>&1"):
+                    parts.append([])
+                else:
+                    parts[-1].append(token)
+            found.append((command, parts[0]))
+            # "devices list | devices revoke NAME | ...": the same command's other forms, not a pipe into a file.
+            found += [(command, part) for part in parts[1:] if part and not part[0].endswith((".gz", ".sql", ".token"))
+                      and part[0] not in ("gzip",)]
+    return found
+
+
+def test_readme_command_lines_parse(tmp_path, monkeypatch):
+    """Every edgeloop-collector and edgeloop-ingest command line the README prints names a command and options the
+    CLI has, and writes its --out into a folder the README has made, so a reader who pastes it gets the command,
+    not a usage error."""
+    from edgeloop.collector import cli as collector_cli
+    from edgeloop.ingest import cli as ingest_cli
+
+    monkeypatch.chdir(tmp_path)  # an empty folder, holding only what the README's own `mkdir -p` lines make
+    for block in _blocks("sh"):
+        for folder in re.findall(r"^mkdir -p (\S+)$", block, re.M):
+            (tmp_path / folder).mkdir(parents=True, exist_ok=True)
+    lines = _command_lines()
+    assert len(lines) > 30
+    refused = []
+    for command, argv in lines:
+        parser = (collector_cli if command == "edgeloop-collector" else ingest_cli)._parser()
+        try:
+            with contextlib.redirect_stderr(io.StringIO()) as err, contextlib.redirect_stdout(io.StringIO()):
+                parser.parse_args(argv)
+        except SystemExit as exc:
+            if exc.code:
+                refused.append((command, argv, err.getvalue().strip().splitlines()[-1]))
+    assert refused == []
+
+
+def test_readme_toml_examples_load():
+    """The README's TOML examples load: the [privacy] section as collector settings, the policy against the
+    vibration schema, the [store] section as ingest settings."""
+    from edgeloop.schemas.policy import load_policy_text
+    from edgeloop.schemas.registry import EXAMPLES_DIR, SchemaRegistry
+
+    privacy, policy, store = _blocks("toml")
+    CollectorConfig.model_validate(tomllib.loads(privacy))
+    load_policy_text(policy, SchemaRegistry.from_dir(EXAMPLES_DIR).get("vibration"), source="README")
+    IngestConfig.model_validate(tomllib.loads(store))
+
+
+def test_readme_sdk_snippet_runs_as_printed(tmp_path):
+    """The README's SDK snippet, pasted into a file with only the socket path changed, runs and delivers its
+    prediction and its feedback to a real agent."""
+    from tests.collector.conftest import AgentProcess, default_config
+
+    (snippet,) = [block for block in _blocks("python") if "from edgeloop import Client" in block]
+    root = tmp_path / "device"
+    root.mkdir()
+    agent = AgentProcess(root, default_config(root)).start()
+    try:
+        assert "/run/edgeloop/agent.sock" in snippet
+        app = tmp_path / "app.py"
+        app.write_text(snippet.replace("/run/edgeloop/agent.sock", str(agent.socket)) + "print(client.stats())\n")
+        result = subprocess.run([sys.executable, str(app)], capture_output=True, text=True, timeout=60)
+        assert result.returncode == 0, result.stderr
+        assert "'sent': 2, 'invalid': 0, 'dropped': {}" in result.stdout, result.stdout
+        assert agent.status()["journal"]["records"] == 2
+    finally:
+        agent.kill()
