@@ -593,6 +593,8 @@ def _format_status(report: dict[str, Any]) -> str:
             f"disk       {state}, {size(disk['free_bytes'])} free; seal reserve "
             f"{size(disk['seal_reserve_held_bytes'])} of {size(disk['seal_reserve_bytes'])} held"
         )
+        if disk.get("full"):
+            lines.append("           " + _why_full(disk))
     drops = report.get("drops")
     if drops:
         total = drops["total"]
@@ -628,6 +630,18 @@ def _format_status(report: dict[str, Any]) -> str:
     if health:
         lines += _format_health(health, syncing=bool(sync and sync.get("configured")))
     return "\n".join(lines)
+
+
+def _why_full(disk: dict[str, Any]) -> str:
+    """Why the agent calls a disk with free bytes full: the room it keeps for others, or the seal reserve."""
+    reserve = disk.get("reserve_free_bytes")
+    if reserve is not None and disk["free_bytes"] < reserve:
+        return (f"under spool.reserve_free_bytes ({size(reserve)}), kept free for the rest of the device:"
+                " new records get 507 disk_full; free space or lower the setting")
+    if disk["seal_reserve_held_bytes"] < disk["seal_reserve_bytes"]:
+        return (f"the seal reserve (spool.seal_reserve_bytes, {size(disk['seal_reserve_bytes'])}) cannot be held:"
+                " new records get 507 disk_full; free space or lower the setting")
+    return "a write met a full disk: new records get 507 disk_full until one succeeds"
 
 
 def _format_health(health: dict[str, Any], *, syncing: bool) -> list[str]:

@@ -46,6 +46,7 @@ from edgeloop.collector.reporter import StatusReporter, clock_synchronized
 from edgeloop.collector.spool import Spool, is_batch_id
 from edgeloop.errors import CollectorError
 from edgeloop.runner import read_body
+from edgeloop.units import size
 
 if TYPE_CHECKING:
     from edgeloop.collector.pipeline import Pipeline
@@ -388,7 +389,11 @@ async def _journal_records(
         if spool.free_disk_bytes() - incoming < config.spool.reserve_free_bytes:
             spool.note_disk_full()
             _count(spool, metrics, {"disk_full": accepted})
-            return error_response(507, "disk_full", "the disk is full; records already accepted are kept", details)
+            # "Full" with megabytes free reads as a bug: name the setting that keeps them.
+            message = (f"the disk is full: {size(details['free_bytes'])} free, under spool.reserve_free_bytes"
+                       f" ({size(config.spool.reserve_free_bytes)}) kept for the rest of the device;"
+                       " records already accepted are kept")
+            return error_response(507, "disk_full", message, details)
         _count(spool, metrics, {"spool_full": accepted})
         return error_response(
             507, "spool_full", "the spool is full (byte budget) and the policy is reject_new", details

@@ -469,6 +469,7 @@ class Spool:
             "full": since is not None,
             "full_since": None if since is None else since.at().isoformat(),
             "free_bytes": self.free_disk_bytes(),
+            "reserve_free_bytes": self.settings.reserve_free_bytes,
             "seal_reserve_bytes": self.settings.seal_reserve_bytes,
             "seal_reserve_held_bytes": self._reserve_held,
         }

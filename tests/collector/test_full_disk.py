@@ -130,3 +130,17 @@ def test_splitting_a_batch_on_a_full_disk_uses_the_seal_reserve(small_disk):
     assert sorted(_ids(half.path for half in halves)) == sorted(r["record_id"] for r in records)
     filler.unlink()
     assert spool.ensure_reserve() and spool.reserve_held_bytes == 2 * MiB
+
+
+def test_a_disk_full_by_the_free_space_the_agent_keeps_says_which_setting(agent_factory):
+    """With free space under spool.reserve_free_bytes, a record's 507 and status's text both name that setting and
+    the free bytes, so a disk called full with space left reads as the setting it is, not a bug."""
+    agent = agent_factory(spool={"reserve_free_bytes": 1 << 60}).start()
+    status, body = agent.post_records(list(SimulatedModel("vibration", seed=2).predictions(3)))
+    assert status == 507 and body["error"]["code"] == "disk_full", body
+    assert "free, under spool.reserve_free_bytes" in body["error"]["message"], body
+    human = agent.cli("status")
+    assert human.returncode == 0, human.stderr
+    disk = human.stdout.split("disk       ", 1)[1].splitlines()
+    assert disk[0].startswith("FULL since") and "under spool.reserve_free_bytes" in disk[1], human.stdout
+    assert agent.status()["disk"]["reserve_free_bytes"] == 1 << 60
