@@ -794,7 +794,9 @@ def _timeout_s(text: str) -> float:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``edgeloop-collector``; returns the exit code."""
-    args = _parser().parse_args(argv)
+    parser = _parser()
+    _refuse_options_before_the_command(parser, sys.argv[1:] if argv is None else list(argv), "status --config FILE")
+    args = parser.parse_args(argv)
     if args.command == "run":
         _prepare_agent_process()
     from edgeloop.errors import EdgeloopError
@@ -817,6 +819,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_ERROR
     except KeyboardInterrupt:
         return 130
+
+
+def _refuse_options_before_the_command(parser: argparse.ArgumentParser, argv: list[str], example: str) -> None:
+    """An option before the command (``--config FILE status``) is a usage error saying where it goes:
+    argparse would call the file an invalid command."""
+    first = argv[0].split("=", 1)[0] if argv else ""
+    if first.startswith("--") and first not in ("--help", "--version"):
+        parser.error(f"{first} goes after the command: {parser.prog} COMMAND {first} ... (e.g. {parser.prog} {example})")
 
 
 def _prepare_agent_process() -> None:

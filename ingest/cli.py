@@ -902,7 +902,14 @@ def _footer(query: str, params: list, fingerprints: dict[str, str], tables: froz
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+    parser = _parser()
+    given = sys.argv[1:] if argv is None else argv
+    first = given[0].split("=", 1)[0] if given else ""
+    if first.startswith("--") and first not in ("--help", "--version"):
+        # argparse would call the option's value an invalid command.
+        parser.error(f"{first} goes after the command: edgeloop-ingest COMMAND {first} ... "
+                     "(e.g. edgeloop-ingest serve --config FILE)")
+    args = parser.parse_args(argv)
     args.own_process = argv is None  # the process's own command line, so it may end without teardown
     try:
         code = _run(args)

@@ -391,3 +391,14 @@ def test_a_missing_config_says_how_to_make_one():
     result = run_cli("status", "--config", "/nonexistent/collector.toml")
     line = _one_line_error(result)
     assert "/nonexistent/collector.toml: no such config file" in line and "init-config" in line, line
+
+
+@pytest.mark.parametrize("first", ["--config", "--config=collector.toml", "--socket"])
+def test_an_option_before_the_command_says_where_it_goes(first):
+    """`edgeloop-collector --config FILE status` is a usage error (exit 2) saying the option goes after the command,
+    not 'invalid choice' naming the file."""
+    result = run_cli(first, "collector.toml", "status")
+    assert result.returncode == 2, result.stderr
+    last = result.stderr.strip().splitlines()[-1]
+    assert f"{first.split('=')[0]} goes after the command: edgeloop-collector COMMAND" in last, last
+    assert "invalid choice" not in result.stderr

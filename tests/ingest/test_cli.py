@@ -266,3 +266,14 @@ def test_device_text_reaches_a_terminal_with_its_control_characters_shown_not_ob
         out = cli(*command, "--config", str(config)).stdout
         assert not any(c in out for c in "\x1b\x07\r\u202e"), (command, out)
         assert "\\x1b" in out or command[-1] == "none", (command, out)
+
+
+@pytest.mark.parametrize("first", ["--config", "--config=ingest.toml", "--db"])
+def test_an_option_before_the_command_says_where_it_goes(first):
+    """`edgeloop-ingest --config FILE serve` is a usage error (exit 2) saying the option goes after the command, not
+    'invalid choice' naming the file."""
+    result = cli(first, "ingest.toml", "serve", check=False)
+    assert result.returncode == 2, result.stderr
+    last = result.stderr.strip().splitlines()[-1]
+    assert f"{first.split('=')[0]} goes after the command: edgeloop-ingest COMMAND" in last, last
+    assert "invalid choice" not in result.stderr
