@@ -11,7 +11,7 @@ from importlib.resources.abc import Traversable
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from edgeloop.settings import MAX_SECONDS, MiB, PositiveInt, Seconds, Settings, load_settings
 
@@ -46,6 +46,20 @@ class ServerSettings(Settings):
     line_max_bytes: PositiveInt = 256 * MiB
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     log_json: bool = True
+
+    @field_validator("host")
+    @classmethod
+    def _host(cls, value: str) -> str:
+        """A name or an address: '0.0.0.0:8443' or 'https://...' only failed at serve, as a name lookup."""
+        import ipaddress
+
+        if ":" in value or "/" in value or any(char.isspace() for char in value):
+            try:
+                ipaddress.IPv6Address(value)
+            except ValueError:
+                raise ValueError(f"{value!r} is no host name or address: the port goes in server.port, and no "
+                                 "scheme or path (e.g. host = \"0.0.0.0\", port = 8443)") from None
+        return value
 
     @model_validator(mode="after")
     def _tls_pair(self) -> ServerSettings:

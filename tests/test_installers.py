@@ -146,6 +146,17 @@ def test_ingest_installer_lays_out_config_unit_and_command(tmp_path):
     assert install("install-ingest", "--listen", "nonsense").returncode != 0
 
 
+def test_ingest_installer_takes_an_ipv6_listen_address_the_config_loads(tmp_path):
+    """--listen [::]:8443 writes the bare address to server.host, which the ingest config then loads."""
+    from edgeloop.ingest.config import IngestConfig
+
+    root = tmp_path / "root"
+    done = install("install-ingest", "--prefix", str(root), "--user", ME, "--no-venv", "--listen", "[::]:8443")
+    assert done.returncode == 0, done.stderr
+    server = IngestConfig.load(root / "etc" / "edgeloop" / "ingest.toml").server
+    assert (server.host, server.port) == ("::", 8443)
+
+
 def directives(unit: Path) -> dict[str, str]:
     found = {}
     for line in unit.read_text().splitlines():

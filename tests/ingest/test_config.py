@@ -52,16 +52,30 @@ def test_example_loads_and_matches_defaults():
         ("[store]\nqueue_depth = 0\n", "store.queue_depth: Input should be greater than 0"),
         ("[server]\ncolour = 1\n", "unknown setting 'server.colour'"),
         ('[server]\ntls_cert_file = "a.pem"\n', "server: tls_cert_file and tls_key_file go together"),
+        ('[server]\nhost = "0.0.0.0:8443"\n', "server.host: '0.0.0.0:8443' is no host name or address: the port goes"),
+        ('[server]\nhost = "https://ingest.example.com"\n', "server.host: 'https://ingest.example.com' is no host"),
+        ('[server]\nhost = "[::1]"\n', "server.host: '[::1]' is no host name or address"),
     ],
 )
 def test_bad_config_is_one_line(tmp_path, text, expected):
-    """A bad setting gives one line naming the file and the setting."""
+    """A bad setting gives one line naming the file and the setting (a host:port in server.host among them, which
+    check-config passed and serve refused as a failed name lookup)."""
     path = tmp_path / "ingest.toml"
     path.write_text(text)
     with pytest.raises(ConfigError) as info:
         IngestConfig.load(path)
     assert "\n" not in str(info.value)
     assert str(info.value).startswith(f"{path}: {expected}"), str(info.value)
+
+
+@pytest.mark.parametrize("host", ["::", "::1", "0.0.0.0", "ingest.example.com", "localhost"])
+def test_hosts_that_are_names_or_addresses_load(tmp_path, host):
+    """IPv6 addresses, IPv4 addresses and names are hosts server.host takes."""
+    path = tmp_path / "ingest.toml"
+    path.write_text(f'[server]\nhost = "{host}"\n')
+    assert IngestConfig.load(path).server.host == host
+
+
 
 
 NOT_UTF8 = b"# caf\xe9 \xff\n"
