@@ -182,6 +182,11 @@ class SyncSettings(Settings):
             raise ValueError(f"not a URL: {exc}") from None
         if not host or any(char.isspace() for char in value):
             raise ValueError(f"not a URL with a host: {value!r}")
+        # The agent adds /v1/batches/... itself: an API path here made every upload a 404 at sync time.
+        path = URL(value).path.rstrip("/")
+        if path.endswith("/v1") or "/v1/" in path or URL(value).query_string or URL(value).fragment:
+            raise ValueError(f"{value!r}: give the server's base URL (e.g. https://ingest.example.com:8443), "
+                             "without /v1, a query or a fragment")
         return value.rstrip("/")
 
 

@@ -74,6 +74,8 @@ def test_check_config_one_line_errors(agent_factory, tmp_path):
         ({"request_timeout_s": 1e300}, "sync.request_timeout_s"),
         ({"url": "https://ingest example.com"}, "sync.url"),
         ({"url": "https://"}, "sync.url"),
+        ({"url": "https://127.0.0.1:9/v1"}, "sync.url"),  # an API path: every upload a 404
+        ({"url": "https://127.0.0.1:9/v1/batches/"}, "sync.url"),
         ({"ca_file": "<not a certificate>"}, "sync.ca_file"),
     ],
 )

@@ -6,9 +6,10 @@ import re
 import tomllib
 from pathlib import Path
 
+import pytest
 from pydantic import BaseModel
 
-from edgeloop.collector.config import CollectorConfig, SamplingRule
+from edgeloop.collector.config import CollectorConfig, SamplingRule, SyncSettings
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "collector" / "share" / "collector.example.toml"
 COMMENTED_KEY = re.compile(r"^#\s*([a-z_]+)\s*=")
@@ -55,3 +56,13 @@ def test_example_config_is_valid():
     text = "\n".join(re.sub(r"^#\s*([a-z_]+\s*=)", r"\1", line) for line in EXAMPLE.read_text().splitlines())
     config = CollectorConfig.model_validate(tomllib.loads(text))
     assert config.sync.url and config.agent.metrics_listen and config.sampling.seed == 42
+
+
+@pytest.mark.parametrize(
+    ("url", "loaded"),
+    [("https://ingest.example.com:8443/", "https://ingest.example.com:8443"),
+     ("https://gateway.example.com/edgeloop/", "https://gateway.example.com/edgeloop")],
+)
+def test_a_base_url_with_a_trailing_slash_or_behind_a_proxy_prefix_loads(url, loaded):
+    """sync.url takes a trailing slash and a reverse proxy's path prefix (only an API path such as /v1 is refused)."""
+    assert SyncSettings(url=url).url == loaded
