@@ -322,7 +322,8 @@ def cmd_sync(args: argparse.Namespace) -> int:
     if args.json or args.wait:
         print(orjson.dumps(answer, option=orjson.OPT_INDENT_2).decode())
     else:
-        print("sync started" if answer.get("started") else orjson.dumps(answer).decode())
+        started = "sync started in the background: `edgeloop-collector status` shows how it ended (--wait waits for it)"
+        print(started if answer.get("started") else orjson.dumps(answer).decode())
     if args.wait and answer.get("outcome") != "ok":
         # Scripts and health checks read the exit code: anything left unsent is a failure.
         raise _Failure(f"sync {answer.get('outcome')}: {answer.get('reason')}")

@@ -328,8 +328,8 @@ def test_status_into_a_pipe_its_reader_closed_ends_quietly(agent_factory):
 
 
 def test_status_after_a_failed_sync_says_why_and_the_policy_fetch_in_words(agent_factory, tmp_path):
-    """After a sync to a server that is down, status names the cause in its text, and the policy fetch's outcome is
-    the error's text, not aiohttp's repr of its connection key."""
+    """After a sync to a server that is down, status names the cause in its text, the policy fetch's outcome is the
+    error's text, not aiohttp's repr of its connection key, and a sync without --wait says where its result shows."""
     from tests.ingest.conftest import free_port
 
     token = tmp_path / "device.token"
@@ -347,6 +347,8 @@ def test_status_after_a_failed_sync_says_why_and_the_policy_fetch_in_words(agent
     outcome = json.loads(agent.cli("status", "--json").stdout)["policies"]["last_fetch"]["outcome"]
     assert outcome.startswith("failed: ClientConnectorError: Cannot connect to host"), outcome
     assert "ConnectionKey(" not in human.stdout + outcome
+    started = agent.cli("sync")  # without --wait: it says where the result will be
+    assert started.returncode == 0 and "`edgeloop-collector status` shows how it ended" in started.stdout, started
 
 
 def _as_an_unprivileged_user() -> list[str]:
