@@ -72,6 +72,7 @@ class Agent:
         # SIGHUP re-reads the config through this (the CLI names the file; the agent reads none).
         self._reload_config = reload_config
         self._reloading: asyncio.Task[None] | None = None
+        self._socket_inode: int | None = None  # the socket file this agent bound, the only one it may remove
 
     def stop(self) -> None:
         """Begin a clean shutdown (what SIGTERM does)."""
@@ -283,8 +284,13 @@ class Agent:
         except OSError as exc:
             raise CollectorError(f"agent.socket_path: cannot create {socket_path.parent}: {exc.strerror}") from exc
         if socket_path.is_socket():
-            socket_path.unlink()  # left by a crash; the state-dir lock says no agent owns it
+            if _answers(socket_path):
+                # Another agent, with another state dir: taking its socket would cut its apps off.
+                raise CollectorError(f"agent.socket_path: {socket_path} is served by another agent running with "
+                                     "another state dir: give each agent its own socket_path")
+            socket_path.unlink()  # left by a crash: nothing listens on it
         await web.UnixSite(runner, str(socket_path)).start()
+        self._socket_inode = socket_path.stat().st_ino
         os.chmod(socket_path, int(agent.socket_mode, 8))
         if agent.metrics_listen:
             host, _, port = agent.metrics_listen.rpartition(":")
@@ -303,9 +309,10 @@ class Agent:
             log.error("shutdown timed out; the journal will be recovered on the next start")
             return 1
         finally:
-            # Never served (its folder could not be made): nothing to remove, and the cause is the error to show.
-            with contextlib.suppress(FileNotFoundError, NotADirectoryError):
-                self.config.agent.socket.unlink()
+            # Only the socket this agent bound: one it never served (or that another agent's start replaced) is not its.
+            with contextlib.suppress(OSError):
+                if self._socket_inode == self.config.agent.socket.stat().st_ino:
+                    self.config.agent.socket.unlink()
         log.info("agent stopped")
         return 0
 
@@ -345,6 +352,21 @@ def _tune_gc() -> None:
     gc.collect()
     gc.freeze()
     gc.set_threshold(50_000, 50, 100)
+
+
+def _answers(socket_path: Path) -> bool:
+    """Whether a process accepts connections on this unix socket (a crash leaves one nobody listens on)."""
+    import socket
+
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
+        probe.settimeout(1.0)
+        try:
+            probe.connect(str(socket_path))
+        except (ConnectionRefusedError, FileNotFoundError):
+            return False
+        except OSError:
+            return True  # it exists and may be served (no permission, a full backlog): not ours to take
+    return True
 
 
 def lock_state_dir(state_dir: Path) -> int:

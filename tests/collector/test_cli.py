@@ -406,3 +406,21 @@ def test_an_option_before_the_command_says_where_it_goes(first):
     last = result.stderr.strip().splitlines()[-1]
     assert f"{first.split('=')[0]} goes after the command: edgeloop-collector COMMAND" in last, last
     assert "invalid choice" not in result.stderr
+
+
+def test_a_second_agent_on_the_same_socket_with_another_state_dir_refuses_and_leaves_the_first_reachable(
+        agent_factory):
+    """run with another state dir but a socket_path another agent serves exits 1 naming agent.socket_path, and the
+    first agent still answers on its socket afterwards (the second took the socket and removed it on exit)."""
+    first = agent_factory("first").start()
+    second = agent_factory("second")
+    second.config["agent"]["socket_path"] = str(first.socket)
+    run = run_cli("run", "--config", str(second.write_config()), timeout_s=60)
+    line = run.stderr.strip().splitlines()[-1]
+    assert run.returncode == 1 and line.startswith("edgeloop-collector: error: agent.socket_path: "), run.stderr
+    assert "served by another agent" in line
+    assert first.socket.is_socket() and first.status()["agent"]["pid"] == first.proc.pid
+    first.kill()  # a crash leaves the socket file behind: the next agent takes it over
+    assert first.socket.is_socket()
+    second.start()
+    assert second.status()["agent"]["pid"] == second.proc.pid
