@@ -142,3 +142,18 @@ def test_readme_sdk_snippet_runs_as_printed(tmp_path):
         assert agent.status()["journal"]["records"] == 2
     finally:
         agent.kill()
+
+
+def test_settings_the_docs_name_exist():
+    """Every `section.setting` the README and docs name in backticks is a setting of one of the config models (a
+    renamed setting leaves no reader setting a name the config refuses), status fields aside."""
+    names = set(settings(CollectorConfig)) | set(settings(IngestConfig))
+    sections = "|".join(sorted({name.split(".")[0] for name in names}))
+    not_settings = {"sync.last_success_at", "store.py"}  # a status document's field; a source file
+    unknown = []
+    for doc in ("README.md", "docs/design.md", "docs/wire-contract.md"):
+        text = (ROOT / doc).read_text()
+        for name in set(re.findall(rf"`((?:{sections})\.[a-z_]+(?:\.[a-z_<>]+)*)`", text)):
+            if name not in names | not_settings and not any(known.startswith(f"{name}.") for known in names):
+                unknown.append((doc, name))
+    assert unknown == []
