@@ -65,6 +65,7 @@ from edgeloop.ingest.export import (
     write_result,
 )
 from edgeloop.pipe import closed_pipe_exit
+from edgeloop.settings import read_text
 from edgeloop.times import utc_time
 from edgeloop.units import printable
 
@@ -597,10 +598,7 @@ def _policy(args: argparse.Namespace, config: IngestConfig) -> int:
     admin = _admin(args, config, write=args.action in ("set", "rollback"))
     try:
         if args.action == "set":
-            try:
-                text = args.file.read_text(encoding="utf-8")
-            except (OSError, UnicodeDecodeError) as exc:
-                raise EdgeloopError(f"{args.file}: cannot read: {exc}") from exc
+            text = read_text(args.file, error=EdgeloopError)
             receipt = admin.set_policy(args.model, text, str(args.file), args.devices, args.tag)
             print(f"policy {receipt['model']} version {receipt['version']} stored{_target(receipt)}; devices take it at their next sync")
         elif args.action == "rollback":
@@ -696,10 +694,7 @@ def _schemas(args: argparse.Namespace, config: IngestConfig) -> int:
     try:
         if args.action == "push":
             for path in args.files:
-                try:
-                    text = path.read_text(encoding="utf-8")
-                except (OSError, UnicodeDecodeError) as exc:
-                    raise EdgeloopError(f"{path}: cannot read: {exc}") from exc
+                text = read_text(path, error=EdgeloopError)
                 receipt = admin.push_schema(text, str(path))
                 changes = f" ({len(receipt['changes'])} table changes)" if receipt["changes"] else ""
                 print(f"{receipt['model']} version {receipt['version']} {receipt['fingerprint']}: "
@@ -812,7 +807,7 @@ def _model_of(path: Path, fmt: str) -> str:
                 records = csv.DictReader(handle) if fmt == "csv" else (json.loads(line) for line in handle if line.strip())
                 names = {record.get("model") for record in records if isinstance(record, dict)}
     except (OSError, ValueError) as exc:
-        raise EdgeloopError(f"{path}: cannot read: {exc}") from exc
+        raise EdgeloopError(f"{path}: cannot read: {getattr(exc, 'strerror', None) or exc}") from exc
     names.discard(None)
     if len(names) != 1:
         raise EdgeloopError(f"{path}: give --model (the file names {len(names)} models in its model column)")

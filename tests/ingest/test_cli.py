@@ -277,3 +277,20 @@ def test_an_option_before_the_command_says_where_it_goes(first):
     last = result.stderr.strip().splitlines()[-1]
     assert f"{first.split('=')[0]} goes after the command: edgeloop-ingest COMMAND" in last, last
     assert "invalid choice" not in result.stderr
+
+
+@pytest.mark.parametrize(
+    "command",
+    [["schemas", "push", "{missing}"], ["policy", "set", "--model", "vibration", "{missing}"],
+     ["feedback", "import", "{missing}", "--format", "jsonl"]],
+)
+def test_a_file_argument_that_does_not_exist_is_one_plain_line(tmp_path, command):
+    """A schema, policy or label file that is not there is one line naming it and the OS's words, no errno repr."""
+    config = write_config(tmp_path, free_port())
+    cli("devices", "add", "pump-1", "--config", str(config))  # creates the database
+    missing = tmp_path / "missing.toml"
+    result = cli(*(part.format(missing=missing) for part in command), "--config", str(config), check=False)
+    assert result.returncode == 1 and result.stderr.count("\n") == 1, result.stderr
+    assert f"cannot read {missing}: No such file or directory" in result.stderr or \
+        f"{missing}: cannot read: No such file or directory" in result.stderr, result.stderr
+    assert "[Errno" not in result.stderr
