@@ -61,7 +61,7 @@ def test_check_config_one_line_errors(agent_factory, tmp_path):
     assert "state_dir" in _one_line_error(agent.cli("check-config"))
 
     result = run_cli("check-config", "--config", str(tmp_path / "nope.toml"))
-    assert "cannot read" in _one_line_error(result)
+    assert "nope.toml: no such config file" in _one_line_error(result)
 
 
 @pytest.mark.parametrize(

@@ -211,7 +211,7 @@ def test_a_timestamp_pseudonym_reads_a_leap_second_as_the_agent_does(agent_facto
 
 def test_pseudonym_without_a_config_is_one_line(tmp_path):
     """`pseudonym` with a missing config file is a one-line error, exit 1."""
-    assert "cannot read" in one_line_error(run_cli("pseudonym", "x", "--config", str(tmp_path / "nope.toml")))
+    assert "nope.toml: no such config file" in one_line_error(run_cli("pseudonym", "x", "--config", str(tmp_path / "nope.toml")))
 
 
 def test_presidio_works_through_the_detector_hook(agent_factory):
