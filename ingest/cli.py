@@ -65,7 +65,6 @@ from edgeloop.ingest.export import (
     write_result,
 )
 from edgeloop.pipe import closed_pipe_exit
-from edgeloop.settings import read_text
 from edgeloop.times import utc_time
 from edgeloop.units import printable
 
@@ -598,6 +597,8 @@ def _policy(args: argparse.Namespace, config: IngestConfig) -> int:
     admin = _admin(args, config, write=args.action in ("set", "rollback"))
     try:
         if args.action == "set":
+            from edgeloop.settings import read_text  # here: --help loads no pydantic (tests/test_layering.py)
+
             text = read_text(args.file, error=EdgeloopError)
             receipt = admin.set_policy(args.model, text, str(args.file), args.devices, args.tag)
             print(f"policy {receipt['model']} version {receipt['version']} stored{_target(receipt)}; devices take it at their next sync")
@@ -693,6 +694,8 @@ def _schemas(args: argparse.Namespace, config: IngestConfig) -> int:
     admin = _admin(args, config, write=args.action == "push")
     try:
         if args.action == "push":
+            from edgeloop.settings import read_text  # here: --help loads no pydantic (tests/test_layering.py)
+
             for path in args.files:
                 text = read_text(path, error=EdgeloopError)
                 receipt = admin.push_schema(text, str(path))
