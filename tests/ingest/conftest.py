@@ -245,6 +245,16 @@ def stop_server(process: subprocess.Popen) -> None:
         process.wait()
 
 
+def land_and_stop(tmp_path: Path, config: Path, port: int, token: str, schema: ModelSchema, *tables: pa.Table) -> None:
+    """Serve ``config``, land each table as one sealed batch from ``token``'s device (201 each), then stop the server."""
+    server = spawn_server(config, tmp_path / "server.log")
+    try:
+        for number, table in enumerate(tables):
+            assert put_batch(port, *seal(tmp_path / f"landed-{number}", schema, table), token) == 201
+    finally:
+        stop_server(server)
+
+
 os.environ.setdefault("PYTHONUNBUFFERED", "1")
 
 

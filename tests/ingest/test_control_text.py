@@ -11,7 +11,7 @@ import duckdb
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from tests.ingest.conftest import cli, free_port, make_table, put_batch, seal, spawn_server, stop_server, write_config
+from tests.ingest.conftest import cli, free_port, land_and_stop, make_table, seal, write_config
 
 # NUL, a terminal's escape (clear screen, retitle), a bell, a C1 control (NEL) and a bidi override.
 HOSTILE = "\x00\x1b[2J\x1b]0;owned\x07\x85\u202e"
@@ -100,13 +100,8 @@ def test_csv_and_json_on_a_terminal_show_control_characters_escaped_and_files_ke
     port = free_port()
     config = write_config(tmp_path, port)
     token = cli("devices", "add", "pump-1", "--config", str(config)).stdout.strip()
-    server = spawn_server(config, tmp_path / "server.log")
-    try:
-        table, _ = make_table(vibration, predictions=2, version=f"2.0{HOSTILE}")
-        table = _with(table, "note", [f"note{HOSTILE}\nsecond line", "plain"])
-        assert put_batch(port, *seal(tmp_path / "a", vibration, table), token) == 201
-    finally:
-        stop_server(server)
+    table, _ = make_table(vibration, predictions=2, version=f"2.0{HOSTILE}")
+    land_and_stop(tmp_path, config, port, token, vibration, _with(table, "note", [f"note{HOSTILE}\nsecond line", "plain"]))
     query = "SELECT model_version, note FROM vibration ORDER BY note"
     for fmt in ("csv", "json"):
         code, shown = _on_a_terminal("sql", query, "--format", fmt, "--config", str(config))
@@ -126,12 +121,8 @@ def test_a_label_file_with_control_characters_imports_them_as_sent_and_its_error
     port = free_port()
     config = write_config(tmp_path, port)
     token = cli("devices", "add", "pump-1", "--config", str(config)).stdout.strip()
-    server = spawn_server(config, tmp_path / "server.log")
-    try:
-        table, ids = make_table(vibration, predictions=2)
-        assert put_batch(port, *seal(tmp_path / "a", vibration, table), token) == 201
-    finally:
-        stop_server(server)
+    table, ids = make_table(vibration, predictions=2)
+    land_and_stop(tmp_path, config, port, token, vibration, table)
     sheet = tmp_path / "labels.csv"
     with open(sheet, "w", newline="", encoding="utf-8") as handle:
         writer = csv.writer(handle)

@@ -24,6 +24,7 @@ from edgeloop.schemas import EXAMPLES_DIR, SchemaRegistry
 from tests.ingest.conftest import (
     cli,
     free_port,
+    land_and_stop,
     make_config,
     make_table,
     put_batch,
@@ -139,12 +140,7 @@ def test_delete_where_hashed_matches_what_the_device_stores_with_the_server_stop
     jane, john = Privacy(key).hash("jane.roe@plant.example.com"), Privacy(key).hash("john@plant.example.com")
     table, _ = make_table(vibration, predictions=20)
     table = _with(table, "operator_email", [jane if i % 4 == 0 else john for i in range(20)])
-    server = spawn_server(config, tmp_path / "server.log")
-    try:
-        batch_id, body = seal(tmp_path / "a", vibration, table)
-        assert put_batch(port, batch_id, body, token) == 201
-    finally:
-        stop_server(server)
+    land_and_stop(tmp_path, config, port, token, vibration, table)
     dry = cli("delete", "--where-hashed", f"operator_email={jane}", "--config", str(config))
     assert "would delete 5 rows" in dry.stdout
     assert _file_holds(tmp_path / "ingest.duckdb", jane)
@@ -549,12 +545,7 @@ def test_a_deletion_on_a_stopped_servers_file_expires_old_tombstones_and_says_un
     config.write_text(config.read_text() + "tombstone_days = 5\n")  # [store] is the file's last table
     token = cli("devices", "add", "pump-1", "--config", str(config)).stdout.strip()
     table, _ = make_table(vibration, predictions=4)
-    server = spawn_server(config, tmp_path / "server.log")
-    try:
-        batch_id, body = seal(tmp_path / "a", vibration, table)
-        assert put_batch(port, batch_id, body, token) == 201
-    finally:
-        stop_server(server)
+    land_and_stop(tmp_path, config, port, token, vibration, table)
     first = cli("delete", "--device", "pump-1", "--yes", "--config", str(config))
     until = (datetime.now(UTC) + timedelta(days=5)).strftime("%Y-%m-%d")
     assert f"left out until {until}" in first.stdout and "store.tombstone_days" in first.stdout, first.stdout

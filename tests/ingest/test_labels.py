@@ -14,7 +14,17 @@ import pytest
 from edgeloop.ingest.label_import import read_labels
 from edgeloop.ingest.label_queue import write_tasks
 from edgeloop.schemas import EXAMPLES_DIR, SchemaRegistry
-from tests.ingest.conftest import cli, free_port, make_table, put_batch, seal, spawn_server, stop_server, write_config
+from tests.ingest.conftest import (
+    cli,
+    free_port,
+    land_and_stop,
+    make_table,
+    put_batch,
+    seal,
+    spawn_server,
+    stop_server,
+    write_config,
+)
 
 JPEG = b"\xff\xd8\xff\xe0" + b"thumbnail"
 
@@ -523,13 +533,8 @@ def test_a_label_stamped_in_a_leap_second_imports_at_the_last_microsecond_of_its
     port = free_port()
     config = write_config(tmp_path, port)
     token = cli("devices", "add", "pump-1", "--config", str(config)).stdout.strip()
-    server = spawn_server(config, tmp_path / "server.log")
-    try:
-        table, ids = make_table(vibration, predictions=1)
-        batch_id, body = seal(tmp_path / "a", vibration, table)
-        assert put_batch(port, batch_id, body, token) == 201
-    finally:
-        stop_server(server)
+    table, ids = make_table(vibration, predictions=1)
+    land_and_stop(tmp_path, config, port, token, vibration, table)
     labels = tmp_path / "labels.jsonl"
     labels.write_text(json.dumps({"record_id": str(ids[0]), "true_class": "ok", "created_at": "2017-01-01T05:44:60.5+05:45"}) + "\n")
     result = cli("feedback", "import", str(labels), "--format", "jsonl", "--model", "vibration", "--config", str(config), check=False)
