@@ -24,6 +24,7 @@ from aiohttp import web
 
 from edgeloop.collector.config import SpoolSettings, SyncSettings
 from edgeloop.collector.spool import SealedBatch, Spool
+from edgeloop.collector.sync import Syncer
 from edgeloop.schemas import EXAMPLES_DIR, SchemaRegistry
 
 SCHEMA = SchemaRegistry.from_dir(EXAMPLES_DIR)["image_classifier"]
@@ -64,6 +65,11 @@ def make_batch(spool: Spool, rows: int = 10, *, thumbnail_bytes: int = 16) -> Se
         for _ in range(rows)
     ]
     return spool.write_batch(pa.Table.from_pylist(records, schema=SCHEMA.arrow_schema), schema=SCHEMA)
+
+
+def syncer(spool: Spool, tmp_path: Path, url: str | None, **overrides: Any) -> Syncer:
+    """A Syncer for ``spool`` against ``url`` with the test settings (``sync_settings``)."""
+    return Syncer(sync_settings(url, tmp_path, **overrides), spool, agent_version="test")
 
 
 def sync_settings(url: str | None, tmp_path: Path, **overrides: Any) -> SyncSettings:

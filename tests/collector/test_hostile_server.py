@@ -26,15 +26,13 @@ from edgeloop.collector.config import PolicySettings, SamplingSettings
 from edgeloop.collector.policies import Policies
 from edgeloop.collector.sync import Syncer
 from edgeloop.schemas.registry import EXAMPLES_DIR, SchemaRegistry
-from tests.collector.sync_peer import TOKEN, make_batch, peer, receipt, spool, sync_settings  # noqa: F401 (fixtures)
+from tests.collector.sync_peer import TOKEN, make_batch, peer, receipt, spool, sync_settings, syncer  # noqa: F401 (fixtures)
 from tests.sockets import listen_on_loopback
 
 REGISTRY = SchemaRegistry.from_dir(EXAMPLES_DIR)
 BAND = {"strategies": {"boundary": {"type": "confidence_band", "threshold": 0.5, "epsilon": 0.1}}}
 
 
-def syncer(spool, tmp_path, url, **overrides):
-    return Syncer(sync_settings(url, tmp_path, **overrides), spool, agent_version="test")
 
 
 class Recorder:

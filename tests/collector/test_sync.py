@@ -11,13 +11,9 @@ import aiohttp
 import orjson
 import pytest
 
-from edgeloop.collector.sync import NOT_CONFIGURED, PARQUET_MEDIA_TYPE, Syncer
+from edgeloop.collector.sync import NOT_CONFIGURED, PARQUET_MEDIA_TYPE
 from edgeloop.errors import RetryableUploadError
-from tests.collector.sync_peer import TOKEN, make_batch, peer, receipt, spool, sync_settings  # noqa: F401 (fixtures)
-
-
-def syncer(spool, tmp_path, url, **overrides):
-    return Syncer(sync_settings(url, tmp_path, **overrides), spool, agent_version="test")
+from tests.collector.sync_peer import TOKEN, make_batch, peer, receipt, spool, sync_settings, syncer  # noqa: F401 (fixtures)
 
 
 async def test_batches_land_oldest_first_with_the_contract_headers(peer, spool, tmp_path):
