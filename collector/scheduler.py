@@ -162,7 +162,8 @@ class SyncScheduler:
             # Missed while the agent was down (a device switched off every night would never sync): run it soon,
             # spread like a first retry so a fleet powered on together does not sync at once (systemd's Persistent=).
             elif saved_next <= now and not (self._retries and state.retry_at):  # a retry still due is the catch-up
-                job.modify(next_run_time=now + timedelta(seconds=random.uniform(0, self.settings.retry_initial_s)))
+                catch_up = now + timedelta(seconds=random.uniform(0, self.settings.retry_initial_s))
+                job.modify(next_run_time=min(catch_up, job.next_run_time))  # never later than the schedule's own
                 log.info("a scheduled sync was missed while the agent was down: it runs soon",
                          extra={"missed_at": state.next_sync_at, "next_sync_at": self._next_sync_at()})
         not_before = _parse(state.high_water_not_before)

@@ -214,7 +214,7 @@ async def test_the_report_counts_failures_that_could_send_no_report(spool, tmp_p
 
 def test_a_scheduled_sync_missed_while_the_agent_was_down_runs_soon_after_it_starts(agent_factory, ingest):
     """A nightly sync whose time passed while the agent was down (a device off every night) runs within retry_initial_s of the next start, and a restart before it keeps its time."""
-    sync = {"enabled": True, "url": ingest.url, "token_file": str(ingest.token_file), "schedule": "0 2 * * *",
+    sync = {"enabled": True, "url": ingest.url, "token_file": str(ingest.token_file), "schedule": "0 2 1 1 *",
             "jitter_s": 0.0, "retry_initial_s": 3600}
     agent = agent_factory(sync=sync).start()
     assert agent.post_records(_records(1))[0] == 200
@@ -253,4 +253,19 @@ def test_a_first_start_makes_no_catch_up_sync(agent_factory, ingest):
     agent = agent_factory(sync=sync).start()
     scheduled = datetime.fromisoformat(agent.status()["sync"]["next_sync_at"]).astimezone(UTC)
     assert (scheduled.hour, scheduled.minute, scheduled.second) == (2, 0, 0), scheduled
+    assert agent.stop() == 0
+
+
+def test_a_catch_up_never_puts_off_a_scheduled_sync_due_sooner(agent_factory, ingest):
+    """A missed sync's catch-up drawn past the schedule's next sync gives way to it: the agent syncs at the earlier of the two."""
+    sync = {"enabled": True, "url": ingest.url, "token_file": str(ingest.token_file), "schedule": "* * * * *",
+            "jitter_s": 0.0, "retry_initial_s": 36000}
+    agent = agent_factory(sync=sync).start()
+    assert agent.stop() == 0
+    state_file = agent.state_dir / "sync.json"
+    state = orjson.loads(state_file.read_bytes())
+    state["next_sync_at"] = (datetime.now(UTC) - timedelta(hours=3)).isoformat()
+    state_file.write_bytes(orjson.dumps(state))
+    agent.start()
+    assert _seconds_until(agent.status()["sync"]["next_sync_at"]) <= 60
     assert agent.stop() == 0
