@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
+from edgeloop.commandline import refuse_options_before_the_command
 from edgeloop.times import bounded
 from edgeloop.units import duration, size, text_table
 
@@ -796,7 +797,7 @@ def _timeout_s(text: str) -> float:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``edgeloop-collector``; returns the exit code."""
     parser = _parser()
-    _refuse_options_before_the_command(parser, sys.argv[1:] if argv is None else list(argv), "status --config FILE")
+    refuse_options_before_the_command(parser, sys.argv[1:] if argv is None else list(argv), "status --config FILE")
     args = parser.parse_args(argv)
     if args.command == "run":
         _prepare_agent_process()
@@ -820,14 +821,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_ERROR
     except KeyboardInterrupt:
         return 130
-
-
-def _refuse_options_before_the_command(parser: argparse.ArgumentParser, argv: list[str], example: str) -> None:
-    """An option before the command (``--config FILE status``) is a usage error saying where it goes:
-    argparse would call the file an invalid command."""
-    first = argv[0].split("=", 1)[0] if argv else ""
-    if first.startswith("--") and first not in ("--help", "--version"):
-        parser.error(f"{first} goes after the command: {parser.prog} COMMAND {first} ... (e.g. {parser.prog} {example})")
 
 
 def _prepare_agent_process() -> None:

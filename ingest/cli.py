@@ -48,6 +48,7 @@ if importlib.util.find_spec("duckdb") is None:  # a device install: the server e
 import orjson
 
 from edgeloop import __version__
+from edgeloop.commandline import refuse_options_before_the_command
 from edgeloop.durable import write_durably
 from edgeloop.errors import ConfigError, EdgeloopError
 from edgeloop.ingest.admin import Admin, LocalAdmin, open_admin
@@ -901,12 +902,7 @@ def _footer(query: str, params: list, fingerprints: dict[str, str], tables: froz
 
 def main(argv: list[str] | None = None) -> int:
     parser = _parser()
-    given = sys.argv[1:] if argv is None else argv
-    first = given[0].split("=", 1)[0] if given else ""
-    if first.startswith("--") and first not in ("--help", "--version"):
-        # argparse would call the option's value an invalid command.
-        parser.error(f"{first} goes after the command: edgeloop-ingest COMMAND {first} ... "
-                     "(e.g. edgeloop-ingest serve --config FILE)")
+    refuse_options_before_the_command(parser, sys.argv[1:] if argv is None else list(argv), "serve --config FILE")
     args = parser.parse_args(argv)
     args.own_process = argv is None  # the process's own command line, so it may end without teardown
     try:
